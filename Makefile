@@ -1,0 +1,51 @@
+# Perimeter's entry points. `make run` and `make test` do all the set-up on a fresh Debian machine.
+SHELL := /bin/bash
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+CTEST_ARGS ?=
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps tools build test unit run lint format clean cluster-up cluster-down
+
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+# Pinned kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, etcd, KWOK and
+# Helm, built from the Go module proxy into ~/.cache/perimeter (a second run does nothing).
+tools:
+	@hack/tools/build-tools.sh all >/dev/null
+
+$(BUILD_DIR)/build.ninja: CMakeLists.txt
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+
+build: deps $(BUILD_DIR)/build.ninja
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Every test (unit, integration against the real control plane, end to end) through ctest.
+test: deps tools build
+	@PERIMETER_TOOLS_BIN=$$(hack/tools/build-tools.sh all 2>/dev/null | tail -n 1) \
+	  ctest --test-dir $(BUILD_DIR) --output-on-failure --no-tests=error $(CTEST_ARGS)
+
+unit: deps build
+	@ctest --test-dir $(BUILD_DIR) --output-on-failure -L unit $(CTEST_ARGS)
+
+# The main job on the embedded local stack.
+run: deps tools build
+	@hack/run-local
+
+cluster-up: deps tools build
+	@hack/local-cluster up
+
+cluster-down:
+	@hack/local-cluster down
+
+lint: deps $(BUILD_DIR)/build.ninja
+	@hack/lint.sh $(BUILD_DIR)
+
+format:
+	@git ls-files '*.h' '*.cc' | xargs -r clang-format -i
+
+clean:
+	rm -rf $(BUILD_DIR)
