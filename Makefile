@@ -5,7 +5,7 @@ BUILD_TYPE ?= RelWithDebInfo
 CTEST_ARGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps tools build test unit run lint format clean cluster-up cluster-down
+.PHONY: all deps tools setup build test unit run lint format clean cluster-up cluster-down
 
 all: build
 
@@ -23,8 +23,13 @@ $(BUILD_DIR)/build.ninja: CMakeLists.txt
 build: deps $(BUILD_DIR)/build.ninja
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# Set-up that particular tests need (npm packages of reference peers, say): every executable
+# hack/setup/*.sh, each idempotent and caching outside the repository.
+setup: deps
+	@for s in hack/setup/*.sh; do [ -x "$$s" ] || continue; "$$s" || { echo "[setup] $$s failed" >&2; exit 1; }; done
+
 # Every test (unit, integration against the real control plane, end to end) through ctest.
-test: deps tools build
+test: deps tools setup build
 	@PERIMETER_TOOLS_BIN=$$(hack/tools/build-tools.sh all 2>/dev/null | tail -n 1) \
 	  ctest --test-dir $(BUILD_DIR) --output-on-failure --no-tests=error $(CTEST_ARGS)
 
