@@ -1,0 +1,23 @@
+#include "kube/client_metrics.h"
+
+namespace perimeter::kube {
+
+ClientMetrics::ClientMetrics(prometheus::Registry& registry)
+    : requests_(prometheus::BuildCounter()
+                    .Name("perimeter_kube_requests_total")
+                    .Help("Kubernetes API requests by verb and HTTP status code")
+                    .Register(registry)),
+      decode_errors_(prometheus::BuildCounter()
+                         .Name("perimeter_kube_decode_errors_total")
+                         .Help("Kubernetes API answers or watch lines that did not decode")
+                         .Register(registry)) {}
+
+void ClientMetrics::count_request(const std::string& verb, const std::string& code) {
+  requests_.Add({{"verb", verb}, {"code", code}}).Increment();
+}
+
+void ClientMetrics::count_decode_error(const std::string& source) {
+  decode_errors_.Add({{"source", source}}).Increment();
+}
+
+}  // namespace perimeter::kube
