@@ -1,0 +1,363 @@
+#include "sim/http_server.h"
+
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <deque>
+
+namespace perimeter::sim {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+constexpr std::size_t kMaxBodyBytes = 4 * 1024 * 1024;
+// How long an idle waiter sleeps before looking again when nothing woke it: the bound on how late
+// a reclaim (which is time-driven) is noticed.
+constexpr auto kWaiterRecheck = std::chrono::milliseconds(200);
+constexpr auto kStreamPingEvery = std::chrono::seconds(15);
+}  // namespace
+
+bool percent_decode(std::string_view in, std::string* out) {
+  out->clear();
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out->push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    auto hex = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      return -1;
+    };
+    const int high = hex(in[i + 1]);
+    const int low = hex(in[i + 2]);
+    if (high < 0 || low < 0) return false;
+    out->push_back(static_cast<char>(high * 16 + low));
+    i += 2;
+  }
+  return true;
+}
+
+// One client connection: reads requests one at a time, and for each either replies, waits
+// (long-poll), streams (SSE, then closes), or drops the socket (fault).
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(tcp::socket socket, HttpServer& server)
+      : socket_(std::move(socket)), server_(server), timer_(socket_.get_executor()) {}
+
+  void start() {
+    registration_ = server_.register_connection(shared_from_this());
+    read();
+  }
+
+  // Wake a waiting poll or stream early (state changed).
+  void wake() {
+    if (waiting_) timer_.cancel();
+  }
+
+  void close() {
+    beast::error_code ignored;
+    timer_.cancel();
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  ~Connection() {
+    if (registered_) server_.unregister_connection(registration_);
+  }
+
+ private:
+  void read() {
+    parser_.emplace();
+    parser_->body_limit(kMaxBodyBytes);
+    http::async_read(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+      return close();
+    }
+    if (ec) {
+      // A request that does not parse as HTTP still gets the API's error shape.
+      server_.metrics().count_bad_request("malformed_http");
+      ApiReply reply = error_reply(400, "invalid_request_error",
+                                   std::string("malformed HTTP request: ") + ec.message());
+      keep_alive_ = false;
+      return write_reply(reply, "malformed_http");
+    }
+    started_ = std::chrono::steady_clock::now();
+    const auto& message = parser_->get();
+    ApiRequest request;
+    request.method = std::string(message.method_string());
+    const std::string target(message.target());
+    const std::size_t question = target.find('?');
+    bool decoded = percent_decode(target.substr(0, question), &request.path);
+    if (decoded && question != std::string::npos) {
+      std::string_view query(target);
+      query.remove_prefix(question + 1);
+      while (!query.empty() && decoded) {
+        const std::size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        const std::size_t eq = pair.find('=');
+        std::string key;
+        std::string value;
+        decoded = percent_decode(pair.substr(0, eq), &key) &&
+                  (eq == std::string_view::npos || percent_decode(pair.substr(eq + 1), &value));
+        if (!key.empty()) request.query[key] = value;
+        if (amp == std::string_view::npos) break;
+        query.remove_prefix(amp + 1);
+      }
+    }
+    for (const auto& field : message) {
+      std::string name(field.name_string());
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      request.headers[name] = std::string(field.value());
+    }
+    request.body = message.body();
+    keep_alive_ = message.keep_alive();
+    if (!decoded) {
+      return write_reply(error_reply(400, "invalid_request_error",
+                                     "the request target has a malformed percent-escape"),
+                         "malformed_http");
+    }
+    decision_ = server_.router().route(request);
+    if (decision_.latency.count() > 0) {
+      timer_.expires_after(decision_.latency);
+      timer_.async_wait([self = shared_from_this()](beast::error_code) { self->dispatch(); });
+      return;
+    }
+    dispatch();
+  }
+
+  void dispatch() {
+    switch (decision_.kind) {
+      case RouteDecision::Kind::kReset: {
+        // An abortive close (RST), as a proxy dying mid-request would look to the client.
+        beast::error_code ignored;
+        socket_.set_option(asio::socket_base::linger(true, 0), ignored);
+        server_.metrics().count_request(decision_.route, 0, elapsed());
+        return close();
+      }
+      case RouteDecision::Kind::kReply:
+        if (decision_.mutates) server_.wake_waiters();
+        return write_reply(decision_.reply, decision_.route);
+      case RouteDecision::Kind::kLongPoll:
+        poll_deadline_ = std::chrono::steady_clock::now() + decision_.block;
+        server_.metrics().waiting_polls().Increment();
+        return wait_for_work();
+      case RouteDecision::Kind::kStream:
+        return start_stream();
+    }
+  }
+
+  void wait_for_work() {
+    const auto now = std::chrono::steady_clock::now();
+    if (std::optional<ApiReply> reply = decision_.retry()) {
+      server_.metrics().waiting_polls().Decrement();
+      return write_reply(*reply, decision_.route);
+    }
+    if (now >= poll_deadline_ || server_.stopping()) {
+      server_.metrics().waiting_polls().Decrement();
+      return write_reply(json_reply(200, nullptr), decision_.route);
+    }
+    waiting_ = true;
+    timer_.expires_after(
+        std::min<std::chrono::steady_clock::duration>(poll_deadline_ - now, kWaiterRecheck));
+    timer_.async_wait([self = shared_from_this()](beast::error_code) {
+      self->waiting_ = false;
+      if (!self->socket_.is_open()) {
+        self->server_.metrics().waiting_polls().Decrement();
+        return;
+      }
+      self->wait_for_work();
+    });
+  }
+
+  void write_reply(const ApiReply& reply, const std::string& route) {
+    auto response = std::make_shared<http::response<http::string_body>>();
+    response->version(11);
+    response->result(static_cast<unsigned>(reply.status));
+    response->set(http::field::server, "perimeter-sim");
+    response->set(http::field::content_type, reply.content_type);
+    response->set("request-id", "req_sim_" + std::to_string(++request_counter_));
+    for (const auto& [name, value] : reply.headers) response->set(name, value);
+    response->body() = reply.body;
+    response->keep_alive(keep_alive_ && !server_.stopping());
+    response->prepare_payload();
+    server_.metrics().count_request(route, reply.status, elapsed());
+    http::async_write(socket_, *response,
+                      [self = shared_from_this(), response](beast::error_code ec, std::size_t) {
+                        if (ec || !response->keep_alive()) return self->close();
+                        self->read();
+                      });
+  }
+
+  // ---- SSE ----
+  void start_stream() {
+    server_.metrics().open_streams().Increment();
+    streaming_ = true;
+    last_event_id_ = decision_.last_event_id;
+    last_ping_ = std::chrono::steady_clock::now();
+    // Close-delimited body: the stream ends when the server closes it, as SSE allows.
+    pending_.push_back(
+        "HTTP/1.1 200 OK\r\nServer: perimeter-sim\r\nContent-Type: text/event-stream\r\n"
+        "Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
+    server_.metrics().count_request(decision_.route, 200, elapsed());
+    pump_stream();
+  }
+
+  void pump_stream() {
+    if (!socket_.is_open()) return end_stream();
+    for (auto& event : server_.simulator().events_after(decision_.session_id, last_event_id_)) {
+      if (decision_.drop_after_events >= 0 && frames_sent_ >= decision_.drop_after_events) {
+        // The fault: cut the stream mid-session, after what was already queued is flushed.
+        drop_after_flush_ = true;
+        break;
+      }
+      last_event_id_ = event.id;
+      pending_.push_back("event: " + event.type + "\nid: " + event.id + "\ndata: " + event.data +
+                         "\n\n");
+      ++frames_sent_;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (pending_.empty() && now - last_ping_ >= kStreamPingEvery) {
+      pending_.push_back("event: ping\ndata: {\"type\":\"ping\"}\n\n");
+      last_ping_ = now;
+    }
+    if (!pending_.empty()) return flush_stream();
+    if (drop_after_flush_ || server_.stopping() ||
+        server_.simulator().session_terminated(decision_.session_id)) {
+      return end_stream();
+    }
+    waiting_ = true;
+    timer_.expires_after(kWaiterRecheck);
+    timer_.async_wait([self = shared_from_this()](beast::error_code) {
+      self->waiting_ = false;
+      self->pump_stream();
+    });
+  }
+
+  void flush_stream() {
+    auto chunk = std::make_shared<std::string>();
+    for (auto& piece : pending_) *chunk += piece;
+    pending_.clear();
+    asio::async_write(socket_, asio::buffer(*chunk),
+                      [self = shared_from_this(), chunk](beast::error_code ec, std::size_t) {
+                        if (ec) return self->end_stream();
+                        self->pump_stream();
+                      });
+  }
+
+  void end_stream() {
+    if (streaming_) {
+      streaming_ = false;
+      server_.metrics().open_streams().Decrement();
+    }
+    close();
+  }
+
+  double elapsed() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  }
+
+  tcp::socket socket_;
+  HttpServer& server_;
+  asio::steady_timer timer_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  RouteDecision decision_;
+  bool keep_alive_ = true;
+  bool waiting_ = false;
+  bool streaming_ = false;
+  bool drop_after_flush_ = false;
+  int frames_sent_ = 0;
+  std::uint64_t request_counter_ = 0;
+  std::string last_event_id_;
+  std::deque<std::string> pending_;
+  std::chrono::steady_clock::time_point started_{};
+  std::chrono::steady_clock::time_point poll_deadline_{};
+  std::chrono::steady_clock::time_point last_ping_{};
+  std::list<std::weak_ptr<Connection>>::iterator registration_;
+  bool registered_ = true;
+};
+
+HttpServer::HttpServer(asio::io_context& io, ApiRouter& router, Simulator& simulator,
+                       SimMetrics& metrics, Logger logger, std::uint16_t port)
+    : io_(io),
+      router_(router),
+      simulator_(simulator),
+      metrics_(metrics),
+      logger_(std::move(logger)),
+      acceptor_(io),
+      ticker_(io) {
+  const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), port);
+  acceptor_.open(endpoint.protocol());
+  acceptor_.set_option(asio::socket_base::reuse_address(true));
+  acceptor_.bind(endpoint);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  port_ = acceptor_.local_endpoint().port();
+}
+
+HttpServer::~HttpServer() = default;
+
+void HttpServer::start() {
+  accept();
+  tick();
+}
+
+void HttpServer::stop() {
+  stopping_ = true;
+  beast::error_code ignored;
+  acceptor_.close(ignored);
+  ticker_.cancel();
+  for (auto& weak : connections_) {
+    if (auto connection = weak.lock()) connection->close();
+  }
+}
+
+void HttpServer::accept() {
+  acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (stopping_) return;
+      logger_.warn("accept failed", {{"error", ec.message()}});
+    } else {
+      std::make_shared<Connection>(std::move(socket), *this)->start();
+    }
+    if (!stopping_) accept();
+  });
+}
+
+void HttpServer::tick() {
+  simulator_.tick();
+  ticker_.expires_after(std::chrono::milliseconds(250));
+  ticker_.async_wait([this](beast::error_code ec) {
+    if (!ec && !stopping_) tick();
+  });
+}
+
+void HttpServer::wake_waiters() {
+  for (auto& weak : connections_) {
+    if (auto connection = weak.lock()) connection->wake();
+  }
+}
+
+std::list<std::weak_ptr<Connection>>::iterator HttpServer::register_connection(
+    const std::shared_ptr<Connection>& connection) {
+  connections_.push_front(connection);
+  return connections_.begin();
+}
+
+void HttpServer::unregister_connection(std::list<std::weak_ptr<Connection>>::iterator it) {
+  connections_.erase(it);
+}
+
+}  // namespace perimeter::sim

@@ -1,0 +1,67 @@
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+
+#include "core/log.h"
+#include "sim/metrics.h"
+#include "sim/router.h"
+
+namespace perimeter::sim {
+
+class Connection;
+
+// The simulator's HTTP/1.1 server (Boost.Beast): keep-alive requests, long-polls and SSE streams
+// as timers on one io_context thread, so a thousand idle waiters cost a thousand timers, not
+// threads. Binds to 127.0.0.1 only.
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, ApiRouter& router, Simulator& simulator,
+             SimMetrics& metrics, Logger logger, std::uint16_t port);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  // Starts accepting and the lease-expiry ticker; call once, then run the io_context.
+  void start();
+  // Stops accepting and closes every connection; run the io_context until it returns.
+  void stop();
+
+  // Used by connections.
+  ApiRouter& router() { return router_; }
+  Simulator& simulator() { return simulator_; }
+  SimMetrics& metrics() { return metrics_; }
+  const Logger& logger() const { return logger_; }
+  // Wakes every waiting long-poll and stream so it looks at the state again.
+  void wake_waiters();
+  std::list<std::weak_ptr<Connection>>::iterator register_connection(
+      const std::shared_ptr<Connection>& connection);
+  void unregister_connection(std::list<std::weak_ptr<Connection>>::iterator it);
+  bool stopping() const { return stopping_; }
+
+ private:
+  void accept();
+  void tick();
+
+  boost::asio::io_context& io_;
+  ApiRouter& router_;
+  Simulator& simulator_;
+  SimMetrics& metrics_;
+  Logger logger_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer ticker_;
+  std::uint16_t port_ = 0;
+  bool stopping_ = false;
+  std::list<std::weak_ptr<Connection>> connections_;
+};
+
+// Percent-decodes a URL component; false when an escape is malformed.
+bool percent_decode(std::string_view in, std::string* out);
+
+}  // namespace perimeter::sim

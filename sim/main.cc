@@ -1,0 +1,211 @@
+// perimeter-sim: a local stand-in for the Managed Agents work-queue and sessions API.
+//   perimeter-sim serve [--port N] [--port-file F] [--lease-ttl-seconds S] [--reclaim-ms MS]
+//                       [--faults JSON] [--api-base-url URL] [--log-level L]
+//   perimeter-sim create-environment --url URL [--name N] [--key K]
+//   perimeter-sim enqueue --url URL --environment ENV --scenario FILE [--count N]
+//   perimeter-sim results --url URL (--session ID | --environment ENV)
+//   perimeter-sim stats --url URL --environment ENV --key KEY
+//   perimeter-sim faults --url URL [JSON]
+#include <cpprest/http_client.h>
+
+#include <boost/asio/io_context.hpp>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/random.h"
+#include "core/shutdown_signal.h"
+#include "sim/http_server.h"
+#include "sim/router.h"
+#include "sim/simulator.h"
+
+namespace {
+
+using perimeter::sim::parse_int;
+
+int usage(const std::string& why) {
+  std::cerr << "perimeter-sim: " << why << "\n"
+            << "usage: perimeter-sim serve|create-environment|enqueue|results|stats|faults "
+               "[--flag value...] (see docs/simulator.md)\n";
+  return 2;
+}
+
+// Flags as --name value pairs; positional arguments are kept in order.
+struct Args {
+  std::map<std::string, std::string> flags;
+  std::vector<std::string> positional;
+  bool parse(int argc, char** argv, int first, std::string* error) {
+    for (int i = first; i < argc; ++i) {
+      std::string arg = argv[i];
+      if (arg.rfind("--", 0) == 0) {
+        if (i + 1 >= argc) {
+          *error = "flag " + arg + " needs a value";
+          return false;
+        }
+        flags[arg.substr(2)] = argv[++i];
+      } else {
+        positional.push_back(arg);
+      }
+    }
+    return true;
+  }
+  std::string get(const std::string& name, const std::string& fallback = "") const {
+    auto it = flags.find(name);
+    return it == flags.end() ? fallback : it->second;
+  }
+};
+
+int serve(const Args& args) {
+  perimeter::ShutdownSignal signals;  // before any thread starts
+  perimeter::LogLevel level = perimeter::LogLevel::kInfo;
+  if (!perimeter::parse_log_level(args.get("log-level", "info"), &level)) {
+    return usage("--log-level must be debug, info, warn or error");
+  }
+  perimeter::Logger logger("perimeter-sim", perimeter::StderrSink::instance(), level);
+  perimeter::sim::SimulatorOptions options;
+  std::int64_t value = 0;
+  if (auto text = args.get("lease-ttl-seconds"); !text.empty()) {
+    if (!parse_int(text, &value) || value < 1) return usage("--lease-ttl-seconds must be >= 1");
+    options.default_lease_ttl = std::chrono::seconds(value);
+    options.min_lease_ttl = std::min(options.min_lease_ttl, options.default_lease_ttl);
+  }
+  if (auto text = args.get("reclaim-ms"); !text.empty()) {
+    if (!parse_int(text, &value) || value < 0) return usage("--reclaim-ms must be >= 0");
+    options.default_reclaim_older_than = std::chrono::milliseconds(value);
+  }
+  std::int64_t port = 0;
+  if (auto text = args.get("port", "0"); !parse_int(text, &port) || port < 0 || port > 65535) {
+    return usage("--port must be 0..65535");
+  }
+  options.api_base_url = args.get("api-base-url");
+
+  perimeter::sim::Simulator simulator(options, perimeter::SystemClock::instance(),
+                                      perimeter::SystemRandom::instance());
+  perimeter::sim::Faults faults(perimeter::SystemRandom::instance());
+  if (auto text = args.get("faults"); !text.empty()) {
+    std::string error;
+    auto patch = nlohmann::json::parse(text, nullptr, false);
+    if (patch.is_discarded() || !faults.update(patch, &error)) {
+      return usage("--faults: " + (error.empty() ? "not valid JSON" : error));
+    }
+  }
+  perimeter::sim::SimMetrics metrics;
+  perimeter::sim::ApiRouter router(simulator, faults, metrics);
+  boost::asio::io_context io(1);
+  std::unique_ptr<perimeter::sim::HttpServer> server;
+  try {
+    server = std::make_unique<perimeter::sim::HttpServer>(io, router, simulator, metrics, logger,
+                                                          static_cast<std::uint16_t>(port));
+  } catch (const std::exception& e) {
+    logger.error("cannot listen", {{"port", port}, {"error", e.what()}});
+    return 1;
+  }
+  server->start();
+  const std::string url = "http://127.0.0.1:" + std::to_string(server->port());
+  if (auto port_file = args.get("port-file"); !port_file.empty()) {
+    // Written to a temporary name then renamed, so a reader never sees half a number.
+    const std::string temporary = port_file + ".tmp";
+    std::ofstream(temporary) << server->port() << "\n";
+    std::rename(temporary.c_str(), port_file.c_str());
+  }
+  std::cout << nlohmann::json({{"event", "listening"}, {"port", server->port()}, {"url", url}})
+            << std::endl;
+  logger.info("listening", {{"url", url}});
+
+  std::thread loop([&io] { io.run(); });
+  const int signal = signals.wait();
+  logger.info("shutting down", {{"signal", signal}});
+  boost::asio::post(io, [&server] { server->stop(); });
+  loop.join();
+  return 0;
+}
+
+// ---- the CLI: thin calls to the admin API ----
+
+int call(const std::string& base, const web::http::method& method, const std::string& path,
+         const std::string& body, const std::map<std::string, std::string>& headers = {}) {
+  try {
+    web::http::client::http_client_config config;
+    config.set_timeout(std::chrono::seconds(30));
+    web::http::client::http_client client(utility::conversions::to_string_t(base), config);
+    web::http::http_request request(method);
+    request.set_request_uri(utility::conversions::to_string_t(path));
+    for (const auto& [name, value] : headers) request.headers().add(name, value);
+    if (!body.empty()) request.set_body(body, "application/json");
+    auto response = client.request(request).get();
+    const std::string text = response.extract_utf8string(true).get();
+    std::cout << text << std::endl;
+    return response.status_code() < 300 ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::cerr << "perimeter-sim: request to " << base << path << " failed: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+int cli(const std::string& command, const Args& args) {
+  const std::string url = args.get("url", "http://127.0.0.1:8787");
+  if (command == "create-environment") {
+    return call(url, web::http::methods::POST, "/admin/environments",
+                nlohmann::json({{"name", args.get("name")}, {"key", args.get("key")}}).dump());
+  }
+  if (command == "enqueue") {
+    const std::string environment = args.get("environment");
+    const std::string file = args.get("scenario");
+    if (environment.empty() || file.empty())
+      return usage("enqueue needs --environment and --scenario");
+    std::ifstream in(file);
+    if (!in) return usage("cannot read scenario file " + file);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::int64_t count = 1;
+    if (!parse_int(args.get("count", "1"), &count) || count < 1)
+      return usage("--count must be >= 1");
+    int status = 0;
+    for (std::int64_t i = 0; i < count; ++i) {
+      status |=
+          call(url, web::http::methods::POST, "/admin/environments/" + environment + "/sessions",
+               nlohmann::json({{"scenario_yaml", text.str()}}).dump());
+    }
+    return status;
+  }
+  if (command == "results") {
+    if (auto session = args.get("session"); !session.empty()) {
+      return call(url, web::http::methods::GET, "/admin/sessions/" + session + "/results", "");
+    }
+    if (auto environment = args.get("environment"); !environment.empty()) {
+      return call(url, web::http::methods::GET, "/admin/environments/" + environment + "/results",
+                  "");
+    }
+    return usage("results needs --session or --environment");
+  }
+  if (command == "stats") {
+    const std::string environment = args.get("environment");
+    const std::string key = args.get("key");
+    if (environment.empty() || key.empty()) return usage("stats needs --environment and --key");
+    return call(url, web::http::methods::GET, "/v1/environments/" + environment + "/work/stats", "",
+                {{"Authorization", "Bearer " + key},
+                 {"anthropic-beta", "managed-agents-2026-04-01"},
+                 {"anthropic-version", "2023-06-01"}});
+  }
+  if (command == "faults") {
+    if (args.positional.empty()) return call(url, web::http::methods::GET, "/admin/faults", "");
+    return call(url, web::http::methods::POST, "/admin/faults", args.positional[0]);
+  }
+  return usage("unknown command `" + command + "`");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage("missing command");
+  const std::string command = argv[1];
+  Args args;
+  std::string error;
+  if (!args.parse(argc, argv, 2, &error)) return usage(error);
+  if (command == "serve") return serve(args);
+  return cli(command, args);
+}

@@ -1,0 +1,56 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "sim/api_reply.h"
+#include "sim/faults.h"
+#include "sim/metrics.h"
+#include "sim/simulator.h"
+
+namespace perimeter::sim {
+
+// What the transport should do with one request. Most requests get a reply at once; a blocking
+// poll waits for work, an event stream stays open, and a fault may cut the connection.
+struct RouteDecision {
+  enum class Kind { kReply, kLongPoll, kStream, kReset };
+  Kind kind = Kind::kReply;
+  std::string route;  // metric label, e.g. "work.poll"
+  ApiReply reply;
+  std::chrono::milliseconds latency{0};
+  // kLongPoll: called until it yields a reply or `block` runs out (then JSON null).
+  std::function<std::optional<ApiReply>()> retry;
+  std::chrono::milliseconds block{0};
+  // kStream.
+  std::string session_id;
+  std::string last_event_id;
+  int drop_after_events = -1;  // cut the stream after this many frames (fault), -1 never
+  bool mutates = false;        // wake waiting polls and streams after replying
+};
+
+// Maps HTTP requests to the Simulator: the public API (header and credential rules, input
+// validation, faults), the admin API, /metrics and /healthz. No sockets here.
+class ApiRouter {
+ public:
+  ApiRouter(Simulator& simulator, Faults& faults, SimMetrics& metrics)
+      : simulator_(simulator), faults_(faults), metrics_(metrics) {}
+
+  RouteDecision route(const ApiRequest& request);
+
+ private:
+  RouteDecision route_api(const ApiRequest& request, const std::vector<std::string>& parts);
+  RouteDecision route_admin(const ApiRequest& request, const std::vector<std::string>& parts);
+
+  Simulator& simulator_;
+  Faults& faults_;
+  SimMetrics& metrics_;
+};
+
+// Splits "/a/b/c" into {"a","b","c"}; empty segments are kept so "//" does not match a route.
+std::vector<std::string> split_path(const std::string& path);
+// Parses a whole decimal integer; false for anything else (signs allowed, no spaces).
+bool parse_int(const std::string& text, std::int64_t* out);
+
+}  // namespace perimeter::sim

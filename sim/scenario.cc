@@ -1,0 +1,172 @@
+#include "sim/scenario.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+namespace perimeter::sim {
+namespace {
+
+nlohmann::json scalar_to_json(const YAML::Node& node) {
+  const std::string& text = node.Scalar();
+  if (node.Tag() == "!") return text;  // quoted: always a string
+  if (text.empty() || text == "~" || text == "null") return nullptr;
+  if (text == "true" || text == "True") return true;
+  if (text == "false" || text == "False") return false;
+  char* end = nullptr;
+  errno = 0;
+  const long long integer = std::strtoll(text.c_str(), &end, 10);
+  if (errno == 0 && end != text.c_str() && *end == '\0') return integer;
+  errno = 0;
+  const double number = std::strtod(text.c_str(), &end);
+  if (errno == 0 && end != text.c_str() && *end == '\0') return number;
+  return text;
+}
+
+nlohmann::json to_json(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nullptr;
+    case YAML::NodeType::Scalar:
+      return scalar_to_json(node);
+    case YAML::NodeType::Sequence: {
+      nlohmann::json array = nlohmann::json::array();
+      for (const auto& item : node) array.push_back(to_json(item));
+      return array;
+    }
+    case YAML::NodeType::Map: {
+      nlohmann::json object = nlohmann::json::object();
+      for (const auto& entry : node) object[entry.first.as<std::string>()] = to_json(entry.second);
+      return object;
+    }
+  }
+  return nullptr;
+}
+
+std::string require_string(const nlohmann::json& object, const char* key,
+                           const std::string& where) {
+  auto it = object.find(key);
+  if (it == object.end() || !it->is_string() || it->get<std::string>().empty()) {
+    throw ScenarioError(where + ": `" + key + "` must be a non-empty string");
+  }
+  return it->get<std::string>();
+}
+
+std::string optional_string(const nlohmann::json& object, const char* key, std::string fallback,
+                            const std::string& where) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_string()) throw ScenarioError(where + ": `" + key + "` must be a string");
+  return it->get<std::string>();
+}
+
+bool optional_bool(const nlohmann::json& object, const char* key, bool fallback,
+                   const std::string& where) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) throw ScenarioError(where + ": `" + key + "` must be true or false");
+  return it->get<bool>();
+}
+
+ExpectedResult parse_expectation(const nlohmann::json& step, const std::string& where) {
+  ExpectedResult expect;
+  auto it = step.find("expect");
+  if (it == step.end() || it->is_null()) return expect;
+  if (!it->is_object()) throw ScenarioError(where + ": `expect` must be a mapping");
+  const std::string at = where + ".expect";
+  for (const auto& [key, value] : it->items()) {
+    if (key == "is_error") {
+      if (!value.is_boolean()) throw ScenarioError(at + ": `is_error` must be true or false");
+      expect.is_error = value.get<bool>();
+    } else if (key == "text") {
+      if (!value.is_string()) throw ScenarioError(at + ": `text` must be a string");
+      expect.text = value.get<std::string>();
+    } else if (key == "contains") {
+      if (!value.is_string()) throw ScenarioError(at + ": `contains` must be a string");
+      expect.contains = value.get<std::string>();
+    } else if (key == "no_result") {
+      if (!value.is_boolean()) throw ScenarioError(at + ": `no_result` must be true or false");
+      expect.no_result = value.get<bool>();
+    } else {
+      throw ScenarioError(at + ": unknown field `" + key + "`");
+    }
+  }
+  return expect;
+}
+
+}  // namespace
+
+std::string_view to_string(Permission permission) {
+  switch (permission) {
+    case Permission::kAllow:
+      return "allow";
+    case Permission::kAsk:
+      return "ask";
+    case Permission::kDeny:
+      return "deny";
+  }
+  return "allow";
+}
+
+nlohmann::json yaml_text_to_json(std::string_view text) {
+  try {
+    return to_json(YAML::Load(std::string(text)));
+  } catch (const YAML::Exception& e) {
+    throw ScenarioError(std::string("scenario is not valid YAML: ") + e.what());
+  }
+}
+
+Scenario parse_scenario(std::string_view text) {
+  const nlohmann::json root = yaml_text_to_json(text);
+  if (!root.is_object()) throw ScenarioError("scenario: the document must be a mapping");
+  Scenario scenario;
+  scenario.name = optional_string(root, "name", "unnamed", "scenario");
+  scenario.prompt = optional_string(root, "prompt", scenario.prompt, "scenario");
+  scenario.final_message =
+      optional_string(root, "final_message", scenario.final_message, "scenario");
+  scenario.terminate = optional_bool(root, "terminate", scenario.terminate, "scenario");
+  auto steps = root.find("steps");
+  if (steps == root.end() || !steps->is_array()) {
+    throw ScenarioError("scenario " + scenario.name + ": `steps` must be a list");
+  }
+  for (std::size_t i = 0; i < steps->size(); ++i) {
+    const nlohmann::json& node = (*steps)[i];
+    const std::string where = "scenario " + scenario.name + " step " + std::to_string(i + 1);
+    if (!node.is_object()) throw ScenarioError(where + ": must be a mapping");
+    ScenarioStep step;
+    step.tool = require_string(node, "tool", where);
+    step.custom = optional_bool(node, "custom", false, where);
+    if (auto input = node.find("input"); input != node.end() && !input->is_null()) {
+      if (!input->is_object()) throw ScenarioError(where + ": `input` must be a mapping");
+      step.input = *input;
+    }
+    const std::string permission = optional_string(node, "permission", "allow", where);
+    if (permission == "allow") {
+      step.permission = Permission::kAllow;
+    } else if (permission == "ask") {
+      step.permission = Permission::kAsk;
+    } else if (permission == "deny") {
+      step.permission = Permission::kDeny;
+    } else {
+      throw ScenarioError(where + ": `permission` must be allow, ask or deny, not `" + permission +
+                          "`");
+    }
+    const std::string confirm = optional_string(node, "confirm", "allow", where);
+    if (confirm != "allow" && confirm != "deny") {
+      throw ScenarioError(where + ": `confirm` must be allow or deny, not `" + confirm + "`");
+    }
+    step.confirm_allow = confirm == "allow";
+    step.expect = parse_expectation(node, where);
+    // A call that never runs can only expect silence.
+    if (step.permission == Permission::kDeny ||
+        (step.permission == Permission::kAsk && !step.confirm_allow)) {
+      step.expect.no_result = true;
+    }
+    scenario.steps.push_back(std::move(step));
+  }
+  return scenario;
+}
+
+}  // namespace perimeter::sim

@@ -1,0 +1,198 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/random.h"
+#include "sim/api_reply.h"
+#include "sim/scenario.h"
+
+namespace perimeter::sim {
+
+// Choices the published documentation leaves open; docs/simulator.md lists each.
+struct SimulatorOptions {
+  std::chrono::seconds default_lease_ttl{60};
+  std::chrono::seconds min_lease_ttl{5};
+  std::chrono::seconds max_lease_ttl{600};
+  std::chrono::milliseconds default_reclaim_older_than{5000};
+  std::chrono::seconds workers_polling_window{30};
+  int default_page_size = 20;
+  int max_page_size = 1000;
+  // Written into each work secret as api_base_url when set.
+  std::string api_base_url;
+};
+
+// One heartbeat as the server saw it: what the worker expected and what the server answered.
+struct LeaseRecord {
+  std::string expected;
+  std::string returned;  // the new last_heartbeat; empty when refused
+  int status = 200;
+  std::string state;
+};
+
+// The whole simulated service: environments, work queues with leases, sessions with event logs
+// and scripted agents. Thread-safe (one lock); time comes only from the injected Clock, so the
+// state machine is tested deterministically. Every API method returns the HTTP reply the real
+// service would give; none of them throws on client input.
+class Simulator {
+ public:
+  Simulator(SimulatorOptions options, Clock& clock, RandomSource& random);
+
+  // ---- admin ----
+  // Creates an environment; a key is generated when none is given.
+  nlohmann::json create_environment(const std::string& name, const std::string& key = "");
+  ApiReply enqueue_session(const std::string& environment_id, Scenario scenario);
+  ApiReply enqueue_healthcheck(const std::string& environment_id);
+  ApiReply session_results(const std::string& session_id) const;
+  ApiReply environment_results(const std::string& environment_id) const;
+  ApiReply work_admin_view(const std::string& work_id) const;
+
+  // ---- the work API; `token` is the bearer credential from the Authorization header ----
+  // Returns the item (with its one-time secret) or JSON null when nothing is claimable.
+  ApiReply poll(const std::string& environment_id, const std::string& token,
+                const std::string& worker_id, std::optional<std::int64_t> reclaim_older_than_ms,
+                bool undecodable_secret = false);
+  ApiReply ack(const std::string& environment_id, const std::string& work_id,
+               const std::string& token);
+  ApiReply heartbeat(const std::string& environment_id, const std::string& work_id,
+                     const std::string& token, const std::string& expected_last_heartbeat,
+                     std::optional<std::int64_t> desired_ttl_seconds);
+  ApiReply stop(const std::string& environment_id, const std::string& work_id,
+                const std::string& token, bool force);
+  ApiReply retrieve_work(const std::string& environment_id, const std::string& work_id,
+                         const std::string& token);
+  ApiReply update_work_metadata(const std::string& environment_id, const std::string& work_id,
+                                const std::string& token, const nlohmann::json& metadata);
+  ApiReply list_work(const std::string& environment_id, const std::string& token, int limit,
+                     const std::string& page);
+  ApiReply stats(const std::string& environment_id, const std::string& token);
+  // Simulates another worker taking the lease: the next heartbeat's expectation cannot match.
+  bool steal_lease(const std::string& work_id);
+
+  // ---- the session API ----
+  ApiReply retrieve_session(const std::string& session_id, const std::string& token);
+  ApiReply list_events(const std::string& session_id, const std::string& token, int limit,
+                       const std::string& page);
+  ApiReply send_events(const std::string& session_id, const std::string& token,
+                       const nlohmann::json& body);
+  // For the SSE stream: nullopt when the caller may stream, else the error reply.
+  std::optional<ApiReply> authorize_session(const std::string& session_id,
+                                            const std::string& token) const;
+  struct StreamedEvent {
+    std::string id;
+    std::string type;
+    std::string data;
+  };
+  // Events after the one whose id is `last_event_id` (all of them when empty or unknown).
+  std::vector<StreamedEvent> events_after(const std::string& session_id,
+                                          const std::string& last_event_id) const;
+  bool session_terminated(const std::string& session_id) const;
+
+  // Time-driven transitions (lease expiry); cheap, called by the server's timer.
+  void tick();
+  // Grows on every change a waiting long-poll or stream could care about.
+  std::uint64_t generation() const;
+
+  const SimulatorOptions& options() const { return options_; }
+
+ private:
+  struct WorkItem {
+    std::string id;
+    std::string environment_id;
+    std::string data_type;  // session | healthcheck
+    std::string data_id;
+    std::string state = "queued";
+    nlohmann::json metadata = nlohmann::json::object();
+    std::string sessions_token;
+    std::chrono::system_clock::time_point created_at;
+    std::optional<std::chrono::system_clock::time_point> acknowledged_at, started_at,
+        latest_heartbeat_at, stop_requested_at, stopped_at;
+    // Poll claim (not yet acked): who and when, for reclaim.
+    std::optional<Clock::TimePoint> claimed_at;
+    std::string claimed_by;
+    // Lease.
+    std::optional<std::string> last_heartbeat;
+    std::chrono::seconds ttl{0};
+    Clock::TimePoint lease_expires_at{};
+    std::vector<LeaseRecord> lease_history;
+    std::vector<std::string> transitions;
+  };
+  enum class AgentPhase { kNotStarted, kNextStep, kAwaitResult, kFinished };
+  struct StepRecord {
+    std::string tool_use_id;
+    bool result_received = false;
+    int results_received = 0;
+    bool is_error = false;
+    nlohmann::json content;
+    std::string text;
+  };
+  struct Session {
+    std::string id;
+    std::string environment_id;
+    std::string work_id;
+    std::string status = "idle";
+    std::chrono::system_clock::time_point created_at, updated_at;
+    Scenario scenario;
+    std::vector<StepRecord> records;
+    std::size_t step = 0;
+    AgentPhase phase = AgentPhase::kNotStarted;
+    std::vector<nlohmann::json> events;
+    std::map<std::string, std::size_t> event_index;  // event id -> position
+    std::vector<nlohmann::json> unexpected;          // results the scenario did not ask for
+  };
+  struct Environment {
+    std::string id;
+    std::string name;
+    std::string key;
+    std::vector<std::string> work_order;                   // creation order
+    std::map<std::string, Clock::TimePoint> pollers_seen;  // worker id -> last poll
+  };
+
+  std::string new_id(const char* prefix);
+  std::string timestamp(std::chrono::system_clock::time_point t) const;
+  std::string unique_heartbeat_stamp(const WorkItem& item);
+  nlohmann::json render_work(const WorkItem& item) const;
+  nlohmann::json render_session(const Session& session) const;
+  nlohmann::json render_results(const Session& session) const;
+  std::string encode_secret(const WorkItem& item, bool undecodable) const;
+
+  // Auth: nullopt when allowed, else the 401/404 reply.
+  std::optional<ApiReply> check_environment_key(const std::string& environment_id,
+                                                const std::string& token) const;
+  std::optional<ApiReply> check_work_access(const std::string& environment_id,
+                                            const std::string& work_id, const std::string& token,
+                                            bool environment_key_only) const;
+  void expire_leases_locked();
+  void set_state(WorkItem& item, const std::string& state);
+  void bump() { ++generation_; }
+
+  // The scripted agent.
+  void append_event(Session& session, nlohmann::json event);
+  void set_session_status(Session& session, const std::string& status, nlohmann::json stop_reason);
+  void advance_agent(Session& session);
+  ApiReply accept_result(Session& session, const nlohmann::json& event, bool custom);
+
+  SimulatorOptions options_;
+  Clock& clock_;
+  RandomSource& random_;
+  mutable std::mutex mutex_;
+  std::uint64_t generation_ = 0;
+  std::uint64_t id_counter_ = 0;
+  std::map<std::string, Environment> environments_;
+  std::map<std::string, WorkItem> work_;
+  std::map<std::string, Session> sessions_;
+  std::map<std::string, std::string> token_to_work_;  // sessions token -> work id
+};
+
+// Base64url without padding, as the service encodes work secrets.
+std::string base64url_encode(std::string_view bytes);
+
+}  // namespace perimeter::sim
