@@ -197,6 +197,12 @@ std::unique_ptr<Process> Process::spawn(const ProcessSpec& spec) {
       // The parent may have died before prctl took effect; then nobody would ever signal us.
       if (::getppid() != parent) ::_exit(127);
     }
+    // Blocked signals and ignored dispositions survive exec: a parent that blocks SIGTERM to
+    // sigwait() for it would otherwise start children that cannot be stopped politely.
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD}) ::signal(sig, SIG_DFL);
     if (::dup2(child_stdin, 0) < 0 || ::dup2(child_stdout, 1) < 0 || ::dup2(output_fd, 2) < 0) {
       child_fail(report, kStageDup, errno);
     }

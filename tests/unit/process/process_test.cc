@@ -141,6 +141,19 @@ TEST_F(ProcessTest, TerminateStopsWithSigtermFirst) {
   EXPECT_FALSE(process_alive(process->pid()));
 }
 
+TEST_F(ProcessTest, ChildrenStartWithDefaultSignalsWhateverTheParentBlocks) {
+  // A supervisor that sigwait()s for SIGTERM blocks it; its children must still be stoppable.
+  sigset_t term, previous;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  ::pthread_sigmask(SIG_BLOCK, &term, &previous);
+  ProcessSpec spec;
+  spec.argv = {"sleep", "1000"};
+  auto process = Process::spawn(spec);
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  EXPECT_EQ(process->terminate(seconds(30)).signal, SIGTERM);
+}
+
 TEST_F(ProcessTest, TerminateKillsAProcessThatIgnoresSigterm) {
   ProcessSpec spec;
   // The shell announces when its trap is in place, so SIGTERM cannot arrive before it.

@@ -1,0 +1,537 @@
+#include "localcluster/control_plane.h"
+
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <thread>
+
+#include "core/backoff.h"
+#include "core/random.h"
+#include "localcluster/cluster_dirs.h"
+#include "localcluster/kubeconfig.h"
+#include "localcluster/kwok_stages.h"
+#include "localcluster/ports.h"
+#include "localcluster/tools.h"
+
+namespace perimeter::localcluster {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kServiceClusterIpRange = "10.0.0.0/24";
+constexpr const char* kPodCidr = "10.244.0.0/16";
+constexpr const char* kServiceAccountIssuer = "https://kubernetes.default.svc.cluster.local";
+constexpr const char* kFakeNodeLabel = "perimeter.dev/fake-node";
+constexpr int kLogTailLines = 40;
+constexpr int kPortAttempts = 3;
+
+// A start failure; `port_in_use` says another process took a port we picked, worth a retry.
+class StartFailure : public std::runtime_error {
+ public:
+  StartFailure(const std::string& message, bool port_in_use)
+      : std::runtime_error(message), port_in_use_(port_in_use) {}
+  bool port_in_use() const { return port_in_use_; }
+
+ private:
+  bool port_in_use_;
+};
+
+std::string loopback_url(const char* scheme, int port) {
+  return std::string(scheme) + "://127.0.0.1:" + std::to_string(port);
+}
+
+long long millis_since(Clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
+}
+
+std::string fake_node_name(int index) {
+  return "kwok-node-" + std::to_string(index);
+}
+
+bool node_is_ready(const nlohmann::json& node) {
+  const auto* conditions = node.contains("status") && node["status"].contains("conditions")
+                               ? &node["status"]["conditions"]
+                               : nullptr;
+  if (!conditions || !conditions->is_array()) return false;
+  for (const auto& condition : *conditions) {
+    if (condition.value("type", "") == "Ready") return condition.value("status", "") == "True";
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<std::string> controller_manager_controllers() {
+  return {"garbage-collector-controller",
+          "deployment-controller",
+          "replicaset-controller",
+          "namespace-controller",
+          "serviceaccount-controller",
+          "serviceaccount-token-controller",
+          "root-ca-certificate-publisher-controller",
+          "clusterrole-aggregation-controller",
+          "job-controller",
+          "cronjob-controller",
+          "statefulset-controller",
+          "ttl-after-finished-controller",
+          "pod-garbage-collector-controller",
+          "endpointslice-controller",
+          "disruption-controller",
+          "resourcequota-controller"};
+}
+
+ControlPlane::ControlPlane(ControlPlaneOptions options, Logger logger)
+    : options_(std::move(options)), logger_(std::move(logger)) {}
+
+ControlPlane::~ControlPlane() {
+  stop();
+}
+
+std::unique_ptr<ControlPlane> ControlPlane::start(const ControlPlaneOptions& options,
+                                                  Logger logger) {
+  if (options.dir.empty() || !fs::is_directory(options.dir)) {
+    throw std::runtime_error("local cluster folder '" + options.dir + "' does not exist");
+  }
+  if (options.kwok_nodes < 0) {
+    throw std::runtime_error("kwok_nodes must be >= 0, got " + std::to_string(options.kwok_nodes));
+  }
+  std::unique_ptr<ControlPlane> plane(new ControlPlane(options, std::move(logger)));
+  plane->start_all();  // on failure the destructor stops whatever did start
+  return plane;
+}
+
+void ControlPlane::start_all() {
+  // Every binary is checked up front so a missing one is reported before anything starts.
+  std::vector<std::string> needed = {"etcd", "kube-apiserver"};
+  if (options_.controller_manager) needed.push_back("kube-controller-manager");
+  if (options_.scheduler) needed.push_back("kube-scheduler");
+  if (options_.kwok_nodes > 0) needed.push_back("kwok");
+  for (const auto& tool : needed) require_tool(options_.tools_dir, tool);
+
+  const auto started = Clock::now();
+  fs::create_directories(options_.dir + "/logs");
+  fs::create_directories(options_.dir + "/" + kComponentPidDir);
+  generate_pki();
+  record_phase("certificates_ms", started);
+  start_etcd();
+  record_phase("etcd_ready_ms", started);
+  start_apiserver();
+  record_phase("apiserver_ready_ms", started);
+
+  // The rest only needs the apiserver: start them together, then wait for each.
+  if (options_.controller_manager) start_controller_manager();
+  if (options_.scheduler) start_scheduler();
+  if (options_.kwok_nodes > 0) start_kwok();
+  for (auto& component : components_) {
+    if (component->health_port == 0) continue;
+    // Their serving certificates are self-signed: the client authenticates, it does not verify.
+    HttpClientConfig config;
+    config.base_url = loopback_url("https", component->health_port);
+    config.cert_file = pki_.admin_cert;
+    config.key_file = pki_.admin_key;
+    config.timeout = std::chrono::seconds(2);
+    HttpClient health(config);
+    wait_until_ready(*component, "/healthz ok", [&](std::string* complaint) {
+      auto response = health.get("/healthz");
+      *complaint = "/healthz answered " + std::to_string(response.status) + ": " + response.body;
+      return response.status == 200;
+    });
+  }
+  if (options_.controller_manager) {
+    // Pods are only admitted once their namespace's ServiceAccount exists; wait for the first.
+    auto api = admin_client();
+    wait_until_ready(
+        *find("kube-controller-manager"), "the default ServiceAccount",
+        [&](std::string* complaint) {
+          auto response = api->get("/api/v1/namespaces/default/serviceaccounts/default");
+          *complaint = "ServiceAccount default/default: HTTP " + std::to_string(response.status);
+          return response.status == 200;
+        });
+  }
+  record_phase("controllers_ready_ms", started);
+  if (options_.kwok_nodes > 0) {
+    create_fake_nodes();
+    wait_for_fake_nodes();
+    record_phase("nodes_ready_ms", started);
+  }
+  record_phase("total_ms", started);
+  logger_.info(
+      "local cluster ready",
+      {{"dir", options_.dir}, {"apiserver", endpoints_.apiserver_url}, {"phases", phases_}});
+}
+
+void ControlPlane::record_phase(const std::string& name, Clock::time_point since) {
+  phases_[name] = millis_since(since);
+}
+
+void ControlPlane::generate_pki() {
+  const std::string pki_dir = options_.dir + "/pki";
+  fs::create_directories(pki_dir);
+  pki_ = generate_certificates(pki_dir);
+  endpoints_.dir = options_.dir;
+  endpoints_.ca_file = pki_.ca_cert;
+  endpoints_.client_cert_file = pki_.admin_cert;
+  endpoints_.client_key_file = pki_.admin_key;
+  endpoints_.kubeconfig = options_.dir + "/kubeconfig";
+}
+
+ControlPlane::Component& ControlPlane::add_component(const std::string& name,
+                                                     std::vector<std::string> argv) {
+  for (auto& component : components_) {
+    if (component->name == name) {
+      component->argv = std::move(argv);
+      return *component;
+    }
+  }
+  auto component = std::make_unique<Component>();
+  component->name = name;
+  component->argv = std::move(argv);
+  component->log_path = options_.dir + "/logs/" + name + ".log";
+  components_.push_back(std::move(component));
+  return *components_.back();
+}
+
+void ControlPlane::spawn(Component& component) {
+  process::ProcessSpec spec;
+  spec.argv = component.argv;
+  spec.log_path = component.log_path;
+  spec.working_dir = options_.dir;
+  // The supervisor's own children die with it whatever happens to it.
+  spec.parent_death_signal = SIGKILL;
+  component.process = process::Process::spawn(spec);
+  write_pid_file(options_.dir + "/" + kComponentPidDir + "/" + component.name + ".pid",
+                 component.process->pid());
+  logger_.debug("started", {{"component", component.name}, {"pid", component.process->pid()}});
+}
+
+void ControlPlane::fail(const Component& component, const std::string& problem) {
+  std::string tail = tail_of_file(component.log_path, kLogTailLines);
+  bool port_in_use = tail.find("address already in use") != std::string::npos;
+  throw StartFailure(component.name + " " + problem + "\n--- last lines of " + component.log_path +
+                         " ---\n" + (tail.empty() ? "(empty)\n" : tail),
+                     port_in_use);
+}
+
+void ControlPlane::wait_until_ready(Component& component, const std::string& what,
+                                    const std::function<bool(std::string*)>& probe) {
+  const auto deadline = Clock::now() + options_.start_timeout;
+  Backoff backoff({.initial = std::chrono::milliseconds(20),
+                   .max = std::chrono::milliseconds(500),
+                   .multiplier = 1.5,
+                   .jitter = 0.2},
+                  SystemRandom::instance());
+  std::string complaint = "no answer yet";
+  while (true) {
+    if (!component.process->running()) {
+      fail(component,
+           "exited before it was ready (" + component.process->exit_status()->describe() + ")");
+    }
+    try {
+      if (probe(&complaint)) return;
+    } catch (const std::exception& e) {
+      complaint = e.what();  // not listening yet, most likely
+    }
+    if (options_.abort_requested && options_.abort_requested()) {
+      throw StartFailure("start of " + component.name +
+                             " abandoned: shutdown requested while "
+                             "waiting for " +
+                             what + " (last: " + complaint + ")",
+                         false);
+    }
+    if (Clock::now() > deadline) {
+      fail(component, "not ready (" + what + ") after " +
+                          std::to_string(options_.start_timeout.count()) + "s: " + complaint);
+    }
+    std::this_thread::sleep_for(backoff.next());
+  }
+}
+
+void ControlPlane::start_etcd() {
+  const std::string etcd = options_.tools_dir + "/etcd";
+  for (int attempt = 1;; ++attempt) {
+    etcd_port_ = pick_free_port();
+    etcd_peer_port_ = pick_free_port();
+    endpoints_.etcd_url = loopback_url("http", etcd_port_);
+    const std::string peer_url = loopback_url("http", etcd_peer_port_);
+    fs::remove_all(options_.dir + "/etcd");
+    Component& component = add_component(
+        "etcd",
+        {etcd, "--name=perimeter", "--data-dir=" + options_.dir + "/etcd",
+         "--listen-client-urls=" + endpoints_.etcd_url,
+         "--advertise-client-urls=" + endpoints_.etcd_url, "--listen-peer-urls=" + peer_url,
+         "--initial-advertise-peer-urls=" + peer_url, "--initial-cluster=perimeter=" + peer_url,
+         "--initial-cluster-state=new", "--unsafe-no-fsync=true", "--log-level=warn"});
+    spawn(component);
+    HttpClientConfig config;
+    config.base_url = endpoints_.etcd_url;
+    config.timeout = std::chrono::seconds(2);
+    HttpClient health(config);
+    try {
+      wait_until_ready(component, "/health", [&](std::string* complaint) {
+        auto response = health.get("/health");
+        *complaint = "/health answered " + std::to_string(response.status) + ": " + response.body;
+        return response.status == 200 && response.body.find("\"true\"") != std::string::npos;
+      });
+      return;
+    } catch (const StartFailure& failure) {
+      if (!failure.port_in_use() || attempt == kPortAttempts) throw;
+      logger_.warn("port taken, retrying with new ports", {{"component", "etcd"}});
+      component.process->terminate(std::chrono::seconds(5));
+    }
+  }
+}
+
+std::vector<std::string> ControlPlane::apiserver_argv() const {
+  std::vector<std::string> argv = {
+      options_.tools_dir + "/kube-apiserver",
+      "--etcd-servers=" + endpoints_.etcd_url,
+      "--bind-address=127.0.0.1",
+      "--advertise-address=127.0.0.1",
+      "--secure-port=" + std::to_string(apiserver_port_),
+      "--cert-dir=" + options_.dir + "/pki",
+      "--tls-cert-file=" + pki_.apiserver_cert,
+      "--tls-private-key-file=" + pki_.apiserver_key,
+      "--client-ca-file=" + pki_.ca_cert,
+      "--authorization-mode=RBAC",
+      "--enable-admission-plugins=PodSecurity",
+      "--allow-privileged=true",
+      "--service-account-issuer=" + std::string(kServiceAccountIssuer),
+      "--service-account-key-file=" + pki_.service_account_pub,
+      "--service-account-signing-key-file=" + pki_.service_account_key,
+      "--service-cluster-ip-range=" + std::string(kServiceClusterIpRange),
+      // No default route on these machines, and nothing to reconcile endpoints to.
+      "--endpoint-reconciler-type=none",
+      "--profiling=false",
+  };
+  // Last, so a test's flag overrides one of ours (the last occurrence of a flag wins).
+  argv.insert(argv.end(), options_.extra_apiserver_flags.begin(),
+              options_.extra_apiserver_flags.end());
+  return argv;
+}
+
+void ControlPlane::start_apiserver() {
+  for (int attempt = 1;; ++attempt) {
+    apiserver_port_ = pick_free_port();
+    endpoints_.apiserver_url = loopback_url("https", apiserver_port_);
+    Component& component = add_component("kube-apiserver", apiserver_argv());
+    spawn(component);
+    auto api = admin_client();
+    try {
+      wait_until_ready(component, "/readyz", [&](std::string* complaint) {
+        auto response = api->get("/readyz");
+        *complaint = "/readyz answered " + std::to_string(response.status) + ": " + response.body;
+        return response.status == 200;
+      });
+      break;
+    } catch (const StartFailure& failure) {
+      if (!failure.port_in_use() || attempt == kPortAttempts) throw;
+      logger_.warn("port taken, retrying with a new port", {{"component", "kube-apiserver"}});
+      component.process->terminate(std::chrono::seconds(5));
+    }
+  }
+  KubeconfigSpec kubeconfig;
+  kubeconfig.server = endpoints_.apiserver_url;
+  kubeconfig.ca_file = pki_.ca_cert;
+  kubeconfig.client_cert_file = pki_.admin_cert;
+  kubeconfig.client_key_file = pki_.admin_key;
+  write_kubeconfig(endpoints_.kubeconfig, kubeconfig);
+}
+
+void ControlPlane::restart_apiserver() {
+  Component* apiserver = find("kube-apiserver");
+  if (!apiserver || stopped_) throw std::runtime_error("restart_apiserver: no apiserver running");
+  const auto started = Clock::now();
+  apiserver->process->terminate(std::chrono::seconds(30));
+  auto api = admin_client();
+  // Same port, so clients keep their URL. A start that loses the port to someone else in the
+  // instant it was free is retried after a pause.
+  Backoff backoff({.initial = std::chrono::milliseconds(200),
+                   .max = std::chrono::seconds(2),
+                   .multiplier = 2,
+                   .jitter = 0.2},
+                  SystemRandom::instance());
+  for (int attempt = 1;; ++attempt) {
+    spawn(*apiserver);
+    try {
+      wait_until_ready(*apiserver, "/readyz after restart", [&](std::string* complaint) {
+        auto response = api->get("/readyz");
+        *complaint = "/readyz answered " + std::to_string(response.status) + ": " + response.body;
+        return response.status == 200;
+      });
+      break;
+    } catch (const StartFailure& failure) {
+      if (!failure.port_in_use() || attempt == kPortAttempts) throw;
+      apiserver->process->terminate(std::chrono::seconds(5));
+      std::this_thread::sleep_for(backoff.next());
+    }
+  }
+  record_phase("last_apiserver_restart_ms", started);
+  logger_.info("kube-apiserver restarted", {{"ms", millis_since(started)}});
+}
+
+void ControlPlane::start_controller_manager() {
+  std::string controllers;
+  for (const auto& name : controller_manager_controllers()) {
+    controllers += (controllers.empty() ? "" : ",") + name;
+  }
+  const int port = pick_free_port();
+  fs::create_directories(options_.dir + "/kube-controller-manager");
+  Component& component = add_component(
+      "kube-controller-manager",
+      {options_.tools_dir + "/kube-controller-manager", "--kubeconfig=" + endpoints_.kubeconfig,
+       "--authentication-kubeconfig=" + endpoints_.kubeconfig,
+       "--authorization-kubeconfig=" + endpoints_.kubeconfig,
+       // Off: a leader that cannot renew while the apiserver restarts would exit.
+       "--leader-elect=false", "--controllers=" + controllers,
+       "--service-account-private-key-file=" + pki_.service_account_key,
+       "--root-ca-file=" + pki_.ca_cert, "--use-service-account-credentials=false",
+       "--cert-dir=" + options_.dir + "/kube-controller-manager", "--bind-address=127.0.0.1",
+       "--secure-port=" + std::to_string(port)});
+  component.health_port = port;
+  spawn(component);
+}
+
+void ControlPlane::start_scheduler() {
+  const int port = pick_free_port();
+  fs::create_directories(options_.dir + "/kube-scheduler");
+  Component& component = add_component(
+      "kube-scheduler",
+      {options_.tools_dir + "/kube-scheduler", "--kubeconfig=" + endpoints_.kubeconfig,
+       "--authentication-kubeconfig=" + endpoints_.kubeconfig,
+       "--authorization-kubeconfig=" + endpoints_.kubeconfig, "--leader-elect=false",
+       "--cert-dir=" + options_.dir + "/kube-scheduler", "--bind-address=127.0.0.1",
+       "--secure-port=" + std::to_string(port)});
+  component.health_port = port;
+  spawn(component);
+}
+
+void ControlPlane::start_kwok() {
+  const std::string stages = options_.dir + "/kwok-stages.yaml";
+  std::ofstream(stages) << render_kwok_pod_stages();
+  Component& component = add_component(
+      "kwok", {options_.tools_dir + "/kwok", "--kubeconfig=" + endpoints_.kubeconfig,
+               "--config=" + stages, "--manage-all-nodes=false",
+               "--manage-nodes-with-annotation-selector=" + std::string(kFakeNodeAnnotation) + "=" +
+                   kFakeNodeAnnotationValue,
+               "--cidr=" + std::string(kPodCidr), "--node-ip=127.0.0.1",
+               "--node-lease-duration-seconds=40"});
+  spawn(component);
+}
+
+void ControlPlane::create_fake_nodes() {
+  auto api = admin_client();
+  for (int i = 0; i < options_.kwok_nodes; ++i) {
+    const std::string name = fake_node_name(i);
+    nlohmann::json node = {{"apiVersion", "v1"},
+                           {"kind", "Node"},
+                           {"metadata",
+                            {{"name", name},
+                             {"annotations",
+                              {{kFakeNodeAnnotation, kFakeNodeAnnotationValue},
+                               {"node.alpha.kubernetes.io/ttl", "0"}}},
+                             {"labels",
+                              {{kFakeNodeLabel, "true"},
+                               {"type", "kwok"},
+                               {"kubernetes.io/hostname", name},
+                               {"kubernetes.io/os", "linux"},
+                               {"kubernetes.io/arch", "amd64"}}}}},
+                           {"spec", nlohmann::json::object()}};
+    auto response = api->request("POST", "/api/v1/nodes", node.dump());
+    if (response.status != 201 && response.status != 409) {
+      throw std::runtime_error("creating fake node " + name + ": HTTP " +
+                               std::to_string(response.status) + ": " + response.body);
+    }
+  }
+}
+
+void ControlPlane::wait_for_fake_nodes() {
+  Component* kwok = find("kwok");
+  auto api = admin_client();
+  const std::string path = "/api/v1/nodes?labelSelector=" + std::string(kFakeNodeLabel) + "%3Dtrue";
+  wait_until_ready(*kwok, "every fake Node Ready", [&](std::string* complaint) {
+    auto response = api->get(path);
+    if (response.status != 200) {
+      *complaint = "listing nodes: HTTP " + std::to_string(response.status) + ": " + response.body;
+      return false;
+    }
+    int ready = 0;
+    const nlohmann::json list = nlohmann::json::parse(response.body);
+    for (const auto& node : list.at("items")) {
+      if (node_is_ready(node)) ++ready;
+    }
+    *complaint =
+        std::to_string(ready) + " of " + std::to_string(options_.kwok_nodes) + " fake Nodes Ready";
+    return ready >= options_.kwok_nodes;
+  });
+}
+
+ControlPlane::Component* ControlPlane::find(const std::string& name) {
+  for (auto& component : components_) {
+    if (component->name == name) return component.get();
+  }
+  return nullptr;
+}
+
+std::unique_ptr<HttpClient> ControlPlane::admin_client() const {
+  return std::make_unique<HttpClient>(HttpClientConfig{.base_url = endpoints_.apiserver_url,
+                                                       .ca_file = pki_.ca_cert,
+                                                       .cert_file = pki_.admin_cert,
+                                                       .key_file = pki_.admin_key,
+                                                       .timeout = std::chrono::seconds(5)});
+}
+
+std::vector<std::string> ControlPlane::exited_components() {
+  std::vector<std::string> exited;
+  if (stopped_) return exited;
+  for (auto& component : components_) {
+    if (component->process && !component->process->running()) {
+      exited.push_back(component->name + ": " + component->process->exit_status()->describe());
+    }
+  }
+  return exited;
+}
+
+nlohmann::json ControlPlane::describe() const {
+  nlohmann::json components = nlohmann::json::array();
+  for (const auto& component : components_) {
+    components.push_back({{"name", component->name},
+                          {"pid", component->process ? component->process->pid() : 0},
+                          {"log", component->log_path}});
+  }
+  return {{"dir", endpoints_.dir},
+          {"kubeconfig", endpoints_.kubeconfig},
+          {"apiserver_url", endpoints_.apiserver_url},
+          {"ca_file", endpoints_.ca_file},
+          {"client_cert_file", endpoints_.client_cert_file},
+          {"client_key_file", endpoints_.client_key_file},
+          {"etcd_url", endpoints_.etcd_url},
+          {"kwok_nodes", options_.kwok_nodes},
+          {"controller_manager", options_.controller_manager},
+          {"scheduler", options_.scheduler},
+          {"components", components},
+          {"phases", phases_}};
+}
+
+void ControlPlane::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  // Everything but etcd is told at once, so their shutdowns overlap; etcd goes last because the
+  // apiserver's graceful shutdown still talks to it.
+  for (auto& component : components_) {
+    if (component->name != "etcd" && component->process) component->process->signal(SIGTERM);
+  }
+  for (auto it = components_.rbegin(); it != components_.rend(); ++it) {
+    if ((*it)->name != "etcd" && (*it)->process)
+      (*it)->process->terminate(std::chrono::seconds(10));
+  }
+  for (auto& component : components_) {
+    if (component->name == "etcd" && component->process) {
+      component->process->terminate(std::chrono::seconds(10));
+    }
+  }
+}
+
+}  // namespace perimeter::localcluster
