@@ -1,0 +1,66 @@
+#include "sim/scenario.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace perimeter::sim {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(ScenarioTest, ParsesStepsWithPermissionsCustomToolsAndExpectations) {
+  const Scenario scenario = parse_scenario(R"(
+name: demo
+prompt: do it
+terminate: false
+steps:
+  - tool: write
+    input: {file_path: a.txt, content: "1\n", count: 3, ratio: 0.5, flag: true, empty: ~}
+    expect: {is_error: false, text: "wrote 2 bytes to a.txt"}
+  - tool: deploy
+    custom: true
+    permission: ask
+    confirm: deny
+  - tool: bash
+    permission: deny
+)");
+  EXPECT_EQ(scenario.name, "demo");
+  EXPECT_FALSE(scenario.terminate);
+  ASSERT_EQ(scenario.steps.size(), 3u);
+  EXPECT_EQ(scenario.steps[0].input["content"], "1\n");
+  EXPECT_EQ(scenario.steps[0].input["count"], 3);
+  EXPECT_EQ(scenario.steps[0].input["ratio"], 0.5);
+  EXPECT_EQ(scenario.steps[0].input["flag"], true);
+  EXPECT_TRUE(scenario.steps[0].input["empty"].is_null());
+  EXPECT_EQ(*scenario.steps[0].expect.text, "wrote 2 bytes to a.txt");
+  EXPECT_TRUE(scenario.steps[1].custom);
+  EXPECT_EQ(scenario.steps[1].permission, Permission::kAsk);
+  EXPECT_FALSE(scenario.steps[1].confirm_allow);
+  EXPECT_TRUE(scenario.steps[1].expect.no_result);
+  EXPECT_TRUE(scenario.steps[2].expect.no_result);
+}
+
+TEST(ScenarioTest, QuotedNumbersStayStrings) {
+  const Scenario scenario = parse_scenario("steps: [{tool: t, input: {id: \"007\"}}]");
+  EXPECT_EQ(scenario.steps[0].input["id"], "007");
+}
+
+TEST(ScenarioTest, BadInputNamesTheStepAndField) {
+  auto error_of = [](const char* text) {
+    try {
+      parse_scenario(text);
+    } catch (const ScenarioError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(error_of("name: x\nsteps: [{input: {}}]"), HasSubstr("step 1: `tool`"));
+  EXPECT_THAT(error_of("steps: [{tool: a, permission: maybe}]"), HasSubstr("`permission`"));
+  EXPECT_THAT(error_of("steps: [{tool: a, expect: {exactly: 1}}]"), HasSubstr("unknown field"));
+  EXPECT_THAT(error_of("steps: {tool: a}"), HasSubstr("`steps` must be a list"));
+  EXPECT_THAT(error_of("[1, 2"), HasSubstr("not valid YAML"));
+  EXPECT_THAT(error_of("just text"), HasSubstr("must be a mapping"));
+}
+
+}  // namespace
+}  // namespace perimeter::sim
