@@ -1,0 +1,20 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace perimeter::tools {
+
+// One tool of the toolset. `run` returns the result text or throws ToolError with the error text.
+// Input is the model's JSON as it came: tools validate it themselves, as the SDK's do.
+class Tool {
+ public:
+  virtual ~Tool() = default;
+  virtual std::string_view name() const = 0;
+  virtual std::string run(const nlohmann::json& input) = 0;
+  // Releases held resources (the bash tool's shell). Called once when the session ends.
+  virtual void close() {}
+};
+
+}  // namespace perimeter::tools

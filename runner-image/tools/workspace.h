@@ -1,0 +1,29 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace perimeter::tools {
+
+// Every symlink in `abs` resolved, including a dangling leaf, for paths that may not exist yet
+// (the SDK's canonicalize). Throws FsError (ELOOP after 40 links).
+std::string canonicalize(const std::string& abs);
+
+// The directory the file tools are confined to (plus `allowed_roots`), symlink-aware.
+class Workspace {
+ public:
+  explicit Workspace(std::string workdir, std::vector<std::string> allowed_roots = {});
+
+  // path.resolve(workdir): the root as configured, not canonicalized.
+  const std::string& workdir() const { return workdir_; }
+  // The model's path resolved against the workdir with every symlink followed, or ToolError with
+  // the SDK's wording when it lands outside (or cannot be resolved). `p` may be any JSON value.
+  std::string confine(const nlohmann::json& p) const;
+
+ private:
+  std::string workdir_;
+  std::vector<std::string> allowed_roots_;
+};
+
+}  // namespace perimeter::tools
