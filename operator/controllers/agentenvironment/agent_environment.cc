@@ -1,0 +1,121 @@
+#include "controllers/agentenvironment/agent_environment.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+// Reads `object[key]` as T when present; a present value of the wrong type is a SpecError naming
+// the field, so a bad object is reported rather than half-applied.
+template <typename T>
+void read_optional(const nlohmann::json& object, const char* key, const std::string& path, T* out) {
+  if (!object.is_object()) return;
+  const auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return;
+  try {
+    *out = it->get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw SpecError(path + "." + key + " has the wrong type: " + it->dump());
+  }
+}
+
+const nlohmann::json& child(const nlohmann::json& object, const char* key) {
+  static const nlohmann::json kEmpty = nlohmann::json::object();
+  if (!object.is_object()) return kEmpty;
+  const auto it = object.find(key);
+  return it == object.end() || !it->is_object() ? kEmpty : *it;
+}
+
+std::string required_string(const nlohmann::json& object, const char* key,
+                            const std::string& path) {
+  std::string value;
+  read_optional(object, key, path, &value);
+  if (value.empty()) throw SpecError(path + "." + key + " is required");
+  return value;
+}
+
+}  // namespace
+
+AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
+  if (!object.is_object()) throw SpecError("the object is not a JSON object");
+  AgentEnvironment env;
+  const auto& metadata = child(object, "metadata");
+  read_optional(metadata, "name", "metadata", &env.name);
+  read_optional(metadata, "namespace", "metadata", &env.namespace_);
+  read_optional(metadata, "uid", "metadata", &env.uid);
+  read_optional(metadata, "generation", "metadata", &env.generation);
+  if (env.name.empty()) throw SpecError("metadata.name is required");
+
+  const auto spec_it = object.find("spec");
+  if (spec_it == object.end() || !spec_it->is_object()) throw SpecError("spec is required");
+  const auto& spec = *spec_it;
+  env.environment_id = required_string(spec, "environmentId", "spec");
+  const auto& key_ref = child(spec, "environmentKeySecretRef");
+  env.key_secret_name = required_string(key_ref, "name", "spec.environmentKeySecretRef");
+  read_optional(key_ref, "key", "spec.environmentKeySecretRef", &env.key_secret_key);
+  read_optional(spec, "apiBaseUrl", "spec", &env.api_base_url);
+  read_optional(spec, "maxConcurrentSessions", "spec", &env.max_concurrent_sessions);
+  if (env.max_concurrent_sessions < 1) throw SpecError("spec.maxConcurrentSessions must be >= 1");
+  read_optional(spec, "suspend", "spec", &env.suspend);
+
+  const auto& poll = child(spec, "poll");
+  read_optional(poll, "blockMs", "spec.poll", &env.poll_block_ms);
+  if (env.poll_block_ms < 1 || env.poll_block_ms > 999) {
+    throw SpecError("spec.poll.blockMs must be within 1..999");
+  }
+  read_optional(poll, "reclaimOlderThanMs", "spec.poll", &env.reclaim_older_than_ms);
+
+  const auto& runner = child(spec, "runner");
+  auto& r = env.runner;
+  r.image = required_string(runner, "image", "spec.runner");
+  read_optional(runner, "imagePullPolicy", "spec.runner", &r.image_pull_policy);
+  if (runner.contains("resources") && runner["resources"].is_object()) {
+    r.resources = runner["resources"];
+  }
+  std::string runtime_class;
+  read_optional(runner, "runtimeClassName", "spec.runner", &runtime_class);
+  if (!runtime_class.empty()) r.runtime_class_name = runtime_class;
+  read_optional(runner, "nodeSelector", "spec.runner", &r.node_selector);
+  if (runner.contains("tolerations") && runner["tolerations"].is_array()) {
+    r.tolerations = runner["tolerations"];
+  }
+  if (runner.contains("env") && runner["env"].is_array()) {
+    for (const auto& var : runner["env"]) {
+      std::string name = required_string(var, "name", "spec.runner.env[]");
+      std::string value;
+      read_optional(var, "value", "spec.runner.env[" + name + "]", &value);
+      if (name.rfind("ANTHROPIC_", 0) == 0) {
+        throw SpecError("spec.runner.env: " + name + " is reserved for the runner pod contract");
+      }
+      r.env.emplace_back(std::move(name), std::move(value));
+    }
+  }
+  if (runner.contains("workspaceSizeLimit")) {
+    const auto& limit = runner["workspaceSizeLimit"];
+    if (limit.is_string())
+      r.workspace_size_limit = limit.get<std::string>();
+    else if (limit.is_number_integer())
+      r.workspace_size_limit = std::to_string(limit.get<long long>());
+    else
+      throw SpecError("spec.runner.workspaceSizeLimit has the wrong type: " + limit.dump());
+  }
+  read_optional(runner, "activeDeadlineSeconds", "spec.runner", &r.active_deadline_seconds);
+  std::string service_account;
+  read_optional(runner, "serviceAccountName", "spec.runner", &service_account);
+  if (!service_account.empty()) r.service_account_name = service_account;
+
+  read_optional(child(spec, "egress"), "allowedCIDRs", "spec.egress", &env.egress_allowed_cidrs);
+  const auto& retention = child(spec, "retention");
+  read_optional(retention, "succeededSeconds", "spec.retention", &env.retain_succeeded_seconds);
+  read_optional(retention, "failedSeconds", "spec.retention", &env.retain_failed_seconds);
+  return env;
+}
+
+nlohmann::json owner_reference(const AgentEnvironment& env) {
+  return {{"apiVersion", std::string(kGroup) + "/" + kVersion},
+          {"kind", kKind},
+          {"name", env.name},
+          {"uid", env.uid},
+          {"controller", true},
+          {"blockOwnerDeletion", true}};
+}
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,66 @@
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace perimeter::agentenvironment {
+
+inline constexpr const char* kGroup = "perimeter.dev";
+inline constexpr const char* kVersion = "v1alpha1";
+inline constexpr const char* kKind = "AgentEnvironment";
+
+// A spec the schema let through but the operator cannot act on (an object written before a
+// schema change, say). Reported in a condition; never a crash.
+class SpecError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct RunnerTemplate {
+  std::string image;
+  std::string image_pull_policy = "IfNotPresent";
+  nlohmann::json resources = nlohmann::json::object();
+  std::optional<std::string> runtime_class_name;
+  std::map<std::string, std::string> node_selector;
+  nlohmann::json tolerations = nlohmann::json::array();
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string workspace_size_limit = "1Gi";
+  std::int64_t active_deadline_seconds = 3600;
+  std::optional<std::string> service_account_name;
+};
+
+// The AgentEnvironment as the operator uses it: the spec with the schema's defaults applied,
+// so an object stored before a default existed behaves like a new one.
+struct AgentEnvironment {
+  std::string name;
+  std::string namespace_;
+  std::string uid;
+  std::int64_t generation = 0;
+
+  std::string environment_id;
+  std::string key_secret_name;
+  std::string key_secret_key = "environment-key";
+  std::string api_base_url = "https://api.anthropic.com";
+  int max_concurrent_sessions = 10;
+  bool suspend = false;
+  int poll_block_ms = 999;
+  std::int64_t reclaim_older_than_ms = 5000;
+  RunnerTemplate runner;
+  std::vector<std::string> egress_allowed_cidrs;
+  std::int64_t retain_succeeded_seconds = 0;
+  std::int64_t retain_failed_seconds = 86400;
+};
+
+// Reads an AgentEnvironment object. Throws SpecError naming the field when a required field is
+// missing or has the wrong type.
+AgentEnvironment parse_agent_environment(const nlohmann::json& object);
+
+// The ownerReference that makes a child go with its AgentEnvironment.
+nlohmann::json owner_reference(const AgentEnvironment& env);
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,36 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace perimeter::agentenvironment {
+
+// Labels and annotations the operator puts on what it creates for a session. The work id label
+// lets the operator rebuild its state from the cluster after a restart.
+inline constexpr std::string_view kLabelEnvironment = "perimeter.dev/environment";
+inline constexpr std::string_view kLabelWorkId = "perimeter.dev/work-id";
+inline constexpr std::string_view kLabelSessionId = "perimeter.dev/session-id";
+inline constexpr std::string_view kLabelComponent = "app.kubernetes.io/component";
+inline constexpr std::string_view kLabelManagedBy = "app.kubernetes.io/managed-by";
+inline constexpr std::string_view kAnnotationWorkId = "perimeter.dev/work-id";
+inline constexpr std::string_view kAnnotationClaimedAt = "perimeter.dev/claimed-at";
+inline constexpr std::string_view kSecretKeyWorkSecret = "work-secret";
+
+// The name of a session's runner Pod and of its Secret, derived from the work id alone so that a
+// retried claim meets AlreadyExists instead of creating a twin. Work ids are case-sensitive and
+// may hold characters a DNS label cannot, so the readable part is sanitized and a hash of the
+// exact id keeps distinct ids distinct. At most 63 characters (it becomes the pod's hostname).
+std::string runner_object_name(std::string_view work_id);
+
+// `value` as a label value when it is one already (<= 63 chars, alphanumeric ends, [-_.A-Za-z0-9]);
+// otherwise a stable hash of it, so selectors still find the object.
+std::string label_value_for(std::string_view value);
+
+// FNV-1a, 64 bit: stable across processes and releases, which std::hash is not.
+std::uint64_t stable_hash(std::string_view text);
+
+// The last `digits` (1..16) lowercase hex digits of stable_hash(text).
+std::string short_hash(std::string_view text, int digits);
+
+}  // namespace perimeter::agentenvironment

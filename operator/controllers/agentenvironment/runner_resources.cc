@@ -1,0 +1,282 @@
+#include "controllers/agentenvironment/runner_resources.h"
+
+#include <arpa/inet.h>
+
+#include <array>
+#include <optional>
+
+#include "controllers/agentenvironment/runner_naming.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+// The uid/gid the runner runs as when the image does not say: the conventional "nonroot" user of
+// distroless images, so restricted admission passes without the image declaring a USER.
+constexpr int kRunnerUid = 65532;
+
+// Ranges that are never destinations of runner egress unless a CIDR explicitly allows them:
+// private networks (the organization's own), carrier-grade NAT, and link-local (cloud metadata).
+constexpr std::array<const char*, 5> kPrivateIPv4 = {
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"};
+constexpr std::array<const char*, 2> kPrivateIPv6 = {"fc00::/7", "fe80::/10"};
+
+struct Endpoint {
+  std::string host;
+  int port = 443;
+};
+
+// Host and port of an http(s) URL; the schema has already checked it is one.
+Endpoint parse_endpoint(const std::string& url) {
+  Endpoint endpoint;
+  std::string rest = url;
+  if (rest.rfind("https://", 0) == 0) {
+    rest = rest.substr(8);
+  } else if (rest.rfind("http://", 0) == 0) {
+    rest = rest.substr(7);
+    endpoint.port = 80;
+  }
+  rest = rest.substr(0, rest.find_first_of("/?#"));
+  if (const auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
+  if (!rest.empty() && rest.front() == '[') {  // [v6]:port
+    const auto close = rest.find(']');
+    endpoint.host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size() && rest[close + 1] == ':') {
+      endpoint.port = std::stoi(rest.substr(close + 2));
+    }
+    return endpoint;
+  }
+  if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
+    endpoint.host = rest.substr(0, colon);
+    endpoint.port = std::stoi(rest.substr(colon + 1));
+  } else {
+    endpoint.host = rest;
+  }
+  return endpoint;
+}
+
+// "/32" or "/128" for an IP literal, empty for a hostname.
+std::string host_cidr(const std::string& host) {
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, host.c_str(), buf) == 1) return host + "/32";
+  if (inet_pton(AF_INET6, host.c_str(), buf) == 1) return host + "/128";
+  return "";
+}
+
+struct Cidr {
+  int family = 0;  // AF_INET or AF_INET6
+  std::array<unsigned char, 16> bytes{};
+  int prefix = 0;
+};
+
+std::optional<Cidr> parse_cidr(const std::string& text) {
+  const auto slash = text.find('/');
+  if (slash == std::string::npos) return std::nullopt;
+  Cidr cidr;
+  const std::string address = text.substr(0, slash);
+  if (inet_pton(AF_INET, address.c_str(), cidr.bytes.data()) == 1) {
+    cidr.family = AF_INET;
+  } else if (inet_pton(AF_INET6, address.c_str(), cidr.bytes.data()) == 1) {
+    cidr.family = AF_INET6;
+  } else {
+    return std::nullopt;
+  }
+  try {
+    cidr.prefix = std::stoi(text.substr(slash + 1));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return cidr;
+}
+
+// Whether `outer` contains all of `inner`.
+bool contains(const Cidr& outer, const Cidr& inner) {
+  if (outer.family != inner.family || outer.prefix > inner.prefix) return false;
+  for (int bit = 0; bit < outer.prefix; ++bit) {
+    const unsigned char mask = static_cast<unsigned char>(0x80u >> (bit % 8));
+    if ((outer.bytes[bit / 8] & mask) != (inner.bytes[bit / 8] & mask)) return false;
+  }
+  return true;
+}
+
+// An allowed CIDR as an ipBlock; a range wider than link-local gets link-local excepted, so no
+// allowed range ever reaches cloud metadata. (The schema refuses ranges inside link-local.)
+nlohmann::json ip_block(const std::string& text) {
+  nlohmann::json block = {{"cidr", text}};
+  const auto cidr = parse_cidr(text);
+  if (!cidr) return block;
+  for (const char* link_local : {"169.254.0.0/16", "fe80::/10"}) {
+    const auto excluded = parse_cidr(link_local);
+    if (contains(*cidr, *excluded) && cidr->prefix < excluded->prefix) {
+      block["except"] = {link_local};
+    }
+  }
+  return block;
+}
+
+}  // namespace
+
+nlohmann::json environment_labels(const AgentEnvironment& env) {
+  return {{std::string(kLabelEnvironment), label_value_for(env.name)},
+          {std::string(kLabelComponent), "runner"},
+          {std::string(kLabelManagedBy), "perimeter"}};
+}
+
+nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSession& session) {
+  auto labels = environment_labels(env);
+  labels[std::string(kLabelWorkId)] = label_value_for(session.work_id);
+  labels[std::string(kLabelSessionId)] = label_value_for(session.session_id);
+  return {{"apiVersion", "v1"},
+          {"kind", "Secret"},
+          {"metadata",
+           {{"name", runner_object_name(session.work_id)},
+            {"namespace", env.namespace_},
+            {"labels", labels},
+            {"annotations", {{std::string(kAnnotationWorkId), session.work_id}}},
+            {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
+          {"type", "Opaque"},
+          {"immutable", true},
+          {"stringData", {{std::string(kSecretKeyWorkSecret), session.work_secret}}}};
+}
+
+nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session) {
+  const std::string name = runner_object_name(session.work_id);
+  auto labels = environment_labels(env);
+  labels[std::string(kLabelWorkId)] = label_value_for(session.work_id);
+  labels[std::string(kLabelSessionId)] = label_value_for(session.session_id);
+
+  nlohmann::json env_vars = nlohmann::json::array({
+      {{"name", "ANTHROPIC_WORK_ID"}, {"value", session.work_id}},
+      {{"name", "ANTHROPIC_ENVIRONMENT_ID"}, {"value", env.environment_id}},
+      {{"name", "ANTHROPIC_SESSION_ID"}, {"value", session.session_id}},
+      {{"name", "ANTHROPIC_WORK_SECRET"},
+       {"valueFrom",
+        {{"secretKeyRef", {{"name", name}, {"key", std::string(kSecretKeyWorkSecret)}}}}}},
+      {{"name", "ANTHROPIC_BASE_URL"}, {"value", env.api_base_url}},
+      {{"name", "HOME"}, {"value", "/workspace"}},
+  });
+  for (const auto& [var, value] : env.runner.env) {
+    env_vars.push_back({{"name", var}, {"value", value}});
+  }
+
+  // Limits are always set: a session must not be able to starve its node.
+  nlohmann::json resources = env.runner.resources;
+  if (!resources.contains("requests"))
+    resources["requests"] = {{"cpu", "100m"}, {"memory", "256Mi"}};
+  if (!resources.contains("limits")) resources["limits"] = nlohmann::json::object();
+  if (!resources["limits"].contains("cpu")) resources["limits"]["cpu"] = "1";
+  if (!resources["limits"].contains("memory")) resources["limits"]["memory"] = "1Gi";
+
+  nlohmann::json container = {
+      {"name", "runner"},
+      {"image", env.runner.image},
+      {"imagePullPolicy", env.runner.image_pull_policy},
+      {"env", env_vars},
+      {"workingDir", "/workspace"},
+      {"resources", resources},
+      {"securityContext",
+       {{"allowPrivilegeEscalation", false},
+        {"readOnlyRootFilesystem", true},
+        {"runAsNonRoot", true},
+        {"privileged", false},
+        {"capabilities", {{"drop", {"ALL"}}}},
+        {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
+      {"volumeMounts",
+       {{{"name", "workspace"}, {"mountPath", "/workspace"}},
+        {{"name", "tmp"}, {"mountPath", "/tmp"}}}},
+      {"terminationMessagePolicy", "FallbackToLogsOnError"},
+  };
+
+  nlohmann::json spec = {
+      {"restartPolicy", "Never"},
+      {"automountServiceAccountToken", false},
+      {"enableServiceLinks", false},
+      {"activeDeadlineSeconds", env.runner.active_deadline_seconds},
+      {"terminationGracePeriodSeconds", 30},
+      {"securityContext",
+       {{"runAsNonRoot", true},
+        {"runAsUser", kRunnerUid},
+        {"runAsGroup", kRunnerUid},
+        {"fsGroup", kRunnerUid},
+        {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
+      {"containers", {container}},
+      {"volumes",
+       {{{"name", "workspace"}, {"emptyDir", {{"sizeLimit", env.runner.workspace_size_limit}}}},
+        {{"name", "tmp"}, {"emptyDir", {{"sizeLimit", "256Mi"}}}}}},
+  };
+  if (env.runner.service_account_name)
+    spec["serviceAccountName"] = *env.runner.service_account_name;
+  if (env.runner.runtime_class_name) spec["runtimeClassName"] = *env.runner.runtime_class_name;
+  if (!env.runner.node_selector.empty()) spec["nodeSelector"] = env.runner.node_selector;
+  if (!env.runner.tolerations.empty()) spec["tolerations"] = env.runner.tolerations;
+
+  nlohmann::json annotations = {{std::string(kAnnotationWorkId), session.work_id}};
+  if (!session.claimed_at.empty())
+    annotations[std::string(kAnnotationClaimedAt)] = session.claimed_at;
+
+  return {{"apiVersion", "v1"},
+          {"kind", "Pod"},
+          {"metadata",
+           {{"name", name},
+            {"namespace", env.namespace_},
+            {"labels", labels},
+            {"annotations", annotations},
+            {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
+          {"spec", spec}};
+}
+
+std::string network_policy_name(const AgentEnvironment& env) {
+  // Object names are DNS subdomains of at most 253 characters; keep the suffix readable.
+  constexpr std::size_t kMaxName = 253;
+  const std::string suffix = "-runners";
+  if (env.name.size() + suffix.size() <= kMaxName) return env.name + suffix;
+  return env.name.substr(0, kMaxName - suffix.size() - 11) + "-" + short_hash(env.name, 10) +
+         suffix;
+}
+
+nlohmann::json build_network_policy(const AgentEnvironment& env) {
+  nlohmann::json egress = nlohmann::json::array();
+  // DNS anywhere in the cluster: the resolver's address differs per distribution.
+  egress.push_back(
+      {{"ports", {{{"protocol", "UDP"}, {"port", 53}}, {{"protocol", "TCP"}, {"port", 53}}}}});
+
+  // The API endpoint. A literal IP is allowed exactly; a hostname cannot be expressed in a
+  // NetworkPolicy, so its port is allowed to public addresses only (never the organization's
+  // private ranges or link-local).
+  const Endpoint api = parse_endpoint(env.api_base_url);
+  nlohmann::json api_ports = {{{"protocol", "TCP"}, {"port", api.port}}};
+  if (const auto exact = host_cidr(api.host); !exact.empty()) {
+    egress.push_back({{"to", {{{"ipBlock", {{"cidr", exact}}}}}}, {"ports", api_ports}});
+  } else {
+    nlohmann::json v4_except = nlohmann::json::array();
+    for (const char* cidr : kPrivateIPv4) v4_except.push_back(cidr);
+    nlohmann::json v6_except = nlohmann::json::array();
+    for (const char* cidr : kPrivateIPv6) v6_except.push_back(cidr);
+    egress.push_back({{"to",
+                       {{{"ipBlock", {{"cidr", "0.0.0.0/0"}, {"except", v4_except}}}},
+                        {{"ipBlock", {{"cidr", "::/0"}, {"except", v6_except}}}}}},
+                      {"ports", api_ports}});
+  }
+  if (!env.egress_allowed_cidrs.empty()) {
+    nlohmann::json to = nlohmann::json::array();
+    for (const auto& cidr : env.egress_allowed_cidrs) to.push_back({{"ipBlock", ip_block(cidr)}});
+    egress.push_back({{"to", to}});
+  }
+
+  return {{"apiVersion", "networking.k8s.io/v1"},
+          {"kind", "NetworkPolicy"},
+          {"metadata",
+           {{"name", network_policy_name(env)},
+            {"namespace", env.namespace_},
+            {"labels", environment_labels(env)},
+            {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
+          {"spec",
+           {{"podSelector",
+             {{"matchLabels",
+               {{std::string(kLabelEnvironment), label_value_for(env.name)},
+                {std::string(kLabelComponent), "runner"}}}}},
+            {"policyTypes", {"Ingress", "Egress"}},
+            {"ingress", nlohmann::json::array()},
+            {"egress", egress}}}};
+}
+
+}  // namespace perimeter::agentenvironment

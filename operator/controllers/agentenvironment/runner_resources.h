@@ -1,0 +1,35 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "controllers/agentenvironment/agent_environment.h"
+
+namespace perimeter::agentenvironment {
+
+// What the operator knows about a session it has polled: enough to build its Secret and Pod.
+struct ClaimedSession {
+  std::string work_id;
+  std::string session_id;
+  std::string work_secret;  // the item's one-time `secret`, as the API sent it
+  std::string claimed_at;   // RFC 3339, for the claim-to-running latency
+};
+
+// The Secret that carries the work secret into the pod (never a literal in the pod spec).
+nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSession& session);
+
+// The runner Pod: the env contract of the design, restricted security defaults, an emptyDir
+// workspace with a size limit, owned by the AgentEnvironment.
+nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session);
+
+// One NetworkPolicy per environment for its runner pods: no ingress; egress to DNS, the API
+// endpoint, and the allowed CIDRs, never to link-local (cloud metadata).
+nlohmann::json build_network_policy(const AgentEnvironment& env);
+
+// The name of the environment's NetworkPolicy.
+std::string network_policy_name(const AgentEnvironment& env);
+
+// The labels every object made for the environment's sessions carries.
+nlohmann::json environment_labels(const AgentEnvironment& env);
+
+}  // namespace perimeter::agentenvironment
