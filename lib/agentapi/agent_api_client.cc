@@ -1,0 +1,396 @@
+#include "agentapi/agent_api_client.h"
+
+#include <chrono>
+#include <cstdlib>
+
+#include "agentapi/api_error.h"
+#include "agentapi/sse_parser.h"
+
+namespace perimeter::agentapi {
+namespace {
+
+using nlohmann::json;
+
+std::string require_string(const json& object, const char* key, std::string_view what) {
+  if (!object.is_object() || !object.contains(key) || !object[key].is_string()) {
+    throw ProtocolError(std::string(what) + ": field `" + key + "` is missing or not a string");
+  }
+  return object[key].get<std::string>();
+}
+
+std::optional<std::string> optional_string(const json& object, const char* key) {
+  if (!object.is_object() || !object.contains(key) || !object[key].is_string()) {
+    return std::nullopt;
+  }
+  return object[key].get<std::string>();
+}
+
+json parse_body(std::string_view operation, const HttpResponse& response) {
+  json body = json::parse(response.body, nullptr, false);
+  if (body.is_discarded()) {
+    throw ProtocolError(std::string(operation) + ": HTTP " + std::to_string(response.status) +
+                        " with a body that is not JSON: " + response.body.substr(0, 120));
+  }
+  return body;
+}
+
+// The server's retry-after-ms / retry-after, when it asks for a reasonable wait (as the SDK does).
+std::optional<std::chrono::milliseconds> server_retry_delay(const HttpResponse& response) {
+  if (const std::string* ms = response.header("retry-after-ms")) {
+    char* end = nullptr;
+    const double value = std::strtod(ms->c_str(), &end);
+    if (end != ms->c_str() && value >= 0 && value < 60000) {
+      return std::chrono::milliseconds(static_cast<long long>(value));
+    }
+  }
+  if (const std::string* seconds = response.header("retry-after")) {
+    char* end = nullptr;
+    const double value = std::strtod(seconds->c_str(), &end);
+    if (end != seconds->c_str() && *end == '\0' && value >= 0 && value < 60) {
+      return std::chrono::milliseconds(static_cast<long long>(value * 1000));
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string url_encode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+
+WorkItem parse_work_item(const json& object) {
+  WorkItem item;
+  item.id = require_string(object, "id", "work item");
+  item.environment_id = optional_string(object, "environment_id").value_or("");
+  item.state = require_string(object, "state", "work item " + item.id);
+  if (!object.contains("data") || !object["data"].is_object()) {
+    throw ProtocolError("work item " + item.id + ": field `data` is missing");
+  }
+  item.data_id = require_string(object["data"], "id", "work item " + item.id + " data");
+  item.data_type = optional_string(object["data"], "type").value_or("session");
+  item.secret = optional_string(object, "secret");
+  if (object.contains("metadata") && object["metadata"].is_object()) {
+    item.metadata = object["metadata"];
+  }
+  item.raw = object;
+  return item;
+}
+
+HeartbeatResponse parse_heartbeat(const json& object) {
+  HeartbeatResponse beat;
+  beat.last_heartbeat = require_string(object, "last_heartbeat", "heartbeat");
+  beat.state = require_string(object, "state", "heartbeat");
+  if (!object.contains("lease_extended") || !object["lease_extended"].is_boolean()) {
+    throw ProtocolError("heartbeat: field `lease_extended` is missing or not a boolean");
+  }
+  beat.lease_extended = object["lease_extended"].get<bool>();
+  if (object.contains("ttl_seconds") && object["ttl_seconds"].is_number()) {
+    beat.ttl_seconds = object["ttl_seconds"].get<std::int64_t>();
+  }
+  return beat;
+}
+
+SessionEvent parse_event(const json& object) {
+  SessionEvent event;
+  event.id = require_string(object, "id", "session event");
+  event.type = require_string(object, "type", "session event " + event.id);
+  event.raw = object;
+  return event;
+}
+
+AgentApiClient::AgentApiClient(ClientConfig config, std::unique_ptr<HttpTransport> transport,
+                               RandomSource& random, Sleeper& sleeper, ApiMetrics* metrics,
+                               Logger logger)
+    : config_(std::move(config)),
+      transport_(std::move(transport)),
+      random_(random),
+      sleeper_(sleeper),
+      metrics_(metrics),
+      logger_(std::move(logger)) {
+  while (!config_.base_url.empty() && config_.base_url.back() == '/') config_.base_url.pop_back();
+}
+
+HttpRequest AgentApiClient::make_request(const std::string& method,
+                                         const std::string& path_and_query,
+                                         std::chrono::milliseconds timeout) const {
+  HttpRequest request;
+  request.method = method;
+  request.url = config_.base_url + path_and_query;
+  request.timeout = timeout;
+  request.headers = {{"Authorization", "Bearer " + config_.credential},
+                     {"anthropic-version", std::string(kAnthropicVersion)},
+                     {"anthropic-beta", std::string(kManagedAgentsBeta)},
+                     {"User-Agent", config_.user_agent},
+                     {"Accept", "application/json"}};
+  return request;
+}
+
+std::string AgentApiClient::work_path(const std::string& work_id, std::string_view suffix) const {
+  return "/v1/environments/" + url_encode(config_.environment_id) + "/work/" + url_encode(work_id) +
+         std::string(suffix);
+}
+
+HttpResponse AgentApiClient::execute(std::string_view operation, const HttpRequest& request,
+                                     int max_retries) {
+  Backoff backoff(config_.retry_backoff, random_);
+  for (int attempt = 0;; ++attempt) {
+    const auto started = std::chrono::steady_clock::now();
+    auto seconds = [&started] {
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    };
+    HttpResponse response;
+    try {
+      response = transport_->send(request);
+    } catch (const TransportError& e) {
+      if (metrics_) metrics_->on_response(operation, 0, seconds());
+      if (attempt >= max_retries) throw;
+      const auto delay = backoff.next();
+      if (metrics_) metrics_->on_retry(operation, 0, delay);
+      logger_.warn("request failed, retrying",
+                   {{"operation", operation}, {"error", e.what()}, {"delay_ms", delay.count()}});
+      sleeper_.sleep_for(delay);
+      continue;
+    }
+    if (metrics_) metrics_->on_response(operation, response.status, seconds());
+    if (response.status >= 200 && response.status < 300) return response;
+    const std::string* should_retry = response.header("x-should-retry");
+    const bool retryable =
+        should_retry ? *should_retry == "true" : is_retryable_status(response.status);
+    if (!retryable || attempt >= max_retries) {
+      const std::string* request_id = response.header("request-id");
+      throw ApiError(std::string(operation), response.status, response.body,
+                     request_id ? *request_id : "");
+    }
+    const auto delay = server_retry_delay(response).value_or(backoff.next());
+    if (metrics_) metrics_->on_retry(operation, response.status, delay);
+    logger_.warn(
+        "request answered with a retryable status, retrying",
+        {{"operation", operation}, {"status", response.status}, {"delay_ms", delay.count()}});
+    sleeper_.sleep_for(delay);
+  }
+}
+
+json AgentApiClient::execute_json(std::string_view operation, const HttpRequest& request,
+                                  int max_retries) {
+  return parse_body(operation, execute(operation, request, max_retries));
+}
+
+std::optional<WorkItem> AgentApiClient::poll(const PollOptions& options) {
+  std::string query;
+  auto add = [&query](const std::string& name, const std::string& value) {
+    query += (query.empty() ? "?" : "&") + name + "=" + url_encode(value);
+  };
+  if (options.block_ms) {
+    if (*options.block_ms < 1 || *options.block_ms > 999) {
+      throw std::invalid_argument(
+          "poll: block_ms must be 1..999 (omit it for a non-blocking poll)");
+    }
+    add("block_ms", std::to_string(*options.block_ms));
+  }
+  if (options.reclaim_older_than_ms) {
+    add("reclaim_older_than_ms", std::to_string(*options.reclaim_older_than_ms));
+  }
+  HttpRequest request = make_request(
+      "GET", "/v1/environments/" + url_encode(config_.environment_id) + "/work/poll" + query,
+      std::chrono::milliseconds(options.block_ms.value_or(0)) + config_.poll_timeout_margin);
+  if (!options.worker_id.empty())
+    request.headers.emplace_back("Anthropic-Worker-ID", options.worker_id);
+  const json body = execute_json("work.poll", request, config_.max_retries);
+  if (body.is_null()) return std::nullopt;
+  return parse_work_item(body);
+}
+
+WorkItem AgentApiClient::ack(const std::string& work_id) {
+  HttpRequest request = make_request("POST", work_path(work_id, "/ack"), config_.request_timeout);
+  return parse_work_item(execute_json("work.ack", request, config_.max_retries));
+}
+
+HeartbeatResponse AgentApiClient::heartbeat(const std::string& work_id,
+                                            const std::string& expected_last_heartbeat,
+                                            std::optional<std::int64_t> desired_ttl_seconds,
+                                            std::chrono::milliseconds timeout) {
+  std::string query = "?expected_last_heartbeat=" + url_encode(expected_last_heartbeat);
+  if (desired_ttl_seconds) query += "&desired_ttl_seconds=" + std::to_string(*desired_ttl_seconds);
+  HttpRequest request = make_request("POST", work_path(work_id, "/heartbeat") + query, timeout);
+  // One interval bounds the whole beat, so no retries inside it: the next beat is the retry.
+  return parse_heartbeat(execute_json("work.heartbeat", request, 0));
+}
+
+WorkItem AgentApiClient::stop(const std::string& work_id, bool force) {
+  HttpRequest request = make_request("POST", work_path(work_id, "/stop"), config_.request_timeout);
+  request.headers.emplace_back("Content-Type", "application/json");
+  request.body = json({{"force", force}}).dump();
+  // 409 means already stopped: an answer, not a transient failure worth retrying.
+  return parse_work_item(execute_json("work.stop", request, 0));
+}
+
+WorkItem AgentApiClient::retrieve_work(const std::string& work_id) {
+  HttpRequest request = make_request("GET", work_path(work_id), config_.request_timeout);
+  return parse_work_item(execute_json("work.retrieve", request, config_.max_retries));
+}
+
+WorkItem AgentApiClient::update_work_metadata(const std::string& work_id, const json& metadata) {
+  HttpRequest request = make_request("POST", work_path(work_id), config_.request_timeout);
+  request.headers.emplace_back("Content-Type", "application/json");
+  request.body = json({{"metadata", metadata}}).dump();
+  return parse_work_item(execute_json("work.update", request, config_.max_retries));
+}
+
+WorkPage AgentApiClient::list_work(int limit, const std::string& page) {
+  std::string query;
+  if (limit > 0) query += "?limit=" + std::to_string(limit);
+  if (!page.empty()) query += (query.empty() ? "?" : "&") + std::string("page=") + url_encode(page);
+  HttpRequest request = make_request(
+      "GET", "/v1/environments/" + url_encode(config_.environment_id) + "/work" + query,
+      config_.request_timeout);
+  const json body = execute_json("work.list", request, config_.max_retries);
+  if (!body.is_object() || !body.contains("data") || !body["data"].is_array()) {
+    throw ProtocolError("work.list: field `data` is missing or not a list");
+  }
+  WorkPage result;
+  for (const json& item : body["data"]) result.data.push_back(parse_work_item(item));
+  result.next_page = optional_string(body, "next_page");
+  return result;
+}
+
+WorkQueueStats AgentApiClient::stats() {
+  HttpRequest request =
+      make_request("GET", "/v1/environments/" + url_encode(config_.environment_id) + "/work/stats",
+                   config_.request_timeout);
+  const json body = execute_json("work.stats", request, config_.max_retries);
+  if (!body.is_object() || !body.contains("depth") || !body["depth"].is_number_integer()) {
+    throw ProtocolError("work.stats: field `depth` is missing or not an integer");
+  }
+  WorkQueueStats stats;
+  stats.depth = body["depth"].get<std::int64_t>();
+  if (body.contains("pending") && body["pending"].is_number_integer()) {
+    stats.pending = body["pending"].get<std::int64_t>();
+  }
+  stats.oldest_queued_at = optional_string(body, "oldest_queued_at");
+  if (body.contains("workers_polling") && body["workers_polling"].is_number_integer()) {
+    stats.workers_polling = body["workers_polling"].get<std::int64_t>();
+  }
+  return stats;
+}
+
+Session AgentApiClient::retrieve_session(const std::string& session_id) {
+  HttpRequest request =
+      make_request("GET", "/v1/sessions/" + url_encode(session_id), config_.request_timeout);
+  const json body = execute_json("sessions.retrieve", request, config_.max_retries);
+  Session session;
+  session.id = require_string(body, "id", "session");
+  session.status = require_string(body, "status", "session " + session.id);
+  session.raw = body;
+  return session;
+}
+
+EventPage AgentApiClient::list_events(const std::string& session_id, int limit,
+                                      const std::string& page) {
+  std::string query;
+  if (limit > 0) query += "?limit=" + std::to_string(limit);
+  if (!page.empty()) query += (query.empty() ? "?" : "&") + std::string("page=") + url_encode(page);
+  HttpRequest request = make_request(
+      "GET", "/v1/sessions/" + url_encode(session_id) + "/events" + query, config_.request_timeout);
+  const json body = execute_json("events.list", request, config_.max_retries);
+  if (!body.is_object() || !body.contains("data") || !body["data"].is_array()) {
+    throw ProtocolError("events.list: field `data` is missing or not a list");
+  }
+  EventPage result;
+  for (const json& event : body["data"]) result.data.push_back(parse_event(event));
+  result.next_page = optional_string(body, "next_page");
+  return result;
+}
+
+void AgentApiClient::send_events(const std::string& session_id, const json& events) {
+  if (!events.is_array() || events.empty()) {
+    throw std::invalid_argument("send_events: events must be a non-empty list");
+  }
+  HttpRequest request = make_request("POST", "/v1/sessions/" + url_encode(session_id) + "/events",
+                                     config_.request_timeout);
+  request.headers.emplace_back("Content-Type", "application/json");
+  request.body = json({{"events", events}}).dump();
+  execute("events.send", request, config_.max_retries);
+}
+
+std::string AgentApiClient::stream_events(const std::string& session_id,
+                                          const std::string& last_event_id,
+                                          const std::function<bool(const SessionEvent&)>& on_event,
+                                          const std::atomic<bool>& cancel) {
+  HttpRequest request =
+      make_request("GET", "/v1/sessions/" + url_encode(session_id) + "/events/stream",
+                   config_.stream_idle_timeout);
+  for (auto& header : request.headers) {
+    if (header.first == "Accept") header.second = "text/event-stream";
+  }
+  if (!last_event_id.empty()) request.headers.emplace_back("Last-Event-ID", last_event_id);
+  SseParser parser;
+  std::string last_delivered = last_event_id;
+  const auto started = std::chrono::steady_clock::now();
+  HttpResponse head = transport_->stream(
+      request,
+      [&](std::string_view chunk) {
+        for (SseFrame& frame : parser.feed(chunk)) {
+          // Frames without an event name are skipped, as the official SDK's stream reader does.
+          if (frame.event.empty() || frame.event == "ping") continue;
+          if (frame.event == "error") {
+            throw ApiError("events.stream", 200, frame.data, "");
+          }
+          json body = json::parse(frame.data, nullptr, false);
+          if (body.is_discarded()) {
+            throw ProtocolError("events.stream: event `" + frame.event + "` data is not JSON");
+          }
+          SessionEvent event = parse_event(body);
+          last_delivered = frame.id.empty() ? event.id : frame.id;
+          if (!on_event(event)) return false;
+        }
+        return true;
+      },
+      cancel);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (metrics_) metrics_->on_response("events.stream", head.status, seconds);
+  if (head.status < 200 || head.status >= 300) {
+    const std::string* request_id = head.header("request-id");
+    throw ApiError("events.stream", head.status, head.body, request_id ? *request_id : "");
+  }
+  return last_delivered;
+}
+
+SkillVersion AgentApiClient::retrieve_skill_version(const std::string& skill_id,
+                                                    const std::string& version) {
+  HttpRequest request =
+      make_request("GET", "/v1/skills/" + url_encode(skill_id) + "/versions/" + url_encode(version),
+                   config_.request_timeout);
+  const json body = execute_json("skills.versions.retrieve", request, config_.max_retries);
+  SkillVersion result;
+  result.id = require_string(body, "id", "skill version");
+  result.name = optional_string(body, "name").value_or("");
+  result.raw = body;
+  return result;
+}
+
+std::string AgentApiClient::download_skill_content(const std::string& skill_id,
+                                                   const std::string& version) {
+  HttpRequest request = make_request(
+      "GET", "/v1/skills/" + url_encode(skill_id) + "/versions/" + url_encode(version) + "/content",
+      config_.request_timeout);
+  for (auto& header : request.headers) {
+    if (header.first == "Accept") header.second = "application/octet-stream";
+  }
+  return execute("skills.versions.content", request, config_.max_retries).body;
+}
+
+}  // namespace perimeter::agentapi

@@ -1,0 +1,54 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace perimeter::agentapi {
+
+struct HttpRequest {
+  std::string method;  // GET, POST
+  std::string url;     // absolute, query string included
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::chrono::milliseconds timeout{60000};
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  const std::string* header(std::string_view name) const;
+};
+
+// The HTTP boundary of the client: one implementation over cpprestsdk, fakes in unit tests.
+// Implementations throw TransportError when no HTTP answer arrived.
+class HttpTransport {
+ public:
+  virtual ~HttpTransport() = default;
+  virtual HttpResponse send(const HttpRequest& request) = 0;
+  // Sends the request and hands the body to `on_chunk` as it arrives, until the server ends it,
+  // `on_chunk` returns false, or `cancel` becomes true. A non-2xx answer is returned with its
+  // whole body and `on_chunk` is not called. `timeout` is an idle timeout between chunks.
+  virtual HttpResponse stream(const HttpRequest& request,
+                              const std::function<bool(std::string_view chunk)>& on_chunk,
+                              const std::atomic<bool>& cancel) = 0;
+};
+
+// Waiting as an I/O boundary, so retry delays are asserted, not slept, in unit tests.
+class Sleeper {
+ public:
+  virtual ~Sleeper() = default;
+  virtual void sleep_for(std::chrono::milliseconds delay) = 0;
+};
+
+class RealSleeper final : public Sleeper {
+ public:
+  void sleep_for(std::chrono::milliseconds delay) override;
+};
+
+}  // namespace perimeter::agentapi
