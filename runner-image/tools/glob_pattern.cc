@@ -199,8 +199,26 @@ std::optional<std::vector<std::string>> expand_range(std::string_view body) {
 
 }  // namespace
 
+namespace {
+
+// minimatch keeps a wildcard from matching a leading dot when the segment starts with `*`, `?` or
+// a bracket expression; a one-character bracket such as `[.]` is a literal and may match it.
+bool starts_with_dot_guard(std::string_view pattern) {
+  if (pattern.empty()) return false;
+  if (pattern[0] == '*' || pattern[0] == '?') return true;
+  if (pattern[0] != '[') return false;
+  if (pattern.size() < 3 || pattern[1] == '!' || pattern[1] == '^') return true;
+  const std::size_t len = utf8_sequence_length(static_cast<unsigned char>(pattern[1]));
+  const bool single = 1 + len < pattern.size() && pattern[1 + len] == ']' && pattern[1] != '[';
+  return !single;
+}
+
+}  // namespace
+
 bool wildcard_match(std::string_view pattern, std::string_view name) {
-  if (!name.empty() && name[0] == '.' && (pattern.empty() || pattern[0] != '.')) return false;
+  if (!name.empty() && name[0] == '.') {
+    if (pattern.empty() || (pattern[0] != '.' && starts_with_dot_guard(pattern))) return false;
+  }
   return match_from(pattern, 0, name, 0);
 }
 

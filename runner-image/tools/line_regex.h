@@ -24,4 +24,8 @@ class LineRegex {
   std::unique_ptr<Impl> impl_;
 };
 
+// The JavaScript pattern in PCRE2 syntax with the same meaning (see line_regex.cc); throws
+// ToolError with V8's wording for syntax JavaScript refuses. Exposed for tests.
+std::string translate_js_pattern(const std::string& pattern);
+
 }  // namespace perimeter::tools

@@ -376,6 +376,63 @@ std::vector<Case> cases() {
                [](Layout& l) { l.file("many.txt", repeat_lines("needle number ", 20000)); },
                {{"grep", {{"pattern", "needle"}}}}});
 
+  c.push_back({"grep_regex_dialect",
+               [](Layout& l) {
+                 l.file("r.txt",
+                        "tab\there\nnbsp\u00a0here\nbrace a{ b}\ncafé\nfoo123bar\nslash/x\n"
+                        "Ωmega\n\u2028sep\nabcabc\nprice $5\n");
+               },
+               {{"grep", {{"pattern", "\\s"}}},
+                {"grep", {{"pattern", "a{"}}},
+                {"grep", {{"pattern", "(?<=foo)\\d+"}}},
+                {"grep", {{"pattern", "(?<word>abc)\\k<word>"}}},
+                {"grep", {{"pattern", "caf\\u00e9"}}},
+                {"grep", {{"pattern", "\\x41|\\/x"}}},
+                {"grep", {{"pattern", "[^]mega"}}},
+                {"grep", {{"pattern", "^.mega$"}}},
+                {"grep", {{"pattern", "\\$5"}}},
+                {"grep", {{"pattern", "(a)|\\1b"}}},
+                {"grep", {{"pattern", "\\w+\\d{3}"}}},
+                {"grep", {{"pattern", "a{2,1}"}}},
+                {"grep", {{"pattern", "[z-a]"}}},
+                {"grep", {{"pattern", "(?i)TAB"}}},
+                {"grep", {{"pattern", "\\p{L}mega"}}}}});
+  c.push_back({"glob_more_patterns",
+               [](Layout& l) {
+                 l.file("v1.txt", "");
+                 l.file("v2.txt", "");
+                 l.file("v10.txt", "");
+                 l.file(".dot/x", "");
+                 l.file(".dot/.y", "");
+                 l.file("src/.h2", "");
+                 l.file("src/sub/.h3", "");
+                 l.file("src/sub/z", "");
+                 l.file("node_modules/m/i.js", "");
+                 l.file("Upper.TXT", "");
+                 l.file("sp ace/f [1].md", "");
+                 l.file("x/y/z/deep.txt", "");
+               },
+               {{"glob", {{"pattern", "v{1..3}.txt"}}},
+                {"glob", {{"pattern", "v{1,1?}.txt"}}},
+                {"glob", {{"pattern", "**/.*"}}},
+                {"glob", {{"pattern", "**/.dot/*"}}},
+                {"glob", {{"pattern", "**/.h3"}}},
+                {"glob", {{"pattern", "**/node_modules/*"}}},
+                {"glob", {{"pattern", "**/i.js"}}},
+                {"glob", {{"pattern", "*.txt"}}},
+                {"glob", {{"pattern", "*.TXT"}}},
+                {"glob", {{"pattern", "[[:upper:]]*"}}},
+                {"glob", {{"pattern", "sp ace/*"}}},
+                {"glob", {{"pattern", "**/z/*"}}},
+                {"glob", {{"pattern", "x/**/deep.txt"}}},
+                {"glob", {{"pattern", "**/**/deep.txt"}}},
+                {"glob", {{"pattern", "x\\y\\*\\deep.txt"}}},
+                {"glob", {{"pattern", "{v1,x/y}*"}}},
+                {"glob", {{"pattern", "v[0-9].txt"}}},
+                {"glob", {{"pattern", "v[!0-1]*.txt"}}},
+                {"glob", {{"pattern", "*/"}}},
+                {"glob", {{"pattern", "[.]dot/*"}}}}});
+
   // ---- bash ----
   c.push_back({"bash_persistent_shell",
                basic,
