@@ -1,0 +1,236 @@
+// The AgentEnvironment CRD and the runner objects the operator builds, against a real
+// kube-apiserver: the schema rejects what the operator cannot act on, and the runner Pod is
+// admitted under the PodSecurity "restricted" standard.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <thread>
+
+#include "cluster/local_cluster.h"
+#include "controllers/agentenvironment/runner_resources.h"
+#include "kube/api_error.h"
+#include "kube/config.h"
+#include "kube/http_transport.h"
+#include "kube/resource_client.h"
+#include "localcluster/tools.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+using nlohmann::json;
+
+kube::ResourceType agent_environments() {
+  return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
+}
+
+class AgentEnvironmentSchemaTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto& cluster = perimeter::testing::shared_cluster();
+    // Installed the way users install it: kubectl apply of the manifests in crds/.
+    const std::string kubectl =
+        localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") + " --kubeconfig " +
+        cluster.kubeconfig_path();
+    const std::string command = kubectl + " apply -f " + std::getenv("PERIMETER_SOURCE_DIR") +
+                                "/crds/ && " + kubectl +
+                                " wait --for condition=established --timeout=60s"
+                                " crd/agentenvironments.perimeter.dev";
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  }
+
+  void SetUp() override {
+    auto& cluster = perimeter::testing::shared_cluster();
+    config_ = kube::Config::from_kubeconfig_file(cluster.kubeconfig_path());
+    config_.qps = 0;
+    transport_ = std::make_unique<kube::HttpTransport>(config_);
+    namespaces_ = client(kube::resources::namespaces());
+    environments_ = client(agent_environments());
+    ns_ = "aenv-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
+    namespaces_->create("", {{"apiVersion", "v1"},
+                             {"kind", "Namespace"},
+                             {"metadata",
+                              {{"name", ns_},
+                               {"labels",
+                                {{"pod-security.kubernetes.io/enforce", "restricted"},
+                                 {"pod-security.kubernetes.io/enforce-version", "latest"}}}}}});
+  }
+
+  std::unique_ptr<kube::ResourceClient> client(const kube::ResourceType& type) {
+    return std::make_unique<kube::ResourceClient>(*transport_, type, metrics_);
+  }
+
+  static json valid_environment(const std::string& name) {
+    return {{"apiVersion", "perimeter.dev/v1alpha1"},
+            {"kind", "AgentEnvironment"},
+            {"metadata", {{"name", name}}},
+            {"spec",
+             {{"environmentId", "env_01"},
+              {"environmentKeySecretRef", {{"name", "env-key"}}},
+              {"runner", {{"image", "perimeter-runner:dev"}}}}}};
+  }
+
+  // The first create on a fresh CRD can race its OpenAPI publication; retry NotFound briefly.
+  json create_environment(const json& object) {
+    for (int attempt = 0;; ++attempt) {
+      try {
+        return environments_->create(ns_, object);
+      } catch (const kube::ApiError& e) {
+        if (e.kind() != kube::ErrorKind::kNotFound || attempt == 50) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  }
+
+  static inline int counter_ = 0;
+  prometheus::Registry registry_;
+  kube::ClientMetrics metrics_{registry_};
+  kube::Config config_;
+  std::unique_ptr<kube::HttpTransport> transport_;
+  std::unique_ptr<kube::ResourceClient> namespaces_;
+  std::unique_ptr<kube::ResourceClient> environments_;
+  std::string ns_;
+};
+
+TEST_F(AgentEnvironmentSchemaTest, AValidEnvironmentIsStoredWithEveryDefault) {
+  const auto stored = create_environment(valid_environment("defaults"));
+  const auto env = parse_agent_environment(stored);
+  EXPECT_EQ(stored["spec"]["apiBaseUrl"], "https://api.anthropic.com");
+  EXPECT_EQ(stored["spec"]["maxConcurrentSessions"], 10);
+  EXPECT_EQ(stored["spec"]["suspend"], false);
+  EXPECT_EQ(stored["spec"]["poll"]["blockMs"], 999);
+  EXPECT_EQ(stored["spec"]["poll"]["reclaimOlderThanMs"], 5000);
+  EXPECT_EQ(stored["spec"]["runner"]["imagePullPolicy"], "IfNotPresent");
+  EXPECT_EQ(stored["spec"]["runner"]["workspaceSizeLimit"], "1Gi");
+  EXPECT_EQ(stored["spec"]["runner"]["activeDeadlineSeconds"], 3600);
+  EXPECT_EQ(stored["spec"]["environmentKeySecretRef"]["key"], "environment-key");
+  EXPECT_EQ(stored["spec"]["retention"]["failedSeconds"], 86400);
+  EXPECT_EQ(env.name, "defaults");
+  EXPECT_FALSE(env.uid.empty());
+}
+
+struct InvalidCase {
+  const char* what;
+  const char* json_patch;  // RFC 6902 operations applied to a valid object
+  const char* message;     // a fragment the apiserver's answer must contain
+};
+
+TEST_F(AgentEnvironmentSchemaTest, TheApiserverRejectsEachInvalidEnvironment) {
+  const InvalidCase cases[] = {
+      {"no environment id", R"([{"op":"remove","path":"/spec/environmentId"}])",
+       "spec.environmentId: Required value"},
+      {"empty environment id", R"([{"op":"replace","path":"/spec/environmentId","value":""}])",
+       "spec.environmentId"},
+      {"environment id with a slash",
+       R"([{"op":"replace","path":"/spec/environmentId","value":"env/1"}])", "spec.environmentId"},
+      {"no key secret", R"([{"op":"remove","path":"/spec/environmentKeySecretRef"}])",
+       "spec.environmentKeySecretRef: Required value"},
+      {"no runner image", R"([{"op":"remove","path":"/spec/runner/image"}])",
+       "spec.runner.image: Required value"},
+      {"limit of zero", R"([{"op":"add","path":"/spec/maxConcurrentSessions","value":0}])",
+       "spec.maxConcurrentSessions"},
+      {"limit that is a string",
+       R"([{"op":"add","path":"/spec/maxConcurrentSessions","value":"ten"}])",
+       "spec.maxConcurrentSessions"},
+      {"block over the API's cap", R"([{"op":"add","path":"/spec/poll","value":{"blockMs":1000}}])",
+       "spec.poll.blockMs"},
+      {"reclaim shorter than a claim",
+       R"([{"op":"add","path":"/spec/poll","value":{"reclaimOlderThanMs":10}}])",
+       "spec.poll.reclaimOlderThanMs"},
+      {"API URL that is not http(s)",
+       R"([{"op":"add","path":"/spec/apiBaseUrl","value":"ftp://example.com"}])",
+       "apiBaseUrl must be an http or https URL"},
+      {"unknown pull policy",
+       R"([{"op":"add","path":"/spec/runner/imagePullPolicy","value":"Sometimes"}])",
+       "spec.runner.imagePullPolicy"},
+      {"reserved env name",
+       R"([{"op":"add","path":"/spec/runner/env","value":[{"name":"ANTHROPIC_ENVIRONMENT_KEY","value":"x"}]}])",
+       "env names starting with ANTHROPIC_ are set by the operator"},
+      {"deadline under a minute",
+       R"([{"op":"add","path":"/spec/runner/activeDeadlineSeconds","value":5}])",
+       "spec.runner.activeDeadlineSeconds"},
+      {"egress that is not a CIDR",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedCIDRs":["10.0.0.1"]}}])",
+       "must be a CIDR"},
+      {"egress to cloud metadata",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedCIDRs":["169.254.169.254/32"]}}])",
+       "link-local addresses (cloud metadata) cannot be allowed"},
+      {"egress to IPv6 link-local",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedCIDRs":["fe80::/64"]}}])",
+       "link-local addresses (cloud metadata) cannot be allowed"},
+      {"negative retention",
+       R"([{"op":"add","path":"/spec/retention","value":{"failedSeconds":-1}}])",
+       "spec.retention.failedSeconds"},
+  };
+  int index = 0;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const auto object =
+        valid_environment("invalid-" + std::to_string(index++)).patch(json::parse(c.json_patch));
+    try {
+      create_environment(object);
+      ADD_FAILURE() << "the apiserver accepted: " << object.dump();
+    } catch (const kube::ApiError& e) {
+      EXPECT_EQ(e.kind(), kube::ErrorKind::kInvalid) << e.what();
+      EXPECT_NE(e.status_message().find(c.message), std::string::npos)
+          << "message was: " << e.status_message();
+    }
+  }
+}
+
+TEST_F(AgentEnvironmentSchemaTest, TheEnvironmentIdCannotChange) {
+  create_environment(valid_environment("fixed"));
+  try {
+    environments_->merge_patch(ns_, "fixed", {{"spec", {{"environmentId", "env_other"}}}});
+    FAIL() << "the environment id changed";
+  } catch (const kube::ApiError& e) {
+    EXPECT_EQ(e.kind(), kube::ErrorKind::kInvalid);
+    EXPECT_NE(e.status_message().find("environmentId is immutable"), std::string::npos);
+  }
+}
+
+TEST_F(AgentEnvironmentSchemaTest, RunnerObjectsAreAdmittedUnderPodSecurityRestricted) {
+  auto object = valid_environment("payments");
+  object["spec"]["egress"] = {{"allowedCIDRs", {"0.0.0.0/0", "10.20.0.0/16"}}};
+  const auto env = parse_agent_environment(create_environment(object));
+  const ClaimedSession session{"work_01JABCDEF", "sesn_01JXYZ", "eyJzZXNzaW9uc190b2tlbiI6IngifQ",
+                               "2026-11-23T06:00:00Z"};
+
+  auto secrets = client(kube::resources::secrets());
+  auto pods = client(kube::resources::pods());
+  auto policies = client(kube::resources::network_policies());
+  // The ServiceAccount admission plugin wants the namespace's default ServiceAccount even though
+  // the pod mounts no token; the controller manager is not running in this test.
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+
+  secrets->create(ns_, build_session_secret(env, session));
+  const auto pod = pods->create(ns_, build_runner_pod(env, session));
+  EXPECT_EQ(pod["metadata"]["ownerReferences"][0]["uid"], env.uid);
+  const auto policy = policies->create(ns_, build_network_policy(env));
+  EXPECT_EQ(policy["spec"]["egress"].size(), 3u);
+
+  // A retried claim meets the pod that is already there instead of creating a twin.
+  try {
+    pods->create(ns_, build_runner_pod(env, session));
+    FAIL() << "a second pod for the same work item was created";
+  } catch (const kube::ApiError& e) {
+    EXPECT_EQ(e.kind(), kube::ErrorKind::kAlreadyExists);
+  }
+
+  // The admission is real: the same pod without the hardening is refused in this namespace.
+  auto weakened = build_runner_pod(env, {"work_other", "sesn_other", "x", ""});
+  weakened["spec"]["containers"][0]["securityContext"].erase("capabilities");
+  weakened["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = true;
+  try {
+    pods->create(ns_, weakened);
+    FAIL() << "PodSecurity admitted a pod that escalates privileges";
+  } catch (const kube::ApiError& e) {
+    EXPECT_EQ(e.kind(), kube::ErrorKind::kForbidden) << e.what();
+    EXPECT_NE(e.status_message().find("restricted"), std::string::npos) << e.status_message();
+  }
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
