@@ -4,6 +4,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <cstdio>
 #include <deque>
 
 namespace perimeter::sim {
@@ -207,12 +208,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
     streaming_ = true;
     last_event_id_ = decision_.last_event_id;
     last_ping_ = std::chrono::steady_clock::now();
-    // Close-delimited body: the stream ends when the server closes it, as SSE allows.
-    pending_.push_back(
-        "HTTP/1.1 200 OK\r\nServer: perimeter-sim\r\nContent-Type: text/event-stream\r\n"
-        "Cache-Control: no-cache\r\nConnection: close\r\n\r\n");
     server_.metrics().count_request(decision_.route, 200, elapsed());
-    pump_stream();
+    // Chunked, one chunk per flush, as HTTP/1.1 servers stream SSE: clients (cpprestsdk among
+    // them) hand each chunk over as it arrives, where a close-delimited body may sit in their
+    // buffers until the connection ends. The head goes out at once so the client's request
+    // completes even when there is nothing to stream yet.
+    auto head = std::make_shared<std::string>(
+        "HTTP/1.1 200 OK\r\nServer: perimeter-sim\r\nContent-Type: text/event-stream\r\n"
+        "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    asio::async_write(socket_, asio::buffer(*head),
+                      [self = shared_from_this(), head](beast::error_code ec, std::size_t) {
+                        if (ec) return self->end_stream();
+                        self->pump_stream();
+                      });
   }
 
   void pump_stream() {
@@ -234,9 +242,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       last_ping_ = now;
     }
     if (!pending_.empty()) return flush_stream();
-    if (drop_after_flush_ || server_.stopping() ||
-        server_.simulator().session_terminated(decision_.session_id)) {
-      return end_stream();
+    if (drop_after_flush_) return end_stream();  // cut without the final chunk: a broken stream
+    if (server_.stopping() || server_.simulator().session_terminated(decision_.session_id)) {
+      return finish_stream();
     }
     waiting_ = true;
     timer_.expires_after(kWaiterRecheck);
@@ -247,14 +255,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void flush_stream() {
-    auto chunk = std::make_shared<std::string>();
-    for (auto& piece : pending_) *chunk += piece;
+    std::string payload;
+    for (auto& piece : pending_) payload += piece;
     pending_.clear();
+    char size[32];
+    std::snprintf(size, sizeof size, "%zx\r\n", payload.size());
+    auto chunk = std::make_shared<std::string>(size + payload + "\r\n");
     asio::async_write(socket_, asio::buffer(*chunk),
                       [self = shared_from_this(), chunk](beast::error_code ec, std::size_t) {
                         if (ec) return self->end_stream();
                         self->pump_stream();
                       });
+  }
+
+  // The clean end of a stream: the last chunk, then close.
+  void finish_stream() {
+    auto last = std::make_shared<std::string>("0\r\n\r\n");
+    asio::async_write(
+        socket_, asio::buffer(*last),
+        [self = shared_from_this(), last](beast::error_code, std::size_t) { self->end_stream(); });
   }
 
   void end_stream() {

@@ -366,6 +366,13 @@ std::string AgentApiClient::stream_events(const std::string& session_id,
     const std::string* request_id = head.header("request-id");
     throw ApiError("events.stream", head.status, head.body, request_id ? *request_id : "");
   }
+  if (head.truncated) {
+    // Expected now and then (proxies, deploys): the caller reconnects with Last-Event-ID.
+    logger_.warn("event stream broke off", {{"session_id", session_id},
+                                            {"error", head.truncation_reason},
+                                            {"last_event_id", last_delivered}});
+    if (metrics_) metrics_->on_retry("events.stream", 0, std::chrono::milliseconds(0));
+  }
   return last_delivered;
 }
 

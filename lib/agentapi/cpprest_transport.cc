@@ -131,7 +131,16 @@ HttpResponse CpprestTransport::stream(const HttpRequest& request,
     std::string chunk;
     while (!cancel.load()) {
       // One byte waits for data to arrive; then everything already buffered is taken at once.
-      const auto first = body.bumpc().get();
+      std::char_traits<char>::int_type first;
+      try {
+        first = body.bumpc().get();
+      } catch (const std::exception& e) {
+        // The head arrived, then the connection broke: the caller resumes from its last event.
+        if (cancel.load()) break;
+        out.truncated = true;
+        out.truncation_reason = e.what();
+        break;
+      }
       if (first == std::char_traits<char>::eof()) break;
       chunk.assign(1, static_cast<char>(first));
       const std::size_t available = body.in_avail();
@@ -144,9 +153,9 @@ HttpResponse CpprestTransport::stream(const HttpRequest& request,
     }
     return out;
   } catch (const pplx::task_canceled&) {
-    return HttpResponse{200, {}, {}};
+    return HttpResponse{200, {}, {}, false, {}};
   } catch (const std::exception& e) {
-    if (cancel.load()) return HttpResponse{200, {}, {}};
+    if (cancel.load()) return HttpResponse{200, {}, {}, false, {}};
     throw TransportError(request.method + " " + base + rest + ": " + e.what());
   }
 }

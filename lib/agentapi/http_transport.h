@@ -22,6 +22,9 @@ struct HttpResponse {
   int status = 0;
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  // stream(): the body broke off (connection cut mid-stream) after the head arrived.
+  bool truncated = false;
+  std::string truncation_reason;
   const std::string* header(std::string_view name) const;
 };
 
