@@ -6,6 +6,11 @@ namespace perimeter::runtime {
 
 using nlohmann::json;
 
+void strip_managed_fields(json& object) {
+  if (object.contains("metadata") && object["metadata"].is_object())
+    object["metadata"].erase("managedFields");
+}
+
 Informer::Informer(kube::ResourceClient& client, InformerOptions options, RuntimeMetrics& metrics,
                    Logger logger, RandomSource& random, Clock& clock)
     : client_(client),
@@ -86,6 +91,7 @@ void Informer::relist() {
     if (!item.is_object() || !item.contains("metadata") || !item["metadata"].contains("name"))
       throw kube::DecodeError("list " + client_.type().describe() + " has an item without a name",
                               item.dump());
+    if (options_.transform) options_.transform(item);
     objects.push_back(std::make_shared<const json>(std::move(item)));
   }
   const std::string version = list["metadata"].value("resourceVersion", "");
@@ -125,7 +131,9 @@ void Informer::apply(const kube::WatchEvent& event) {
   metrics_.watch_events_total
       .Add({{"resource", client_.type().describe()}, {"type", kube::to_string(event.type)}})
       .Increment();
-  auto shared = std::make_shared<const json>(object);
+  json cached = object;
+  if (options_.transform) options_.transform(cached);
+  auto shared = std::make_shared<const json>(std::move(cached));
   if (event.type == kube::WatchEventType::kDeleted) {
     auto old = store_.remove(Store::key_of(object));
     // The deleted object's last state is what handlers want, even if we never saw it.

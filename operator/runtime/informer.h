@@ -30,7 +30,13 @@ struct InformerOptions {
   // watch has been healthy for healthy_after or has delivered an event.
   BackoffPolicy backoff{std::chrono::milliseconds(800), std::chrono::seconds(30), 2.0, 0.2};
   std::chrono::milliseconds healthy_after{std::chrono::seconds(30)};
+  // Applied to every object before it is cached (client-go's SetTransform): drop what the
+  // controller never reads to save memory. Must not change namespace or name.
+  std::function<void(nlohmann::json&)> transform;
 };
+
+// A transform that drops metadata.managedFields, usually the largest part of a cached object.
+void strip_managed_fields(nlohmann::json& object);
 
 struct EventHandlers {
   std::function<void(const ObjectPtr&)> on_add;

@@ -255,3 +255,35 @@ TEST_F(InformerTest, ConnectionFailuresBackOffThenRecoverAndAClosedWatchResumes)
 
 }  // namespace
 }  // namespace perimeter::runtime
+
+namespace perimeter::runtime {
+namespace {
+
+TEST_F(InformerTest, TheTransformAppliesToListedAndWatchedObjects) {
+  const auto with_fields = [](const std::string& name, const std::string& rv) {
+    auto object = json::parse(pod_json(name, rv));
+    object["metadata"]["managedFields"] = json::array({{{"manager", "kubectl"}}});
+    return object.dump();
+  };
+  {
+    InSequence in_order;
+    EXPECT_CALL(transport, send(_))
+        .WillOnce(Return(json_response(200, list_body("10", {with_fields("p1", "9")}))));
+    EXPECT_CALL(transport, open_stream(_)).WillOnce([&](const kube::HttpRequest&) {
+      return open_forever_stream({event_line("ADDED", with_fields("p2", "11"))});
+    });
+  }
+  options.transform = strip_managed_fields;
+  auto informer = make_informer();
+  informer->start();
+  ASSERT_TRUE(recorder.wait_for_count(2));
+  informer->stop();
+  ASSERT_EQ(informer->store().size(), 2u);
+  for (const auto& object : informer->store().list()) {
+    EXPECT_FALSE((*object)["metadata"].contains("managedFields")) << object->dump();
+    EXPECT_TRUE((*object)["metadata"].contains("resourceVersion"));
+  }
+}
+
+}  // namespace
+}  // namespace perimeter::runtime
