@@ -20,6 +20,7 @@
 #include "cluster/local_cluster.h"
 #include "core/log.h"
 #include "kube/config.h"
+#include "kube/fake_api_server.h"
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
 #include "runtime/informer.h"
@@ -158,7 +159,28 @@ int main(int argc, char** argv) {
   while (updates.load() < pods && seconds_since(patch_start) < 300)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   const double watch_seconds = seconds_since(patch_start);
+  // The client's own ceiling: the same pods, as the server shaped them, replayed through an
+  // in-memory API (no network, no apiserver), decoded and applied by a second informer.
+  std::vector<json> shaped;
+  for (const auto& object : informer.store().list()) shaped.push_back(*object);
   informer.stop();
+  perimeter::testing::FakeApiServer memory_api;
+  kube::ResourceClient memory_pods(memory_api, kube::resources::pods(), client_metrics);
+  std::atomic<int> replayed{0};
+  runtime::InformerOptions memory_options;
+  memory_options.ns = ns;
+  runtime::Informer replay(memory_pods, memory_options, metrics,
+                           Logger("bench", StderrSink::instance(), LogLevel::kWarn));
+  replay.add_handlers({[&](const runtime::ObjectPtr&) { ++replayed; }, nullptr, nullptr});
+  replay.start();
+  replay.wait_for_sync(std::chrono::seconds(30));
+  const auto replay_start = BenchClock::now();
+  for (auto& object : shaped)
+    memory_api.seed("/api/v1/namespaces/" + ns + "/pods", std::move(object));
+  while (replayed.load() < static_cast<int>(shaped.size()) && seconds_since(replay_start) < 120)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const double replay_seconds = seconds_since(replay_start);
+  replay.stop();
 
   const double bytes_per_pod = cached ? static_cast<double>(rss_after - rss_before) / cached : 0;
   json figures = {{"bench", "informer"},
@@ -177,7 +199,10 @@ int main(int argc, char** argv) {
                   {"patch_seconds", patch_seconds},
                   {"watch_events", updates.load()},
                   {"watch_seconds", watch_seconds},
-                  {"watch_events_per_second", updates.load() / watch_seconds}};
+                  {"watch_events_per_second", updates.load() / watch_seconds},
+                  {"in_process_watch_events", replayed.load()},
+                  {"in_process_watch_seconds", replay_seconds},
+                  {"in_process_watch_events_per_second", replayed.load() / replay_seconds}};
   std::cout << figures.dump() << "\n";
   std::printf(
       "informer over %zu pods: list+sync %.2f s (%.0f objects/s), %.1f KiB RSS per cached pod\n",
@@ -186,6 +211,9 @@ int main(int argc, char** argv) {
       "watch: %d update events in %.2f s = %.0f events/s (server accepted patches at %.0f/s;"
       " the informer keeps up with the writers)\n",
       updates.load(), watch_seconds, updates.load() / watch_seconds, pods / patch_seconds);
+  std::printf(
+      "in-process ceiling (FakeApiServer, no network): %d watch events in %.2f s = %.0f events/s\n",
+      replayed.load(), replay_seconds, replayed.load() / replay_seconds);
   std::printf("created %d pods in %.2f s (%.0f/s with %d writers)\n", pods, create_seconds,
               pods / create_seconds, writers);
   return 0;
