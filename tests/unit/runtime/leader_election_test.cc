@@ -191,6 +191,56 @@ TEST_F(LeaderElectionTest, RunLeadsThenStopsLeaderWorkAndReleasesOnStop) {
   EXPECT_EQ(stored["spec"]["holderIdentity"], "");
 }
 
+TEST_F(LeaderElectionTest, ALeaderWhoseLeaseIsTakenStopsItsWorkAtOnceAndDoesNotRelease) {
+  std::mutex mutex;
+  json stored;
+  int writes_after_theft = 0;
+  bool stolen = false;
+  EXPECT_CALL(transport, send(_)).WillRepeatedly([&](const kube::HttpRequest& request) {
+    std::lock_guard lock(mutex);
+    if (request.method == "GET") {
+      if (stored.is_null()) return json_response(404, kNotFound);
+      return json_response(200, stored.dump());
+    }
+    if (stolen) ++writes_after_theft;
+    stored = json::parse(request.body);
+    return json_response(200, stored.dump());
+  });
+  LeaderElectionConfig config;
+  config.lease_namespace = "ops";
+  config.lease_name = "perimeter";
+  config.identity = "me";
+  config.retry_period = std::chrono::seconds(1);
+  std::promise<void> leading;
+  auto leading_future = leading.get_future();
+  std::promise<void> work_stopped;
+  auto work_stopped_future = work_stopped.get_future();
+  LeaderCallbacks callbacks{[&](std::stop_token token) {
+                              leading.set_value();
+                              while (!token.stop_requested())
+                                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                              work_stopped.set_value();
+                            },
+                            nullptr, nullptr};
+  LeaderElector elector(leases, config, callbacks, metrics, Logger("le", sink));
+  std::thread runner([&] { elector.run(std::stop_token{}); });
+  ASSERT_EQ(leading_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  {
+    // Someone else (an operator with a skewed clock, a manual edit) now holds the lease.
+    std::lock_guard lock(mutex);
+    stored["spec"]["holderIdentity"] = "thief";
+    stored["metadata"]["resourceVersion"] = "999";
+    stolen = true;
+  }
+  // The next renewal sees it: the work stops, and run() returns without waiting the deadline.
+  ASSERT_EQ(work_stopped_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  runner.join();
+  EXPECT_FALSE(elector.is_leader());
+  std::lock_guard lock(mutex);
+  EXPECT_EQ(stored["spec"]["holderIdentity"], "thief");
+  EXPECT_EQ(writes_after_theft, 0);
+}
+
 TEST(LeaderElectionFormatTest, MicroTimeIsRfc3339WithMicroseconds) {
   const auto time =
       std::chrono::system_clock::time_point(std::chrono::microseconds(1700000000123456));
