@@ -155,6 +155,10 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
   if (session_path && n == 5 && parts[3] == "events" && parts[4] == "stream" && method == "GET") {
     route = "events.stream";
   }
+  const bool skill_path =
+      n >= 5 && parts[1] == "skills" && parts[3] == "versions" && method == "GET";
+  if (skill_path && n == 5) route = "skills.versions.retrieve";
+  if (skill_path && n == 6 && parts[5] == "content") route = "skills.versions.content";
   if (route == "unknown") {
     return finish(
         route, error_reply(404, "not_found_error", "no route for " + method + " " + request.path));
@@ -185,9 +189,23 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
     return finish(route, reply);
   }
 
-  if (auto refused = check_api_headers(request)) return finish(route, *refused);
+  // The skills endpoints belong to the skills API, which the SDK calls without the managed-agents
+  // beta; they only need the version header.
+  if (skill_path) {
+    if (!request.header("anthropic-version")) {
+      return finish(route, bad_request("the anthropic-version header is required"));
+    }
+  } else if (auto refused = check_api_headers(request)) {
+    return finish(route, *refused);
+  }
   std::string token;
   if (auto refused = bearer_token(request, &token)) return finish(route, *refused);
+  if (route == "skills.versions.retrieve") {
+    return finish(route, simulator_.retrieve_skill_version(parts[2], parts[4], token));
+  }
+  if (route == "skills.versions.content") {
+    return finish(route, simulator_.skill_content(parts[2], parts[4], token));
+  }
 
   if (work_path) {
     const std::string& environment_id = parts[2];

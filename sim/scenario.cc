@@ -96,6 +96,20 @@ ExpectedResult parse_expectation(const nlohmann::json& step, const std::string& 
   return expect;
 }
 
+bool valid_relative_path(const std::string& path) {
+  if (path.empty() || path.front() == '/' || path.back() == '/') return false;
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    const std::size_t slash = path.find('/', start);
+    const std::string part =
+        path.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    if (slash == std::string::npos) break;
+    start = slash + 1;
+  }
+  return path.find('\0') == std::string::npos;
+}
+
 }  // namespace
 
 std::string_view to_string(Permission permission) {
@@ -130,6 +144,35 @@ Scenario parse_scenario(std::string_view text) {
   auto steps = root.find("steps");
   if (steps == root.end() || !steps->is_array()) {
     throw ScenarioError("scenario " + scenario.name + ": `steps` must be a list");
+  }
+  if (auto skills = root.find("skills"); skills != root.end() && !skills->is_null()) {
+    if (!skills->is_array())
+      throw ScenarioError("scenario " + scenario.name + ": `skills` must be a list");
+    for (std::size_t i = 0; i < skills->size(); ++i) {
+      const nlohmann::json& node = (*skills)[i];
+      const std::string where = "scenario " + scenario.name + " skill " + std::to_string(i + 1);
+      if (!node.is_object()) throw ScenarioError(where + ": must be a mapping");
+      ScenarioSkill skill;
+      skill.name = require_string(node, "name", where);
+      if (!valid_relative_path(skill.name) || skill.name.find('/') != std::string::npos) {
+        throw ScenarioError(where + ": `name` must be one plain path component");
+      }
+      auto files = node.find("files");
+      if (files == node.end() || !files->is_object() || files->empty()) {
+        throw ScenarioError(where + ": `files` must map paths to contents");
+      }
+      for (const auto& [path, content] : files->items()) {
+        if (!valid_relative_path(path) || path.size() + skill.name.size() > 98) {
+          throw ScenarioError(where + ": file path `" + path +
+                              "` must be relative, without `..`, under 98 characters");
+        }
+        if (!content.is_string()) throw ScenarioError(where + ": file `" + path + "` must be text");
+        // Scripts keep their exec bit, as the official worker's extractor preserves it.
+        const bool executable = path.size() > 3 && path.compare(path.size() - 3, 3, ".sh") == 0;
+        skill.files.push_back({path, content.get<std::string>(), executable});
+      }
+      scenario.skills.push_back(std::move(skill));
+    }
   }
   for (std::size_t i = 0; i < steps->size(); ++i) {
     const nlohmann::json& node = (*steps)[i];

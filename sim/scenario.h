@@ -32,6 +32,17 @@ struct ScenarioStep {
   ExpectedResult expect;
 };
 
+// A skill the session's agent carries: the worker downloads it as an archive into its workdir.
+struct ScenarioSkill {
+  std::string name;
+  struct File {
+    std::string path;
+    std::string content;
+    bool executable = false;
+  };
+  std::vector<File> files;
+};
+
 // A scripted agent: the tool calls one session makes, in order, and what each should get back.
 struct Scenario {
   std::string name;
@@ -41,6 +52,7 @@ struct Scenario {
   // end); false leaves the session idle, as a real session stays until archived.
   bool terminate = true;
   std::vector<ScenarioStep> steps;
+  std::vector<ScenarioSkill> skills;
 };
 
 class ScenarioError : public std::runtime_error {

@@ -6,6 +6,8 @@
 #include <functional>
 #include <set>
 
+#include "sim/skill_archive.h"
+
 namespace perimeter::sim {
 namespace {
 
@@ -164,6 +166,20 @@ ApiReply Simulator::enqueue_session(const std::string& environment_id, Scenario 
   session.environment_id = environment_id;
   session.created_at = session.updated_at = now;
   session.records.resize(scenario.steps.size());
+  for (const ScenarioSkill& declared : scenario.skills) {
+    Skill skill;
+    skill.id = new_id("skill_");
+    skill.version_id = new_id("skillver_");
+    skill.name = declared.name;
+    skill.environment_id = environment_id;
+    skill.created_at = now;
+    std::vector<ArchiveFile> files;
+    for (const auto& file : declared.files)
+      files.push_back({file.path, file.content, file.executable});
+    skill.archive = make_tar_archive(declared.name, files);
+    session.skill_ids.push_back(skill.id);
+    skills_[skill.id] = std::move(skill);
+  }
   session.scenario = std::move(scenario);
   WorkItem item;
   item.id = new_id("work_");
@@ -644,6 +660,10 @@ ApiReply Simulator::stats(const std::string& environment_id, const std::string& 
 // ---------------------------------------------------------------- sessions
 
 json Simulator::render_session(const Session& session) const {
+  json skills = json::array();
+  for (const auto& id : session.skill_ids) {
+    skills.push_back({{"type", "custom"}, {"skill_id", id}, {"version", "latest"}});
+  }
   return {{"type", "session"},
           {"id", session.id},
           {"status", session.status},
@@ -663,7 +683,7 @@ json Simulator::render_session(const Session& session) const {
            {{"type", "agent"},
             {"id", "agent_simulated"},
             {"name", "scripted agent: " + session.scenario.name},
-            {"skills", json::array()},
+            {"skills", skills},
             {"tools", json::array({{{"type", "agent_toolset_20260401"}}})}}}};
 }
 
@@ -776,6 +796,63 @@ ApiReply Simulator::send_events(const std::string& session_id, const std::string
   }
   advance_agent(session);
   return json_reply(200, {{"data", sent}});
+}
+
+// ---------------------------------------------------------------- skills
+
+const Simulator::Skill* Simulator::find_skill_locked(const std::string& skill_id,
+                                                     const std::string& version,
+                                                     const std::string& token,
+                                                     ApiReply* error) const {
+  if (token.empty()) {
+    *error = unauthorized("missing bearer credential");
+    return nullptr;
+  }
+  auto it = skills_.find(skill_id);
+  if (it == skills_.end()) {
+    *error = not_found("skill", skill_id);
+    return nullptr;
+  }
+  const Skill& skill = it->second;
+  bool allowed = environments_.at(skill.environment_id).key == token;
+  if (auto by_token = token_to_work_.find(token); by_token != token_to_work_.end()) {
+    allowed = allowed || work_.at(by_token->second).environment_id == skill.environment_id;
+  }
+  if (!allowed) {
+    *error = unauthorized("the credential does not cover this skill");
+    return nullptr;
+  }
+  if (version != "latest" && version != skill.version_id) {
+    *error = not_found("skill version", version);
+    return nullptr;
+  }
+  return &skill;
+}
+
+ApiReply Simulator::retrieve_skill_version(const std::string& skill_id, const std::string& version,
+                                           const std::string& token) {
+  std::lock_guard lock(mutex_);
+  ApiReply error;
+  const Skill* skill = find_skill_locked(skill_id, version, token, &error);
+  if (skill == nullptr) return error;
+  return json_reply(200, {{"type", "skill_version"},
+                          {"id", skill->version_id},
+                          {"skill_id", skill->id},
+                          {"name", skill->name},
+                          {"description", "scenario skill " + skill->name},
+                          {"created_at", timestamp(skill->created_at)}});
+}
+
+ApiReply Simulator::skill_content(const std::string& skill_id, const std::string& version,
+                                  const std::string& token) {
+  std::lock_guard lock(mutex_);
+  ApiReply error;
+  const Skill* skill = find_skill_locked(skill_id, version, token, &error);
+  if (skill == nullptr) return error;
+  ApiReply reply;
+  reply.body = skill->archive;
+  reply.content_type = "application/x-tar";
+  return reply;
 }
 
 // ---------------------------------------------------------------- the scripted agent

@@ -77,6 +77,13 @@ class Simulator {
   // Simulates another worker taking the lease: the next heartbeat's expectation cannot match.
   bool steal_lease(const std::string& work_id);
 
+  // ---- skills: /v1/skills/{skill_id}/versions/{version}[/content] ----
+  ApiReply retrieve_skill_version(const std::string& skill_id, const std::string& version,
+                                  const std::string& token);
+  // The version's archive (a tar of `<name>/...`), as application/x-tar.
+  ApiReply skill_content(const std::string& skill_id, const std::string& version,
+                         const std::string& token);
+
   // ---- the session API ----
   ApiReply retrieve_session(const std::string& session_id, const std::string& token);
   ApiReply list_events(const std::string& session_id, const std::string& token, int limit,
@@ -147,6 +154,15 @@ class Simulator {
     std::vector<nlohmann::json> events;
     std::map<std::string, std::size_t> event_index;  // event id -> position
     std::vector<nlohmann::json> unexpected;          // results the scenario did not ask for
+    std::vector<std::string> skill_ids;
+  };
+  struct Skill {
+    std::string id;
+    std::string version_id;
+    std::string name;
+    std::string environment_id;
+    std::string archive;
+    std::chrono::system_clock::time_point created_at;
   };
   struct Environment {
     std::string id;
@@ -170,6 +186,9 @@ class Simulator {
   std::optional<ApiReply> check_work_access(const std::string& environment_id,
                                             const std::string& work_id, const std::string& token,
                                             bool environment_key_only) const;
+  // Skills: the credential must belong to the skill's environment (its key or an item's token).
+  const Skill* find_skill_locked(const std::string& skill_id, const std::string& version,
+                                 const std::string& token, ApiReply* error) const;
   void expire_leases_locked();
   void set_state(WorkItem& item, const std::string& state);
   void bump() { ++generation_; }
@@ -190,6 +209,7 @@ class Simulator {
   std::map<std::string, WorkItem> work_;
   std::map<std::string, Session> sessions_;
   std::map<std::string, std::string> token_to_work_;  // sessions token -> work id
+  std::map<std::string, Skill> skills_;
 };
 
 // Base64url without padding, as the service encodes work secrets.

@@ -49,7 +49,7 @@ std::string last_line(const std::string& text) {
   return newline == std::string::npos ? trimmed : trimmed.substr(newline + 1);
 }
 
-const char* kScenarios[] = {"builtin-tools", "permissions", "custom-tool", "long-lease"};
+const char* kScenarios[] = {"builtin-tools", "permissions", "custom-tool", "skills", "long-lease"};
 
 struct OfficialSdk {
   std::string node;

@@ -241,6 +241,53 @@ TEST_F(ClientAgainstSimTest, FaultsSurfaceAsTypedErrors) {
             std::string::npos);
 }
 
+TEST_F(ClientAgainstSimTest, SkillVersionsAndArchivesDownloadWithTheSessionsCredential) {
+  const json enqueued = enqueue(R"(
+name: with-skill
+steps: []
+skills:
+  - {name: notes, files: {SKILL.md: "# notes\n"}}
+)");
+  auto runner = client("env-key");
+  const Session session = runner->retrieve_session(enqueued["session_id"]);
+  const json& skills = session.raw["agent"]["skills"];
+  ASSERT_EQ(skills.size(), 1u);
+  const std::string skill_id = skills[0]["skill_id"];
+  const SkillVersion version = runner->retrieve_skill_version(skill_id, skills[0]["version"]);
+  EXPECT_EQ(version.name, "notes");
+  const std::string archive = runner->download_skill_content(skill_id, version.id);
+  ASSERT_GE(archive.size(), 1024u);
+  EXPECT_EQ(archive.size() % 512, 0u);
+  EXPECT_NE(archive.find("notes/SKILL.md"), std::string::npos);
+  EXPECT_NE(archive.find("# notes\n"), std::string::npos);
+  try {
+    client("wrong-key")->download_skill_content(skill_id, version.id);
+    FAIL() << "expected ApiError";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 401);
+  }
+}
+
+TEST_F(ClientAgainstSimTest, TheStolenLeaseFaultAnswers412) {
+  enqueue();
+  set_faults({{"heartbeat_412_rate", 1.0}});
+  auto operator_client = client("env-key");
+  const auto item = operator_client->poll({});
+  ASSERT_TRUE(item.has_value());
+  operator_client->ack(item->id);
+  auto runner = client(decode_work_secret(*item->secret).sessions_token);
+  // The first beat only activates the lease (there is nothing to steal yet); the next one loses.
+  const HeartbeatResponse first =
+      runner->heartbeat(item->id, std::string(kNoHeartbeat), std::nullopt, milliseconds(5000));
+  try {
+    runner->heartbeat(item->id, first.last_heartbeat, std::nullopt, milliseconds(5000));
+    FAIL() << "expected 412";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status(), 412);
+    EXPECT_TRUE(e.lease_state().is_object());
+  }
+}
+
 TEST_F(ClientAgainstSimTest, AWrongKeyIsAFatal401) {
   try {
     client("wrong-key")->poll({});

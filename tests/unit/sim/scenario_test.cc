@@ -40,6 +40,20 @@ steps:
   EXPECT_TRUE(scenario.steps[2].expect.no_result);
 }
 
+TEST(ScenarioTest, SkillsListTheirFilesAndScriptsAreExecutable) {
+  const Scenario scenario = parse_scenario(R"(
+steps: []
+skills:
+  - name: notes
+    files: {SKILL.md: "# notes", scripts/go.sh: "echo go"}
+)");
+  ASSERT_EQ(scenario.skills.size(), 1u);
+  EXPECT_EQ(scenario.skills[0].name, "notes");
+  ASSERT_EQ(scenario.skills[0].files.size(), 2u);
+  EXPECT_FALSE(scenario.skills[0].files[0].executable);
+  EXPECT_TRUE(scenario.skills[0].files[1].executable);
+}
+
 TEST(ScenarioTest, QuotedNumbersStayStrings) {
   const Scenario scenario = parse_scenario("steps: [{tool: t, input: {id: \"007\"}}]");
   EXPECT_EQ(scenario.steps[0].input["id"], "007");
@@ -60,6 +74,12 @@ TEST(ScenarioTest, BadInputNamesTheStepAndField) {
   EXPECT_THAT(error_of("steps: {tool: a}"), HasSubstr("`steps` must be a list"));
   EXPECT_THAT(error_of("[1, 2"), HasSubstr("not valid YAML"));
   EXPECT_THAT(error_of("just text"), HasSubstr("must be a mapping"));
+  EXPECT_THAT(error_of("steps: []\nskills: [{name: s, files: {../evil: x}}]"),
+              HasSubstr("without `..`"));
+  EXPECT_THAT(error_of("steps: []\nskills: [{name: s, files: {/etc/passwd: x}}]"),
+              HasSubstr("must be relative"));
+  EXPECT_THAT(error_of("steps: []\nskills: [{name: a/b, files: {f: x}}]"),
+              HasSubstr("one plain path component"));
 }
 
 }  // namespace
