@@ -132,10 +132,11 @@ int serve(const CommandLine& line, bool human) {
   nlohmann::json state = plane->describe();
   state["supervisor_pid"] = ::getpid();
   std::ofstream(dir + "/" + kStateFile) << state.dump(2) << "\n";
-  nlohmann::json ready = state;
-  ready["event"] = "ready";
-  emit(ready);
-  if (human) {
+  if (!human) {
+    nlohmann::json ready = state;
+    ready["event"] = "ready";
+    emit(ready);
+  } else {
     std::cerr << "\nlocal cluster ready in " << state["phases"].value("total_ms", 0) << " ms\n"
               << "  kubeconfig: " << state["kubeconfig"].get<std::string>() << "\n"
               << "  apiserver:  " << state["apiserver_url"].get<std::string>() << "\n"

@@ -36,6 +36,13 @@ run_logged() {
 
 command -v go >/dev/null || { echo "[tools] ERROR: go is not installed; it builds every tool" >&2; exit 1; }
 
+# Two builds at once (parallel `make test` runs on one machine) would share work folders: the
+# second waits for the first, then finds everything cached.
+if command -v flock >/dev/null; then
+  exec 9>"$cache_root/tools/.lock"
+  flock 9
+fi
+
 # A tool is installed as <name>-<version> with a stable symlink <name> pointing at it; the
 # versioned file is the cache key.
 have() { [ -x "$bin_dir/$1-$2" ]; }
