@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -70,91 +71,115 @@ struct Match {
   double mtime_ms;
 };
 
-// Walks one brace alternative the way fs.glob does: each directory carries the set of segment
-// indexes its children are tested against.
+// Segment indexes, per brace alternative, that a directory's children are tested against.
+using PatternStates = std::vector<std::pair<std::size_t, std::set<std::size_t>>>;
+
+// Walks every brace alternative at once, the way fs.glob does: each directory carries, per
+// alternative, the set of segment indexes its children are tested against.
 class GlobWalk {
  public:
-  GlobWalk(const std::vector<GlobSegment>& segments, std::string root, std::string real_root,
-           std::set<std::string>* seen, std::vector<Match>* matches, std::size_t* remaining)
-      : segments_(segments),
+  GlobWalk(const std::vector<std::vector<GlobSegment>>& alternatives, std::string root,
+           std::string real_root, std::vector<Match>* matches)
+      : alternatives_(alternatives),
         root_(std::move(root)),
         real_root_(std::move(real_root)),
         root_is_real_(root_ == real_root_),
-        seen_(seen),
-        matches_(matches),
-        remaining_(remaining) {}
+        matches_(matches) {}
 
   // Returns false once the entry budget is spent.
-  bool visit(const std::string& rel, const std::set<std::size_t>& positions, bool via_symlink) {
+  bool visit(const std::string& rel, const PatternStates& states, bool via_symlink) {
     const std::string dir = rel.empty() ? root_ : root_ + "/" + rel;
-    const std::size_t last = segments_.size() - 1;
-    bool all_literal = true;
-    for (std::size_t i : positions)
-      if (segments_[i].kind != GlobSegment::Kind::kLiteral) all_literal = false;
-    std::vector<DirEntry> children;
-    if (all_literal) {
-      // Only named children can match: look them up instead of listing the directory.
-      std::set<std::string> names;
-      for (std::size_t i : positions) names.insert(segments_[i].text);
-      for (const auto& name : names) {
-        struct stat st {};
-        if (::lstat((dir + "/" + name).c_str(), &st) == 0)
-          children.push_back({name, type_of(st.st_mode)});
-      }
-    } else {
-      children = list_directory(dir);
-    }
-    for (const auto& entry : children) {
-      const std::string child_rel = rel.empty() ? entry.name : rel + "/" + entry.name;
-      std::set<std::size_t> next;
-      bool candidate = false;
-      for (std::size_t i : positions) {
-        const GlobSegment& segment = segments_[i];
-        if (segment.kind == GlobSegment::Kind::kGlobstar) {
-          // `**` itself never matches a dot entry nor walks into .git or node_modules, but the
-          // segment after it is still tested against every entry (`**/.env` finds ./.env).
-          const bool skipped = entry.name[0] == '.' || entry.name == "node_modules";
-          if (!skipped && entry.type == EntryType::kDirectory) {
-            next.insert(i);
-          } else if (!skipped && i == last) {
-            candidate = true;
-          }
-          if (i + 1 <= last && segments_[i + 1].matches(entry.name)) {
-            if (i + 1 == last) {
+    std::vector<DirEntry> children = children_of(dir, states);
+    // Subdirectories to visit, in the order first met, each with its states per alternative.
+    std::vector<std::pair<std::string, PatternStates>> pending;
+    std::map<std::string, std::size_t> pending_index;
+    for (const auto& [alt, positions] : states) {
+      const auto& segments = alternatives_[alt];
+      const std::size_t last = segments.size() - 1;
+      for (const auto& entry : children) {
+        std::set<std::size_t> next;
+        bool candidate = false;
+        for (std::size_t i : positions) {
+          const GlobSegment& segment = segments[i];
+          if (segment.kind == GlobSegment::Kind::kGlobstar) {
+            // `**` itself never matches a dot entry nor walks into node_modules, but the
+            // segment after it is still tested against every entry (`**/.env` finds ./.env).
+            const bool skipped = entry.name[0] == '.' || entry.name == "node_modules";
+            if (!skipped && entry.type == EntryType::kDirectory) {
+              next.insert(i);
+            } else if (!skipped && i == last) {
               candidate = true;
-            } else if (entry.type == EntryType::kDirectory) {
-              next.insert(i + 2);
             }
-            if (entry.type == EntryType::kDirectory || entry.type == EntryType::kSymlink)
+            if (i + 1 <= last && segments[i + 1].matches(entry.name)) {
+              if (i + 1 == last) {
+                candidate = true;
+              } else if (entry.type == EntryType::kDirectory) {
+                next.insert(i + 2);
+              }
+              if (entry.type == EntryType::kDirectory || entry.type == EntryType::kSymlink) {
+                next.insert(i + 1);
+              }
+            }
+          } else if (segment.matches(entry.name)) {
+            if (i == last) {
+              candidate = true;
+            } else if (entry.type == EntryType::kDirectory ||
+                       (segment.kind == GlobSegment::Kind::kLiteral &&
+                        entry.type == EntryType::kSymlink)) {
+              // fs.glob follows a symlinked directory only when a literal segment names it.
               next.insert(i + 1);
-          }
-        } else if (segment.matches(entry.name)) {
-          if (i == last) {
-            candidate = true;
-          } else if (entry.type == EntryType::kDirectory ||
-                     (segment.kind == GlobSegment::Kind::kLiteral &&
-                      entry.type == EntryType::kSymlink)) {
-            // fs.glob follows a symlinked directory only when a literal segment names it.
-            next.insert(i + 1);
+            }
           }
         }
+        const std::string child_rel = rel.empty() ? entry.name : rel + "/" + entry.name;
+        if (candidate && results_.insert(child_rel).second) {
+          if (remaining_-- == 0) return false;
+          if (entry.type == EntryType::kFile) add(child_rel, via_symlink);
+        }
+        if (!next.empty() &&
+            (entry.type == EntryType::kDirectory || entry.type == EntryType::kSymlink)) {
+          auto [it, inserted] = pending_index.emplace(child_rel, pending.size());
+          if (inserted) pending.push_back({child_rel, {}});
+          pending[it->second].second.push_back({alt, std::move(next)});
+        }
       }
-      if (candidate) {
-        if ((*remaining_)-- == 0) return false;
-        if (entry.type == EntryType::kFile) add(child_rel, via_symlink);
-      }
-      if (!next.empty() &&
-          (entry.type == EntryType::kDirectory || entry.type == EntryType::kSymlink)) {
-        if (!visit(child_rel, next, via_symlink || entry.type == EntryType::kSymlink)) return false;
-      }
+    }
+    // fs.glob queues the subdirectories it meets and pops the last one first: a depth-first walk
+    // in reverse order of discovery. That order is what breaks ties between equal mtimes.
+    for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
+      const bool through_link = via_symlink || is_symlink(it->first);
+      if (!visit(it->first, it->second, through_link)) return false;
     }
     return true;
   }
 
  private:
+  std::vector<DirEntry> children_of(const std::string& dir, const PatternStates& states) {
+    std::set<std::string> names;
+    for (const auto& [alt, positions] : states) {
+      for (std::size_t i : positions) {
+        const GlobSegment& segment = alternatives_[alt][i];
+        if (segment.kind != GlobSegment::Kind::kLiteral) return list_directory(dir);
+        names.insert(segment.text);
+      }
+    }
+    // Only named children can match: look them up instead of listing the directory.
+    std::vector<DirEntry> children;
+    for (const auto& name : names) {
+      struct stat st {};
+      if (::lstat((dir + "/" + name).c_str(), &st) == 0)
+        children.push_back({name, type_of(st.st_mode)});
+    }
+    return children;
+  }
+
+  bool is_symlink(const std::string& rel) const {
+    struct stat st {};
+    return ::lstat((root_ + "/" + rel).c_str(), &st) == 0 && S_ISLNK(st.st_mode);
+  }
+
   void add(const std::string& rel, bool via_symlink) {
     const std::string full = root_ + "/" + rel;
-    if (!seen_->insert(full).second) return;
     // A match reached through a symlinked directory may live outside the root: the realpath
     // filter is the boundary. Below a canonical root with no link on the way, the path is real.
     if (via_symlink || !root_is_real_) {
@@ -173,13 +198,13 @@ class GlobWalk {
     matches_->push_back({full, mtime_ms});
   }
 
-  const std::vector<GlobSegment>& segments_;
+  const std::vector<std::vector<GlobSegment>>& alternatives_;
   std::string root_;
   std::string real_root_;
   bool root_is_real_;
-  std::set<std::string>* seen_;
+  std::set<std::string> results_;
   std::vector<Match>* matches_;
-  std::size_t* remaining_;
+  std::size_t remaining_ = kWalkMaxEntries;
 };
 
 // Stops fs.glob walking out of the root through a literal or brace-expanded `..`.
@@ -228,11 +253,12 @@ std::string GlobTool::run(const nlohmann::json& input) {
   }
   const GlobPattern compiled = GlobPattern::compile(pattern);
   std::vector<Match> matches;
-  std::set<std::string> seen;
-  std::size_t remaining = kWalkMaxEntries;
-  for (const auto& segments : compiled.alternatives()) {
-    GlobWalk walk(segments, root, real_root, &seen, &matches, &remaining);
-    if (!walk.visit("", {0}, false)) break;
+  if (!compiled.alternatives().empty()) {
+    PatternStates initial;
+    for (std::size_t alt = 0; alt < compiled.alternatives().size(); ++alt)
+      initial.push_back({alt, {0}});
+    GlobWalk walk(compiled.alternatives(), root, real_root, &matches);
+    walk.visit("", initial, false);
   }
   if (matches.empty()) return "no matches";
   std::stable_sort(matches.begin(), matches.end(),

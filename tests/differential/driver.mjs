@@ -3,6 +3,7 @@
 // Protocol: one JSON request per stdin line, one JSON reply per stdout line, in order.
 //   {"workdir": "/abs", "tool": "read", "input": {...}}  ->  {"content": [...], "is_error": bool}
 //   {"workdir": "/abs", "close": true}                    ->  {"closed": true}
+//   {"workdir": ..., "tool": ..., "input": ..., "timing": true} adds "elapsed_ms" to the reply.
 // One toolset per workdir, kept until closed, so the bash tool's shell persists across calls the
 // way it does within one session. A reply is the `user.tool_result` fields the SDK's
 // SessionToolRunner would post: runRunnableTool for the outcome, then the same text-block mapping.
@@ -51,7 +52,11 @@ for await (const line of lines) {
     reply({ error: `unknown tool ${req.tool}` });
     continue;
   }
+  const started = performance.now();
   const outcome = await runRunnableTool(tool, req.input, { toolUse: undefined, toolUseBlock: undefined });
-  reply({ content: toSessionContent(outcome.content), is_error: outcome.isError });
+  const elapsedMs = performance.now() - started;
+  const result = { content: toSessionContent(outcome.content), is_error: outcome.isError };
+  // The benchmark asks for the time spent inside the tool, without the pipe round trip.
+  reply(req.timing ? { ...result, elapsed_ms: elapsedMs } : result);
 }
 for (const tools of toolsets.values()) for (const tool of tools.values()) await tool.close?.();

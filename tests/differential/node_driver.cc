@@ -107,6 +107,11 @@ nlohmann::json NodeDriver::call(const std::string& workdir, const std::string& t
   return roundtrip({{"workdir", workdir}, {"tool", tool}, {"input", input}});
 }
 
+nlohmann::json NodeDriver::timed_call(const std::string& workdir, const std::string& tool,
+                                      const nlohmann::json& input) {
+  return roundtrip({{"workdir", workdir}, {"tool", tool}, {"input", input}, {"timing", true}});
+}
+
 void NodeDriver::close_workdir(const std::string& workdir) {
   roundtrip({{"workdir", workdir}, {"close", true}});
 }

@@ -23,8 +23,12 @@ class NodeDriver {
   // {"content": [...], "is_error": bool} as the SDK's session runner would post it.
   nlohmann::json call(const std::string& workdir, const std::string& tool,
                       const nlohmann::json& input);
+  // As call(), plus "elapsed_ms": the time the SDK's tool took, measured inside Node.
+  nlohmann::json timed_call(const std::string& workdir, const std::string& tool,
+                            const nlohmann::json& input);
   // Ends the workdir's toolset (its bash session).
   void close_workdir(const std::string& workdir);
+  pid_t pid() const { return pid_; }
 
  private:
   nlohmann::json roundtrip(const nlohmann::json& request);

@@ -327,6 +327,21 @@ std::vector<Case> cases() {
                },
                {{"glob", {{"pattern", "many/*.txt"}}}, {"glob", {{"pattern", "**/f1*.txt"}}}}});
 
+  c.push_back({"glob_equal_mtimes_keep_walk_order",
+               [](Layout& l) {
+                 // Same mtime everywhere: the order is the walk's, nothing else.
+                 for (const char* f : {"b/2.txt", "a/1.txt", "a/z/3.txt", "a/y/4.txt", "c.txt",
+                                       "a/5.txt", "b/q/6.txt", "0.txt"}) {
+                   l.file(f, "x");
+                 }
+                 ::system(
+                     ("find " + l.ws().string() + " -exec touch -h -d @1700000000 {} +").c_str());
+               },
+               {{"glob", {{"pattern", "**/*.txt"}}},
+                {"glob", {{"pattern", "**"}}},
+                {"glob", {{"pattern", "{a,b}/**/*.txt"}}},
+                {"glob", {{"pattern", "*/*.txt"}}}}});
+
   // ---- grep ----
   c.push_back({"grep_basics",
                basic,
