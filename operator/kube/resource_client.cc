@@ -33,14 +33,14 @@ const char* to_string(WatchEventType type) {
 }
 
 WatchEvent decode_watch_event(const std::string& line) {
-  const json parsed = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  json parsed = json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) throw DecodeError("watch line is not JSON", line);
   if (!parsed.is_object() || !parsed.contains("type") || !parsed["type"].is_string())
     throw DecodeError("watch event has no type", line);
   if (!parsed.contains("object") || !parsed["object"].is_object())
     throw DecodeError("watch event has no object", line);
   const std::string type = parsed["type"];
-  WatchEvent event{WatchEventType::kError, parsed["object"]};
+  WatchEvent event{WatchEventType::kError, std::move(parsed["object"])};
   if (type == "ADDED")
     event.type = WatchEventType::kAdded;
   else if (type == "MODIFIED")

@@ -18,7 +18,15 @@ Informer::Informer(kube::ResourceClient& client, InformerOptions options, Runtim
       metrics_(metrics),
       logger_(std::move(logger)),
       clock_(clock),
-      backoff_(options_.backoff, random) {}
+      backoff_(options_.backoff, random) {
+  // Looked up once: a label lookup per event would cost more than the event itself.
+  for (auto type : {kube::WatchEventType::kAdded, kube::WatchEventType::kModified,
+                    kube::WatchEventType::kDeleted, kube::WatchEventType::kBookmark,
+                    kube::WatchEventType::kError}) {
+    event_counters_[static_cast<size_t>(type)] = &metrics_.watch_events_total.Add(
+        {{"resource", client_.type().describe()}, {"type", kube::to_string(type)}});
+  }
+}
 
 Informer::~Informer() {
   stop();
@@ -111,8 +119,8 @@ void Informer::relist() {
                           {"changes", changes.size()}});
 }
 
-void Informer::apply(const kube::WatchEvent& event) {
-  const auto& object = event.object;
+void Informer::apply(kube::WatchEvent event) {
+  json& object = event.object;
   const auto& expected_kind = client_.type().kind;
   if (!object.contains("metadata") || !object["metadata"].is_object())
     throw kube::DecodeError("watch event object has no metadata", object.dump());
@@ -128,14 +136,12 @@ void Informer::apply(const kube::WatchEvent& event) {
                             object.dump());
   if (!object["metadata"].contains("name"))
     throw kube::DecodeError("watch event object has no name", object.dump());
-  metrics_.watch_events_total
-      .Add({{"resource", client_.type().describe()}, {"type", kube::to_string(event.type)}})
-      .Increment();
-  json cached = object;
-  if (options_.transform) options_.transform(cached);
-  auto shared = std::make_shared<const json>(std::move(cached));
+  event_counters_[static_cast<size_t>(event.type)]->Increment();
+  const std::string key = Store::key_of(object);
+  if (options_.transform) options_.transform(object);
+  auto shared = std::make_shared<const json>(std::move(object));
   if (event.type == kube::WatchEventType::kDeleted) {
-    auto old = store_.remove(Store::key_of(object));
+    auto old = store_.remove(key);
     // The deleted object's last state is what handlers want, even if we never saw it.
     dispatch({old != nullptr ? old : shared, nullptr});
   } else {
@@ -178,7 +184,7 @@ Informer::Next Informer::watch_once() {
       }
       throw error;
     }
-    apply(*event);
+    apply(std::move(*event));
     delivered = true;
   }
   if (stopping_) return Next::kStop;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -80,7 +81,7 @@ class Informer {
   void relist();
   // Runs one watch to its end; returns what to do next.
   Next watch_once();
-  void apply(const kube::WatchEvent& event);
+  void apply(kube::WatchEvent event);
   void count_restart(const std::string& reason);
   void dispatch(const Store::Change& change);
   // Sleeps on the real clock, waking early on stop(); false when stopped.
@@ -94,6 +95,7 @@ class Informer {
   Backoff backoff_;
   Store store_;
   std::vector<EventHandlers> handlers_;
+  std::array<prometheus::Counter*, 5> event_counters_{};  // by WatchEventType
 
   std::atomic<bool> synced_{false};
   std::atomic<bool> stopping_{false};
