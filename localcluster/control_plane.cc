@@ -224,7 +224,10 @@ void ControlPlane::wait_until_ready(Component& component, const std::string& wha
                    .jitter = 0.2},
                   SystemRandom::instance());
   std::string complaint = "no answer yet";
+  // Counted per component so a slow start shows whether it was slow to answer or answered "no".
+  int& probes = probe_counts_[component.name];
   while (true) {
+    ++probes;
     if (!component.process->running()) {
       fail(component,
            "exited before it was ready (" + component.process->exit_status()->describe() + ")");
@@ -278,6 +281,7 @@ void ControlPlane::start_etcd() {
       return;
     } catch (const StartFailure& failure) {
       if (!failure.port_in_use() || attempt == kPortAttempts) throw;
+      ++port_retries_;
       logger_.warn("port taken, retrying with new ports", {{"component", "etcd"}});
       component.process->terminate(std::chrono::seconds(5));
     }
@@ -331,6 +335,7 @@ void ControlPlane::start_apiserver() {
       break;
     } catch (const StartFailure& failure) {
       if (!failure.port_in_use() || attempt == kPortAttempts) throw;
+      ++port_retries_;
       logger_.warn("port taken, retrying with a new port", {{"component", "kube-apiserver"}});
       component.process->terminate(std::chrono::seconds(5));
     }
@@ -367,6 +372,7 @@ void ControlPlane::restart_apiserver() {
       break;
     } catch (const StartFailure& failure) {
       if (!failure.port_in_use() || attempt == kPortAttempts) throw;
+      ++port_retries_;
       apiserver->process->terminate(std::chrono::seconds(5));
       std::this_thread::sleep_for(backoff.next());
     }
@@ -531,7 +537,9 @@ nlohmann::json ControlPlane::describe() const {
           {"controller_manager", options_.controller_manager},
           {"scheduler", options_.scheduler},
           {"components", components},
-          {"phases", phases_}};
+          {"phases", phases_},
+          {"readiness_probes", probe_counts_},
+          {"port_retries", port_retries_}};
 }
 
 void ControlPlane::stop() {

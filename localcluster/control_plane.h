@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -66,7 +67,8 @@ class ControlPlane {
   // Components that have exited although nobody stopped them ("etcd: killed by signal 9").
   std::vector<std::string> exited_components();
 
-  // Endpoints, component pids and logs, and how long each start phase took (JSON).
+  // Endpoints, component pids and logs, how long each start phase took, how many readiness
+  // probes each component needed and how many starts were retried for a taken port (JSON).
   nlohmann::json describe() const;
 
   // Stops every component, newest first. Idempotent.
@@ -115,6 +117,8 @@ class ControlPlane {
   int apiserver_port_ = 0;
   std::vector<std::unique_ptr<Component>> components_;
   nlohmann::json phases_ = nlohmann::json::object();
+  std::map<std::string, int> probe_counts_;  // readiness probes per component
+  int port_retries_ = 0;                     // starts retried because a picked port was taken
   bool stopped_ = false;
 };
 

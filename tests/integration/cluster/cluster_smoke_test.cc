@@ -255,6 +255,20 @@ TEST_F(ClusterSmokeTest, MalformedCompletionAnnotationFailsThePodVisibly) {
   EXPECT_THAT(pod["status"].value("message", ""), HasSubstr("five seconds"));
 }
 
+TEST_F(ClusterSmokeTest, DeletedPodsAreRemovedWithoutAKubelet) {
+  const std::string ns = "smoke-pod-delete";
+  api_.create_namespace(ns);
+  const std::string pods = "/api/v1/namespaces/" + ns + "/pods";
+  json pod = pod_spec("short-lived");
+  pod["metadata"]["finalizers"] = {"perimeter.dev/test-finalizer"};
+  ASSERT_EQ(api_.post(pods, pod).status, 201);
+  ASSERT_TRUE(eventually([&] { return pod_phase(ns, "short-lived") == "Running"; }));
+  // A graceful delete only marks the pod; KWOK, standing in for the kubelet, finishes it.
+  ASSERT_EQ(api_.remove(pods + "/short-lived").status, 200);
+  EXPECT_TRUE(eventually([&] { return api_.get(pods + "/short-lived").status == 404; }))
+      << "the pod was never removed";
+}
+
 TEST_F(ClusterSmokeTest, DeletingAnOwnerGarbageCollectsItsChildren) {
   const std::string ns = "smoke-gc";
   api_.create_namespace(ns);
