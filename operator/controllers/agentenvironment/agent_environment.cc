@@ -67,6 +67,8 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
   auto& r = env.runner;
   r.image = required_string(runner, "image", "spec.runner");
   read_optional(runner, "imagePullPolicy", "spec.runner", &r.image_pull_policy);
+  read_optional(runner, "podLabels", "spec.runner", &r.pod_labels);
+  read_optional(runner, "podAnnotations", "spec.runner", &r.pod_annotations);
   if (runner.contains("resources") && runner["resources"].is_object()) {
     r.resources = runner["resources"];
   }

@@ -24,6 +24,8 @@ class SpecError : public std::runtime_error {
 struct RunnerTemplate {
   std::string image;
   std::string image_pull_policy = "IfNotPresent";
+  std::map<std::string, std::string> pod_labels;
+  std::map<std::string, std::string> pod_annotations;
   nlohmann::json resources = nlohmann::json::object();
   std::optional<std::string> runtime_class_name;
   std::map<std::string, std::string> node_selector;

@@ -133,14 +133,16 @@ nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSe
             {"labels", labels},
             {"annotations", {{std::string(kAnnotationWorkId), session.work_id}}},
             {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
+          // Not immutable: a retried claim rewrites it when the re-poll re-issued the secret.
           {"type", "Opaque"},
-          {"immutable", true},
           {"stringData", {{std::string(kSecretKeyWorkSecret), session.work_secret}}}};
 }
 
 nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session) {
   const std::string name = runner_object_name(session.work_id);
-  auto labels = environment_labels(env);
+  // The template's labels and annotations first; the operator's own keys override them.
+  nlohmann::json labels = env.runner.pod_labels;
+  labels.update(environment_labels(env));
   labels[std::string(kLabelWorkId)] = label_value_for(session.work_id);
   labels[std::string(kLabelSessionId)] = label_value_for(session.session_id);
 
@@ -209,7 +211,8 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
   if (!env.runner.node_selector.empty()) spec["nodeSelector"] = env.runner.node_selector;
   if (!env.runner.tolerations.empty()) spec["tolerations"] = env.runner.tolerations;
 
-  nlohmann::json annotations = {{std::string(kAnnotationWorkId), session.work_id}};
+  nlohmann::json annotations = env.runner.pod_annotations;
+  annotations[std::string(kAnnotationWorkId)] = session.work_id;
   if (!session.claimed_at.empty())
     annotations[std::string(kAnnotationClaimedAt)] = session.claimed_at;
 

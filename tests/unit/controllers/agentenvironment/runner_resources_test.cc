@@ -148,11 +148,25 @@ TEST(RunnerPodTest, AppliesTheTemplateOverrides) {
   EXPECT_EQ(spec["volumes"][0]["emptyDir"]["sizeLimit"], "10Gi");
 }
 
+TEST(RunnerPodTest, TemplateLabelsAndAnnotationsNeverOverrideTheOperatorsOwn) {
+  auto object = minimal_object();
+  object["spec"]["runner"]["podLabels"] = {{"team", "payments"},
+                                           {"perimeter.dev/environment", "spoofed"}};
+  object["spec"]["runner"]["podAnnotations"] = {{"sidecar.istio.io/inject", "false"},
+                                                {"perimeter.dev/work-id", "spoofed"}};
+  const auto pod = build_runner_pod(parse_agent_environment(object), session());
+  const auto& metadata = pod["metadata"];
+  EXPECT_EQ(metadata["labels"]["team"], "payments");
+  EXPECT_EQ(metadata["labels"]["perimeter.dev/environment"], "payments");
+  EXPECT_EQ(metadata["annotations"]["sidecar.istio.io/inject"], "false");
+  EXPECT_EQ(metadata["annotations"]["perimeter.dev/work-id"], "work_Abc123");
+}
+
 TEST(SessionSecretTest, HoldsTheWorkSecretUnderTheRunnerName) {
   const auto secret = build_session_secret(parse_agent_environment(minimal_object()), session());
   EXPECT_EQ(secret["metadata"]["name"], runner_object_name("work_Abc123"));
   EXPECT_EQ(secret["stringData"]["work-secret"], "c2VjcmV0");
-  EXPECT_EQ(secret["immutable"], true);
+  EXPECT_FALSE(secret.value("immutable", false));
   EXPECT_EQ(secret["metadata"]["ownerReferences"][0]["uid"], "uid-1");
 }
 

@@ -1,0 +1,49 @@
+#include "controllers/agentenvironment/api_factory.h"
+
+#include "agentapi/cpprest_transport.h"
+
+namespace perimeter::agentenvironment {
+
+PrometheusApiMetrics::PrometheusApiMetrics(prometheus::Registry& registry)
+    : requests_(prometheus::BuildCounter()
+                    .Name("perimeter_agentapi_requests_total")
+                    .Help("Managed Agents API calls by operation and HTTP code (0: no answer)")
+                    .Register(registry)),
+      duration_(prometheus::BuildHistogram()
+                    .Name("perimeter_agentapi_request_duration_seconds")
+                    .Help("Managed Agents API call latency, long-polls included")
+                    .Register(registry)),
+      retries_(prometheus::BuildCounter()
+                   .Name("perimeter_agentapi_retries_total")
+                   .Help("Managed Agents API calls retried after backoff")
+                   .Register(registry)) {}
+
+void PrometheusApiMetrics::on_response(std::string_view operation, int status, double seconds) {
+  const std::string op(operation);
+  requests_.Add({{"operation", op}, {"code", std::to_string(status)}}).Increment();
+  duration_
+      .Add({{"operation", op}},
+           prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                   5, 10, 30})
+      .Observe(seconds);
+}
+
+void PrometheusApiMetrics::on_retry(std::string_view operation, int status,
+                                    std::chrono::milliseconds) {
+  retries_.Add({{"operation", std::string(operation)}, {"code", std::to_string(status)}})
+      .Increment();
+}
+
+std::unique_ptr<agentapi::AgentApi> CpprestAgentApiFactory::make(const std::string& base_url,
+                                                                 const std::string& environment_id,
+                                                                 const std::string& credential) {
+  agentapi::ClientConfig config;
+  config.base_url = base_url;
+  config.environment_id = environment_id;
+  config.credential = credential;
+  return std::make_unique<agentapi::AgentApiClient>(
+      std::move(config), std::make_unique<agentapi::CpprestTransport>(), SystemRandom::instance(),
+      sleeper_, &metrics_, logger_);
+}
+
+}  // namespace perimeter::agentenvironment

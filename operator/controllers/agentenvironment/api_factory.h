@@ -1,0 +1,42 @@
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "agentapi/agent_api_client.h"
+#include "controllers/agentenvironment/session_ports.h"
+
+namespace perimeter::agentenvironment {
+
+// Counts every Managed Agents API call the operator makes:
+// perimeter_agentapi_requests_total{operation,code}, ..._request_duration_seconds{operation},
+// perimeter_agentapi_retries_total{operation,code}.
+class PrometheusApiMetrics final : public agentapi::ApiMetrics {
+ public:
+  explicit PrometheusApiMetrics(prometheus::Registry& registry);
+  void on_response(std::string_view operation, int status, double seconds) override;
+  void on_retry(std::string_view operation, int status, std::chrono::milliseconds delay) override;
+
+ private:
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Family<prometheus::Counter>& retries_;
+};
+
+// Real clients over cpprestsdk, with the official SDK's retries.
+class CpprestAgentApiFactory final : public AgentApiFactory {
+ public:
+  CpprestAgentApiFactory(agentapi::ApiMetrics& metrics, Logger logger)
+      : metrics_(metrics), logger_(std::move(logger)) {}
+  std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url,
+                                           const std::string& environment_id,
+                                           const std::string& credential) override;
+
+ private:
+  agentapi::ApiMetrics& metrics_;
+  Logger logger_;
+  agentapi::RealSleeper sleeper_;
+};
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,35 @@
+#pragma once
+
+#include "controllers/agentenvironment/session_ports.h"
+#include "kube/resource_client.h"
+#include "runtime/store.h"
+
+namespace perimeter::agentenvironment {
+
+// Writes a session's Secret and Pod through the Kubernetes API.
+class KubeSessionObjectWriter final : public SessionObjectWriter {
+ public:
+  KubeSessionObjectWriter(kube::ResourceClient& secrets, kube::ResourceClient& pods)
+      : secrets_(secrets), pods_(pods) {}
+  void ensure_secret(const nlohmann::json& secret) override;
+  bool ensure_pod(const nlohmann::json& pod) override;
+
+ private:
+  kube::ResourceClient& secrets_;
+  kube::ResourceClient& pods_;
+};
+
+// Reads an environment's runner pods from the pod informer's store.
+class StoreRunnerPodCensus final : public RunnerPodCensus {
+ public:
+  explicit StoreRunnerPodCensus(const runtime::Store& pods) : pods_(pods) {}
+  PodCensus census(const std::string& ns, const std::string& environment_name) override;
+
+ private:
+  const runtime::Store& pods_;
+};
+
+// Whether a pod has finished (Succeeded or Failed).
+bool pod_finished(const nlohmann::json& pod);
+
+}  // namespace perimeter::agentenvironment

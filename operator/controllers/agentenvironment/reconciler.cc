@@ -1,0 +1,438 @@
+#include "controllers/agentenvironment/reconciler.h"
+
+#include <ctime>
+#include <iomanip>
+#include <sstream>
+
+#include "agentapi/work_secret.h"
+#include "controllers/agentenvironment/conditions.h"
+#include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_resources.h"
+#include "kube/api_error.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+using nlohmann::json;
+
+std::string rfc3339(std::chrono::system_clock::time_point time) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(time);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& text) {
+  std::tm tm{};
+  std::istringstream in(text);
+  in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
+  if (in.fail()) return std::nullopt;
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+// Why a pod failed, in a word a person can act on.
+std::string failure_reason(const json& pod) {
+  const auto& status = pod.value("status", json::object());
+  if (const std::string reason = status.value("reason", ""); !reason.empty()) return reason;
+  for (const auto& container : status.value("containerStatuses", json::array())) {
+    const auto terminated = container.value("state", json::object()).value("terminated", json());
+    if (terminated.is_object()) {
+      return terminated.value("reason", std::string("Error")) + " (exit code " +
+             std::to_string(terminated.value("exitCode", -1)) + ")";
+    }
+  }
+  return "Failed";
+}
+
+// The object an Event is about, in the shape the event recorder reads.
+json involved_object(const std::string& name, const std::string& ns, const std::string& uid) {
+  return {{"apiVersion", std::string(kGroup) + "/" + kVersion},
+          {"kind", kKind},
+          {"metadata", {{"name", name}, {"namespace", ns}, {"uid", uid}}}};
+}
+
+}  // namespace
+
+AgentEnvironmentReconciler::AgentEnvironmentReconciler(ReconcilerDependencies deps,
+                                                       ReconcilerOptions options)
+    : deps_(std::move(deps)), options_(std::move(options)) {}
+
+AgentEnvironmentReconciler::~AgentEnvironmentReconciler() {
+  stop_all();
+}
+
+void AgentEnvironmentReconciler::stop_all() {
+  std::map<std::string, std::unique_ptr<SessionPoller>> pollers;
+  {
+    std::lock_guard lock(mutex_);
+    pollers.swap(pollers_);
+  }
+  pollers.clear();  // each destructor stops and joins its threads
+}
+
+size_t AgentEnvironmentReconciler::poller_count() const {
+  std::lock_guard lock(mutex_);
+  return pollers_.size();
+}
+
+void AgentEnvironmentReconciler::remove_poller(const std::string& key) {
+  std::unique_ptr<SessionPoller> poller;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = pollers_.find(key);
+    if (it == pollers_.end()) return;
+    poller = std::move(it->second);
+    pollers_.erase(it);
+  }
+  deps_.logger.info("stopping the session poller", {{"environment", key}});
+  poller.reset();
+}
+
+std::chrono::milliseconds AgentEnvironmentReconciler::credential_retry_delay(const std::string& key,
+                                                                             bool failed) {
+  std::lock_guard lock(mutex_);
+  if (!failed) {
+    credential_backoff_.erase(key);
+    return std::chrono::milliseconds(0);
+  }
+  auto it = credential_backoff_.find(key);
+  if (it == credential_backoff_.end()) {
+    it = credential_backoff_
+             .emplace(key, Backoff({std::chrono::seconds(5), std::chrono::minutes(5), 2.0, 0.2},
+                                   deps_.random))
+             .first;
+  }
+  return it->second.next();
+}
+
+AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
+    const AgentEnvironment& env) {
+  Credentials credentials;
+  const std::string where = "Secret " + env.namespace_ + "/" + env.key_secret_name;
+  json secret;
+  try {
+    secret = deps_.secret_client.get(env.namespace_, env.key_secret_name);
+  } catch (const kube::ApiError& e) {
+    credentials.reason =
+        e.kind() == kube::ErrorKind::kNotFound ? "SecretNotFound" : "SecretUnreadable";
+    credentials.message = e.kind() == kube::ErrorKind::kNotFound
+                              ? where +
+                                    " does not exist; create it with the environment key under '" +
+                                    env.key_secret_key + "'"
+                              : where + " could not be read: " + e.status_message();
+    return credentials;
+  } catch (const std::exception& e) {
+    credentials.reason = "SecretUnreadable";
+    credentials.message = where + " could not be read: " + e.what();
+    return credentials;
+  }
+  const auto data = secret.value("data", json::object());
+  const auto it = data.find(env.key_secret_key);
+  std::string key;
+  if (it == data.end() || !it->is_string() ||
+      !agentapi::base64_decode_any(it->get<std::string>(), &key) || key.empty()) {
+    credentials.reason = "KeyMissing";
+    credentials.message = where + " has no non-empty key '" + env.key_secret_key + "'";
+    return credentials;
+  }
+  while (!key.empty() && (key.back() == '\n' || key.back() == '\r' || key.back() == ' ')) {
+    key.pop_back();  // `kubectl create secret --from-file` keeps a trailing newline
+  }
+  credentials.ok = true;
+  credentials.key = std::move(key);
+  credentials.reason = "KeyFound";
+  credentials.message = "the environment key is read from " + where;
+  return credentials;
+}
+
+void AgentEnvironmentReconciler::apply_network_policy(const AgentEnvironment& env) {
+  deps_.network_policy_client.apply(env.namespace_, build_network_policy(env),
+                                    {options_.field_manager, true});
+}
+
+SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
+                                                         const AgentEnvironment& env,
+                                                         const std::string& environment_key) {
+  PollerSettings settings{env, environment_key, options_.worker_id + "/" + key};
+  std::lock_guard lock(mutex_);
+  auto it = pollers_.find(key);
+  if (it != pollers_.end()) {
+    it->second->update(std::move(settings));
+    it->second->wake();
+    return *it->second;
+  }
+  const json involved = involved_object(env.name, env.namespace_, env.uid);
+  PollerDependencies poller_deps{
+      deps_.api_factory,
+      deps_.session_objects,
+      deps_.census,
+      deps_.metrics,
+      deps_.clock,
+      deps_.random,
+      deps_.logger.child("poller"),
+      [this, involved](const std::string& type, const std::string& reason,
+                       const std::string& message) {
+        deps_.events.record(involved, type, reason, message);
+      },
+      [this, key] { deps_.enqueue(key); },
+  };
+  auto poller = std::make_unique<SessionPoller>(std::move(settings), std::move(poller_deps),
+                                                options_.poll_threads);
+  poller->start();
+  deps_.logger.info("started the session poller", {{"environment", key}});
+  return *pollers_.emplace(key, std::move(poller)).first->second;
+}
+
+AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished_pods(
+    const AgentEnvironment& env, const json& involved) {
+  Outcomes outcomes;
+  const auto now = deps_.clock.wall_now();
+  const std::string selector = std::string(kLabelEnvironment) + "=" + label_value_for(env.name);
+  const std::string environment_label = env.namespace_ + "/" + env.name;
+  for (const auto& pod : deps_.pods.by_index(runtime::Store::kLabelIndex, selector)) {
+    const auto& metadata = (*pod)["metadata"];
+    if (metadata.value("namespace", "") != env.namespace_) continue;
+    if (!pod_finished(*pod)) {
+      ++outcomes.active;
+      continue;
+    }
+    const std::string name = metadata.value("name", "");
+    const auto annotations = metadata.value("annotations", json::object());
+    std::string outcome = annotations.value(std::string(kAnnotationOutcome), "");
+    auto recorded_at = parse_rfc3339(annotations.value(std::string(kAnnotationRecordedAt), ""));
+    if (outcome.empty() || !recorded_at) {
+      const bool succeeded = (*pod)["status"].value("phase", "") == "Succeeded";
+      outcome = succeeded ? "succeeded" : "failed";
+      recorded_at = now;
+      // Marked on the pod before it is counted: a crash in between loses one count rather than
+      // counting a session twice.
+      try {
+        deps_.pod_client.merge_patch(env.namespace_, name,
+                                     {{"metadata",
+                                       {{"annotations",
+                                         {{std::string(kAnnotationOutcome), outcome},
+                                          {std::string(kAnnotationRecordedAt), rfc3339(now)}}}}}});
+      } catch (const kube::ApiError& e) {
+        if (e.kind() == kube::ErrorKind::kNotFound) continue;
+        throw;
+      }
+      const std::string session = annotations.value(std::string(kAnnotationWorkId), "");
+      const std::string session_id =
+          metadata.value("labels", json::object()).value(std::string(kLabelSessionId), "");
+      if (succeeded) {
+        ++outcomes.newly_succeeded;
+        deps_.metrics.sessions_succeeded_total.Add({{"environment", environment_label}})
+            .Increment();
+        deps_.events.record(involved, "Normal", "SessionSucceeded",
+                            "session " + session_id + " finished (pod " + name + ")");
+      } else {
+        const std::string reason = failure_reason(*pod);
+        ++outcomes.newly_failed;
+        deps_.metrics.sessions_failed_total
+            .Add({{"environment", environment_label}, {"reason", reason}})
+            .Increment();
+        deps_.events.record(involved, "Warning", "SessionFailed",
+                            "session " + session_id + " failed: " + reason + " (pod " + name + ")");
+      }
+      deps_.logger.info("session finished", {{"environment", environment_label},
+                                             {"pod", name},
+                                             {"work_id", session},
+                                             {"outcome", outcome}});
+    }
+    const std::int64_t keep_seconds =
+        outcome == "succeeded" ? env.retain_succeeded_seconds : env.retain_failed_seconds;
+    const auto delete_at = *recorded_at + std::chrono::seconds(keep_seconds);
+    if (now >= delete_at) {
+      kube::DeleteOptions options;
+      options.propagation_policy = "Background";
+      for (auto* client : {&deps_.pod_client, &deps_.secret_client}) {
+        try {
+          client->remove(env.namespace_, name, options);
+        } catch (const kube::ApiError& e) {
+          if (e.kind() != kube::ErrorKind::kNotFound) throw;
+        }
+      }
+    } else {
+      const auto wait = std::chrono::duration_cast<Clock::Duration>(delete_at - now);
+      if (!outcomes.next_deletion || wait < *outcomes.next_deletion) outcomes.next_deletion = wait;
+    }
+  }
+  return outcomes;
+}
+
+void AgentEnvironmentReconciler::write_status(const json& object, const AgentEnvironment* env,
+                                              const Credentials& credentials,
+                                              const PollerState* poller, const Outcomes& outcomes,
+                                              const std::string& spec_error) {
+  const std::string ns = object["metadata"].value("namespace", "");
+  const std::string name = object["metadata"].value("name", "");
+  // Read-modify-write on the live object with its resourceVersion: the counts in status are
+  // lifetime totals, and a stale cached copy must never overwrite newer ones.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    json live;
+    try {
+      live = deps_.environment_client.get(ns, name);
+    } catch (const kube::ApiError& e) {
+      if (e.kind() == kube::ErrorKind::kNotFound) return;
+      throw;
+    }
+    const std::int64_t generation = live["metadata"].value("generation", std::int64_t{0});
+    json status = live.value("status", json::object());
+    json conditions = status.value("conditions", json::array());
+    const std::string now = rfc3339(deps_.clock.wall_now());
+
+    std::string ready = "False", ready_reason, ready_message;
+    if (!spec_error.empty()) {
+      ready_reason = "InvalidSpec";
+      ready_message = spec_error;
+    } else {
+      std::string cred_status = credentials.ok ? "True" : "False";
+      std::string cred_reason = credentials.reason, cred_message = credentials.message;
+      std::string queue_status = "Unknown", queue_reason = "NotPolling",
+                  queue_message = "the work queue is not polled";
+      if (poller != nullptr) {
+        queue_reason = poller->reason;
+        queue_message = poller->message;
+        switch (poller->health) {
+          case PollerHealth::kStarting:
+            queue_status = "Unknown";
+            break;
+          case PollerHealth::kPolling:
+            queue_status = "True";
+            break;
+          case PollerHealth::kFailing:
+            queue_status = "False";
+            break;
+          case PollerHealth::kRejected:
+            queue_status = "False";
+            if (poller->reason == "KeyRejected") {
+              cred_status = "False";
+              cred_reason = "KeyRejected";
+              cred_message = "the API refused the environment key: " + poller->message;
+            }
+            break;
+        }
+      }
+      if (env != nullptr && env->suspend) {
+        queue_status = "Unknown";
+        queue_reason = "Suspended";
+        queue_message = "spec.suspend is set: no new sessions are claimed";
+      }
+      if (cred_status != "True") {
+        ready_reason = cred_reason;
+        ready_message = cred_message;
+      } else if (env != nullptr && env->suspend) {
+        ready = "True";
+        ready_reason = "Suspended";
+        ready_message = "not claiming new sessions; " + std::to_string(outcomes.active) +
+                        " running sessions finish";
+      } else if (queue_status == "True") {
+        ready = "True";
+        const bool full = static_cast<int>(outcomes.active) >= env->max_concurrent_sessions;
+        ready_reason = full ? "AtCapacity" : "Polling";
+        ready_message = std::to_string(outcomes.active) + " of " +
+                        std::to_string(env->max_concurrent_sessions) + " sessions running";
+      } else {
+        ready = queue_status;
+        ready_reason = queue_reason;
+        ready_message = queue_message;
+      }
+      set_condition(conditions, "Ready", ready, ready_reason, ready_message, generation, now);
+      set_condition(conditions, "CredentialsReady", cred_status, cred_reason, cred_message,
+                    generation, now);
+      set_condition(conditions, "QueueReachable", queue_status, queue_reason, queue_message,
+                    generation, now);
+    }
+    if (!spec_error.empty()) {
+      set_condition(conditions, "Ready", "False", ready_reason, ready_message, generation, now);
+    }
+    status["conditions"] = conditions;
+    status["observedGeneration"] = generation;
+    status["activeSessions"] = static_cast<std::int64_t>(outcomes.active);
+    json sessions = status.value("sessions", json::object());
+    const std::int64_t succeeded =
+        sessions.value("succeeded", std::int64_t{0}) + outcomes.newly_succeeded;
+    const std::int64_t failed = sessions.value("failed", std::int64_t{0}) + outcomes.newly_failed;
+    // Every claimed session is running, or has been counted as succeeded or failed.
+    status["sessions"] = {
+        {"succeeded", succeeded},
+        {"failed", failed},
+        {"claimed", succeeded + failed + static_cast<std::int64_t>(outcomes.active)}};
+    if (poller != nullptr && poller->stats) {
+      json queue = {{"depth", poller->stats->depth}, {"pending", poller->stats->pending}};
+      if (poller->stats->workers_polling) queue["workersPolling"] = *poller->stats->workers_polling;
+      if (poller->stats->oldest_queued_at)
+        queue["oldestQueuedAt"] = *poller->stats->oldest_queued_at;
+      status["queue"] = queue;
+    }
+    if (poller != nullptr && poller->last_success) {
+      status["lastSuccessfulPollTime"] = rfc3339(*poller->last_success);
+    }
+    if (status == live.value("status", json::object())) return;
+    live["status"] = status;
+    try {
+      deps_.environment_client.update_status(ns, live);
+      return;
+    } catch (const kube::ApiError& e) {
+      if (e.kind() == kube::ErrorKind::kNotFound) return;
+      if (e.kind() != kube::ErrorKind::kConflict) throw;
+      // Someone wrote in between: read again and recompute.
+    }
+  }
+  throw std::runtime_error("status of " + ns + "/" + name + " kept conflicting");
+}
+
+runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::ObjectKey& key) {
+  const std::string key_text = key.str();
+  const auto object = deps_.environments.get(key_text);
+  if (!object || (*object)["metadata"].contains("deletionTimestamp")) {
+    // Gone: stop claiming. Its pods and Secrets are owned by it and go with it; each runner gets
+    // SIGTERM and stops its work item gracefully (docs/claiming.md says why no finalizer).
+    remove_poller(key_text);
+    credential_retry_delay(key_text, false);
+    return runtime::ReconcileResult::done();
+  }
+  const auto& metadata = (*object)["metadata"];
+  const json involved = involved_object(metadata.value("name", ""), metadata.value("namespace", ""),
+                                        metadata.value("uid", ""));
+
+  AgentEnvironment env;
+  try {
+    env = parse_agent_environment(*object);
+  } catch (const SpecError& e) {
+    remove_poller(key_text);
+    deps_.events.record(involved, "Warning", "InvalidSpec", e.what());
+    write_status(*object, nullptr, {}, nullptr, {}, e.what());
+    return runtime::ReconcileResult::done();  // a new generation triggers the next attempt
+  }
+
+  // Outcomes first: they free capacity the poller may use right away.
+  const Outcomes outcomes = record_finished_pods(env, involved);
+
+  const Credentials credentials = read_key(env);
+  if (!credentials.ok) {
+    remove_poller(key_text);
+    deps_.events.record(involved, "Warning", credentials.reason, credentials.message);
+    write_status(*object, &env, credentials, nullptr, outcomes, "");
+    const auto delay = credential_retry_delay(key_text, true);
+    deps_.logger.warn("cannot read the environment key", {{"environment", key_text},
+                                                          {"reason", credentials.reason},
+                                                          {"retry_in_ms", delay.count()}});
+    return runtime::ReconcileResult::after(delay);
+  }
+  credential_retry_delay(key_text, false);
+
+  apply_network_policy(env);
+  auto& poller = ensure_poller(key_text, env, credentials.key);
+  const PollerState state = poller.state();
+  write_status(*object, &env, credentials, &state, outcomes, "");
+
+  Clock::Duration next = options_.resync;
+  if (outcomes.next_deletion && *outcomes.next_deletion < next) next = *outcomes.next_deletion;
+  return runtime::ReconcileResult::after(next);
+}
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,102 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "controllers/agentenvironment/agent_environment.h"
+#include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/session_poller.h"
+#include "controllers/agentenvironment/session_ports.h"
+#include "core/backoff.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/random.h"
+#include "kube/resource_client.h"
+#include "runtime/controller.h"
+#include "runtime/event_recorder.h"
+#include "runtime/store.h"
+
+namespace perimeter::agentenvironment {
+
+// Annotations the reconciler writes on a finished runner pod once it has counted its outcome,
+// so a restarted operator never counts it twice.
+inline constexpr std::string_view kAnnotationOutcome = "perimeter.dev/outcome";
+inline constexpr std::string_view kAnnotationRecordedAt = "perimeter.dev/outcome-recorded-at";
+
+struct ReconcilerDependencies {
+  runtime::Store& environments;  // AgentEnvironment informer cache
+  runtime::Store& pods;          // runner pod informer cache
+  kube::ResourceClient& environment_client;
+  kube::ResourceClient& secret_client;
+  kube::ResourceClient& pod_client;
+  kube::ResourceClient& network_policy_client;
+  runtime::EventRecorder& events;
+  AgentApiFactory& api_factory;
+  SessionObjectWriter& session_objects;
+  RunnerPodCensus& census;
+  OperatorMetrics& metrics;
+  Clock& clock;
+  RandomSource& random;
+  Logger logger;
+  // Queues a reconcile of "namespace/name" (the poller calls it when its state changes).
+  std::function<void(const std::string&)> enqueue;
+};
+
+struct ReconcilerOptions {
+  std::string field_manager = "perimeter-operator";
+  std::string worker_id = "perimeter-operator";  // Anthropic-Worker-ID prefix
+  int poll_threads = 4;
+  // How often an environment is looked at even when nothing changes (queue stats, the key).
+  std::chrono::seconds resync{15};
+};
+
+// Converges one AgentEnvironment: reads its key, keeps its NetworkPolicy and its session poller
+// in line with the spec, records and removes finished runner pods, and writes the status. The
+// leader runs it; pollers exist only while it does.
+class AgentEnvironmentReconciler final : public runtime::Reconciler {
+ public:
+  AgentEnvironmentReconciler(ReconcilerDependencies deps, ReconcilerOptions options);
+  ~AgentEnvironmentReconciler() override;
+
+  runtime::ReconcileResult reconcile(const kube::ObjectKey& key) override;
+  // Stops every poller (leadership lost, or shutdown).
+  void stop_all();
+  // The number of environments with a running poller.
+  size_t poller_count() const;
+
+ private:
+  struct Credentials {
+    bool ok = false;
+    std::string key;
+    std::string reason;
+    std::string message;
+  };
+  struct Outcomes {
+    std::int64_t newly_succeeded = 0;
+    std::int64_t newly_failed = 0;
+    std::optional<Clock::Duration> next_deletion;
+    size_t active = 0;
+  };
+
+  Credentials read_key(const AgentEnvironment& env);
+  void apply_network_policy(const AgentEnvironment& env);
+  SessionPoller& ensure_poller(const std::string& key, const AgentEnvironment& env,
+                               const std::string& environment_key);
+  void remove_poller(const std::string& key);
+  Outcomes record_finished_pods(const AgentEnvironment& env, const nlohmann::json& involved);
+  void write_status(const nlohmann::json& object, const AgentEnvironment* env,
+                    const Credentials& credentials, const PollerState* poller,
+                    const Outcomes& outcomes, const std::string& spec_error);
+  std::chrono::milliseconds credential_retry_delay(const std::string& key, bool failed);
+
+  ReconcilerDependencies deps_;
+  ReconcilerOptions options_;
+  mutable std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<SessionPoller>> pollers_;
+  std::map<std::string, Backoff> credential_backoff_;
+};
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,443 @@
+#include "controllers/agentenvironment/session_poller.h"
+
+#include <algorithm>
+
+#include "agentapi/agent_api_client.h"
+#include "agentapi/api_error.h"
+#include "agentapi/work_secret.h"
+#include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_resources.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+using std::chrono::milliseconds;
+
+// The official poller's waits: 1-3 s after an empty poll; 1 s doubling to 60 s after errors.
+constexpr milliseconds kEmptyPollMin{1000};
+constexpr milliseconds kEmptyPollMax{3000};
+// At capacity or suspended, look again at least this often even without a wake().
+constexpr milliseconds kCapacityRecheck{1000};
+// A rejected key is tried again after this long in case it was fixed on the API side; a new key
+// in the Secret is tried at once.
+constexpr milliseconds kRejectedRetry{std::chrono::minutes(5)};
+// A created pod the informer has not shown after this long stops counting against the limit
+// (it was deleted before the cache saw it).
+constexpr std::chrono::minutes kRecentPodHorizon{2};
+
+std::string rfc3339(std::chrono::system_clock::time_point time) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(time);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+SessionPoller::SessionPoller(PollerSettings settings, PollerDependencies deps, int threads)
+    : deps_(std::move(deps)),
+      threads_(std::max(1, threads)),
+      environment_label_(settings.environment.namespace_ + "/" + settings.environment.name),
+      settings_(std::move(settings)),
+      backoff_({milliseconds(1000), milliseconds(60000), 2.0, 0.25}, deps_.random) {
+  state_.reason = "Starting";
+  state_.message = "waiting for the first poll";
+}
+
+SessionPoller::~SessionPoller() {
+  stop();
+}
+
+void SessionPoller::start() {
+  std::lock_guard lock(mutex_);
+  if (!workers_.empty()) return;
+  for (int i = 0; i < threads_; ++i) {
+    workers_.emplace_back([this, i](std::stop_token stop) { run(stop, i); });
+  }
+}
+
+void SessionPoller::stop() {
+  std::vector<std::jthread> workers;
+  {
+    std::lock_guard lock(mutex_);
+    workers.swap(workers_);
+  }
+  for (auto& worker : workers) worker.request_stop();
+  wake_cv_.notify_all();
+  // A thread may be inside a long-poll of at most block_ms + the client's margin; join waits.
+  workers.clear();
+}
+
+void SessionPoller::update(PollerSettings settings) {
+  {
+    std::lock_guard lock(mutex_);
+    const bool credentials_changed =
+        settings.environment_key != settings_.environment_key ||
+        settings.environment.api_base_url != settings_.environment.api_base_url ||
+        settings.environment.environment_id != settings_.environment.environment_id;
+    settings_ = std::move(settings);
+    ++settings_generation_;
+    if (credentials_changed && state_.health == PollerHealth::kRejected) {
+      rejected_until_ = {};  // try the new key or URL at once
+      backoff_.reset();
+    }
+    ++wake_generation_;
+  }
+  wake_cv_.notify_all();
+}
+
+void SessionPoller::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    ++wake_generation_;
+  }
+  wake_cv_.notify_all();
+}
+
+PollerState SessionPoller::state() const {
+  std::lock_guard lock(mutex_);
+  return state_;
+}
+
+std::shared_ptr<agentapi::AgentApi> SessionPoller::api() {
+  std::lock_guard lock(mutex_);
+  if (!api_ || api_generation_ != settings_generation_) {
+    // Rebuilt on every settings change; threads still using the old client keep it alive.
+    api_ = deps_.api_factory.make(settings_.environment.api_base_url,
+                                  settings_.environment.environment_id, settings_.environment_key);
+    api_generation_ = settings_generation_;
+  }
+  return api_;
+}
+
+bool SessionPoller::reserve_slot() {
+  std::unique_lock lock(mutex_);
+  const std::string ns = settings_.environment.namespace_;
+  const std::string name = settings_.environment.name;
+  lock.unlock();
+  // The census reads the informer cache, which takes its own locks: not under ours.
+  const PodCensus census = deps_.census.census(ns, name);
+  lock.lock();
+  const auto now = deps_.clock.now();
+  for (auto it = recently_created_.begin(); it != recently_created_.end();) {
+    const bool seen = census.all.count(it->first) > 0;
+    it = (seen || now - it->second > kRecentPodHorizon) ? recently_created_.erase(it)
+                                                        : std::next(it);
+  }
+  const auto in_use =
+      static_cast<int>(census.unfinished.size() + recently_created_.size()) + reserved_;
+  const bool at_capacity = in_use >= settings_.environment.max_concurrent_sessions;
+  deps_.metrics.active_sessions.Add({{"environment", label()}})
+      .Set(static_cast<double>(census.unfinished.size() + recently_created_.size()));
+  if (at_capacity) return false;
+  ++reserved_;
+  return true;
+}
+
+void SessionPoller::release_slot(const std::string& created_pod) {
+  std::lock_guard lock(mutex_);
+  --reserved_;
+  if (!created_pod.empty()) recently_created_[created_pod] = deps_.clock.now();
+}
+
+void SessionPoller::set_state(PollerHealth health, const std::string& reason,
+                              const std::string& message) {
+  bool changed = false;
+  {
+    std::lock_guard lock(mutex_);
+    changed = state_.health != health || state_.reason != reason;
+    state_.health = health;
+    state_.reason = reason;
+    state_.message = message;
+    if (health == PollerHealth::kPolling) state_.last_success = deps_.clock.wall_now();
+  }
+  if (changed && deps_.on_state_change) deps_.on_state_change();
+}
+
+PollOutcome SessionPoller::fail_poll(const std::string& reason, const std::string& metric_reason,
+                                     const std::string& message, bool rejected) {
+  deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "error"}}).Increment();
+  deps_.metrics.poll_errors_total.Add({{"environment", label()}, {"reason", metric_reason}})
+      .Increment();
+  deps_.logger.warn("poll failed",
+                    {{"environment", label()}, {"reason", reason}, {"error", message}});
+  if (rejected) {
+    std::lock_guard lock(mutex_);
+    rejected_until_ = deps_.clock.now() + kRejectedRetry;
+  }
+  set_state(rejected ? PollerHealth::kRejected : PollerHealth::kFailing, reason, message);
+  return rejected ? PollOutcome::kRejected : PollOutcome::kFailed;
+}
+
+PollOutcome SessionPoller::poll_once() {
+  PollerSettings settings;
+  {
+    std::lock_guard lock(mutex_);
+    if (state_.health == PollerHealth::kRejected && deps_.clock.now() < rejected_until_) {
+      return PollOutcome::kRejected;
+    }
+    settings = settings_;
+  }
+  if (settings.environment.suspend) return PollOutcome::kSuspended;
+  if (!reserve_slot()) return PollOutcome::kAtCapacity;
+
+  std::optional<agentapi::WorkItem> item;
+  const auto api_client = api();
+  try {
+    agentapi::PollOptions options;
+    options.block_ms = settings.environment.poll_block_ms;
+    options.reclaim_older_than_ms = settings.environment.reclaim_older_than_ms;
+    options.worker_id = settings.worker_id;
+    item = api_client->poll(options);
+  } catch (const agentapi::ApiError& e) {
+    release_slot("");
+    const int status = e.status();
+    const std::string detail = "work-queue poll answered HTTP " + std::to_string(status) + ": " +
+                               (e.api_message().empty() ? e.raw_body() : e.api_message());
+    if (status == 401 || status == 403) {
+      return fail_poll("KeyRejected", status == 401 ? "unauthorized" : "forbidden", detail, true);
+    }
+    if (status == 404) return fail_poll("EnvironmentNotFound", "not_found", detail, true);
+    if (e.fatal()) return fail_poll("RequestRejected", "client_error", detail, true);
+    if (status == 429) return fail_poll("RateLimited", "rate_limited", detail, false);
+    return fail_poll("ServerError", "server_error", detail, false);
+  } catch (const agentapi::ProtocolError& e) {
+    release_slot("");
+    return fail_poll("InvalidResponse", "invalid_response", e.what(), false);
+  } catch (const agentapi::TransportError& e) {
+    release_slot("");
+    return fail_poll("Unreachable", "transport", e.what(), false);
+  }
+  const auto polled_at = deps_.clock.now();
+  {
+    std::lock_guard lock(mutex_);
+    backoff_.reset();
+  }
+  set_state(PollerHealth::kPolling, "Polling", "the work queue answers");
+  if (!item) {
+    release_slot("");
+    deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "empty"}}).Increment();
+    return PollOutcome::kEmpty;
+  }
+  deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "work"}}).Increment();
+  if (item->data_type != "session") {
+    release_slot("");
+    answer_healthcheck(*item);
+    return PollOutcome::kClaimed;
+  }
+  return claim(*item, polled_at);
+}
+
+PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
+                                 std::chrono::steady_clock::time_point polled_at) {
+  PollerSettings settings;
+  {
+    std::lock_guard lock(mutex_);
+    settings = settings_;
+  }
+  const auto& env = settings.environment;
+  const nlohmann::json log_fields = {
+      {"environment", label()}, {"work_id", item.id}, {"session_id", item.data_id}};
+  deps_.metrics.sessions_claimed_total.Add({{"environment", label()}}).Increment();
+  const auto claim_error = [&](const std::string& step, const std::string& reason,
+                               const std::string& message) {
+    deps_.metrics.claim_errors_total
+        .Add({{"environment", label()}, {"step", step}, {"reason", reason}})
+        .Increment();
+    deps_.logger.warn(
+        "claim failed",
+        {{"environment", label()}, {"work_id", item.id}, {"step", step}, {"error", message}});
+    {
+      std::lock_guard lock(mutex_);
+      state_.last_claim_error = step + ": " + message;
+    }
+    deps_.record_event(
+        "Warning", "ClaimFailed",
+        "session " + item.data_id + " (work " + item.id + "): " + step + ": " + message);
+  };
+
+  // A secret the runner cannot use makes a pod that can only fail; Perimeter never hands the
+  // environment key to a pod, so the item cannot be served here. Stop it so the queue does not
+  // hand it out forever, and say so.
+  if (!item.secret || item.secret->empty()) {
+    release_slot("");
+    claim_error("decode", "missing_secret", "the poll response carried no secret");
+    try {
+      api()->ack(item.id);
+      api()->stop(item.id, true);
+    } catch (const std::exception& e) {
+      deps_.logger.warn("stopping an unservable item failed",
+                        {{"work_id", item.id}, {"error", e.what()}});
+    }
+    return PollOutcome::kFailed;
+  }
+  try {
+    agentapi::decode_work_secret(*item.secret);
+  } catch (const agentapi::SecretError& e) {
+    release_slot("");
+    claim_error("decode", "undecodable_secret", e.what());
+    try {
+      api()->ack(item.id);
+      api()->stop(item.id, true);
+    } catch (const std::exception& stop_error) {
+      deps_.logger.warn("stopping an unservable item failed",
+                        {{"work_id", item.id}, {"error", stop_error.what()}});
+    }
+    return PollOutcome::kFailed;
+  }
+
+  const ClaimedSession session{item.id, item.data_id, *item.secret,
+                               rfc3339(deps_.clock.wall_now())};
+  const std::string pod_name = runner_object_name(item.id);
+  bool created = false;
+  try {
+    deps_.objects.ensure_secret(build_session_secret(env, session));
+  } catch (const std::exception& e) {
+    release_slot("");
+    claim_error("secret", "kubernetes", e.what());
+    return PollOutcome::kFailed;
+  }
+  try {
+    created = deps_.objects.ensure_pod(build_runner_pod(env, session));
+  } catch (const std::exception& e) {
+    release_slot("");
+    claim_error("pod", "kubernetes", e.what());
+    return PollOutcome::kFailed;
+  }
+  release_slot(pod_name);
+  if (created) {
+    deps_.metrics.sessions_started_total.Add({{"environment", label()}}).Increment();
+    const double seconds = std::chrono::duration<double>(deps_.clock.now() - polled_at).count();
+    deps_.metrics.claim_to_pod_created_seconds
+        .Add({{"environment", label()}},
+             prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                                     2.5, 5, 10})
+        .Observe(seconds);
+    deps_.logger.info("runner pod created", log_fields);
+  } else {
+    deps_.logger.info("runner pod already existed; acknowledging a retried claim", log_fields);
+  }
+  try {
+    api()->ack(item.id);
+  } catch (const std::exception& e) {
+    // The pod exists; the queue hands the item out again and the retry only acks.
+    claim_error("ack", "api", e.what());
+    return PollOutcome::kFailed;
+  }
+  return PollOutcome::kClaimed;
+}
+
+void SessionPoller::answer_healthcheck(const agentapi::WorkItem& item) {
+  // As the official worker does for an item that is not a session: acknowledge, take the lease
+  // with a first heartbeat, then force-stop it; 409 on stop means it is stopped already.
+  std::string credential;
+  PollerSettings settings;
+  {
+    std::lock_guard lock(mutex_);
+    settings = settings_;
+  }
+  credential = settings.environment_key;
+  try {
+    api()->ack(item.id);
+    if (item.secret) {
+      try {
+        credential = agentapi::decode_work_secret(*item.secret).sessions_token;
+      } catch (const agentapi::SecretError&) {
+        // The official worker falls back to the environment key here; the operator holds it.
+      }
+    }
+    auto scoped = deps_.api_factory.make(settings.environment.api_base_url,
+                                         settings.environment.environment_id, credential);
+    scoped->heartbeat(item.id, std::string(agentapi::kNoHeartbeat), std::nullopt,
+                      milliseconds(10000));
+    try {
+      scoped->stop(item.id, true);
+    } catch (const agentapi::ApiError& e) {
+      if (e.status() != 409) throw;
+    }
+    deps_.metrics.healthchecks_total.Add({{"environment", label()}, {"result", "ok"}}).Increment();
+    deps_.logger.info("answered a health check", {{"environment", label()}, {"work_id", item.id}});
+  } catch (const std::exception& e) {
+    deps_.metrics.healthchecks_total.Add({{"environment", label()}, {"result", "error"}})
+        .Increment();
+    deps_.logger.warn("health check failed",
+                      {{"environment", label()}, {"work_id", item.id}, {"error", e.what()}});
+  }
+}
+
+void SessionPoller::refresh_stats() {
+  try {
+    const auto stats = api()->stats();
+    deps_.metrics.queue_depth.Add({{"environment", label()}}).Set(static_cast<double>(stats.depth));
+    deps_.metrics.queue_pending.Add({{"environment", label()}})
+        .Set(static_cast<double>(stats.pending));
+    bool reached = false;
+    {
+      std::lock_guard lock(mutex_);
+      state_.stats = stats;
+      // An answer proves the queue is reachable even while no poll is made (at capacity).
+      if (state_.health == PollerHealth::kStarting) {
+        state_.health = PollerHealth::kPolling;
+        state_.reason = "Polling";
+        state_.message = "the work queue answers";
+        reached = true;
+      }
+    }
+    if (reached && deps_.on_state_change) deps_.on_state_change();
+  } catch (const std::exception& e) {
+    deps_.logger.debug("queue stats failed", {{"environment", label()}, {"error", e.what()}});
+  }
+}
+
+std::chrono::milliseconds SessionPoller::delay_after(PollOutcome outcome) {
+  switch (outcome) {
+    case PollOutcome::kClaimed:
+      return milliseconds(0);
+    case PollOutcome::kEmpty: {
+      const double span = static_cast<double>((kEmptyPollMax - kEmptyPollMin).count());
+      return kEmptyPollMin + milliseconds(static_cast<long long>(span * deps_.random.uniform01()));
+    }
+    case PollOutcome::kAtCapacity:
+    case PollOutcome::kSuspended:
+    case PollOutcome::kRejected:
+      return kCapacityRecheck;
+    case PollOutcome::kFailed: {
+      std::lock_guard lock(mutex_);
+      deps_.metrics.poll_retries_total.Add({{"environment", label()}}).Increment();
+      return backoff_.next();
+    }
+  }
+  return kCapacityRecheck;
+}
+
+void SessionPoller::run(std::stop_token stop, int index) {
+  constexpr auto kStatsInterval = std::chrono::seconds(15);
+  auto next_stats = deps_.clock.now();
+  while (!stop.stop_requested()) {
+    if (index == 0 && deps_.clock.now() >= next_stats) {
+      refresh_stats();
+      next_stats = deps_.clock.now() + kStatsInterval;
+    }
+    PollOutcome outcome;
+    try {
+      outcome = poll_once();
+    } catch (const std::exception& e) {
+      // A bug must not silently kill the poller: log it and back off like any failure.
+      deps_.logger.error("poll loop error", {{"environment", label()}, {"error", e.what()}});
+      outcome = PollOutcome::kFailed;
+    }
+    const auto delay = delay_after(outcome);
+    if (delay.count() == 0) continue;
+    std::unique_lock lock(mutex_);
+    const auto seen = wake_generation_;
+    // Capacity and settings changes cut the wait short; errors and empty polls wait it out.
+    const bool interruptible = outcome == PollOutcome::kAtCapacity ||
+                               outcome == PollOutcome::kSuspended ||
+                               outcome == PollOutcome::kRejected;
+    wake_cv_.wait_for(lock, stop, delay, [&] { return interruptible && wake_generation_ != seen; });
+  }
+}
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,140 @@
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agentapi/agent_api.h"
+#include "controllers/agentenvironment/agent_environment.h"
+#include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/session_ports.h"
+#include "core/backoff.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/random.h"
+
+namespace perimeter::agentenvironment {
+
+// What the reconciler hands the poller; replaced whenever the resource or its key changes.
+struct PollerSettings {
+  AgentEnvironment environment;
+  std::string environment_key;  // never logged
+  std::string worker_id;        // sent as Anthropic-Worker-ID
+};
+
+enum class PollerHealth {
+  kStarting,  // no poll has finished yet
+  kPolling,   // the last poll succeeded
+  kFailing,   // polls fail with errors that may pass (network, 5xx, 429)
+  kRejected,  // the API refused the key or does not know the environment: waits for new settings
+};
+
+// How the poller is doing, for the resource's conditions.
+struct PollerState {
+  PollerHealth health = PollerHealth::kStarting;
+  std::string reason;   // CamelCase, for a condition
+  std::string message;  // for people; carries the API's error message
+  std::optional<std::chrono::system_clock::time_point> last_success;
+  std::optional<agentapi::WorkQueueStats> stats;
+  std::string last_claim_error;  // the latest failure to turn an item into a pod, for an Event
+};
+
+// What one pass of the poll loop did; the loop decides how long to wait from it.
+enum class PollOutcome {
+  kClaimed,     // a session got its pod (or a health check was answered)
+  kEmpty,       // the queue had nothing
+  kAtCapacity,  // at maxConcurrentSessions: no poll was made
+  kSuspended,   // spec.suspend: no poll was made
+  kFailed,      // the poll or the claim failed; back off
+  kRejected,    // a fatal 4xx: wait for new settings
+};
+
+struct PollerDependencies {
+  AgentApiFactory& api_factory;
+  SessionObjectWriter& objects;
+  RunnerPodCensus& census;
+  OperatorMetrics& metrics;
+  Clock& clock;
+  RandomSource& random;
+  Logger logger;
+  // A Kubernetes Event on the AgentEnvironment: type ("Normal"/"Warning"), reason, message.
+  std::function<void(const std::string&, const std::string&, const std::string&)> record_event;
+  // Called when the state changes in a way the resource's status shows.
+  std::function<void()> on_state_change;
+};
+
+// Long-polls one environment's work queue and turns each session item into its runner pod.
+//
+// The claim order is poll -> Secret -> Pod -> ack. An item is acknowledged only once its pod
+// exists, so an operator that dies anywhere before the ack leaves the item unacknowledged and
+// the queue hands it out again after reclaimOlderThanMs; the retried claim meets the existing
+// Secret and Pod (names derive from the work id) and only acks. Nothing is lost, nothing doubled.
+// See docs/claiming.md for the full argument.
+//
+// The concurrency limit is exact: a slot is reserved before each poll, and pods created but not
+// yet seen by the informer count until they are.
+class SessionPoller {
+ public:
+  SessionPoller(PollerSettings settings, PollerDependencies deps, int threads = 4);
+  ~SessionPoller();  // stops and joins
+  SessionPoller(const SessionPoller&) = delete;
+  SessionPoller& operator=(const SessionPoller&) = delete;
+
+  // Starts the poll threads. Unit tests drive poll_once() instead.
+  void start();
+  void stop();
+  // New settings take effect at the next poll; a rejected poller tries again with them.
+  void update(PollerSettings settings);
+  // Capacity may have changed (a pod finished): re-check now rather than at the next tick.
+  void wake();
+  PollerState state() const;
+
+  // One pass: reserve a slot, poll, claim. Never sleeps; returns what happened.
+  PollOutcome poll_once();
+  // Fetches the queue's stats into the state and the gauges.
+  void refresh_stats();
+  // How long the loop waits after an outcome (exposed for tests).
+  std::chrono::milliseconds delay_after(PollOutcome outcome);
+
+ private:
+  void run(std::stop_token stop, int index);
+  std::shared_ptr<agentapi::AgentApi> api();
+  bool reserve_slot();
+  void release_slot(const std::string& created_pod);
+  PollOutcome claim(const agentapi::WorkItem& item,
+                    std::chrono::steady_clock::time_point polled_at);
+  void answer_healthcheck(const agentapi::WorkItem& item);
+  PollOutcome fail_poll(const std::string& reason, const std::string& metric_reason,
+                        const std::string& message, bool rejected);
+  void set_state(PollerHealth health, const std::string& reason, const std::string& message);
+  std::string label() const { return environment_label_; }
+
+  PollerDependencies deps_;
+  const int threads_;
+  const std::string environment_label_;  // "namespace/name"
+
+  mutable std::mutex mutex_;
+  std::condition_variable_any wake_cv_;
+  PollerSettings settings_;
+  std::uint64_t settings_generation_ = 0;
+  std::uint64_t wake_generation_ = 0;
+  std::shared_ptr<agentapi::AgentApi> api_;
+  std::uint64_t api_generation_ = ~0ULL;
+  PollerState state_;
+  Clock::TimePoint rejected_until_{};
+  int reserved_ = 0;
+  // Pods this poller created that the census has not shown yet, with when they were created.
+  std::map<std::string, std::chrono::steady_clock::time_point> recently_created_;
+  Backoff backoff_;
+  std::vector<std::jthread> workers_;
+};
+
+}  // namespace perimeter::agentenvironment

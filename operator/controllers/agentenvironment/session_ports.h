@@ -1,0 +1,48 @@
+#pragma once
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "agentapi/agent_api.h"
+
+namespace perimeter::agentenvironment {
+
+// The I/O boundaries of the session poller, so its claim logic is unit-tested with fakes and
+// integration-tested against the real apiserver and simulator.
+
+// Makes Managed Agents API clients: one with the environment key for the work queue, and short-
+// lived ones with an item's sessions token (health checks).
+class AgentApiFactory {
+ public:
+  virtual ~AgentApiFactory() = default;
+  virtual std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url,
+                                                   const std::string& environment_id,
+                                                   const std::string& credential) = 0;
+};
+
+// Writes a claimed session's objects into the cluster.
+class SessionObjectWriter {
+ public:
+  virtual ~SessionObjectWriter() = default;
+  // Creates the session's Secret; when it exists already (a retried claim) its data is replaced.
+  virtual void ensure_secret(const nlohmann::json& secret) = 0;
+  // Creates the runner Pod; false when it existed already (a retried claim). Throws when a pod of
+  // that name exists for a different work item, which would be a naming collision.
+  virtual bool ensure_pod(const nlohmann::json& pod) = 0;
+};
+
+// What the cluster says about an environment's runner pods (from the informer cache).
+struct PodCensus {
+  std::set<std::string> unfinished;  // names of pods not yet Succeeded or Failed
+  std::set<std::string> all;         // names of every runner pod of the environment
+};
+
+class RunnerPodCensus {
+ public:
+  virtual ~RunnerPodCensus() = default;
+  virtual PodCensus census(const std::string& ns, const std::string& environment_name) = 0;
+};
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,104 @@
+#include "manager/options.h"
+
+#include <stdexcept>
+
+namespace perimeter::manager {
+namespace {
+
+int parse_positive(const std::string& flag, const std::string& value) {
+  try {
+    size_t used = 0;
+    const int parsed = std::stoi(value, &used);
+    if (used == value.size() && parsed > 0) return parsed;
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(flag + " wants a positive integer, got '" + value + "'");
+}
+
+bool parse_bool(const std::string& flag, const std::string& value) {
+  if (value == "true" || value == "1") return true;
+  if (value == "false" || value == "0") return false;
+  throw std::invalid_argument(flag + " wants true or false, got '" + value + "'");
+}
+
+}  // namespace
+
+std::string usage() {
+  return R"(usage: perimeter-operator [flags]
+
+Runs Perimeter's controllers: for each AgentEnvironment, claims sessions from the Managed Agents
+work queue and runs each in its own runner pod.
+
+flags (--flag=value or --flag value):
+  --kubeconfig PATH                  kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)
+  --context NAME                     kubeconfig context (default: the current one)
+  --namespace NS                     watch only NS (default: every namespace)
+  --metrics-bind-address ADDR        Prometheus metrics at /metrics (default 0.0.0.0:8080)
+  --health-probe-bind-address ADDR   /healthz and /readyz (default 0.0.0.0:8081)
+  --leader-elect BOOL                campaign for a Lease before claiming work (default true)
+  --leader-election-namespace NS     the Lease's namespace (default $POD_NAMESPACE or perimeter-system)
+  --leader-election-id NAME          the Lease's name (default perimeter-operator)
+  --identity NAME                    this replica's identity (default hostname + random suffix)
+  --workers N                        reconcile workers (default 4)
+  --poll-threads N                   concurrent claims per AgentEnvironment (default 4)
+  --log-level LEVEL                  debug, info, warn or error (default info)
+)";
+}
+
+Options parse_options(const std::vector<std::string>& args, bool* help) {
+  Options options;
+  *help = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string flag = args[i];
+    std::string value;
+    bool has_value = false;
+    if (const auto eq = flag.find('='); eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag = flag.substr(0, eq);
+      has_value = true;
+    }
+    if (flag == "--help" || flag == "-h") {
+      *help = true;
+      return options;
+    }
+    const auto take = [&]() -> std::string {
+      if (has_value) return value;
+      if (i + 1 >= args.size()) throw std::invalid_argument(flag + " needs a value");
+      return args[++i];
+    };
+    if (flag == "--kubeconfig")
+      options.kubeconfig = take();
+    else if (flag == "--context")
+      options.context = take();
+    else if (flag == "--namespace")
+      options.watch_namespace = take();
+    else if (flag == "--metrics-bind-address")
+      options.metrics_bind_address = take();
+    else if (flag == "--health-probe-bind-address")
+      options.health_bind_address = take();
+    else if (flag == "--leader-elect")
+      options.leader_elect = parse_bool(flag, take());
+    else if (flag == "--leader-election-namespace")
+      options.leader_election_namespace = take();
+    else if (flag == "--leader-election-id")
+      options.leader_election_id = take();
+    else if (flag == "--identity")
+      options.identity = take();
+    else if (flag == "--workers")
+      options.workers = parse_positive(flag, take());
+    else if (flag == "--poll-threads")
+      options.poll_threads = parse_positive(flag, take());
+    else if (flag == "--log-level") {
+      const std::string level = take();
+      if (!parse_log_level(level, &options.log_level)) {
+        throw std::invalid_argument("--log-level wants debug, info, warn or error, got '" + level +
+                                    "'");
+      }
+    } else {
+      throw std::invalid_argument("unknown flag '" + args[i] + "'");
+    }
+  }
+  return options;
+}
+
+}  // namespace perimeter::manager

@@ -1,0 +1,30 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+
+namespace perimeter::manager {
+
+// perimeter-operator's command line. Defaults suit an in-cluster Deployment.
+struct Options {
+  std::string kubeconfig;  // empty: $KUBECONFIG, ~/.kube/config, then in-cluster
+  std::string context;
+  std::string watch_namespace;  // empty: every namespace
+  std::string metrics_bind_address = "0.0.0.0:8080";
+  std::string health_bind_address = "0.0.0.0:8081";
+  bool leader_elect = true;
+  std::string leader_election_namespace;  // empty: $POD_NAMESPACE, else "perimeter-system"
+  std::string leader_election_id = "perimeter-operator";
+  std::string identity;  // empty: hostname + random suffix
+  int workers = 4;
+  int poll_threads = 4;
+  LogLevel log_level = LogLevel::kInfo;
+};
+
+// Parses argv; throws std::invalid_argument with a message naming the flag. `--help` sets help.
+Options parse_options(const std::vector<std::string>& args, bool* help);
+std::string usage();
+
+}  // namespace perimeter::manager
