@@ -1,0 +1,391 @@
+#include "controllers/agentenvironment/session_poller.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "agentapi/api_error.h"
+#include "agentapi/mock_agent_api.h"
+#include "controllers/agentenvironment/runner_naming.h"
+#include "core/capturing_log_sink.h"
+#include "core/fake_clock.h"
+#include "core/fake_random.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+using ::testing::_;
+using ::testing::InSequence;
+using ::testing::Return;
+using ::testing::StrictMock;
+using ::testing::Throw;
+using std::chrono::milliseconds;
+
+// {"sessions_token":"sess_tok"}, base64url without padding, as the API sends it.
+constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
+
+// Hands the poller clients that forward to one mock, and remembers the credentials asked for.
+class ForwardingApi final : public agentapi::AgentApi {
+ public:
+  explicit ForwardingApi(agentapi::AgentApi& target) : target_(target) {}
+  std::optional<agentapi::WorkItem> poll(const agentapi::PollOptions& o) override {
+    return target_.poll(o);
+  }
+  agentapi::WorkItem ack(const std::string& id) override { return target_.ack(id); }
+  agentapi::HeartbeatResponse heartbeat(const std::string& id, const std::string& expected,
+                                        std::optional<std::int64_t> ttl,
+                                        milliseconds timeout) override {
+    return target_.heartbeat(id, expected, ttl, timeout);
+  }
+  agentapi::WorkItem stop(const std::string& id, bool force) override {
+    return target_.stop(id, force);
+  }
+  agentapi::WorkItem retrieve_work(const std::string& id) override {
+    return target_.retrieve_work(id);
+  }
+  agentapi::WorkItem update_work_metadata(const std::string& id,
+                                          const nlohmann::json& metadata) override {
+    return target_.update_work_metadata(id, metadata);
+  }
+  agentapi::WorkPage list_work(int limit, const std::string& page) override {
+    return target_.list_work(limit, page);
+  }
+  agentapi::WorkQueueStats stats() override { return target_.stats(); }
+  agentapi::Session retrieve_session(const std::string& id) override {
+    return target_.retrieve_session(id);
+  }
+  agentapi::EventPage list_events(const std::string& id, int limit,
+                                  const std::string& page) override {
+    return target_.list_events(id, limit, page);
+  }
+  void send_events(const std::string& id, const nlohmann::json& events) override {
+    target_.send_events(id, events);
+  }
+  std::string stream_events(const std::string& id, const std::string& last,
+                            const std::function<bool(const agentapi::SessionEvent&)>& on_event,
+                            const std::atomic<bool>& cancel) override {
+    return target_.stream_events(id, last, on_event, cancel);
+  }
+  agentapi::SkillVersion retrieve_skill_version(const std::string& id,
+                                                const std::string& version) override {
+    return target_.retrieve_skill_version(id, version);
+  }
+  std::string download_skill_content(const std::string& id, const std::string& version) override {
+    return target_.download_skill_content(id, version);
+  }
+
+ private:
+  agentapi::AgentApi& target_;
+};
+
+class FakeFactory final : public AgentApiFactory {
+ public:
+  explicit FakeFactory(agentapi::AgentApi& api) : api_(api) {}
+  std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url, const std::string& env_id,
+                                           const std::string& credential) override {
+    credentials.push_back(credential);
+    base_urls.push_back(base_url);
+    environment_ids.push_back(env_id);
+    return std::make_unique<ForwardingApi>(api_);
+  }
+  std::vector<std::string> credentials, base_urls, environment_ids;
+
+ private:
+  agentapi::AgentApi& api_;
+};
+
+class MockObjectWriter : public SessionObjectWriter {
+ public:
+  MOCK_METHOD(void, ensure_secret, (const nlohmann::json&), (override));
+  MOCK_METHOD(bool, ensure_pod, (const nlohmann::json&), (override));
+};
+
+class FakeCensus final : public RunnerPodCensus {
+ public:
+  PodCensus census(const std::string&, const std::string&) override { return value; }
+  PodCensus value;
+};
+
+agentapi::WorkItem session_item(const std::string& work_id, const std::string& secret = kSecret) {
+  agentapi::WorkItem item;
+  item.id = work_id;
+  item.environment_id = "env_1";
+  item.data_type = "session";
+  item.data_id = "sesn_" + work_id;
+  item.state = "queued";
+  item.secret = secret;
+  return item;
+}
+
+class SessionPollerTest : public ::testing::Test {
+ protected:
+  SessionPollerTest() : factory_(api_) {}
+
+  AgentEnvironment environment(int limit = 2) {
+    AgentEnvironment env;
+    env.name = "payments";
+    env.namespace_ = "agents";
+    env.uid = "uid-1";
+    env.environment_id = "env_1";
+    env.key_secret_name = "key";
+    env.api_base_url = "http://127.0.0.1:9";
+    env.max_concurrent_sessions = limit;
+    env.runner.image = "runner:1";
+    return env;
+  }
+
+  std::unique_ptr<SessionPoller> make_poller(AgentEnvironment env) {
+    PollerDependencies deps{factory_,
+                            writer_,
+                            census_,
+                            metrics_,
+                            clock_,
+                            random_,
+                            Logger("test", sink_),
+                            [this](const std::string& type, const std::string& reason,
+                                   const std::string& message) {
+                              events_.push_back(type + " " + reason + ": " + message);
+                            },
+                            [this] { ++state_changes_; }};
+    return std::make_unique<SessionPoller>(PollerSettings{std::move(env), "envkey", "worker-1"},
+                                           std::move(deps), 1);
+  }
+
+  double counter(prometheus::Family<prometheus::Counter>& family,
+                 const std::map<std::string, std::string>& labels) {
+    return family.Add(labels).Value();
+  }
+
+  StrictMock<testing::MockAgentApi> api_;
+  FakeFactory factory_;
+  StrictMock<MockObjectWriter> writer_;
+  FakeCensus census_;
+  prometheus::Registry registry_;
+  OperatorMetrics metrics_{registry_};
+  testing::FakeClock clock_;
+  testing::FakeRandom random_{0.5};
+  std::shared_ptr<testing::CapturingLogSink> sink_ = std::make_shared<testing::CapturingLogSink>();
+  std::vector<std::string> events_;
+  int state_changes_ = 0;
+};
+
+TEST_F(SessionPollerTest, ClaimsWithSecretThenPodThenAck) {
+  auto poller = make_poller(environment());
+  nlohmann::json secret, pod;
+  {
+    InSequence order;
+    EXPECT_CALL(api_, poll(_)).WillOnce([](const agentapi::PollOptions& options) {
+      EXPECT_EQ(options.block_ms, 999);
+      EXPECT_EQ(options.reclaim_older_than_ms, 5000);
+      EXPECT_EQ(options.worker_id, "worker-1");
+      return session_item("work_A");
+    });
+    EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([&](const nlohmann::json& s) { secret = s; });
+    EXPECT_CALL(writer_, ensure_pod(_)).WillOnce([&](const nlohmann::json& p) {
+      pod = p;
+      return true;
+    });
+    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  }
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(secret["stringData"]["work-secret"], kSecret);
+  EXPECT_EQ(pod["metadata"]["name"], runner_object_name("work_A"));
+  EXPECT_EQ(pod["metadata"]["labels"]["perimeter.dev/session-id"], "sesn_work_A");
+  EXPECT_EQ(factory_.credentials, std::vector<std::string>{"envkey"});
+  EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
+  EXPECT_EQ(poller->state().health, PollerHealth::kPolling);
+}
+
+TEST_F(SessionPollerTest, ARetriedClaimMeetsTheExistingPodAndOnlyAcks) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(false));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 0);
+  EXPECT_EQ(counter(metrics_.sessions_claimed_total, {{"environment", "agents/payments"}}), 1);
+}
+
+TEST_F(SessionPollerTest, APodThatCannotBeCreatedIsNeverAcknowledged) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_pod(_))
+      .WillOnce(Throw(std::runtime_error("pods is forbidden: exceeded quota")));
+  // No ack: the queue hands the item out again after reclaimOlderThanMs.
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+  ASSERT_EQ(events_.size(), 1u);
+  EXPECT_NE(events_[0].find("Warning ClaimFailed"), std::string::npos);
+  EXPECT_NE(events_[0].find("exceeded quota"), std::string::npos);
+  EXPECT_EQ(counter(metrics_.claim_errors_total,
+                    {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "kubernetes"}}),
+            1);
+}
+
+TEST_F(SessionPollerTest, ASecretThatCannotBeWrittenMeansNoPodAndNoAck) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Throw(std::runtime_error("etcd timeout")));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+}
+
+TEST_F(SessionPollerTest, AtTheLimitItDoesNotPoll) {
+  auto poller = make_poller(environment(2));
+  census_.value.unfinished = {"run-a", "run-b"};
+  census_.value.all = census_.value.unfinished;
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // StrictMock: no poll call
+  census_.value.unfinished.erase("run-b");
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+}
+
+TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
+  auto poller = make_poller(environment(1));
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  // The informer has not delivered the new pod yet: still at the limit.
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+  // Now the cache has it, finished: the slot is free again.
+  census_.value.all = {runner_object_name("work_A")};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+}
+
+TEST_F(SessionPollerTest, AFailedAckStillCountsThePodAgainstTheLimit) {
+  auto poller = make_poller(environment(1));
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  EXPECT_CALL(api_, ack("work_A"))
+      .WillOnce(Throw(agentapi::TransportError("connection reset by peer")));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+}
+
+TEST_F(SessionPollerTest, SuspendedNeverPolls) {
+  auto env = environment();
+  env.suspend = true;
+  auto poller = make_poller(env);
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kSuspended);
+}
+
+TEST_F(SessionPollerTest, WaitsOneToThreeSecondsAfterAnEmptyPoll) {
+  auto poller = make_poller(environment());
+  random_.push(0.0);
+  random_.push(0.75);
+  EXPECT_EQ(poller->delay_after(PollOutcome::kEmpty), milliseconds(1000));
+  EXPECT_EQ(poller->delay_after(PollOutcome::kEmpty), milliseconds(2500));
+  EXPECT_EQ(poller->delay_after(PollOutcome::kClaimed), milliseconds(0));
+}
+
+TEST_F(SessionPollerTest, BacksOffExponentiallyOnServerErrorsAndResetsOnSuccess) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_))
+      .WillOnce(Throw(agentapi::ApiError("work.poll", 503, R"({"type":"error"})", "")))
+      .WillOnce(Throw(agentapi::ApiError("work.poll", 500, "not json", "")))
+      .WillOnce(Throw(agentapi::TransportError("connection refused")))
+      .WillOnce(Return(std::nullopt));
+  std::vector<milliseconds> delays;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+    delays.push_back(poller->delay_after(PollOutcome::kFailed));
+  }
+  // FakeRandom's 0.5 is the middle of the jitter band: the exact exponential delays.
+  EXPECT_EQ(delays, (std::vector<milliseconds>{milliseconds(1000), milliseconds(2000),
+                                               milliseconds(4000)}));
+  EXPECT_EQ(poller->state().health, PollerHealth::kFailing);
+  EXPECT_EQ(poller->state().reason, "Unreachable");
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+  EXPECT_EQ(poller->delay_after(PollOutcome::kFailed), milliseconds(1000));
+  EXPECT_EQ(counter(metrics_.poll_errors_total,
+                    {{"environment", "agents/payments"}, {"reason", "server_error"}}),
+            2);
+  EXPECT_EQ(counter(metrics_.poll_retries_total, {{"environment", "agents/payments"}}), 4);
+}
+
+TEST_F(SessionPollerTest, ARejectedKeyStopsPollingUntilTheKeyChanges) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_))
+      .WillOnce(Throw(agentapi::ApiError(
+          "work.poll", 401,
+          R"({"type":"error","error":{"type":"authentication_error","message":"invalid key"}})", "")));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kRejected);
+  EXPECT_EQ(poller->state().reason, "KeyRejected");
+  EXPECT_NE(poller->state().message.find("invalid key"), std::string::npos);
+  EXPECT_GE(state_changes_, 1);
+  // No poll while rejected (StrictMock would fail on one).
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kRejected);
+
+  auto fixed = PollerSettings{environment(), "envkey-2", "worker-1"};
+  poller->update(fixed);
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+  EXPECT_EQ(factory_.credentials.back(), "envkey-2");
+}
+
+TEST_F(SessionPollerTest, ARejectedKeyIsTriedAgainAfterFiveMinutes) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_))
+      .WillOnce(Throw(agentapi::ApiError("work.poll", 404, "{}", "")))
+      .WillOnce(Return(std::nullopt));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kRejected);
+  EXPECT_EQ(poller->state().reason, "EnvironmentNotFound");
+  clock_.advance(std::chrono::minutes(4));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kRejected);
+  clock_.advance(std::chrono::minutes(1));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+}
+
+TEST_F(SessionPollerTest, AnswersAHealthCheckLikeTheOfficialWorkerWithoutAPod) {
+  auto poller = make_poller(environment());
+  auto item = session_item("work_H");
+  item.data_type = "healthcheck";
+  {
+    InSequence order;
+    EXPECT_CALL(api_, poll(_)).WillOnce(Return(item));
+    EXPECT_CALL(api_, ack("work_H")).WillOnce(Return(agentapi::WorkItem{}));
+    EXPECT_CALL(api_, heartbeat("work_H", "NO_HEARTBEAT", std::optional<std::int64_t>(), _))
+        .WillOnce(Return(agentapi::HeartbeatResponse{"hb1", true, "active", 60}));
+    EXPECT_CALL(api_, stop("work_H", true))
+        .WillOnce(Throw(agentapi::ApiError("work.stop", 409, "{}", "")));
+  }
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  // The per-item calls ride the item's sessions token, as the official worker's do.
+  EXPECT_EQ(factory_.credentials.back(), "sess_tok");
+  EXPECT_EQ(counter(metrics_.healthchecks_total, {{"environment", "agents/payments"}, {"result", "ok"}}),
+            1);
+}
+
+TEST_F(SessionPollerTest, AnUndecodableSecretIsStoppedAndReportedNotRunInAPod) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_B", "%%%not-base64%%%")));
+  EXPECT_CALL(api_, ack("work_B")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(api_, stop("work_B", true)).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+  ASSERT_EQ(events_.size(), 1u);
+  EXPECT_NE(events_[0].find("decode"), std::string::npos);
+  for (const auto& line : sink_->lines()) {
+    EXPECT_EQ(line.find("%%%not-base64%%%"), std::string::npos) << "a secret reached the log";
+  }
+}
+
+TEST_F(SessionPollerTest, RunsAndStopsItsThreadsCleanly) {
+  auto poller = make_poller(environment());
+  std::atomic<int> polls{0};
+  EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{3, 1, {}, 1}));
+  EXPECT_CALL(api_, poll(_)).WillRepeatedly([&](const agentapi::PollOptions&) {
+    ++polls;
+    return std::nullopt;
+  });
+  poller->start();
+  while (polls.load() == 0) std::this_thread::sleep_for(milliseconds(5));
+  poller->stop();
+  EXPECT_EQ(poller->state().stats->depth, 3);
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
