@@ -110,7 +110,10 @@ int serve(const CommandLine& line, bool human) {
           [&] {
             if (shutdown.wait_for(0) != 0) stop_requested = true;
             if (line.control_stdin && !stop_requested) {
-              commands.poll_lines(0);
+              // Only "stop" means anything before the cluster is ready.
+              for (const auto& command : commands.poll_lines(0)) {
+                if (command == "stop") stop_requested = true;
+              }
               if (commands.eof()) stop_requested = true;
             }
             return stop_requested;

@@ -307,13 +307,14 @@ void Process::kill_group_leftovers() {
 }
 
 ExitStatus Process::terminate(std::chrono::milliseconds grace) {
-  if (!status_) {
-    signal(SIGTERM);
-    if (!wait_for(grace)) {
-      signal(SIGKILL);
-      wait();
-    }
+  if (status_) return *status_;
+  signal(SIGTERM);
+  if (!wait_for(grace)) {
+    signal(SIGKILL);
+    wait();
   }
+  // Only now, right after reaping: while members of the group remain, its id cannot be handed
+  // to a new process, so this reaches exactly the leftovers. Later it might be someone else's.
   kill_group_leftovers();
   return *status_;
 }

@@ -74,7 +74,8 @@ class Process {
   // Sends `sig` to the child's whole process group.
   void signal(int sig);
   // SIGTERM to the group, up to `grace` for the child to exit, then SIGKILL. Also kills whatever
-  // is left of the group after the child exits, so grandchildren do not linger.
+  // is left of the group after the child exits, so grandchildren do not linger. A child already
+  // known to have exited is left alone (its group id may belong to someone else by now).
   ExitStatus terminate(std::chrono::milliseconds grace = std::chrono::seconds(5));
 
   // Writes to the child's stdin pipe (pipe_stdin). Returns false when the child closed it.

@@ -88,7 +88,6 @@ std::unique_ptr<LocalCluster> LocalCluster::start(const LocalClusterOptions& opt
       cluster->component_pids_.push_back(component.at("pid").get<pid_t>());
     }
   } catch (const std::exception& e) {
-    std::string dir = cluster->dir_;
     cluster.reset();  // stops the supervisor if it runs, removes the folder
     throw std::runtime_error(std::string("local cluster did not start: ") + e.what());
   }

@@ -178,6 +178,16 @@ TEST_F(ProcessTest, TerminateTakesGrandchildrenWithIt) {
   EXPECT_TRUE(gone_within(grandchild, seconds(10)));
 }
 
+TEST_F(ProcessTest, TerminateAfterANaturalExitKeepsItsStatusAndSignalsNobody) {
+  ProcessSpec spec;
+  spec.argv = {"sh", "-c", "exit 4"};
+  auto process = Process::spawn(spec);
+  EXPECT_EQ(process->wait().code, 4);
+  ExitStatus status = process->terminate(seconds(1));
+  EXPECT_EQ(status.code, 4);
+  EXPECT_EQ(status.signal, 0);
+}
+
 TEST_F(ProcessTest, DestructorTerminatesTheChild) {
   pid_t pid;
   {
