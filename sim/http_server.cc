@@ -20,6 +20,8 @@ constexpr std::size_t kMaxBodyBytes = 4 * 1024 * 1024;
 // a reclaim (which is time-driven) is noticed.
 constexpr auto kWaiterRecheck = std::chrono::milliseconds(200);
 constexpr auto kStreamPingEvery = std::chrono::seconds(15);
+// Streams are woken when their session gets events; the recheck only paces pings.
+constexpr auto kStreamRecheck = std::chrono::seconds(1);
 }  // namespace
 
 bool percent_decode(std::string_view in, std::string* out) {
@@ -57,9 +59,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     read();
   }
 
-  // Wake a waiting poll or stream early (state changed).
-  void wake() {
-    if (waiting_) timer_.cancel();
+  // Wake a waiting poll or stream early (state changed); false when it was not waiting on that.
+  bool wake_poll(const std::string& environment_id) {
+    if (!waiting_ || streaming_ || decision_.kind != RouteDecision::Kind::kLongPoll ||
+        decision_.environment_id != environment_id) {
+      return false;
+    }
+    waiting_ = false;  // so the next wake picks another waiter before this one has run
+    timer_.cancel();
+    return true;
+  }
+  void wake_stream(const std::string& session_id) {
+    if (waiting_ && streaming_ && decision_.session_id == session_id) timer_.cancel();
   }
 
   void close() {
@@ -149,7 +160,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         return close();
       }
       case RouteDecision::Kind::kReply:
-        if (decision_.mutates) server_.wake_waiters();
+        if (decision_.reply.status < 300) {
+          if (!decision_.wake_environment.empty()) server_.wake_poller(decision_.wake_environment);
+          if (!decision_.wake_session.empty()) server_.wake_streams(decision_.wake_session);
+        }
         return write_reply(decision_.reply, decision_.route);
       case RouteDecision::Kind::kLongPoll:
         poll_deadline_ = std::chrono::steady_clock::now() + decision_.block;
@@ -247,7 +261,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return finish_stream();
     }
     waiting_ = true;
-    timer_.expires_after(kWaiterRecheck);
+    timer_.expires_after(kStreamRecheck);
     timer_.async_wait([self = shared_from_this()](beast::error_code) {
       self->waiting_ = false;
       self->pump_stream();
@@ -363,9 +377,16 @@ void HttpServer::tick() {
   });
 }
 
-void HttpServer::wake_waiters() {
+void HttpServer::wake_poller(const std::string& environment_id) {
   for (auto& weak : connections_) {
-    if (auto connection = weak.lock()) connection->wake();
+    auto connection = weak.lock();
+    if (connection && connection->wake_poll(environment_id)) return;
+  }
+}
+
+void HttpServer::wake_streams(const std::string& session_id) {
+  for (auto& weak : connections_) {
+    if (auto connection = weak.lock()) connection->wake_stream(session_id);
   }
 }
 

@@ -38,8 +38,10 @@ class HttpServer {
   Simulator& simulator() { return simulator_; }
   SimMetrics& metrics() { return metrics_; }
   const Logger& logger() const { return logger_; }
-  // Wakes every waiting long-poll and stream so it looks at the state again.
-  void wake_waiters();
+  // Wakes one long-poll waiting on `environment_id` (one new item needs one worker).
+  void wake_poller(const std::string& environment_id);
+  // Wakes every stream of `session_id` so it sends the new events now.
+  void wake_streams(const std::string& session_id);
   std::list<std::weak_ptr<Connection>>::iterator register_connection(
       const std::shared_ptr<Connection>& connection);
   void unregister_connection(std::list<std::weak_ptr<Connection>>::iterator it);

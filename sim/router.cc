@@ -240,6 +240,7 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
       if (first.status != 200 || first.body != "null" || !block_ms) return finish(route, first);
       decision.kind = RouteDecision::Kind::kLongPoll;
       decision.route = route;
+      decision.environment_id = environment_id;
       decision.block = std::chrono::milliseconds(*block_ms);
       decision.retry = [attempt]() -> std::optional<ApiReply> {
         ApiReply reply = attempt();
@@ -314,7 +315,7 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
     ApiReply body_error;
     std::optional<json> body = parse_json_body(request, &body_error);
     if (!body) return finish(route, body_error);
-    decision.mutates = true;
+    decision.wake_session = session_id;
     return finish(route, simulator_.send_events(session_id, token, *body));
   }
   // events.stream
@@ -339,7 +340,6 @@ RouteDecision ApiRouter::route_admin(const ApiRequest& request,
   ApiReply body_error;
   auto body_or_error = [&]() { return parse_json_body(request, &body_error); };
   RouteDecision decision;
-  decision.mutates = method == "POST";
   auto finish = [&decision](std::string route, ApiReply reply) {
     decision.route = std::move(route);
     decision.reply = std::move(reply);
@@ -388,9 +388,11 @@ RouteDecision ApiRouter::route_admin(const ApiRequest& request,
     } catch (const ScenarioError& e) {
       return finish("admin.enqueue", bad_request(e.what()));
     }
+    decision.wake_environment = parts[2];
     return finish("admin.enqueue", simulator_.enqueue_session(parts[2], std::move(scenario)));
   }
   if (n == 4 && parts[1] == "environments" && parts[3] == "healthchecks" && method == "POST") {
+    decision.wake_environment = parts[2];
     return finish("admin.healthcheck", simulator_.enqueue_healthcheck(parts[2]));
   }
   if (n == 4 && parts[1] == "environments" && parts[3] == "results" && method == "GET") {

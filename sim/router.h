@@ -27,7 +27,13 @@ struct RouteDecision {
   std::string session_id;
   std::string last_event_id;
   int drop_after_events = -1;  // cut the stream after this many frames (fault), -1 never
-  bool mutates = false;        // wake waiting polls and streams after replying
+  // Who to wake after replying: a long-poll of this environment (work was enqueued), the
+  // streams of this session (events were appended). Targeted, so a thousand idle waiters are not
+  // all sent back to the state on every change.
+  std::string wake_environment;
+  std::string wake_session;
+  // kLongPoll / kStream: what this request waits on, for targeted wakes.
+  std::string environment_id;
 };
 
 // Maps HTTP requests to the Simulator: the public API (header and credential rules, input

@@ -134,8 +134,17 @@ json Simulator::render_work(const WorkItem& item) const {
           {"stopped_at", optional_time(item.stopped_at, fmt)}};
 }
 
+void Simulator::enter_queue(WorkItem& item) {
+  item.queue_position = ++queue_counter_;
+  environments_.at(item.environment_id).queued.emplace(item.queue_position, item.id);
+}
+
 void Simulator::set_state(WorkItem& item, const std::string& state) {
   if (item.state == state) return;
+  if (item.state == "queued") {
+    environments_.at(item.environment_id).queued.erase({item.queue_position, item.id});
+  }
+  if (state == "queued") enter_queue(item);
   item.transitions.push_back(item.state + "->" + state);
   item.state = state;
   const auto now = clock_.wall_now();
@@ -194,7 +203,9 @@ ApiReply Simulator::enqueue_session(const std::string& environment_id, Scenario 
   token_to_work_[item.sessions_token] = item.id;
   env->second.work_order.push_back(item.id);
   json reply = {{"work_id", item.id}, {"session_id", session.id}};
-  work_[item.id] = std::move(item);
+  WorkItem& stored = work_[item.id];
+  stored = std::move(item);
+  enter_queue(stored);
   sessions_[session.id] = std::move(session);
   bump();
   return json_reply(201, reply);
@@ -214,7 +225,9 @@ ApiReply Simulator::enqueue_healthcheck(const std::string& environment_id) {
   token_to_work_[item.sessions_token] = item.id;
   env->second.work_order.push_back(item.id);
   json reply = {{"work_id", item.id}};
-  work_[item.id] = std::move(item);
+  WorkItem& stored = work_[item.id];
+  stored = std::move(item);
+  enter_queue(stored);
   bump();
   return json_reply(201, reply);
 }
@@ -378,24 +391,25 @@ std::optional<ApiReply> Simulator::authorize_session(const std::string& session_
 
 // ---------------------------------------------------------------- leases
 
-void Simulator::expire_leases_locked() {
-  const auto now = clock_.now();
-  for (auto& [id, item] : work_) {
-    const bool leased =
-        item.state == "starting" || item.state == "active" || item.state == "stopping";
-    if (!leased || now < item.lease_expires_at) continue;
-    if (item.state == "stopping") {
-      set_state(item, "stopped");
-      continue;
-    }
-    // A lapsed lease puts the item back on the queue for another worker, without its old lease.
-    item.transitions.push_back("lease_expired");
-    set_state(item, "queued");
-    item.last_heartbeat.reset();
-    item.acknowledged_at.reset();
-    item.claimed_at.reset();
-    item.claimed_by.clear();
+void Simulator::expire_lease_locked(WorkItem& item) {
+  const bool leased =
+      item.state == "starting" || item.state == "active" || item.state == "stopping";
+  if (!leased || clock_.now() < item.lease_expires_at) return;
+  if (item.state == "stopping") {
+    set_state(item, "stopped");
+    return;
   }
+  // A lapsed lease puts the item back on the queue for another worker, without its old lease.
+  item.transitions.push_back("lease_expired");
+  set_state(item, "queued");
+  item.last_heartbeat.reset();
+  item.acknowledged_at.reset();
+  item.claimed_at.reset();
+  item.claimed_by.clear();
+}
+
+void Simulator::expire_leases_locked() {
+  for (auto& [id, item] : work_) expire_lease_locked(item);
 }
 
 void Simulator::tick() {
@@ -420,16 +434,14 @@ ApiReply Simulator::poll(const std::string& environment_id, const std::string& t
     return error_reply(400, "invalid_request_error",
                        "reclaim_older_than_ms must be a non-negative integer");
   }
-  expire_leases_locked();
   Environment& env = environments_.at(environment_id);
   const auto now = clock_.now();
   if (!worker_id.empty()) env.pollers_seen[worker_id] = now;
   const auto reclaim_after = reclaim_older_than_ms
                                  ? std::chrono::milliseconds(*reclaim_older_than_ms)
                                  : options_.default_reclaim_older_than;
-  for (const auto& work_id : env.work_order) {
+  for (const auto& [position, work_id] : env.queued) {
     WorkItem& item = work_.at(work_id);
-    if (item.state != "queued") continue;
     if (item.claimed_at && now - *item.claimed_at < reclaim_after) continue;
     if (item.claimed_at) item.transitions.push_back("reclaimed");
     item.claimed_at = now;
@@ -446,7 +458,7 @@ ApiReply Simulator::ack(const std::string& environment_id, const std::string& wo
                         const std::string& token) {
   std::lock_guard lock(mutex_);
   if (auto denied = check_work_access(environment_id, work_id, token, true)) return *denied;
-  expire_leases_locked();
+  expire_lease_locked(work_.at(work_id));
   WorkItem& item = work_.at(work_id);
   if (item.state != "queued") {
     return error_reply(409, "conflict_error",
@@ -475,7 +487,7 @@ ApiReply Simulator::heartbeat(const std::string& environment_id, const std::stri
   if (desired_ttl_seconds && *desired_ttl_seconds <= 0) {
     return error_reply(400, "invalid_request_error", "desired_ttl_seconds must be positive");
   }
-  expire_leases_locked();
+  expire_lease_locked(work_.at(work_id));
   WorkItem& item = work_.at(work_id);
   auto lease_state = [&item](bool extended) {
     return json{
@@ -550,7 +562,7 @@ ApiReply Simulator::stop(const std::string& environment_id, const std::string& w
                          const std::string& token, bool force) {
   std::lock_guard lock(mutex_);
   if (auto denied = check_work_access(environment_id, work_id, token, false)) return *denied;
-  expire_leases_locked();
+  expire_lease_locked(work_.at(work_id));
   WorkItem& item = work_.at(work_id);
   if (item.state == "stopped") {
     return error_reply(409, "conflict_error", "work `" + work_id + "` is already stopped");
@@ -569,7 +581,7 @@ ApiReply Simulator::retrieve_work(const std::string& environment_id, const std::
                                   const std::string& token) {
   std::lock_guard lock(mutex_);
   if (auto denied = check_work_access(environment_id, work_id, token, false)) return *denied;
-  expire_leases_locked();
+  expire_lease_locked(work_.at(work_id));
   return json_reply(200, render_work(work_.at(work_id)));
 }
 
@@ -634,9 +646,8 @@ ApiReply Simulator::stats(const std::string& environment_id, const std::string& 
   std::int64_t depth = 0;
   std::int64_t pending = 0;
   std::optional<std::chrono::system_clock::time_point> oldest;
-  for (const auto& work_id : env.work_order) {
+  for (const auto& [position, work_id] : env.queued) {
     const WorkItem& item = work_.at(work_id);
-    if (item.state != "queued") continue;
     ++depth;
     if (item.claimed_at) ++pending;
     if (!oldest || item.created_at < *oldest) oldest = item.created_at;

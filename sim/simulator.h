@@ -7,6 +7,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -131,6 +132,7 @@ class Simulator {
     Clock::TimePoint lease_expires_at{};
     std::vector<LeaseRecord> lease_history;
     std::vector<std::string> transitions;
+    std::uint64_t queue_position = 0;
   };
   enum class AgentPhase { kNotStarted, kNextStep, kAwaitResult, kFinished };
   struct StepRecord {
@@ -170,6 +172,8 @@ class Simulator {
     std::string key;
     std::vector<std::string> work_order;                   // creation order
     std::map<std::string, Clock::TimePoint> pollers_seen;  // worker id -> last poll
+    // Items in state queued, in the order they entered it: what a poll scans.
+    std::set<std::pair<std::uint64_t, std::string>> queued;
   };
 
   std::string new_id(const char* prefix);
@@ -189,8 +193,12 @@ class Simulator {
   // Skills: the credential must belong to the skill's environment (its key or an item's token).
   const Skill* find_skill_locked(const std::string& skill_id, const std::string& version,
                                  const std::string& token, ApiReply* error) const;
+  // Lease expiry is checked per item on every call that touches the item, and for every item by
+  // tick() (the server runs it every 250 ms), list and stats.
+  void expire_lease_locked(WorkItem& item);
   void expire_leases_locked();
   void set_state(WorkItem& item, const std::string& state);
+  void enter_queue(WorkItem& item);
   void bump() { ++generation_; }
 
   // The scripted agent.
@@ -205,6 +213,7 @@ class Simulator {
   mutable std::mutex mutex_;
   std::uint64_t generation_ = 0;
   std::uint64_t id_counter_ = 0;
+  std::uint64_t queue_counter_ = 0;
   std::map<std::string, Environment> environments_;
   std::map<std::string, WorkItem> work_;
   std::map<std::string, Session> sessions_;
