@@ -8,11 +8,13 @@
 #include <thread>
 
 #include "core/backoff.h"
+#include "core/clock.h"
 #include "core/random.h"
 #include "localcluster/cluster_dirs.h"
 #include "localcluster/kubeconfig.h"
 #include "localcluster/kwok_stages.h"
 #include "localcluster/ports.h"
+#include "localcluster/readiness.h"
 #include "localcluster/tools.h"
 
 namespace perimeter::localcluster {
@@ -27,17 +29,6 @@ constexpr const char* kServiceAccountIssuer = "https://kubernetes.default.svc.cl
 constexpr const char* kFakeNodeLabel = "perimeter.dev/fake-node";
 constexpr int kLogTailLines = 40;
 constexpr int kPortAttempts = 3;
-
-// A start failure; `port_in_use` says another process took a port we picked, worth a retry.
-class StartFailure : public std::runtime_error {
- public:
-  StartFailure(const std::string& message, bool port_in_use)
-      : std::runtime_error(message), port_in_use_(port_in_use) {}
-  bool port_in_use() const { return port_in_use_; }
-
- private:
-  bool port_in_use_;
-};
 
 std::string loopback_url(const char* scheme, int port) {
   return std::string(scheme) + "://127.0.0.1:" + std::to_string(port);
@@ -207,49 +198,25 @@ void ControlPlane::spawn(Component& component) {
   logger_.debug("started", {{"component", component.name}, {"pid", component.process->pid()}});
 }
 
-void ControlPlane::fail(const Component& component, const std::string& problem) {
-  std::string tail = tail_of_file(component.log_path, kLogTailLines);
-  bool port_in_use = tail.find("address already in use") != std::string::npos;
-  throw StartFailure(component.name + " " + problem + "\n--- last lines of " + component.log_path +
-                         " ---\n" + (tail.empty() ? "(empty)\n" : tail),
-                     port_in_use);
-}
-
 void ControlPlane::wait_until_ready(Component& component, const std::string& what,
                                     const std::function<bool(std::string*)>& probe) {
-  const auto deadline = Clock::now() + options_.start_timeout;
-  Backoff backoff({.initial = std::chrono::milliseconds(20),
-                   .max = std::chrono::milliseconds(500),
-                   .multiplier = 1.5,
-                   .jitter = 0.2},
-                  SystemRandom::instance());
-  std::string complaint = "no answer yet";
+  ReadinessCheck check;
+  check.component = component.name;
+  check.what = what;
+  check.timeout = options_.start_timeout;
+  check.probe = probe;
+  check.exit_description = [&component]() -> std::optional<std::string> {
+    if (component.process->running()) return std::nullopt;
+    return component.process->exit_status()->describe();
+  };
+  check.log_path = component.log_path;
+  check.log_tail = [&component] { return tail_of_file(component.log_path, kLogTailLines); };
+  check.abort_requested = options_.abort_requested;
   // Counted per component so a slow start shows whether it was slow to answer or answered "no".
-  int& probes = probe_counts_[component.name];
-  while (true) {
-    ++probes;
-    if (!component.process->running()) {
-      fail(component,
-           "exited before it was ready (" + component.process->exit_status()->describe() + ")");
-    }
-    try {
-      if (probe(&complaint)) return;
-    } catch (const std::exception& e) {
-      complaint = e.what();  // not listening yet, most likely
-    }
-    if (options_.abort_requested && options_.abort_requested()) {
-      throw StartFailure("start of " + component.name +
-                             " abandoned: shutdown requested while "
-                             "waiting for " +
-                             what + " (last: " + complaint + ")",
-                         false);
-    }
-    if (Clock::now() > deadline) {
-      fail(component, "not ready (" + what + ") after " +
-                          std::to_string(options_.start_timeout.count()) + "s: " + complaint);
-    }
-    std::this_thread::sleep_for(backoff.next());
-  }
+  probe_counts_[component.name] +=
+      localcluster::wait_until_ready(check, SystemClock::instance(), ThreadSleeper::instance(),
+                                     SystemRandom::instance())
+          .probes;
 }
 
 void ControlPlane::start_etcd() {

@@ -100,11 +100,9 @@ class ControlPlane {
   Component* find(const std::string& name);
   Component& add_component(const std::string& name, std::vector<std::string> argv);
   void spawn(Component& component);
-  // Polls `probe` (with jittered backoff) until it returns true. Fails fast, with the log tail,
-  // when the component exits; fails with the probe's last complaint at the deadline.
+  // Polls `probe` until it returns true (see readiness.h); throws StartFailure.
   void wait_until_ready(Component& component, const std::string& what,
                         const std::function<bool(std::string* complaint)>& probe);
-  [[noreturn]] void fail(const Component& component, const std::string& problem);
   std::vector<std::string> apiserver_argv() const;
   void record_phase(const std::string& name, std::chrono::steady_clock::time_point since);
 
