@@ -153,27 +153,34 @@ Config Config::in_cluster(const InClusterPaths& paths, const EnvLookup& env) {
   return config;
 }
 
+namespace {
+
+// Configuration is read once at start-up, before the process starts threads or sets variables.
+std::optional<std::string> environment_variable(const std::string& name) {
+  const char* value = std::getenv(name.c_str());  // NOLINT(concurrency-mt-unsafe): see above
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+}  // namespace
+
 Config Config::in_cluster() {
-  return in_cluster(InClusterPaths{}, [](const std::string& name) -> std::optional<std::string> {
-    const char* value = std::getenv(name.c_str());
-    if (value == nullptr) return std::nullopt;
-    return std::string(value);
-  });
+  return in_cluster(InClusterPaths{}, environment_variable);
 }
 
 Config Config::load(const std::string& explicit_kubeconfig, const std::string& context) {
   if (!explicit_kubeconfig.empty()) return from_kubeconfig_file(explicit_kubeconfig, context);
-  if (const char* list = std::getenv("KUBECONFIG"); list != nullptr && *list != '\0') {
-    std::stringstream paths(list);
+  if (const auto list = environment_variable("KUBECONFIG"); list && !list->empty()) {
+    std::stringstream paths(*list);
     std::string path;
     while (std::getline(paths, path, ':')) {
       if (!path.empty() && fs::exists(path)) return from_kubeconfig_file(path, context);
     }
-    throw ConfigError(std::string("no file named in KUBECONFIG exists: ") + list);
+    throw ConfigError("no file named in KUBECONFIG exists: " + *list);
   }
-  if (std::getenv("KUBERNETES_SERVICE_HOST") != nullptr) return in_cluster();
-  if (const char* home = std::getenv("HOME"); home != nullptr) {
-    const auto path = fs::path(home) / ".kube" / "config";
+  if (environment_variable("KUBERNETES_SERVICE_HOST")) return in_cluster();
+  if (const auto home = environment_variable("HOME")) {
+    const auto path = fs::path(*home) / ".kube" / "config";
     if (fs::exists(path)) return from_kubeconfig_file(path.string(), context);
   }
   throw ConfigError(

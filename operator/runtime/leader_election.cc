@@ -137,8 +137,8 @@ void LeaderElector::release() {
 std::chrono::milliseconds LeaderElector::jittered_retry() {
   // client-go waits retry_period * (1 + up to 1.2): candidates that lost together spread out.
   const auto base = std::chrono::duration_cast<std::chrono::milliseconds>(config_.retry_period);
-  return base + std::chrono::milliseconds(
-                    static_cast<long long>(base.count() * 1.2 * random_.uniform01()));
+  return base + std::chrono::milliseconds(static_cast<long long>(static_cast<double>(base.count()) *
+                                                                 1.2 * random_.uniform01()));
 }
 
 bool LeaderElector::sleep_for(std::chrono::milliseconds delay, std::stop_token& stop) {

@@ -51,7 +51,7 @@ Store::Store() {
 
 std::string Store::key_of(const json& object) {
   const auto& meta = metadata_of(object);
-  const std::string name = meta.contains("name") && meta["name"].is_string() ? meta["name"] : "";
+  std::string name = meta.contains("name") && meta["name"].is_string() ? meta["name"] : "";
   if (meta.contains("namespace") && meta["namespace"].is_string() &&
       !meta["namespace"].get<std::string>().empty())
     return meta["namespace"].get<std::string>() + "/" + name;
