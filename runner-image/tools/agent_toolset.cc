@@ -19,7 +19,7 @@ ToolResult ToolResult::from_text(std::string text, bool is_error) {
   return ToolResult{{TextBlock{std::move(text)}}, is_error};
 }
 
-AgentToolset::AgentToolset(AgentToolsetOptions options, const Clock& clock, Logger logger,
+AgentToolset::AgentToolset(const AgentToolsetOptions& options, const Clock& clock, Logger logger,
                            std::shared_ptr<prometheus::Registry> registry)
     : workspace_(options.workdir, options.allowed_roots),
       clock_(clock),

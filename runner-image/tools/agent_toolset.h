@@ -35,7 +35,7 @@ struct AgentToolsetOptions {
 class AgentToolset final : public ToolExecutor {
  public:
   // `registry` may be null (no metrics). `clock` must outlive the toolset.
-  AgentToolset(AgentToolsetOptions options, const Clock& clock, Logger logger,
+  AgentToolset(const AgentToolsetOptions& options, const Clock& clock, Logger logger,
                std::shared_ptr<prometheus::Registry> registry = nullptr);
   ~AgentToolset() override;
 

@@ -102,6 +102,7 @@ BashSession::BashSession(const std::string& workdir, std::vector<std::string> en
   set("PS2", "");
   set("TERM", "dumb");
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
 

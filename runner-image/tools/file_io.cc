@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <system_error>
 
 #include "tools/path_util.h"
 
@@ -62,7 +63,7 @@ std::string errno_name(int err) {
 }
 
 void throw_errno(int err, std::string_view what) {
-  throw FsError(errno_name(err), std::string(what) + ": " + std::strerror(err));
+  throw FsError(errno_name(err), std::string(what) + ": " + std::system_category().message(err));
 }
 
 std::string fs_error_message(const std::string& code, std::string_view file) {

@@ -189,8 +189,10 @@ std::optional<std::vector<std::string>> expand_range(std::string_view body) {
   }
   if (a.size() == 1 && b.size() == 1 && std::isalpha(static_cast<unsigned char>(a[0])) &&
       std::isalpha(static_cast<unsigned char>(b[0]))) {
-    const int dir = a[0] <= b[0] ? 1 : -1;
-    for (int c = a[0]; dir > 0 ? c <= b[0] : c >= b[0]; c += dir * static_cast<int>(step))
+    const int from = static_cast<unsigned char>(a[0]);
+    const int to = static_cast<unsigned char>(b[0]);
+    const int dir = from <= to ? 1 : -1;
+    for (int c = from; dir > 0 ? c <= to : c >= to; c += dir * static_cast<int>(step))
       out.push_back(std::string(1, static_cast<char>(c)));
     return out;
   }
@@ -270,7 +272,12 @@ std::vector<std::string> expand_braces(std::string_view pattern) {
     for (const auto& part : parts) {
       for (const auto& middle :
            commas.empty() ? std::vector<std::string>{part} : expand_braces(part)) {
-        for (const auto& tail : tails) out.push_back(std::string(pre) + middle + tail);
+        for (const auto& tail : tails) {
+          std::string expanded(pre);
+          expanded += middle;
+          expanded += tail;
+          out.push_back(std::move(expanded));
+        }
       }
     }
     return out;

@@ -35,7 +35,8 @@ std::vector<DirEntry> list_directory(const std::string& dir) {
   std::vector<DirEntry> entries;
   DIR* handle = ::opendir(dir.c_str());
   if (handle == nullptr) return entries;
-  while (const dirent* d = ::readdir(handle)) {
+  // Each DIR stream is private to this call, which is all readdir needs to be thread-safe.
+  while (const dirent* d = ::readdir(handle)) {  // NOLINT(concurrency-mt-unsafe)
     const std::string_view name(d->d_name);
     if (name == "." || name == "..") continue;
     EntryType type;
@@ -167,8 +168,9 @@ class GlobWalk {
     std::vector<DirEntry> children;
     for (const auto& name : names) {
       struct stat st {};
-      if (::lstat((dir + "/" + name).c_str(), &st) == 0)
-        children.push_back({name, type_of(st.st_mode)});
+      const std::string path =
+          dir + "/" + name;  // NOLINT(performance-inefficient-string-concatenation)
+      if (::lstat(path.c_str(), &st) == 0) children.push_back({name, type_of(st.st_mode)});
     }
     return children;
   }

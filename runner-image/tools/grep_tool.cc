@@ -19,7 +19,7 @@ namespace perimeter::tools {
 namespace {
 
 // Node's fs.createReadStream reads 64 KiB at a time; binary detection happens per such chunk.
-constexpr std::size_t kStreamChunkBytes = 64 * 1024;
+constexpr std::size_t kStreamChunkBytes = std::size_t{64} * 1024;
 
 class Search {
  public:
@@ -86,7 +86,8 @@ class Search {
     DIR* handle = ::opendir(dir.c_str());
     if (handle == nullptr) return true;
     std::vector<std::pair<std::string, unsigned char>> entries;
-    while (const dirent* d = ::readdir(handle)) {
+    // Each DIR stream is private to this call, which is all readdir needs to be thread-safe.
+    while (const dirent* d = ::readdir(handle)) {  // NOLINT(concurrency-mt-unsafe)
       const std::string_view name(d->d_name);
       if (name == "." || name == "..") continue;
       unsigned char type = d->d_type;
@@ -104,7 +105,9 @@ class Search {
       if (name == ".git" || name == "node_modules") continue;
       if (remaining_-- == 0) return false;
       if (timed_out()) return false;
-      const std::string child = dir + "/" + name;
+      std::string child = dir;
+      child += '/';
+      child += name;
       if (type == DT_DIR) {
         if (!walk(child, depth + 1)) return false;
       } else if (type == DT_REG) {

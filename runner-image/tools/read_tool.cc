@@ -16,7 +16,7 @@
 namespace perimeter::tools {
 namespace {
 
-constexpr std::size_t kReadChunkBytes = 64 * 1024;
+constexpr std::size_t kReadChunkBytes = std::size_t{64} * 1024;
 
 // JavaScript's `.length` of a value, when it has one that is a number.
 std::size_t js_length(const nlohmann::json* value) {

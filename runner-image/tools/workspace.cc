@@ -76,7 +76,7 @@ std::string canonicalize(const std::string& abs) {
   }
 }
 
-Workspace::Workspace(std::string workdir, std::vector<std::string> allowed_roots)
+Workspace::Workspace(const std::string& workdir, std::vector<std::string> allowed_roots)
     : workdir_(paths::resolve(current_directory(), workdir)),
       allowed_roots_(std::move(allowed_roots)) {}
 

@@ -13,7 +13,7 @@ std::string canonicalize(const std::string& abs);
 // The directory the file tools are confined to (plus `allowed_roots`), symlink-aware.
 class Workspace {
  public:
-  explicit Workspace(std::string workdir, std::vector<std::string> allowed_roots = {});
+  explicit Workspace(const std::string& workdir, std::vector<std::string> allowed_roots = {});
 
   // path.resolve(workdir): the root as configured, not canonicalized.
   const std::string& workdir() const { return workdir_; }
