@@ -64,7 +64,12 @@ let timedOut = false;
 const watcher = (async () => {
   const started = Date.now();
   while (!controller.signal.aborted) {
-    if (await allStopped()) break;
+    // A failed look is retried: only the deadline ends the watch without every item stopped.
+    const done = await allStopped().catch((e) => {
+      process.stderr.write(`driver: admin check failed, retrying: ${e}\n`);
+      return false;
+    });
+    if (done) break;
     if (Date.now() - started > deadlineMs) {
       timedOut = true;
       break;
@@ -79,6 +84,9 @@ try {
   await worker.run(controller.signal);
 } catch (e) {
   if (!controller.signal.aborted) failure = e;
+}
+if (failure === undefined && !controller.signal.aborted) {
+  failure = new Error('the worker returned before every item stopped');
 }
 controller.abort();
 await watcher;
