@@ -263,6 +263,33 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished
   return outcomes;
 }
 
+void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& env) {
+  // A Secret without its Pod is a claim that died between the two and whose item another worker
+  // then took (had it come back to us, the retry would have created the Pod). Old enough that no
+  // claim of ours can still be between the two steps, it is removed.
+  const auto horizon =
+      std::chrono::milliseconds(2 * env.reclaim_older_than_ms) + std::chrono::minutes(1);
+  kube::ListOptions options;
+  options.label_selector = std::string(kLabelEnvironment) + "=" + label_value_for(env.name) + "," +
+                           std::string(kLabelComponent) + "=runner";
+  const auto now = deps_.clock.wall_now();
+  for (const auto& secret :
+       deps_.secret_client.list(env.namespace_, options).value("items", json::array())) {
+    const auto& metadata = secret["metadata"];
+    const std::string name = metadata.value("name", "");
+    if (deps_.pods.get(env.namespace_ + "/" + name)) continue;
+    const auto created = parse_rfc3339(metadata.value("creationTimestamp", ""));
+    if (!created || now - *created < horizon) continue;
+    try {
+      deps_.secret_client.remove(env.namespace_, name);
+      deps_.logger.info("removed a session Secret whose pod was never created",
+                        {{"environment", env.namespace_ + "/" + env.name}, {"secret", name}});
+    } catch (const kube::ApiError& e) {
+      if (e.kind() != kube::ErrorKind::kNotFound) throw;
+    }
+  }
+}
+
 void AgentEnvironmentReconciler::write_status(const json& object, const AgentEnvironment* env,
                                               const Credentials& credentials,
                                               const PollerState* poller, const Outcomes& outcomes,
@@ -426,6 +453,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   credential_retry_delay(key_text, false);
 
   apply_network_policy(env);
+  remove_orphan_secrets(env);
   auto& poller = ensure_poller(key_text, env, credentials.key);
   const PollerState state = poller.state();
   write_status(*object, &env, credentials, &state, outcomes, "");

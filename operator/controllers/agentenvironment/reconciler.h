@@ -87,6 +87,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
                                const std::string& environment_key);
   void remove_poller(const std::string& key);
   Outcomes record_finished_pods(const AgentEnvironment& env, const nlohmann::json& involved);
+  void remove_orphan_secrets(const AgentEnvironment& env);
   void write_status(const nlohmann::json& object, const AgentEnvironment* env,
                     const Credentials& credentials, const PollerState* poller,
                     const Outcomes& outcomes, const std::string& spec_error);
