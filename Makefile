@@ -5,7 +5,7 @@ BUILD_TYPE ?= RelWithDebInfo
 CTEST_ARGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps tools setup build test unit run lint format clean cluster-up cluster-down
+.PHONY: all deps tools setup build manifests test unit run lint format clean cluster-up cluster-down
 
 all: build
 
@@ -45,6 +45,10 @@ cluster-up: deps tools build
 
 cluster-down:
 	@hack/local-cluster down
+
+# deploy/perimeter.yaml, rendered from the chart (kubectl apply, Argo CD).
+manifests: tools
+	@hack/render-manifests.sh
 
 lint: deps $(BUILD_DIR)/build.ninja
 	@hack/lint.sh $(BUILD_DIR)
