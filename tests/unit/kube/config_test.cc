@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -143,6 +144,37 @@ TEST(ConfigTest, InClusterReadsServiceAccountFilesAndEnv) {
 
   env.erase("KUBERNETES_SERVICE_HOST");
   EXPECT_THROW(Config::in_cluster(paths, lookup), ConfigError);
+}
+
+TEST(ConfigTest, LoadPrefersTheExplicitPathThenTheFirstExistingKubeconfigFile) {
+  TempDir dir;
+  const auto first = dir.write("first", R"(
+current-context: c
+clusters: [{name: k, cluster: {server: "https://127.0.0.1:1111"}}]
+contexts: [{name: c, context: {cluster: k}}]
+)");
+  const auto second = dir.write("second", R"(
+current-context: c
+clusters: [{name: k, cluster: {server: "https://127.0.0.1:2222"}}]
+contexts: [{name: c, context: {cluster: k}}]
+)");
+  // Tests run on one thread here; the variable is restored before returning.
+  const char* saved = std::getenv("KUBECONFIG");  // NOLINT(concurrency-mt-unsafe)
+  const std::string previous = saved ? saved : "";
+  setenv("KUBECONFIG", (dir.path() + "/missing:" + second + ":" + first).c_str(), 1);
+  EXPECT_EQ(Config::load().server, "https://127.0.0.1:2222");
+  EXPECT_EQ(Config::load(first).server, "https://127.0.0.1:1111");
+  setenv("KUBECONFIG", (dir.path() + "/missing").c_str(), 1);
+  try {
+    Config::load();
+    FAIL() << "a KUBECONFIG naming no file was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("missing"), std::string::npos);
+  }
+  if (saved)
+    setenv("KUBECONFIG", previous.c_str(), 1);
+  else
+    unsetenv("KUBECONFIG");
 }
 
 TEST(ConfigTest, Base64DecodesStandardAndUrlAlphabets) {
