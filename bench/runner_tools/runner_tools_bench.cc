@@ -2,7 +2,7 @@
 // same generated workspace. For each operation: the median time inside each implementation (the
 // SDK's measured inside Node, without the pipe), the ratio, and whether the outputs are equal.
 //
-//   runner_tools_bench [--files N] [--runs N] [--bash-runs N]
+//   runner_tools_bench [--files N] [--runs N] [--bash-runs N] [--perimeter-only 1]
 //
 // Needs `make setup` (hack/setup/runner-differential.sh) for the SDK side.
 #include <sys/stat.h>
@@ -34,6 +34,8 @@ struct Options {
   int files = 50'000;
   int runs = 3;
   int bash_runs = 50;
+  // Skips the SDK side: quick figures while working on the tools, no comparison.
+  bool perimeter_only = false;
 };
 
 double median(std::vector<double> v) {
@@ -82,13 +84,15 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int value = std::atoi(argv[i + 1]);
-    if (flag == "--files")
+    if (flag == "--files") {
       options.files = value;
-    else if (flag == "--runs")
+    } else if (flag == "--runs") {
       options.runs = value;
-    else if (flag == "--bash-runs")
+    } else if (flag == "--bash-runs") {
       options.bash_runs = value;
-    else {
+    } else if (flag == "--perimeter-only") {
+      options.perimeter_only = value != 0;
+    } else {
       std::cerr << "unknown flag " << flag << "\n";
       return 2;
     }
@@ -97,12 +101,14 @@ int main(int argc, char** argv) {
   const std::string source_dir = env_source ? env_source : PERIMETER_DEFAULT_SOURCE_DIR;
 
   std::unique_ptr<perimeter::testing::NodeDriver> sdk;
-  try {
-    sdk = std::make_unique<perimeter::testing::NodeDriver>(
-        source_dir, perimeter::testing::NodeDriver::find_install(source_dir));
-  } catch (const std::exception& e) {
-    std::cerr << "runner_tools_bench: " << e.what() << "\n";
-    return 1;
+  if (!options.perimeter_only) {
+    try {
+      sdk = std::make_unique<perimeter::testing::NodeDriver>(
+          source_dir, perimeter::testing::NodeDriver::find_install(source_dir));
+    } catch (const std::exception& e) {
+      std::cerr << "runner_tools_bench: " << e.what() << "\n";
+      return 1;
+    }
   }
 
   char tmpl[] = "/tmp/perimeter-tools-bench-XXXXXX";
@@ -143,20 +149,23 @@ int main(int argc, char** argv) {
     std::vector<double> ours_ms;
     bool same = true;
     // One untimed warm-up each: the first bash call starts the shell, the first walk warms caches.
-    const json sdk_warm = sdk->timed_call(ws.string(), op.tool, op.input);
-    const json ours_warm = ours.execute(op.tool, op.input).to_json();
+    if (sdk) sdk->timed_call(ws.string(), op.tool, op.input);
+    ours.execute(op.tool, op.input);
     for (int r = 0; r < op.runs; ++r) {
-      json sdk_result = sdk->timed_call(ws.string(), op.tool, op.input);
-      sdk_ms.push_back(sdk_result["elapsed_ms"].get<double>());
-      sdk_result.erase("elapsed_ms");
+      json sdk_result;
+      if (sdk) {
+        sdk_result = sdk->timed_call(ws.string(), op.tool, op.input);
+        sdk_ms.push_back(sdk_result["elapsed_ms"].get<double>());
+        sdk_result.erase("elapsed_ms");
+      }
       const auto start = std::chrono::steady_clock::now();
       const json our_result = ours.execute(op.tool, op.input).to_json();
       ours_ms.push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
               .count());
-      same = same && sdk_result == our_result;
+      same = same && (!sdk || sdk_result == our_result);
     }
-    Row row{op.name, median(sdk_ms), median(ours_ms), same};
+    Row row{op.name, sdk ? median(sdk_ms) : 0.0, median(ours_ms), same};
     rows.push_back(row);
     std::cout << json{{"bench", "runner_tools"},
                       {"operation", row.name},
@@ -169,7 +178,7 @@ int main(int argc, char** argv) {
                      .dump()
               << std::endl;
   }
-  const long sdk_rss = peak_rss_kib(sdk->pid());
+  const long sdk_rss = sdk ? peak_rss_kib(sdk->pid()) : -1;
   const long our_rss = peak_rss_kib(::getpid());
   std::cout << json{{"bench", "runner_tools"},
                     {"operation", "peak_rss"},

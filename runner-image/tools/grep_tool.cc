@@ -34,12 +34,11 @@ class Search {
     std::string partial;
     bool saw_return = false;
     std::size_t line_number = 0;
-    std::vector<char> buffer(kStreamChunkBytes);
     bool at_end = false;
     while (!at_end) {
       if (timed_out()) return false;
       std::string text;
-      const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+      const ssize_t n = ::read(fd.get(), buffer_.data(), buffer_.size());
       if (n < 0) {
         if (errno == EINTR) continue;
         return true;  // EISDIR, EIO...: readline ends, the lines so far count
@@ -48,7 +47,7 @@ class Search {
         text = decoder.finish();
         at_end = true;
       } else {
-        text = decoder.write(std::string_view(buffer.data(), static_cast<size_t>(n)));
+        text = decoder.write(std::string_view(buffer_.data(), static_cast<size_t>(n)));
       }
       // readline: "\r\n", "\n" and a lone "\r" end a line; a "\n" right after a chunk that ended
       // in "\r" belongs to that break.
@@ -148,6 +147,8 @@ class Search {
   long long budget_ = static_cast<long long>(kGrepOutputLimit);
   std::size_t remaining_ = kWalkMaxEntries;
   std::vector<std::string> hits_;
+  // One read buffer for the whole search: allocating it per file costs more than the reads.
+  std::vector<char> buffer_ = std::vector<char>(kStreamChunkBytes);
 };
 
 }  // namespace
