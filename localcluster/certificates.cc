@@ -18,13 +18,12 @@ namespace perimeter::localcluster {
 namespace {
 
 std::string openssl_error(const std::string& what) {
-  std::string text = what;
   unsigned long code = ERR_get_error();
-  if (code == 0) return text + ": unknown OpenSSL error";
+  if (code == 0) return what + ": unknown OpenSSL error";
   char buffer[256];
   ERR_error_string_n(code, buffer, sizeof(buffer));
   ERR_clear_error();
-  return text + ": " + buffer;
+  return what + ": " + buffer;
 }
 
 void check(bool ok, const std::string& what) {

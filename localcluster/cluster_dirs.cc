@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <system_error>
 
 #include "process/process.h"
 
@@ -18,8 +19,10 @@ namespace perimeter::localcluster {
 namespace fs = std::filesystem;
 
 std::string default_clusters_root() {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
   if (const char* root = std::getenv("PERIMETER_LOCAL_CLUSTER_ROOT"); root && *root) return root;
   for (const char* variable : {"XDG_RUNTIME_DIR", "TMPDIR"}) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
     if (const char* dir = std::getenv(variable); dir && *dir) {
       return std::string(dir) + "/perimeter-local-cluster";
     }
@@ -34,7 +37,7 @@ std::string make_cluster_dir(const std::string& root) {
   std::string pattern = root + "/cluster-XXXXXX";
   if (::mkdtemp(pattern.data()) == nullptr) {
     throw std::runtime_error("cannot create a cluster folder in " + root + ": " +
-                             std::strerror(errno));
+                             std::generic_category().message(errno));
   }
   return pattern;
 }

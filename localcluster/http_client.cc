@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <system_error>
 
 namespace perimeter::localcluster {
 namespace {
@@ -23,6 +24,8 @@ namespace {
 // How long one blocking read waits before the caller gets a chance to give up (stop flags,
 // overall timeouts).
 constexpr auto kReadSlice = std::chrono::milliseconds(250);
+// A status line or header longer than this is not from a server we talk to.
+constexpr size_t kMaxLineBytes = size_t{64} * 1024;
 
 std::string openssl_error() {
   std::string text;
@@ -65,7 +68,7 @@ class Reader {
         offset_ = newline + 1;
         return true;
       }
-      if (buffer_.size() - offset_ > 64 * 1024) throw std::runtime_error("HTTP line too long");
+      if (buffer_.size() - offset_ > kMaxLineBytes) throw std::runtime_error("HTTP line too long");
       if (!fill()) {
         if (offset_ == buffer_.size()) return false;
         throw std::runtime_error("connection closed in the middle of a line");
@@ -267,7 +270,8 @@ struct HttpClient::Connection final : ByteSource {
         n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
         if (n < 0) {
           if (errno == EINTR) continue;
-          throw std::runtime_error("writing to " + url + ": " + std::strerror(errno));
+          throw std::runtime_error("writing to " + url + ": " +
+                                   std::generic_category().message(errno));
         }
       }
       data.remove_prefix(static_cast<size_t>(n));
@@ -295,7 +299,8 @@ struct HttpClient::Connection final : ByteSource {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) return -1;
       if (errno == ECONNRESET) return 0;
-      throw std::runtime_error("reading from " + url + ": " + std::strerror(errno));
+      throw std::runtime_error("reading from " + url + ": " +
+                               std::generic_category().message(errno));
     }
   }
 };
@@ -359,10 +364,12 @@ std::unique_ptr<HttpClient::Connection> HttpClient::connect() {
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> addresses(found, ::freeaddrinfo);
   int fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  if (fd < 0)
+    throw std::runtime_error(std::string("socket: ") + std::generic_category().message(errno));
   connection->fd = fd;
   if (::connect(fd, found->ai_addr, found->ai_addrlen) != 0 && errno != EINPROGRESS) {
-    throw std::runtime_error("connecting to " + config_.base_url + ": " + std::strerror(errno));
+    throw std::runtime_error("connecting to " + config_.base_url + ": " +
+                             std::generic_category().message(errno));
   }
   pollfd pfd{fd, POLLOUT, 0};
   int ready = ::poll(&pfd, 1, static_cast<int>(config_.timeout.count()));
@@ -373,7 +380,8 @@ std::unique_ptr<HttpClient::Connection> HttpClient::connect() {
   }
   ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &error_size);
   if (error != 0) {
-    throw std::runtime_error("connecting to " + config_.base_url + ": " + std::strerror(error));
+    throw std::runtime_error("connecting to " + config_.base_url + ": " +
+                             std::generic_category().message(error));
   }
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
   timeval slice{0, static_cast<suseconds_t>(

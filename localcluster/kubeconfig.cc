@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <system_error>
 
 namespace perimeter::localcluster {
 
@@ -42,7 +43,8 @@ void write_kubeconfig(const std::string& path, const KubeconfigSpec& spec) {
   std::string text = render_kubeconfig(spec);
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0)
-    throw std::runtime_error("cannot write kubeconfig " + path + ": " + std::strerror(errno));
+    throw std::runtime_error("cannot write kubeconfig " + path + ": " +
+                             std::generic_category().message(errno));
   bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
   ::close(fd);
   if (!ok) throw std::runtime_error("cannot write kubeconfig " + path);

@@ -40,7 +40,7 @@ std::string dev_cluster_dir(const CommandLine& line) {
 
 // Copies the logs of a failed start where they survive the folder's removal.
 std::string keep_failure_logs(const std::string& dir) {
-  const std::string kept = fs::path(dir).parent_path().string() + "/last-failure";
+  std::string kept = fs::path(dir).parent_path().string() + "/last-failure";
   std::error_code ignored;
   fs::remove_all(kept, ignored);
   fs::create_directories(kept, ignored);
@@ -81,7 +81,8 @@ class StdinCommands {
 int serve(const CommandLine& line, bool human) {
   // Before any thread exists, so SIGTERM (also our parent-death signal) and SIGINT wait for us.
   ShutdownSignal shutdown;
-  ::signal(SIGPIPE, SIG_IGN);  // whoever read our stdout may be gone (`up` returns at once)
+  // Whoever read our stdout may be gone (`up` returns at once). Set before any thread starts.
+  ::signal(SIGPIPE, SIG_IGN);  // NOLINT(concurrency-mt-unsafe)
   Logger logger("local-cluster", StderrSink::instance(),
                 line.verbose ? LogLevel::kDebug : LogLevel::kInfo);
   const std::string dir = line.dir;

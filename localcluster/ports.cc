@@ -8,12 +8,14 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
+#include <system_error>
 
 namespace perimeter::localcluster {
 
 int pick_free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  if (fd < 0)
+    throw std::runtime_error(std::string("socket: ") + std::generic_category().message(errno));
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -24,7 +26,7 @@ int pick_free_port() {
     int err = errno;
     ::close(fd);
     throw std::runtime_error(std::string("binding a free port on 127.0.0.1: ") +
-                             std::strerror(err));
+                             std::generic_category().message(err));
   }
   ::close(fd);
   return ntohs(address.sin_port);

@@ -8,10 +8,13 @@
 namespace perimeter::localcluster {
 
 std::string tools_bin_dir() {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
   if (const char* dir = std::getenv("PERIMETER_TOOLS_BIN"); dir && *dir) return dir;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
   if (const char* cache = std::getenv("XDG_CACHE_HOME"); cache && *cache) {
     return std::string(cache) + "/perimeter/tools/bin";
   }
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
   const char* home = std::getenv("HOME");
   return std::string(home && *home ? home : "/root") + "/.cache/perimeter/tools/bin";
 }

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 extern char** environ;
@@ -20,7 +21,7 @@ namespace perimeter::process {
 namespace {
 
 std::string errno_text(int err) {
-  return std::strerror(err);
+  return std::generic_category().message(err);
 }
 
 void close_fd(int& fd) {
@@ -90,7 +91,7 @@ const char* stage_text(int stage) {
 
 std::string ExitStatus::describe() const {
   if (signal != 0) {
-    const char* name = ::strsignal(signal);
+    const char* name = ::sigdescr_np(signal);  // thread-safe, unlike strsignal
     return "killed by signal " + std::to_string(signal) + " (" + (name ? name : "?") + ")";
   }
   return "exited with code " + std::to_string(code);
@@ -112,6 +113,7 @@ bool process_alive(pid_t pid) {
 std::string find_executable(const std::string& program) {
   if (program.empty()) return "";
   if (program.find('/') != std::string::npos) return program;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing here calls setenv concurrently
   const char* path = ::getenv("PATH");
   std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
   size_t start = 0;
@@ -120,8 +122,9 @@ std::string find_executable(const std::string& program) {
     if (end == std::string::npos) end = dirs.size();
     std::string dir = dirs.substr(start, end - start);
     if (dir.empty()) dir = ".";
-    std::string candidate = dir + "/" + program;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    dir += '/';
+    dir += program;
+    if (::access(dir.c_str(), X_OK) == 0) return dir;
     start = end + 1;
   }
   return "";
@@ -201,8 +204,10 @@ std::unique_ptr<Process> Process::spawn(const ProcessSpec& spec) {
     // sigwait() for it would otherwise start children that cannot be stopped politely.
     sigset_t none;
     sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD}) ::signal(sig, SIG_DFL);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // NOLINT(concurrency-mt-unsafe): one thread here
+    for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD}) {
+      ::signal(sig, SIG_DFL);  // NOLINT(concurrency-mt-unsafe): the forked child has one thread
+    }
     if (::dup2(child_stdin, 0) < 0 || ::dup2(child_stdout, 1) < 0 || ::dup2(output_fd, 2) < 0) {
       child_fail(report, kStageDup, errno);
     }
