@@ -45,7 +45,9 @@ TEST(ClusterCleanupTest, DestroyingTheClusterStopsEveryProcessAndRemovesItsFolde
 
 TEST(ClusterCleanupTest, SigkillOfTheProcessThatStartedTheClusterLeavesNothingBehind) {
   process::ProcessSpec spec;
-  spec.argv = {std::string(std::getenv("PERIMETER_BIN_DIR")) + "/local_cluster_holder", "1"};
+  // Built next to the supervisor binary (both land in the build's bin folder).
+  spec.argv = {(fs::path(local_cluster_binary()).parent_path() / "local_cluster_holder").string(),
+               "1"};
   spec.capture_stdout = true;
   auto holder = process::Process::spawn(spec);
   auto line = holder->read_stdout_line(std::chrono::seconds(300));
