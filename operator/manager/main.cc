@@ -138,6 +138,8 @@ int run(const Options& options) {
   const Logger logger("perimeter-operator", StderrSink::instance(), options.log_level);
 
   kube::Config config = kube::Config::load(options.kubeconfig, options.context);
+  config.qps = options.kube_api_qps;
+  config.burst = options.kube_api_burst;
   kube::HttpTransport transport(config);
 
   auto registry = std::make_shared<prometheus::Registry>();

@@ -39,6 +39,8 @@ flags (--flag=value or --flag value):
   --leader-election-namespace NS     the Lease's namespace (default $POD_NAMESPACE or perimeter-system)
   --leader-election-id NAME          the Lease's name (default perimeter-operator)
   --identity NAME                    this replica's identity (default hostname + random suffix)
+  --kube-api-qps N                   Kubernetes API requests per second (default 200)
+  --kube-api-burst N                 burst above that rate (default 400)
   --workers N                        reconcile workers (default 4)
   --poll-threads N                   concurrent claims per AgentEnvironment (default 4)
   --log-level LEVEL                  debug, info, warn or error (default info)

@@ -18,6 +18,10 @@ struct Options {
   std::string leader_election_namespace;  // empty: $POD_NAMESPACE, else "perimeter-system"
   std::string leader_election_id = "perimeter-operator";
   std::string identity;  // empty: hostname + random suffix
+  // Client-side limit on Kubernetes API requests. Each claim costs two writes (Secret, Pod), so
+  // this bounds claims/s at about qps/2; the apiserver's own priority and fairness still applies.
+  double kube_api_qps = 200;
+  int kube_api_burst = 400;
   int workers = 4;
   int poll_threads = 4;
   LogLevel log_level = LogLevel::kInfo;

@@ -290,12 +290,118 @@ void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& e
   }
 }
 
+json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t generation,
+                                                const AgentEnvironment* env,
+                                                const Credentials& credentials,
+                                                const PollerState* poller, const Outcomes& outcomes,
+                                                const std::string& spec_error) const {
+  json status = base.is_object() ? base : json::object();
+  json conditions = status.value("conditions", json::array());
+  const std::string now = rfc3339(deps_.clock.wall_now());
+
+  if (!spec_error.empty()) {
+    set_condition(conditions, "Ready", "False", "InvalidSpec", spec_error, generation, now);
+  } else {
+    std::string cred_status = credentials.ok ? "True" : "False";
+    std::string cred_reason = credentials.reason, cred_message = credentials.message;
+    std::string queue_status = "Unknown", queue_reason = "NotPolling",
+                queue_message = "the work queue is not polled";
+    if (poller != nullptr) {
+      queue_reason = poller->reason;
+      queue_message = poller->message;
+      switch (poller->health) {
+        case PollerHealth::kStarting:
+          queue_status = "Unknown";
+          break;
+        case PollerHealth::kPolling:
+          queue_status = "True";
+          break;
+        case PollerHealth::kFailing:
+          queue_status = "False";
+          break;
+        case PollerHealth::kRejected:
+          queue_status = "False";
+          if (poller->reason == "KeyRejected") {
+            cred_status = "False";
+            cred_reason = "KeyRejected";
+            cred_message = "the API refused the environment key: " + poller->message;
+          }
+          break;
+      }
+    }
+    const bool suspended = env != nullptr && env->suspend;
+    if (suspended) {
+      queue_status = "Unknown";
+      queue_reason = "Suspended";
+      queue_message = "spec.suspend is set: no new sessions are claimed";
+    }
+    std::string ready = "False", ready_reason, ready_message;
+    if (cred_status != "True") {
+      ready_reason = cred_reason;
+      ready_message = cred_message;
+    } else if (suspended) {
+      ready = "True";
+      ready_reason = "Suspended";
+      ready_message = "not claiming new sessions; " + std::to_string(outcomes.active) +
+                      " running sessions finish";
+    } else if (queue_status == "True") {
+      const bool full = static_cast<int>(outcomes.active) >= env->max_concurrent_sessions;
+      ready = "True";
+      ready_reason = full ? "AtCapacity" : "Polling";
+      ready_message = std::to_string(outcomes.active) + " of " +
+                      std::to_string(env->max_concurrent_sessions) + " sessions running";
+    } else {
+      ready = queue_status;
+      ready_reason = queue_reason;
+      ready_message = queue_message;
+    }
+    set_condition(conditions, "Ready", ready, ready_reason, ready_message, generation, now);
+    set_condition(conditions, "CredentialsReady", cred_status, cred_reason, cred_message,
+                  generation, now);
+    set_condition(conditions, "QueueReachable", queue_status, queue_reason, queue_message,
+                  generation, now);
+  }
+  status["conditions"] = conditions;
+  status["observedGeneration"] = generation;
+  status["activeSessions"] = static_cast<std::int64_t>(outcomes.active);
+  const json sessions = status.value("sessions", json::object());
+  const std::int64_t succeeded =
+      sessions.value("succeeded", std::int64_t{0}) + outcomes.newly_succeeded;
+  const std::int64_t failed = sessions.value("failed", std::int64_t{0}) + outcomes.newly_failed;
+  // Every claimed session is running, or has been counted as succeeded or failed.
+  status["sessions"] = {
+      {"succeeded", succeeded},
+      {"failed", failed},
+      {"claimed", succeeded + failed + static_cast<std::int64_t>(outcomes.active)}};
+  if (poller != nullptr && poller->stats) {
+    json queue = {{"depth", poller->stats->depth}, {"pending", poller->stats->pending}};
+    if (poller->stats->workers_polling) queue["workersPolling"] = *poller->stats->workers_polling;
+    if (poller->stats->oldest_queued_at) queue["oldestQueuedAt"] = *poller->stats->oldest_queued_at;
+    status["queue"] = queue;
+  }
+  if (poller != nullptr && poller->last_success) {
+    status["lastSuccessfulPollTime"] = rfc3339(*poller->last_success);
+  }
+  return status;
+}
+
 void AgentEnvironmentReconciler::write_status(const json& object, const AgentEnvironment* env,
                                               const Credentials& credentials,
                                               const PollerState* poller, const Outcomes& outcomes,
                                               const std::string& spec_error) {
   const std::string ns = object["metadata"].value("namespace", "");
   const std::string name = object["metadata"].value("name", "");
+  const auto generation_of = [](const json& o) {
+    return o["metadata"].value("generation", std::int64_t{0});
+  };
+  // Nothing to write when the cached object already has the status (the common case while
+  // sessions come and go is a changed count, which does write).
+  const bool counts_change = outcomes.newly_succeeded > 0 || outcomes.newly_failed > 0;
+  const json cached_status = object.value("status", json::object());
+  if (!counts_change && desired_status(cached_status, generation_of(object), env, credentials,
+                                       poller, outcomes, spec_error) == cached_status) {
+    return;
+  }
   // Read-modify-write on the live object with its resourceVersion: the counts in status are
   // lifetime totals, and a stale cached copy must never overwrite newer ones.
   for (int attempt = 0; attempt < 5; ++attempt) {
@@ -306,100 +412,11 @@ void AgentEnvironmentReconciler::write_status(const json& object, const AgentEnv
       if (e.kind() == kube::ErrorKind::kNotFound) return;
       throw;
     }
-    const std::int64_t generation = live["metadata"].value("generation", std::int64_t{0});
-    json status = live.value("status", json::object());
-    json conditions = status.value("conditions", json::array());
-    const std::string now = rfc3339(deps_.clock.wall_now());
-
-    std::string ready = "False", ready_reason, ready_message;
-    if (!spec_error.empty()) {
-      ready_reason = "InvalidSpec";
-      ready_message = spec_error;
-    } else {
-      std::string cred_status = credentials.ok ? "True" : "False";
-      std::string cred_reason = credentials.reason, cred_message = credentials.message;
-      std::string queue_status = "Unknown", queue_reason = "NotPolling",
-                  queue_message = "the work queue is not polled";
-      if (poller != nullptr) {
-        queue_reason = poller->reason;
-        queue_message = poller->message;
-        switch (poller->health) {
-          case PollerHealth::kStarting:
-            queue_status = "Unknown";
-            break;
-          case PollerHealth::kPolling:
-            queue_status = "True";
-            break;
-          case PollerHealth::kFailing:
-            queue_status = "False";
-            break;
-          case PollerHealth::kRejected:
-            queue_status = "False";
-            if (poller->reason == "KeyRejected") {
-              cred_status = "False";
-              cred_reason = "KeyRejected";
-              cred_message = "the API refused the environment key: " + poller->message;
-            }
-            break;
-        }
-      }
-      if (env != nullptr && env->suspend) {
-        queue_status = "Unknown";
-        queue_reason = "Suspended";
-        queue_message = "spec.suspend is set: no new sessions are claimed";
-      }
-      if (cred_status != "True") {
-        ready_reason = cred_reason;
-        ready_message = cred_message;
-      } else if (env != nullptr && env->suspend) {
-        ready = "True";
-        ready_reason = "Suspended";
-        ready_message = "not claiming new sessions; " + std::to_string(outcomes.active) +
-                        " running sessions finish";
-      } else if (queue_status == "True") {
-        ready = "True";
-        const bool full = static_cast<int>(outcomes.active) >= env->max_concurrent_sessions;
-        ready_reason = full ? "AtCapacity" : "Polling";
-        ready_message = std::to_string(outcomes.active) + " of " +
-                        std::to_string(env->max_concurrent_sessions) + " sessions running";
-      } else {
-        ready = queue_status;
-        ready_reason = queue_reason;
-        ready_message = queue_message;
-      }
-      set_condition(conditions, "Ready", ready, ready_reason, ready_message, generation, now);
-      set_condition(conditions, "CredentialsReady", cred_status, cred_reason, cred_message,
-                    generation, now);
-      set_condition(conditions, "QueueReachable", queue_status, queue_reason, queue_message,
-                    generation, now);
-    }
-    if (!spec_error.empty()) {
-      set_condition(conditions, "Ready", "False", ready_reason, ready_message, generation, now);
-    }
-    status["conditions"] = conditions;
-    status["observedGeneration"] = generation;
-    status["activeSessions"] = static_cast<std::int64_t>(outcomes.active);
-    json sessions = status.value("sessions", json::object());
-    const std::int64_t succeeded =
-        sessions.value("succeeded", std::int64_t{0}) + outcomes.newly_succeeded;
-    const std::int64_t failed = sessions.value("failed", std::int64_t{0}) + outcomes.newly_failed;
-    // Every claimed session is running, or has been counted as succeeded or failed.
-    status["sessions"] = {
-        {"succeeded", succeeded},
-        {"failed", failed},
-        {"claimed", succeeded + failed + static_cast<std::int64_t>(outcomes.active)}};
-    if (poller != nullptr && poller->stats) {
-      json queue = {{"depth", poller->stats->depth}, {"pending", poller->stats->pending}};
-      if (poller->stats->workers_polling) queue["workersPolling"] = *poller->stats->workers_polling;
-      if (poller->stats->oldest_queued_at)
-        queue["oldestQueuedAt"] = *poller->stats->oldest_queued_at;
-      status["queue"] = queue;
-    }
-    if (poller != nullptr && poller->last_success) {
-      status["lastSuccessfulPollTime"] = rfc3339(*poller->last_success);
-    }
-    if (status == live.value("status", json::object())) return;
-    live["status"] = status;
+    const json current = live.value("status", json::object());
+    json status = desired_status(current, generation_of(live), env, credentials, poller, outcomes,
+                                 spec_error);
+    if (status == current) return;
+    live["status"] = std::move(status);
     try {
       deps_.environment_client.update_status(ns, live);
       return;
@@ -420,6 +437,9 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     // SIGTERM and stops its work item gracefully (docs/claiming.md says why no finalizer).
     remove_poller(key_text);
     credential_retry_delay(key_text, false);
+    std::lock_guard lock(mutex_);
+    memos_.erase(key_text);
+    key_cache_.erase(key_text);
     return runtime::ReconcileResult::done();
   }
   const auto& metadata = (*object)["metadata"];
@@ -439,7 +459,29 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   // Outcomes first: they free capacity the poller may use right away.
   const Outcomes outcomes = record_finished_pods(env, involved);
 
-  const Credentials credentials = read_key(env);
+  // The key, the NetworkPolicy and the orphan sweep are redone when the spec changed, and
+  // otherwise only now and then: pod events wake this reconcile many times a second under load.
+  const auto now = deps_.clock.now();
+  Memo memo;
+  {
+    std::lock_guard lock(mutex_);
+    memo = memos_[key_text];
+  }
+  const bool spec_changed = memo.generation != env.generation;
+  Credentials credentials;
+  {
+    std::lock_guard lock(mutex_);
+    const auto cached = key_cache_.find(key_text);
+    if (!spec_changed && cached != key_cache_.end() && cached->second.second.ok &&
+        now - cached->second.first < options_.key_refresh) {
+      credentials = cached->second.second;
+    }
+  }
+  if (!credentials.ok) {
+    credentials = read_key(env);
+    std::lock_guard lock(mutex_);
+    key_cache_[key_text] = {now, credentials};
+  }
   if (!credentials.ok) {
     remove_poller(key_text);
     deps_.events.record(involved, "Warning", credentials.reason, credentials.message);
@@ -452,8 +494,19 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   }
   credential_retry_delay(key_text, false);
 
-  apply_network_policy(env);
-  remove_orphan_secrets(env);
+  if (spec_changed || now - memo.policy_applied_at >= options_.policy_refresh) {
+    apply_network_policy(env);
+    memo.policy_applied_at = now;
+  }
+  if (spec_changed || now - memo.orphans_swept_at >= options_.orphan_sweep) {
+    remove_orphan_secrets(env);
+    memo.orphans_swept_at = now;
+  }
+  memo.generation = env.generation;
+  {
+    std::lock_guard lock(mutex_);
+    memos_[key_text] = memo;
+  }
   auto& poller = ensure_poller(key_text, env, credentials.key);
   const PollerState state = poller.state();
   write_status(*object, &env, credentials, &state, outcomes, "");

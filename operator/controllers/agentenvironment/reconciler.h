@@ -51,6 +51,9 @@ struct ReconcilerOptions {
   int poll_threads = 4;
   // How often an environment is looked at even when nothing changes (queue stats, the key).
   std::chrono::seconds resync{15};
+  std::chrono::seconds key_refresh{30};
+  std::chrono::minutes policy_refresh{5};
+  std::chrono::minutes orphan_sweep{1};
 };
 
 // Converges one AgentEnvironment: reads its key, keeps its NetworkPolicy and its session poller
@@ -68,6 +71,12 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   size_t poller_count() const;
 
  private:
+  // What a reconcile does not need to redo each time: the key is re-read, the NetworkPolicy
+  // re-applied and orphan Secrets swept when the spec changes, and otherwise at these intervals.
+  struct Memo {
+    std::int64_t generation = -1;
+    Clock::TimePoint policy_applied_at{}, orphans_swept_at{};
+  };
   struct Credentials {
     bool ok = false;
     std::string key;
@@ -88,6 +97,11 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   void remove_poller(const std::string& key);
   Outcomes record_finished_pods(const AgentEnvironment& env, const nlohmann::json& involved);
   void remove_orphan_secrets(const AgentEnvironment& env);
+  // The status the object should have, computed from `base` (its current status).
+  nlohmann::json desired_status(const nlohmann::json& base, std::int64_t generation,
+                                const AgentEnvironment* env, const Credentials& credentials,
+                                const PollerState* poller, const Outcomes& outcomes,
+                                const std::string& spec_error) const;
   void write_status(const nlohmann::json& object, const AgentEnvironment* env,
                     const Credentials& credentials, const PollerState* poller,
                     const Outcomes& outcomes, const std::string& spec_error);
@@ -98,6 +112,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<SessionPoller>> pollers_;
   std::map<std::string, Backoff> credential_backoff_;
+  std::map<std::string, Memo> memos_;
+  std::map<std::string, std::pair<Clock::TimePoint, Credentials>> key_cache_;
 };
 
 }  // namespace perimeter::agentenvironment

@@ -1,0 +1,223 @@
+// Claim throughput of perimeter-operator: N sessions enqueued at once on perimeter-sim, a real
+// control plane with KWOK nodes, the operator as its own process. Prints claims/s, enqueue-to-pod
+// latency (p50, p99, as seen by a watch), and the operator's peak RSS and CPU time, as JSON lines
+// and a summary. Not a test: run by hand, `build/bin/operator_bench [--sessions N]`.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "agentapi/sim_process.h"
+#include "cluster/local_cluster.h"
+#include "core/log.h"
+#include "kube/config.h"
+#include "kube/http_transport.h"
+#include "kube/resource_client.h"
+#include "localcluster/ports.h"
+#include "localcluster/tools.h"
+#include "process/process.h"
+#include "runtime/informer.h"
+
+namespace {
+
+using namespace perimeter;
+using nlohmann::json;
+using SteadyClock = std::chrono::steady_clock;
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : fallback;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// VmHWM (peak RSS) in KiB and utime+stime in seconds, from /proc.
+std::pair<long, double> process_usage(pid_t pid) {
+  long hwm_kib = 0;
+  std::istringstream status(read_file("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) hwm_kib = std::stol(line.substr(6));
+  }
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stol(field);
+  }
+  return {hwm_kib, static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK))};
+}
+
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t index =
+      std::min(values.size() - 1, static_cast<size_t>(p * static_cast<double>(values.size())));
+  return values[index];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int sessions = 1000;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--sessions") sessions = std::stoi(argv[i + 1]);
+  }
+  const std::string source = env_or("PERIMETER_SOURCE_DIR", PERIMETER_DEFAULT_SOURCE_DIR);
+  const std::string bin = env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
+  setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);
+
+  testing::LocalClusterOptions options;
+  options.controller_manager = true;
+  options.scheduler = true;
+  options.kwok_nodes = 10;
+  std::cerr << "starting the control plane...\n";
+  auto cluster = testing::LocalCluster::start(options);
+  const std::string kubectl = localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") +
+                              " --kubeconfig " + cluster->kubeconfig_path();
+  if (std::system(
+          (kubectl + " apply -f " + source + "/crds/ >/dev/null && " + kubectl +
+           " wait --for condition=established crd/agentenvironments.perimeter.dev >/dev/null")
+              .c_str()) != 0) {
+    std::cerr << "could not install the CRD\n";
+    return 1;
+  }
+  testing::SimProcess sim({"--lease-ttl-seconds", "3600"});
+  const auto environment =
+      testing::http_call(sim.url(), "POST", "/admin/environments", json{{"name", "bench"}}.dump())
+          .json();
+
+  auto config = kube::Config::from_kubeconfig_file(cluster->kubeconfig_path());
+  config.qps = 0;
+  kube::HttpTransport transport(config);
+  prometheus::Registry registry;
+  kube::ClientMetrics client_metrics(registry);
+  runtime::RuntimeMetrics runtime_metrics(registry);
+  kube::ResourceClient namespaces(transport, kube::resources::namespaces(), client_metrics);
+  kube::ResourceClient secrets(transport, kube::resources::secrets(), client_metrics);
+  kube::ResourceClient pods(transport, kube::resources::pods(), client_metrics);
+  kube::ResourceClient environments(
+      transport, {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true},
+      client_metrics);
+  namespaces.create(
+      "", {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "bench"}}}});
+  secrets.create("bench", {{"apiVersion", "v1"},
+                           {"kind", "Secret"},
+                           {"metadata", {{"name", "key"}}},
+                           {"stringData", {{"environment-key", environment["key"]}}}});
+  environments.create("bench", {{"apiVersion", "perimeter.dev/v1alpha1"},
+                                {"kind", "AgentEnvironment"},
+                                {"metadata", {{"name", "bench"}}},
+                                {"spec",
+                                 {{"environmentId", environment["id"]},
+                                  {"environmentKeySecretRef", {{"name", "key"}}},
+                                  {"apiBaseUrl", sim.url()},
+                                  {"maxConcurrentSessions", sessions},
+                                  {"runner", {{"image", "perimeter-runner:bench"}}}}}});
+
+  // When each pod was first seen, by work id.
+  std::mutex mutex;
+  std::map<std::string, SteadyClock::time_point> pod_seen;
+  runtime::InformerOptions informer_options;
+  informer_options.ns = "bench";
+  runtime::Informer informer(pods, informer_options, runtime_metrics,
+                             Logger("bench", StderrSink::instance(), LogLevel::kWarn));
+  runtime::EventHandlers handlers;
+  handlers.on_add = [&](const runtime::ObjectPtr& pod) {
+    const auto now = SteadyClock::now();
+    std::lock_guard lock(mutex);
+    pod_seen.emplace((*pod)["metadata"]["annotations"].value("perimeter.dev/work-id", ""), now);
+  };
+  informer.add_handlers(handlers);
+  informer.start();
+  informer.wait_for_sync(std::chrono::seconds(30));
+
+  process::ProcessSpec spec;
+  const int metrics_port = localcluster::pick_free_port();
+  spec.argv = {bin + "/perimeter-operator",
+               "--kubeconfig",
+               cluster->kubeconfig_path(),
+               "--leader-elect=false",
+               "--metrics-bind-address",
+               "127.0.0.1:" + std::to_string(metrics_port),
+               "--health-probe-bind-address",
+               "127.0.0.1:" + std::to_string(localcluster::pick_free_port()),
+               "--log-level",
+               "warn"};
+  spec.log_path = cluster->dir() + "/operator-bench.log";
+  auto operator_process = process::Process::spawn(spec);
+  // Let the operator start its poller on the empty queue, so the figures are claims, not start-up.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+
+  const std::string scenario = read_file(source + "/sim/scenarios/conformance/builtin-tools.yaml");
+  std::map<std::string, SteadyClock::time_point> enqueued;
+  std::cerr << "enqueueing " << sessions << " sessions...\n";
+  const auto start = SteadyClock::now();
+  for (int i = 0; i < sessions; ++i) {
+    const auto reply = testing::http_call(
+        sim.url(), "POST",
+        "/admin/environments/" + environment["id"].get<std::string>() + "/sessions",
+        json{{"scenario_yaml", scenario}}.dump());
+    enqueued[reply.json()["work_id"]] = SteadyClock::now();
+  }
+  const auto enqueue_done = SteadyClock::now();
+  const auto deadline = SteadyClock::now() + std::chrono::minutes(10);
+  for (;;) {
+    {
+      std::lock_guard lock(mutex);
+      if (pod_seen.size() >= static_cast<size_t>(sessions)) break;
+    }
+    if (SteadyClock::now() > deadline) {
+      std::cerr << "timed out: not every session got a pod\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const auto all_seen = SteadyClock::now();
+  const auto [rss_kib, cpu_seconds] = process_usage(operator_process->pid());
+
+  std::vector<double> latencies_ms;
+  {
+    std::lock_guard lock(mutex);
+    for (const auto& [work_id, at] : enqueued) {
+      latencies_ms.push_back(
+          std::chrono::duration<double, std::milli>(pod_seen.at(work_id) - at).count());
+    }
+  }
+  const double total_s = std::chrono::duration<double>(all_seen - start).count();
+  const double enqueue_s = std::chrono::duration<double>(enqueue_done - start).count();
+  const json figures = {{"bench", "operator_claims"},
+                        {"sessions", sessions},
+                        {"enqueue_seconds", enqueue_s},
+                        {"all_pods_seconds", total_s},
+                        {"claims_per_second", sessions / total_s},
+                        {"enqueue_to_pod_p50_ms", percentile(latencies_ms, 0.50)},
+                        {"enqueue_to_pod_p99_ms", percentile(latencies_ms, 0.99)},
+                        {"operator_peak_rss_mib", static_cast<double>(rss_kib) / 1024.0},
+                        {"operator_cpu_seconds", cpu_seconds}};
+  std::cout << figures.dump() << "\n";
+  std::printf(
+      "\n%d sessions enqueued at once (enqueue took %.2f s):\n"
+      "  every pod created after  %.2f s  -> %.0f claims/s\n"
+      "  enqueue -> pod seen      p50 %.0f ms, p99 %.0f ms\n"
+      "  operator                 peak RSS %.1f MiB, CPU %.2f s\n",
+      sessions, enqueue_s, total_s, sessions / total_s, percentile(latencies_ms, 0.5),
+      percentile(latencies_ms, 0.99), static_cast<double>(rss_kib) / 1024.0, cpu_seconds);
+  informer.stop();
+  operator_process->terminate();
+  return 0;
+}
