@@ -281,6 +281,35 @@ std::vector<Case> cases() {
        [&](Layout& l) { l.file("big.log", big); },
        {{"edit", {{"file_path", "big.log"}, {"old_string", "line 5\n"}, {"new_string", "x"}}}}});
 
+  c.push_back(
+      {"line_endings_and_nul_through_file_tools",
+       [](Layout& l) {
+         l.file("crlf.txt", "one\r\ntwo\r\nthree");
+         l.file("nul.txt", std::string("a\0b\nc\n", 6));
+         l.dir("src");
+         l.file("src/main.c", "int main() {}\n");
+         l.link("src-link", "src");
+         l.link("main-link", "src/main.c");
+       },
+       {{"read", {{"file_path", "crlf.txt"}, {"view_range", {2, 2}}}},
+        {"read", {{"file_path", "nul.txt"}}},
+        {"edit", {{"file_path", "crlf.txt"}, {"old_string", "two\r\n"}, {"new_string", "2\n"}}},
+        {"read", {{"file_path", "crlf.txt"}}},
+        {"write", {{"file_path", "w.bin"}, {"content", std::string("x\0y\u00e9", 5)}}},
+        {"read", {{"file_path", "w.bin"}}},
+        {"glob", {{"pattern", "*.c"}, {"path", "src-link"}}},
+        {"grep", {{"pattern", "main"}, {"path", "src-link"}}},
+        {"grep", {{"pattern", "main"}, {"path", "main-link"}}},
+        {"read", {{"file_path", "src-link/main.c"}}},
+        {"write", {{"file_path", "src-link/new.c"}, {"content", "// via link\n"}}}}});
+  c.push_back({"read_streamed_range_edges",
+               [&](Layout& l) { l.file("big.log", big); },
+               {{"read", {{"file_path", "big.log"}, {"view_range", {1, 0}}}},
+                {"read", {{"file_path", "big.log"}, {"view_range", {1'200'000, 1'200'001}}}},
+                {"read", {{"file_path", "big.log"}, {"view_range", {1'200'001, -1}}}},
+                {"read", {{"file_path", "big.log"}, {"view_range", {0, 1}}}},
+                {"read", {{"file_path", "big.log"}, {"view_range", {2.5, 4.5}}}}}});
+
   // ---- glob ----
   c.push_back({"glob_patterns",
                basic,
