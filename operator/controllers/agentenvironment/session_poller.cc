@@ -373,19 +373,22 @@ void SessionPoller::refresh_stats() {
     deps_.metrics.queue_depth.Add({{"environment", label()}}).Set(static_cast<double>(stats.depth));
     deps_.metrics.queue_pending.Add({{"environment", label()}})
         .Set(static_cast<double>(stats.pending));
-    bool reached = false;
+    bool changed = false;
     {
       std::lock_guard lock(mutex_);
+      // A new depth is worth a status update; the same one is not.
+      changed = !state_.stats || state_.stats->depth != stats.depth ||
+                state_.stats->pending != stats.pending;
       state_.stats = stats;
       // An answer proves the queue is reachable even while no poll is made (at capacity).
       if (state_.health == PollerHealth::kStarting) {
         state_.health = PollerHealth::kPolling;
         state_.reason = "Polling";
         state_.message = "the work queue answers";
-        reached = true;
+        changed = true;
       }
     }
-    if (reached && deps_.on_state_change) deps_.on_state_change();
+    if (changed && deps_.on_state_change) deps_.on_state_change();
   } catch (const std::exception& e) {
     deps_.logger.debug("queue stats failed", {{"environment", label()}, {"error", e.what()}});
   }
@@ -413,7 +416,7 @@ std::chrono::milliseconds SessionPoller::delay_after(PollOutcome outcome) {
 }
 
 void SessionPoller::run(std::stop_token stop, int index) {
-  constexpr auto kStatsInterval = std::chrono::seconds(15);
+  constexpr auto kStatsInterval = std::chrono::seconds(5);
   auto next_stats = deps_.clock.now();
   while (!stop.stop_requested()) {
     if (index == 0 && deps_.clock.now() >= next_stats) {
