@@ -11,6 +11,21 @@ packages=(
 )
 # Go (for `make tools`) comes with the machine image: Debian's Go is too old for Kubernetes.
 
+# Go builds the control-plane tools (`make tools`). Debian bookworm's Go is too old for
+# Kubernetes 1.34, so Go comes from the machine image; say so plainly when it is not there.
+check_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    echo "[deps] ERROR: go is not installed; Go 1.24 or newer builds the control-plane tools" >&2
+    return 1
+  fi
+  local version
+  version=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+  if [ "$(printf '%s\n1.24\n' "${version%%[-a-z]*}" | sort -V | head -n 1)" != "1.24" ]; then
+    echo "[deps] ERROR: go $version is too old; Go 1.24 or newer builds the control-plane tools" >&2
+    return 1
+  fi
+}
+
 missing=()
 for p in "${packages[@]}"; do
   [ -n "$p" ] || continue
@@ -18,7 +33,10 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  check_go
+  exit
+fi
 
 echo "[deps] installing Debian packages: ${missing[*]}" >&2
 sudo=""
@@ -33,3 +51,4 @@ if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/peri
     exit 1
   fi
 fi
+check_go
