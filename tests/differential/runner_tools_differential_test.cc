@@ -75,7 +75,7 @@ struct Case {
   std::string name;
   std::function<void(Layout&)> setup;
   std::vector<Call> calls;
-  std::map<std::size_t, Difference> documented = {};
+  std::map<std::size_t, Difference> documented = {};  // call index -> the documented difference
 };
 
 [[maybe_unused]] std::string text_of(const json& result) {
@@ -510,6 +510,39 @@ std::vector<Case> cases() {
                {{"bash", {{"command", "for i in $(seq 1 30000); do echo line-$i; done"}}},
                 {"bash", {{"command", "head -c 300000 /dev/zero | tr '\\0' 'x'; echo; echo tail"}}},
                 {"bash", {{"command", "seq 1 20000; exit 2"}}}}});
+  // ---- documented differences (docs/runner-tools.md, "Differences from the SDK") ----
+  // Each asserts the exact difference, so a change on either side shows up here.
+  auto result_text = [](const json& r) {
+    return r.at("content").at(0).at("text").get<std::string>();
+  };
+  c.push_back({"documented_regex_code_units",
+               [](Layout& l) { l.file("e.txt", "\xF0\x9F\x98\x80\n"); },
+               {{"grep", {{"pattern", "^.$"}, {"path", "e.txt"}}}},
+               {{0, [=](const json& sdk, const json& ours) {
+                   // JavaScript's '.' is one UTF-16 unit; PCRE2 in UTF mode matches the whole code
+                   // point.
+                   EXPECT_EQ(result_text(sdk), "no matches");
+                   EXPECT_EQ(result_text(ours).substr(result_text(ours).size() - 13),
+                             "/e.txt:1:\xF0\x9F\x98\x80");
+                   EXPECT_EQ(sdk.at("is_error"), ours.at("is_error"));
+                 }}}});
+  c.push_back({"documented_glob_extglob",
+               basic,
+               {{"glob", {{"pattern", "+(a|b).txt"}}}},
+               {{0, [=](const json& sdk, const json& ours) {
+                   // minimatch's extglobs are not implemented: the pattern is read literally.
+                   EXPECT_NE(result_text(sdk).find("/a.txt"), std::string::npos);
+                   EXPECT_EQ(result_text(ours), "no matches");
+                 }}}});
+  c.push_back({"documented_view_range_nested_array",
+               [](Layout& l) { l.file("f", repeat_lines("l", 6)); },
+               {{"read", {{"file_path", "f"}, {"view_range", {json::array({3}), 4}}}}},
+               {{0, [=](const json& sdk, const json& ours) {
+                   // JavaScript reads [3] as 3; Perimeter reads a non-number element as NaN (slice
+                   // 0).
+                   EXPECT_EQ(result_text(sdk), "l3\nl4");
+                   EXPECT_EQ(result_text(ours), "l1\nl2\nl3\nl4");
+                 }}}});
   return c;
 }
 
