@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates openssl time
   libcpprest-dev libboost-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev libpcre2-dev
   clang-format clang-tidy
 )
 # Go (for `make tools`) comes with the machine image: Debian's Go is too old for Kubernetes.
