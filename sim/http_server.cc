@@ -15,7 +15,7 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 namespace {
-constexpr std::size_t kMaxBodyBytes = 4 * 1024 * 1024;
+constexpr std::size_t kMaxBodyBytes = std::size_t{4} * 1024 * 1024;
 // How long an idle waiter sleeps before looking again when nothing woke it: the bound on how late
 // a reclaim (which is time-driven) is noticed.
 constexpr auto kWaiterRecheck = std::chrono::milliseconds(200);

@@ -4,9 +4,18 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <initializer_list>
+#include <string_view>
 
 namespace perimeter::sim {
 namespace {
+
+// Builds an error message in one allocation.
+std::string cat(std::initializer_list<std::string_view> parts) {
+  std::string out;
+  for (std::string_view part : parts) out.append(part);
+  return out;
+}
 
 nlohmann::json scalar_to_json(const YAML::Node& node) {
   const std::string& text = node.Scalar();
@@ -90,7 +99,7 @@ ExpectedResult parse_expectation(const nlohmann::json& step, const std::string& 
       if (!value.is_boolean()) throw ScenarioError(at + ": `no_result` must be true or false");
       expect.no_result = value.get<bool>();
     } else {
-      throw ScenarioError(at + ": unknown field `" + key + "`");
+      throw ScenarioError(cat({at, ": unknown field `", key, "`"}));
     }
   }
   return expect;
@@ -163,10 +172,12 @@ Scenario parse_scenario(std::string_view text) {
       }
       for (const auto& [path, content] : files->items()) {
         if (!valid_relative_path(path) || path.size() + skill.name.size() > 98) {
-          throw ScenarioError(where + ": file path `" + path +
-                              "` must be relative, without `..`, under 98 characters");
+          throw ScenarioError(cat({where, ": file path `", path,
+                                   "` must be relative, without `..`, under 98 characters"}));
         }
-        if (!content.is_string()) throw ScenarioError(where + ": file `" + path + "` must be text");
+        if (!content.is_string()) {
+          throw ScenarioError(cat({where, ": file `", path, "` must be text"}));
+        }
         // Scripts keep their exec bit, as the official worker's extractor preserves it.
         const bool executable = path.size() > 3 && path.compare(path.size() - 3, 3, ".sh") == 0;
         skill.files.push_back({path, content.get<std::string>(), executable});
@@ -193,12 +204,12 @@ Scenario parse_scenario(std::string_view text) {
     } else if (permission == "deny") {
       step.permission = Permission::kDeny;
     } else {
-      throw ScenarioError(where + ": `permission` must be allow, ask or deny, not `" + permission +
-                          "`");
+      throw ScenarioError(
+          cat({where, ": `permission` must be allow, ask or deny, not `", permission, "`"}));
     }
     const std::string confirm = optional_string(node, "confirm", "allow", where);
     if (confirm != "allow" && confirm != "deny") {
-      throw ScenarioError(where + ": `confirm` must be allow or deny, not `" + confirm + "`");
+      throw ScenarioError(cat({where, ": `confirm` must be allow or deny, not `", confirm, "`"}));
     }
     step.confirm_allow = confirm == "allow";
     step.expect = parse_expectation(node, where);

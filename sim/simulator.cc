@@ -790,8 +790,9 @@ ApiReply Simulator::send_events(const std::string& session_id, const std::string
       }
     } else if (type != "user.message" && type != "user.interrupt" &&
                type != "user.tool_confirmation") {
-      return error_reply(400, "invalid_request_error",
-                         where + ".type `" + type + "` cannot be sent by a client");
+      std::string message = where;
+      message.append(".type `").append(type).append("` cannot be sent by a client");
+      return error_reply(400, "invalid_request_error", message);
     }
   }
   json sent = json::array();

@@ -1,8 +1,10 @@
 #include "sim/skill_archive.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <set>
+#include <string_view>
 
 namespace perimeter::sim {
 namespace {
@@ -18,7 +20,11 @@ void append_entry(std::string* out, const std::string& name, char type, unsigned
                   const std::string& content) {
   char header[kBlock];
   std::memset(header, 0, sizeof header);
-  std::memcpy(header, name.data(), std::min<std::size_t>(name.size(), 100));
+  // Fixed-width fields in a zeroed block: copied without terminators on purpose.
+  auto put = [&header](std::size_t offset, std::string_view text, std::size_t width) {
+    std::copy_n(text.data(), std::min(text.size(), width), header + offset);
+  };
+  put(0, name, 100);
   octal(header + 100, 8, mode);
   octal(header + 108, 8, 0);  // uid
   octal(header + 116, 8, 0);  // gid
@@ -26,10 +32,10 @@ void append_entry(std::string* out, const std::string& name, char type, unsigned
   octal(header + 136, 12, 1767225600);  // fixed mtime (2026-01-01): archives are reproducible
   std::memset(header + 148, ' ', 8);    // checksum field counts as spaces while summing
   header[156] = type;
-  std::memcpy(header + 257, "ustar", 6);
-  std::memcpy(header + 263, "00", 2);
-  std::memcpy(header + 265, "perimeter", 9);
-  std::memcpy(header + 297, "perimeter", 9);
+  put(257, "ustar", 6);  // "ustar\0": the terminator is the zeroed byte after it
+  put(263, "00", 2);
+  put(265, "perimeter", 32);
+  put(297, "perimeter", 32);
   unsigned sum = 0;
   for (unsigned char c : header) sum += c;
   std::snprintf(header + 148, 8, "%06o", sum);
