@@ -1,37 +1,17 @@
 #include "controllers/agentenvironment/reconciler.h"
 
-#include <ctime>
-#include <iomanip>
-#include <sstream>
-
 #include "agentapi/work_secret.h"
 #include "controllers/agentenvironment/conditions.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "core/time_format.h"
 #include "kube/api_error.h"
 
 namespace perimeter::agentenvironment {
 namespace {
 
 using nlohmann::json;
-
-std::string rfc3339(std::chrono::system_clock::time_point time) {
-  const std::time_t t = std::chrono::system_clock::to_time_t(time);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& text) {
-  std::tm tm{};
-  std::istringstream in(text);
-  in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
-  if (in.fail()) return std::nullopt;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
 
 // Why a pod failed, in a word a person can act on.
 std::string failure_reason(const json& pod) {
@@ -210,11 +190,12 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished
       // Marked on the pod before it is counted: a crash in between loses one count rather than
       // counting a session twice.
       try {
-        deps_.pod_client.merge_patch(env.namespace_, name,
-                                     {{"metadata",
-                                       {{"annotations",
-                                         {{std::string(kAnnotationOutcome), outcome},
-                                          {std::string(kAnnotationRecordedAt), rfc3339(now)}}}}}});
+        deps_.pod_client.merge_patch(
+            env.namespace_, name,
+            {{"metadata",
+              {{"annotations",
+                {{std::string(kAnnotationOutcome), outcome},
+                 {std::string(kAnnotationRecordedAt), format_rfc3339(now)}}}}}});
       } catch (const kube::ApiError& e) {
         if (e.kind() == kube::ErrorKind::kNotFound) continue;
         throw;
@@ -297,7 +278,7 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
                                                 const std::string& spec_error) const {
   json status = base.is_object() ? base : json::object();
   json conditions = status.value("conditions", json::array());
-  const std::string now = rfc3339(deps_.clock.wall_now());
+  const std::string now = format_rfc3339(deps_.clock.wall_now());
 
   if (!spec_error.empty()) {
     set_condition(conditions, "Ready", "False", "InvalidSpec", spec_error, generation, now);
@@ -380,7 +361,7 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
     status["queue"] = queue;
   }
   if (poller != nullptr && poller->last_success) {
-    status["lastSuccessfulPollTime"] = rfc3339(*poller->last_success);
+    status["lastSuccessfulPollTime"] = format_rfc3339(*poller->last_success);
   }
   return status;
 }

@@ -7,6 +7,7 @@
 #include "agentapi/work_secret.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "core/time_format.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -24,15 +25,6 @@ constexpr milliseconds kRejectedRetry{std::chrono::minutes(5)};
 // A created pod the informer has not shown after this long stops counting against the limit
 // (it was deleted before the cache saw it).
 constexpr std::chrono::minutes kRecentPodHorizon{2};
-
-std::string rfc3339(std::chrono::system_clock::time_point time) {
-  const std::time_t t = std::chrono::system_clock::to_time_t(time);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 }  // namespace
 
@@ -289,7 +281,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
   }
 
   const ClaimedSession session{item.id, item.data_id, *item.secret,
-                               rfc3339(deps_.clock.wall_now())};
+                               format_rfc3339(deps_.clock.wall_now())};
   const std::string pod_name = runner_object_name(item.id);
   bool created = false;
   try {

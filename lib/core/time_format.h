@@ -1,0 +1,17 @@
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace perimeter {
+
+// RFC 3339 in UTC with whole seconds ("2026-11-23T06:00:00Z"): the form Kubernetes uses for
+// metav1.Time fields (creationTimestamp, lastTransitionTime) and that Perimeter's annotations use.
+std::string format_rfc3339(std::chrono::system_clock::time_point time);
+
+// Parses the date-time part of an RFC 3339 UTC timestamp ("...Z"; fractional seconds ignored);
+// nullopt when it is not one.
+std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& text);
+
+}  // namespace perimeter

@@ -1,0 +1,23 @@
+#include "core/time_format.h"
+
+#include <gtest/gtest.h>
+
+namespace perimeter {
+namespace {
+
+TEST(TimeFormatTest, FormatsUtcWithWholeSeconds) {
+  const auto time =
+      std::chrono::system_clock::from_time_t(1795420800) + std::chrono::milliseconds(750);
+  EXPECT_EQ(format_rfc3339(time), "2026-11-23T08:00:00Z");
+}
+
+TEST(TimeFormatTest, ParsesWhatItFormatsAndKubernetesTimestamps) {
+  const auto time = std::chrono::system_clock::from_time_t(1795420800);
+  EXPECT_EQ(parse_rfc3339(format_rfc3339(time)), time);
+  EXPECT_EQ(parse_rfc3339("2026-11-23T08:00:00.123456Z"), time);
+  EXPECT_FALSE(parse_rfc3339("yesterday").has_value());
+  EXPECT_FALSE(parse_rfc3339("").has_value());
+}
+
+}  // namespace
+}  // namespace perimeter
