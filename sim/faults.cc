@@ -11,6 +11,7 @@ nlohmann::json FaultConfig::to_json() const {
           {"undecodable_secret_rate", undecodable_secret_rate},
           {"sse_drop_rate", sse_drop_rate},
           {"sse_drop_after_events", sse_drop_after_events},
+          {"sse_drop_first_streams", sse_drop_first_streams},
           {"latency_ms", latency_ms}};
 }
 
@@ -37,14 +38,17 @@ bool FaultConfig::merge(const nlohmann::json& patch, std::string* error) {
       }
       *rates[i] = value.get<double>();
     }
-    if (key == "latency_ms" || key == "sse_drop_after_events") {
+    if (key == "latency_ms" || key == "sse_drop_after_events" || key == "sse_drop_first_streams") {
       known = true;
       if (!value.is_number_integer() || value.get<long long>() < 0 ||
           value.get<long long>() > 600000) {
         *error = key + " must be an integer between 0 and 600000";
         return false;
       }
-      (key == "latency_ms" ? next.latency_ms : next.sse_drop_after_events) = value.get<int>();
+      int& field = key == "latency_ms"              ? next.latency_ms
+                   : key == "sse_drop_after_events" ? next.sse_drop_after_events
+                                                    : next.sse_drop_first_streams;
+      field = value.get<int>();
     }
     if (!known) {
       *error = "unknown fault `" + key + "`";

@@ -19,7 +19,8 @@ struct FaultConfig {
   double undecodable_secret_rate = 0;  // a polled item carries a secret that does not decode
   double sse_drop_rate = 0;            // an event stream is cut after `sse_drop_after_events`
   int sse_drop_after_events = 2;
-  int latency_ms = 0;  // added to every API reply
+  int sse_drop_first_streams = 0;  // cut the first N streams of every session (deterministic)
+  int latency_ms = 0;              // added to every API reply
 
   nlohmann::json to_json() const;
   // Applies the fields present in `patch`; on a bad field returns false and says why.

@@ -326,7 +326,8 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
   decision.route = route;
   decision.session_id = session_id;
   if (const std::string* last = request.header("last-event-id")) decision.last_event_id = *last;
-  if (faults_.roll(faults.sse_drop_rate)) {
+  const int ordinal = simulator_.note_stream_opened(session_id);
+  if (ordinal <= faults.sse_drop_first_streams || faults_.roll(faults.sse_drop_rate)) {
     metrics_.count_fault("sse_drop");
     decision.drop_after_events = faults.sse_drop_after_events;
   }

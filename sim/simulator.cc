@@ -750,6 +750,12 @@ std::vector<Simulator::StreamedEvent> Simulator::events_after(
   return out;
 }
 
+int Simulator::note_stream_opened(const std::string& session_id) {
+  std::lock_guard lock(mutex_);
+  auto it = sessions_.find(session_id);
+  return it == sessions_.end() ? 0 : ++it->second.streams_opened;
+}
+
 bool Simulator::session_terminated(const std::string& session_id) const {
   std::lock_guard lock(mutex_);
   auto it = sessions_.find(session_id);

@@ -103,6 +103,8 @@ class Simulator {
   std::vector<StreamedEvent> events_after(const std::string& session_id,
                                           const std::string& last_event_id) const;
   bool session_terminated(const std::string& session_id) const;
+  // Counts an event stream opened on the session; returns its ordinal (1 for the first).
+  int note_stream_opened(const std::string& session_id);
 
   // Time-driven transitions (lease expiry); cheap, called by the server's timer.
   void tick();
@@ -157,6 +159,7 @@ class Simulator {
     std::map<std::string, std::size_t> event_index;  // event id -> position
     std::vector<nlohmann::json> unexpected;          // results the scenario did not ask for
     std::vector<std::string> skill_ids;
+    int streams_opened = 0;
   };
   struct Skill {
     std::string id;

@@ -165,13 +165,14 @@ TEST(OfficialWorkerConformance, EveryScenarioCompletesWithTheExpectedResultsAndL
   EXPECT_EQ(read_file(workdir.path() + "/todo.txt"), "alpha\nBETA\ngamma\n");
 }
 
-// Dropped streams, 5xx, 429 and latency: the official worker retries, reconnects and reconciles
-// from the event list, and still runs every call exactly once with the expected result.
+// Dropped streams (every session's first stream is cut after three events), 5xx, 429 and
+// latency: the official worker retries, reconnects and reconciles from the event list, and still
+// runs every call exactly once with the expected result.
 TEST(OfficialWorkerConformance, EveryScenarioCompletesUnderInjectedFaults) {
   OfficialSdk sdk;
   ASSERT_NO_FATAL_FAILURE(find_official_sdk(&sdk));
   SimProcess sim({"--lease-ttl-seconds", "20", "--faults",
-                  R"({"sse_drop_rate":0.5,"sse_drop_after_events":3,"error_5xx_rate":0.05,)"
+                  R"({"sse_drop_first_streams":1,"sse_drop_after_events":3,"error_5xx_rate":0.05,)"
                   R"("error_429_rate":0.05,"latency_ms":5})"});
   const std::string key = "conformance-environment-key";
   Enqueued enqueued;

@@ -101,6 +101,22 @@ TEST_F(RouterTest, FaultsApplyToTheApiButNeverToAdmin) {
   EXPECT_EQ(error, "unknown fault `no_such_fault`");
 }
 
+TEST_F(RouterTest, OnlyTheFirstStreamsOfASessionAreCut) {
+  const json enqueued =
+      json::parse(simulator_.enqueue_session(environment_, parse_scenario("steps: []")).body);
+  std::string error;
+  ASSERT_TRUE(faults_.update({{"sse_drop_first_streams", 1}, {"sse_drop_after_events", 3}}, &error))
+      << error;
+  const std::string path =
+      "/v1/sessions/" + enqueued["session_id"].get<std::string>() + "/events/stream";
+  const RouteDecision first = router_.route(api("GET", path));
+  ASSERT_EQ(first.kind, RouteDecision::Kind::kStream);
+  EXPECT_EQ(first.drop_after_events, 3);
+  const RouteDecision second = router_.route(api("GET", path));
+  ASSERT_EQ(second.kind, RouteDecision::Kind::kStream);
+  EXPECT_EQ(second.drop_after_events, -1);
+}
+
 TEST_F(RouterTest, SplitPathAndParseIntRejectTrickyInput) {
   EXPECT_EQ(split_path("/v1/a/b/"), (std::vector<std::string>{"v1", "a", "b"}));
   EXPECT_EQ(split_path("/v1//b"), (std::vector<std::string>{"v1", "", "b"}));
