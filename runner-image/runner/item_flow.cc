@@ -1,0 +1,140 @@
+#include "runner/item_flow.h"
+
+#include <thread>
+
+#include "agentapi/api_error.h"
+
+namespace perimeter::runner {
+
+ItemFlow::ItemFlow(const RunnerConfig& config, agentapi::AgentApi& api, ToolsFactory tools,
+                   StopSource& stop, const Clock& clock, StoppableSleeper& sleeper,
+                   RandomSource& random, Logger logger, RunnerMetrics* metrics,
+                   ItemFlowOptions options)
+    : config_(config),
+      api_(api),
+      tools_factory_(std::move(tools)),
+      stop_(stop),
+      clock_(clock),
+      sleeper_(sleeper),
+      random_(random),
+      logger_(std::move(logger)),
+      metrics_(metrics),
+      options_(options) {}
+
+ExitCode ItemFlow::run() {
+  if (config_.secret_unusable) {
+    logger_.warn(
+        "work item carried a secret payload but no sessions token could be extracted; falling "
+        "back to the environment key",
+        {{"work_id", config_.work_id}});
+  }
+  Lease lease(stop_);
+  HeartbeatLoop heartbeat(api_, config_.work_id, lease, clock_, sleeper_, logger_.child("lease"),
+                          metrics_, options_.heartbeat);
+  heartbeat.on_ttl([this](std::chrono::milliseconds ttl) {
+    lease_ttl_ms_.store(ttl.count());
+    std::lock_guard lock(runner_mutex_);
+    if (runner_ != nullptr) runner_->set_send_retry_window(ttl);
+  });
+  // Before anything slow: a lease lapsing during the session fetch would let another worker
+  // claim the item and serve the same session.
+  std::thread heartbeat_thread([&heartbeat] { heartbeat.run(); });
+
+  ExitCode code = kExitServed;
+  try {
+    code = serve(lease);
+  } catch (const agentapi::ApiError& error) {
+    logger_.error("work item failed", {{"work_id", config_.work_id},
+                                       {"operation", error.operation()},
+                                       {"status", error.status()},
+                                       {"error", error.raw_body()}});
+    code = kExitApiRejected;
+  } catch (const std::exception& error) {
+    logger_.error("work item failed", {{"work_id", config_.work_id}, {"error", error.what()}});
+    code = kExitInternal;
+  }
+  // The heartbeat keeps the lease alive until here.
+  lease.finish(LeaseEnd::kRunnerDone);
+  heartbeat_thread.join();
+  if (lease.lost()) {
+    logger_.info("lease lost; released without stopping it", {{"work_id", config_.work_id},
+                                                              {"session_id", config_.session_id},
+                                                              {"reason", to_string(lease.end())}});
+    return kExitLeaseLost;
+  }
+  force_stop();
+  if (lease.end() == LeaseEnd::kHeartbeatRejected && code == kExitServed) code = kExitApiRejected;
+  logger_.info("work item done", {{"work_id", config_.work_id},
+                                  {"session_id", config_.session_id},
+                                  {"lease_end", to_string(lease.end())},
+                                  {"exit_code", static_cast<int>(code)}});
+  return code;
+}
+
+ExitCode ItemFlow::serve(const Lease& lease) {
+  const agentapi::Session session = api_.retrieve_session(config_.session_id);
+  if (session.status == "terminated") {
+    logger_.info("skipping the work item of a terminated session",
+                 {{"session_id", config_.session_id}, {"work_id", config_.work_id}});
+    return kExitServed;
+  }
+  if (stop_.requested()) return kExitServed;
+  // Memory stores are not mounted: the official worker with memory sync turned off.
+  logger_.debug("memory stores disabled for this item", {{"work_id", config_.work_id}});
+
+  std::unique_ptr<tools::ToolExecutor> tools = tools_factory_();
+  SessionRunner runner(api_, config_.session_id, *tools, stop_, clock_, sleeper_, random_,
+                       logger_.child("session"), metrics_, options_.session);
+  // A beat may have reported the TTL before the runner existed.
+  if (const long long ttl = lease_ttl_ms_.load(); ttl > 0) {
+    runner.set_send_retry_window(std::chrono::milliseconds(ttl));
+  }
+  set_runner(&runner);
+  StopSource watchdog_done;
+  std::thread watchdog([this, &runner, &watchdog_done] {
+    while (!watchdog_done.requested() && !stop_.requested()) {
+      if (runner.check_idle()) break;
+      watchdog_done.wait_for(options_.watchdog_tick);
+    }
+  });
+  SessionEnd end = SessionEnd::kStopped;
+  try {
+    end = runner.run();
+  } catch (...) {
+    watchdog_done.request();
+    watchdog.join();
+    set_runner(nullptr);
+    tools->close();
+    throw;
+  }
+  watchdog_done.request();
+  watchdog.join();
+  set_runner(nullptr);
+  tools->close();
+  logger_.info("session runner finished", {{"session_id", config_.session_id},
+                                           {"end", to_string(end)},
+                                           {"lease_end", to_string(lease.end())}});
+  return end == SessionEnd::kStreamRejected ? kExitApiRejected : kExitServed;
+}
+
+void ItemFlow::set_runner(SessionRunner* runner) {
+  std::lock_guard lock(runner_mutex_);
+  runner_ = runner;
+}
+
+void ItemFlow::force_stop() {
+  try {
+    api_.stop(config_.work_id, /*force=*/true);
+  } catch (const agentapi::ApiError& error) {
+    if (error.status() != 409) {
+      logger_.error(
+          "force-stop on exit failed",
+          {{"work_id", config_.work_id}, {"status", error.status()}, {"error", error.raw_body()}});
+    }
+  } catch (const std::exception& error) {
+    logger_.error("force-stop on exit failed",
+                  {{"work_id", config_.work_id}, {"error", error.what()}});
+  }
+}
+
+}  // namespace perimeter::runner

@@ -1,0 +1,77 @@
+#include "runner/runner_config.h"
+
+#include <cstdlib>
+
+#include "agentapi/work_secret.h"
+
+namespace perimeter::runner {
+
+std::optional<std::string> process_env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default_workdir) {
+  auto read = [&env](const char* name) -> std::string {
+    std::optional<std::string> value = env(name);
+    return value.value_or("");
+  };
+  RunnerConfig config;
+  config.work_id = read("ANTHROPIC_WORK_ID");
+  config.environment_id = read("ANTHROPIC_ENVIRONMENT_ID");
+  config.session_id = read("ANTHROPIC_SESSION_ID");
+  if (config.work_id.empty()) throw ConfigError("ANTHROPIC_WORK_ID is required");
+  if (config.environment_id.empty()) throw ConfigError("ANTHROPIC_ENVIRONMENT_ID is required");
+  if (config.session_id.empty()) throw ConfigError("ANTHROPIC_SESSION_ID is required");
+
+  const std::string secret = read("ANTHROPIC_WORK_SECRET");
+  const std::string key = read("ANTHROPIC_ENVIRONMENT_KEY");
+  if (secret.empty() && key.empty()) {
+    throw ConfigError(
+        "neither ANTHROPIC_WORK_SECRET nor ANTHROPIC_ENVIRONMENT_KEY is set: refusing to run "
+        "unauthenticated");
+  }
+  std::optional<agentapi::WorkSecret> decoded;
+  if (!secret.empty()) {
+    try {
+      decoded = agentapi::decode_work_secret(secret);
+      if (decoded->sessions_token.empty()) decoded.reset();
+    } catch (const agentapi::SecretError&) {
+      decoded.reset();
+    }
+  }
+  if (decoded) {
+    config.credential = decoded->sessions_token;
+    config.credential_source = "work_secret";
+  } else if (!key.empty()) {
+    config.credential = key;
+    config.credential_source = "environment_key";
+    config.secret_unusable = !secret.empty();
+  } else {
+    throw ConfigError(
+        "ANTHROPIC_WORK_SECRET yields no sessions token and ANTHROPIC_ENVIRONMENT_KEY is not set: "
+        "refusing to run unauthenticated");
+  }
+
+  const std::string base_url = read("ANTHROPIC_BASE_URL");
+  if (!base_url.empty()) config.base_url = base_url;
+  while (config.base_url.size() > 1 && config.base_url.back() == '/') config.base_url.pop_back();
+
+  const std::string workdir = read("PERIMETER_WORKDIR");
+  config.workdir = workdir.empty() ? default_workdir : workdir;
+
+  const std::string max_idle = read("PERIMETER_MAX_IDLE_MS");
+  if (!max_idle.empty()) {
+    char* end = nullptr;
+    const long long value = std::strtoll(max_idle.c_str(), &end, 10);
+    if (end == max_idle.c_str() || *end != '\0') {
+      throw ConfigError("PERIMETER_MAX_IDLE_MS must be an integer number of milliseconds, got '" +
+                        max_idle + "'");
+    }
+    config.max_idle = std::chrono::milliseconds(value);
+  }
+  return config;
+}
+
+}  // namespace perimeter::runner

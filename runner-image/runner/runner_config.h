@@ -1,0 +1,44 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+namespace perimeter::runner {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The runner pod's env contract (docs/design.md), resolved as the official worker's handleItem()
+// resolves it. Holds the credential: never log this struct.
+struct RunnerConfig {
+  std::string work_id;
+  std::string environment_id;
+  std::string session_id;
+  std::string base_url = "https://api.anthropic.com";
+  // The sessions token from the work secret, or the environment key when the secret has none.
+  std::string credential;
+  // "work_secret" or "environment_key": safe to log.
+  std::string credential_source;
+  // Set when a secret was given but yielded no token and the key was used instead.
+  bool secret_unusable = false;
+  std::string workdir;
+  std::chrono::milliseconds max_idle{60'000};
+};
+
+using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
+
+// Reads ANTHROPIC_WORK_ID, ANTHROPIC_ENVIRONMENT_ID, ANTHROPIC_SESSION_ID, ANTHROPIC_WORK_SECRET,
+// ANTHROPIC_ENVIRONMENT_KEY, ANTHROPIC_BASE_URL, and PERIMETER_WORKDIR / PERIMETER_MAX_IDLE_MS.
+// An empty value reads as absent. Throws ConfigError naming the first missing or bad value, and
+// when there is neither a sessions token nor an environment key. Messages never hold a secret.
+RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default_workdir);
+
+// The process environment.
+std::optional<std::string> process_env(const char* name);
+
+}  // namespace perimeter::runner
