@@ -16,11 +16,6 @@
 
 namespace {
 
-class SleeperAdapter final : public perimeter::agentapi::Sleeper {
- public:
-  void sleep_for(std::chrono::milliseconds delay) override { std::this_thread::sleep_for(delay); }
-};
-
 perimeter::LogLevel log_level() {
   perimeter::LogLevel level = perimeter::LogLevel::kInfo;
   if (auto text = perimeter::runner::process_env("PERIMETER_LOG_LEVEL")) {
@@ -57,7 +52,7 @@ int main() {
   client_config.base_url = config.base_url;
   client_config.environment_id = config.environment_id;
   client_config.credential = config.credential;
-  SleeperAdapter api_sleeper;
+  agentapi::RealSleeper api_sleeper;
   agentapi::AgentApiClient api(client_config, std::make_unique<agentapi::CpprestTransport>(),
                                SystemRandom::instance(), api_sleeper, nullptr,
                                logger.child("agentapi"));

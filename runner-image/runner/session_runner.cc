@@ -215,6 +215,12 @@ void SessionRunner::ingest_history(const agentapi::SessionEvent& event,
     if (!answered_.contains(id)) verdicts_[id] = string_field(raw, "result");
   } else if (event.type == "session.thread_status_terminated") {
     terminated_threads_.insert(string_field(raw, "session_thread_id"));
+  } else if (event.type == "session.status_terminated" || event.type == "session.deleted") {
+    // The stream resumes after the history, so it would never deliver this again; the SDK sees
+    // it on its stream, which replays from the start.
+    logger_.info("session terminated", {{"session_id", session_id_}});
+    terminated_.store(true);
+    stop_.request();
   }
 }
 

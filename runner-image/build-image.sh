@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Assembles the runner image's root filesystem without a Docker engine: the built
+# perimeter-runner, the shared libraries it links (from ldd), bash and a small userland for the
+# agent's bash tool, /workspace owned by 65532, and a passwd entry for that uid. Then checks that
+# the binary starts inside it as uid 65532 on a read-only root, and, when umoci is installed, packs
+# an OCI image layout with the Dockerfile's user, workdir and entrypoint.
+#   runner-image/build-image.sh [build-dir] [out-dir]
+set -euo pipefail
+
+build_dir=${1:-build}
+out_dir=${2:-$build_dir/runner-image}
+binary=$build_dir/bin/perimeter-runner
+[[ -x $binary ]] || { echo "build-image: $binary is not built (cmake --build $build_dir --target perimeter-runner)" >&2; exit 1; }
+
+rootfs=$out_dir/rootfs
+rm -rf "$out_dir"
+mkdir -p "$rootfs"/{usr/local/bin,workspace,tmp,etc,bin,usr/bin}
+
+# Copies a file to the same path under the rootfs, following links so the target is a real file.
+copy_file() {
+  local source=$1
+  mkdir -p "$rootfs$(dirname "$source")"
+  cp -L "$source" "$rootfs$source"
+}
+# A program and every library it links, the dynamic loader included.
+copy_program() {
+  local program=$1 target=${2:-$1}
+  mkdir -p "$rootfs$(dirname "$target")"
+  cp -L "$program" "$rootfs$target"
+  ldd "$program" | awk '/=>/ { print $3 } /^[ \t]*\// { print $1 }' | while read -r lib; do
+    [[ -n $lib && -e $lib ]] && copy_file "$lib"
+  done
+}
+
+copy_program "$binary" /usr/local/bin/perimeter-runner
+strip "$rootfs/usr/local/bin/perimeter-runner" 2>/dev/null || true
+# What the bash tool and the agent's everyday commands need.
+for program in bash sh cat ls echo test mkdir rm cp mv touch sleep head tail wc grep sed env \
+               true false sort uniq tr cut find xargs; do
+  path=$(command -v "$program" || true)
+  [[ -n $path && $path == /* ]] && copy_program "$path" "/bin/$program"
+done
+[[ -d /etc/ssl/certs ]] && mkdir -p "$rootfs/etc/ssl" && cp -rL /etc/ssl/certs "$rootfs/etc/ssl/" 2>/dev/null || true
+printf 'root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532:nonroot:/workspace:/bin/sh\n' >"$rootfs/etc/passwd"
+printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
+chmod 1777 "$rootfs/tmp"
+chown 65532:65532 "$rootfs/workspace" 2>/dev/null || true
+
+echo "build-image: rootfs at $rootfs ($(du -sh "$rootfs" | cut -f1))"
+
+# Check: the binary starts in the rootfs as uid 65532. With no env contract it must refuse with
+# exit 2 and a JSON-line error: that proves the loader, every library and the user are right.
+check() {
+  local status=0 output
+  output=$("$@" 2>&1) || status=$?
+  if [[ $status -ne 2 || $output != *'"msg":"cannot start"'* ]]; then
+    echo "build-image: check failed (exit $status): $output" >&2
+    return 1
+  fi
+}
+if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null && command -v chroot >/dev/null; then
+  # A read-only root with writable /workspace and /tmp, as the operator's pod spec sets it.
+  check unshare --mount --fork sh -c "
+    mount --bind '$rootfs' '$rootfs' && mount -o remount,bind,ro '$rootfs' &&
+    mount -t tmpfs tmpfs '$rootfs/workspace' && mount -t tmpfs tmpfs '$rootfs/tmp' &&
+    exec chroot --userspec=65532:65532 '$rootfs' /usr/local/bin/perimeter-runner"
+  echo "build-image: checked: starts as uid 65532 on a read-only root"
+else
+  echo "build-image: not root, so the chroot check is skipped; run as root to check" >&2
+fi
+
+if command -v umoci >/dev/null; then
+  layout=$out_dir/oci
+  umoci init --layout "$layout"
+  umoci new --image "$layout:0.1.0"
+  bundle=$out_dir/bundle
+  umoci unpack --rootless --image "$layout:0.1.0" "$bundle" >/dev/null
+  cp -a "$rootfs/." "$bundle/rootfs/"
+  umoci repack --image "$layout:0.1.0" "$bundle"
+  umoci config --image "$layout:0.1.0" --config.user 65532:65532 --config.workingdir /workspace \
+    --config.env HOME=/workspace --config.entrypoint /usr/local/bin/perimeter-runner
+  rm -rf "$bundle"
+  echo "build-image: OCI image layout at $layout (tag 0.1.0)"
+fi

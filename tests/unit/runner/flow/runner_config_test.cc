@@ -1,0 +1,89 @@
+#include "runner/runner_config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace perimeter::runner {
+namespace {
+
+// base64url of {"sessions_token":"tok_abc","api_base_url":"http://127.0.0.1:1"}
+const char* kSecretWithToken =
+    "eyJzZXNzaW9uc190b2tlbiI6InRva19hYmMiLCJhcGlfYmFzZV91cmwiOiJodHRwOi8vMTI3LjAuMC4xOjEifQ";
+
+EnvLookup env_of(std::map<std::string, std::string> values) {
+  return [values](const char* name) -> std::optional<std::string> {
+    auto it = values.find(name);
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+std::map<std::string, std::string> contract() {
+  return {{"ANTHROPIC_WORK_ID", "work_1"},
+          {"ANTHROPIC_ENVIRONMENT_ID", "env_1"},
+          {"ANTHROPIC_SESSION_ID", "sess_1"},
+          {"ANTHROPIC_BASE_URL", "http://127.0.0.1:9/"}};
+}
+
+TEST(RunnerConfig, TakesTheSessionsTokenFromTheWorkSecret) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
+  env["ANTHROPIC_ENVIRONMENT_KEY"] = "key";
+  const RunnerConfig config = load_runner_config(env_of(env), "/workspace");
+  EXPECT_EQ(config.credential, "tok_abc");
+  EXPECT_EQ(config.credential_source, "work_secret");
+  EXPECT_EQ(config.base_url, "http://127.0.0.1:9");
+  EXPECT_EQ(config.workdir, "/workspace");
+  EXPECT_EQ(config.max_idle, std::chrono::milliseconds(60'000));
+}
+
+TEST(RunnerConfig, FallsBackToTheEnvironmentKeyOnlyWhenTheSecretHasNoToken) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = "not base64 json";
+  env["ANTHROPIC_ENVIRONMENT_KEY"] = "key";
+  const RunnerConfig config = load_runner_config(env_of(env), "/workspace");
+  EXPECT_EQ(config.credential, "key");
+  EXPECT_EQ(config.credential_source, "environment_key");
+  EXPECT_TRUE(config.secret_unusable);
+}
+
+TEST(RunnerConfig, RefusesToRunUnauthenticated) {
+  EXPECT_THROW(load_runner_config(env_of(contract()), "/w"), ConfigError);
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = "e30";  // {}: no token, and no key to fall back to
+  try {
+    load_runner_config(env_of(env), "/w");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("refusing to run unauthenticated"), std::string::npos);
+    EXPECT_EQ(std::string(error.what()).find("e30"), std::string::npos) << "never echo the secret";
+  }
+}
+
+TEST(RunnerConfig, NamesTheFirstMissingValue) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
+  env["ANTHROPIC_SESSION_ID"] = "";
+  try {
+    load_runner_config(env_of(env), "/w");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_STREQ(error.what(), "ANTHROPIC_SESSION_ID is required");
+  }
+}
+
+TEST(RunnerConfig, ReadsTheWorkdirAndIdleOverrides) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
+  env["PERIMETER_WORKDIR"] = "/tmp/ws";
+  env["PERIMETER_MAX_IDLE_MS"] = "1500";
+  const RunnerConfig config = load_runner_config(env_of(env), "/workspace");
+  EXPECT_EQ(config.workdir, "/tmp/ws");
+  EXPECT_EQ(config.max_idle, std::chrono::milliseconds(1500));
+  env["PERIMETER_MAX_IDLE_MS"] = "soon";
+  EXPECT_THROW(load_runner_config(env_of(env), "/workspace"), ConfigError);
+}
+
+}  // namespace
+}  // namespace perimeter::runner
