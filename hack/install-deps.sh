@@ -7,6 +7,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates openssl time
   libcpprest-dev libboost-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libpcre2-dev
+  # The real node of the local cluster (localcluster/real_node.h) and its images (hack/images).
+  containerd runc containernetworking-plugins iptables umoci
   clang-format clang-tidy
 )
 # Go (for `make tools`) comes with the machine image: Debian's Go is too old for Kubernetes.

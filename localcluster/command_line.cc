@@ -39,6 +39,8 @@ flags:
   --nodes N               fake Nodes run by KWOK (up/run default 3)
   --controller-manager    start kube-controller-manager (up/run: on unless --minimal)
   --scheduler             start kube-scheduler (up/run: on unless --minimal)
+  --real-node             also start a real node: kubelet on a containerd of its own, CNI bridge
+                          networking, locally built images (root; hack/images/build-images.sh)
   --minimal               up/run: etcd and kube-apiserver only, no nodes
   --apiserver-flag F      pass F (e.g. --etcd-compaction-interval=1m) to kube-apiserver; repeatable
   --dir D                 the cluster folder
@@ -90,6 +92,9 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     } else if (flag == "--scheduler") {
       no_value();
       line.scheduler = true;
+    } else if (flag == "--real-node") {
+      no_value();
+      line.real_node = true;
     } else if (flag == "--minimal") {
       no_value();
       line.nodes = 0;

@@ -100,6 +100,7 @@ void ControlPlane::start_all() {
   if (options_.controller_manager) needed.push_back("kube-controller-manager");
   if (options_.scheduler) needed.push_back("kube-scheduler");
   if (options_.kwok_nodes > 0) needed.push_back("kwok");
+  if (options_.real_node) needed.push_back("kubelet");
   for (const auto& tool : needed) require_tool(options_.tools_dir, tool);
 
   const auto started = Clock::now();
@@ -147,6 +148,10 @@ void ControlPlane::start_all() {
     create_fake_nodes();
     wait_for_fake_nodes();
     record_phase("nodes_ready_ms", started);
+  }
+  if (options_.real_node) {
+    start_real_node();
+    record_phase("real_node_ready_ms", started);
   }
   record_phase("total_ms", started);
   logger_.info(
@@ -280,6 +285,14 @@ std::vector<std::string> ControlPlane::apiserver_argv() const {
       // with it, watches are closed and clients reconnect, as they would to a restarted server.
       "--shutdown-watch-termination-grace-period=2s",
   };
+  if (options_.real_node) {
+    // pods/log, exec and port-forward go to the kubelet: authenticate as the admin (the kubelet
+    // trusts the cluster CA) and reach it at its Hostname address, 127.0.0.1 (the kubelet
+    // refuses a loopback InternalIP).
+    argv.insert(argv.end(), {"--kubelet-client-certificate=" + pki_.admin_cert,
+                             "--kubelet-client-key=" + pki_.admin_key,
+                             "--kubelet-preferred-address-types=Hostname"});
+  }
   // Last, so a test's flag overrides one of ours (the last occurrence of a flag wins).
   argv.insert(argv.end(), options_.extra_apiserver_flags.begin(),
               options_.extra_apiserver_flags.end());
@@ -460,6 +473,21 @@ void ControlPlane::wait_for_fake_nodes() {
   });
 }
 
+void ControlPlane::start_real_node() {
+  RealNodeOptions node;
+  node.dir = options_.dir + "/node";
+  node.logs_dir = options_.dir + "/logs";
+  node.tools_dir = options_.tools_dir;
+  node.images_dir = options_.images_dir.empty() ? images_dir() : options_.images_dir;
+  node.apiserver_url = endpoints_.apiserver_url;
+  node.ca_cert = pki_.ca_cert;
+  node.ca_key = pki_.ca_key;
+  node.start_timeout = options_.start_timeout;
+  node.abort_requested = options_.abort_requested;
+  node.admin_client = [this] { return admin_client(); };
+  real_node_ = RealNode::start(node, logger_);
+}
+
 ControlPlane::Component* ControlPlane::find(const std::string& name) {
   for (auto& component : components_) {
     if (component->name == name) return component.get();
@@ -478,6 +506,7 @@ std::unique_ptr<HttpClient> ControlPlane::admin_client() const {
 std::vector<std::string> ControlPlane::exited_components() {
   std::vector<std::string> exited;
   if (stopped_) return exited;
+  if (real_node_) exited = real_node_->exited_components();
   for (auto& component : components_) {
     if (component->process && !component->process->running()) {
       exited.push_back(component->name + ": " + component->process->exit_status()->describe());
@@ -504,6 +533,7 @@ nlohmann::json ControlPlane::describe() const {
           {"controller_manager", options_.controller_manager},
           {"scheduler", options_.scheduler},
           {"components", components},
+          {"real_node", real_node_ ? real_node_->describe() : nlohmann::json(nullptr)},
           {"phases", phases_},
           {"readiness_probes", probe_counts_},
           {"port_retries", port_retries_}};
@@ -512,6 +542,8 @@ nlohmann::json ControlPlane::describe() const {
 void ControlPlane::stop() {
   if (stopped_) return;
   stopped_ = true;
+  // The node before the apiserver it reports to; its teardown needs no apiserver.
+  if (real_node_) real_node_->stop();
   // Everything but etcd is told at once, so their shutdowns overlap; etcd goes last because the
   // apiserver's graceful shutdown still talks to it.
   for (auto& component : components_) {

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "localcluster/certificates.h"
 #include "localcluster/http_client.h"
+#include "localcluster/real_node.h"
 #include "process/process.h"
 
 namespace perimeter::localcluster {
@@ -21,6 +22,9 @@ struct ControlPlaneOptions {
   bool controller_manager = false;
   bool scheduler = false;
   int kwok_nodes = 0;  // > 0 starts KWOK and creates that many fake Nodes
+  // A real kubelet on a containerd of its own (see real_node.h); pods scheduled to it run.
+  bool real_node = false;
+  std::string images_dir;  // the node's image archives (default: real_node.h's images_dir())
   std::vector<std::string> extra_apiserver_flags;
   std::chrono::seconds start_timeout{120};  // per component
   // Asked while waiting for components; returning true abandons the start (a shutdown request
@@ -96,6 +100,7 @@ class ControlPlane {
   void start_kwok();
   void create_fake_nodes();
   void wait_for_fake_nodes();
+  void start_real_node();
 
   Component* find(const std::string& name);
   Component& add_component(const std::string& name, std::vector<std::string> argv);
@@ -114,6 +119,7 @@ class ControlPlane {
   int etcd_peer_port_ = 0;
   int apiserver_port_ = 0;
   std::vector<std::unique_ptr<Component>> components_;
+  std::unique_ptr<RealNode> real_node_;
   nlohmann::json phases_ = nlohmann::json::object();
   std::map<std::string, int> probe_counts_;  // readiness probes per component
   int port_retries_ = 0;                     // starts retried because a picked port was taken

@@ -105,6 +105,8 @@ int serve(const CommandLine& line, bool human) {
       .controller_manager = line.controller_manager,
       .scheduler = line.scheduler,
       .kwok_nodes = line.nodes,
+      .real_node = line.real_node,
+      .images_dir = {},
       .extra_apiserver_flags = line.apiserver_flags,
       .start_timeout = std::chrono::seconds(line.timeout_seconds),
       .abort_requested =
@@ -222,6 +224,7 @@ int up(const CommandLine& line) {
                "--timeout",      std::to_string(line.timeout_seconds)};
   if (line.controller_manager) spec.argv.push_back("--controller-manager");
   if (line.scheduler) spec.argv.push_back("--scheduler");
+  if (line.real_node) spec.argv.push_back("--real-node");
   if (!line.tools_dir.empty()) spec.argv.insert(spec.argv.end(), {"--tools-dir", line.tools_dir});
   for (const auto& flag : line.apiserver_flags) spec.argv.push_back("--apiserver-flag=" + flag);
   spec.argv[0] = fs::read_symlink("/proc/self/exe").string();

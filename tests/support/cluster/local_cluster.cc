@@ -63,6 +63,7 @@ std::unique_ptr<LocalCluster> LocalCluster::start(const LocalClusterOptions& opt
   spec.argv = {binary, "serve", "--dir", cluster->dir_, "--control-stdin"};
   if (options.controller_manager) spec.argv.push_back("--controller-manager");
   if (options.scheduler) spec.argv.push_back("--scheduler");
+  if (options.real_node) spec.argv.push_back("--real-node");
   if (options.kwok_nodes > 0) {
     spec.argv.insert(spec.argv.end(), {"--nodes", std::to_string(options.kwok_nodes)});
   }
@@ -86,6 +87,13 @@ std::unique_ptr<LocalCluster> LocalCluster::start(const LocalClusterOptions& opt
     cluster->etcd_url_ = ready.at("etcd_url");
     for (const auto& component : ready.at("components")) {
       cluster->component_pids_.push_back(component.at("pid").get<pid_t>());
+    }
+    cluster->phases_ = ready.value("phases", nlohmann::json::object());
+    cluster->real_node_ = ready.value("real_node", nlohmann::json());
+    if (cluster->real_node_.is_object()) {
+      for (const char* pid : {"containerd_pid", "kubelet_pid"}) {
+        cluster->component_pids_.push_back(cluster->real_node_.at(pid).get<pid_t>());
+      }
     }
   } catch (const std::exception& e) {
     cluster.reset();  // stops the supervisor if it runs, removes the folder

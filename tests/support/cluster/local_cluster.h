@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,11 @@ struct LocalClusterOptions {
   bool scheduler = false;
   int kwok_nodes = 0;  // >0 starts KWOK and creates that many Ready fake nodes
   std::vector<std::string> extra_apiserver_flags;
+  // A real kubelet on a containerd of its own (localcluster/real_node.h): pods that tolerate the
+  // taint `perimeter.dev/real-node=true:NoSchedule` and select the label
+  // `perimeter.dev/real-node=true` really run (images from hack/images/build-images.sh, with
+  // imagePullPolicy Never). Needs root; a missing binary or kernel feature fails the start.
+  bool real_node = false;
 
   bool operator==(const LocalClusterOptions&) const = default;
 };
@@ -60,6 +66,11 @@ class LocalCluster {
   // The supervisor's pid and the component pids (tests that check nothing leaks use them).
   pid_t supervisor_pid() const;
   std::vector<pid_t> component_pids() const { return component_pids_; }
+  // The real node's description (name, bridge, pod_subnet, cgroup_root, containerd_socket,
+  // phases...), null without one.
+  const nlohmann::json& real_node() const { return real_node_; }
+  // Start-up phases in milliseconds as the supervisor measured them (total_ms, ...).
+  const nlohmann::json& phases() const { return phases_; }
   // Folder of the log of each component: <dir>/logs/<component>.log.
   std::string log_path(const std::string& component) const;
 
@@ -74,6 +85,8 @@ class LocalCluster {
   std::string kubeconfig_, apiserver_url_, ca_file_, client_cert_file_, client_key_file_, etcd_url_,
       dir_;
   std::vector<pid_t> component_pids_;
+  nlohmann::json real_node_;
+  nlohmann::json phases_;
 };
 
 // Where the perimeter-local-cluster binary is: $PERIMETER_BIN_DIR (set by ctest), else next to

@@ -1,0 +1,913 @@
+#include "localcluster/real_node.h"
+
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "core/clock.h"
+#include "core/random.h"
+#include "localcluster/cluster_dirs.h"
+#include "localcluster/kubeconfig.h"
+#include "localcluster/ports.h"
+#include "localcluster/readiness.h"
+#include "localcluster/tools.h"
+
+namespace perimeter::localcluster {
+namespace {
+
+namespace fs = std::filesystem;
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr const char* kCniBinDir = "/usr/lib/cni";
+constexpr const char* kCriNamespace = "k8s.io";
+// containerd 1.6 puts every shim's socket here whatever its own state folder is.
+constexpr const char* kShimSocketDir = "/run/containerd/s";
+constexpr int kLogTailLines = 40;
+// Made by the kubelet outside its --root-dir, deepest first.
+constexpr const char* kKubeletFixedPaths[] = {"/var/lib/kubelet/device-plugins/kubelet.sock",
+                                              "/var/lib/kubelet/device-plugins",
+                                              "/var/lib/kubelet"};
+
+long long millis_since(SteadyClock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - since).count();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs a short command to completion; its stdout is returned, stderr goes to `log_path`.
+struct CommandOutput {
+  bool ok = false;
+  std::string out;
+  std::string failure;  // how it failed, with the tail of its log
+};
+
+CommandOutput run_command(const std::vector<std::string>& argv, const std::string& log_path,
+                          std::chrono::seconds timeout = std::chrono::seconds(60)) {
+  process::ProcessSpec spec;
+  spec.argv = argv;
+  spec.log_path = log_path;
+  spec.capture_stdout = true;
+  CommandOutput result;
+  std::unique_ptr<process::Process> child;
+  try {
+    child = process::Process::spawn(spec);
+  } catch (const std::exception& e) {
+    result.failure = e.what();
+    return result;
+  }
+  const auto deadline = SteadyClock::now() + timeout;
+  while (true) {
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+    if (left.count() <= 0) {
+      child->terminate(std::chrono::seconds(2));
+      result.failure = argv[0] + " did not finish within " + std::to_string(timeout.count()) + " s";
+      return result;
+    }
+    auto line = child->read_stdout_line(left);
+    if (line.result == process::LineRead::Result::kEof) break;
+    if (line.result == process::LineRead::Result::kLine) result.out += line.line + "\n";
+  }
+  auto status = child->wait();
+  result.ok = status.success();
+  if (!result.ok) {
+    std::string command;
+    for (const auto& arg : argv) command += (command.empty() ? "" : " ") + arg;
+    result.failure = "`" + command + "` " + status.describe() + ": " + tail_of_file(log_path, 10);
+  }
+  return result;
+}
+
+std::string random_hex(int digits) {
+  std::random_device device;
+  std::string text;
+  for (int i = 0; i < digits; ++i) text += "0123456789abcdef"[device() % 16];
+  return text;
+}
+
+// --- the kubelet's client certificate, signed by the cluster CA --------------------------------
+
+std::string openssl_failure(const std::string& what) {
+  unsigned long code = ERR_get_error();
+  char buffer[256] = "unknown OpenSSL error";
+  if (code != 0) ERR_error_string_n(code, buffer, sizeof(buffer));
+  ERR_clear_error();
+  return what + ": " + buffer;
+}
+
+void openssl_check(bool ok, const std::string& what) {
+  if (!ok) throw std::runtime_error(openssl_failure(what));
+}
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
+};
+struct X509Free {
+  void operator()(X509* cert) const { X509_free(cert); }
+};
+struct FileClose {
+  void operator()(FILE* file) const { std::fclose(file); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using Cert = std::unique_ptr<X509, X509Free>;
+using File = std::unique_ptr<FILE, FileClose>;
+
+File open_file(const std::string& path, const char* mode) {
+  File file(std::fopen(path.c_str(), mode));
+  if (!file) throw std::runtime_error("cannot open " + path);
+  return file;
+}
+
+void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* extension = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
+  openssl_check(extension != nullptr, std::string("building extension ") + OBJ_nid2sn(nid));
+  const int added = X509_add_ext(cert, extension, -1);
+  X509_EXTENSION_free(extension);
+  openssl_check(added == 1, "adding a certificate extension");
+}
+
+// CN=system:node:<name>, O=system:nodes: the identity RBAC's system:node role is bound to.
+void issue_node_client_certificate(const RealNodeOptions& options, const std::string& node_name,
+                                   const std::string& cert_path, const std::string& key_path) {
+  Cert ca(PEM_read_X509(open_file(options.ca_cert, "r").get(), nullptr, nullptr, nullptr));
+  openssl_check(ca != nullptr, "reading " + options.ca_cert);
+  Pkey ca_key(PEM_read_PrivateKey(open_file(options.ca_key, "r").get(), nullptr, nullptr, nullptr));
+  openssl_check(ca_key != nullptr, "reading " + options.ca_key);
+  Pkey key(EVP_EC_gen("P-256"));
+  openssl_check(key != nullptr, "generating the kubelet's key");
+  Cert cert(X509_new());
+  openssl_check(cert != nullptr, "allocating a certificate");
+  X509_set_version(cert.get(), 2);
+  unsigned char serial_bytes[16];
+  openssl_check(RAND_bytes(serial_bytes, sizeof(serial_bytes)) == 1, "drawing a serial number");
+  serial_bytes[0] &= 0x7f;
+  BIGNUM* serial = BN_bin2bn(serial_bytes, sizeof(serial_bytes), nullptr);
+  const bool serial_set =
+      serial != nullptr && BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert.get()));
+  BN_free(serial);
+  openssl_check(serial_set, "setting the serial number");
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 365L * 24 * 3600);
+  const std::string common_name = "system:node:" + node_name;
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>("system:nodes"), -1, -1, 0);
+  X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
+                             0);
+  openssl_check(X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.get())) == 1,
+                "setting the issuer");
+  openssl_check(X509_set_pubkey(cert.get(), key.get()) == 1, "setting the public key");
+  add_extension(cert.get(), ca.get(), NID_basic_constraints, "critical,CA:FALSE");
+  add_extension(cert.get(), ca.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment");
+  add_extension(cert.get(), ca.get(), NID_ext_key_usage, "clientAuth");
+  add_extension(cert.get(), ca.get(), NID_authority_key_identifier, "keyid");
+  openssl_check(X509_sign(cert.get(), ca_key.get(), EVP_sha256()) > 0, "signing " + common_name);
+  openssl_check(PEM_write_X509(open_file(cert_path, "w").get(), cert.get()) == 1,
+                "writing " + cert_path);
+  File key_file = open_file(key_path, "w");
+  ::fchmod(::fileno(key_file.get()), 0600);
+  openssl_check(
+      PEM_write_PrivateKey(key_file.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1,
+      "writing " + key_path);
+}
+
+// containerd 1.6 names a shim's socket sha256(<containerd address>/<namespace>/<id>).
+std::string shim_socket_path(const std::string& containerd_socket, const std::string& id) {
+  const std::string key = containerd_socket + "/" + kCriNamespace + "/" + id;
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(), digest);
+  std::string hex;
+  for (unsigned char byte : digest) {
+    hex += "0123456789abcdef"[byte >> 4];
+    hex += "0123456789abcdef"[byte & 15];
+  }
+  return std::string(kShimSocketDir) + "/" + hex;
+}
+
+// Every process whose command line holds `-address <socket>`: containerd's shims of this node.
+struct Shim {
+  pid_t pid = 0;
+  std::string id;
+};
+
+std::vector<Shim> find_shims(const std::string& socket) {
+  std::vector<Shim> shims;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator("/proc", error)) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::string raw = read_file(entry.path().string() + "/cmdline");
+    std::vector<std::string> argv;
+    std::stringstream split(raw);
+    for (std::string arg; std::getline(split, arg, '\0');) argv.push_back(arg);
+    if (argv.empty() || argv[0].find("containerd-shim") == std::string::npos) continue;
+    Shim shim{static_cast<pid_t>(std::stoi(name)), ""};
+    bool ours = false;
+    for (size_t i = 0; i + 1 < argv.size(); ++i) {
+      if (argv[i] == "-address" && argv[i + 1] == socket) ours = true;
+      if (argv[i] == "-id") shim.id = argv[i + 1];
+    }
+    if (ours) shims.push_back(shim);
+  }
+  return shims;
+}
+
+// The cgroup hierarchies mounted here: every v1 controller folder, or the v2 root itself.
+std::vector<std::string> cgroup_hierarchies() {
+  std::vector<std::string> roots;
+  if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) return {"/sys/fs/cgroup"};
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator("/sys/fs/cgroup", error)) {
+    if (entry.is_directory() && !entry.is_symlink() && fs::exists(entry.path() / "cgroup.procs")) {
+      roots.push_back(entry.path().string());
+    }
+  }
+  return roots;
+}
+
+// Mount points from /proc/self/mountinfo (octal escapes such as \040 decoded).
+std::vector<std::string> mount_points() {
+  std::vector<std::string> points;
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  for (std::string line; std::getline(mountinfo, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, device, root, point;
+    fields >> id >> parent >> device >> root >> point;
+    std::string decoded;
+    for (size_t i = 0; i < point.size(); ++i) {
+      if (point[i] == '\\' && i + 3 < point.size()) {
+        decoded += static_cast<char>(std::stoi(point.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        decoded += point[i];
+      }
+    }
+    points.push_back(decoded);
+  }
+  return points;
+}
+
+bool is_under(const std::string& path, const std::string& dir) {
+  return path == dir || path.rfind(dir + "/", 0) == 0;
+}
+
+std::set<std::string> iptables_chains(const std::string& binary, const std::string& log_path) {
+  std::set<std::string> chains;
+  for (const char* table : {"filter", "nat", "mangle"}) {
+    auto listed = run_command({binary, "-w", "-t", table, "-S"}, log_path);
+    if (!listed.ok) continue;
+    std::istringstream lines(listed.out);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("-N ", 0) == 0) chains.insert(std::string(table) + "/" + line.substr(3));
+    }
+  }
+  return chains;
+}
+
+// The words of one `iptables -S` line; double-quoted words (comments) stay whole.
+std::vector<std::string> split_rule(const std::string& line) {
+  std::vector<std::string> words;
+  std::string word;
+  bool quoted = false, in_word = false;
+  for (char c : line) {
+    if (c == '"') {
+      quoted = !quoted;
+      in_word = true;
+    } else if (c == ' ' && !quoted) {
+      if (in_word) words.push_back(word);
+      word.clear();
+      in_word = false;
+    } else {
+      word += c;
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(word);
+  return words;
+}
+
+}  // namespace
+
+std::string images_dir() {
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
+  if (const char* dir = std::getenv("PERIMETER_IMAGES_DIR"); dir && *dir) return dir;
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
+  if (const char* cache = std::getenv("XDG_CACHE_HOME"); cache && *cache) {
+    return std::string(cache) + "/perimeter/images";
+  }
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): read-only; nothing calls setenv concurrently
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/root") + "/.cache/perimeter/images";
+}
+
+std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& options) {
+  std::vector<std::string> missing;
+  if (::geteuid() != 0) {
+    missing.push_back("root: a real node mounts, makes cgroups and network devices (run as root)");
+  }
+  const std::vector<std::pair<std::string, std::string>> binaries = {
+      {"containerd", "containerd"},
+      {"containerd-shim-runc-v2", "containerd"},
+      {"ctr", "containerd"},
+      {"runc", "runc"},
+      {"ip", "iproute2"}};
+  for (const auto& [binary, package] : binaries) {
+    if (process::find_executable(binary).empty()) {
+      missing.push_back("binary " + binary + " not found on PATH (Debian package " + package +
+                        "; `make deps` installs it)");
+    }
+  }
+  for (const char* plugin : {"bridge", "host-local", "loopback"}) {
+    if (::access((std::string(kCniBinDir) + "/" + plugin).c_str(), X_OK) != 0) {
+      missing.push_back(std::string("CNI plugin ") + plugin + " not found in " + kCniBinDir +
+                        " (Debian package containernetworking-plugins; `make deps`)");
+    }
+  }
+  if (::access((options.tools_dir + "/kubelet").c_str(), X_OK) != 0) {
+    missing.push_back("kubelet not found at " + options.tools_dir +
+                      "/kubelet (`make tools` builds it)");
+  }
+  if (!fs::exists(options.images_dir + "/pause.tar")) {
+    missing.push_back("the pause image " + options.images_dir +
+                      "/pause.tar (hack/images/build-images.sh builds it; `make setup` runs it)");
+  }
+  if (cgroup_hierarchies().empty()) {
+    missing.push_back("kernel feature: no cgroup hierarchy mounted under /sys/fs/cgroup");
+  }
+  if (!fs::exists("/proc/self/ns/net")) {
+    missing.push_back("kernel feature: network namespaces (/proc/self/ns/net)");
+  }
+  if (read_file("/proc/self/status").find("Seccomp:") == std::string::npos) {
+    missing.push_back("kernel feature: seccomp (no Seccomp line in /proc/self/status)");
+  }
+  if (!fs::exists("/dev/kmsg")) {
+    missing.push_back("/dev/kmsg (the kubelet's OOM watcher reads it)");
+  }
+  return missing;
+}
+
+RealNode::RealNode(RealNodeOptions options, Logger logger)
+    : options_(std::move(options)), logger_(std::move(logger)) {}
+
+RealNode::~RealNode() {
+  stop();
+}
+
+std::unique_ptr<RealNode> RealNode::start(const RealNodeOptions& options, Logger logger) {
+  if (auto missing = missing_node_prerequisites(options); !missing.empty()) {
+    std::string message = "the real node cannot start; missing:";
+    for (const auto& what : missing) message += "\n  - " + what;
+    throw std::runtime_error(message);
+  }
+  std::unique_ptr<RealNode> node(new RealNode(options, std::move(logger)));
+  node->start_all();  // on failure the destructor removes whatever did start
+  return node;
+}
+
+void RealNode::start_all() {
+  const auto started = SteadyClock::now();
+  id_ = random_hex(8);
+  // The kubelet refuses a loopback node IP, and the apiserver must reach it on loopback: the
+  // node is named 127.0.0.1, its Hostname address, which the apiserver is told to prefer.
+  name_ = "127.0.0.1";
+  bridge_ = "pmtr" + id_;  // 12 characters: interface names stop at 15
+  cgroup_root_ = "/perimeter-" + id_;
+  // A /24 in 10.128.0.0/9 no route on this machine uses yet.
+  const std::string routes = read_file("/proc/net/route");
+  std::random_device device;
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    const unsigned second = 128 + device() % 128, third = device() % 256;
+    char hex[9];
+    std::snprintf(hex, sizeof(hex), "%02X%02X%02X", third, second, 10);  // little-endian x.y.z.0
+    if (routes.find(std::string("\t00") + hex + "\t") != std::string::npos) continue;
+    pod_subnet_ = "10." + std::to_string(second) + "." + std::to_string(third) + ".0/24";
+    break;
+  }
+  if (pod_subnet_.empty()) throw std::runtime_error("no free /24 for pods in 10.128.0.0/9");
+  snapshotter_ = read_file("/proc/filesystems").find("\toverlay\n") != std::string::npos
+                     ? "overlayfs"
+                     : "native";
+  socket_ = options_.dir + "/containerd.sock";
+  containerd_log_ = options_.logs_dir + "/containerd.log";
+  kubelet_log_ = options_.logs_dir + "/kubelet.log";
+  fs::create_directories(options_.dir);
+  fs::create_directories(options_.logs_dir);
+
+  write_kubelet_credentials();
+  write_containerd_config();
+  write_cni_config();
+  start_containerd();
+  phases_["containerd_ready_ms"] = millis_since(started);
+  import_images();
+  phases_["images_imported_ms"] = millis_since(started);
+  grant_node_role();
+  remember_iptables_chains();
+  remember_host_paths();
+  start_kubelet();
+  wait_for_node_ready();
+  phases_["node_ready_ms"] = millis_since(started);
+  logger_.info("real node ready", describe());
+}
+
+void RealNode::write_kubelet_credentials() {
+  const std::string pki = options_.dir + "/pki";
+  fs::create_directories(pki);
+  issue_node_client_certificate(options_, name_, pki + "/kubelet-client.crt",
+                                pki + "/kubelet-client.key");
+  KubeconfigSpec kubeconfig;
+  kubeconfig.server = options_.apiserver_url;
+  kubeconfig.ca_file = options_.ca_cert;
+  kubeconfig.client_cert_file = pki + "/kubelet-client.crt";
+  kubeconfig.client_key_file = pki + "/kubelet-client.key";
+  kubeconfig.context_name = name_;
+  kubeconfig.user_name = "system:node:" + name_;
+  write_kubeconfig(options_.dir + "/kubelet.kubeconfig", kubeconfig);
+}
+
+void RealNode::write_containerd_config() {
+  const std::string root = options_.dir + "/containerd";
+  std::ofstream config(options_.dir + "/containerd.toml");
+  // Root, state, runc state and network namespaces all under the node's folder, so nothing is
+  // shared with another containerd on this machine and teardown knows where to look.
+  config << "version = 2\n"
+         << "root = \"" << root << "/root\"\n"
+         << "state = \"" << root << "/state\"\n"
+         << "disabled_plugins = [\"io.containerd.snapshotter.v1.aufs\", "
+            "\"io.containerd.snapshotter.v1.btrfs\", \"io.containerd.snapshotter.v1.zfs\", "
+            "\"io.containerd.snapshotter.v1.devmapper\"]\n"
+         << "[grpc]\n  address = \"" << socket_ << "\"\n"
+         << "[ttrpc]\n  address = \"\"\n"
+         << "[metrics]\n  address = \"\"\n"
+         << "[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"" << root << "/opt\"\n"
+         << "[plugins.\"io.containerd.grpc.v1.cri\"]\n"
+         << "  sandbox_image = \"" << kPauseImage << "\"\n"
+         << "  netns_mounts_under_state_dir = true\n"
+         << "  enable_selinux = false\n"
+         // This machine may not lower oom_score_adj (the pause container asks for -998): keep
+         // containers at or above containerd's own.
+         << "  restrict_oom_score_adj = true\n"
+         << "  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n"
+         << "    snapshotter = \"" << snapshotter_ << "\"\n"
+         << "    default_runtime_name = \"runc\"\n"
+         << "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n"
+         << "      runtime_type = \"io.containerd.runc.v2\"\n"
+         << "      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n"
+         << "        SystemdCgroup = false\n"
+         << "        Root = \"" << root << "/runc\"\n"
+         << "  [plugins.\"io.containerd.grpc.v1.cri\".cni]\n"
+         << "    bin_dir = \"" << kCniBinDir << "\"\n"
+         << "    conf_dir = \"" << options_.dir << "/cni\"\n";
+}
+
+void RealNode::write_cni_config() {
+  fs::create_directories(options_.dir + "/cni");
+  // No ipMasq: pods talk to the host over the bridge only, so no NAT rule is needed or left.
+  nlohmann::json bridge = {{"type", "bridge"},
+                           {"bridge", bridge_},
+                           {"isGateway", true},
+                           {"ipMasq", false},
+                           {"hairpinMode", true},
+                           {"ipam",
+                            {{"type", "host-local"},
+                             {"ranges", {{{{"subnet", pod_subnet_}}}}},
+                             {"routes", {{{"dst", "0.0.0.0/0"}}}},
+                             {"dataDir", options_.dir + "/cni-ipam"}}}};
+  nlohmann::json list = {{"cniVersion", "1.0.0"},
+                         {"name", "perimeter-" + id_},
+                         {"plugins", nlohmann::json::array({bridge})}};
+  std::ofstream(options_.dir + "/cni/10-perimeter.conflist") << list.dump(2) << "\n";
+}
+
+void RealNode::wait_for(process::Process& process, const std::string& component,
+                        const std::string& log_path, const std::string& what,
+                        const std::function<bool(std::string*)>& probe) {
+  ReadinessCheck check;
+  check.component = component;
+  check.what = what;
+  check.timeout = options_.start_timeout;
+  check.probe = probe;
+  check.exit_description = [&process]() -> std::optional<std::string> {
+    if (process.running()) return std::nullopt;
+    return process.exit_status()->describe();
+  };
+  check.log_path = log_path;
+  check.log_tail = [log_path] { return tail_of_file(log_path, kLogTailLines); };
+  check.abort_requested = options_.abort_requested;
+  localcluster::wait_until_ready(check, SystemClock::instance(), ThreadSleeper::instance(),
+                                 SystemRandom::instance());
+}
+
+void RealNode::start_containerd() {
+  process::ProcessSpec spec;
+  spec.argv = {process::find_executable("containerd"), "--config",
+               options_.dir + "/containerd.toml"};
+  spec.log_path = containerd_log_;
+  spec.working_dir = options_.dir;
+  spec.parent_death_signal = SIGKILL;
+  containerd_ = process::Process::spawn(spec);
+  write_pid_file(options_.dir + "/containerd.pid", containerd_->pid());
+  const std::string probe_log = options_.dir + "/ctr.log";
+  wait_for(*containerd_, "containerd", containerd_log_, "the CRI plugin serving on its socket",
+           [&](std::string* complaint) {
+             // `ctr plugins ls` lists the CRI plugin as ok once it has loaded.
+             auto plugins = run_command({"ctr", "--address", socket_, "plugins", "ls"}, probe_log,
+                                        std::chrono::seconds(10));
+             if (!plugins.ok) {
+               *complaint = plugins.failure;
+               return false;
+             }
+             for (std::istringstream lines(plugins.out); !lines.eof();) {
+               std::string line;
+               std::getline(lines, line);
+               if (line.find("io.containerd.grpc.v1") != std::string::npos &&
+                   line.find(" cri ") != std::string::npos) {
+                 if (line.find(" ok") != std::string::npos) return true;
+                 *complaint = "the CRI plugin did not load: " + line;
+                 return false;
+               }
+             }
+             *complaint = "no CRI plugin listed yet";
+             return false;
+           });
+}
+
+void RealNode::import_images() {
+  std::vector<std::string> archives;
+  for (const auto& entry : fs::directory_iterator(options_.images_dir)) {
+    if (entry.path().extension() == ".tar") archives.push_back(entry.path().string());
+  }
+  std::sort(archives.begin(), archives.end());
+  for (const auto& archive : archives) {
+    const std::string name = kImageNamePrefix + fs::path(archive).stem().string();
+    auto imported =
+        run_command({"ctr", "--address", socket_, "--namespace", kCriNamespace, "images", "import",
+                     "--snapshotter", snapshotter_, "--base-name", name, archive},
+                    options_.dir + "/ctr.log");
+    if (!imported.ok) {
+      throw std::runtime_error("importing image " + archive +
+                               " into the node's containerd: " + imported.failure);
+    }
+    images_.push_back(name);
+  }
+}
+
+void RealNode::grant_node_role() {
+  // The apiserver authorizes with RBAC only; the built-in system:node role is what a kubelet
+  // needs, bound here to this node's user alone.
+  nlohmann::json binding = {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+                            {"kind", "ClusterRoleBinding"},
+                            {"metadata", {{"name", "perimeter:" + name_}}},
+                            {"roleRef",
+                             {{"apiGroup", "rbac.authorization.k8s.io"},
+                              {"kind", "ClusterRole"},
+                              {"name", "system:node"}}},
+                            {"subjects",
+                             {{{"apiGroup", "rbac.authorization.k8s.io"},
+                               {"kind", "User"},
+                               {"name", "system:node:" + name_}}}}};
+  auto api = options_.admin_client();
+  auto response = api->request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                               binding.dump());
+  if (response.status != 201 && response.status != 409) {
+    throw std::runtime_error("binding system:node to " + name_ + ": HTTP " +
+                             std::to_string(response.status) + ": " + response.body);
+  }
+}
+
+void RealNode::remember_host_paths() {
+  // The kubelet's device manager serves a fixed socket whatever --root-dir says.
+  created_host_paths_.clear();
+  for (const char* path : kKubeletFixedPaths) {
+    if (!fs::exists(path)) created_host_paths_.emplace_back(path);
+  }
+}
+
+void RealNode::remove_host_paths() {
+  // Deepest first, and only what did not exist before this node started.
+  for (const auto& path : created_host_paths_) {
+    std::error_code ignored;
+    if (fs::is_directory(path, ignored)) {
+      fs::remove(path, ignored);  // only when empty: another kubelet may have put files there
+    } else {
+      fs::remove(path, ignored);
+    }
+  }
+}
+
+void RealNode::remember_iptables_chains() {
+  for (const char* binary : {"iptables", "ip6tables"}) {
+    if (process::find_executable(binary).empty()) continue;
+    for (const auto& chain : iptables_chains(binary, options_.dir + "/iptables.log")) {
+      chains_before_.push_back(std::string(binary) + ":" + chain);
+    }
+  }
+}
+
+void RealNode::make_cgroup_root() {
+  // The kubelet wants its cgroup root present in every hierarchy. A new cpuset starts with no
+  // CPUs or memory nodes, so it gets its parent's.
+  for (const auto& hierarchy : cgroup_hierarchies()) {
+    const std::string path = hierarchy + cgroup_root_;
+    if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw std::runtime_error("creating cgroup " + path + ": " + std::strerror(errno));
+    }
+    for (const char* inherited : {"cpuset.cpus", "cpuset.mems"}) {
+      if (!fs::exists(hierarchy + "/" + inherited)) continue;
+      std::ofstream(path + "/" + inherited) << read_file(hierarchy + "/" + inherited);
+    }
+  }
+}
+
+void RealNode::start_kubelet() {
+  make_cgroup_root();
+  const std::string root = options_.dir + "/kubelet";
+  fs::create_directories(root + "/pki");
+  fs::create_directories(options_.dir + "/pod-logs");
+  const int port = pick_free_port();
+  const int healthz_port = pick_free_port();
+  nlohmann::json config = {
+      {"apiVersion", "kubelet.config.k8s.io/v1beta1"},
+      {"kind", "KubeletConfiguration"},
+      {"address", "127.0.0.1"},
+      {"port", port},
+      {"readOnlyPort", 0},
+      {"healthzBindAddress", "127.0.0.1"},
+      {"healthzPort", healthz_port},
+      // Only the cluster CA's certificates get in (the apiserver's for pods/log and exec).
+      {"authentication",
+       {{"anonymous", {{"enabled", false}}},
+        {"webhook", {{"enabled", false}}},
+        {"x509", {{"clientCAFile", options_.ca_cert}}}}},
+      {"authorization", {{"mode", "AlwaysAllow"}}},
+      {"cgroupDriver", "cgroupfs"},
+      // A subtree of our own, so two nodes on one machine never share kubepods.
+      {"cgroupRoot", cgroup_root_},
+      {"containerRuntimeEndpoint", "unix://" + socket_},
+      {"podLogsDir", options_.dir + "/pod-logs"},
+      {"failSwapOn", false},
+      {"failCgroupV1", false},
+      {"resolvConf", ""},
+      {"registerWithTaints",
+       {{{"key", kRealNodeTaintKey}, {"value", "true"}, {"effect", "NoSchedule"}}}},
+      // The images cannot be pulled again: never collect them, and only evict on a full disk.
+      {"imageGCHighThresholdPercent", 100},
+      {"imageGCLowThresholdPercent", 99},
+      {"evictionHard",
+       {{"memory.available", "50Mi"}, {"nodefs.available", "1%"}, {"imagefs.available", "1%"}}},
+      {"serializeImagePulls", false},
+      {"rotateCertificates", false},
+  };
+  std::ofstream(options_.dir + "/kubelet.yaml") << config.dump(2) << "\n";
+  process::ProcessSpec spec;
+  spec.argv = {options_.tools_dir + "/kubelet",
+               "--config=" + options_.dir + "/kubelet.yaml",
+               "--kubeconfig=" + options_.dir + "/kubelet.kubeconfig",
+               "--root-dir=" + root,
+               "--cert-dir=" + root + "/pki",
+               "--hostname-override=" + name_,
+               "--node-labels=" + std::string(kRealNodeLabel) + "=true",
+               "--v=1"};
+  spec.log_path = kubelet_log_;
+  spec.working_dir = options_.dir;
+  spec.parent_death_signal = SIGKILL;
+  kubelet_ = process::Process::spawn(spec);
+  write_pid_file(options_.dir + "/kubelet.pid", kubelet_->pid());
+}
+
+void RealNode::wait_for_node_ready() {
+  auto api = options_.admin_client();
+  wait_for(
+      *kubelet_, "kubelet", kubelet_log_, "Node " + name_ + " Ready", [&](std::string* complaint) {
+        auto response = api->get("/api/v1/nodes/" + name_);
+        if (response.status != 200) {
+          *complaint = "Node " + name_ + ": HTTP " + std::to_string(response.status);
+          return false;
+        }
+        const auto node = nlohmann::json::parse(response.body);
+        bool ready = false;
+        for (const auto& condition : node["status"].value("conditions", nlohmann::json::array())) {
+          if (condition.value("type", "") != "Ready") continue;
+          ready = condition.value("status", "") == "True";
+          if (!ready) *complaint = "Ready is " + condition.dump();
+        }
+        if (!ready) return false;
+        // No node-lifecycle controller runs here to lift the not-ready taint the
+        // TaintNodesByCondition plugin put on at registration: keep only our own taint.
+        const auto taints = node["spec"].value("taints", nlohmann::json::array());
+        nlohmann::json kept = nlohmann::json::array();
+        for (const auto& taint : taints) {
+          if (taint.value("key", "") == kRealNodeTaintKey) kept.push_back(taint);
+        }
+        if (kept.size() == taints.size()) return true;
+        nlohmann::json patch = {{"spec", {{"taints", kept}}}};
+        auto patched = api->request("PATCH", "/api/v1/nodes/" + name_, patch.dump(),
+                                    "application/merge-patch+json");
+        *complaint = "lifting the not-ready taint: HTTP " + std::to_string(patched.status) + ": " +
+                     patched.body;
+        return false;
+      });
+}
+
+std::vector<pid_t> RealNode::pids() const {
+  std::vector<pid_t> pids;
+  if (containerd_) pids.push_back(containerd_->pid());
+  if (kubelet_) pids.push_back(kubelet_->pid());
+  return pids;
+}
+
+nlohmann::json RealNode::describe() const {
+  return {{"name", name_},
+          {"label", std::string(kRealNodeLabel) + "=true"},
+          {"taint", std::string(kRealNodeTaintKey) + "=true:NoSchedule"},
+          {"bridge", bridge_},
+          {"pod_subnet", pod_subnet_},
+          {"cgroup_root", cgroup_root_},
+          {"snapshotter", snapshotter_},
+          {"containerd_socket", socket_},
+          {"containerd_pid", containerd_ ? containerd_->pid() : 0},
+          {"kubelet_pid", kubelet_ ? kubelet_->pid() : 0},
+          {"containerd_log", containerd_log_},
+          {"kubelet_log", kubelet_log_},
+          {"images", images_},
+          {"phases", phases_}};
+}
+
+std::vector<std::string> RealNode::exited_components() {
+  std::vector<std::string> exited;
+  if (stopped_) return exited;
+  for (auto* process : {containerd_.get(), kubelet_.get()}) {
+    if (process && !process->running()) {
+      exited.push_back(process->name() + ": " + process->exit_status()->describe());
+    }
+  }
+  return exited;
+}
+
+void RealNode::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  // The kubelet first, so it does not restart containers while they are killed.
+  if (kubelet_) kubelet_->terminate(std::chrono::seconds(10));
+  kill_containers();
+  if (containerd_) containerd_->terminate(std::chrono::seconds(10));
+  unmount_all();
+  remove_cgroups();
+  delete_bridge();
+  remove_iptables_chains();
+  remove_host_paths();
+  logger_.info("real node stopped", {{"name", name_}});
+}
+
+void RealNode::kill_containers() {
+  if (socket_.empty()) return;
+  // Containers (pause included) live in our cgroup subtree; their shims do not (they stay in
+  // containerd's cgroup, in process groups of their own).
+  const auto deadline = SteadyClock::now() + std::chrono::seconds(15);
+  while (SteadyClock::now() < deadline) {
+    int signalled = 0;
+    for (const auto& hierarchy : cgroup_hierarchies()) {
+      const fs::path top = hierarchy + cgroup_root_;
+      std::error_code error;
+      if (!fs::is_directory(top, error)) continue;
+      std::vector<fs::path> groups = {top};
+      for (const auto& entry : fs::recursive_directory_iterator(top, error)) {
+        if (entry.is_directory()) groups.push_back(entry.path());
+      }
+      for (const auto& group : groups) {
+        std::ifstream procs(group / "cgroup.procs");
+        for (pid_t pid = 0; procs >> pid;) {
+          if (::kill(pid, SIGKILL) == 0) ++signalled;
+        }
+      }
+    }
+    if (signalled == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (const auto& shim : find_shims(socket_)) {
+    const pid_t group = ::getpgid(shim.pid);
+    if (group == shim.pid) {
+      ::kill(-group, SIGKILL);
+    } else {
+      ::kill(shim.pid, SIGKILL);
+    }
+    if (!shim.id.empty()) ::unlink(shim_socket_path(socket_, shim.id).c_str());
+  }
+  // Shims are not our children: wait for them to be gone so their mounts can be released.
+  for (int i = 0; i < 100 && !find_shims(socket_).empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+void RealNode::unmount_all() {
+  const std::string dir = fs::weakly_canonical(options_.dir).string();
+  // Deepest first; a few rounds because unmounting one may reveal another under it.
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::string> ours;
+    for (const auto& point : mount_points()) {
+      if (is_under(point, dir)) ours.push_back(point);
+    }
+    if (ours.empty()) return;
+    std::sort(ours.begin(), ours.end(),
+              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+    for (const auto& point : ours) {
+      if (::umount2(point.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
+        logger_.warn("could not unmount", {{"path", point}, {"error", std::strerror(errno)}});
+      }
+    }
+  }
+}
+
+void RealNode::remove_cgroups() {
+  if (cgroup_root_.empty()) return;
+  for (const auto& hierarchy : cgroup_hierarchies()) {
+    const fs::path top = hierarchy + cgroup_root_;
+    std::error_code error;
+    if (!fs::is_directory(top, error)) continue;
+    std::vector<fs::path> groups;
+    for (const auto& entry : fs::recursive_directory_iterator(top, error)) {
+      if (entry.is_directory()) groups.push_back(entry.path());
+    }
+    // Children before parents; cgroup folders go with rmdir, not by removing their files.
+    std::sort(groups.begin(), groups.end(), [](const fs::path& a, const fs::path& b) {
+      return a.string().size() > b.string().size();
+    });
+    groups.push_back(top);
+    for (const auto& group : groups) {
+      if (::rmdir(group.c_str()) != 0 && errno != ENOENT) {
+        logger_.warn("could not remove cgroup",
+                     {{"path", group.string()}, {"error", std::strerror(errno)}});
+      }
+    }
+  }
+}
+
+void RealNode::delete_bridge() {
+  if (bridge_.empty() || !fs::exists("/sys/class/net/" + bridge_)) return;
+  auto deleted = run_command({"ip", "link", "delete", bridge_}, options_.dir + "/ip.log");
+  if (!deleted.ok) logger_.warn("could not delete the bridge", {{"error", deleted.failure}});
+}
+
+void RealNode::remove_iptables_chains() {
+  if (kubelet_ == nullptr) return;
+  const std::set<std::string> before(chains_before_.begin(), chains_before_.end());
+  const std::string log = options_.dir + "/iptables.log";
+  for (const char* binary : {"iptables", "ip6tables"}) {
+    if (process::find_executable(binary).empty()) continue;
+    for (const auto& chain : iptables_chains(binary, log)) {
+      // Only the kubelet's own chains (KUBE-*), and only those it created.
+      const auto slash = chain.find('/');
+      const std::string table = chain.substr(0, slash), name = chain.substr(slash + 1);
+      if (name.rfind("KUBE-", 0) != 0 || before.count(std::string(binary) + ":" + chain)) continue;
+      // A chain goes only once no rule jumps to it (KUBE-FIREWALL is hooked into INPUT/OUTPUT).
+      auto rules = run_command({binary, "-w", "-t", table, "-S"}, log);
+      std::istringstream lines(rules.out);
+      for (std::string line; std::getline(lines, line);) {
+        auto words = split_rule(line);
+        if (words.size() < 3 || words[0] != "-A") continue;
+        auto jump = std::find(words.begin(), words.end(), "-j");
+        if (jump == words.end() || jump + 1 == words.end() || *(jump + 1) != name) continue;
+        words[0] = "-D";
+        words.insert(words.begin(), {binary, "-w", "-t", table});
+        run_command(words, log);
+      }
+      run_command({binary, "-w", "-t", table, "-F", name}, log);
+      auto removed = run_command({binary, "-w", "-t", table, "-X", name}, log);
+      if (!removed.ok) {
+        logger_.warn("could not remove an iptables chain",
+                     {{"chain", chain}, {"error", removed.failure}});
+      }
+    }
+  }
+}
+
+}  // namespace perimeter::localcluster

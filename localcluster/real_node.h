@@ -1,0 +1,117 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/log.h"
+#include "localcluster/http_client.h"
+#include "process/process.h"
+
+namespace perimeter::localcluster {
+
+// The label and taint every real node carries, so tests (and the runner pods of `make run`) can
+// target it, and nothing else lands on it by accident next to KWOK's fake nodes.
+inline constexpr const char* kRealNodeLabel = "perimeter.dev/real-node";
+inline constexpr const char* kRealNodeTaintKey = "perimeter.dev/real-node";
+// Built by hack/images/build-images.sh and imported into the node's containerd.
+inline constexpr const char* kPauseImage = "localhost/perimeter/pause:1";
+inline constexpr const char* kImageNamePrefix = "localhost/perimeter/";
+
+struct RealNodeOptions {
+  std::string dir;         // an empty folder of the cluster's: config, state, sockets, logs
+  std::string logs_dir;    // where containerd.log and kubelet.log go
+  std::string tools_dir;   // where kubelet is (see tools.h)
+  std::string images_dir;  // OCI archives to import: pause.tar is required
+  std::string apiserver_url;
+  std::string ca_cert;  // the cluster CA: signs the kubelet's client certificate and
+  std::string ca_key;   // verifies the apiserver's client certificate at the kubelet
+  std::chrono::seconds start_timeout{120};
+  std::function<bool()> abort_requested;
+  // An admin client for the apiserver (RBAC for the kubelet, Node readiness).
+  std::function<std::unique_ptr<HttpClient>()> admin_client;
+};
+
+// Where the node's image archives are: $PERIMETER_IMAGES_DIR, else ~/.cache/perimeter/images
+// (what hack/images/build-images.sh fills).
+std::string images_dir();
+
+// Everything the node needs from this machine that is not there, one line each naming it
+// ("binary runc not found on PATH (Debian package runc)"). Empty when the node can start.
+std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& options);
+
+// A real kubelet on a containerd of its own, with CNI bridge networking, registered with the
+// local apiserver: pods scheduled to it really run (runc, overlayfs, a locally built pause
+// image). Everything it makes lives under `dir`, in a cgroup subtree and a bridge of unique
+// names; destroying it kills every process it started (containerd's shims and containers
+// included), unmounts what they mounted, and deletes the bridge, the cgroups and the iptables
+// chains the kubelet added.
+class RealNode {
+ public:
+  // Checks the prerequisites, starts containerd, imports the images, starts the kubelet and
+  // waits until the Node is Ready. Throws std::runtime_error naming what is missing or what did
+  // not come up (with the tail of its log).
+  static std::unique_ptr<RealNode> start(const RealNodeOptions& options, Logger logger);
+
+  ~RealNode();
+  RealNode(const RealNode&) = delete;
+  RealNode& operator=(const RealNode&) = delete;
+
+  const std::string& name() const { return name_; }
+  std::vector<pid_t> pids() const;
+  // Name, bridge, pod subnet, containerd socket, imported images, start phases (JSON).
+  nlohmann::json describe() const;
+  // Components that have exited although nobody stopped them.
+  std::vector<std::string> exited_components();
+
+  // Stops the kubelet, every container and containerd, then removes what they left. Idempotent.
+  void stop();
+
+ private:
+  RealNode(RealNodeOptions options, Logger logger);
+  void start_all();
+  void write_kubelet_credentials();
+  void write_containerd_config();
+  void write_cni_config();
+  void start_containerd();
+  void import_images();
+  void grant_node_role();
+  void make_cgroup_root();
+  void start_kubelet();
+  void wait_for_node_ready();
+  void wait_for(process::Process& process, const std::string& component,
+                const std::string& log_path, const std::string& what,
+                const std::function<bool(std::string*)>& probe);
+  void remember_iptables_chains();
+  void remember_host_paths();
+  void remove_host_paths();
+
+  void kill_containers();
+  void unmount_all();
+  void remove_cgroups();
+  void delete_bridge();
+  void remove_iptables_chains();
+
+  RealNodeOptions options_;
+  Logger logger_;
+  std::string name_;         // 127.0.0.1 (see start_all)
+  std::string id_;           // 8 hex digits, shared by the bridge and the cgroup root
+  std::string bridge_;       // pmtr<id>
+  std::string pod_subnet_;   // 10.<a>.<b>.0/24
+  std::string cgroup_root_;  // /perimeter-<id>
+  std::string snapshotter_;  // overlayfs, or native without overlay
+  std::string socket_;
+  std::string containerd_log_, kubelet_log_;
+  std::unique_ptr<process::Process> containerd_, kubelet_;
+  std::vector<std::string> images_;
+  // iptables chains that existed before the kubelet started ("table/chain"), per binary.
+  std::vector<std::string> chains_before_;
+  std::vector<std::string> created_host_paths_;  // outside `dir`, made by the kubelet
+  nlohmann::json phases_ = nlohmann::json::object();
+  bool stopped_ = false;
+};
+
+}  // namespace perimeter::localcluster
