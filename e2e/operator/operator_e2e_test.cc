@@ -442,5 +442,60 @@ TEST_F(OperatorE2eTest, AMissingKeyIsAConditionThatClearsWhenTheSecretAppears) {
   EXPECT_EQ(condition("QueueReachable")["status"], "True");
 }
 
+TEST_F(OperatorE2eTest, SuspendClaimsNothingNewAndLetsRunningSessionsFinish) {
+  create_environment(10, {{"podAnnotations", {{"perimeter.dev/kwok-complete-after", "3s"}}}});
+  auto operator_process = start_operator();
+  const auto first = enqueue(2);
+  eventually([&] { return list(kube::resources::pods()).size() == 2; }, seconds(60),
+             "the first two sessions' pods");
+  auto environments = client(agent_environments());
+  environments->merge_patch(ns_, "agents", {{"spec", {{"suspend", true}}}});
+  const auto status = [&] {
+    return environments->get(ns_, "agents").value("status", json::object());
+  };
+  eventually([&] { return status()["observedGeneration"] == 2; }, seconds(60),
+             "the operator to see the suspension");
+  const auto later = enqueue(3);
+  // The running sessions finish while suspended...
+  eventually([&] { return status().value("sessions", json::object()).value("succeeded", 0) == 2; },
+             seconds(60), "the two running sessions to finish while suspended");
+  // ... and nothing new was claimed meanwhile (polls every few seconds would have taken them).
+  std::this_thread::sleep_for(seconds(5));
+  EXPECT_EQ(status()["sessions"]["claimed"], 2) << status().dump();
+  for (const auto& work_id : later) EXPECT_EQ(work_view(work_id)["state"], "queued") << work_id;
+  json ready;
+  const json current = status();
+  for (const auto& c : current["conditions"]) {
+    if (c["type"] == "Ready") ready = c;
+  }
+  EXPECT_EQ(ready["reason"], "Suspended");
+
+  environments->merge_patch(ns_, "agents", {{"spec", {{"suspend", false}}}});
+  eventually([&] { return status().value("sessions", json::object()).value("succeeded", 0) == 5; },
+             seconds(90), "the queued sessions to be claimed and finish once resumed");
+}
+
+TEST_F(OperatorE2eTest, DeletingTheEnvironmentStopsClaimingAndItsPodsGoWithIt) {
+  create_environment(10, json::object());
+  auto operator_process = start_operator();
+  enqueue(3);
+  eventually([&] { return list(kube::resources::pods()).size() == 3; }, seconds(60),
+             "three runner pods");
+  client(agent_environments())->remove(ns_, "agents");
+  // The garbage collector removes what the AgentEnvironment owned.
+  eventually(
+      [&] {
+        return list(kube::resources::pods()).empty() &&
+               list(kube::resources::secrets()).size() == 1 &&
+               list(kube::resources::network_policies()).empty();
+      },
+      seconds(120), "the runner pods, their Secrets and the NetworkPolicy to be collected");
+  // No poller is left claiming for it.
+  const auto after = enqueue(2);
+  std::this_thread::sleep_for(seconds(5));
+  for (const auto& work_id : after) EXPECT_EQ(work_view(work_id)["state"], "queued") << work_id;
+  EXPECT_TRUE(operator_process->running());
+}
+
 }  // namespace
 }  // namespace perimeter::e2e

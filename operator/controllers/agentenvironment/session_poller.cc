@@ -54,6 +54,7 @@ void SessionPoller::stop() {
   std::vector<std::jthread> workers;
   {
     std::lock_guard lock(mutex_);
+    stopping_ = true;
     workers.swap(workers_);
   }
   for (auto& worker : workers) worker.request_stop();
@@ -214,6 +215,18 @@ PollOutcome SessionPoller::poll_once() {
     return PollOutcome::kEmpty;
   }
   deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "work"}}).Increment();
+  {
+    // Suspended or stopped (the resource was deleted, leadership lost) while this long-poll was
+    // waiting: leave the item unacknowledged, and the queue hands it out again after the reclaim
+    // window, to us once resumed or to another worker. Claiming it now could strand it.
+    std::lock_guard lock(mutex_);
+    if (settings_.environment.suspend || stopping_) {
+      --reserved_;
+      deps_.logger.info("no longer claiming; leaving the polled item to the queue",
+                        {{"environment", label()}, {"work_id", item->id}});
+      return PollOutcome::kSuspended;
+    }
+  }
   if (item->data_type != "session") {
     release_slot("");
     answer_healthcheck(*item);

@@ -130,6 +130,7 @@ class SessionPoller {
   std::uint64_t api_generation_ = ~0ULL;
   PollerState state_;
   Clock::TimePoint rejected_until_{};
+  bool stopping_ = false;  // set once by stop(); an item polled after it is not claimed
   int reserved_ = 0;
   // Pods this poller created that the census has not shown yet, with when they were created.
   std::map<std::string, std::chrono::steady_clock::time_point> recently_created_;

@@ -14,12 +14,12 @@
 namespace perimeter::agentenvironment {
 namespace {
 
+using std::chrono::milliseconds;
 using ::testing::_;
 using ::testing::InSequence;
 using ::testing::Return;
 using ::testing::StrictMock;
 using ::testing::Throw;
-using std::chrono::milliseconds;
 
 // {"sessions_token":"sess_tok"}, base64url without padding, as the API sends it.
 constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
@@ -135,18 +135,18 @@ class SessionPollerTest : public ::testing::Test {
   }
 
   std::unique_ptr<SessionPoller> make_poller(AgentEnvironment env) {
-    PollerDependencies deps{factory_,
-                            writer_,
-                            census_,
-                            metrics_,
-                            clock_,
-                            random_,
-                            Logger("test", sink_),
-                            [this](const std::string& type, const std::string& reason,
-                                   const std::string& message) {
-                              events_.push_back(type + " " + reason + ": " + message);
-                            },
-                            [this] { ++state_changes_; }};
+    PollerDependencies deps{
+        factory_,
+        writer_,
+        census_,
+        metrics_,
+        clock_,
+        random_,
+        Logger("test", sink_),
+        [this](const std::string& type, const std::string& reason, const std::string& message) {
+          events_.push_back(type + " " + reason + ": " + message);
+        },
+        [this] { ++state_changes_; }};
     return std::make_unique<SessionPoller>(PollerSettings{std::move(env), "envkey", "worker-1"},
                                            std::move(deps), 1);
   }
@@ -218,9 +218,10 @@ TEST_F(SessionPollerTest, APodThatCannotBeCreatedIsNeverAcknowledged) {
   ASSERT_EQ(events_.size(), 1u);
   EXPECT_NE(events_[0].find("Warning ClaimFailed"), std::string::npos);
   EXPECT_NE(events_[0].find("exceeded quota"), std::string::npos);
-  EXPECT_EQ(counter(metrics_.claim_errors_total,
-                    {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "kubernetes"}}),
-            1);
+  EXPECT_EQ(
+      counter(metrics_.claim_errors_total,
+              {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "kubernetes"}}),
+      1);
 }
 
 TEST_F(SessionPollerTest, ASecretThatCannotBeWrittenMeansNoPodAndNoAck) {
@@ -264,6 +265,19 @@ TEST_F(SessionPollerTest, AFailedAckStillCountsThePodAgainstTheLimit) {
       .WillOnce(Throw(agentapi::TransportError("connection reset by peer")));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+}
+
+TEST_F(SessionPollerTest, AnItemPolledAfterSuspensionIsLeftToTheQueue) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce([&](const agentapi::PollOptions&) {
+    // The resource is suspended while the long-poll waits on the server.
+    auto suspended = environment();
+    suspended.suspend = true;
+    poller->update({suspended, "envkey", "worker-1"});
+    return session_item("work_A");
+  });
+  // No Secret, no Pod, no ack (StrictMocks): the queue reclaims the item.
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kSuspended);
 }
 
 TEST_F(SessionPollerTest, SuspendedNeverPolls) {
@@ -312,7 +326,8 @@ TEST_F(SessionPollerTest, ARejectedKeyStopsPollingUntilTheKeyChanges) {
   EXPECT_CALL(api_, poll(_))
       .WillOnce(Throw(agentapi::ApiError(
           "work.poll", 401,
-          R"({"type":"error","error":{"type":"authentication_error","message":"invalid key"}})", "")));
+          R"({"type":"error","error":{"type":"authentication_error","message":"invalid key"}})",
+          "")));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kRejected);
   EXPECT_EQ(poller->state().reason, "KeyRejected");
   EXPECT_NE(poller->state().message.find("invalid key"), std::string::npos);
@@ -356,8 +371,9 @@ TEST_F(SessionPollerTest, AnswersAHealthCheckLikeTheOfficialWorkerWithoutAPod) {
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   // The per-item calls ride the item's sessions token, as the official worker's do.
   EXPECT_EQ(factory_.credentials.back(), "sess_tok");
-  EXPECT_EQ(counter(metrics_.healthchecks_total, {{"environment", "agents/payments"}, {"result", "ok"}}),
-            1);
+  EXPECT_EQ(
+      counter(metrics_.healthchecks_total, {{"environment", "agents/payments"}, {"result", "ok"}}),
+      1);
 }
 
 TEST_F(SessionPollerTest, AnUndecodableSecretIsStoppedAndReportedNotRunInAPod) {
