@@ -29,6 +29,9 @@ check_go() {
 }
 
 missing=()
+# npm installs the official SDK the reference-peer tests run (and the Node 22 it needs). A
+# machine may have Node.js from elsewhere (with npm inside it); only a missing command counts.
+if ! command -v npm >/dev/null 2>&1; then missing+=(npm); fi
 for p in "${packages[@]}"; do
   [ -n "$p" ] || continue
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
