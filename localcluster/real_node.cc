@@ -706,36 +706,39 @@ void RealNode::start_kubelet() {
 
 void RealNode::wait_for_node_ready() {
   auto api = options_.admin_client();
-  wait_for(
-      *kubelet_, "kubelet", kubelet_log_, "Node " + name_ + " Ready", [&](std::string* complaint) {
-        auto response = api->get("/api/v1/nodes/" + name_);
-        if (response.status != 200) {
-          *complaint = "Node " + name_ + ": HTTP " + std::to_string(response.status);
-          return false;
-        }
-        const auto node = nlohmann::json::parse(response.body);
-        bool ready = false;
-        for (const auto& condition : node["status"].value("conditions", nlohmann::json::array())) {
-          if (condition.value("type", "") != "Ready") continue;
-          ready = condition.value("status", "") == "True";
-          if (!ready) *complaint = "Ready is " + condition.dump();
-        }
-        if (!ready) return false;
-        // No node-lifecycle controller runs here to lift the not-ready taint the
-        // TaintNodesByCondition plugin put on at registration: keep only our own taint.
-        const auto taints = node["spec"].value("taints", nlohmann::json::array());
-        nlohmann::json kept = nlohmann::json::array();
-        for (const auto& taint : taints) {
-          if (taint.value("key", "") == kRealNodeTaintKey) kept.push_back(taint);
-        }
-        if (kept.size() == taints.size()) return true;
-        nlohmann::json patch = {{"spec", {{"taints", kept}}}};
-        auto patched = api->request("PATCH", "/api/v1/nodes/" + name_, patch.dump(),
-                                    "application/merge-patch+json");
-        *complaint = "lifting the not-ready taint: HTTP " + std::to_string(patched.status) + ": " +
-                     patched.body;
-        return false;
-      });
+  wait_for(*kubelet_, "kubelet", kubelet_log_, "Node " + name_ + " Ready",
+           [&](std::string* complaint) {
+             auto response = api->get("/api/v1/nodes/" + name_);
+             if (response.status != 200) {
+               *complaint = "Node " + name_ + ": HTTP " + std::to_string(response.status);
+               return false;
+             }
+             const auto node = nlohmann::json::parse(response.body);
+             bool ready = false;
+             // A Node without status or spec yet is not ready; never index a missing key.
+             const auto status = node.value("status", nlohmann::json::object());
+             for (const auto& condition : status.value("conditions", nlohmann::json::array())) {
+               if (condition.value("type", "") != "Ready") continue;
+               ready = condition.value("status", "") == "True";
+               if (!ready) *complaint = "Ready is " + condition.dump();
+             }
+             if (!ready) return false;
+             // No node-lifecycle controller runs here to lift the not-ready taint the
+             // TaintNodesByCondition plugin put on at registration: keep only our own taint.
+             const auto spec = node.value("spec", nlohmann::json::object());
+             const auto taints = spec.value("taints", nlohmann::json::array());
+             nlohmann::json kept = nlohmann::json::array();
+             for (const auto& taint : taints) {
+               if (taint.value("key", "") == kRealNodeTaintKey) kept.push_back(taint);
+             }
+             if (kept.size() == taints.size()) return true;
+             nlohmann::json patch = {{"spec", {{"taints", kept}}}};
+             auto patched = api->request("PATCH", "/api/v1/nodes/" + name_, patch.dump(),
+                                         "application/merge-patch+json");
+             *complaint = "lifting the not-ready taint: HTTP " + std::to_string(patched.status) +
+                          ": " + patched.body;
+             return false;
+           });
 }
 
 std::vector<pid_t> RealNode::pids() const {
