@@ -7,12 +7,13 @@
 namespace perimeter::runner {
 
 ItemFlow::ItemFlow(const RunnerConfig& config, agentapi::AgentApi& api, ToolsFactory tools,
-                   StopSource& stop, const Clock& clock, StoppableSleeper& sleeper,
-                   RandomSource& random, Logger logger, RunnerMetrics* metrics,
-                   ItemFlowOptions options)
+                   ArchiveCommand& archive, StopSource& stop, const Clock& clock,
+                   StoppableSleeper& sleeper, RandomSource& random, Logger logger,
+                   RunnerMetrics* metrics, ItemFlowOptions options)
     : config_(config),
       api_(api),
       tools_factory_(std::move(tools)),
+      archive_(archive),
       stop_(stop),
       clock_(clock),
       sleeper_(sleeper),
@@ -81,6 +82,21 @@ ExitCode ItemFlow::serve(const Lease& lease) {
   if (stop_.requested()) return kExitServed;
   // Memory stores are not mounted: the official worker with memory sync turned off.
   logger_.debug("memory stores disabled for this item", {{"work_id", config_.work_id}});
+
+  // Skills land in <workdir>/skills before the first call; a failure is logged, not fatal. The
+  // guard removes them on every way out, while the heartbeat still holds the lease.
+  SkillInstaller skills(api_, archive_, config_.workdir, logger_.child("skills"));
+  struct CleanupSkills {
+    SkillInstaller& skills;
+    ~CleanupSkills() { skills.cleanup(); }
+  } cleanup_skills{skills};
+  try {
+    skills.install(session);
+  } catch (const std::exception& error) {
+    logger_.warn("skill setup failed", {{"session_id", config_.session_id},
+                                        {"work_id", config_.work_id},
+                                        {"error", error.what()}});
+  }
 
   std::unique_ptr<tools::ToolExecutor> tools = tools_factory_();
   SessionRunner runner(api_, config_.session_id, *tools, stop_, clock_, sleeper_, random_,

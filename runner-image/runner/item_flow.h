@@ -14,6 +14,7 @@
 #include "runner/runner_config.h"
 #include "runner/runner_metrics.h"
 #include "runner/session_runner.h"
+#include "runner/skills.h"
 #include "runner/stop_source.h"
 #include "tools/tool_executor.h"
 
@@ -43,8 +44,9 @@ using ToolsFactory = std::function<std::unique_ptr<tools::ToolExecutor>()>;
 class ItemFlow {
  public:
   ItemFlow(const RunnerConfig& config, agentapi::AgentApi& api, ToolsFactory tools,
-           StopSource& stop, const Clock& clock, StoppableSleeper& sleeper, RandomSource& random,
-           Logger logger, RunnerMetrics* metrics = nullptr, ItemFlowOptions options = {});
+           ArchiveCommand& archive, StopSource& stop, const Clock& clock, StoppableSleeper& sleeper,
+           RandomSource& random, Logger logger, RunnerMetrics* metrics = nullptr,
+           ItemFlowOptions options = {});
 
   ExitCode run();
 
@@ -56,6 +58,7 @@ class ItemFlow {
   const RunnerConfig& config_;
   agentapi::AgentApi& api_;
   ToolsFactory tools_factory_;
+  ArchiveCommand& archive_;
   StopSource& stop_;
   const Clock& clock_;
   StoppableSleeper& sleeper_;

@@ -77,6 +77,7 @@ int main() {
   });
 
   const std::string workdir = config.workdir;
+  runner::SpawnArchiveCommand archive(workdir);
   runner::ItemFlow flow(
       config, api,
       [&] {
@@ -85,7 +86,8 @@ int main() {
         return std::make_unique<tools::AgentToolset>(tool_options, SystemClock::instance(),
                                                      logger.child("tools"), metrics.registry());
       },
-      stop, SystemClock::instance(), sleeper, SystemRandom::instance(), logger, &metrics, options);
+      archive, stop, SystemClock::instance(), sleeper, SystemRandom::instance(), logger, &metrics,
+      options);
   const runner::ExitCode code = flow.run();
   signal_watch_done.request();
   signal_watch.join();

@@ -83,7 +83,7 @@ TEST_P(RunnerDifferential, PostsTheSameResultsAsTheOfficialWorker) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ConformanceScenarios, RunnerDifferential,
-                         ::testing::Values("builtin-tools", "permissions"));
+                         ::testing::Values("builtin-tools", "permissions", "skills"));
 
 TEST(RunnerDifferentialIdle, BothEndAnUnterminatedSessionAfterTheIdleCountdown) {
   OfficialWorker official;

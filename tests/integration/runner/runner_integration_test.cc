@@ -25,7 +25,7 @@ using namespace runner_harness;
 TEST(RunnerIntegration, EveryConformanceScenarioItServesCompletesWithTheExpectedResults) {
   SimProcess sim({"--lease-ttl-seconds", "4"});
   Environment environment(sim);
-  for (const char* name : {"builtin-tools", "permissions", "long-lease"}) {
+  for (const char* name : {"builtin-tools", "permissions", "long-lease", "skills"}) {
     serve_scenario(sim, environment, name);
   }
 }
@@ -35,7 +35,9 @@ TEST(RunnerIntegration, DroppedStreamsAndServerErrorsStillRunEveryCallExactlyOnc
                   R"({"sse_drop_rate":1.0,"sse_drop_after_events":2,"error_5xx_rate":0.05,)"
                   R"("error_429_rate":0.05,"latency_ms":5})"});
   Environment environment(sim);
-  for (const char* name : {"builtin-tools", "permissions"}) serve_scenario(sim, environment, name);
+  for (const char* name : {"builtin-tools", "permissions"}) {
+    serve_scenario(sim, environment, name, {}, /*faults=*/true);
+  }
   const std::string metrics = testing::http_call(sim.url(), "GET", "/metrics").body;
   EXPECT_NE(metrics.find("perimeter_sim_faults_injected_total{kind=\"sse_drop\"}"),
             std::string::npos)

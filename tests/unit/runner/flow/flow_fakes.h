@@ -9,6 +9,7 @@
 
 #include "core/capturing_log_sink.h"
 #include "core/fake_clock.h"
+#include "runner/skills.h"
 #include "runner/stop_source.h"
 #include "tools/tool_executor.h"
 
@@ -46,6 +47,11 @@ inline bool logged(const perimeter::testing::CapturingLogSink& sink, std::string
   }
   return false;
 }
+
+class MockArchiveCommand : public ArchiveCommand {
+ public:
+  MOCK_METHOD(std::string, run, (const std::vector<std::string>&), (override));
+};
 
 class MockToolExecutor : public tools::ToolExecutor {
  public:

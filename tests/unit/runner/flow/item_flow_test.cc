@@ -47,12 +47,14 @@ class ItemFlowTest : public ::testing::Test {
           EXPECT_CALL(*tools, close());
           return tools;
         },
-        stop, SystemClock::instance(), sleeper, random, Logger("runner", logs), &metrics);
+        archive, stop, SystemClock::instance(), sleeper, random, Logger("runner", logs), &metrics);
     return flow.run();
   }
 
   RunnerConfig config;
   StrictMock<perimeter::testing::MockAgentApi> api;
+  // No session here names skills, so the archive tools are never run.
+  StrictMock<testing::MockArchiveCommand> archive;
   StopSource stop;
   RealStoppableSleeper sleeper;
   perimeter::testing::FakeRandom random;

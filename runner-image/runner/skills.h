@@ -1,0 +1,67 @@
+#pragma once
+
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "agentapi/agent_api.h"
+#include "core/log.h"
+
+namespace perimeter::runner {
+
+// Runs an archive program (tar, unzip) and returns its stdout: the boundary skills extraction
+// crosses, so the installer's checks are unit-tested without real archives.
+class ArchiveCommand {
+ public:
+  virtual ~ArchiveCommand() = default;
+  // Throws SkillError with the program's stderr when it fails or prints more than 1 MiB.
+  virtual std::string run(const std::vector<std::string>& argv) = 0;
+};
+
+class SkillError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// posix_spawn of the program found on PATH outside the workdir (a file the agent wrote must never
+// be run as `tar`), with a scrubbed environment.
+class SpawnArchiveCommand final : public ArchiveCommand {
+ public:
+  explicit SpawnArchiveCommand(std::string workdir) : workdir_(std::move(workdir)) {}
+  std::string run(const std::vector<std::string>& argv) override;
+
+ private:
+  std::string workdir_;
+};
+
+// The official worker's setupSkills: each of the session agent's skills is downloaded into
+// <workdir>/skills/<name>/, its archive (zip or tar.*) listed and checked before extraction (no
+// absolute or `..` members, only regular files and directories), the bundle's single wrapper
+// directory stripped, modes normalised (0700 dirs; 0755 files with any exec bit, else 0644). A
+// failing skill is logged and skipped. `cleanup()` removes what was created.
+class SkillInstaller {
+ public:
+  SkillInstaller(agentapi::AgentApi& api, ArchiveCommand& command, std::string workdir,
+                 Logger logger);
+  void install(const agentapi::Session& session);
+  void cleanup();
+  const std::vector<std::string>& created() const { return created_; }
+
+ private:
+  void install_one(const std::string& skill_id, const std::string& version);
+  void extract(const std::string& archive_bytes, const std::string& dest);
+
+  agentapi::AgentApi& api_;
+  ArchiveCommand& command_;
+  std::string workdir_;
+  Logger logger_;
+  std::vector<std::string> created_;
+};
+
+// A member name that is absolute or has a `..` component would land outside the stage.
+bool is_unsafe_member_name(const std::string& name);
+// The one top-level directory every member sits under, or "" (the SDK's archiveTopDir).
+std::string archive_top_dir(const std::vector<std::string>& names);
+
+}  // namespace perimeter::runner
