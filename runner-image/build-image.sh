@@ -36,7 +36,7 @@ copy_program "$binary" /usr/local/bin/perimeter-runner
 strip "$rootfs/usr/local/bin/perimeter-runner" 2>/dev/null || true
 # What the bash tool and the agent's everyday commands need.
 for program in bash sh cat ls echo test mkdir rm cp mv touch sleep head tail wc grep sed env \
-               true false sort uniq tr cut find xargs; do
+               true false sort uniq tr cut find xargs tar unzip zipinfo gzip; do
   path=$(command -v "$program" || true)
   [[ -n $path && $path == /* ]] && copy_program "$path" "/bin/$program"
 done
