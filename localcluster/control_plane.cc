@@ -102,6 +102,14 @@ void ControlPlane::start_all() {
   if (options_.kwok_nodes > 0) needed.push_back("kwok");
   if (options_.real_node) needed.push_back("kubelet");
   for (const auto& tool : needed) require_tool(options_.tools_dir, tool);
+  if (options_.real_node) {
+    // Before anything starts: a machine that cannot run the node says so at once.
+    if (auto missing = missing_node_prerequisites(real_node_options()); !missing.empty()) {
+      std::string message = "the real node cannot start; missing:";
+      for (const auto& what : missing) message += "\n  - " + what;
+      throw std::runtime_error(message);
+    }
+  }
 
   const auto started = Clock::now();
   fs::create_directories(options_.dir + "/logs");
@@ -473,7 +481,7 @@ void ControlPlane::wait_for_fake_nodes() {
   });
 }
 
-void ControlPlane::start_real_node() {
+RealNodeOptions ControlPlane::real_node_options() const {
   RealNodeOptions node;
   node.dir = options_.dir + "/node";
   node.logs_dir = options_.dir + "/logs";
@@ -485,7 +493,11 @@ void ControlPlane::start_real_node() {
   node.start_timeout = options_.start_timeout;
   node.abort_requested = options_.abort_requested;
   node.admin_client = [this] { return admin_client(); };
-  real_node_ = RealNode::start(node, logger_);
+  return node;
+}
+
+void ControlPlane::start_real_node() {
+  real_node_ = RealNode::start(real_node_options(), logger_);
 }
 
 ControlPlane::Component* ControlPlane::find(const std::string& name) {

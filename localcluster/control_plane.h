@@ -100,6 +100,7 @@ class ControlPlane {
   void start_kwok();
   void create_fake_nodes();
   void wait_for_fake_nodes();
+  RealNodeOptions real_node_options() const;
   void start_real_node();
 
   Component* find(const std::string& name);

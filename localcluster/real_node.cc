@@ -43,7 +43,7 @@ constexpr const char* kCniBinDir = "/usr/lib/cni";
 constexpr const char* kCriNamespace = "k8s.io";
 // containerd 1.6 puts every shim's socket here whatever its own state folder is.
 constexpr const char* kShimSocketDir = "/run/containerd/s";
-constexpr int kLogTailLines = 40;
+constexpr size_t kLogTailLines = 40;
 // Made by the kubelet outside its --root-dir, deepest first.
 constexpr const char* kKubeletFixedPaths[] = {"/var/lib/kubelet/device-plugins/kubelet.sock",
                                               "/var/lib/kubelet/device-plugins",
@@ -199,6 +199,20 @@ void issue_node_client_certificate(const RealNodeOptions& options, const std::st
   openssl_check(
       PEM_write_PrivateKey(key_file.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1,
       "writing " + key_path);
+}
+
+// The last lines of a log, without the kubelet's echo of every flag it was given (a fast failure
+// would otherwise show only those).
+std::string meaningful_tail(const std::string& log_path) {
+  std::istringstream lines(tail_of_file(log_path, 400));
+  std::vector<std::string> kept;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("] FLAG: --") == std::string::npos) kept.push_back(line);
+  }
+  std::string tail;
+  const size_t first = kept.size() > kLogTailLines ? kept.size() - kLogTailLines : 0;
+  for (size_t i = first; i < kept.size(); ++i) tail += kept[i] + "\n";
+  return tail;
 }
 
 // containerd 1.6 names a shim's socket sha256(<containerd address>/<namespace>/<id>).
@@ -521,7 +535,7 @@ void RealNode::wait_for(process::Process& process, const std::string& component,
     return process.exit_status()->describe();
   };
   check.log_path = log_path;
-  check.log_tail = [log_path] { return tail_of_file(log_path, kLogTailLines); };
+  check.log_tail = [log_path] { return meaningful_tail(log_path); };
   check.abort_requested = options_.abort_requested;
   localcluster::wait_until_ready(check, SystemClock::instance(), ThreadSleeper::instance(),
                                  SystemRandom::instance());

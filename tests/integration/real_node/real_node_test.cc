@@ -208,6 +208,21 @@ TEST(RealNodeTest, RunnerSecurityContextHoldsInsideARealContainerAndTeardownLeav
   EXPECT_FALSE(fs::exists(dir));
 }
 
+TEST(RealNodeTest, HarnessWithoutThePauseImageFailsNamingIt) {
+  const fs::path empty =
+      fs::temp_directory_path() / ("real-node-no-images-" + std::to_string(getpid()));
+  fs::create_directories(empty);
+  // The supervisor inherits this; nothing else in this binary reads it concurrently.
+  ::setenv("PERIMETER_IMAGES_DIR", empty.c_str(), 1);  // NOLINT(concurrency-mt-unsafe)
+  LocalClusterOptions options;
+  options.real_node = true;
+  EXPECT_THAT([&] { LocalCluster::start(options); },
+              ::testing::ThrowsMessage<std::runtime_error>(
+                  HasSubstr("the pause image " + empty.string() + "/pause.tar")));
+  ::unsetenv("PERIMETER_IMAGES_DIR");  // NOLINT(concurrency-mt-unsafe)
+  fs::remove_all(empty);
+}
+
 TEST(RealNodeTest, MissingBinaryOrImageIsNamed) {
   const fs::path empty =
       fs::temp_directory_path() / ("real-node-empty-" + std::to_string(getpid()));
