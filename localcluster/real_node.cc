@@ -403,9 +403,77 @@ std::unique_ptr<RealNode> RealNode::start(const RealNodeOptions& options, Logger
     for (const auto& what : missing) message += "\n  - " + what;
     throw std::runtime_error(message);
   }
+  if (!options.records_dir.empty()) reap_orphaned_nodes(options.records_dir, logger);
   std::unique_ptr<RealNode> node(new RealNode(options, std::move(logger)));
   node->start_all();  // on failure the destructor removes whatever did start
   return node;
+}
+
+std::string RealNode::record_path() const {
+  return options_.records_dir.empty() ? "" : options_.records_dir + "/" + id_ + ".json";
+}
+
+void RealNode::write_record() const {
+  if (options_.records_dir.empty()) return;
+  fs::create_directories(options_.records_dir);
+  nlohmann::json record = {{"supervisor_pid", ::getpid()},
+                           // With the pid: a recycled pid running something else is not ours.
+                           {"supervisor_cmdline", read_file("/proc/self/cmdline")},
+                           {"dir", options_.dir},
+                           {"id", id_},
+                           {"socket", socket_},
+                           {"cgroup_root", cgroup_root_},
+                           {"bridge", bridge_},
+                           {"chains_before", chains_before_},
+                           {"iptables_recorded", iptables_recorded_},
+                           {"created_host_paths", created_host_paths_}};
+  const std::string path = record_path();
+  std::ofstream(path + ".tmp") << record.dump() << "\n";
+  fs::rename(path + ".tmp", path);
+}
+
+std::vector<std::string> RealNode::reap_orphaned_nodes(const std::string& records_dir,
+                                                       const Logger& logger) {
+  std::vector<std::string> reaped;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(records_dir, error)) {
+    if (entry.path().extension() != ".json") continue;
+    const auto record = nlohmann::json::parse(read_file(entry.path().string()), nullptr, false);
+    if (record.is_discarded() || !record.is_object()) {
+      logger.warn("ignoring an unreadable real-node record", {{"path", entry.path().string()}});
+      continue;
+    }
+    const pid_t supervisor = record.value("supervisor_pid", 0);
+    if (supervisor <= 0) continue;
+    if (process::process_alive(supervisor) &&
+        read_file("/proc/" + std::to_string(supervisor) + "/cmdline") ==
+            record.value("supervisor_cmdline", "")) {
+      continue;  // its owner still runs
+    }
+    // Its supervisor was killed without stopping it: shims, containers, mounts, cgroups and the
+    // bridge outlived it. Tear it down the way stop() would have.
+    RealNodeOptions options;
+    options.dir = record.value("dir", "");
+    options.records_dir = records_dir;
+    if (options.dir.empty()) continue;
+    RealNode orphan(options, logger);
+    orphan.id_ = record.value("id", "");
+    orphan.socket_ = record.value("socket", "");
+    orphan.cgroup_root_ = record.value("cgroup_root", "");
+    orphan.bridge_ = record.value("bridge", "");
+    orphan.chains_before_ = record.value("chains_before", std::vector<std::string>{});
+    orphan.iptables_recorded_ = record.value("iptables_recorded", false);
+    orphan.created_host_paths_ = record.value("created_host_paths", std::vector<std::string>{});
+    fs::create_directories(options.dir, error);  // for the teardown commands' logs
+    orphan.stop();
+    // The cluster folder the sweep could not remove while things were mounted in it.
+    const fs::path cluster = fs::path(options.dir).parent_path();
+    if (fs::exists(cluster / kSupervisorPidFile) || fs::exists(cluster / "node")) {
+      fs::remove_all(cluster, error);
+    }
+    reaped.push_back(orphan.id_);
+  }
+  return reaped;
 }
 
 void RealNode::start_all() {
@@ -436,6 +504,7 @@ void RealNode::start_all() {
   kubelet_log_ = options_.logs_dir + "/kubelet.log";
   fs::create_directories(options_.dir);
   fs::create_directories(options_.logs_dir);
+  write_record();  // from here on, a killed supervisor leaves something the next start can reap
 
   write_kubelet_credentials();
   write_containerd_config();
@@ -447,6 +516,7 @@ void RealNode::start_all() {
   grant_node_role();
   remember_iptables_chains();
   remember_host_paths();
+  write_record();
   start_kubelet();
   wait_for_node_ready();
   phases_["node_ready_ms"] = millis_since(started);
@@ -639,6 +709,7 @@ void RealNode::remove_host_paths() {
 }
 
 void RealNode::remember_iptables_chains() {
+  iptables_recorded_ = true;
   for (const char* binary : {"iptables", "ip6tables"}) {
     if (process::find_executable(binary).empty()) continue;
     for (const auto& chain : iptables_chains(binary, options_.dir + "/iptables.log")) {
@@ -802,7 +873,11 @@ void RealNode::stop() {
   delete_bridge();
   remove_iptables_chains();
   remove_host_paths();
-  logger_.info("real node stopped", {{"name", name_}});
+  if (auto record = record_path(); !record.empty()) {
+    std::error_code ignored;
+    fs::remove(record, ignored);
+  }
+  logger_.info("real node stopped", {{"id", id_}, {"dir", options_.dir}});
 }
 
 void RealNode::kill_containers() {
@@ -895,7 +970,7 @@ void RealNode::delete_bridge() {
 }
 
 void RealNode::remove_iptables_chains() {
-  if (kubelet_ == nullptr) return;
+  if (!iptables_recorded_) return;
   const std::set<std::string> before(chains_before_.begin(), chains_before_.end());
   const std::string log = options_.dir + "/iptables.log";
   for (const char* binary : {"iptables", "ip6tables"}) {

@@ -33,6 +33,9 @@ struct RealNodeOptions {
   std::function<bool()> abort_requested;
   // An admin client for the apiserver (RBAC for the kubelet, Node readiness).
   std::function<std::unique_ptr<HttpClient>()> admin_client;
+  // Where each running node records what teardown needs (outside its cluster folder), so a
+  // node whose supervisor was SIGKILLed is torn down by the next start. Empty: no records.
+  std::string records_dir;
 };
 
 // Where the node's image archives are: $PERIMETER_IMAGES_DIR, else ~/.cache/perimeter/images
@@ -70,6 +73,12 @@ class RealNode {
   // Stops the kubelet, every container and containerd, then removes what they left. Idempotent.
   void stop();
 
+  // Tears down every node recorded in `records_dir` whose supervisor is gone (SIGKILLed): its
+  // containers and shims, mounts, cgroups, bridge, iptables chains and cluster folder. Returns
+  // the ids it reaped. RealNode::start calls it first.
+  static std::vector<std::string> reap_orphaned_nodes(const std::string& records_dir,
+                                                      const Logger& logger);
+
  private:
   RealNode(RealNodeOptions options, Logger logger);
   void start_all();
@@ -86,6 +95,8 @@ class RealNode {
                 const std::string& log_path, const std::string& what,
                 const std::function<bool(std::string*)>& probe);
   void remember_iptables_chains();
+  std::string record_path() const;
+  void write_record() const;
   void remember_host_paths();
   void remove_host_paths();
 
@@ -109,6 +120,7 @@ class RealNode {
   std::vector<std::string> images_;
   // iptables chains that existed before the kubelet started ("table/chain"), per binary.
   std::vector<std::string> chains_before_;
+  bool iptables_recorded_ = false;
   std::vector<std::string> created_host_paths_;  // outside `dir`, made by the kubelet
   nlohmann::json phases_ = nlohmann::json::object();
   bool stopped_ = false;

@@ -2,7 +2,8 @@
 // integration test to read back through the apiserver (pods/log). It reports, from inside:
 // the uid and gid, whether / is writable, the capability sets and seccomp mode from
 // /proc/self/status, no_new_privs, and whether the directory named by $PROBE_WRITE_DIR (an
-// emptyDir) is writable. Built statically so the image needs nothing else.
+// emptyDir) is writable. With $PROBE_HOLD_SECONDS it then stays up that long (a pod that is
+// Running when its node is torn down). Built statically so the image needs nothing else.
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -61,5 +62,7 @@ int main(void) {
   print_status_field("Seccomp", "seccomp");
   printf("probe=done\n");
   fflush(stdout);
+  const char* hold = getenv("PROBE_HOLD_SECONDS");
+  if (hold && *hold) sleep((unsigned)atoi(hold));
   return 0;
 }

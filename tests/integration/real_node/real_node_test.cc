@@ -5,6 +5,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -100,7 +101,7 @@ std::map<std::string, std::string> parse_probe(const std::string& log) {
   return values;
 }
 
-nlohmann::json probe_pod(const std::string& name) {
+nlohmann::json probe_pod(const std::string& name, int hold_seconds = 0) {
   return {{"apiVersion", "v1"},
           {"kind", "Pod"},
           {"metadata", {{"name", name}}},
@@ -124,7 +125,9 @@ nlohmann::json probe_pod(const std::string& name) {
              {{{"name", "probe"},
                {"image", kProbeImage},
                {"imagePullPolicy", "Never"},
-               {"env", {{{"name", "PROBE_WRITE_DIR"}, {"value", "/workspace"}}}},
+               {"env",
+                {{{"name", "PROBE_WRITE_DIR"}, {"value", "/workspace"}},
+                 {{"name", "PROBE_HOLD_SECONDS"}, {"value", std::to_string(hold_seconds)}}}},
                {"securityContext",
                 {{"allowPrivilegeEscalation", false},
                  {"readOnlyRootFilesystem", true},
@@ -206,6 +209,53 @@ TEST(RealNodeTest, RunnerSecurityContextHoldsInsideARealContainerAndTeardownLeav
   EXPECT_THAT(cgroups_named(cgroup_root), ::testing::IsEmpty());
   EXPECT_EQ(iptables_chains(), chains_before);
   EXPECT_FALSE(fs::exists(dir));
+}
+
+TEST(RealNodeTest, NodeOfASigkilledSupervisorIsTornDownByTheNextStart) {
+  LocalClusterOptions options;
+  options.controller_manager = true;
+  options.scheduler = true;
+  options.real_node = true;
+  auto first = LocalCluster::start(options);
+  const nlohmann::json node = first->real_node();
+  ASSERT_TRUE(node.is_object());
+  const std::string socket = node.at("containerd_socket");
+  const std::string bridge = node.at("bridge");
+  const std::string cgroup_root = node.at("cgroup_root");
+  const std::string dir = first->dir();
+  KubeApi api(*first);
+  const std::string pods = "/api/v1/namespaces/default/pods";
+  auto created = api.post(pods, probe_pod("holder", 600));
+  ASSERT_EQ(created.status, 201) << created.body;
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto pod = api.get_json(pods + "/holder");
+        return !pod.is_null() && pod["status"].value("phase", "") == "Running";
+      },
+      std::chrono::seconds(180)));
+
+  const auto components = first->component_pids();
+  ASSERT_EQ(::kill(first->supervisor_pid(), SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] {
+    for (pid_t pid : components) {
+      if (process::process_alive(pid)) return false;
+    }
+    return true;
+  }));
+  // What a killed supervisor leaves: the shims outlive containerd by design, with the containers.
+  ASSERT_THAT(processes_mentioning(socket), ::testing::Not(::testing::IsEmpty()));
+  ASSERT_FALSE(cgroups_named(cgroup_root).empty());
+
+  LocalClusterOptions second_options;
+  second_options.real_node = true;
+  auto second = LocalCluster::start(second_options);
+  EXPECT_THAT(processes_mentioning(socket), ::testing::IsEmpty()) << "shims of the dead node";
+  EXPECT_THAT(mounts_under(dir), ::testing::IsEmpty());
+  EXPECT_FALSE(fs::exists("/sys/class/net/" + bridge));
+  EXPECT_THAT(cgroups_named(cgroup_root), ::testing::IsEmpty());
+  EXPECT_FALSE(fs::exists(dir));
+  second.reset();
+  first.reset();  // its supervisor is gone; nothing left to stop
 }
 
 TEST(RealNodeTest, HarnessWithoutThePauseImageFailsNamingIt) {
