@@ -77,7 +77,8 @@ int main() {
   });
 
   const std::string workdir = config.workdir;
-  runner::SpawnArchiveCommand archive(workdir);
+  runner::SpawnArchiveCommand archive(
+      workdir, runner::process_env("PATH").value_or("/usr/local/bin:/usr/bin:/bin"));
   runner::ItemFlow flow(
       config, api,
       [&] {

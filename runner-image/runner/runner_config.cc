@@ -7,7 +7,8 @@
 namespace perimeter::runner {
 
 std::optional<std::string> process_env(const char* name) {
-  const char* value = std::getenv(name);
+  // Read by main() before any thread starts; nothing in the process sets variables.
+  const char* value = std::getenv(name);  // NOLINT(concurrency-mt-unsafe)
   if (value == nullptr) return std::nullopt;
   return std::string(value);
 }

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr std::size_t kArchiveOutputLimit = 1024 * 1024;
+constexpr std::size_t kArchiveOutputLimit = std::size_t{1024} * 1024;
 constexpr fs::perms kDirMode = fs::perms::owner_all;
 
 std::vector<std::string> split_lines(const std::string& text) {
@@ -95,8 +95,7 @@ std::string archive_top_dir(const std::vector<std::string>& names) {
 
 std::string SpawnArchiveCommand::run(const std::vector<std::string>& argv) {
   // The first PATH entry outside the workdir that has the program.
-  const char* path_env = std::getenv("PATH");
-  const std::string search = path_env ? path_env : "/usr/bin:/bin";
+  const std::string& search = search_path_;
   std::string program;
   std::stringstream entries(search);
   for (std::string dir; std::getline(entries, dir, ':');) {
@@ -124,6 +123,7 @@ std::string SpawnArchiveCommand::run(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   std::vector<std::string> copy = argv;
   for (auto& arg : copy) args.push_back(arg.data());
   args.push_back(nullptr);

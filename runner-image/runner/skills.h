@@ -28,11 +28,14 @@ class SkillError : public std::runtime_error {
 // be run as `tar`), with a scrubbed environment.
 class SpawnArchiveCommand final : public ArchiveCommand {
  public:
-  explicit SpawnArchiveCommand(std::string workdir) : workdir_(std::move(workdir)) {}
+  // `search_path`: the process's PATH, read once by the caller.
+  SpawnArchiveCommand(std::string workdir, std::string search_path)
+      : workdir_(std::move(workdir)), search_path_(std::move(search_path)) {}
   std::string run(const std::vector<std::string>& argv) override;
 
  private:
   std::string workdir_;
+  std::string search_path_;
 };
 
 // The official worker's setupSkills: each of the session agent's skills is downloaded into

@@ -93,7 +93,7 @@ TEST_F(SkillsTest, ExtractsIntoSkillsNameStripsTheWrapperKeepsExecBitsAndCleansU
   EXPECT_CALL(api, retrieve_skill_version("skill_1", "latest"))
       .WillOnce(Return(agentapi::SkillVersion{"ver_7", "release-notes", {}}));
   EXPECT_CALL(api, download_skill_content("skill_1", "ver_7")).WillOnce(Return(archive));
-  SpawnArchiveCommand command(workdir);
+  SpawnArchiveCommand command(workdir, "/usr/bin:/bin");
   SkillInstaller installer(api, command, workdir, Logger("skills", logs));
   installer.install(session_with_skill("skill_1"));
   const fs::path dest = fs::path(workdir) / "skills/release-notes";
@@ -130,7 +130,7 @@ TEST_F(SkillsTest, ASymlinkMemberIsRefused) {
   EXPECT_CALL(api, retrieve_skill_version(_, _))
       .WillOnce(Return(agentapi::SkillVersion{"ver_1", "s", {}}));
   EXPECT_CALL(api, download_skill_content(_, _)).WillOnce(Return(archive));
-  SpawnArchiveCommand command(workdir);
+  SpawnArchiveCommand command(workdir, "/usr/bin:/bin");
   SkillInstaller installer(api, command, workdir, Logger("skills", logs));
   installer.install(session_with_skill("skill_1"));
   EXPECT_TRUE(testing::logged(*logs, "is not a regular file or directory"));
@@ -142,7 +142,7 @@ TEST_F(SkillsTest, AHostileNameStaysInsideTheSkillsDirAndAFailureIsOnlyLogged) {
       .WillOnce(Return(agentapi::SkillVersion{"ver_1", "..", {}}));
   EXPECT_CALL(api, download_skill_content("skill_9", "ver_1"))
       .WillOnce(::testing::Throw(agentapi::TransportError("connection reset")));
-  SpawnArchiveCommand command(workdir);
+  SpawnArchiveCommand command(workdir, "/usr/bin:/bin");
   SkillInstaller installer(api, command, workdir, Logger("skills", logs));
   installer.install(session_with_skill("skill_9"));
   EXPECT_TRUE(testing::logged(*logs, "failed to download skill"));
