@@ -1,7 +1,8 @@
 // Claim throughput of perimeter-operator: N sessions enqueued at once on perimeter-sim, a real
 // control plane with KWOK nodes, the operator as its own process. Prints claims/s, enqueue-to-pod
 // latency (p50, p99, as seen by a watch), and the operator's peak RSS and CPU time, as JSON lines
-// and a summary. Not a test: run by hand, `build/bin/operator_bench [--sessions N]`.
+// and a summary. Not a test: run by hand, `build/bin/operator_bench [--sessions N] [--poll-threads
+// N]`.
 #include <signal.h>
 #include <unistd.h>
 
@@ -74,8 +75,10 @@ double percentile(std::vector<double> values, double p) {
 
 int main(int argc, char** argv) {
   int sessions = 1000;
+  std::string poll_threads = "4";
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--sessions") sessions = std::stoi(argv[i + 1]);
+    if (std::string(argv[i]) == "--poll-threads") poll_threads = argv[i + 1];
   }
   const std::string source = env_or("PERIMETER_SOURCE_DIR", PERIMETER_DEFAULT_SOURCE_DIR);
   const std::string bin = env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
@@ -202,6 +205,7 @@ int main(int argc, char** argv) {
   const double enqueue_s = std::chrono::duration<double>(enqueue_done - start).count();
   const json figures = {{"bench", "operator_claims"},
                         {"sessions", sessions},
+                        {"poll_threads", std::stoi(poll_threads)},
                         {"enqueue_seconds", enqueue_s},
                         {"all_pods_seconds", total_s},
                         {"claims_per_second", sessions / total_s},
