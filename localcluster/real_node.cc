@@ -23,6 +23,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "core/clock.h"
@@ -51,6 +52,11 @@ constexpr const char* kKubeletFixedPaths[] = {"/var/lib/kubelet/device-plugins/k
 
 long long millis_since(SteadyClock::time_point since) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(SteadyClock::now() - since).count();
+}
+
+// strerror, thread-safe.
+std::string errno_text(int error) {
+  return std::error_code(error, std::generic_category()).message();
 }
 
 std::string read_file(const std::string& path) {
@@ -357,8 +363,9 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
       {"ip", "iproute2"}};
   for (const auto& [binary, package] : binaries) {
     if (process::find_executable(binary).empty()) {
-      missing.push_back("binary " + binary + " not found on PATH (Debian package " + package +
-                        "; `make deps` installs it)");
+      std::string line = "binary " + binary;
+      line += " not found on PATH (Debian package " + package + "; `make deps` installs it)";
+      missing.push_back(std::move(line));
     }
   }
   for (const char* plugin : {"bridge", "host-local", "loopback"}) {
@@ -699,12 +706,9 @@ void RealNode::remember_host_paths() {
 void RealNode::remove_host_paths() {
   // Deepest first, and only what did not exist before this node started.
   for (const auto& path : created_host_paths_) {
+    // fs::remove leaves a folder that is not empty: another kubelet may have put files there.
     std::error_code ignored;
-    if (fs::is_directory(path, ignored)) {
-      fs::remove(path, ignored);  // only when empty: another kubelet may have put files there
-    } else {
-      fs::remove(path, ignored);
-    }
+    fs::remove(path, ignored);
   }
 }
 
@@ -724,7 +728,7 @@ void RealNode::make_cgroup_root() {
   for (const auto& hierarchy : cgroup_hierarchies()) {
     const std::string path = hierarchy + cgroup_root_;
     if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
-      throw std::runtime_error("creating cgroup " + path + ": " + std::strerror(errno));
+      throw std::runtime_error("creating cgroup " + path + ": " + errno_text(errno));
     }
     for (const char* inherited : {"cpuset.cpus", "cpuset.mems"}) {
       if (!fs::exists(hierarchy + "/" + inherited)) continue;
@@ -933,7 +937,7 @@ void RealNode::unmount_all() {
               [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
     for (const auto& point : ours) {
       if (::umount2(point.c_str(), MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT) {
-        logger_.warn("could not unmount", {{"path", point}, {"error", std::strerror(errno)}});
+        logger_.warn("could not unmount", {{"path", point}, {"error", errno_text(errno)}});
       }
     }
   }
@@ -957,7 +961,7 @@ void RealNode::remove_cgroups() {
     for (const auto& group : groups) {
       if (::rmdir(group.c_str()) != 0 && errno != ENOENT) {
         logger_.warn("could not remove cgroup",
-                     {{"path", group.string()}, {"error", std::strerror(errno)}});
+                     {{"path", group.string()}, {"error", errno_text(errno)}});
       }
     }
   }
