@@ -147,8 +147,14 @@ int serve(const CommandLine& line, bool human) {
               << "  kubeconfig: " << state["kubeconfig"].get<std::string>() << "\n"
               << "  apiserver:  " << state["apiserver_url"].get<std::string>() << "\n"
               << "  try:        kubectl --kubeconfig " << state["kubeconfig"].get<std::string>()
-              << " get nodes\n"
-              << "Ctrl-C stops it and removes " << dir << "\n";
+              << " get nodes\n";
+    if (const auto& node = state["real_node"]; node.is_object()) {
+      std::cerr << "  real node:  " << node.value("name", "") << " (label "
+                << node.value("label", "") << ", taint " << node.value("taint", "") << "), pods on "
+                << node.value("pod_subnet", "") << " via bridge " << node.value("bridge", "")
+                << "\n";
+    }
+    std::cerr << "Ctrl-C stops it and removes " << dir << "\n";
   }
 
   std::set<std::string> reported_exits;
