@@ -254,10 +254,6 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
     deps_.logger.warn(
         "claim failed",
         {{"environment", label()}, {"work_id", item.id}, {"step", step}, {"error", message}});
-    {
-      std::lock_guard lock(mutex_);
-      state_.last_claim_error = step + ": " + message;
-    }
     deps_.record_event(
         "Warning", "ClaimFailed",
         "session " + item.data_id + " (work " + item.id + "): " + step + ": " + message);

@@ -44,7 +44,6 @@ struct PollerState {
   std::string message;  // for people; carries the API's error message
   std::optional<std::chrono::system_clock::time_point> last_success;
   std::optional<agentapi::WorkQueueStats> stats;
-  std::string last_claim_error;  // the latest failure to turn an item into a pod, for an Event
 };
 
 // What one pass of the poll loop did; the loop decides how long to wait from it.
