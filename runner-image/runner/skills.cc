@@ -57,7 +57,59 @@ void check_and_normalize(const fs::path& dir) {
   }
 }
 
+// Both CLIs read exclusions as glob patterns.
+std::string escape_exclude_pattern(const std::string& name) {
+  std::string pattern;
+  for (const char c : name) {
+    if (c == '*' || c == '?' || c == '[' || c == '\\') pattern.push_back('\\');
+    pattern.push_back(c);
+  }
+  return pattern;
+}
+
+// tar's `-X` list, created owner-only and exclusively in the item's private staging dir.
+void write_exclude_file(const std::string& path, const std::vector<std::string>& names) {
+  std::string text;
+  for (const std::string& name : names) text += escape_exclude_pattern(name) + "\n";
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw SkillError("cannot write the archive's exclusion list");
+  const bool written = write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  close(fd);
+  if (!written) throw SkillError("cannot write the archive's exclusion list");
+}
+
 }  // namespace
+
+bool can_exclude_verbatim(bool is_zip, const std::string& name) {
+  if (name.empty() || (is_zip && name.front() == '-')) return false;
+  for (const char c : name) {
+    if (c < 0x20 || c > 0x7e || c == '\\' || c == '^' || c == '#') return false;
+  }
+  return true;
+}
+
+ArchiveMembers classify_archive_members(bool is_zip, const std::vector<std::string>& names,
+                                        const std::vector<std::string>& typed) {
+  if (typed.size() != names.size()) {
+    throw SkillError("skill archive listing is inconsistent; refusing to extract");
+  }
+  // `?`: a zip entry with no Unix type bits, extracted as a regular file; `C`: GNU tar's
+  // contiguous file.
+  const std::string plain_types = is_zip ? "-d?" : "-dC";
+  ArchiveMembers members;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (!typed[i].empty() && plain_types.find(typed[i].front()) != std::string::npos) {
+      members.plain.push_back(names[i]);
+    } else if (can_exclude_verbatim(is_zip, names[i])) {
+      members.special.push_back(names[i]);
+    } else {
+      // tar and unzip print such names escaped: handed back as a pattern, it would not match.
+      throw SkillError("refusing to extract archive: cannot safely exclude member " +
+                       nlohmann::json(names[i]).dump());
+    }
+  }
+  return members;
+}
 
 bool is_unsafe_member_name(const std::string& name) {
   if (name.empty()) return false;
@@ -249,7 +301,6 @@ void SkillInstaller::extract(const std::string& archive_bytes, const std::string
     if (!out) throw SkillError("cannot write the skill archive");
   }
   const bool is_zip = archive_bytes.size() >= 4 && archive_bytes.compare(0, 4, "PK\x03\x04") == 0;
-  const std::string tool = is_zip ? "unzip" : "tar";
   // List first and check, then extract: tar and unzip would write a `../` member outside.
   const std::vector<std::string> names =
       split_lines(command_.run(is_zip ? std::vector<std::string>{"unzip", "-Z1", archive}
@@ -257,32 +308,52 @@ void SkillInstaller::extract(const std::string& archive_bytes, const std::string
   const std::vector<std::string> typed = split_lines(
       command_.run(is_zip ? std::vector<std::string>{"unzip", "-Z", "--h", "--t", archive}
                           : std::vector<std::string>{"tar", "-tvf", archive}));
-  if (typed.size() != names.size()) {
-    throw SkillError("skill archive listing is inconsistent; refusing to extract");
+  const ArchiveMembers members = classify_archive_members(is_zip, names, typed);
+  for (const std::vector<std::string>* group : {&members.plain, &members.special}) {
+    for (const std::string& name : *group) {
+      if (is_unsafe_member_name(name)) {
+        throw SkillError("refusing to extract unsafe archive member: " + name);
+      }
+    }
   }
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    if (is_unsafe_member_name(names[i])) {
-      throw SkillError("refusing to extract unsafe archive member: " + names[i]);
-    }
-    const char type = typed[i].front();
-    const bool plain =
-        is_zip ? (type == '-' || type == 'd' || type == '?') : (type == '-' || type == 'd');
-    if (!plain) {
-      // The SDK excludes such members (symlinks, links, devices); refusing is the safe subset.
-      throw SkillError("refusing to extract archive: member " + names[i] +
-                       " is not a regular file or directory");
-    }
+  if (!members.special.empty()) {
+    // As the SDK: symlinks, hard links and devices are left out, wherever they point, so no link
+    // is ever followed or kept; the rest of the skill is still installed.
+    logger_.info("skill archive members that are not regular files or directories left out",
+                 {{"dest", dest}, {"members", members.special}});
   }
   const fs::path stage = work / "stage";
   fs::create_directory(stage);
   fs::permissions(stage, kDirMode);
-  if (!names.empty()) {
-    command_.run(is_zip ? std::vector<std::string>{"unzip", "-oq", archive, "-d", stage.string()}
-                        : std::vector<std::string>{"tar", "-xf", archive, "-C", stage.string(),
-                                                   "--no-same-owner", "--no-same-permissions"});
+  // `unzip` fails when every member is excluded: extract only when something is left.
+  if (!members.plain.empty()) {
+    std::vector<std::string> argv =
+        is_zip ? std::vector<std::string>{"unzip", "-oq", archive, "-d", stage.string()}
+               : std::vector<std::string>{"tar",
+                                          "-xf",
+                                          archive,
+                                          "-C",
+                                          stage.string(),
+                                          "--no-same-owner",
+                                          "--no-same-permissions"};
+    if (!members.special.empty()) {
+      if (is_zip) {
+        // After `-d`, so no pattern is read as an option.
+        argv.emplace_back("-x");
+        for (const std::string& name : members.special) {
+          argv.push_back(escape_exclude_pattern(name));
+        }
+      } else {
+        const std::string exclude = (work / "exclude").string();
+        write_exclude_file(exclude, members.special);
+        argv.emplace_back("-X");
+        argv.push_back(exclude);
+      }
+    }
+    command_.run(argv);
   }
   check_and_normalize(stage);
-  const std::string top = archive_top_dir(names);
+  const std::string top = archive_top_dir(members.plain);
   const fs::path source = top.empty() ? stage : stage / top;
   if (!fs::is_directory(source)) {
     throw SkillError("skill archive listing is inconsistent; refusing to extract");

@@ -40,9 +40,11 @@ class SpawnArchiveCommand final : public ArchiveCommand {
 
 // The official worker's setupSkills: each of the session agent's skills is downloaded into
 // <workdir>/skills/<name>/, its archive (zip or tar.*) listed and checked before extraction (no
-// absolute or `..` members, only regular files and directories), the bundle's single wrapper
-// directory stripped, modes normalised (0700 dirs; 0755 files with any exec bit, else 0644). A
-// failing skill is logged and skipped. `cleanup()` removes what was created.
+// absolute or `..` members), members that are not regular files or directories (symlinks, hard
+// links, devices) left out, the staged tree checked to hold only regular files and directories,
+// the bundle's single wrapper directory stripped, modes normalised (0700 dirs; 0755 files with
+// any exec bit, else 0644). A failing skill is logged and skipped. `cleanup()` removes what was
+// created.
 class SkillInstaller {
  public:
   SkillInstaller(agentapi::AgentApi& api, ArchiveCommand& command, std::string workdir,
@@ -62,6 +64,18 @@ class SkillInstaller {
   std::vector<std::string> created_;
 };
 
+// An archive's members split by the type its typed listing (`tar -tvf`, `unzip -Z`) shows.
+struct ArchiveMembers {
+  std::vector<std::string> plain;    // regular files and directories: extracted
+  std::vector<std::string> special;  // symlinks, hard links, devices, fifos: excluded
+};
+// Throws SkillError when the two listings disagree in length, or a special member's name cannot
+// be handed back to the CLI verbatim as an exclusion (the SDK's classifyArchiveListing).
+ArchiveMembers classify_archive_members(bool is_zip, const std::vector<std::string>& names,
+                                        const std::vector<std::string>& typed);
+// A name tar/unzip print exactly as stored: printable ASCII without `\`, `^` or `#` (their
+// escapes), and for unzip no leading `-` (an option).
+bool can_exclude_verbatim(bool is_zip, const std::string& name);
 // A member name that is absolute or has a `..` component would land outside the stage.
 bool is_unsafe_member_name(const std::string& name);
 // The one top-level directory every member sits under, or "" (the SDK's archiveTopDir).
