@@ -2,13 +2,17 @@
 # Assembles the runner image's root filesystem without a Docker engine: the built
 # perimeter-runner, the shared libraries it links (from ldd), bash and a small userland for the
 # agent's bash tool, /workspace owned by 65532, and a passwd entry for that uid. Then checks that
-# the binary starts inside it as uid 65532 on a read-only root, and, when umoci is installed, packs
-# an OCI image layout with the Dockerfile's user, workdir and entrypoint.
-#   runner-image/build-image.sh [build-dir] [out-dir]
+# the binary starts inside it as uid 65532 on a read-only root, packs an OCI image layout with the Dockerfile's user, workdir and entrypoint, and tars it as the OCI
+# archive that a real node's containerd imports (`ctr images import`; localcluster/real_node.h).
+#   runner-image/build-image.sh [build-dir] [out-dir] [archive]
+# The archive (default <build-dir>/images/perimeter-runner.tar) needs umoci; without it the
+# script fails.
 set -euo pipefail
 
 build_dir=${1:-build}
-out_dir=${2:-$build_dir/runner-image}
+out_dir=${2:-$build_dir/images/perimeter-runner.d}
+archive=${3:-$build_dir/images/perimeter-runner.tar}
+version=0.1.0
 binary=$build_dir/bin/perimeter-runner
 [[ -x $binary ]] || { echo "build-image: $binary is not built (cmake --build $build_dir --target perimeter-runner)" >&2; exit 1; }
 
@@ -69,16 +73,23 @@ else
   echo "build-image: not root, so the chroot check is skipped; run as root to check" >&2
 fi
 
-if command -v umoci >/dev/null; then
-  layout=$out_dir/oci
-  umoci init --layout "$layout"
-  umoci new --image "$layout:0.1.0"
-  bundle=$out_dir/bundle
-  umoci unpack --rootless --image "$layout:0.1.0" "$bundle" >/dev/null
-  cp -a "$rootfs/." "$bundle/rootfs/"
-  umoci repack --image "$layout:0.1.0" "$bundle"
-  umoci config --image "$layout:0.1.0" --config.user 65532:65532 --config.workingdir /workspace \
-    --config.env HOME=/workspace --config.entrypoint /usr/local/bin/perimeter-runner
-  rm -rf "$bundle"
-  echo "build-image: OCI image layout at $layout (tag 0.1.0)"
-fi
+command -v umoci >/dev/null || { echo "build-image: umoci is not installed (make deps installs it)" >&2; exit 1; }
+layout=$out_dir/oci
+umoci init --layout "$layout"
+umoci new --image "$layout:$version"
+bundle=$out_dir/bundle
+umoci unpack --rootless --image "$layout:$version" "$bundle" >/dev/null
+cp -a "$rootfs/." "$bundle/rootfs/"
+umoci repack --image "$layout:$version" "$bundle"
+umoci config --image "$layout:$version" --config.user 65532:65532 --config.workingdir /workspace \
+  --config.env HOME=/workspace --config.entrypoint /usr/local/bin/perimeter-runner \
+  --os linux --architecture "$(dpkg --print-architecture 2>/dev/null || echo amd64)"
+umoci gc --layout "$layout"
+rm -rf "$bundle"
+echo "build-image: OCI image layout at $layout (tag $version)"
+
+# Written beside and renamed, so a reader never sees half an archive.
+mkdir -p "$(dirname "$archive")"
+tar -C "$layout" -cf "$archive.partial" .
+mv "$archive.partial" "$archive"
+echo "build-image: OCI archive at $archive ($(du -h "$archive" | cut -f1)); a real node imports it as localhost/perimeter/$(basename "$archive" .tar):$version"
