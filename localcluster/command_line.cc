@@ -41,6 +41,9 @@ flags:
   --scheduler             start kube-scheduler (up/run: on unless --minimal)
   --real-node             also start a real node: kubelet on a containerd of its own, CNI bridge
                           networking, locally built images (root; hack/images/build-images.sh)
+  --image ARCHIVE         also import this OCI archive into the real node, named
+                          localhost/perimeter/<file name without .tar>:<its tag>; repeatable
+                          (the runner: <build>/images/perimeter-runner.tar)
   --minimal               up/run: etcd and kube-apiserver only, no nodes
   --apiserver-flag F      pass F (e.g. --etcd-compaction-interval=1m) to kube-apiserver; repeatable
   --dir D                 the cluster folder
@@ -95,6 +98,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     } else if (flag == "--real-node") {
       no_value();
       line.real_node = true;
+    } else if (flag == "--image") {
+      line.images.push_back(take_value());
     } else if (flag == "--minimal") {
       no_value();
       line.nodes = 0;
@@ -122,6 +127,9 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     } else {
       throw std::invalid_argument("unknown flag '" + args[i] + "'");
     }
+  }
+  if (!line.images.empty() && !line.real_node) {
+    throw std::invalid_argument("--image needs --real-node: only the real node imports images");
   }
   if (line.command == "serve" && line.dir.empty()) {
     throw std::invalid_argument("serve needs --dir");

@@ -13,7 +13,8 @@ struct CommandLine {
   int nodes = 0;
   bool controller_manager = false;
   bool scheduler = false;
-  bool real_node = false;  // a real kubelet on containerd (see real_node.h)
+  bool real_node = false;           // a real kubelet on containerd (see real_node.h)
+  std::vector<std::string> images;  // more OCI archives for the real node to import
   std::vector<std::string> apiserver_flags;
   bool control_stdin = false;  // serve: commands on stdin, replies on stdout; EOF stops
   int timeout_seconds = 120;   // per component

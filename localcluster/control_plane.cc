@@ -487,6 +487,7 @@ RealNodeOptions ControlPlane::real_node_options() const {
   node.logs_dir = options_.dir + "/logs";
   node.tools_dir = options_.tools_dir;
   node.images_dir = options_.images_dir.empty() ? images_dir() : options_.images_dir;
+  node.extra_images = options_.extra_images;
   node.apiserver_url = endpoints_.apiserver_url;
   node.ca_cert = pki_.ca_cert;
   node.ca_key = pki_.ca_key;

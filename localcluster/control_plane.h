@@ -25,6 +25,7 @@ struct ControlPlaneOptions {
   // A real kubelet on a containerd of its own (see real_node.h); pods scheduled to it run.
   bool real_node = false;
   std::string images_dir;  // the node's image archives (default: real_node.h's images_dir())
+  std::vector<std::string> extra_images;  // more OCI archives for the node (the runner image)
   std::vector<std::string> extra_apiserver_flags;
   std::chrono::seconds start_timeout{120};  // per component
   // Asked while waiting for components; returning true abandons the start (a shutdown request

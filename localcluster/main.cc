@@ -107,6 +107,7 @@ int serve(const CommandLine& line, bool human) {
       .kwok_nodes = line.nodes,
       .real_node = line.real_node,
       .images_dir = {},
+      .extra_images = line.images,
       .extra_apiserver_flags = line.apiserver_flags,
       .start_timeout = std::chrono::seconds(line.timeout_seconds),
       .abort_requested =
@@ -152,7 +153,7 @@ int serve(const CommandLine& line, bool human) {
       std::cerr << "  real node:  " << node.value("name", "") << " (label "
                 << node.value("label", "") << ", taint " << node.value("taint", "") << "), pods on "
                 << node.value("pod_subnet", "") << " via bridge " << node.value("bridge", "")
-                << "\n";
+                << " (the host is " << node.value("gateway", "") << " there)\n";
     }
     std::cerr << "Ctrl-C stops it and removes " << dir << "\n";
   }
@@ -231,6 +232,9 @@ int up(const CommandLine& line) {
   if (line.controller_manager) spec.argv.push_back("--controller-manager");
   if (line.scheduler) spec.argv.push_back("--scheduler");
   if (line.real_node) spec.argv.push_back("--real-node");
+  for (const auto& image : line.images) {
+    spec.argv.insert(spec.argv.end(), {"--image", fs::absolute(image).string()});
+  }
   if (!line.tools_dir.empty()) spec.argv.insert(spec.argv.end(), {"--tools-dir", line.tools_dir});
   for (const auto& flag : line.apiserver_flags) spec.argv.push_back("--apiserver-flag=" + flag);
   spec.argv[0] = fs::read_symlink("/proc/self/exe").string();

@@ -382,6 +382,12 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
     missing.push_back("the pause image " + options.images_dir +
                       "/pause.tar (hack/images/build-images.sh builds it; `make setup` runs it)");
   }
+  for (const auto& archive : options.extra_images) {
+    if (!fs::is_regular_file(archive)) {
+      missing.push_back("the image archive " + archive +
+                        " (the runner's is built by `make build` into <build>/images/)");
+    }
+  }
   if (cgroup_hierarchies().empty()) {
     missing.push_back("kernel feature: no cgroup hierarchy mounted under /sys/fs/cgroup");
   }
@@ -500,6 +506,7 @@ void RealNode::start_all() {
     std::snprintf(hex, sizeof(hex), "%02X%02X%02X", third, second, 10);  // little-endian x.y.z.0
     if (routes.find(std::string("\t00") + hex + "\t") != std::string::npos) continue;
     pod_subnet_ = "10." + std::to_string(second) + "." + std::to_string(third) + ".0/24";
+    gateway_ = "10." + std::to_string(second) + "." + std::to_string(third) + ".1";
     break;
   }
   if (pod_subnet_.empty()) throw std::runtime_error("no free /24 for pods in 10.128.0.0/9");
@@ -516,6 +523,7 @@ void RealNode::start_all() {
   write_kubelet_credentials();
   write_containerd_config();
   write_cni_config();
+  create_bridge();
   start_containerd();
   phases_["containerd_ready_ms"] = millis_since(started);
   import_images();
@@ -658,6 +666,7 @@ void RealNode::import_images() {
     if (entry.path().extension() == ".tar") archives.push_back(entry.path().string());
   }
   std::sort(archives.begin(), archives.end());
+  archives.insert(archives.end(), options_.extra_images.begin(), options_.extra_images.end());
   for (const auto& archive : archives) {
     const std::string name = kImageNamePrefix + fs::path(archive).stem().string();
     auto imported =
@@ -843,6 +852,7 @@ nlohmann::json RealNode::describe() const {
           {"taint", std::string(kRealNodeTaintKey) + "=true:NoSchedule"},
           {"bridge", bridge_},
           {"pod_subnet", pod_subnet_},
+          {"gateway", gateway_},
           {"cgroup_root", cgroup_root_},
           {"snapshotter", snapshotter_},
           {"containerd_socket", socket_},
@@ -963,6 +973,22 @@ void RealNode::remove_cgroups() {
         logger_.warn("could not remove cgroup",
                      {{"path", group.string()}, {"error", errno_text(errno)}});
       }
+    }
+  }
+}
+
+void RealNode::create_bridge() {
+  // Made here rather than by the CNI plugin at the first pod, so the host side has the gateway
+  // address from the start: what pods must reach on the host (the local simulator of `make run`)
+  // can listen there before any pod exists. The bridge plugin adopts it as it is.
+  const std::string log = options_.dir + "/ip.log";
+  const std::string prefix = pod_subnet_.substr(pod_subnet_.find('/'));
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {"ip", "link", "add", bridge_, "type", "bridge"},
+           {"ip", "addr", "add", gateway_ + prefix, "dev", bridge_},
+           {"ip", "link", "set", bridge_, "up"}}) {
+    if (auto done = run_command(argv, log); !done.ok) {
+      throw std::runtime_error("creating the pod bridge " + bridge_ + ": " + done.failure);
     }
   }
 }

@@ -26,6 +26,7 @@ struct RealNodeOptions {
   std::string logs_dir;    // where containerd.log and kubelet.log go
   std::string tools_dir;   // where kubelet is (see tools.h)
   std::string images_dir;  // OCI archives to import: pause.tar is required
+  std::vector<std::string> extra_images;  // more OCI archives to import (the runner image)
   std::string apiserver_url;
   std::string ca_cert;  // the cluster CA: signs the kubelet's client certificate and
   std::string ca_key;   // verifies the apiserver's client certificate at the kubelet
@@ -103,6 +104,7 @@ class RealNode {
   void kill_containers();
   void unmount_all();
   void remove_cgroups();
+  void create_bridge();
   void delete_bridge();
   void remove_iptables_chains();
 
@@ -112,6 +114,7 @@ class RealNode {
   std::string id_;           // 8 hex digits, shared by the bridge and the cgroup root
   std::string bridge_;       // pmtr<id>
   std::string pod_subnet_;   // 10.<a>.<b>.0/24
+  std::string gateway_;      // 10.<a>.<b>.1, the host's address on the bridge
   std::string cgroup_root_;  // /perimeter-<id>
   std::string snapshotter_;  // overlayfs, or native without overlay
   std::string socket_;

@@ -28,6 +28,17 @@ std::string supervisor_log_tail(const std::string& dir) {
 
 }  // namespace
 
+std::string runner_image_archive() {
+  fs::path bin_dir = fs::path(local_cluster_binary()).parent_path();
+  fs::path archive = bin_dir.parent_path() / "images" / "perimeter-runner.tar";
+  if (!fs::is_regular_file(archive)) {
+    throw std::runtime_error("the runner image archive " + archive.string() +
+                             " is not built: `make build` (target runner-image-archive; needs "
+                             "umoci, which `make deps` installs)");
+  }
+  return archive.string();
+}
+
 std::string local_cluster_binary() {
   const std::string name = localcluster::kSupervisorProgram;
   if (const char* bin = std::getenv("PERIMETER_BIN_DIR"); bin && *bin) {
@@ -64,6 +75,7 @@ std::unique_ptr<LocalCluster> LocalCluster::start(const LocalClusterOptions& opt
   if (options.controller_manager) spec.argv.push_back("--controller-manager");
   if (options.scheduler) spec.argv.push_back("--scheduler");
   if (options.real_node) spec.argv.push_back("--real-node");
+  for (const auto& image : options.images) spec.argv.insert(spec.argv.end(), {"--image", image});
   if (options.kwok_nodes > 0) {
     spec.argv.insert(spec.argv.end(), {"--nodes", std::to_string(options.kwok_nodes)});
   }

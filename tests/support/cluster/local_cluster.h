@@ -31,6 +31,9 @@ struct LocalClusterOptions {
   // `perimeter.dev/real-node=true` really run (images from hack/images/build-images.sh, with
   // imagePullPolicy Never). Needs root; a missing binary or kernel feature fails the start.
   bool real_node = false;
+  // More OCI archives for the real node to import, each named
+  // localhost/perimeter/<file name without .tar>:<its tag> (runner_image_archive() below).
+  std::vector<std::string> images;
 
   bool operator==(const LocalClusterOptions&) const = default;
 };
@@ -92,6 +95,12 @@ class LocalCluster {
 // Where the perimeter-local-cluster binary is: $PERIMETER_BIN_DIR (set by ctest), else next to
 // the running test binary's build tree, else PATH.
 std::string local_cluster_binary();
+
+// The runner image archive `make build` writes (<build>/images/perimeter-runner.tar, found from
+// $PERIMETER_BIN_DIR), for LocalClusterOptions::images; pods name it kRunnerImage. Throws
+// std::runtime_error naming the build step when it is missing.
+inline constexpr const char* kRunnerImage = "localhost/perimeter/perimeter-runner:0.1.0";
+std::string runner_image_archive();
 
 // A cluster shared by all tests of one test binary, started on first use with these options
 // (a GoogleTest Environment tears it down at exit). Asking again with different options is a

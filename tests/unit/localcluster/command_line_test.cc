@@ -44,6 +44,14 @@ TEST(CommandLineTest, ServeStartsFromNothingAndTakesEveryFlag) {
   EXPECT_FALSE(bare.controller_manager);
 }
 
+TEST(CommandLineTest, RealNodeImportsEveryImageGiven) {
+  CommandLine line = parse_command_line(
+      {"up", "--real-node", "--image", "build/images/perimeter-runner.tar", "--image=/tmp/x.tar"});
+  EXPECT_TRUE(line.real_node);
+  EXPECT_THAT(line.images, ElementsAre("build/images/perimeter-runner.tar", "/tmp/x.tar"));
+  EXPECT_TRUE(parse_command_line({"up"}).images.empty());
+}
+
 TEST(CommandLineTest, BadInputIsNamed) {
   auto fails_with = [](std::vector<std::string> args, const std::string& text) {
     EXPECT_THAT([&] { parse_command_line(args); },
@@ -59,6 +67,8 @@ TEST(CommandLineTest, BadInputIsNamed) {
   fails_with({"up", "--apiserver-flag", "v=2"}, "wants a flag such as --v=2");
   fails_with({"up", "--frobnicate"}, "unknown flag '--frobnicate'");
   fails_with({"serve"}, "serve needs --dir");
+  fails_with({"up", "--image", "a.tar"}, "--image needs --real-node");
+  fails_with({"up", "--real-node", "--image"}, "--image needs a value");
 }
 
 TEST(CommandLineTest, UsageMentionsEveryCommand) {
