@@ -324,7 +324,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 };
 
 HttpServer::HttpServer(asio::io_context& io, ApiRouter& router, Simulator& simulator,
-                       SimMetrics& metrics, Logger logger, std::uint16_t port)
+                       SimMetrics& metrics, Logger logger, std::uint16_t port,
+                       const std::string& address)
     : io_(io),
       router_(router),
       simulator_(simulator),
@@ -332,7 +333,7 @@ HttpServer::HttpServer(asio::io_context& io, ApiRouter& router, Simulator& simul
       logger_(std::move(logger)),
       acceptor_(io),
       ticker_(io) {
-  const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), port);
+  const tcp::endpoint endpoint(asio::ip::make_address(address), port);
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(asio::socket_base::reuse_address(true));
   acceptor_.bind(endpoint);

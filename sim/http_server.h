@@ -22,7 +22,8 @@ class Connection;
 class HttpServer {
  public:
   HttpServer(boost::asio::io_context& io, ApiRouter& router, Simulator& simulator,
-             SimMetrics& metrics, Logger logger, std::uint16_t port);
+             SimMetrics& metrics, Logger logger, std::uint16_t port,
+             const std::string& address = "127.0.0.1");
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

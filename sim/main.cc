@@ -1,6 +1,6 @@
 // perimeter-sim: a local stand-in for the Managed Agents work-queue and sessions API.
 //   perimeter-sim serve [--port N] [--port-file F] [--lease-ttl-seconds S] [--reclaim-ms MS]
-//                       [--faults JSON] [--api-base-url URL] [--log-level L]
+//                       [--faults JSON] [--api-base-url URL] [--log-level L] [--address IP]
 //   perimeter-sim create-environment --url URL [--name N] [--key K]
 //   perimeter-sim enqueue --url URL --environment ENV --scenario FILE [--count N]
 //   perimeter-sim results --url URL (--session ID | --environment ENV)
@@ -9,6 +9,7 @@
 #include <cpprest/http_client.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -82,6 +83,12 @@ int serve(const Args& args) {
     return usage("--port must be 0..65535");
   }
   options.api_base_url = args.get("api-base-url");
+  // Loopback unless told otherwise: runner pods on the local real node reach the host only
+  // through their bridge's gateway address, which is what they are given there.
+  const std::string address = args.get("address", "127.0.0.1");
+  boost::system::error_code bad_address;
+  boost::asio::ip::make_address(address, bad_address);
+  if (bad_address) return usage("--address must be an IP address, got '" + address + "'");
 
   perimeter::sim::Simulator simulator(options, perimeter::SystemClock::instance(),
                                       perimeter::SystemRandom::instance());
@@ -98,14 +105,16 @@ int serve(const Args& args) {
   boost::asio::io_context io(1);
   std::unique_ptr<perimeter::sim::HttpServer> server;
   try {
-    server = std::make_unique<perimeter::sim::HttpServer>(io, router, simulator, metrics, logger,
-                                                          static_cast<std::uint16_t>(port));
+    server = std::make_unique<perimeter::sim::HttpServer>(
+        io, router, simulator, metrics, logger, static_cast<std::uint16_t>(port), address);
   } catch (const std::exception& e) {
-    logger.error("cannot listen", {{"port", port}, {"error", e.what()}});
+    logger.error("cannot listen", {{"address", address}, {"port", port}, {"error", e.what()}});
     return 1;
   }
   server->start();
-  const std::string url = "http://127.0.0.1:" + std::to_string(server->port());
+  const bool v6 = address.find(':') != std::string::npos;
+  const std::string url =
+      "http://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(server->port());
   if (auto port_file = args.get("port-file"); !port_file.empty()) {
     // Written to a temporary name then renamed, so a reader never sees half a number.
     const std::string temporary = port_file + ".tmp";
