@@ -6,6 +6,7 @@
 //   perimeter-sim results --url URL (--session ID | --environment ENV)
 //   perimeter-sim stats --url URL --environment ENV --key KEY
 //   perimeter-sim faults --url URL [JSON]
+//   perimeter-sim follow --url URL --environment ENV [--sessions N] [--interval-ms MS] [--once]
 #include <cpprest/http_client.h>
 
 #include <boost/asio/io_context.hpp>
@@ -16,12 +17,14 @@
 #include <sstream>
 #include <thread>
 
+#include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "core/shutdown_signal.h"
 #include "sim/http_server.h"
 #include "sim/router.h"
+#include "sim/session_follower.h"
 #include "sim/simulator.h"
 
 namespace {
@@ -30,7 +33,7 @@ using perimeter::sim::parse_int;
 
 int usage(const std::string& why) {
   std::cerr << "perimeter-sim: " << why << "\n"
-            << "usage: perimeter-sim serve|create-environment|enqueue|results|stats|faults "
+            << "usage: perimeter-sim serve|create-environment|enqueue|results|stats|faults|follow "
                "[--flag value...] (see docs/simulator.md)\n";
   return 2;
 }
@@ -155,6 +158,49 @@ int call(const std::string& base, const web::http::method& method, const std::st
   }
 }
 
+// Prints each tool result as it is recorded and each session as it finishes, until `sessions`
+// sessions have finished (0: until killed) or, with `once`, after one snapshot; then the table.
+// Exit 0 when every session finished with exactly its scripted results.
+int follow(const std::string& base, const std::string& environment, std::int64_t sessions,
+           std::chrono::milliseconds interval, bool once) {
+  perimeter::sim::SessionFollower follower;
+  perimeter::Backoff backoff({.initial = interval, .max = std::chrono::seconds(10)},
+                             perimeter::SystemRandom::instance());
+  web::http::client::http_client_config config;
+  config.set_timeout(std::chrono::seconds(10));
+  web::http::client::http_client client(utility::conversions::to_string_t(base), config);
+  const std::string path = "/admin/environments/" + environment + "/results";
+  while (sessions == 0 || follower.sessions_finished() < static_cast<size_t>(sessions)) {
+    std::string failure;
+    try {
+      auto response = client.request(web::http::methods::GET, path).get();
+      const std::string body = response.extract_utf8string(true).get();
+      if (response.status_code() != 200) {
+        failure = "HTTP " + std::to_string(response.status_code()) + ": " + body;
+      } else {
+        auto snapshot = nlohmann::json::parse(body, nullptr, false);
+        if (snapshot.is_discarded()) failure = "a results body that is not JSON: " + body;
+        for (const auto& line : follower.update(snapshot)) std::cout << line << "\n";
+        std::cout.flush();
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (failure.empty()) {
+      if (once) break;
+      backoff.reset();
+      std::this_thread::sleep_for(interval);
+    } else {
+      auto delay = backoff.next();
+      std::cerr << "perimeter-sim follow: " << base << path << ": " << failure << " (retry in "
+                << delay.count() << " ms)\n";
+      std::this_thread::sleep_for(delay);
+    }
+  }
+  std::cout << "\n" << follower.table();
+  return follower.all_matched() ? 0 : 1;
+}
+
 int cli(const std::string& command, const Args& args) {
   const std::string url = args.get("url", "http://127.0.0.1:8787");
   if (command == "create-environment") {
@@ -199,6 +245,18 @@ int cli(const std::string& command, const Args& args) {
                 {{"Authorization", "Bearer " + key},
                  {"anthropic-beta", "managed-agents-2026-04-01"},
                  {"anthropic-version", "2023-06-01"}});
+  }
+  if (command == "follow") {
+    const std::string environment = args.get("environment");
+    if (environment.empty()) return usage("follow needs --environment");
+    std::int64_t sessions = 0, interval = 500;
+    if (!parse_int(args.get("sessions", "0"), &sessions) || sessions < 0)
+      return usage("--sessions must be >= 0");
+    if (!parse_int(args.get("interval-ms", "500"), &interval) || interval < 50)
+      return usage("--interval-ms must be >= 50");
+    const std::string once = args.get("once", "false");
+    if (once != "true" && once != "false") return usage("--once takes true or false");
+    return follow(url, environment, sessions, std::chrono::milliseconds(interval), once == "true");
   }
   if (command == "faults") {
     if (args.positional.empty()) return call(url, web::http::methods::GET, "/admin/faults", "");
