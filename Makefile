@@ -5,7 +5,7 @@ BUILD_TYPE ?= RelWithDebInfo
 CTEST_ARGS ?=
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps tools setup build manifests test unit run lint format clean cluster-up cluster-down
+.PHONY: all deps tools setup node-images build manifests test unit run lint format clean cluster-up cluster-down
 
 all: build
 
@@ -28,6 +28,10 @@ build: deps $(BUILD_DIR)/build.ninja
 setup: deps
 	@for s in hack/setup/*.sh; do [ -x "$$s" ] || continue; "$$s" || { echo "[setup] $$s failed" >&2; exit 1; }; done
 
+# The images the local real node needs besides the runner's (the pause image): cached.
+node-images: deps
+	@hack/setup/node-images.sh
+
 # Every test (unit, integration against the real control plane, end to end) through ctest.
 test: deps tools setup build
 	@PERIMETER_TOOLS_BIN=$$(hack/tools/build-tools.sh all 2>/dev/null | tail -n 1) \
@@ -36,9 +40,9 @@ test: deps tools setup build
 unit: deps build
 	@ctest --test-dir $(BUILD_DIR) --output-on-failure -L unit $(CTEST_ARGS)
 
-# The main job on the embedded local stack.
-run: deps tools build
-	@hack/run-local
+# The main job on the embedded local stack: the real node as root, else PERIMETER_RUN_NODE=kwok.
+run: deps tools node-images build
+	@BUILD_DIR=$(BUILD_DIR) hack/run-local
 
 cluster-up: deps tools build
 	@hack/local-cluster up

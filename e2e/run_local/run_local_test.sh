@@ -1,23 +1,52 @@
 #!/usr/bin/env bash
-# `make run`'s script, end to end: the local stack comes up, every example session gets its own
-# runner pod and finishes, the summary names each one, and teardown leaves nothing running.
+# `make run`'s script, end to end, in both of its modes:
+#  - the real node (the default): every example session is served by perimeter-runner in its own
+#    pod, every tool result the simulator records is the one its script expects, each result is
+#    shown live, every pod succeeds, and teardown leaves no process, folder or bridge behind;
+#  - KWOK's fake nodes (PERIMETER_RUN_NODE=kwok): every session gets its own pod, which finishes.
 set -euo pipefail
 repo=${PERIMETER_SOURCE_DIR:?}
 export BUILD_DIR=${PERIMETER_BIN_DIR:?}/..
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-if ! PERIMETER_RUN_EXIT=1 "$repo/hack/run-local" >"$out" 2>&1; then
-  echo "hack/run-local failed:"; cat "$out"; exit 1
-fi
-cat "$out"
-sessions=$(ls "$repo"/sim/scenarios/conformance/*.yaml | wc -l)
-sessions=$((sessions * 2))
-grep -q "^Summary: $sessions sessions, each served by its own runner pod$" "$out" ||
-  { echo "FAIL: no summary line for $sessions sessions"; exit 1; }
-succeeded=$(grep -c ' succeeded$' "$out" || true)
-[ "$succeeded" -eq "$sessions" ] || { echo "FAIL: $succeeded of $sessions sessions succeeded"; exit 1; }
-grep -q "everything stopped and removed" "$out" || { echo "FAIL: no teardown"; exit 1; }
-dir=$(sed -n 's|.*kubectl --kubeconfig \(/[^ ]*\)/cluster/kubeconfig.*|\1|p' "$out" | head -n 1)
-[ -n "$dir" ] && [ ! -e "$dir" ] || { echo "FAIL: $dir was left behind"; exit 1; }
-if pgrep -f "$dir" >/dev/null; then echo "FAIL: processes of $dir still run:"; pgrep -af "$dir"; exit 1; fi
-echo "1 passed, 0 failed"
+fail() { echo "FAIL ($mode): $*"; exit 1; }
+
+# Runs hack/run-local; checks the summary, the pods' outcomes and the teardown.
+run_and_check_common() {
+  local sessions=$1
+  if ! PERIMETER_RUN_EXIT=1 "$repo/hack/run-local" >"$out" 2>&1; then
+    echo "hack/run-local failed ($mode):"; cat "$out"; exit 1
+  fi
+  cat "$out"
+  grep -q "^Summary: $sessions sessions, each served by its own runner pod$" "$out" ||
+    fail "no summary line for $sessions sessions"
+  local succeeded
+  succeeded=$(grep -c ' succeeded$' "$out" || true)
+  [ "$succeeded" -eq "$sessions" ] || fail "$succeeded of $sessions runner pods succeeded"
+  grep -q "everything stopped and removed" "$out" || fail "no teardown"
+  dir=$(sed -n 's|.*kubectl --kubeconfig \(/[^ ]*\)/cluster/kubeconfig.*|\1|p' "$out" | head -n 1)
+  [ -n "$dir" ] && [ ! -e "$dir" ] || fail "$dir was left behind"
+  if pgrep -f "$dir" >/dev/null; then pgrep -af "$dir"; fail "processes of $dir still run"; fi
+}
+
+mode=real
+scenarios=$(ls "$repo"/sim/scenarios/conformance/*.yaml | grep -vc '/custom-tool.yaml$')
+bridges_before=$(ip -o link show type bridge | grep -c ' pmtr' || true)
+PERIMETER_RUN_NODE=real run_and_check_common $((scenarios * 2))
+grep -q "^Every session got exactly the results its script expects.$" "$out" ||
+  fail "the simulator did not get every scripted result"
+# Every tool result was shown as it arrived, and every session as it finished.
+[ "$(grep -c '^\[session\] .* results as scripted$' "$out")" -eq $((scenarios * 2)) ] ||
+  fail "not every session was shown finishing"
+grep -q '^\[tool\] sesn_[0-9a-f]* builtin-tools step 7/8 bash -> "3"$' "$out" ||
+  fail "the bash tool's result was not shown"
+grep -q ' 127.0.0.1 .* succeeded$' "$out" || fail "no pod ran on the real node"
+bridges_after=$(ip -o link show type bridge | grep -c ' pmtr' || true)
+[ "$bridges_after" -le "$bridges_before" ] || fail "the real node's bridge was left behind"
+
+mode=kwok
+all=$(ls "$repo"/sim/scenarios/conformance/*.yaml | wc -l)
+PERIMETER_RUN_NODE=kwok PERIMETER_RUN_COPIES=1 run_and_check_common "$all"
+grep -q "NOTE: the nodes are KWOK's fake nodes" "$out" || fail "KWOK mode was not said plainly"
+
+echo "2 passed, 0 failed"
