@@ -141,6 +141,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                      "the request target has a malformed percent-escape"),
                          "malformed_http");
     }
+    if (request.path.rfind("/admin", 0) == 0 && !from_this_host()) {
+      // Bound to a bridge (`--address`), the simulator is reachable from pods: the agent's own
+      // commands there must not be able to script sessions or steal leases.
+      return write_reply(error_reply(403, "permission_error",
+                                     "the admin API answers only this host (loopback or the "
+                                     "address the simulator listens on)"),
+                         "admin.forbidden");
+    }
     decision_ = server_.router().route(request);
     if (decision_.latency.count() > 0) {
       timer_.expires_after(decision_.latency);
@@ -148,6 +156,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     dispatch();
+  }
+
+  bool from_this_host() const {
+    beast::error_code remote_error, local_error;
+    const auto remote = socket_.remote_endpoint(remote_error).address();
+    const auto local = socket_.local_endpoint(local_error).address();
+    return !remote_error && !local_error && admin_allowed_from(remote, local);
   }
 
   void dispatch() {
@@ -322,6 +337,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::list<std::weak_ptr<Connection>>::iterator registration_;
   bool registered_ = true;
 };
+
+bool admin_allowed_from(const asio::ip::address& remote, const asio::ip::address& local) {
+  // A connection from this host comes from loopback, or from the very address it reached.
+  return remote.is_loopback() || remote == local;
+}
 
 HttpServer::HttpServer(asio::io_context& io, ApiRouter& router, Simulator& simulator,
                        SimMetrics& metrics, Logger logger, std::uint16_t port,

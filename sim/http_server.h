@@ -14,6 +14,11 @@
 
 namespace perimeter::sim {
 
+// Whether the admin API answers a connection from `remote` that reached `local`: only from this
+// host (loopback, or the listening address itself), never from a pod on a bridge it listens on.
+bool admin_allowed_from(const boost::asio::ip::address& remote,
+                        const boost::asio::ip::address& local);
+
 class Connection;
 
 // The simulator's HTTP/1.1 server (Boost.Beast): keep-alive requests, long-polls and SSE streams
