@@ -1,0 +1,365 @@
+#include "runner/beast_transport.h"
+
+#include <openssl/ssl.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <limits>
+#include <optional>
+#include <utility>
+
+// clang-format off: after <utility>, as Boost.Asio's headers use std::exchange without it.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+// clang-format on
+
+#include "agentapi/api_error.h"
+
+namespace perimeter::runner {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using agentapi::HttpRequest;
+using agentapi::HttpResponse;
+using agentapi::TransportError;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// How often a blocked stream read looks at its cancel flag.
+constexpr std::chrono::milliseconds kCancelPoll{100};
+constexpr std::size_t kReadChunk = 16 * 1024;
+constexpr std::uint32_t kHeaderLimit = 64 * 1024;
+
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
+}  // namespace
+
+struct BeastTransport::Origin {
+  bool tls = false;
+  std::string host;         // as resolved: no brackets around an IPv6 literal
+  std::string port;         // explicit or the scheme's
+  std::string host_header;  // as written in the URL
+  std::string target;       // path and query
+  std::string key() const { return (tls ? "https://" : "http://") + host_header; }
+};
+
+struct BeastTransport::Connection {
+  asio::io_context io;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;
+  beast::flat_buffer buffer;
+  std::string origin;
+  std::chrono::steady_clock::time_point idle_since;
+
+  beast::tcp_stream& lowest() { return secure ? beast::get_lowest_layer(*secure) : *plain; }
+
+  template <class Use>
+  auto with_stream(Use use) {
+    return secure ? use(*secure) : use(*plain);
+  }
+
+  // Starts one asynchronous operation and runs this connection's io_context on the calling
+  // thread until it completes. A set `cancel` cancels the socket's operations, which then
+  // complete with operation_aborted.
+  template <class Start>
+  beast::error_code run(Start start, const std::atomic<bool>* cancel = nullptr) {
+    beast::error_code result;
+    bool done = false;
+    start([&](beast::error_code ec, auto&&...) {
+      result = ec;
+      done = true;
+    });
+    io.restart();
+    bool cancelled = false;
+    while (!done) {
+      if (cancel != nullptr && !cancelled && cancel->load()) {
+        cancelled = true;
+        lowest().cancel();
+      }
+      io.run_for(kCancelPoll);
+      if (io.stopped() && !done) io.restart();
+    }
+    return result;
+  }
+
+  // Closed by the server (or sent something unasked) while it sat idle.
+  bool closed_by_peer() {
+    pollfd fd{lowest().socket().native_handle(), POLLIN, 0};
+    return poll(&fd, 1, 0) != 0;
+  }
+};
+
+namespace {
+
+BeastTransport::Origin parse_url(const std::string& url) {
+  BeastTransport::Origin origin;
+  std::size_t rest = 0;
+  if (url.rfind("https://", 0) == 0) {
+    origin.tls = true;
+    rest = 8;
+  } else if (url.rfind("http://", 0) == 0) {
+    rest = 7;
+  } else {
+    throw TransportError("unsupported URL (http:// or https:// only): " + url);
+  }
+  const std::size_t path = url.find_first_of("/?", rest);
+  origin.host_header = url.substr(rest, path == std::string::npos ? path : path - rest);
+  origin.target = path == std::string::npos ? "/" : url.substr(path);
+  if (origin.target.front() == '?') origin.target.insert(0, "/");
+  std::string authority = origin.host_header;
+  std::size_t port_colon = std::string::npos;
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string::npos) throw TransportError("malformed URL host: " + url);
+    origin.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size() && authority[close + 1] == ':') port_colon = close + 1;
+  } else {
+    port_colon = authority.rfind(':');
+    origin.host = authority.substr(0, port_colon);
+  }
+  origin.port = port_colon == std::string::npos ? (origin.tls ? "443" : "80")
+                                                : authority.substr(port_colon + 1);
+  if (origin.host.empty() || origin.port.empty()) {
+    throw TransportError("malformed URL host: " + url);
+  }
+  return origin;
+}
+
+http::request<http::string_body> build(const HttpRequest& request,
+                                       const BeastTransport::Origin& origin) {
+  const http::verb verb = http::string_to_verb(request.method);
+  if (verb == http::verb::unknown) throw TransportError("unsupported method " + request.method);
+  http::request<http::string_body> message(verb, origin.target, 11);
+  message.set(http::field::host, origin.host_header);
+  bool has_content_type = false;
+  for (const auto& [name, value] : request.headers) {
+    message.set(name, value);
+    has_content_type = has_content_type || lower(name) == "content-type";
+  }
+  if (!request.body.empty()) {
+    if (!has_content_type) message.set(http::field::content_type, "application/json");
+    message.body() = request.body;
+  }
+  message.prepare_payload();
+  return message;
+}
+
+template <class Fields>
+void copy_head(const http::response_header<Fields>& head, HttpResponse* out) {
+  out->status = static_cast<int>(head.result_int());
+  for (const auto& field : head) {
+    out->headers.emplace_back(lower(std::string(field.name_string())), std::string(field.value()));
+  }
+}
+
+std::string describe(const HttpRequest& request, const beast::error_code& ec) {
+  return request.method + " " + request.url + ": " + ec.message();
+}
+
+struct Exchange {
+  std::optional<HttpResponse> response;  // none: a reused connection failed, safe to repeat
+  bool keep_alive = false;
+};
+
+// One request and its whole answer on `connection`.
+Exchange exchange(BeastTransport::Connection& connection, const HttpRequest& request,
+                  const http::request<http::string_body>& message, bool reused) {
+  connection.lowest().expires_after(request.timeout);
+  const beast::error_code write_error = connection.with_stream([&](auto& stream) {
+    return connection.run([&](auto handler) { http::async_write(stream, message, handler); });
+  });
+  http::response_parser<http::string_body> parser;
+  parser.header_limit(kHeaderLimit);
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  beast::error_code ec = write_error;
+  if (!ec) {
+    ec = connection.with_stream([&](auto& stream) {
+      return connection.run(
+          [&](auto handler) { http::async_read(stream, connection.buffer, parser, handler); });
+    });
+  }
+  if (ec) {
+    // A kept connection the server closed as this call began, and no answer came back: repeated
+    // once on a fresh connection when that is safe, i.e. the request never left (the write
+    // failed) or it is a GET. A POST the server may have read is left to the caller's retries.
+    if (reused && !parser.got_some() && (write_error || request.method == "GET")) return {};
+    throw TransportError(describe(request, ec));
+  }
+  Exchange done;
+  done.response.emplace();
+  copy_head(parser.get().base(), &*done.response);
+  done.response->body = std::move(parser.get().body());
+  done.keep_alive = parser.get().keep_alive() && parser.is_done();
+  return done;
+}
+
+}  // namespace
+
+BeastTransport::BeastTransport() = default;
+BeastTransport::~BeastTransport() = default;
+
+asio::ssl::context& BeastTransport::tls_context() {
+  std::lock_guard lock(mutex_);
+  if (!tls_) {
+    auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    context->set_default_verify_paths();
+    context->set_verify_mode(asio::ssl::verify_peer);
+    tls_ = std::move(context);
+  }
+  return *tls_;
+}
+
+std::unique_ptr<BeastTransport::Connection> BeastTransport::connect(
+    const Origin& origin, std::chrono::milliseconds timeout) {
+  auto connection = std::make_unique<Connection>();
+  connection->origin = origin.key();
+  beast::error_code ec;
+  tcp::resolver resolver(connection->io);
+  const auto endpoints = resolver.resolve(origin.host, origin.port, ec);
+  if (ec) throw TransportError("cannot resolve " + origin.host + ": " + ec.message());
+  if (origin.tls) {
+    connection->secure.emplace(connection->io, tls_context());
+    SSL* ssl = connection->secure->native_handle();
+    // SNI and the name the certificate must carry.
+    if (SSL_set_tlsext_host_name(ssl, origin.host.c_str()) != 1) {
+      throw TransportError("cannot set the TLS server name " + origin.host);
+    }
+    connection->secure->set_verify_callback(asio::ssl::host_name_verification(origin.host));
+  } else {
+    connection->plain.emplace(connection->io);
+  }
+  connection->lowest().expires_after(timeout);
+  ec = connection->run(
+      [&](auto handler) { connection->lowest().async_connect(endpoints, handler); });
+  if (ec) {
+    throw TransportError("cannot connect to " + origin.host_header + ": " + ec.message());
+  }
+  if (origin.tls) {
+    ec = connection->run([&](auto handler) {
+      connection->secure->async_handshake(asio::ssl::stream_base::client, handler);
+    });
+    if (ec) {
+      throw TransportError("TLS handshake with " + origin.host_header + " failed: " + ec.message());
+    }
+  }
+  return connection;
+}
+
+std::unique_ptr<BeastTransport::Connection> BeastTransport::take_idle(const Origin& origin) {
+  std::vector<std::unique_ptr<Connection>> stale;
+  std::unique_ptr<Connection> found;
+  {
+    std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      if (now - (*it)->idle_since > kIdleReuse || (*it)->closed_by_peer()) {
+        stale.push_back(std::move(*it));
+        it = idle_.erase(it);
+      } else if (!found && (*it)->origin == origin.key()) {
+        found = std::move(*it);
+        it = idle_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  return found;
+}
+
+void BeastTransport::keep_idle(std::unique_ptr<Connection> connection) {
+  connection->idle_since = std::chrono::steady_clock::now();
+  std::lock_guard lock(mutex_);
+  idle_.push_back(std::move(connection));
+}
+
+HttpResponse BeastTransport::send(const HttpRequest& request) {
+  const Origin origin = parse_url(request.url);
+  const http::request<http::string_body> message = build(request, origin);
+  if (std::unique_ptr<Connection> idle = take_idle(origin)) {
+    Exchange done = exchange(*idle, request, message, /*reused=*/true);
+    if (done.response) {
+      if (done.keep_alive) keep_idle(std::move(idle));
+      return std::move(*done.response);
+    }
+  }
+  std::unique_ptr<Connection> fresh = connect(origin, request.timeout);
+  Exchange done = exchange(*fresh, request, message, /*reused=*/false);
+  if (done.keep_alive) keep_idle(std::move(fresh));
+  return std::move(*done.response);
+}
+
+HttpResponse BeastTransport::stream(const HttpRequest& request,
+                                    const std::function<bool(std::string_view)>& on_chunk,
+                                    const std::atomic<bool>& cancel) {
+  const Origin origin = parse_url(request.url);
+  const http::request<http::string_body> message = build(request, origin);
+  std::unique_ptr<Connection> connection = connect(origin, request.timeout);
+  connection->lowest().expires_after(request.timeout);
+  beast::error_code ec = connection->with_stream([&](auto& stream) {
+    return connection->run([&](auto handler) { http::async_write(stream, message, handler); },
+                           &cancel);
+  });
+  http::response_parser<http::buffer_body> parser;
+  parser.header_limit(kHeaderLimit);
+  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  if (!ec) {
+    ec = connection->with_stream([&](auto& stream) {
+      return connection->run(
+          [&](auto handler) {
+            http::async_read_header(stream, connection->buffer, parser, handler);
+          },
+          &cancel);
+    });
+  }
+  if (ec) {
+    if (cancel.load()) return HttpResponse{200, {}, {}, false, {}};
+    throw TransportError(describe(request, ec));
+  }
+  HttpResponse out;
+  copy_head(parser.get().base(), &out);
+  const bool success = out.status >= 200 && out.status < 300;
+  std::array<char, kReadChunk> chunk{};
+  while (!parser.is_done() && !cancel.load()) {
+    parser.get().body().data = chunk.data();
+    parser.get().body().size = chunk.size();
+    // Between chunks the request's timeout is an idle timeout.
+    connection->lowest().expires_after(request.timeout);
+    ec = connection->with_stream([&](auto& stream) {
+      return connection->run(
+          [&](auto handler) { http::async_read_some(stream, connection->buffer, parser, handler); },
+          &cancel);
+    });
+    if (ec == http::error::need_buffer) ec = {};
+    const std::size_t got = chunk.size() - parser.get().body().size;
+    if (got > 0) {
+      if (success) {
+        if (!on_chunk(std::string_view(chunk.data(), got))) break;
+      } else {
+        out.body.append(chunk.data(), got);
+      }
+    }
+    if (ec) {
+      if (cancel.load()) break;
+      // The head arrived, then the connection broke: the caller resumes from its last event.
+      if (!success) throw TransportError(describe(request, ec));
+      out.truncated = true;
+      out.truncation_reason = ec.message();
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace perimeter::runner
