@@ -210,9 +210,10 @@ TEST(BeastTransport, AConnectionTheServerClosedIsNotReused) {
   });
   BeastTransport transport;
   EXPECT_EQ(transport.send(request("POST", server.url("/a"), "{}")).body, "ok");
-  // The close reaches the client's socket before the next call looks at it.
+  // Whether the close is seen before the next call (not reused) or during it (a GET is repeated
+  // on a fresh connection), the call succeeds on a new connection.
   for (int i = 0; i < 200 && server.accepted() == 1; ++i) {
-    EXPECT_EQ(transport.send(request("POST", server.url("/b"), "{}")).body, "ok");
+    EXPECT_EQ(transport.send(request("GET", server.url("/b"))).body, "ok");
   }
   EXPECT_GE(server.accepted(), 2);
 }
