@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -26,6 +27,21 @@ std::string read_file(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// The `{"event":"listening","port":N,"url":"http://..."}` line perimeter-sim prints on stdout once
+// it accepts connections; nullopt until a complete one is there.
+std::optional<nlohmann::json> listening_line(const std::string& stdout_text) {
+  std::istringstream lines(stdout_text);
+  for (std::string line; std::getline(lines, line);) {
+    if (lines.eof()) break;  // not yet terminated by a newline: maybe half written
+    const auto parsed = nlohmann::json::parse(line, nullptr, false);
+    if (parsed.is_object() && parsed.value("event", "") == "listening" && parsed.contains("port") &&
+        parsed["port"].is_number_integer() && parsed.contains("url") && parsed["url"].is_string()) {
+      return parsed;
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -51,8 +67,7 @@ SimProcess::SimProcess(std::vector<std::string> extra_args) {
   std::string pattern = (std::filesystem::temp_directory_path() / "perimeter-sim-XXXXXX").string();
   if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   dir_ = pattern;
-  const std::string port_file = dir_ + "/port";
-  std::vector<std::string> args = {binary, "serve", "--port", "0", "--port-file", port_file};
+  std::vector<std::string> args = {binary, "serve", "--port", "0"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
@@ -76,12 +91,13 @@ SimProcess::SimProcess(std::vector<std::string> extra_args) {
   posix_spawnattr_destroy(&attributes);
   if (rc != 0) throw std::runtime_error("cannot start perimeter-sim: " + std::string(strerror(rc)));
 
+  // The url comes from the server's own `listening` line, so a sim bound with --address (the
+  // real node's bridge gateway) is reached where it really listens, not at 127.0.0.1.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (std::chrono::steady_clock::now() < deadline) {
-    const std::string text = read_file(port_file);
-    if (!text.empty()) {
-      port_ = std::stoi(text);
-      url_ = "http://127.0.0.1:" + std::to_string(port_);
+    if (const auto listening = listening_line(read_file(dir_ + "/stdout"))) {
+      port_ = listening->at("port").get<int>();
+      url_ = listening->at("url").get<std::string>();
       return;
     }
     int status = 0;

@@ -8,8 +8,9 @@
 
 namespace perimeter::testing {
 
-// A perimeter-sim server run as a child process on a free loopback port, for integration tests,
-// the conformance test and benchmarks. Stopped with SIGTERM (then SIGKILL) on destruction.
+// A perimeter-sim server run as a child process on a free port, for integration tests, the
+// conformance test and benchmarks: on 127.0.0.1, or on the address given as `--address IP` in
+// extra_args (a real node's bridge gateway). Stopped with SIGTERM (then SIGKILL) on destruction.
 class SimProcess {
  public:
   // Finds perimeter-sim in $PERIMETER_BIN_DIR; throws std::runtime_error when it cannot start it.
@@ -18,6 +19,7 @@ class SimProcess {
   SimProcess(const SimProcess&) = delete;
   SimProcess& operator=(const SimProcess&) = delete;
 
+  // Where the server says it listens (its `listening` line), e.g. http://127.0.0.1:40123.
   const std::string& url() const { return url_; }
   int port() const { return port_; }
   // The server's stderr so far, for failure messages.
