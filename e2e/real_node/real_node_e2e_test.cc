@@ -1,0 +1,557 @@
+// Runner pods that really run: perimeter-operator claims sessions from perimeter-sim and creates
+// runner pods that a real kubelet runs on containerd + runc (the local cluster's real node), with
+// the runner image imported without a registry. These tests prove what KWOK cannot: the session
+// is served by perimeter-runner inside the pod, the pod's confinement is enforced by the runtime,
+// the workspace limit and retention hold, and a pod that dies mid-session loses nothing.
+//
+// One real-node cluster is shared by every test (shared_cluster); each test has its own
+// namespace, simulator, AgentEnvironment and operator. Needs root: without it, or when the real
+// node cannot start, every test fails (never skips).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "agentapi/sim_process.h"
+#include "cluster/local_cluster.h"
+#include "kube/api_error.h"
+#include "kube/config.h"
+#include "kube/http_transport.h"
+#include "kube/resource_client.h"
+#include "localcluster/ports.h"
+#include "localcluster/real_node.h"
+#include "localcluster/tools.h"
+#include "process/process.h"
+
+namespace perimeter::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr int kRunnerUid = 65532;
+
+kube::ResourceType agent_environments() {
+  return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
+}
+
+std::string source_dir() {
+  return std::getenv("PERIMETER_SOURCE_DIR");
+}
+std::string bin_dir() {
+  return std::getenv("PERIMETER_BIN_DIR");
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string tail(const std::string& text, size_t size = 6000) {
+  return text.size() > size ? text.substr(text.size() - size) : text;
+}
+
+// Waits for `done`, polling; fails the test with `what` when it does not happen in `limit`.
+// The limit is a generous bound on a shared machine, not a performance assertion.
+template <typename Pred>
+bool eventually(Pred done, seconds limit, const std::string& what) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+  ADD_FAILURE() << "timed out waiting for " << what;
+  return false;
+}
+
+// The operator binary as a child process (stopped with SIGTERM, then SIGKILL, on destruction).
+class OperatorProcess {
+ public:
+  OperatorProcess(const std::string& kubeconfig, const std::string& log_path) {
+    process::ProcessSpec spec;
+    spec.argv = {bin_dir() + "/perimeter-operator",
+                 "--kubeconfig",
+                 kubeconfig,
+                 "--leader-elect=false",
+                 "--metrics-bind-address",
+                 "127.0.0.1:" + std::to_string(localcluster::pick_free_port()),
+                 "--health-probe-bind-address",
+                 "127.0.0.1:" + std::to_string(localcluster::pick_free_port())};
+    spec.log_path = log_path;
+    process_ = process::Process::spawn(spec);
+  }
+  ~OperatorProcess() {
+    if (!process_->running()) return;
+    process_->signal(SIGTERM);
+    if (!process_->wait_for(milliseconds(10000))) {
+      process_->signal(SIGKILL);
+      process_->wait();
+    }
+  }
+  OperatorProcess(const OperatorProcess&) = delete;
+  OperatorProcess& operator=(const OperatorProcess&) = delete;
+
+ private:
+  std::unique_ptr<process::Process> process_;
+};
+
+testing::LocalClusterOptions cluster_options() {
+  testing::LocalClusterOptions options;
+  options.controller_manager = true;  // default ServiceAccounts, garbage collection, namespaces
+  options.scheduler = true;
+  options.real_node = true;
+  options.images = {testing::runner_image_archive()};
+  return options;
+}
+
+// "Key:\tvalue" lines (the format of /proc/self/status) of a tool's output.
+std::map<std::string, std::string> status_fields(const std::string& text) {
+  std::map<std::string, std::string> fields;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const auto value = line.find_first_not_of(" \t", colon + 1);
+    fields[line.substr(0, colon)] = value == std::string::npos ? "" : line.substr(value);
+  }
+  return fields;
+}
+
+struct Enqueued {
+  std::string work_id;
+  std::string session_id;
+};
+
+class RealNodeE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Containerd, runc, mounts, cgroups and a bridge: the real node cannot exist without root.
+    ASSERT_EQ(::geteuid(), 0u) << "the real-node e2e tests need root (run them as root)";
+    cluster_ = &testing::shared_cluster(cluster_options());
+    node_ = cluster_->real_node();
+    ASSERT_TRUE(node_.is_object()) << "the local cluster started without its real node";
+    gateway_ = node_.at("gateway");
+    node_dir_ = fs::path(node_.at("containerd_socket").get<std::string>()).parent_path();
+    kubeconfig_ = cluster_->kubeconfig_path();
+    if (!crds_applied_) {
+      const std::string kubectl =
+          localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") + " --kubeconfig " +
+          kubeconfig_;
+      const std::string command = kubectl + " apply -f " + source_dir() + "/crds/ >/dev/null && " +
+                                  kubectl + " wait --for condition=established --timeout=60s" +
+                                  " crd/agentenvironments.perimeter.dev >/dev/null";
+      ASSERT_EQ(std::system(command.c_str()), 0) << command;
+      crds_applied_ = true;
+    }
+    config_ = kube::Config::from_kubeconfig_file(kubeconfig_);
+    config_.qps = 0;
+    transport_ = std::make_unique<kube::HttpTransport>(config_);
+    ns_ = "real-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
+    client(kube::resources::namespaces())
+        ->create("", {{"apiVersion", "v1"},
+                      {"kind", "Namespace"},
+                      {"metadata",
+                       {{"name", ns_},
+                        {"labels", {{"pod-security.kubernetes.io/enforce", "restricted"}}}}}});
+    logs_ = std::make_unique<testing::TempDir>();
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- operator log (tail) ----\n"
+                << tail(read_file(logs_->path() + "/operator.log"));
+      if (sim_) std::cerr << "---- perimeter-sim log (tail) ----\n" << tail(sim_->log());
+      if (node_.is_object()) {
+        std::cerr << "---- kubelet log (tail) ----\n"
+                  << tail(read_file(node_.value("kubelet_log", "")));
+      }
+    }
+    operator_.reset();  // nothing re-creates pods while they are removed
+    if (!transport_) return;
+    // Pods go at once (their runners hold nothing worth a grace period), then the namespace;
+    // waiting here leaves the next test a node with no container of this one.
+    try {
+      auto pods = client(kube::resources::pods());
+      kube::DeleteOptions now;
+      now.grace_period_seconds = 0;
+      for (const auto& pod : list(kube::resources::pods())) {
+        pods->remove(ns_, pod["metadata"]["name"], now);
+      }
+      client(kube::resources::namespaces())->remove("", ns_);
+      eventually([&] { return list(kube::resources::pods()).empty(); }, seconds(120),
+                 "the namespace's pods to be gone");
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "cleaning up namespace " << ns_ << ": " << e.what();
+    }
+  }
+
+  std::unique_ptr<kube::ResourceClient> client(const kube::ResourceType& type) {
+    return std::make_unique<kube::ResourceClient>(*transport_, type, metrics_);
+  }
+  json list(const kube::ResourceType& type) {
+    return client(type)->list(ns_).value("items", json::array());
+  }
+
+  // The simulator listens on the bridge's gateway: the only host address pods can reach.
+  void start_sim(int lease_ttl_seconds) {
+    sim_ = std::make_unique<testing::SimProcess>(std::vector<std::string>{
+        "--address", gateway_, "--lease-ttl-seconds", std::to_string(lease_ttl_seconds)});
+    const auto created =
+        testing::http_call(sim_->url(), "POST", "/admin/environments", json{{"name", ns_}}.dump())
+            .json();
+    environment_id_ = created.at("id");
+    client(kube::resources::secrets())
+        ->create(ns_, {{"apiVersion", "v1"},
+                       {"kind", "Secret"},
+                       {"metadata", {{"name", "env-key"}}},
+                       {"stringData", {{"environment-key", created.at("key")}}}});
+  }
+
+  // An AgentEnvironment whose runner pods land on the real node and run the imported image.
+  void create_environment(const json& runner_extra, const json& spec_extra = json::object()) {
+    json runner = {{"image", testing::kRunnerImage},
+                   {"imagePullPolicy", "Never"},
+                   {"nodeSelector", {{localcluster::kRealNodeLabel, "true"}}},
+                   {"tolerations",
+                    {{{"key", localcluster::kRealNodeTaintKey},
+                      {"operator", "Equal"},
+                      {"value", "true"},
+                      {"effect", "NoSchedule"}}}},
+                   // The runner exits soon after its session ends, so the pod completes.
+                   {"env", {{{"name", "PERIMETER_MAX_IDLE_MS"}, {"value", "3000"}}}}};
+    runner.update(runner_extra);
+    json spec = {{"environmentId", environment_id_},
+                 {"environmentKeySecretRef", {{"name", "env-key"}}},
+                 {"apiBaseUrl", sim_->url()},
+                 {"maxConcurrentSessions", 3},
+                 {"runner", runner}};
+    spec.update(spec_extra);
+    client(agent_environments())
+        ->create(ns_, {{"apiVersion", "perimeter.dev/v1alpha1"},
+                       {"kind", "AgentEnvironment"},
+                       {"metadata", {{"name", "agents"}}},
+                       {"spec", spec}});
+  }
+
+  void start_operator() {
+    operator_ = std::make_unique<OperatorProcess>(kubeconfig_, logs_->path() + "/operator.log");
+  }
+
+  Enqueued enqueue(const std::string& scenario_yaml) {
+    const auto reply = testing::http_call(sim_->url(), "POST",
+                                          "/admin/environments/" + environment_id_ + "/sessions",
+                                          json{{"scenario_yaml", scenario_yaml}}.dump());
+    EXPECT_EQ(reply.status, 201) << reply.body;
+    const auto body = reply.json();
+    return {body.value("work_id", ""), body.value("session_id", "")};
+  }
+  static std::string conformance_scenario(const std::string& name) {
+    return read_file(source_dir() + "/sim/scenarios/conformance/" + name + ".yaml");
+  }
+
+  json work_view(const std::string& work_id) {
+    return testing::http_call(sim_->url(), "GET", "/admin/work/" + work_id).json();
+  }
+  json results(const std::string& session_id) {
+    return testing::http_call(sim_->url(), "GET", "/admin/sessions/" + session_id + "/results")
+        .json();
+  }
+
+  // The runner pods of one work item (the operator annotates each with its work id).
+  std::vector<json> pods_of(const std::string& work_id) {
+    std::vector<json> found;
+    for (const auto& pod : list(kube::resources::pods())) {
+      const auto annotations = pod["metadata"].value("annotations", json::object());
+      if (annotations.value("perimeter.dev/work-id", "") == work_id) found.push_back(pod);
+    }
+    return found;
+  }
+  static std::string phase_of(const json& pod) {
+    return pod.value("status", json::object()).value("phase", "");
+  }
+
+  // The pod's /workspace as the kubelet lays it out on the node (a disk-backed emptyDir).
+  std::string workspace_on_node(const json& pod) const {
+    return node_dir_ + "/kubelet/pods/" + pod["metadata"]["uid"].get<std::string>() +
+           "/volumes/kubernetes.io~empty-dir/workspace";
+  }
+
+  static inline int counter_ = 0;
+  static inline bool crds_applied_ = false;
+  testing::LocalCluster* cluster_ = nullptr;
+  json node_;
+  std::string gateway_, node_dir_, kubeconfig_;
+  prometheus::Registry registry_;
+  kube::ClientMetrics metrics_{registry_};
+  kube::Config config_;
+  std::unique_ptr<kube::HttpTransport> transport_;
+  std::string ns_;
+  std::unique_ptr<testing::TempDir> logs_;
+  std::unique_ptr<testing::SimProcess> sim_;
+  std::string environment_id_;
+  std::unique_ptr<OperatorProcess> operator_;
+};
+
+TEST_F(RealNodeE2eTest, SessionsUsingEveryToolCompleteThroughRealRunnerPods) {
+  start_sim(60);
+  // Finished pods are kept so the test can read how they ended.
+  create_environment(json::object(), {{"retention", {{"succeededSeconds", 3600}}}});
+  start_operator();
+  std::map<std::string, Enqueued> sessions;
+  for (const char* name : {"builtin-tools", "permissions", "skills"}) {
+    sessions[name] = enqueue(conformance_scenario(name));
+  }
+  for (const auto& [name, session] : sessions) {
+    SCOPED_TRACE(name);
+    eventually([&] { return work_view(session.work_id).value("state", "") == "stopped"; },
+               seconds(300), name + " to be served and its work item stopped");
+    const auto recorded = results(session.session_id);
+    EXPECT_TRUE(recorded.value("all_matched", false)) << recorded.dump(2);
+    EXPECT_EQ(recorded.value("status", ""), "terminated");
+    eventually(
+        [&] {
+          const auto pods = pods_of(session.work_id);
+          return pods.size() == 1 && phase_of(pods[0]) == "Succeeded";
+        },
+        seconds(120), name + "'s runner pod to succeed");
+    const auto pods = pods_of(session.work_id);
+    ASSERT_EQ(pods.size(), 1u) << "one pod per session";
+    EXPECT_EQ(pods[0]["spec"].value("nodeName", ""), node_.at("name")) << "ran on the real node";
+    const auto statuses = pods[0]["status"].value("containerStatuses", json::array());
+    ASSERT_EQ(statuses.size(), 1u);
+    EXPECT_EQ(statuses[0]["state"]["terminated"].value("exitCode", -1), 0) << statuses.dump();
+    EXPECT_EQ(statuses[0].value("image", ""), testing::kRunnerImage);
+    // Served once: acknowledged once, and the lease taken by one runner.
+    const auto transitions = work_view(session.work_id)["transitions"];
+    EXPECT_EQ(std::count(transitions.begin(), transitions.end(), json("queued->starting")), 1)
+        << transitions.dump();
+  }
+}
+
+TEST_F(RealNodeE2eTest, ContainerRunsAsNonRootOnAReadOnlyRootWithNoCapabilitiesAndSeccomp) {
+  // Asked from inside, through the runner's own bash tool. The image has no `id`, so uid and gid
+  // come from /proc/self/status as well (real, effective, saved, filesystem).
+  const std::string scenario = R"(name: pod-confinement-probe
+prompt: Show how this container is confined.
+steps:
+  - tool: bash
+    input:
+      command: |
+        grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status
+        touch /probe-root-write; echo "RootWriteExit: $?"
+        touch /workspace/probe-write; echo "WorkspaceWriteExit: $?"
+    expect: {is_error: false}
+)";
+  start_sim(60);
+  create_environment(json::object());
+  start_operator();
+  const auto session = enqueue(scenario);
+  eventually([&] { return work_view(session.work_id).value("state", "") == "stopped"; },
+             seconds(300), "the probe session to be served");
+  const auto recorded = results(session.session_id);
+  ASSERT_TRUE(recorded.value("all_matched", false)) << recorded.dump(2);
+  const std::string text = recorded["steps"][0]["received"].value("text", "");
+  const auto fields = status_fields(text);
+  const std::string ids = std::to_string(kRunnerUid) + "\t" + std::to_string(kRunnerUid) + "\t" +
+                          std::to_string(kRunnerUid) + "\t" + std::to_string(kRunnerUid);
+  EXPECT_EQ(fields.count("Uid") ? fields.at("Uid") : "", ids) << text;
+  EXPECT_EQ(fields.count("Gid") ? fields.at("Gid") : "", ids) << text;
+  for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {
+    EXPECT_EQ(fields.count(set) ? fields.at(set) : "", "0000000000000000") << set << "\n" << text;
+  }
+  EXPECT_EQ(fields.count("NoNewPrivs") ? fields.at("NoNewPrivs") : "", "1") << text;
+  EXPECT_EQ(fields.count("Seccomp") ? fields.at("Seccomp") : "", "2")
+      << "2 is SECCOMP_MODE_FILTER\n"
+      << text;
+  // The root filesystem refuses the write with EROFS; the workspace takes it.
+  EXPECT_NE(text.find("touch: cannot touch '/probe-root-write': Read-only file system"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(fields.count("RootWriteExit") ? fields.at("RootWriteExit") : "", "1") << text;
+  EXPECT_EQ(fields.count("WorkspaceWriteExit") ? fields.at("WorkspaceWriteExit") : "", "0") << text;
+}
+
+TEST_F(RealNodeE2eTest, AWorkspaceOverItsSizeLimitGetsThePodEvictedAndTheItemServedAgain) {
+  // /workspace is a disk-backed emptyDir with sizeLimit, so the write itself succeeds; the
+  // kubelet measures the volume (every volumeStatsAggPeriod, 1-2 min with jitter) and its
+  // eviction manager (every 10 s) evicts the pod once usage passes the limit. The step then
+  // sleeps so that the pod is still running when that happens.
+  const std::string scenario = R"(name: workspace-filler
+prompt: Fill the workspace past its limit.
+steps:
+  - tool: bash
+    input:
+      command: |
+        head -c 16777216 /dev/zero > /workspace/fill; echo "FillExit: $?"; sleep 900
+      timeout_ms: 1000000
+)";
+  start_sim(10);
+  // Failed pods are kept 20 s so the test sees how the pod ended, then removed so the item's
+  // next claim can create its pod again.
+  create_environment({{"workspaceSizeLimit", "8Mi"}}, {{"retention", {{"failedSeconds", 20}}}});
+  start_operator();
+  const auto session = enqueue(scenario);
+  eventually(
+      [&] {
+        const auto pods = pods_of(session.work_id);
+        if (pods.size() != 1 || phase_of(pods[0]) != "Running") return false;
+        std::error_code missing;
+        const auto size = fs::file_size(workspace_on_node(pods[0]) + "/fill", missing);
+        return !missing && size == (16u << 20);
+      },
+      seconds(180), "the runner to write 16 MiB into its 8 MiB workspace");
+  const std::string first_uid = pods_of(session.work_id).at(0)["metadata"]["uid"];
+
+  json evicted;
+  eventually(
+      [&] {
+        const auto pods = pods_of(session.work_id);
+        if (pods.size() != 1 || phase_of(pods[0]) != "Failed") return false;
+        evicted = pods[0];
+        return true;
+      },
+      seconds(300), "the kubelet to evict the pod for its workspace usage");
+  ASSERT_TRUE(evicted.is_object());
+  EXPECT_EQ(evicted["metadata"]["uid"], first_uid);
+  const auto status = evicted["status"];
+  EXPECT_EQ(status.value("reason", ""), "Evicted") << status.dump(2);
+  EXPECT_NE(status.value("message", "").find("workspace"), std::string::npos) << status.dump(2);
+  EXPECT_NE(status.value("message", "").find("8Mi"), std::string::npos) << status.dump(2);
+
+  // Not lost: the lease lapses, the item is queued again and claimed into a new pod.
+  eventually(
+      [&] {
+        for (const auto& pod : pods_of(session.work_id)) {
+          if (pod["metadata"]["uid"] != first_uid && phase_of(pod) == "Running") return true;
+        }
+        return false;
+      },
+      seconds(240), "the work item to be claimed again into a new running pod");
+  const auto transitions = work_view(session.work_id)["transitions"];
+  EXPECT_NE(std::find(transitions.begin(), transitions.end(), json("lease_expired")),
+            transitions.end())
+      << transitions.dump();
+  std::cout << "work item transitions: " << transitions.dump() << "\n";
+  const auto recorded = results(session.session_id);
+  EXPECT_FALSE(recorded.value("finished", true)) << "the session is still to be served";
+}
+
+TEST_F(RealNodeE2eTest, ASucceededPodAndItsSecretAreKeptForTheRetentionThenRemoved) {
+  constexpr int kRetentionSeconds = 30;
+  start_sim(60);
+  create_environment(json::object(), {{"retention", {{"succeededSeconds", kRetentionSeconds}}}});
+  start_operator();
+  const auto session = enqueue(conformance_scenario("builtin-tools"));
+  // The operator marks a finished pod with its outcome and when it saw it; retention counts
+  // from there.
+  std::string pod_name, recorded_at;
+  eventually(
+      [&] {
+        const auto pods = pods_of(session.work_id);
+        if (pods.size() != 1 || phase_of(pods[0]) != "Succeeded") return false;
+        const auto annotations = pods[0]["metadata"].value("annotations", json::object());
+        if (annotations.value("perimeter.dev/outcome", "") != "succeeded") return false;
+        pod_name = pods[0]["metadata"]["name"];
+        recorded_at = annotations.value("perimeter.dev/outcome-recorded-at", "");
+        return true;
+      },
+      seconds(300), "the session's pod to succeed and be recorded by the operator");
+  ASSERT_FALSE(pod_name.empty());
+  EXPECT_TRUE(results(session.session_id).value("all_matched", false));
+  // Within the retention both are still there (checked a few seconds in, well before its end).
+  std::this_thread::sleep_for(seconds(5));
+  EXPECT_EQ(pods_of(session.work_id).size(), 1u)
+      << "removed before its retention (recorded " << recorded_at << ")";
+  EXPECT_NO_THROW(client(kube::resources::secrets())->get(ns_, pod_name))
+      << "the session Secret must live as long as its pod";
+  // After it, both go.
+  eventually(
+      [&] {
+        bool secret_gone = false;
+        try {
+          client(kube::resources::secrets())->get(ns_, pod_name);
+        } catch (const kube::ApiError& e) {
+          secret_gone = e.kind() == kube::ErrorKind::kNotFound;
+        }
+        return secret_gone && pods_of(session.work_id).empty();
+      },
+      seconds(180), "the pod and its Secret to be removed after the retention");
+  // Only the environment key remains.
+  EXPECT_EQ(list(kube::resources::secrets()).size(), 1u);
+}
+
+TEST_F(RealNodeE2eTest, APodKilledMidSessionLeavesItsItemToBeServedAgainByANewPod) {
+  // The first step runs long enough to be killed in the middle of; its marker file shows the
+  // step really started in the first pod.
+  const std::string scenario = R"(name: killed-mid-step
+prompt: Run something slow, then something quick.
+steps:
+  - tool: bash
+    input: {command: "touch step-started; sleep 20; echo done"}
+    expect: {is_error: false, text: "done"}
+  - tool: bash
+    input: {command: "echo after"}
+    expect: {is_error: false, text: "after"}
+)";
+  start_sim(10);  // a dead runner's lease lapses 10 s after its last beat
+  create_environment(json::object(), {{"retention", {{"succeededSeconds", 3600}}}});
+  start_operator();
+  const auto session = enqueue(scenario);
+  json first;
+  eventually(
+      [&] {
+        const auto pods = pods_of(session.work_id);
+        if (pods.size() != 1 || phase_of(pods[0]) != "Running") return false;
+        first = pods[0];
+        return fs::exists(workspace_on_node(first) + "/step-started");
+      },
+      seconds(180), "the first pod to start the slow step");
+  ASSERT_TRUE(first.is_object());
+  ASSERT_EQ(work_view(session.work_id).value("state", ""), "active");
+  // Deleted with no grace period: the kubelet SIGKILLs the runner at once and the pod object is
+  // gone, as when a node is lost and its pods are force-deleted. (A container killed in place
+  // would leave a Failed pod of the same name; see the report on re-claims meeting it.)
+  kube::DeleteOptions now;
+  now.grace_period_seconds = 0;
+  client(kube::resources::pods())->remove(ns_, first["metadata"]["name"], now);
+
+  eventually([&] { return work_view(session.work_id).value("state", "") == "stopped"; },
+             seconds(300), "the item to be served again and finish");
+  const auto recorded = results(session.session_id);
+  // all_matched also means each call was answered exactly once.
+  EXPECT_TRUE(recorded.value("all_matched", false)) << recorded.dump(2);
+  for (const auto& step : recorded["steps"]) {
+    EXPECT_TRUE(step.value("matched", false)) << step.dump();
+  }
+  EXPECT_TRUE(recorded["unexpected"].empty()) << recorded["unexpected"].dump();
+  const auto view = work_view(session.work_id);
+  const auto transitions = view["transitions"];
+  EXPECT_NE(std::find(transitions.begin(), transitions.end(), json("lease_expired")),
+            transitions.end())
+      << transitions.dump();
+  EXPECT_EQ(std::count(transitions.begin(), transitions.end(), json("queued->starting")), 2)
+      << "claimed twice: once per pod\n"
+      << transitions.dump();
+  eventually(
+      [&] {
+        const auto pods = pods_of(session.work_id);
+        return pods.size() == 1 && pods[0]["metadata"]["uid"] != first["metadata"]["uid"] &&
+               phase_of(pods[0]) == "Succeeded";
+      },
+      seconds(120), "a second pod, of the same name, to have served the session");
+}
+
+}  // namespace
+}  // namespace perimeter::e2e
