@@ -18,6 +18,7 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "agentapi/sim_process.h"
@@ -45,11 +46,19 @@ kube::ResourceType agent_environments() {
   return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
 }
 
+// ctest sets both; run by hand, the binary needs them too.
+std::string required_env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') {
+    throw std::runtime_error(std::string(name) + " is not set (run through ctest, or set it)");
+  }
+  return value;
+}
 std::string source_dir() {
-  return std::getenv("PERIMETER_SOURCE_DIR");
+  return required_env("PERIMETER_SOURCE_DIR");
 }
 std::string bin_dir() {
-  return std::getenv("PERIMETER_BIN_DIR");
+  return required_env("PERIMETER_BIN_DIR");
 }
 
 std::string read_file(const std::string& path) {
