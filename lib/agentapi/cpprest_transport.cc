@@ -49,17 +49,6 @@ HttpResponse convert_head(const web::http::http_response& response) {
 
 }  // namespace
 
-void RealSleeper::sleep_for(std::chrono::milliseconds delay) {
-  std::this_thread::sleep_for(delay);
-}
-
-const std::string* HttpResponse::header(std::string_view name) const {
-  for (const auto& [key, value] : headers) {
-    if (key == name) return &value;
-  }
-  return nullptr;
-}
-
 CpprestTransport::CpprestTransport() = default;
 CpprestTransport::~CpprestTransport() = default;
 
