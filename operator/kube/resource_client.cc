@@ -172,6 +172,12 @@ json ResourceClient::merge_patch(const std::string& ns, const std::string& name,
   return call("patch", "PATCH", type_.path(ns, name), patch.dump(), "application/merge-patch+json");
 }
 
+json ResourceClient::strategic_merge_patch(const std::string& ns, const std::string& name,
+                                           const json& patch) {
+  return call("patch", "PATCH", type_.path(ns, name), patch.dump(),
+              "application/strategic-merge-patch+json");
+}
+
 json ResourceClient::json_patch(const std::string& ns, const std::string& name,
                                 const json& operations) {
   return call("patch", "PATCH", type_.path(ns, name), operations.dump(),

@@ -94,6 +94,10 @@ class ResourceClient {
                              const nlohmann::json& patch);
   nlohmann::json json_patch(const std::string& ns, const std::string& name,
                             const nlohmann::json& operations);
+  // Built-in kinds only: lists merge by their patch keys, so one entry can be deleted with
+  // `{"$patch": "delete", <key>: ...}` without touching the others.
+  nlohmann::json strategic_merge_patch(const std::string& ns, const std::string& name,
+                                       const nlohmann::json& patch);
   // Server-side apply of a (partial) object, which must carry apiVersion, kind and name.
   nlohmann::json apply(const std::string& ns, const nlohmann::json& object,
                        const ApplyOptions& options);

@@ -33,7 +33,39 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
     throw std::runtime_error("pod " + ns + "/" + name + " belongs to work item '" + have +
                              "', not '" + want + "'");
   }
-  return false;
+  if (!pod_finished(existing)) return false;  // a retried claim: the runner is (or will be) there
+  // The item came back to the queue (its lease lapsed) after this pod had finished: evicted,
+  // killed, or its node lost. That attempt is over, so the pod is replaced; acknowledging the
+  // item against it would leave the session with no runner. The uid precondition makes sure
+  // only the finished pod seen here is removed.
+  kube::DeleteOptions replace_finished;
+  replace_finished.precondition_uid = existing["metadata"].value("uid", "");
+  replace_finished.grace_period_seconds = 0;
+  try {
+    pods_.remove(ns, name, replace_finished);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
+  }
+  try {
+    pods_.create(ns, pod);
+    return true;
+  } catch (const kube::ApiError& e) {
+    if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
+    // The kubelet has not let go of the old one yet: no ack, so the queue hands the item out
+    // again after the reclaim window and the retry creates the pod.
+    throw std::runtime_error("pod " + ns + "/" + name +
+                             " of an earlier attempt at this item is still being removed");
+  }
+}
+
+void KubeSessionObjectWriter::release_pod(const std::string& ns, const std::string& name) {
+  // Strategic merge deletes our gate by name, leaving any other controller's gates in place;
+  // deleting a gate already gone is a no-op, so a retry is harmless.
+  pods_.strategic_merge_patch(
+      ns, name,
+      {{"spec",
+        {{"schedulingGates",
+          {{{"$patch", "delete"}, {"name", std::string(kSchedulingGateAcknowledged)}}}}}}});
 }
 
 bool pod_finished(const nlohmann::json& pod) {
@@ -53,6 +85,14 @@ PodCensus StoreRunnerPodCensus::census(const std::string& ns, const std::string&
     const std::string name = metadata.value("name", "");
     census.all.insert(name);
     if (!pod_finished(*pod)) census.unfinished.insert(name);
+    const auto spec = pod->find("spec");
+    if (spec == pod->end() || !spec->contains("schedulingGates")) continue;
+    for (const auto& gate : (*spec)["schedulingGates"]) {
+      if (gate.value("name", "") == kSchedulingGateAcknowledged) {
+        const auto annotations = metadata.value("annotations", nlohmann::json::object());
+        census.gated[name] = annotations.value(std::string(kAnnotationWorkId), "");
+      }
+    }
   }
   return census;
 }

@@ -37,6 +37,9 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
           counter(registry, "perimeter_poll_errors_total", "Failed work-queue polls, by reason")),
       claim_errors_total(counter(registry, "perimeter_claim_errors_total",
                                  "Failures while turning a polled item into a runner pod")),
+      pods_released_total(counter(registry, "perimeter_pods_released_total",
+                                  "Scheduling gates of runner pods released after the ack, by "
+                                  "result (released, error)")),
       healthchecks_total(counter(registry, "perimeter_healthchecks_total",
                                  "Health-check work items answered, by result")),
       queue_depth(gauge(registry, "perimeter_queue_depth", "Work items waiting in the queue")),

@@ -22,11 +22,12 @@ class OperatorMetrics {
   prometheus::Family<prometheus::Histogram>& claim_to_pod_created_seconds;  // {environment}
   prometheus::Family<prometheus::Counter>& polls_total;                     // {environment,result}
   prometheus::Family<prometheus::Counter>& poll_errors_total;               // {environment,reason}
-  prometheus::Family<prometheus::Counter>& claim_errors_total;  // {environment,step,reason}
-  prometheus::Family<prometheus::Counter>& healthchecks_total;  // {environment,result}
-  prometheus::Family<prometheus::Gauge>& queue_depth;           // {environment}
-  prometheus::Family<prometheus::Gauge>& queue_pending;         // {environment}
-  prometheus::Family<prometheus::Counter>& poll_retries_total;  // {environment}
+  prometheus::Family<prometheus::Counter>& claim_errors_total;   // {environment,step,reason}
+  prometheus::Family<prometheus::Counter>& pods_released_total;  // {environment,result}
+  prometheus::Family<prometheus::Counter>& healthchecks_total;   // {environment,result}
+  prometheus::Family<prometheus::Gauge>& queue_depth;            // {environment}
+  prometheus::Family<prometheus::Gauge>& queue_pending;          // {environment}
+  prometheus::Family<prometheus::Counter>& poll_retries_total;   // {environment}
 };
 
 }  // namespace perimeter::agentenvironment

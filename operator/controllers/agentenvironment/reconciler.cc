@@ -489,6 +489,11 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     memos_[key_text] = memo;
   }
   auto& poller = ensure_poller(key_text, env, credentials.key);
+  if (now - memo.gates_swept_at >= options_.gate_sweep) {
+    poller.release_acknowledged_pods();
+    std::lock_guard lock(mutex_);
+    memos_[key_text].gates_swept_at = now;
+  }
   const PollerState state = poller.state();
   write_status(*object, &env, credentials, &state, outcomes, "");
 

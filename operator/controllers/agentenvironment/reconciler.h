@@ -54,6 +54,8 @@ struct ReconcilerOptions {
   std::chrono::seconds key_refresh{30};
   std::chrono::minutes policy_refresh{5};
   std::chrono::minutes orphan_sweep{1};
+  // How often runner pods still gated after their item's ack (a lost release) are looked for.
+  std::chrono::seconds gate_sweep{15};
 };
 
 // Converges one AgentEnvironment: reads its key, keeps its NetworkPolicy and its session poller
@@ -75,7 +77,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   // re-applied and orphan Secrets swept when the spec changes, and otherwise at these intervals.
   struct Memo {
     std::int64_t generation = -1;
-    Clock::TimePoint policy_applied_at{}, orphans_swept_at{};
+    Clock::TimePoint policy_applied_at{}, orphans_swept_at{}, gates_swept_at{};
   };
   struct Credentials {
     bool ok = false;

@@ -15,6 +15,9 @@ inline constexpr std::string_view kLabelComponent = "app.kubernetes.io/component
 inline constexpr std::string_view kLabelManagedBy = "app.kubernetes.io/managed-by";
 inline constexpr std::string_view kAnnotationWorkId = "perimeter.dev/work-id";
 inline constexpr std::string_view kAnnotationClaimedAt = "perimeter.dev/claimed-at";
+// Holds a runner pod back from scheduling until its work item is acknowledged, so the runner can
+// never heartbeat a lease the queue has not started (docs/claiming.md).
+inline constexpr std::string_view kSchedulingGateAcknowledged = "perimeter.dev/acknowledged";
 inline constexpr std::string_view kSecretKeyWorkSecret = "work-secret";
 
 // The name of a session's runner Pod and of its Secret, derived from the work id alone so that a

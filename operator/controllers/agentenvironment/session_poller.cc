@@ -235,6 +235,66 @@ PollOutcome SessionPoller::poll_once() {
   return claim(*item, polled_at);
 }
 
+bool SessionPoller::release_pod(const std::string& pod_name, const std::string& work_id,
+                                const std::string& when) {
+  std::string ns;
+  {
+    std::lock_guard lock(mutex_);
+    ns = settings_.environment.namespace_;
+  }
+  try {
+    deps_.objects.release_pod(ns, pod_name);
+    deps_.metrics.pods_released_total.Add({{"environment", label()}, {"result", "released"}})
+        .Increment();
+    return true;
+  } catch (const std::exception& e) {
+    deps_.metrics.pods_released_total.Add({{"environment", label()}, {"result", "error"}})
+        .Increment();
+    deps_.metrics.claim_errors_total
+        .Add({{"environment", label()}, {"step", "release"}, {"reason", "kubernetes"}})
+        .Increment();
+    deps_.logger.warn(
+        "could not release the runner pod's scheduling gate " + when,
+        {{"environment", label()}, {"work_id", work_id}, {"pod", pod_name}, {"error", e.what()}});
+    return false;
+  }
+}
+
+int SessionPoller::release_acknowledged_pods() {
+  std::string ns, name;
+  {
+    std::lock_guard lock(mutex_);
+    ns = settings_.environment.namespace_;
+    name = settings_.environment.name;
+  }
+  int released = 0;
+  for (const auto& [pod_name, work_id] : deps_.census.census(ns, name).gated) {
+    std::string state;
+    try {
+      state = api()->retrieve_work(work_id).state;
+    } catch (const agentapi::ApiError& e) {
+      // An item the queue no longer knows can never be acknowledged: let the runner start and
+      // report it, rather than leave a pod Pending for ever.
+      if (e.status() != 404) {
+        deps_.logger.warn("cannot tell whether a gated pod's item was acknowledged",
+                          {{"environment", label()}, {"work_id", work_id}, {"error", e.what()}});
+        continue;
+      }
+      state = "unknown to the queue";
+    } catch (const std::exception& e) {
+      deps_.logger.warn("cannot tell whether a gated pod's item was acknowledged",
+                        {{"environment", label()}, {"work_id", work_id}, {"error", e.what()}});
+      continue;
+    }
+    if (state == "queued") continue;  // mid-claim, or left to the reclaim
+    deps_.logger.info(
+        "releasing a runner pod whose item was acknowledged",
+        {{"environment", label()}, {"work_id", work_id}, {"pod", pod_name}, {"item_state", state}});
+    if (release_pod(pod_name, work_id, "in the periodic pass")) ++released;
+  }
+  return released;
+}
+
 PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
                                  std::chrono::steady_clock::time_point polled_at) {
   PollerSettings settings;
@@ -327,6 +387,9 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
     claim_error("ack", "api", e.what());
     return PollOutcome::kFailed;
   }
+  // Acknowledged: the lease has started, so the runner may now start and heartbeat it. A failed
+  // release is redone by release_acknowledged_pods() (the reconciler's periodic pass).
+  if (!release_pod(pod_name, item.id, "after the ack")) return PollOutcome::kFailed;
   return PollOutcome::kClaimed;
 }
 

@@ -72,11 +72,13 @@ struct PollerDependencies {
 
 // Long-polls one environment's work queue and turns each session item into its runner pod.
 //
-// The claim order is poll -> Secret -> Pod -> ack. An item is acknowledged only once its pod
-// exists, so an operator that dies anywhere before the ack leaves the item unacknowledged and
-// the queue hands it out again after reclaimOlderThanMs; the retried claim meets the existing
-// Secret and Pod (names derive from the work id) and only acks. Nothing is lost, nothing doubled.
-// See docs/claiming.md for the full argument.
+// The claim order is poll -> Secret -> Pod (held by a scheduling gate) -> ack -> release the
+// gate. An item is acknowledged only once its pod exists, so an operator that dies anywhere
+// before the ack leaves the item unacknowledged and the queue hands it out again after
+// reclaimOlderThanMs; the retried claim meets the existing Secret and Pod (names derive from the
+// work id) and only acks. The gate keeps the runner from starting, and heartbeating a lease the
+// queue has not started, before the ack. Nothing is lost, nothing doubled. See
+// docs/claiming.md for the full argument.
 //
 // The concurrency limit is exact: a slot is reserved before each poll, and pods created but not
 // yet seen by the informer count until they are.
@@ -100,6 +102,11 @@ class SessionPoller {
   PollOutcome poll_once();
   // Fetches the queue's stats into the state and the gauges.
   void refresh_stats();
+  // Releases the gate of every runner pod whose item the queue no longer holds as queued (it
+  // was acknowledged, but the release after the ack failed or the operator died before it).
+  // Items still queued are mid-claim or left to the reclaim, and keep their gate. Returns how
+  // many pods were released.
+  int release_acknowledged_pods();
   // How long the loop waits after an outcome (exposed for tests).
   std::chrono::milliseconds delay_after(PollOutcome outcome);
 
@@ -111,6 +118,8 @@ class SessionPoller {
   PollOutcome claim(const agentapi::WorkItem& item,
                     std::chrono::steady_clock::time_point polled_at);
   void answer_healthcheck(const agentapi::WorkItem& item);
+  bool release_pod(const std::string& pod_name, const std::string& work_id,
+                   const std::string& when);
   PollOutcome fail_poll(const std::string& reason, const std::string& metric_reason,
                         const std::string& message, bool rejected);
   void set_state(PollerHealth health, const std::string& reason, const std::string& message);

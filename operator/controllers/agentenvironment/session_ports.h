@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -28,15 +29,21 @@ class SessionObjectWriter {
   virtual ~SessionObjectWriter() = default;
   // Creates the session's Secret; when it exists already (a retried claim) its data is replaced.
   virtual void ensure_secret(const nlohmann::json& secret) = 0;
-  // Creates the runner Pod; false when it existed already (a retried claim). Throws when a pod of
-  // that name exists for a different work item, which would be a naming collision.
+  // Creates the runner Pod; false when it existed already, unfinished (a retried claim). A pod of
+  // an earlier attempt that has finished (the item came back after its lease lapsed) is replaced.
+  // Throws when a pod of that name exists for a different work item (a naming collision).
   virtual bool ensure_pod(const nlohmann::json& pod) = 0;
+  // Lets the runner pod be scheduled once its item is acknowledged: removes Perimeter's
+  // scheduling gate and no other. Idempotent; throws when the pod cannot be patched.
+  virtual void release_pod(const std::string& ns, const std::string& name) = 0;
 };
 
 // What the cluster says about an environment's runner pods (from the informer cache).
 struct PodCensus {
   std::set<std::string> unfinished;  // names of pods not yet Succeeded or Failed
   std::set<std::string> all;         // names of every runner pod of the environment
+  // Pods still held by Perimeter's scheduling gate: name -> work id.
+  std::map<std::string, std::string> gated;
 };
 
 class RunnerPodCensus {

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cluster/local_cluster.h"
+#include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
@@ -233,6 +234,41 @@ TEST_F(AgentEnvironmentSchemaTest, RunnerObjectsAreAdmittedUnderPodSecurityRestr
     EXPECT_EQ(e.kind(), kube::ErrorKind::kForbidden) << e.what();
     EXPECT_NE(e.status_message().find("restricted"), std::string::npos) << e.status_message();
   }
+}
+
+TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinishedAttempt) {
+  const auto env = parse_agent_environment(create_environment(valid_environment("gates")));
+  const ClaimedSession session{"work_01GATE", "sesn_01GATE", "eyJzZXNzaW9uc190b2tlbiI6IngifQ",
+                               "2026-11-23T06:00:00Z"};
+  auto secrets = client(kube::resources::secrets());
+  auto pods = client(kube::resources::pods());
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  KubeSessionObjectWriter writer(*secrets, *pods);
+  auto pod = build_runner_pod(env, session);
+  // Another controller's gate must survive Perimeter's release.
+  pod["spec"]["schedulingGates"].push_back({{"name", "example.com/quota"}});
+  const std::string name = pod["metadata"]["name"];
+
+  ASSERT_TRUE(writer.ensure_pod(pod));
+  EXPECT_FALSE(writer.ensure_pod(pod)) << "a retried claim must meet the unfinished pod";
+  writer.release_pod(ns_, name);
+  writer.release_pod(ns_, name);  // idempotent
+  const auto released = pods->get(ns_, name);
+  EXPECT_EQ(released["spec"]["schedulingGates"], json::parse(R"([{"name":"example.com/quota"}])"));
+
+  // The attempt ends (evicted, killed) and the item comes back: the finished pod is replaced.
+  auto finished = released;
+  finished["status"] = {{"phase", "Failed"}, {"reason", "Evicted"}};
+  pods->update_status(ns_, finished);
+  const std::string old_uid = released["metadata"]["uid"];
+  ASSERT_TRUE(writer.ensure_pod(pod)) << "a finished attempt's pod was kept";
+  const auto replacement = pods->get(ns_, name);
+  EXPECT_NE(replacement["metadata"]["uid"], old_uid);
+  EXPECT_EQ(replacement["spec"]["schedulingGates"][0]["name"], "perimeter.dev/acknowledged");
+  EXPECT_EQ(replacement["status"].value("phase", ""), "Pending");
 }
 
 }  // namespace

@@ -98,6 +98,7 @@ class MockObjectWriter : public SessionObjectWriter {
  public:
   MOCK_METHOD(void, ensure_secret, (const nlohmann::json&), (override));
   MOCK_METHOD(bool, ensure_pod, (const nlohmann::json&), (override));
+  MOCK_METHOD(void, release_pod, (const std::string&, const std::string&), (override));
 };
 
 class FakeCensus final : public RunnerPodCensus {
@@ -186,10 +187,14 @@ TEST_F(SessionPollerTest, ClaimsWithSecretThenPodThenAck) {
       return true;
     });
     EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+    // Only once acknowledged may the runner start (and heartbeat the lease).
+    EXPECT_CALL(writer_, release_pod("agents", runner_object_name("work_A")));
   }
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   EXPECT_EQ(secret["stringData"]["work-secret"], kSecret);
   EXPECT_EQ(pod["metadata"]["name"], runner_object_name("work_A"));
+  EXPECT_EQ(pod["spec"]["schedulingGates"],
+            nlohmann::json::parse(R"([{"name":"perimeter.dev/acknowledged"}])"));
   EXPECT_EQ(pod["metadata"]["labels"]["perimeter.dev/session-id"], "sesn_work_A");
   EXPECT_EQ(factory_.credentials, std::vector<std::string>{"envkey"});
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
@@ -202,6 +207,7 @@ TEST_F(SessionPollerTest, ARetriedClaimMeetsTheExistingPodAndOnlyAcks) {
   EXPECT_CALL(writer_, ensure_secret(_));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(false));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, release_pod("agents", runner_object_name("work_A")));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 0);
   EXPECT_EQ(counter(metrics_.sessions_claimed_total, {{"environment", "agents/payments"}}), 1);
@@ -247,6 +253,7 @@ TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
   EXPECT_CALL(writer_, ensure_secret(_));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, release_pod(_, _));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   // The informer has not delivered the new pod yet: still at the limit.
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
@@ -265,6 +272,60 @@ TEST_F(SessionPollerTest, AFailedAckStillCountsThePodAgainstTheLimit) {
       .WillOnce(Throw(agentapi::TransportError("connection reset by peer")));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+}
+
+TEST_F(SessionPollerTest, AFailedReleaseIsCountedAndThePeriodicPassReleasesThePodLater) {
+  auto poller = make_poller(environment());
+  const std::string pod = runner_object_name("work_A");
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, release_pod("agents", pod))
+      .WillOnce(Throw(std::runtime_error("the apiserver is shutting down")))
+      .WillOnce(Return());
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+  EXPECT_EQ(
+      counter(metrics_.claim_errors_total,
+              {{"environment", "agents/payments"}, {"step", "release"}, {"reason", "kubernetes"}}),
+      1);
+  EXPECT_EQ(counter(metrics_.pods_released_total,
+                    {{"environment", "agents/payments"}, {"result", "error"}}),
+            1);
+
+  // The pod still carries the gate; its item was acknowledged (starting): released.
+  census_.value.gated = {{pod, "work_A"}};
+  agentapi::WorkItem acknowledged = session_item("work_A");
+  acknowledged.state = "starting";
+  EXPECT_CALL(api_, retrieve_work("work_A")).WillOnce(Return(acknowledged));
+  EXPECT_EQ(poller->release_acknowledged_pods(), 1);
+  EXPECT_EQ(counter(metrics_.pods_released_total,
+                    {{"environment", "agents/payments"}, {"result", "released"}}),
+            1);
+}
+
+TEST_F(SessionPollerTest, ThePeriodicPassLeavesPodsOfQueuedItemsGated) {
+  auto poller = make_poller(environment());
+  // Mid-claim, or left to the reclaim: the claim (or its retry) releases after the ack.
+  census_.value.gated = {{runner_object_name("work_A"), "work_A"}};
+  EXPECT_CALL(api_, retrieve_work("work_A")).WillOnce(Return(session_item("work_A")));
+  EXPECT_EQ(poller->release_acknowledged_pods(), 0);  // StrictMock: no release_pod
+}
+
+TEST_F(SessionPollerTest, ThePeriodicPassReleasesPodsOfItemsTheQueueNoLongerKnows) {
+  auto poller = make_poller(environment());
+  census_.value.gated = {{runner_object_name("work_A"), "work_A"},
+                         {runner_object_name("work_B"), "work_B"}};
+  EXPECT_CALL(api_, retrieve_work("work_A"))
+      .WillOnce(Throw(agentapi::ApiError("retrieve work", 404,
+                                         R"({"type":"error","error":{"type":"not_found_error",)"
+                                         R"("message":"no such work"}})",
+                                         "req_1")));
+  // A transient failure decides nothing: that pod waits for the next pass.
+  EXPECT_CALL(api_, retrieve_work("work_B"))
+      .WillOnce(Throw(agentapi::TransportError("connection refused")));
+  EXPECT_CALL(writer_, release_pod("agents", runner_object_name("work_A")));
+  EXPECT_EQ(poller->release_acknowledged_pods(), 1);
 }
 
 TEST_F(SessionPollerTest, AnItemPolledAfterSuspensionIsLeftToTheQueue) {
