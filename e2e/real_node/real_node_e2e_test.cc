@@ -562,5 +562,83 @@ steps:
       seconds(120), "a second pod, of the same name, to have served the session");
 }
 
+// The host pids of a pod's runner process, found through the pod's cgroup (the node's cgroupfs
+// layout ends .../pod<uid>/<container id>).
+std::vector<pid_t> runner_pids_of_pod(const std::string& pod_uid) {
+  std::vector<pid_t> pids;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    std::ifstream cgroup(entry.path() / "cgroup"), comm(entry.path() / "comm");
+    std::stringstream groups;
+    groups << cgroup.rdbuf();
+    std::string command;
+    std::getline(comm, command);
+    if (groups.str().find("pod" + pod_uid) != std::string::npos &&
+        command == "perimeter-runne") {  // comm keeps 15 characters
+      pids.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+  }
+  return pids;
+}
+
+TEST_F(RealNodeE2eTest, ARunnerKilledInPlaceLeavesAFailedPodThatIsReplacedWhenTheItemReturns) {
+  // The container dies where it runs (an OOM kill, a crash): the pod stays, Failed, under the
+  // same name the re-claim derives. The item must still be served again, by a new pod.
+  const std::string scenario = R"(name: killed-in-place
+prompt: Run something slow, then something quick.
+steps:
+  - tool: bash
+    input: {command: "touch step-started; sleep 20; echo done"}
+    expect: {is_error: false, text: "done"}
+  - tool: bash
+    input: {command: "echo after"}
+    expect: {is_error: false, text: "after"}
+)";
+  start_sim(10);
+  create_environment(json::object(),
+                     {{"retention", {{"succeededSeconds", 3600}, {"failedSeconds", 3600}}}});
+  start_operator();
+  const auto session = enqueue(scenario);
+  json first;
+  eventually(
+      [&] {
+        const auto pods = pods_of(session.work_id);
+        if (pods.size() != 1 || phase_of(pods[0]) != "Running") return false;
+        first = pods[0];
+        return fs::exists(workspace_on_node(first) + "/step-started");
+      },
+      seconds(180), "the first pod to start the slow step");
+  ASSERT_TRUE(first.is_object());
+  const std::string first_uid = first["metadata"]["uid"];
+  const auto pids = runner_pids_of_pod(first_uid);
+  ASSERT_FALSE(pids.empty()) << "no perimeter-runner process in the cgroup of pod " << first_uid;
+  for (pid_t pid : pids) ASSERT_EQ(::kill(pid, SIGKILL), 0) << "kill " << pid;
+  eventually(
+      [&] {
+        for (const auto& pod : pods_of(session.work_id)) {
+          if (pod["metadata"]["uid"] == first_uid && phase_of(pod) == "Failed") return true;
+        }
+        return false;
+      },
+      seconds(120), "the killed runner's pod to be Failed, in place");
+
+  eventually([&] { return work_view(session.work_id).value("state", "") == "stopped"; },
+             seconds(300), "the item to be served again and finish");
+  const auto recorded = results(session.session_id);
+  EXPECT_TRUE(recorded.value("all_matched", false)) << recorded.dump(2);
+  EXPECT_TRUE(recorded["unexpected"].empty()) << recorded["unexpected"].dump();
+  const auto transitions = work_view(session.work_id)["transitions"];
+  EXPECT_EQ(std::count(transitions.begin(), transitions.end(), json("queued->starting")), 2)
+      << transitions.dump();
+  eventually(
+      [&] {
+        const auto pods = pods_of(session.work_id);
+        return pods.size() == 1 && pods[0]["metadata"]["uid"] != first_uid &&
+               phase_of(pods[0]) == "Succeeded";
+      },
+      seconds(120), "the Failed pod to be replaced by one that served the session");
+}
+
 }  // namespace
 }  // namespace perimeter::e2e
