@@ -292,6 +292,36 @@ class RealNodeE2eTest : public ::testing::Test {
   }
 
   // The pod's /workspace as the kubelet lays it out on the node (a disk-backed emptyDir).
+  // A session whose first bash step runs long enough to be killed in the middle of; its marker
+  // file (`step-started` in the workspace) shows the step really started.
+  static std::string slow_then_quick_scenario(const std::string& name) {
+    return "name: " + name + R"(
+prompt: Run something slow, then something quick.
+steps:
+  - tool: bash
+    input: {command: "touch step-started; sleep 20; echo done"}
+    expect: {is_error: false, text: "done"}
+  - tool: bash
+    input: {command: "echo after"}
+    expect: {is_error: false, text: "after"}
+)";
+  }
+
+  // The item's one pod once it runs the slow step (null when that never happens; the wait
+  // failed the test already).
+  json wait_for_the_slow_step(const std::string& work_id) {
+    json first;
+    eventually(
+        [&] {
+          const auto pods = pods_of(work_id);
+          if (pods.size() != 1 || phase_of(pods[0]) != "Running") return false;
+          first = pods[0];
+          return fs::exists(workspace_on_node(first) + "/step-started");
+        },
+        seconds(180), "the first pod to start the slow step");
+    return first;
+  }
+
   std::string workspace_on_node(const json& pod) const {
     return node_dir_ + "/kubelet/pods/" + pod["metadata"]["uid"].get<std::string>() +
            "/volumes/kubernetes.io~empty-dir/workspace";
@@ -504,29 +534,12 @@ TEST_F(RealNodeE2eTest, ASucceededPodAndItsSecretAreKeptForTheRetentionThenRemov
 TEST_F(RealNodeE2eTest, APodKilledMidSessionLeavesItsItemToBeServedAgainByANewPod) {
   // The first step runs long enough to be killed in the middle of; its marker file shows the
   // step really started in the first pod.
-  const std::string scenario = R"(name: killed-mid-step
-prompt: Run something slow, then something quick.
-steps:
-  - tool: bash
-    input: {command: "touch step-started; sleep 20; echo done"}
-    expect: {is_error: false, text: "done"}
-  - tool: bash
-    input: {command: "echo after"}
-    expect: {is_error: false, text: "after"}
-)";
+  const std::string scenario = slow_then_quick_scenario("killed-mid-step");
   start_sim(10);  // a dead runner's lease lapses 10 s after its last beat
   create_environment(json::object(), {{"retention", {{"succeededSeconds", 3600}}}});
   start_operator();
   const auto session = enqueue(scenario);
-  json first;
-  eventually(
-      [&] {
-        const auto pods = pods_of(session.work_id);
-        if (pods.size() != 1 || phase_of(pods[0]) != "Running") return false;
-        first = pods[0];
-        return fs::exists(workspace_on_node(first) + "/step-started");
-      },
-      seconds(180), "the first pod to start the slow step");
+  const json first = wait_for_the_slow_step(session.work_id);
   ASSERT_TRUE(first.is_object());
   ASSERT_EQ(work_view(session.work_id).value("state", ""), "active");
   // Deleted with no grace period: the kubelet SIGKILLs the runner at once and the pod object is
@@ -585,30 +598,13 @@ std::vector<pid_t> runner_pids_of_pod(const std::string& pod_uid) {
 TEST_F(RealNodeE2eTest, ARunnerKilledInPlaceLeavesAFailedPodThatIsReplacedWhenTheItemReturns) {
   // The container dies where it runs (an OOM kill, a crash): the pod stays, Failed, under the
   // same name the re-claim derives. The item must still be served again, by a new pod.
-  const std::string scenario = R"(name: killed-in-place
-prompt: Run something slow, then something quick.
-steps:
-  - tool: bash
-    input: {command: "touch step-started; sleep 20; echo done"}
-    expect: {is_error: false, text: "done"}
-  - tool: bash
-    input: {command: "echo after"}
-    expect: {is_error: false, text: "after"}
-)";
+  const std::string scenario = slow_then_quick_scenario("killed-in-place");
   start_sim(10);
   create_environment(json::object(),
                      {{"retention", {{"succeededSeconds", 3600}, {"failedSeconds", 3600}}}});
   start_operator();
   const auto session = enqueue(scenario);
-  json first;
-  eventually(
-      [&] {
-        const auto pods = pods_of(session.work_id);
-        if (pods.size() != 1 || phase_of(pods[0]) != "Running") return false;
-        first = pods[0];
-        return fs::exists(workspace_on_node(first) + "/step-started");
-      },
-      seconds(180), "the first pod to start the slow step");
+  const json first = wait_for_the_slow_step(session.work_id);
   ASSERT_TRUE(first.is_object());
   const std::string first_uid = first["metadata"]["uid"];
   const auto pids = runner_pids_of_pod(first_uid);
