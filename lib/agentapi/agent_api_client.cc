@@ -144,7 +144,7 @@ std::string AgentApiClient::work_path(const std::string& work_id, std::string_vi
 }
 
 HttpResponse AgentApiClient::execute(std::string_view operation, const HttpRequest& request,
-                                     int max_retries) {
+                                     int max_retries, int answer_status) {
   Backoff backoff(config_.retry_backoff, random_);
   for (int attempt = 0;; ++attempt) {
     const auto started = std::chrono::steady_clock::now();
@@ -168,7 +168,8 @@ HttpResponse AgentApiClient::execute(std::string_view operation, const HttpReque
     if (response.status >= 200 && response.status < 300) return response;
     const std::string* should_retry = response.header("x-should-retry");
     const bool retryable =
-        should_retry ? *should_retry == "true" : is_retryable_status(response.status);
+        response.status != answer_status &&
+        (should_retry ? *should_retry == "true" : is_retryable_status(response.status));
     if (!retryable || attempt >= max_retries) {
       const std::string* request_id = response.header("request-id");
       throw ApiError(std::string(operation), response.status, response.body,
@@ -184,8 +185,8 @@ HttpResponse AgentApiClient::execute(std::string_view operation, const HttpReque
 }
 
 json AgentApiClient::execute_json(std::string_view operation, const HttpRequest& request,
-                                  int max_retries) {
-  return parse_body(operation, execute(operation, request, max_retries));
+                                  int max_retries, int answer_status) {
+  return parse_body(operation, execute(operation, request, max_retries, answer_status));
 }
 
 std::optional<WorkItem> AgentApiClient::poll(const PollOptions& options) {
@@ -233,8 +234,10 @@ WorkItem AgentApiClient::stop(const std::string& work_id, bool force) {
   HttpRequest request = make_request("POST", work_path(work_id, "/stop"), config_.request_timeout);
   request.headers.emplace_back("Content-Type", "application/json");
   request.body = json({{"force", force}}).dump();
-  // 409 means already stopped: an answer, not a transient failure worth retrying.
-  return parse_work_item(execute_json("work.stop", request, 0));
+  // Retried like any call (the official worker's client does so too): a force-stop on exit that
+  // lost to one 503 would leave the item active until its lease lapsed. 409 means already
+  // stopped: an answer, not a transient failure worth retrying.
+  return parse_work_item(execute_json("work.stop", request, config_.max_retries, 409));
 }
 
 WorkItem AgentApiClient::retrieve_work(const std::string& work_id) {

@@ -83,10 +83,12 @@ class AgentApiClient final : public AgentApi {
  private:
   HttpRequest make_request(const std::string& method, const std::string& path_and_query,
                            std::chrono::milliseconds timeout) const;
-  // Sends with retries; returns the 2xx response or throws.
-  HttpResponse execute(std::string_view operation, const HttpRequest& request, int max_retries);
+  // Sends with retries; returns the 2xx response or throws. `answer_status` (when not 0) is a
+  // status that is this operation's answer rather than a transient failure: thrown, not retried.
+  HttpResponse execute(std::string_view operation, const HttpRequest& request, int max_retries,
+                       int answer_status = 0);
   nlohmann::json execute_json(std::string_view operation, const HttpRequest& request,
-                              int max_retries);
+                              int max_retries, int answer_status = 0);
   std::string work_path(const std::string& work_id, std::string_view suffix = "") const;
 
   ClientConfig config_;

@@ -236,7 +236,7 @@ inline void serve_scenario(const SimProcess& sim, Environment& environment, cons
   ASSERT_EQ(code, 0) << "runner log:\n" << runner.log() << "\nsimulator log:\n" << sim.log();
   expect_all_matched(results_of(sim, claimed.session_id));
   const json item = work_of(sim, claimed.work_id);
-  EXPECT_EQ(item["state"], "stopped");
+  EXPECT_EQ(item["state"], "stopped") << item.dump(2) << "\nrunner log:\n" << runner.log();
   if (!faults || !item["lease_history"].empty()) expect_echoed_lease_history(item);
   expect_no_secret_logged(runner.log(), claimed);
   if (name == "long-lease") {

@@ -238,6 +238,17 @@ TEST_F(AgentApiClientTest, StopSendsForceAndA409IsAnAnswerNotARetry) {
   EXPECT_TRUE(sleeper_.delays.empty());
 }
 
+TEST_F(AgentApiClientTest, StopIsRetriedThroughServerErrors) {
+  EXPECT_CALL(*transport_, send(_))
+      .WillOnce(Return(reply(
+          503, R"({"type":"error","error":{"type":"api_error","message":"unavailable"}})")))
+      .WillOnce(Return(
+          reply(429, R"({"type":"error","error":{"type":"rate_limit_error","message":"slow"}})")))
+      .WillOnce(Return(reply(200, kItem)));
+  EXPECT_EQ(client_->stop("work_1", true).id, "work_1");
+  EXPECT_EQ(sleeper_.delays.size(), 2u);
+}
+
 TEST_F(AgentApiClientTest, ABodyThatIsNotJsonIsAProtocolError) {
   EXPECT_CALL(*transport_, send(_)).WillOnce(Return(reply(200, "<html>gateway</html>")));
   EXPECT_THROW(client_->retrieve_work("work_1"), ProtocolError);
