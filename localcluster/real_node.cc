@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -981,10 +982,22 @@ void RealNode::create_bridge() {
   // Made here rather than by the CNI plugin at the first pod, so the host side has the gateway
   // address from the start: what pods must reach on the host (the local simulator of `make run`)
   // can listen there before any pod exists. The bridge plugin adopts it as it is.
+  //
+  // Its MAC address is set explicitly. A bridge left to choose takes the lowest MAC of its
+  // ports, so it changed whenever a pod's veth came or went, and a running pod that had cached
+  // the old gateway MAC sent into the void: its new connections timed out until its ARP entry
+  // expired, about a minute. A set address is one the kernel never changes.
+  std::random_device device;
+  std::array<unsigned, 6> octets{};
+  for (unsigned& octet : octets) octet = device() % 256;
+  octets[0] = (octets[0] & 0xfcU) | 0x02U;  // locally administered, unicast
+  char mac[18];
+  std::snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", octets[0], octets[1], octets[2],
+                octets[3], octets[4], octets[5]);
   const std::string log = options_.dir + "/ip.log";
   const std::string prefix = pod_subnet_.substr(pod_subnet_.find('/'));
   for (const auto& argv : std::vector<std::vector<std::string>>{
-           {"ip", "link", "add", bridge_, "type", "bridge"},
+           {"ip", "link", "add", bridge_, "address", mac, "type", "bridge"},
            {"ip", "addr", "add", gateway_ + prefix, "dev", bridge_},
            {"ip", "link", "set", bridge_, "up"}}) {
     if (auto done = run_command(argv, log); !done.ok) {

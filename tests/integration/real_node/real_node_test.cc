@@ -89,6 +89,29 @@ std::set<std::string> iptables_chains() {
   return chains;
 }
 
+int run_ip(std::vector<std::string> argv) {
+  process::ProcessSpec spec;
+  argv.insert(argv.begin(), "ip");
+  spec.argv = std::move(argv);
+  return process::Process::spawn(spec)->wait().code;
+}
+
+// The MAC address pods learn for their gateway must not move while they run. A bridge whose
+// address was not set takes its lowest port MAC, so a new pod's veth with a lower one would move
+// it: this attaches such a port (02:00:00:00:00:01 is below any random locally administered MAC
+// the kernel picks) and reads the bridge's address again.
+void expect_bridge_mac_survives_a_new_port(const std::string& bridge) {
+  const std::string before = read_file("/sys/class/net/" + bridge + "/address");
+  const std::string port = "pmtrmac" + std::to_string(getpid() % 100000);
+  ASSERT_EQ(run_ip({"link", "add", port, "address", "02:00:00:00:00:01", "type", "veth", "peer",
+                    "name", port + "p"}),
+            0);
+  EXPECT_EQ(run_ip({"link", "set", port, "master", bridge}), 0);
+  EXPECT_EQ(read_file("/sys/class/net/" + bridge + "/address"), before)
+      << "the pod bridge's MAC followed a new port: running pods would lose their gateway";
+  EXPECT_EQ(run_ip({"link", "delete", port}), 0);
+}
+
 // `key=value` lines of the probe's output.
 std::map<std::string, std::string> parse_probe(const std::string& log) {
   std::map<std::string, std::string> values;
@@ -154,6 +177,8 @@ TEST(RealNodeTest, RunnerSecurityContextHoldsInsideARealContainerAndTeardownLeav
   const std::string dir = cluster->dir();
   std::cout << "[real-node] harness ready in " << cluster->phases().value("total_ms", 0)
             << " ms; node phases " << node.at("phases").dump() << "\n";
+
+  expect_bridge_mac_survives_a_new_port(bridge);
 
   KubeApi api(*cluster);
   auto node_object = api.get_json("/api/v1/nodes/" + node_name);
