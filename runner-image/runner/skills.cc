@@ -174,6 +174,8 @@ std::string SpawnArchiveCommand::run(const std::vector<std::string>& argv) {
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
   posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+  // Nor do the runner's sockets (opened without close-on-exec) reach the archive tools.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   std::vector<std::string> copy = argv;

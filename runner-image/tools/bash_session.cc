@@ -128,6 +128,9 @@ BashSession::BashSession(const std::string& workdir, std::vector<std::string> en
   posix_spawn_file_actions_adddup2(&actions, out_child.get(), 1);
   posix_spawn_file_actions_adddup2(&actions, err_child.get(), 2);
   posix_spawn_file_actions_addchdir_np(&actions, workdir.c_str());
+  // Everything else the runner holds stays out of the agent's shell: Boost.Asio opens its
+  // sockets (the API connections) without close-on-exec.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // A session of its own (Node's `detached: true`): the shell leads a process group we can kill.

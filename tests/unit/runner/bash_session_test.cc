@@ -53,6 +53,21 @@ TEST_F(BashTest, StatePersistsAcrossCommands) {
   EXPECT_EQ(result.exit_code, 0);
 }
 
+// The runner's own descriptors (its API connections, which Boost.Asio opens without
+// close-on-exec) must not reach the agent's shell, as Node's never reach the official worker's.
+TEST_F(BashTest, TheShellInheritsNoDescriptorBeyondItsStandardStreams) {
+  int leaky[2];
+  ASSERT_EQ(::pipe(leaky), 0);  // deliberately without O_CLOEXEC
+  BashSession session(dir_.string(), scrubbed_environment());
+  const auto result = session.exec(
+      "for fd in " + std::to_string(leaky[0]) + " " + std::to_string(leaky[1]) +
+          "; do if [ -e /proc/$$/fd/$fd ]; then echo inherited $fd; fi; done; echo checked",
+      10s);
+  ::close(leaky[0]);
+  ::close(leaky[1]);
+  EXPECT_EQ(result.output, "checked");
+}
+
 TEST_F(BashTest, ReportsExitStatusAndInterleavesStderr) {
   BashSession session(dir_.string(), scrubbed_environment());
   const auto result =
