@@ -4,24 +4,17 @@
 #include <filesystem>
 #include <memory>
 #include <thread>
-#include <utility>
-
-// clang-format off: after <utility>, as Boost.Asio's headers use std::exchange without it.
-#include <pplx/threadpool.h>
-// clang-format on
 
 #include "agentapi/agent_api_client.h"
-#include "agentapi/cpprest_transport.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "core/shutdown_signal.h"
+#include "runner/beast_transport.h"
 #include "runner/item_flow.h"
 #include "runner/runner_config.h"
 #include "tools/agent_toolset.h"
 
 namespace {
-
-constexpr std::size_t kCpprestPoolThreads = 2;
 
 perimeter::LogLevel log_level() {
   perimeter::LogLevel level = perimeter::LogLevel::kInfo;
@@ -37,12 +30,6 @@ int main() {
   using namespace perimeter;
   // Before any thread starts, so every thread inherits the blocked SIGTERM/SIGINT.
   ShutdownSignal shutdown;
-  // cpprestsdk's shared pool starts 40 threads by default, each with a stack and (once it
-  // allocates) a malloc arena. One session has at most two requests in flight (the heartbeat and
-  // the event stream or a result send), and the pool only runs their asynchronous I/O: two
-  // threads serve it, and peak RSS drops by about 650 KiB (docs/runner.md). Sized before
-  // first use (it cannot be resized), after the signal mask (its threads inherit it).
-  crossplat::threadpool::initialize_with_threads(kCpprestPoolThreads);
   Logger logger("runner", StderrSink::instance(), log_level());
 
   runner::RunnerConfig config;
@@ -66,7 +53,7 @@ int main() {
   client_config.environment_id = config.environment_id;
   client_config.credential = config.credential;
   agentapi::RealSleeper api_sleeper;
-  agentapi::AgentApiClient api(client_config, std::make_unique<agentapi::CpprestTransport>(),
+  agentapi::AgentApiClient api(client_config, std::make_unique<runner::BeastTransport>(),
                                SystemRandom::instance(), api_sleeper, nullptr,
                                logger.child("agentapi"));
 
