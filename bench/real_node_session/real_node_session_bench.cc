@@ -37,6 +37,7 @@
 #include "localcluster/ports.h"
 #include "localcluster/real_node.h"
 #include "localcluster/tools.h"
+#include "operator/operator_process.h"
 #include "process/process.h"
 
 namespace perimeter {
@@ -137,37 +138,6 @@ std::optional<double> cri_log_line_ms(const std::string& line) {
   return parse_rfc3339_ms(line);  // "<RFC 3339 nano> stderr F <text>"
 }
 
-// The operator binary as a child process, stopped on destruction.
-class OperatorProcess {
- public:
-  OperatorProcess(const std::string& bin_dir, const std::string& kubeconfig,
-                  const std::string& log_path) {
-    process::ProcessSpec spec;
-    spec.argv = {bin_dir + "/perimeter-operator",
-                 "--kubeconfig",
-                 kubeconfig,
-                 "--leader-elect=false",
-                 "--metrics-bind-address",
-                 "127.0.0.1:" + std::to_string(localcluster::pick_free_port()),
-                 "--health-probe-bind-address",
-                 "127.0.0.1:" + std::to_string(localcluster::pick_free_port())};
-    spec.log_path = log_path;
-    process_ = process::Process::spawn(spec);
-  }
-  ~OperatorProcess() {
-    process_->signal(SIGTERM);
-    if (!process_->wait_for(milliseconds(10000))) {
-      process_->signal(SIGKILL);
-      process_->wait();
-    }
-  }
-  OperatorProcess(const OperatorProcess&) = delete;
-  OperatorProcess& operator=(const OperatorProcess&) = delete;
-
- private:
-  std::unique_ptr<process::Process> process_;
-};
-
 // The steps of one session, in order, and which part of the system each gap belongs to.
 struct Segment {
   const char* name;
@@ -267,7 +237,8 @@ class SessionBench {
                     {"effect", "NoSchedule"}}}},
                  {"env", {{{"name", "PERIMETER_MAX_IDLE_MS"}, {"value", "3000"}}}}}}}}});
     const std::string operator_log = cluster->dir() + "/bench-operator.log";
-    OperatorProcess operator_process(bin_dir_, kubeconfig, operator_log);
+    testing::OperatorProcess operator_process(testing::OperatorProcessOptions{
+        bin_dir_ + "/perimeter-operator", kubeconfig, operator_log, {}});
     // The operator is up and polling before the first session is enqueued, as in a cluster
     // that has been running.
     wait_for(

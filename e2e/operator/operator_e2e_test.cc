@@ -23,6 +23,7 @@
 #include "kube/resource_client.h"
 #include "localcluster/ports.h"
 #include "localcluster/tools.h"
+#include "operator/operator_process.h"
 #include "process/process.h"
 #include "runtime/informer.h"
 
@@ -63,41 +64,6 @@ bool eventually(Pred done, seconds limit, const std::string& what) {
   ADD_FAILURE() << "timed out waiting for " << what;
   return false;
 }
-
-// The operator binary as a child process.
-class OperatorProcess {
- public:
-  OperatorProcess(const std::string& kubeconfig, const std::string& log_path) {
-    metrics_port_ = localcluster::pick_free_port();
-    process::ProcessSpec spec;
-    spec.argv = {bin_dir() + "/perimeter-operator",
-                 "--kubeconfig",
-                 kubeconfig,
-                 "--leader-elect=false",
-                 "--metrics-bind-address",
-                 "127.0.0.1:" + std::to_string(metrics_port_),
-                 "--health-probe-bind-address",
-                 "127.0.0.1:" + std::to_string(localcluster::pick_free_port()),
-                 "--poll-threads",
-                 "4"};
-    spec.log_path = log_path;
-    process_ = process::Process::spawn(spec);
-  }
-  void kill9() {
-    process_->signal(SIGKILL);
-    process_->wait();
-  }
-  std::string metrics() const {
-    return testing::http_call("http://127.0.0.1:" + std::to_string(metrics_port_), "GET",
-                              "/metrics")
-        .body;
-  }
-  bool running() { return process_->running(); }
-
- private:
-  int metrics_port_ = 0;
-  std::unique_ptr<process::Process> process_;
-};
 
 // Sums every sample of a metric family in Prometheus text.
 double metric_sum(const std::string& text, const std::string& name) {
@@ -211,8 +177,12 @@ class OperatorE2eTest : public ::testing::Test {
     return testing::http_call(sim_->url(), "GET", "/admin/work/" + work_id).json();
   }
 
-  std::unique_ptr<OperatorProcess> start_operator() {
-    return std::make_unique<OperatorProcess>(kubeconfig_, logs_->path() + "/operator.log");
+  std::unique_ptr<testing::OperatorProcess> start_operator() {
+    return std::make_unique<testing::OperatorProcess>(
+        testing::OperatorProcessOptions{bin_dir() + "/perimeter-operator",
+                                        kubeconfig_,
+                                        logs_->path() + "/operator.log",
+                                        {"--poll-threads", "4"}});
   }
 
   json list(const kube::ResourceType& type) { return client(type)->list(ns_)["items"]; }

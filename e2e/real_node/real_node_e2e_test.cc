@@ -30,6 +30,7 @@
 #include "localcluster/ports.h"
 #include "localcluster/real_node.h"
 #include "localcluster/tools.h"
+#include "operator/operator_process.h"
 #include "process/process.h"
 
 namespace perimeter::e2e {
@@ -84,37 +85,6 @@ bool eventually(Pred done, seconds limit, const std::string& what) {
   ADD_FAILURE() << "timed out waiting for " << what;
   return false;
 }
-
-// The operator binary as a child process (stopped with SIGTERM, then SIGKILL, on destruction).
-class OperatorProcess {
- public:
-  OperatorProcess(const std::string& kubeconfig, const std::string& log_path) {
-    process::ProcessSpec spec;
-    spec.argv = {bin_dir() + "/perimeter-operator",
-                 "--kubeconfig",
-                 kubeconfig,
-                 "--leader-elect=false",
-                 "--metrics-bind-address",
-                 "127.0.0.1:" + std::to_string(localcluster::pick_free_port()),
-                 "--health-probe-bind-address",
-                 "127.0.0.1:" + std::to_string(localcluster::pick_free_port())};
-    spec.log_path = log_path;
-    process_ = process::Process::spawn(spec);
-  }
-  ~OperatorProcess() {
-    if (!process_->running()) return;
-    process_->signal(SIGTERM);
-    if (!process_->wait_for(milliseconds(10000))) {
-      process_->signal(SIGKILL);
-      process_->wait();
-    }
-  }
-  OperatorProcess(const OperatorProcess&) = delete;
-  OperatorProcess& operator=(const OperatorProcess&) = delete;
-
- private:
-  std::unique_ptr<process::Process> process_;
-};
 
 testing::LocalClusterOptions cluster_options() {
   testing::LocalClusterOptions options;
@@ -255,7 +225,8 @@ class RealNodeE2eTest : public ::testing::Test {
   }
 
   void start_operator() {
-    operator_ = std::make_unique<OperatorProcess>(kubeconfig_, logs_->path() + "/operator.log");
+    operator_ = std::make_unique<testing::OperatorProcess>(testing::OperatorProcessOptions{
+        bin_dir() + "/perimeter-operator", kubeconfig_, logs_->path() + "/operator.log", {}});
   }
 
   Enqueued enqueue(const std::string& scenario_yaml) {
@@ -340,7 +311,7 @@ steps:
   std::unique_ptr<testing::TempDir> logs_;
   std::unique_ptr<testing::SimProcess> sim_;
   std::string environment_id_;
-  std::unique_ptr<OperatorProcess> operator_;
+  std::unique_ptr<testing::OperatorProcess> operator_;
 };
 
 TEST_F(RealNodeE2eTest, SessionsUsingEveryToolCompleteThroughRealRunnerPods) {

@@ -1,0 +1,39 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "process/process.h"
+
+namespace perimeter::testing {
+
+struct OperatorProcessOptions {
+  std::string binary;      // the perimeter-operator executable
+  std::string kubeconfig;  // the cluster it manages
+  std::string log_path;    // its stdout and stderr
+  std::vector<std::string> extra_args;
+};
+
+// perimeter-operator as a child process, without leader election, with its metrics and health
+// endpoints on free loopback ports. Destruction stops it as a kubelet would: SIGTERM, then
+// SIGKILL if it has not exited within 10 s.
+class OperatorProcess {
+ public:
+  explicit OperatorProcess(const OperatorProcessOptions& options);
+  ~OperatorProcess();
+  OperatorProcess(const OperatorProcess&) = delete;
+  OperatorProcess& operator=(const OperatorProcess&) = delete;
+
+  // A crash: no shutdown path runs.
+  void kill9();
+  bool running();
+  // Its Prometheus exposition, scraped now.
+  std::string metrics() const;
+
+ private:
+  int metrics_port_ = 0;
+  std::unique_ptr<process::Process> process_;
+};
+
+}  // namespace perimeter::testing
