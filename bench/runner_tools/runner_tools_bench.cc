@@ -167,25 +167,29 @@ int main(int argc, char** argv) {
     }
     Row row{op.name, sdk ? median(sdk_ms) : 0.0, median(ours_ms), same};
     rows.push_back(row);
+    // Without the SDK side there is nothing to compare: its figures are null, not zero.
+    const json not_measured = nullptr;
     std::cout << json{{"bench", "runner_tools"},
                       {"operation", row.name},
                       {"files", options.files},
                       {"runs", op.runs},
-                      {"sdk_median_ms", row.sdk_ms},
+                      {"sdk_median_ms", sdk ? json(row.sdk_ms) : not_measured},
                       {"perimeter_median_ms", row.ours_ms},
-                      {"speedup", row.sdk_ms / row.ours_ms},
-                      {"same_output", row.same}}
+                      {"speedup", sdk ? json(row.sdk_ms / row.ours_ms) : not_measured},
+                      {"same_output", sdk ? json(row.same) : not_measured}}
                      .dump()
               << std::endl;
   }
   const long sdk_rss = sdk ? peak_rss_kib(sdk->pid()) : -1;
   const long our_rss = peak_rss_kib(::getpid());
+  const bool rss_compared = sdk_rss > 0 && our_rss > 0;
+  const double rss_ratio =
+      rss_compared ? static_cast<double>(sdk_rss) / static_cast<double>(our_rss) : 0.0;
   std::cout << json{{"bench", "runner_tools"},
                     {"operation", "peak_rss"},
-                    {"sdk_node_kib", sdk_rss},
+                    {"sdk_node_kib", sdk_rss > 0 ? json(sdk_rss) : json(nullptr)},
                     {"perimeter_kib", our_rss},
-                    {"ratio",
-                     our_rss > 0 ? static_cast<double>(sdk_rss) / static_cast<double>(our_rss) : 0}}
+                    {"ratio", rss_compared ? json(rss_ratio) : json(nullptr)}}
                    .dump()
             << std::endl;
 
@@ -193,11 +197,19 @@ int main(int argc, char** argv) {
   std::printf("%-24s %12s %14s %9s %6s\n", "operation", "sdk ms", "perimeter ms", "speedup",
               "same");
   for (const auto& row : rows) {
-    std::printf("%-24s %12.2f %14.2f %8.1fx %6s\n", row.name.c_str(), row.sdk_ms, row.ours_ms,
-                row.sdk_ms / row.ours_ms, row.same ? "yes" : "NO");
+    if (sdk) {
+      std::printf("%-24s %12.2f %14.2f %8.1fx %6s\n", row.name.c_str(), row.sdk_ms, row.ours_ms,
+                  row.sdk_ms / row.ours_ms, row.same ? "yes" : "NO");
+    } else {
+      std::printf("%-24s %12s %14.2f %9s %6s\n", row.name.c_str(), "-", row.ours_ms, "-", "-");
+    }
   }
-  std::printf("%-24s %12ld %14ld %8.1fx\n", "peak RSS KiB (process)", sdk_rss, our_rss,
-              our_rss > 0 ? static_cast<double>(sdk_rss) / static_cast<double>(our_rss) : 0.0);
+  if (rss_compared) {
+    std::printf("%-24s %12ld %14ld %8.1fx\n", "peak RSS KiB (process)", sdk_rss, our_rss,
+                rss_ratio);
+  } else {
+    std::printf("%-24s %12s %14ld %9s\n", "peak RSS KiB (process)", "-", our_rss, "-");
+  }
   std::printf(
       "(the peak RSS of this benchmark process includes its own 50,000-path bookkeeping)\n");
 
