@@ -25,6 +25,7 @@
 #include "kube/resource_client.h"
 #include "localcluster/ports.h"
 #include "localcluster/tools.h"
+#include "operator/operator_process.h"
 #include "process/process.h"
 #include "runtime/informer.h"
 
@@ -62,6 +63,25 @@ std::pair<long, double> process_usage(pid_t pid) {
     if (i == 14 || i == 15) ticks += std::stol(field);
   }
   return {hwm_kib, static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK))};
+}
+
+// Sums the samples of a counter in a Prometheus text exposition by one of its labels.
+json sum_by_label(const std::string& exposition, const std::string& metric,
+                  const std::string& label) {
+  std::map<std::string, double> sums;
+  std::istringstream lines(exposition);
+  std::string line;
+  const std::string label_prefix = label + "=\"";
+  while (std::getline(lines, line)) {
+    if (line.rfind(metric + "{", 0) != 0) continue;
+    const auto close = line.find('}');
+    const auto at = line.find(label_prefix);
+    if (close == std::string::npos || at == std::string::npos || at > close) continue;
+    const auto value_start = at + label_prefix.size();
+    const std::string value = line.substr(value_start, line.find('"', value_start) - value_start);
+    sums[value] += std::stod(line.substr(close + 1));
+  }
+  return sums;
 }
 
 double percentile(std::vector<double> values, double p) {
@@ -164,22 +184,11 @@ int main(int argc, char** argv) {
   informer.start();
   informer.wait_for_sync(std::chrono::seconds(30));
 
-  process::ProcessSpec spec;
-  const int metrics_port = localcluster::pick_free_port();
-  spec.argv = {bin + "/perimeter-operator",
-               "--kubeconfig",
-               cluster->kubeconfig_path(),
-               "--leader-elect=false",
-               "--metrics-bind-address",
-               "127.0.0.1:" + std::to_string(metrics_port),
-               "--health-probe-bind-address",
-               "127.0.0.1:" + std::to_string(localcluster::pick_free_port()),
-               "--poll-threads",
-               poll_threads,
-               "--log-level",
-               "warn"};
-  spec.log_path = cluster->dir() + "/operator-bench.log";
-  auto operator_process = process::Process::spawn(spec);
+  testing::OperatorProcess operator_process(
+      {.binary = bin + "/perimeter-operator",
+       .kubeconfig = cluster->kubeconfig_path(),
+       .log_path = cluster->dir() + "/operator-bench.log",
+       .extra_args = {"--poll-threads", poll_threads, "--log-level", "warn"}});
   // Let the operator start its poller on the empty queue, so the figures are claims, not start-up.
   std::this_thread::sleep_for(std::chrono::seconds(3));
 
@@ -209,7 +218,16 @@ int main(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  const auto [rss_kib, cpu_seconds] = process_usage(operator_process->pid());
+  const auto [rss_kib, cpu_seconds] = process_usage(operator_process.pid());
+  const std::string exposition = operator_process.metrics();
+  // What the operator asked of the apiserver and the queue, and how often it reconciled: the
+  // work behind its CPU time.
+  const json kube_requests = sum_by_label(exposition, "perimeter_kube_requests_total", "verb");
+  const json kube_codes = sum_by_label(exposition, "perimeter_kube_requests_total", "code");
+  const json agentapi_requests =
+      sum_by_label(exposition, "perimeter_agentapi_requests_total", "operation");
+  const json reconciles =
+      sum_by_label(exposition, "perimeter_controller_reconcile_total", "controller");
 
   std::vector<double> to_pod_ms;
   std::vector<double> to_release_ms;
@@ -241,7 +259,11 @@ int main(int argc, char** argv) {
                         {"enqueue_to_release_p50_ms", percentile(to_release_ms, 0.50)},
                         {"enqueue_to_release_p99_ms", percentile(to_release_ms, 0.99)},
                         {"operator_peak_rss_mib", static_cast<double>(rss_kib) / 1024.0},
-                        {"operator_cpu_seconds", cpu_seconds}};
+                        {"operator_cpu_seconds", cpu_seconds},
+                        {"operator_kube_requests", kube_requests},
+                        {"operator_kube_request_codes", kube_codes},
+                        {"operator_agentapi_requests", agentapi_requests},
+                        {"operator_reconciles", reconciles}};
   std::cout << figures.dump() << "\n";
   std::printf(
       "\n%d sessions enqueued at once (enqueue took %.2f s), %s poll threads:\n"
@@ -254,7 +276,10 @@ int main(int argc, char** argv) {
       sessions / all_released_s, percentile(to_pod_ms, 0.5), percentile(to_pod_ms, 0.99),
       percentile(to_release_ms, 0.5), percentile(to_release_ms, 0.99),
       static_cast<double>(rss_kib) / 1024.0, cpu_seconds);
+  std::printf(
+      "  apiserver requests        %s\n  queue requests            %s\n"
+      "  reconciles                %s\n",
+      kube_requests.dump().c_str(), agentapi_requests.dump().c_str(), reconciles.dump().c_str());
   informer.stop();
-  operator_process->terminate();
   return 0;
 }

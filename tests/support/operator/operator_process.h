@@ -28,6 +28,7 @@ class OperatorProcess {
   // A crash: no shutdown path runs.
   void kill9();
   bool running();
+  pid_t pid() const { return process_->pid(); }
   // Its Prometheus exposition, scraped now.
   std::string metrics() const;
 
