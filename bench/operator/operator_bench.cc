@@ -36,7 +36,8 @@ using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
 
 std::string env_or(const char* name, const std::string& fallback) {
-  const char* value = std::getenv(name);
+  // Read on the main thread before any other thread starts.
+  const char* value = std::getenv(name);  // NOLINT(concurrency-mt-unsafe)
   return value != nullptr ? value : fallback;
 }
 
@@ -103,7 +104,7 @@ int main(int argc, char** argv) {
   }
   const std::string source = env_or("PERIMETER_SOURCE_DIR", PERIMETER_DEFAULT_SOURCE_DIR);
   const std::string bin = env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
-  setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);
+  setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);  // NOLINT(concurrency-mt-unsafe): no threads yet
 
   testing::LocalClusterOptions options;
   options.controller_manager = true;
@@ -113,7 +114,7 @@ int main(int argc, char** argv) {
   auto cluster = testing::LocalCluster::start(options);
   const std::string kubectl = localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") +
                               " --kubeconfig " + cluster->kubeconfig_path();
-  if (std::system(
+  if (std::system(  // NOLINT(concurrency-mt-unsafe): one set-up step, before the informer
           (kubectl + " apply -f " + source + "/crds/ >/dev/null && " + kubectl +
            " wait --for condition=established crd/agentenvironments.perimeter.dev >/dev/null")
               .c_str()) != 0) {

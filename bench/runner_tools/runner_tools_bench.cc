@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const char* env_source = std::getenv("PERIMETER_SOURCE_DIR");
+  const char* env_source = std::getenv("PERIMETER_SOURCE_DIR");  // NOLINT(concurrency-mt-unsafe)
   const std::string source_dir = env_source ? env_source : PERIMETER_DEFAULT_SOURCE_DIR;
 
   std::unique_ptr<perimeter::testing::NodeDriver> sdk;
