@@ -98,9 +98,21 @@ double percentile(std::vector<double> values, double p) {
 int main(int argc, char** argv) {
   int sessions = 1000;
   std::string poll_threads = "4";
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--sessions") sessions = std::stoi(argv[i + 1]);
-    if (std::string(argv[i]) == "--poll-threads") poll_threads = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    const bool known = flag == "--sessions" || flag == "--poll-threads";
+    int value = 0;
+    try {
+      value = known && i + 1 < argc ? std::stoi(argv[i + 1]) : 0;
+    } catch (const std::logic_error&) {
+      value = 0;
+    }
+    if (value <= 0) {
+      std::cerr << "usage: operator_bench [--sessions N] [--poll-threads N], N > 0\n";
+      return flag == "--help" ? 0 : 2;
+    }
+    if (flag == "--sessions") sessions = value;
+    if (flag == "--poll-threads") poll_threads = std::to_string(value);
   }
   const std::string source = env_or("PERIMETER_SOURCE_DIR", PERIMETER_DEFAULT_SOURCE_DIR);
   const std::string bin = env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
@@ -278,9 +290,10 @@ int main(int argc, char** argv) {
       percentile(to_release_ms, 0.5), percentile(to_release_ms, 0.99),
       static_cast<double>(rss_kib) / 1024.0, cpu_seconds);
   std::printf(
-      "  apiserver requests        %s\n  queue requests            %s\n"
-      "  reconciles                %s\n",
-      kube_requests.dump().c_str(), agentapi_requests.dump().c_str(), reconciles.dump().c_str());
+      "  apiserver requests        %s\n  apiserver answers         %s\n"
+      "  queue requests            %s\n  reconciles                %s\n",
+      kube_requests.dump().c_str(), kube_codes.dump().c_str(), agentapi_requests.dump().c_str(),
+      reconciles.dump().c_str());
   informer.stop();
   return 0;
 }

@@ -81,8 +81,14 @@ struct Operation {
 
 int main(int argc, char** argv) {
   Options options;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  const char* usage =
+      "usage: runner_tools_bench [--files N] [--runs N] [--bash-runs N] [--perimeter-only 0|1]\n";
+  for (int i = 1; i < argc; i += 2) {
     const std::string flag = argv[i];
+    if (i + 1 >= argc) {
+      std::cerr << (flag == "--help" ? "" : "missing value after " + flag + "\n") << usage;
+      return flag == "--help" ? 0 : 2;
+    }
     const int value = std::atoi(argv[i + 1]);
     if (flag == "--files") {
       options.files = value;
@@ -93,7 +99,7 @@ int main(int argc, char** argv) {
     } else if (flag == "--perimeter-only") {
       options.perimeter_only = value != 0;
     } else {
-      std::cerr << "unknown flag " << flag << "\n";
+      std::cerr << "unknown flag " << flag << "\n" << usage;
       return 2;
     }
   }
