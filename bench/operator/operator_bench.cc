@@ -25,6 +25,7 @@
 #include "kube/resource_client.h"
 #include "localcluster/ports.h"
 #include "localcluster/tools.h"
+#include "operator/exposition.h"
 #include "operator/operator_process.h"
 #include "process/process.h"
 #include "runtime/informer.h"
@@ -64,25 +65,6 @@ std::pair<long, double> process_usage(pid_t pid) {
     if (i == 14 || i == 15) ticks += std::stol(field);
   }
   return {hwm_kib, static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK))};
-}
-
-// Sums the samples of a counter in a Prometheus text exposition by one of its labels.
-json sum_by_label(const std::string& exposition, const std::string& metric,
-                  const std::string& label) {
-  std::map<std::string, double> sums;
-  std::istringstream lines(exposition);
-  std::string line;
-  const std::string label_prefix = label + "=\"";
-  while (std::getline(lines, line)) {
-    if (line.rfind(metric + "{", 0) != 0) continue;
-    const auto close = line.find('}');
-    const auto at = line.find(label_prefix);
-    if (close == std::string::npos || at == std::string::npos || at > close) continue;
-    const auto value_start = at + label_prefix.size();
-    const std::string value = line.substr(value_start, line.find('"', value_start) - value_start);
-    sums[value] += std::stod(line.substr(close + 1));
-  }
-  return sums;
 }
 
 double percentile(std::vector<double> values, double p) {
@@ -235,12 +217,14 @@ int main(int argc, char** argv) {
   const std::string exposition = operator_process.metrics();
   // What the operator asked of the apiserver and the queue, and how often it reconciled: the
   // work behind its CPU time.
-  const json kube_requests = sum_by_label(exposition, "perimeter_kube_requests_total", "verb");
-  const json kube_codes = sum_by_label(exposition, "perimeter_kube_requests_total", "code");
+  const json kube_requests =
+      testing::metric_sums_by_label(exposition, "perimeter_kube_requests_total", "verb");
+  const json kube_codes =
+      testing::metric_sums_by_label(exposition, "perimeter_kube_requests_total", "code");
   const json agentapi_requests =
-      sum_by_label(exposition, "perimeter_agentapi_requests_total", "operation");
-  const json reconciles =
-      sum_by_label(exposition, "perimeter_controller_reconcile_total", "controller");
+      testing::metric_sums_by_label(exposition, "perimeter_agentapi_requests_total", "operation");
+  const json reconciles = testing::metric_sums_by_label(
+      exposition, "perimeter_controller_reconcile_total", "controller");
 
   std::vector<double> to_pod_ms;
   std::vector<double> to_release_ms;

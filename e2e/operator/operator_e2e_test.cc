@@ -23,6 +23,7 @@
 #include "kube/resource_client.h"
 #include "localcluster/ports.h"
 #include "localcluster/tools.h"
+#include "operator/exposition.h"
 #include "operator/operator_process.h"
 #include "process/process.h"
 #include "runtime/informer.h"
@@ -33,6 +34,7 @@ namespace {
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
+using testing::metric_sum;
 
 kube::ResourceType agent_environments() {
   return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
@@ -63,20 +65,6 @@ bool eventually(Pred done, seconds limit, const std::string& what) {
   }
   ADD_FAILURE() << "timed out waiting for " << what;
   return false;
-}
-
-// Sums every sample of a metric family in Prometheus text.
-double metric_sum(const std::string& text, const std::string& name) {
-  double sum = 0;
-  std::istringstream lines(text);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(name, 0) != 0) continue;
-    const char next = line.size() > name.size() ? line[name.size()] : ' ';
-    if (next != '{' && next != ' ') continue;
-    sum += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sum;
 }
 
 class OperatorE2eTest : public ::testing::Test {
