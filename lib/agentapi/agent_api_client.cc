@@ -1,75 +1,13 @@
 #include "agentapi/agent_api_client.h"
 
 #include <chrono>
-#include <cstdlib>
 
 #include "agentapi/api_error.h"
+#include "agentapi/json_fields.h"
 #include "agentapi/sse_parser.h"
 
 namespace perimeter::agentapi {
-namespace {
-
 using nlohmann::json;
-
-std::string require_string(const json& object, const char* key, std::string_view what) {
-  if (!object.is_object() || !object.contains(key) || !object[key].is_string()) {
-    throw ProtocolError(std::string(what) + ": field `" + key + "` is missing or not a string");
-  }
-  return object[key].get<std::string>();
-}
-
-std::optional<std::string> optional_string(const json& object, const char* key) {
-  if (!object.is_object() || !object.contains(key) || !object[key].is_string()) {
-    return std::nullopt;
-  }
-  return object[key].get<std::string>();
-}
-
-json parse_body(std::string_view operation, const HttpResponse& response) {
-  json body = json::parse(response.body, nullptr, false);
-  if (body.is_discarded()) {
-    throw ProtocolError(std::string(operation) + ": HTTP " + std::to_string(response.status) +
-                        " with a body that is not JSON: " + response.body.substr(0, 120));
-  }
-  return body;
-}
-
-// The server's retry-after-ms / retry-after, when it asks for a reasonable wait (as the SDK does).
-std::optional<std::chrono::milliseconds> server_retry_delay(const HttpResponse& response) {
-  if (const std::string* ms = response.header("retry-after-ms")) {
-    char* end = nullptr;
-    const double value = std::strtod(ms->c_str(), &end);
-    if (end != ms->c_str() && value >= 0 && value < 60000) {
-      return std::chrono::milliseconds(static_cast<long long>(value));
-    }
-  }
-  if (const std::string* seconds = response.header("retry-after")) {
-    char* end = nullptr;
-    const double value = std::strtod(seconds->c_str(), &end);
-    if (end != seconds->c_str() && *end == '\0' && value >= 0 && value < 60) {
-      return std::chrono::milliseconds(static_cast<long long>(value * 1000));
-    }
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-std::string url_encode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
 
 WorkItem parse_work_item(const json& object) {
   WorkItem item;
@@ -119,7 +57,8 @@ AgentApiClient::AgentApiClient(ClientConfig config, std::unique_ptr<HttpTranspor
       random_(random),
       sleeper_(sleeper),
       metrics_(metrics),
-      logger_(std::move(logger)) {
+      logger_(std::move(logger)),
+      executor_(*transport_, config_.retry_backoff, random_, sleeper_, metrics_, logger_) {
   while (!config_.base_url.empty() && config_.base_url.back() == '/') config_.base_url.pop_back();
 }
 
@@ -143,50 +82,12 @@ std::string AgentApiClient::work_path(const std::string& work_id, std::string_vi
          std::string(suffix);
 }
 
-HttpResponse AgentApiClient::execute(std::string_view operation, const HttpRequest& request,
-                                     int max_retries, int answer_status) {
-  Backoff backoff(config_.retry_backoff, random_);
-  for (int attempt = 0;; ++attempt) {
-    const auto started = std::chrono::steady_clock::now();
-    auto seconds = [&started] {
-      return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    };
-    HttpResponse response;
-    try {
-      response = transport_->send(request);
-    } catch (const TransportError& e) {
-      if (metrics_) metrics_->on_response(operation, 0, seconds());
-      if (attempt >= max_retries) throw;
-      const auto delay = backoff.next();
-      if (metrics_) metrics_->on_retry(operation, 0, delay);
-      logger_.warn("request failed, retrying",
-                   {{"operation", operation}, {"error", e.what()}, {"delay_ms", delay.count()}});
-      sleeper_.sleep_for(delay);
-      continue;
-    }
-    if (metrics_) metrics_->on_response(operation, response.status, seconds());
-    if (response.status >= 200 && response.status < 300) return response;
-    const std::string* should_retry = response.header("x-should-retry");
-    const bool retryable =
-        response.status != answer_status &&
-        (should_retry ? *should_retry == "true" : is_retryable_status(response.status));
-    if (!retryable || attempt >= max_retries) {
-      const std::string* request_id = response.header("request-id");
-      throw ApiError(std::string(operation), response.status, response.body,
-                     request_id ? *request_id : "");
-    }
-    const auto delay = server_retry_delay(response).value_or(backoff.next());
-    if (metrics_) metrics_->on_retry(operation, response.status, delay);
-    logger_.warn(
-        "request answered with a retryable status, retrying",
-        {{"operation", operation}, {"status", response.status}, {"delay_ms", delay.count()}});
-    sleeper_.sleep_for(delay);
-  }
-}
-
 json AgentApiClient::execute_json(std::string_view operation, const HttpRequest& request,
                                   int max_retries, int answer_status) {
-  return parse_body(operation, execute(operation, request, max_retries, answer_status));
+  CallPolicy policy;
+  policy.max_retries = max_retries;
+  policy.answer_status = answer_status;
+  return executor_.parse_json(operation, executor_.send(operation, request, policy));
 }
 
 std::optional<WorkItem> AgentApiClient::poll(const PollOptions& options) {
@@ -325,7 +226,9 @@ void AgentApiClient::send_events(const std::string& session_id, const json& even
                                      config_.request_timeout);
   request.headers.emplace_back("Content-Type", "application/json");
   request.body = json({{"events", events}}).dump();
-  execute("events.send", request, config_.max_retries);
+  CallPolicy policy;
+  policy.max_retries = config_.max_retries;
+  executor_.send("events.send", request, policy);
 }
 
 std::string AgentApiClient::stream_events(const std::string& session_id,
@@ -400,7 +303,9 @@ std::string AgentApiClient::download_skill_content(const std::string& skill_id,
   for (auto& header : request.headers) {
     if (header.first == "Accept") header.second = "application/octet-stream";
   }
-  return execute("skills.versions.content", request, config_.max_retries).body;
+  CallPolicy policy;
+  policy.max_retries = config_.max_retries;
+  return executor_.send("skills.versions.content", request, policy).body;
 }
 
 }  // namespace perimeter::agentapi

@@ -7,6 +7,7 @@
 
 #include "agentapi/agent_api.h"
 #include "agentapi/http_transport.h"
+#include "agentapi/request_executor.h"
 #include "core/backoff.h"
 #include "core/log.h"
 #include "core/random.h"
@@ -34,16 +35,6 @@ struct ClientConfig {
   // 0.5 s doubling to 8 s, as the official SDK's client; jittered.
   BackoffPolicy retry_backoff{std::chrono::milliseconds(500), std::chrono::milliseconds(8000), 2.0,
                               0.25};
-};
-
-// Observes every call, for Prometheus counters owned by the binary that uses the client.
-class ApiMetrics {
- public:
-  virtual ~ApiMetrics() = default;
-  // status 0: no HTTP answer (transport error).
-  virtual void on_response(std::string_view operation, int status, double seconds) = 0;
-  virtual void on_retry(std::string_view operation, int status,
-                        std::chrono::milliseconds delay) = 0;
 };
 
 // AgentApi over an HttpTransport, with the official SDK's headers, retries and error handling.
@@ -83,10 +74,8 @@ class AgentApiClient final : public AgentApi {
  private:
   HttpRequest make_request(const std::string& method, const std::string& path_and_query,
                            std::chrono::milliseconds timeout) const;
-  // Sends with retries; returns the 2xx response or throws. `answer_status` (when not 0) is a
-  // status that is this operation's answer rather than a transient failure: thrown, not retried.
-  HttpResponse execute(std::string_view operation, const HttpRequest& request, int max_retries,
-                       int answer_status = 0);
+  // Sends through the executor with this client's retries (`max_retries`, and `answer_status`
+  // as in CallPolicy) and parses the 2xx body as JSON.
   nlohmann::json execute_json(std::string_view operation, const HttpRequest& request,
                               int max_retries, int answer_status = 0);
   std::string work_path(const std::string& work_id, std::string_view suffix = "") const;
@@ -97,10 +86,9 @@ class AgentApiClient final : public AgentApi {
   Sleeper& sleeper_;
   ApiMetrics* metrics_;
   Logger logger_;
+  RequestExecutor executor_;
 };
 
-// Percent-encodes a path segment or query value (RFC 3986 unreserved characters pass through).
-std::string url_encode(std::string_view text);
 // Parsers for the API's objects; throw ProtocolError naming the missing field.
 WorkItem parse_work_item(const nlohmann::json& json);
 HeartbeatResponse parse_heartbeat(const nlohmann::json& json);

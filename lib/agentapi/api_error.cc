@@ -34,6 +34,15 @@ ApiError::ApiError(std::string operation, int status, std::string body, std::str
   }
 }
 
+ProtocolError::ProtocolError(std::string operation, std::string problem, int status,
+                             std::string body_excerpt)
+    : std::runtime_error(operation + ": " + problem + " (HTTP " + std::to_string(status) +
+                         ", body: " + body_excerpt + ")"),
+      operation_(std::move(operation)),
+      problem_(std::move(problem)),
+      status_(status),
+      body_excerpt_(std::move(body_excerpt)) {}
+
 bool ApiError::fatal() const {
   return is_fatal_4xx(status_);
 }

@@ -44,10 +44,25 @@ class TransportError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// A 2xx answer whose body is not what the API documents (not JSON, missing fields).
+// A 2xx answer whose body is not what the API documents (not JSON, missing fields). Built by
+// RequestExecutor with its context: the operation, the problem, the status and the start of the
+// offending body (withheld when the body would carry a credential).
 class ProtocolError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+  ProtocolError(std::string operation, std::string problem, int status, std::string body_excerpt);
+
+  // Empty when thrown by a parser without context (the executor adds it before it leaves).
+  const std::string& operation() const { return operation_; }
+  const std::string& problem() const { return problem_; }
+  int status() const { return status_; }
+  const std::string& body_excerpt() const { return body_excerpt_; }
+
+ private:
+  std::string operation_;
+  std::string problem_;
+  int status_ = 0;
+  std::string body_excerpt_;
 };
 
 bool is_fatal_4xx(int status);
