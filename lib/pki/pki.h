@@ -115,13 +115,13 @@ class Certificate {
 // --- issuing ---------------------------------------------------------------------------------
 
 struct CaRequest {
-  std::string common_name;
-  std::string organization;  // empty for none
+  std::string common_name{};
+  std::string organization{};  // empty for none
   std::chrono::seconds lifetime{0};
   // notBefore = now - backdate, so peers whose clocks are a little behind accept it at once.
   std::chrono::seconds backdate{0};
   // BasicConstraints pathLenConstraint; none when empty. A tunnel CA signs leaves only: 0.
-  std::optional<int> max_path_length;
+  std::optional<int> max_path_length{};
 };
 
 // A self-signed CA for `key`: BasicConstraints CA:TRUE (critical), KeyUsage keyCertSign, cRLSign,
@@ -132,10 +132,10 @@ Certificate issue_self_signed_ca(const CaRequest& request, const PrivateKey& key
 enum class Usage { kServer, kClient, kServerAndClient };
 
 struct CertificateRequest {
-  std::string common_name;
-  std::string organization;               // empty for none
-  std::vector<std::string> dns_names;     // SAN dNSName entries ("*.example.com" allowed)
-  std::vector<std::string> ip_addresses;  // SAN iPAddress entries, IPv4 or IPv6 text
+  std::string common_name{};
+  std::string organization{};               // empty for none
+  std::vector<std::string> dns_names{};     // SAN dNSName entries ("*.example.com" allowed)
+  std::vector<std::string> ip_addresses{};  // SAN iPAddress entries, IPv4 or IPv6 text
   std::chrono::seconds lifetime{0};
   std::chrono::seconds backdate{0};  // notBefore = now - backdate
   Usage usage = Usage::kServer;
