@@ -3,14 +3,18 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <system_error>
 #include <thread>
 
 #include "agentapi/agent_api_client.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "core/shutdown_signal.h"
+#include "runner/audit_log.h"
 #include "runner/beast_transport.h"
 #include "runner/item_flow.h"
+#include "runner/process_hardening.h"
 #include "runner/runner_config.h"
 #include "tools/agent_toolset.h"
 
@@ -28,24 +32,50 @@ perimeter::LogLevel log_level() {
 
 int main() {
   using namespace perimeter;
+  // The first act: the agent's processes share our uid, and until this they may read our
+  // environment (the work secret) and memory through /proc, ptrace or process_vm_readv.
+  std::optional<std::string> hardening_error;
+  try {
+    runner::make_non_dumpable();
+  } catch (const std::system_error& error) {
+    hardening_error = error.what();
+  }
   // Before any thread starts, so every thread inherits the blocked SIGTERM/SIGINT.
   ShutdownSignal shutdown;
   Logger logger("runner", StderrSink::instance(), log_level());
+  if (hardening_error) {
+    logger.error("cannot start: the runner cannot be made non-dumpable",
+                 {{"error", *hardening_error}});
+    return runner::kExitInternal;
+  }
 
   runner::RunnerConfig config;
+  // Every form of the credential the audit lines must never hold, read before the scrub.
+  std::vector<std::string> secrets;
+  for (const std::string& name : runner::credential_variables()) {
+    if (auto value = runner::process_env(name.c_str())) secrets.push_back(*value);
+  }
+  std::optional<std::string> config_error;
   try {
     std::error_code ignored;
     config = runner::load_runner_config(runner::process_env,
                                         std::filesystem::current_path(ignored).string());
   } catch (const runner::ConfigError& error) {
-    logger.error("cannot start", {{"error", error.what()}});
+    config_error = error.what();
+  }
+  // Read once, then gone from the environment and from the block /proc/1/environ shows.
+  runner::scrub_environment(runner::credential_variables());
+  if (config_error) {
+    logger.error("cannot start", {{"error", *config_error}});
     return runner::kExitConfig;
   }
+  secrets.push_back(config.credential);
   logger.info("serving work item", {{"work_id", config.work_id},
                                     {"environment_id", config.environment_id},
                                     {"session_id", config.session_id},
                                     {"credential_source", config.credential_source},
                                     {"workdir", config.workdir},
+                                    {"audit_level", runner::to_string(config.audit_level)},
                                     {"pid", static_cast<int>(getpid())}});
 
   agentapi::ClientConfig client_config;
@@ -62,6 +92,12 @@ int main() {
   runner::RealStoppableSleeper sleeper;
   runner::ItemFlowOptions options;
   options.session.max_idle = config.max_idle;
+  // The audit trail on stdout, apart from these logs on stderr (docs/audit.md).
+  runner::StdoutAuditSink audit_sink;
+  runner::AuditLog audit(audit_sink, config.audit_level,
+                         {config.session_id, config.work_id, config.environment_id},
+                         std::move(secrets), SystemClock::instance());
+  options.session.audit = &audit;
 
   // SIGTERM (pod deletion) and SIGINT end the item gracefully: the same teardown as a normal end.
   runner::StopSource signal_watch_done;

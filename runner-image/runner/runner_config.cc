@@ -72,6 +72,17 @@ RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default
     }
     config.max_idle = std::chrono::milliseconds(value);
   }
+
+  // A level nobody meant must not silently log less (or more) than asked: refuse it.
+  const std::string audit_level = read("PERIMETER_AUDIT_LEVEL");
+  if (!audit_level.empty()) {
+    const auto level = parse_audit_level(audit_level);
+    if (!level) {
+      throw ConfigError("PERIMETER_AUDIT_LEVEL must be 'metadata' or 'full', got '" + audit_level +
+                        "'");
+    }
+    config.audit_level = *level;
+  }
   return config;
 }
 

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "runner/audit_log.h"
+
 namespace perimeter::runner {
 
 class ConfigError : public std::runtime_error {
@@ -28,12 +30,14 @@ struct RunnerConfig {
   bool secret_unusable = false;
   std::string workdir;
   std::chrono::milliseconds max_idle{60'000};
+  AuditLevel audit_level = AuditLevel::kMetadata;
 };
 
 using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
 
 // Reads ANTHROPIC_WORK_ID, ANTHROPIC_ENVIRONMENT_ID, ANTHROPIC_SESSION_ID, ANTHROPIC_WORK_SECRET,
-// ANTHROPIC_ENVIRONMENT_KEY, ANTHROPIC_BASE_URL, and PERIMETER_WORKDIR / PERIMETER_MAX_IDLE_MS.
+// ANTHROPIC_ENVIRONMENT_KEY, ANTHROPIC_BASE_URL, and PERIMETER_WORKDIR / PERIMETER_MAX_IDLE_MS /
+// PERIMETER_AUDIT_LEVEL.
 // An empty value reads as absent. Throws ConfigError naming the first missing or bad value, and
 // when there is neither a sessions token nor an environment key. Messages never hold a secret.
 RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default_workdir);

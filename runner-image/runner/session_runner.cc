@@ -23,6 +23,12 @@ std::string stop_reason_type(const agentapi::SessionEvent& event) {
   return it != event.raw.end() ? string_field(*it, "type") : "";
 }
 
+const nlohmann::json& input_of(const agentapi::SessionEvent& event) {
+  static const nlohmann::json kNull;
+  const auto input = event.raw.find("input");
+  return input != event.raw.end() ? *input : kNull;
+}
+
 bool is_tool_call(const std::string& type) {
   return type == "agent.tool_use" || type == "agent.custom_tool_use";
 }
@@ -264,6 +270,7 @@ void SessionRunner::release_terminated_holds() {
     logger_.info("session thread terminated; not executing",
                  {{"session_id", session_id_}, {"tool_use_id", it->first}});
     const std::string id = it->first;
+    audit_not_run(it->second, AuditDecision::kAbandoned);
     it = awaiting_.erase(it);
     idle_.abandon(id);
   }
@@ -273,6 +280,7 @@ void SessionRunner::route_tool_event(const agentapi::SessionEvent& event) {
   if (in_terminated_thread(event)) {
     logger_.debug("session thread terminated; not executing",
                   {{"session_id", session_id_}, {"tool_use_id", event.id}});
+    audit_not_run(event, AuditDecision::kAbandoned);
     return;
   }
   const auto permission_field = event.raw.find("evaluated_permission");
@@ -332,6 +340,9 @@ void SessionRunner::apply_verdict(const agentapi::SessionEvent& event, const std
   // deny, or any verdict but an explicit allow: never run; the denial resolves it server-side.
   if (was_held) idle_.unblock(event.id);
   answered_.insert(event.id);
+  // A server-side deny is the policy's; any other refusal is the user's confirmation.
+  const bool by_policy = string_field(event.raw, "evaluated_permission") == "deny";
+  audit_not_run(event, AuditDecision::kDenied, by_policy ? "policy" : "user");
   if (metrics_) metrics_->tool_call("denied");
   logger_.info("tool call denied; not executing",
                {{"session_id", session_id_}, {"tool", name}, {"tool_use_id", event.id}});
@@ -347,13 +358,28 @@ void SessionRunner::execute(const agentapi::SessionEvent& event, bool confirmed)
                  {{"session_id", session_id_}, {"tool", name}, {"tool_use_id", event.id}});
     if (confirmed) idle_.disarm();
     if (metrics_) metrics_->tool_call("unowned");
+    audit_not_run(event, AuditDecision::kNotOwned);
     return;
   }
   logger_.info("executing tool",
                {{"session_id", session_id_}, {"tool", name}, {"tool_use_id", event.id}});
-  const auto input_field = event.raw.find("input");
-  const json input = input_field != event.raw.end() ? *input_field : json();
+  const json& input = input_of(event);
+  const auto started = clock_.now();
   const tools::ToolResult outcome = tools_.execute(name, input);
+  if (options_.audit != nullptr) {
+    // Before the send: the trail is complete even when the result never reaches the API.
+    AuditRecord record;
+    record.tool_use_id = event.id;
+    record.tool = name;
+    record.event_type = event.type;
+    record.input = input;
+    record.decision = confirmed ? AuditDecision::kAskedAndConfirmed : AuditDecision::kAllowed;
+    record.outcome = outcome.timed_out ? "timeout" : outcome.is_error ? "error" : "ok";
+    record.exit_code = outcome.exit_code;
+    record.duration = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now() - started);
+    for (const auto& block : outcome.content) record.output += block.text;
+    options_.audit->record(record);
+  }
   json result = outcome.to_json();
   if (event.type == "agent.custom_tool_use") {
     result["type"] = "user.custom_tool_result";
@@ -364,6 +390,20 @@ void SessionRunner::execute(const agentapi::SessionEvent& event, bool confirmed)
   }
   const bool posted = send_result(result, event.id);
   if (metrics_) metrics_->tool_call(!posted ? "unposted" : outcome.is_error ? "error" : "ok");
+}
+
+void SessionRunner::audit_not_run(const agentapi::SessionEvent& event, AuditDecision decision,
+                                  const std::string& denied_by) {
+  if (options_.audit == nullptr || !audited_not_run_.insert(event.id).second) return;
+  AuditRecord record;
+  record.tool_use_id = event.id;
+  record.tool = string_field(event.raw, "name");
+  record.event_type = event.type;
+  record.input = input_of(event);
+  record.decision = decision;
+  record.denied_by = denied_by;
+  record.outcome = decision == AuditDecision::kDenied ? "denied" : "not_executed";
+  options_.audit->record(record);
 }
 
 bool SessionRunner::send_result(const json& result, const std::string& tool_use_id) {

@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/random.h"
+#include "runner/audit_log.h"
 #include "runner/idle_clock.h"
 #include "runner/runner_metrics.h"
 #include "runner/stop_source.h"
@@ -27,6 +28,8 @@ struct SessionRunnerOptions {
   // Until the first heartbeat reports the lease TTL (the SDK's standalone default).
   std::chrono::milliseconds send_retry_window{5 * 60'000};
   int list_page_size = 1000;
+  // One line per tool call, written before its result is sent; null writes none. Not owned.
+  AuditLog* audit = nullptr;
 };
 
 // How the session runner ended.
@@ -65,6 +68,9 @@ class SessionRunner {
   void apply_verdict(const agentapi::SessionEvent& event, const std::string& verdict);
   void execute(const agentapi::SessionEvent& event, bool confirmed);
   bool send_result(const nlohmann::json& result, const std::string& tool_use_id);
+  // The line of a call that does not run here; once per call, however often it is routed.
+  void audit_not_run(const agentapi::SessionEvent& event, AuditDecision decision,
+                     const std::string& denied_by = "");
   bool in_terminated_thread(const agentapi::SessionEvent& event) const;
   void release_terminated_holds();
   std::chrono::milliseconds jittered(std::chrono::milliseconds start, std::chrono::milliseconds cap,
@@ -90,6 +96,7 @@ class SessionRunner {
   std::map<std::string, std::string> verdicts_;
   std::map<std::string, agentapi::SessionEvent> awaiting_;
   std::set<std::string> terminated_threads_;
+  std::set<std::string> audited_not_run_;
 };
 
 }  // namespace perimeter::runner

@@ -16,7 +16,10 @@ nlohmann::json ToolResult::to_json() const {
 ToolResult ToolResult::from_text(std::string text, bool is_error) {
   // The SDK's toSessionContent: an empty text is sent as "(no output)".
   if (text.empty()) text = "(no output)";
-  return ToolResult{{TextBlock{std::move(text)}}, is_error};
+  ToolResult result;
+  result.content.push_back(TextBlock{std::move(text)});
+  result.is_error = is_error;
+  return result;
 }
 
 AgentToolset::AgentToolset(const AgentToolsetOptions& options, const Clock& clock, Logger logger,
@@ -70,6 +73,9 @@ ToolResult AgentToolset::execute(std::string_view name, const nlohmann::json& in
       logger_.warn("tool failed unexpectedly", {{"tool", std::string(name)}, {"error", e.what()}});
       result = ToolResult::from_text(std::string("Error: ") + e.what(), true);
     }
+    const Tool::RunStatus status = it->second->last_status();
+    result.exit_code = status.exit_code;
+    result.timed_out = status.timed_out;
   }
   const double seconds = std::chrono::duration<double>(clock_.now() - started).count();
   if (calls_ != nullptr) {

@@ -21,6 +21,7 @@ std::string BashTool::run(const nlohmann::json& input) {
     throw ToolError("Error: Cannot destructure property 'command' of 'object null' as it is null.");
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  last_ = {};
   const nlohmann::json* command = field(input, "command");
   const bool restart = js_truthy(field(input, "restart"));
   if (restart) session_.reset();
@@ -38,6 +39,7 @@ std::string BashTool::run(const nlohmann::json& input) {
     if (!session_)
       session_ = std::make_unique<BashSession>(workdir_, env_ ? *env_ : scrubbed_environment());
     BashSession::Result result = session_->exec(js_to_string(*command), timeout);
+    last_.exit_code = result.exit_code;
     if (result.exit_code != 0) {
       throw ToolError(result.output.empty() ? "exit " + std::to_string(result.exit_code)
                                             : result.output);
@@ -47,11 +49,17 @@ std::string BashTool::run(const nlohmann::json& input) {
     // The command still runs and would print a stale sentinel: kill its group, start afresh next
     // time.
     session_.reset();
+    last_.timed_out = true;
     throw ToolError("bash: bash command timed out after " + timeout_text + "ms");
   } catch (const BashTerminated& e) {
     session_.reset();
     throw ToolError(std::string("bash: ") + e.what());
   }
+}
+
+Tool::RunStatus BashTool::last_status() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return last_;
 }
 
 void BashTool::close() {

@@ -24,13 +24,15 @@ class BashTool final : public Tool {
   std::string_view name() const override { return "bash"; }
   std::string run(const nlohmann::json& input) override;
   void close() override;
+  RunStatus last_status() const override;
 
  private:
   std::string workdir_;
   std::optional<std::vector<std::string>> env_;
   // Calls are serialized: interleaved writes to one shell would corrupt the sentinel framing.
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::unique_ptr<BashSession> session_;
+  RunStatus last_;
 };
 
 }  // namespace perimeter::tools

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,10 @@ struct TextBlock {
 struct ToolResult {
   std::vector<TextBlock> content;
   bool is_error = false;
+  // Not part of the event: how the call ended, for the runner's audit line. Bash's exit status
+  // when its command finished; whether a timeout cut the call off.
+  std::optional<int> exit_code;
+  bool timed_out = false;
   bool operator==(const ToolResult&) const = default;
 
   // The `content`/`is_error` fields of the `user.tool_result` event, in the SDK's shape.

@@ -85,5 +85,24 @@ TEST(RunnerConfig, ReadsTheWorkdirAndIdleOverrides) {
   EXPECT_THROW(load_runner_config(env_of(env), "/workspace"), ConfigError);
 }
 
+TEST(RunnerConfig, TheAuditLevelIsMetadataUnlessFullIsAskedAndAnythingElseRefusesToStart) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
+  EXPECT_EQ(load_runner_config(env_of(env), "/w").audit_level, AuditLevel::kMetadata);
+  env["PERIMETER_AUDIT_LEVEL"] = "";
+  EXPECT_EQ(load_runner_config(env_of(env), "/w").audit_level, AuditLevel::kMetadata);
+  env["PERIMETER_AUDIT_LEVEL"] = "metadata";
+  EXPECT_EQ(load_runner_config(env_of(env), "/w").audit_level, AuditLevel::kMetadata);
+  env["PERIMETER_AUDIT_LEVEL"] = "full";
+  EXPECT_EQ(load_runner_config(env_of(env), "/w").audit_level, AuditLevel::kFull);
+  env["PERIMETER_AUDIT_LEVEL"] = "verbose";
+  try {
+    load_runner_config(env_of(env), "/w");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_STREQ(error.what(), "PERIMETER_AUDIT_LEVEL must be 'metadata' or 'full', got 'verbose'");
+  }
+}
+
 }  // namespace
 }  // namespace perimeter::runner

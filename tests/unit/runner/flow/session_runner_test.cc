@@ -387,5 +387,151 @@ TEST_F(SessionRunnerTest, AStopEndsTheRunnerBeforeItStreams) {
   EXPECT_EQ(runner.run(), SessionEnd::kStopped);
 }
 
+// ---- the audit trail: one line per call, of every decision, before the result is sent
+
+class RecordingAuditSink final : public AuditSink {
+ public:
+  void write_line(std::string_view line) override { lines.push_back(json::parse(line)); }
+  std::vector<json> lines;
+};
+
+class SessionRunnerAuditTest : public SessionRunnerTest {
+ protected:
+  SessionRunner make_audited_runner() {
+    SessionRunnerOptions options;
+    options.audit = &audit;
+    return SessionRunner(api, "sess_1", tools, stop, clock, sleeper, random,
+                         Logger("session", logs), &metrics, options);
+  }
+  // The line of one call; fails the test unless there is exactly one.
+  json line_of(const std::string& tool_use_id) {
+    json found;
+    int count = 0;
+    for (const auto& line : sink.lines) {
+      if (line["tool_use_id"] == tool_use_id) {
+        found = line;
+        ++count;
+      }
+    }
+    EXPECT_EQ(count, 1) << tool_use_id;
+    return found;
+  }
+  RecordingAuditSink sink;
+  AuditLog audit{sink, AuditLevel::kMetadata, {"sess_1", "work_1", "env_1"}, {"tok"}, clock};
+};
+
+TEST_F(SessionRunnerAuditTest, AnAllowedCallIsLoggedWithItsOutcomeBeforeItsResultIsSent) {
+  EXPECT_CALL(api, list_events(_, _, _)).WillOnce(Return(page({})));
+  tools::ToolResult failed = tools::ToolResult::from_text("boom", true);
+  failed.exit_code = 3;
+  EXPECT_CALL(tools, execute(Eq("bash"), json({{"command", "false"}})))
+      .WillOnce(Invoke([this, failed](std::string_view, const json&) {
+        clock.advance(milliseconds(250));
+        return failed;
+      }));
+  EXPECT_CALL(api, send_events("sess_1", result_for("tu_1", "boom", true)))
+      .WillOnce(Invoke([this](const std::string&, const json&) {
+        EXPECT_EQ(sink.lines.size(), 1u) << "the line is written before the result is sent";
+      }));
+  EXPECT_CALL(api, stream_events(_, _, _, _))
+      .WillOnce(Invoke(
+          deliver({tool_use("tu_1", "bash", {{"command", "false"}}, "allow"), terminated("e9")})));
+  SessionRunner runner = make_audited_runner();
+  EXPECT_EQ(runner.run(), SessionEnd::kTerminated);
+  const json line = line_of("tu_1");
+  EXPECT_EQ(line["decision"], "allowed");
+  EXPECT_EQ(line["outcome"], "error");
+  EXPECT_EQ(line["exit_code"], 3);
+  EXPECT_EQ(line["duration_ms"], 250);
+  EXPECT_EQ(line["output_bytes"], 4);
+  EXPECT_EQ(line["tool"], "bash");
+  EXPECT_EQ(line["event_type"], "agent.tool_use");
+  EXPECT_EQ(line["input_sha256"], AuditLog::input_digest({{"command", "false"}}));
+  EXPECT_EQ(line["work_id"], "work_1");
+}
+
+TEST_F(SessionRunnerAuditTest, AConfirmedCallIsAskedAndConfirmed) {
+  EXPECT_CALL(api, list_events(_, _, _)).WillOnce(Return(page({})));
+  EXPECT_CALL(tools, execute(Eq("bash"), _))
+      .WillOnce(Return(tools::ToolResult::from_text("ran", false)));
+  EXPECT_CALL(api, send_events("sess_1", result_for("tu_1", "ran")));
+  EXPECT_CALL(api, stream_events(_, _, _, _))
+      .WillOnce(Invoke(deliver({tool_use("tu_1", "bash", {{"command", "rm x"}}, "ask"),
+                                confirmation("ev_1", "tu_1", "allow"), terminated("ev_9")})));
+  SessionRunner runner = make_audited_runner();
+  EXPECT_EQ(runner.run(), SessionEnd::kTerminated);
+  ASSERT_EQ(sink.lines.size(), 1u);
+  EXPECT_EQ(line_of("tu_1")["decision"], "asked_and_confirmed");
+  EXPECT_EQ(line_of("tu_1")["outcome"], "ok");
+}
+
+TEST_F(SessionRunnerAuditTest, DenialsByTheUserAndByPolicyEachGetTheirLine) {
+  EXPECT_CALL(api, list_events(_, _, _))
+      .WillOnce(Return(page({confirmation("ev_0", "tu_2", "deny")})));
+  EXPECT_CALL(api, stream_events(_, _, _, _))
+      .WillOnce(
+          Invoke(deliver({tool_use("tu_1", "bash", {}, "ask"), confirmation("ev_1", "tu_1", "deny"),
+                          tool_use("tu_2", "bash", {}, "ask"), tool_use("tu_3", "bash", {}, "deny"),
+                          tool_use("tu_4", "bash", {}, "maybe"),
+                          confirmation("ev_2", "tu_4", "perhaps"), terminated("ev_9")})));
+  SessionRunner runner = make_audited_runner();
+  EXPECT_EQ(runner.run(), SessionEnd::kTerminated);
+  EXPECT_EQ(sink.lines.size(), 4u);
+  for (const char* id : {"tu_1", "tu_2", "tu_3", "tu_4"}) {
+    const json line = line_of(id);
+    EXPECT_EQ(line["decision"], "denied") << id;
+    EXPECT_EQ(line["outcome"], "denied") << id;
+    EXPECT_EQ(line["denied_by"], std::string(id) == "tu_3" ? "policy" : "user") << id;
+    EXPECT_TRUE(line["exit_code"].is_null());
+    EXPECT_EQ(line["output_bytes"], 0);
+  }
+}
+
+TEST_F(SessionRunnerAuditTest, AnUnownedCallGetsOneNotOwnedLineHoweverOftenItIsRouted) {
+  const SessionEvent custom = event({{"id", "ctu_1"},
+                                     {"type", "agent.custom_tool_use"},
+                                     {"name", "lookup_ticket"},
+                                     {"input", {{"id", "PER-7"}}}});
+  // Listed unanswered, then replayed by the stream: routed twice, logged once.
+  EXPECT_CALL(api, list_events(_, _, _)).WillOnce(Return(page({custom})));
+  EXPECT_CALL(api, stream_events(_, _, _, _)).WillOnce(Invoke(deliver({custom, terminated("e9")})));
+  SessionRunner runner = make_audited_runner();
+  EXPECT_EQ(runner.run(), SessionEnd::kTerminated);
+  ASSERT_EQ(sink.lines.size(), 1u);
+  const json line = line_of("ctu_1");
+  EXPECT_EQ(line["decision"], "not_owned");
+  EXPECT_EQ(line["outcome"], "not_executed");
+  EXPECT_EQ(line["event_type"], "agent.custom_tool_use");
+  EXPECT_EQ(line["tool"], "lookup_ticket");
+  EXPECT_EQ(line["input_sha256"], AuditLog::input_digest({{"id", "PER-7"}}));
+}
+
+TEST_F(SessionRunnerAuditTest, AHeldCallOfAThreadThatTerminatesIsAbandoned) {
+  EXPECT_CALL(api, list_events(_, _, _)).WillOnce(Return(page({})));
+  SessionEvent call = tool_use("tu_1", "bash", {{"command", "x"}}, "ask");
+  call.raw["session_thread_id"] = "thr_2";
+  EXPECT_CALL(api, stream_events(_, _, _, _))
+      .WillOnce(Invoke(deliver({call,
+                                event({{"id", "ev_1"},
+                                       {"type", "session.thread_status_terminated"},
+                                       {"session_thread_id", "thr_2"}}),
+                                terminated("ev_9")})));
+  SessionRunner runner = make_audited_runner();
+  EXPECT_EQ(runner.run(), SessionEnd::kTerminated);
+  ASSERT_EQ(sink.lines.size(), 1u);
+  EXPECT_EQ(line_of("tu_1")["decision"], "abandoned");
+  EXPECT_EQ(line_of("tu_1")["outcome"], "not_executed");
+}
+
+TEST_F(SessionRunnerAuditTest, ACallNotYetDecidedHasNoLine) {
+  // Held for a confirmation that never comes: nothing was decided, so nothing is logged yet.
+  EXPECT_CALL(api, list_events(_, _, _)).WillOnce(Return(page({})));
+  EXPECT_CALL(api, stream_events(_, _, _, _))
+      .WillOnce(Invoke(deliver({tool_use("tu_1", "bash", {}, "ask"), terminated("ev_9")})));
+  SessionRunner runner = make_audited_runner();
+  EXPECT_EQ(runner.run(), SessionEnd::kTerminated);
+  EXPECT_TRUE(sink.lines.empty());
+}
+
 }  // namespace
 }  // namespace perimeter::runner
