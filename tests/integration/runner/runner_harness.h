@@ -111,7 +111,8 @@ inline std::string scenario(const std::string& name) {
   return text;
 }
 
-// The runner as a child process; stderr (its JSON-line log) goes to a file.
+// The runner as a child process; stderr (its JSON-line log) and stdout (its audit lines) each go
+// to a file.
 class RunnerProcess {
  public:
   // `argv` empty: the perimeter-runner binary of this build; else that command (the official
@@ -119,7 +120,8 @@ class RunnerProcess {
   RunnerProcess(const SimProcess& sim, const std::string& environment_id, const Claimed& claimed,
                 const std::string& workdir, std::vector<std::string> extra_env = {},
                 std::vector<std::string> argv = {})
-      : log_path_(workdir + "/../runner-" + claimed.work_id + ".log") {
+      : log_path_(workdir + "/../runner-" + claimed.work_id + ".log"),
+        stdout_path_(workdir + "/../runner-" + claimed.work_id + ".stdout") {
     if (argv.empty()) argv.push_back(env_or_empty("PERIMETER_BIN_DIR") + "/perimeter-runner");
     const std::string binary = argv[0];
     EXPECT_EQ(access(binary.c_str(), X_OK), 0) << binary << " is not executable";
@@ -137,6 +139,8 @@ class RunnerProcess {
       if (chdir(workdir.c_str()) != 0) _exit(126);
       const int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       if (fd >= 0) dup2(fd, STDERR_FILENO);
+      const int out = open(stdout_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (out >= 0) dup2(out, STDOUT_FILENO);
       std::vector<char*> envp;
       for (auto& entry : env) envp.push_back(entry.data());
       envp.push_back(nullptr);
@@ -173,11 +177,13 @@ class RunnerProcess {
   // Peak resident set of the exited process (and its waited-for children), in KiB.
   long peak_rss_kib() const { return usage_.ru_maxrss; }
   std::string log() const { return read_file(log_path_); }
+  std::string stdout_text() const { return read_file(stdout_path_); }
 
  private:
   pid_t pid_ = -1;
   bool exited_ = false;
   std::string log_path_;
+  std::string stdout_path_;
   std::chrono::steady_clock::time_point started_;
   struct rusage usage_ {};
 };
