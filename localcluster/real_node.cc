@@ -1,13 +1,6 @@
 #include "localcluster/real_node.h"
 
-#include <openssl/bn.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -34,6 +27,7 @@
 #include "localcluster/ports.h"
 #include "localcluster/readiness.h"
 #include "localcluster/tools.h"
+#include "pki/pki.h"
 
 namespace perimeter::localcluster {
 namespace {
@@ -120,92 +114,23 @@ std::string random_hex(int digits) {
 
 // --- the kubelet's client certificate, signed by the cluster CA --------------------------------
 
-std::string openssl_failure(const std::string& what) {
-  unsigned long code = ERR_get_error();
-  char buffer[256] = "unknown OpenSSL error";
-  if (code != 0) ERR_error_string_n(code, buffer, sizeof(buffer));
-  ERR_clear_error();
-  return what + ": " + buffer;
-}
-
-void openssl_check(bool ok, const std::string& what) {
-  if (!ok) throw std::runtime_error(openssl_failure(what));
-}
-
-struct PkeyFree {
-  void operator()(EVP_PKEY* key) const { EVP_PKEY_free(key); }
-};
-struct X509Free {
-  void operator()(X509* cert) const { X509_free(cert); }
-};
-struct FileClose {
-  void operator()(FILE* file) const { std::fclose(file); }
-};
-using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
-using Cert = std::unique_ptr<X509, X509Free>;
-using File = std::unique_ptr<FILE, FileClose>;
-
-File open_file(const std::string& path, const char* mode) {
-  File file(std::fopen(path.c_str(), mode));
-  if (!file) throw std::runtime_error("cannot open " + path);
-  return file;
-}
-
-void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* extension = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-  openssl_check(extension != nullptr, std::string("building extension ") + OBJ_nid2sn(nid));
-  const int added = X509_add_ext(cert, extension, -1);
-  X509_EXTENSION_free(extension);
-  openssl_check(added == 1, "adding a certificate extension");
-}
-
-// CN=system:node:<name>, O=system:nodes: the identity RBAC's system:node role is bound to.
+// CN=system:node:<name>, O=system:nodes: the identity RBAC's system:node role is bound to. Valid
+// from an hour ago for a year, like the cluster's other certificates.
 void issue_node_client_certificate(const RealNodeOptions& options, const std::string& node_name,
                                    const std::string& cert_path, const std::string& key_path) {
-  Cert ca(PEM_read_X509(open_file(options.ca_cert, "r").get(), nullptr, nullptr, nullptr));
-  openssl_check(ca != nullptr, "reading " + options.ca_cert);
-  Pkey ca_key(PEM_read_PrivateKey(open_file(options.ca_key, "r").get(), nullptr, nullptr, nullptr));
-  openssl_check(ca_key != nullptr, "reading " + options.ca_key);
-  Pkey key(EVP_EC_gen("P-256"));
-  openssl_check(key != nullptr, "generating the kubelet's key");
-  Cert cert(X509_new());
-  openssl_check(cert != nullptr, "allocating a certificate");
-  X509_set_version(cert.get(), 2);
-  unsigned char serial_bytes[16];
-  openssl_check(RAND_bytes(serial_bytes, sizeof(serial_bytes)) == 1, "drawing a serial number");
-  serial_bytes[0] &= 0x7f;
-  BIGNUM* serial = BN_bin2bn(serial_bytes, sizeof(serial_bytes), nullptr);
-  const bool serial_set =
-      serial != nullptr && BN_to_ASN1_INTEGER(serial, X509_get_serialNumber(cert.get()));
-  BN_free(serial);
-  openssl_check(serial_set, "setting the serial number");
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 365L * 24 * 3600);
-  const std::string common_name = "system:node:" + node_name;
-  X509_NAME* subject = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>("system:nodes"), -1, -1, 0);
-  X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
-                             0);
-  openssl_check(X509_set_issuer_name(cert.get(), X509_get_subject_name(ca.get())) == 1,
-                "setting the issuer");
-  openssl_check(X509_set_pubkey(cert.get(), key.get()) == 1, "setting the public key");
-  add_extension(cert.get(), ca.get(), NID_basic_constraints, "critical,CA:FALSE");
-  add_extension(cert.get(), ca.get(), NID_key_usage, "critical,digitalSignature,keyEncipherment");
-  add_extension(cert.get(), ca.get(), NID_ext_key_usage, "clientAuth");
-  add_extension(cert.get(), ca.get(), NID_authority_key_identifier, "keyid");
-  openssl_check(X509_sign(cert.get(), ca_key.get(), EVP_sha256()) > 0, "signing " + common_name);
-  openssl_check(PEM_write_X509(open_file(cert_path, "w").get(), cert.get()) == 1,
-                "writing " + cert_path);
-  File key_file = open_file(key_path, "w");
-  ::fchmod(::fileno(key_file.get()), 0600);
-  openssl_check(
-      PEM_write_PrivateKey(key_file.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1,
-      "writing " + key_path);
+  using namespace std::chrono_literals;
+  const pki::Certificate ca = pki::read_certificate_file(options.ca_cert);
+  const pki::PrivateKey ca_key = pki::read_private_key_file(options.ca_key);
+  const pki::PrivateKey key = pki::PrivateKey::generate_ec_p256();
+  const pki::Certificate cert =
+      pki::issue_certificate({.common_name = "system:node:" + node_name,
+                              .organization = "system:nodes",
+                              .lifetime = 365 * 24h,
+                              .backdate = 1h,
+                              .usage = pki::Usage::kClient},
+                             key, ca, ca_key, std::chrono::system_clock::now());
+  pki::write_certificate_file(cert_path, cert);
+  pki::write_private_key_file(key_path, key);
 }
 
 // The last lines of a log, without the kubelet's echo of every flag it was given (a fast failure
