@@ -1,6 +1,8 @@
 // perimeter-sim: a local stand-in for the Managed Agents work-queue and sessions API.
 //   perimeter-sim serve [--port N] [--port-file F] [--lease-ttl-seconds S] [--reclaim-ms MS]
 //                       [--faults JSON] [--api-base-url URL] [--log-level L] [--address IP]
+//                       [--oidc-issuer-url URL] [--oidc-issuer ISS] [--oidc-ca-file F]
+//                       [--access-token-ttl-seconds S] [--tunnel-domain-suffix D]
 //   perimeter-sim create-environment --url URL [--name N] [--key K]
 //   perimeter-sim enqueue --url URL --environment ENV --scenario FILE [--count N]
 //   perimeter-sim results --url URL (--session ID | --environment ENV)
@@ -23,9 +25,12 @@
 #include "core/random.h"
 #include "core/shutdown_signal.h"
 #include "sim/http_server.h"
+#include "sim/oidc_verifier.h"
+#include "sim/pki_ca_inspector.h"
 #include "sim/router.h"
 #include "sim/session_follower.h"
 #include "sim/simulator.h"
+#include "sim/tunnels.h"
 
 namespace {
 
@@ -103,8 +108,40 @@ int serve(const Args& args) {
       return usage("--faults: " + (error.empty() ? "not valid JSON" : error));
     }
   }
+  perimeter::sim::TunnelOptions tunnel_options;
+  if (auto text = args.get("access-token-ttl-seconds"); !text.empty()) {
+    if (!parse_int(text, &value) || value < 1) {
+      return usage("--access-token-ttl-seconds must be >= 1");
+    }
+    tunnel_options.access_token_ttl = std::chrono::seconds(value);
+  }
+  if (auto text = args.get("tunnel-domain-suffix"); !text.empty()) {
+    tunnel_options.domain_suffix = text;
+  }
+  perimeter::sim::PkiCaInspector ca_inspector;
+  perimeter::sim::TunnelService tunnels(tunnel_options, perimeter::SystemClock::instance(),
+                                        perimeter::SystemRandom::instance(), ca_inspector);
+  // The workload identity issuer: where its discovery document is fetched (the local
+  // apiserver's own URL) and the `iss` its tokens carry (its --service-account-issuer), which
+  // differ; the issuer defaults to the URL, as for a public OIDC provider.
+  if (auto issuer_url = args.get("oidc-issuer-url"); !issuer_url.empty()) {
+    if (issuer_url.rfind("https://", 0) != 0 && issuer_url.rfind("http://", 0) != 0) {
+      return usage("--oidc-issuer-url must be an http(s) URL");
+    }
+    const std::string issuer = args.get("oidc-issuer", issuer_url);
+    const std::string ca_file = args.get("oidc-ca-file");
+    if (!ca_file.empty() && !std::ifstream(ca_file)) {
+      return usage("--oidc-ca-file: cannot read " + ca_file);
+    }
+    tunnels.register_issuer(issuer,
+                            std::make_shared<perimeter::sim::DiscoveryKeySource>(
+                                issuer, issuer_url, ca_file, perimeter::SystemClock::instance()));
+    logger.info("workload identity issuer", {{"issuer", issuer}, {"discovery_url", issuer_url}});
+  } else if (!args.get("oidc-issuer").empty() || !args.get("oidc-ca-file").empty()) {
+    return usage("--oidc-issuer and --oidc-ca-file need --oidc-issuer-url");
+  }
   perimeter::sim::SimMetrics metrics;
-  perimeter::sim::ApiRouter router(simulator, faults, metrics);
+  perimeter::sim::ApiRouter router(simulator, faults, metrics, &tunnels);
   boost::asio::io_context io(1);
   std::unique_ptr<perimeter::sim::HttpServer> server;
   try {

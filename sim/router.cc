@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "sim/tunnels_router.h"
+
 namespace perimeter::sim {
 namespace {
 
@@ -159,6 +161,8 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
       n >= 5 && parts[1] == "skills" && parts[3] == "versions" && method == "GET";
   if (skill_path && n == 5) route = "skills.versions.retrieve";
   if (skill_path && n == 6 && parts[5] == "content") route = "skills.versions.content";
+  const std::string tunnels_route = tunnels_ ? tunnels_route_name(method, parts) : "";
+  if (!tunnels_route.empty()) route = tunnels_route;
   if (route == "unknown") {
     return finish(
         route, error_reply(404, "not_found_error", "no route for " + method + " " + request.path));
@@ -187,6 +191,10 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
     reply.content_type =
         "application/json";  // a lying proxy: the header says JSON, the body is not
     return finish(route, reply);
+  }
+
+  if (!tunnels_route.empty()) {
+    return finish(route, route_tunnels_api(*tunnels_, request, parts, route));
   }
 
   // The skills endpoints belong to the skills API, which the SDK calls without the managed-agents
@@ -347,6 +355,11 @@ RouteDecision ApiRouter::route_admin(const ApiRequest& request,
     return decision;
   };
 
+  if (tunnels_) {
+    if (auto routed = route_tunnels_admin(*tunnels_, request, parts)) {
+      return finish(routed->first, routed->second);
+    }
+  }
   if (n == 2 && parts[1] == "faults") {
     if (method == "GET") return finish("admin.faults", json_reply(200, faults_.config().to_json()));
     if (method == "POST") {

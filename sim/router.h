@@ -9,6 +9,7 @@
 #include "sim/faults.h"
 #include "sim/metrics.h"
 #include "sim/simulator.h"
+#include "sim/tunnels.h"
 
 namespace perimeter::sim {
 
@@ -40,8 +41,11 @@ struct RouteDecision {
 // validation, faults), the admin API, /metrics and /healthz. No sockets here.
 class ApiRouter {
  public:
-  ApiRouter(Simulator& simulator, Faults& faults, SimMetrics& metrics)
-      : simulator_(simulator), faults_(faults), metrics_(metrics) {}
+  // `tunnels` serves /v1/oauth/token, /v1/tunnels... and their admin calls; without it those
+  // paths are 404 like any unknown one.
+  ApiRouter(Simulator& simulator, Faults& faults, SimMetrics& metrics,
+            TunnelService* tunnels = nullptr)
+      : simulator_(simulator), faults_(faults), metrics_(metrics), tunnels_(tunnels) {}
 
   RouteDecision route(const ApiRequest& request);
 
@@ -52,6 +56,7 @@ class ApiRouter {
   Simulator& simulator_;
   Faults& faults_;
   SimMetrics& metrics_;
+  TunnelService* tunnels_;
 };
 
 // Splits "/a/b/c" into {"a","b","c"}; empty segments are kept so "//" does not match a route.
