@@ -8,6 +8,7 @@
 // namespace, simulator, AgentEnvironment and operator. Needs root: without it, or when the real
 // node cannot start, every test fails (never skips).
 #include <gtest/gtest.h>
+#include <openssl/sha.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@
 #include <thread>
 
 #include "agentapi/sim_process.h"
+#include "agentapi/work_secret.h"
 #include "cluster/local_cluster.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
@@ -605,6 +607,262 @@ TEST_F(RealNodeE2eTest, ARunnerKilledInPlaceLeavesAFailedPodThatIsReplacedWhenTh
                phase_of(pods[0]) == "Succeeded";
       },
       seconds(120), "the Failed pod to be replaced by one that served the session");
+}
+
+// ---- issue 16: the sessions token out of the agent's reach, and the audit trail of a real pod
+
+std::string sha256_of(const std::string& text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "sha256:";
+  for (unsigned char byte : digest) {
+    out += kHex[byte >> 4];
+    out += kHex[byte & 0xF];
+  }
+  return out;
+}
+
+// A pod's work secret as its runner got it: from the Secret its env names (the test is admin).
+std::string work_secret_of(kube::ResourceClient& secrets, const json& pod) {
+  for (const auto& var : pod["spec"]["containers"][0].value("env", json::array())) {
+    if (var.value("name", "") != "ANTHROPIC_WORK_SECRET") continue;
+    const json ref = var["valueFrom"]["secretKeyRef"];
+    const json secret = secrets.get(pod["metadata"]["namespace"], ref["name"]);
+    std::string decoded;
+    if (!agentapi::base64_decode_any(
+            secret["data"][ref["key"].get<std::string>()].get<std::string>(), &decoded)) {
+      ADD_FAILURE() << "the runner Secret's data is not base64";
+    }
+    return decoded;
+  }
+  ADD_FAILURE() << "the runner pod has no ANTHROPIC_WORK_SECRET";
+  return "";
+}
+
+// What the runner container wrote on stdout and on stderr, from the kubelet's CRI log of the pod
+// (<pod-logs>/<ns>_<name>_<uid>/runner/0.log: "<time> <stream> <P|F> <text>" per line).
+struct ContainerOutput {
+  std::vector<std::string> stdout_lines;
+  std::vector<std::string> stderr_lines;
+  std::string raw;
+};
+ContainerOutput container_output(const std::string& node_dir, const json& pod) {
+  const std::string dir = node_dir + "/pod-logs/" +
+                          pod["metadata"]["namespace"].get<std::string>() + "_" +
+                          pod["metadata"]["name"].get<std::string>() + "_" +
+                          pod["metadata"]["uid"].get<std::string>() + "/runner";
+  ContainerOutput out;
+  std::string partial[2];
+  std::error_code missing;
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(dir, missing)) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) {
+    const std::string text = read_file(file);
+    out.raw += text;
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      const auto first = line.find(' ');
+      const auto second = line.find(' ', first + 1);
+      const auto third = line.find(' ', second + 1);
+      if (third == std::string::npos) continue;
+      const std::string stream = line.substr(first + 1, second - first - 1);
+      const bool full = line.substr(second + 1, third - second - 1) == "F";
+      const int which = stream == "stdout" ? 0 : 1;
+      partial[which] += line.substr(third + 1);
+      if (!full) continue;  // a line the runtime split: the rest follows
+      (which == 0 ? out.stdout_lines : out.stderr_lines).push_back(partial[which]);
+      partial[which].clear();
+    }
+  }
+  return out;
+}
+
+TEST_F(RealNodeE2eTest, TheAgentsOwnCommandsCannotReadTheSessionsTokenInsideTheRunnerPod) {
+  // The attacker is the agent: its bash runs as the runner's uid in the runner's pod, where the
+  // runner is PID 1 with the work secret (whose sessions_token is the API bearer) in its env.
+  // The image has no ps, dd or timeout: ps e is every /proc/<pid>/environ, and the filesystem
+  // grep (for the token's shapes: the simulator's sst_ prefix, the secret's base64 JSON prefix)
+  // is cut off by a background kill.
+  const std::vector<std::string> attacks = {
+      "cat /proc/1/environ",
+      "tr '\\0' '\\n' < /proc/1/environ",
+      "head -c 100 /proc/1/mem",
+      "cat /proc/1/maps",
+      "cat /proc/1/task/*/environ",
+      "for f in /proc/[0-9]*/environ; do echo \"== $f\"; tr '\\0' '\\n' < \"$f\"; echo; done",
+      "env",
+      // cat opens it after its exec (a redirection would open the forked shell's, gone by then).
+      "cat /proc/self/environ | tr '\\0' '\\n'",
+      "grep -iE 'secret|serviceaccount' /proc/self/mounts; ls -la /var/run/secrets /run/secrets",
+      "grep -rIaoE 'sst_[A-Za-z0-9_]+|eyJzZXNzaW9uc190b2tlbi[A-Za-z0-9_-]*' / "
+      "--exclude-dir=proc --exclude-dir=sys --exclude-dir=dev 2>/dev/null & g=$!; "
+      "( sleep 60; kill $g ) 2>/dev/null & w=$!; wait $g; echo \"grep exit $?\"; kill $w",
+  };
+  std::string scenario = "name: token-extraction\nprompt: Find the API token.\nsteps:\n";
+  for (const auto& command : attacks) {
+    scenario += "  - tool: bash\n    input: " + json{{"command", command}}.dump() + "\n";
+  }
+  start_sim(60);
+  create_environment(json::object(), {{"retention", {{"succeededSeconds", 3600}}}});
+  start_operator();
+  const auto session = enqueue(scenario);
+  eventually([&] { return work_view(session.work_id).value("state", "") == "stopped"; },
+             seconds(300), "the extraction session to be served");
+  const auto recorded = results(session.session_id);
+  ASSERT_TRUE(recorded.value("all_matched", false)) << recorded.dump(2);
+  const auto pods = pods_of(session.work_id);
+  ASSERT_EQ(pods.size(), 1u);
+  auto secrets = client(kube::resources::secrets());
+  const std::string work_secret = work_secret_of(*secrets, pods[0]);
+  ASSERT_FALSE(work_secret.empty());
+  const std::string token = agentapi::decode_work_secret(work_secret).sessions_token;
+  ASSERT_FALSE(token.empty());
+
+  std::vector<std::string> texts;
+  for (const auto& step : recorded["steps"]) {
+    texts.push_back(step["received"].is_object() ? step["received"].value("text", "") : "");
+  }
+  ASSERT_EQ(texts.size(), attacks.size());
+  for (std::size_t i = 0; i < attacks.size(); ++i) {
+    SCOPED_TRACE(attacks[i]);
+    std::cout << "$ " << attacks[i] << "\n" << texts[i].substr(0, 600) << "\n";
+    EXPECT_EQ(texts[i].find(token), std::string::npos) << "the sessions token leaked";
+    EXPECT_EQ(texts[i].find(work_secret), std::string::npos) << "the work secret leaked";
+    EXPECT_EQ(texts[i].find("ANTHROPIC_WORK_SECRET"), std::string::npos) << texts[i];
+  }
+  // The reads of PID 1 were refused by the kernel, not merely empty.
+  EXPECT_NE(texts[0].find("cat: /proc/1/environ: Permission denied"), std::string::npos)
+      << texts[0];
+  EXPECT_NE(texts[1].find("/proc/1/environ: Permission denied"), std::string::npos) << texts[1];
+  EXPECT_NE(texts[2].find("head: cannot open '/proc/1/mem' for reading: Permission denied"),
+            std::string::npos)
+      << texts[2];
+  EXPECT_NE(texts[3].find("cat: /proc/1/maps: Permission denied"), std::string::npos) << texts[3];
+  EXPECT_NE(texts[4].find("Permission denied"), std::string::npos) << texts[4];
+  EXPECT_NE(texts[5].find("/proc/1/environ: Permission denied"), std::string::npos) << texts[5];
+  // The shell's own environment is readable, and holds no credential.
+  EXPECT_NE(texts[6].find("HOME=/workspace"), std::string::npos) << texts[6];
+  EXPECT_NE(texts[7].find("HOME=/workspace"), std::string::npos) << texts[7];
+  // The grep ran to its end (1: nothing found; 2: also some unreadable file), not cut off, and
+  // found no token of any session.
+  EXPECT_TRUE(texts[9].find("grep exit 1") != std::string::npos ||
+              texts[9].find("grep exit 2") != std::string::npos)
+      << texts[9];
+  EXPECT_EQ(texts[9].find("sst_"), std::string::npos) << texts[9];
+  // Neither did the runner's own output (its log, its audit lines) carry it.
+  const ContainerOutput output = container_output(node_dir_, pods[0]);
+  ASSERT_FALSE(output.raw.empty()) << "no container log for the pod";
+  EXPECT_EQ(output.raw.find(token), std::string::npos);
+  EXPECT_EQ(output.raw.find(work_secret), std::string::npos);
+}
+
+TEST_F(RealNodeE2eTest, EachToolCallInARealRunnerPodHasExactlyOneAuditLineOnItsStdout) {
+  // Every decision: allowed (ok, and a failing bash), asked and confirmed, refused by the user,
+  // denied by policy. Inputs are JSON, so the test knows each canonical input exactly.
+  struct Step {
+    std::string tool;
+    json input;
+    std::string extra;  // permission / confirm lines
+    std::string decision;
+    std::string outcome;
+    json exit_code;
+  };
+  const std::vector<Step> steps = {
+      {"bash", {{"command", "echo first-output"}}, "", "allowed", "ok", 0},
+      {"bash", {{"command", "echo failing-output; (exit 7)"}}, "", "allowed", "error", 7},
+      {"write",
+       {{"file_path", "note.txt"}, {"content", "written-content"}},
+       "",
+       "allowed",
+       "ok",
+       nullptr},
+      {"bash",
+       {{"command", "cat note.txt"}},
+       "    permission: ask\n    confirm: allow\n",
+       "asked_and_confirmed",
+       "ok",
+       0},
+      {"bash",
+       {{"command", "touch refused"}},
+       "    permission: ask\n    confirm: deny\n",
+       "denied",
+       "denied",
+       nullptr},
+      {"write",
+       {{"file_path", "denied.txt"}, {"content", "never-written"}},
+       "    permission: deny\n",
+       "denied",
+       "denied",
+       nullptr},
+  };
+  std::string scenario = "name: audited\nprompt: Do things worth auditing.\nsteps:\n";
+  for (const auto& step : steps) {
+    scenario += "  - tool: " + step.tool + "\n    input: " + step.input.dump() + "\n" + step.extra;
+  }
+  start_sim(60);
+  create_environment(json::object(), {{"retention", {{"succeededSeconds", 3600}}}});
+  start_operator();
+  const auto session = enqueue(scenario);
+  eventually([&] { return work_view(session.work_id).value("state", "") == "stopped"; },
+             seconds(300), "the audited session to be served");
+  const auto recorded = results(session.session_id);
+  ASSERT_TRUE(recorded.value("all_matched", false)) << recorded.dump(2);
+  std::vector<json> pods;
+  eventually(
+      [&] {
+        pods = pods_of(session.work_id);
+        return pods.size() == 1 && phase_of(pods[0]) == "Succeeded";
+      },
+      seconds(120), "the runner pod to succeed (its log complete)");
+  ASSERT_EQ(pods.size(), 1u);
+  auto secrets = client(kube::resources::secrets());
+  const std::string work_secret = work_secret_of(*secrets, pods[0]);
+  const std::string token = agentapi::decode_work_secret(work_secret).sessions_token;
+
+  const ContainerOutput output = container_output(node_dir_, pods[0]);
+  std::vector<json> lines;
+  for (const auto& text : output.stdout_lines) {
+    const json line = json::parse(text, nullptr, false);
+    ASSERT_FALSE(line.is_discarded()) << "not JSON on the runner's stdout: " << text;
+    ASSERT_EQ(line.value("type", ""), "perimeter.audit.v1") << text;
+    lines.push_back(line);
+  }
+  for (const auto& text : output.stderr_lines) {
+    EXPECT_EQ(text.find("perimeter.audit.v1"), std::string::npos) << "audit line among the logs";
+  }
+  ASSERT_EQ(lines.size(), steps.size()) << output.raw;
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    SCOPED_TRACE("step " + std::to_string(i) + " " + steps[i].input.dump());
+    const std::string id = recorded["steps"][i]["tool_use_id"];
+    const auto found = std::count_if(lines.begin(), lines.end(),
+                                     [&](const json& l) { return l["tool_use_id"] == id; });
+    ASSERT_EQ(found, 1) << "one line for " << id;
+    const json line = *std::find_if(lines.begin(), lines.end(),
+                                    [&](const json& l) { return l["tool_use_id"] == id; });
+    EXPECT_EQ(line["session_id"], session.session_id);
+    EXPECT_EQ(line["work_id"], session.work_id);
+    EXPECT_EQ(line["environment_id"], environment_id_);
+    EXPECT_EQ(line["tool"], steps[i].tool);
+    EXPECT_EQ(line["input_sha256"], sha256_of(steps[i].input.dump()));
+    EXPECT_EQ(line["decision"], steps[i].decision);
+    EXPECT_EQ(line["outcome"], steps[i].outcome);
+    EXPECT_EQ(line["exit_code"], steps[i].exit_code);
+    EXPECT_EQ(line["level"], "metadata");
+    EXPECT_FALSE(line.contains("input"));
+    EXPECT_FALSE(line.contains("output"));
+  }
+  std::cout << "audit lines of the pod:\n";
+  for (const auto& text : output.stdout_lines) std::cout << text << "\n";
+  for (const char* text :
+       {"first-output", "failing-output", "written-content", "note.txt", "never-written"}) {
+    for (const auto& line : output.stdout_lines) {
+      EXPECT_EQ(line.find(text), std::string::npos) << text << " in " << line;
+    }
+  }
+  EXPECT_EQ(output.raw.find(token), std::string::npos);
+  EXPECT_EQ(output.raw.find(work_secret), std::string::npos);
 }
 
 }  // namespace
