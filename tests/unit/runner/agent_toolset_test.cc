@@ -156,5 +156,23 @@ TEST_F(AgentToolsetTest, GlobSortsNewestFirstAndSkipsSymlinkedFiles) {
                                   false));
 }
 
+TEST_F(AgentToolsetTest, BashReportsItsExitStatusAndTimeoutForTheAuditLineOutsideTheResult) {
+  AgentToolset toolset(options(), clock_, Logger("tools", sink_));
+  const ToolResult ok = toolset.execute("bash", {{"command", "echo hi"}});
+  EXPECT_EQ(ok.exit_code, 0);
+  EXPECT_FALSE(ok.timed_out);
+  const ToolResult failed = toolset.execute("bash", {{"command", "echo no; (exit 5)"}});
+  EXPECT_TRUE(failed.is_error);
+  EXPECT_EQ(failed.exit_code, 5);
+  // Neither is part of what the API receives.
+  EXPECT_EQ(failed.to_json(), ToolResult::from_text("no", true).to_json());
+  const ToolResult cut = toolset.execute("bash", {{"command", "sleep 5"}, {"timeout_ms", 50}});
+  EXPECT_TRUE(cut.timed_out);
+  EXPECT_EQ(cut.exit_code, std::nullopt);
+  const ToolResult other = toolset.execute("glob", {{"pattern", "*"}});
+  EXPECT_EQ(other.exit_code, std::nullopt);
+  EXPECT_FALSE(other.timed_out);
+}
+
 }  // namespace
 }  // namespace perimeter::tools
