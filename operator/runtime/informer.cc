@@ -18,7 +18,8 @@ Informer::Informer(kube::ResourceClient& client, InformerOptions options, Runtim
       metrics_(metrics),
       logger_(std::move(logger)),
       clock_(clock),
-      backoff_(options_.backoff, random) {
+      backoff_(options_.backoff, random),
+      store_(options_.store ? options_.store : std::make_shared<Store>()) {
   // Looked up once: a label lookup per event would cost more than the event itself.
   for (auto type : {kube::WatchEventType::kAdded, kube::WatchEventType::kModified,
                     kube::WatchEventType::kDeleted, kube::WatchEventType::kBookmark,
@@ -103,7 +104,7 @@ void Informer::relist() {
     objects.push_back(std::make_shared<const json>(std::move(item)));
   }
   const std::string version = list["metadata"].value("resourceVersion", "");
-  const auto changes = store_.replace(std::move(objects));
+  const auto changes = store_->replace(std::move(objects), options_.ns);
   {
     std::lock_guard lock(mutex_);
     resource_version_ = version;
@@ -114,7 +115,7 @@ void Informer::relist() {
   }
   for (const auto& change : changes) dispatch(change);
   logger_.info("listed", {{"resource", client_.type().describe()},
-                          {"objects", store_.size()},
+                          {"objects", store_->size()},
                           {"resourceVersion", version},
                           {"changes", changes.size()}});
 }
@@ -141,11 +142,11 @@ void Informer::apply(kube::WatchEvent event) {
   if (options_.transform) options_.transform(object);
   auto shared = std::make_shared<const json>(std::move(object));
   if (event.type == kube::WatchEventType::kDeleted) {
-    auto old = store_.remove(key);
+    auto old = store_->remove(key);
     // The deleted object's last state is what handlers want, even if we never saw it.
     dispatch({old != nullptr ? old : shared, nullptr});
   } else {
-    auto old = store_.upsert(shared);
+    auto old = store_->upsert(shared);
     dispatch({old, shared});
   }
 }

@@ -34,6 +34,10 @@ struct InformerOptions {
   // Applied to every object before it is cached (client-go's SetTransform): drop what the
   // controller never reads to save memory. Must not change namespace or name.
   std::function<void(nlohmann::json&)> transform;
+  // The cache to fill; null: a store of the informer's own. Informers of one kind for several
+  // namespaces share one store (controller-runtime's multi-namespace cache): each relist
+  // replaces only its own namespace's objects.
+  std::shared_ptr<Store> store;
 };
 
 // A transform that drops metadata.managedFields, usually the largest part of a cached object.
@@ -62,7 +66,8 @@ class Informer {
   Informer(const Informer&) = delete;
   Informer& operator=(const Informer&) = delete;
 
-  Store& store() { return store_; }
+  Store& store() { return *store_; }
+  const std::shared_ptr<Store>& shared_store() const { return store_; }
   // Call before start().
   void add_handlers(EventHandlers handlers);
 
@@ -93,7 +98,7 @@ class Informer {
   Logger logger_;
   Clock& clock_;
   Backoff backoff_;
-  Store store_;
+  std::shared_ptr<Store> store_;
   std::vector<EventHandlers> handlers_;
   std::array<prometheus::Counter*, 5> event_counters_{};  // by WatchEventType
 

@@ -147,21 +147,23 @@ ObjectPtr Store::remove(const std::string& key) {
   return old;
 }
 
-std::vector<Store::Change> Store::replace(std::vector<ObjectPtr> objects) {
+std::vector<Store::Change> Store::replace(std::vector<ObjectPtr> objects,
+                                          const std::string& scope_namespace) {
+  const auto in_scope = [&](const json& object) {
+    return scope_namespace.empty() || metadata_of(object).value("namespace", "") == scope_namespace;
+  };
   std::map<std::string, ObjectPtr> fresh;
   for (auto& object : objects) {
     const std::string key = key_of(*object);
     fresh[key] = std::move(object);
   }
-  std::map<std::string, std::map<std::string, std::set<std::string>>> fresh_indexes;
   std::unique_lock lock(mutex_);
-  for (const auto& [key, object] : fresh) {
-    for (const auto& [name, func] : index_funcs_) {
-      for (const auto& value : func(*object)) fresh_indexes[name][value].insert(key);
-    }
-  }
   std::vector<Change> changes;
   for (const auto& [key, old] : objects_) {
+    if (!in_scope(*old)) {
+      fresh.emplace(key, old);  // another informer's namespace: kept as it is
+      continue;
+    }
     auto it = fresh.find(key);
     if (it == fresh.end()) {
       changes.push_back({old, nullptr});
@@ -172,6 +174,12 @@ std::vector<Store::Change> Store::replace(std::vector<ObjectPtr> objects) {
   }
   for (const auto& [key, object] : fresh) {
     if (objects_.count(key) == 0) changes.push_back({nullptr, object});
+  }
+  std::map<std::string, std::map<std::string, std::set<std::string>>> fresh_indexes;
+  for (const auto& [key, object] : fresh) {
+    for (const auto& [name, func] : index_funcs_) {
+      for (const auto& value : func(*object)) fresh_indexes[name][value].insert(key);
+    }
   }
   objects_.swap(fresh);
   indexes_.swap(fresh_indexes);

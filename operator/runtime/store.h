@@ -48,8 +48,10 @@ class Store {
     ObjectPtr new_object;  // null: deleted
   };
   // Swaps the whole content in one step (after a relist) and returns what changed, so handlers
-  // see deletes that happened while the watch was down.
-  std::vector<Change> replace(std::vector<ObjectPtr> objects);
+  // see deletes that happened while the watch was down. With `scope_namespace` set, only the
+  // objects of that namespace are replaced: several namespaced informers can share one store.
+  std::vector<Change> replace(std::vector<ObjectPtr> objects,
+                              const std::string& scope_namespace = "");
 
  private:
   void index_locked(const std::string& key, const nlohmann::json& object);

@@ -96,5 +96,26 @@ TEST(StoreTest, ReplaceSwapsEverythingAndReportsWhatChanged) {
   EXPECT_TRUE(store.by_index(Store::kLabelIndex, "v=old").empty());
 }
 
+TEST(StoreTest, AScopedReplaceTouchesOnlyItsNamespaceSoInformersCanShareAStore) {
+  Store store;
+  store.upsert(pod("team-a", "a1", "1", {{"v", "a"}}));
+  store.upsert(pod("team-a", "a2", "1"));
+  store.upsert(pod("team-b", "b1", "1", {{"v", "b"}}));
+  // team-a's informer relists: a2 is gone, a3 is new; team-b's objects are not its business.
+  const auto changes =
+      store.replace({pod("team-a", "a1", "1", {{"v", "a"}}), pod("team-a", "a3", "2")}, "team-a");
+  ASSERT_EQ(changes.size(), 2u);
+  for (const auto& change : changes) {
+    const auto& object = change.old_object ? *change.old_object : *change.new_object;
+    EXPECT_EQ(object["metadata"]["namespace"], "team-a");
+  }
+  EXPECT_EQ(store.size(), 3u);
+  EXPECT_NE(store.get("team-b/b1"), nullptr);
+  EXPECT_EQ(store.get("team-a/a2"), nullptr);
+  EXPECT_EQ(names(store.by_index(Store::kLabelIndex, "v=b")), (std::vector<std::string>{"b1"}));
+  EXPECT_EQ(names(store.by_index(Store::kNamespaceIndex, "team-a")),
+            (std::vector<std::string>{"a1", "a3"}));
+}
+
 }  // namespace
 }  // namespace perimeter::runtime
