@@ -91,6 +91,13 @@ std::chrono::milliseconds AgentEnvironmentReconciler::credential_retry_delay(con
 AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
     const AgentEnvironment& env) {
   Credentials credentials;
+  const auto refuse = [&](KeyRefusal refusal) {
+    credentials.reason = std::move(refusal.reason);
+    credentials.message = std::move(refusal.message);
+    return credentials;
+  };
+  // The host first: a key for a host that is not allowed is not even read.
+  if (auto refusal = check_api_host(env, options_.allowed_api_hosts)) return refuse(*refusal);
   const std::string where = "Secret " + env.namespace_ + "/" + env.key_secret_name;
   json secret;
   try {
@@ -109,6 +116,7 @@ AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
     credentials.message = where + " could not be read: " + e.what();
     return credentials;
   }
+  if (auto refusal = check_key_secret(secret, env)) return refuse(*refusal);
   const auto data = secret.value("data", json::object());
   const auto it = data.find(env.key_secret_key);
   std::string key;
@@ -435,6 +443,26 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     deps_.events.record(involved, "Warning", "InvalidSpec", e.what());
     write_status(*object, nullptr, {}, nullptr, {}, e.what());
     return runtime::ReconcileResult::done();  // a new generation triggers the next attempt
+  }
+
+  if (options_.session_namespaces && options_.session_namespaces->count(env.namespace_) == 0) {
+    // The operator has no rights here (RBAC follows the same list): say so once, and wait for
+    // an administrator rather than failing on every attempt.
+    remove_poller(key_text);
+    Credentials refused;
+    refused.reason = "NamespaceNotEnabled";
+    refused.message = "namespace " + env.namespace_ +
+                      " has not opted in to Perimeter sessions, so the operator may not read its "
+                      "Secrets or create pods there; an administrator adds it to the Helm value "
+                      "sessionNamespaces (the operator's --session-namespaces)";
+    const json conditions =
+        object->value("status", json::object()).value("conditions", json::array());
+    const json* ready = find_condition(conditions, "Ready");
+    if (ready == nullptr || ready->value("reason", "") != refused.reason) {
+      deps_.events.record(involved, "Warning", refused.reason, refused.message);
+    }
+    write_status(*object, &env, refused, nullptr, {}, "");
+    return runtime::ReconcileResult::done();
   }
 
   // Outcomes first: they free capacity the poller may use right away.

@@ -4,9 +4,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <string>
 
 #include "controllers/agentenvironment/agent_environment.h"
+#include "controllers/agentenvironment/key_release.h"
 #include "controllers/agentenvironment/operator_metrics.h"
 #include "controllers/agentenvironment/session_poller.h"
 #include "controllers/agentenvironment/session_ports.h"
@@ -49,6 +52,11 @@ struct ReconcilerOptions {
   std::string field_manager = "perimeter-operator";
   std::string worker_id = "perimeter-operator";  // Anthropic-Worker-ID prefix
   int poll_threads = 4;
+  // Where environment keys may be sent (key_release.h).
+  ApiHostAllowList allowed_api_hosts = ApiHostAllowList::official();
+  // The namespaces that opted in to sessions (the operator may manage Secrets and Pods there);
+  // nullopt: every namespace (cluster-wide mode).
+  std::optional<std::set<std::string>> session_namespaces;
   // How often an environment is looked at even when nothing changes (queue stats, the key).
   std::chrono::seconds resync{15};
   std::chrono::seconds key_refresh{30};

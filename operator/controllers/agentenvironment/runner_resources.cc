@@ -5,6 +5,7 @@
 #include <array>
 #include <optional>
 
+#include "controllers/agentenvironment/key_release.h"
 #include "controllers/agentenvironment/runner_naming.h"
 
 namespace perimeter::agentenvironment {
@@ -19,40 +20,6 @@ constexpr int kRunnerUid = 65532;
 constexpr std::array<const char*, 5> kPrivateIPv4 = {
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"};
 constexpr std::array<const char*, 2> kPrivateIPv6 = {"fc00::/7", "fe80::/10"};
-
-struct Endpoint {
-  std::string host;
-  int port = 443;
-};
-
-// Host and port of an http(s) URL; the schema has already checked it is one.
-Endpoint parse_endpoint(const std::string& url) {
-  Endpoint endpoint;
-  std::string rest = url;
-  if (rest.rfind("https://", 0) == 0) {
-    rest = rest.substr(8);
-  } else if (rest.rfind("http://", 0) == 0) {
-    rest = rest.substr(7);
-    endpoint.port = 80;
-  }
-  rest = rest.substr(0, rest.find_first_of("/?#"));
-  if (const auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
-  if (!rest.empty() && rest.front() == '[') {  // [v6]:port
-    const auto close = rest.find(']');
-    endpoint.host = rest.substr(1, close - 1);
-    if (close + 1 < rest.size() && rest[close + 1] == ':') {
-      endpoint.port = std::stoi(rest.substr(close + 2));
-    }
-    return endpoint;
-  }
-  if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
-    endpoint.host = rest.substr(0, colon);
-    endpoint.port = std::stoi(rest.substr(colon + 1));
-  } else {
-    endpoint.host = rest;
-  }
-  return endpoint;
-}
 
 // "/32" or "/128" for an IP literal, empty for a hostname.
 std::string host_cidr(const std::string& host) {
@@ -155,6 +122,7 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
         {{"secretKeyRef", {{"name", name}, {"key", std::string(kSecretKeyWorkSecret)}}}}}},
       {{"name", "ANTHROPIC_BASE_URL"}, {"value", env.api_base_url}},
       {{"name", "HOME"}, {"value", "/workspace"}},
+      {{"name", kAuditLevelVariable}, {"value", env.audit_level}},
   });
   for (const auto& [var, value] : env.runner.env) {
     env_vars.push_back({{"name", var}, {"value", value}});
@@ -246,9 +214,12 @@ nlohmann::json build_network_policy(const AgentEnvironment& env) {
   // The API endpoint. A literal IP is allowed exactly; a hostname cannot be expressed in a
   // NetworkPolicy, so its port is allowed to public addresses only (never the organization's
   // private ranges or link-local).
-  const Endpoint api = parse_endpoint(env.api_base_url);
-  nlohmann::json api_ports = {{{"protocol", "TCP"}, {"port", api.port}}};
-  if (const auto exact = host_cidr(api.host); !exact.empty()) {
+  // The reconciler applies this only after check_api_host() accepted the URL.
+  std::string why;
+  const auto api = parse_api_origin(env.api_base_url, &why);
+  if (!api) throw SpecError("spec.apiBaseUrl '" + env.api_base_url + "' is not usable: " + why);
+  nlohmann::json api_ports = {{{"protocol", "TCP"}, {"port", api->port}}};
+  if (const auto exact = host_cidr(api->host); !exact.empty()) {
     egress.push_back({{"to", {{{"ipBlock", {{"cidr", exact}}}}}}, {"ports", api_ports}});
   } else {
     nlohmann::json v4_except = nlohmann::json::array();
