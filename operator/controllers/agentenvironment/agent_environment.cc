@@ -84,7 +84,7 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
       std::string name = required_string(var, "name", "spec.runner.env[]");
       std::string value;
       read_optional(var, "value", "spec.runner.env[" + name + "]", &value);
-      if (name.rfind("ANTHROPIC_", 0) == 0) {
+      if (name.rfind("ANTHROPIC_", 0) == 0 || name == kAuditLevelVariable) {
         throw SpecError("spec.runner.env: " + name + " is reserved for the runner pod contract");
       }
       r.env.emplace_back(std::move(name), std::move(value));
@@ -108,6 +108,10 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
   const auto& retention = child(spec, "retention");
   read_optional(retention, "succeededSeconds", "spec.retention", &env.retain_succeeded_seconds);
   read_optional(retention, "failedSeconds", "spec.retention", &env.retain_failed_seconds);
+  read_optional(child(spec, "audit"), "level", "spec.audit", &env.audit_level);
+  if (env.audit_level != "metadata" && env.audit_level != "full") {
+    throw SpecError("spec.audit.level must be metadata or full, not '" + env.audit_level + "'");
+  }
   return env;
 }
 

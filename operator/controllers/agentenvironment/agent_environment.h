@@ -13,6 +13,8 @@ namespace perimeter::agentenvironment {
 inline constexpr const char* kGroup = "perimeter.dev";
 inline constexpr const char* kVersion = "v1alpha1";
 inline constexpr const char* kKind = "AgentEnvironment";
+// The runner pod's variable that carries spec.audit.level to perimeter-runner.
+inline constexpr const char* kAuditLevelVariable = "PERIMETER_AUDIT_LEVEL";
 
 // A spec the schema let through but the operator cannot act on (an object written before a
 // schema change, say). Reported in a condition; never a crash.
@@ -56,6 +58,8 @@ struct AgentEnvironment {
   std::vector<std::string> egress_allowed_cidrs;
   std::int64_t retain_succeeded_seconds = 0;
   std::int64_t retain_failed_seconds = 86400;
+  // "metadata" or "full": how much of each tool call the runner's audit line holds.
+  std::string audit_level = "metadata";
 };
 
 // Reads an AgentEnvironment object. Throws SpecError naming the field when a required field is

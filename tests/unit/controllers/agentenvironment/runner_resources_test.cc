@@ -128,6 +128,23 @@ TEST(RunnerPodTest, IsOwnedLabelledAndNamedFromTheWorkId) {
   EXPECT_EQ(owner["controller"], true);
 }
 
+TEST(RunnerPodTest, CarriesTheAuditLevelWhichTheRunnerEnvCannotOverride) {
+  auto object = minimal_object();
+  auto pod = build_runner_pod(parse_agent_environment(object), session());
+  EXPECT_EQ(find_env(pod["spec"]["containers"][0], "PERIMETER_AUDIT_LEVEL")->at("value"),
+            "metadata");
+
+  object["spec"]["audit"] = {{"level", "full"}};
+  pod = build_runner_pod(parse_agent_environment(object), session());
+  EXPECT_EQ(find_env(pod["spec"]["containers"][0], "PERIMETER_AUDIT_LEVEL")->at("value"), "full");
+
+  object["spec"]["audit"] = {{"level", "everything"}};
+  EXPECT_THROW(parse_agent_environment(object), SpecError);
+  object = minimal_object();
+  object["spec"]["runner"]["env"] = {{{"name", "PERIMETER_AUDIT_LEVEL"}, {"value", "full"}}};
+  EXPECT_THROW(parse_agent_environment(object), SpecError);
+}
+
 TEST(RunnerPodTest, AppliesTheTemplateOverrides) {
   auto object = minimal_object();
   object["spec"]["runner"]["runtimeClassName"] = "gvisor";
