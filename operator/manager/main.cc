@@ -7,21 +7,21 @@
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "controllers/agentenvironment/api_factory.h"
-#include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/controller_setup.h"
 #include "controllers/agentenvironment/operator_metrics.h"
-#include "controllers/agentenvironment/reconciler.h"
 #include "core/shutdown_signal.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
 #include "manager/options.h"
-#include "runtime/controller.h"
 #include "runtime/event_recorder.h"
-#include "runtime/informer.h"
 #include "runtime/leader_election.h"
+#include "runtime/manager.h"
 
 namespace perimeter::manager {
 namespace {
@@ -36,16 +36,17 @@ kube::ResourceType agent_environments() {
 // at once on a follower (it is ready to take over).
 class HealthServer {
  public:
-  HealthServer(const std::string& address, std::atomic<bool>& ready)
-      : listener_(web::uri("http://" + address)), ready_(ready) {
+  HealthServer(const std::string& address, const runtime::Manager& manager)
+      : listener_(web::uri("http://" + address)), manager_(manager) {
     listener_.support(web::http::methods::GET, [this](const web::http::http_request& request) {
       const auto path = request.relative_uri().path();
       if (path == "/healthz") {
         request.reply(web::http::status_codes::OK, "ok");
       } else if (path == "/readyz") {
-        request.reply(ready_.load() ? web::http::status_codes::OK
-                                    : web::http::status_codes::ServiceUnavailable,
-                      ready_.load() ? "ok" : "caches not synced");
+        const bool ready = manager_.ready();
+        request.reply(
+            ready ? web::http::status_codes::OK : web::http::status_codes::ServiceUnavailable,
+            ready ? "ok" : "caches not synced");
       } else {
         request.reply(web::http::status_codes::NotFound, "not found");
       }
@@ -62,8 +63,15 @@ class HealthServer {
 
  private:
   web::http::experimental::listener::http_listener listener_;
-  std::atomic<bool>& ready_;
+  const runtime::Manager& manager_;
 };
+
+std::string describe(const std::optional<std::set<std::string>>& namespaces) {
+  if (!namespaces) return "(all)";
+  std::string out;
+  for (const auto& ns : *namespaces) out += (out.empty() ? "" : ",") + ns;
+  return out.empty() ? "(none)" : out;
+}
 
 struct Clients {
   Clients(kube::Transport& transport, kube::ClientMetrics& metrics)
@@ -76,65 +84,10 @@ struct Clients {
   kube::ResourceClient environments, pods, secrets, network_policies, events, leases;
 };
 
-// Everything the leader runs: informers, the reconciler with its pollers, and the controller.
-void run_controllers(std::stop_token stop, const Options& options, Clients& clients,
-                     runtime::RuntimeMetrics& runtime_metrics, ae::OperatorMetrics& metrics,
-                     runtime::EventRecorder& events, ae::AgentApiFactory& api_factory,
-                     std::atomic<bool>& ready, const Logger& logger) {
-  runtime::InformerOptions environment_options;
-  environment_options.ns = options.watch_namespace;
-  runtime::Informer environment_informer(clients.environments, environment_options, runtime_metrics,
-                                         logger.child("informer.environments"));
-  runtime::InformerOptions pod_options;
-  pod_options.ns = options.watch_namespace;
-  pod_options.label_selector =
-      "app.kubernetes.io/managed-by=perimeter,app.kubernetes.io/component=runner";
-  runtime::Informer pod_informer(clients.pods, pod_options, runtime_metrics,
-                                 logger.child("informer.pods"));
-
-  ae::KubeSessionObjectWriter session_objects(clients.secrets, clients.pods);
-  ae::StoreRunnerPodCensus census(pod_informer.store());
-  std::unique_ptr<runtime::Controller> controller;
-  ae::ReconcilerOptions reconciler_options;
-  reconciler_options.worker_id = options.identity;
-  reconciler_options.poll_threads = options.poll_threads;
-  ae::AgentEnvironmentReconciler reconciler(
-      {environment_informer.store(), pod_informer.store(), clients.environments, clients.secrets,
-       clients.pods, clients.network_policies, events, api_factory, session_objects, census,
-       metrics, SystemClock::instance(), SystemRandom::instance(), logger.child("agentenvironment"),
-       [&controller](const std::string& key) {
-         if (controller) controller->queue().add(key);
-       }},
-      reconciler_options);
-  runtime::ControllerOptions controller_options;
-  controller_options.workers = options.workers;
-  controller = std::make_unique<runtime::Controller>("agentenvironment", reconciler,
-                                                     std::move(controller_options), runtime_metrics,
-                                                     logger.child("controller"));
-  controller->watch(environment_informer);
-  controller->watch_owned(pod_informer, ae::kKind);
-  environment_informer.start();
-  pod_informer.start();
-  controller->start();
-  ready = true;
-  logger.info("controllers started",
-              {{"namespace", options.watch_namespace.empty() ? "(all)" : options.watch_namespace}});
-
-  std::mutex mutex;
-  std::condition_variable_any wait;
-  std::unique_lock lock(mutex);
-  wait.wait(lock, stop, [] { return false; });
-
-  ready = false;
-  logger.info("stopping controllers");
-  controller->stop();
-  reconciler.stop_all();
-  pod_informer.stop();
-  environment_informer.stop();
-}
-
 int run(const Options& options) {
   ShutdownSignal signals;  // before any thread starts
+  // A typo in the allow-list is a start-up error, not an operator that silently sends nothing.
+  const auto allowed_api_hosts = ae::ApiHostAllowList::parse(options.allowed_api_hosts);
   const Logger logger("perimeter-operator", StderrSink::instance(), options.log_level);
 
   kube::Config config = kube::Config::load(options.kubeconfig, options.context);
@@ -160,15 +113,10 @@ int run(const Options& options) {
   runtime::EventRecorder events(clients.events, event_options, runtime_metrics,
                                 logger.child("events"));
 
-  std::atomic<bool> ready{!options.leader_elect};
-  HealthServer health(options.health_bind_address, ready);
-  logger.info("starting", {{"identity", effective.identity},
-                           {"leader_elect", options.leader_elect},
-                           {"metrics", options.metrics_bind_address}});
-
-  std::jthread work;
+  runtime::ManagerOptions manager_options;
+  manager_options.leader_elect = options.leader_elect;
   if (options.leader_elect) {
-    runtime::LeaderElectionConfig election;
+    auto& election = manager_options.election;
     election.lease_namespace = options.leader_election_namespace;
     if (election.lease_namespace.empty()) {
       const char* pod_namespace = std::getenv("POD_NAMESPACE");
@@ -176,32 +124,36 @@ int run(const Options& options) {
     }
     election.lease_name = options.leader_election_id;
     election.identity = effective.identity;
-    ready = true;  // a follower is ready: it stands by to take over
-    runtime::LeaderCallbacks callbacks;
-    callbacks.on_started_leading = [&](std::stop_token stop) {
-      run_controllers(stop, effective, clients, runtime_metrics, metrics, events, api_factory,
-                      ready, logger);
-    };
-    callbacks.on_new_leader = [&](const std::string& identity) {
-      logger.info("leader observed", {{"leader", identity}});
-    };
-    auto elector = std::make_shared<runtime::LeaderElector>(
-        clients.leases, election, callbacks, runtime_metrics, logger.child("leader-election"));
-    work = std::jthread([elector, &logger](std::stop_token stop) {
-      elector->run(stop);
-      if (!stop.stop_requested()) {
-        // Lost the lease: exit so no leader-only work can linger; the Deployment restarts us
-        // as a follower (controller-runtime does the same).
-        logger.error("leadership lost; exiting");
-        std::_Exit(1);
-      }
-    });
-  } else {
-    work = std::jthread([&](std::stop_token stop) {
-      run_controllers(stop, effective, clients, runtime_metrics, metrics, events, api_factory,
-                      ready, logger);
-    });
   }
+  runtime::Manager manager(manager_options, clients.leases, runtime_metrics, logger);
+  ae::ControllerSettings settings;
+  settings.watch_namespace = options.watch_namespace;
+  settings.session_namespaces = options.session_namespaces;
+  settings.allowed_api_hosts = allowed_api_hosts;
+  settings.worker_id = effective.identity;
+  settings.workers = options.workers;
+  settings.poll_threads = options.poll_threads;
+  manager.add(ae::agent_environment_controller(
+      {clients.environments, clients.pods, clients.secrets, clients.network_policies}, settings,
+      events, api_factory, metrics, runtime_metrics, logger.child("agentenvironment")));
+
+  HealthServer health(options.health_bind_address, manager);
+  logger.info("starting",
+              {{"identity", effective.identity},
+               {"leader_elect", options.leader_elect},
+               {"metrics", options.metrics_bind_address},
+               {"namespace", options.watch_namespace.empty() ? "(all)" : options.watch_namespace},
+               {"session_namespaces", describe(options.session_namespaces)},
+               {"allowed_api_hosts", allowed_api_hosts.describe()}});
+
+  std::jthread work([&manager, &logger](std::stop_token stop) {
+    if (!manager.run(stop)) {
+      // Lost the lease: exit so no leader-only work can linger; the Deployment restarts us as a
+      // follower (controller-runtime does the same).
+      logger.error("leadership lost; exiting");
+      std::_Exit(1);
+    }
+  });
 
   const int signal = signals.wait();
   logger.info("shutting down", {{"signal", signal}});

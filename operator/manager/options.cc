@@ -15,6 +15,19 @@ int parse_positive(const std::string& flag, const std::string& value) {
   throw std::invalid_argument(flag + " wants a positive integer, got '" + value + "'");
 }
 
+std::set<std::string> parse_namespace_list(const std::string& value) {
+  std::set<std::string> namespaces;
+  size_t start = 0;
+  while (start <= value.size()) {
+    const auto comma = value.find(',', start);
+    const auto end = comma == std::string::npos ? value.size() : comma;
+    if (end > start) namespaces.insert(value.substr(start, end - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return namespaces;
+}
+
 bool parse_bool(const std::string& flag, const std::string& value) {
   if (value == "true" || value == "1") return true;
   if (value == "false" || value == "0") return false;
@@ -33,6 +46,12 @@ flags (--flag=value or --flag value):
   --kubeconfig PATH                  kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)
   --context NAME                     kubeconfig context (default: the current one)
   --namespace NS                     watch only NS (default: every namespace)
+  --session-namespaces LIST          namespaces that opted in to sessions, comma-separated: the
+                                     operator reads Secrets and runs pods there only, and any
+                                     other namespace's AgentEnvironment gets NamespaceNotEnabled;
+                                     "*" for every namespace (default "*")
+  --allowed-api-hosts LIST           origins environment keys may be sent to, comma-separated
+                                     (default https://api.anthropic.com)
   --metrics-bind-address ADDR        Prometheus metrics at /metrics (default 0.0.0.0:8080)
   --health-probe-bind-address ADDR   /healthz and /readyz (default 0.0.0.0:8081)
   --leader-elect BOOL                campaign for a Lease before claiming work (default true)
@@ -74,6 +93,14 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.context = take();
     else if (flag == "--namespace")
       options.watch_namespace = take();
+    else if (flag == "--session-namespaces") {
+      const std::string list = take();
+      if (list == "*")
+        options.session_namespaces.reset();
+      else
+        options.session_namespaces = parse_namespace_list(list);
+    } else if (flag == "--allowed-api-hosts")
+      options.allowed_api_hosts = take();
     else if (flag == "--metrics-bind-address")
       options.metrics_bind_address = take();
     else if (flag == "--health-probe-bind-address")

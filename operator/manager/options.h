@@ -1,5 +1,7 @@
 #pragma once
 
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,11 @@ struct Options {
   std::string kubeconfig;  // empty: $KUBECONFIG, ~/.kube/config, then in-cluster
   std::string context;
   std::string watch_namespace;  // empty: every namespace
+  // Namespaces that opted in to sessions (RBAC grants Secrets and Pods there only); nullopt:
+  // every namespace ("*", cluster-wide mode). An AgentEnvironment elsewhere is told so.
+  std::optional<std::set<std::string>> session_namespaces;
+  // Origins the operator may send environment keys to, comma-separated.
+  std::string allowed_api_hosts = "https://api.anthropic.com";
   std::string metrics_bind_address = "0.0.0.0:8080";
   std::string health_bind_address = "0.0.0.0:8081";
   bool leader_elect = true;

@@ -1,0 +1,108 @@
+#include "controllers/agentenvironment/controller_setup.h"
+
+#include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/reconciler.h"
+#include "runtime/controller.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+class AgentEnvironmentController final : public runtime::ManagedController {
+ public:
+  AgentEnvironmentController(ControllerClients clients, ControllerSettings settings,
+                             runtime::EventRecorder& events, AgentApiFactory& api_factory,
+                             OperatorMetrics& metrics, runtime::RuntimeMetrics& runtime_metrics,
+                             Logger logger)
+      : clients_(clients),
+        settings_(std::move(settings)),
+        events_(events),
+        api_factory_(api_factory),
+        metrics_(metrics),
+        runtime_metrics_(runtime_metrics),
+        logger_(std::move(logger)),
+        session_objects_(clients_.secrets, clients_.pods) {}
+
+  std::string name() const override { return "agentenvironment"; }
+
+  void setup(runtime::SharedCache& cache) override {
+    runtime::InformerOptions environment_options;
+    environment_options.ns = settings_.watch_namespace;
+    runtime::Informer& environments = cache.informer(clients_.environments, environment_options);
+
+    // Runner pods: over every namespace, or one informer per namespace that opted in (RBAC
+    // grants nothing cluster-wide then), all filling one store.
+    std::vector<std::string> pod_namespaces;
+    if (!settings_.watch_namespace.empty()) {
+      pod_namespaces = {settings_.watch_namespace};
+    } else if (settings_.session_namespaces) {
+      pod_namespaces.assign(settings_.session_namespaces->begin(),
+                            settings_.session_namespaces->end());
+    } else {
+      pod_namespaces = {""};
+    }
+    runtime::InformerOptions pod_options;
+    pod_options.label_selector =
+        "app.kubernetes.io/managed-by=perimeter,app.kubernetes.io/component=runner";
+    auto pods = cache.informers(clients_.pods, pod_namespaces, pod_options);
+    pod_store_ = pods.store;
+    census_ = std::make_unique<StoreRunnerPodCensus>(*pod_store_);
+
+    ReconcilerOptions options;
+    options.worker_id = settings_.worker_id;
+    options.poll_threads = settings_.poll_threads;
+    options.allowed_api_hosts = settings_.allowed_api_hosts;
+    options.session_namespaces = settings_.session_namespaces;
+    reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
+        ReconcilerDependencies{environments.store(), *pod_store_, clients_.environments,
+                               clients_.secrets, clients_.pods, clients_.network_policies, events_,
+                               api_factory_, session_objects_, *census_, metrics_,
+                               SystemClock::instance(), SystemRandom::instance(),
+                               logger_.child("agentenvironment"),
+                               [this](const std::string& key) {
+                                 if (controller_) controller_->queue().add(key);
+                               }},
+        options);
+    runtime::ControllerOptions controller_options;
+    controller_options.workers = settings_.workers;
+    controller_ =
+        std::make_unique<runtime::Controller>(name(), *reconciler_, std::move(controller_options),
+                                              runtime_metrics_, logger_.child("controller"));
+    controller_->watch(environments);
+    for (auto* informer : pods.informers) controller_->watch_owned(*informer, kKind);
+  }
+
+  void start() override { controller_->start(); }
+
+  void stop() override {
+    controller_->stop();
+    reconciler_->stop_all();
+  }
+
+ private:
+  ControllerClients clients_;
+  ControllerSettings settings_;
+  runtime::EventRecorder& events_;
+  AgentApiFactory& api_factory_;
+  OperatorMetrics& metrics_;
+  runtime::RuntimeMetrics& runtime_metrics_;
+  Logger logger_;
+  KubeSessionObjectWriter session_objects_;
+  std::shared_ptr<runtime::Store> pod_store_;
+  std::unique_ptr<StoreRunnerPodCensus> census_;
+  std::unique_ptr<AgentEnvironmentReconciler> reconciler_;
+  std::unique_ptr<runtime::Controller> controller_;
+};
+
+}  // namespace
+
+runtime::ControllerFactory agent_environment_controller(
+    ControllerClients clients, ControllerSettings settings, runtime::EventRecorder& events,
+    AgentApiFactory& api_factory, OperatorMetrics& metrics,
+    runtime::RuntimeMetrics& runtime_metrics, Logger logger) {
+  return [=, &events, &api_factory, &metrics, &runtime_metrics]() {
+    return std::make_unique<AgentEnvironmentController>(clients, settings, events, api_factory,
+                                                        metrics, runtime_metrics, logger);
+  };
+}
+
+}  // namespace perimeter::agentenvironment

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "controllers/agentenvironment/key_release.h"
+#include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/session_ports.h"
+#include "core/log.h"
+#include "kube/resource_client.h"
+#include "runtime/event_recorder.h"
+#include "runtime/manager.h"
+
+namespace perimeter::agentenvironment {
+
+// The clients the AgentEnvironment controller writes and watches with.
+struct ControllerClients {
+  kube::ResourceClient& environments;
+  kube::ResourceClient& pods;
+  kube::ResourceClient& secrets;
+  kube::ResourceClient& network_policies;
+};
+
+struct ControllerSettings {
+  std::string watch_namespace;  // empty: every namespace
+  // nullopt: every namespace; otherwise the namespaces that opted in to sessions.
+  std::optional<std::set<std::string>> session_namespaces;
+  ApiHostAllowList allowed_api_hosts = ApiHostAllowList::official();
+  std::string worker_id = "perimeter-operator";
+  int workers = 4;
+  int poll_threads = 4;
+};
+
+// The AgentEnvironment controller as the Manager runs it: its informers (AgentEnvironments, and
+// runner pods per namespace that opted in) from the shared cache, the reconciler with its
+// session pollers, and the controller that ties them.
+runtime::ControllerFactory agent_environment_controller(
+    ControllerClients clients, ControllerSettings settings, runtime::EventRecorder& events,
+    AgentApiFactory& api_factory, OperatorMetrics& metrics,
+    runtime::RuntimeMetrics& runtime_metrics, Logger logger);
+
+}  // namespace perimeter::agentenvironment
