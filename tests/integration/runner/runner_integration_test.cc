@@ -117,5 +117,33 @@ TEST(RunnerIntegration, SigtermMidSessionStopsGracefullyAndStopsTheItem) {
   EXPECT_TRUE(record["unexpected"].empty()) << record.dump(2);
 }
 
+TEST(RunnerIntegration, TheRunningBinaryHoldsNoCredentialInItsProcEnviron) {
+  // /proc/PID/environ shows the block the kernel laid out at exec; the runner wipes the secret
+  // there after reading it (a unit test shows a same-uid reader refused outright; this test runs
+  // as whoever runs the suite, root included, who may read it).
+  SimProcess sim({"--lease-ttl-seconds", "4"});
+  Environment environment(sim);
+  TempDir dir;
+  const std::string workdir = dir.path() + "/workspace";
+  ASSERT_EQ(mkdir(workdir.c_str(), 0700), 0);
+  const Claimed claimed = environment.enqueue_and_claim(
+      "name: slow\nprompt: wait\nsteps:\n  - tool: bash\n    input: {command: \"touch started; "
+      "sleep 3\"}\n    expect: {is_error: false}\n");
+  RunnerProcess runner(sim, environment.id(), claimed, workdir,
+                       {"ANTHROPIC_ENVIRONMENT_KEY=" + std::string(kKey)});
+  for (int i = 0; i < 200 && !std::ifstream(workdir + "/started").good(); ++i) {
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(std::ifstream(workdir + "/started").good()) << runner.log();
+  const std::string environ_text = read_file("/proc/" + std::to_string(runner.pid()) + "/environ");
+  EXPECT_NE(environ_text.find("ANTHROPIC_WORK_ID=" + claimed.work_id), std::string::npos)
+      << "the rest of the environment is left as it was";
+  EXPECT_EQ(environ_text.find(claimed.secret), std::string::npos);
+  EXPECT_EQ(environ_text.find("ANTHROPIC_WORK_SECRET"), std::string::npos);
+  EXPECT_EQ(environ_text.find(kKey), std::string::npos);
+  EXPECT_EQ(environ_text.find("ANTHROPIC_ENVIRONMENT_KEY"), std::string::npos);
+  EXPECT_EQ(runner.wait(60s), 0) << runner.log();
+}
+
 }  // namespace
 }  // namespace perimeter
