@@ -33,8 +33,7 @@ struct ClientConfig {
   // Retries of one call on 408/409/429/5xx and transport errors, like the official SDK (2).
   int max_retries = 2;
   // 0.5 s doubling to 8 s, as the official SDK's client; jittered.
-  BackoffPolicy retry_backoff{std::chrono::milliseconds(500), std::chrono::milliseconds(8000), 2.0,
-                              0.25};
+  BackoffPolicy retry_backoff = kSdkRetryBackoff;
 };
 
 // AgentApi over an HttpTransport, with the official SDK's headers, retries and error handling.

@@ -27,6 +27,10 @@ class ApiMetrics {
   virtual void on_protocol_error(std::string_view /*operation*/) {}
 };
 
+// The official SDK's retry waits: 0.5 s doubling to 8 s, jittered by a quarter.
+inline constexpr BackoffPolicy kSdkRetryBackoff{std::chrono::milliseconds(500),
+                                                std::chrono::milliseconds(8000), 2.0, 0.25};
+
 // Which failures a call may be sent again after.
 enum class RetryMode {
   // The call can be repeated without changing the outcome (reads, and writes whose repeat

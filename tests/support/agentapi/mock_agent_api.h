@@ -4,6 +4,7 @@
 
 #include "agentapi/agent_api.h"
 #include "agentapi/http_transport.h"
+#include "agentapi/request_executor.h"
 
 namespace perimeter::testing {
 
@@ -45,6 +46,33 @@ class MockHttpTransport : public agentapi::HttpTransport {
               (const agentapi::HttpRequest&, const std::function<bool(std::string_view)>&,
                const std::atomic<bool>&),
               (override));
+};
+
+// An HTTP answer for a MockHttpTransport to return.
+inline agentapi::HttpResponse http_reply(
+    int status, std::string body, std::vector<std::pair<std::string, std::string>> headers = {}) {
+  agentapi::HttpResponse response;
+  response.status = status;
+  response.body = std::move(body);
+  response.headers = std::move(headers);
+  return response;
+}
+
+// Records what a client reports to its ApiMetrics.
+class RecordingApiMetrics : public agentapi::ApiMetrics {
+ public:
+  void on_response(std::string_view operation, int status, double) override {
+    responses.emplace_back(std::string(operation), status);
+  }
+  void on_retry(std::string_view operation, int status, std::chrono::milliseconds delay) override {
+    retries.emplace_back(std::string(operation) + ":" + std::to_string(status), delay);
+  }
+  void on_protocol_error(std::string_view operation) override {
+    protocol_errors.emplace_back(operation);
+  }
+  std::vector<std::pair<std::string, int>> responses;
+  std::vector<std::pair<std::string, std::chrono::milliseconds>> retries;
+  std::vector<std::string> protocol_errors;
 };
 
 // Records the delays it was asked to wait instead of waiting.

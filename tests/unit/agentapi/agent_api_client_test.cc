@@ -13,6 +13,7 @@ namespace {
 using std::chrono::milliseconds;
 using ::testing::_;
 using ::testing::Contains;
+using testing::http_reply;
 using ::testing::Invoke;
 using testing::MockHttpTransport;
 using ::testing::Pair;
@@ -20,29 +21,8 @@ using testing::RecordingSleeper;
 using ::testing::Return;
 using ::testing::StrictMock;
 
-HttpResponse reply(int status, std::string body,
-                   std::vector<std::pair<std::string, std::string>> headers = {}) {
-  HttpResponse response;
-  response.status = status;
-  response.body = std::move(body);
-  response.headers = std::move(headers);
-  return response;
-}
-
 const char* kItem = R"({"type":"work","id":"work_1","environment_id":"env_1",
   "data":{"type":"session","id":"sesn_1"},"state":"queued","metadata":{},"secret":"abc"})";
-
-class RecordingMetrics : public ApiMetrics {
- public:
-  void on_response(std::string_view operation, int status, double) override {
-    responses.emplace_back(std::string(operation), status);
-  }
-  void on_retry(std::string_view operation, int status, milliseconds delay) override {
-    retries.emplace_back(std::string(operation) + ":" + std::to_string(status), delay);
-  }
-  std::vector<std::pair<std::string, int>> responses;
-  std::vector<std::pair<std::string, milliseconds>> retries;
-};
 
 class AgentApiClientTest : public ::testing::Test {
  protected:
@@ -61,7 +41,7 @@ class AgentApiClientTest : public ::testing::Test {
 
   testing::FakeRandom random_{0.5};
   RecordingSleeper sleeper_;
-  RecordingMetrics metrics_;
+  testing::RecordingApiMetrics metrics_;
   StrictMock<MockHttpTransport>* transport_;
   std::unique_ptr<AgentApiClient> client_;
 };
@@ -70,7 +50,7 @@ TEST_F(AgentApiClientTest, PollSendsTheSdksPathQueryAndHeaders) {
   HttpRequest seen;
   EXPECT_CALL(*transport_, send(_)).WillOnce(Invoke([&](const HttpRequest& request) {
     seen = request;
-    return reply(200, kItem);
+    return http_reply(200, kItem);
   }));
   PollOptions options;
   options.reclaim_older_than_ms = 5000;
@@ -95,7 +75,7 @@ TEST_F(AgentApiClientTest, PollSendsTheSdksPathQueryAndHeaders) {
 }
 
 TEST_F(AgentApiClientTest, PollReturnsNothingOnJsonNull) {
-  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(reply(200, "null")));
+  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(http_reply(200, "null")));
   EXPECT_FALSE(client_->poll({}).has_value());
 }
 
@@ -108,9 +88,9 @@ TEST_F(AgentApiClientTest, PollRefusesABlockMsTheApiWouldRefuse) {
 TEST_F(AgentApiClientTest, RetriesServerErrorsWithExponentialBackoffThenSucceeds) {
   EXPECT_CALL(*transport_, send(_))
       .WillOnce(
-          Return(reply(503, R"({"type":"error","error":{"type":"api_error","message":"x"}})")))
-      .WillOnce(Return(reply(529, "{}")))
-      .WillOnce(Return(reply(200, "null")));
+          Return(http_reply(503, R"({"type":"error","error":{"type":"api_error","message":"x"}})")))
+      .WillOnce(Return(http_reply(529, "{}")))
+      .WillOnce(Return(http_reply(200, "null")));
   EXPECT_FALSE(client_->poll({}).has_value());
   EXPECT_EQ(sleeper_.delays, (std::vector<milliseconds>{milliseconds(500), milliseconds(1000)}));
   ASSERT_EQ(metrics_.retries.size(), 2u);
@@ -120,8 +100,8 @@ TEST_F(AgentApiClientTest, RetriesServerErrorsWithExponentialBackoffThenSucceeds
 
 TEST_F(AgentApiClientTest, HonoursRetryAfterMs) {
   EXPECT_CALL(*transport_, send(_))
-      .WillOnce(Return(reply(429, "{}", {{"retry-after-ms", "250"}})))
-      .WillOnce(Return(reply(200, "null")));
+      .WillOnce(Return(http_reply(429, "{}", {{"retry-after-ms", "250"}})))
+      .WillOnce(Return(http_reply(200, "null")));
   client_->poll({});
   EXPECT_EQ(sleeper_.delays, (std::vector<milliseconds>{milliseconds(250)}));
 }
@@ -129,7 +109,7 @@ TEST_F(AgentApiClientTest, HonoursRetryAfterMs) {
 TEST_F(AgentApiClientTest, GivesUpAfterMaxRetriesKeepingTheLastErrorBody) {
   const std::string body =
       R"({"type":"error","error":{"type":"overloaded_error","message":"busy"}})";
-  EXPECT_CALL(*transport_, send(_)).Times(3).WillRepeatedly(Return(reply(529, body)));
+  EXPECT_CALL(*transport_, send(_)).Times(3).WillRepeatedly(Return(http_reply(529, body)));
   try {
     client_->stats();
     FAIL() << "expected ApiError";
@@ -144,10 +124,10 @@ TEST_F(AgentApiClientTest, GivesUpAfterMaxRetriesKeepingTheLastErrorBody) {
 
 TEST_F(AgentApiClientTest, AFatal4xxIsNotRetriedAndKeepsTheServersError) {
   EXPECT_CALL(*transport_, send(_))
-      .WillOnce(Return(reply(401,
-                             R"({"type":"error","error":{"type":"authentication_error",
+      .WillOnce(Return(http_reply(401,
+                                  R"({"type":"error","error":{"type":"authentication_error",
                                  "message":"invalid environment key"}})",
-                             {{"request-id", "req_42"}})));
+                                  {{"request-id", "req_42"}})));
   try {
     client_->poll({});
     FAIL() << "expected ApiError";
@@ -163,7 +143,7 @@ TEST_F(AgentApiClientTest, AFatal4xxIsNotRetriedAndKeepsTheServersError) {
 
 TEST_F(AgentApiClientTest, XShouldRetryFalseStopsARetry) {
   EXPECT_CALL(*transport_, send(_))
-      .WillOnce(Return(reply(503, "{}", {{"x-should-retry", "false"}})));
+      .WillOnce(Return(http_reply(503, "{}", {{"x-should-retry", "false"}})));
   EXPECT_THROW(client_->poll({}), ApiError);
 }
 
@@ -180,7 +160,8 @@ TEST_F(AgentApiClientTest, HeartbeatEncodesTheEchoAndIsNeverRetried) {
   HttpRequest seen;
   EXPECT_CALL(*transport_, send(_)).WillOnce(Invoke([&](const HttpRequest& request) {
     seen = request;
-    return reply(200, R"({"type":"work_heartbeat","last_heartbeat":"2026-01-01T00:00:01.000001Z",
+    return http_reply(200,
+                      R"({"type":"work_heartbeat","last_heartbeat":"2026-01-01T00:00:01.000001Z",
                           "lease_extended":true,"state":"active","ttl_seconds":40})");
   }));
   const HeartbeatResponse beat =
@@ -194,7 +175,7 @@ TEST_F(AgentApiClientTest, HeartbeatEncodesTheEchoAndIsNeverRetried) {
   EXPECT_TRUE(beat.lease_extended);
   EXPECT_EQ(beat.ttl_seconds, 40);
 
-  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(reply(503, "{}")));
+  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(http_reply(503, "{}")));
   EXPECT_THROW(client_->heartbeat("work_1", "NO_HEARTBEAT", std::nullopt, milliseconds(1000)),
                ApiError);
   EXPECT_TRUE(sleeper_.delays.empty());
@@ -202,7 +183,7 @@ TEST_F(AgentApiClientTest, HeartbeatEncodesTheEchoAndIsNeverRetried) {
 
 TEST_F(AgentApiClientTest, A412CarriesTheServersLeaseState) {
   EXPECT_CALL(*transport_, send(_))
-      .WillOnce(Return(reply(412, R"({"type":"error","error":{"type":"invalid_request_error",
+      .WillOnce(Return(http_reply(412, R"({"type":"error","error":{"type":"invalid_request_error",
         "message":"mismatch","details":{"error_code":"heartbeat_precondition_failed",
         "current_state":{"state":"active","ttl_seconds":60,"last_heartbeat":"T2",
         "lease_extended":true}}}})")));
@@ -221,10 +202,10 @@ TEST_F(AgentApiClientTest, StopSendsForceAndA409IsAnAnswerNotARetry) {
   EXPECT_CALL(*transport_, send(_))
       .WillOnce(Invoke([&](const HttpRequest& request) {
         seen = request;
-        return reply(200, kItem);
+        return http_reply(200, kItem);
       }))
-      .WillOnce(Return(
-          reply(409, R"({"type":"error","error":{"type":"conflict_error","message":"stopped"}})")));
+      .WillOnce(Return(http_reply(
+          409, R"({"type":"error","error":{"type":"conflict_error","message":"stopped"}})")));
   client_->stop("work_1", true);
   EXPECT_EQ(seen.body, R"({"force":true})");
   EXPECT_EQ(seen.url, "http://127.0.0.1:9/v1/environments/env_1/work/work_1/stop");
@@ -240,19 +221,19 @@ TEST_F(AgentApiClientTest, StopSendsForceAndA409IsAnAnswerNotARetry) {
 
 TEST_F(AgentApiClientTest, StopIsRetriedThroughServerErrors) {
   EXPECT_CALL(*transport_, send(_))
-      .WillOnce(Return(reply(
+      .WillOnce(Return(http_reply(
           503, R"({"type":"error","error":{"type":"api_error","message":"unavailable"}})")))
-      .WillOnce(Return(
-          reply(429, R"({"type":"error","error":{"type":"rate_limit_error","message":"slow"}})")))
-      .WillOnce(Return(reply(200, kItem)));
+      .WillOnce(Return(http_reply(
+          429, R"({"type":"error","error":{"type":"rate_limit_error","message":"slow"}})")))
+      .WillOnce(Return(http_reply(200, kItem)));
   EXPECT_EQ(client_->stop("work_1", true).id, "work_1");
   EXPECT_EQ(sleeper_.delays.size(), 2u);
 }
 
 TEST_F(AgentApiClientTest, ABodyThatIsNotJsonIsAProtocolError) {
-  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(reply(200, "<html>gateway</html>")));
+  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(http_reply(200, "<html>gateway</html>")));
   EXPECT_THROW(client_->retrieve_work("work_1"), ProtocolError);
-  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(reply(200, R"({"id":"work_1"})")));
+  EXPECT_CALL(*transport_, send(_)).WillOnce(Return(http_reply(200, R"({"id":"work_1"})")));
   EXPECT_THROW(client_->retrieve_work("work_1"), ProtocolError);
 }
 
@@ -260,7 +241,7 @@ TEST_F(AgentApiClientTest, ListFollowsTheCursorParameter) {
   HttpRequest seen;
   EXPECT_CALL(*transport_, send(_)).WillOnce(Invoke([&](const HttpRequest& request) {
     seen = request;
-    return reply(200, std::string(R"({"data":[)") + kItem + R"(],"next_page":"work_2"})");
+    return http_reply(200, std::string(R"({"data":[)") + kItem + R"(],"next_page":"work_2"})");
   }));
   const WorkPage page = client_->list_work(1, "work_1");
   EXPECT_EQ(seen.url, "http://127.0.0.1:9/v1/environments/env_1/work?limit=1&page=work_1");
@@ -272,7 +253,7 @@ TEST_F(AgentApiClientTest, SendEventsPostsTheBatch) {
   HttpRequest seen;
   EXPECT_CALL(*transport_, send(_)).WillOnce(Invoke([&](const HttpRequest& request) {
     seen = request;
-    return reply(200, R"({"data":[]})");
+    return http_reply(200, R"({"data":[]})");
   }));
   client_->send_events("sesn_1", nlohmann::json::array({{{"type", "user.interrupt"}}}));
   EXPECT_EQ(seen.url, "http://127.0.0.1:9/v1/sessions/sesn_1/events");
@@ -292,7 +273,7 @@ TEST_F(AgentApiClientTest, StreamDeliversNamedEventsAcrossChunkBoundaries) {
         on_chunk("event: agent.tool_use\nid: sevt_2\ndata: {\"id\":\"sevt_2\",");
         on_chunk("\"type\":\"agent.tool_use\"}\r\n\r\nevent: session.status_idle\nid: sevt_3\n");
         on_chunk("data: {\"id\":\"sevt_3\",\"type\":\"session.status_idle\"}\n\n");
-        return reply(200, "");
+        return http_reply(200, "");
       }));
   std::vector<std::string> types;
   std::atomic<bool> cancel{false};
@@ -312,7 +293,7 @@ TEST_F(AgentApiClientTest, StreamDeliversNamedEventsAcrossChunkBoundaries) {
 
 TEST_F(AgentApiClientTest, AStreamRefusedByTheServerIsAnApiError) {
   EXPECT_CALL(*transport_, stream(_, _, _))
-      .WillOnce(Return(reply(
+      .WillOnce(Return(http_reply(
           401, R"({"type":"error","error":{"type":"authentication_error","message":"no"}})")));
   std::atomic<bool> cancel{false};
   try {
