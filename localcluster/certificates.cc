@@ -2,8 +2,6 @@
 
 #include <chrono>
 
-#include "pki/pki.h"
-
 namespace perimeter::localcluster {
 namespace {
 
@@ -24,6 +22,18 @@ std::vector<std::string> apiserver_ip_addresses() {
   return {"127.0.0.1", "10.0.0.1"};
 }
 
+void issue_from_cluster_ca(pki::CertificateRequest request, const pki::Certificate& ca,
+                           const pki::PrivateKey& ca_key, const std::string& cert_path,
+                           const std::string& key_path) {
+  request.lifetime = kLifetime;
+  request.backdate = kBackdate;
+  const pki::PrivateKey key = pki::PrivateKey::generate_ec_p256();
+  const pki::Certificate cert =
+      pki::issue_certificate(request, key, ca, ca_key, std::chrono::system_clock::now());
+  pki::write_certificate_file(cert_path, cert);
+  pki::write_private_key_file(key_path, key);
+}
+
 ClusterCertificates generate_certificates(const std::string& dir) {
   ClusterCertificates files{
       .ca_cert = dir + "/ca.crt",
@@ -35,35 +45,22 @@ ClusterCertificates generate_certificates(const std::string& dir) {
       .service_account_key = dir + "/service-account.key",
       .service_account_pub = dir + "/service-account.pub",
   };
-  const auto now = std::chrono::system_clock::now();
 
-  pki::PrivateKey ca_key = pki::PrivateKey::generate_ec_p256();
-  pki::Certificate ca = pki::issue_self_signed_ca(
+  const pki::PrivateKey ca_key = pki::PrivateKey::generate_ec_p256();
+  const pki::Certificate ca = pki::issue_self_signed_ca(
       {.common_name = "perimeter-local-cluster-ca", .lifetime = kLifetime, .backdate = kBackdate},
-      ca_key, now);
+      ca_key, std::chrono::system_clock::now());
   pki::write_certificate_file(files.ca_cert, ca);
   pki::write_private_key_file(files.ca_key, ca_key);
 
-  pki::PrivateKey serving_key = pki::PrivateKey::generate_ec_p256();
-  pki::Certificate serving = pki::issue_certificate({.common_name = "kube-apiserver",
-                                                     .dns_names = apiserver_dns_names(),
-                                                     .ip_addresses = apiserver_ip_addresses(),
-                                                     .lifetime = kLifetime,
-                                                     .backdate = kBackdate,
-                                                     .usage = pki::Usage::kServer},
-                                                    serving_key, ca, ca_key, now);
-  pki::write_certificate_file(files.apiserver_cert, serving);
-  pki::write_private_key_file(files.apiserver_key, serving_key);
-
-  pki::PrivateKey admin_key = pki::PrivateKey::generate_ec_p256();
-  pki::Certificate admin = pki::issue_certificate({.common_name = kAdminUser,
-                                                   .organization = kAdminGroup,
-                                                   .lifetime = kLifetime,
-                                                   .backdate = kBackdate,
-                                                   .usage = pki::Usage::kClient},
-                                                  admin_key, ca, ca_key, now);
-  pki::write_certificate_file(files.admin_cert, admin);
-  pki::write_private_key_file(files.admin_key, admin_key);
+  issue_from_cluster_ca({.common_name = "kube-apiserver",
+                         .dns_names = apiserver_dns_names(),
+                         .ip_addresses = apiserver_ip_addresses(),
+                         .usage = pki::Usage::kServer},
+                        ca, ca_key, files.apiserver_cert, files.apiserver_key);
+  issue_from_cluster_ca(
+      {.common_name = kAdminUser, .organization = kAdminGroup, .usage = pki::Usage::kClient}, ca,
+      ca_key, files.admin_cert, files.admin_key);
 
   pki::PrivateKey service_account = pki::PrivateKey::generate_ec_p256();
   pki::write_private_key_file(files.service_account_key, service_account);

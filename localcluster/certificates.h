@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "pki/pki.h"
+
 namespace perimeter::localcluster {
 
 // The throwaway PKI of one local cluster, as PEM files in one directory.
@@ -29,5 +31,13 @@ inline constexpr const char* kAdminGroup = "system:masters";
 // signatures, valid from an hour ago for a year. Private keys are written 0600.
 // Throws std::runtime_error with OpenSSL's reason on failure.
 ClusterCertificates generate_certificates(const std::string& dir);
+
+// A fresh ECDSA P-256 key and a certificate for it signed by the cluster CA, valid like the
+// others (from an hour ago, for a year); the certificate written to `cert_path`, the key to
+// `key_path` (0600). `request`'s lifetime and backdate are replaced by the cluster's.
+// Throws pki::PkiError (a std::runtime_error) with OpenSSL's reason on failure.
+void issue_from_cluster_ca(pki::CertificateRequest request, const pki::Certificate& ca,
+                           const pki::PrivateKey& ca_key, const std::string& cert_path,
+                           const std::string& key_path);
 
 }  // namespace perimeter::localcluster

@@ -22,12 +22,12 @@
 
 #include "core/clock.h"
 #include "core/random.h"
+#include "localcluster/certificates.h"
 #include "localcluster/cluster_dirs.h"
 #include "localcluster/kubeconfig.h"
 #include "localcluster/ports.h"
 #include "localcluster/readiness.h"
 #include "localcluster/tools.h"
-#include "pki/pki.h"
 
 namespace perimeter::localcluster {
 namespace {
@@ -114,23 +114,14 @@ std::string random_hex(int digits) {
 
 // --- the kubelet's client certificate, signed by the cluster CA --------------------------------
 
-// CN=system:node:<name>, O=system:nodes: the identity RBAC's system:node role is bound to. Valid
-// from an hour ago for a year, like the cluster's other certificates.
+// CN=system:node:<name>, O=system:nodes: the identity RBAC's system:node role is bound to.
 void issue_node_client_certificate(const RealNodeOptions& options, const std::string& node_name,
                                    const std::string& cert_path, const std::string& key_path) {
-  using namespace std::chrono_literals;
-  const pki::Certificate ca = pki::read_certificate_file(options.ca_cert);
-  const pki::PrivateKey ca_key = pki::read_private_key_file(options.ca_key);
-  const pki::PrivateKey key = pki::PrivateKey::generate_ec_p256();
-  const pki::Certificate cert =
-      pki::issue_certificate({.common_name = "system:node:" + node_name,
-                              .organization = "system:nodes",
-                              .lifetime = 365 * 24h,
-                              .backdate = 1h,
-                              .usage = pki::Usage::kClient},
-                             key, ca, ca_key, std::chrono::system_clock::now());
-  pki::write_certificate_file(cert_path, cert);
-  pki::write_private_key_file(key_path, key);
+  issue_from_cluster_ca({.common_name = "system:node:" + node_name,
+                         .organization = "system:nodes",
+                         .usage = pki::Usage::kClient},
+                        pki::read_certificate_file(options.ca_cert),
+                        pki::read_private_key_file(options.ca_key), cert_path, key_path);
 }
 
 // The last lines of a log, without the kubelet's echo of every flag it was given (a fast failure

@@ -18,10 +18,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 
 namespace perimeter::pki {
 
@@ -205,6 +205,15 @@ bool valid_dns_name(const std::string& name) {
   });
 }
 
+// Moves `name` into `names`, which frees it from then on.
+void push_name(GENERAL_NAMES* names, GeneralName name, const char* what) {
+  GENERAL_NAME* owned = name.release();
+  if (sk_GENERAL_NAME_push(names, owned) <= 0) {
+    GENERAL_NAME_free(owned);
+    fail(what);
+  }
+}
+
 // Subject Alternative Names built as structures, so no name can smuggle in a second entry the
 // way a comma would in OpenSSL's "DNS:a,DNS:b" syntax.
 void add_subject_alt_names(X509* cert, const std::vector<std::string>& dns_names,
@@ -220,8 +229,7 @@ void add_subject_alt_names(X509* cert, const std::vector<std::string>& dns_names
     GeneralName name(GENERAL_NAME_new());
     check(name != nullptr, "allocating a subject alternative name");
     GENERAL_NAME_set0_value(name.get(), GEN_DNS, text);
-    check(sk_GENERAL_NAME_push(names.get(), name.get()) > 0, "adding a DNS name");
-    name.release();  // owned by `names` now
+    push_name(names.get(), std::move(name), "adding a DNS name");
   }
   for (const auto& ip : ip_addresses) {
     ASN1_OCTET_STRING* address = a2i_IPADDRESS(ip.c_str());
@@ -233,8 +241,7 @@ void add_subject_alt_names(X509* cert, const std::vector<std::string>& dns_names
     if (name == nullptr) ASN1_OCTET_STRING_free(address);
     check(name != nullptr, "allocating a subject alternative name");
     GENERAL_NAME_set0_value(name.get(), GEN_IPADD, address);
-    check(sk_GENERAL_NAME_push(names.get(), name.get()) > 0, "adding an IP address");
-    name.release();
+    push_name(names.get(), std::move(name), "adding an IP address");
   }
   check(X509_add1_ext_i2d(cert, NID_subject_alt_name, names.get(), critical ? 1 : 0,
                           X509V3_ADD_DEFAULT) == 1,
@@ -698,14 +705,19 @@ std::optional<std::string> verify_server_certificate(const Certificate& leaf, co
 
 namespace {
 
+// strerror's text without strerror's shared buffer.
+std::string error_text(int code) {
+  return std::generic_category().message(code);
+}
+
 // Created with `mode` from the start, so a key is never readable by others, not even briefly.
 void write_file(const std::string& path, const std::string& data, mode_t mode) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) throw PkiError("cannot write " + path + ": " + std::strerror(errno));
+  if (fd < 0) throw PkiError("cannot write " + path + ": " + error_text(errno));
   auto close_and_throw = [&](const std::string& what) {
     const int saved = errno;
     ::close(fd);
-    throw PkiError(what + " " + path + ": " + std::strerror(saved));
+    throw PkiError(what + " " + path + ": " + error_text(saved));
   };
   if (::fchmod(fd, mode) != 0) close_and_throw("cannot set the mode of");
   std::size_t written = 0;
@@ -715,12 +727,22 @@ void write_file(const std::string& path, const std::string& data, mode_t mode) {
     if (n < 0) close_and_throw("cannot write");
     written += static_cast<std::size_t>(n);
   }
-  if (::close(fd) != 0) throw PkiError("cannot write " + path + ": " + std::strerror(errno));
+  if (::close(fd) != 0) throw PkiError("cannot write " + path + ": " + error_text(errno));
+}
+
+// What `parse` returns; a PkiError it throws names `path` first.
+template <typename Parse>
+auto with_path_in_errors(const std::string& path, Parse parse) {
+  try {
+    return parse();
+  } catch (const PkiError& error) {
+    throw PkiError(path + ": " + error.what());
+  }
 }
 
 std::string read_file(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
-  if (!file) throw PkiError("cannot read " + path + ": " + std::strerror(errno));
+  if (!file) throw PkiError("cannot read " + path + ": " + error_text(errno));
   std::ostringstream text;
   text << file.rdbuf();
   return text.str();
@@ -741,19 +763,11 @@ void write_certificate_file(const std::string& path, const Certificate& cert) {
 }
 
 PrivateKey read_private_key_file(const std::string& path) {
-  try {
-    return PrivateKey::from_pem(read_file(path));
-  } catch (const PkiError& error) {
-    throw PkiError(path + ": " + error.what());
-  }
+  return with_path_in_errors(path, [&] { return PrivateKey::from_pem(read_file(path)); });
 }
 
 Certificate read_certificate_file(const std::string& path) {
-  try {
-    return Certificate::from_pem(read_file(path));
-  } catch (const PkiError& error) {
-    throw PkiError(path + ": " + error.what());
-  }
+  return with_path_in_errors(path, [&] { return Certificate::from_pem(read_file(path)); });
 }
 
 }  // namespace perimeter::pki

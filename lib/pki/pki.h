@@ -143,9 +143,11 @@ struct CertificateRequest {
 
 // A leaf certificate for `subject_key`, signed directly by `issuer_cert`/`issuer_key` with
 // SHA-256: BasicConstraints CA:FALSE (critical), KeyUsage digitalSignature (+ keyEncipherment for
-// RSA keys) (critical), ExtendedKeyUsage from `usage`, Authority Key Identifier = the issuer's SKI,
-// SANs from the request (none when both lists are empty). Throws PkiError if `issuer_key` is not
-// the key of `issuer_cert`, or the issuer is not a CA.
+// RSA keys) (critical), ExtendedKeyUsage from `usage`, its own Subject Key Identifier, Authority
+// Key Identifier = the issuer's SKI, SANs from the request (none when both lists are empty;
+// critical when the subject is empty). Valid from now - backdate to now + lifetime. Throws
+// PkiError if `issuer_key` is not the key of `issuer_cert`, the issuer is not a CA or has no SKI,
+// the lifetime is not positive, or a SAN is not a DNS name / IP address.
 Certificate issue_certificate(const CertificateRequest& request, const PrivateKey& subject_key,
                               const Certificate& issuer_cert, const PrivateKey& issuer_key,
                               TimePoint now);
@@ -157,7 +159,8 @@ inline constexpr std::size_t kTunnelCaMaxPemBytes = 8 * 1024;
 // Why the Tunnels API refuses `pem` as a tunnel CA, or nullopt if it accepts it. The rules, in the
 // order they are checked: PEM at most 8 KB; no private key in it; exactly one certificate;
 // BasicConstraints CA:TRUE and critical; a Subject Key Identifier; KeyUsage with keyCertSign;
-// RSA >= 2048 bits or ECDSA on a curve of >= 256 bits; signature hash SHA-256 or stronger.
+// RSA >= 2048 bits or ECDSA on P-256, P-384 or P-521; signature hash SHA-256 or stronger
+// (SHA-2 or SHA-3 of 256 bits or more). Other PEM blocks (a public key, ...) are refused too.
 // The reason is one sentence naming the rule, e.g. "BasicConstraints is not critical".
 std::optional<std::string> tunnel_ca_violation(std::string_view pem);
 

@@ -7,6 +7,7 @@
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -134,6 +135,33 @@ TEST_F(CertificatesTest, EveryClusterGetsItsOwnCa) {
   CertPtr foreign_admin = load_cert(other.admin_cert);
   EXPECT_FALSE(verifies(foreign_admin.get(), ca.get(), X509_PURPOSE_SSL_CLIENT));
   std::filesystem::remove_all(other_dir);
+}
+
+TEST_F(CertificatesTest, TheKubeletsCertificateComesFromTheClusterCaLikeTheOthers) {
+  const std::string cert_path = dir_ + "/kubelet-client.crt";
+  const std::string key_path = dir_ + "/kubelet-client.key";
+  issue_from_cluster_ca({.common_name = "system:node:n1",
+                         .organization = "system:nodes",
+                         .lifetime = std::chrono::seconds(1),  // replaced by the cluster's
+                         .usage = pki::Usage::kClient},
+                        pki::read_certificate_file(files_.ca_cert),
+                        pki::read_private_key_file(files_.ca_key), cert_path, key_path);
+  CertPtr ca = load_cert(files_.ca_cert);
+  CertPtr kubelet = load_cert(cert_path);
+  KeyPtr key = load_private(key_path);
+  ASSERT_TRUE(ca && kubelet && key);
+  EXPECT_TRUE(verifies(kubelet.get(), ca.get(), X509_PURPOSE_SSL_CLIENT));
+  EXPECT_EQ(X509_check_private_key(kubelet.get(), key.get()), 1);
+  EXPECT_EQ(name_entry(kubelet.get(), NID_commonName), "system:node:n1");
+  EXPECT_EQ(name_entry(kubelet.get(), NID_organizationName), "system:nodes");
+  // The same validity as the admin certificate issued with the cluster: an hour back, a year on.
+  const pki::Certificate issued = pki::read_certificate_file(cert_path);
+  const pki::Certificate admin = pki::read_certificate_file(files_.admin_cert);
+  EXPECT_EQ(issued.not_after() - issued.not_before(), std::chrono::hours(24 * 365 + 1));
+  EXPECT_EQ(admin.not_after() - admin.not_before(), std::chrono::hours(24 * 365 + 1));
+  struct stat info {};
+  ASSERT_EQ(::stat(key_path.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
 }
 
 TEST(CertificatesErrors, UnwritableFolderIsReported) {

@@ -30,7 +30,7 @@ using cli::TempDir;
 using cli::write_text;
 
 // 2031-03-04T05:06:07Z: far from today, so nothing here can pass by reading the wall clock.
-const TimePoint kNow = std::chrono::sys_days{std::chrono::year{2031} / 3 / 4} + 5h + 6min + 7s;
+constexpr TimePoint kNow = std::chrono::sys_days{std::chrono::year{2031} / 3 / 4} + 5h + 6min + 7s;
 constexpr std::chrono::seconds kFiveYears = 5 * 365 * 24h;
 constexpr std::chrono::seconds kNinetyDays = 90 * 24h;
 

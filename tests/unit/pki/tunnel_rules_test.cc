@@ -176,7 +176,7 @@ TEST(TunnelCaViolation, ThePemItselfMustHoldExactlyOneCertificateAndNoKey) {
 
 // --- server certificates --------------------------------------------------------------------
 
-const TimePoint kNow = std::chrono::sys_days{std::chrono::year{2031} / 3 / 4} + 12h;
+constexpr TimePoint kNow = std::chrono::sys_days{std::chrono::year{2031} / 3 / 4} + 12h;
 
 struct Pki {
   PrivateKey ca_key = PrivateKey::generate_ec_p256();
