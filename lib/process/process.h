@@ -109,4 +109,14 @@ bool process_alive(pid_t pid);
 // first executable match on PATH. Returns an empty string when there is none.
 std::string find_executable(const std::string& program);
 
+// A shell command run to completion: its exit code (-1 when it did not exit normally) and its
+// stdout and stderr together. For tests and tools that drive kubectl, helm and the like.
+struct ShellResult {
+  int exit_code = -1;
+  std::string output;
+  // The last non-empty line, where such tools put their answer ("yes", a name) below warnings.
+  std::string last_line() const;
+};
+ShellResult run_shell(const std::string& command);
+
 }  // namespace perimeter::process
