@@ -134,10 +134,12 @@ int main(int argc, char** argv) {
       client_metrics);
   namespaces.create(
       "", {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "bench"}}}});
-  secrets.create("bench", {{"apiVersion", "v1"},
-                           {"kind", "Secret"},
-                           {"metadata", {{"name", "key"}}},
-                           {"stringData", {{"environment-key", environment["key"]}}}});
+  secrets.create(
+      "bench",
+      {{"apiVersion", "v1"},
+       {"kind", "Secret"},
+       {"metadata", {{"name", "key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
+       {"stringData", {{"environment-key", environment["key"]}}}});
   environments.create("bench", {{"apiVersion", "perimeter.dev/v1alpha1"},
                                 {"kind", "AgentEnvironment"},
                                 {"metadata", {{"name", "bench"}}},
@@ -183,7 +185,8 @@ int main(int argc, char** argv) {
       {.binary = bin + "/perimeter-operator",
        .kubeconfig = cluster->kubeconfig_path(),
        .log_path = cluster->dir() + "/operator-bench.log",
-       .extra_args = {"--poll-threads", poll_threads, "--log-level", "warn"}});
+       .extra_args = {"--poll-threads", poll_threads, "--log-level", "warn", "--allowed-api-hosts",
+                      sim.url()}});
   // Let the operator start its poller on the empty queue, so the figures are claims, not start-up.
   std::this_thread::sleep_for(std::chrono::seconds(3));
 

@@ -213,10 +213,12 @@ class SessionBench {
             .json();
     const std::string environment_id = created.at("id");
     const std::string key = created.at("key");
-    secrets.create(ns, {{"apiVersion", "v1"},
-                        {"kind", "Secret"},
-                        {"metadata", {{"name", "env-key"}}},
-                        {"stringData", {{"environment-key", key}}}});
+    secrets.create(
+        ns, {{"apiVersion", "v1"},
+             {"kind", "Secret"},
+             {"metadata",
+              {{"name", "env-key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
+             {"stringData", {{"environment-key", key}}}});
     environments.create(
         ns, {{"apiVersion", "perimeter.dev/v1alpha1"},
              {"kind", "AgentEnvironment"},
@@ -237,8 +239,11 @@ class SessionBench {
                     {"effect", "NoSchedule"}}}},
                  {"env", {{{"name", "PERIMETER_MAX_IDLE_MS"}, {"value", "3000"}}}}}}}}});
     const std::string operator_log = cluster->dir() + "/bench-operator.log";
-    testing::OperatorProcess operator_process(testing::OperatorProcessOptions{
-        bin_dir_ + "/perimeter-operator", kubeconfig, operator_log, {}});
+    testing::OperatorProcess operator_process(
+        testing::OperatorProcessOptions{bin_dir_ + "/perimeter-operator",
+                                        kubeconfig,
+                                        operator_log,
+                                        {"--allowed-api-hosts", sim.url()}});
     // The operator is up and polling before the first session is enqueued, as in a cluster
     // that has been running.
     wait_for(

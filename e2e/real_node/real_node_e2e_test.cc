@@ -194,10 +194,12 @@ class RealNodeE2eTest : public ::testing::Test {
             .json();
     environment_id_ = created.at("id");
     client(kube::resources::secrets())
-        ->create(ns_, {{"apiVersion", "v1"},
-                       {"kind", "Secret"},
-                       {"metadata", {{"name", "env-key"}}},
-                       {"stringData", {{"environment-key", created.at("key")}}}});
+        ->create(ns_,
+                 {{"apiVersion", "v1"},
+                  {"kind", "Secret"},
+                  {"metadata",
+                   {{"name", "env-key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
+                  {"stringData", {{"environment-key", created.at("key")}}}});
   }
 
   // An AgentEnvironment whose runner pods land on the real node and run the imported image.
@@ -227,8 +229,11 @@ class RealNodeE2eTest : public ::testing::Test {
   }
 
   void start_operator() {
-    operator_ = std::make_unique<testing::OperatorProcess>(testing::OperatorProcessOptions{
-        bin_dir() + "/perimeter-operator", kubeconfig_, logs_->path() + "/operator.log", {}});
+    operator_ = std::make_unique<testing::OperatorProcess>(
+        testing::OperatorProcessOptions{bin_dir() + "/perimeter-operator",
+                                        kubeconfig_,
+                                        logs_->path() + "/operator.log",
+                                        {"--allowed-api-hosts", sim_->url()}});
   }
 
   Enqueued enqueue(const std::string& scenario_yaml) {
