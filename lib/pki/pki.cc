@@ -271,6 +271,17 @@ std::unique_ptr<T, void (*)(T*)> extension_of(const X509* cert, int nid, void (*
   return {value, free};
 }
 
+// Calls `visit` with each Subject Alternative Name of `type` (GEN_DNS, GEN_IPADD, ...), in order.
+template <typename Visit>
+void for_each_alt_name(const X509* cert, int type, Visit visit) {
+  auto alt_names = extension_of(cert, NID_subject_alt_name, GENERAL_NAMES_free);
+  if (!alt_names) return;
+  for (int i = 0; i < sk_GENERAL_NAME_num(alt_names.get()); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(alt_names.get(), i);
+    if (name->type == type) visit(*name);
+  }
+}
+
 // --- the Tunnels API's rules on a CA ----------------------------------------------------------
 
 bool is_certificate_label(const std::string& label) {
@@ -474,34 +485,25 @@ std::string Certificate::authority_key_id() const {
 
 std::vector<std::string> Certificate::dns_names() const {
   std::vector<std::string> names;
-  auto alt_names = extension_of(cert_.get(), NID_subject_alt_name, GENERAL_NAMES_free);
-  if (!alt_names) return names;
-  for (int i = 0; i < sk_GENERAL_NAME_num(alt_names.get()); ++i) {
-    const GENERAL_NAME* name = sk_GENERAL_NAME_value(alt_names.get(), i);
-    if (name->type != GEN_DNS) continue;
-    const ASN1_STRING* text = name->d.dNSName;
+  for_each_alt_name(cert_.get(), GEN_DNS, [&](const GENERAL_NAME& name) {
+    const ASN1_STRING* text = name.d.dNSName;
     names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(text)),
                        static_cast<std::size_t>(ASN1_STRING_length(text)));
-  }
+  });
   return names;
 }
 
 std::vector<std::string> Certificate::ip_addresses() const {
   std::vector<std::string> addresses;
-  auto alt_names = extension_of(cert_.get(), NID_subject_alt_name, GENERAL_NAMES_free);
-  if (!alt_names) return addresses;
-  for (int i = 0; i < sk_GENERAL_NAME_num(alt_names.get()); ++i) {
-    const GENERAL_NAME* name = sk_GENERAL_NAME_value(alt_names.get(), i);
-    if (name->type != GEN_IPADD) continue;
-    const ASN1_OCTET_STRING* bytes = name->d.iPAddress;
+  for_each_alt_name(cert_.get(), GEN_IPADD, [&](const GENERAL_NAME& name) {
+    const ASN1_OCTET_STRING* bytes = name.d.iPAddress;
     const int length = ASN1_STRING_length(bytes);
-    char text[INET6_ADDRSTRLEN] = {0};
     const int family = length == 4 ? AF_INET : length == 16 ? AF_INET6 : 0;
-    if (family == 0 ||
-        inet_ntop(family, ASN1_STRING_get0_data(bytes), text, sizeof(text)) == nullptr)
-      continue;  // not an address (e.g. a name constraint's address/mask): not a SAN we report
-    addresses.emplace_back(text);
-  }
+    char text[INET6_ADDRSTRLEN] = {0};
+    // Any other length is not an address (e.g. a name constraint's address/mask): not reported.
+    if (family != 0 && inet_ntop(family, ASN1_STRING_get0_data(bytes), text, sizeof(text)))
+      addresses.emplace_back(text);
+  });
   return addresses;
 }
 
