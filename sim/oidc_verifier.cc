@@ -200,10 +200,10 @@ void set_socket_timeouts(asio::ip::tcp::socket& socket, std::chrono::millisecond
 }
 
 template <typename Stream>
-HttpGetResult exchange(Stream& stream, const Url& url) {
+HttpGetResult exchange(Stream& stream, const Url& url, const std::string& accept) {
   http::request<http::empty_body> request{http::verb::get, url.target, 11};
   request.set(http::field::host, url.host);
-  request.set(http::field::accept, "application/json");
+  request.set(http::field::accept, accept);
   request.set(http::field::user_agent, "perimeter-sim");
   http::write(stream, request);
   beast::flat_buffer buffer;
@@ -252,7 +252,7 @@ bool base64url_decode(std::string_view in, std::string* out) {
 }
 
 HttpGetResult https_get(const std::string& url_text, const std::string& ca_file,
-                        std::chrono::milliseconds timeout) {
+                        std::chrono::milliseconds timeout, const std::string& accept) {
   const Url url = parse_url(url_text);
   asio::io_context io;
   asio::ip::tcp::resolver resolver(io);
@@ -261,7 +261,7 @@ HttpGetResult https_get(const std::string& url_text, const std::string& ca_file,
     asio::ip::tcp::socket socket(io);
     asio::connect(socket, endpoints);
     set_socket_timeouts(socket, timeout);
-    return exchange(socket, url);
+    return exchange(socket, url, accept);
   }
   asio::ssl::context tls(asio::ssl::context::tls_client);
   if (ca_file.empty()) {
@@ -284,7 +284,7 @@ HttpGetResult https_get(const std::string& url_text, const std::string& ca_file,
   asio::connect(stream.next_layer(), endpoints);
   set_socket_timeouts(stream.next_layer(), timeout);
   stream.handshake(asio::ssl::stream_base::client);
-  HttpGetResult result = exchange(stream, url);
+  HttpGetResult result = exchange(stream, url, accept);
   boost::system::error_code ignored;
   stream.shutdown(ignored);
   return result;
@@ -327,7 +327,7 @@ std::optional<json> DiscoveryKeySource::fetch(std::string* error) {
   constexpr std::chrono::milliseconds kTimeout{5000};
   const std::string discovery = discovery_url_ + "/.well-known/openid-configuration";
   try {
-    HttpGetResult reply = https_get(discovery, ca_file_, kTimeout);
+    HttpGetResult reply = https_get(discovery, ca_file_, kTimeout, "application/json");
     if (reply.status != 200) {
       *error = "GET " + discovery + " answered " + std::to_string(reply.status) + ": " +
                reply.body.substr(0, 300);
@@ -352,7 +352,8 @@ std::optional<json> DiscoveryKeySource::fetch(std::string* error) {
     if (jwks_uri.rfind(issuer_origin + "/", 0) == 0) {
       jwks_uri = origin_of(discovery_url_) + jwks_uri.substr(issuer_origin.size());
     }
-    reply = https_get(jwks_uri, ca_file_, kTimeout);
+    // A kube-apiserver serves the key set only as application/jwk-set+json (406 for JSON).
+    reply = https_get(jwks_uri, ca_file_, kTimeout, "application/jwk-set+json, application/json");
     if (reply.status != 200) {
       *error = "GET " + jwks_uri + " answered " + std::to_string(reply.status) + ": " +
                reply.body.substr(0, 300);

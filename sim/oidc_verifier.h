@@ -60,13 +60,13 @@ class DiscoveryKeySource final : public KeySource {
 };
 
 // One HTTPS (or HTTP) GET, for the discovery fetches: status and body, or an exception with the
-// reason. Blocking, with a timeout.
+// reason. Blocking, with a timeout on each read and write.
 struct HttpGetResult {
   int status = 0;
   std::string body;
 };
 HttpGetResult https_get(const std::string& url, const std::string& ca_file,
-                        std::chrono::milliseconds timeout);
+                        std::chrono::milliseconds timeout, const std::string& accept);
 
 // What a verified assertion says.
 struct VerifiedJwt {
