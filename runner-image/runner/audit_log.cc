@@ -159,7 +159,8 @@ std::string Redactor::redact(std::string_view text) const {
   for (const auto& pattern : patterns_->compiled) {
     pcre2_match_data* match = pcre2_match_data_create_from_pattern(pattern.code, nullptr);
     std::string result(out.size() + 64, '\0');
-    for (int attempt = 0; attempt < 2; ++attempt) {
+    bool done = false;
+    for (int attempt = 0; attempt < 2 && !done; ++attempt) {
       PCRE2_SIZE length = result.size();
       const int rc = pcre2_substitute(
           pattern.code, reinterpret_cast<PCRE2_SPTR>(out.data()), out.size(), 0,
@@ -167,18 +168,19 @@ std::string Redactor::redact(std::string_view text) const {
           reinterpret_cast<PCRE2_SPTR>(pattern.replacement.data()), pattern.replacement.size(),
           reinterpret_cast<PCRE2_UCHAR*>(result.data()), &length);
       if (rc == PCRE2_ERROR_NOMEMORY) {
-        result.resize(length);
+        result.resize(length);  // the size it needs: the second attempt fits
         continue;
       }
+      done = rc >= 0;
       if (rc > 0) {
         result.resize(length);
         out.swap(result);
-      } else if (rc < 0) {
-        // A match limit hit on hostile output: nothing of it can be vouched for.
-        out = std::string(kRedacted);
       }
       break;
     }
+    // A match limit hit on hostile output, or any other failure: fail closed, nothing of the
+    // text can be vouched for.
+    if (!done) out = std::string(kRedacted);
     pcre2_match_data_free(match);
   }
   return out;

@@ -208,6 +208,17 @@ TEST(Redactor, ReplacesEachDocumentedCredentialShape) {
   for (const auto& c : cases) EXPECT_EQ(redactor.redact(c.in), c.out) << c.in;
 }
 
+TEST(Redactor, ATextThatGrowsPastItsFirstBufferIsRedactedWhole) {
+  // Each replacement adds characters: the substitution has to retry with the size it needs.
+  const Redactor redactor({});
+  std::string in, out;
+  for (int i = 0; i < 2000; ++i) {
+    in += "password=x" + std::to_string(i) + "\n";
+    out += "password=[REDACTED]\n";
+  }
+  EXPECT_EQ(redactor.redact(in), out);
+}
+
 TEST(Redactor, RedactsKeysAndValuesOfAJsonValue) {
   const Redactor redactor({"s3cr3t-value"});
   const json in = {{"s3cr3t-value", {"a", "x s3cr3t-value", 3}}, {"n", nullptr}};
