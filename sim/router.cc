@@ -193,7 +193,7 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
     return finish(route, reply);
   }
 
-  if (!tunnels_route.empty()) {
+  if (tunnels_ != nullptr && !tunnels_route.empty()) {
     return finish(route, route_tunnels_api(*tunnels_, request, parts, route));
   }
 

@@ -653,6 +653,7 @@ ApiReply TunnelService::list_tunnels(const Caller& caller, bool include_archived
   std::sort(visible.begin(), visible.end(),
             [](const Tunnel* a, const Tunnel* b) { return a->sequence > b->sequence; });
   std::vector<std::string> ids;
+  ids.reserve(visible.size());
   for (const Tunnel* tunnel : visible) ids.push_back(tunnel->id);
   return page_of(ids, limit, page,
                  [this](const std::string& id) { return render_tunnel(tunnels_.at(id)); });
