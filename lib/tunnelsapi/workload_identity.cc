@@ -90,7 +90,19 @@ WorkloadIdentityTokenSource::WorkloadIdentityTokenSource(
 
 Secret WorkloadIdentityTokenSource::access_token() {
   std::lock_guard lock(mutex_);
-  if (!cached_ || clock_.now() >= cached_->refresh_at) cached_ = exchange();
+  const auto now = clock_.now();
+  if (cached_ && now < cached_->refresh_at) return cached_->token;
+  try {
+    cached_ = exchange();
+  } catch (const std::exception& e) {
+    if (!cached_ || now + kMinimumRemaining >= cached_->expires_at) throw;
+    logger_.warn(
+        "access token refresh failed; the current one is still valid, serving it",
+        {{"federation_rule_id", config_.federation_rule_id},
+         {"error", e.what()},
+         {"expires_in_s",
+          std::chrono::duration_cast<std::chrono::seconds>(cached_->expires_at - now).count()}});
+  }
   return cached_->token;
 }
 
@@ -195,7 +207,8 @@ WorkloadIdentityTokenSource::Cached WorkloadIdentityTokenSource::exchange() {
   const auto margin = std::min<std::chrono::seconds>(config_.refresh_before, expires_in / 2);
   logger_.info("access token exchanged", {{"federation_rule_id", config_.federation_rule_id},
                                           {"expires_in_s", expires_in.count()}});
-  return Cached{token, clock_.now() + expires_in - margin};
+  const auto now = clock_.now();
+  return Cached{token, now + expires_in - margin, now + expires_in};
 }
 
 }  // namespace perimeter::tunnelsapi

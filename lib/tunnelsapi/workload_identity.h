@@ -12,9 +12,12 @@
 //
 // The assertion file is read again at every exchange (the kubelet rotates projected tokens). The
 // access token is cached until `refresh_before` ahead of its expiry (at most half its lifetime
-// ahead), and dropped when the API answers it with 401. The assertion and the access token go
-// to no log, error message or metric; an OAuth error body keeps only RFC 6749's error fields
-// (error, error_description, error_uri), since anything else may echo the assertion.
+// ahead), and dropped when the API answers it with 401. When a refresh fails while the cached
+// token still has over `kMinimumRemaining` to live, the cached token is served and the failure
+// logged (the SDK's advisory window), so a short token-endpoint outage stops no call. The assertion
+// and the access token go to no log, error message or metric; an OAuth error body keeps only RFC
+// 6749's error fields (error, error_description, error_uri), since anything else may echo the
+// assertion.
 
 #include <chrono>
 #include <memory>
@@ -39,6 +42,8 @@ inline constexpr std::string_view kJwtBearerGrant = "urn:ietf:params:oauth:grant
 inline constexpr std::string_view kTokenEndpoint = "/v1/oauth/token";
 inline constexpr std::string_view kOAuthBeta = "oauth-2025-04-20";
 inline constexpr std::string_view kFederationBeta = "oidc-federation-2026-04-01";
+// A cached token is served after a failed refresh only while it has this long left.
+inline constexpr std::chrono::seconds kMinimumRemaining{30};
 // The token endpoint refuses larger assertions; refused here with a clear reason instead.
 inline constexpr std::size_t kMaxAssertionBytes = 16 * 1024;
 
@@ -107,6 +112,7 @@ class WorkloadIdentityTokenSource final : public AccessTokenSource {
   struct Cached {
     Secret token;
     Clock::TimePoint refresh_at;
+    Clock::TimePoint expires_at;
   };
   Secret read_assertion() const;
   Cached exchange();

@@ -150,6 +150,22 @@ TEST_F(WorkloadIdentityTest, TheAccessTokenIsCachedUntilShortlyBeforeItExpires) 
   EXPECT_EQ(source->exchanges(), 2);
 }
 
+TEST_F(WorkloadIdentityTest, AFailedRefreshServesTheCachedTokenWhileItHasOver30SecondsLeft) {
+  auto source = make_source();
+  const std::string unavailable =
+      R"({"type":"error","error":{"type":"api_error","message":"unavailable"}})";
+  EXPECT_CALL(*transport_, send(_))
+      .WillOnce(Return(http_reply(200, token_response("sk-ant-oat-1", 3600))))
+      .WillRepeatedly(Return(http_reply(503, unavailable)));
+  source->access_token();
+  clock_.advance(seconds(3500));  // past refresh_at (3480 s), 100 s left
+  EXPECT_EQ(source->access_token().expose(), "sk-ant-oat-1");
+  EXPECT_THAT(logs(), HasSubstr("access token refresh failed"));
+  clock_.advance(seconds(75));  // 25 s left: too little to hand out
+  EXPECT_THROW(source->access_token(), OAuthError);
+  EXPECT_EQ(source->exchanges(), 1);
+}
+
 TEST_F(WorkloadIdentityTest, AShortLivedTokenIsRefreshedAtHalfItsLifetime) {
   auto source = make_source();
   EXPECT_CALL(*transport_, send(_))
