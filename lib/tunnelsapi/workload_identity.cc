@@ -159,11 +159,11 @@ WorkloadIdentityTokenSource::Cached WorkloadIdentityTokenSource::exchange() {
   request.method = "POST";
   request.url = config_.base_url + std::string(kTokenEndpoint);
   request.timeout = config_.request_timeout;
+  // The SDK's oidcFederationProvider headers, exactly: no anthropic-version on this endpoint.
   request.headers = {
       {"Content-Type", "application/json"},
       {"Accept", "application/json"},
       {"anthropic-beta", std::string(kOAuthBeta) + "," + std::string(kFederationBeta)},
-      {"anthropic-version", "2023-06-01"},
       {"User-Agent", config_.user_agent}};
   request.body = body.dump();
 

@@ -107,7 +107,10 @@ TEST_F(WorkloadIdentityTest, TheExchangeSendsTheSdksJwtBearerRequest) {
   EXPECT_THAT(seen.headers,
               Contains(Pair("anthropic-beta", "oauth-2025-04-20,oidc-federation-2026-04-01")));
   EXPECT_THAT(seen.headers, Contains(Pair("User-Agent", "perimeter-test/1")));
-  for (const auto& header : seen.headers) EXPECT_NE(header.first, "Authorization");
+  for (const auto& header : seen.headers) {
+    EXPECT_NE(header.first, "Authorization");
+    EXPECT_NE(header.first, "anthropic-version");  // the SDK sends none here
+  }
   EXPECT_EQ(json::parse(seen.body),
             json({{"grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
                   {"assertion", kAssertion1},
