@@ -2,9 +2,15 @@
 // (kube-apiserver, etcd, controller manager, scheduler, KWOK nodes), perimeter-sim as the Managed
 // Agents API, and the operator binary. KWOK runs no containers, so these tests prove claiming,
 // pods, limits and crash safety; the runner's own work is tested elsewhere.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -112,7 +118,7 @@ class OperatorE2eTest : public ::testing::Test {
     client(kube::resources::secrets())
         ->create(ns_, {{"apiVersion", "v1"},
                        {"kind", "Secret"},
-                       {"metadata", {{"name", "env-key"}}},
+                       {"metadata", {{"name", "env-key"}, {"labels", key_mark()}}},
                        {"stringData", {{"environment-key", environment_key_}}}});
     scenario_ = read_file(source_dir() + "/sim/scenarios/conformance/builtin-tools.yaml");
     logs_ = std::make_unique<testing::TempDir>();
@@ -165,12 +171,15 @@ class OperatorE2eTest : public ::testing::Test {
     return testing::http_call(sim_->url(), "GET", "/admin/work/" + work_id).json();
   }
 
-  std::unique_ptr<testing::OperatorProcess> start_operator() {
-    return std::make_unique<testing::OperatorProcess>(
-        testing::OperatorProcessOptions{bin_dir() + "/perimeter-operator",
-                                        kubeconfig_,
-                                        logs_->path() + "/operator.log",
-                                        {"--poll-threads", "4"}});
+  // The label with which a namespace's Secret admin marks a Secret as an environment key.
+  static json key_mark() { return {{"perimeter.dev/environment-key", "true"}}; }
+
+  // The operator may send keys to the simulator only, unless a test allows more.
+  std::unique_ptr<testing::OperatorProcess> start_operator(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--poll-threads", "4", "--allowed-api-hosts", sim_->url()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<testing::OperatorProcess>(testing::OperatorProcessOptions{
+        bin_dir() + "/perimeter-operator", kubeconfig_, logs_->path() + "/operator.log", args});
   }
 
   json list(const kube::ResourceType& type) { return client(type)->list(ns_)["items"]; }
@@ -243,6 +252,82 @@ class PodTracker {
   std::set<std::string> unfinished_;
   size_t max_unfinished_ = 0;
   std::map<std::string, int> adds_;
+};
+
+// A server of the attacker's own on loopback: it records every byte any client sends it and
+// answers 401, so a test can say exactly what reached it.
+class RecordingServer {
+ public:
+  RecordingServer() {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), length) != 0 ||
+        ::listen(listen_fd_, 16) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      throw std::runtime_error("RecordingServer: cannot listen on 127.0.0.1");
+    }
+    url_ = "http://127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~RecordingServer() {
+    stop_ = true;
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  const std::string& url() const { return url_; }
+  // Everything received so far, connections in order.
+  std::string received() const {
+    std::lock_guard lock(mutex_);
+    return received_;
+  }
+  int connections() const {
+    std::lock_guard lock(mutex_);
+    return connections_;
+  }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd listening{listen_fd_, POLLIN, 0};
+      if (::poll(&listening, 1, 100) <= 0) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      {
+        std::lock_guard lock(mutex_);
+        ++connections_;
+      }
+      std::string request;
+      char buffer[4096];
+      const auto deadline = std::chrono::steady_clock::now() + seconds(2);
+      while (request.find("\r\n\r\n") == std::string::npos &&
+             std::chrono::steady_clock::now() < deadline) {
+        pollfd client{fd, POLLIN, 0};
+        if (::poll(&client, 1, 100) <= 0) continue;
+        const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+        if (n <= 0) break;
+        request.append(buffer, static_cast<size_t>(n));
+      }
+      {
+        std::lock_guard lock(mutex_);
+        received_ += request;
+      }
+      const std::string reply =
+          "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+      (void)!::write(fd, reply.data(), reply.size());
+      ::close(fd);
+    }
+  }
+
+  int listen_fd_ = -1;
+  std::string url_;
+  std::atomic<bool> stop_{false};
+  mutable std::mutex mutex_;
+  std::string received_;
+  int connections_ = 0;
+  std::thread thread_;
 };
 
 TEST_F(OperatorE2eTest, FiftySessionsGetFiftyPodsAndTheLimitHoldsExactly) {
@@ -388,7 +473,7 @@ TEST_F(OperatorE2eTest, AMissingKeyIsAConditionThatClearsWhenTheSecretAppears) {
   client(kube::resources::secrets())
       ->create(ns_, {{"apiVersion", "v1"},
                      {"kind", "Secret"},
-                     {"metadata", {{"name", "env-key"}}},
+                     {"metadata", {{"name", "env-key"}, {"labels", key_mark()}}},
                      {"stringData", {{"environment-key", "not-the-key"}}}});
   eventually([&] { return condition("CredentialsReady").value("reason", "") == "KeyRejected"; },
              seconds(120), "CredentialsReady=False/KeyRejected for a wrong key");
@@ -453,6 +538,268 @@ TEST_F(OperatorE2eTest, DeletingTheEnvironmentStopsClaimingAndItsPodsGoWithIt) {
   std::this_thread::sleep_for(seconds(5));
   for (const auto& work_id : after) EXPECT_EQ(work_view(work_id)["state"], "queued") << work_id;
   EXPECT_TRUE(operator_process->running());
+}
+
+// The confused deputy, both ways. Mallory may create AgentEnvironments in the namespace and read
+// nothing else; she runs a server of her own. Neither pointing an AgentEnvironment at her server
+// with the namespace's real key, nor naming some other Secret of the namespace on a host the
+// installer allowed, gets one byte of a Secret to her.
+TEST_F(OperatorE2eTest, AUserWhoMayOnlyCreateAgentEnvironmentsCannotHaveASecretSentToHerServer) {
+  const std::string kubectl = localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") +
+                              " --kubeconfig " + kubeconfig_;
+  const auto apply_as_mallory = [&](const json& object) {
+    const std::string file = logs_->path() + "/mallory.json";
+    std::ofstream(file) << object.dump();
+    const auto applied = process::run_shell(kubectl + " --as=mallory create -f " + file);
+    EXPECT_EQ(applied.exit_code, 0) << applied.output;
+  };
+  const json author_role = {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "Role"},
+      {"metadata", {{"name", "agentenvironment-author"}, {"namespace", ns_}}},
+      {"rules",
+       {{{"apiGroups", {"perimeter.dev"}},
+         {"resources", {"agentenvironments"}},
+         {"verbs", {"get", "list", "watch", "create", "update", "patch", "delete"}}}}}};
+  const json author_binding = {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "RoleBinding"},
+      {"metadata", {{"name", "mallory"}, {"namespace", ns_}}},
+      {"roleRef",
+       {{"apiGroup", "rbac.authorization.k8s.io"},
+        {"kind", "Role"},
+        {"name", "agentenvironment-author"}}},
+      {"subjects",
+       {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", "mallory"}}}}};
+  client({"rbac.authorization.k8s.io", "v1", "roles", "Role", true})->create(ns_, author_role);
+  client({"rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", true})
+      ->create(ns_, author_binding);
+  for (const char* verb : {"get", "list", "watch"}) {
+    EXPECT_EQ(
+        process::run_shell(kubectl + " auth can-i " + verb + " secrets --as=mallory -n " + ns_)
+            .last_line(),
+        "no")
+        << "the test needs a user who cannot read Secrets herself";
+  }
+  EXPECT_EQ(
+      process::run_shell(
+          kubectl + " auth can-i create agentenvironments.perimeter.dev --as=mallory -n " + ns_)
+          .last_line(),
+      "yes");
+
+  // Another application's Secret in the same namespace, never marked for Perimeter.
+  const std::string db_password = "db-password-" + std::to_string(::getpid());
+  client(kube::resources::secrets())
+      ->create(ns_, {{"apiVersion", "v1"},
+                     {"kind", "Secret"},
+                     {"metadata", {{"name", "payments-db"}}},
+                     {"stringData", {{"password", db_password}}}});
+
+  RecordingServer not_allowed;  // her server, which no installer allowed
+  RecordingServer allowed;      // her server behind an origin the installer did allow
+  auto operator_process =
+      start_operator({"--allowed-api-hosts", sim_->url() + "," + allowed.url()});
+  const auto environment = [&](const std::string& name, const std::string& url,
+                               const std::string& secret, const std::string& key) {
+    return json{{"apiVersion", "perimeter.dev/v1alpha1"},
+                {"kind", "AgentEnvironment"},
+                {"metadata", {{"name", name}, {"namespace", ns_}}},
+                {"spec",
+                 {{"environmentId", environment_id_},
+                  {"environmentKeySecretRef", {{"name", secret}, {"key", key}}},
+                  {"apiBaseUrl", url},
+                  {"runner", {{"image", "perimeter-runner:e2e"}}}}}};
+  };
+  // Way 1: the namespace's real, marked key, to her host.
+  apply_as_mallory(environment("exfiltrate-key", not_allowed.url(), "env-key", "environment-key"));
+  // Way 2: an allowed host, but a Secret nobody marked for Perimeter.
+  apply_as_mallory(environment("exfiltrate-db", allowed.url(), "payments-db", "password"));
+
+  auto environments = client(agent_environments());
+  const auto credentials = [&](const std::string& name) {
+    const auto object = environments->get(ns_, name);
+    for (const auto& c : object.value("status", json::object()).value("conditions", json::array()))
+      if (c["type"] == "CredentialsReady") return c;
+    return json::object();
+  };
+  eventually(
+      [&] { return credentials("exfiltrate-key").value("reason", "") == "ApiHostNotAllowed"; },
+      seconds(60), "CredentialsReady=False/ApiHostNotAllowed for a host nobody allowed");
+  eventually([&] { return credentials("exfiltrate-db").value("reason", "") == "SecretNotMarked"; },
+             seconds(60), "CredentialsReady=False/SecretNotMarked for an unmarked Secret");
+  EXPECT_EQ(credentials("exfiltrate-key")["status"], "False");
+  EXPECT_NE(credentials("exfiltrate-key").value("message", "").find("--allowed-api-hosts"),
+            std::string::npos);
+  EXPECT_NE(credentials("exfiltrate-db")
+                .value("message", "")
+                .find("label secret payments-db perimeter.dev/environment-key=true"),
+            std::string::npos);
+  // Long enough for several reconciles and poll attempts, had any been made.
+  std::this_thread::sleep_for(seconds(5));
+  EXPECT_EQ(not_allowed.connections(), 0) << not_allowed.received();
+  EXPECT_EQ(allowed.connections(), 0) << allowed.received();
+  EXPECT_TRUE(operator_process->running());
+
+  // The control that shows the servers would have seen a delivery: once the Secret's owner marks
+  // it, the allowed server receives it as a Bearer token. (This is the owner's decision, which
+  // Mallory cannot make: she may not write Secrets.)
+  EXPECT_EQ(
+      process::run_shell(kubectl + " auth can-i patch secrets --as=mallory -n " + ns_).last_line(),
+      "no");
+  client(kube::resources::secrets())
+      ->merge_patch(ns_, "payments-db", {{"metadata", {{"labels", key_mark()}}}});
+  eventually([&] { return allowed.received().find("Bearer " + db_password) != std::string::npos; },
+             seconds(60), "the marked Secret to reach the allowed host");
+  EXPECT_EQ(not_allowed.connections(), 0) << not_allowed.received();
+}
+
+// The same attack with the marked key and a host the operator allows, for another environment id
+// than the one the key's owner named: refused with the reason, and nothing is sent.
+TEST_F(OperatorE2eTest, AKeyMarkedForOneEnvironmentIsNotSentForAnother) {
+  client(kube::resources::secrets())
+      ->merge_patch(
+          ns_, "env-key",
+          {{"metadata", {{"annotations", {{"perimeter.dev/environment-ids", "env_other"}}}}}});
+  create_environment(3, json::object());
+  auto operator_process = start_operator();
+  auto environments = client(agent_environments());
+  const auto condition = [&](const std::string& type) {
+    for (const auto& c : environments->get(ns_, "agents")
+                             .value("status", json::object())
+                             .value("conditions", json::array()))
+      if (c["type"] == type) return c;
+    return json::object();
+  };
+  eventually(
+      [&] {
+        return condition("CredentialsReady").value("reason", "") == "SecretNotForEnvironment";
+      },
+      seconds(60), "CredentialsReady=False/SecretNotForEnvironment");
+  // Nothing reached the queue for it: no worker has polled the environment.
+  std::this_thread::sleep_for(seconds(3));
+  const auto stats = testing::http_call(sim_->url(), "GET",
+                                        "/v1/environments/" + environment_id_ + "/work/stats", "",
+                                        {{"Authorization", "Bearer " + environment_key_},
+                                         {"anthropic-beta", "managed-agents-2026-04-01"},
+                                         {"anthropic-version", "2023-06-01"}});
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  EXPECT_EQ(stats.json().value("workers_polling", -1), 0) << stats.body;
+  client(kube::resources::secrets())
+      ->merge_patch(ns_, "env-key",
+                    {{"metadata",
+                      {{"annotations",
+                        {{"perimeter.dev/environment-ids", "env_other," + environment_id_}}}}}});
+  eventually([&] { return condition("Ready").value("status", "") == "True"; }, seconds(120),
+             "Ready=True once the key's owner names this environment too");
+}
+
+// The chart's default RBAC, rendered, applied, and the operator run under exactly that identity:
+// it serves the namespace that opted in, tells the one that did not, and can touch no Secret in
+// kube-system or in that other namespace, by any verb.
+TEST_F(OperatorE2eTest,
+       UnderTheChartsDefaultRbacTheOperatorTouchesSecretsOnlyWhereANamespaceOptedIn) {
+  auto& cluster = testing::shared_cluster(cluster_options());
+  const std::string tools = localcluster::tools_bin_dir();
+  const std::string kubectl =
+      localcluster::require_tool(tools, "kubectl") + " --kubeconfig " + kubeconfig_;
+  const std::string closed = ns_ + "-closed", system = ns_ + "-system", release = "p" + ns_;
+  for (const auto& ns : {closed, system}) {
+    client(kube::resources::namespaces())
+        ->create("", {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", ns}}}});
+  }
+  const std::string helm_template =
+      localcluster::require_tool(tools, "helm") + " template " + release + " " + source_dir() +
+      "/charts/perimeter --namespace " + system + " --set fullnameOverride=" + release +
+      " --set sessionNamespaces={" + ns_ + "} --set allowedApiHosts={" + sim_->url() + "}";
+  const auto rbac = process::run_shell(helm_template +
+                                       " --show-only templates/rbac.yaml"
+                                       " --show-only templates/serviceaccount.yaml > " +
+                                       logs_->path() + "/rbac.yaml && " + kubectl + " apply -f " +
+                                       logs_->path() + "/rbac.yaml");
+  ASSERT_EQ(rbac.exit_code, 0) << rbac.output;
+
+  const std::string as = " --as=system:serviceaccount:" + system + ":" + release;
+  const auto can = [&](const std::string& what) {
+    return process::run_shell(kubectl + " auth can-i " + what + as).last_line();
+  };
+  for (const char* verb :
+       {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}) {
+    for (const auto& ns : {std::string("kube-system"), closed, system}) {
+      EXPECT_EQ(can(std::string(verb) + " secrets -n " + ns), "no") << verb << " secrets in " << ns;
+      EXPECT_EQ(can(std::string(verb) + " pods -n " + ns), "no") << verb << " pods in " << ns;
+    }
+    EXPECT_EQ(can(std::string(verb) + " secrets --all-namespaces"), "no") << verb;
+  }
+  EXPECT_EQ(can("get secrets -n " + ns_), "yes");
+  EXPECT_EQ(can("create pods -n " + ns_), "yes");
+  EXPECT_EQ(can("list agentenvironments.perimeter.dev --all-namespaces"), "yes");
+
+  // The operator as that ServiceAccount, with the flags the chart renders.
+  const auto token = process::run_shell(kubectl + " -n " + system + " create token " + release +
+                                        " --duration=1h 2>/dev/null");
+  ASSERT_EQ(token.exit_code, 0) << token.output;
+  const std::string kubeconfig = logs_->path() + "/operator-sa.kubeconfig";
+  std::ofstream(kubeconfig)
+      << "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n"
+      << "    server: " << cluster.apiserver_url() << "\n"
+      << "    certificate-authority: " << cluster.ca_file() << "\n"
+      << "users:\n- name: operator\n  user:\n    token: " << token.last_line()
+      << "\ncontexts:\n- name: operator\n  context:\n    cluster: local\n"
+      << "    user: operator\ncurrent-context: operator\n";
+  std::vector<std::string> args = {"--poll-threads", "4"};
+  const auto deployment =
+      process::run_shell(helm_template + " --show-only templates/deployment.yaml");
+  ASSERT_EQ(deployment.exit_code, 0) << deployment.output;
+  for (const char* flag : {"--session-namespaces=", "--allowed-api-hosts="}) {
+    const auto at = deployment.output.find(flag);
+    ASSERT_NE(at, std::string::npos) << flag << " is not in the rendered Deployment";
+    args.push_back(deployment.output.substr(at, deployment.output.find('\n', at) - at));
+  }
+  EXPECT_EQ(args[2], "--session-namespaces=" + ns_);
+
+  // An AgentEnvironment in each namespace, each with a marked key.
+  create_environment(3, json::object());
+  client(kube::resources::secrets())
+      ->create(closed, {{"apiVersion", "v1"},
+                        {"kind", "Secret"},
+                        {"metadata", {{"name", "env-key"}, {"labels", key_mark()}}},
+                        {"stringData", {{"environment-key", environment_key_}}}});
+  client(agent_environments())
+      ->create(closed, {{"apiVersion", "perimeter.dev/v1alpha1"},
+                        {"kind", "AgentEnvironment"},
+                        {"metadata", {{"name", "agents"}}},
+                        {"spec",
+                         {{"environmentId", environment_id_},
+                          {"environmentKeySecretRef", {{"name", "env-key"}}},
+                          {"apiBaseUrl", sim_->url()},
+                          {"runner", {{"image", "perimeter-runner:e2e"}}}}}});
+  testing::OperatorProcess operator_process(testing::OperatorProcessOptions{
+      bin_dir() + "/perimeter-operator", kubeconfig, logs_->path() + "/operator.log", args});
+
+  auto environments = client(agent_environments());
+  const auto ready = [&](const std::string& ns) {
+    for (const auto& c : environments->get(ns, "agents")
+                             .value("status", json::object())
+                             .value("conditions", json::array()))
+      if (c["type"] == "Ready") return c;
+    return json::object();
+  };
+  eventually([&] { return ready(closed).value("reason", "") == "NamespaceNotEnabled"; },
+             seconds(60), "Ready=False/NamespaceNotEnabled where the namespace did not opt in");
+  EXPECT_EQ(ready(closed)["status"], "False");
+  EXPECT_NE(ready(closed).value("message", "").find("sessionNamespaces"), std::string::npos);
+  eventually([&] { return ready(ns_).value("status", "") == "True"; }, seconds(60),
+             "Ready=True in the namespace that opted in");
+  enqueue(2);
+  eventually([&] { return list(kube::resources::pods()).size() == 2; }, seconds(60),
+             "two runner pods, created under the namespace's RoleBinding");
+  EXPECT_TRUE(operator_process.running()) << "a namespace that did not opt in must not crash it";
+  EXPECT_EQ(client(kube::resources::pods())->list(closed)["items"].size(), 0u);
+  const std::string log = read_file(logs_->path() + "/operator.log");
+  EXPECT_TRUE(log.find("forbidden") == std::string::npos &&
+              log.find("Forbidden") == std::string::npos)
+      << "the operator tried something its RBAC does not allow:\n"
+      << log.substr(0, 4000);
 }
 
 }  // namespace

@@ -94,8 +94,13 @@ TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmi
       run(kubectl_ + " apply --dry-run=server -f " + source_dir() + "/deploy/perimeter.yaml");
   ASSERT_EQ(dry_run.exit_code, 0) << dry_run.output;
 
+  // team-a opts in to sessions; team-b does not.
+  for (const char* ns : {"team-a", "team-b"}) {
+    ASSERT_EQ(run(kubectl_ + " create namespace " + ns).exit_code, 0);
+  }
   const auto install = run(helm_ + " install perimeter " + source_dir() +
-                           "/charts/perimeter --namespace perimeter-system --wait --timeout 180s");
+                           "/charts/perimeter --namespace perimeter-system"
+                           " --set sessionNamespaces={team-a} --wait --timeout 180s");
   ASSERT_EQ(install.exit_code, 0) << install.output;
   const auto ready = run(kubectl_ +
                          " -n perimeter-system get deployment perimeter"
@@ -120,9 +125,61 @@ TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmi
   EXPECT_EQ(can("create pods --subresource=exec -n team-a"), "no");
   EXPECT_EQ(can("create clusterrolebindings.rbac.authorization.k8s.io"), "no");
   EXPECT_EQ(can("create leases.coordination.k8s.io -n team-a"), "no");
+  // No Secret or Pod outside the namespaces that opted in, by any verb.
+  for (const char* verb :
+       {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}) {
+    for (const char* ns : {"kube-system", "team-b", "perimeter-system"}) {
+      EXPECT_EQ(can(std::string(verb) + " secrets -n " + ns), "no") << verb << " secrets in " << ns;
+      EXPECT_EQ(can(std::string(verb) + " pods -n " + ns), "no") << verb << " pods in " << ns;
+    }
+  }
 
   const auto uninstall = run(helm_ + " uninstall perimeter --namespace perimeter-system --wait");
   EXPECT_EQ(uninstall.exit_code, 0) << uninstall.output;
+}
+
+// Cluster-wide mode exists on purpose and renders what it says: the session rules in the
+// ClusterRole that is bound cluster-wide, and the operator told to serve every namespace. By
+// default that ClusterRole has none of them.
+TEST_F(ChartTest, ClusterWideModeGrantsTheSessionRulesEverywhereOnlyWhenAskedFor) {
+  const auto rendered = [&](const std::string& set) {
+    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
+                         "/charts/perimeter --namespace perimeter-system " + set);
+    EXPECT_EQ(out.exit_code, 0) << out.output;
+    return out.output;
+  };
+  // The YAML document of the object of that kind and name.
+  const auto document = [](const std::string& all, const std::string& kind,
+                           const std::string& name) {
+    size_t start = 0;
+    while (start < all.size()) {
+      size_t end = all.find("\n---", start);
+      if (end == std::string::npos) end = all.size();
+      const std::string doc = all.substr(start, end - start);
+      if (doc.find("\nkind: " + kind + "\n") != std::string::npos &&
+          doc.find("\n  name: " + name + "\n") != std::string::npos)
+        return doc;
+      start = end + 4;
+    }
+    return std::string();
+  };
+  const std::string by_default = rendered("");
+  const std::string bound_role = document(by_default, "ClusterRole", "perimeter");
+  ASSERT_FALSE(bound_role.empty()) << by_default;
+  EXPECT_EQ(bound_role.find("secrets"), std::string::npos) << bound_role;
+  EXPECT_EQ(bound_role.find("pods"), std::string::npos) << bound_role;
+  EXPECT_FALSE(document(by_default, "ClusterRole", "perimeter-sessions").empty());
+  EXPECT_TRUE(document(by_default, "RoleBinding", "perimeter-sessions").empty())
+      << "no namespace opted in, so nothing binds the session rules";
+  EXPECT_NE(by_default.find("- --session-namespaces=\n"), std::string::npos);
+  EXPECT_FALSE(document(by_default, "NetworkPolicy", "perimeter").empty())
+      << "the operator's own NetworkPolicy is on by default";
+
+  const std::string cluster_wide = rendered("--set clusterWide=true");
+  EXPECT_NE(document(cluster_wide, "ClusterRole", "perimeter").find("resources: [secrets]"),
+            std::string::npos);
+  EXPECT_NE(cluster_wide.find("- --session-namespaces=*"), std::string::npos);
+  EXPECT_TRUE(document(cluster_wide, "ClusterRole", "perimeter-sessions").empty());
 }
 
 }  // namespace
