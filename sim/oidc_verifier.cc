@@ -215,42 +215,6 @@ HttpGetResult exchange(Stream& stream, const Url& url, const std::string& accept
 
 }  // namespace
 
-bool base64url_decode(std::string_view in, std::string* out) {
-  out->clear();
-  unsigned buffer = 0;
-  int bits = 0;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    int value;
-    if (c >= 'A' && c <= 'Z') {
-      value = c - 'A';
-    } else if (c >= 'a' && c <= 'z') {
-      value = c - 'a' + 26;
-    } else if (c >= '0' && c <= '9') {
-      value = c - '0' + 52;
-    } else if (c == '-') {
-      value = 62;
-    } else if (c == '_') {
-      value = 63;
-    } else if (c == '=') {
-      // Padding only at the end.
-      for (std::size_t j = i; j < in.size(); ++j) {
-        if (in[j] != '=') return false;
-      }
-      break;
-    } else {
-      return false;
-    }
-    buffer = (buffer << 6) | static_cast<unsigned>(value);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((buffer >> bits) & 0xff));
-    }
-  }
-  return true;
-}
-
 HttpGetResult https_get(const std::string& url_text, const std::string& ca_file,
                         std::chrono::milliseconds timeout, const std::string& accept) {
   const Url url = parse_url(url_text);

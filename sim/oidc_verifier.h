@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base64.h"  // base64url_decode: JWT parts
 #include "core/clock.h"
 
 namespace perimeter::sim {
@@ -99,8 +100,5 @@ class OidcVerifier {
   Clock& clock_;
   std::chrono::seconds skew_;
 };
-
-// Base64url (padding optional) to bytes; false on a character outside the alphabet.
-bool base64url_decode(std::string_view in, std::string* out);
 
 }  // namespace perimeter::sim

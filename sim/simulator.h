@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base64.h"  // base64url_encode: work secrets
 #include "core/clock.h"
 #include "core/random.h"
 #include "sim/api_reply.h"
@@ -223,8 +224,5 @@ class Simulator {
   std::map<std::string, std::string> token_to_work_;  // sessions token -> work id
   std::map<std::string, Skill> skills_;
 };
-
-// Base64url without padding, as the service encodes work secrets.
-std::string base64url_encode(std::string_view bytes);
 
 }  // namespace perimeter::sim

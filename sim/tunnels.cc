@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "core/base64.h"
+
 namespace perimeter::sim {
 namespace {
 
@@ -32,31 +34,6 @@ std::string sha256_hex(const std::string& bytes) {
   for (unsigned char byte : digest) {
     out += kHex[byte >> 4];
     out += kHex[byte & 15];
-  }
-  return out;
-}
-
-std::string base64_std(std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  std::size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const unsigned v = (static_cast<unsigned char>(bytes[i]) << 16) |
-                       (static_cast<unsigned char>(bytes[i + 1]) << 8) |
-                       static_cast<unsigned char>(bytes[i + 2]);
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += kAlphabet[(v >> 6) & 63];
-    out += kAlphabet[v & 63];
-  }
-  if (const std::size_t rest = bytes.size() - i; rest > 0) {
-    unsigned v = static_cast<unsigned char>(bytes[i]) << 16;
-    if (rest == 2) v |= static_cast<unsigned char>(bytes[i + 1]) << 8;
-    out += kAlphabet[(v >> 18) & 63];
-    out += kAlphabet[(v >> 12) & 63];
-    out += rest == 2 ? kAlphabet[(v >> 6) & 63] : '=';
-    out += '=';
   }
   return out;
 }
@@ -554,6 +531,13 @@ TunnelService::Tunnel* TunnelService::find_tunnel_locked(const AccessToken& acce
   return &it->second;
 }
 
+TunnelService::Tunnel* TunnelService::callers_tunnel_locked(const Caller& caller,
+                                                            const std::string& tunnel_id,
+                                                            ApiReply* error) {
+  const AccessToken* access = authenticate_locked(caller, error);
+  return access != nullptr ? find_tunnel_locked(*access, tunnel_id, error) : nullptr;
+}
+
 int TunnelService::active_certificates_locked(const Tunnel& tunnel) const {
   int active = 0;
   for (const std::string& id : tunnel.certificate_ids) {
@@ -574,11 +558,11 @@ TunnelService::TokenVersion TunnelService::new_token_version_locked(const Tunnel
   // Shaped like a cloudflared connector token: base64 of {"a": account, "t": tunnel, "s": secret}.
   const json payload = {{"a", sha256_hex(tunnel.organization_id).substr(0, 32)},
                         {"t", tunnel.connector_id},
-                        {"s", base64_std(unique_hex(64))}};
+                        {"s", base64_encode(unique_hex(64))}};
   TokenVersion token;
   token.version = version;
   token.id = new_id("tntok_");
-  token.secret = base64_std(payload.dump());
+  token.secret = base64_encode(payload.dump());
   token.created_at = clock_.wall_now();
   return token;
 }
@@ -627,9 +611,7 @@ ApiReply TunnelService::create_tunnel(const Caller& caller, const json& body) {
 ApiReply TunnelService::retrieve_tunnel(const Caller& caller, const std::string& tunnel_id) {
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   return json_reply(200, render_tunnel(*tunnel));
 }
@@ -662,9 +644,7 @@ ApiReply TunnelService::list_tunnels(const Caller& caller, bool include_archived
 ApiReply TunnelService::reveal_token(const Caller& caller, const std::string& tunnel_id) {
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   if (tunnel->archived_at) {
     return error_reply(409, "conflict_error",
@@ -685,9 +665,7 @@ ApiReply TunnelService::rotate_token(const Caller& caller, const std::string& tu
   }
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   if (tunnel->archived_at) {
     return error_reply(409, "conflict_error",
@@ -706,9 +684,7 @@ ApiReply TunnelService::rotate_token(const Caller& caller, const std::string& tu
 ApiReply TunnelService::archive_tunnel(const Caller& caller, const std::string& tunnel_id) {
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   // Archiving again returns the record unchanged (the SDK's documentation says so).
   if (tunnel->archived_at) return json_reply(200, render_tunnel(*tunnel));
@@ -735,9 +711,7 @@ ApiReply TunnelService::create_certificate(const Caller& caller, const std::stri
   {
     std::lock_guard lock(mutex_);
     ApiReply error;
-    const AccessToken* access = authenticate_locked(caller, &error);
-    if (!access) return error;
-    Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+    Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
     if (!tunnel) return error;
     if (tunnel->archived_at) {
       return error_reply(409, "conflict_error", "tunnel `" + tunnel_id + "` is archived");
@@ -761,9 +735,7 @@ ApiReply TunnelService::create_certificate(const Caller& caller, const std::stri
 
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   if (tunnel->archived_at) {
     return error_reply(409, "conflict_error", "tunnel `" + tunnel_id + "` is archived");
@@ -798,9 +770,7 @@ ApiReply TunnelService::retrieve_certificate(const Caller& caller, const std::st
                                              const std::string& certificate_id) {
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   auto it = certificates_.find(certificate_id);
   if (it == certificates_.end() || it->second.tunnel_id != tunnel->id) {
@@ -819,9 +789,7 @@ ApiReply TunnelService::list_certificates(const Caller& caller, const std::strin
   }
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   std::vector<std::string> ids;
   // Newest first, like the tunnel list.
@@ -838,9 +806,7 @@ ApiReply TunnelService::archive_certificate(const Caller& caller, const std::str
                                             const std::string& certificate_id) {
   std::lock_guard lock(mutex_);
   ApiReply error;
-  const AccessToken* access = authenticate_locked(caller, &error);
-  if (!access) return error;
-  Tunnel* tunnel = find_tunnel_locked(*access, tunnel_id, &error);
+  Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
   auto it = certificates_.find(certificate_id);
   if (it == certificates_.end() || it->second.tunnel_id != tunnel->id) {

@@ -25,6 +25,7 @@
 #include "agentapi/sim_process.h"
 #include "agentapi/work_secret.h"
 #include "cluster/local_cluster.h"
+#include "core/base64.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
@@ -635,8 +636,8 @@ std::string work_secret_of(kube::ResourceClient& secrets, const json& pod) {
     const json ref = var["valueFrom"]["secretKeyRef"];
     const json secret = secrets.get(pod["metadata"]["namespace"], ref["name"]);
     std::string decoded;
-    if (!agentapi::base64_decode_any(
-            secret["data"][ref["key"].get<std::string>()].get<std::string>(), &decoded)) {
+    if (!base64_decode_any(secret["data"][ref["key"].get<std::string>()].get<std::string>(),
+                           &decoded)) {
       ADD_FAILURE() << "the runner Secret's data is not base64";
     }
     return decoded;

@@ -2,38 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace perimeter::agentapi {
+#include "core/base64.h"
 
-bool base64_decode_any(std::string_view text, std::string* out) {
-  out->clear();
-  while (!text.empty() && text.back() == '=') text.remove_suffix(1);
-  if (text.size() % 4 == 1) return false;  // no whole byte ends there
-  unsigned buffer = 0;
-  int bits = 0;
-  for (char c : text) {
-    int value;
-    if (c >= 'A' && c <= 'Z') {
-      value = c - 'A';
-    } else if (c >= 'a' && c <= 'z') {
-      value = c - 'a' + 26;
-    } else if (c >= '0' && c <= '9') {
-      value = c - '0' + 52;
-    } else if (c == '-' || c == '+') {
-      value = 62;
-    } else if (c == '_' || c == '/') {
-      value = 63;
-    } else {
-      return false;
-    }
-    buffer = (buffer << 6) | static_cast<unsigned>(value);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->push_back(static_cast<char>((buffer >> bits) & 0xFF));
-    }
-  }
-  return true;
-}
+namespace perimeter::agentapi {
 
 WorkSecret decode_work_secret(std::string_view secret) {
   if (secret.empty()) throw SecretError("work secret is empty");

@@ -18,7 +18,4 @@ class SecretError : public std::runtime_error {
 // never contains the secret or the token.
 WorkSecret decode_work_secret(std::string_view secret);
 
-// Base64 decoding that accepts both alphabets and optional padding; false on any other byte.
-bool base64_decode_any(std::string_view text, std::string* out);
-
 }  // namespace perimeter::agentapi

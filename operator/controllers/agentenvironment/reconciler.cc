@@ -1,6 +1,6 @@
 #include "controllers/agentenvironment/reconciler.h"
 
-#include "agentapi/work_secret.h"
+#include "core/base64.h"
 #include "controllers/agentenvironment/conditions.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
@@ -121,7 +121,7 @@ AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
   const auto it = data.find(env.key_secret_key);
   std::string key;
   if (it == data.end() || !it->is_string() ||
-      !agentapi::base64_decode_any(it->get<std::string>(), &key) || key.empty()) {
+      !base64_decode_any(it->get<std::string>(), &key) || key.empty()) {
     credentials.reason = "KeyMissing";
     credentials.message = where + " has no non-empty key '" + env.key_secret_key + "'";
     return credentials;
