@@ -175,6 +175,9 @@ class TunnelService {
   // The caller's organization's tunnel, or the 404 reply.
   Tunnel* find_tunnel_locked(const AccessToken& access, const std::string& tunnel_id,
                              ApiReply* error);
+  // Both: the tunnel the caller may act on, or the 401/403/404 reply.
+  Tunnel* callers_tunnel_locked(const Caller& caller, const std::string& tunnel_id,
+                                ApiReply* error);
   int active_certificates_locked(const Tunnel& tunnel) const;
   void note_active_change_locked(Tunnel& tunnel, std::string event,
                                  const std::string& certificate_id);
