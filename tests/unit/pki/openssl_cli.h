@@ -3,16 +3,15 @@
 // The tests' independent witness: the `openssl` command-line tool, run in a temporary directory,
 // so what the module builds is checked by code other than its own.
 
-#include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+
+#include "process/process.h"
 
 namespace perimeter::pki::cli {
 
@@ -47,23 +46,10 @@ inline std::string read_text(const std::string& path) {
   return text.str();
 }
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-// Runs `command` with /bin/sh; the arguments the tests pass are their own temporary paths.
-inline CommandResult run(const std::string& command) {
-  CommandResult result;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");  // NOLINT(cert-env33-c): test witness
-  if (pipe == nullptr) throw std::runtime_error("cannot run " + command);
-  std::array<char, 4096> buffer;
-  size_t n = 0;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    result.output.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+// Runs `command` with /bin/sh (the arguments the tests pass are their own temporary paths):
+// exit code, and stdout and stderr together.
+inline process::ShellResult run(const std::string& command) {
+  return process::run_shell(command);
 }
 
 // Removes every character that is not a hex digit and lowercases the rest ("AB:0C" -> "ab0c").
