@@ -6,6 +6,7 @@
 #include <functional>
 #include <set>
 
+#include "core/time_format.h"
 #include "sim/skill_archive.h"
 
 namespace perimeter::sim {
@@ -58,16 +59,7 @@ std::string Simulator::new_id(const char* prefix) {
 }
 
 std::string Simulator::timestamp(std::chrono::system_clock::time_point t) const {
-  const auto micros =
-      std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  const std::time_t seconds = static_cast<std::time_t>(micros / 1000000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(micros % 1000000));
-  return buffer;
+  return format_rfc3339_micros(t);
 }
 
 std::string Simulator::unique_heartbeat_stamp(const WorkItem& item) {

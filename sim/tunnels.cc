@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "core/base64.h"
+#include "core/time_format.h"
 
 namespace perimeter::sim {
 namespace {
@@ -128,16 +129,7 @@ std::string TunnelService::new_uuid() {
 }
 
 std::string TunnelService::timestamp(WallTime t) const {
-  const auto micros =
-      std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
-  const std::time_t seconds = static_cast<std::time_t>(micros / 1000000);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%06lldZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<long long>(micros % 1000000));
-  return buffer;
+  return format_rfc3339_micros(t);
 }
 
 json TunnelService::render_tunnel(const Tunnel& tunnel) const {
@@ -538,6 +530,17 @@ TunnelService::Tunnel* TunnelService::callers_tunnel_locked(const Caller& caller
   return access != nullptr ? find_tunnel_locked(*access, tunnel_id, error) : nullptr;
 }
 
+TunnelService::Certificate* TunnelService::find_certificate_locked(
+    const Tunnel& tunnel, const std::string& certificate_id, ApiReply* error) {
+  auto it = certificates_.find(certificate_id);
+  if (it == certificates_.end() || it->second.tunnel_id != tunnel.id) {
+    *error =
+        error_reply(404, "not_found_error", "certificate `" + certificate_id + "` was not found");
+    return nullptr;
+  }
+  return &it->second;
+}
+
 int TunnelService::active_certificates_locked(const Tunnel& tunnel) const {
   int active = 0;
   for (const std::string& id : tunnel.certificate_ids) {
@@ -772,12 +775,9 @@ ApiReply TunnelService::retrieve_certificate(const Caller& caller, const std::st
   ApiReply error;
   Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
-  auto it = certificates_.find(certificate_id);
-  if (it == certificates_.end() || it->second.tunnel_id != tunnel->id) {
-    return error_reply(404, "not_found_error",
-                       "certificate `" + certificate_id + "` was not found");
-  }
-  return json_reply(200, render_certificate(it->second));
+  Certificate* found = find_certificate_locked(*tunnel, certificate_id, &error);
+  if (!found) return error;
+  return json_reply(200, render_certificate(*found));
 }
 
 ApiReply TunnelService::list_certificates(const Caller& caller, const std::string& tunnel_id,
@@ -808,12 +808,9 @@ ApiReply TunnelService::archive_certificate(const Caller& caller, const std::str
   ApiReply error;
   Tunnel* tunnel = callers_tunnel_locked(caller, tunnel_id, &error);
   if (!tunnel) return error;
-  auto it = certificates_.find(certificate_id);
-  if (it == certificates_.end() || it->second.tunnel_id != tunnel->id) {
-    return error_reply(404, "not_found_error",
-                       "certificate `" + certificate_id + "` was not found");
-  }
-  Certificate& certificate = it->second;
+  Certificate* found = find_certificate_locked(*tunnel, certificate_id, &error);
+  if (!found) return error;
+  Certificate& certificate = *found;
   if (!certificate.archived_at) {
     certificate.archived_at = clock_.wall_now();
     note_active_change_locked(*tunnel, "archived", certificate.id);

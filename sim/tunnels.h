@@ -178,6 +178,9 @@ class TunnelService {
   // Both: the tunnel the caller may act on, or the 401/403/404 reply.
   Tunnel* callers_tunnel_locked(const Caller& caller, const std::string& tunnel_id,
                                 ApiReply* error);
+  // That tunnel's certificate, or the 404 reply.
+  Certificate* find_certificate_locked(const Tunnel& tunnel, const std::string& certificate_id,
+                                       ApiReply* error);
   int active_certificates_locked(const Tunnel& tunnel) const;
   void note_active_change_locked(Tunnel& tunnel, std::string event,
                                  const std::string& certificate_id);

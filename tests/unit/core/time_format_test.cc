@@ -11,6 +11,14 @@ TEST(TimeFormatTest, FormatsUtcWithWholeSeconds) {
   EXPECT_EQ(format_rfc3339(time), "2026-11-23T08:00:00Z");
 }
 
+TEST(TimeFormatTest, TheApiFormKeepsMicroseconds) {
+  const auto time =
+      std::chrono::system_clock::from_time_t(1795420800) + std::chrono::microseconds(750042);
+  EXPECT_EQ(format_rfc3339_micros(time), "2026-11-23T08:00:00.750042Z");
+  EXPECT_EQ(format_rfc3339_micros(std::chrono::system_clock::from_time_t(1795420800)),
+            "2026-11-23T08:00:00.000000Z");
+}
+
 TEST(TimeFormatTest, ParsesWhatItFormatsAndKubernetesTimestamps) {
   const auto time = std::chrono::system_clock::from_time_t(1795420800);
   EXPECT_EQ(parse_rfc3339(format_rfc3339(time)), time);
