@@ -15,6 +15,12 @@ ShutdownSignal::ShutdownSignal() {
 }
 
 ShutdownSignal::~ShutdownSignal() {
+  // A stop requested again while we were stopping is being honoured already: consume it rather
+  // than let it kill the process once the mask is restored (a supervisor may signal the group and
+  // the child, and a busy machine delivers the two apart).
+  timespec none{0, 0};
+  while (sigtimedwait(&signals_, nullptr, &none) > 0) {
+  }
   pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
 }
 
