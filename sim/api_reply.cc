@@ -49,4 +49,25 @@ std::string_view error_type_for_status(int status) {
   }
 }
 
+std::optional<ApiReply> bearer_token(const ApiRequest& request, std::string* token,
+                                     std::string_view api_key_refusal) {
+  const std::string* authorization = request.header("authorization");
+  const std::string* api_key = request.header("x-api-key");
+  if (authorization && api_key) {
+    return error_reply(401, "authentication_error",
+                       "send either x-api-key or Authorization: Bearer, not both");
+  }
+  if (!authorization) {
+    return error_reply(401, "authentication_error",
+                       api_key ? api_key_refusal : "missing Authorization: Bearer <token>");
+  }
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (authorization->size() <= kPrefix.size() ||
+      authorization->compare(0, kPrefix.size(), kPrefix) != 0) {
+    return error_reply(401, "authentication_error", "Authorization must be `Bearer <token>`");
+  }
+  *token = authorization->substr(kPrefix.size());
+  return std::nullopt;
+}
+
 }  // namespace perimeter::sim

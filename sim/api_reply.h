@@ -2,6 +2,7 @@
 
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,12 @@ ApiReply json_reply(int status, const nlohmann::json& body);
 // The SDK reads error.type for the class of error and error.details.error_code when present.
 ApiReply error_reply(int status, std::string_view error_type, std::string_view message,
                      const nlohmann::json& details = nullptr);
+
+// The bearer token of a request, or the 401 the API gives: both credentials at once, none, or an
+// Authorization that is not `Bearer <token>`. `api_key_refusal` is what a request that sent only
+// x-api-key is told.
+std::optional<ApiReply> bearer_token(const ApiRequest& request, std::string* token,
+                                     std::string_view api_key_refusal);
 
 // The error type the API uses for a status code (400 invalid_request_error, 404
 // not_found_error...).

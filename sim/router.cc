@@ -23,28 +23,6 @@ ApiReply bad_request(const std::string& message) {
   return error_reply(400, "invalid_request_error", message);
 }
 
-// The bearer token, or an error reply when the credentials break the API's rules.
-std::optional<ApiReply> bearer_token(const ApiRequest& request, std::string* token) {
-  const std::string* authorization = request.header("authorization");
-  const std::string* api_key = request.header("x-api-key");
-  if (authorization && api_key) {
-    return error_reply(401, "authentication_error",
-                       "send either x-api-key or Authorization: Bearer, not both");
-  }
-  if (!authorization) {
-    return error_reply(401, "authentication_error",
-                       api_key ? "this API takes its credential as Authorization: Bearer <token>"
-                               : "missing Authorization: Bearer <token>");
-  }
-  constexpr std::string_view kPrefix = "Bearer ";
-  if (authorization->size() <= kPrefix.size() ||
-      authorization->compare(0, kPrefix.size(), kPrefix) != 0) {
-    return error_reply(401, "authentication_error", "Authorization must be `Bearer <token>`");
-  }
-  *token = authorization->substr(kPrefix.size());
-  return std::nullopt;
-}
-
 std::optional<ApiReply> check_api_headers(const ApiRequest& request) {
   const std::string* beta = request.header("anthropic-beta");
   if (!beta || beta->find(kManagedAgentsBeta) == std::string::npos) {
@@ -207,7 +185,9 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
     return finish(route, *refused);
   }
   std::string token;
-  if (auto refused = bearer_token(request, &token)) return finish(route, *refused);
+  if (auto refused = bearer_token(request, &token,
+                                  "this API takes its credential as Authorization: Bearer <token>"))
+    return finish(route, *refused);
   if (route == "skills.versions.retrieve") {
     return finish(route, simulator_.retrieve_skill_version(parts[2], parts[4], token));
   }

@@ -42,29 +42,6 @@ std::optional<ApiReply> check_tunnels_headers(const ApiRequest& request) {
   return std::nullopt;
 }
 
-// The bearer token, or the 401 the API gives for a credential it does not take.
-std::optional<ApiReply> bearer_token(const ApiRequest& request, std::string* token) {
-  const std::string* authorization = request.header("authorization");
-  const std::string* api_key = request.header("x-api-key");
-  if (authorization && api_key) {
-    return error_reply(401, "authentication_error",
-                       "send either x-api-key or Authorization: Bearer, not both");
-  }
-  if (!authorization) {
-    return error_reply(401, "authentication_error",
-                       api_key ? "the Tunnels API does not accept API keys: send "
-                                 "Authorization: Bearer <access token from /v1/oauth/token>"
-                               : "missing Authorization: Bearer <access token>");
-  }
-  constexpr std::string_view kPrefix = "Bearer ";
-  if (authorization->size() <= kPrefix.size() ||
-      authorization->compare(0, kPrefix.size(), kPrefix) != 0) {
-    return error_reply(401, "authentication_error", "Authorization must be `Bearer <token>`");
-  }
-  *token = authorization->substr(kPrefix.size());
-  return std::nullopt;
-}
-
 std::optional<json> parse_body(const ApiRequest& request) {
   if (request.body.empty()) return json::object();
   json body = json::parse(request.body, nullptr, false);
@@ -147,7 +124,10 @@ ApiReply route_tunnels_api(TunnelService& service, const ApiRequest& request,
 
   if (auto refused = check_tunnels_headers(request)) return *refused;
   TunnelService::Caller caller;
-  if (auto refused = bearer_token(request, &caller.token)) return *refused;
+  if (auto refused = bearer_token(request, &caller.token,
+                                  "the Tunnels API does not accept API keys: send "
+                                  "Authorization: Bearer <access token from /v1/oauth/token>"))
+    return *refused;
   if (const std::string* workspace = request.header("anthropic-workspace-id")) {
     caller.workspace_header = *workspace;
   }
