@@ -1,38 +1,13 @@
 #include "controllers/agentenvironment/agent_environment.h"
 
+#include "runtime/spec_fields.h"
+
 namespace perimeter::agentenvironment {
-namespace {
 
-// Reads `object[key]` as T when present; a present value of the wrong type is a SpecError naming
-// the field, so a bad object is reported rather than half-applied.
-template <typename T>
-void read_optional(const nlohmann::json& object, const char* key, const std::string& path, T* out) {
-  if (!object.is_object()) return;
-  const auto it = object.find(key);
-  if (it == object.end() || it->is_null()) return;
-  try {
-    *out = it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    throw SpecError(path + "." + key + " has the wrong type: " + it->dump());
-  }
-}
+using runtime::child;
+using runtime::read_optional;
+using runtime::required_string;
 
-const nlohmann::json& child(const nlohmann::json& object, const char* key) {
-  static const nlohmann::json kEmpty = nlohmann::json::object();
-  if (!object.is_object()) return kEmpty;
-  const auto it = object.find(key);
-  return it == object.end() || !it->is_object() ? kEmpty : *it;
-}
-
-std::string required_string(const nlohmann::json& object, const char* key,
-                            const std::string& path) {
-  std::string value;
-  read_optional(object, key, path, &value);
-  if (value.empty()) throw SpecError(path + "." + key + " is required");
-  return value;
-}
-
-}  // namespace
 
 AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
   if (!object.is_object()) throw SpecError("the object is not a JSON object");

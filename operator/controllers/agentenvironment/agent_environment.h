@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "runtime/spec_fields.h"
+
 namespace perimeter::agentenvironment {
 
 inline constexpr const char* kGroup = "perimeter.dev";
@@ -16,12 +18,8 @@ inline constexpr const char* kKind = "AgentEnvironment";
 // The runner pod's variable that carries spec.audit.level to perimeter-runner.
 inline constexpr const char* kAuditLevelVariable = "PERIMETER_AUDIT_LEVEL";
 
-// A spec the schema let through but the operator cannot act on (an object written before a
-// schema change, say). Reported in a condition; never a crash.
-class SpecError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+// A spec the schema let through but the operator cannot act on; reported in a condition.
+using SpecError = runtime::SpecError;
 
 struct RunnerTemplate {
   std::string image;

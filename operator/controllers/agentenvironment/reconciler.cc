@@ -1,17 +1,19 @@
 #include "controllers/agentenvironment/reconciler.h"
 
-#include "core/base64.h"
-#include "controllers/agentenvironment/conditions.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "core/base64.h"
 #include "core/time_format.h"
 #include "kube/api_error.h"
+#include "runtime/conditions.h"
 
 namespace perimeter::agentenvironment {
 namespace {
 
 using nlohmann::json;
+using runtime::find_condition;
+using runtime::set_condition;
 
 // Why a pod failed, in a word a person can act on.
 std::string failure_reason(const json& pod) {

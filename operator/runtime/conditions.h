@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-namespace perimeter::agentenvironment {
+namespace perimeter::runtime {
 
 // Sets condition `type` in a status.conditions list (Kubernetes API conventions): the
 // lastTransitionTime moves only when the status changes, so it says since when a state holds.
@@ -14,4 +14,4 @@ void set_condition(nlohmann::json& conditions, const std::string& type, const st
 // The condition of that type, or null.
 const nlohmann::json* find_condition(const nlohmann::json& conditions, const std::string& type);
 
-}  // namespace perimeter::agentenvironment
+}  // namespace perimeter::runtime

@@ -1,6 +1,6 @@
-#include "controllers/agentenvironment/conditions.h"
+#include "runtime/conditions.h"
 
-namespace perimeter::agentenvironment {
+namespace perimeter::runtime {
 
 const nlohmann::json* find_condition(const nlohmann::json& conditions, const std::string& type) {
   if (!conditions.is_array()) return nullptr;
@@ -35,4 +35,4 @@ void set_condition(nlohmann::json& conditions, const std::string& type, const st
   }
 }
 
-}  // namespace perimeter::agentenvironment
+}  // namespace perimeter::runtime
