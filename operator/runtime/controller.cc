@@ -34,6 +34,46 @@ void Controller::watch(Informer& informer) {
       {enqueue, [enqueue](const ObjectPtr&, const ObjectPtr& now) { enqueue(now); }, enqueue});
 }
 
+void Controller::watch(Informer& informer, UpdatePredicate relevant) {
+  informers_.push_back(&informer);
+  auto enqueue = [this](const ObjectPtr& object) { queue_.add(Store::key_of(*object)); };
+  informer.add_handlers({enqueue,
+                         [enqueue, relevant](const ObjectPtr& old, const ObjectPtr& now) {
+                           if (relevant(*old, *now)) enqueue(now);
+                         },
+                         enqueue});
+}
+
+void Controller::watch_mapped(
+    Informer& informer, std::function<std::vector<std::string>(const nlohmann::json&)> map_to_keys) {
+  informers_.push_back(&informer);
+  auto enqueue = [this, map_to_keys](const ObjectPtr& object) {
+    for (const auto& key : map_to_keys(*object)) queue_.add(key);
+  };
+  informer.add_handlers({enqueue,
+                         [enqueue](const ObjectPtr& old, const ObjectPtr& now) {
+                           enqueue(old);
+                           enqueue(now);
+                         },
+                         enqueue});
+}
+
+bool generation_or_metadata_changed(const nlohmann::json& old_object,
+                                    const nlohmann::json& new_object) {
+  static const nlohmann::json kNone;
+  const auto field = [](const nlohmann::json& object, const char* key) -> const nlohmann::json& {
+    const auto metadata = object.find("metadata");
+    if (metadata == object.end() || !metadata->is_object()) return kNone;
+    const auto it = metadata->find(key);
+    return it == metadata->end() ? kNone : *it;
+  };
+  for (const char* key :
+       {"generation", "deletionTimestamp", "finalizers", "labels", "annotations"}) {
+    if (field(old_object, key) != field(new_object, key)) return true;
+  }
+  return false;
+}
+
 void Controller::watch_owned(Informer& informer, const std::string& owner_kind) {
   informers_.push_back(&informer);
   auto enqueue_owner = [this, owner_kind](const ObjectPtr& object) {

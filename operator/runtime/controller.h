@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -34,6 +35,12 @@ class TerminalError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// GenerationChangedPredicate plus what a controller acts on in metadata: the spec changed (a new
+// generation), deletion started, or finalizers, labels or annotations changed. A status-only
+// update is not relevant.
+bool generation_or_metadata_changed(const nlohmann::json& old_object,
+                                    const nlohmann::json& new_object);
+
 // Level-triggered: reconcile(key) reads the current state and converges, whatever woke it. Any
 // other exception is an error retried with the key's backoff.
 class Reconciler {
@@ -62,6 +69,16 @@ class Controller {
 
   // Reconcile the objects an informer sees (the primary resource). Call before start().
   void watch(Informer& informer);
+  // The same, but an update wakes the reconciler only when `relevant(old, new)` holds
+  // (controller-runtime's predicates): e.g. generation_or_metadata_changed, so the controller's
+  // own status writes do not wake it again.
+  using UpdatePredicate =
+      std::function<bool(const nlohmann::json& old_object, const nlohmann::json& new_object)>;
+  void watch(Informer& informer, UpdatePredicate relevant);
+  // Reconcile the keys `map_to_keys` returns for each object an informer sees (controller-runtime's
+  // EnqueueRequestsFromMapFunc): a Service wakes the McpTunnels that route to it.
+  void watch_mapped(Informer& informer,
+                    std::function<std::vector<std::string>(const nlohmann::json&)> map_to_keys);
   // Reconcile the owner (same namespace, controller ownerReference of owner_kind) of the objects
   // an informer sees: children wake their parent.
   void watch_owned(Informer& informer, const std::string& owner_kind);

@@ -67,7 +67,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     controller_ =
         std::make_unique<runtime::Controller>(name(), *reconciler_, std::move(controller_options),
                                               runtime_metrics_, logger_.child("controller"));
-    controller_->watch(environments);
+    controller_->watch(environments, runtime::generation_or_metadata_changed);
     for (auto* informer : pods.informers) controller_->watch_owned(*informer, kKind);
   }
 
