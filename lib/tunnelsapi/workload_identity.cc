@@ -121,21 +121,27 @@ int WorkloadIdentityTokenSource::exchanges() const {
 }
 
 Secret WorkloadIdentityTokenSource::read_assertion() const {
-  std::ifstream in(config_.assertion_file, std::ios::binary);
-  if (!in) {
-    throw WorkloadIdentityError("cannot read the identity token file " + config_.assertion_file);
+  std::string token;
+  if (config_.assertion_source) {
+    token = config_.assertion_source().expose();
+  } else {
+    std::ifstream in(config_.assertion_file, std::ios::binary);
+    if (!in) {
+      throw WorkloadIdentityError("cannot read the identity token file " + config_.assertion_file);
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    token = text.str();
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string token = text.str();
   const auto not_space = [](unsigned char c) { return !std::isspace(c); };
   token.erase(token.begin(), std::find_if(token.begin(), token.end(), not_space));
   token.erase(std::find_if(token.rbegin(), token.rend(), not_space).base(), token.end());
-  if (token.empty()) {
-    throw WorkloadIdentityError("the identity token file " + config_.assertion_file + " is empty");
-  }
+  const std::string origin = config_.assertion_source
+                                 ? std::string("the requested ServiceAccount token")
+                                 : "the identity token file " + config_.assertion_file;
+  if (token.empty()) throw WorkloadIdentityError(origin + " is empty");
   if (token.size() > kMaxAssertionBytes) {
-    throw WorkloadIdentityError("the identity token in " + config_.assertion_file + " is " +
+    throw WorkloadIdentityError(origin + " is " +
                                 std::to_string(token.size()) +
                                 " bytes, over the token endpoint's 16 KiB limit");
   }

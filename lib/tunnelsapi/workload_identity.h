@@ -20,6 +20,7 @@
 // assertion.
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -55,6 +56,9 @@ struct WorkloadIdentityConfig {
   std::string workspace_id;        // sent when not empty; the minted token is scoped to it
   // The projected ServiceAccount token (its audience is the federation rule's).
   std::string assertion_file;
+  // Called at every exchange instead of reading assertion_file when set (the operator requests a
+  // short-lived ServiceAccount token with the rule's audience through the TokenRequest API).
+  std::function<Secret()> assertion_source;
   std::string user_agent = "perimeter/0.1.0";
   std::chrono::milliseconds request_timeout{30000};
   // The exchange only mints a token, so it is repeatable: retried like the SDK's calls.

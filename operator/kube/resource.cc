@@ -53,6 +53,9 @@ ResourceType deployments() {
 ResourceType network_policies() {
   return {"networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true};
 }
+ResourceType pod_disruption_budgets() {
+  return {"policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true};
+}
 ResourceType custom_resource_definitions() {
   return {"apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
           false};
@@ -61,7 +64,8 @@ std::optional<ResourceType> by_plural(const std::string& plural) {
   const std::array all = {pods(),        secrets(),          config_maps(),
                           services(),    events(),           namespaces(),
                           nodes(),       service_accounts(), leases(),
-                          deployments(), network_policies(), custom_resource_definitions()};
+                          deployments(), network_policies(), pod_disruption_budgets(),
+                          custom_resource_definitions()};
   for (const auto& type : all) {
     if (type.resource == plural) return type;
   }

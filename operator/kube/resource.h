@@ -35,6 +35,7 @@ ResourceType service_accounts();
 ResourceType leases();
 ResourceType deployments();
 ResourceType network_policies();
+ResourceType pod_disruption_budgets();
 ResourceType custom_resource_definitions();
 // Looks a plural name up in the table above ("pods", "leases"...); nullopt when unknown.
 std::optional<ResourceType> by_plural(const std::string& plural);

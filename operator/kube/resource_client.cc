@@ -152,6 +152,11 @@ json ResourceClient::create(const std::string& ns, const json& object) {
   return call("create", "POST", type_.path(ns), object.dump());
 }
 
+json ResourceClient::create_subresource(const std::string& ns, const std::string& name,
+                                        const std::string& subresource, const json& object) {
+  return call("create", "POST", type_.path(ns, name, subresource), object.dump());
+}
+
 json ResourceClient::update(const std::string& ns, const json& object) {
   return call("update", "PUT", type_.path(ns, name_of(object)), object.dump());
 }

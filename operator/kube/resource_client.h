@@ -85,6 +85,9 @@ class ResourceClient {
   // snapshot the pages belong to).
   nlohmann::json list_all(const std::string& ns, ListOptions options = {});
   nlohmann::json create(const std::string& ns, const nlohmann::json& object);
+  // POST to a subresource that creates something (serviceaccounts/token, pods/eviction).
+  nlohmann::json create_subresource(const std::string& ns, const std::string& name,
+                                    const std::string& subresource, const nlohmann::json& object);
   // PUT with the object's metadata.resourceVersion: a stale version gets 409 Conflict.
   nlohmann::json update(const std::string& ns, const nlohmann::json& object);
   // Returns the server's answer: the object (when finalizers keep it) or a Status.

@@ -16,7 +16,12 @@ PrometheusApiMetrics::PrometheusApiMetrics(prometheus::Registry& registry)
       retries_(prometheus::BuildCounter()
                    .Name("perimeter_agentapi_retries_total")
                    .Help("Managed Agents API calls retried after backoff")
-                   .Register(registry)) {}
+                   .Register(registry)),
+      protocol_errors_(prometheus::BuildCounter()
+                           .Name("perimeter_agentapi_protocol_errors_total")
+                           .Help("API answers with a 2xx status whose body was not what the API "
+                                 "documents, by operation")
+                           .Register(registry)) {}
 
 void PrometheusApiMetrics::on_response(std::string_view operation, int status, double seconds) {
   const std::string op(operation);
@@ -32,6 +37,10 @@ void PrometheusApiMetrics::on_retry(std::string_view operation, int status,
                                     std::chrono::milliseconds) {
   retries_.Add({{"operation", std::string(operation)}, {"code", std::to_string(status)}})
       .Increment();
+}
+
+void PrometheusApiMetrics::on_protocol_error(std::string_view operation) {
+  protocol_errors_.Add({{"operation", std::string(operation)}}).Increment();
 }
 
 std::unique_ptr<agentapi::AgentApi> CpprestAgentApiFactory::make(const std::string& base_url,

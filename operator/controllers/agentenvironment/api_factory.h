@@ -11,17 +11,20 @@ namespace perimeter::agentenvironment {
 
 // Counts every Managed Agents API call the operator makes:
 // perimeter_agentapi_requests_total{operation,code}, ..._request_duration_seconds{operation},
-// perimeter_agentapi_retries_total{operation,code}.
+// perimeter_agentapi_retries_total{operation,code}, perimeter_agentapi_protocol_errors_total{operation}.
+// The Tunnels API calls (operations tunnels.*, oauth.token) are counted here too.
 class PrometheusApiMetrics final : public agentapi::ApiMetrics {
  public:
   explicit PrometheusApiMetrics(prometheus::Registry& registry);
   void on_response(std::string_view operation, int status, double seconds) override;
   void on_retry(std::string_view operation, int status, std::chrono::milliseconds delay) override;
+  void on_protocol_error(std::string_view operation) override;
 
  private:
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Histogram>& duration_;
   prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Counter>& protocol_errors_;
 };
 
 // Real clients over cpprestsdk, with the official SDK's retries.
