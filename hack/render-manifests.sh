@@ -10,6 +10,12 @@ out=${1:-deploy/perimeter.yaml}
   echo "# Perimeter, rendered from charts/perimeter by hack/render-manifests.sh. Do not edit by hand."
   echo "# kubectl create namespace perimeter-system && kubectl apply -f deploy/perimeter.yaml"
   echo "---"
-  cat charts/perimeter/crds/*.yaml
+  # One YAML document per CRD: the files carry no "---" of their own.
+  first=true
+  for crd in charts/perimeter/crds/*.yaml; do
+    $first || echo "---"
+    first=false
+    cat "$crd"
+  done
   "$helm" template perimeter charts/perimeter --namespace perimeter-system
 } > "$out"

@@ -38,7 +38,8 @@ using perimeter::sim::parse_int;
 
 int usage(const std::string& why) {
   std::cerr << "perimeter-sim: " << why << "\n"
-            << "usage: perimeter-sim serve|create-environment|enqueue|results|stats|faults|follow "
+            << "usage: perimeter-sim serve|create-environment|create-organization|"
+               "create-federation-rule|enqueue|results|stats|faults|follow "
                "[--flag value...] (see docs/simulator.md)\n";
   return 2;
 }
@@ -243,6 +244,25 @@ int cli(const std::string& command, const Args& args) {
   if (command == "create-environment") {
     return call(url, web::http::methods::POST, "/admin/environments",
                 nlohmann::json({{"name", args.get("name")}, {"key", args.get("key")}}).dump());
+  }
+  if (command == "create-organization") {
+    return call(url, web::http::methods::POST, "/admin/organizations",
+                nlohmann::json({{"name", args.get("name")}}).dump());
+  }
+  if (command == "create-federation-rule") {
+    const std::string organization = args.get("organization");
+    const std::string issuer = args.get("issuer");
+    const std::string subject = args.get("subject");
+    if (organization.empty() || issuer.empty() || subject.empty())
+      return usage("create-federation-rule needs --organization, --issuer and --subject");
+    nlohmann::json rule = {{"organization_id", organization},
+                           {"issuer", issuer},
+                           {"audience", args.get("audience", "https://api.anthropic.com")},
+                           {"subjects", {subject}}};
+    if (auto account = args.get("service-account-id"); !account.empty()) {
+      rule["service_account_id"] = account;
+    }
+    return call(url, web::http::methods::POST, "/admin/federation_rules", rule.dump());
   }
   if (command == "enqueue") {
     const std::string environment = args.get("environment");

@@ -750,7 +750,8 @@ TEST_F(OperatorE2eTest,
   const auto deployment =
       process::run_shell(helm_template + " --show-only templates/deployment.yaml");
   ASSERT_EQ(deployment.exit_code, 0) << deployment.output;
-  for (const char* flag : {"--session-namespaces=", "--allowed-api-hosts="}) {
+  for (const char* flag : {"--session-namespaces=", "--allowed-api-hosts=", "--tunnel-namespaces=",
+                           "--tunnels-service-account="}) {
     const auto at = deployment.output.find(flag);
     ASSERT_NE(at, std::string::npos) << flag << " is not in the rendered Deployment";
     args.push_back(deployment.output.substr(at, deployment.output.find('\n', at) - at));

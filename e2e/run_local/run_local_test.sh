@@ -4,6 +4,7 @@
 #    pod, every tool result the simulator records is the one its script expects, each result is
 #    shown live, every pod succeeds, and teardown leaves no process, folder or bridge behind;
 #  - KWOK's fake nodes (PERIMETER_RUN_NODE=kwok): every session gets its own pod, which finishes.
+# In both, the example McpTunnel reaches Ready with its route resolved.
 set -euo pipefail
 repo=${PERIMETER_SOURCE_DIR:?}
 export BUILD_DIR=${PERIMETER_BIN_DIR:?}/..
@@ -24,6 +25,10 @@ run_and_check_common() {
   succeeded=$(grep -c ' succeeded$' "$out" || true)
   [ "$succeeded" -eq "$sessions" ] || fail "$succeeded of $sessions runner pods succeeded"
   grep -q "everything stopped and removed" "$out" || fail "no teardown"
+  # The example McpTunnel: a tunnel from the simulator's Tunnels API, its gateway Ready, its route
+  # resolved to the Service.
+  grep -q '^\[cluster\] mcptunnel tools/tickets: GatewayReady [0-9a-f]*\.tunnels\.sim\.local routes 1/1 connected 2$' "$out" ||
+    fail "the example McpTunnel did not reach Ready"
   dir=$(sed -n 's|.*kubectl --kubeconfig \(/[^ ]*\)/cluster/kubeconfig.*|\1|p' "$out" | head -n 1)
   [ -n "$dir" ] && [ ! -e "$dir" ] || fail "$dir was left behind"
   if pgrep -f "$dir" >/dev/null; then pgrep -af "$dir"; fail "processes of $dir still run"; fi

@@ -14,7 +14,12 @@
 #include "controllers/agentenvironment/api_factory.h"
 #include "controllers/agentenvironment/controller_setup.h"
 #include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/mcptunnel/controller_setup.h"
+#include "controllers/mcptunnel/credentials.h"
+#include "controllers/mcptunnel/mcp_tunnel.h"
+#include "controllers/mcptunnel/tunnel_metrics.h"
 #include "core/shutdown_signal.h"
+#include "core/strings.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
@@ -27,6 +32,7 @@ namespace perimeter::manager {
 namespace {
 
 namespace ae = perimeter::agentenvironment;
+namespace mt = perimeter::mcptunnel;
 
 kube::ResourceType agent_environments() {
   return {ae::kGroup, ae::kVersion, "agentenvironments", ae::kKind, true};
@@ -80,8 +86,15 @@ struct Clients {
         secrets(transport, kube::resources::secrets(), metrics),
         network_policies(transport, kube::resources::network_policies(), metrics),
         events(transport, kube::resources::events(), metrics),
-        leases(transport, kube::resources::leases(), metrics) {}
-  kube::ResourceClient environments, pods, secrets, network_policies, events, leases;
+        leases(transport, kube::resources::leases(), metrics),
+        tunnels(transport, mt::mcp_tunnels(), metrics),
+        services(transport, kube::resources::services(), metrics),
+        config_maps(transport, kube::resources::config_maps(), metrics),
+        deployments(transport, kube::resources::deployments(), metrics),
+        disruption_budgets(transport, kube::resources::pod_disruption_budgets(), metrics),
+        service_accounts(transport, kube::resources::service_accounts(), metrics) {}
+  kube::ResourceClient environments, pods, secrets, network_policies, events, leases, tunnels,
+      services, config_maps, deployments, disruption_budgets, service_accounts;
 };
 
 int run(const Options& options) {
@@ -137,6 +150,35 @@ int run(const Options& options) {
       {clients.environments, clients.pods, clients.secrets, clients.network_policies}, settings,
       events, api_factory, metrics, runtime_metrics, logger.child("agentenvironment")));
 
+  mt::PrometheusTunnelMetrics tunnel_metrics(*registry);
+  mt::KubeServiceAccountTokenRequester service_account_tokens(clients.service_accounts);
+  mt::WorkloadIdentitySettings identity;
+  if (!options.tunnels_service_account.empty()) {
+    std::string why;
+    identity.identity = mt::ServiceAccountRef::parse(options.tunnels_service_account, &why);
+    if (!identity.identity) throw std::invalid_argument("--tunnels-service-account: " + why);
+  }
+  // An http origin reaches the exchange only if the administrator put it in --allowed-api-hosts.
+  identity.allow_plain_http = true;
+  mt::WorkloadIdentityApiFactory tunnels_api(identity, service_account_tokens, api_metrics,
+                                             logger.child("tunnels"));
+  mt::ControllerSettings tunnel_settings;
+  tunnel_settings.watch_namespace = options.watch_namespace;
+  tunnel_settings.reconciler.tunnel_namespaces = options.tunnel_namespaces;
+  tunnel_settings.reconciler.allowed_api_hosts = allowed_api_hosts;
+  tunnel_settings.reconciler.cluster_domain = options.cluster_domain;
+  const auto audiences = split_commas(options.tunnel_audiences);
+  if (audiences.empty()) throw std::invalid_argument("--tunnel-audiences must name an audience");
+  tunnel_settings.reconciler.allowed_audiences = {audiences.begin(), audiences.end()};
+  tunnel_settings.reconciler.ca_overlap = std::chrono::seconds(options.ca_rotation_overlap_seconds);
+  tunnel_settings.reconciler.archive_deadline =
+      std::chrono::seconds(options.tunnel_archive_deadline_seconds);
+  manager.add(mt::mcp_tunnel_controller(
+      {clients.tunnels, clients.services, clients.secrets, clients.config_maps,
+       clients.deployments, clients.network_policies, clients.disruption_budgets},
+      tunnel_settings, events, tunnels_api, tunnel_metrics, runtime_metrics,
+      logger.child("mcptunnel")));
+
   HealthServer health(options.health_bind_address, manager);
   logger.info("starting",
               {{"identity", effective.identity},
@@ -144,6 +186,7 @@ int run(const Options& options) {
                {"metrics", options.metrics_bind_address},
                {"namespace", options.watch_namespace.empty() ? "(all)" : options.watch_namespace},
                {"session_namespaces", describe(options.session_namespaces)},
+               {"tunnel_namespaces", describe(options.tunnel_namespaces)},
                {"allowed_api_hosts", allowed_api_hosts.describe()}});
 
   std::jthread work([&manager, &logger](std::stop_token stop) {

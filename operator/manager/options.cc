@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "core/strings.h"
+
 namespace perimeter::manager {
 namespace {
 
@@ -16,16 +18,8 @@ int parse_positive(const std::string& flag, const std::string& value) {
 }
 
 std::set<std::string> parse_namespace_list(const std::string& value) {
-  std::set<std::string> namespaces;
-  size_t start = 0;
-  while (start <= value.size()) {
-    const auto comma = value.find(',', start);
-    const auto end = comma == std::string::npos ? value.size() : comma;
-    if (end > start) namespaces.insert(value.substr(start, end - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return namespaces;
+  const auto items = split_commas(value);
+  return {items.begin(), items.end()};
 }
 
 bool parse_bool(const std::string& flag, const std::string& value) {
@@ -40,7 +34,8 @@ std::string usage() {
   return R"(usage: perimeter-operator [flags]
 
 Runs Perimeter's controllers: for each AgentEnvironment, claims sessions from the Managed Agents
-work queue and runs each in its own runner pod.
+work queue and runs each in its own runner pod; for each McpTunnel, provisions the hosted tunnel,
+its certificates and token, and runs its gateway.
 
 flags (--flag=value or --flag value):
   --kubeconfig PATH                  kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)
@@ -50,8 +45,22 @@ flags (--flag=value or --flag value):
                                      operator reads Secrets and runs pods there only, and any
                                      other namespace's AgentEnvironment gets NamespaceNotEnabled;
                                      "*" for every namespace (default "*")
-  --allowed-api-hosts LIST           origins environment keys may be sent to, comma-separated
-                                     (default https://api.anthropic.com)
+  --tunnel-namespaces LIST           namespaces where McpTunnels are served, comma-separated; an
+                                     McpTunnel elsewhere gets NamespaceNotEnabled; "*" for every
+                                     namespace (default "*")
+  --tunnels-service-account NS/NAME  the operator's own ServiceAccount, whose short-lived token it
+                                     exchanges for a Tunnels API token (workload identity)
+  --tunnel-audiences LIST            audiences an McpTunnel may ask the operator's ServiceAccount
+                                     token for, comma-separated (default https://api.anthropic.com)
+  --cluster-domain DOMAIN            the cluster's DNS domain, for routes to Services
+                                     (default cluster.local)
+  --ca-rotation-overlap-seconds N    how long a replaced tunnel CA stays registered after the
+                                     gateway got a certificate of the new one (default 120)
+  --tunnel-archive-deadline-seconds N  how long deleting an McpTunnel with deletionPolicy Archive
+                                     retries an unreachable API before letting go (default 300)
+  --allowed-api-hosts LIST           origins credentials (environment keys, federation tokens)
+                                     may be sent to, comma-separated (default
+                                     https://api.anthropic.com)
   --metrics-bind-address ADDR        Prometheus metrics at /metrics (default 0.0.0.0:8080)
   --health-probe-bind-address ADDR   /healthz and /readyz (default 0.0.0.0:8081)
   --leader-elect BOOL                campaign for a Lease before claiming work (default true)
@@ -99,7 +108,23 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
         options.session_namespaces.reset();
       else
         options.session_namespaces = parse_namespace_list(list);
-    } else if (flag == "--allowed-api-hosts")
+    } else if (flag == "--tunnel-namespaces") {
+      const std::string list = take();
+      if (list == "*")
+        options.tunnel_namespaces.reset();
+      else
+        options.tunnel_namespaces = parse_namespace_list(list);
+    } else if (flag == "--tunnels-service-account")
+      options.tunnels_service_account = take();
+    else if (flag == "--tunnel-audiences")
+      options.tunnel_audiences = take();
+    else if (flag == "--cluster-domain")
+      options.cluster_domain = take();
+    else if (flag == "--ca-rotation-overlap-seconds")
+      options.ca_rotation_overlap_seconds = parse_positive(flag, take());
+    else if (flag == "--tunnel-archive-deadline-seconds")
+      options.tunnel_archive_deadline_seconds = parse_positive(flag, take());
+    else if (flag == "--allowed-api-hosts")
       options.allowed_api_hosts = take();
     else if (flag == "--metrics-bind-address")
       options.metrics_bind_address = take();

@@ -17,7 +17,20 @@ struct Options {
   // Namespaces that opted in to sessions (RBAC grants Secrets and Pods there only); nullopt:
   // every namespace ("*", cluster-wide mode). An AgentEnvironment elsewhere is told so.
   std::optional<std::set<std::string>> session_namespaces;
-  // Origins the operator may send environment keys to, comma-separated.
+  // Namespaces where McpTunnels are served (RBAC grants Secrets, ConfigMaps, Deployments,
+  // NetworkPolicies and PDBs there only); nullopt: every namespace ("*").
+  std::optional<std::set<std::string>> tunnel_namespaces;
+  // The operator's own ServiceAccount ("namespace/name"), whose token it exchanges for a Tunnels
+  // API access token (workload identity federation). Empty: WorkloadIdentity McpTunnels say
+  // IdentityNotConfigured.
+  std::string tunnels_service_account;
+  // Audiences the operator requests its ServiceAccount token for, comma-separated.
+  std::string tunnel_audiences = "https://api.anthropic.com";
+  std::string cluster_domain = "cluster.local";
+  int ca_rotation_overlap_seconds = 120;
+  int tunnel_archive_deadline_seconds = 300;
+  // Origins the operator may send credentials to (environment keys, federation tokens),
+  // comma-separated.
   std::string allowed_api_hosts = "https://api.anthropic.com";
   std::string metrics_bind_address = "0.0.0.0:8080";
   std::string health_bind_address = "0.0.0.0:8081";

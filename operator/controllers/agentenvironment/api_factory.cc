@@ -7,15 +7,16 @@ namespace perimeter::agentenvironment {
 PrometheusApiMetrics::PrometheusApiMetrics(prometheus::Registry& registry)
     : requests_(prometheus::BuildCounter()
                     .Name("perimeter_agentapi_requests_total")
-                    .Help("Managed Agents API calls by operation and HTTP code (0: no answer)")
+                    .Help("Anthropic API calls (Managed Agents, Tunnels, token exchange) by "
+                          "operation and HTTP code (0: no answer)")
                     .Register(registry)),
       duration_(prometheus::BuildHistogram()
                     .Name("perimeter_agentapi_request_duration_seconds")
-                    .Help("Managed Agents API call latency, long-polls included")
+                    .Help("Anthropic API call latency, long-polls included")
                     .Register(registry)),
       retries_(prometheus::BuildCounter()
                    .Name("perimeter_agentapi_retries_total")
-                   .Help("Managed Agents API calls retried after backoff")
+                   .Help("Anthropic API calls retried after backoff")
                    .Register(registry)),
       protocol_errors_(prometheus::BuildCounter()
                            .Name("perimeter_agentapi_protocol_errors_total")

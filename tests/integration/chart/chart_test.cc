@@ -5,8 +5,12 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "cluster/local_cluster.h"
 #include "localcluster/tools.h"
@@ -65,11 +69,23 @@ class ChartTest : public ::testing::Test {
 };
 
 TEST_F(ChartTest, TheChartShipsTheSameCrdsAsTheRepository) {
-  const std::string crd = "perimeter.dev_agentenvironments.yaml";
-  const std::string in_repo = read_file(source_dir() + "/crds/" + crd);
-  ASSERT_FALSE(in_repo.empty());
-  EXPECT_EQ(read_file(source_dir() + "/charts/perimeter/crds/" + crd), in_repo)
+  const auto names_in = [](const std::string& dir) {
+    std::set<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+      names.insert(entry.path().filename().string());
+    return names;
+  };
+  const auto in_repo = names_in(source_dir() + "/crds");
+  EXPECT_EQ(names_in(source_dir() + "/charts/perimeter/crds"), in_repo)
       << "charts/perimeter/crds/ is out of date: copy crds/ into it";
+  for (const char* crd :
+       {"perimeter.dev_agentenvironments.yaml", "perimeter.dev_mcptunnels.yaml"}) {
+    EXPECT_TRUE(in_repo.contains(crd)) << crd;
+    const std::string text = read_file(source_dir() + "/crds/" + crd);
+    ASSERT_FALSE(text.empty()) << crd;
+    EXPECT_EQ(read_file(source_dir() + "/charts/perimeter/crds/" + crd), text)
+        << crd << ": charts/perimeter/crds/ is out of date: copy crds/ into it";
+  }
 }
 
 TEST_F(ChartTest, TheRenderedManifestsAreWhatTheChartRenders) {
@@ -94,20 +110,23 @@ TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmi
       run(kubectl_ + " apply --dry-run=server -f " + source_dir() + "/deploy/perimeter.yaml");
   ASSERT_EQ(dry_run.exit_code, 0) << dry_run.output;
 
-  // team-a opts in to sessions; team-b does not.
-  for (const char* ns : {"team-a", "team-b"}) {
+  // team-a opts in to sessions, tunnels-a to McpTunnels; team-b to neither.
+  for (const char* ns : {"team-a", "team-b", "tunnels-a"}) {
     ASSERT_EQ(run(kubectl_ + " create namespace " + ns).exit_code, 0);
   }
   const auto install = run(helm_ + " install perimeter " + source_dir() +
                            "/charts/perimeter --namespace perimeter-system"
-                           " --set sessionNamespaces={team-a} --wait --timeout 180s");
+                           " --set sessionNamespaces={team-a} --set tunnelNamespaces={tunnels-a}"
+                           " --wait --timeout 180s");
   ASSERT_EQ(install.exit_code, 0) << install.output;
   const auto ready = run(kubectl_ +
                          " -n perimeter-system get deployment perimeter"
                          " -o jsonpath={.status.availableReplicas}");
   EXPECT_EQ(ready.output, "2") << "both replicas should be admitted and available";
-  const auto crd = run(kubectl_ + " get crd agentenvironments.perimeter.dev -o name");
-  EXPECT_EQ(crd.exit_code, 0) << crd.output;
+  for (const char* name : {"agentenvironments.perimeter.dev", "mcptunnels.perimeter.dev"}) {
+    const auto crd = run(kubectl_ + " get crd " + name + " -o name");
+    EXPECT_EQ(crd.exit_code, 0) << crd.output;
+  }
 
   const std::string as = " --as=system:serviceaccount:perimeter-system:perimeter";
   // The answer is the last line ("yes"/"no"); kubectl may warn above it.
@@ -133,6 +152,69 @@ TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmi
       EXPECT_EQ(can(std::string(verb) + " pods -n " + ns), "no") << verb << " pods in " << ns;
     }
   }
+
+  // McpTunnels: read everywhere, finalizer and status written; the gateway's objects only in the
+  // namespace listed in tunnelNamespaces.
+  EXPECT_EQ(can("list mcptunnels.perimeter.dev --all-namespaces"), "yes");
+  EXPECT_EQ(can("watch mcptunnels.perimeter.dev --all-namespaces"), "yes");
+  EXPECT_EQ(can("patch mcptunnels.perimeter.dev -n team-b"), "yes");
+  EXPECT_EQ(can("patch mcptunnels.perimeter.dev --subresource=status -n team-b"), "yes");
+  EXPECT_EQ(can("update mcptunnels.perimeter.dev --subresource=finalizers -n team-b"), "yes");
+  EXPECT_EQ(can("create mcptunnels.perimeter.dev -n tunnels-a"), "no");
+  EXPECT_EQ(can("delete mcptunnels.perimeter.dev -n tunnels-a"), "no");
+  EXPECT_EQ(can("patch deployments.apps -n tunnels-a"), "yes");
+  EXPECT_EQ(can("get secrets -n tunnels-a"), "yes");
+  EXPECT_EQ(can("update secrets -n tunnels-a"), "yes");
+  EXPECT_EQ(can("patch configmaps -n tunnels-a"), "yes");
+  EXPECT_EQ(can("watch services -n tunnels-a"), "yes");
+  EXPECT_EQ(can("patch networkpolicies.networking.k8s.io -n tunnels-a"), "yes");
+  EXPECT_EQ(can("delete poddisruptionbudgets.policy -n tunnels-a"), "yes");
+  // Secrets there are read by name only, never listed, watched or deleted; no pods of its own.
+  for (const char* verb : {"list", "watch", "delete", "deletecollection"}) {
+    EXPECT_EQ(can(std::string(verb) + " secrets -n tunnels-a"), "no") << verb;
+  }
+  EXPECT_EQ(can("create pods -n tunnels-a"), "no");
+  EXPECT_EQ(can("delete deployments.apps -n tunnels-a"), "no");
+  EXPECT_EQ(can("get services -n tunnels-a --subresource=proxy"), "no");
+  for (const char* ns : {"team-b", "team-a", "kube-system", "perimeter-system"}) {
+    for (const char* what :
+         {"patch deployments.apps", "list deployments.apps", "get services", "list services",
+          "patch configmaps", "create poddisruptionbudgets.policy", "update secrets"}) {
+      EXPECT_EQ(can(std::string(what) + " -n " + ns), "no") << what << " in " << ns;
+    }
+  }
+  for (const char* what : {"list services", "list deployments.apps", "get secrets"}) {
+    EXPECT_EQ(can(std::string(what) + " --all-namespaces"), "no") << what;
+  }
+
+  // Workload identity: tokens for its own ServiceAccount, and for no other.
+  EXPECT_EQ(can("create serviceaccounts/perimeter --subresource=token -n perimeter-system"), "yes");
+  EXPECT_EQ(can("create serviceaccounts/default --subresource=token -n perimeter-system"), "no");
+  EXPECT_EQ(can("create serviceaccounts --subresource=token -n perimeter-system"), "no");
+  EXPECT_EQ(can("create serviceaccounts/perimeter --subresource=token -n kube-system"), "no");
+  EXPECT_EQ(can("create serviceaccounts/perimeter --subresource=token -n tunnels-a"), "no");
+  EXPECT_EQ(can("get serviceaccounts/perimeter -n perimeter-system"), "no");
+  // The attack, performed: as the operator, mint a token for its own ServiceAccount (allowed)
+  // and for another one in the same namespace and in kube-system (refused by RBAC).
+  const auto own =
+      run(kubectl_ + " -n perimeter-system create token perimeter --duration=10m" + as);
+  EXPECT_EQ(own.exit_code, 0) << own.output;
+  EXPECT_EQ(own.output.rfind("eyJ", 0), 0u) << "a JWT for its own ServiceAccount: " << own.output;
+  ASSERT_EQ(run(kubectl_ + " -n perimeter-system create serviceaccount bystander").exit_code, 0);
+  const std::vector<std::pair<std::string, std::string>> others = {
+      {"perimeter-system", "bystander"},
+      {"perimeter-system", "default"},
+      {"kube-system", "default"}};
+  for (const auto& [ns, account] : others) {
+    const auto stolen =
+        run(kubectl_ + " -n " + ns + " create token " + account + " --duration=10m" + as);
+    EXPECT_NE(stolen.exit_code, 0) << ns << "/" << account << ": a token was issued";
+    EXPECT_NE(stolen.output.find("forbidden"), std::string::npos)
+        << ns << "/" << account << ": " << stolen.output.substr(0, 200);
+    EXPECT_EQ(stolen.output.find("eyJ"), std::string::npos)
+        << ns << "/" << account << ": a token was issued";
+  }
+  EXPECT_EQ(run(kubectl_ + " -n perimeter-system delete serviceaccount bystander").exit_code, 0);
 
   const auto uninstall = run(helm_ + " uninstall perimeter --namespace perimeter-system --wait");
   EXPECT_EQ(uninstall.exit_code, 0) << uninstall.output;
@@ -180,6 +262,97 @@ TEST_F(ChartTest, ClusterWideModeGrantsTheSessionRulesEverywhereOnlyWhenAskedFor
             std::string::npos);
   EXPECT_NE(cluster_wide.find("- --session-namespaces=*"), std::string::npos);
   EXPECT_TRUE(document(cluster_wide, "ClusterRole", "perimeter-sessions").empty());
+}
+
+// The tunnel rules follow the session rules' shapes: bound only in tunnelNamespaces by default,
+// in the cluster-wide ClusterRole with clusterWide, in the Role with watchNamespace; the operator
+// is told the same namespaces, and its own ServiceAccount, whose tokens alone it may request.
+TEST_F(ChartTest, TunnelRulesAreGrantedOnlyWhereTunnelNamespacesOrClusterWideSaySo) {
+  const auto rendered = [&](const std::string& set) {
+    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
+                         "/charts/perimeter --namespace perimeter-system " + set);
+    EXPECT_EQ(out.exit_code, 0) << out.output;
+    return out.output;
+  };
+  // Every YAML document of that kind and name (a RoleBinding name repeats across namespaces).
+  const auto documents = [](const std::string& all, const std::string& kind,
+                            const std::string& name) {
+    std::vector<std::string> found;
+    size_t start = 0;
+    while (start < all.size()) {
+      size_t end = all.find("\n---", start);
+      if (end == std::string::npos) end = all.size();
+      const std::string doc = all.substr(start, end - start);
+      if (doc.find("\nkind: " + kind + "\n") != std::string::npos &&
+          doc.find("\n  name: " + name + "\n") != std::string::npos)
+        found.push_back(doc);
+      start = end + 4;
+    }
+    return found;
+  };
+  const auto one = [&](const std::string& all, const std::string& kind, const std::string& name) {
+    const auto found = documents(all, kind, name);
+    return found.size() == 1 ? found[0] : std::string();
+  };
+  const std::vector<std::string> gateway_kinds = {
+      "resources: [configmaps]", "resources: [services]", "resources: [deployments]",
+      "resources: [poddisruptionbudgets]"};
+
+  const std::string by_default = rendered("");
+  const std::string bound_role = one(by_default, "ClusterRole", "perimeter");
+  ASSERT_FALSE(bound_role.empty()) << by_default;
+  EXPECT_NE(bound_role.find("resources: [mcptunnels]"), std::string::npos) << bound_role;
+  EXPECT_NE(bound_role.find("resources: [mcptunnels/finalizers]"), std::string::npos);
+  for (const auto& rule : gateway_kinds)
+    EXPECT_EQ(bound_role.find(rule), std::string::npos) << rule << " in\n" << bound_role;
+  const std::string tunnel_role = one(by_default, "ClusterRole", "perimeter-tunnels");
+  ASSERT_FALSE(tunnel_role.empty()) << by_default;
+  for (const auto& rule : gateway_kinds)
+    EXPECT_NE(tunnel_role.find(rule), std::string::npos) << rule << " in\n" << tunnel_role;
+  EXPECT_TRUE(documents(by_default, "RoleBinding", "perimeter-tunnels").empty())
+      << "no namespace opted in, so nothing binds the tunnel rules";
+  EXPECT_NE(by_default.find("- --tunnel-namespaces=\n"), std::string::npos);
+  EXPECT_NE(by_default.find("- --tunnels-service-account=perimeter-system/perimeter\n"),
+            std::string::npos);
+  EXPECT_NE(by_default.find("- --cluster-domain=cluster.local\n"), std::string::npos);
+  const std::string token_role = one(by_default, "Role", "perimeter-token");
+  ASSERT_FALSE(token_role.empty()) << by_default;
+  EXPECT_NE(token_role.find("  namespace: perimeter-system\n"), std::string::npos) << token_role;
+  EXPECT_NE(token_role.find("resources: [serviceaccounts/token]"), std::string::npos);
+  EXPECT_NE(token_role.find("resourceNames: [\"perimeter\"]"), std::string::npos) << token_role;
+  EXPECT_NE(token_role.find("verbs: [create]"), std::string::npos) << token_role;
+  EXPECT_FALSE(one(by_default, "RoleBinding", "perimeter-token").empty());
+
+  const std::string listed = rendered("--set tunnelNamespaces={mcp-a,mcp-b}");
+  const auto bindings = documents(listed, "RoleBinding", "perimeter-tunnels");
+  ASSERT_EQ(bindings.size(), 2u) << listed;
+  EXPECT_NE(bindings[0].find("  namespace: mcp-a\n"), std::string::npos) << bindings[0];
+  EXPECT_NE(bindings[1].find("  namespace: mcp-b\n"), std::string::npos) << bindings[1];
+  EXPECT_NE(listed.find("- --tunnel-namespaces=mcp-a,mcp-b\n"), std::string::npos);
+
+  const std::string cluster_wide =
+      rendered("--set clusterWide=true --set tunnelNamespaces={mcp-a}");
+  const std::string wide_role = one(cluster_wide, "ClusterRole", "perimeter");
+  for (const auto& rule : gateway_kinds)
+    EXPECT_NE(wide_role.find(rule), std::string::npos) << rule << " in\n" << wide_role;
+  EXPECT_NE(cluster_wide.find("- --tunnel-namespaces=*\n"), std::string::npos);
+  EXPECT_TRUE(documents(cluster_wide, "ClusterRole", "perimeter-tunnels").empty());
+  EXPECT_TRUE(documents(cluster_wide, "RoleBinding", "perimeter-tunnels").empty());
+  EXPECT_FALSE(one(cluster_wide, "Role", "perimeter-token").empty())
+      << "tokens stay limited to the operator's own ServiceAccount in every mode";
+
+  const std::string one_namespace = rendered("--set watchNamespace=mcp-a");
+  const std::string namespace_role = one(one_namespace, "Role", "perimeter");
+  for (const auto& rule : gateway_kinds)
+    EXPECT_NE(namespace_role.find(rule), std::string::npos) << rule << " in\n" << namespace_role;
+  EXPECT_EQ(one_namespace.find("--tunnel-namespaces"), std::string::npos)
+      << "the operator serves McpTunnels of the watched namespace only";
+
+  // The token rule follows the ServiceAccount's name.
+  const std::string renamed = rendered("--set fullnameOverride=edge");
+  EXPECT_NE(one(renamed, "Role", "edge-token").find("resourceNames: [\"edge\"]"),
+            std::string::npos);
+  EXPECT_NE(renamed.find("- --tunnels-service-account=perimeter-system/edge\n"), std::string::npos);
 }
 
 }  // namespace

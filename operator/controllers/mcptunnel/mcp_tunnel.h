@@ -1,0 +1,142 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kube/resource.h"
+#include "runtime/spec_fields.h"
+
+namespace perimeter::mcptunnel {
+
+inline constexpr const char* kGroup = "perimeter.dev";
+inline constexpr const char* kVersion = "v1alpha1";
+inline constexpr const char* kKind = "McpTunnel";
+
+// mcptunnels.perimeter.dev/v1alpha1.
+kube::ResourceType mcp_tunnels();
+
+// A spec the schema let through but the operator cannot act on; reported in a condition.
+using SpecError = runtime::SpecError;
+
+enum class CredentialsMode { kWorkloadIdentity, kManual };
+enum class DeletionPolicy { kRetain, kArchive };
+
+struct ServiceUpstream {
+  std::string name;
+  std::optional<int> port;  // by number, or
+  std::string port_name;    // by name
+  std::string scheme = "http";
+};
+
+struct RouteSpec {
+  std::string name;  // a DNS label: served at <name>.<domain>
+  std::optional<ServiceUpstream> service;
+  std::string url;  // http(s)://host:port when not a Service
+};
+
+struct WorkloadIdentitySpec {
+  std::string federation_rule_id;
+  std::string organization_id;
+  std::string service_account_id;
+  std::string workspace_id;  // empty: none
+  std::string audience = "https://api.anthropic.com";
+};
+
+struct ManualSpec {
+  std::string domain;
+  std::string token_secret_name;
+  std::string token_secret_key = "token";
+  std::string tls_secret_name;
+};
+
+struct GatewaySpec {
+  int replicas = 2;
+  std::string proxy_image;      // empty: the operator's pinned default
+  std::string connector_image;  // empty: the operator's pinned default
+  nlohmann::json proxy_resources = nlohmann::json::object();
+  nlohmann::json connector_resources = nlohmann::json::object();
+  std::map<std::string, std::string> node_selector;
+  nlohmann::json tolerations = nlohmann::json::array();
+  std::map<std::string, std::string> pod_labels;
+  std::map<std::string, std::string> pod_annotations;
+};
+
+struct CertificateSpec {
+  std::chrono::seconds duration{std::chrono::hours(2160)};
+  std::chrono::seconds renew_before{std::chrono::hours(720)};
+  std::chrono::seconds ca_duration{std::chrono::hours(43800)};
+  std::chrono::seconds ca_renew_before{std::chrono::hours(8760)};
+};
+
+// The McpTunnel as the operator uses it: the spec with the schema's defaults applied, so an object
+// stored before a default existed behaves like a new one.
+struct McpTunnel {
+  std::string name;
+  std::string namespace_;
+  std::string uid;
+  std::int64_t generation = 0;
+
+  // The tunnel: adopt `tunnel_id`, or create one (`create`), named display_name_prefix + " [uid]".
+  std::string tunnel_id;
+  bool create = false;
+  std::string display_name_prefix;  // empty: namespace/name
+
+  CredentialsMode mode = CredentialsMode::kWorkloadIdentity;
+  std::string api_base_url = "https://api.anthropic.com";
+  WorkloadIdentitySpec workload_identity;
+  ManualSpec manual;
+
+  std::vector<RouteSpec> routes;
+  std::vector<std::string> allowed_cidrs{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"};
+  std::string upstream_ca_secret_name;  // empty: none
+  std::string upstream_ca_secret_key = "ca.crt";
+  bool include_system_cas = false;
+
+  CertificateSpec certificate;
+  std::int64_t token_version = 0;
+  DeletionPolicy deletion_policy = DeletionPolicy::kRetain;
+  GatewaySpec gateway;
+
+  // The display name a created tunnel gets; the uid in it is how a tunnel created by an
+  // interrupted reconcile is found again.
+  std::string display_name() const;
+  // Whether a tunnel with this display name is the one this resource created.
+  bool owns_display_name(std::string_view display_name) const;
+  kube::ObjectKey key() const { return {namespace_, name}; }
+};
+
+// Reads an McpTunnel object. Throws SpecError naming the field when the operator cannot act on it.
+McpTunnel parse_mcp_tunnel(const nlohmann::json& object);
+
+// A Go duration as the schema allows it ("2160h", "1h30m", "90s", "500ms"): whole seconds,
+// rounded down. Throws SpecError for anything else.
+std::chrono::seconds parse_duration(std::string_view text);
+
+// The names of what the operator makes for an McpTunnel (all in its namespace, all owned by it).
+struct ObjectNames {
+  std::string deployment;    // <name>-gateway
+  std::string config_map;    // <name>-gateway-config
+  std::string network_policy;  // <name>-gateway
+  std::string disruption_budget;  // <name>-gateway
+  std::string ca_secret;     // <name>-ca: the CA and its key; never mounted into a pod
+  std::string tls_secret;    // <name>-tls: the server certificate and key the proxy serves
+  std::string token_secret;  // <name>-token: the connector token
+};
+ObjectNames object_names(const std::string& name);
+
+// Labels on every object the operator makes for an McpTunnel, and the gateway pods' selector.
+std::map<std::string, std::string> common_labels(const McpTunnel& tunnel);
+std::map<std::string, std::string> gateway_selector(const McpTunnel& tunnel);
+
+// The ownerReference (controller) that ties a child to its McpTunnel, so deleting the McpTunnel
+// garbage-collects the gateway.
+nlohmann::json owner_reference(const McpTunnel& tunnel);
+
+}  // namespace perimeter::mcptunnel
