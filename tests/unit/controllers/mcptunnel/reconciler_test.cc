@@ -1,0 +1,313 @@
+// The McpTunnel reconciler against an in-memory apiserver and a mocked Tunnels API: the decisions
+// that must hold across crashes (never two tunnels, never two rotations) and the refusals that
+// keep the operator's identity from going where the administrator did not allow, checked call by
+// call. The e2e test (e2e/mcptunnel) runs the same code against the real apiserver and simulator.
+#include "controllers/mcptunnel/reconciler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "core/base64.h"
+#include "core/fake_clock.h"
+#include "kube/fake_api_server.h"
+#include "pki/pki.h"
+#include "runtime/metrics.h"
+#include "tunnelsapi/mock_tunnels_api.h"
+
+namespace perimeter::mcptunnel {
+namespace {
+
+using nlohmann::json;
+using ::testing::_;
+using ::testing::NiceMock;
+using ::testing::Return;
+
+constexpr const char* kNamespace = "team-a";
+
+// Hands out clients that forward to one mock, and counts how often credentials were used.
+class ForwardingApi final : public tunnelsapi::TunnelsApi {
+ public:
+  explicit ForwardingApi(tunnelsapi::TunnelsApi& to) : to_(to) {}
+  tunnelsapi::Tunnel create_tunnel(const std::string& n) override { return to_.create_tunnel(n); }
+  tunnelsapi::Tunnel retrieve_tunnel(const std::string& id) override {
+    return to_.retrieve_tunnel(id);
+  }
+  tunnelsapi::TunnelPage list_tunnels(bool a, int l, const std::string& p) override {
+    return to_.list_tunnels(a, l, p);
+  }
+  tunnelsapi::TunnelToken reveal_token(const std::string& id) override {
+    return to_.reveal_token(id);
+  }
+  tunnelsapi::TunnelToken rotate_token(const std::string& id, const std::string& r) override {
+    return to_.rotate_token(id, r);
+  }
+  tunnelsapi::Tunnel archive_tunnel(const std::string& id) override {
+    return to_.archive_tunnel(id);
+  }
+  tunnelsapi::TunnelCertificate create_certificate(const std::string& id,
+                                                   const std::string& pem) override {
+    return to_.create_certificate(id, pem);
+  }
+  tunnelsapi::TunnelCertificatePage list_certificates(const std::string& id, bool a, int l,
+                                                      const std::string& p) override {
+    return to_.list_certificates(id, a, l, p);
+  }
+  tunnelsapi::TunnelCertificate retrieve_certificate(const std::string& id,
+                                                     const std::string& c) override {
+    return to_.retrieve_certificate(id, c);
+  }
+  tunnelsapi::TunnelCertificate archive_certificate(const std::string& id,
+                                                    const std::string& c) override {
+    return to_.archive_certificate(id, c);
+  }
+
+ private:
+  tunnelsapi::TunnelsApi& to_;
+};
+
+class CountingFactory final : public TunnelsApiFactory {
+ public:
+  explicit CountingFactory(tunnelsapi::TunnelsApi& api) : api_(api) {}
+  std::unique_ptr<tunnelsapi::TunnelsApi> make(const McpTunnel&) override {
+    ++made;
+    return std::make_unique<ForwardingApi>(api_);
+  }
+  int made = 0;
+
+ private:
+  tunnelsapi::TunnelsApi& api_;
+};
+
+class NullMetrics final : public TunnelMetrics {
+ public:
+  void on_action(const std::string& kind) override { actions.push_back(kind); }
+  void on_failure(const std::string&) override {}
+  std::vector<std::string> actions;
+};
+
+tunnelsapi::Tunnel a_tunnel(const std::string& id, const std::string& display_name) {
+  return {id, display_name, "d" + id.substr(4) + ".tunnels.example", "2026-11-30T00:00:00Z",
+          std::nullopt};
+}
+
+class McpTunnelReconcilerTest : public ::testing::Test {
+ protected:
+  McpTunnelReconcilerTest() {
+    // Whatever a step needs that the test does not look at: an empty certificate list, a
+    // registration that echoes the CA's fingerprint.
+    ON_CALL(api_, list_certificates(_, _, _, _))
+        .WillByDefault(Return(tunnelsapi::TunnelCertificatePage{}));
+    ON_CALL(api_, create_certificate(_, _))
+        .WillByDefault([](const std::string& id, const std::string& pem) {
+          return tunnelsapi::TunnelCertificate{
+              "tcrt_1", id, pki::Certificate::from_pem(pem).fingerprint_sha256(),
+              "2026-11-30T00:00:00Z", std::nullopt, std::nullopt};
+        });
+    ON_CALL(api_, reveal_token(_))
+        .WillByDefault(Return(tunnelsapi::TunnelToken{"tntok_1", tunnelsapi::Secret("t-1")}));
+  }
+
+  ReconcilerOptions options() {
+    ReconcilerOptions o;
+    o.allowed_api_hosts = runtime::ApiHostAllowList::parse("https://api.anthropic.com");
+    return o;
+  }
+
+  json object(const json& spec_overrides = json::object(), const json& status = json()) {
+    json spec = {
+        {"tunnel", {{"create", json::object()}}},
+        {"credentials",
+         {{"mode", "WorkloadIdentity"},
+          {"workloadIdentity",
+           {{"federationRuleId", "fdrl_1"}, {"organizationId", "org"},
+            {"serviceAccountId", "svac_1"}}}}},
+        {"routes", {{{"name", "docs"}, {"url", "http://10.0.0.5:8080"}}}}};
+    spec.merge_patch(spec_overrides);
+    json o = {{"apiVersion", "perimeter.dev/v1alpha1"},
+              {"kind", "McpTunnel"},
+              {"metadata",
+               {{"name", "tickets"},
+                {"namespace", kNamespace},
+                {"generation", 1},
+                {"finalizers", {kFinalizer}}}},
+              {"spec", spec}};
+    if (!status.is_null()) o["status"] = status;
+    return o;
+  }
+
+  // Stores the object in the fake apiserver and the cache, as an informer would have.
+  // Returns the uid the server gave it.
+  std::string given(const json& tunnel_object) {
+    const auto stored = server_.seed(
+        "/apis/perimeter.dev/v1alpha1/namespaces/team-a/mcptunnels", tunnel_object);
+    tunnels_.upsert(std::make_shared<const json>(stored));
+    return stored["metadata"].value("uid", "");
+  }
+
+  runtime::ReconcileResult reconcile(ReconcilerOptions o) {
+    McpTunnelReconciler reconciler(
+        ReconcilerDependencies{tunnels_, services_, deployments_, tunnel_client_, secret_client_,
+                               config_map_client_, deployment_client_, network_policy_client_,
+                               budget_client_, events_, factory_, metrics_, clock_,
+                               Logger("test", StderrSink::instance(), LogLevel::kError)},
+        std::move(o));
+    return reconciler.reconcile({kNamespace, "tickets"});
+  }
+
+  // Gone, or kept only by finalizers other than the operator's.
+  bool released() {
+    const auto stored =
+        server_.object_at("/apis/perimeter.dev/v1alpha1/namespaces/team-a/mcptunnels/tickets");
+    if (!stored) return true;
+    const json finalizers = (*stored)["metadata"].value("finalizers", json::array());
+    return std::find(finalizers.begin(), finalizers.end(), kFinalizer) == finalizers.end();
+  }
+  json stored_tunnel() {
+    return *server_.object_at("/apis/perimeter.dev/v1alpha1/namespaces/team-a/mcptunnels/tickets");
+  }
+  std::string condition(const std::string& type) {
+    for (const auto& c : stored_tunnel()["status"].value("conditions", json::array())) {
+      if (c["type"] == type) return c["status"].get<std::string>() + "/" + c["reason"].get<std::string>();
+    }
+    return "";
+  }
+
+  testing::FakeApiServer server_;
+  prometheus::Registry registry_;
+  kube::ClientMetrics client_metrics_{registry_};
+  runtime::RuntimeMetrics runtime_metrics_{registry_};
+  kube::ResourceClient tunnel_client_{server_, mcp_tunnels(), client_metrics_};
+  kube::ResourceClient secret_client_{server_, kube::resources::secrets(), client_metrics_};
+  kube::ResourceClient config_map_client_{server_, kube::resources::config_maps(), client_metrics_};
+  kube::ResourceClient deployment_client_{server_, kube::resources::deployments(), client_metrics_};
+  kube::ResourceClient network_policy_client_{server_, kube::resources::network_policies(),
+                                              client_metrics_};
+  kube::ResourceClient budget_client_{server_, kube::resources::pod_disruption_budgets(),
+                                      client_metrics_};
+  kube::ResourceClient event_client_{server_, kube::resources::events(), client_metrics_};
+  runtime::EventRecorder events_{event_client_, {}, runtime_metrics_,
+                                 Logger("events", StderrSink::instance(), LogLevel::kError)};
+  runtime::Store tunnels_, services_, deployments_;
+  NiceMock<testing::MockTunnelsApi> api_;
+  CountingFactory factory_{api_};
+  NullMetrics metrics_;
+  testing::FakeClock clock_;
+};
+
+TEST_F(McpTunnelReconcilerTest, AdoptsTheTunnelAnInterruptedPassCreatedInsteadOfCreatingAnother) {
+  const std::string uid = given(object());
+  EXPECT_CALL(api_, list_tunnels(false, _, _))
+      .WillOnce(Return(tunnelsapi::TunnelPage{
+          {a_tunnel("tnl_other", "team-b/tickets [another-uid]"),
+           a_tunnel("tnl_ours", "renamed [" + uid + "]")},
+          std::nullopt}));
+  EXPECT_CALL(api_, create_tunnel(_)).Times(0);
+  reconcile(options());
+  EXPECT_EQ(stored_tunnel()["status"]["tunnelId"], "tnl_ours");
+  EXPECT_EQ(condition("TunnelProvisioned"), "True/Created");
+}
+
+TEST_F(McpTunnelReconcilerTest, CreatesOneTunnelNamedAfterTheUidWhenNoneIsFound) {
+  const std::string uid = given(object());
+  ASSERT_FALSE(uid.empty());
+  EXPECT_CALL(api_, list_tunnels(false, _, _)).WillOnce(Return(tunnelsapi::TunnelPage{}));
+  EXPECT_CALL(api_, create_tunnel("team-a/tickets [" + uid + "]"))
+      .WillOnce(Return(a_tunnel("tnl_new", "x")));
+  reconcile(options());
+  EXPECT_EQ(stored_tunnel()["status"]["tunnelId"], "tnl_new");
+}
+
+TEST_F(McpTunnelReconcilerTest, ARecordedTunnelIsReadByIdAndNeverRecreatedWhenItIsGone) {
+  given(object(json::object(), {{"tunnelId", "tnl_gone"}}));
+  EXPECT_CALL(api_, retrieve_tunnel("tnl_gone"))
+      .WillOnce([](const std::string&) -> tunnelsapi::Tunnel {
+        throw agentapi::ApiError("tunnels.retrieve", 404,
+                                 R"({"type":"error","error":{"type":"not_found_error"}})", "r");
+      });
+  EXPECT_CALL(api_, list_tunnels(_, _, _)).Times(0);
+  EXPECT_CALL(api_, create_tunnel(_)).Times(0);
+  reconcile(options());
+  EXPECT_EQ(condition("TunnelProvisioned"), "False/TunnelNotFound");
+  EXPECT_EQ(condition("Ready"), "False/TunnelNotFound");
+}
+
+TEST_F(McpTunnelReconcilerTest, ARotationAnInterruptedPassAlreadyMadeIsTakenNotRepeated) {
+  // The recorded token is tntok_1 at version 0; the spec asks for version 1; the service already
+  // shows tntok_2 (a pass rotated and stopped before recording it).
+  given(object({{"tokenVersion", 1}},
+               {{"tunnelId", "tnl_1"}, {"token", {{"id", "tntok_1"}, {"version", 0}}}}));
+  EXPECT_CALL(api_, retrieve_tunnel("tnl_1")).WillOnce(Return(a_tunnel("tnl_1", "x")));
+  EXPECT_CALL(api_, reveal_token("tnl_1"))
+      .WillOnce(Return(tunnelsapi::TunnelToken{"tntok_2", tunnelsapi::Secret("t-2")}));
+  EXPECT_CALL(api_, rotate_token(_, _)).Times(0);
+  reconcile(options());
+  EXPECT_EQ(stored_tunnel()["status"]["token"], json({{"id", "tntok_2"}, {"version", 1}}));
+  const auto secret = server_.object_at("/api/v1/namespaces/team-a/secrets/tickets-token");
+  ASSERT_TRUE(secret);
+  std::string token;
+  ASSERT_TRUE(base64_decode_any((*secret)["data"]["token"].get<std::string>(), &token));
+  EXPECT_EQ(token, "t-2");
+}
+
+TEST_F(McpTunnelReconcilerTest, RotatesOnceWhenTheServiceStillShowsTheRecordedToken) {
+  given(object({{"tokenVersion", 1}},
+               {{"tunnelId", "tnl_1"}, {"token", {{"id", "tntok_1"}, {"version", 0}}}}));
+  EXPECT_CALL(api_, retrieve_tunnel("tnl_1")).WillOnce(Return(a_tunnel("tnl_1", "x")));
+  EXPECT_CALL(api_, reveal_token("tnl_1"))
+      .WillOnce(Return(tunnelsapi::TunnelToken{"tntok_1", tunnelsapi::Secret("t-1")}));
+  EXPECT_CALL(api_, rotate_token("tnl_1", _))
+      .WillOnce(Return(tunnelsapi::TunnelToken{"tntok_2", tunnelsapi::Secret("t-2")}));
+  reconcile(options());
+  EXPECT_EQ(stored_tunnel()["status"]["token"], json({{"id", "tntok_2"}, {"version", 1}}));
+}
+
+TEST_F(McpTunnelReconcilerTest, AHostNotAllowedGetsNoTokenAndNoCall) {
+  given(object({{"credentials", {{"apiBaseUrl", "https://tunnels.attacker.example"}}}}));
+  reconcile(options());
+  EXPECT_EQ(factory_.made, 0);
+  EXPECT_EQ(condition("CredentialsReady"), "False/ApiHostNotAllowed");
+}
+
+TEST_F(McpTunnelReconcilerTest, AnAudienceNotAllowedGetsNoTokenAndNoCall) {
+  // An audience the apiserver accepts would make the operator's token a Kubernetes credential.
+  given(object({{"credentials",
+                 {{"workloadIdentity", {{"audience", "https://kubernetes.default.svc"}}}}}}));
+  reconcile(options());
+  EXPECT_EQ(factory_.made, 0);
+  EXPECT_EQ(condition("CredentialsReady"), "False/AudienceNotAllowed");
+}
+
+TEST_F(McpTunnelReconcilerTest, DeletionWithArchiveNeverSendsTheIdentityToAHostChangedSince) {
+  json doomed = object({{"deletionPolicy", "Archive"},
+                        {"credentials", {{"apiBaseUrl", "https://tunnels.attacker.example"}}}},
+                       {{"tunnelId", "tnl_1"}});
+  doomed["metadata"]["deletionTimestamp"] = "2026-11-30T00:00:00Z";
+  given(doomed);
+  EXPECT_CALL(api_, archive_tunnel(_)).Times(0);
+  reconcile(options());
+  EXPECT_EQ(factory_.made, 0);
+  EXPECT_TRUE(released());
+}
+
+TEST_F(McpTunnelReconcilerTest, DeletionWithArchiveArchivesTheRecordedTunnel) {
+  json doomed = object({{"deletionPolicy", "Archive"}}, {{"tunnelId", "tnl_1"}});
+  doomed["metadata"]["deletionTimestamp"] = "2026-11-30T00:00:00Z";
+  given(doomed);
+  EXPECT_CALL(api_, archive_tunnel("tnl_1")).WillOnce(Return(a_tunnel("tnl_1", "x")));
+  reconcile(options());
+  EXPECT_TRUE(released());
+}
+
+TEST_F(McpTunnelReconcilerTest, ANamespaceNotEnabledGetsNothing) {
+  given(object());
+  auto o = options();
+  o.tunnel_namespaces = std::set<std::string>{"team-b"};
+  reconcile(o);
+  EXPECT_EQ(factory_.made, 0);
+  EXPECT_EQ(condition("Ready"), "False/NamespaceNotEnabled");
+  EXPECT_FALSE(server_.object_at("/apis/apps/v1/namespaces/team-a/deployments/tickets-gateway"));
+}
+
+}  // namespace
+}  // namespace perimeter::mcptunnel
