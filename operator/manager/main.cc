@@ -191,9 +191,9 @@ int run(const Options& options) {
 
   std::jthread work([&manager, &logger](std::stop_token stop) {
     if (!manager.run(stop)) {
-      // Lost the lease: exit so no leader-only work can linger; the Deployment restarts us as a
-      // follower (controller-runtime does the same).
-      logger.error("leadership lost; exiting");
+      // Lost the lease, or the controllers could not start: exit so no leader-only work can
+      // linger; the Deployment restarts us (controller-runtime does the same).
+      logger.error("leadership lost or controllers failed to start; exiting");
       std::_Exit(1);
     }
   });

@@ -78,12 +78,24 @@ void Informer::count_restart(const std::string& reason) {
 
 void Informer::dispatch(const Store::Change& change) {
   for (const auto& handlers : handlers_) {
-    if (change.old_object == nullptr) {
-      if (handlers.on_add) handlers.on_add(change.new_object);
-    } else if (change.new_object == nullptr) {
-      if (handlers.on_delete) handlers.on_delete(change.old_object);
-    } else if (handlers.on_update) {
-      handlers.on_update(change.old_object, change.new_object);
+    // One handler's bug must neither end this thread (and with it the process) nor keep the
+    // other handlers from the event: logged, counted, and the next handler runs.
+    try {
+      if (change.old_object == nullptr) {
+        if (handlers.on_add) handlers.on_add(change.new_object);
+      } else if (change.new_object == nullptr) {
+        if (handlers.on_delete) handlers.on_delete(change.old_object);
+      } else if (handlers.on_update) {
+        handlers.on_update(change.old_object, change.new_object);
+      }
+    } catch (const std::exception& e) {
+      metrics_.handler_errors_total.Add({{"resource", client_.type().describe()}}).Increment();
+      logger_.error("event handler failed",
+                    {{"resource", client_.type().describe()}, {"error", e.what()}});
+    } catch (...) {
+      metrics_.handler_errors_total.Add({{"resource", client_.type().describe()}}).Increment();
+      logger_.error("event handler failed",
+                    {{"resource", client_.type().describe()}, {"error", "not a std::exception"}});
     }
   }
 }

@@ -78,13 +78,32 @@ void Manager::add(ControllerFactory factory) {
   factories_.push_back(std::move(factory));
 }
 
-void Manager::lead(std::stop_token stop) {
+bool Manager::lead(std::stop_token stop) {
   SharedCache cache(metrics_, logger_.child("cache"));
   std::vector<std::unique_ptr<ManagedController>> controllers;
-  for (const auto& factory : factories_) controllers.push_back(factory());
-  for (auto& controller : controllers) controller->setup(cache);
-  cache.start();
-  for (auto& controller : controllers) controller->start();
+  size_t started = 0;
+  // Controllers first (their reconciles may read the cache), then the informers.
+  const auto stop_all = [&] {
+    ready_ = false;
+    for (size_t i = controllers.size(); i > 0; --i) controllers[i - 1]->stop();
+    cache.stop();
+  };
+  try {
+    for (const auto& factory : factories_) controllers.push_back(factory());
+    for (auto& controller : controllers) controller->setup(cache);
+    cache.start();
+    for (auto& controller : controllers) {
+      controller->start();
+      ++started;
+    }
+  } catch (const std::exception& e) {
+    // controller-runtime's "failed to wait for caches to sync": say which and why, stop what
+    // runs, and let the process exit non-zero rather than terminate mid-flight.
+    logger_.error("controllers failed to start",
+                  {{"error", e.what()}, {"started", started}, {"controllers", controllers.size()}});
+    stop_all();
+    return false;
+  }
   ready_ = true;
   logger_.info("controllers started",
                {{"controllers", controllers.size()}, {"informers", cache.size()}});
@@ -94,31 +113,34 @@ void Manager::lead(std::stop_token stop) {
   std::unique_lock lock(mutex);
   wake.wait(lock, stop, [] { return false; });
 
-  ready_ = false;
   logger_.info("stopping controllers");
-  // Controllers first (their reconciles may read the cache), then the informers.
-  for (auto it = controllers.rbegin(); it != controllers.rend(); ++it) (*it)->stop();
-  cache.stop();
+  stop_all();
+  return true;
 }
 
 bool Manager::run(std::stop_token stop) {
-  if (!options_.leader_elect) {
-    lead(stop);
-    return true;
-  }
+  if (!options_.leader_elect) return lead(stop) && stop.stop_requested();
   ready_ = true;  // a follower is ready: it stands by to take over
+  // A term whose controllers cannot start ends the campaign too: the process exits and its
+  // Deployment restarts it, instead of a leader that holds the lease and does nothing.
+  std::stop_source campaign;
+  std::stop_callback forward(stop, [&campaign] { campaign.request_stop(); });
+  bool failed = false;
   LeaderCallbacks callbacks;
-  callbacks.on_started_leading = [this](std::stop_token term) {
+  callbacks.on_started_leading = [this, &campaign, &failed](std::stop_token term) {
     ready_ = false;
-    lead(term);
+    if (!lead(term)) {
+      failed = true;
+      campaign.request_stop();
+    }
   };
   callbacks.on_new_leader = [this](const std::string& identity) {
     logger_.info("leader observed", {{"leader", identity}});
   };
   LeaderElector elector(leases_, options_.election, std::move(callbacks), metrics_,
                         logger_.child("leader-election"));
-  elector.run(stop);
-  return stop.stop_requested();
+  elector.run(campaign.get_token());
+  return !failed && stop.stop_requested();
 }
 
 }  // namespace perimeter::runtime

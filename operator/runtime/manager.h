@@ -86,14 +86,16 @@ class Manager {
   // Call before run().
   void add(ControllerFactory factory);
 
-  // Runs until `stop` is requested; returns false when leadership was lost (the process should
-  // exit so that no leader-only work can linger, as controller-runtime does).
+  // Runs until `stop` is requested; returns false when leadership was lost or the controllers
+  // could not start (the process should exit so that no leader-only work can linger, as
+  // controller-runtime does).
   bool run(std::stop_token stop);
   bool ready() const { return ready_.load(); }
 
  private:
-  // One term: set up, start, wait for the token, stop.
-  void lead(std::stop_token stop);
+  // One term: set up, start, wait for the token, stop. False when a controller failed to start
+  // (everything started is stopped again).
+  bool lead(std::stop_token stop);
 
   ManagerOptions options_;
   kube::ResourceClient& leases_;

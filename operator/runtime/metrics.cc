@@ -31,6 +31,10 @@ RuntimeMetrics::RuntimeMetrics(prometheus::Registry& registry)
                                .Name("perimeter_watch_restarts_total")
                                .Help("Watch restarts per resource and reason")
                                .Register(registry)),
+      handler_errors_total(prometheus::BuildCounter()
+                               .Name("perimeter_informer_handler_errors_total")
+                               .Help("Informer event handlers that threw, per resource")
+                               .Register(registry)),
       watch_events_total(prometheus::BuildCounter()
                              .Name("perimeter_watch_events_total")
                              .Help("Watch events applied to an informer cache")

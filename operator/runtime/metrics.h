@@ -21,6 +21,7 @@ class RuntimeMetrics {
   prometheus::Family<prometheus::Counter>& workqueue_adds_total;      // {name}
   prometheus::Family<prometheus::Counter>& workqueue_retries_total;   // {name}
   prometheus::Family<prometheus::Counter>& watch_restarts_total;      // {resource,reason}
+  prometheus::Family<prometheus::Counter>& handler_errors_total;      // {resource}
   prometheus::Family<prometheus::Counter>& watch_events_total;        // {resource,type}
   prometheus::Family<prometheus::Gauge>& leader_election_is_leader;   // {lease}
   prometheus::Family<prometheus::Counter>& events_dropped_total;      // {reason}

@@ -129,6 +129,35 @@ TEST_F(InformerTest, ListsThenWatchesFromTheListsVersionAndAppliesEvents) {
   EXPECT_EQ(informer->resource_version(), "15");
 }
 
+TEST_F(InformerTest, AHandlerThatThrowsIsLoggedAndTheOthersStillGetEveryEvent) {
+  {
+    InSequence in_order;
+    EXPECT_CALL(transport, send(PathHas("/api/v1/namespaces/a/pods?limit=500")))
+        .WillOnce(Return(json_response(200, list_body("10", {pod_json("p1", "9")}))));
+    EXPECT_CALL(transport, open_stream(PathHas("watch=true&resourceVersion=10")))
+        .WillOnce([&](const kube::HttpRequest&) {
+          return open_forever_stream({event_line("ADDED", pod_json("p2", "11")),
+                                      event_line("MODIFIED", pod_json("p1", "12"))});
+        });
+  }
+  auto informer =
+      std::make_unique<Informer>(pods, options, metrics, Logger("informer", log_sink), random);
+  // A controller's handler with a bug: it must not end the informer's thread (and the process).
+  informer->add_handlers({[](const ObjectPtr&) { throw std::runtime_error("handler bug"); },
+                          [](const ObjectPtr&, const ObjectPtr&) { throw 42; }, nullptr});
+  informer->add_handlers(recorder.handlers());
+  informer->start();
+  ASSERT_TRUE(informer->wait_for_sync(std::chrono::seconds(10)));
+  ASSERT_TRUE(recorder.wait_for_count(3));
+  informer->stop();
+  EXPECT_EQ(recorder.calls, (std::vector<std::string>{"add p1", "add p2", "update p1@12"}));
+  const auto lines = log_sink->lines();
+  EXPECT_TRUE(std::any_of(lines.begin(), lines.end(), [](const std::string& line) {
+    return line.find("event handler failed") != std::string::npos &&
+           line.find("handler bug") != std::string::npos;
+  }));
+}
+
 TEST_F(InformerTest, GoneDuringTheWatchRelistsAndReportsDeletesMissedMeanwhile) {
   {
     InSequence in_order;

@@ -135,5 +135,32 @@ TEST_F(ManagerTest, ControllersAreSetUpOnOneCacheStartedAndStoppedWithTheManager
   EXPECT_EQ(calls, (std::vector<std::string>{"setup", "setup", "start", "start", "stop", "stop"}));
 }
 
+// A controller whose caches never sync (say, RBAC refuses its list) throws from start().
+class FailingController : public RecordingController {
+ public:
+  using RecordingController::RecordingController;
+  void start() override { throw std::runtime_error("caches of failing did not sync"); }
+};
+
+TEST_F(ManagerTest, AControllerThatCannotStartStopsTheManagerCleanlyInsteadOfTerminating) {
+  ManagerOptions options;
+  options.leader_elect = false;
+  Manager manager(options, leases, metrics, logger());
+  std::vector<std::string> calls;
+  std::mutex mutex;
+  Informer* first = nullptr;
+  Informer* second = nullptr;
+  manager.add([&] { return std::make_unique<RecordingController>(pods, calls, mutex, &first); });
+  manager.add([&] { return std::make_unique<FailingController>(pods, calls, mutex, &second); });
+  std::stop_source never;
+  bool result = true;
+  EXPECT_NO_THROW(result = manager.run(never.get_token()));
+  EXPECT_FALSE(result) << "run() says the manager did not run to a requested stop";
+  EXPECT_FALSE(manager.ready());
+  std::lock_guard lock(mutex);
+  // The controller that had started is stopped again; the failed one is stopped too.
+  EXPECT_EQ(calls, (std::vector<std::string>{"setup", "setup", "start", "stop", "stop"}));
+}
+
 }  // namespace
 }  // namespace perimeter::runtime
