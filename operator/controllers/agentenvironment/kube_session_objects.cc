@@ -68,6 +68,45 @@ void KubeSessionObjectWriter::release_pod(const std::string& ns, const std::stri
           {{{"$patch", "delete"}, {"name", std::string(kSchedulingGateAcknowledged)}}}}}}});
 }
 
+void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
+  const auto& metadata = pod["metadata"];
+  const std::string ns = metadata.value("namespace", "");
+  const std::string name = metadata.value("name", "");
+  const std::string work_id = metadata.value("annotations", nlohmann::json::object())
+                                  .value(std::string(kAnnotationWorkId), "");
+  // The pod as cached, by uid: a pod of the same name made since (a new attempt at the item,
+  // after the cache saw this one) answers 409 and stays, and so does the Secret it uses.
+  kube::DeleteOptions pod_options;
+  pod_options.propagation_policy = "Background";
+  pod_options.precondition_uid = metadata.value("uid", "");
+  try {
+    pods_.remove(ns, name, pod_options);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() == kube::ErrorKind::kConflict) return;
+    if (e.kind() != kube::ErrorKind::kNotFound) throw;
+  }
+  // The Secret of that work item only, by the uid read here.
+  nlohmann::json secret;
+  try {
+    secret = secrets_.get(ns, name);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() == kube::ErrorKind::kNotFound) return;
+    throw;
+  }
+  const auto& secret_metadata = secret["metadata"];
+  if (secret_metadata.value("annotations", nlohmann::json::object())
+          .value(std::string(kAnnotationWorkId), "") != work_id) {
+    return;
+  }
+  kube::DeleteOptions secret_options;
+  secret_options.precondition_uid = secret_metadata.value("uid", "");
+  try {
+    secrets_.remove(ns, name, secret_options);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
+  }
+}
+
 bool pod_finished(const nlohmann::json& pod) {
   const auto status = pod.find("status");
   if (status == pod.end() || !status->is_object()) return false;

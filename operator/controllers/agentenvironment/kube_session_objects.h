@@ -14,6 +14,7 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
   void ensure_secret(const nlohmann::json& secret) override;
   bool ensure_pod(const nlohmann::json& pod) override;
   void release_pod(const std::string& ns, const std::string& name) override;
+  void remove_finished(const nlohmann::json& pod) override;
 
  private:
   kube::ResourceClient& secrets_;

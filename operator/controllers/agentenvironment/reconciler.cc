@@ -237,15 +237,7 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished
         outcome == "succeeded" ? env.retain_succeeded_seconds : env.retain_failed_seconds;
     const auto delete_at = *recorded_at + std::chrono::seconds(keep_seconds);
     if (now >= delete_at) {
-      kube::DeleteOptions options;
-      options.propagation_policy = "Background";
-      for (auto* client : {&deps_.pod_client, &deps_.secret_client}) {
-        try {
-          client->remove(env.namespace_, name, options);
-        } catch (const kube::ApiError& e) {
-          if (e.kind() != kube::ErrorKind::kNotFound) throw;
-        }
-      }
+      deps_.session_objects.remove_finished(*pod);
     } else {
       const auto wait = std::chrono::duration_cast<Clock::Duration>(delete_at - now);
       if (!outcomes.next_deletion || wait < *outcomes.next_deletion) outcomes.next_deletion = wait;
@@ -272,11 +264,14 @@ void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& e
     const auto created = parse_rfc3339(metadata.value("creationTimestamp", ""));
     if (!created || now - *created < horizon) continue;
     try {
-      deps_.secret_client.remove(env.namespace_, name);
+      // The Secret listed here, by uid: one recreated since (a new claim) is not touched.
+      kube::DeleteOptions listed;
+      listed.precondition_uid = metadata.value("uid", "");
+      deps_.secret_client.remove(env.namespace_, name, listed);
       deps_.logger.info("removed a session Secret whose pod was never created",
                         {{"environment", env.namespace_ + "/" + env.name}, {"secret", name}});
     } catch (const kube::ApiError& e) {
-      if (e.kind() != kube::ErrorKind::kNotFound) throw;
+      if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
     }
   }
 }

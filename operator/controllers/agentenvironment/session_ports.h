@@ -36,6 +36,10 @@ class SessionObjectWriter {
   // Lets the runner pod be scheduled once its item is acknowledged: removes Perimeter's
   // scheduling gate and no other. Idempotent; throws when the pod cannot be patched.
   virtual void release_pod(const std::string& ns, const std::string& name) = 0;
+  // Removes a finished session's pod (as cached) and its Secret once retention is over: exactly
+  // those objects, never a replacement of the same name made for a new attempt at the item.
+  // Already gone is fine.
+  virtual void remove_finished(const nlohmann::json& pod) = 0;
 };
 
 // What the cluster says about an environment's runner pods (from the informer cache).

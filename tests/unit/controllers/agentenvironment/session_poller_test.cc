@@ -99,6 +99,7 @@ class MockObjectWriter : public SessionObjectWriter {
   MOCK_METHOD(void, ensure_secret, (const nlohmann::json&), (override));
   MOCK_METHOD(bool, ensure_pod, (const nlohmann::json&), (override));
   MOCK_METHOD(void, release_pod, (const std::string&, const std::string&), (override));
+  MOCK_METHOD(void, remove_finished, (const nlohmann::json&), (override));
 };
 
 class FakeCensus final : public RunnerPodCensus {

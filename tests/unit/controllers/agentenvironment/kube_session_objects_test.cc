@@ -1,0 +1,84 @@
+// The session objects' writer against the in-memory apiserver: removing a finished session never
+// removes what replaced it (a new pod or Secret of the same name, for a new attempt at the item).
+#include "controllers/agentenvironment/kube_session_objects.h"
+
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "controllers/agentenvironment/runner_naming.h"
+#include "kube/fake_api_server.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+using nlohmann::json;
+
+class KubeSessionObjectsTest : public ::testing::Test {
+ protected:
+  json seed_pod(const std::string& work_id, const std::string& phase) {
+    return server_.seed("/api/v1/namespaces/a/pods",
+                        {{"apiVersion", "v1"},
+                         {"kind", "Pod"},
+                         {"metadata",
+                          {{"name", "run-1"},
+                           {"namespace", "a"},
+                           {"annotations", {{std::string(kAnnotationWorkId), work_id}}}}},
+                         {"status", {{"phase", phase}}}});
+  }
+  json seed_secret(const std::string& work_id) {
+    return server_.seed("/api/v1/namespaces/a/secrets",
+                        {{"apiVersion", "v1"},
+                         {"kind", "Secret"},
+                         {"metadata",
+                          {{"name", "run-1"},
+                           {"namespace", "a"},
+                           {"annotations", {{std::string(kAnnotationWorkId), work_id}}}}}});
+  }
+  bool exists(const std::string& kind) {
+    return server_.object_at("/api/v1/namespaces/a/" + kind + "/run-1").has_value();
+  }
+
+  testing::FakeApiServer server_;
+  prometheus::Registry registry_;
+  kube::ClientMetrics metrics_{registry_};
+  kube::ResourceClient secrets_{server_, kube::resources::secrets(), metrics_};
+  kube::ResourceClient pods_{server_, kube::resources::pods(), metrics_};
+  KubeSessionObjectWriter writer_{secrets_, pods_};
+};
+
+TEST_F(KubeSessionObjectsTest, RemovingAFinishedSessionRemovesItsPodAndSecret) {
+  const json pod = seed_pod("work_1", "Succeeded");
+  seed_secret("work_1");
+  writer_.remove_finished(pod);
+  EXPECT_FALSE(exists("pods"));
+  EXPECT_FALSE(exists("secrets"));
+}
+
+TEST_F(KubeSessionObjectsTest, APodThatReplacedTheFinishedOneIsNotRemoved) {
+  // The cache still shows the finished pod; the cluster already holds its replacement (same name,
+  // another uid), created for a new attempt at the item.
+  const json finished = seed_pod("work_1", "Succeeded");
+  pods_.remove("a", "run-1");
+  seed_pod("work_1", "Running");
+  seed_secret("work_1");
+  writer_.remove_finished(finished);
+  ASSERT_TRUE(exists("pods"));
+  EXPECT_EQ((*server_.object_at("/api/v1/namespaces/a/pods/run-1"))["status"]["phase"], "Running");
+}
+
+TEST_F(KubeSessionObjectsTest, ASecretOfAnotherWorkItemIsNotRemoved) {
+  const json pod = seed_pod("work_1", "Failed");
+  seed_secret("work_2");  // a name collision: never the finished session's
+  writer_.remove_finished(pod);
+  EXPECT_FALSE(exists("pods"));
+  EXPECT_TRUE(exists("secrets"));
+}
+
+TEST_F(KubeSessionObjectsTest, AlreadyGoneIsFine) {
+  const json pod = seed_pod("work_1", "Succeeded");
+  pods_.remove("a", "run-1");
+  EXPECT_NO_THROW(writer_.remove_finished(pod));
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
