@@ -1,5 +1,8 @@
 #include "kube/resource_client.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "kube/api_error.h"
 
 namespace perimeter::kube {
@@ -94,17 +97,28 @@ json ResourceClient::call(const std::string& verb, const std::string& method,
   if (!content_type.empty()) request.headers["Content-Type"] = content_type;
   const std::string context = verb + " " + type_.describe() + " " + path;
   HttpResponse response;
-  try {
-    response = transport_.send(request);
-  } catch (const TransportError&) {
-    metrics_.count_request(verb, "error");
-    throw;
-  }
-  metrics_.count_request(verb, std::to_string(response.status));
-  if (response.status < 200 || response.status >= 300) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      response = transport_.send(request);
+    } catch (const TransportError&) {
+      metrics_.count_request(verb, "error");
+      throw;
+    }
+    metrics_.count_request(verb, std::to_string(response.status));
+    if (response.status >= 200 && response.status < 300) break;
     auto error = ApiError::from_response(response.status, std::move(response.body), context);
     if (!error.body_is_status()) metrics_.count_decode_error("error_body");
-    throw error;
+    // A 429 was refused before anything happened, so sending it again is safe for every verb.
+    if (error.kind() != ErrorKind::kTooManyRequests || attempt >= kMaxThrottleRetries) throw error;
+    const int asked = error.retry_after_seconds();
+    const auto wait = std::min<std::chrono::milliseconds>(
+        asked > 0 ? std::chrono::seconds(asked) : std::chrono::seconds(1), kMaxThrottleWait);
+    metrics_.count_retry(verb, "throttled");
+    if (sleeper_) {
+      sleeper_(wait);
+    } else {
+      std::this_thread::sleep_for(wait);
+    }
   }
   json parsed = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || !parsed.is_object()) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -78,6 +79,17 @@ class ResourceClient {
 
   const ResourceType& type() const { return type_; }
 
+  // A 429 (the apiserver's priority and fairness, or a webhook's throttling) is sent again after
+  // the Status's retryAfterSeconds (1 s when it names none, at most kMaxThrottleWait), up to
+  // kMaxThrottleRetries times, as client-go does; each retry is counted in
+  // perimeter_kube_retries_total{verb,reason="throttled"}. Watches are not retried here (the
+  // informer has its own backoff). Tests replace the wait.
+  static constexpr int kMaxThrottleRetries = 3;
+  static constexpr std::chrono::seconds kMaxThrottleWait{10};
+  void set_sleeper(std::function<void(std::chrono::milliseconds)> sleeper) {
+    sleeper_ = std::move(sleeper);
+  }
+
   nlohmann::json get(const std::string& ns, const std::string& name);
   // One page; follow metadata.continue for the next one.
   nlohmann::json list(const std::string& ns, const ListOptions& options = {});
@@ -125,6 +137,7 @@ class ResourceClient {
   Transport& transport_;
   ResourceType type_;
   ClientMetrics& metrics_;
+  std::function<void(std::chrono::milliseconds)> sleeper_;
 };
 
 }  // namespace perimeter::kube

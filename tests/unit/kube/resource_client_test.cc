@@ -65,6 +65,37 @@ TEST_F(ResourceClientTest, NotFoundKeepsTheStatusAndIsCounted) {
       1);
 }
 
+constexpr const char* kThrottled =
+    R"({"kind":"Status","code":429,"reason":"TooManyRequests","message":"too many requests",)"
+    R"("details":{"retryAfterSeconds":2}})";
+
+TEST_F(ResourceClientTest, ThrottledCallsWaitWhatTheServerSaysAndAreSentAgain) {
+  std::vector<std::chrono::milliseconds> waits;
+  pods.set_sleeper([&](std::chrono::milliseconds wait) { waits.push_back(wait); });
+  EXPECT_CALL(transport, send(RequestIs("GET", "/api/v1/namespaces/a/pods/p1")))
+      .WillOnce(Return(json_response(429, kThrottled)))
+      .WillOnce(Return(json_response(200, R"({"kind":"Pod","metadata":{"name":"p1"}})")));
+  EXPECT_EQ(pods.get("a", "p1")["metadata"]["name"], "p1");
+  EXPECT_EQ(waits, std::vector<std::chrono::milliseconds>{std::chrono::seconds(2)});
+  EXPECT_EQ(metric_value(registry, "perimeter_kube_retries_total",
+                         {{"verb", "get"}, {"reason", "throttled"}}),
+            1);
+}
+
+TEST_F(ResourceClientTest, ThrottlingThatDoesNotEndIsTheServersErrorAfterABoundedNumberOfTries) {
+  std::vector<std::chrono::milliseconds> waits;
+  pods.set_sleeper([&](std::chrono::milliseconds wait) { waits.push_back(wait); });
+  EXPECT_CALL(transport, send(_)).Times(4).WillRepeatedly(Return(json_response(429, kThrottled)));
+  try {
+    pods.create("a", {{"metadata", {{"name", "p"}}}});
+    FAIL() << "no error";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kTooManyRequests);
+    EXPECT_EQ(e.status_message(), "too many requests");
+  }
+  EXPECT_EQ(waits.size(), 3u);
+}
+
 TEST_F(ResourceClientTest, AnAnswerThatIsNotJsonIsADecodeErrorWithAMetric) {
   EXPECT_CALL(transport, send(_)).WillOnce(Return(json_response(200, "<html>proxy</html>")));
   EXPECT_THROW(pods.get("a", "p"), DecodeError);
