@@ -17,6 +17,16 @@ int parse_positive(const std::string& flag, const std::string& value) {
   throw std::invalid_argument(flag + " wants a positive integer, got '" + value + "'");
 }
 
+double parse_positive_number(const std::string& flag, const std::string& value) {
+  try {
+    size_t used = 0;
+    const double parsed = std::stod(value, &used);
+    if (used == value.size() && parsed > 0) return parsed;
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(flag + " wants a positive number, got '" + value + "'");
+}
+
 std::set<std::string> parse_namespace_list(const std::string& value) {
   const auto items = split_commas(value);
   return {items.begin(), items.end()};
@@ -138,6 +148,10 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.leader_election_id = take();
     else if (flag == "--identity")
       options.identity = take();
+    else if (flag == "--kube-api-qps")
+      options.kube_api_qps = parse_positive_number(flag, take());
+    else if (flag == "--kube-api-burst")
+      options.kube_api_burst = parse_positive(flag, take());
     else if (flag == "--workers")
       options.workers = parse_positive(flag, take());
     else if (flag == "--poll-threads")

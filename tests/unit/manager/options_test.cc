@@ -1,0 +1,68 @@
+// perimeter-operator's command line: every flag the usage lists is accepted, and bad values are
+// refused naming the flag.
+#include "manager/options.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+namespace perimeter::manager {
+namespace {
+
+Options parse(std::vector<std::string> args) {
+  bool help = false;
+  return parse_options(args, &help);
+}
+
+TEST(OptionsTest, EveryFlagTheUsageListsIsAccepted) {
+  // The usage is the contract: a flag it documents and the parser refuses is a defect.
+  std::istringstream usage_text(usage());
+  std::string line;
+  int flags = 0;
+  while (std::getline(usage_text, line)) {
+    const auto start = line.find("  --");
+    if (start != 0) continue;
+    const auto end = line.find(' ', start + 2);
+    const std::string flag = line.substr(start + 2, end - start - 2);
+    if (flag == "--help") continue;
+    ++flags;
+    // A value every flag takes: a number works for the numeric ones and is a string to the rest.
+    std::string value = "7";
+    if (flag == "--leader-elect") value = "false";
+    if (flag == "--log-level") value = "debug";
+    if (flag == "--allowed-api-hosts") value = "https://api.anthropic.com";
+    if (flag == "--tunnel-audiences") value = "https://api.anthropic.com";
+    EXPECT_NO_THROW(parse({flag, value})) << flag;
+  }
+  EXPECT_GE(flags, 20);
+}
+
+TEST(OptionsTest, TheClientRateLimitIsSet) {
+  const Options options = parse({"--kube-api-qps", "50.5", "--kube-api-burst=80"});
+  EXPECT_DOUBLE_EQ(options.kube_api_qps, 50.5);
+  EXPECT_EQ(options.kube_api_burst, 80);
+  EXPECT_THROW(parse({"--kube-api-qps", "fast"}), std::invalid_argument);
+  EXPECT_THROW(parse({"--kube-api-burst", "0"}), std::invalid_argument);
+}
+
+TEST(OptionsTest, NamespaceListsAndTheirWildcard) {
+  const Options options = parse({"--session-namespaces", "a, b", "--tunnel-namespaces", "*"});
+  ASSERT_TRUE(options.session_namespaces);
+  EXPECT_EQ(*options.session_namespaces, (std::set<std::string>{"a", "b"}));
+  EXPECT_FALSE(options.tunnel_namespaces);
+  const Options none = parse({"--tunnel-namespaces="});
+  ASSERT_TRUE(none.tunnel_namespaces);
+  EXPECT_TRUE(none.tunnel_namespaces->empty());
+}
+
+TEST(OptionsTest, AnUnknownFlagIsRefusedByName) {
+  try {
+    parse({"--no-such-flag", "1"});
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("--no-such-flag"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace perimeter::manager
