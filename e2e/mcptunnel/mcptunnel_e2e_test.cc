@@ -579,15 +579,22 @@ TEST_F(McpTunnelE2eTest, KilledTenTimesAroundCreationStillMakesOneTunnelPerResou
   for (const char* name : {"alpha", "beta", "gamma"}) EXPECT_EQ(per_uid[name], 1) << name;
 }
 
-// One request in five answered 5xx or 429: every McpTunnel still reaches Ready, once.
+// One request in five answered 5xx or 429: every McpTunnel still reaches Ready, once, and one
+// McpTunnel the operator refuses does not hold the others back.
 TEST_F(McpTunnelE2eTest, TwentyPercentServerErrorsStillReachReady) {
   set_faults({{"error_5xx_rate", 0.1}, {"error_429_rate", 0.1}});
   for (const char* name : {"one", "two", "three"}) {
     ASSERT_EQ(apply(tunnel_yaml(name, "  gateway: {replicas: 1}\n")).exit_code, 0);
   }
+  // A broken neighbour (an audience the operator refuses) disturbs none of them.
+  std::string broken = tunnel_yaml("broken", "  gateway: {replicas: 1}\n");
+  broken.replace(broken.find("serviceAccountId: svac_perimeter}"), 33,
+                 "serviceAccountId: svac_perimeter, audience: https://kubernetes.default.svc}");
+  ASSERT_EQ(apply(broken).exit_code, 0);
   start_operator();
   for (const char* name : {"one", "two", "three"}) ASSERT_TRUE(wait_ready(name, seconds(180)));
   EXPECT_EQ(sim_tunnels().size(), 3u);
+  EXPECT_EQ(condition(tunnel("broken"), "CredentialsReady"), "False/AudienceNotAllowed");
   EXPECT_NE(operator_->metrics().find("perimeter_agentapi_retries_total"), std::string::npos);
 }
 

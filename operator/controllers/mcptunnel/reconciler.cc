@@ -109,6 +109,9 @@ struct McpTunnelReconciler::Pass {
   std::string tunnel_id;
   std::string domain;
   std::string token_id;
+  std::string ca_fingerprint;
+  std::string registered_certificate_id;
+  std::optional<McpTunnelReconciler::Verified> verified;  // fresh, from an earlier pass
   std::optional<std::chrono::system_clock::time_point> next_check;
   std::vector<ResolvedRoute> routes;
   json route_status = json::array();
@@ -154,7 +157,10 @@ void McpTunnelReconciler::apply(kube::ResourceClient& client, const std::string&
 
 ReconcileResult McpTunnelReconciler::reconcile(const kube::ObjectKey& key) {
   const auto cached = deps_.tunnels.get(key.str());
-  if (!cached) return ReconcileResult::done();
+  if (!cached) {
+    forget(key.str());
+    return ReconcileResult::done();
+  }
   deps_.logger.debug("reconciling", {{"mcptunnel", key.str()}});  // deleted: owner references clean up the gateway
 
   Pass pass;
@@ -217,6 +223,7 @@ ReconcileResult McpTunnelReconciler::reconcile_managed(Pass& pass) {
       {"routes", &McpTunnelReconciler::resolve_routes},
       {"gateway", &McpTunnelReconciler::apply_gateway},
   };
+  pass.verified = fresh_verification(pass);
   try {
     pass.api = deps_.api_factory.make(tunnel);
   } catch (const CredentialsError& e) {
@@ -229,6 +236,7 @@ ReconcileResult McpTunnelReconciler::reconcile_managed(Pass& pass) {
     try {
       (this->*run)(pass);
     } catch (const std::exception& e) {
+      forget(tunnel.key().str());
       deps_.metrics.on_failure(step);
       std::string condition = kTunnelProvisioned;
       std::string reason = "TunnelApiError";
@@ -262,12 +270,14 @@ ReconcileResult McpTunnelReconciler::reconcile_managed(Pass& pass) {
                      "the operator's ServiceAccount token was exchanged for a Tunnels API token");
     }
     if (pass.blocked) {
+      forget(tunnel.key().str());
       pass.condition(pass.blocked->condition, false, pass.blocked->reason, pass.blocked->message);
       pass.condition(kReady, false, pass.blocked->reason, pass.blocked->message);
       write_status(pass);
       return ReconcileResult::after(options_.resync);
     }
   }
+  remember(pass);
   observe_gateway(pass);
   write_status(pass);
   pass.wake_by(pass.now + options_.resync);
@@ -304,6 +314,30 @@ std::optional<std::pair<std::string, std::string>> McpTunnelReconciler::credenti
             allowed + "); an operator administrator can add it with --tunnel-audiences"};
   }
   return std::nullopt;
+}
+
+std::optional<McpTunnelReconciler::Verified> McpTunnelReconciler::fresh_verification(
+    const Pass& pass) {
+  std::lock_guard lock(verified_mutex_);
+  const auto it = verified_.find(pass.tunnel.key().str());
+  if (it == verified_.end() || it->second.generation != pass.tunnel.generation ||
+      deps_.clock.now() - it->second.at >= options_.resync) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+void McpTunnelReconciler::remember(const Pass& pass) {
+  if (pass.verified) return;  // keep the time of the pass that really asked the API
+  std::lock_guard lock(verified_mutex_);
+  verified_[pass.tunnel.key().str()] =
+      Verified{pass.tunnel.generation, pass.tunnel_id,       pass.domain,
+               pass.ca_fingerprint,    pass.registered_certificate_id, deps_.clock.now()};
+}
+
+void McpTunnelReconciler::forget(const std::string& key) {
+  std::lock_guard lock(verified_mutex_);
+  verified_.erase(key);
 }
 
 bool McpTunnelReconciler::add_finalizer(Pass& pass) {
@@ -408,6 +442,13 @@ void McpTunnelReconciler::ensure_tunnel(Pass& pass) {
   auto& api = *pass.api;
   std::string id = pass.status.value("tunnelId", std::string());
   if (!tunnel.tunnel_id.empty()) id = tunnel.tunnel_id;
+  if (pass.verified && !id.empty() && pass.verified->tunnel_id == id) {
+    pass.tunnel_id = id;
+    pass.domain = pass.verified->domain;
+    pass.condition(kTunnelProvisioned, true, tunnel.create ? "Created" : "Adopted",
+                   "tunnel " + id + " serves " + pass.domain);
+    return;
+  }
   std::optional<tunnelsapi::Tunnel> found;
   if (id.empty()) {
     // Never two tunnels for one resource: creation is not idempotent, so look for the one an
@@ -560,8 +601,18 @@ void McpTunnelReconciler::ensure_certificates(Pass& pass) {
   const auto& ca = *contents.current;
   const std::string ca_fingerprint = ca.certificate.fingerprint_sha256();
 
-  // Registration: find the CA by fingerprint (create_certificate is not repeatable).
-  auto registered = tunnelsapi::list_all_certificates(api, pass.tunnel_id, false);
+  // Registration: find the CA by fingerprint (create_certificate is not repeatable), unless an
+  // earlier pass just found it registered and nothing is being rotated.
+  const bool registration_known = pass.verified && !contents.retiring && !ca_changed &&
+                                  pass.verified->ca_fingerprint == ca_fingerprint &&
+                                  !pass.verified->registered_certificate_id.empty();
+  std::vector<tunnelsapi::TunnelCertificate> registered;
+  if (registration_known) {
+    registered.push_back({pass.verified->registered_certificate_id, pass.tunnel_id,
+                          ca_fingerprint, "", std::nullopt, std::nullopt});
+  } else {
+    registered = tunnelsapi::list_all_certificates(api, pass.tunnel_id, false);
+  }
   const auto find = [&registered](const std::string& fingerprint) {
     return std::find_if(registered.begin(), registered.end(),
                         [&](const auto& c) { return c.fingerprint == fingerprint; });
@@ -592,6 +643,8 @@ void McpTunnelReconciler::ensure_certificates(Pass& pass) {
     ours = std::prev(registered.end());
   }
   const std::string registered_id = ours->id;
+  pass.ca_fingerprint = ca_fingerprint;
+  pass.registered_certificate_id = registered_id;
   pass.condition(kCertificateRegistered, true, "Registered",
                  "CA " + registered_id + " is registered on the tunnel");
 
@@ -765,7 +818,7 @@ void McpTunnelReconciler::apply_gateway(Pass& pass) {
   apply(deps_.network_policy_client, tunnel.namespace_, build_network_policy(tunnel, inputs));
   if (auto budget = build_disruption_budget(tunnel)) {
     apply(deps_.disruption_budget_client, tunnel.namespace_, *budget);
-  } else {
+  } else if (!pass.verified) {  // a verified pass of this generation removed it already
     try {
       deps_.disruption_budget_client.remove(tunnel.namespace_, pass.names.disruption_budget);
     } catch (const kube::ApiError& e) {

@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -96,8 +98,26 @@ class McpTunnelReconciler final : public runtime::Reconciler {
                              const std::string& name);
   void apply(kube::ResourceClient& client, const std::string& ns, const nlohmann::json& object);
 
+  // What the last complete pass verified with the Tunnels API for an McpTunnel. A pass within
+  // `resync` of it, for the same generation (typically woken by the gateway Deployment's status),
+  // reuses it instead of reading the tunnel and listing its certificates again: the API belongs
+  // to the organization and every McpTunnel shares the operator's one identity.
+  struct Verified {
+    std::int64_t generation = 0;
+    std::string tunnel_id;
+    std::string domain;
+    std::string ca_fingerprint;
+    std::string registered_certificate_id;
+    Clock::TimePoint at;
+  };
+  std::optional<Verified> fresh_verification(const Pass& pass);
+  void remember(const Pass& pass);
+  void forget(const std::string& key);
+
   ReconcilerDependencies deps_;
   ReconcilerOptions options_;
+  std::mutex verified_mutex_;
+  std::map<std::string, Verified> verified_;  // guarded by verified_mutex_
 };
 
 }  // namespace perimeter::mcptunnel

@@ -145,15 +145,19 @@ class McpTunnelReconcilerTest : public ::testing::Test {
     return stored["metadata"].value("uid", "");
   }
 
-  runtime::ReconcileResult reconcile(ReconcilerOptions o) {
-    McpTunnelReconciler reconciler(
+  std::unique_ptr<McpTunnelReconciler> make_reconciler(ReconcilerOptions o) {
+    return std::make_unique<McpTunnelReconciler>(
         ReconcilerDependencies{tunnels_, services_, deployments_, tunnel_client_, secret_client_,
                                config_map_client_, deployment_client_, network_policy_client_,
                                budget_client_, events_, factory_, metrics_, clock_,
                                Logger("test", StderrSink::instance(), LogLevel::kError)},
         std::move(o));
-    return reconciler.reconcile({kNamespace, "tickets"});
   }
+  runtime::ReconcileResult reconcile(ReconcilerOptions o) {
+    return make_reconciler(std::move(o))->reconcile({kNamespace, "tickets"});
+  }
+  // The cache catches up with what the server holds (as the informer would).
+  void refresh_cache() { tunnels_.upsert(std::make_shared<const json>(stored_tunnel())); }
 
   // Gone, or kept only by finalizers other than the operator's.
   bool released() {
@@ -216,6 +220,29 @@ TEST_F(McpTunnelReconcilerTest, CreatesOneTunnelNamedAfterTheUidWhenNoneIsFound)
       .WillOnce(Return(a_tunnel("tnl_new", "x")));
   reconcile(options());
   EXPECT_EQ(stored_tunnel()["status"]["tunnelId"], "tnl_new");
+}
+
+TEST_F(McpTunnelReconcilerTest, APassWokenByTheGatewayDoesNotAskTheApiAgainUntilTheResync) {
+  given(object());
+  EXPECT_CALL(api_, list_tunnels(false, _, _)).WillOnce(Return(tunnelsapi::TunnelPage{}));
+  EXPECT_CALL(api_, create_tunnel(_)).WillOnce(Return(a_tunnel("tnl_1", "x")));
+  EXPECT_CALL(api_, list_certificates(_, _, _, _)).Times(2);  // the first pass, the resync
+  EXPECT_CALL(api_, retrieve_tunnel("tnl_1"))
+      .WillOnce(Return(a_tunnel("tnl_1", "x")));  // the resync only
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, "tickets"});
+  ASSERT_EQ(stored_tunnel()["status"]["tunnelId"], "tnl_1");
+  // Woken three times by the Deployment's status: nothing asked of the API.
+  for (int i = 0; i < 3; ++i) {
+    refresh_cache();
+    clock_.advance(std::chrono::seconds(10));
+    reconciler->reconcile({kNamespace, "tickets"});
+  }
+  // After the resync interval the tunnel and its CA registration are verified again.
+  refresh_cache();
+  clock_.advance(options().resync);
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(condition("CertificateRegistered"), "True/Registered");
 }
 
 TEST_F(McpTunnelReconcilerTest, ARecordedTunnelIsReadByIdAndNeverRecreatedWhenItIsGone) {
