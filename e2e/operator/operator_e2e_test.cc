@@ -693,6 +693,58 @@ TEST_F(OperatorE2eTest, AKeyMarkedForOneEnvironmentIsNotSentForAnother) {
              "Ready=True once the key's owner names this environment too");
 }
 
+// Two AgentEnvironments for one hosted environment would claim the same items: the second is
+// refused with the reason and never polls; when the first goes, the second takes over.
+TEST_F(OperatorE2eTest, ASecondAgentEnvironmentForTheSameEnvironmentIsRefusedUntilTheFirstGoes) {
+  create_environment(3, json::object());
+  const std::string other = ns_ + "-dup";
+  client(kube::resources::namespaces())
+      ->create("", {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", other}}}});
+  client(kube::resources::secrets())
+      ->create(other, {{"apiVersion", "v1"},
+                       {"kind", "Secret"},
+                       {"metadata", {{"name", "env-key"}, {"labels", key_mark()}}},
+                       {"stringData", {{"environment-key", environment_key_}}}});
+  auto environments = client(agent_environments());
+  std::this_thread::sleep_for(milliseconds(1100));  // creationTimestamp has 1 s resolution
+  environments->create(other, {{"apiVersion", "perimeter.dev/v1alpha1"},
+                               {"kind", "AgentEnvironment"},
+                               {"metadata", {{"name", "agents"}}},
+                               {"spec",
+                                {{"environmentId", environment_id_},
+                                 {"environmentKeySecretRef", {{"name", "env-key"}}},
+                                 {"apiBaseUrl", sim_->url()},
+                                 {"runner", {{"image", "perimeter-runner:e2e"}}}}}});
+  auto operator_process = start_operator();
+  const auto ready = [&](const std::string& ns) {
+    for (const auto& c : environments->get(ns, "agents")
+                             .value("status", json::object())
+                             .value("conditions", json::array()))
+      if (c["type"] == "Ready") return c;
+    return json::object();
+  };
+  ASSERT_TRUE(eventually([&] { return ready(ns_).value("status", "") == "True"; }, seconds(120),
+                         "the first AgentEnvironment Ready"));
+  ASSERT_TRUE(eventually(
+      [&] { return ready(other).value("reason", "") == "DuplicateEnvironment"; }, seconds(60),
+      "the second refused with DuplicateEnvironment"));
+  EXPECT_NE(ready(other).value("message", "").find(ns_ + "/agents"), std::string::npos)
+      << ready(other).dump();
+  // One worker polls the environment, not two.
+  std::this_thread::sleep_for(seconds(2));
+  const auto stats = testing::http_call(sim_->url(), "GET",
+                                        "/v1/environments/" + environment_id_ + "/work/stats", "",
+                                        {{"Authorization", "Bearer " + environment_key_},
+                                         {"anthropic-beta", "managed-agents-2026-04-01"},
+                                         {"anthropic-version", "2023-06-01"}});
+  ASSERT_EQ(stats.status, 200) << stats.body;
+  EXPECT_LE(stats.json().value("workers_polling", -1), 1) << stats.body;
+  environments->remove(ns_, "agents");
+  EXPECT_TRUE(eventually([&] { return ready(other).value("status", "") == "True"; },
+                         seconds(120), "the second to take over once the first is gone"));
+  client(kube::resources::namespaces())->remove("", other);
+}
+
 // The chart's default RBAC, rendered, applied, and the operator run under exactly that identity:
 // it serves the namespace that opted in, tells the one that did not, and can touch no Secret in
 // kube-system or in that other namespace, by any verb.

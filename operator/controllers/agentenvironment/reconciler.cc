@@ -1,5 +1,6 @@
 #include "controllers/agentenvironment/reconciler.h"
 
+#include "controllers/agentenvironment/duplicates.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
@@ -460,6 +461,29 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     }
     write_status(*object, &env, refused, nullptr, {}, "");
     return runtime::ReconcileResult::done();
+  }
+
+  // One hosted environment, one AgentEnvironment: a second would claim the same items and could
+  // start two pods for one. The first created serves it; the others say which one does, and look
+  // again now and then (the first may go).
+  if (const auto claimant = earlier_claimant(deps_.environments, env, [this](const std::string& ns) {
+        return !options_.session_namespaces || options_.session_namespaces->contains(ns);
+      })) {
+    remove_poller(key_text);
+    Credentials refused;
+    refused.reason = "DuplicateEnvironment";
+    refused.message = "environment " + env.environment_id + " is already served by AgentEnvironment " +
+                      *claimant +
+                      " (created first); two would claim the same items and could start two pods "
+                      "for one. Delete one of them";
+    const json conditions =
+        object->value("status", json::object()).value("conditions", json::array());
+    const json* ready = find_condition(conditions, "Ready");
+    if (ready == nullptr || ready->value("reason", "") != refused.reason) {
+      deps_.events.record(involved, "Warning", refused.reason, refused.message);
+    }
+    write_status(*object, &env, refused, nullptr, {}, "");
+    return runtime::ReconcileResult::after(options_.resync);
   }
 
   // Outcomes first: they free capacity the poller may use right away.
