@@ -129,6 +129,20 @@ int bench_main(int argc, char** argv) {
                 << "\n";
     }
   }
+  // A figure of a run that failed is not a figure: no median, no ratio, and a failing exit.
+  int failed = 0;
+  for (const auto& [worker, worker_runs] : results) {
+    for (const Run& run : worker_runs) {
+      if (!run.ok) ++failed;
+    }
+  }
+  if (failed > 0) {
+    std::cerr << "runner_bench: " << failed << " of " << 2 * runs
+              << " runs failed (\"ok\":false above); no medians or ratios are printed. Check "
+                 "PERIMETER_BIN_DIR ("
+              << env_or_empty("PERIMETER_BIN_DIR") << ") and `make setup`.\n";
+    return 1;
+  }
   auto med = [&results](const std::string& worker, double Run::*field) {
     std::vector<double> values;
     for (const Run& run : results[worker]) values.push_back(run.*field);

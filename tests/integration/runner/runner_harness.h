@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -122,7 +123,12 @@ class RunnerProcess {
                 std::vector<std::string> argv = {})
       : log_path_(workdir + "/../runner-" + claimed.work_id + ".log"),
         stdout_path_(workdir + "/../runner-" + claimed.work_id + ".stdout") {
-    if (argv.empty()) argv.push_back(env_or_empty("PERIMETER_BIN_DIR") + "/perimeter-runner");
+    // Absolute: the child changes to its workdir before exec, and a relative PERIMETER_BIN_DIR
+    // would then name nothing.
+    if (argv.empty()) {
+      argv.push_back(std::filesystem::absolute(env_or_empty("PERIMETER_BIN_DIR") + "/perimeter-runner")
+                         .string());
+    }
     const std::string binary = argv[0];
     EXPECT_EQ(access(binary.c_str(), X_OK), 0) << binary << " is not executable";
     started_ = std::chrono::steady_clock::now();

@@ -60,7 +60,8 @@ TempDir::~TempDir() {
 SimProcess::SimProcess(std::vector<std::string> extra_args) {
   const char* bin_dir = std::getenv("PERIMETER_BIN_DIR");
   if (bin_dir == nullptr) throw std::runtime_error("PERIMETER_BIN_DIR is not set (run via ctest)");
-  const std::string binary = std::string(bin_dir) + "/perimeter-sim";
+  const std::string binary =
+      std::filesystem::absolute(std::string(bin_dir) + "/perimeter-sim").string();
   if (access(binary.c_str(), X_OK) != 0) {
     throw std::runtime_error("perimeter-sim not found at " + binary + "; build it first");
   }

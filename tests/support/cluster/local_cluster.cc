@@ -42,7 +42,7 @@ std::string runner_image_archive() {
 std::string local_cluster_binary() {
   const std::string name = localcluster::kSupervisorProgram;
   if (const char* bin = std::getenv("PERIMETER_BIN_DIR"); bin && *bin) {
-    return std::string(bin) + "/" + name;
+    return fs::absolute(std::string(bin) + "/" + name).string();
   }
   std::error_code error;
   fs::path self = fs::read_symlink("/proc/self/exe", error);
