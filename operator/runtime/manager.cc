@@ -67,6 +67,13 @@ size_t SharedCache::size() const {
   return informers_.size();
 }
 
+std::vector<std::string> namespaces_to_watch(
+    const std::string& watch_namespace, const std::optional<std::set<std::string>>& opted_in) {
+  if (!watch_namespace.empty()) return {watch_namespace};
+  if (opted_in) return {opted_in->begin(), opted_in->end()};
+  return {""};
+}
+
 Manager::Manager(ManagerOptions options, kube::ResourceClient& leases, RuntimeMetrics& metrics,
                  Logger logger)
     : options_(std::move(options)),

@@ -5,6 +5,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <stop_token>
 #include <string>
 #include <vector>
@@ -53,6 +55,11 @@ class SharedCache {
   bool started_ = false;                                        // guarded by mutex_
   std::map<std::string, std::unique_ptr<Informer>> informers_;  // guarded by mutex_
 };
+
+// The namespaces a controller's namespaced informers cover: the one it is confined to, else the
+// ones that opted in (nullopt: every namespace, as {""}). An empty opt-in list gives none.
+std::vector<std::string> namespaces_to_watch(
+    const std::string& watch_namespace, const std::optional<std::set<std::string>>& opted_in);
 
 // One controller as the Manager runs it. A fresh one is made for each term of leadership, so no
 // state of a lost term survives into the next.

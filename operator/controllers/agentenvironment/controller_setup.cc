@@ -31,15 +31,8 @@ class AgentEnvironmentController final : public runtime::ManagedController {
 
     // Runner pods: over every namespace, or one informer per namespace that opted in (RBAC
     // grants nothing cluster-wide then), all filling one store.
-    std::vector<std::string> pod_namespaces;
-    if (!settings_.watch_namespace.empty()) {
-      pod_namespaces = {settings_.watch_namespace};
-    } else if (settings_.session_namespaces) {
-      pod_namespaces.assign(settings_.session_namespaces->begin(),
-                            settings_.session_namespaces->end());
-    } else {
-      pod_namespaces = {""};
-    }
+    const auto pod_namespaces =
+        runtime::namespaces_to_watch(settings_.watch_namespace, settings_.session_namespaces);
     runtime::InformerOptions pod_options;
     pod_options.label_selector =
         "app.kubernetes.io/managed-by=perimeter,app.kubernetes.io/component=runner";

@@ -247,6 +247,21 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished
   return outcomes;
 }
 
+void AgentEnvironmentReconciler::refuse(const std::string& key, const json& object,
+                                        const AgentEnvironment& env, const json& involved,
+                                        const std::string& reason, const std::string& message) {
+  remove_poller(key);
+  Credentials refused;
+  refused.reason = reason;
+  refused.message = message;
+  const json conditions = object.value("status", json::object()).value("conditions", json::array());
+  const json* ready = find_condition(conditions, "Ready");
+  if (ready == nullptr || ready->value("reason", "") != reason) {
+    deps_.events.record(involved, "Warning", reason, message);
+  }
+  write_status(object, &env, refused, nullptr, {}, "");
+}
+
 void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& env) {
   // A Secret without its Pod is a claim that died between the two and whose item another worker
   // then took (had it come back to us, the retry would have created the Pod). Old enough that no
@@ -446,20 +461,11 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   if (options_.session_namespaces && options_.session_namespaces->count(env.namespace_) == 0) {
     // The operator has no rights here (RBAC follows the same list): say so once, and wait for
     // an administrator rather than failing on every attempt.
-    remove_poller(key_text);
-    Credentials refused;
-    refused.reason = "NamespaceNotEnabled";
-    refused.message = "namespace " + env.namespace_ +
-                      " has not opted in to Perimeter sessions, so the operator may not read its "
-                      "Secrets or create pods there; an administrator adds it to the Helm value "
-                      "sessionNamespaces (the operator's --session-namespaces)";
-    const json conditions =
-        object->value("status", json::object()).value("conditions", json::array());
-    const json* ready = find_condition(conditions, "Ready");
-    if (ready == nullptr || ready->value("reason", "") != refused.reason) {
-      deps_.events.record(involved, "Warning", refused.reason, refused.message);
-    }
-    write_status(*object, &env, refused, nullptr, {}, "");
+    refuse(key_text, *object, env, involved, "NamespaceNotEnabled",
+           "namespace " + env.namespace_ +
+               " has not opted in to Perimeter sessions, so the operator may not read its "
+               "Secrets or create pods there; an administrator adds it to the Helm value "
+               "sessionNamespaces (the operator's --session-namespaces)");
     return runtime::ReconcileResult::done();
   }
 
@@ -469,20 +475,11 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   if (const auto claimant = earlier_claimant(deps_.environments, env, [this](const std::string& ns) {
         return !options_.session_namespaces || options_.session_namespaces->contains(ns);
       })) {
-    remove_poller(key_text);
-    Credentials refused;
-    refused.reason = "DuplicateEnvironment";
-    refused.message = "environment " + env.environment_id + " is already served by AgentEnvironment " +
-                      *claimant +
-                      " (created first); two would claim the same items and could start two pods "
-                      "for one. Delete one of them";
-    const json conditions =
-        object->value("status", json::object()).value("conditions", json::array());
-    const json* ready = find_condition(conditions, "Ready");
-    if (ready == nullptr || ready->value("reason", "") != refused.reason) {
-      deps_.events.record(involved, "Warning", refused.reason, refused.message);
-    }
-    write_status(*object, &env, refused, nullptr, {}, "");
+    refuse(key_text, *object, env, involved, "DuplicateEnvironment",
+           "environment " + env.environment_id + " is already served by AgentEnvironment " +
+               *claimant +
+               " (created first); two would claim the same items and could start two pods for "
+               "one. Delete one of them");
     return runtime::ReconcileResult::after(options_.resync);
   }
 

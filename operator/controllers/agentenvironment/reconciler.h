@@ -105,6 +105,12 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   SessionPoller& ensure_poller(const std::string& key, const AgentEnvironment& env,
                                const std::string& environment_key);
   void remove_poller(const std::string& key);
+  // An environment the operator will not serve for a reason someone must fix (its namespace did
+  // not opt in, another one serves its environment id): no poller, Ready false with the reason,
+  // and one Warning Event per change of reason.
+  void refuse(const std::string& key, const nlohmann::json& object, const AgentEnvironment& env,
+              const nlohmann::json& involved, const std::string& reason,
+              const std::string& message);
   Outcomes record_finished_pods(const AgentEnvironment& env, const nlohmann::json& involved);
   void remove_orphan_secrets(const AgentEnvironment& env);
   // The status the object should have, computed from `base` (its current status).

@@ -11,20 +11,6 @@ constexpr const char* kRetiringCaCert = "retiring-ca.crt";
 // notBefore this far back, so an edge whose clock is a little behind accepts a new certificate.
 constexpr std::chrono::minutes kBackdate{5};
 
-nlohmann::json owned_secret(const McpTunnel& tunnel, const std::string& name, const char* type) {
-  nlohmann::json labels = nlohmann::json::object();
-  for (const auto& [key, value] : common_labels(tunnel)) labels[key] = value;
-  return {{"apiVersion", "v1"},
-          {"kind", "Secret"},
-          {"type", type},
-          {"metadata",
-           {{"name", name},
-            {"namespace", tunnel.namespace_},
-            {"labels", labels},
-            {"ownerReferences", nlohmann::json::array({owner_reference(tunnel)})}}},
-          {"data", nlohmann::json::object()}};
-}
-
 }  // namespace
 
 std::optional<std::string> secret_value(const nlohmann::json& secret, const std::string& key) {

@@ -29,15 +29,8 @@ class McpTunnelController final : public runtime::ManagedController {
 
     // Services and gateway Deployments: cluster-wide, or one informer per namespace that may hold
     // McpTunnels (RBAC grants nothing cluster-wide then), each kind filling one store.
-    std::vector<std::string> namespaces;
-    if (!settings_.watch_namespace.empty()) {
-      namespaces = {settings_.watch_namespace};
-    } else if (settings_.reconciler.tunnel_namespaces) {
-      namespaces.assign(settings_.reconciler.tunnel_namespaces->begin(),
-                        settings_.reconciler.tunnel_namespaces->end());
-    } else {
-      namespaces = {""};
-    }
+    const auto namespaces = runtime::namespaces_to_watch(settings_.watch_namespace,
+                                                         settings_.reconciler.tunnel_namespaces);
     runtime::InformerOptions service_options;
     service_options.transform = runtime::strip_managed_fields;
     auto services = cache.informers(clients_.services, namespaces, service_options);

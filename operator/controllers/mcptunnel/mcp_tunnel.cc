@@ -241,4 +241,18 @@ nlohmann::json owner_reference(const McpTunnel& tunnel) {
           {"blockOwnerDeletion", true}};
 }
 
+nlohmann::json owned_secret(const McpTunnel& tunnel, const std::string& name, const char* type) {
+  nlohmann::json labels = nlohmann::json::object();
+  for (const auto& [key, value] : common_labels(tunnel)) labels[key] = value;
+  return {{"apiVersion", "v1"},
+          {"kind", "Secret"},
+          {"type", type},
+          {"metadata",
+           {{"name", name},
+            {"namespace", tunnel.namespace_},
+            {"labels", labels},
+            {"ownerReferences", nlohmann::json::array({owner_reference(tunnel)})}}},
+          {"data", nlohmann::json::object()}};
+}
+
 }  // namespace perimeter::mcptunnel

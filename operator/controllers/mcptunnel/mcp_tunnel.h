@@ -139,4 +139,7 @@ std::map<std::string, std::string> gateway_selector(const McpTunnel& tunnel);
 // garbage-collects the gateway.
 nlohmann::json owner_reference(const McpTunnel& tunnel);
 
+// A Secret the operator owns for the McpTunnel (labels, owner reference), with empty data.
+nlohmann::json owned_secret(const McpTunnel& tunnel, const std::string& name, const char* type);
+
 }  // namespace perimeter::mcptunnel

@@ -530,19 +530,9 @@ void McpTunnelReconciler::ensure_token(Pass& pass) {
     token = api.reveal_token(pass.tunnel_id);
   }
   if (token) {
-    nlohmann::json labels = nlohmann::json::object();
-    for (const auto& [key, value] : common_labels(tunnel)) labels[key] = value;
-    const json token_secret = {
-        {"apiVersion", "v1"},
-        {"kind", "Secret"},
-        {"type", "Opaque"},
-        {"metadata",
-         {{"name", pass.names.token_secret},
-          {"namespace", tunnel.namespace_},
-          {"labels", labels},
-          {"annotations", {{kAnnotationTokenId, token->id}}},
-          {"ownerReferences", json::array({owner_reference(tunnel)})}}},
-        {"data", {{"token", base64_encode(token->tunnel_token.expose())}}}};
+    json token_secret = owned_secret(tunnel, pass.names.token_secret, "Opaque");
+    token_secret["metadata"]["annotations"] = {{kAnnotationTokenId, token->id}};
+    token_secret["data"]["token"] = base64_encode(token->tunnel_token.expose());
     apply(deps_.secret_client, tunnel.namespace_, token_secret);
     pass.token_id = token->id;
     pass.status["token"] = {{"id", token->id}, {"version", tunnel.token_version}};
