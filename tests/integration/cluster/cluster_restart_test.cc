@@ -6,6 +6,7 @@
 #include <atomic>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "cluster/local_cluster.h"
@@ -25,8 +26,15 @@ LocalClusterOptions restartable() {
   return options;
 }
 
-// A client that watches ConfigMaps the way an informer does: from a resourceVersion, and when
-// the connection ends it reconnects (with jittered backoff) from the last version it saw.
+// A client that watches ConfigMaps the way an informer does: from a resourceVersion; when the
+// connection ends it reconnects (with jittered backoff) from the last version it saw; and when
+// the server answers 410 Gone it lists again and watches from the list's version.
+//
+// The 410 is not rare: a restarted apiserver fills its watch cache with a list at etcd's current
+// revision and refuses to watch from any older version ("too old resource version"). So a write
+// anywhere in the cluster (a Lease renewal, a bootstrap object) that lands between this client's
+// last event and the new cache's list makes its version too old. A client that retried the same
+// version forever missed everything after the restart (issue 15's flake).
 class ConfigMapWatcher {
  public:
   ConfigMapWatcher(LocalCluster& cluster, std::string ns, std::string from_version)
@@ -38,38 +46,70 @@ class ConfigMapWatcher {
     thread_.join();
   }
 
+  // True once the object was in an event or in a list this client made.
   bool saw(const std::string& name) {
     std::lock_guard lock(mutex_);
-    return added_.count(name) > 0;
+    return seen_.count(name) > 0;
   }
   int connections() const { return connections_; }
+  int relists() const { return relists_; }
 
  private:
   void run() {
     Backoff backoff({std::chrono::milliseconds(50), std::chrono::seconds(1), 2.0, 0.2},
                     SystemRandom::instance());
+    bool need_list = false;
     while (!stop_) {
-      ++connections_;
+      bool gone = false;
       try {
+        if (need_list) {
+          relist();
+          need_list = false;
+        }
+        ++connections_;
         api_.client().stream_lines(
             "/api/v1/namespaces/" + ns_ + "/configmaps?watch=1&resourceVersion=" + version(),
-            [this, &backoff](std::string_view line) {
+            [&](std::string_view line) {
+              const json event = json::parse(line);
+              if (event.value("type", "") == "ERROR") {
+                // 410: the version is gone from the server's history; only a list catches up.
+                // Anything else: watch again from the same version after a backoff.
+                gone = event["object"].value("code", 0) == 410;
+                return false;
+              }
               backoff.reset();
-              handle(json::parse(line));
+              handle(event);
               return true;
             },
             &stop_);
       } catch (const std::exception&) {
-        // The apiserver is down or restarting; try again shortly.
+        // The apiserver is down or restarting (refused, or 429 while its cache fills); try again
+        // shortly.
+      }
+      if (gone) {
+        need_list = true;  // no backoff: the server said exactly what to do
+        continue;
       }
       if (!stop_) std::this_thread::sleep_for(backoff.next());
     }
   }
+  void relist() {
+    const auto response = api_.get("/api/v1/namespaces/" + ns_ + "/configmaps");
+    if (response.status != 200) {
+      throw std::runtime_error("list answered " + std::to_string(response.status));
+    }
+    const json list = json::parse(response.body);
+    std::lock_guard lock(mutex_);
+    for (const auto& item : list["items"])
+      seen_.insert(item["metadata"]["name"].get<std::string>());
+    version_ = list["metadata"]["resourceVersion"];
+    ++relists_;
+  }
   void handle(const json& event) {
     std::lock_guard lock(mutex_);
-    const std::string type = event.value("type", "");
-    if (type == "ADDED") added_.insert(event["object"]["metadata"]["name"].get<std::string>());
-    if (type != "ERROR") version_ = event["object"]["metadata"]["resourceVersion"];
+    if (event.value("type", "") == "ADDED")
+      seen_.insert(event["object"]["metadata"]["name"].get<std::string>());
+    version_ = event["object"]["metadata"]["resourceVersion"];
   }
   std::string version() {
     std::lock_guard lock(mutex_);
@@ -80,9 +120,10 @@ class ConfigMapWatcher {
   std::string ns_;
   std::mutex mutex_;
   std::string version_;
-  std::set<std::string> added_;
+  std::set<std::string> seen_;
   std::atomic<bool> stop_{false};
   std::atomic<int> connections_{0};
+  std::atomic<int> relists_{0};
   std::thread thread_;
 };
 
@@ -113,6 +154,37 @@ TEST(ClusterRestartTest, WatchingClientSeesChangesMadeAfterAnApiserverRestart) {
       << "the watcher never saw the ConfigMap created after the restart";
   // The old watch connection really ended: the watcher had to reconnect.
   EXPECT_GT(watcher.connections(), connections_before);
+}
+
+// The race above made certain: a write the watcher does not see moves etcd past the watcher's
+// version before the restart, so the restarted apiserver's watch cache no longer holds that
+// version and answers 410 Gone. The watcher lists again and sees what was created after.
+TEST(ClusterRestartTest, WatchingClientWhoseVersionTheRestartedServerLostListsAgain) {
+  LocalCluster& cluster = shared_cluster(restartable());
+  KubeApi api(cluster);
+  // A namespace of its own, so the test can be repeated in one cluster.
+  auto created_namespace =
+      api.post("/api/v1/namespaces", {{"apiVersion", "v1"},
+                                      {"kind", "Namespace"},
+                                      {"metadata", {{"generateName", "restart-relist-"}}}});
+  ASSERT_EQ(created_namespace.status, 201) << created_namespace.body;
+  const std::string ns = json::parse(created_namespace.body)["metadata"]["name"];
+  const std::string configmaps = "/api/v1/namespaces/" + ns + "/configmaps";
+  json list = api.get_json(configmaps);
+  ASSERT_FALSE(list.is_null());
+  ConfigMapWatcher watcher(cluster, ns, list["metadata"]["resourceVersion"]);
+
+  ASSERT_EQ(api.post(configmaps, config_map("before-restart")).status, 201);
+  ASSERT_TRUE(eventually([&] { return watcher.saw("before-restart"); }));
+  json unwatched = config_map("");
+  unwatched["metadata"] = {{"generateName", "unwatched-"}};
+  ASSERT_EQ(api.post("/api/v1/namespaces/kube-system/configmaps", unwatched).status, 201);
+
+  cluster.restart_apiserver();
+  ASSERT_EQ(api.post(configmaps, config_map("after-restart")).status, 201);
+  EXPECT_TRUE(eventually([&] { return watcher.saw("after-restart"); }))
+      << "the watcher never saw the ConfigMap created after the restart";
+  EXPECT_GE(watcher.relists(), 1) << "the restarted server never answered 410 Gone";
 }
 
 TEST(ClusterRestartTest, ExtraApiserverFlagsApplyAndSurviveRestarts) {
