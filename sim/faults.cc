@@ -12,7 +12,8 @@ nlohmann::json FaultConfig::to_json() const {
           {"sse_drop_rate", sse_drop_rate},
           {"sse_drop_after_events", sse_drop_after_events},
           {"sse_drop_first_streams", sse_drop_first_streams},
-          {"latency_ms", latency_ms}};
+          {"latency_ms", latency_ms},
+          {"reissue_secret_on_reclaim", reissue_secret_on_reclaim}};
 }
 
 bool FaultConfig::merge(const nlohmann::json& patch, std::string* error) {
@@ -49,6 +50,14 @@ bool FaultConfig::merge(const nlohmann::json& patch, std::string* error) {
                    : key == "sse_drop_after_events" ? next.sse_drop_after_events
                                                     : next.sse_drop_first_streams;
       field = value.get<int>();
+    }
+    if (key == "reissue_secret_on_reclaim") {
+      known = true;
+      if (!value.is_boolean()) {
+        *error = key + " must be true or false";
+        return false;
+      }
+      next.reissue_secret_on_reclaim = value.get<bool>();
     }
     if (!known) {
       *error = "unknown fault `" + key + "`";

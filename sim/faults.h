@@ -21,6 +21,9 @@ struct FaultConfig {
   int sse_drop_after_events = 2;
   int sse_drop_first_streams = 0;  // cut the first N streams of every session (deterministic)
   int latency_ms = 0;              // added to every API reply
+  // A reclaimed item goes out with a new sessions token (so a new secret); the old one stops
+  // working at once, as when the hosted queue re-issues a secret on reclaim.
+  bool reissue_secret_on_reclaim = false;
 
   nlohmann::json to_json() const;
   // Applies the fields present in `patch`; on a bad field returns false and says why.

@@ -221,8 +221,9 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
       const std::string worker_id = worker ? *worker : "";
       const bool corrupt = faults_.roll(faults.undecodable_secret_rate);
       if (corrupt) metrics_.count_fault("undecodable_secret");
-      auto attempt = [this, environment_id, token, worker_id, reclaim, corrupt]() {
-        return simulator_.poll(environment_id, token, worker_id, reclaim, corrupt);
+      const bool reissue = faults.reissue_secret_on_reclaim;
+      auto attempt = [this, environment_id, token, worker_id, reclaim, corrupt, reissue]() {
+        return simulator_.poll(environment_id, token, worker_id, reclaim, corrupt, reissue);
       };
       ApiReply first = attempt();
       if (first.status != 200 || first.body != "null" || !block_ms) return finish(route, first);

@@ -390,7 +390,7 @@ std::uint64_t Simulator::generation() const {
 ApiReply Simulator::poll(const std::string& environment_id, const std::string& token,
                          const std::string& worker_id,
                          std::optional<std::int64_t> reclaim_older_than_ms,
-                         bool undecodable_secret) {
+                         bool undecodable_secret, bool reissue_secret_on_reclaim) {
   std::lock_guard lock(mutex_);
   if (auto denied = check_environment_key(environment_id, token)) return *denied;
   if (reclaim_older_than_ms && *reclaim_older_than_ms < 0) {
@@ -406,7 +406,14 @@ ApiReply Simulator::poll(const std::string& environment_id, const std::string& t
   for (const auto& [position, work_id] : env.queued) {
     WorkItem& item = work_.at(work_id);
     if (item.claimed_at && now - *item.claimed_at < reclaim_after) continue;
-    if (item.claimed_at) item.transitions.push_back("reclaimed");
+    if (item.claimed_at) {
+      item.transitions.push_back("reclaimed");
+      if (reissue_secret_on_reclaim) {
+        token_to_work_.erase(item.sessions_token);
+        item.sessions_token = new_id("sst_");
+        token_to_work_[item.sessions_token] = item.id;
+      }
+    }
     item.claimed_at = now;
     item.claimed_by = worker_id;
     json rendered = render_work(item);

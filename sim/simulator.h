@@ -61,7 +61,7 @@ class Simulator {
   // Returns the item (with its one-time secret) or JSON null when nothing is claimable.
   ApiReply poll(const std::string& environment_id, const std::string& token,
                 const std::string& worker_id, std::optional<std::int64_t> reclaim_older_than_ms,
-                bool undecodable_secret = false);
+                bool undecodable_secret = false, bool reissue_secret_on_reclaim = false);
   ApiReply ack(const std::string& environment_id, const std::string& work_id,
                const std::string& token);
   ApiReply heartbeat(const std::string& environment_id, const std::string& work_id,

@@ -163,6 +163,29 @@ TEST_F(SimulatorTest, AnItemPolledButNotAckedIsReclaimedAfterTheWindow) {
   EXPECT_EQ(body(simulator_.poll(environment_, "env-key", "c", 100))["id"], work_id);
 }
 
+TEST_F(SimulatorTest, AReissuingQueueHandsAReclaimedItemOutWithANewSecret) {
+  auto [work_id, session_id] = enqueue();
+  const json first = body(simulator_.poll(environment_, "env-key", "a", std::nullopt, false, true));
+  clock_.advance(milliseconds(5000));
+  const json second = body(simulator_.poll(environment_, "env-key", "b", std::nullopt, false, true));
+  ASSERT_EQ(second["id"], work_id);
+  const std::string old_token = token_of(first["secret"]);
+  const std::string new_token = token_of(second["secret"]);
+  EXPECT_NE(old_token, new_token);
+  ASSERT_EQ(simulator_.ack(environment_, work_id, "env-key").status, 200);
+  // Only the secret handed out last opens the item's lease.
+  EXPECT_EQ(simulator_.heartbeat(environment_, work_id, old_token, "NO_HEARTBEAT", {}).status, 401);
+  EXPECT_EQ(simulator_.heartbeat(environment_, work_id, new_token, "NO_HEARTBEAT", {}).status, 200);
+}
+
+TEST_F(SimulatorTest, WithoutTheKnobAReclaimedItemKeepsItsSecret) {
+  auto [work_id, session_id] = enqueue();
+  const json first = body(simulator_.poll(environment_, "env-key", "a", std::nullopt));
+  clock_.advance(milliseconds(5000));
+  const json second = body(simulator_.poll(environment_, "env-key", "b", std::nullopt));
+  EXPECT_EQ(first["secret"], second["secret"]);
+}
+
 TEST_F(SimulatorTest, ALapsedLeaseRequeuesTheItemAndTheOldHolderGets412) {
   auto [work_id, session_id] = enqueue();
   const std::string token = claim(work_id);
