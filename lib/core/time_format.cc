@@ -37,4 +37,20 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::st
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
+std::optional<std::chrono::system_clock::time_point> parse_rfc3339_micros(const std::string& text) {
+  auto whole = parse_rfc3339(text);
+  if (!whole) return std::nullopt;
+  const auto dot = text.find('.', 19);
+  if (dot != 19) return whole;
+  std::int64_t micros = 0;
+  int digits = 0;
+  for (size_t i = dot + 1; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    if (digits == 6) continue;  // finer than a microsecond: dropped
+    micros = micros * 10 + (text[i] - '0');
+    ++digits;
+  }
+  for (; digits < 6; ++digits) micros *= 10;
+  return *whole + std::chrono::microseconds(micros);
+}
+
 }  // namespace perimeter

@@ -15,5 +15,8 @@ std::string format_rfc3339_micros(std::chrono::system_clock::time_point time);
 // Parses the date-time part of an RFC 3339 UTC timestamp ("...Z"; fractional seconds ignored);
 // nullopt when it is not one.
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& text);
+// The same, keeping up to microseconds of the fractional part (format_rfc3339_micros' inverse),
+// for times that order events less than a second apart.
+std::optional<std::chrono::system_clock::time_point> parse_rfc3339_micros(const std::string& text);
 
 }  // namespace perimeter

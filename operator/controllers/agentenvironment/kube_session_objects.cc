@@ -1,19 +1,64 @@
 #include "controllers/agentenvironment/kube_session_objects.h"
 
 #include "controllers/agentenvironment/runner_naming.h"
+#include "core/time_format.h"
 #include "kube/api_error.h"
 
 namespace perimeter::agentenvironment {
 
-void KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
+namespace {
+
+// When the claim that wrote `object` polled its item (perimeter.dev/claimed-at).
+std::optional<std::chrono::system_clock::time_point> claimed_at(const nlohmann::json& object) {
+  return parse_rfc3339_micros(object["metadata"]
+                                  .value("annotations", nlohmann::json::object())
+                                  .value(std::string(kAnnotationClaimedAt), ""));
+}
+
+}  // namespace
+
+bool KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
   const std::string ns = secret["metadata"]["namespace"];
-  try {
-    secrets_.create(ns, secret);
-  } catch (const kube::ApiError& e) {
-    if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
-    // A retried claim: the item's secret may have been re-issued with the re-poll.
-    secrets_.merge_patch(ns, secret["metadata"]["name"], {{"stringData", secret["stringData"]}});
+  const std::string name = secret["metadata"]["name"];
+  const auto ours = claimed_at(secret);
+  const std::string work_id =
+      secret["metadata"]["annotations"].value(std::string(kAnnotationWorkId), "");
+  // Create, or rewrite what is there with its resourceVersion: a write of another claim (or a
+  // sweep's delete) in between sends us round again with what it left.
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    try {
+      secrets_.create(ns, secret);
+      return true;
+    } catch (const kube::ApiError& e) {
+      if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
+    }
+    nlohmann::json existing;
+    try {
+      existing = secrets_.get(ns, name);
+    } catch (const kube::ApiError& e) {
+      if (e.kind() == kube::ErrorKind::kNotFound) continue;
+      throw;
+    }
+    const auto annotations = existing["metadata"].value("annotations", nlohmann::json::object());
+    if (annotations.value(std::string(kAnnotationWorkId), "") != work_id) {
+      throw std::runtime_error("secret " + ns + "/" + name + " belongs to work item '" +
+                               annotations.value(std::string(kAnnotationWorkId), "") +
+                               "', not '" + work_id + "'");
+    }
+    // A claim that polled the item after us holds the secret the queue re-issued last.
+    if (const auto theirs = claimed_at(existing); theirs && ours && *theirs > *ours) return false;
+    existing["metadata"]["annotations"][std::string(kAnnotationClaimedAt)] =
+        secret["metadata"]["annotations"][std::string(kAnnotationClaimedAt)];
+    existing.erase("data");
+    existing["stringData"] = secret["stringData"];
+    try {
+      secrets_.update(ns, existing);
+      return true;
+    } catch (const kube::ApiError& e) {
+      if (e.kind() != kube::ErrorKind::kConflict && e.kind() != kube::ErrorKind::kNotFound) throw;
+    }
   }
+  throw std::runtime_error("secret " + ns + "/" + name + " kept changing while it was written");
 }
 
 bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {

@@ -11,7 +11,7 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
  public:
   KubeSessionObjectWriter(kube::ResourceClient& secrets, kube::ResourceClient& pods)
       : secrets_(secrets), pods_(pods) {}
-  void ensure_secret(const nlohmann::json& secret) override;
+  bool ensure_secret(const nlohmann::json& secret) override;
   bool ensure_pod(const nlohmann::json& pod) override;
   void release_pod(const std::string& ns, const std::string& name) override;
   void remove_finished(const nlohmann::json& pod) override;

@@ -61,6 +61,12 @@ size_t AgentEnvironmentReconciler::poller_count() const {
   return pollers_.size();
 }
 
+SessionPoller* AgentEnvironmentReconciler::poller(const std::string& key) {
+  std::lock_guard lock(mutex_);
+  const auto it = pollers_.find(key);
+  return it == pollers_.end() ? nullptr : it->second.get();
+}
+
 void AgentEnvironmentReconciler::remove_poller(const std::string& key) {
   std::unique_ptr<SessionPoller> poller;
   {
@@ -172,7 +178,7 @@ SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
   };
   auto poller = std::make_unique<SessionPoller>(std::move(settings), std::move(poller_deps),
                                                 options_.poll_threads);
-  poller->start();
+  if (options_.poll_threads > 0) poller->start();
   deps_.logger.info("started the session poller", {{"environment", key}});
   return *pollers_.emplace(key, std::move(poller)).first->second;
 }
@@ -264,10 +270,16 @@ void AgentEnvironmentReconciler::refuse(const std::string& key, const json& obje
 
 void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& env) {
   // A Secret without its Pod is a claim that died between the two and whose item another worker
-  // then took (had it come back to us, the retry would have created the Pod). Old enough that no
-  // claim of ours can still be between the two steps, it is removed.
+  // then took (had it come back to us, the retry would have created the Pod). It is removed only
+  // when no claim can still be about to use it (docs/claiming.md has the argument):
+  //  - the last claim that wrote it (perimeter.dev/claimed-at, rewritten by every retry) polled
+  //    its item longer ago than the horizon, and a claim gives up before its pod once it is older
+  //    than the reclaim window; the margin covers the pod request's own timeout and retries;
+  //  - the apiserver, not the cache, says there is no pod of that name;
+  //  - the delete names the uid and resourceVersion listed here, so a claim that rewrote the
+  //    Secret after the list wins and the Secret stays.
   const auto horizon =
-      std::chrono::milliseconds(2 * env.reclaim_older_than_ms) + std::chrono::minutes(1);
+      std::chrono::milliseconds(2 * env.reclaim_older_than_ms) + std::chrono::minutes(2);
   kube::ListOptions options;
   options.label_selector = std::string(kLabelEnvironment) + "=" + label_value_for(env.name) + "," +
                            std::string(kLabelComponent) + "=runner";
@@ -277,12 +289,20 @@ void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& e
     const auto& metadata = secret["metadata"];
     const std::string name = metadata.value("name", "");
     if (deps_.pods.get(env.namespace_ + "/" + name)) continue;
-    const auto created = parse_rfc3339(metadata.value("creationTimestamp", ""));
-    if (!created || now - *created < horizon) continue;
+    const auto annotations = metadata.value("annotations", json::object());
+    auto last_claimed = parse_rfc3339_micros(annotations.value(std::string(kAnnotationClaimedAt), ""));
+    if (!last_claimed) last_claimed = parse_rfc3339(metadata.value("creationTimestamp", ""));
+    if (!last_claimed || now - *last_claimed < horizon) continue;
     try {
-      // The Secret listed here, by uid: one recreated since (a new claim) is not touched.
+      deps_.pod_client.get(env.namespace_, name);
+      continue;  // the pod exists; the cache has not shown it yet
+    } catch (const kube::ApiError& e) {
+      if (e.kind() != kube::ErrorKind::kNotFound) throw;
+    }
+    try {
       kube::DeleteOptions listed;
       listed.precondition_uid = metadata.value("uid", "");
+      listed.precondition_resource_version = metadata.value("resourceVersion", "");
       deps_.secret_client.remove(env.namespace_, name, listed);
       deps_.logger.info("removed a session Secret whose pod was never created",
                         {{"environment", env.namespace_ + "/" + env.name}, {"secret", name}});

@@ -51,6 +51,8 @@ struct ReconcilerDependencies {
 struct ReconcilerOptions {
   std::string field_manager = "perimeter-operator";
   std::string worker_id = "perimeter-operator";  // Anthropic-Worker-ID prefix
+  // Long-poll threads per environment; 0 creates pollers without threads (unit tests drive them
+  // through poller()).
   int poll_threads = 4;
   // Where environment keys may be sent (key_release.h).
   ApiHostAllowList allowed_api_hosts = ApiHostAllowList::official();
@@ -79,6 +81,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   void stop_all();
   // The number of environments with a running poller.
   size_t poller_count() const;
+  // The poller of "namespace/name", if one runs (for tests that drive it).
+  SessionPoller* poller(const std::string& key);
 
  private:
   // What a reconcile does not need to redo each time: the key is re-read, the NetworkPolicy

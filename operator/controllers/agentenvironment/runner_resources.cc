@@ -98,7 +98,11 @@ nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSe
            {{"name", runner_object_name(session.work_id)},
             {"namespace", env.namespace_},
             {"labels", labels},
-            {"annotations", {{std::string(kAnnotationWorkId), session.work_id}}},
+            // claimed-at orders two claims of one item, and tells the orphan sweep when a
+            // claim last used the Secret (docs/claiming.md).
+            {"annotations",
+             {{std::string(kAnnotationWorkId), session.work_id},
+              {std::string(kAnnotationClaimedAt), session.claimed_at}}},
             {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
           // Not immutable: a retried claim rewrites it when the re-poll re-issued the secret.
           {"type", "Opaque"},

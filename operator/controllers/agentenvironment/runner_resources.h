@@ -12,7 +12,9 @@ struct ClaimedSession {
   std::string work_id;
   std::string session_id;
   std::string work_secret;  // the item's one-time `secret`, as the API sent it
-  std::string claimed_at;   // RFC 3339, for the claim-to-running latency
+  // When the poll that handed the item out returned: RFC 3339 with microseconds. Orders two
+  // claims of one item, and dates the claim for the orphan sweep and the latency figures.
+  std::string claimed_at;
 };
 
 // The Secret that carries the work secret into the pod (never a literal in the pod spec).

@@ -203,7 +203,7 @@ PollOutcome SessionPoller::poll_once() {
     release_slot("");
     return fail_poll("Unreachable", "transport", e.what(), false);
   }
-  const auto polled_at = deps_.clock.now();
+  const PollTime polled_at{deps_.clock.now(), deps_.clock.wall_now()};
   {
     std::lock_guard lock(mutex_);
     backoff_.reset();
@@ -295,8 +295,7 @@ int SessionPoller::release_acknowledged_pods() {
   return released;
 }
 
-PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
-                                 std::chrono::steady_clock::time_point polled_at) {
+PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled_at) {
   PollerSettings settings;
   {
     std::lock_guard lock(mutex_);
@@ -350,14 +349,33 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
   }
 
   const ClaimedSession session{item.id, item.data_id, *item.secret,
-                               format_rfc3339(deps_.clock.wall_now())};
+                               format_rfc3339_micros(polled_at.wall)};
   const std::string pod_name = runner_object_name(item.id);
   bool created = false;
   try {
-    deps_.objects.ensure_secret(build_session_secret(env, session));
+    if (!deps_.objects.ensure_secret(build_session_secret(env, session))) {
+      // This claim outlived the reclaim window and the item went out again: the later claim
+      // holds the secret the queue re-issued, and finishes the item.
+      release_slot("");
+      deps_.logger.info("a later claim of this item has written its Secret; leaving it the item",
+                        log_fields);
+      return PollOutcome::kClaimed;
+    }
   } catch (const std::exception& e) {
     release_slot("");
     claim_error("secret", "kubernetes", e.what());
+    return PollOutcome::kFailed;
+  }
+  // The orphan sweep judges a Secret by when a claim last wrote it, and spares it for twice the
+  // reclaim window plus a margin (docs/claiming.md); a claim this slow gives the item up rather
+  // than make a pod whose Secret the sweep may take. The queue hands the item out again.
+  const auto elapsed = deps_.clock.now() - polled_at.steady;
+  if (elapsed >= milliseconds(env.reclaim_older_than_ms)) {
+    release_slot("");
+    claim_error("pod", "claim_too_slow",
+                "the claim took " +
+                    std::to_string(std::chrono::duration_cast<milliseconds>(elapsed).count()) +
+                    " ms, longer than reclaimOlderThanMs; the queue hands the item out again");
     return PollOutcome::kFailed;
   }
   try {
@@ -370,7 +388,8 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item,
   release_slot(pod_name);
   if (created) {
     deps_.metrics.sessions_started_total.Add({{"environment", label()}}).Increment();
-    const double seconds = std::chrono::duration<double>(deps_.clock.now() - polled_at).count();
+    const double seconds =
+        std::chrono::duration<double>(deps_.clock.now() - polled_at.steady).count();
     deps_.metrics.claim_to_pod_created_seconds
         .Add({{"environment", label()}},
              prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,

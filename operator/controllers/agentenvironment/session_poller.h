@@ -115,8 +115,12 @@ class SessionPoller {
   std::shared_ptr<agentapi::AgentApi> api();
   bool reserve_slot();
   void release_slot(const std::string& created_pod);
-  PollOutcome claim(const agentapi::WorkItem& item,
-                    std::chrono::steady_clock::time_point polled_at);
+  // When a poll returned, on both clocks: steady for durations, wall for the Secret's marker.
+  struct PollTime {
+    Clock::TimePoint steady;
+    std::chrono::system_clock::time_point wall;
+  };
+  PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at);
   void answer_healthcheck(const agentapi::WorkItem& item);
   bool release_pod(const std::string& pod_name, const std::string& work_id,
                    const std::string& when);

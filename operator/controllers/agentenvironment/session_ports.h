@@ -27,8 +27,11 @@ class AgentApiFactory {
 class SessionObjectWriter {
  public:
   virtual ~SessionObjectWriter() = default;
-  // Creates the session's Secret; when it exists already (a retried claim) its data is replaced.
-  virtual void ensure_secret(const nlohmann::json& secret) = 0;
+  // Creates the session's Secret. When it exists already (a retried claim) its data is replaced,
+  // unless the Secret there was written by a claim that polled the item later than this one
+  // (its perimeter.dev/claimed-at is newer): then nothing is written and false is returned, since
+  // the queue may have re-issued the secret to that later claim and only its copy is valid.
+  virtual bool ensure_secret(const nlohmann::json& secret) = 0;
   // Creates the runner Pod; false when it existed already, unfinished (a retried claim). A pod of
   // an earlier attempt that has finished (the item came back after its lease lapsed) is replaced.
   // Throws when a pod of that name exists for a different work item (a naming collision).

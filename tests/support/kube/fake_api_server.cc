@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "core/time_format.h"
 #include "kube/api_error.h"
 #include "kube/mock_transport.h"
 
@@ -230,6 +231,11 @@ void FakeApiServer::compact() {
   history_floor_ = version_;
 }
 
+void FakeApiServer::use_clock(const Clock* clock) {
+  std::lock_guard lock(mutex_);
+  clock_ = clock;
+}
+
 std::vector<std::string> FakeApiServer::requests() const {
   std::lock_guard lock(mutex_);
   return requests_;
@@ -306,7 +312,8 @@ kube::HttpResponse FakeApiServer::serve_locked(const kube::HttpRequest& request)
     if (!target->ns.empty()) body["metadata"]["namespace"] = target->ns;
     body["metadata"]["uid"] = "uid-" + std::to_string(++uid_counter_);
     body["metadata"]["generation"] = 1;
-    body["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z";
+    body["metadata"]["creationTimestamp"] =
+        clock_ != nullptr ? format_rfc3339(clock_->wall_now()) : "2026-01-01T00:00:00Z";
     body = stamp_locked(std::move(body), collection);
     objects_[object_path] = {collection, body};
     record_locked(collection, "ADDED", body);
@@ -360,16 +367,21 @@ kube::HttpResponse FakeApiServer::serve_locked(const kube::HttpRequest& request)
   }
 
   json next;
+  // An update, and a merge patch that names a resourceVersion, apply only to that version.
+  const std::string wanted_version = field(body, "metadata.resourceVersion").is_string()
+                                         ? body["metadata"]["resourceVersion"].get<std::string>()
+                                         : "";
+  const bool is_merge_patch = request.method == "PATCH" && !is_apply &&
+                              (!request.headers.count("Content-Type") ||
+                               request.headers.at("Content-Type") != "application/json-patch+json");
+  if ((request.method == "PUT" || is_merge_patch) && !wanted_version.empty() &&
+      wanted_version != current["metadata"]["resourceVersion"])
+    return answer(409, status_body(409, "Conflict",
+                                   "Operation cannot be fulfilled on " + target->resource + " \"" +
+                                       target->name +
+                                       "\": the object has been modified; please apply your "
+                                       "changes to the latest version and try again"));
   if (request.method == "PUT") {
-    const std::string wanted = field(body, "metadata.resourceVersion").is_string()
-                                   ? body["metadata"]["resourceVersion"].get<std::string>()
-                                   : "";
-    if (!wanted.empty() && wanted != current["metadata"]["resourceVersion"])
-      return answer(409, status_body(409, "Conflict",
-                                     "Operation cannot be fulfilled on " + target->resource +
-                                         " \"" + target->name +
-                                         "\": the object has been modified; please apply your "
-                                         "changes to the latest version and try again"));
     next = body;
   } else if (request.method == "PATCH") {
     const std::string content_type =

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "kube/transport.h"
 
 namespace perimeter::testing {
@@ -50,6 +51,10 @@ class FakeApiServer final : public kube::Transport {
   // Every request served so far, as "METHOD path" lines, for assertions.
   std::vector<std::string> requests() const;
 
+  // creationTimestamp of objects created from now on comes from this clock's wall time (a fixed
+  // date when none is set), so age-based logic is testable with a FakeClock.
+  void use_clock(const Clock* clock);
+
  private:
   struct Stored {
     std::string collection;  // "/api/v1/namespaces/a/pods" or "/api/v1/nodes"
@@ -82,6 +87,7 @@ class FakeApiServer final : public kube::Transport {
   };
   std::deque<Failure> failures_;
   std::vector<std::string> requests_;
+  const Clock* clock_ = nullptr;
 };
 
 }  // namespace perimeter::testing

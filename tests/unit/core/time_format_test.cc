@@ -27,5 +27,16 @@ TEST(TimeFormatTest, ParsesWhatItFormatsAndKubernetesTimestamps) {
   EXPECT_FALSE(parse_rfc3339("").has_value());
 }
 
+TEST(TimeFormatTest, TheMicrosecondParserKeepsTheFraction) {
+  const auto time =
+      std::chrono::system_clock::from_time_t(1795420800) + std::chrono::microseconds(750042);
+  EXPECT_EQ(parse_rfc3339_micros(format_rfc3339_micros(time)), time);
+  EXPECT_EQ(parse_rfc3339_micros("2026-11-23T08:00:00.75Z"),
+            std::chrono::system_clock::from_time_t(1795420800) + std::chrono::milliseconds(750));
+  EXPECT_EQ(parse_rfc3339_micros("2026-11-23T08:00:00Z"),
+            std::chrono::system_clock::from_time_t(1795420800));
+  EXPECT_FALSE(parse_rfc3339_micros("yesterday").has_value());
+}
+
 }  // namespace
 }  // namespace perimeter

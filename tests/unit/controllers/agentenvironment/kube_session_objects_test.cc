@@ -6,6 +6,7 @@
 #include <prometheus/registry.h>
 
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_resources.h"
 #include "kube/fake_api_server.h"
 
 namespace perimeter::agentenvironment {
@@ -78,6 +79,39 @@ TEST_F(KubeSessionObjectsTest, AlreadyGoneIsFine) {
   const json pod = seed_pod("work_1", "Succeeded");
   pods_.remove("a", "run-1");
   EXPECT_NO_THROW(writer_.remove_finished(pod));
+}
+
+// Issue 15, item 4: two claims of one item overlap when the first is slower than the reclaim
+// window; the queue re-issued the item's secret to the second. Whatever order their writes land
+// in, the Secret ends with the secret of the later poll, the one the API still honours.
+TEST_F(KubeSessionObjectsTest, ASlowerEarlierClaimDoesNotOverwriteTheReissuedSecret) {
+  AgentEnvironment env;
+  env.name = "payments";
+  env.namespace_ = "a";
+  env.uid = "uid-env";
+  env.environment_id = "env_1";
+  env.runner.image = "runner:1";
+  const ClaimedSession earlier{"work_1", "sesn_1", "first-secret", "2026-11-30T08:00:00.000000Z"};
+  const ClaimedSession later{"work_1", "sesn_1", "reissued-secret", "2026-11-30T08:00:06.000000Z"};
+  writer_.ensure_secret(build_session_secret(env, later));
+  writer_.ensure_secret(build_session_secret(env, earlier));  // the slow claim's write lands last
+  const json stored = *server_.object_at("/api/v1/namespaces/a/secrets/" + runner_object_name("work_1"));
+  EXPECT_EQ(stored["stringData"]["work-secret"], "reissued-secret");
+}
+
+TEST_F(KubeSessionObjectsTest, ALaterClaimRewritesTheSecret) {
+  AgentEnvironment env;
+  env.name = "payments";
+  env.namespace_ = "a";
+  env.uid = "uid-env";
+  env.environment_id = "env_1";
+  env.runner.image = "runner:1";
+  const ClaimedSession earlier{"work_1", "sesn_1", "first-secret", "2026-11-30T08:00:00.000000Z"};
+  const ClaimedSession later{"work_1", "sesn_1", "reissued-secret", "2026-11-30T08:00:06.000000Z"};
+  writer_.ensure_secret(build_session_secret(env, earlier));
+  writer_.ensure_secret(build_session_secret(env, later));
+  const json stored = *server_.object_at("/api/v1/namespaces/a/secrets/" + runner_object_name("work_1"));
+  EXPECT_EQ(stored["stringData"]["work-secret"], "reissued-secret");
 }
 
 }  // namespace

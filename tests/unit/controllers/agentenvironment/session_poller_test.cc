@@ -10,6 +10,8 @@
 #include "core/capturing_log_sink.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
+#include "core/time_format.h"
+#include "fake_api_factory.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -20,83 +22,14 @@ using ::testing::InSequence;
 using ::testing::Return;
 using ::testing::StrictMock;
 using ::testing::Throw;
+using testing_support::FakeFactory;
 
 // {"sessions_token":"sess_tok"}, base64url without padding, as the API sends it.
 constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
 
-// Hands the poller clients that forward to one mock, and remembers the credentials asked for.
-class ForwardingApi final : public agentapi::AgentApi {
- public:
-  explicit ForwardingApi(agentapi::AgentApi& target) : target_(target) {}
-  std::optional<agentapi::WorkItem> poll(const agentapi::PollOptions& o) override {
-    return target_.poll(o);
-  }
-  agentapi::WorkItem ack(const std::string& id) override { return target_.ack(id); }
-  agentapi::HeartbeatResponse heartbeat(const std::string& id, const std::string& expected,
-                                        std::optional<std::int64_t> ttl,
-                                        milliseconds timeout) override {
-    return target_.heartbeat(id, expected, ttl, timeout);
-  }
-  agentapi::WorkItem stop(const std::string& id, bool force) override {
-    return target_.stop(id, force);
-  }
-  agentapi::WorkItem retrieve_work(const std::string& id) override {
-    return target_.retrieve_work(id);
-  }
-  agentapi::WorkItem update_work_metadata(const std::string& id,
-                                          const nlohmann::json& metadata) override {
-    return target_.update_work_metadata(id, metadata);
-  }
-  agentapi::WorkPage list_work(int limit, const std::string& page) override {
-    return target_.list_work(limit, page);
-  }
-  agentapi::WorkQueueStats stats() override { return target_.stats(); }
-  agentapi::Session retrieve_session(const std::string& id) override {
-    return target_.retrieve_session(id);
-  }
-  agentapi::EventPage list_events(const std::string& id, int limit,
-                                  const std::string& page) override {
-    return target_.list_events(id, limit, page);
-  }
-  void send_events(const std::string& id, const nlohmann::json& events) override {
-    target_.send_events(id, events);
-  }
-  std::string stream_events(const std::string& id, const std::string& last,
-                            const std::function<bool(const agentapi::SessionEvent&)>& on_event,
-                            const std::atomic<bool>& cancel) override {
-    return target_.stream_events(id, last, on_event, cancel);
-  }
-  agentapi::SkillVersion retrieve_skill_version(const std::string& id,
-                                                const std::string& version) override {
-    return target_.retrieve_skill_version(id, version);
-  }
-  std::string download_skill_content(const std::string& id, const std::string& version) override {
-    return target_.download_skill_content(id, version);
-  }
-
- private:
-  agentapi::AgentApi& target_;
-};
-
-class FakeFactory final : public AgentApiFactory {
- public:
-  explicit FakeFactory(agentapi::AgentApi& api) : api_(api) {}
-  std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url, const std::string& env_id,
-                                           const std::string& credential) override {
-    credentials.push_back(credential);
-    base_urls.push_back(base_url);
-    environment_ids.push_back(env_id);
-    return std::make_unique<ForwardingApi>(api_);
-  }
-  std::vector<std::string> credentials, base_urls, environment_ids;
-
- private:
-  agentapi::AgentApi& api_;
-};
-
 class MockObjectWriter : public SessionObjectWriter {
  public:
-  MOCK_METHOD(void, ensure_secret, (const nlohmann::json&), (override));
+  MOCK_METHOD(bool, ensure_secret, (const nlohmann::json&), (override));
   MOCK_METHOD(bool, ensure_pod, (const nlohmann::json&), (override));
   MOCK_METHOD(void, release_pod, (const std::string&, const std::string&), (override));
   MOCK_METHOD(void, remove_finished, (const nlohmann::json&), (override));
@@ -182,7 +115,10 @@ TEST_F(SessionPollerTest, ClaimsWithSecretThenPodThenAck) {
       EXPECT_EQ(options.worker_id, "worker-1");
       return session_item("work_A");
     });
-    EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([&](const nlohmann::json& s) { secret = s; });
+    EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([&](const nlohmann::json& s) {
+      secret = s;
+      return true;
+    });
     EXPECT_CALL(writer_, ensure_pod(_)).WillOnce([&](const nlohmann::json& p) {
       pod = p;
       return true;
@@ -202,10 +138,54 @@ TEST_F(SessionPollerTest, ClaimsWithSecretThenPodThenAck) {
   EXPECT_EQ(poller->state().health, PollerHealth::kPolling);
 }
 
+// Issue 15, item 4: the Secret names when its claim polled the item, with microseconds, so two
+// claims of one item are ordered by it.
+TEST_F(SessionPollerTest, TheSecretCarriesWhenThePollReturned) {
+  auto poller = make_poller(environment());
+  nlohmann::json secret;
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([&](const nlohmann::json& s) {
+    secret = s;
+    return false;
+  });
+  poller->poll_once();
+  EXPECT_EQ(secret["metadata"]["annotations"]["perimeter.dev/claimed-at"],
+            format_rfc3339_micros(clock_.wall_now()));
+}
+
+TEST_F(SessionPollerTest, AClaimOvertakenByALaterClaimOfItsItemMakesNoPodAndNoAck) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(false));  // a later claim's Secret
+  EXPECT_CALL(writer_, ensure_pod(_)).Times(0);
+  EXPECT_CALL(api_, ack(_)).Times(0);
+  poller->poll_once();
+  // Its slot is free again.
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+}
+
+// Issue 15, item 1: a claim slower than the reclaim window gives the item up before its pod, so
+// the orphan sweep's horizon (twice the window and a margin) covers every live claim.
+TEST_F(SessionPollerTest, AClaimSlowerThanTheReclaimWindowGivesTheItemUpBeforeThePod) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([this](const nlohmann::json&) {
+    clock_.advance(milliseconds(5000));  // an apiserver slow to answer
+    return true;
+  });
+  EXPECT_CALL(writer_, ensure_pod(_)).Times(0);
+  EXPECT_CALL(api_, ack(_)).Times(0);
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+  EXPECT_EQ(counter(metrics_.claim_errors_total,
+                    {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "claim_too_slow"}}),
+            1);
+}
+
 TEST_F(SessionPollerTest, ARetriedClaimMeetsTheExistingPodAndOnlyAcks) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(false));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, release_pod("agents", runner_object_name("work_A")));
@@ -217,7 +197,7 @@ TEST_F(SessionPollerTest, ARetriedClaimMeetsTheExistingPodAndOnlyAcks) {
 TEST_F(SessionPollerTest, APodThatCannotBeCreatedIsNeverAcknowledged) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
   EXPECT_CALL(writer_, ensure_pod(_))
       .WillOnce(Throw(std::runtime_error("pods is forbidden: exceeded quota")));
   // No ack: the queue hands the item out again after reclaimOlderThanMs.
@@ -251,7 +231,7 @@ TEST_F(SessionPollerTest, AtTheLimitItDoesNotPoll) {
 TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, release_pod(_, _));
@@ -267,7 +247,7 @@ TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
 TEST_F(SessionPollerTest, AFailedAckStillCountsThePodAgainstTheLimit) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
   EXPECT_CALL(api_, ack("work_A"))
       .WillOnce(Throw(agentapi::TransportError("connection reset by peer")));
@@ -279,7 +259,7 @@ TEST_F(SessionPollerTest, AFailedReleaseIsCountedAndThePeriodicPassReleasesThePo
   auto poller = make_poller(environment());
   const std::string pod = runner_object_name("work_A");
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, release_pod("agents", pod))

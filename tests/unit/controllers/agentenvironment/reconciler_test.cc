@@ -1,0 +1,166 @@
+// The AgentEnvironment reconciler against the in-memory apiserver, with the informer caches
+// filled by hand: every interleaving of a claim, a sweep, a lagging cache and a status write is
+// replayed here step by step, which the end-to-end tests can only hope to hit.
+#include "controllers/agentenvironment/reconciler.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+
+#include "agentapi/mock_agent_api.h"
+#include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_resources.h"
+#include "core/fake_clock.h"
+#include "core/fake_random.h"
+#include "core/time_format.h"
+#include "fake_api_factory.h"
+#include "kube/fake_api_server.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+using nlohmann::json;
+using std::chrono::minutes;
+using std::chrono::seconds;
+using ::testing::_;
+using ::testing::NiceMock;
+using ::testing::Return;
+using testing_support::FakeFactory;
+
+constexpr const char* kNamespace = "agents";
+constexpr const char* kName = "payments";
+constexpr const char* kKey = "agents/payments";
+// {"sessions_token":"sess_tok"} and {"sessions_token":"sess_new"}, base64url, as the API sends them.
+constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
+constexpr const char* kReissuedSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfbmV3In0";
+
+kube::ResourceType agent_environments() {
+  return {kGroup, kVersion, "agentenvironments", kKind, true};
+}
+
+class AgentEnvironmentReconcilerTest : public ::testing::Test {
+ protected:
+  AgentEnvironmentReconcilerTest() {
+    server_.use_clock(&clock_);
+    server_.seed(std::string("/api/v1/namespaces/") + kNamespace + "/secrets",
+                 {{"apiVersion", "v1"},
+                  {"kind", "Secret"},
+                  {"metadata",
+                   {{"name", "payments-key"},
+                    {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
+                  {"data", {{"environment-key", "c2stYW50LWtleQ=="}}}});
+    ON_CALL(api_, stats()).WillByDefault(Return(agentapi::WorkQueueStats{}));
+  }
+
+  json environment_object(const json& spec_overrides = json::object()) {
+    json spec = {{"environmentId", "env_1"},
+                 {"environmentKeySecretRef", {{"name", "payments-key"}}},
+                 {"apiBaseUrl", "https://api.anthropic.com"},
+                 {"runner", {{"image", "perimeter-runner:1"}}}};
+    spec.merge_patch(spec_overrides);
+    return {{"apiVersion", std::string(kGroup) + "/" + kVersion},
+            {"kind", kKind},
+            {"metadata", {{"name", kName}, {"namespace", kNamespace}, {"generation", 1}}},
+            {"spec", spec}};
+  }
+
+  // Stores the resource in the apiserver and the cache, as the informer would have; returns it
+  // as parsed.
+  AgentEnvironment given(const json& object) {
+    const json stored = server_.seed(
+        std::string("/apis/perimeter.dev/v1alpha1/namespaces/") + kNamespace + "/agentenvironments",
+        object);
+    environments_.upsert(std::make_shared<const json>(stored));
+    return parse_agent_environment(stored);
+  }
+
+  ReconcilerOptions options() {
+    ReconcilerOptions o;
+    o.poll_threads = 0;  // the test drives the poller
+    return o;
+  }
+
+  std::unique_ptr<AgentEnvironmentReconciler> make_reconciler(ReconcilerOptions o) {
+    return std::make_unique<AgentEnvironmentReconciler>(
+        ReconcilerDependencies{environments_, pods_, environment_client_, secret_client_,
+                               pod_client_, network_policy_client_, events_, factory_, writer_,
+                               census_, metrics_, clock_, random_,
+                               Logger("test", StderrSink::instance(), LogLevel::kError),
+                               [this](const std::string& key) { enqueued_.push_back(key); }},
+        std::move(o));
+  }
+
+  // What a claim of `work_id` polled now writes.
+  ClaimedSession session(const std::string& work_id, const std::string& secret = kSecret) {
+    return {work_id, "sesn_" + work_id, secret, format_rfc3339_micros(clock_.wall_now())};
+  }
+
+  std::optional<json> stored_secret(const std::string& work_id) {
+    return server_.object_at(std::string("/api/v1/namespaces/") + kNamespace + "/secrets/" +
+                             runner_object_name(work_id));
+  }
+  std::optional<json> stored_pod(const std::string& work_id) {
+    return server_.object_at(std::string("/api/v1/namespaces/") + kNamespace + "/pods/" +
+                             runner_object_name(work_id));
+  }
+
+  testing::FakeApiServer server_;
+  prometheus::Registry registry_;
+  kube::ClientMetrics client_metrics_{registry_};
+  runtime::RuntimeMetrics runtime_metrics_{registry_};
+  kube::ResourceClient environment_client_{server_, agent_environments(), client_metrics_};
+  kube::ResourceClient secret_client_{server_, kube::resources::secrets(), client_metrics_};
+  kube::ResourceClient pod_client_{server_, kube::resources::pods(), client_metrics_};
+  kube::ResourceClient network_policy_client_{server_, kube::resources::network_policies(),
+                                              client_metrics_};
+  kube::ResourceClient event_client_{server_, kube::resources::events(), client_metrics_};
+  testing::FakeClock clock_;
+  testing::FakeRandom random_{0.5};
+  runtime::EventRecorder events_{event_client_, {}, runtime_metrics_,
+                                 Logger("events", StderrSink::instance(), LogLevel::kError),
+                                 clock_};
+  runtime::Store environments_, pods_;
+  NiceMock<testing::MockAgentApi> api_;
+  FakeFactory factory_{api_};
+  KubeSessionObjectWriter writer_{secret_client_, pod_client_};
+  StoreRunnerPodCensus census_{pods_};
+  OperatorMetrics metrics_{registry_};
+  std::vector<std::string> enqueued_;
+};
+
+// Issue 15, item 1: a claim retried long after its first attempt only rewrites the Secret that
+// attempt left, so the Secret still looks old; the sweep must not take it from the pod the retry
+// has just created (and the informer has not shown yet).
+TEST_F(AgentEnvironmentReconcilerTest, TheOrphanSweepSparesTheSecretOfAClaimRetriedLater) {
+  const AgentEnvironment env = given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+
+  // The first claim wrote the Secret, and the operator died before the pod.
+  writer_.ensure_secret(build_session_secret(env, session("work_1")));
+  clock_.advance(minutes(10));  // the item waited in the queue; no one took it
+  // The retry: the Secret is there already, the pod is created, and the pod cache lags.
+  const ClaimedSession retried = session("work_1");
+  writer_.ensure_secret(build_session_secret(env, retried));
+  ASSERT_TRUE(writer_.ensure_pod(build_runner_pod(env, retried)));
+  clock_.advance(minutes(2));  // the next sweep is due
+
+  reconciler->reconcile({kNamespace, kName});
+
+  EXPECT_TRUE(stored_secret("work_1").has_value())
+      << "the sweep removed the Secret of a pod that is about to run";
+}
+
+TEST_F(AgentEnvironmentReconcilerTest, TheOrphanSweepRemovesASecretWhosePodNeverCame) {
+  const AgentEnvironment env = given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  writer_.ensure_secret(build_session_secret(env, session("work_1")));
+  clock_.advance(minutes(10));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_FALSE(stored_secret("work_1").has_value());
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
