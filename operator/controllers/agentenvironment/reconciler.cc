@@ -13,6 +13,10 @@ namespace perimeter::agentenvironment {
 namespace {
 
 using nlohmann::json;
+
+// At most this many sessions are newly counted by one status write, so pendingMarks stays small
+// however many pods finish at once; the rest are counted by the next write.
+constexpr size_t kMaxCountedPerWrite = 500;
 using runtime::find_condition;
 using runtime::set_condition;
 
@@ -183,12 +187,12 @@ SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
   return *pollers_.emplace(key, std::move(poller)).first->second;
 }
 
-AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished_pods(
-    const AgentEnvironment& env, const json& involved) {
+AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions(
+    const AgentEnvironment& env) {
   Outcomes outcomes;
+  outcomes.surveyed = true;
   const auto now = deps_.clock.wall_now();
   const std::string selector = std::string(kLabelEnvironment) + "=" + label_value_for(env.name);
-  const std::string environment_label = env.namespace_ + "/" + env.name;
   for (const auto& pod : deps_.pods.by_index(runtime::Store::kLabelIndex, selector)) {
     const auto& metadata = (*pod)["metadata"];
     if (metadata.value("namespace", "") != env.namespace_) continue;
@@ -196,50 +200,24 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished
       ++outcomes.active;
       continue;
     }
-    const std::string name = metadata.value("name", "");
     const auto annotations = metadata.value("annotations", json::object());
-    std::string outcome = annotations.value(std::string(kAnnotationOutcome), "");
-    auto recorded_at = parse_rfc3339(annotations.value(std::string(kAnnotationRecordedAt), ""));
+    const std::string outcome = annotations.value(std::string(kAnnotationOutcome), "");
+    const auto recorded_at =
+        parse_rfc3339(annotations.value(std::string(kAnnotationRecordedAt), ""));
     if (outcome.empty() || !recorded_at) {
-      const bool succeeded = (*pod)["status"].value("phase", "") == "Succeeded";
-      outcome = succeeded ? "succeeded" : "failed";
-      recorded_at = now;
-      // Marked on the pod before it is counted: a crash in between loses one count rather than
-      // counting a session twice.
-      try {
-        deps_.pod_client.merge_patch(
-            env.namespace_, name,
-            {{"metadata",
-              {{"annotations",
-                {{std::string(kAnnotationOutcome), outcome},
-                 {std::string(kAnnotationRecordedAt), format_rfc3339(now)}}}}}});
-      } catch (const kube::ApiError& e) {
-        if (e.kind() == kube::ErrorKind::kNotFound) continue;
-        throw;
-      }
-      const std::string session = annotations.value(std::string(kAnnotationWorkId), "");
-      const std::string session_id =
+      FinishedPod finished;
+      finished.uid = metadata.value("uid", "");
+      finished.name = metadata.value("name", "");
+      finished.resource_version = metadata.value("resourceVersion", "");
+      finished.session_id =
           metadata.value("labels", json::object()).value(std::string(kLabelSessionId), "");
-      if (succeeded) {
-        ++outcomes.newly_succeeded;
-        deps_.metrics.sessions_succeeded_total.Add({{"environment", environment_label}})
-            .Increment();
-        deps_.events.record(involved, "Normal", "SessionSucceeded",
-                            "session " + session_id + " finished (pod " + name + ")");
-      } else {
-        const std::string reason = failure_reason(*pod);
-        ++outcomes.newly_failed;
-        deps_.metrics.sessions_failed_total
-            .Add({{"environment", environment_label}, {"reason", reason}})
-            .Increment();
-        deps_.events.record(involved, "Warning", "SessionFailed",
-                            "session " + session_id + " failed: " + reason + " (pod " + name + ")");
-      }
-      deps_.logger.info("session finished", {{"environment", environment_label},
-                                             {"pod", name},
-                                             {"work_id", session},
-                                             {"outcome", outcome}});
+      finished.work_id = annotations.value(std::string(kAnnotationWorkId), "");
+      finished.succeeded = (*pod)["status"].value("phase", "") == "Succeeded";
+      if (!finished.succeeded) finished.failure_reason = failure_reason(*pod);
+      outcomes.unmarked.push_back(std::move(finished));
+      continue;
     }
+    // Counted and marked: kept for its retention, then removed with its Secret.
     const std::int64_t keep_seconds =
         outcome == "succeeded" ? env.retain_succeeded_seconds : env.retain_failed_seconds;
     const auto delete_at = *recorded_at + std::chrono::seconds(keep_seconds);
@@ -251,6 +229,51 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::record_finished
     }
   }
   return outcomes;
+}
+
+void AgentEnvironmentReconciler::mark_counted(const AgentEnvironment& env, const json& involved,
+                                              const Outcomes& outcomes,
+                                              const StatusWrite& written) {
+  const std::string environment_label = env.namespace_ + "/" + env.name;
+  // Metrics, Events and logs follow the status: once per session, when the write that first
+  // counted it succeeded.
+  for (const auto& pod : written.counted) {
+    if (pod.succeeded) {
+      deps_.metrics.sessions_succeeded_total.Add({{"environment", environment_label}})
+          .Increment();
+      deps_.events.record(involved, "Normal", "SessionSucceeded",
+                          "session " + pod.session_id + " finished (pod " + pod.name + ")");
+    } else {
+      deps_.metrics.sessions_failed_total
+          .Add({{"environment", environment_label}, {"reason", pod.failure_reason}})
+          .Increment();
+      deps_.events.record(involved, "Warning", "SessionFailed",
+                          "session " + pod.session_id + " failed: " + pod.failure_reason +
+                              " (pod " + pod.name + ")");
+    }
+    deps_.logger.info("session finished", {{"environment", environment_label},
+                                           {"pod", pod.name},
+                                           {"work_id", pod.work_id},
+                                           {"outcome", pod.succeeded ? "succeeded" : "failed"}});
+  }
+  // The mark says "counted" on the pod itself, so the pod leaves status.sessions.pendingMarks and
+  // its retention starts. It is written against the resourceVersion the count was decided from:
+  // a cache that lags gets 409 and the next pass decides again.
+  const std::string now = format_rfc3339(deps_.clock.wall_now());
+  for (const auto& pod : outcomes.unmarked) {
+    if (written.pending_marks.count(pod.uid) == 0) continue;
+    try {
+      deps_.pod_client.merge_patch(
+          env.namespace_, pod.name,
+          {{"metadata",
+            {{"resourceVersion", pod.resource_version},
+             {"annotations",
+              {{std::string(kAnnotationOutcome), pod.succeeded ? "succeeded" : "failed"},
+               {std::string(kAnnotationRecordedAt), now}}}}}});
+    } catch (const kube::ApiError& e) {
+      if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
+    }
+  }
 }
 
 void AgentEnvironmentReconciler::refuse(const std::string& key, const json& object,
@@ -316,7 +339,8 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
                                                 const AgentEnvironment* env,
                                                 const Credentials& credentials,
                                                 const PollerState* poller, const Outcomes& outcomes,
-                                                const std::string& spec_error) const {
+                                                const std::string& spec_error,
+                                                std::vector<FinishedPod>* counted) const {
   json status = base.is_object() ? base : json::object();
   json conditions = status.value("conditions", json::array());
   const std::string now = format_rfc3339(deps_.clock.wall_now());
@@ -385,16 +409,37 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
   }
   status["conditions"] = conditions;
   status["observedGeneration"] = generation;
-  status["activeSessions"] = static_cast<std::int64_t>(outcomes.active);
-  const json sessions = status.value("sessions", json::object());
-  const std::int64_t succeeded =
-      sessions.value("succeeded", std::int64_t{0}) + outcomes.newly_succeeded;
-  const std::int64_t failed = sessions.value("failed", std::int64_t{0}) + outcomes.newly_failed;
-  // Every claimed session is running, or has been counted as succeeded or failed.
-  status["sessions"] = {
-      {"succeeded", succeeded},
-      {"failed", failed},
-      {"claimed", succeeded + failed + static_cast<std::int64_t>(outcomes.active)}};
+  if (outcomes.surveyed) {
+    // Counting exactly once (docs/claiming.md): a finished pod is counted here and its uid kept
+    // in pendingMarks by the same write; it is marked afterwards, and leaves the list once the
+    // cache shows the mark (or the pod gone). A pod whose uid is listed is never counted again,
+    // whatever the cache says, and a write that fails counts nothing.
+    const json sessions = status.value("sessions", json::object());
+    std::int64_t succeeded = sessions.value("succeeded", std::int64_t{0});
+    std::int64_t failed = sessions.value("failed", std::int64_t{0});
+    std::set<std::string> listed;
+    for (const auto& uid : sessions.value("pendingMarks", json::array())) {
+      if (uid.is_string()) listed.insert(uid.get<std::string>());
+    }
+    json pending = json::array();
+    size_t newly = 0;
+    for (const auto& pod : outcomes.unmarked) {
+      if (!listed.count(pod.uid)) {
+        if (newly == kMaxCountedPerWrite) continue;  // the rest in the next write
+        ++newly;
+        ++(pod.succeeded ? succeeded : failed);
+        if (counted != nullptr) counted->push_back(pod);
+      }
+      pending.push_back(pod.uid);
+    }
+    status["activeSessions"] = static_cast<std::int64_t>(outcomes.active);
+    // Every claimed session is running, or has been counted as succeeded or failed.
+    status["sessions"] = {
+        {"succeeded", succeeded},
+        {"failed", failed},
+        {"claimed", succeeded + failed + static_cast<std::int64_t>(outcomes.active)}};
+    if (!pending.empty()) status["sessions"]["pendingMarks"] = std::move(pending);
+  }
   if (poller != nullptr && poller->stats) {
     json queue = {{"depth", poller->stats->depth}, {"pending", poller->stats->pending}};
     if (poller->stats->workers_polling) queue["workersPolling"] = *poller->stats->workers_polling;
@@ -402,50 +447,83 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
     status["queue"] = queue;
   }
   if (poller != nullptr && poller->last_success) {
-    status["lastSuccessfulPollTime"] = format_rfc3339(*poller->last_success);
+    // Rewritten only when it has aged: a poll a second must not be a write a second.
+    const auto written = parse_rfc3339(status.value("lastSuccessfulPollTime", ""));
+    if (!written || *poller->last_success - *written >= options_.poll_time_refresh) {
+      status["lastSuccessfulPollTime"] = format_rfc3339(*poller->last_success);
+    }
   }
   return status;
 }
 
-void AgentEnvironmentReconciler::write_status(const json& object, const AgentEnvironment* env,
-                                              const Credentials& credentials,
-                                              const PollerState* poller, const Outcomes& outcomes,
-                                              const std::string& spec_error) {
+AgentEnvironmentReconciler::StatusWrite AgentEnvironmentReconciler::write_status(
+    const json& object, const AgentEnvironment* env, const Credentials& credentials,
+    const PollerState* poller, const Outcomes& outcomes, const std::string& spec_error) {
   const std::string ns = object["metadata"].value("namespace", "");
   const std::string name = object["metadata"].value("name", "");
+  const std::string key = ns + "/" + name;
   const auto generation_of = [](const json& o) {
     return o["metadata"].value("generation", std::int64_t{0});
   };
-  // Nothing to write when the cached object already has the status (the common case while
-  // sessions come and go is a changed count, which does write).
-  const bool counts_change = outcomes.newly_succeeded > 0 || outcomes.newly_failed > 0;
-  const json cached_status = object.value("status", json::object());
-  if (!counts_change && desired_status(cached_status, generation_of(object), env, credentials,
-                                       poller, outcomes, spec_error) == cached_status) {
-    return;
-  }
-  // Read-modify-write on the live object with its resourceVersion: the counts in status are
-  // lifetime totals, and a stale cached copy must never overwrite newer ones.
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    json live;
-    try {
-      live = deps_.environment_client.get(ns, name);
-    } catch (const kube::ApiError& e) {
-      if (e.kind() == kube::ErrorKind::kNotFound) return;
-      throw;
+  const auto pending_marks_of = [](const json& status) {
+    std::set<std::string> uids;
+    for (const auto& uid :
+         status.value("sessions", json::object()).value("pendingMarks", json::array())) {
+      if (uid.is_string()) uids.insert(uid.get<std::string>());
     }
-    const json current = live.value("status", json::object());
-    json status = desired_status(current, generation_of(live), env, credentials, poller, outcomes,
-                                 spec_error);
-    if (status == current) return;
-    live["status"] = std::move(status);
+    return uids;
+  };
+  StatusWrite result;
+  json current = object.value("status", json::object());
+  json status = desired_status(current, generation_of(object), env, credentials, poller, outcomes,
+                               spec_error);
+  if (status == current) {
+    result.pending_marks = pending_marks_of(current);
+    return result;
+  }
+  // Coalesced: within the interval after the last write, the change waits for the next one.
+  const auto now = deps_.clock.now();
+  {
+    std::lock_guard lock(mutex_);
+    const auto& written_at = memos_[key].status_written_at;
+    if (written_at && now - *written_at < options_.status_write_interval) {
+      result.deferred = *written_at + options_.status_write_interval - now;
+      result.pending_marks = pending_marks_of(current);
+      return result;
+    }
+  }
+  // Written against the resourceVersion it was computed from: the counts are lifetime totals,
+  // and a cached copy that lags must never overwrite newer ones. On conflict, the live object is
+  // read and everything is decided again from it.
+  json base = object;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::vector<FinishedPod> counted;
+    current = base.value("status", json::object());
+    status = desired_status(current, generation_of(base), env, credentials, poller, outcomes,
+                            spec_error, &counted);
+    if (status == current) {
+      result.pending_marks = pending_marks_of(current);
+      return result;
+    }
+    base["status"] = status;
     try {
-      deps_.environment_client.update_status(ns, live);
-      return;
+      deps_.environment_client.update_status(ns, base);
+      {
+        std::lock_guard lock(mutex_);
+        memos_[key].status_written_at = now;
+      }
+      result.counted = std::move(counted);
+      result.pending_marks = pending_marks_of(status);
+      return result;
     } catch (const kube::ApiError& e) {
-      if (e.kind() == kube::ErrorKind::kNotFound) return;
+      if (e.kind() == kube::ErrorKind::kNotFound) return result;
       if (e.kind() != kube::ErrorKind::kConflict) throw;
-      // Someone wrote in between: read again and recompute.
+    }
+    try {
+      base = deps_.environment_client.get(ns, name);
+    } catch (const kube::ApiError& e) {
+      if (e.kind() == kube::ErrorKind::kNotFound) return result;
+      throw;
     }
   }
   throw std::runtime_error("status of " + ns + "/" + name + " kept conflicting");
@@ -503,8 +581,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     return runtime::ReconcileResult::after(options_.resync);
   }
 
-  // Outcomes first: they free capacity the poller may use right away.
-  const Outcomes outcomes = record_finished_pods(env, involved);
+  const Outcomes outcomes = survey_sessions(env);
 
   // The key, the NetworkPolicy and the orphan sweep are redone when the spec changed, and
   // otherwise only now and then: pod events wake this reconcile many times a second under load.
@@ -532,7 +609,8 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   if (!credentials.ok) {
     remove_poller(key_text);
     deps_.events.record(involved, "Warning", credentials.reason, credentials.message);
-    write_status(*object, &env, credentials, nullptr, outcomes, "");
+    mark_counted(env, involved, outcomes,
+                 write_status(*object, &env, credentials, nullptr, outcomes, ""));
     const auto delay = credential_retry_delay(key_text, true);
     deps_.logger.warn("cannot read the environment key", {{"environment", key_text},
                                                           {"reason", credentials.reason},
@@ -549,10 +627,12 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     remove_orphan_secrets(env);
     memo.orphans_swept_at = now;
   }
-  memo.generation = env.generation;
   {
     std::lock_guard lock(mutex_);
-    memos_[key_text] = memo;
+    auto& stored = memos_[key_text];
+    stored.generation = env.generation;
+    stored.policy_applied_at = memo.policy_applied_at;
+    stored.orphans_swept_at = memo.orphans_swept_at;
   }
   auto& poller = ensure_poller(key_text, env, credentials.key);
   if (now - memo.gates_swept_at >= options_.gate_sweep) {
@@ -561,10 +641,12 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     memos_[key_text].gates_swept_at = now;
   }
   const PollerState state = poller.state();
-  write_status(*object, &env, credentials, &state, outcomes, "");
+  const StatusWrite written = write_status(*object, &env, credentials, &state, outcomes, "");
+  mark_counted(env, involved, outcomes, written);
 
   Clock::Duration next = options_.resync;
   if (outcomes.next_deletion && *outcomes.next_deletion < next) next = *outcomes.next_deletion;
+  if (written.deferred && *written.deferred < next) next = *written.deferred;
   return runtime::ReconcileResult::after(next);
 }
 

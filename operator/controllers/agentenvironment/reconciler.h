@@ -24,8 +24,8 @@
 
 namespace perimeter::agentenvironment {
 
-// Annotations the reconciler writes on a finished runner pod once it has counted its outcome,
-// so a restarted operator never counts it twice.
+// Annotations the reconciler writes on a finished runner pod once its outcome is counted in the
+// status (docs/claiming.md, "Counting sessions exactly once").
 inline constexpr std::string_view kAnnotationOutcome = "perimeter.dev/outcome";
 inline constexpr std::string_view kAnnotationRecordedAt = "perimeter.dev/outcome-recorded-at";
 
@@ -66,6 +66,12 @@ struct ReconcilerOptions {
   std::chrono::minutes orphan_sweep{1};
   // How often runner pods still gated after their item's ack (a lost release) are looked for.
   std::chrono::seconds gate_sweep{15};
+  // Status writes of one environment are at least this far apart; changes in between are
+  // written together (sessions finishing by the hundred make one write, not a hundred).
+  std::chrono::milliseconds status_write_interval{1000};
+  // lastSuccessfulPollTime is rewritten when it is older than this (not on every poll, which
+  // would be a write a second); the QueueReachable condition says at once when polls fail.
+  std::chrono::seconds poll_time_refresh{300};
 };
 
 // Converges one AgentEnvironment: reads its key, keeps its NetworkPolicy and its session poller
@@ -90,6 +96,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   struct Memo {
     std::int64_t generation = -1;
     Clock::TimePoint policy_applied_at{}, orphans_swept_at{}, gates_swept_at{};
+    std::optional<Clock::TimePoint> status_written_at;
   };
   struct Credentials {
     bool ok = false;
@@ -97,11 +104,23 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
     std::string reason;
     std::string message;
   };
+  // A finished runner pod whose outcome mark is not on it yet, as cached.
+  struct FinishedPod {
+    std::string uid, name, resource_version, session_id, work_id;
+    bool succeeded = false;
+    std::string failure_reason;
+  };
+  // What the cache says of the environment's sessions.
   struct Outcomes {
-    std::int64_t newly_succeeded = 0;
-    std::int64_t newly_failed = 0;
+    bool surveyed = false;  // false: the status's session figures are left as they are
+    std::vector<FinishedPod> unmarked;
     std::optional<Clock::Duration> next_deletion;
     size_t active = 0;
+  };
+  struct StatusWrite {
+    std::optional<Clock::Duration> deferred;  // written later, to coalesce
+    std::vector<FinishedPod> counted;         // newly counted by the write that was made
+    std::set<std::string> pending_marks;      // uids counted in status and not yet marked
   };
 
   Credentials read_key(const AgentEnvironment& env);
@@ -115,16 +134,23 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   void refuse(const std::string& key, const nlohmann::json& object, const AgentEnvironment& env,
               const nlohmann::json& involved, const std::string& reason,
               const std::string& message);
-  Outcomes record_finished_pods(const AgentEnvironment& env, const nlohmann::json& involved);
+  // Reads the environment's runner pods from the cache, and removes finished ones whose
+  // retention is over. Writes nothing else.
+  Outcomes survey_sessions(const AgentEnvironment& env);
+  // Marks the pods the status has counted, and reports the newly counted ones.
+  void mark_counted(const AgentEnvironment& env, const nlohmann::json& involved,
+                    const Outcomes& outcomes, const StatusWrite& written);
   void remove_orphan_secrets(const AgentEnvironment& env);
   // The status the object should have, computed from `base` (its current status).
+  // `counted` receives the unmarked pods this status counts for the first time.
   nlohmann::json desired_status(const nlohmann::json& base, std::int64_t generation,
                                 const AgentEnvironment* env, const Credentials& credentials,
                                 const PollerState* poller, const Outcomes& outcomes,
-                                const std::string& spec_error) const;
-  void write_status(const nlohmann::json& object, const AgentEnvironment* env,
-                    const Credentials& credentials, const PollerState* poller,
-                    const Outcomes& outcomes, const std::string& spec_error);
+                                const std::string& spec_error,
+                                std::vector<FinishedPod>* counted = nullptr) const;
+  StatusWrite write_status(const nlohmann::json& object, const AgentEnvironment* env,
+                           const Credentials& credentials, const PollerState* poller,
+                           const Outcomes& outcomes, const std::string& spec_error);
   std::chrono::milliseconds credential_retry_delay(const std::string& key, bool failed);
 
   ReconcilerDependencies deps_;

@@ -212,6 +212,10 @@ PollOutcome SessionPoller::poll_once() {
   if (!item) {
     release_slot("");
     deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "empty"}}).Increment();
+    {
+      std::lock_guard lock(mutex_);
+      if (state_.stats && state_.stats->depth > 0) stats_stale_ = true;
+    }
     return PollOutcome::kEmpty;
   }
   deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "work"}}).Increment();
@@ -408,6 +412,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   }
   // Acknowledged: the lease has started, so the runner may now start and heartbeat it. A failed
   // release is redone by release_acknowledged_pods() (the reconciler's periodic pass).
+  stats_stale_ = true;  // the queue is one shorter
   if (!release_pod(pod_name, item.id, "after the ack")) return PollOutcome::kFailed;
   return PollOutcome::kClaimed;
 }
@@ -498,13 +503,22 @@ std::chrono::milliseconds SessionPoller::delay_after(PollOutcome outcome) {
   return kCapacityRecheck;
 }
 
-void SessionPoller::run(std::stop_token stop, int index) {
+bool SessionPoller::stats_due(Clock::TimePoint last_refresh) const {
+  // Every kStatsInterval, and within kStatsAfterChange of a claim or of a poll that found the
+  // queue empty, so status does not show a queue that has already drained.
   constexpr auto kStatsInterval = std::chrono::seconds(5);
-  auto next_stats = deps_.clock.now();
+  constexpr auto kStatsAfterChange = std::chrono::seconds(1);
+  const auto since = deps_.clock.now() - last_refresh;
+  return since >= kStatsInterval || (stats_stale_.load() && since >= kStatsAfterChange);
+}
+
+void SessionPoller::run(std::stop_token stop, int index) {
+  std::optional<Clock::TimePoint> last_stats;
   while (!stop.stop_requested()) {
-    if (index == 0 && deps_.clock.now() >= next_stats) {
+    if (index == 0 && (!last_stats || stats_due(*last_stats))) {
+      stats_stale_ = false;
       refresh_stats();
-      next_stats = deps_.clock.now() + kStatsInterval;
+      last_stats = deps_.clock.now();
     }
     PollOutcome outcome;
     try {

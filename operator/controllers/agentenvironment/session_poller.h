@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -102,6 +103,8 @@ class SessionPoller {
   PollOutcome poll_once();
   // Fetches the queue's stats into the state and the gauges.
   void refresh_stats();
+  // Whether the stats fetched at `last_refresh` are due for a refresh.
+  bool stats_due(Clock::TimePoint last_refresh) const;
   // Releases the gate of every runner pod whose item the queue no longer holds as queued (it
   // was acknowledged, but the release after the ack failed or the operator died before it).
   // Items still queued are mid-claim or left to the reclaim, and keep their gate. Returns how
@@ -143,6 +146,9 @@ class SessionPoller {
   PollerState state_;
   Clock::TimePoint rejected_until_{};
   bool stopping_ = false;  // set once by stop(); an item polled after it is not claimed
+  // The queue's figures changed (a claim, or an empty poll while they showed items): thread 0
+  // fetches them again soon.
+  std::atomic<bool> stats_stale_{false};
   int reserved_ = 0;
   // Pods this poller created that the census has not shown yet, with when they were created.
   std::map<std::string, std::chrono::steady_clock::time_point> recently_created_;

@@ -100,6 +100,52 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
     return server_.object_at(std::string("/api/v1/namespaces/") + kNamespace + "/secrets/" +
                              runner_object_name(work_id));
   }
+  // A runner pod of the environment in the apiserver and the cache.
+  json given_runner_pod(const AgentEnvironment& env, const std::string& work_id,
+                        const std::string& phase) {
+    json pod = build_runner_pod(env, session(work_id));
+    pod["status"] = {{"phase", phase}};
+    const json stored =
+        server_.seed(std::string("/api/v1/namespaces/") + kNamespace + "/pods", pod);
+    pods_.upsert(std::make_shared<const json>(stored));
+    return stored;
+  }
+  // The informer catches up with the apiserver.
+  void refresh_caches() {
+    for (const auto& key : pods_.keys()) {
+      const auto stored = server_.object_at(std::string("/api/v1/namespaces/") + key.substr(0, key.find('/')) +
+                                            "/pods/" + key.substr(key.find('/') + 1));
+      if (stored) {
+        pods_.upsert(std::make_shared<const json>(*stored));
+      } else {
+        pods_.remove(key);
+      }
+    }
+    environments_.upsert(std::make_shared<const json>(stored_environment()));
+  }
+  json stored_environment() {
+    return *server_.object_at(std::string("/apis/perimeter.dev/v1alpha1/namespaces/") +
+                              kNamespace + "/agentenvironments/" + kName);
+  }
+  std::int64_t count(const std::string& field) {
+    return stored_environment()["status"]["sessions"].value(field, std::int64_t{-1});
+  }
+  // Writes the operator sent since `from` (an index into the request log): creates, updates,
+  // patches and deletes, Events excluded.
+  std::vector<std::string> writes_since(size_t from) {
+    std::vector<std::string> writes;
+    const auto requests = server_.requests();
+    for (size_t i = from; i < requests.size(); ++i) {
+      const auto& r = requests[i];
+      if (r.rfind("GET", 0) == 0 || r.find("/events") != std::string::npos) continue;
+      writes.push_back(r);
+    }
+    return writes;
+  }
+  double succeeded_metric() {
+    return metrics_.sessions_succeeded_total.Add({{"environment", kKey}}).Value();
+  }
+
   std::optional<json> stored_pod(const std::string& work_id) {
     return server_.object_at(std::string("/api/v1/namespaces/") + kNamespace + "/pods/" +
                              runner_object_name(work_id));
@@ -160,6 +206,102 @@ TEST_F(AgentEnvironmentReconcilerTest, TheOrphanSweepRemovesASecretWhosePodNever
   clock_.advance(minutes(10));
   reconciler->reconcile({kNamespace, kName});
   EXPECT_FALSE(stored_secret("work_1").has_value());
+}
+
+// Issue 15, item 2: the outcome is decided from the cache, which may not show the mark the
+// previous pass wrote; that pass's session must not be counted again, in status or in metrics.
+TEST_F(AgentEnvironmentReconcilerTest, AFinishedSessionIsCountedOnceWhenTheCacheLagsBehindItsMark) {
+  const AgentEnvironment env =
+      given(environment_object({{"retention", {{"succeededSeconds", 3600}}}}));
+  given_runner_pod(env, "work_1", "Succeeded");
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  ASSERT_EQ(count("succeeded"), 1);
+  // The pod cache has not seen the mark yet; the environment cache has the new status.
+  environments_.upsert(std::make_shared<const json>(stored_environment()));
+  clock_.advance(seconds(2));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(count("succeeded"), 1);
+  EXPECT_EQ(succeeded_metric(), 1);
+}
+
+// Issue 15, item 2: a pass that marks a pod and then fails to write the count must not lose it.
+TEST_F(AgentEnvironmentReconcilerTest, ACountSurvivesAStatusWriteThatFailed) {
+  const AgentEnvironment env = given(environment_object());
+  given_runner_pod(env, "work_1", "Failed");
+  auto reconciler = make_reconciler(options());
+  server_.fail_next("PUT", "/status", 500, R"({"kind":"Status","code":500,"message":"etcdserver: request timed out"})");
+  try {
+    reconciler->reconcile({kNamespace, kName});
+  } catch (const std::exception&) {
+    // the controller retries the key with backoff
+  }
+  refresh_caches();
+  clock_.advance(seconds(2));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(count("failed"), 1);
+  EXPECT_EQ(count("claimed"), 1);
+}
+
+// Issue 15, item 2: an operator restarted between the count and the mark counts nothing again.
+TEST_F(AgentEnvironmentReconcilerTest, ARestartedOperatorDoesNotCountAgain) {
+  const AgentEnvironment env = given(environment_object());
+  given_runner_pod(env, "work_1", "Succeeded");
+  given_runner_pod(env, "work_2", "Running");
+  make_reconciler(options())->reconcile({kNamespace, kName});
+  refresh_caches();
+  clock_.advance(seconds(2));
+  make_reconciler(options())->reconcile({kNamespace, kName});
+  EXPECT_EQ(count("succeeded"), 1);
+  EXPECT_EQ(count("claimed"), 2);
+}
+
+// Issue 15, item 5: polls that keep succeeding while nothing changes write nothing.
+TEST_F(AgentEnvironmentReconcilerTest, AnIdleEnvironmentCausesNoApiserverWrites) {
+  ON_CALL(api_, poll(_)).WillByDefault(Return(std::nullopt));
+  given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  reconciler->poller(kKey)->poll_once();
+  reconciler->poller(kKey)->refresh_stats();
+  clock_.advance(seconds(2));
+  reconciler->reconcile({kNamespace, kName});  // the first answers are news: Polling, the queue
+  refresh_caches();
+  ASSERT_EQ(stored_environment()["status"]["conditions"][0]["reason"], "Polling");
+  const size_t from = server_.requests().size();
+  for (int second = 0; second < 120; ++second) {
+    clock_.advance(seconds(1));
+    reconciler->poller(kKey)->poll_once();
+    if (second % 5 == 0) reconciler->poller(kKey)->refresh_stats();
+    reconciler->reconcile({kNamespace, kName});
+    refresh_caches();
+  }
+  EXPECT_THAT(writes_since(from), ::testing::IsEmpty());
+}
+
+// Issue 15, item 5: however many sessions finish, status is written a bounded number of times.
+TEST_F(AgentEnvironmentReconcilerTest, SessionsFinishingTogetherCoalesceIntoFewStatusWrites) {
+  const AgentEnvironment env = given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  refresh_caches();
+  const size_t from = server_.requests().size();
+  // Forty sessions end within one second; each pod event wakes a pass.
+  for (int i = 0; i < 40; ++i) {
+    given_runner_pod(env, "work_" + std::to_string(i), "Succeeded");
+    clock_.advance(std::chrono::milliseconds(25));
+    reconciler->reconcile({kNamespace, kName});
+    refresh_caches();
+  }
+  clock_.advance(seconds(2));
+  reconciler->reconcile({kNamespace, kName});
+  refresh_caches();
+  int status_writes = 0;
+  for (const auto& write : writes_since(from)) {
+    if (write.find("/status") != std::string::npos) ++status_writes;
+  }
+  EXPECT_LE(status_writes, 3);
+  EXPECT_EQ(count("succeeded"), 40);
 }
 
 }  // namespace

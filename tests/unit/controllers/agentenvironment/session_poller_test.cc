@@ -182,6 +182,35 @@ TEST_F(SessionPollerTest, AClaimSlowerThanTheReclaimWindowGivesTheItemUpBeforeTh
             1);
 }
 
+// Issue 15, item 12: the queue's figures in status follow a drained queue within a second,
+// not at the next five-second refresh.
+TEST_F(SessionPollerTest, AnEmptyPollAfterTheQueueShowedItemsRefreshesTheFiguresSoon) {
+  auto poller = make_poller(environment());
+  agentapi::WorkQueueStats two;
+  two.depth = 2;
+  EXPECT_CALL(api_, stats()).WillOnce(Return(two));
+  poller->refresh_stats();
+  const auto refreshed_at = clock_.now();
+  clock_.advance(milliseconds(1000));
+  EXPECT_FALSE(poller->stats_due(refreshed_at));
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  poller->poll_once();
+  EXPECT_TRUE(poller->stats_due(refreshed_at));
+}
+
+TEST_F(SessionPollerTest, AQuietQueueIsAskedForItsFiguresEveryFiveSeconds) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, stats()).WillOnce(Return(agentapi::WorkQueueStats{}));
+  poller->refresh_stats();
+  const auto refreshed_at = clock_.now();
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  poller->poll_once();  // empty, and the figures already said so
+  clock_.advance(milliseconds(4999));
+  EXPECT_FALSE(poller->stats_due(refreshed_at));
+  clock_.advance(milliseconds(1));
+  EXPECT_TRUE(poller->stats_due(refreshed_at));
+}
+
 TEST_F(SessionPollerTest, ARetriedClaimMeetsTheExistingPodAndOnlyAcks) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
