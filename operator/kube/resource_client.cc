@@ -89,9 +89,10 @@ std::string ResourceClient::name_of(const json& object) {
 
 json ResourceClient::call(const std::string& verb, const std::string& method,
                           const std::string& path, const std::string& body,
-                          const std::string& content_type) {
+                          const std::string& content_type, const RequestOptions& options) {
   HttpRequest request;
   request.method = method;
+  request.timeout = options.timeout;
   request.path_and_query = path;
   request.body = body;
   if (!content_type.empty()) request.headers["Content-Type"] = content_type;
@@ -109,7 +110,9 @@ json ResourceClient::call(const std::string& verb, const std::string& method,
     auto error = ApiError::from_response(response.status, std::move(response.body), context);
     if (!error.body_is_status()) metrics_.count_decode_error("error_body");
     // A 429 was refused before anything happened, so sending it again is safe for every verb.
-    if (error.kind() != ErrorKind::kTooManyRequests || attempt >= kMaxThrottleRetries) throw error;
+    if (error.kind() != ErrorKind::kTooManyRequests || attempt >= kMaxThrottleRetries ||
+        options.timeout.count() > 0)
+      throw error;
     const int asked = error.retry_after_seconds();
     const auto wait = std::min<std::chrono::milliseconds>(
         asked > 0 ? std::chrono::seconds(asked) : std::chrono::seconds(1), kMaxThrottleWait);
@@ -128,8 +131,9 @@ json ResourceClient::call(const std::string& verb, const std::string& method,
   return parsed;
 }
 
-json ResourceClient::get(const std::string& ns, const std::string& name) {
-  return call("get", "GET", type_.path(ns, name));
+json ResourceClient::get(const std::string& ns, const std::string& name,
+                         const RequestOptions& request) {
+  return call("get", "GET", type_.path(ns, name), "", "", request);
 }
 
 json ResourceClient::list(const std::string& ns, const ListOptions& options) {
@@ -162,8 +166,9 @@ json ResourceClient::list_all(const std::string& ns, ListOptions options) {
   return merged;
 }
 
-json ResourceClient::create(const std::string& ns, const json& object) {
-  return call("create", "POST", type_.path(ns), object.dump());
+json ResourceClient::create(const std::string& ns, const json& object,
+                            const RequestOptions& request) {
+  return call("create", "POST", type_.path(ns), object.dump(), "", request);
 }
 
 json ResourceClient::create_subresource(const std::string& ns, const std::string& name,
@@ -171,8 +176,9 @@ json ResourceClient::create_subresource(const std::string& ns, const std::string
   return call("create", "POST", type_.path(ns, name, subresource), object.dump());
 }
 
-json ResourceClient::update(const std::string& ns, const json& object) {
-  return call("update", "PUT", type_.path(ns, name_of(object)), object.dump());
+json ResourceClient::update(const std::string& ns, const json& object,
+                            const RequestOptions& request) {
+  return call("update", "PUT", type_.path(ns, name_of(object)), object.dump(), "", request);
 }
 
 json ResourceClient::remove(const std::string& ns, const std::string& name,

@@ -33,6 +33,14 @@ struct ApplyOptions {
   bool force = false;
 };
 
+// Per-call settings of the verbs that take them.
+struct RequestOptions {
+  // Bounds each HTTP request of the call (zero: the transport's default, Config::request_timeout).
+  // A caller with a deadline of its own (a leader renewing its lease) passes what remains of it.
+  // Such a call is not sent again after a 429: it fails, and the caller retries on its schedule.
+  std::chrono::milliseconds timeout{0};
+};
+
 struct WatchOptions {
   std::string label_selector;
   std::string field_selector;
@@ -90,18 +98,21 @@ class ResourceClient {
     sleeper_ = std::move(sleeper);
   }
 
-  nlohmann::json get(const std::string& ns, const std::string& name);
+  nlohmann::json get(const std::string& ns, const std::string& name,
+                     const RequestOptions& request = {});
   // One page; follow metadata.continue for the next one.
   nlohmann::json list(const std::string& ns, const ListOptions& options = {});
   // Every page, merged into one list whose metadata.resourceVersion is the first page's (the
   // snapshot the pages belong to).
   nlohmann::json list_all(const std::string& ns, ListOptions options = {});
-  nlohmann::json create(const std::string& ns, const nlohmann::json& object);
+  nlohmann::json create(const std::string& ns, const nlohmann::json& object,
+                        const RequestOptions& request = {});
   // POST to a subresource that creates something (serviceaccounts/token, pods/eviction).
   nlohmann::json create_subresource(const std::string& ns, const std::string& name,
                                     const std::string& subresource, const nlohmann::json& object);
   // PUT with the object's metadata.resourceVersion: a stale version gets 409 Conflict.
-  nlohmann::json update(const std::string& ns, const nlohmann::json& object);
+  nlohmann::json update(const std::string& ns, const nlohmann::json& object,
+                        const RequestOptions& request = {});
   // Returns the server's answer: the object (when finalizers keep it) or a Status.
   nlohmann::json remove(const std::string& ns, const std::string& name,
                         const DeleteOptions& options = {});
@@ -129,7 +140,8 @@ class ResourceClient {
 
  private:
   nlohmann::json call(const std::string& verb, const std::string& method, const std::string& path,
-                      const std::string& body = "", const std::string& content_type = "");
+                      const std::string& body = "", const std::string& content_type = "",
+                      const RequestOptions& options = {});
   nlohmann::json apply_to(const std::string& ns, const nlohmann::json& object,
                           const ApplyOptions& options, const std::string& subresource);
   static std::string name_of(const nlohmann::json& object);
