@@ -22,12 +22,29 @@ LeaderElector::LeaderElector(kube::ResourceClient& leases, LeaderElectionConfig 
       clock_(clock),
       random_(random),
       is_leader_gauge_(metrics.leader_election_is_leader.Add(
+          {{"lease", config_.lease_namespace + "/" + config_.lease_name}})),
+      renew_failures_(metrics.leader_election_renew_failures_total.Add(
           {{"lease", config_.lease_namespace + "/" + config_.lease_name}})) {
   if (config_.identity.empty()) config_.identity = default_identity(random_);
   if (config_.lease_name.empty() || config_.lease_namespace.empty())
     throw std::invalid_argument("leader election needs a lease namespace and name");
+  const auto seconds = [](std::chrono::seconds s) { return std::to_string(s.count()) + " s"; };
+  if (config_.lease_duration.count() <= 0 || config_.renew_deadline.count() <= 0 ||
+      config_.retry_period.count() <= 0)
+    throw std::invalid_argument("leader election: lease duration (" +
+                                seconds(config_.lease_duration) + "), renew deadline (" +
+                                seconds(config_.renew_deadline) + ") and retry period (" +
+                                seconds(config_.retry_period) + ") must be positive");
   if (config_.renew_deadline >= config_.lease_duration)
-    throw std::invalid_argument("leader election: renew deadline must be shorter than the lease");
+    throw std::invalid_argument(
+        "leader election: the renew deadline (" + seconds(config_.renew_deadline) +
+        ") must be shorter than the lease duration (" + seconds(config_.lease_duration) +
+        "), or another replica may take the lease while this one still leads");
+  if (config_.retry_period >= config_.renew_deadline)
+    throw std::invalid_argument(
+        "leader election: the retry period (" + seconds(config_.retry_period) +
+        ") must be shorter than the renew deadline (" + seconds(config_.renew_deadline) +
+        "), or a leader cannot retry a failed renewal before it must stop leading");
 }
 
 std::string LeaderElector::default_identity(RandomSource& random) {
@@ -70,11 +87,40 @@ json LeaderElector::lease_spec(const json& previous) const {
   return spec;
 }
 
+namespace {
+
+// An attempt that would have to send a request with (almost) no time left before its deadline.
+class RenewDeadlineReached : public std::runtime_error {
+ public:
+  RenewDeadlineReached() : std::runtime_error("renew deadline reached before the request") {}
+};
+
+}  // namespace
+
+kube::RequestOptions LeaderElector::bounded_by(Clock::TimePoint deadline) const {
+  using std::chrono::milliseconds;
+  const auto left = std::chrono::duration_cast<milliseconds>(deadline - clock_.now());
+  // Rounded down to whole seconds (tenths under one): the HTTP transport keeps a connection pool
+  // per distinct timeout, so the values used must stay few.
+  kube::RequestOptions options;
+  if (left >= std::chrono::seconds(1)) {
+    options.timeout = std::chrono::floor<std::chrono::seconds>(left);
+  } else {
+    options.timeout = milliseconds(left.count() / 100 * 100);
+    if (options.timeout.count() <= 0) throw RenewDeadlineReached();
+  }
+  return options;
+}
+
 bool LeaderElector::try_acquire_or_renew() {
+  return try_acquire_or_renew(clock_.now() + config_.renew_deadline);
+}
+
+bool LeaderElector::try_acquire_or_renew(Clock::TimePoint deadline) {
   try {
     json lease;
     try {
-      lease = leases_.get(config_.lease_namespace, config_.lease_name);
+      lease = leases_.get(config_.lease_namespace, config_.lease_name, bounded_by(deadline));
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kNotFound) throw;
       const json spec = lease_spec(json::object());
@@ -83,7 +129,7 @@ bool LeaderElector::try_acquire_or_renew() {
           {"kind", "Lease"},
           {"metadata", {{"name", config_.lease_name}, {"namespace", config_.lease_namespace}}},
           {"spec", spec}};
-      leases_.create(config_.lease_namespace, fresh);
+      leases_.create(config_.lease_namespace, fresh, bounded_by(deadline));
       observed_spec_ = spec;
       observed_time_ = clock_.now();
       return true;
@@ -106,7 +152,8 @@ bool LeaderElector::try_acquire_or_renew() {
       return false;  // someone else holds a lease that has not expired on our clock
     const json next = lease_spec(spec);
     lease["spec"] = next;
-    leases_.update(config_.lease_namespace, lease);  // carries resourceVersion: a race is a 409
+    // Carries resourceVersion: a race is a 409.
+    leases_.update(config_.lease_namespace, lease, bounded_by(deadline));
     observed_spec_ = next;
     observed_time_ = clock_.now();
     return true;
@@ -122,12 +169,14 @@ bool LeaderElector::try_acquire_or_renew() {
 
 void LeaderElector::release() {
   try {
-    json lease = leases_.get(config_.lease_namespace, config_.lease_name);
+    // A release that cannot finish in time changes nothing: the lease then simply expires.
+    const auto deadline = clock_.now() + config_.renew_deadline;
+    json lease = leases_.get(config_.lease_namespace, config_.lease_name, bounded_by(deadline));
     if (lease["spec"].value("holderIdentity", "") != config_.identity) return;
     lease["spec"]["holderIdentity"] = "";
     lease["spec"]["leaseDurationSeconds"] = 1;
     lease["spec"]["renewTime"] = format_micro_time(clock_.wall_now());
-    leases_.update(config_.lease_namespace, lease);
+    leases_.update(config_.lease_namespace, lease, bounded_by(deadline));
     logger_.info("released lease", {{"lease", config_.lease_name}, {"identity", config_.identity}});
   } catch (const std::exception& e) {
     logger_.warn("could not release lease", {{"lease", config_.lease_name}, {"error", e.what()}});
@@ -142,17 +191,40 @@ std::chrono::milliseconds LeaderElector::jittered_retry() {
 }
 
 bool LeaderElector::sleep_for(std::chrono::milliseconds delay, std::stop_token& stop) {
+  return wait_until(clock_.now() + delay, stop);
+}
+
+bool LeaderElector::wait_until(Clock::TimePoint until, std::stop_token stop) {
+  if (waiter_) return waiter_(until, std::move(stop));
   std::unique_lock lock(sleep_mutex_);
-  sleep_cv_.wait_for(lock, stop, delay, [] { return false; });
-  return !stop.stop_requested();
+  while (!stop.stop_requested()) {
+    const auto now = clock_.now();
+    if (now >= until) return true;
+    sleep_cv_.wait_for(lock, stop, until - now, [] { return false; });
+  }
+  return false;
 }
 
 void LeaderElector::run(std::stop_token stop) {
   logger_.info("campaigning", {{"lease", config_.lease_name}, {"identity", config_.identity}});
-  while (!try_acquire_or_renew()) {
+  for (;;) {
+    const auto attempt = clock_.now();
+    if (try_acquire_or_renew(attempt + config_.renew_deadline)) {
+      if (clock_.now() < attempt + config_.renew_deadline) {
+        if (stop.stop_requested()) return;
+        lead(attempt, stop);
+        return;
+      }
+      // The answer came too late to build on; the next attempt renews what we now hold.
+      logger_.warn("acquired the lease too late to lead on it",
+                   {{"lease", config_.lease_name}, {"identity", config_.identity}});
+    }
     if (!sleep_for(jittered_retry(), stop)) return;
   }
-  if (stop.stop_requested()) return;
+}
+
+void LeaderElector::lead(Clock::TimePoint proven_at, std::stop_token stop) {
+  lead_until_ = proven_at + config_.renew_deadline;
   leading_ = true;
   is_leader_gauge_.Set(1);
   logger_.info("started leading", {{"lease", config_.lease_name}, {"identity", config_.identity}});
@@ -160,30 +232,65 @@ void LeaderElector::run(std::stop_token stop) {
   std::thread work([&] {
     if (callbacks_.on_started_leading) callbacks_.on_started_leading(leader_work.get_token());
   });
-  auto last_renew = clock_.now();
-  bool lost = false;
-  while (sleep_for(std::chrono::duration_cast<std::chrono::milliseconds>(config_.retry_period),
-                   stop)) {
-    if (try_acquire_or_renew()) {
-      last_renew = clock_.now();
-    } else if (clock_.now() - last_renew >= config_.renew_deadline ||
-               observed_spec_.value("holderIdentity", "") != config_.identity) {
-      lost = true;
-      break;
+  // Renewals run on a thread of their own, so that a request that hangs cannot keep this one
+  // from stopping the leader work when the deadline passes. `term` ends the renewals; the
+  // renewer asks for it too when it sees another holder.
+  std::stop_source term;
+  std::atomic<bool> taken{false};
+  std::thread renewer([&] { renew_until_stopped(term, taken); });
+  bool deadline_passed = false;
+  {
+    std::stop_callback forward(stop, [&term] { term.request_stop(); });
+    // Each successful renewal moves lead_until_ on; wake at the current one and look again.
+    while (wait_until(lead_until_.load(), term.get_token())) {
+      if (clock_.now() >= lead_until_.load()) {
+        deadline_passed = true;
+        break;
+      }
     }
   }
   // Leader-only work stops first, before anything else can block.
   leader_work.request_stop();
   leading_ = false;
   is_leader_gauge_.Set(0);
+  term.request_stop();
   work.join();
-  if (lost) {
-    logger_.error("lost leadership",
-                  {{"lease", config_.lease_name}, {"identity", config_.identity}});
+  renewer.join();  // its request is bounded by the deadline that has just passed, or ends now
+  if (deadline_passed) {
+    logger_.error("lost leadership: no renewal within the renew deadline",
+                  {{"lease", config_.lease_name},
+                   {"identity", config_.identity},
+                   {"renew_deadline_s", config_.renew_deadline.count()}});
+  } else if (taken) {
+    logger_.error("lost leadership: another holder has the lease",
+                  {{"lease", config_.lease_name},
+                   {"identity", config_.identity},
+                   {"holder", observed_spec_.value("holderIdentity", "")}});
   } else if (config_.release_on_stop) {
     release();
   }
   if (callbacks_.on_stopped_leading) callbacks_.on_stopped_leading();
+}
+
+void LeaderElector::renew_until_stopped(std::stop_source& term, std::atomic<bool>& taken) {
+  auto token = term.get_token();
+  while (sleep_for(std::chrono::duration_cast<std::chrono::milliseconds>(config_.retry_period),
+                   token)) {
+    const auto attempt = clock_.now();
+    const auto deadline = lead_until_.load();
+    if (attempt >= deadline) return;  // run() is stepping down
+    // Proven only when the answer came in time; a late one leaves the deadline where it was.
+    if (try_acquire_or_renew(deadline) && clock_.now() < deadline) {
+      lead_until_ = attempt + config_.renew_deadline;
+      continue;
+    }
+    renew_failures_.Increment();
+    if (observed_spec_.value("holderIdentity", "") != config_.identity) {
+      taken = true;
+      term.request_stop();
+      return;
+    }
+  }
 }
 
 }  // namespace perimeter::runtime

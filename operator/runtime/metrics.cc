@@ -43,6 +43,12 @@ RuntimeMetrics::RuntimeMetrics(prometheus::Registry& registry)
                                     .Name("perimeter_leader_election_is_leader")
                                     .Help("1 while this process holds the lease")
                                     .Register(registry)),
+      leader_election_renew_failures_total(
+          prometheus::BuildCounter()
+              .Name("perimeter_leader_election_renew_failures_total")
+              .Help("Renewals of a held lease that failed: an error, a request that ran out of "
+                    "renew deadline, a conflict, or another holder")
+              .Register(registry)),
       events_dropped_total(
           prometheus::BuildCounter()
               .Name("perimeter_events_dropped_total")

@@ -24,6 +24,7 @@ class RuntimeMetrics {
   prometheus::Family<prometheus::Counter>& handler_errors_total;      // {resource}
   prometheus::Family<prometheus::Counter>& watch_events_total;        // {resource,type}
   prometheus::Family<prometheus::Gauge>& leader_election_is_leader;   // {lease}
+  prometheus::Family<prometheus::Counter>& leader_election_renew_failures_total;  // {lease}
   prometheus::Family<prometheus::Counter>& events_dropped_total;      // {reason}
 
   static const prometheus::Histogram::BucketBoundaries& reconcile_buckets();
