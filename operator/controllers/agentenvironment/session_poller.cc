@@ -1,6 +1,7 @@
 #include "controllers/agentenvironment/session_poller.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "agentapi/agent_api_client.h"
 #include "agentapi/api_error.h"
@@ -71,7 +72,8 @@ void SessionPoller::update(PollerSettings settings) {
         settings.environment.api_base_url != settings_.environment.api_base_url ||
         settings.environment.environment_id != settings_.environment.environment_id;
     settings_ = std::move(settings);
-    ++settings_generation_;
+    // The client (and its connections) is rebuilt only for a new key, URL or environment id.
+    if (credentials_changed) ++settings_generation_;
     if (credentials_changed && state_.health == PollerHealth::kRejected) {
       rejected_until_ = {};  // try the new key or URL at once
       backoff_.reset();
@@ -105,7 +107,14 @@ std::shared_ptr<agentapi::AgentApi> SessionPoller::api() {
   return api_;
 }
 
-bool SessionPoller::reserve_slot() {
+SessionPoller::SlotReservation::~SlotReservation() {
+  if (poller_ != nullptr) poller_->release_slot(created_pod_);
+}
+
+SessionPoller::SlotReservation::SlotReservation(SlotReservation&& other) noexcept
+    : poller_(std::exchange(other.poller_, nullptr)), created_pod_(std::move(other.created_pod_)) {}
+
+std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
   std::unique_lock lock(mutex_);
   const std::string ns = settings_.environment.namespace_;
   const std::string name = settings_.environment.name;
@@ -124,9 +133,9 @@ bool SessionPoller::reserve_slot() {
   const bool at_capacity = in_use >= settings_.environment.max_concurrent_sessions;
   deps_.metrics.active_sessions.Add({{"environment", label()}})
       .Set(static_cast<double>(census.unfinished.size() + recently_created_.size()));
-  if (at_capacity) return false;
+  if (at_capacity) return std::nullopt;
   ++reserved_;
-  return true;
+  return SlotReservation(this);
 }
 
 void SessionPoller::release_slot(const std::string& created_pod) {
@@ -174,7 +183,9 @@ PollOutcome SessionPoller::poll_once() {
     settings = settings_;
   }
   if (settings.environment.suspend) return PollOutcome::kSuspended;
-  if (!reserve_slot()) return PollOutcome::kAtCapacity;
+  // Held until this pass ends; the pod it creates counts against the limit from then on.
+  auto slot = reserve_slot();
+  if (!slot) return PollOutcome::kAtCapacity;
 
   std::optional<agentapi::WorkItem> item;
   const auto api_client = api();
@@ -185,7 +196,6 @@ PollOutcome SessionPoller::poll_once() {
     options.worker_id = settings.worker_id;
     item = api_client->poll(options);
   } catch (const agentapi::ApiError& e) {
-    release_slot("");
     const int status = e.status();
     const std::string detail = "work-queue poll answered HTTP " + std::to_string(status) + ": " +
                                (e.api_message().empty() ? e.raw_body() : e.api_message());
@@ -197,10 +207,8 @@ PollOutcome SessionPoller::poll_once() {
     if (status == 429) return fail_poll("RateLimited", "rate_limited", detail, false);
     return fail_poll("ServerError", "server_error", detail, false);
   } catch (const agentapi::ProtocolError& e) {
-    release_slot("");
     return fail_poll("InvalidResponse", "invalid_response", e.what(), false);
   } catch (const agentapi::TransportError& e) {
-    release_slot("");
     return fail_poll("Unreachable", "transport", e.what(), false);
   }
   const PollTime polled_at{deps_.clock.now(), deps_.clock.wall_now()};
@@ -210,7 +218,6 @@ PollOutcome SessionPoller::poll_once() {
   }
   set_state(PollerHealth::kPolling, "Polling", "the work queue answers");
   if (!item) {
-    release_slot("");
     deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "empty"}}).Increment();
     {
       std::lock_guard lock(mutex_);
@@ -225,18 +232,17 @@ PollOutcome SessionPoller::poll_once() {
     // window, to us once resumed or to another worker. Claiming it now could strand it.
     std::lock_guard lock(mutex_);
     if (settings_.environment.suspend || stopping_) {
-      --reserved_;
       deps_.logger.info("no longer claiming; leaving the polled item to the queue",
                         {{"environment", label()}, {"work_id", item->id}});
       return PollOutcome::kSuspended;
     }
   }
   if (item->data_type != "session") {
-    release_slot("");
+    slot.reset();
     answer_healthcheck(*item);
     return PollOutcome::kClaimed;
   }
-  return claim(*item, polled_at);
+  return claim(*item, polled_at, *slot);
 }
 
 bool SessionPoller::release_pod(const std::string& pod_name, const std::string& work_id,
@@ -299,7 +305,8 @@ int SessionPoller::release_acknowledged_pods() {
   return released;
 }
 
-PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled_at) {
+PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled_at,
+                                 SlotReservation& slot) {
   PollerSettings settings;
   {
     std::lock_guard lock(mutex_);
@@ -326,7 +333,6 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   // environment key to a pod, so the item cannot be served here. Stop it so the queue does not
   // hand it out forever, and say so.
   if (!item.secret || item.secret->empty()) {
-    release_slot("");
     claim_error("decode", "missing_secret", "the poll response carried no secret");
     try {
       api()->ack(item.id);
@@ -340,7 +346,6 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   try {
     agentapi::decode_work_secret(*item.secret);
   } catch (const agentapi::SecretError& e) {
-    release_slot("");
     claim_error("decode", "undecodable_secret", e.what());
     try {
       api()->ack(item.id);
@@ -360,13 +365,11 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
     if (!deps_.objects.ensure_secret(build_session_secret(env, session))) {
       // This claim outlived the reclaim window and the item went out again: the later claim
       // holds the secret the queue re-issued, and finishes the item.
-      release_slot("");
-      deps_.logger.info("a later claim of this item has written its Secret; leaving it the item",
+        deps_.logger.info("a later claim of this item has written its Secret; leaving it the item",
                         log_fields);
       return PollOutcome::kClaimed;
     }
   } catch (const std::exception& e) {
-    release_slot("");
     claim_error("secret", "kubernetes", e.what());
     return PollOutcome::kFailed;
   }
@@ -375,7 +378,6 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   // than make a pod whose Secret the sweep may take. The queue hands the item out again.
   const auto elapsed = deps_.clock.now() - polled_at.steady;
   if (elapsed >= milliseconds(env.reclaim_older_than_ms)) {
-    release_slot("");
     claim_error("pod", "claim_too_slow",
                 "the claim took " +
                     std::to_string(std::chrono::duration_cast<milliseconds>(elapsed).count()) +
@@ -385,11 +387,10 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   try {
     created = deps_.objects.ensure_pod(build_runner_pod(env, session));
   } catch (const std::exception& e) {
-    release_slot("");
     claim_error("pod", "kubernetes", e.what());
     return PollOutcome::kFailed;
   }
-  release_slot(pod_name);
+  slot.count_pod(pod_name);
   if (created) {
     deps_.metrics.sessions_started_total.Add({{"environment", label()}}).Increment();
     const double seconds =

@@ -114,16 +114,33 @@ class SessionPoller {
   std::chrono::milliseconds delay_after(PollOutcome outcome);
 
  private:
+  // One slot of maxConcurrentSessions, held by a pass from before its poll to the end of its
+  // claim; released on every path by its destructor. A claim that made its pod says so, and the
+  // pod then counts against the limit until the informer shows it.
+  class SlotReservation {
+   public:
+    explicit SlotReservation(SessionPoller* poller) : poller_(poller) {}
+    SlotReservation(SlotReservation&& other) noexcept;
+    SlotReservation& operator=(SlotReservation&&) = delete;
+    SlotReservation(const SlotReservation&) = delete;
+    ~SlotReservation();
+    void count_pod(const std::string& name) { created_pod_ = name; }
+
+   private:
+    SessionPoller* poller_;
+    std::string created_pod_;
+  };
+
   void run(std::stop_token stop, int index);
   std::shared_ptr<agentapi::AgentApi> api();
-  bool reserve_slot();
+  std::optional<SlotReservation> reserve_slot();
   void release_slot(const std::string& created_pod);
   // When a poll returned, on both clocks: steady for durations, wall for the Secret's marker.
   struct PollTime {
     Clock::TimePoint steady;
     std::chrono::system_clock::time_point wall;
   };
-  PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at);
+  PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at, SlotReservation& slot);
   void answer_healthcheck(const agentapi::WorkItem& item);
   bool release_pod(const std::string& pod_name, const std::string& work_id,
                    const std::string& when);

@@ -211,6 +211,22 @@ TEST_F(SessionPollerTest, AQuietQueueIsAskedForItsFiguresEveryFiveSeconds) {
   EXPECT_TRUE(poller->stats_due(refreshed_at));
 }
 
+// Issue 15, item 7: the reconciler hands the poller its settings on every pass; the API client
+// (and its TLS connections) is kept until the key, URL or environment id really change.
+TEST_F(SessionPollerTest, TheApiClientIsKeptAcrossUpdatesThatChangeNoCredential) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillRepeatedly(Return(std::nullopt));
+  poller->poll_once();
+  for (int pass = 0; pass < 3; ++pass) {
+    poller->update(PollerSettings{environment(), "envkey", "worker-1"});
+    poller->poll_once();
+  }
+  EXPECT_EQ(factory_.credentials.size(), 1u);
+  poller->update(PollerSettings{environment(), "rotated-key", "worker-1"});
+  poller->poll_once();
+  EXPECT_EQ(factory_.credentials, (std::vector<std::string>{"envkey", "rotated-key"}));
+}
+
 TEST_F(SessionPollerTest, ARetriedClaimMeetsTheExistingPodAndOnlyAcks) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
