@@ -602,9 +602,22 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     }
   }
   if (!credentials.ok) {
-    credentials = read_key(env);
+    Credentials read = read_key(env);
     std::lock_guard lock(mutex_);
-    key_cache_[key_text] = {now, credentials};
+    const auto cached = key_cache_.find(key_text);
+    const bool keep_last_good = !read.ok && read.reason == "SecretUnreadable" && !spec_changed &&
+                                cached != key_cache_.end() && cached->second.second.ok &&
+                                now - cached->second.first < options_.key_grace;
+    if (keep_last_good) {
+      // A read that failed (a timeout, a 500) says nothing about the key: the last good one
+      // serves until the grace runs out, and the next pass reads again.
+      deps_.logger.warn("could not read the environment key again; using the last one read",
+                        {{"environment", key_text}, {"error", read.message}});
+      credentials = cached->second.second;
+    } else {
+      credentials = std::move(read);
+      key_cache_[key_text] = {now, credentials};
+    }
   }
   if (!credentials.ok) {
     remove_poller(key_text);

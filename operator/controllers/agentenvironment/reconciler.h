@@ -62,6 +62,9 @@ struct ReconcilerOptions {
   // How often an environment is looked at even when nothing changes (queue stats, the key).
   std::chrono::seconds resync{15};
   std::chrono::seconds key_refresh{30};
+  // How long the last key read serves while the Secret cannot be read (not: is missing or
+  // refused), before the poller stops and Ready turns false.
+  std::chrono::seconds key_grace{300};
   std::chrono::minutes policy_refresh{5};
   std::chrono::minutes orphan_sweep{1};
   // How often runner pods still gated after their item's ack (a lost release) are looked for.

@@ -304,5 +304,40 @@ TEST_F(AgentEnvironmentReconcilerTest, SessionsFinishingTogetherCoalesceIntoFewS
   EXPECT_EQ(count("succeeded"), 40);
 }
 
+// Issue 15, item 6: one failed read of the key Secret (a timeout, a 500) is not a reason to stop
+// claiming, flip Ready and warn: the last good key serves for a bounded time.
+TEST_F(AgentEnvironmentReconcilerTest, ATransientFailureToReadTheKeyKeepsTheLastGoodKey) {
+  given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  ASSERT_EQ(reconciler->poller_count(), 1u);
+  refresh_caches();
+  clock_.advance(seconds(31));  // the key is due to be read again
+  server_.fail_next("GET", "/secrets/payments-key", 500,
+                    R"({"kind":"Status","code":500,"message":"etcdserver: request timed out"})");
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(reconciler->poller_count(), 1u);
+  refresh_caches();
+  for (const auto& condition : stored_environment()["status"]["conditions"]) {
+    if (condition["type"] == "CredentialsReady") {
+      EXPECT_EQ(condition["status"], "True");
+    }
+  }
+}
+
+TEST_F(AgentEnvironmentReconcilerTest, AKeyUnreadableForLongerThanTheGraceStopsThePoller) {
+  given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  for (int i = 0; i < 12; ++i) {  // six minutes of failed reads
+    clock_.advance(seconds(31));
+    server_.fail_next("GET", "/secrets/payments-key", 500,
+                      R"({"kind":"Status","code":500,"message":"etcdserver: request timed out"})");
+    refresh_caches();
+    reconciler->reconcile({kNamespace, kName});
+  }
+  EXPECT_EQ(reconciler->poller_count(), 0u);
+}
+
 }  // namespace
 }  // namespace perimeter::agentenvironment
