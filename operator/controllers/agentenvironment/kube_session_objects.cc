@@ -8,6 +8,31 @@ namespace perimeter::agentenvironment {
 
 namespace {
 
+// Whether the apiserver refused the object itself (validation, or an admission plugin such as
+// PodSecurity) rather than this request: a 403 for an exceeded quota passes when sessions end,
+// and one for missing RBAC passes when an administrator grants it, without the spec changing.
+bool refused_as_built(const kube::ApiError& e) {
+  if (e.kind() == kube::ErrorKind::kInvalid) return true;
+  if (e.kind() != kube::ErrorKind::kForbidden) return false;
+  const std::string& message = e.status_message();
+  return message.find("exceeded quota") == std::string::npos &&
+         message.find("cannot create resource") == std::string::npos;
+}
+
+// Creates `object`; a refusal of the object as built becomes ObjectRefused, so the claim path
+// can tell it from a failure that may pass.
+void create_or_refuse(kube::ResourceClient& client, const std::string& ns,
+                      const nlohmann::json& object) {
+  try {
+    client.create(ns, object);
+  } catch (const kube::ApiError& e) {
+    if (refused_as_built(e)) {
+      throw ObjectRefused(e.status_message().empty() ? e.what() : e.status_message());
+    }
+    throw;
+  }
+}
+
 // When the claim that wrote `object` polled its item (perimeter.dev/claimed-at).
 std::optional<std::chrono::system_clock::time_point> claimed_at(const nlohmann::json& object) {
   return parse_rfc3339_micros(object["metadata"]
@@ -27,7 +52,7 @@ bool KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
   // sweep's delete) in between sends us round again with what it left.
   for (int attempt = 0; attempt < 5; ++attempt) {
     try {
-      secrets_.create(ns, secret);
+      create_or_refuse(secrets_, ns, secret);
       return true;
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
@@ -65,7 +90,7 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
   const std::string ns = pod["metadata"]["namespace"];
   const std::string name = pod["metadata"]["name"];
   try {
-    pods_.create(ns, pod);
+    create_or_refuse(pods_, ns, pod);
     return true;
   } catch (const kube::ApiError& e) {
     if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
@@ -92,7 +117,7 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
     if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
   }
   try {
-    pods_.create(ns, pod);
+    create_or_refuse(pods_, ns, pod);
     return true;
   } catch (const kube::ApiError& e) {
     if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;

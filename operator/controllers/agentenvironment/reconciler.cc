@@ -365,6 +365,12 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
         case PollerHealth::kFailing:
           queue_status = "False";
           break;
+        case PollerHealth::kSpecRefused:
+          // The queue answers; it is the cluster that refuses what the spec builds.
+          queue_status = "True";
+          queue_reason = "Polling";
+          queue_message = "the work queue answers";
+          break;
         case PollerHealth::kRejected:
           queue_status = "False";
           if (poller->reason == "KeyRejected") {
@@ -390,6 +396,9 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
       ready_reason = "Suspended";
       ready_message = "not claiming new sessions; " + std::to_string(outcomes.active) +
                       " running sessions finish";
+    } else if (poller != nullptr && poller->health == PollerHealth::kSpecRefused) {
+      ready_reason = poller->reason;
+      ready_message = poller->message;
     } else if (queue_status == "True") {
       const bool full = static_cast<int>(outcomes.active) >= env->max_concurrent_sessions;
       ready = "True";

@@ -78,6 +78,13 @@ void SessionPoller::update(PollerSettings settings) {
       rejected_until_ = {};  // try the new key or URL at once
       backoff_.reset();
     }
+    if (state_.health == PollerHealth::kSpecRefused &&
+        settings_.environment.generation != refused_generation_) {
+      // A new spec may build objects the apiserver accepts: claim again.
+      state_.health = PollerHealth::kStarting;
+      state_.reason = "Starting";
+      state_.message = "the spec changed; waiting for the next poll";
+    }
     ++wake_generation_;
   }
   wake_cv_.notify_all();
@@ -180,6 +187,7 @@ PollOutcome SessionPoller::poll_once() {
     if (state_.health == PollerHealth::kRejected && deps_.clock.now() < rejected_until_) {
       return PollOutcome::kRejected;
     }
+    if (state_.health == PollerHealth::kSpecRefused) return PollOutcome::kRejected;
     settings = settings_;
   }
   if (settings.environment.suspend) return PollOutcome::kSuspended;
@@ -369,6 +377,8 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
                         log_fields);
       return PollOutcome::kClaimed;
     }
+  } catch (const ObjectRefused& e) {
+    return refuse_spec(item, "secret", e.what());
   } catch (const std::exception& e) {
     claim_error("secret", "kubernetes", e.what());
     return PollOutcome::kFailed;
@@ -386,6 +396,8 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   }
   try {
     created = deps_.objects.ensure_pod(build_runner_pod(env, session));
+  } catch (const ObjectRefused& e) {
+    return refuse_spec(item, "pod", e.what());
   } catch (const std::exception& e) {
     claim_error("pod", "kubernetes", e.what());
     return PollOutcome::kFailed;
@@ -416,6 +428,29 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   stats_stale_ = true;  // the queue is one shorter
   if (!release_pod(pod_name, item.id, "after the ack")) return PollOutcome::kFailed;
   return PollOutcome::kClaimed;
+}
+
+PollOutcome SessionPoller::refuse_spec(const agentapi::WorkItem& item, const std::string& step,
+                                       const std::string& message) {
+  // Nothing is acknowledged: the queue hands the item out again after the reclaim window, to
+  // us once the spec is fixed, or to another worker.
+  deps_.metrics.claim_errors_total
+      .Add({{"environment", label()}, {"step", step}, {"reason", "refused"}})
+      .Increment();
+  const std::string what = step == "pod" ? "runner pod" : "session Secret";
+  deps_.logger.warn("the apiserver refuses the " + what + " this spec builds; claiming stops",
+                    {{"environment", label()}, {"work_id", item.id}, {"error", message}});
+  deps_.record_event("Warning", "ClaimFailed",
+                     "session " + item.data_id + " (work " + item.id + "): " + step + ": " +
+                         message + "; no session is claimed until the spec changes");
+  {
+    std::lock_guard lock(mutex_);
+    refused_generation_ = settings_.environment.generation;
+  }
+  set_state(PollerHealth::kSpecRefused, step == "pod" ? "RunnerPodRejected" : "SessionSecretRejected",
+            "the apiserver refused the " + what + " this spec builds: " + message +
+                "; no session is claimed until the spec changes");
+  return PollOutcome::kRejected;
 }
 
 void SessionPoller::answer_healthcheck(const agentapi::WorkItem& item) {

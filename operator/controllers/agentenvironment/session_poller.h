@@ -36,6 +36,8 @@ enum class PollerHealth {
   kPolling,   // the last poll succeeded
   kFailing,   // polls fail with errors that may pass (network, 5xx, 429)
   kRejected,  // the API refused the key or does not know the environment: waits for new settings
+  // The apiserver refuses the runner objects the spec builds: no claims until a new generation.
+  kSpecRefused,
 };
 
 // How the poller is doing, for the resource's conditions.
@@ -142,6 +144,9 @@ class SessionPoller {
   };
   PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at, SlotReservation& slot);
   void answer_healthcheck(const agentapi::WorkItem& item);
+  // The apiserver refused an object of the claim as the spec builds it.
+  PollOutcome refuse_spec(const agentapi::WorkItem& item, const std::string& step,
+                          const std::string& message);
   bool release_pod(const std::string& pod_name, const std::string& work_id,
                    const std::string& when);
   PollOutcome fail_poll(const std::string& reason, const std::string& metric_reason,
@@ -162,6 +167,7 @@ class SessionPoller {
   std::uint64_t api_generation_ = ~0ULL;
   PollerState state_;
   Clock::TimePoint rejected_until_{};
+  std::int64_t refused_generation_ = -1;  // the generation whose objects were refused
   bool stopping_ = false;  // set once by stop(); an item polled after it is not claimed
   // The queue's figures changed (a claim, or an empty poll while they showed items): thread 0
   // fetches them again soon.

@@ -4,6 +4,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <stdexcept>
 #include <string>
 
 #include "agentapi/agent_api.h"
@@ -23,7 +24,15 @@ class AgentApiFactory {
                                                    const std::string& credential) = 0;
 };
 
-// Writes a claimed session's objects into the cluster.
+// The apiserver refused a session object as the spec builds it (validation or admission, 422 or
+// 403): trying again cannot help until the spec changes. The message is the server's.
+class ObjectRefused : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Writes a claimed session's objects into the cluster. Every method throws ObjectRefused for an
+// object the apiserver refuses as built, and other exceptions for failures that may pass.
 class SessionObjectWriter {
  public:
   virtual ~SessionObjectWriter() = default;

@@ -81,6 +81,31 @@ TEST_F(KubeSessionObjectsTest, AlreadyGoneIsFine) {
   EXPECT_NO_THROW(writer_.remove_finished(pod));
 }
 
+// Issue 15, item 11: what the apiserver refuses as built is told apart from what may pass.
+TEST_F(KubeSessionObjectsTest, APodRefusedByAdmissionIsRefusedButAnExceededQuotaIsNot) {
+  const json pod = {{"apiVersion", "v1"},
+                    {"kind", "Pod"},
+                    {"metadata",
+                     {{"name", "run-1"},
+                      {"namespace", "a"},
+                      {"annotations", {{std::string(kAnnotationWorkId), "work_1"}}}}}};
+  server_.fail_next("POST", "/pods", 403,
+                    R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: violates PodSecurity \"restricted:latest\": privileged"})");
+  EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
+  server_.fail_next("POST", "/pods", 403,
+                    R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: exceeded quota: sessions, requested: pods=1, used: pods=4, limited: pods=4"})");
+  try {
+    writer_.ensure_pod(pod);
+    ADD_FAILURE() << "a refused create did not throw";
+  } catch (const ObjectRefused&) {
+    ADD_FAILURE() << "an exceeded quota passes when sessions end; it is not a refusal of the spec";
+  } catch (const std::exception&) {
+  }
+  server_.fail_next("POST", "/pods", 422,
+                    R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-1\" is invalid"})");
+  EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
+}
+
 // Issue 15, item 4: two claims of one item overlap when the first is slower than the reclaim
 // window; the queue re-issued the item's secret to the second. Whatever order their writes land
 // in, the Secret ends with the secret of the later poll, the one the API still honours.

@@ -339,5 +339,56 @@ TEST_F(AgentEnvironmentReconcilerTest, AKeyUnreadableForLongerThanTheGraceStopsT
   EXPECT_EQ(reconciler->poller_count(), 0u);
 }
 
+agentapi::WorkItem session_item(const std::string& work_id) {
+  agentapi::WorkItem item;
+  item.id = work_id;
+  item.environment_id = "env_1";
+  item.data_type = "session";
+  item.data_id = "sesn_" + work_id;
+  item.state = "queued";
+  item.secret = kSecret;
+  return item;
+}
+
+std::string condition_of(const json& object, const std::string& type) {
+  for (const auto& c : object["status"].value("conditions", json::array())) {
+    if (c["type"] == type) return c["status"].get<std::string>() + "/" + c["reason"].get<std::string>();
+  }
+  return "";
+}
+
+// Issue 15, item 11: a runner pod the apiserver refuses (admission, validation) cannot be made by
+// trying again. Ready turns false with the server's message, nothing more is claimed until the
+// spec changes, and the item, never acknowledged, goes back to the queue.
+TEST_F(AgentEnvironmentReconcilerTest, ARunnerPodTheApiserverRefusesTurnsReadyFalseAndStopsClaiming) {
+  given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_1")));
+  EXPECT_CALL(api_, ack(_)).Times(0);
+  server_.fail_next("POST", "/pods", 422,
+                    R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-work-1\" is invalid: spec.volumes[0].emptyDir.sizeLimit: Invalid value: \"10 parsecs\""})");
+  reconciler->poller(kKey)->poll_once();
+  EXPECT_FALSE(stored_pod("work_1").has_value());
+  // No more polls while the spec is what it is.
+  reconciler->poller(kKey)->poll_once();
+  clock_.advance(seconds(2));
+  refresh_caches();
+  reconciler->reconcile({kNamespace, kName});
+  const json stored = stored_environment();
+  EXPECT_EQ(condition_of(stored, "Ready"), "False/RunnerPodRejected");
+  EXPECT_THAT(stored["status"]["conditions"].dump(), ::testing::HasSubstr("10 parsecs"));
+  EXPECT_EQ(condition_of(stored, "QueueReachable"), "True/Polling");
+  ::testing::Mock::VerifyAndClearExpectations(&api_);
+
+  // A new generation of the spec: claiming resumes.
+  json fixed = stored;
+  fixed["metadata"]["generation"] = 2;
+  environments_.upsert(std::make_shared<const json>(fixed));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  reconciler->poller(kKey)->poll_once();
+}
+
 }  // namespace
 }  // namespace perimeter::agentenvironment
