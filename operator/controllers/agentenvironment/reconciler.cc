@@ -57,7 +57,9 @@ void AgentEnvironmentReconciler::stop_all() {
     std::lock_guard lock(mutex_);
     pollers.swap(pollers_);
   }
-  pollers.clear();  // each destructor stops and joins its threads
+  for (auto& [key, poller] : pollers) poller->request_stop();  // all at once, then wait
+  pollers.clear();  // each destructor joins its threads
+  retirement_.drain();
 }
 
 size_t AgentEnvironmentReconciler::poller_count() const {
@@ -81,7 +83,7 @@ void AgentEnvironmentReconciler::remove_poller(const std::string& key) {
     pollers_.erase(it);
   }
   deps_.logger.info("stopping the session poller", {{"environment", key}});
-  poller.reset();
+  retirement_.retire(std::move(poller));
 }
 
 std::chrono::milliseconds AgentEnvironmentReconciler::credential_retry_delay(const std::string& key,

@@ -11,6 +11,7 @@
 #include "controllers/agentenvironment/agent_environment.h"
 #include "controllers/agentenvironment/key_release.h"
 #include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/poller_retirement.h"
 #include "controllers/agentenvironment/session_poller.h"
 #include "controllers/agentenvironment/session_ports.h"
 #include "core/backoff.h"
@@ -86,7 +87,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   ~AgentEnvironmentReconciler() override;
 
   runtime::ReconcileResult reconcile(const kube::ObjectKey& key) override;
-  // Stops every poller (leadership lost, or shutdown).
+  // Stops every poller and waits for them to end (leadership lost, or shutdown).
   void stop_all();
   // The number of environments with a running poller.
   size_t poller_count() const;
@@ -163,6 +164,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   std::map<std::string, Backoff> credential_backoff_;
   std::map<std::string, Memo> memos_;
   std::map<std::string, std::pair<Clock::TimePoint, Credentials>> key_cache_;
+  // Where removed pollers end, off the reconcile workers.
+  PollerRetirement retirement_;
 };
 
 }  // namespace perimeter::agentenvironment

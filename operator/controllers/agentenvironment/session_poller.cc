@@ -51,16 +51,24 @@ void SessionPoller::start() {
   }
 }
 
-void SessionPoller::stop() {
-  std::vector<std::jthread> workers;
+void SessionPoller::request_stop() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
+    for (auto& worker : workers_) worker.request_stop();
+  }
+  wake_cv_.notify_all();
+}
+
+void SessionPoller::stop() {
+  request_stop();
+  std::vector<std::jthread> workers;
+  {
+    std::lock_guard lock(mutex_);
     workers.swap(workers_);
   }
-  for (auto& worker : workers) worker.request_stop();
-  wake_cv_.notify_all();
-  // A thread may be inside a long-poll of at most block_ms + the client's margin; join waits.
+  // A thread may be inside a long-poll of at most block_ms + the client's margin, or a claim;
+  // join waits.
   workers.clear();
 }
 

@@ -94,6 +94,10 @@ class SessionPoller {
 
   // Starts the poll threads. Unit tests drive poll_once() instead.
   void start();
+  // Claims nothing from now on (an item polled after this is left to the queue) and wakes the
+  // threads; does not wait for them.
+  void request_stop();
+  // request_stop(), then waits for the threads to end.
   void stop();
   // New settings take effect at the next poll; a rejected poller tries again with them.
   void update(PollerSettings settings);

@@ -3,6 +3,8 @@
 // replayed here step by step, which the end-to-end tests can only hope to hit.
 #include "controllers/agentenvironment/reconciler.h"
 
+#include <future>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
@@ -388,6 +390,35 @@ TEST_F(AgentEnvironmentReconcilerTest, ARunnerPodTheApiserverRefusesTurnsReadyFa
   reconciler->reconcile({kNamespace, kName});
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
   reconciler->poller(kKey)->poll_once();
+}
+
+// Issue 15, item 6: a deleted environment's poller may be inside a long poll (or a claim); the
+// reconcile that stops it must not wait for that, or one slow API holds a reconcile worker.
+TEST_F(AgentEnvironmentReconcilerTest, StoppingAPollerDoesNotHoldTheReconcileWorker) {
+  std::promise<void> poll_entered, release_poll;
+  std::shared_future<void> released = release_poll.get_future().share();
+  std::atomic<bool> first{true};
+  ON_CALL(api_, poll(_)).WillByDefault([&](const agentapi::PollOptions&) {
+    if (first.exchange(false)) poll_entered.set_value();
+    released.wait();
+    return std::optional<agentapi::WorkItem>();
+  });
+  given(environment_object());
+  ReconcilerOptions threaded = options();
+  threaded.poll_threads = 1;
+  auto reconciler = make_reconciler(threaded);
+  reconciler->reconcile({kNamespace, kName});
+  poll_entered.get_future().wait();  // the poller is inside its long poll
+
+  environments_.remove(kKey);  // the resource was deleted
+  auto reconcile = std::async(std::launch::async,
+                              [&] { return reconciler->reconcile({kNamespace, kName}); });
+  const bool returned = reconcile.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  release_poll.set_value();
+  EXPECT_TRUE(returned) << "the reconcile waited for the poller's long poll to end";
+  reconcile.wait();
+  EXPECT_EQ(reconciler->poller_count(), 0u);
+  reconciler->stop_all();  // and leadership lost or shutdown waits for every poller to end
 }
 
 }  // namespace
