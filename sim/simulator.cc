@@ -389,8 +389,8 @@ std::uint64_t Simulator::generation() const {
 
 ApiReply Simulator::poll(const std::string& environment_id, const std::string& token,
                          const std::string& worker_id,
-                         std::optional<std::int64_t> reclaim_older_than_ms,
-                         bool undecodable_secret, bool reissue_secret_on_reclaim) {
+                         std::optional<std::int64_t> reclaim_older_than_ms, bool undecodable_secret,
+                         bool reissue_secret_on_reclaim) {
   std::lock_guard lock(mutex_);
   if (auto denied = check_environment_key(environment_id, token)) return *denied;
   if (reclaim_older_than_ms && *reclaim_older_than_ms < 0) {

@@ -67,8 +67,8 @@ bool KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
     const auto annotations = existing["metadata"].value("annotations", nlohmann::json::object());
     if (annotations.value(std::string(kAnnotationWorkId), "") != work_id) {
       throw std::runtime_error("secret " + ns + "/" + name + " belongs to work item '" +
-                               annotations.value(std::string(kAnnotationWorkId), "") +
-                               "', not '" + work_id + "'");
+                               annotations.value(std::string(kAnnotationWorkId), "") + "', not '" +
+                               work_id + "'");
     }
     // A claim that polled the item after us holds the secret the queue re-issued last.
     if (const auto theirs = claimed_at(existing); theirs && ours && *theirs > *ours) return false;

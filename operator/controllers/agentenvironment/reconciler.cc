@@ -58,7 +58,7 @@ void AgentEnvironmentReconciler::stop_all() {
     pollers.swap(pollers_);
   }
   for (auto& [key, poller] : pollers) poller->request_stop();  // all at once, then wait
-  pollers.clear();  // each destructor joins its threads
+  pollers.clear();                                             // each destructor joins its threads
   retirement_.drain();
 }
 
@@ -135,8 +135,8 @@ AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
   const auto data = secret.value("data", json::object());
   const auto it = data.find(env.key_secret_key);
   std::string key;
-  if (it == data.end() || !it->is_string() ||
-      !base64_decode_any(it->get<std::string>(), &key) || key.empty()) {
+  if (it == data.end() || !it->is_string() || !base64_decode_any(it->get<std::string>(), &key) ||
+      key.empty()) {
     credentials.reason = "KeyMissing";
     credentials.message = where + " has no non-empty key '" + env.key_secret_key + "'";
     return credentials;
@@ -241,8 +241,7 @@ void AgentEnvironmentReconciler::mark_counted(const AgentEnvironment& env, const
   // counted it succeeded.
   for (const auto& pod : written.counted) {
     if (pod.succeeded) {
-      deps_.metrics.sessions_succeeded_total.Add({{"environment", environment_label}})
-          .Increment();
+      deps_.metrics.sessions_succeeded_total.Add({{"environment", environment_label}}).Increment();
       deps_.events.record(involved, "Normal", "SessionSucceeded",
                           "session " + pod.session_id + " finished (pod " + pod.name + ")");
     } else {
@@ -278,9 +277,9 @@ void AgentEnvironmentReconciler::mark_counted(const AgentEnvironment& env, const
   }
 }
 
-void AgentEnvironmentReconciler::refuse(const std::string& key, const json& object,
-                                        const AgentEnvironment& env, const json& involved,
-                                        const std::string& reason, const std::string& message) {
+runtime::ReconcileResult AgentEnvironmentReconciler::refuse(
+    const std::string& key, const json& object, const AgentEnvironment& env, const json& involved,
+    const std::string& reason, const std::string& message, runtime::ReconcileResult after) {
   remove_poller(key);
   Credentials refused;
   refused.reason = reason;
@@ -290,7 +289,7 @@ void AgentEnvironmentReconciler::refuse(const std::string& key, const json& obje
   if (ready == nullptr || ready->value("reason", "") != reason) {
     deps_.events.record(involved, "Warning", reason, message);
   }
-  write_status(object, &env, refused, nullptr, {}, "");
+  return write_status(object, &env, refused, nullptr, {}, "").next(after);
 }
 
 void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& env) {
@@ -315,7 +314,8 @@ void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& e
     const std::string name = metadata.value("name", "");
     if (deps_.pods.get(env.namespace_ + "/" + name)) continue;
     const auto annotations = metadata.value("annotations", json::object());
-    auto last_claimed = parse_rfc3339_micros(annotations.value(std::string(kAnnotationClaimedAt), ""));
+    auto last_claimed =
+        parse_rfc3339_micros(annotations.value(std::string(kAnnotationClaimedAt), ""));
     if (!last_claimed) last_claimed = parse_rfc3339(metadata.value("creationTimestamp", ""));
     if (!last_claimed || now - *last_claimed < horizon) continue;
     try {
@@ -516,6 +516,10 @@ AgentEnvironmentReconciler::StatusWrite AgentEnvironmentReconciler::write_status
       result.pending_marks = pending_marks_of(current);
       return result;
     }
+    // Written anyway: the poll time goes with it at no cost.
+    if (poller != nullptr && poller->last_success) {
+      status["lastSuccessfulPollTime"] = format_rfc3339(*poller->last_success);
+    }
     base["status"] = status;
     try {
       deps_.environment_client.update_status(ns, base);
@@ -563,33 +567,36 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   } catch (const SpecError& e) {
     remove_poller(key_text);
     deps_.events.record(involved, "Warning", "InvalidSpec", e.what());
-    write_status(*object, nullptr, {}, nullptr, {}, e.what());
-    return runtime::ReconcileResult::done();  // a new generation triggers the next attempt
+    // A new generation triggers the next attempt.
+    return write_status(*object, nullptr, {}, nullptr, {}, e.what())
+        .next(runtime::ReconcileResult::done());
   }
 
   if (options_.session_namespaces && options_.session_namespaces->count(env.namespace_) == 0) {
     // The operator has no rights here (RBAC follows the same list): say so once, and wait for
     // an administrator rather than failing on every attempt.
-    refuse(key_text, *object, env, involved, "NamespaceNotEnabled",
-           "namespace " + env.namespace_ +
-               " has not opted in to Perimeter sessions, so the operator may not read its "
-               "Secrets or create pods there; an administrator adds it to the Helm value "
-               "sessionNamespaces (the operator's --session-namespaces)");
-    return runtime::ReconcileResult::done();
+    return refuse(key_text, *object, env, involved, "NamespaceNotEnabled",
+                  "namespace " + env.namespace_ +
+                      " has not opted in to Perimeter sessions, so the operator may not read its "
+                      "Secrets or create pods there; an administrator adds it to the Helm value "
+                      "sessionNamespaces (the operator's --session-namespaces)",
+                  runtime::ReconcileResult::done());
   }
 
   // One hosted environment, one AgentEnvironment: a second would claim the same items and could
   // start two pods for one. The first created serves it; the others say which one does, and look
   // again now and then (the first may go).
-  if (const auto claimant = earlier_claimant(deps_.environments, env, [this](const std::string& ns) {
-        return !options_.session_namespaces || options_.session_namespaces->contains(ns);
-      })) {
-    refuse(key_text, *object, env, involved, "DuplicateEnvironment",
-           "environment " + env.environment_id + " is already served by AgentEnvironment " +
-               *claimant +
-               " (created first); two would claim the same items and could start two pods for "
-               "one. Delete one of them");
-    return runtime::ReconcileResult::after(options_.resync);
+  if (const auto claimant =
+          earlier_claimant(deps_.environments, env, [this](const std::string& ns) {
+            return !options_.session_namespaces || options_.session_namespaces->contains(ns);
+          })) {
+    return refuse(
+        key_text, *object, env, involved, "DuplicateEnvironment",
+        "environment " + env.environment_id + " is already served by AgentEnvironment " +
+            *claimant +
+            " (created first); two would claim the same items and could start two pods for "
+            "one. Delete one of them",
+        runtime::ReconcileResult::after(options_.resync));
   }
 
   const Outcomes outcomes = survey_sessions(env);
@@ -633,13 +640,13 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   if (!credentials.ok) {
     remove_poller(key_text);
     deps_.events.record(involved, "Warning", credentials.reason, credentials.message);
-    mark_counted(env, involved, outcomes,
-                 write_status(*object, &env, credentials, nullptr, outcomes, ""));
+    const StatusWrite written = write_status(*object, &env, credentials, nullptr, outcomes, "");
+    mark_counted(env, involved, outcomes, written);
     const auto delay = credential_retry_delay(key_text, true);
     deps_.logger.warn("cannot read the environment key", {{"environment", key_text},
                                                           {"reason", credentials.reason},
                                                           {"retry_in_ms", delay.count()}});
-    return runtime::ReconcileResult::after(delay);
+    return written.next(runtime::ReconcileResult::after(delay));
   }
   credential_retry_delay(key_text, false);
 
@@ -670,8 +677,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
 
   Clock::Duration next = options_.resync;
   if (outcomes.next_deletion && *outcomes.next_deletion < next) next = *outcomes.next_deletion;
-  if (written.deferred && *written.deferred < next) next = *written.deferred;
-  return runtime::ReconcileResult::after(next);
+  return written.next(runtime::ReconcileResult::after(next));
 }
 
 }  // namespace perimeter::agentenvironment

@@ -67,7 +67,7 @@ struct ReconcilerOptions {
   // refused), before the poller stops and Ready turns false.
   std::chrono::seconds key_grace{300};
   std::chrono::minutes policy_refresh{5};
-  std::chrono::minutes orphan_sweep{1};
+  std::chrono::seconds orphan_sweep{60};
   // How often runner pods still gated after their item's ack (a lost release) are looked for.
   std::chrono::seconds gate_sweep{15};
   // Status writes of one environment are at least this far apart; changes in between are
@@ -122,6 +122,13 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
     size_t active = 0;
   };
   struct StatusWrite {
+    // `planned`, or sooner when a change was held back to coalesce writes.
+    runtime::ReconcileResult next(runtime::ReconcileResult planned) const {
+      if (deferred && (!planned.requeue_after || *deferred < *planned.requeue_after)) {
+        return runtime::ReconcileResult::after(*deferred);
+      }
+      return planned;
+    }
     std::optional<Clock::Duration> deferred;  // written later, to coalesce
     std::vector<FinishedPod> counted;         // newly counted by the write that was made
     std::set<std::string> pending_marks;      // uids counted in status and not yet marked
@@ -135,9 +142,12 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   // An environment the operator will not serve for a reason someone must fix (its namespace did
   // not opt in, another one serves its environment id): no poller, Ready false with the reason,
   // and one Warning Event per change of reason.
-  void refuse(const std::string& key, const nlohmann::json& object, const AgentEnvironment& env,
-              const nlohmann::json& involved, const std::string& reason,
-              const std::string& message);
+  // Returns when to look again: `after` when nothing was held back, sooner to make a status
+  // write held back to coalesce writes.
+  runtime::ReconcileResult refuse(const std::string& key, const nlohmann::json& object,
+                                  const AgentEnvironment& env, const nlohmann::json& involved,
+                                  const std::string& reason, const std::string& message,
+                                  runtime::ReconcileResult after);
   // Reads the environment's runner pods from the cache, and removes finished ones whose
   // retention is over. Writes nothing else.
   Outcomes survey_sessions(const AgentEnvironment& env);

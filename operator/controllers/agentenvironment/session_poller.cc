@@ -381,7 +381,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
     if (!deps_.objects.ensure_secret(build_session_secret(env, session))) {
       // This claim outlived the reclaim window and the item went out again: the later claim
       // holds the secret the queue re-issued, and finishes the item.
-        deps_.logger.info("a later claim of this item has written its Secret; leaving it the item",
+      deps_.logger.info("a later claim of this item has written its Secret; leaving it the item",
                         log_fields);
       return PollOutcome::kClaimed;
     }
@@ -455,7 +455,8 @@ PollOutcome SessionPoller::refuse_spec(const agentapi::WorkItem& item, const std
     std::lock_guard lock(mutex_);
     refused_generation_ = settings_.environment.generation;
   }
-  set_state(PollerHealth::kSpecRefused, step == "pod" ? "RunnerPodRejected" : "SessionSecretRejected",
+  set_state(PollerHealth::kSpecRefused,
+            step == "pod" ? "RunnerPodRejected" : "SessionSecretRejected",
             "the apiserver refused the " + what + " this spec builds: " + message +
                 "; no session is claimed until the spec changes");
   return PollOutcome::kRejected;

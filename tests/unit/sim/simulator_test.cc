@@ -167,7 +167,8 @@ TEST_F(SimulatorTest, AReissuingQueueHandsAReclaimedItemOutWithANewSecret) {
   auto [work_id, session_id] = enqueue();
   const json first = body(simulator_.poll(environment_, "env-key", "a", std::nullopt, false, true));
   clock_.advance(milliseconds(5000));
-  const json second = body(simulator_.poll(environment_, "env-key", "b", std::nullopt, false, true));
+  const json second =
+      body(simulator_.poll(environment_, "env-key", "b", std::nullopt, false, true));
   ASSERT_EQ(second["id"], work_id);
   const std::string old_token = token_of(first["secret"]);
   const std::string new_token = token_of(second["secret"]);

@@ -89,11 +89,13 @@ TEST_F(KubeSessionObjectsTest, APodRefusedByAdmissionIsRefusedButAnExceededQuota
                      {{"name", "run-1"},
                       {"namespace", "a"},
                       {"annotations", {{std::string(kAnnotationWorkId), "work_1"}}}}}};
-  server_.fail_next("POST", "/pods", 403,
-                    R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: violates PodSecurity \"restricted:latest\": privileged"})");
+  server_.fail_next(
+      "POST", "/pods", 403,
+      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: violates PodSecurity \"restricted:latest\": privileged"})");
   EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
-  server_.fail_next("POST", "/pods", 403,
-                    R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: exceeded quota: sessions, requested: pods=1, used: pods=4, limited: pods=4"})");
+  server_.fail_next(
+      "POST", "/pods", 403,
+      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: exceeded quota: sessions, requested: pods=1, used: pods=4, limited: pods=4"})");
   try {
     writer_.ensure_pod(pod);
     ADD_FAILURE() << "a refused create did not throw";
@@ -101,8 +103,9 @@ TEST_F(KubeSessionObjectsTest, APodRefusedByAdmissionIsRefusedButAnExceededQuota
     ADD_FAILURE() << "an exceeded quota passes when sessions end; it is not a refusal of the spec";
   } catch (const std::exception&) {
   }
-  server_.fail_next("POST", "/pods", 422,
-                    R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-1\" is invalid"})");
+  server_.fail_next(
+      "POST", "/pods", 422,
+      R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-1\" is invalid"})");
   EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
 }
 
@@ -120,7 +123,8 @@ TEST_F(KubeSessionObjectsTest, ASlowerEarlierClaimDoesNotOverwriteTheReissuedSec
   const ClaimedSession later{"work_1", "sesn_1", "reissued-secret", "2026-11-30T08:00:06.000000Z"};
   writer_.ensure_secret(build_session_secret(env, later));
   writer_.ensure_secret(build_session_secret(env, earlier));  // the slow claim's write lands last
-  const json stored = *server_.object_at("/api/v1/namespaces/a/secrets/" + runner_object_name("work_1"));
+  const json stored =
+      *server_.object_at("/api/v1/namespaces/a/secrets/" + runner_object_name("work_1"));
   EXPECT_EQ(stored["stringData"]["work-secret"], "reissued-secret");
 }
 
@@ -135,7 +139,8 @@ TEST_F(KubeSessionObjectsTest, ALaterClaimRewritesTheSecret) {
   const ClaimedSession later{"work_1", "sesn_1", "reissued-secret", "2026-11-30T08:00:06.000000Z"};
   writer_.ensure_secret(build_session_secret(env, earlier));
   writer_.ensure_secret(build_session_secret(env, later));
-  const json stored = *server_.object_at("/api/v1/namespaces/a/secrets/" + runner_object_name("work_1"));
+  const json stored =
+      *server_.object_at("/api/v1/namespaces/a/secrets/" + runner_object_name("work_1"));
   EXPECT_EQ(stored["stringData"]["work-secret"], "reissued-secret");
 }
 

@@ -3,11 +3,11 @@
 // replayed here step by step, which the end-to-end tests can only hope to hit.
 #include "controllers/agentenvironment/reconciler.h"
 
-#include <future>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
+
+#include <future>
 
 #include "agentapi/mock_agent_api.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
@@ -33,7 +33,8 @@ using testing_support::FakeFactory;
 constexpr const char* kNamespace = "agents";
 constexpr const char* kName = "payments";
 constexpr const char* kKey = "agents/payments";
-// {"sessions_token":"sess_tok"} and {"sessions_token":"sess_new"}, base64url, as the API sends them.
+// {"sessions_token":"sess_tok"} and {"sessions_token":"sess_new"}, base64url, as the API sends
+// them.
 constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
 constexpr const char* kReissuedSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfbmV3In0";
 
@@ -45,13 +46,13 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
  protected:
   AgentEnvironmentReconcilerTest() {
     server_.use_clock(&clock_);
-    server_.seed(std::string("/api/v1/namespaces/") + kNamespace + "/secrets",
-                 {{"apiVersion", "v1"},
-                  {"kind", "Secret"},
-                  {"metadata",
-                   {{"name", "payments-key"},
-                    {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
-                  {"data", {{"environment-key", "c2stYW50LWtleQ=="}}}});
+    server_.seed(
+        std::string("/api/v1/namespaces/") + kNamespace + "/secrets",
+        {{"apiVersion", "v1"},
+         {"kind", "Secret"},
+         {"metadata",
+          {{"name", "payments-key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
+         {"data", {{"environment-key", "c2stYW50LWtleQ=="}}}});
     ON_CALL(api_, stats()).WillByDefault(Return(agentapi::WorkQueueStats{}));
   }
 
@@ -115,8 +116,9 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
   // The informer catches up with the apiserver.
   void refresh_caches() {
     for (const auto& key : pods_.keys()) {
-      const auto stored = server_.object_at(std::string("/api/v1/namespaces/") + key.substr(0, key.find('/')) +
-                                            "/pods/" + key.substr(key.find('/') + 1));
+      const auto stored =
+          server_.object_at(std::string("/api/v1/namespaces/") + key.substr(0, key.find('/')) +
+                            "/pods/" + key.substr(key.find('/') + 1));
       if (stored) {
         pods_.upsert(std::make_shared<const json>(*stored));
       } else {
@@ -126,8 +128,8 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
     environments_.upsert(std::make_shared<const json>(stored_environment()));
   }
   json stored_environment() {
-    return *server_.object_at(std::string("/apis/perimeter.dev/v1alpha1/namespaces/") +
-                              kNamespace + "/agentenvironments/" + kName);
+    return *server_.object_at(std::string("/apis/perimeter.dev/v1alpha1/namespaces/") + kNamespace +
+                              "/agentenvironments/" + kName);
   }
   std::int64_t count(const std::string& field) {
     return stored_environment()["status"]["sessions"].value(field, std::int64_t{-1});
@@ -165,7 +167,9 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
   kube::ResourceClient event_client_{server_, kube::resources::events(), client_metrics_};
   testing::FakeClock clock_;
   testing::FakeRandom random_{0.5};
-  runtime::EventRecorder events_{event_client_, {}, runtime_metrics_,
+  runtime::EventRecorder events_{event_client_,
+                                 {},
+                                 runtime_metrics_,
                                  Logger("events", StderrSink::instance(), LogLevel::kError),
                                  clock_};
   runtime::Store environments_, pods_;
@@ -232,7 +236,8 @@ TEST_F(AgentEnvironmentReconcilerTest, ACountSurvivesAStatusWriteThatFailed) {
   const AgentEnvironment env = given(environment_object());
   given_runner_pod(env, "work_1", "Failed");
   auto reconciler = make_reconciler(options());
-  server_.fail_next("PUT", "/status", 500, R"({"kind":"Status","code":500,"message":"etcdserver: request timed out"})");
+  server_.fail_next("PUT", "/status", 500,
+                    R"({"kind":"Status","code":500,"message":"etcdserver: request timed out"})");
   try {
     reconciler->reconcile({kNamespace, kName});
   } catch (const std::exception&) {
@@ -354,7 +359,8 @@ agentapi::WorkItem session_item(const std::string& work_id) {
 
 std::string condition_of(const json& object, const std::string& type) {
   for (const auto& c : object["status"].value("conditions", json::array())) {
-    if (c["type"] == type) return c["status"].get<std::string>() + "/" + c["reason"].get<std::string>();
+    if (c["type"] == type)
+      return c["status"].get<std::string>() + "/" + c["reason"].get<std::string>();
   }
   return "";
 }
@@ -362,14 +368,16 @@ std::string condition_of(const json& object, const std::string& type) {
 // Issue 15, item 11: a runner pod the apiserver refuses (admission, validation) cannot be made by
 // trying again. Ready turns false with the server's message, nothing more is claimed until the
 // spec changes, and the item, never acknowledged, goes back to the queue.
-TEST_F(AgentEnvironmentReconcilerTest, ARunnerPodTheApiserverRefusesTurnsReadyFalseAndStopsClaiming) {
+TEST_F(AgentEnvironmentReconcilerTest,
+       ARunnerPodTheApiserverRefusesTurnsReadyFalseAndStopsClaiming) {
   given(environment_object());
   auto reconciler = make_reconciler(options());
   reconciler->reconcile({kNamespace, kName});
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_1")));
   EXPECT_CALL(api_, ack(_)).Times(0);
-  server_.fail_next("POST", "/pods", 422,
-                    R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-work-1\" is invalid: spec.volumes[0].emptyDir.sizeLimit: Invalid value: \"10 parsecs\""})");
+  server_.fail_next(
+      "POST", "/pods", 422,
+      R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-work-1\" is invalid: spec.volumes[0].emptyDir.sizeLimit: Invalid value: \"10 parsecs\""})");
   reconciler->poller(kKey)->poll_once();
   EXPECT_FALSE(stored_pod("work_1").has_value());
   // No more polls while the spec is what it is.
@@ -392,6 +400,25 @@ TEST_F(AgentEnvironmentReconcilerTest, ARunnerPodTheApiserverRefusesTurnsReadyFa
   reconciler->poller(kKey)->poll_once();
 }
 
+// A status change held back to coalesce writes is written later: the pass asks to run again
+// even when it would otherwise wait for a new generation (a spec the operator cannot act on).
+TEST_F(AgentEnvironmentReconcilerTest, AStatusWriteHeldBackToCoalesceIsStillMade) {
+  given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  refresh_caches();
+  // Within the second after that write, the spec turns into one the operator cannot act on.
+  json broken = stored_environment();
+  broken["spec"].erase("runner");
+  broken["metadata"]["generation"] = 2;
+  environments_.upsert(std::make_shared<const json>(broken));
+  const auto result = reconciler->reconcile({kNamespace, kName});
+  ASSERT_TRUE(result.requeue_after.has_value()) << "the held-back write would never be made";
+  clock_.advance(*result.requeue_after);
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(condition_of(stored_environment(), "Ready"), "False/InvalidSpec");
+}
+
 // Issue 15, item 6: a deleted environment's poller may be inside a long poll (or a claim); the
 // reconcile that stops it must not wait for that, or one slow API holds a reconcile worker.
 TEST_F(AgentEnvironmentReconcilerTest, StoppingAPollerDoesNotHoldTheReconcileWorker) {
@@ -411,8 +438,9 @@ TEST_F(AgentEnvironmentReconcilerTest, StoppingAPollerDoesNotHoldTheReconcileWor
   poll_entered.get_future().wait();  // the poller is inside its long poll
 
   environments_.remove(kKey);  // the resource was deleted
-  auto reconcile = std::async(std::launch::async,
-                              [&] { return reconciler->reconcile({kNamespace, kName}); });
+  auto reconcile = std::async(std::launch::async, [&] {
+    return reconciler->reconcile({kNamespace, kName});
+  });
   const bool returned = reconcile.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
   release_poll.set_value();
   EXPECT_TRUE(returned) << "the reconcile waited for the poller's long poll to end";

@@ -177,9 +177,10 @@ TEST_F(SessionPollerTest, AClaimSlowerThanTheReclaimWindowGivesTheItemUpBeforeTh
   EXPECT_CALL(writer_, ensure_pod(_)).Times(0);
   EXPECT_CALL(api_, ack(_)).Times(0);
   EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
-  EXPECT_EQ(counter(metrics_.claim_errors_total,
-                    {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "claim_too_slow"}}),
-            1);
+  EXPECT_EQ(
+      counter(metrics_.claim_errors_total,
+              {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "claim_too_slow"}}),
+      1);
 }
 
 // Issue 15, item 12: the queue's figures in status follow a drained queue within a second,
