@@ -8,15 +8,18 @@ namespace perimeter::agentenvironment {
 
 namespace {
 
-// Whether the apiserver refused the object itself (validation, or an admission plugin such as
-// PodSecurity) rather than this request: a 403 for an exceeded quota passes when sessions end,
-// and one for missing RBAC passes when an administrator grants it, without the spec changing.
+// Whether the apiserver refused the object itself, as built, rather than this request at this
+// moment. Validation (422) and the admission answers that judge the object (PodSecurity, a
+// webhook's denial) are; every other 403 may pass without the spec changing (an exceeded quota
+// when sessions end, RBAC when an administrator grants it, the ServiceAccount admission while a
+// new namespace's default account is being created), so it is retried like any failure.
 bool refused_as_built(const kube::ApiError& e) {
   if (e.kind() == kube::ErrorKind::kInvalid) return true;
   if (e.kind() != kube::ErrorKind::kForbidden) return false;
   const std::string& message = e.status_message();
-  return message.find("exceeded quota") == std::string::npos &&
-         message.find("cannot create resource") == std::string::npos;
+  return message.find("violates PodSecurity") != std::string::npos ||
+         (message.find("admission webhook") != std::string::npos &&
+          message.find("denied the request") != std::string::npos);
 }
 
 // Creates `object`; a refusal of the object as built becomes ObjectRefused, so the claim path

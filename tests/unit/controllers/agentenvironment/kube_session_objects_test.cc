@@ -82,7 +82,7 @@ TEST_F(KubeSessionObjectsTest, AlreadyGoneIsFine) {
 }
 
 // Issue 15, item 11: what the apiserver refuses as built is told apart from what may pass.
-TEST_F(KubeSessionObjectsTest, APodRefusedByAdmissionIsRefusedButAnExceededQuotaIsNot) {
+TEST_F(KubeSessionObjectsTest, APodRefusedAsBuiltIsRefusedButA403ThatMayPassIsNot) {
   const json pod = {{"apiVersion", "v1"},
                     {"kind", "Pod"},
                     {"metadata",
@@ -103,6 +103,21 @@ TEST_F(KubeSessionObjectsTest, APodRefusedByAdmissionIsRefusedButAnExceededQuota
     ADD_FAILURE() << "an exceeded quota passes when sessions end; it is not a refusal of the spec";
   } catch (const std::exception&) {
   }
+  // A new namespace's default ServiceAccount comes a moment later: not a refusal either.
+  server_.fail_next(
+      "POST", "/pods", 403,
+      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: error looking up service account a/default: serviceaccount \"default\" not found"})");
+  try {
+    writer_.ensure_pod(pod);
+    ADD_FAILURE() << "a refused create did not throw";
+  } catch (const ObjectRefused&) {
+    ADD_FAILURE() << "the ServiceAccount admission waits for the account; not a refusal";
+  } catch (const std::exception&) {
+  }
+  server_.fail_next(
+      "POST", "/pods", 403,
+      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"admission webhook \"policy.example.com\" denied the request: images must come from registry.example.com"})");
+  EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
   server_.fail_next(
       "POST", "/pods", 422,
       R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-1\" is invalid"})");
