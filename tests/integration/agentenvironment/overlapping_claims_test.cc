@@ -183,7 +183,9 @@ TEST_F(OverlappingClaimsTest, TheRunnerPodIsLeftWithTheSecretTheQueueIssuedLast)
   // The Secret holds the secret the queue issued last: its token opens the item's lease.
   const json secret = secrets.get(ns_, runner_object_name(work_id));
   std::string work_secret;
-  ASSERT_TRUE(base64_decode_any(secret["data"]["work-secret"].get<std::string>(), &work_secret));
+  ASSERT_TRUE(base64_decode_any(
+      secret.value("data", json::object()).value("work-secret", std::string()), &work_secret))
+      << secret.dump();
   const std::string token = agentapi::decode_work_secret(work_secret).sessions_token;
   try {
     factory_.make(sim_.url(), environment_id_, token)
@@ -195,15 +197,15 @@ TEST_F(OverlappingClaimsTest, TheRunnerPodIsLeftWithTheSecretTheQueueIssuedLast)
 
   // One pod, released; the item acknowledged once.
   const json pod = pods.get(ns_, runner_object_name(work_id));
-  EXPECT_FALSE(pod["spec"].contains("schedulingGates"));
+  EXPECT_FALSE(pod.value("spec", json::object()).contains("schedulingGates"));
   const json work = testing::http_call(sim_.url(), "GET", "/admin/work/" + work_id).json();
+  const json transitions = work.value("transitions", json::array());
   int acknowledged = 0;
-  for (const auto& transition : work["transitions"]) {
+  for (const auto& transition : transitions) {
     if (transition == "queued->starting") ++acknowledged;
   }
   EXPECT_EQ(acknowledged, 1) << work.dump();
-  EXPECT_NE(std::find(work["transitions"].begin(), work["transitions"].end(), "reclaimed"),
-            work["transitions"].end())
+  EXPECT_NE(std::find(transitions.begin(), transitions.end(), "reclaimed"), transitions.end())
       << "the item was never handed out twice: the test did not overlap the claims";
 }
 
