@@ -146,6 +146,9 @@ int run(const Options& options) {
   settings.worker_id = effective.identity;
   settings.workers = options.workers;
   settings.poll_threads = options.poll_threads;
+  settings.resync = std::chrono::seconds(options.resync_seconds);
+  settings.orphan_sweep = std::chrono::seconds(options.orphan_sweep_seconds);
+  settings.gate_sweep = std::chrono::seconds(options.gate_sweep_seconds);
   manager.add(ae::agent_environment_controller(
       {clients.environments, clients.pods, clients.secrets, clients.network_policies}, settings,
       events, api_factory, metrics, runtime_metrics, logger.child("agentenvironment")));

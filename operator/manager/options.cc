@@ -81,6 +81,12 @@ flags (--flag=value or --flag value):
   --kube-api-burst N                 burst above that rate (default 400)
   --workers N                        reconcile workers (default 4)
   --poll-threads N                   concurrent claims per AgentEnvironment (default 4)
+  --resync-seconds N                 how often an AgentEnvironment is reconciled with nothing
+                                     changed (default 15)
+  --orphan-sweep-seconds N           how often runner Secrets left without their pod are looked
+                                     for (default 60)
+  --gate-sweep-seconds N             how often runner pods still gated after their item's ack
+                                     are looked for and released (default 15)
   --log-level LEVEL                  debug, info, warn or error (default info)
 )";
 }
@@ -156,6 +162,12 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.workers = parse_positive(flag, take());
     else if (flag == "--poll-threads")
       options.poll_threads = parse_positive(flag, take());
+    else if (flag == "--resync-seconds")
+      options.resync_seconds = parse_positive(flag, take());
+    else if (flag == "--orphan-sweep-seconds")
+      options.orphan_sweep_seconds = parse_positive(flag, take());
+    else if (flag == "--gate-sweep-seconds")
+      options.gate_sweep_seconds = parse_positive(flag, take());
     else if (flag == "--log-level") {
       const std::string level = take();
       if (!parse_log_level(level, &options.log_level)) {

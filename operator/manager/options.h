@@ -44,6 +44,12 @@ struct Options {
   int kube_api_burst = 400;
   int workers = 4;
   int poll_threads = 4;
+  // How often each AgentEnvironment is looked at with nothing changed, swept for Secrets left
+  // without their pod, and swept for pods still gated after their item's ack. The defaults suit
+  // production; tests shorten them so sweeps run many times within a test.
+  int resync_seconds = 15;
+  int orphan_sweep_seconds = 60;
+  int gate_sweep_seconds = 15;
   LogLevel log_level = LogLevel::kInfo;
 };
 

@@ -45,6 +45,9 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     options.poll_threads = settings_.poll_threads;
     options.allowed_api_hosts = settings_.allowed_api_hosts;
     options.session_namespaces = settings_.session_namespaces;
+    options.resync = settings_.resync;
+    options.orphan_sweep = settings_.orphan_sweep;
+    options.gate_sweep = settings_.gate_sweep;
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
         ReconcilerDependencies{environments.store(), *pod_store_, clients_.environments,
                                clients_.secrets, clients_.pods, clients_.network_policies, events_,

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <set>
@@ -31,6 +32,11 @@ struct ControllerSettings {
   std::string worker_id = "perimeter-operator";
   int workers = 4;
   int poll_threads = 4;
+  // ReconcilerOptions' intervals of the same names (--resync-seconds, --orphan-sweep-seconds,
+  // --gate-sweep-seconds).
+  std::chrono::seconds resync{15};
+  std::chrono::seconds orphan_sweep{60};
+  std::chrono::seconds gate_sweep{15};
 };
 
 // The AgentEnvironment controller as the Manager runs it: its informers (AgentEnvironments, and

@@ -45,6 +45,29 @@ TEST(OptionsTest, TheClientRateLimitIsSet) {
   EXPECT_THROW(parse({"--kube-api-burst", "0"}), std::invalid_argument);
 }
 
+TEST(OptionsTest, TheReconcilerSweepsKeepTheirDefaultsAndCanBeShortened) {
+  const Options defaults = parse({});
+  EXPECT_EQ(defaults.resync_seconds, 15);
+  EXPECT_EQ(defaults.orphan_sweep_seconds, 60);
+  EXPECT_EQ(defaults.gate_sweep_seconds, 15);
+  const Options options =
+      parse({"--resync-seconds", "2", "--orphan-sweep-seconds=3", "--gate-sweep-seconds", "1"});
+  EXPECT_EQ(options.resync_seconds, 2);
+  EXPECT_EQ(options.orphan_sweep_seconds, 3);
+  EXPECT_EQ(options.gate_sweep_seconds, 1);
+  // A sweep that never runs, or runs in a busy loop, is a mistake to refuse at start-up.
+  for (const char* flag : {"--resync-seconds", "--orphan-sweep-seconds", "--gate-sweep-seconds"}) {
+    for (const char* value : {"0", "-5", "1.5", "soon", ""}) {
+      try {
+        parse({flag, value});
+        ADD_FAILURE() << flag << " accepted '" << value << "'";
+      } catch (const std::invalid_argument& e) {
+        EXPECT_NE(std::string(e.what()).find(flag), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
 TEST(OptionsTest, NamespaceListsAndTheirWildcard) {
   const Options options = parse({"--session-namespaces", "a, b", "--tunnel-namespaces", "*"});
   ASSERT_TRUE(options.session_namespaces);
