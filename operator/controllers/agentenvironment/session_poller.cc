@@ -386,7 +386,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
       return PollOutcome::kClaimed;
     }
   } catch (const ObjectRefused& e) {
-    return refuse_spec(item, "secret", e.what());
+    return refuse_spec(item, env.generation, "secret", e.what());
   } catch (const std::exception& e) {
     claim_error("secret", "kubernetes", e.what());
     return PollOutcome::kFailed;
@@ -405,7 +405,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   try {
     created = deps_.objects.ensure_pod(build_runner_pod(env, session));
   } catch (const ObjectRefused& e) {
-    return refuse_spec(item, "pod", e.what());
+    return refuse_spec(item, env.generation, "pod", e.what());
   } catch (const std::exception& e) {
     claim_error("pod", "kubernetes", e.what());
     return PollOutcome::kFailed;
@@ -438,8 +438,8 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   return PollOutcome::kClaimed;
 }
 
-PollOutcome SessionPoller::refuse_spec(const agentapi::WorkItem& item, const std::string& step,
-                                       const std::string& message) {
+PollOutcome SessionPoller::refuse_spec(const agentapi::WorkItem& item, std::int64_t generation,
+                                       const std::string& step, const std::string& message) {
   // Nothing is acknowledged: the queue hands the item out again after the reclaim window, to
   // us once the spec is fixed, or to another worker.
   deps_.metrics.claim_errors_total
@@ -453,7 +453,9 @@ PollOutcome SessionPoller::refuse_spec(const agentapi::WorkItem& item, const std
                          message + "; no session is claimed until the spec changes");
   {
     std::lock_guard lock(mutex_);
-    refused_generation_ = settings_.environment.generation;
+    // A newer spec arrived while this claim ran: it may build objects the apiserver accepts.
+    if (settings_.environment.generation != generation) return PollOutcome::kFailed;
+    refused_generation_ = generation;
   }
   set_state(PollerHealth::kSpecRefused,
             step == "pod" ? "RunnerPodRejected" : "SessionSecretRejected",

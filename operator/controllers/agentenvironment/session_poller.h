@@ -148,9 +148,9 @@ class SessionPoller {
   };
   PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at, SlotReservation& slot);
   void answer_healthcheck(const agentapi::WorkItem& item);
-  // The apiserver refused an object of the claim as the spec builds it.
-  PollOutcome refuse_spec(const agentapi::WorkItem& item, const std::string& step,
-                          const std::string& message);
+  // The apiserver refused an object of the claim as `generation` of the spec builds it.
+  PollOutcome refuse_spec(const agentapi::WorkItem& item, std::int64_t generation,
+                          const std::string& step, const std::string& message);
   bool release_pod(const std::string& pod_name, const std::string& work_id,
                    const std::string& when);
   PollOutcome fail_poll(const std::string& reason, const std::string& metric_reason,
