@@ -43,6 +43,30 @@ std::optional<std::chrono::system_clock::time_point> claimed_at(const nlohmann::
                                   .value(std::string(kAnnotationClaimedAt), ""));
 }
 
+// Removes the Secret `name` if it belongs to `work_id`, by the uid read here; gone is fine.
+void remove_session_secret(kube::ResourceClient& secrets, const std::string& ns,
+                           const std::string& name, const std::string& work_id) {
+  nlohmann::json secret;
+  try {
+    secret = secrets.get(ns, name);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() == kube::ErrorKind::kNotFound) return;
+    throw;
+  }
+  const auto& secret_metadata = secret["metadata"];
+  if (secret_metadata.value("annotations", nlohmann::json::object())
+          .value(std::string(kAnnotationWorkId), "") != work_id) {
+    return;
+  }
+  kube::DeleteOptions secret_options;
+  secret_options.precondition_uid = secret_metadata.value("uid", "");
+  try {
+    secrets.remove(ns, name, secret_options);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
+  }
+}
+
 }  // namespace
 
 bool KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
@@ -145,36 +169,29 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
   const auto& metadata = pod["metadata"];
   const std::string ns = metadata.value("namespace", "");
   const std::string name = metadata.value("name", "");
+  const std::string uid = metadata.value("uid", "");
   const std::string work_id = metadata.value("annotations", nlohmann::json::object())
                                   .value(std::string(kAnnotationWorkId), "");
-  // The pod as cached, by uid: a pod of the same name made since (a new attempt at the item,
-  // after the cache saw this one) answers 409 and stays, and so does the Secret it uses.
+  // The Secret goes first. The pod has finished, so nothing reads the Secret any more; had the
+  // pod gone first, a crash or a failed request before the Secret's delete would leave a Secret
+  // whose pod no cache shows again, and only the orphan sweep, minutes later, would take it. In
+  // this order what is left is the finished pod, and the next pass removes it.
+  // Only while the apiserver's pod of that name is the one cached: a pod made since (a new
+  // attempt at the item, after the cache saw this one) uses the Secret, and both stay.
+  bool pod_exists = true;
+  try {
+    if (pods_.get(ns, name)["metadata"].value("uid", "") != uid) return;
+  } catch (const kube::ApiError& e) {
+    if (e.kind() != kube::ErrorKind::kNotFound) throw;
+    pod_exists = false;
+  }
+  remove_session_secret(secrets_, ns, name, work_id);
+  if (!pod_exists) return;
   kube::DeleteOptions pod_options;
   pod_options.propagation_policy = "Background";
-  pod_options.precondition_uid = metadata.value("uid", "");
+  pod_options.precondition_uid = uid;
   try {
     pods_.remove(ns, name, pod_options);
-  } catch (const kube::ApiError& e) {
-    if (e.kind() == kube::ErrorKind::kConflict) return;
-    if (e.kind() != kube::ErrorKind::kNotFound) throw;
-  }
-  // The Secret of that work item only, by the uid read here.
-  nlohmann::json secret;
-  try {
-    secret = secrets_.get(ns, name);
-  } catch (const kube::ApiError& e) {
-    if (e.kind() == kube::ErrorKind::kNotFound) return;
-    throw;
-  }
-  const auto& secret_metadata = secret["metadata"];
-  if (secret_metadata.value("annotations", nlohmann::json::object())
-          .value(std::string(kAnnotationWorkId), "") != work_id) {
-    return;
-  }
-  kube::DeleteOptions secret_options;
-  secret_options.precondition_uid = secret_metadata.value("uid", "");
-  try {
-    secrets_.remove(ns, name, secret_options);
   } catch (const kube::ApiError& e) {
     if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
   }

@@ -5,6 +5,10 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "kube/fake_api_server.h"
@@ -73,6 +77,32 @@ TEST_F(KubeSessionObjectsTest, ASecretOfAnotherWorkItemIsNotRemoved) {
   writer_.remove_finished(pod);
   EXPECT_FALSE(exists("pods"));
   EXPECT_TRUE(exists("secrets"));
+}
+
+// A crash (or a failed request) between the two deletes must not leave the Secret without its
+// pod: the next leader's cache no longer shows the pod, so nothing would remove the Secret but
+// the orphan sweep, minutes later. Whatever request fails, what is left is either both or the
+// finished pod alone, and the next pass (the same cached pod) removes the rest.
+TEST_F(KubeSessionObjectsTest, NoFailedStepLeavesTheSecretWithoutItsPod) {
+  for (const auto& [method, kind] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/pods"}, {"DELETE", "/pods"}, {"GET", "/secrets"}, {"DELETE", "/secrets"}}) {
+    SCOPED_TRACE(method + " " + kind + " fails");
+    if (exists("pods")) pods_.remove("a", "run-1");
+    if (exists("secrets")) secrets_.remove("a", "run-1");
+    const json pod = seed_pod("work_1", "Succeeded");
+    seed_secret("work_1");
+    server_.fail_next(method, kind, 500,
+                      R"({"kind":"Status","code":500,"reason":"InternalError","message":"x"})");
+    try {
+      writer_.remove_finished(pod);
+    } catch (const std::exception&) {
+      // the step failed; the next pass tries again
+    }
+    EXPECT_FALSE(exists("secrets") && !exists("pods")) << "the Secret outlived its pod";
+    writer_.remove_finished(pod);
+    EXPECT_FALSE(exists("pods"));
+    EXPECT_FALSE(exists("secrets"));
+  }
 }
 
 TEST_F(KubeSessionObjectsTest, AlreadyGoneIsFine) {
