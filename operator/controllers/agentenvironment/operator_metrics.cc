@@ -46,6 +46,9 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
       queue_pending(gauge(registry, "perimeter_queue_pending",
                           "Work items handed out but not yet acknowledged")),
       poll_retries_total(
-          counter(registry, "perimeter_poll_retries_total", "Backoff waits after a failed poll")) {}
+          counter(registry, "perimeter_poll_retries_total", "Backoff waits after a failed poll")),
+      last_successful_poll_timestamp_seconds(
+          gauge(registry, "perimeter_last_successful_poll_timestamp_seconds",
+                "Unix time of the last poll the work queue answered")) {}
 
 }  // namespace perimeter::agentenvironment

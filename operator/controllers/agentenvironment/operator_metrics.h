@@ -28,6 +28,8 @@ class OperatorMetrics {
   prometheus::Family<prometheus::Gauge>& queue_depth;            // {environment}
   prometheus::Family<prometheus::Gauge>& queue_pending;          // {environment}
   prometheus::Family<prometheus::Counter>& poll_retries_total;   // {environment}
+  // Unix time of the last poll the queue answered (alert on time() - this).
+  prometheus::Family<prometheus::Gauge>& last_successful_poll_timestamp_seconds;  // {environment}
 };
 
 }  // namespace perimeter::agentenvironment

@@ -20,6 +20,27 @@ constexpr size_t kMaxCountedPerWrite = 500;
 using runtime::find_condition;
 using runtime::set_condition;
 
+// Whether `have` holds everything `want` does: objects key by key (extra keys in `have`, such as
+// fields the apiserver defaulted, are allowed), arrays element by element, scalars equal.
+bool json_contains(const json& have, const json& want) {
+  if (want.is_object()) {
+    if (!have.is_object()) return false;
+    for (const auto& [key, value] : want.items()) {
+      const auto it = have.find(key);
+      if (it == have.end() || !json_contains(*it, value)) return false;
+    }
+    return true;
+  }
+  if (want.is_array()) {
+    if (!have.is_array() || have.size() != want.size()) return false;
+    for (size_t i = 0; i < want.size(); ++i) {
+      if (!json_contains(have[i], want[i])) return false;
+    }
+    return true;
+  }
+  return have == want;
+}
+
 // Why a pod failed, in a word a person can act on.
 std::string failure_reason(const json& pod) {
   const auto& status = pod.value("status", json::object());
@@ -151,9 +172,25 @@ AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
   return credentials;
 }
 
-void AgentEnvironmentReconciler::apply_network_policy(const AgentEnvironment& env) {
-  deps_.network_policy_client.apply(env.namespace_, build_network_policy(env),
-                                    {options_.field_manager, true});
+void AgentEnvironmentReconciler::apply_network_policy(const AgentEnvironment& env,
+                                                      bool spec_changed) {
+  const json desired = build_network_policy(env);
+  if (!spec_changed) {
+    // The periodic check reads before it writes, so an idle environment writes nothing; fields
+    // the apiserver defaulted are not a difference.
+    try {
+      const json live = deps_.network_policy_client.get(env.namespace_,
+                                                        desired["metadata"].value("name", ""));
+      if (json_contains(live.value("spec", json()), desired["spec"]) &&
+          json_contains(live["metadata"].value("labels", json::object()),
+                        desired["metadata"].value("labels", json::object()))) {
+        return;
+      }
+    } catch (const kube::ApiError& e) {
+      if (e.kind() != kube::ErrorKind::kNotFound) throw;
+    }
+  }
+  deps_.network_policy_client.apply(env.namespace_, desired, {options_.field_manager, true});
 }
 
 SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
@@ -457,13 +494,10 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
     if (poller->stats->oldest_queued_at) queue["oldestQueuedAt"] = *poller->stats->oldest_queued_at;
     status["queue"] = queue;
   }
-  if (poller != nullptr && poller->last_success) {
-    // Rewritten only when it has aged: a poll a second must not be a write a second.
-    const auto written = parse_rfc3339(status.value("lastSuccessfulPollTime", ""));
-    if (!written || *poller->last_success - *written >= options_.poll_time_refresh) {
-      status["lastSuccessfulPollTime"] = format_rfc3339(*poller->last_success);
-    }
-  }
+  // No longer written: a time that changes with every poll is either a write a second or
+  // untrue when read. The metric perimeter_last_successful_poll_timestamp_seconds has it, and
+  // QueueReachable says at once when polls fail. A value left by an earlier version goes.
+  status.erase("lastSuccessfulPollTime");
   return status;
 }
 
@@ -515,10 +549,6 @@ AgentEnvironmentReconciler::StatusWrite AgentEnvironmentReconciler::write_status
     if (status == current) {
       result.pending_marks = pending_marks_of(current);
       return result;
-    }
-    // Written anyway: the poll time goes with it at no cost.
-    if (poller != nullptr && poller->last_success) {
-      status["lastSuccessfulPollTime"] = format_rfc3339(*poller->last_success);
     }
     base["status"] = status;
     try {
@@ -651,7 +681,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   credential_retry_delay(key_text, false);
 
   if (spec_changed || now - memo.policy_applied_at >= options_.policy_refresh) {
-    apply_network_policy(env);
+    apply_network_policy(env, spec_changed);
     memo.policy_applied_at = now;
   }
   if (spec_changed || now - memo.orphans_swept_at >= options_.orphan_sweep) {

@@ -73,9 +73,6 @@ struct ReconcilerOptions {
   // Status writes of one environment are at least this far apart; changes in between are
   // written together (sessions finishing by the hundred make one write, not a hundred).
   std::chrono::milliseconds status_write_interval{1000};
-  // lastSuccessfulPollTime is rewritten when it is older than this (not on every poll, which
-  // would be a write a second); the QueueReachable condition says at once when polls fail.
-  std::chrono::seconds poll_time_refresh{300};
 };
 
 // Converges one AgentEnvironment: reads its key, keeps its NetworkPolicy and its session poller
@@ -135,7 +132,9 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   };
 
   Credentials read_key(const AgentEnvironment& env);
-  void apply_network_policy(const AgentEnvironment& env);
+  // Applies the environment's NetworkPolicy: always when the spec changed, otherwise only when
+  // the live policy differs (deleted or edited).
+  void apply_network_policy(const AgentEnvironment& env, bool spec_changed);
   SessionPoller& ensure_poller(const std::string& key, const AgentEnvironment& env,
                                const std::string& environment_key);
   void remove_poller(const std::string& key);

@@ -233,6 +233,8 @@ PollOutcome SessionPoller::poll_once() {
     backoff_.reset();
   }
   set_state(PollerHealth::kPolling, "Polling", "the work queue answers");
+  deps_.metrics.last_successful_poll_timestamp_seconds.Add({{"environment", label()}})
+      .Set(std::chrono::duration<double>(polled_at.wall.time_since_epoch()).count());
   if (!item) {
     deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "empty"}}).Increment();
     {

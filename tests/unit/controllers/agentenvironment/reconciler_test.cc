@@ -263,7 +263,8 @@ TEST_F(AgentEnvironmentReconcilerTest, ARestartedOperatorDoesNotCountAgain) {
   EXPECT_EQ(count("claimed"), 2);
 }
 
-// Issue 15, item 5: polls that keep succeeding while nothing changes write nothing.
+// Issue 15, item 5: polls that keep succeeding while nothing changes write nothing, over ten
+// minutes: past the key refresh, the periodic NetworkPolicy check and the sweeps.
 TEST_F(AgentEnvironmentReconcilerTest, AnIdleEnvironmentCausesNoApiserverWrites) {
   ON_CALL(api_, poll(_)).WillByDefault(Return(std::nullopt));
   given(environment_object());
@@ -276,7 +277,7 @@ TEST_F(AgentEnvironmentReconcilerTest, AnIdleEnvironmentCausesNoApiserverWrites)
   refresh_caches();
   ASSERT_EQ(stored_environment()["status"]["conditions"][0]["reason"], "Polling");
   const size_t from = server_.requests().size();
-  for (int second = 0; second < 120; ++second) {
+  for (int second = 0; second < 600; ++second) {  // past every periodic refresh
     clock_.advance(seconds(1));
     reconciler->poller(kKey)->poll_once();
     if (second % 5 == 0) reconciler->poller(kKey)->refresh_stats();
@@ -284,6 +285,30 @@ TEST_F(AgentEnvironmentReconcilerTest, AnIdleEnvironmentCausesNoApiserverWrites)
     refresh_caches();
   }
   EXPECT_THAT(writes_since(from), ::testing::IsEmpty());
+}
+
+// The periodic NetworkPolicy check reads first, but a policy someone edited or deleted is still
+// put back.
+TEST_F(AgentEnvironmentReconcilerTest, AnEditedOrDeletedNetworkPolicyIsPutBackAtTheNextCheck) {
+  const AgentEnvironment env = given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  const std::string path = std::string("/apis/networking.k8s.io/v1/namespaces/") + kNamespace +
+                           "/networkpolicies/" + network_policy_name(env);
+  const json applied = *server_.object_at(path);
+  network_policy_client_.merge_patch(kNamespace, network_policy_name(env),
+                                     {{"spec", {{"egress", json::array({json::object()})}}}});
+  refresh_caches();
+  clock_.advance(minutes(5));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ((*server_.object_at(path))["spec"], applied["spec"]);
+
+  network_policy_client_.remove(kNamespace, network_policy_name(env));
+  refresh_caches();
+  clock_.advance(minutes(5));
+  reconciler->reconcile({kNamespace, kName});
+  ASSERT_TRUE(server_.object_at(path).has_value());
+  EXPECT_EQ((*server_.object_at(path))["spec"], applied["spec"]);
 }
 
 // Issue 15, item 5: however many sessions finish, status is written a bounded number of times.
