@@ -15,6 +15,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -127,6 +128,12 @@ class OperatorE2eTest : public ::testing::Test {
   void TearDown() override {
     if (HasFailure()) {
       std::cerr << "---- operator log (tail) ----\n" << tail(logs_->path() + "/operator.log");
+      // The whole log outlives the test where one asks for it (a run to investigate).
+      if (const char* keep = std::getenv("PERIMETER_E2E_KEEP_LOGS"); keep != nullptr) {
+        const std::string kept = std::string(keep) + "/" + ns_ + "-operator.log";
+        std::ofstream(kept) << read_file(logs_->path() + "/operator.log");
+        std::cerr << "operator log kept in " << kept << "\n";
+      }
     }
   }
 
@@ -209,7 +216,9 @@ class PodTracker {
     };
     handlers.on_delete = [this](const runtime::ObjectPtr& pod) {
       std::lock_guard lock(mutex_);
-      unfinished_.erase((*pod)["metadata"]["name"].get<std::string>());
+      const std::string name = (*pod)["metadata"]["name"];
+      unfinished_.erase(name);
+      deleted_at_[name] = std::chrono::steady_clock::now();
     };
     informer_.add_handlers(std::move(handlers));
     informer_.start();
@@ -225,6 +234,25 @@ class PodTracker {
     std::lock_guard lock(mutex_);
     return adds_;
   }
+  // Every pod ever seen per work id, by uid: a pod deleted by retention and a twin made after it
+  // under the same name are two.
+  std::map<std::string, std::set<std::string>> uids_per_work_id() const {
+    std::lock_guard lock(mutex_);
+    return uids_;
+  }
+  // The pods (by uid) seen in phase Succeeded.
+  std::set<std::string> succeeded_uids() const {
+    std::lock_guard lock(mutex_);
+    return succeeded_;
+  }
+  // When the watch last showed the pod of that name deleted; nullopt if it has not, or if a pod of
+  // that name exists again.
+  std::optional<std::chrono::steady_clock::time_point> deleted_at(const std::string& name) const {
+    std::lock_guard lock(mutex_);
+    const auto it = deleted_at_.find(name);
+    if (it == deleted_at_.end()) return std::nullopt;
+    return it->second;
+  }
 
  private:
   static runtime::InformerOptions options(const std::string& ns) {
@@ -237,8 +265,13 @@ class PodTracker {
   void observe(const json& pod, bool added) {
     std::lock_guard lock(mutex_);
     const std::string name = pod["metadata"]["name"];
-    if (added) ++adds_[pod["metadata"]["annotations"].value("perimeter.dev/work-id", "")];
+    const std::string work_id = pod["metadata"]["annotations"].value("perimeter.dev/work-id", "");
+    if (added) ++adds_[work_id];
+    const std::string uid = pod["metadata"].value("uid", "");
+    uids_[work_id].insert(uid);
+    deleted_at_.erase(name);
     const std::string phase = pod.value("status", json::object()).value("phase", "");
+    if (phase == "Succeeded") succeeded_.insert(uid);
     if (phase == "Succeeded" || phase == "Failed") {
       unfinished_.erase(name);
     } else {
@@ -252,6 +285,9 @@ class PodTracker {
   std::set<std::string> unfinished_;
   size_t max_unfinished_ = 0;
   std::map<std::string, int> adds_;
+  std::map<std::string, std::set<std::string>> uids_;
+  std::set<std::string> succeeded_;
+  std::map<std::string, std::chrono::steady_clock::time_point> deleted_at_;
 };
 
 // A server of the attacker's own on loopback: it records every byte any client sends it and
@@ -424,6 +460,154 @@ TEST_F(OperatorE2eTest, KillingTheOperatorMidClaimTenTimesLosesAndDoublesNothing
   }
   // No orphan: one Secret per pod, plus the environment key.
   EXPECT_EQ(list(kube::resources::secrets()).size(), static_cast<size_t>(kSessions) + 1);
+}
+
+// Two hundred sessions while the operator is killed with SIGKILL at random moments and started
+// again, with retention and the orphan and gate sweeps all running at short intervals, so that
+// kills land in claims, in status writes, in the marking of outcomes and in retention's deletes.
+// Every item ends with exactly one pod that ran, status counts what the simulator recorded, and
+// no Secret outlives its pod. The kills are drawn from a seed printed at the start
+// (PERIMETER_E2E_SEED repeats a run).
+TEST_F(OperatorE2eTest, KillingTheOperatorAtRandomForTwoHundredSessionsLosesAndDoublesNothing) {
+  constexpr int kSessions = 200;
+  constexpr int kRetentionSeconds = 5;
+  constexpr int kOrphanSweepSeconds = 5;
+  constexpr int kResyncSeconds = 3;
+  const auto started = std::chrono::steady_clock::now();
+  const char* seed_text = std::getenv("PERIMETER_E2E_SEED");
+  const unsigned seed =
+      seed_text != nullptr ? static_cast<unsigned>(std::stoul(seed_text)) : std::random_device{}();
+  std::cout << "seed " << seed << " (PERIMETER_E2E_SEED=" << seed << " repeats the kills)\n";
+  std::mt19937 random(seed);
+
+  // As in the ten-kill test: 150 ms on every API reply keeps claims open so kills land in them.
+  ASSERT_EQ(
+      testing::http_call(sim_->url(), "POST", "/admin/faults", json{{"latency_ms", 150}}.dump())
+          .status,
+      200);
+  create_environment(
+      50, {{"podAnnotations", {{"perimeter.dev/kwok-complete-after", "1s"}}}},
+      {{"poll", {{"reclaimOlderThanMs", 1000}}},
+       {"retention",
+        {{"succeededSeconds", kRetentionSeconds}, {"failedSeconds", kRetentionSeconds}}}});
+  auto pods = client(kube::resources::pods());
+  runtime::RuntimeMetrics runtime_metrics(registry_);
+  PodTracker tracker(*pods, ns_, runtime_metrics);
+  const std::vector<std::string> sweeps = {"--resync-seconds",
+                                           std::to_string(kResyncSeconds),
+                                           "--orphan-sweep-seconds",
+                                           std::to_string(kOrphanSweepSeconds),
+                                           "--gate-sweep-seconds",
+                                           "2"};
+  const auto work_ids = enqueue(kSessions);
+
+  const int kills = std::uniform_int_distribution<int>(15, 20)(random);
+  std::uniform_int_distribution<int> lifetime_ms(300, 2500);
+  std::cout << kills << " kills, after (ms):";
+  for (int kill = 0; kill < kills; ++kill) {
+    auto operator_process = start_operator(sweeps);
+    const int lifetime = lifetime_ms(random);
+    std::cout << " " << lifetime << std::flush;
+    std::this_thread::sleep_for(milliseconds(lifetime));
+    operator_process->kill9();
+  }
+  std::cout << "\n";
+  auto operator_process = start_operator(sweeps);
+
+  // Every wait is bounded; together they stay well inside the test's timeout.
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (const auto& work_id : work_ids) {
+          if (work_view(work_id)["state"] != "starting") return false;
+        }
+        return true;
+      },
+      seconds(150), "every work item to be acknowledged"));
+  auto environments = client(agent_environments());
+  const auto sessions = [&] {
+    return environments->get(ns_, "agents")
+        .value("status", json::object())
+        .value("sessions", json::object());
+  };
+  EXPECT_TRUE(eventually(
+      [&] {
+        const json counted = sessions();
+        return counted.value("succeeded", 0) >= kSessions &&
+               counted.value("pendingMarks", json::array()).empty();
+      },
+      seconds(120), "every session counted as succeeded, and no mark pending"))
+      << sessions().dump();
+  EXPECT_TRUE(eventually([&] { return list(kube::resources::pods()).empty(); }, seconds(60),
+                         "retention to remove every finished runner pod"));
+
+  // No Secret outlives its pod by more than a sweep and a margin (retention already ran before
+  // the pod was deleted). Checked against when the watch saw each pod go.
+  const auto allowed = seconds(kOrphanSweepSeconds + kResyncSeconds + 20);
+  std::string outliving, left;
+  eventually(
+      [&] {
+        outliving.clear();
+        left.clear();
+        for (const auto& secret : list(kube::resources::secrets())) {
+          const std::string name = secret["metadata"]["name"];
+          if (name == "env-key") continue;
+          const auto gone = tracker.deleted_at(name);
+          const std::string about =
+              name + " (pod " +
+              (gone ? "gone " +
+                          std::to_string(std::chrono::duration_cast<seconds>(
+                                             std::chrono::steady_clock::now() - *gone)
+                                             .count()) +
+                          " s"
+                    : std::string("never seen deleted")) +
+              ", annotations " + secret["metadata"].value("annotations", json::object()).dump() +
+              ")\n";
+          if (gone && std::chrono::steady_clock::now() - *gone > allowed) outliving += about;
+          left += about;
+        }
+        return left.empty() || !outliving.empty();
+      },
+      allowed + seconds(10), "every runner Secret to be removed after its pod");
+  EXPECT_TRUE(outliving.empty()) << "Secrets that outlived their pods by more than "
+                                 << allowed.count() << " s:\n"
+                                 << outliving;
+  EXPECT_TRUE(left.empty()) << "runner Secrets left:\n" << left;
+
+  // Exactly one pod per item, and it ran to the end; none for anything else.
+  const auto uids = tracker.uids_per_work_id();
+  const auto succeeded = tracker.succeeded_uids();
+  EXPECT_EQ(uids.size(), static_cast<size_t>(kSessions));
+  int reclaimed = 0, started_items = 0;
+  for (const auto& work_id : work_ids) {
+    const auto it = uids.find(work_id);
+    if (it == uids.end()) {
+      ADD_FAILURE() << work_id << " never got a pod";
+    } else {
+      EXPECT_EQ(it->second.size(), 1u) << work_id << " got more than one pod";
+      for (const auto& uid : it->second)
+        EXPECT_EQ(succeeded.count(uid), 1u) << work_id << ": pod " << uid << " never succeeded";
+    }
+    const auto transitions = work_view(work_id)["transitions"];
+    const auto starts = std::count(transitions.begin(), transitions.end(), json("queued->starting"));
+    EXPECT_EQ(starts, 1) << work_id << ": " << transitions.dump();
+    started_items += starts > 0 ? 1 : 0;
+    reclaimed +=
+        static_cast<int>(std::count(transitions.begin(), transitions.end(), json("reclaimed")));
+  }
+  std::cout << "items handed out again after a kill: " << reclaimed << "\n";
+  EXPECT_GT(reclaimed, 0) << "no kill landed mid-claim; the test proved nothing";
+
+  // The counts in status are what the simulator recorded, and survive every kill.
+  const json counted = sessions();
+  EXPECT_EQ(counted.value("claimed", -1), started_items) << counted.dump();
+  EXPECT_EQ(counted.value("succeeded", -1), started_items) << counted.dump();
+  EXPECT_EQ(counted.value("failed", -1), 0) << counted.dump();
+  EXPECT_TRUE(counted.value("pendingMarks", json::array()).empty()) << counted.dump();
+  EXPECT_TRUE(operator_process->running());
+  std::cout << "took "
+            << std::chrono::duration_cast<seconds>(std::chrono::steady_clock::now() - started)
+                   .count()
+            << " s\n";
 }
 
 TEST_F(OperatorE2eTest, EverySessionGetsItsPodWhileTwentyPercentOfApiCallsFail) {
