@@ -2,6 +2,7 @@
 
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/reconciler.h"
+#include "controllers/agentenvironment/runner_pod_cache.h"
 #include "runtime/controller.h"
 
 namespace perimeter::agentenvironment {
@@ -36,6 +37,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     runtime::InformerOptions pod_options;
     pod_options.label_selector =
         "app.kubernetes.io/managed-by=perimeter,app.kubernetes.io/component=runner";
+    pod_options.transform = trim_runner_pod;  // what the controller reads, nothing more
     auto pods = cache.informers(clients_.pods, pod_namespaces, pod_options);
     pod_store_ = pods.store;
     census_ = std::make_unique<StoreRunnerPodCensus>(*pod_store_);

@@ -12,6 +12,7 @@
 #include "agentapi/mock_agent_api.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
@@ -110,8 +111,13 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
     pod["status"] = {{"phase", phase}};
     const json stored =
         server_.seed(std::string("/api/v1/namespaces/") + kNamespace + "/pods", pod);
-    pods_.upsert(std::make_shared<const json>(stored));
+    cache_pod(stored);
     return stored;
+  }
+  // The pod cache holds what the operator's informer keeps of a pod.
+  void cache_pod(json pod) {
+    trim_runner_pod(pod);
+    pods_.upsert(std::make_shared<const json>(std::move(pod)));
   }
   // The informer catches up with the apiserver.
   void refresh_caches() {
@@ -120,7 +126,7 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
           server_.object_at(std::string("/api/v1/namespaces/") + key.substr(0, key.find('/')) +
                             "/pods/" + key.substr(key.find('/') + 1));
       if (stored) {
-        pods_.upsert(std::make_shared<const json>(*stored));
+        cache_pod(*stored);
       } else {
         pods_.remove(key);
       }

@@ -1,0 +1,95 @@
+// The runner pod as the AgentEnvironment controller caches it: everything the controller reads
+// survives the trim, and most of the object does not.
+#include "controllers/agentenvironment/runner_pod_cache.h"
+
+#include <gtest/gtest.h>
+
+#include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_resources.h"
+#include "runtime/store.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+using nlohmann::json;
+
+json a_failed_runner_pod_as_the_apiserver_returns_it() {
+  AgentEnvironment env;
+  env.name = "payments";
+  env.namespace_ = "agents";
+  env.uid = "uid-env";
+  env.environment_id = "env_1";
+  env.runner.image = "perimeter-runner:1";
+  json pod = build_runner_pod(env, {"work_1", "sesn_1", "secret", "2026-11-30T08:00:00.000000Z"});
+  pod["metadata"]["uid"] = "uid-pod";
+  pod["metadata"]["resourceVersion"] = "4711";
+  pod["metadata"]["creationTimestamp"] = "2026-11-30T08:00:00Z";
+  pod["metadata"]["managedFields"] = json::array(
+      {{{"manager", "perimeter-operator"}, {"operation", "Update"}, {"fieldsV1", pod["spec"]}}});
+  pod["status"] = {
+      {"phase", "Failed"},
+      {"conditions", json::array({{{"type", "Ready"}, {"status", "False"}}})},
+      {"podIP", "10.0.0.7"},
+      {"containerStatuses", json::array({{{"name", "runner"},
+                                          {"image", "perimeter-runner:1"},
+                                          {"imageID", "sha256:0123"},
+                                          {"state",
+                                           {{"terminated",
+                                             {{"reason", "Error"},
+                                              {"exitCode", 3},
+                                              {"startedAt", "2026-11-30T08:00:01Z"},
+                                              {"finishedAt", "2026-11-30T08:00:09Z"},
+                                              {"containerID", "containerd://abc"}}}}}}})}};
+  return pod;
+}
+
+TEST(RunnerPodCacheTest, KeepsWhatTheControllerReads) {
+  const json full = a_failed_runner_pod_as_the_apiserver_returns_it();
+  json trimmed = full;
+  trim_runner_pod(trimmed);
+  for (const char* key : {"name", "namespace", "uid", "resourceVersion", "creationTimestamp"}) {
+    EXPECT_EQ(trimmed["metadata"][key], full["metadata"][key]) << key;
+  }
+  for (const char* label :
+       {"perimeter.dev/environment", "perimeter.dev/work-id", "perimeter.dev/session-id"}) {
+    EXPECT_EQ(trimmed["metadata"]["labels"][label], full["metadata"]["labels"][label]) << label;
+  }
+  EXPECT_EQ(trimmed["metadata"]["annotations"]["perimeter.dev/work-id"], "work_1");
+  const json owner = trimmed["metadata"]["ownerReferences"][0];
+  EXPECT_EQ(owner["kind"], "AgentEnvironment");
+  EXPECT_EQ(owner["uid"], "uid-env");
+  EXPECT_EQ(owner["controller"], true);
+  EXPECT_EQ(trimmed["spec"]["schedulingGates"], full["spec"]["schedulingGates"]);
+  EXPECT_EQ(trimmed["status"]["phase"], "Failed");
+  EXPECT_EQ(trimmed["status"]["containerStatuses"][0]["state"]["terminated"],
+            json({{"reason", "Error"}, {"exitCode", 3}}));
+  EXPECT_FALSE(trimmed["metadata"].contains("managedFields"));
+  EXPECT_FALSE(trimmed["spec"].contains("containers"));
+  EXPECT_TRUE(pod_finished(trimmed));
+  EXPECT_LT(trimmed.dump().size() * 3, full.dump().size());
+}
+
+TEST(RunnerPodCacheTest, TheCensusOfTrimmedPodsIsTheCensusOfFullOnes) {
+  runtime::Store full_store, trimmed_store;
+  json gated = a_failed_runner_pod_as_the_apiserver_returns_it();
+  gated["status"] = {{"phase", "Pending"}};
+  json finished = a_failed_runner_pod_as_the_apiserver_returns_it();
+  finished["metadata"]["name"] = "run-2";
+  finished["spec"].erase("schedulingGates");
+  for (const json& pod : {gated, finished}) {
+    full_store.upsert(std::make_shared<const json>(pod));
+    json trimmed = pod;
+    trim_runner_pod(trimmed);
+    trimmed_store.upsert(std::make_shared<const json>(trimmed));
+  }
+  const PodCensus from_full = StoreRunnerPodCensus(full_store).census("agents", "payments");
+  const PodCensus from_trimmed = StoreRunnerPodCensus(trimmed_store).census("agents", "payments");
+  EXPECT_EQ(from_trimmed.all, from_full.all);
+  EXPECT_EQ(from_trimmed.unfinished, from_full.unfinished);
+  EXPECT_EQ(from_trimmed.gated, from_full.gated);
+  EXPECT_EQ(from_full.gated.size(), 1u);
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
