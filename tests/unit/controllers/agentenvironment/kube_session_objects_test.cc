@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -12,6 +15,7 @@
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "kube/fake_api_server.h"
+#include "runtime/store.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -187,6 +191,53 @@ TEST_F(KubeSessionObjectsTest, ALaterClaimRewritesTheSecret) {
   const json stored =
       *server_.object_at("/api/v1/namespaces/a/secrets/" + runner_object_name("work_1"));
   EXPECT_EQ(stored["stringData"]["work-secret"], "reissued-secret");
+}
+
+// The census reads the cached pods in place on every poll; what it reports is the same as ever.
+TEST(StoreRunnerPodCensusTest, CountsTheEnvironmentsPodsInItsNamespaceOnly) {
+  runtime::Store store;
+  const auto add = [&](const std::string& ns, const std::string& name, const std::string& env,
+                       const json& status, const json& spec, const json& annotations) {
+    json pod = {{"metadata",
+                 {{"namespace", ns},
+                  {"name", name},
+                  {"labels", {{std::string(kLabelEnvironment), label_value_for(env)}}}}}};
+    if (!annotations.is_null()) pod["metadata"]["annotations"] = annotations;
+    if (!status.is_null()) pod["status"] = status;
+    if (!spec.is_null()) pod["spec"] = spec;
+    store.upsert(std::make_shared<const json>(std::move(pod)));
+  };
+  const json gated = {{"schedulingGates",
+                       {{{"name", "other.example/gate"}},
+                        {{"name", std::string(kSchedulingGateAcknowledged)}}}}};
+  add("agents", "run-c", "payments", {{"phase", "Running"}}, nullptr, nullptr);
+  add("agents", "run-a", "payments", {{"phase", "Succeeded"}}, nullptr, nullptr);
+  add("agents", "run-b", "payments", nullptr, gated, {{std::string(kAnnotationWorkId), "work_b"}});
+  add("agents", "run-d", "payments", {{"phase", "Failed"}}, nullptr, nullptr);
+  add("agents", "run-e", "payments", {{"phase", "Pending"}}, gated, nullptr);  // no annotations
+  add("agents", "run-f", "payments", {{"phase", "Pending"}},
+      {{"schedulingGates", {{{"name", "other.example/gate"}}}}}, nullptr);  // not our gate
+  add("agents", "run-x", "search", {{"phase", "Running"}}, nullptr, nullptr);
+  add("agentz", "run-0", "payments", {{"phase", "Running"}}, gated,
+      {{std::string(kAnnotationWorkId), "work_0"}});
+  add("a", "run-z", "payments", {{"phase", "Running"}}, nullptr, nullptr);
+
+  const PodCensus census = StoreRunnerPodCensus(store).census("agents", "payments");
+  EXPECT_EQ(census.all, (std::set<std::string>{"run-a", "run-b", "run-c", "run-d", "run-e",
+                                                "run-f"}));
+  EXPECT_EQ(census.unfinished, (std::set<std::string>{"run-b", "run-c", "run-e", "run-f"}));
+  EXPECT_EQ(census.gated,
+            (std::map<std::string, std::string>{{"run-b", "work_b"}, {"run-e", ""}}));
+  EXPECT_TRUE(StoreRunnerPodCensus(store).census("elsewhere", "payments").all.empty());
+}
+
+TEST(PodFinishedTest, OnlySucceededAndFailedAreFinished) {
+  EXPECT_TRUE(pod_finished({{"status", {{"phase", "Succeeded"}}}}));
+  EXPECT_TRUE(pod_finished({{"status", {{"phase", "Failed"}}}}));
+  EXPECT_FALSE(pod_finished({{"status", {{"phase", "Running"}}}}));
+  EXPECT_FALSE(pod_finished({{"status", {{"phase", 3}}}}));
+  EXPECT_FALSE(pod_finished({{"status", "Succeeded"}}));
+  EXPECT_FALSE(pod_finished(json::object()));
 }
 
 }  // namespace
