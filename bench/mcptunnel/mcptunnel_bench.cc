@@ -33,6 +33,7 @@
 #include <thread>
 
 #include "agentapi/sim_process.h"
+#include "bench_support.h"
 #include "cluster/local_cluster.h"
 #include "core/log.h"
 #include "kube/config.h"
@@ -48,6 +49,11 @@ namespace {
 using namespace perimeter;
 using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
+using bench::env_or;
+using bench::percentile;
+using bench::process_usage;
+using bench::read_file;
+using Usage = bench::ProcessUsage;
 
 constexpr const char* kIssuer = "https://kubernetes.default.svc.cluster.local";
 constexpr const char* kAudience = "https://api.anthropic.com";
@@ -62,45 +68,6 @@ kube::ResourceType mcp_tunnels() {
   return {"perimeter.dev", "v1alpha1", "mcptunnels", "McpTunnel", true};
 }
 
-std::string env_or(const char* name, const std::string& fallback) {
-  // Read on the main thread before any other thread starts.
-  const char* value = std::getenv(name);  // NOLINT(concurrency-mt-unsafe)
-  return value != nullptr ? value : fallback;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// VmHWM (peak RSS) and VmRSS in KiB, and utime+stime in seconds, from /proc.
-struct Usage {
-  long hwm_kib = 0;
-  long rss_kib = 0;
-  double cpu_seconds = 0;
-};
-
-Usage process_usage(pid_t pid) {
-  Usage usage;
-  std::istringstream status(read_file("/proc/" + std::to_string(pid) + "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) usage.hwm_kib = std::stol(line.substr(6));
-    if (line.rfind("VmRSS:", 0) == 0) usage.rss_kib = std::stol(line.substr(6));
-  }
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  long ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stol(field);
-  }
-  usage.cpu_seconds = static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
-  return usage;
-}
-
 // Resets VmHWM to the current RSS (proc(5), clear_refs "5"), so a phase's peak is its own and not
 // the process's lifetime high-water mark. False when the kernel refused.
 bool reset_peak_rss(pid_t pid) {
@@ -111,14 +78,6 @@ bool reset_peak_rss(pid_t pid) {
 }
 
 double mib(long kib) { return static_cast<double>(kib) / 1024.0; }
-
-double percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const size_t index =
-      std::min(values.size() - 1, static_cast<size_t>(p * static_cast<double>(values.size())));
-  return values[index];
-}
 
 double median(std::vector<double> values) {
   if (values.empty()) return 0;

@@ -26,18 +26,19 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <mutex>
 #include <set>
-#include <functional>
 #include <sstream>
 #include <thread>
 
 #include "agentapi/sim_process.h"
+#include "bench_support.h"
+#include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/agent_environment.h"
 #include "controllers/agentenvironment/runner_resources.h"
-#include "cluster/local_cluster.h"
 #include "core/log.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
@@ -55,46 +56,10 @@ namespace {
 using namespace perimeter;
 using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
-
-std::string env_or(const char* name, const std::string& fallback) {
-  // Read on the main thread before any other thread starts.
-  const char* value = std::getenv(name);  // NOLINT(concurrency-mt-unsafe)
-  return value != nullptr ? value : fallback;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// VmHWM (peak RSS) in KiB and utime+stime in seconds, from /proc.
-std::pair<long, double> process_usage(pid_t pid) {
-  long hwm_kib = 0;
-  std::istringstream status(read_file("/proc/" + std::to_string(pid) + "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) hwm_kib = std::stol(line.substr(6));
-  }
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  long ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stol(field);
-  }
-  return {hwm_kib, static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK))};
-}
-
-double percentile(std::vector<double> values, double p) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const size_t index =
-      std::min(values.size() - 1, static_cast<size_t>(p * static_cast<double>(values.size())));
-  return values[index];
-}
-
+using bench::env_or;
+using bench::percentile;
+using bench::process_usage;
+using bench::read_file;
 
 // The operator's own client settings (operator/manager/options.h defaults), passed to it
 // explicitly so that the raw peer is held to exactly the same rate limit.
@@ -102,8 +67,7 @@ constexpr double kKubeApiQps = 200;
 constexpr int kKubeApiBurst = 400;
 
 // Counter samples of one family summed by the values of some labels, joined by " ".
-std::map<std::string, double> sums_by_labels(const std::string& exposition,
-                                             const std::string& name,
+std::map<std::string, double> sums_by_labels(const std::string& exposition, const std::string& name,
                                              const std::vector<std::string>& labels) {
   std::map<std::string, double> sums;
   std::istringstream lines(exposition);
@@ -148,9 +112,9 @@ json difference(const std::map<std::string, double>& before,
 }
 
 bool is_write(const std::string& verb) {
-  static const std::set<std::string> writes = {"create", "update", "patch", "delete", "apply",
-                                               "POST",   "PUT",    "PATCH", "DELETE",
-                                               "APPLY",  "deletecollection", "DELETECOLLECTION"};
+  static const std::set<std::string> writes = {
+      "create", "update", "patch", "delete",           "apply",           "POST", "PUT",
+      "PATCH",  "DELETE", "APPLY", "deletecollection", "DELETECOLLECTION"};
   return writes.count(verb) > 0;
 }
 
@@ -387,9 +351,9 @@ int main(int argc, char** argv) {
   agentenvironment::AgentEnvironment raw_env =
       agentenvironment::parse_agent_environment(environment_object);
   raw_env.namespace_ = "bench-raw";
-  namespaces.create("", {{"apiVersion", "v1"},
-                         {"kind", "Namespace"},
-                         {"metadata", {{"name", raw_env.namespace_}}}});
+  namespaces.create(
+      "",
+      {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", raw_env.namespace_}}}});
   {
     kube::ResourceClient service_accounts(transport, kube::resources::service_accounts(),
                                           client_metrics);
@@ -465,8 +429,7 @@ int main(int argc, char** argv) {
   std::cerr << "raw peer: " << raw_per_second << " items/s\n";
 
   // Counted from here: what the claims cost, not what start-up did.
-  const auto [rss_before_kib, cpu_before_seconds] = process_usage(operator_process.pid());
-  (void)rss_before_kib;
+  const auto before = process_usage(operator_process.pid());
   const std::string exposition_before = operator_process.metrics();
   const auto apiserver_before = apiserver_requests(transport);
   PerfRecording perf(perf_output, operator_process.pid());
@@ -497,7 +460,7 @@ int main(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  const auto [rss_at_release_kib, cpu_at_release_seconds] = process_usage(operator_process.pid());
+  const auto at_release = process_usage(operator_process.pid());
   const std::string exposition_at_release = operator_process.metrics();
   // Then until every session has finished and been counted, and the coalesced status write that
   // follows (at most one a second) is out: the cost of a claim, all included.
@@ -519,16 +482,16 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::seconds(3));
   }
   const bool perf_ok = perf.stop();
-  const auto [rss_kib, cpu_seconds] = process_usage(operator_process.pid());
+  const auto usage = process_usage(operator_process.pid());
   const std::string exposition = operator_process.metrics();
   const auto apiserver_after = apiserver_requests(transport);
   const std::vector<std::string> verb_code = {"verb", "code"};
   const json claim_requests =
       difference(sums_by_labels(exposition_before, "perimeter_kube_requests_total", {"verb"}),
                  sums_by_labels(exposition, "perimeter_kube_requests_total", {"verb"}));
-  const json claim_requests_at_release = difference(
-      sums_by_labels(exposition_before, "perimeter_kube_requests_total", {"verb"}),
-      sums_by_labels(exposition_at_release, "perimeter_kube_requests_total", {"verb"}));
+  const json claim_requests_at_release =
+      difference(sums_by_labels(exposition_before, "perimeter_kube_requests_total", {"verb"}),
+                 sums_by_labels(exposition_at_release, "perimeter_kube_requests_total", {"verb"}));
   const json claim_answers =
       difference(sums_by_labels(exposition_before, "perimeter_kube_requests_total", verb_code),
                  sums_by_labels(exposition, "perimeter_kube_requests_total", verb_code));
@@ -536,9 +499,8 @@ int main(int argc, char** argv) {
   const double requests_per_claim = total(claim_requests, false) / sessions;
   const double writes_per_claim = total(claim_requests, true) / sessions;
   const double writes_per_claim_at_release = total(claim_requests_at_release, true) / sessions;
-  const double claim_cpu_seconds = cpu_seconds - cpu_before_seconds;
-  const double claim_phase_cpu_seconds = cpu_at_release_seconds - cpu_before_seconds;
-  (void)rss_at_release_kib;
+  const double claim_cpu_seconds = usage.cpu_seconds - before.cpu_seconds;
+  const double claim_phase_cpu_seconds = at_release.cpu_seconds - before.cpu_seconds;
   // What the operator asked of the queue, and how often it reconciled, over the same span.
   const json agentapi_requests = difference(
       sums_by_labels(exposition_before, "perimeter_agentapi_requests_total", {"operation"}),
@@ -588,8 +550,8 @@ int main(int argc, char** argv) {
                         {"enqueue_to_pod_p99_ms", percentile(to_pod_ms, 0.99)},
                         {"enqueue_to_release_p50_ms", percentile(to_release_ms, 0.50)},
                         {"enqueue_to_release_p99_ms", percentile(to_release_ms, 0.99)},
-                        {"operator_peak_rss_mib", static_cast<double>(rss_kib) / 1024.0},
-                        {"operator_cpu_seconds_total", cpu_seconds},
+                        {"operator_peak_rss_mib", static_cast<double>(usage.hwm_kib) / 1024.0},
+                        {"operator_cpu_seconds_total", usage.cpu_seconds},
                         {"operator_cpu_seconds_claims", claim_cpu_seconds},
                         {"operator_cpu_seconds_to_release", claim_phase_cpu_seconds},
                         {"operator_cpu_ms_per_claim", 1000.0 * claim_cpu_seconds / sessions},
@@ -620,7 +582,7 @@ int main(int argc, char** argv) {
       sessions, raw_per_second, all_pods_s, all_released_s, claims_per_second,
       claims_per_second / raw_per_second, percentile(to_pod_ms, 0.5), percentile(to_pod_ms, 0.99),
       percentile(to_release_ms, 0.5), percentile(to_release_ms, 0.99),
-      static_cast<double>(rss_kib) / 1024.0, cpu_seconds, claim_cpu_seconds,
+      static_cast<double>(usage.hwm_kib) / 1024.0, usage.cpu_seconds, claim_cpu_seconds,
       claim_phase_cpu_seconds, 1000.0 * claim_cpu_seconds / sessions);
   std::printf(
       "  operator -> apiserver     %s\n"

@@ -142,6 +142,15 @@ class OperatorE2eTest : public ::testing::Test {
     return text.size() > 6000 ? text.substr(text.size() - 6000) : text;
   }
 
+  // The environment's work-queue stats, as a worker with the environment key reads them.
+  testing::HttpResult queue_stats() {
+    return testing::http_call(sim_->url(), "GET",
+                              "/v1/environments/" + environment_id_ + "/work/stats", "",
+                              {{"Authorization", "Bearer " + environment_key_},
+                               {"anthropic-beta", "managed-agents-2026-04-01"},
+                               {"anthropic-version", "2023-06-01"}});
+  }
+
   std::unique_ptr<kube::ResourceClient> client(const kube::ResourceType& type) {
     return std::make_unique<kube::ResourceClient>(*transport_, type, metrics_);
   }
@@ -861,11 +870,7 @@ TEST_F(OperatorE2eTest, AKeyMarkedForOneEnvironmentIsNotSentForAnother) {
       seconds(60), "CredentialsReady=False/SecretNotForEnvironment");
   // Nothing reached the queue for it: no worker has polled the environment.
   std::this_thread::sleep_for(seconds(3));
-  const auto stats = testing::http_call(sim_->url(), "GET",
-                                        "/v1/environments/" + environment_id_ + "/work/stats", "",
-                                        {{"Authorization", "Bearer " + environment_key_},
-                                         {"anthropic-beta", "managed-agents-2026-04-01"},
-                                         {"anthropic-version", "2023-06-01"}});
+  const auto stats = queue_stats();
   ASSERT_EQ(stats.status, 200) << stats.body;
   EXPECT_EQ(stats.json().value("workers_polling", -1), 0) << stats.body;
   client(kube::resources::secrets())
@@ -916,11 +921,7 @@ TEST_F(OperatorE2eTest, ASecondAgentEnvironmentForTheSameEnvironmentIsRefusedUnt
       << ready(other).dump();
   // One worker polls the environment, not two.
   std::this_thread::sleep_for(seconds(2));
-  const auto stats = testing::http_call(sim_->url(), "GET",
-                                        "/v1/environments/" + environment_id_ + "/work/stats", "",
-                                        {{"Authorization", "Bearer " + environment_key_},
-                                         {"anthropic-beta", "managed-agents-2026-04-01"},
-                                         {"anthropic-version", "2023-06-01"}});
+  const auto stats = queue_stats();
   ASSERT_EQ(stats.status, 200) << stats.body;
   EXPECT_LE(stats.json().value("workers_polling", -1), 1) << stats.body;
   environments->remove(ns_, "agents");

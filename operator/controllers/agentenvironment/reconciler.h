@@ -12,6 +12,7 @@
 #include "controllers/agentenvironment/key_release.h"
 #include "controllers/agentenvironment/operator_metrics.h"
 #include "controllers/agentenvironment/poller_retirement.h"
+#include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/session_poller.h"
 #include "controllers/agentenvironment/session_ports.h"
 #include "core/backoff.h"
@@ -25,10 +26,6 @@
 
 namespace perimeter::agentenvironment {
 
-// Annotations the reconciler writes on a finished runner pod once its outcome is counted in the
-// status (docs/claiming.md, "Counting sessions exactly once").
-inline constexpr std::string_view kAnnotationOutcome = "perimeter.dev/outcome";
-inline constexpr std::string_view kAnnotationRecordedAt = "perimeter.dev/outcome-recorded-at";
 
 struct ReconcilerDependencies {
   runtime::Store& environments;  // AgentEnvironment informer cache

@@ -15,6 +15,10 @@ inline constexpr std::string_view kLabelComponent = "app.kubernetes.io/component
 inline constexpr std::string_view kLabelManagedBy = "app.kubernetes.io/managed-by";
 inline constexpr std::string_view kAnnotationWorkId = "perimeter.dev/work-id";
 inline constexpr std::string_view kAnnotationClaimedAt = "perimeter.dev/claimed-at";
+// Written on a finished runner pod once its outcome is counted in the status (docs/claiming.md,
+// "Counting sessions exactly once").
+inline constexpr std::string_view kAnnotationOutcome = "perimeter.dev/outcome";
+inline constexpr std::string_view kAnnotationRecordedAt = "perimeter.dev/outcome-recorded-at";
 // Holds a runner pod back from scheduling until its work item is acknowledged, so the runner can
 // never heartbeat a lease the queue has not started (docs/claiming.md).
 inline constexpr std::string_view kSchedulingGateAcknowledged = "perimeter.dev/acknowledged";

@@ -3,7 +3,6 @@
 #include <initializer_list>
 #include <string_view>
 
-#include "controllers/agentenvironment/reconciler.h"
 #include "controllers/agentenvironment/runner_naming.h"
 
 namespace perimeter::agentenvironment {

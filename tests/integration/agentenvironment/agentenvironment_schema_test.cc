@@ -8,6 +8,7 @@
 
 #include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
+#include "install_crds.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
@@ -26,18 +27,7 @@ kube::ResourceType agent_environments() {
 
 class AgentEnvironmentSchemaTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    auto& cluster = perimeter::testing::shared_cluster();
-    // Installed the way users install it: kubectl apply of the manifests in crds/.
-    const std::string kubectl =
-        localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") + " --kubeconfig " +
-        cluster.kubeconfig_path();
-    const std::string command = kubectl + " apply -f " + std::getenv("PERIMETER_SOURCE_DIR") +
-                                "/crds/ && " + kubectl +
-                                " wait --for condition=established --timeout=60s"
-                                " crd/agentenvironments.perimeter.dev";
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  }
+  static void SetUpTestSuite() { install_crds(); }
 
   void SetUp() override {
     auto& cluster = perimeter::testing::shared_cluster();

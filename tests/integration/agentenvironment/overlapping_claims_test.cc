@@ -14,6 +14,7 @@
 #include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/api_factory.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
+#include "install_crds.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/session_poller.h"
 #include "core/base64.h"
@@ -64,17 +65,7 @@ class EmptyCensus final : public RunnerPodCensus {
 
 class OverlappingClaimsTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    auto& cluster = perimeter::testing::shared_cluster();
-    const std::string kubectl =
-        localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") + " --kubeconfig " +
-        cluster.kubeconfig_path();
-    const std::string command = kubectl + " apply -f " + std::getenv("PERIMETER_SOURCE_DIR") +
-                                "/crds/ && " + kubectl +
-                                " wait --for condition=established --timeout=60s"
-                                " crd/agentenvironments.perimeter.dev";
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
-  }
+  static void SetUpTestSuite() { install_crds(); }
 
   void SetUp() override {
     config_ =

@@ -43,6 +43,15 @@ class KubeSessionObjectsTest : public ::testing::Test {
                            {"namespace", "a"},
                            {"annotations", {{std::string(kAnnotationWorkId), work_id}}}}}});
   }
+  static AgentEnvironment environment() {
+    AgentEnvironment env;
+    env.name = "payments";
+    env.namespace_ = "a";
+    env.uid = "uid-env";
+    env.environment_id = "env_1";
+    env.runner.image = "runner:1";
+    return env;
+  }
   bool exists(const std::string& kind) {
     return server_.object_at("/api/v1/namespaces/a/" + kind + "/run-1").has_value();
   }
@@ -123,51 +132,50 @@ TEST_F(KubeSessionObjectsTest, APodRefusedAsBuiltIsRefusedButA403ThatMayPassIsNo
                      {{"name", "run-1"},
                       {"namespace", "a"},
                       {"annotations", {{std::string(kAnnotationWorkId), "work_1"}}}}}};
-  server_.fail_next(
-      "POST", "/pods", 403,
-      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: violates PodSecurity \"restricted:latest\": privileged"})");
-  EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
-  server_.fail_next(
-      "POST", "/pods", 403,
-      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: exceeded quota: sessions, requested: pods=1, used: pods=4, limited: pods=4"})");
-  try {
-    writer_.ensure_pod(pod);
-    ADD_FAILURE() << "a refused create did not throw";
-  } catch (const ObjectRefused&) {
-    ADD_FAILURE() << "an exceeded quota passes when sessions end; it is not a refusal of the spec";
-  } catch (const std::exception&) {
-  }
+  // What ensure_pod makes of the apiserver answering the create with `code` and `message`.
+  const auto outcome_of = [&](int code, const std::string& message) {
+    server_.fail_next("POST", "/pods", code,
+                      json({{"kind", "Status"},
+                            {"code", code},
+                            {"reason", code == 422 ? "Invalid" : "Forbidden"},
+                            {"message", message}})
+                          .dump());
+    try {
+      writer_.ensure_pod(pod);
+      return std::string("created");
+    } catch (const ObjectRefused&) {
+      return std::string("refused");
+    } catch (const std::exception&) {
+      return std::string("retried");
+    }
+  };
+  EXPECT_EQ(outcome_of(403,
+                       "pods \"run-1\" is forbidden: violates PodSecurity "
+                       "\"restricted:latest\": privileged"),
+            "refused");
+  EXPECT_EQ(outcome_of(403,
+                       "pods \"run-1\" is forbidden: exceeded quota: sessions, requested: "
+                       "pods=1, used: pods=4, limited: pods=4"),
+            "retried")
+      << "an exceeded quota passes when sessions end; it is not a refusal of the spec";
   // A new namespace's default ServiceAccount comes a moment later: not a refusal either.
-  server_.fail_next(
-      "POST", "/pods", 403,
-      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"run-1\" is forbidden: error looking up service account a/default: serviceaccount \"default\" not found"})");
-  try {
-    writer_.ensure_pod(pod);
-    ADD_FAILURE() << "a refused create did not throw";
-  } catch (const ObjectRefused&) {
-    ADD_FAILURE() << "the ServiceAccount admission waits for the account; not a refusal";
-  } catch (const std::exception&) {
-  }
-  server_.fail_next(
-      "POST", "/pods", 403,
-      R"({"kind":"Status","code":403,"reason":"Forbidden","message":"admission webhook \"policy.example.com\" denied the request: images must come from registry.example.com"})");
-  EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
-  server_.fail_next(
-      "POST", "/pods", 422,
-      R"({"kind":"Status","code":422,"reason":"Invalid","message":"Pod \"run-1\" is invalid"})");
-  EXPECT_THROW(writer_.ensure_pod(pod), ObjectRefused);
+  EXPECT_EQ(outcome_of(403,
+                       "pods \"run-1\" is forbidden: error looking up service account "
+                       "a/default: serviceaccount \"default\" not found"),
+            "retried")
+      << "the ServiceAccount admission waits for the account; not a refusal";
+  EXPECT_EQ(outcome_of(403,
+                       "admission webhook \"policy.example.com\" denied the request: images "
+                       "must come from registry.example.com"),
+            "refused");
+  EXPECT_EQ(outcome_of(422, "Pod \"run-1\" is invalid"), "refused");
 }
 
 // Issue 15, item 4: two claims of one item overlap when the first is slower than the reclaim
 // window; the queue re-issued the item's secret to the second. Whatever order their writes land
 // in, the Secret ends with the secret of the later poll, the one the API still honours.
 TEST_F(KubeSessionObjectsTest, ASlowerEarlierClaimDoesNotOverwriteTheReissuedSecret) {
-  AgentEnvironment env;
-  env.name = "payments";
-  env.namespace_ = "a";
-  env.uid = "uid-env";
-  env.environment_id = "env_1";
-  env.runner.image = "runner:1";
+  const AgentEnvironment env = environment();
   const ClaimedSession earlier{"work_1", "sesn_1", "first-secret", "2026-11-30T08:00:00.000000Z"};
   const ClaimedSession later{"work_1", "sesn_1", "reissued-secret", "2026-11-30T08:00:06.000000Z"};
   writer_.ensure_secret(build_session_secret(env, later));
@@ -178,12 +186,7 @@ TEST_F(KubeSessionObjectsTest, ASlowerEarlierClaimDoesNotOverwriteTheReissuedSec
 }
 
 TEST_F(KubeSessionObjectsTest, ALaterClaimRewritesTheSecret) {
-  AgentEnvironment env;
-  env.name = "payments";
-  env.namespace_ = "a";
-  env.uid = "uid-env";
-  env.environment_id = "env_1";
-  env.runner.image = "runner:1";
+  const AgentEnvironment env = environment();
   const ClaimedSession earlier{"work_1", "sesn_1", "first-secret", "2026-11-30T08:00:00.000000Z"};
   const ClaimedSession later{"work_1", "sesn_1", "reissued-secret", "2026-11-30T08:00:06.000000Z"};
   writer_.ensure_secret(build_session_secret(env, earlier));
@@ -207,9 +210,9 @@ TEST(StoreRunnerPodCensusTest, CountsTheEnvironmentsPodsInItsNamespaceOnly) {
     if (!spec.is_null()) pod["spec"] = spec;
     store.upsert(std::make_shared<const json>(std::move(pod)));
   };
-  const json gated = {{"schedulingGates",
-                       {{{"name", "other.example/gate"}},
-                        {{"name", std::string(kSchedulingGateAcknowledged)}}}}};
+  const json gated = {
+      {"schedulingGates",
+       {{{"name", "other.example/gate"}}, {{"name", std::string(kSchedulingGateAcknowledged)}}}}};
   add("agents", "run-c", "payments", {{"phase", "Running"}}, nullptr, nullptr);
   add("agents", "run-a", "payments", {{"phase", "Succeeded"}}, nullptr, nullptr);
   add("agents", "run-b", "payments", nullptr, gated, {{std::string(kAnnotationWorkId), "work_b"}});
@@ -223,11 +226,10 @@ TEST(StoreRunnerPodCensusTest, CountsTheEnvironmentsPodsInItsNamespaceOnly) {
   add("a", "run-z", "payments", {{"phase", "Running"}}, nullptr, nullptr);
 
   const PodCensus census = StoreRunnerPodCensus(store).census("agents", "payments");
-  EXPECT_EQ(census.all, (std::set<std::string>{"run-a", "run-b", "run-c", "run-d", "run-e",
-                                                "run-f"}));
+  EXPECT_EQ(census.all,
+            (std::set<std::string>{"run-a", "run-b", "run-c", "run-d", "run-e", "run-f"}));
   EXPECT_EQ(census.unfinished, (std::set<std::string>{"run-b", "run-c", "run-e", "run-f"}));
-  EXPECT_EQ(census.gated,
-            (std::map<std::string, std::string>{{"run-b", "work_b"}, {"run-e", ""}}));
+  EXPECT_EQ(census.gated, (std::map<std::string, std::string>{{"run-b", "work_b"}, {"run-e", ""}}));
   EXPECT_TRUE(StoreRunnerPodCensus(store).census("elsewhere", "payments").all.empty());
 }
 

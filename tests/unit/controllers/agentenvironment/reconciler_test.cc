@@ -17,7 +17,7 @@
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
 #include "core/time_format.h"
-#include "fake_api_factory.h"
+#include "fake_agent_api.h"
 #include "kube/fake_api_server.h"
 
 namespace perimeter::agentenvironment {
@@ -30,14 +30,12 @@ using ::testing::_;
 using ::testing::NiceMock;
 using ::testing::Return;
 using testing_support::FakeFactory;
+using testing_support::kSecret;
+using testing_support::session_item;
 
 constexpr const char* kNamespace = "agents";
 constexpr const char* kName = "payments";
 constexpr const char* kKey = "agents/payments";
-// {"sessions_token":"sess_tok"} and {"sessions_token":"sess_new"}, base64url, as the API sends
-// them.
-constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
-constexpr const char* kReissuedSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfbmV3In0";
 
 kube::ResourceType agent_environments() {
   return {kGroup, kVersion, "agentenvironments", kKind, true};
@@ -375,17 +373,6 @@ TEST_F(AgentEnvironmentReconcilerTest, AKeyUnreadableForLongerThanTheGraceStopsT
     reconciler->reconcile({kNamespace, kName});
   }
   EXPECT_EQ(reconciler->poller_count(), 0u);
-}
-
-agentapi::WorkItem session_item(const std::string& work_id) {
-  agentapi::WorkItem item;
-  item.id = work_id;
-  item.environment_id = "env_1";
-  item.data_type = "session";
-  item.data_id = "sesn_" + work_id;
-  item.state = "queued";
-  item.secret = kSecret;
-  return item;
 }
 
 std::string condition_of(const json& object, const std::string& type) {

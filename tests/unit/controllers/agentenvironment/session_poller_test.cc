@@ -11,7 +11,7 @@
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
 #include "core/time_format.h"
-#include "fake_api_factory.h"
+#include "fake_agent_api.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -23,9 +23,8 @@ using ::testing::Return;
 using ::testing::StrictMock;
 using ::testing::Throw;
 using testing_support::FakeFactory;
-
-// {"sessions_token":"sess_tok"}, base64url without padding, as the API sends it.
-constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
+using testing_support::kSecret;
+using testing_support::session_item;
 
 class MockObjectWriter : public SessionObjectWriter {
  public:
@@ -40,17 +39,6 @@ class FakeCensus final : public RunnerPodCensus {
   PodCensus census(const std::string&, const std::string&) override { return value; }
   PodCensus value;
 };
-
-agentapi::WorkItem session_item(const std::string& work_id, const std::string& secret = kSecret) {
-  agentapi::WorkItem item;
-  item.id = work_id;
-  item.environment_id = "env_1";
-  item.data_type = "session";
-  item.data_id = "sesn_" + work_id;
-  item.state = "queued";
-  item.secret = secret;
-  return item;
-}
 
 class SessionPollerTest : public ::testing::Test {
  protected:

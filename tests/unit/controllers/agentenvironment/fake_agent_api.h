@@ -11,6 +11,22 @@ namespace perimeter::agentenvironment::testing_support {
 
 using std::chrono::milliseconds;
 
+// {"sessions_token":"sess_tok"}, base64url without padding, as the API sends it.
+inline constexpr const char* kSecret = "eyJzZXNzaW9uc190b2tlbiI6InNlc3NfdG9rIn0";
+
+// A queued session item of environment env_1, as a poll hands it out.
+inline agentapi::WorkItem session_item(const std::string& work_id,
+                                       const std::string& secret = kSecret) {
+  agentapi::WorkItem item;
+  item.id = work_id;
+  item.environment_id = "env_1";
+  item.data_type = "session";
+  item.data_id = "sesn_" + work_id;
+  item.state = "queued";
+  item.secret = secret;
+  return item;
+}
+
 // Hands the poller clients that forward to one mock, and remembers the credentials asked for.
 class ForwardingApi final : public agentapi::AgentApi {
  public:
