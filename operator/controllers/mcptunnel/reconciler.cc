@@ -823,9 +823,17 @@ void McpTunnelReconciler::observe_gateway(Pass& pass) {
       deps_.deployments.get(pass.tunnel.namespace_ + "/" + pass.names.deployment);
   pass.replicas = pass.tunnel.gateway.replicas;
   pass.ready_replicas = 0;
+  // A new configuration (routes, token, certificate) reaches the gateway by a rolling update;
+  // until every replica runs it, old replicas still serve the old routes.
+  bool rolled_out = false;
+  std::int64_t updated_replicas = 0;
   if (deployment) {
     const json status = deployment->value("status", json::object());
     pass.ready_replicas = status.value("readyReplicas", 0);
+    updated_replicas = status.value("updatedReplicas", std::int64_t{0});
+    rolled_out = status.value("observedGeneration", std::int64_t{0}) >=
+                     (*deployment)["metadata"].value("generation", std::int64_t{0}) &&
+                 updated_replicas == status.value("replicas", std::int64_t{0});
   }
   // A gateway pod is ready only when cloudflared's /ready says it holds an edge connection.
   if (pass.ready_replicas > 0) {
@@ -838,7 +846,12 @@ void McpTunnelReconciler::observe_gateway(Pass& pass) {
   }
   const auto* routes = runtime::find_condition(pass.conditions, kRoutesResolved);
   const bool routes_ok = routes != nullptr && (*routes)["status"] == "True";
-  if (pass.ready_replicas > 0 && routes_ok) {
+  if (pass.ready_replicas > 0 && routes_ok && !rolled_out) {
+    pass.condition(kReady, false, "RollingOut",
+                   "the gateway is rolling out its new configuration: " +
+                       std::to_string(updated_replicas) + " of " +
+                       std::to_string(pass.replicas) + " replicas updated");
+  } else if (pass.ready_replicas > 0 && routes_ok) {
     pass.condition(kReady, true, "GatewayReady",
                    "serving " + std::to_string(pass.routes_ready) + " routes at *." + pass.domain);
   } else if (pass.ready_replicas > 0) {
