@@ -168,7 +168,8 @@ json ResourceClient::list_all(const std::string& ns, ListOptions options) {
 
 json ResourceClient::create(const std::string& ns, const json& object,
                             const RequestOptions& request) {
-  return call("create", "POST", type_.path(ns), object.dump(), "", request);
+  return call("create", "POST", type_.path(ns) + (request.dry_run ? "?dryRun=All" : ""),
+              object.dump(), "", request);
 }
 
 json ResourceClient::create_subresource(const std::string& ns, const std::string& name,

@@ -39,6 +39,9 @@ struct RequestOptions {
   // A caller with a deadline of its own (a leader renewing its lease) passes what remains of it.
   // Such a call is not sent again after a 429: it fails, and the caller retries on its schedule.
   std::chrono::milliseconds timeout{0};
+  // create only: the apiserver validates and admits the object (PodSecurity, webhooks, quota)
+  // and stores nothing (`dryRun=All`).
+  bool dry_run = false;
 };
 
 struct WatchOptions {

@@ -310,6 +310,11 @@ kube::HttpResponse FakeApiServer::serve_locked(const kube::HttpRequest& request)
                                      {{"name", name}, {"kind", target->resource}}));
     body["metadata"]["name"] = name;
     if (!target->ns.empty()) body["metadata"]["namespace"] = target->ns;
+    // A dry run is answered as the create would be, and nothing is stored or watched.
+    if (const auto dry = target->query.find("dryRun"); dry != target->query.end()) {
+      body["metadata"]["uid"] = "uid-dry-run";
+      return answer(201, body.dump());
+    }
     body["metadata"]["uid"] = "uid-" + std::to_string(++uid_counter_);
     body["metadata"]["generation"] = 1;
     body["metadata"]["creationTimestamp"] =

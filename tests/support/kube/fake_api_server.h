@@ -19,8 +19,8 @@ namespace perimeter::testing {
 // An in-memory Kubernetes API behind the kube::Transport interface, for unit tests of
 // controllers: objects of any group/version/resource, resourceVersions and uids, 404/409/410/422
 // Status answers, label and field selectors, limit/continue pages, merge and JSON patches, the
-// status subresource, delete preconditions and finalizers, and watches (with a bounded history:
-// a watch from a version older than the history gets an ERROR 410).
+// status subresource, delete preconditions and finalizers, dry-run creates, and watches (with a
+// bounded history: a watch from a version older than the history gets an ERROR 410).
 //
 // It is not an apiserver: no admission, no schema validation, no defaulting, no garbage
 // collection, and server-side apply is a create-or-merge without field ownership (so no apply
