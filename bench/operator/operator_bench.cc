@@ -1,11 +1,11 @@
 // Claim throughput of perimeter-operator: N sessions enqueued at once on perimeter-sim, a real
 // control plane with KWOK nodes, the operator as its own process. Prints claims/s, enqueue-to-pod
-// and enqueue-to-release latencies (p50, p99, as seen by a watch; a pod is released when its
-// item is acknowledged and the operator removes its scheduling gate, which ends a claim), and the
-// operator's peak RSS and CPU time, as JSON lines and a summary.
+// and enqueue-to-release latencies (p50, p99, as seen by a watch; a pod is released when the
+// watch sees it without a scheduling gate, which ends a claim: the operator makes it after the
+// item's ack, ungated), and the operator's peak RSS and CPU time, as JSON lines and a summary.
 //
 // The yardstick, in the same run against the same apiserver: a tight client (kube::ResourceClient
-// over kube::HttpTransport, the operator's QPS and burst) that creates the same Secret and gated
+// over kube::HttpTransport, the operator's QPS and burst) that creates the same Secret and
 // Pod per item with as many threads as the operator has poll threads, in a namespace of its own,
 // before the operator is given any work. The operator's claims/s is printed as a ratio of that
 // raw rate. Then the apiserver requests per claim, from the operator's own

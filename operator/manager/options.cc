@@ -84,9 +84,9 @@ flags (--flag=value or --flag value):
   --resync-seconds N                 how often an AgentEnvironment is reconciled with nothing
                                      changed (default 15)
   --orphan-sweep-seconds N           how often runner Secrets left without their pod are looked
-                                     for (default 60)
-  --gate-sweep-seconds N             how often runner pods still gated after their item's ack
-                                     are looked for and released (default 15)
+                                     for: acknowledged items get their pod (default 60)
+  --gate-sweep-seconds N             how often runner pods an earlier version left gated after
+                                     their item's ack are released (default 15)
   --log-level LEVEL                  debug, info, warn or error (default info)
 )";
 }

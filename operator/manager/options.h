@@ -45,8 +45,8 @@ struct Options {
   int workers = 4;
   int poll_threads = 4;
   // How often each AgentEnvironment is looked at with nothing changed, swept for Secrets left
-  // without their pod, and swept for pods still gated after their item's ack. The defaults suit
-  // production; tests shorten them so sweeps run many times within a test.
+  // without their pod, and swept for pods an earlier version left gated after their item's ack. The
+  // defaults suit production; tests shorten them so sweeps run many times within a test.
   int resync_seconds = 15;
   int orphan_sweep_seconds = 60;
   int gate_sweep_seconds = 15;

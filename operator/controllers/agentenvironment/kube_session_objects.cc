@@ -25,9 +25,9 @@ bool refused_as_built(const kube::ApiError& e) {
 // Creates `object`; a refusal of the object as built becomes ObjectRefused, so the claim path
 // can tell it from a failure that may pass.
 void create_or_refuse(kube::ResourceClient& client, const std::string& ns,
-                      const nlohmann::json& object) {
+                      const nlohmann::json& object, const kube::RequestOptions& request = {}) {
   try {
-    client.create(ns, object);
+    client.create(ns, object, request);
   } catch (const kube::ApiError& e) {
     if (refused_as_built(e)) {
       throw ObjectRefused(e.status_message().empty() ? e.what() : e.status_message());
@@ -43,9 +43,11 @@ std::optional<std::chrono::system_clock::time_point> claimed_at(const nlohmann::
                                   .value(std::string(kAnnotationClaimedAt), ""));
 }
 
-// Removes the Secret `name` if it belongs to `work_id`, by the uid read here; gone is fine.
+// Removes the Secret `name` if it belongs to `work_id` and no claim after the finished pod's
+// (`pod_claimed_at`) has rewritten it, by the uid and resourceVersion read here; gone is fine.
 void remove_session_secret(kube::ResourceClient& secrets, const std::string& ns,
-                           const std::string& name, const std::string& work_id) {
+                           const std::string& name, const std::string& work_id,
+                           std::optional<std::chrono::system_clock::time_point> pod_claimed_at) {
   nlohmann::json secret;
   try {
     secret = secrets.get(ns, name);
@@ -58,8 +60,15 @@ void remove_session_secret(kube::ResourceClient& secrets, const std::string& ns,
           .value(std::string(kAnnotationWorkId), "") != work_id) {
     return;
   }
+  // The item came back to the queue and a later claim rewrote the Secret for its next pod (made
+  // after its ack, perhaps not yet): that claim's Secret stays.
+  if (const auto secret_claimed_at = claimed_at(secret);
+      secret_claimed_at && pod_claimed_at && *secret_claimed_at > *pod_claimed_at) {
+    return;
+  }
   kube::DeleteOptions secret_options;
   secret_options.precondition_uid = secret_metadata.value("uid", "");
+  secret_options.precondition_resource_version = secret_metadata.value("resourceVersion", "");
   try {
     secrets.remove(ns, name, secret_options);
   } catch (const kube::ApiError& e) {
@@ -131,10 +140,14 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
                              "', not '" + want + "'");
   }
   if (!pod_finished(existing)) return false;  // a retried claim: the runner is (or will be) there
-  // The item came back to the queue (its lease lapsed) after this pod had finished: evicted,
-  // killed, or its node lost. That attempt is over, so the pod is replaced; acknowledging the
-  // item against it would leave the session with no runner. The uid precondition makes sure
-  // only the finished pod seen here is removed.
+  // A finished pod of this very claim (made by a request whose answer was lost, or by the claims
+  // sweep) has served it: making it again would run the session twice.
+  const auto existing_claim = claimed_at(existing), this_claim = claimed_at(pod);
+  if (!this_claim || (existing_claim && *existing_claim >= *this_claim)) return false;
+  // The item came back to the queue (its lease lapsed) after this pod of an earlier claim had
+  // finished: evicted, killed, or its node lost. That attempt is over, so the pod is replaced;
+  // the item, acknowledged again, would otherwise have no runner. The uid precondition makes
+  // sure only the finished pod seen here is removed.
   kube::DeleteOptions replace_finished;
   replace_finished.precondition_uid = existing["metadata"].value("uid", "");
   replace_finished.grace_period_seconds = 0;
@@ -148,10 +161,19 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
     return true;
   } catch (const kube::ApiError& e) {
     if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
-    // The kubelet has not let go of the old one yet: no ack, so the queue hands the item out
-    // again after the reclaim window and the retry creates the pod.
+    // The kubelet has not let go of the old one yet: the poller tries again at its next pass.
     throw std::runtime_error("pod " + ns + "/" + name +
                              " of an earlier attempt at this item is still being removed");
+  }
+}
+
+void KubeSessionObjectWriter::check_pod(const nlohmann::json& pod) {
+  kube::RequestOptions dry_run;
+  dry_run.dry_run = true;
+  try {
+    create_or_refuse(pods_, pod["metadata"]["namespace"], pod, dry_run);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
   }
 }
 
@@ -185,7 +207,7 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
     if (e.kind() != kube::ErrorKind::kNotFound) throw;
     pod_exists = false;
   }
-  remove_session_secret(secrets_, ns, name, work_id);
+  remove_session_secret(secrets_, ns, name, work_id, claimed_at(pod));
   if (!pod_exists) return;
   kube::DeleteOptions pod_options;
   pod_options.propagation_policy = "Background";

@@ -13,6 +13,7 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
       : secrets_(secrets), pods_(pods) {}
   bool ensure_secret(const nlohmann::json& secret) override;
   bool ensure_pod(const nlohmann::json& pod) override;
+  void check_pod(const nlohmann::json& pod) override;
   void release_pod(const std::string& ns, const std::string& name) override;
   void remove_finished(const nlohmann::json& pod) override;
 

@@ -329,14 +329,17 @@ runtime::ReconcileResult AgentEnvironmentReconciler::refuse(
   return write_status(object, &env, refused, nullptr, {}, "").next(after);
 }
 
-void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& env) {
-  // A Secret without its Pod is a claim that died between the two and whose item another worker
-  // then took (had it come back to us, the retry would have created the Pod). It is removed only
-  // when no claim can still be about to use it (docs/claiming.md has the argument):
-  //  - the last claim that wrote it (perimeter.dev/claimed-at, rewritten by every retry) polled
-  //    its item longer ago than the horizon, and a claim gives up before its pod once it is older
-  //    than the reclaim window; the margin covers the pod request's own timeout and retries;
+void AgentEnvironmentReconciler::settle_podless_claims(const AgentEnvironment& env,
+                                                       SessionPoller& poller) {
+  // A Secret without its Pod is a claim that ended between the two: before its ack (the item
+  // goes back to the queue, and a retry of ours rewrites the Secret and goes on) or after it
+  // (the item is ours, and its pod is made here). docs/claiming.md has the argument:
   //  - the apiserver, not the cache, says there is no pod of that name;
+  //  - the queue says whether the item was acknowledged;
+  //  - a Secret is removed only when its item is over or still queued, and the last claim that
+  //    wrote it (perimeter.dev/claimed-at, rewritten by every retry) polled its item longer ago
+  //    than the horizon: a claim gives up before its ack once it is older than the reclaim
+  //    window, and the margin covers the requests' own timeouts and retries;
   //  - the delete names the uid and resourceVersion listed here, so a claim that rewrote the
   //    Secret after the list wins and the Secret stays.
   const auto horizon =
@@ -351,23 +354,29 @@ void AgentEnvironmentReconciler::remove_orphan_secrets(const AgentEnvironment& e
     const std::string name = metadata.value("name", "");
     if (deps_.pods.get(env.namespace_ + "/" + name)) continue;
     const auto annotations = metadata.value("annotations", json::object());
-    auto last_claimed =
-        parse_rfc3339_micros(annotations.value(std::string(kAnnotationClaimedAt), ""));
-    if (!last_claimed) last_claimed = parse_rfc3339(metadata.value("creationTimestamp", ""));
-    if (!last_claimed || now - *last_claimed < horizon) continue;
+    const std::string work_id = annotations.value(std::string(kAnnotationWorkId), "");
+    const std::string claimed_at = annotations.value(std::string(kAnnotationClaimedAt), "");
     try {
       deps_.pod_client.get(env.namespace_, name);
       continue;  // the pod exists; the cache has not shown it yet
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kNotFound) throw;
     }
+    const PodlessClaim found =
+        work_id.empty() ? PodlessClaim::kOver : poller.start_if_acknowledged(work_id, claimed_at);
+    if (found == PodlessClaim::kStarted || found == PodlessClaim::kUnknown) continue;
+    auto last_claimed = parse_rfc3339_micros(claimed_at);
+    if (!last_claimed) last_claimed = parse_rfc3339(metadata.value("creationTimestamp", ""));
+    if (!last_claimed || now - *last_claimed < horizon) continue;
     try {
       kube::DeleteOptions listed;
       listed.precondition_uid = metadata.value("uid", "");
       listed.precondition_resource_version = metadata.value("resourceVersion", "");
       deps_.secret_client.remove(env.namespace_, name, listed);
       deps_.logger.info("removed a session Secret whose pod was never created",
-                        {{"environment", env.namespace_ + "/" + env.name}, {"secret", name}});
+                        {{"environment", env.namespace_ + "/" + env.name},
+                         {"secret", name},
+                         {"item", found == PodlessClaim::kQueued ? "queued" : "over"}});
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
     }
@@ -684,8 +693,11 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     apply_network_policy(env, spec_changed);
     memo.policy_applied_at = now;
   }
+  auto& poller = ensure_poller(key_text, env, credentials.key);
+  // On a new spec (a new leader's first pass included: claims its predecessor acknowledged get
+  // their pods) and now and then.
   if (spec_changed || now - memo.orphans_swept_at >= options_.orphan_sweep) {
-    remove_orphan_secrets(env);
+    settle_podless_claims(env, poller);
     memo.orphans_swept_at = now;
   }
   {
@@ -695,7 +707,6 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     stored.policy_applied_at = memo.policy_applied_at;
     stored.orphans_swept_at = memo.orphans_swept_at;
   }
-  auto& poller = ensure_poller(key_text, env, credentials.key);
   if (now - memo.gates_swept_at >= options_.gate_sweep) {
     poller.release_acknowledged_pods();
     std::lock_guard lock(mutex_);

@@ -64,8 +64,10 @@ struct ReconcilerOptions {
   // refused), before the poller stops and Ready turns false.
   std::chrono::seconds key_grace{300};
   std::chrono::minutes policy_refresh{5};
+  // How often runner Secrets without their pod are looked for (the claims sweep: it makes the
+  // pods of acknowledged claims and removes the Secrets no claim will use).
   std::chrono::seconds orphan_sweep{60};
-  // How often runner pods still gated after their item's ack (a lost release) are looked for.
+  // How often runner pods an earlier version left gated after their item's ack are released.
   std::chrono::seconds gate_sweep{15};
   // Status writes of one environment are at least this far apart; changes in between are
   // written together (sessions finishing by the hundred make one write, not a hundred).
@@ -90,7 +92,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
 
  private:
   // What a reconcile does not need to redo each time: the key is re-read, the NetworkPolicy
-  // re-applied and orphan Secrets swept when the spec changes, and otherwise at these intervals.
+  // re-applied and Secrets without pods swept when the spec changes, and otherwise at these
+  // intervals.
   struct Memo {
     std::int64_t generation = -1;
     Clock::TimePoint policy_applied_at{}, orphans_swept_at{}, gates_swept_at{};
@@ -150,7 +153,9 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   // Marks the pods the status has counted, and reports the newly counted ones.
   void mark_counted(const AgentEnvironment& env, const nlohmann::json& involved,
                     const Outcomes& outcomes, const StatusWrite& written);
-  void remove_orphan_secrets(const AgentEnvironment& env);
+  // The claims sweep: a runner Secret without its pod gets the pod when its item was
+  // acknowledged, and is removed when no claim will use it (docs/claiming.md).
+  void settle_podless_claims(const AgentEnvironment& env, SessionPoller& poller);
   // The status the object should have, computed from `base` (its current status).
   // `counted` receives the unmarked pods this status counts for the first time.
   nlohmann::json desired_status(const nlohmann::json& base, std::int64_t generation,

@@ -19,8 +19,9 @@ inline constexpr std::string_view kAnnotationClaimedAt = "perimeter.dev/claimed-
 // "Counting sessions exactly once").
 inline constexpr std::string_view kAnnotationOutcome = "perimeter.dev/outcome";
 inline constexpr std::string_view kAnnotationRecordedAt = "perimeter.dev/outcome-recorded-at";
-// Holds a runner pod back from scheduling until its work item is acknowledged, so the runner can
-// never heartbeat a lease the queue has not started (docs/claiming.md).
+// Held runner pods back from scheduling until their work item was acknowledged, when the claim
+// made the pod before the ack. Pods are now made after the ack and carry no gate; the operator
+// still releases the pods an earlier version left gated (docs/claiming.md).
 inline constexpr std::string_view kSchedulingGateAcknowledged = "perimeter.dev/acknowledged";
 inline constexpr std::string_view kSecretKeyWorkSecret = "work-secret";
 

@@ -39,7 +39,8 @@ void trim_runner_pod(json& pod) {
   metadata["labels"] = std::move(labels);
   json annotations = json::object();
   copy_keys(source.value("annotations", json::object()), annotations,
-            {kAnnotationWorkId.data(), kAnnotationOutcome.data(), kAnnotationRecordedAt.data()});
+            {kAnnotationWorkId.data(), kAnnotationClaimedAt.data(), kAnnotationOutcome.data(),
+             kAnnotationRecordedAt.data()});
   metadata["annotations"] = std::move(annotations);
   // The owner, as the controller's owner watch reads it.
   json owners = json::array();

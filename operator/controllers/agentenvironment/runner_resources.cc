@@ -172,7 +172,6 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
         {"runAsGroup", kRunnerUid},
         {"fsGroup", kRunnerUid},
         {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
-      {"schedulingGates", {{{"name", std::string(kSchedulingGateAcknowledged)}}}},
       {"containers", {container}},
       {"volumes",
        {{{"name", "workspace"}, {"emptyDir", {{"sizeLimit", env.runner.workspace_size_limit}}}},

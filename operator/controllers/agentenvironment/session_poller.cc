@@ -153,6 +153,12 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
   return SlotReservation(this);
 }
 
+SessionPoller::SlotReservation SessionPoller::take_slot() {
+  std::lock_guard lock(mutex_);
+  ++reserved_;
+  return SlotReservation(this);
+}
+
 void SessionPoller::release_slot(const std::string& created_pod) {
   std::lock_guard lock(mutex_);
   --reserved_;
@@ -190,6 +196,11 @@ PollOutcome SessionPoller::fail_poll(const std::string& reason, const std::strin
 
 PollOutcome SessionPoller::poll_once() {
   PollerSettings settings;
+  {
+    std::lock_guard lock(mutex_);
+    if (state_.health == PollerHealth::kSpecRefused) return PollOutcome::kRejected;
+  }
+  start_unstarted();
   {
     std::lock_guard lock(mutex_);
     if (state_.health == PollerHealth::kRejected && deps_.clock.now() < rejected_until_) {
@@ -377,8 +388,6 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
 
   const ClaimedSession session{item.id, item.data_id, *item.secret,
                                format_rfc3339_micros(polled_at.wall)};
-  const std::string pod_name = runner_object_name(item.id);
-  bool created = false;
   try {
     if (!deps_.objects.ensure_secret(build_session_secret(env, session))) {
       // This claim outlived the reclaim window and the item went out again: the later claim
@@ -393,57 +402,160 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
     claim_error("secret", "kubernetes", e.what());
     return PollOutcome::kFailed;
   }
-  // The orphan sweep judges a Secret by when a claim last wrote it, and spares it for twice the
+  // The claims sweep judges a Secret by when a claim last wrote it, and spares it for twice the
   // reclaim window plus a margin (docs/claiming.md); a claim this slow gives the item up rather
-  // than make a pod whose Secret the sweep may take. The queue hands the item out again.
+  // than acknowledge it. The queue hands the item out again.
   const auto elapsed = deps_.clock.now() - polled_at.steady;
   if (elapsed >= milliseconds(env.reclaim_older_than_ms)) {
-    claim_error("pod", "claim_too_slow",
+    claim_error("ack", "claim_too_slow",
                 "the claim took " +
                     std::to_string(std::chrono::duration_cast<milliseconds>(elapsed).count()) +
                     " ms, longer than reclaimOlderThanMs; the queue hands the item out again");
     return PollOutcome::kFailed;
   }
+  // Once per generation of the spec, a dry run: a pod the apiserver refuses as this spec builds
+  // it is found while its item can still go back to the queue.
+  bool checked = false;
+  {
+    std::lock_guard lock(mutex_);
+    checked = checked_generation_ == env.generation;
+  }
+  if (!checked) {
+    try {
+      deps_.objects.check_pod(build_runner_pod(env, session));
+    } catch (const ObjectRefused& e) {
+      return refuse_spec(item, env.generation, "pod", e.what());
+    } catch (const std::exception& e) {
+      // The dry run is an early warning, not a gate: an apiserver that cannot answer it (an
+      // admission webhook with side effects refuses dry runs) still gets the real create, and a
+      // refusal there is handled after the ack.
+      deps_.logger.warn("could not check the runner pod this spec builds with a dry run",
+                        {{"environment", label()}, {"error", e.what()}});
+    }
+    std::lock_guard lock(mutex_);
+    checked_generation_ = env.generation;
+  }
   try {
-    created = deps_.objects.ensure_pod(build_runner_pod(env, session));
-  } catch (const ObjectRefused& e) {
-    return refuse_spec(item, env.generation, "pod", e.what());
+    api()->ack(item.id);
   } catch (const std::exception& e) {
-    claim_error("pod", "kubernetes", e.what());
+    // No pod: the queue hands the item out again and the retry, meeting its Secret, acks. An ack
+    // that reached the queue although its answer did not is found by the claims sweep.
+    claim_error("ack", "api", e.what());
     return PollOutcome::kFailed;
   }
-  slot.count_pod(pod_name);
-  if (created) {
-    deps_.metrics.sessions_started_total.Add({{"environment", label()}}).Increment();
-    const double seconds =
-        std::chrono::duration<double>(deps_.clock.now() - polled_at.steady).count();
+  // Acknowledged: the lease has started, so the runner may start and heartbeat it at once.
+  stats_stale_ = true;  // the queue is one shorter
+  return start_pod(session, polled_at.steady, slot);
+}
+
+PollOutcome SessionPoller::start_pod(const ClaimedSession& session,
+                                     std::optional<Clock::TimePoint> polled_at,
+                                     SlotReservation& slot) {
+  AgentEnvironment env;
+  {
+    std::lock_guard lock(mutex_);
+    env = settings_.environment;
+  }
+  const nlohmann::json log_fields = {
+      {"environment", label()}, {"work_id", session.work_id}, {"session_id", session.session_id}};
+  ClaimedSession unstarted = session;
+  unstarted.work_secret.clear();  // the Secret holds it; the poller keeps no copy
+  bool created = false;
+  try {
+    created = deps_.objects.ensure_pod(build_runner_pod(env, session));
+  } catch (const std::exception& e) {
+    // The item is acknowledged: its pod is tried again at every pass until it exists (and by the
+    // claims sweep should this process end first). A pod the spec cannot make waits for a spec
+    // that can.
+    {
+      std::lock_guard lock(mutex_);
+      unstarted_[session.work_id] = unstarted;
+    }
+    if (dynamic_cast<const ObjectRefused*>(&e) != nullptr) {
+      agentapi::WorkItem item;
+      item.id = session.work_id;
+      item.data_id = session.session_id;
+      return refuse_spec(item, env.generation, "pod", e.what());
+    }
+    deps_.metrics.claim_errors_total
+        .Add({{"environment", label()}, {"step", "pod"}, {"reason", "kubernetes"}})
+        .Increment();
+    deps_.logger.warn(
+        "could not create the runner pod of an acknowledged item; trying again",
+        {{"environment", label()}, {"work_id", session.work_id}, {"error", e.what()}});
+    deps_.record_event("Warning", "ClaimFailed",
+                       "session " + session.session_id + " (work " + session.work_id +
+                           "): pod: " + e.what() + "; the item is acknowledged and tried again");
+    return PollOutcome::kFailed;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    unstarted_.erase(session.work_id);
+  }
+  slot.count_pod(runner_object_name(session.work_id));
+  if (!created) {
+    deps_.logger.info("runner pod already existed", log_fields);
+    return PollOutcome::kClaimed;
+  }
+  deps_.metrics.sessions_started_total.Add({{"environment", label()}}).Increment();
+  if (polled_at) {
+    const double seconds = std::chrono::duration<double>(deps_.clock.now() - *polled_at).count();
     deps_.metrics.claim_to_pod_created_seconds
         .Add({{"environment", label()}},
              prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                                      2.5, 5, 10})
         .Observe(seconds);
-    deps_.logger.info("runner pod created", log_fields);
-  } else {
-    deps_.logger.info("runner pod already existed; acknowledging a retried claim", log_fields);
   }
-  try {
-    api()->ack(item.id);
-  } catch (const std::exception& e) {
-    // The pod exists; the queue hands the item out again and the retry only acks.
-    claim_error("ack", "api", e.what());
-    return PollOutcome::kFailed;
-  }
-  // Acknowledged: the lease has started, so the runner may now start and heartbeat it. A failed
-  // release is redone by release_acknowledged_pods() (the reconciler's periodic pass).
-  stats_stale_ = true;  // the queue is one shorter
-  if (!release_pod(pod_name, item.id, "after the ack")) return PollOutcome::kFailed;
+  deps_.logger.info("runner pod created", log_fields);
   return PollOutcome::kClaimed;
+}
+
+void SessionPoller::start_unstarted() {
+  std::vector<ClaimedSession> waiting;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [work_id, session] : unstarted_) waiting.push_back(session);
+  }
+  for (const auto& session : waiting) {
+    // Counts against the limit like any pod; an acknowledged item starts even above it.
+    SlotReservation slot = take_slot();
+    if (start_pod(session, std::nullopt, slot) != PollOutcome::kClaimed) return;
+  }
+}
+
+PodlessClaim SessionPoller::start_if_acknowledged(const std::string& work_id,
+                                                  const std::string& claimed_at) {
+  agentapi::WorkItem item;
+  try {
+    item = api()->retrieve_work(work_id);
+  } catch (const agentapi::ApiError& e) {
+    if (e.status() == 404) return PodlessClaim::kOver;
+    deps_.logger.warn("cannot tell whether a claim without a pod was acknowledged",
+                      {{"environment", label()}, {"work_id", work_id}, {"error", e.what()}});
+    return PodlessClaim::kUnknown;
+  } catch (const std::exception& e) {
+    deps_.logger.warn("cannot tell whether a claim without a pod was acknowledged",
+                      {{"environment", label()}, {"work_id", work_id}, {"error", e.what()}});
+    return PodlessClaim::kUnknown;
+  }
+  if (item.state == "queued") return PodlessClaim::kQueued;  // mid-claim, or left to the reclaim
+  if (item.state == "stopped") return PodlessClaim::kOver;
+  // Acknowledged (by a claim that ended before its pod, perhaps in an earlier process): the pod
+  // is made now. Had another worker taken the item instead, the runner's first heartbeat meets
+  // that worker's lease, gets 412, and runs nothing.
+  deps_.logger.info("starting the runner pod of an acknowledged claim",
+                    {{"environment", label()}, {"work_id", work_id}, {"item_state", item.state}});
+  SlotReservation slot = take_slot();
+  const ClaimedSession session{work_id, item.data_id, "", claimed_at};
+  return start_pod(session, std::nullopt, slot) == PollOutcome::kClaimed ? PodlessClaim::kStarted
+                                                                         : PodlessClaim::kUnknown;
 }
 
 PollOutcome SessionPoller::refuse_spec(const agentapi::WorkItem& item, std::int64_t generation,
                                        const std::string& step, const std::string& message) {
-  // Nothing is acknowledged: the queue hands the item out again after the reclaim window, to
-  // us once the spec is fixed, or to another worker.
+  // Refused before the ack (the Secret, the pod's dry run), the item goes back to the queue after
+  // the reclaim window, to us once the spec is fixed, or to another worker; refused after it,
+  // the poller keeps the item and makes its pod once the spec changes.
   deps_.metrics.claim_errors_total
       .Add({{"environment", label()}, {"step", step}, {"reason", "refused"}})
       .Increment();

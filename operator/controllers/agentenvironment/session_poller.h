@@ -16,6 +16,7 @@
 #include "agentapi/agent_api.h"
 #include "controllers/agentenvironment/agent_environment.h"
 #include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_ports.h"
 #include "core/backoff.h"
 #include "core/clock.h"
@@ -73,15 +74,23 @@ struct PollerDependencies {
   std::function<void()> on_state_change;
 };
 
+// What the claims sweep found of a claim whose Secret has no pod.
+enum class PodlessClaim {
+  kStarted,  // its item was acknowledged: the pod is made now
+  kQueued,   // its item is queued (mid-claim, or left to the reclaim): a later claim makes the pod
+  kOver,     // its item is stopped, or the queue no longer knows it: no pod will be made
+  kUnknown,  // the queue or the apiserver did not answer: decided at a later sweep
+};
+
 // Long-polls one environment's work queue and turns each session item into its runner pod.
 //
-// The claim order is poll -> Secret -> Pod (held by a scheduling gate) -> ack -> release the
-// gate. An item is acknowledged only once its pod exists, so an operator that dies anywhere
-// before the ack leaves the item unacknowledged and the queue hands it out again after
-// reclaimOlderThanMs; the retried claim meets the existing Secret and Pod (names derive from the
-// work id) and only acks. The gate keeps the runner from starting, and heartbeating a lease the
-// queue has not started, before the ack. Nothing is lost, nothing doubled. See
-// docs/claiming.md for the full argument.
+// The claim order is poll -> Secret -> ack -> Pod: two apiserver writes per claim. The Secret
+// is the claim's record in the cluster, written before the ack, so an operator that dies before
+// the ack leaves the item to the queue's reclaim (the retry meets the Secret by its name, derived
+// from the work id), and one that dies after the ack leaves a Secret whose item is no longer
+// queued, for which the claims sweep makes the pod (start_if_acknowledged). The runner only
+// ever starts after the ack, so its first heartbeat meets a started lease. Nothing is lost,
+// nothing doubled. See docs/claiming.md for the full argument.
 //
 // The concurrency limit is exact: a slot is reserved before each poll, and pods created but not
 // yet seen by the informer count until they are.
@@ -111,11 +120,17 @@ class SessionPoller {
   void refresh_stats();
   // Whether the stats fetched at `last_refresh` are due for a refresh.
   bool stats_due(Clock::TimePoint last_refresh) const;
-  // Releases the gate of every runner pod whose item the queue no longer holds as queued (it
-  // was acknowledged, but the release after the ack failed or the operator died before it).
-  // Items still queued are mid-claim or left to the reclaim, and keep their gate. Returns how
-  // many pods were released.
+  // Releases the gate of every runner pod an earlier version of the operator left gated whose
+  // item the queue no longer holds as queued (acknowledged, but the release after the ack failed
+  // or that operator died before it). Items still queued keep their gate. Returns how many pods
+  // were released.
   int release_acknowledged_pods();
+  // For a Secret without its pod: asks the queue about its item and, when it was acknowledged,
+  // makes the pod (the claim that wrote `claimed_at` ended between its ack and its pod).
+  PodlessClaim start_if_acknowledged(const std::string& work_id, const std::string& claimed_at);
+  // Makes the pods of this process's acknowledged items whose pod creation failed. poll_once()
+  // calls it first.
+  void start_unstarted();
   // How long the loop waits after an outcome (exposed for tests).
   std::chrono::milliseconds delay_after(PollOutcome outcome);
 
@@ -140,6 +155,8 @@ class SessionPoller {
   void run(std::stop_token stop, int index);
   std::shared_ptr<agentapi::AgentApi> api();
   std::optional<SlotReservation> reserve_slot();
+  // A slot regardless of the limit, for an item already acknowledged.
+  SlotReservation take_slot();
   void release_slot(const std::string& created_pod);
   // When a poll returned, on both clocks: steady for durations, wall for the Secret's marker.
   struct PollTime {
@@ -147,6 +164,9 @@ class SessionPoller {
     std::chrono::system_clock::time_point wall;
   };
   PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at, SlotReservation& slot);
+  // Makes the runner pod of an acknowledged item; on failure keeps it for start_unstarted().
+  PollOutcome start_pod(const ClaimedSession& session, std::optional<Clock::TimePoint> polled_at,
+                        SlotReservation& slot);
   void answer_healthcheck(const agentapi::WorkItem& item);
   // The apiserver refused an object of the claim as `generation` of the spec builds it.
   PollOutcome refuse_spec(const agentapi::WorkItem& item, std::int64_t generation,
@@ -172,6 +192,9 @@ class SessionPoller {
   PollerState state_;
   Clock::TimePoint rejected_until_{};
   std::int64_t refused_generation_ = -1;  // the generation whose objects were refused
+  std::int64_t checked_generation_ = -1;  // the generation whose pod had its dry run
+  // Acknowledged items whose pod could not be made yet, by work id (no secret kept).
+  std::map<std::string, ClaimedSession> unstarted_;
   bool stopping_ = false;  // set once by stop(); an item polled after it is not claimed
   // The queue's figures changed (a claim, or an empty poll while they showed items): thread 0
   // fetches them again soon.

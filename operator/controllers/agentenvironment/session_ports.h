@@ -41,16 +41,21 @@ class SessionObjectWriter {
   // (its perimeter.dev/claimed-at is newer): then nothing is written and false is returned, since
   // the queue may have re-issued the secret to that later claim and only its copy is valid.
   virtual bool ensure_secret(const nlohmann::json& secret) = 0;
+  // Asks the apiserver to validate and admit `pod` without storing it (a dry run), so that a pod
+  // the spec cannot make is found before its item is acknowledged. Throws ObjectRefused when the
+  // apiserver refuses it as built; a pod of that name already there is no refusal.
+  virtual void check_pod(const nlohmann::json& pod) = 0;
   // Creates the runner Pod; false when it existed already, unfinished (a retried claim). A pod of
-  // an earlier attempt that has finished (the item came back after its lease lapsed) is replaced.
+  // an earlier claim that has finished (the item came back after its lease lapsed) is replaced; a
+  // finished pod of this same claim (perimeter.dev/claimed-at) is not, and false is returned.
   // Throws when a pod of that name exists for a different work item (a naming collision).
   virtual bool ensure_pod(const nlohmann::json& pod) = 0;
-  // Lets the runner pod be scheduled once its item is acknowledged: removes Perimeter's
-  // scheduling gate and no other. Idempotent; throws when the pod cannot be patched.
+  // Lets a runner pod an earlier version of the operator made gated be scheduled: removes
+  // Perimeter's scheduling gate and no other. Idempotent; throws when the pod cannot be patched.
   virtual void release_pod(const std::string& ns, const std::string& name) = 0;
   // Removes a finished session's pod (as cached) and its Secret once retention is over: exactly
-  // those objects, never a replacement of the same name made for a new attempt at the item.
-  // Already gone is fine.
+  // those objects, never a replacement of the same name made for a new attempt at the item, and
+  // never a Secret a later claim of the item has rewritten. Already gone is fine.
   virtual void remove_finished(const nlohmann::json& pod) = 0;
 };
 

@@ -8,8 +8,9 @@
 
 #include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
-#include "install_crds.h"
+#include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "install_crds.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
@@ -222,10 +223,16 @@ TEST_F(AgentEnvironmentSchemaTest, RunnerObjectsAreAdmittedUnderPodSecurityRestr
     EXPECT_EQ(e.kind(), kube::ErrorKind::kAlreadyExists);
   }
 
-  // The admission is real: the same pod without the hardening is refused in this namespace.
+  // The admission is real: the same pod without the hardening is refused in this namespace, by
+  // the claim's dry run (which stores nothing) as by a create.
   auto weakened = build_runner_pod(env, {"work_other", "sesn_other", "x", ""});
   weakened["spec"]["containers"][0]["securityContext"].erase("capabilities");
   weakened["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = true;
+  KubeSessionObjectWriter writer(*secrets, *pods);
+  EXPECT_NO_THROW(writer.check_pod(build_runner_pod(env, {"work_dry", "sesn_dry", "x", ""})));
+  EXPECT_THROW(writer.check_pod(weakened), ObjectRefused);
+  EXPECT_THROW(pods->get(ns_, runner_object_name("work_dry")), kube::ApiError)
+      << "a dry run stored its pod";
   try {
     pods->create(ns_, weakened);
     FAIL() << "PodSecurity admitted a pod that escalates privileges";
@@ -247,8 +254,10 @@ TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinis
           {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
   KubeSessionObjectWriter writer(*secrets, *pods);
   auto pod = build_runner_pod(env, session);
-  // Another controller's gate must survive Perimeter's release.
-  pod["spec"]["schedulingGates"].push_back({{"name", "example.com/quota"}});
+  // A pod as an earlier version of the operator made it, held until its item's ack; another
+  // controller's gate must survive Perimeter's release.
+  pod["spec"]["schedulingGates"] = json::array(
+      {{{"name", std::string(kSchedulingGateAcknowledged)}}, {{"name", "example.com/quota"}}});
   const std::string name = pod["metadata"]["name"];
 
   ASSERT_TRUE(writer.ensure_pod(pod));
@@ -258,15 +267,20 @@ TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinis
   const auto released = pods->get(ns_, name);
   EXPECT_EQ(released["spec"]["schedulingGates"], json::parse(R"([{"name":"example.com/quota"}])"));
 
-  // The attempt ends (evicted, killed) and the item comes back: the finished pod is replaced.
+  // The attempt ends (evicted, killed) and the item comes back: a later claim replaces the
+  // finished pod; this claim's own request, retried, does not.
   auto finished = released;
   finished["status"] = {{"phase", "Failed"}, {"reason", "Evicted"}};
   pods->update_status(ns_, finished);
   const std::string old_uid = released["metadata"]["uid"];
-  ASSERT_TRUE(writer.ensure_pod(pod)) << "a finished attempt's pod was kept";
+  EXPECT_FALSE(writer.ensure_pod(pod)) << "the claim's own finished pod was made again";
+  ClaimedSession again = session;
+  again.claimed_at = "2026-11-23T07:00:00.000000Z";
+  ASSERT_TRUE(writer.ensure_pod(build_runner_pod(env, again)))
+      << "a finished attempt's pod was kept";
   const auto replacement = pods->get(ns_, name);
   EXPECT_NE(replacement["metadata"]["uid"], old_uid);
-  EXPECT_EQ(replacement["spec"]["schedulingGates"][0]["name"], "perimeter.dev/acknowledged");
+  EXPECT_FALSE(replacement["spec"].contains("schedulingGates"));
   EXPECT_EQ(replacement["status"].value("phase", ""), "Pending");
 }
 

@@ -48,6 +48,7 @@ class InterleavingWriter final : public SessionObjectWriter {
     return target_.ensure_secret(secret);
   }
   bool ensure_pod(const json& pod) override { return target_.ensure_pod(pod); }
+  void check_pod(const json& pod) override { target_.check_pod(pod); }
   void release_pod(const std::string& ns, const std::string& name) override {
     target_.release_pod(ns, name);
   }
@@ -186,7 +187,7 @@ TEST_F(OverlappingClaimsTest, TheRunnerPodIsLeftWithTheSecretTheQueueIssuedLast)
     ADD_FAILURE() << "the API refused the token the runner pod would use: " << e.what();
   }
 
-  // One pod, released; the item acknowledged once.
+  // One pod, never gated; the item acknowledged once.
   const json pod = pods.get(ns_, runner_object_name(work_id));
   EXPECT_FALSE(pod.value("spec", json::object()).contains("schedulingGates"));
   const json work = testing::http_call(sim_.url(), "GET", "/admin/work/" + work_id).json();

@@ -196,6 +196,55 @@ TEST_F(KubeSessionObjectsTest, ALaterClaimRewritesTheSecret) {
   EXPECT_EQ(stored["stringData"]["work-secret"], "reissued-secret");
 }
 
+// The item came back to the queue after its pod finished, and a later claim rewrote the Secret
+// and acknowledged the item before making its new pod: retention of the finished pod must not
+// take the Secret that pod will use.
+TEST_F(KubeSessionObjectsTest, RetentionLeavesTheSecretALaterClaimOfTheItemRewrote) {
+  const AgentEnvironment env = environment();
+  const ClaimedSession first{"work_1", "sesn_1", "first-secret", "2026-11-30T08:00:00.000000Z"};
+  const ClaimedSession again{"work_1", "sesn_1", "second-secret", "2026-11-30T09:00:00.000000Z"};
+  json finished = build_runner_pod(env, first);
+  finished["status"] = {{"phase", "Failed"}};
+  finished = server_.seed("/api/v1/namespaces/a/pods", finished);
+  writer_.ensure_secret(build_session_secret(env, first));
+  writer_.ensure_secret(build_session_secret(env, again));
+  writer_.remove_finished(finished);
+  const std::string name = runner_object_name("work_1");
+  EXPECT_FALSE(server_.object_at("/api/v1/namespaces/a/pods/" + name).has_value());
+  const auto secret = server_.object_at("/api/v1/namespaces/a/secrets/" + name);
+  ASSERT_TRUE(secret.has_value()) << "retention removed the Secret of the item's next pod";
+  EXPECT_EQ((*secret)["stringData"]["work-secret"], "second-secret");
+}
+
+// A pod request whose answer was lost, retried after the pod has run and finished: the finished
+// pod is this claim's, and making it again would run the session twice. A pod of an earlier
+// claim is replaced.
+TEST_F(KubeSessionObjectsTest, AFinishedPodIsReplacedOnlyForALaterClaim) {
+  const AgentEnvironment env = environment();
+  const ClaimedSession first{"work_1", "sesn_1", "", "2026-11-30T08:00:00.000000Z"};
+  const ClaimedSession again{"work_1", "sesn_1", "", "2026-11-30T09:00:00.000000Z"};
+  const std::string path = "/api/v1/namespaces/a/pods/" + runner_object_name("work_1");
+  json finished = build_runner_pod(env, first);
+  finished["status"] = {{"phase", "Succeeded"}};
+  const std::string uid = server_.seed("/api/v1/namespaces/a/pods", finished)["metadata"]["uid"];
+  EXPECT_FALSE(writer_.ensure_pod(build_runner_pod(env, first)));
+  EXPECT_EQ((*server_.object_at(path))["metadata"]["uid"], uid);
+  EXPECT_TRUE(writer_.ensure_pod(build_runner_pod(env, again)));
+  EXPECT_NE((*server_.object_at(path))["metadata"]["uid"], uid);
+}
+
+TEST_F(KubeSessionObjectsTest, TheDryRunStoresNothingAndRefusesWhatTheApiserverRefuses) {
+  const json pod = build_runner_pod(environment(), {"work_1", "sesn_1", "", ""});
+  writer_.check_pod(pod);
+  EXPECT_EQ(server_.requests().back(), "POST /api/v1/namespaces/a/pods?dryRun=All");
+  EXPECT_FALSE(
+      server_.object_at("/api/v1/namespaces/a/pods/" + runner_object_name("work_1")).has_value());
+  server_.fail_next("POST", "dryRun=All", 403,
+                    R"({"kind":"Status","code":403,"reason":"Forbidden","message":"pods \"x\" is )"
+                    R"(forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot"})");
+  EXPECT_THROW(writer_.check_pod(pod), ObjectRefused);
+}
+
 // The census reads the cached pods in place on every poll; what it reports is the same as ever.
 TEST(StoreRunnerPodCensusTest, CountsTheEnvironmentsPodsInItsNamespaceOnly) {
   runtime::Store store;

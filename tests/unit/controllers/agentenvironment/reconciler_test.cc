@@ -208,14 +208,74 @@ TEST_F(AgentEnvironmentReconcilerTest, TheOrphanSweepSparesTheSecretOfAClaimRetr
       << "the sweep removed the Secret of a pod that is about to run";
 }
 
-TEST_F(AgentEnvironmentReconcilerTest, TheOrphanSweepRemovesASecretWhosePodNeverCame) {
+// A Secret whose pod never came is removed once no claim can use it: its item is over, or
+// still queued long after that claim (a retry would write it again); never when the item was
+// acknowledged, for then its pod is made.
+TEST_F(AgentEnvironmentReconcilerTest, TheClaimsSweepRemovesASecretNoClaimWillUse) {
   const AgentEnvironment env = given(environment_object());
   auto reconciler = make_reconciler(options());
   reconciler->reconcile({kNamespace, kName});
-  writer_.ensure_secret(build_session_secret(env, session("work_1")));
-  clock_.advance(minutes(10));
+  for (const std::string state : {"stopped", "queued"}) {
+    SCOPED_TRACE(state);
+    agentapi::WorkItem item = session_item("work_1");
+    item.state = state;
+    ON_CALL(api_, retrieve_work("work_1")).WillByDefault(Return(item));
+    writer_.ensure_secret(build_session_secret(env, session("work_1")));
+    clock_.advance(minutes(1));
+    reconciler->reconcile({kNamespace, kName});
+    EXPECT_TRUE(stored_secret("work_1").has_value()) << "removed within the horizon";
+    clock_.advance(minutes(10));
+    reconciler->reconcile({kNamespace, kName});
+    EXPECT_FALSE(stored_secret("work_1").has_value());
+    EXPECT_FALSE(stored_pod("work_1").has_value());
+  }
+}
+
+// Issue 15, throughput: the claim acknowledges before it makes the pod, so an operator that dies
+// between the two leaves an acknowledged item with only its Secret. The next leader's first pass
+// makes the pod from the Secret's claim, and does not wait for any horizon.
+TEST_F(AgentEnvironmentReconcilerTest, ANewLeaderMakesThePodOfAClaimItsPredecessorAcknowledged) {
+  const AgentEnvironment env = given(environment_object());
+  const ClaimedSession claim = session("work_1");
+  writer_.ensure_secret(build_session_secret(env, claim));
+  agentapi::WorkItem item = session_item("work_1");
+  item.state = "starting";
+  ON_CALL(api_, retrieve_work("work_1")).WillByDefault(Return(item));
+  clock_.advance(seconds(20));
+
+  auto reconciler = make_reconciler(options());
   reconciler->reconcile({kNamespace, kName});
-  EXPECT_FALSE(stored_secret("work_1").has_value());
+
+  const auto pod = stored_pod("work_1");
+  ASSERT_TRUE(pod.has_value()) << "the acknowledged item was left without its runner";
+  EXPECT_EQ((*pod)["metadata"]["labels"]["perimeter.dev/session-id"], "sesn_work_1");
+  EXPECT_EQ((*pod)["metadata"]["annotations"]["perimeter.dev/claimed-at"], claim.claimed_at);
+  EXPECT_FALSE((*pod)["spec"].contains("schedulingGates"));
+  EXPECT_TRUE(stored_secret("work_1").has_value());
+}
+
+// Issue 15, throughput: a claim costs the apiserver two writes, its Secret and its Pod (and, once
+// per generation of the spec, a dry run of the pod). No gate to lift, no status write per claim.
+TEST_F(AgentEnvironmentReconcilerTest, AClaimWritesItsSecretAndItsPodAndNothingElse) {
+  given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  SessionPoller& poller = *reconciler->poller(kKey);
+  const std::string secrets = std::string("POST /api/v1/namespaces/") + kNamespace + "/secrets";
+  const std::string pods = std::string("POST /api/v1/namespaces/") + kNamespace + "/pods";
+
+  EXPECT_CALL(api_, poll(_))
+      .WillOnce(Return(session_item("work_1")))
+      .WillOnce(Return(session_item("work_2")));
+  size_t from = server_.requests().size();
+  ASSERT_EQ(poller.poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(writes_since(from), (std::vector<std::string>{secrets, pods + "?dryRun=All", pods}));
+  from = server_.requests().size();
+  ASSERT_EQ(poller.poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(writes_since(from), (std::vector<std::string>{secrets, pods}));
+  const auto pod = stored_pod("work_2");
+  ASSERT_TRUE(pod.has_value());
+  EXPECT_FALSE((*pod)["spec"].contains("schedulingGates"));
 }
 
 // Issue 15, item 2: the outcome is decided from the cache, which may not show the mark the

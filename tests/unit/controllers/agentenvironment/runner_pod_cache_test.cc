@@ -22,6 +22,9 @@ json a_failed_runner_pod_as_the_apiserver_returns_it() {
   env.environment_id = "env_1";
   env.runner.image = "perimeter-runner:1";
   json pod = build_runner_pod(env, {"work_1", "sesn_1", "secret", "2026-11-30T08:00:00.000000Z"});
+  // As an earlier version of the operator made it: held by the gate until its item's ack.
+  pod["spec"]["schedulingGates"] =
+      json::array({{{"name", std::string(kSchedulingGateAcknowledged)}}});
   pod["metadata"]["uid"] = "uid-pod";
   pod["metadata"]["resourceVersion"] = "4711";
   pod["metadata"]["creationTimestamp"] = "2026-11-30T08:00:00Z";
@@ -56,11 +59,14 @@ TEST(RunnerPodCacheTest, KeepsWhatTheControllerReads) {
     EXPECT_EQ(trimmed["metadata"]["labels"][label], full["metadata"]["labels"][label]) << label;
   }
   EXPECT_EQ(trimmed["metadata"]["annotations"]["perimeter.dev/work-id"], "work_1");
+  EXPECT_EQ(trimmed["metadata"]["annotations"]["perimeter.dev/claimed-at"],
+            "2026-11-30T08:00:00.000000Z");
   const json owner = trimmed["metadata"]["ownerReferences"][0];
   EXPECT_EQ(owner["kind"], "AgentEnvironment");
   EXPECT_EQ(owner["uid"], "uid-env");
   EXPECT_EQ(owner["controller"], true);
   EXPECT_EQ(trimmed["spec"]["schedulingGates"], full["spec"]["schedulingGates"]);
+  ASSERT_EQ(trimmed["spec"]["schedulingGates"].size(), 1u);
   EXPECT_EQ(trimmed["status"]["phase"], "Failed");
   EXPECT_EQ(trimmed["status"]["containerStatuses"][0]["state"]["terminated"],
             json({{"reason", "Error"}, {"exitCode", 3}}));

@@ -30,6 +30,7 @@ class MockObjectWriter : public SessionObjectWriter {
  public:
   MOCK_METHOD(bool, ensure_secret, (const nlohmann::json&), (override));
   MOCK_METHOD(bool, ensure_pod, (const nlohmann::json&), (override));
+  MOCK_METHOD(void, check_pod, (const nlohmann::json&), (override));
   MOCK_METHOD(void, release_pod, (const std::string&, const std::string&), (override));
   MOCK_METHOD(void, remove_finished, (const nlohmann::json&), (override));
 };
@@ -92,7 +93,10 @@ class SessionPollerTest : public ::testing::Test {
   int state_changes_ = 0;
 };
 
-TEST_F(SessionPollerTest, ClaimsWithSecretThenPodThenAck) {
+// Issue 15, throughput: two apiserver writes per claim. The Secret is written before the ack and
+// the pod after it, so no scheduling gate (and no patch to lift it) is needed: the runner can only
+// start once its item's lease has.
+TEST_F(SessionPollerTest, ClaimsWithSecretThenAckThenAnUngatedPod) {
   auto poller = make_poller(environment());
   nlohmann::json secret, pod;
   {
@@ -107,19 +111,22 @@ TEST_F(SessionPollerTest, ClaimsWithSecretThenPodThenAck) {
       secret = s;
       return true;
     });
+    // The first claim of a spec generation asks the apiserver (a dry run) whether it would take
+    // the pod, while the item can still go back to the queue.
+    EXPECT_CALL(writer_, check_pod(_));
+    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+    // Only once acknowledged may the runner exist (and heartbeat the lease).
     EXPECT_CALL(writer_, ensure_pod(_)).WillOnce([&](const nlohmann::json& p) {
       pod = p;
       return true;
     });
-    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-    // Only once acknowledged may the runner start (and heartbeat the lease).
-    EXPECT_CALL(writer_, release_pod("agents", runner_object_name("work_A")));
   }
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   EXPECT_EQ(secret["stringData"]["work-secret"], kSecret);
   EXPECT_EQ(pod["metadata"]["name"], runner_object_name("work_A"));
-  EXPECT_EQ(pod["spec"]["schedulingGates"],
-            nlohmann::json::parse(R"([{"name":"perimeter.dev/acknowledged"}])"));
+  EXPECT_FALSE(pod["spec"].contains("schedulingGates")) << pod["spec"].dump();
+  EXPECT_EQ(pod["metadata"]["annotations"]["perimeter.dev/claimed-at"],
+            secret["metadata"]["annotations"]["perimeter.dev/claimed-at"]);
   EXPECT_EQ(pod["metadata"]["labels"]["perimeter.dev/session-id"], "sesn_work_A");
   EXPECT_EQ(factory_.credentials, std::vector<std::string>{"envkey"});
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
@@ -153,9 +160,9 @@ TEST_F(SessionPollerTest, AClaimOvertakenByALaterClaimOfItsItemMakesNoPodAndNoAc
   EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
 }
 
-// Issue 15, item 1: a claim slower than the reclaim window gives the item up before its pod, so
-// the orphan sweep's horizon (twice the window and a margin) covers every live claim.
-TEST_F(SessionPollerTest, AClaimSlowerThanTheReclaimWindowGivesTheItemUpBeforeThePod) {
+// Issue 15, item 1: a claim slower than the reclaim window gives the item up before its ack, so
+// the claims sweep's horizon (twice the window and a margin) covers every live claim.
+TEST_F(SessionPollerTest, AClaimSlowerThanTheReclaimWindowGivesTheItemUpBeforeItsAck) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([this](const nlohmann::json&) {
@@ -167,7 +174,7 @@ TEST_F(SessionPollerTest, AClaimSlowerThanTheReclaimWindowGivesTheItemUpBeforeTh
   EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
   EXPECT_EQ(
       counter(metrics_.claim_errors_total,
-              {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "claim_too_slow"}}),
+              {{"environment", "agents/payments"}, {"step", "ack"}, {"reason", "claim_too_slow"}}),
       1);
 }
 
@@ -216,25 +223,36 @@ TEST_F(SessionPollerTest, TheApiClientIsKeptAcrossUpdatesThatChangeNoCredential)
   EXPECT_EQ(factory_.credentials, (std::vector<std::string>{"envkey", "rotated-key"}));
 }
 
-TEST_F(SessionPollerTest, ARetriedClaimMeetsTheExistingPodAndOnlyAcks) {
+TEST_F(SessionPollerTest, ARetriedClaimWhosePodExistsMakesNoSecondPod) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
-  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(false));
+  EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-  EXPECT_CALL(writer_, release_pod("agents", runner_object_name("work_A")));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(false));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 0);
   EXPECT_EQ(counter(metrics_.sessions_claimed_total, {{"environment", "agents/payments"}}), 1);
 }
 
-TEST_F(SessionPollerTest, APodThatCannotBeCreatedIsNeverAcknowledged) {
-  auto poller = make_poller(environment());
+// The item is acknowledged when its pod fails: the pod is made at the next pass, before any poll,
+// and counts against the limit.
+TEST_F(SessionPollerTest, APodThatFailsAfterTheAckIsMadeAtTheNextPass) {
+  auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, check_pod(_));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  nlohmann::json first, retried;
   EXPECT_CALL(writer_, ensure_pod(_))
-      .WillOnce(Throw(std::runtime_error("pods is forbidden: exceeded quota")));
-  // No ack: the queue hands the item out again after reclaimOlderThanMs.
+      .WillOnce([&](const nlohmann::json& pod) -> bool {
+        first = pod;
+        throw std::runtime_error("pods is forbidden: exceeded quota");
+      })
+      .WillOnce([&](const nlohmann::json& pod) {
+        retried = pod;
+        return true;
+      });
   EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
   ASSERT_EQ(events_.size(), 1u);
   EXPECT_NE(events_[0].find("Warning ClaimFailed"), std::string::npos);
@@ -243,6 +261,13 @@ TEST_F(SessionPollerTest, APodThatCannotBeCreatedIsNeverAcknowledged) {
       counter(metrics_.claim_errors_total,
               {{"environment", "agents/payments"}, {"step", "pod"}, {"reason", "kubernetes"}}),
       1);
+  // The next pass makes the pod first; with it the limit of 1 is reached, so no poll.
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+  EXPECT_EQ(retried, first);
+  EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
+  // Made once: later passes do not make it again.
+  census_.value.all = census_.value.unfinished = {runner_object_name("work_A")};
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
 }
 
 TEST_F(SessionPollerTest, ASecretThatCannotBeWrittenMeansNoPodAndNoAck) {
@@ -266,9 +291,9 @@ TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
-  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-  EXPECT_CALL(writer_, release_pod(_, _));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   // The informer has not delivered the new pod yet: still at the limit.
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
@@ -278,28 +303,108 @@ TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
   EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
 }
 
-TEST_F(SessionPollerTest, AFailedAckStillCountsThePodAgainstTheLimit) {
+TEST_F(SessionPollerTest, AFailedAckMakesNoPodAndFreesTheSlot) {
   auto poller = make_poller(environment(1));
-  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(api_, poll(_))
+      .WillOnce(Return(session_item("work_A")))
+      .WillOnce(Return(std::nullopt));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
-  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A"))
       .WillOnce(Throw(agentapi::TransportError("connection reset by peer")));
+  // No pod (StrictMock): the queue hands the item out again and the retry meets its Secret.
   EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
-  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+  EXPECT_EQ(counter(metrics_.claim_errors_total,
+                    {{"environment", "agents/payments"}, {"step", "ack"}, {"reason", "api"}}),
+            1);
 }
 
-TEST_F(SessionPollerTest, AFailedReleaseIsCountedAndThePeriodicPassReleasesThePodLater) {
+// The dry run is one request per generation of the spec, not per claim.
+TEST_F(SessionPollerTest, ThePodIsCheckedOncePerGenerationOfTheSpec) {
+  auto env = environment(10);
+  env.generation = 3;
+  auto poller = make_poller(env);
+  EXPECT_CALL(api_, poll(_))
+      .WillOnce(Return(session_item("work_A")))
+      .WillOnce(Return(session_item("work_B")))
+      .WillOnce(Return(session_item("work_C")));
+  EXPECT_CALL(writer_, ensure_secret(_)).Times(3).WillRepeatedly(Return(true));
+  EXPECT_CALL(api_, ack(_)).Times(3).WillRepeatedly(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, ensure_pod(_)).Times(3).WillRepeatedly(Return(true));
+  // An apiserver that cannot answer the dry run (a webhook with side effects) does not stop
+  // claims, and is not asked again for the same spec.
+  EXPECT_CALL(writer_, check_pod(_))
+      .WillOnce(Throw(std::runtime_error("admission webhook does not support dry run")))
+      .WillOnce(Return());
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  env.generation = 4;
+  poller->update({env, "envkey", "worker-1"});
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+}
+
+TEST_F(SessionPollerTest, APodTheDryRunRefusesIsNeverAcknowledged) {
   auto poller = make_poller(environment());
-  const std::string pod = runner_object_name("work_A");
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
-  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
-  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, check_pod(_))
+      .WillOnce(Throw(ObjectRefused("pods \"run-a\" is forbidden: violates PodSecurity")));
+  // No ack, no pod (StrictMock): the item goes back to the queue, and claiming stops.
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kRejected);
+  EXPECT_EQ(poller->state().health, PollerHealth::kSpecRefused);
+  EXPECT_EQ(poller->state().reason, "RunnerPodRejected");
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kRejected);
+}
+
+// A Secret without its pod (the operator died between the ack and the pod): the queue says
+// whether the item was acknowledged, and only then is the pod made, from the Secret's claim.
+TEST_F(SessionPollerTest, AClaimWithoutItsPodGetsItOnlyWhenItsItemWasAcknowledged) {
+  auto poller = make_poller(environment());
+  auto item = [](const std::string& id, const std::string& state) {
+    agentapi::WorkItem work = session_item(id);
+    work.state = state;
+    return work;
+  };
+  const std::string claimed_at = "2026-11-30T08:00:00.123456Z";
+  nlohmann::json pod;
+  EXPECT_CALL(api_, retrieve_work("work_A")).WillOnce(Return(item("work_A", "starting")));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce([&](const nlohmann::json& p) {
+    pod = p;
+    return true;
+  });
+  EXPECT_EQ(poller->start_if_acknowledged("work_A", claimed_at), PodlessClaim::kStarted);
+  EXPECT_EQ(pod["metadata"]["name"], runner_object_name("work_A"));
+  EXPECT_EQ(pod["metadata"]["labels"]["perimeter.dev/session-id"], "sesn_work_A");
+  EXPECT_EQ(pod["metadata"]["annotations"]["perimeter.dev/claimed-at"], claimed_at);
+  EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
+
+  // Queued: mid-claim or left to the reclaim. Stopped or unknown: over. No answer: undecided.
+  EXPECT_CALL(api_, retrieve_work("work_B")).WillOnce(Return(item("work_B", "queued")));
+  EXPECT_EQ(poller->start_if_acknowledged("work_B", claimed_at), PodlessClaim::kQueued);
+  EXPECT_CALL(api_, retrieve_work("work_C")).WillOnce(Return(item("work_C", "stopped")));
+  EXPECT_EQ(poller->start_if_acknowledged("work_C", claimed_at), PodlessClaim::kOver);
+  EXPECT_CALL(api_, retrieve_work("work_D"))
+      .WillOnce(Throw(agentapi::ApiError("retrieve work", 404, R"({"type":"error"})", "req_1")));
+  EXPECT_EQ(poller->start_if_acknowledged("work_D", claimed_at), PodlessClaim::kOver);
+  EXPECT_CALL(api_, retrieve_work("work_E"))
+      .WillOnce(Throw(agentapi::TransportError("connection refused")));
+  EXPECT_EQ(poller->start_if_acknowledged("work_E", claimed_at), PodlessClaim::kUnknown);
+}
+
+// Pods an earlier version of the operator made gated before the ack are still released when their
+// item was acknowledged (an upgrade in the middle of a claim).
+TEST_F(SessionPollerTest, ThePeriodicPassReleasesPodsAnEarlierVersionLeftGated) {
+  auto poller = make_poller(environment());
+  const std::string pod = runner_object_name("work_A");
+  census_.value.gated = {{pod, "work_A"}};
+  agentapi::WorkItem acknowledged = session_item("work_A");
+  acknowledged.state = "starting";
+  EXPECT_CALL(api_, retrieve_work("work_A")).Times(2).WillRepeatedly(Return(acknowledged));
   EXPECT_CALL(writer_, release_pod("agents", pod))
       .WillOnce(Throw(std::runtime_error("the apiserver is shutting down")))
       .WillOnce(Return());
-  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+  EXPECT_EQ(poller->release_acknowledged_pods(), 0);
   EXPECT_EQ(
       counter(metrics_.claim_errors_total,
               {{"environment", "agents/payments"}, {"step", "release"}, {"reason", "kubernetes"}}),
@@ -307,12 +412,6 @@ TEST_F(SessionPollerTest, AFailedReleaseIsCountedAndThePeriodicPassReleasesThePo
   EXPECT_EQ(counter(metrics_.pods_released_total,
                     {{"environment", "agents/payments"}, {"result", "error"}}),
             1);
-
-  // The pod still carries the gate; its item was acknowledged (starting): released.
-  census_.value.gated = {{pod, "work_A"}};
-  agentapi::WorkItem acknowledged = session_item("work_A");
-  acknowledged.state = "starting";
-  EXPECT_CALL(api_, retrieve_work("work_A")).WillOnce(Return(acknowledged));
   EXPECT_EQ(poller->release_acknowledged_pods(), 1);
   EXPECT_EQ(counter(metrics_.pods_released_total,
                     {{"environment", "agents/payments"}, {"result", "released"}}),
@@ -321,7 +420,7 @@ TEST_F(SessionPollerTest, AFailedReleaseIsCountedAndThePeriodicPassReleasesThePo
 
 TEST_F(SessionPollerTest, ThePeriodicPassLeavesPodsOfQueuedItemsGated) {
   auto poller = make_poller(environment());
-  // Mid-claim, or left to the reclaim: the claim (or its retry) releases after the ack.
+  // Left to the reclaim: a retry acknowledges it, meets this pod, and the next pass releases it.
   census_.value.gated = {{runner_object_name("work_A"), "work_A"}};
   EXPECT_CALL(api_, retrieve_work("work_A")).WillOnce(Return(session_item("work_A")));
   EXPECT_EQ(poller->release_acknowledged_pods(), 0);  // StrictMock: no release_pod
