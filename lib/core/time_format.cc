@@ -30,11 +30,28 @@ std::string format_rfc3339_micros(std::chrono::system_clock::time_point time) {
 }
 
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& text) {
-  std::tm tm{};
-  std::istringstream in(text);
-  in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%S");
-  if (in.fail()) return std::nullopt;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
+  // By hand rather than through a stream and std::get_time: the operator reads the timestamps of
+  // every cached runner pod on every pass, and a stream per timestamp was a measurable share.
+  // "YYYY-MM-DDTHH:MM:SS"; what follows (fraction, zone) is not read: Kubernetes writes UTC.
+  if (text.size() < 19 || text[4] != '-' || text[7] != '-' ||
+      (text[10] != 'T' && text[10] != 't') || text[13] != ':' || text[16] != ':')
+    return std::nullopt;
+  int parsed[6];
+  const size_t starts[6] = {0, 5, 8, 11, 14, 17}, lengths[6] = {4, 2, 2, 2, 2, 2};
+  for (int field = 0; field < 6; ++field) {
+    int value = 0;
+    for (size_t i = starts[field]; i < starts[field] + lengths[field]; ++i) {
+      if (text[i] < '0' || text[i] > '9') return std::nullopt;
+      value = value * 10 + (text[i] - '0');
+    }
+    parsed[field] = value;
+  }
+  const std::chrono::year_month_day date{std::chrono::year(parsed[0]),
+                                         std::chrono::month(static_cast<unsigned>(parsed[1])),
+                                         std::chrono::day(static_cast<unsigned>(parsed[2]))};
+  if (!date.ok() || parsed[3] > 23 || parsed[4] > 59 || parsed[5] > 60) return std::nullopt;
+  return std::chrono::sys_days(date) + std::chrono::hours(parsed[3]) +
+         std::chrono::minutes(parsed[4]) + std::chrono::seconds(parsed[5]);
 }
 
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339_micros(const std::string& text) {

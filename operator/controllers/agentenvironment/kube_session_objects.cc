@@ -1,6 +1,9 @@
 #include "controllers/agentenvironment/kube_session_objects.h"
 
+#include <algorithm>
+
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_pod_cache.h"
 #include "core/time_format.h"
 #include "kube/api_error.h"
 
@@ -219,54 +222,77 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
   }
 }
 
+bool pod_finished(const nlohmann::json& pod) {
+  const auto status = pod.find("status");
+  if (status == pod.end()) return false;
+  const std::string& phase = cached_string(*status, "phase");
+  return phase == "Succeeded" || phase == "Failed";
+}
+
 namespace {
 
-// The string at `key` of a cached object, by reference ("" when absent or not a string): the
-// census reads every runner pod on every poll, and a copy per field was most of its cost.
-const std::string& string_at(const nlohmann::json& object, const std::string& key) {
-  static const std::string kNone;
-  if (!object.is_object()) return kNone;
-  const auto it = object.find(key);
-  return it != object.end() && it->is_string() ? it->get_ref<const std::string&>() : kNone;
+// Indexes of the runner-pod store: "namespace/<environment label>" of each unfinished pod, and
+// of each pod still held by Perimeter's gate. A poll's census reads only those pods, not every
+// finished pod the environment still keeps (operator_bench: walking them all on every poll was
+// the operator's largest own cost per claim).
+constexpr const char* kUnfinishedIndex = "perimeter.dev/unfinished-runner";
+constexpr const char* kGatedIndex = "perimeter.dev/gated-runner";
+
+std::string environment_index_value(const nlohmann::json& pod) {
+  const auto metadata = pod.find("metadata");
+  if (metadata == pod.end() || !metadata->is_object()) return {};
+  const auto labels = metadata->find("labels");
+  if (labels == metadata->end()) return {};
+  const std::string& environment = cached_string(*labels, std::string(kLabelEnvironment));
+  if (environment.empty()) return {};
+  return cached_string(*metadata, "namespace") + "/" + environment;
+}
+
+bool gated_by_perimeter(const nlohmann::json& pod) {
+  const auto spec = pod.find("spec");
+  if (spec == pod.end() || !spec->is_object()) return false;
+  const auto gates = spec->find("schedulingGates");
+  if (gates == spec->end() || !gates->is_array()) return false;
+  return std::any_of(gates->begin(), gates->end(), [](const nlohmann::json& gate) {
+    return cached_string(gate, "name") == kSchedulingGateAcknowledged;
+  });
 }
 
 }  // namespace
 
-bool pod_finished(const nlohmann::json& pod) {
-  const auto status = pod.find("status");
-  if (status == pod.end()) return false;
-  const std::string& phase = string_at(*status, "phase");
-  return phase == "Succeeded" || phase == "Failed";
+StoreRunnerPodCensus::StoreRunnerPodCensus(runtime::Store& pods) : pods_(pods) {
+  pods_.add_index(kUnfinishedIndex, [](const nlohmann::json& pod) -> std::vector<std::string> {
+    if (pod_finished(pod)) return {};
+    std::string value = environment_index_value(pod);
+    if (value.empty()) return {};
+    return {std::move(value)};
+  });
+  pods_.add_index(kGatedIndex, [](const nlohmann::json& pod) -> std::vector<std::string> {
+    if (!gated_by_perimeter(pod)) return {};
+    std::string value = environment_index_value(pod);
+    if (value.empty()) return {};
+    return {std::move(value)};
+  });
 }
 
 PodCensus StoreRunnerPodCensus::census(const std::string& ns, const std::string& environment_name) {
-  // Every poll takes a census of every runner pod of the environment, finished ones included:
-  // it reads the cached JSON in place, and, the index being ordered by namespace/name, adds each
-  // name at the end of its set in constant time (operator_bench: this walk was the operator's
-  // largest own cost per claim).
-  static const std::string kName = "name", kNamespace = "namespace", kAnnotations = "annotations",
-                           kWorkId{kAnnotationWorkId}, kGate{kSchedulingGateAcknowledged};
+  static const std::string kName = "name", kAnnotations = "annotations", kWorkId{kAnnotationWorkId};
   PodCensus census;
-  const std::string selector =
-      std::string(kLabelEnvironment) + "=" + label_value_for(environment_name);
-  for (const auto& pod : pods_.by_index(runtime::Store::kLabelIndex, selector)) {
-    const auto metadata = pod->find("metadata");
-    if (metadata == pod->end() || string_at(*metadata, kNamespace) != ns) continue;
-    const std::string& name = string_at(*metadata, kName);
-    census.all.emplace_hint(census.all.end(), name);
-    if (!pod_finished(*pod)) census.unfinished.emplace_hint(census.unfinished.end(), name);
-    const auto spec = pod->find("spec");
-    if (spec == pod->end() || !spec->is_object()) continue;
-    const auto gates = spec->find("schedulingGates");
-    if (gates == spec->end() || !gates->is_array()) continue;
-    for (const auto& gate : *gates) {
-      if (string_at(gate, kName) != kGate) continue;
-      const auto annotations = metadata->find(kAnnotations);
-      census.gated[name] =
-          annotations == metadata->end() ? std::string() : string_at(*annotations, kWorkId);
-    }
+  const std::string value = ns + "/" + label_value_for(environment_name);
+  for (const auto& pod : pods_.by_index(kUnfinishedIndex, value)) {
+    census.unfinished.insert(cached_string((*pod)["metadata"], kName));
+  }
+  for (const auto& pod : pods_.by_index(kGatedIndex, value)) {
+    const auto& metadata = (*pod)["metadata"];
+    const auto annotations = metadata.find(kAnnotations);
+    census.gated[cached_string(metadata, kName)] =
+        annotations == metadata.end() ? std::string() : cached_string(*annotations, kWorkId);
   }
   return census;
+}
+
+bool StoreRunnerPodCensus::cached(const std::string& ns, const std::string& name) {
+  return pods_.get(ns + "/" + name) != nullptr;
 }
 
 }  // namespace perimeter::agentenvironment

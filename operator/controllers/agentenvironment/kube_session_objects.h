@@ -22,14 +22,17 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
   kube::ResourceClient& pods_;
 };
 
-// Reads an environment's runner pods from the pod informer's store.
+// Reads an environment's runner pods from the pod informer's store, through indexes it adds to
+// that store (construct it before the informer starts): a census reads the unfinished and gated
+// pods only, however many finished ones are kept for their retention.
 class StoreRunnerPodCensus final : public RunnerPodCensus {
  public:
-  explicit StoreRunnerPodCensus(const runtime::Store& pods) : pods_(pods) {}
+  explicit StoreRunnerPodCensus(runtime::Store& pods);
   PodCensus census(const std::string& ns, const std::string& environment_name) override;
+  bool cached(const std::string& ns, const std::string& name) override;
 
  private:
-  const runtime::Store& pods_;
+  runtime::Store& pods_;
 };
 
 // Whether a pod has finished (Succeeded or Failed).

@@ -3,6 +3,7 @@
 #include "controllers/agentenvironment/duplicates.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "core/base64.h"
 #include "core/time_format.h"
@@ -231,26 +232,35 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
   Outcomes outcomes;
   outcomes.surveyed = true;
   const auto now = deps_.clock.wall_now();
+  // Every pass reads every runner pod of the environment, finished ones kept for their retention
+  // included: in place, without copying their fields.
+  static const std::string kMetadata = "metadata", kNamespace = "namespace",
+                           kAnnotations = "annotations", kLabels = "labels",
+                           kOutcome{kAnnotationOutcome}, kRecordedAt{kAnnotationRecordedAt},
+                           kWorkId{kAnnotationWorkId}, kSessionId{kLabelSessionId};
+  static const json kEmpty = json::object();
+  const auto field = [](const json& object, const std::string& key) -> const json& {
+    const auto it = object.find(key);
+    return it == object.end() ? kEmpty : *it;
+  };
   const std::string selector = std::string(kLabelEnvironment) + "=" + label_value_for(env.name);
   for (const auto& pod : deps_.pods.by_index(runtime::Store::kLabelIndex, selector)) {
-    const auto& metadata = (*pod)["metadata"];
-    if (metadata.value("namespace", "") != env.namespace_) continue;
+    const json& metadata = field(*pod, kMetadata);
+    if (cached_string(metadata, kNamespace) != env.namespace_) continue;
     if (!pod_finished(*pod)) {
       ++outcomes.active;
       continue;
     }
-    const auto annotations = metadata.value("annotations", json::object());
-    const std::string outcome = annotations.value(std::string(kAnnotationOutcome), "");
-    const auto recorded_at =
-        parse_rfc3339(annotations.value(std::string(kAnnotationRecordedAt), ""));
+    const json& annotations = field(metadata, kAnnotations);
+    const std::string& outcome = cached_string(annotations, kOutcome);
+    const auto recorded_at = parse_rfc3339(cached_string(annotations, kRecordedAt));
     if (outcome.empty() || !recorded_at) {
       FinishedPod finished;
       finished.uid = metadata.value("uid", "");
       finished.name = metadata.value("name", "");
       finished.resource_version = metadata.value("resourceVersion", "");
-      finished.session_id =
-          metadata.value("labels", json::object()).value(std::string(kLabelSessionId), "");
-      finished.work_id = annotations.value(std::string(kAnnotationWorkId), "");
+      finished.session_id = cached_string(field(metadata, kLabels), kSessionId);
+      finished.work_id = cached_string(annotations, kWorkId);
       finished.succeeded = (*pod)["status"].value("phase", "") == "Succeeded";
       if (!finished.succeeded) finished.failure_reason = failure_reason(*pod);
       outcomes.unmarked.push_back(std::move(finished));

@@ -10,74 +10,104 @@ namespace {
 
 using nlohmann::json;
 
-// Copies the listed keys of `from` that exist into `to`.
-void copy_keys(const json& from, json& to, std::initializer_list<const char*> keys) {
+// Moves the listed keys of `from` that exist into `to`: the pod is being replaced by its trimmed
+// form, so nothing is copied (the informer trims every event of every runner pod).
+void move_keys(json& from, json& to, std::initializer_list<const char*> keys) {
   if (!from.is_object()) return;
   for (const char* key : keys) {
     const auto it = from.find(key);
-    if (it != from.end()) to[key] = *it;
+    if (it != from.end()) to[key] = std::move(*it);
   }
+}
+
+// The object at `key` of `from`, or null when absent (`from` may be anything).
+json* member(json& from, const char* key) {
+  if (!from.is_object()) return nullptr;
+  const auto it = from.find(key);
+  return it == from.end() ? nullptr : &*it;
 }
 
 }  // namespace
 
+const std::string& cached_string(const json& object, const std::string& key) {
+  static const std::string kNone;
+  if (!object.is_object()) return kNone;
+  const auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get_ref<const std::string&>() : kNone;
+}
+
 void trim_runner_pod(json& pod) {
   json trimmed = json::object();
-  copy_keys(pod, trimmed, {"apiVersion", "kind"});
-  const json source = pod.value("metadata", json::object());
+  move_keys(pod, trimmed, {"apiVersion", "kind"});
   json metadata = json::object();
-  copy_keys(
-      source, metadata,
-      {"name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"});
-  // Perimeter's own labels (the environment's index, the session and work ids), not the
-  // template's or the constant ones the informer's selector already matched.
-  json labels = json::object();
-  const json source_labels = source.value("labels", json::object());
-  for (const auto& [key, value] : source_labels.items()) {
-    if (std::string_view(key).starts_with("perimeter.dev/")) labels[key] = value;
+  if (json* source = member(pod, "metadata")) {
+    move_keys(
+        *source, metadata,
+        {"name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp"});
+    // Perimeter's own labels (the environment's index, the session and work ids), not the
+    // template's or the constant ones the informer's selector already matched.
+    json labels = json::object();
+    if (json* source_labels = member(*source, "labels");
+        source_labels && source_labels->is_object()) {
+      for (auto it = source_labels->begin(); it != source_labels->end(); ++it) {
+        if (std::string_view(it.key()).starts_with("perimeter.dev/"))
+          labels[it.key()] = std::move(it.value());
+      }
+    }
+    metadata["labels"] = std::move(labels);
+    json annotations = json::object();
+    if (json* source_annotations = member(*source, "annotations")) {
+      move_keys(*source_annotations, annotations,
+                {kAnnotationWorkId.data(), kAnnotationClaimedAt.data(), kAnnotationOutcome.data(),
+                 kAnnotationRecordedAt.data()});
+    }
+    metadata["annotations"] = std::move(annotations);
+    // The owner, as the controller's owner watch reads it.
+    json owners = json::array();
+    if (json* source_owners = member(*source, "ownerReferences");
+        source_owners && source_owners->is_array()) {
+      for (auto& owner : *source_owners) {
+        json kept = json::object();
+        move_keys(owner, kept, {"kind", "name", "uid", "controller"});
+        owners.push_back(std::move(kept));
+      }
+    }
+    metadata["ownerReferences"] = std::move(owners);
+  } else {
+    metadata["labels"] = json::object();
+    metadata["annotations"] = json::object();
+    metadata["ownerReferences"] = json::array();
   }
-  metadata["labels"] = std::move(labels);
-  json annotations = json::object();
-  copy_keys(source.value("annotations", json::object()), annotations,
-            {kAnnotationWorkId.data(), kAnnotationClaimedAt.data(), kAnnotationOutcome.data(),
-             kAnnotationRecordedAt.data()});
-  metadata["annotations"] = std::move(annotations);
-  // The owner, as the controller's owner watch reads it.
-  json owners = json::array();
-  const json source_owners = source.value("ownerReferences", json::array());
-  for (const auto& owner : source_owners) {
-    json kept = json::object();
-    copy_keys(owner, kept, {"kind", "name", "uid", "controller"});
-    owners.push_back(std::move(kept));
-  }
-  metadata["ownerReferences"] = std::move(owners);
   trimmed["metadata"] = std::move(metadata);
 
-  const json spec = pod.value("spec", json::object());
-  if (const auto gates = spec.find("schedulingGates"); gates != spec.end()) {
-    trimmed["spec"] = {{"schedulingGates", *gates}};
+  if (json* spec = member(pod, "spec")) {
+    if (json* gates = member(*spec, "schedulingGates")) {
+      trimmed["spec"] = {{"schedulingGates", std::move(*gates)}};
+    }
   }
 
-  const json status = pod.value("status", json::object());
-  json kept = json::object();
-  copy_keys(status, kept, {"phase", "reason"});
-  if (const auto containers = status.find("containerStatuses");
-      containers != status.end() && containers->is_array()) {
-    json terminations = json::array();
-    for (const auto& container : *containers) {
-      json entry = json::object();
-      copy_keys(container, entry, {"name"});
-      const json state = container.value("state", json::object());
-      if (const auto terminated = state.find("terminated"); terminated != state.end()) {
-        json end = json::object();
-        copy_keys(*terminated, end, {"reason", "exitCode"});
-        entry["state"] = {{"terminated", std::move(end)}};
+  if (json* status = member(pod, "status")) {
+    json kept = json::object();
+    move_keys(*status, kept, {"phase", "reason"});
+    if (json* containers = member(*status, "containerStatuses");
+        containers && containers->is_array()) {
+      json terminations = json::array();
+      for (auto& container : *containers) {
+        json entry = json::object();
+        move_keys(container, entry, {"name"});
+        if (json* state = member(container, "state")) {
+          if (json* terminated = member(*state, "terminated")) {
+            json end = json::object();
+            move_keys(*terminated, end, {"reason", "exitCode"});
+            entry["state"] = {{"terminated", std::move(end)}};
+          }
+        }
+        terminations.push_back(std::move(entry));
       }
-      terminations.push_back(std::move(entry));
+      kept["containerStatuses"] = std::move(terminations);
     }
-    kept["containerStatuses"] = std::move(terminations);
+    if (!kept.empty()) trimmed["status"] = std::move(kept);
   }
-  if (!kept.empty()) trimmed["status"] = std::move(kept);
   pod = std::move(trimmed);
 }
 

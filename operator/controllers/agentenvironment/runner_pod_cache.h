@@ -1,6 +1,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace perimeter::agentenvironment {
 
@@ -11,5 +12,10 @@ namespace perimeter::agentenvironment {
 // dropped, so ten thousand cached sessions fit in a small operator (bench/runner_pod_cache has the
 // figures).
 void trim_runner_pod(nlohmann::json& pod);
+
+// The string at `key` of a cached object, by reference ("" when absent or not a string): the
+// census and the session survey read cached pods in place, and a copy per field was most of
+// their cost.
+const std::string& cached_string(const nlohmann::json& object, const std::string& key);
 
 }  // namespace perimeter::agentenvironment

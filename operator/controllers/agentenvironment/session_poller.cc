@@ -133,15 +133,21 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
   std::unique_lock lock(mutex_);
   const std::string ns = settings_.environment.namespace_;
   const std::string name = settings_.environment.name;
+  std::vector<std::string> recent;
+  for (const auto& [pod, created_at] : recently_created_) recent.push_back(pod);
   lock.unlock();
   // The census reads the informer cache, which takes its own locks: not under ours.
   const PodCensus census = deps_.census.census(ns, name);
+  std::set<std::string> seen;
+  for (const auto& pod : recent) {
+    if (deps_.census.cached(ns, pod)) seen.insert(pod);
+  }
   lock.lock();
   const auto now = deps_.clock.now();
   for (auto it = recently_created_.begin(); it != recently_created_.end();) {
-    const bool seen = census.all.count(it->first) > 0;
-    it = (seen || now - it->second > kRecentPodHorizon) ? recently_created_.erase(it)
-                                                        : std::next(it);
+    it = (seen.count(it->first) > 0 || now - it->second > kRecentPodHorizon)
+             ? recently_created_.erase(it)
+             : std::next(it);
   }
   const auto in_use =
       static_cast<int>(census.unfinished.size() + recently_created_.size()) + reserved_;

@@ -62,8 +62,7 @@ class SessionObjectWriter {
 // What the cluster says about an environment's runner pods (from the informer cache).
 struct PodCensus {
   std::set<std::string> unfinished;  // names of pods not yet Succeeded or Failed
-  std::set<std::string> all;         // names of every runner pod of the environment
-  // Pods still held by Perimeter's scheduling gate: name -> work id.
+  // Pods still held by Perimeter's scheduling gate (an earlier version's): name -> work id.
   std::map<std::string, std::string> gated;
 };
 
@@ -71,6 +70,8 @@ class RunnerPodCensus {
  public:
   virtual ~RunnerPodCensus() = default;
   virtual PodCensus census(const std::string& ns, const std::string& environment_name) = 0;
+  // Whether the cache shows the runner pod `name` (finished or not).
+  virtual bool cached(const std::string& ns, const std::string& name) = 0;
 };
 
 }  // namespace perimeter::agentenvironment

@@ -62,6 +62,7 @@ class InterleavingWriter final : public SessionObjectWriter {
 class EmptyCensus final : public RunnerPodCensus {
  public:
   PodCensus census(const std::string&, const std::string&) override { return {}; }
+  bool cached(const std::string&, const std::string&) override { return false; }
 };
 
 class OverlappingClaimsTest : public ::testing::Test {

@@ -25,6 +25,14 @@ TEST(TimeFormatTest, ParsesWhatItFormatsAndKubernetesTimestamps) {
   EXPECT_EQ(parse_rfc3339("2026-11-23T08:00:00.123456Z"), time);
   EXPECT_FALSE(parse_rfc3339("yesterday").has_value());
   EXPECT_FALSE(parse_rfc3339("").has_value());
+  EXPECT_EQ(parse_rfc3339("1970-01-01T00:00:00Z"), std::chrono::system_clock::from_time_t(0));
+  EXPECT_EQ(parse_rfc3339("2000-02-29T12:34:56Z"),
+            std::chrono::system_clock::from_time_t(951827696));  // a leap day
+  for (const char* wrong : {"2026-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-11-23T24:00:00Z",
+                            "2026-11-23T08:60:00Z", "2026-11-23 08:00:00Z", "2026-11-2X08:00:00Z",
+                            "2026-11-23T08:00"}) {
+    EXPECT_FALSE(parse_rfc3339(wrong).has_value()) << wrong;
+  }
 }
 
 TEST(TimeFormatTest, TheMicrosecondParserKeepsTheFraction) {

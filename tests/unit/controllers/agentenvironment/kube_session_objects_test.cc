@@ -245,9 +245,11 @@ TEST_F(KubeSessionObjectsTest, TheDryRunStoresNothingAndRefusesWhatTheApiserverR
   EXPECT_THROW(writer_.check_pod(pod), ObjectRefused);
 }
 
-// The census reads the cached pods in place on every poll; what it reports is the same as ever.
+// The census reads the store's indexes of unfinished and gated pods on every poll; what it
+// reports is what a walk of every pod would.
 TEST(StoreRunnerPodCensusTest, CountsTheEnvironmentsPodsInItsNamespaceOnly) {
   runtime::Store store;
+  StoreRunnerPodCensus census_of(store);
   const auto add = [&](const std::string& ns, const std::string& name, const std::string& env,
                        const json& status, const json& spec, const json& annotations) {
     json pod = {{"metadata",
@@ -274,12 +276,21 @@ TEST(StoreRunnerPodCensusTest, CountsTheEnvironmentsPodsInItsNamespaceOnly) {
       {{std::string(kAnnotationWorkId), "work_0"}});
   add("a", "run-z", "payments", {{"phase", "Running"}}, nullptr, nullptr);
 
-  const PodCensus census = StoreRunnerPodCensus(store).census("agents", "payments");
-  EXPECT_EQ(census.all,
-            (std::set<std::string>{"run-a", "run-b", "run-c", "run-d", "run-e", "run-f"}));
+  const PodCensus census = census_of.census("agents", "payments");
   EXPECT_EQ(census.unfinished, (std::set<std::string>{"run-b", "run-c", "run-e", "run-f"}));
   EXPECT_EQ(census.gated, (std::map<std::string, std::string>{{"run-b", "work_b"}, {"run-e", ""}}));
-  EXPECT_TRUE(StoreRunnerPodCensus(store).census("elsewhere", "payments").all.empty());
+  EXPECT_TRUE(census_of.cached("agents", "run-a"));
+  EXPECT_FALSE(census_of.cached("agents", "run-q"));
+  EXPECT_TRUE(census_of.census("elsewhere", "payments").unfinished.empty());
+
+  // The indexes follow the pods: one finishes, another loses its gate, a third goes away.
+  add("agents", "run-c", "payments", {{"phase", "Succeeded"}}, nullptr, nullptr);
+  add("agents", "run-b", "payments", {{"phase", "Running"}}, nullptr,
+      {{std::string(kAnnotationWorkId), "work_b"}});
+  store.remove("agents/run-f");
+  const PodCensus after = census_of.census("agents", "payments");
+  EXPECT_EQ(after.unfinished, (std::set<std::string>{"run-b", "run-e"}));
+  EXPECT_EQ(after.gated, (std::map<std::string, std::string>{{"run-e", ""}}));
 }
 
 TEST(PodFinishedTest, OnlySucceededAndFailedAreFinished) {

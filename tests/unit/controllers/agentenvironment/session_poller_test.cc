@@ -38,7 +38,11 @@ class MockObjectWriter : public SessionObjectWriter {
 class FakeCensus final : public RunnerPodCensus {
  public:
   PodCensus census(const std::string&, const std::string&) override { return value; }
+  bool cached(const std::string&, const std::string& name) override {
+    return in_cache.count(name) > 0;
+  }
   PodCensus value;
+  std::set<std::string> in_cache;  // every pod the cache shows, finished or not
 };
 
 class SessionPollerTest : public ::testing::Test {
@@ -266,7 +270,7 @@ TEST_F(SessionPollerTest, APodThatFailsAfterTheAckIsMadeAtTheNextPass) {
   EXPECT_EQ(retried, first);
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
   // Made once: later passes do not make it again.
-  census_.value.all = census_.value.unfinished = {runner_object_name("work_A")};
+  census_.in_cache = census_.value.unfinished = {runner_object_name("work_A")};
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
 }
 
@@ -280,7 +284,7 @@ TEST_F(SessionPollerTest, ASecretThatCannotBeWrittenMeansNoPodAndNoAck) {
 TEST_F(SessionPollerTest, AtTheLimitItDoesNotPoll) {
   auto poller = make_poller(environment(2));
   census_.value.unfinished = {"run-a", "run-b"};
-  census_.value.all = census_.value.unfinished;
+  census_.in_cache = census_.value.unfinished;
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // StrictMock: no poll call
   census_.value.unfinished.erase("run-b");
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
@@ -298,7 +302,7 @@ TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
   // The informer has not delivered the new pod yet: still at the limit.
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
   // Now the cache has it, finished: the slot is free again.
-  census_.value.all = {runner_object_name("work_A")};
+  census_.in_cache = {runner_object_name("work_A")};
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
 }
