@@ -146,6 +146,7 @@ int run(const Options& options) {
   settings.worker_id = effective.identity;
   settings.workers = options.workers;
   settings.poll_threads = options.poll_threads;
+  settings.max_extra_poll_threads = options.max_extra_poll_threads;
   settings.resync = std::chrono::seconds(options.resync_seconds);
   settings.orphan_sweep = std::chrono::seconds(options.orphan_sweep_seconds);
   settings.gate_sweep = std::chrono::seconds(options.gate_sweep_seconds);

@@ -80,7 +80,10 @@ flags (--flag=value or --flag value):
   --kube-api-qps N                   Kubernetes API requests per second (default 200)
   --kube-api-burst N                 burst above that rate (default 400)
   --workers N                        reconcile workers (default 4)
-  --poll-threads N                   concurrent claims per AgentEnvironment (default 4)
+  --poll-threads N                   concurrent claims per AgentEnvironment (default 4); an
+                                     idle one polls with one thread
+  --max-extra-poll-threads N         poll threads beyond each environment's first, over all
+                                     environments together (default 64)
   --resync-seconds N                 how often an AgentEnvironment is reconciled with nothing
                                      changed (default 15)
   --orphan-sweep-seconds N           how often runner Secrets left without their pod are looked
@@ -162,6 +165,8 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.workers = parse_positive(flag, take());
     else if (flag == "--poll-threads")
       options.poll_threads = parse_positive(flag, take());
+    else if (flag == "--max-extra-poll-threads")
+      options.max_extra_poll_threads = parse_positive(flag, take());
     else if (flag == "--resync-seconds")
       options.resync_seconds = parse_positive(flag, take());
     else if (flag == "--orphan-sweep-seconds")

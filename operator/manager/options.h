@@ -44,6 +44,7 @@ struct Options {
   int kube_api_burst = 400;
   int workers = 4;
   int poll_threads = 4;
+  int max_extra_poll_threads = 64;
   // How often each AgentEnvironment is looked at with nothing changed, swept for Secrets left
   // without their pod, and swept for pods an earlier version left gated after their item's ack. The
   // defaults suit production; tests shorten them so sweeps run many times within a test.

@@ -45,6 +45,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     ReconcilerOptions options;
     options.worker_id = settings_.worker_id;
     options.poll_threads = settings_.poll_threads;
+    options.max_extra_poll_threads = settings_.max_extra_poll_threads;
     options.allowed_api_hosts = settings_.allowed_api_hosts;
     options.session_namespaces = settings_.session_namespaces;
     options.resync = settings_.resync;

@@ -32,6 +32,7 @@ struct ControllerSettings {
   std::string worker_id = "perimeter-operator";
   int workers = 4;
   int poll_threads = 4;
+  int max_extra_poll_threads = 64;
   // ReconcilerOptions' intervals of the same names (--resync-seconds, --orphan-sweep-seconds,
   // --gate-sweep-seconds).
   std::chrono::seconds resync{15};

@@ -67,7 +67,9 @@ json involved_object(const std::string& name, const std::string& ns, const std::
 
 AgentEnvironmentReconciler::AgentEnvironmentReconciler(ReconcilerDependencies deps,
                                                        ReconcilerOptions options)
-    : deps_(std::move(deps)), options_(std::move(options)) {}
+    : deps_(std::move(deps)),
+      options_(std::move(options)),
+      thread_budget_(std::make_shared<PollThreadBudget>(options_.max_extra_poll_threads)) {}
 
 AgentEnvironmentReconciler::~AgentEnvironmentReconciler() {
   stop_all();
@@ -219,6 +221,7 @@ SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
         deps_.events.record(involved, type, reason, message);
       },
       [this, key] { deps_.enqueue(key); },
+      thread_budget_,
   };
   auto poller = std::make_unique<SessionPoller>(std::move(settings), std::move(poller_deps),
                                                 options_.poll_threads);

@@ -52,6 +52,8 @@ struct ReconcilerOptions {
   // Long-poll threads per environment; 0 creates pollers without threads (unit tests drive them
   // through poller()).
   int poll_threads = 4;
+  // Extra poll threads (beyond each environment's first) all environments may run together.
+  int max_extra_poll_threads = 64;
   // Where environment keys may be sent (key_release.h).
   ApiHostAllowList allowed_api_hosts = ApiHostAllowList::official();
   // The namespaces that opted in to sessions (the operator may manage Secrets and Pods there);
@@ -171,6 +173,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   ReconcilerDependencies deps_;
   ReconcilerOptions options_;
   mutable std::mutex mutex_;
+  std::shared_ptr<PollThreadBudget> thread_budget_;
   std::map<std::string, std::unique_ptr<SessionPoller>> pollers_;
   std::map<std::string, Backoff> credential_backoff_;
   std::map<std::string, Memo> memos_;

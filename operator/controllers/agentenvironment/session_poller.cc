@@ -45,17 +45,42 @@ SessionPoller::~SessionPoller() {
 
 void SessionPoller::start() {
   std::lock_guard lock(mutex_);
-  if (!workers_.empty()) return;
-  for (int i = 0; i < threads_; ++i) {
-    workers_.emplace_back([this, i](std::stop_token stop) { run(stop, i); });
+  if (!workers_.empty() || stopping_) return;
+  workers_.resize(threads_);
+  helper_running_.assign(threads_, false);
+  workers_[0] = std::jthread([this](std::stop_token stop) { run(stop, 0); });
+}
+
+void SessionPoller::spread() {
+  std::lock_guard lock(mutex_);
+  if (stopping_ || workers_.empty()) return;
+  for (int i = 1; i < threads_; ++i) {
+    if (helper_running_[i]) continue;
+    auto place = deps_.thread_budget ? deps_.thread_budget->try_take() : PollThreadBudget::Place();
+    // The operator's other environments hold every extra thread: this one claims with fewer.
+    if (deps_.thread_budget && !place) return;
+    // A helper that ended has returned from run(): the join is immediate.
+    if (workers_[i].joinable()) workers_[i].join();
+    helper_running_[i] = true;
+    // The place is held until the thread's run() returns.
+    workers_[i] =
+        std::jthread([this, i, held = std::move(place)](std::stop_token stop) { run(stop, i); });
   }
+}
+
+int SessionPoller::running_threads() const {
+  std::lock_guard lock(mutex_);
+  if (workers_.empty()) return 0;
+  return 1 + static_cast<int>(std::count(helper_running_.begin(), helper_running_.end(), true));
 }
 
 void SessionPoller::request_stop() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    for (auto& worker : workers_) worker.request_stop();
+    for (auto& worker : workers_) {
+      if (worker.joinable()) worker.request_stop();
+    }
   }
   wake_cv_.notify_all();
 }
@@ -218,7 +243,10 @@ PollOutcome SessionPoller::poll_once() {
   if (settings.environment.suspend) return PollOutcome::kSuspended;
   // Held until this pass ends; the pod it creates counts against the limit from then on.
   auto slot = reserve_slot();
-  if (!slot) return PollOutcome::kAtCapacity;
+  if (!slot) {
+    last_poll_empty_ = false;  // items may be queued that no poll sees
+    return PollOutcome::kAtCapacity;
+  }
 
   std::optional<agentapi::WorkItem> item;
   const auto api_client = api();
@@ -252,6 +280,7 @@ PollOutcome SessionPoller::poll_once() {
   set_state(PollerHealth::kPolling, "Polling", "the work queue answers");
   deps_.metrics.last_successful_poll_timestamp_seconds.Add({{"environment", label()}})
       .Set(std::chrono::duration<double>(polled_at.wall.time_since_epoch()).count());
+  last_poll_empty_ = !item.has_value();
   if (!item) {
     deps_.metrics.polls_total.Add({{"environment", label()}, {"result", "empty"}}).Increment();
     {
@@ -672,21 +701,26 @@ std::chrono::milliseconds SessionPoller::delay_after(PollOutcome outcome) {
 
 bool SessionPoller::stats_due(Clock::TimePoint last_refresh) const {
   // Every kStatsInterval, and within kStatsAfterChange of a claim or of a poll that found the
-  // queue empty, so status does not show a queue that has already drained.
+  // queue empty, so status does not show a queue that has already drained. A queue the figures
+  // and the last poll both show empty is asked every kQuietStatsInterval (the queue counts the
+  // workers seen in the last 30 s): an idle environment makes one long-poll at a time and little
+  // else.
   constexpr auto kStatsInterval = std::chrono::seconds(5);
+  constexpr auto kQuietStatsInterval = std::chrono::seconds(30);
   constexpr auto kStatsAfterChange = std::chrono::seconds(1);
+  bool quiet = last_poll_empty_.load();
+  {
+    std::lock_guard lock(mutex_);
+    quiet = quiet && state_.stats && state_.stats->depth == 0 && state_.stats->pending == 0;
+  }
   const auto since = deps_.clock.now() - last_refresh;
-  return since >= kStatsInterval || (stats_stale_.load() && since >= kStatsAfterChange);
+  return since >= (quiet ? kQuietStatsInterval : kStatsInterval) ||
+         (stats_stale_.load() && since >= kStatsAfterChange);
 }
 
 void SessionPoller::run(std::stop_token stop, int index) {
   std::optional<Clock::TimePoint> last_stats;
   while (!stop.stop_requested()) {
-    if (index == 0 && (!last_stats || stats_due(*last_stats))) {
-      stats_stale_ = false;
-      refresh_stats();
-      last_stats = deps_.clock.now();
-    }
     PollOutcome outcome;
     try {
       outcome = poll_once();
@@ -694,6 +728,20 @@ void SessionPoller::run(std::stop_token stop, int index) {
       // A bug must not silently kill the poller: log it and back off like any failure.
       deps_.logger.error("poll loop error", {{"environment", label()}, {"error", e.what()}});
       outcome = PollOutcome::kFailed;
+    }
+    // After the pass, so the first figures already count this worker among those polling.
+    if (index == 0 && (!last_stats || stats_due(*last_stats))) {
+      stats_stale_ = false;
+      refresh_stats();
+      last_stats = deps_.clock.now();
+    }
+    if (outcome == PollOutcome::kClaimed) {
+      spread();  // the queue had work: it may have more
+    } else if (index > 0) {
+      // Helpers poll only while there is work; an idle environment holds one long-poll.
+      std::lock_guard lock(mutex_);
+      helper_running_[index] = false;
+      return;
     }
     const auto delay = delay_after(outcome);
     if (delay.count() == 0) continue;

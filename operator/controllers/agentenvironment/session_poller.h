@@ -16,6 +16,7 @@
 #include "agentapi/agent_api.h"
 #include "controllers/agentenvironment/agent_environment.h"
 #include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/poll_thread_budget.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_ports.h"
 #include "core/backoff.h"
@@ -72,6 +73,8 @@ struct PollerDependencies {
   std::function<void(const std::string&, const std::string&, const std::string&)> record_event;
   // Called when the state changes in a way the resource's status shows.
   std::function<void()> on_state_change;
+  // Shared by every poller of the operator; null: no limit beyond each poller's threads.
+  std::shared_ptr<PollThreadBudget> thread_budget = nullptr;
 };
 
 // What the claims sweep found of a claim whose Secret has no pod.
@@ -101,8 +104,13 @@ class SessionPoller {
   SessionPoller(const SessionPoller&) = delete;
   SessionPoller& operator=(const SessionPoller&) = delete;
 
-  // Starts the poll threads. Unit tests drive poll_once() instead.
+  // Starts polling with one thread. The others join in while the queue has work (after a pass
+  // that claimed), as far as the operator's thread budget allows, and leave at their first pass
+  // that does not claim, so an idle environment holds one long-poll and one thread. Unit tests
+  // drive poll_once() instead.
   void start();
+  // How many poll threads are running now.
+  int running_threads() const;
   // Claims nothing from now on (an item polled after this is left to the queue) and wakes the
   // threads; does not wait for them.
   void request_stop();
@@ -153,6 +161,8 @@ class SessionPoller {
   };
 
   void run(std::stop_token stop, int index);
+  // Starts every poll thread that is not running.
+  void spread();
   std::shared_ptr<agentapi::AgentApi> api();
   std::optional<SlotReservation> reserve_slot();
   // A slot regardless of the limit, for an item already acknowledged.
@@ -199,11 +209,15 @@ class SessionPoller {
   // The queue's figures changed (a claim, or an empty poll while they showed items): thread 0
   // fetches them again soon.
   std::atomic<bool> stats_stale_{false};
+  // The last pass polled and found nothing (not: claimed, or made no poll at the limit).
+  std::atomic<bool> last_poll_empty_{false};
   int reserved_ = 0;
   // Pods this poller created that the census has not shown yet, with when they were created.
   std::map<std::string, std::chrono::steady_clock::time_point> recently_created_;
   Backoff backoff_;
+  // workers_[0] polls from start() to stop(); the others run while helper_running_ says so.
   std::vector<std::jthread> workers_;
+  std::vector<bool> helper_running_;
 };
 
 }  // namespace perimeter::agentenvironment

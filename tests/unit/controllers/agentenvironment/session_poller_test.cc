@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <atomic>
+#include <functional>
+#include <thread>
+
 #include "agentapi/api_error.h"
 #include "agentapi/mock_agent_api.h"
 #include "controllers/agentenvironment/runner_naming.h"
@@ -62,7 +66,8 @@ class SessionPollerTest : public ::testing::Test {
     return env;
   }
 
-  std::unique_ptr<SessionPoller> make_poller(AgentEnvironment env) {
+  std::unique_ptr<SessionPoller> make_poller(AgentEnvironment env, int threads = 1,
+                                             std::shared_ptr<PollThreadBudget> budget = nullptr) {
     PollerDependencies deps{
         factory_,
         writer_,
@@ -74,9 +79,20 @@ class SessionPollerTest : public ::testing::Test {
         [this](const std::string& type, const std::string& reason, const std::string& message) {
           events_.push_back(type + " " + reason + ": " + message);
         },
-        [this] { ++state_changes_; }};
+        [this] { ++state_changes_; },
+        std::move(budget)};
     return std::make_unique<SessionPoller>(PollerSettings{std::move(env), "envkey", "worker-1"},
-                                           std::move(deps), 1);
+                                           std::move(deps), threads);
+  }
+
+  // Waits (up to 10 s, real time) for `condition`, for tests that run the poll threads.
+  static bool eventually(const std::function<bool()>& condition) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (condition()) return true;
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return condition();
   }
 
   double counter(prometheus::Family<prometheus::Counter>& family,
@@ -198,13 +214,37 @@ TEST_F(SessionPollerTest, AnEmptyPollAfterTheQueueShowedItemsRefreshesTheFigures
   EXPECT_TRUE(poller->stats_due(refreshed_at));
 }
 
-TEST_F(SessionPollerTest, AQuietQueueIsAskedForItsFiguresEveryFiveSeconds) {
-  auto poller = make_poller(environment());
+// Issue 15, many tenants: an idle environment is not asked for its figures every five seconds;
+// one whose figures show items, or that makes no poll at its limit, is.
+TEST_F(SessionPollerTest, AnEmptyQueueIsAskedForItsFiguresEveryThirtySeconds) {
+  auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, stats()).WillOnce(Return(agentapi::WorkQueueStats{}));
+  poller->refresh_stats();
+  auto refreshed_at = clock_.now();
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  poller->poll_once();  // empty, and the figures already said so
+  clock_.advance(milliseconds(29999));
+  EXPECT_FALSE(poller->stats_due(refreshed_at));
+  clock_.advance(milliseconds(1));
+  EXPECT_TRUE(poller->stats_due(refreshed_at));
+
+  // At its limit no poll shows the queue: every five seconds.
+  census_.value.unfinished = {"run-a"};
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+  refreshed_at = clock_.now();
+  clock_.advance(milliseconds(5000));
+  EXPECT_TRUE(poller->stats_due(refreshed_at));
+}
+
+TEST_F(SessionPollerTest, AQueueWithItemsIsAskedForItsFiguresEveryFiveSeconds) {
+  auto poller = make_poller(environment());
+  agentapi::WorkQueueStats pending;
+  pending.pending = 1;  // polled by someone, not yet acknowledged
+  EXPECT_CALL(api_, stats()).WillOnce(Return(pending));
   poller->refresh_stats();
   const auto refreshed_at = clock_.now();
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
-  poller->poll_once();  // empty, and the figures already said so
+  poller->poll_once();
   clock_.advance(milliseconds(4999));
   EXPECT_FALSE(poller->stats_due(refreshed_at));
   clock_.advance(milliseconds(1));
@@ -444,6 +484,75 @@ TEST_F(SessionPollerTest, ThePeriodicPassReleasesPodsOfItemsTheQueueNoLongerKnow
       .WillOnce(Throw(agentapi::TransportError("connection refused")));
   EXPECT_CALL(writer_, release_pod("agents", runner_object_name("work_A")));
   EXPECT_EQ(poller->release_acknowledged_pods(), 1);
+}
+
+// Issue 15, many tenants: an idle environment holds one long-poll and one thread, not one per
+// poll thread; the others join in while the queue has work and leave once it is empty.
+TEST_F(SessionPollerTest, PollThreadsFollowTheWork) {
+  auto poller = make_poller(environment(1000), 4);
+  std::atomic<int> polls{0}, in_flight{0}, most{0}, claimed{0};
+  std::atomic<bool> work{false};
+  EXPECT_CALL(api_, poll(_)).WillRepeatedly([&](const agentapi::PollOptions&) {
+    const int now = ++in_flight;
+    for (int seen = most.load(); now > seen && !most.compare_exchange_weak(seen, now);) {
+    }
+    ++polls;
+    std::this_thread::sleep_for(milliseconds(20));  // the server holds the long-poll
+    --in_flight;
+    return work ? std::optional(session_item("work_" + std::to_string(++claimed))) : std::nullopt;
+  });
+  EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{}));
+  EXPECT_CALL(api_, ack(_)).WillRepeatedly(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillRepeatedly(Return(true));
+  EXPECT_CALL(writer_, check_pod(_)).WillRepeatedly(Return());
+  EXPECT_CALL(writer_, ensure_pod(_)).WillRepeatedly(Return(true));
+  random_.push(0.0);  // the wait after the first empty poll: 1 s
+
+  poller->start();
+  ASSERT_TRUE(eventually([&] { return polls >= 1; }));
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_EQ(most.load(), 1) << "an idle environment polled on several threads at once";
+  EXPECT_EQ(poller->running_threads(), 1);
+
+  work = true;
+  EXPECT_TRUE(eventually([&] { return most >= 4 && poller->running_threads() == 4; }))
+      << "at most " << most << " polls at once, " << poller->running_threads() << " threads";
+  work = false;
+  EXPECT_TRUE(eventually([&] { return poller->running_threads() == 1; }))
+      << poller->running_threads() << " threads still run on an empty queue";
+  poller->stop();
+  EXPECT_EQ(poller->running_threads(), 0);
+}
+
+// Issue 15, many tenants: a burst over many environments runs at most the operator's budget of
+// extra threads, however many each environment may have.
+TEST_F(SessionPollerTest, ExtraPollThreadsComeFromTheOperatorsBudget) {
+  const auto budget = std::make_shared<PollThreadBudget>(2);
+  auto poller = make_poller(environment(1000), 4, budget);
+  std::atomic<bool> work{true};
+  std::atomic<int> claimed{0}, most_threads{0};
+  EXPECT_CALL(api_, poll(_)).WillRepeatedly([&](const agentapi::PollOptions&) {
+    const int threads = poller->running_threads();
+    for (int seen = most_threads.load();
+         threads > seen && !most_threads.compare_exchange_weak(seen, threads);) {
+    }
+    std::this_thread::sleep_for(milliseconds(10));
+    return work ? std::optional(session_item("work_" + std::to_string(++claimed))) : std::nullopt;
+  });
+  EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{}));
+  EXPECT_CALL(api_, ack(_)).WillRepeatedly(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillRepeatedly(Return(true));
+  EXPECT_CALL(writer_, check_pod(_)).WillRepeatedly(Return());
+  EXPECT_CALL(writer_, ensure_pod(_)).WillRepeatedly(Return(true));
+
+  poller->start();
+  EXPECT_TRUE(eventually([&] { return claimed >= 50 && poller->running_threads() == 3; }));
+  EXPECT_EQ(budget->available(), 0);
+  work = false;
+  EXPECT_TRUE(eventually([&] { return poller->running_threads() == 1; }));
+  EXPECT_EQ(budget->available(), 2) << "a helper that ended kept its place";
+  poller->stop();
+  EXPECT_EQ(most_threads.load(), 3) << "more threads ran than the budget allows";
 }
 
 TEST_F(SessionPollerTest, AnItemPolledAfterSuspensionIsLeftToTheQueue) {
