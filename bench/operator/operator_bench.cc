@@ -56,86 +56,19 @@ namespace {
 using namespace perimeter;
 using nlohmann::json;
 using SteadyClock = std::chrono::steady_clock;
+using bench::apiserver_requests;
+using bench::difference;
 using bench::env_or;
 using bench::percentile;
 using bench::process_usage;
 using bench::read_file;
+using bench::sums_by_labels;
+using bench::total;
 
 // The operator's own client settings (operator/manager/options.h defaults), passed to it
 // explicitly so that the raw peer is held to exactly the same rate limit.
 constexpr double kKubeApiQps = 200;
 constexpr int kKubeApiBurst = 400;
-
-// Counter samples of one family summed by the values of some labels, joined by " ".
-std::map<std::string, double> sums_by_labels(const std::string& exposition, const std::string& name,
-                                             const std::vector<std::string>& labels) {
-  std::map<std::string, double> sums;
-  std::istringstream lines(exposition);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(name + "{", 0) != 0) continue;
-    const auto close = line.find('}');
-    if (close == std::string::npos) continue;
-    const std::string set = line.substr(name.size() + 1, close - name.size() - 1);
-    std::string key;
-    for (const auto& label : labels) {
-      const std::string prefix = label + "=\"";
-      auto at = set.rfind(prefix, 0) == 0 ? 0 : set.find("," + prefix);
-      std::string value;
-      if (at != std::string::npos) {
-        if (at != 0) ++at;
-        const auto start = at + prefix.size();
-        value = set.substr(start, set.find('"', start) - start);
-      }
-      if (label == "subresource" && !value.empty()) {
-        key += "/" + value;
-        continue;
-      }
-      if (label == "subresource") continue;
-      key += (key.empty() ? "" : " ") + value;
-    }
-    sums[key] += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sums;
-}
-
-// after - before, leaving out what did not change.
-json difference(const std::map<std::string, double>& before,
-                const std::map<std::string, double>& after) {
-  json out = json::object();
-  for (const auto& [key, value] : after) {
-    const auto it = before.find(key);
-    const double delta = value - (it == before.end() ? 0 : it->second);
-    if (delta > 0) out[key] = delta;
-  }
-  return out;
-}
-
-bool is_write(const std::string& verb) {
-  static const std::set<std::string> writes = {
-      "create", "update", "patch", "delete",           "apply",           "POST", "PUT",
-      "PATCH",  "DELETE", "APPLY", "deletecollection", "DELETECOLLECTION"};
-  return writes.count(verb) > 0;
-}
-
-double total(const json& counts, bool writes_only) {
-  double sum = 0;
-  for (const auto& [key, value] : counts.items()) {
-    const std::string verb = key.substr(0, key.find(' '));
-    if (!writes_only || is_write(verb)) sum += value.get<double>();
-  }
-  return sum;
-}
-
-// The apiserver's own request counters, by "VERB resource[/subresource]" (every client).
-std::map<std::string, double> apiserver_requests(kube::Transport& transport) {
-  const auto response = transport.send({"GET", "/metrics", {}, "", std::chrono::seconds(10)});
-  if (response.status != 200) {
-    throw std::runtime_error("GET /metrics answered " + std::to_string(response.status));
-  }
-  return sums_by_labels(response.body, "apiserver_request_total",
-                        {"verb", "resource", "subresource"});
-}
 
 struct RawFigures {
   int items = 0;

@@ -2,8 +2,12 @@
 
 #include <sys/types.h>
 
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "kube/transport.h"
 
 namespace perimeter::bench {
 
@@ -25,5 +29,19 @@ ProcessUsage process_usage(pid_t pid);
 
 // The value at fraction p (0..1) of the sorted values; 0 for none.
 double percentile(std::vector<double> values, double p);
+
+// The samples of counter family `name` in a Prometheus text exposition, summed by the values of
+// `labels` joined by " " (a "subresource" label is appended to the one before it as "/value").
+std::map<std::string, double> sums_by_labels(const std::string& exposition, const std::string& name,
+                                             const std::vector<std::string>& labels);
+// after - before, leaving out what did not change.
+nlohmann::json difference(const std::map<std::string, double>& before,
+                          const std::map<std::string, double>& after);
+// Whether a Kubernetes verb (client's or apiserver's spelling) writes.
+bool is_write(const std::string& verb);
+// The sum of counts keyed "verb ...", of every verb or of the writes only.
+double total(const nlohmann::json& counts, bool writes_only);
+// The apiserver's own request counters, by "VERB resource[/subresource]" (every client).
+std::map<std::string, double> apiserver_requests(kube::Transport& transport);
 
 }  // namespace perimeter::bench
