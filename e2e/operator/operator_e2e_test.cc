@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <iostream>
@@ -437,14 +438,20 @@ TEST_F(OperatorE2eTest, KillingTheOperatorMidClaimTenTimesLosesAndDoublesNothing
     operator_process->kill9();
   }
   auto operator_process = start_operator();
+  // The pod comes after the ack: an item a kill left acknowledged without its pod gets it from
+  // the new leader's claims sweep, so both are waited for.
   eventually(
       [&] {
         for (const auto& work_id : work_ids) {
           if (work_view(work_id)["state"] != "starting") return false;
         }
-        return true;
+        std::set<std::string> with_pods;
+        for (const auto& pod : list(kube::resources::pods()))
+          with_pods.insert(pod["metadata"]["annotations"].value("perimeter.dev/work-id", ""));
+        return std::all_of(work_ids.begin(), work_ids.end(),
+                           [&](const std::string& id) { return with_pods.count(id) > 0; });
       },
-      seconds(180), "every work item to be acknowledged");
+      seconds(180), "every work item to be acknowledged and to have its pod");
   // Evidence that kills hit between a poll and its ack: those items were handed out again.
   int reclaimed = 0;
   for (const auto& work_id : work_ids) {
