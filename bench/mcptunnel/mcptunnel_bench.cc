@@ -90,32 +90,6 @@ double ms_between(SteadyClock::time_point from, SteadyClock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
-// The samples of the metric family `name` whose label set contains `filter` (e.g.
-// `controller="mcptunnel"`; empty: all), summed by the values of `labels` joined with a space.
-std::map<std::string, double> samples_by(const std::string& exposition, const std::string& name,
-                                         const std::vector<std::string>& labels,
-                                         const std::string& filter = "") {
-  std::map<std::string, double> sums;
-  std::istringstream lines(exposition);
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (line.rfind(name + "{", 0) != 0) continue;
-    const auto close = line.find('}');
-    if (close == std::string::npos) continue;
-    const std::string set = "," + line.substr(name.size() + 1, close - name.size() - 1);
-    if (!filter.empty() && set.find("," + filter) == std::string::npos) continue;
-    std::string key;
-    for (const auto& label : labels) {
-      const auto at = set.find("," + label + "=\"");
-      if (at == std::string::npos) continue;
-      const auto start = at + label.size() + 3;
-      key += (key.empty() ? "" : " ") + set.substr(start, set.find('"', start) - start);
-    }
-    sums[key] += std::stod(line.substr(line.rfind(' ') + 1));
-  }
-  return sums;
-}
-
 double sample(const std::string& exposition, const std::string& line_prefix) {
   std::istringstream lines(exposition);
   std::string line;
@@ -139,18 +113,18 @@ Counters read_counters(const testing::OperatorProcess& process) {
   const std::string exposition = process.metrics();
   Counters c;
   c.kube_by_verb_code =
-      samples_by(exposition, "perimeter_kube_requests_total", {"verb", "code"});
+      bench::sums_by_labels(exposition, "perimeter_kube_requests_total", {"verb", "code"});
   c.agentapi_by_operation =
-      samples_by(exposition, "perimeter_agentapi_requests_total", {"operation"});
+      bench::sums_by_labels(exposition, "perimeter_agentapi_requests_total", {"operation"});
   // Only the McpTunnel controller's: the AgentEnvironment controller has nothing to do here.
   const std::string mine = "controller=\"mcptunnel\"";
   c.reconciles_by_result =
-      samples_by(exposition, "perimeter_controller_reconcile_total", {"result"}, mine);
+      bench::sums_by_labels(exposition, "perimeter_controller_reconcile_total", {"result"}, mine);
   c.reconcile_seconds =
       sample(exposition, "perimeter_controller_reconcile_time_seconds_sum{" + mine);
   c.reconcile_count =
       sample(exposition, "perimeter_controller_reconcile_time_seconds_count{" + mine);
-  c.actions = samples_by(exposition, "perimeter_mcptunnel_actions_total", {"action"});
+  c.actions = bench::sums_by_labels(exposition, "perimeter_mcptunnel_actions_total", {"action"});
   return c;
 }
 

@@ -36,6 +36,7 @@
 
 #include "agentapi/sim_process.h"
 #include "bench_support.h"
+#include "claim_cluster.h"
 #include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/agent_environment.h"
 #include "controllers/agentenvironment/runner_resources.h"
@@ -45,7 +46,6 @@
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
 #include "localcluster/ports.h"
-#include "localcluster/tools.h"
 #include "operator/exposition.h"
 #include "operator/operator_process.h"
 #include "process/process.h"
@@ -226,21 +226,8 @@ int main(int argc, char** argv) {
   const std::string bin = env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
   setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);  // NOLINT(concurrency-mt-unsafe): no threads yet
 
-  testing::LocalClusterOptions options;
-  options.controller_manager = true;
-  options.scheduler = true;
-  options.kwok_nodes = 10;
-  std::cerr << "starting the control plane...\n";
-  auto cluster = testing::LocalCluster::start(options);
-  const std::string kubectl = localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") +
-                              " --kubeconfig " + cluster->kubeconfig_path();
-  if (std::system(  // NOLINT(concurrency-mt-unsafe): one set-up step, before the informer
-          (kubectl + " apply -f " + source + "/crds/ >/dev/null && " + kubectl +
-           " wait --for condition=established crd/agentenvironments.perimeter.dev >/dev/null")
-              .c_str()) != 0) {
-    std::cerr << "could not install the CRD\n";
-    return 1;
-  }
+  auto cluster = bench::start_claim_cluster(source);
+  if (!cluster) return 1;
   testing::SimProcess sim({"--lease-ttl-seconds", "3600"});
   const auto environment =
       testing::http_call(sim.url(), "POST", "/admin/environments", json{{"name", "bench"}}.dump())

@@ -52,9 +52,9 @@ double percentile(std::vector<double> values, double p) {
   return values[index];
 }
 
-// Counter samples of one family summed by the values of some labels, joined by " ".
 std::map<std::string, double> sums_by_labels(const std::string& exposition, const std::string& name,
-                                             const std::vector<std::string>& labels) {
+                                             const std::vector<std::string>& labels,
+                                             const std::string& filter) {
   std::map<std::string, double> sums;
   std::istringstream lines(exposition);
   std::string line;
@@ -62,22 +62,18 @@ std::map<std::string, double> sums_by_labels(const std::string& exposition, cons
     if (line.rfind(name + "{", 0) != 0) continue;
     const auto close = line.find('}');
     if (close == std::string::npos) continue;
-    const std::string set = line.substr(name.size() + 1, close - name.size() - 1);
+    const std::string set = "," + line.substr(name.size() + 1, close - name.size() - 1);
+    if (!filter.empty() && set.find("," + filter) == std::string::npos) continue;
     std::string key;
     for (const auto& label : labels) {
-      const std::string prefix = label + "=\"";
-      auto at = set.rfind(prefix, 0) == 0 ? 0 : set.find("," + prefix);
-      std::string value;
-      if (at != std::string::npos) {
-        if (at != 0) ++at;
-        const auto start = at + prefix.size();
-        value = set.substr(start, set.find('"', start) - start);
-      }
-      if (label == "subresource" && !value.empty()) {
-        key += "/" + value;
+      const auto at = set.find("," + label + "=\"");
+      if (at == std::string::npos) continue;
+      const auto start = at + label.size() + 3;
+      const std::string value = set.substr(start, set.find('"', start) - start);
+      if (label == "subresource") {
+        if (!value.empty()) key += "/" + value;
         continue;
       }
-      if (label == "subresource") continue;
       key += (key.empty() ? "" : " ") + value;
     }
     sums[key] += std::stod(line.substr(line.rfind(' ') + 1));

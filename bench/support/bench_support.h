@@ -30,10 +30,12 @@ ProcessUsage process_usage(pid_t pid);
 // The value at fraction p (0..1) of the sorted values; 0 for none.
 double percentile(std::vector<double> values, double p);
 
-// The samples of counter family `name` in a Prometheus text exposition, summed by the values of
-// `labels` joined by " " (a "subresource" label is appended to the one before it as "/value").
+// The samples of counter family `name` in a Prometheus text exposition whose label set contains
+// `filter` (e.g. `controller="mcptunnel"`; empty: all), summed by the values of `labels` joined
+// by " " (a label a sample lacks is left out; "subresource" is appended as "/value").
 std::map<std::string, double> sums_by_labels(const std::string& exposition, const std::string& name,
-                                             const std::vector<std::string>& labels);
+                                             const std::vector<std::string>& labels,
+                                             const std::string& filter = "");
 // after - before, leaving out what did not change.
 nlohmann::json difference(const std::map<std::string, double>& before,
                           const std::map<std::string, double>& after);

@@ -28,12 +28,12 @@
 
 #include "agentapi/sim_process.h"
 #include "bench_support.h"
+#include "claim_cluster.h"
 #include "cluster/local_cluster.h"
 #include "core/log.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
-#include "localcluster/tools.h"
 #include "operator/operator_process.h"
 #include "runtime/informer.h"
 
@@ -106,21 +106,8 @@ int main(int argc, char** argv) {
   const std::string bin = bench::env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
   setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);  // NOLINT(concurrency-mt-unsafe): no threads yet
 
-  testing::LocalClusterOptions options;
-  options.controller_manager = true;
-  options.scheduler = true;
-  options.kwok_nodes = 10;
-  std::cerr << "starting the control plane...\n";
-  auto cluster = testing::LocalCluster::start(options);
-  const std::string kubectl = localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") +
-                              " --kubeconfig " + cluster->kubeconfig_path();
-  if (std::system(  // NOLINT(concurrency-mt-unsafe): one set-up step, before any thread
-          (kubectl + " apply -f " + source + "/crds/ >/dev/null && " + kubectl +
-           " wait --for condition=established crd/agentenvironments.perimeter.dev >/dev/null")
-              .c_str()) != 0) {
-    std::cerr << "could not install the CRD\n";
-    return 1;
-  }
+  auto cluster = bench::start_claim_cluster(source);
+  if (!cluster) return 1;
   testing::SimProcess sim({"--lease-ttl-seconds", "3600"});
 
   auto config = kube::Config::from_kubeconfig_file(cluster->kubeconfig_path());
@@ -244,11 +231,12 @@ int main(int argc, char** argv) {
   const std::string scenario =
       bench::read_file(source + "/sim/scenarios/conformance/builtin-tools.yaml");
   std::atomic<bool> sampling{true};
-  std::atomic<int> peak_threads{0};
+  std::atomic<int> peak_threads{0}, peak_sockets{0};
   std::thread sampler([&] {
     while (sampling) {
-      const int threads = footprint(pid).threads;
-      if (threads > peak_threads) peak_threads = threads;
+      const Footprint now = footprint(pid);
+      if (now.threads > peak_threads) peak_threads = now.threads;
+      if (now.sockets > peak_sockets) peak_sockets = now.sockets;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
@@ -302,8 +290,10 @@ int main(int argc, char** argv) {
       {"busy_seconds_to_every_pod", busy_seconds},
       {"busy_claims_per_second", sessions / busy_seconds},
       {"busy_peak_threads", peak_threads.load()},
+      {"busy_peak_sockets", peak_sockets.load()},
       {"after_busy_threads", after_footprint.threads},
       {"peak_rss_mib", final_usage.hwm_kib / 1024.0},
+      {"after_busy_rss_mib", final_usage.rss_kib / 1024.0},
   };
   std::cout << figures.dump() << "\n\n";
   std::cout << environments << " AgentEnvironments in one operator (" << poll_threads
@@ -324,7 +314,9 @@ int main(int argc, char** argv) {
             << "    every runner pod after        " << busy_seconds << " s ("
             << sessions / busy_seconds << " claims/s)\n"
             << "    threads at the peak           " << peak_threads.load() << "\n"
+            << "    open sockets at the peak      " << peak_sockets.load() << "\n"
             << "    threads 10 s after            " << after_footprint.threads << "\n"
-            << "  peak RSS                        " << final_usage.hwm_kib / 1024.0 << " MiB\n";
+            << "  peak RSS                        " << final_usage.hwm_kib / 1024.0 << " MiB\n"
+            << "  RSS 10 s after the burst        " << final_usage.rss_kib / 1024.0 << " MiB\n";
   return 0;
 }

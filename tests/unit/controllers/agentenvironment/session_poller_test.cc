@@ -85,6 +85,15 @@ class SessionPollerTest : public ::testing::Test {
                                            std::move(deps), threads);
   }
 
+  // For tests that run the poll threads: every call a claim makes succeeds, as often as made.
+  void every_claim_succeeds() {
+    EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{}));
+    EXPECT_CALL(api_, ack(_)).WillRepeatedly(Return(agentapi::WorkItem{}));
+    EXPECT_CALL(writer_, ensure_secret(_)).WillRepeatedly(Return(true));
+    EXPECT_CALL(writer_, check_pod(_)).WillRepeatedly(Return());
+    EXPECT_CALL(writer_, ensure_pod(_)).WillRepeatedly(Return(true));
+  }
+
   // Waits (up to 10 s, real time) for `condition`, for tests that run the poll threads.
   static bool eventually(const std::function<bool()>& condition) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -501,11 +510,7 @@ TEST_F(SessionPollerTest, PollThreadsFollowTheWork) {
     --in_flight;
     return work ? std::optional(session_item("work_" + std::to_string(++claimed))) : std::nullopt;
   });
-  EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{}));
-  EXPECT_CALL(api_, ack(_)).WillRepeatedly(Return(agentapi::WorkItem{}));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillRepeatedly(Return(true));
-  EXPECT_CALL(writer_, check_pod(_)).WillRepeatedly(Return());
-  EXPECT_CALL(writer_, ensure_pod(_)).WillRepeatedly(Return(true));
+  every_claim_succeeds();
   random_.push(0.0);  // the wait after the first empty poll: 1 s
 
   poller->start();
@@ -539,11 +544,7 @@ TEST_F(SessionPollerTest, ExtraPollThreadsComeFromTheOperatorsBudget) {
     std::this_thread::sleep_for(milliseconds(10));
     return work ? std::optional(session_item("work_" + std::to_string(++claimed))) : std::nullopt;
   });
-  EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{}));
-  EXPECT_CALL(api_, ack(_)).WillRepeatedly(Return(agentapi::WorkItem{}));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillRepeatedly(Return(true));
-  EXPECT_CALL(writer_, check_pod(_)).WillRepeatedly(Return());
-  EXPECT_CALL(writer_, ensure_pod(_)).WillRepeatedly(Return(true));
+  every_claim_succeeds();
 
   poller->start();
   EXPECT_TRUE(eventually([&] { return claimed >= 50 && poller->running_threads() == 3; }));
