@@ -102,6 +102,23 @@ class HttpResponseStream final : public ResponseStream {
 
 }  // namespace
 
+void configure_tls(boost::asio::ssl::context& ctx, const std::string& ca_pem,
+                   const std::string& client_cert_pem, const std::string& client_key_pem) {
+  if (!ca_pem.empty()) {
+    // The cluster's CA alone, as client-go trusts it: cpprest has already loaded the system's
+    // CA bundle into this context (set_default_verify_paths), which would let any public CA
+    // vouch for the apiserver, and which costs about half a megabyte per connection (a burst
+    // of claims over many environments opens hundreds: bench/tenants).
+    SSL_CTX_set_cert_store(ctx.native_handle(), X509_STORE_new());
+    ctx.add_certificate_authority(boost::asio::buffer(ca_pem.data(), ca_pem.size()));
+  }
+  if (!client_cert_pem.empty()) {
+    ctx.use_certificate_chain(boost::asio::buffer(client_cert_pem.data(), client_cert_pem.size()));
+    ctx.use_private_key(boost::asio::buffer(client_key_pem.data(), client_key_pem.size()),
+                        boost::asio::ssl::context::pem);
+  }
+}
+
 HttpTransport::HttpTransport(Config config, Clock& clock)
     : config_(std::move(config)), clock_(clock), rate_limit_(config_.qps, config_.burst, clock) {
   if (config_.server.rfind("https://", 0) != 0 && config_.server.rfind("http://", 0) != 0)
@@ -121,14 +138,8 @@ client::http_client& HttpTransport::client_for(std::chrono::milliseconds timeout
   const std::string ca = config_.ca_pem;
   const std::string cert = config_.client_cert_pem;
   const std::string key = config_.client_key_pem;
-  cfg.set_ssl_context_callback([ca, cert, key](boost::asio::ssl::context& ctx) {
-    if (!ca.empty()) ctx.add_certificate_authority(boost::asio::buffer(ca.data(), ca.size()));
-    if (!cert.empty()) {
-      ctx.use_certificate_chain(boost::asio::buffer(cert.data(), cert.size()));
-      ctx.use_private_key(boost::asio::buffer(key.data(), key.size()),
-                          boost::asio::ssl::context::pem);
-    }
-  });
+  cfg.set_ssl_context_callback(
+      [ca, cert, key](boost::asio::ssl::context& ctx) { configure_tls(ctx, ca, cert, key); });
   slot = std::make_unique<client::http_client>(config_.server, cfg);
   return *slot;
 }

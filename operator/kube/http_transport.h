@@ -15,8 +15,16 @@
 namespace web::http::client {
 class http_client;
 }
+namespace boost::asio::ssl {
+class context;
+}
 
 namespace perimeter::kube {
+
+// Sets up a TLS context for the apiserver: with `ca_pem`, that CA is the only one trusted (the
+// defaults the HTTP library loaded are dropped); with a client certificate, it is presented.
+void configure_tls(boost::asio::ssl::context& ctx, const std::string& ca_pem,
+                   const std::string& client_cert_pem, const std::string& client_key_pem);
 
 // The real Transport: cpprestsdk over OpenSSL. One http_client (and so one connection pool) per
 // timeout in use, reused across requests; client certificates and the CA go in through the SSL
