@@ -33,6 +33,7 @@
 #include <thread>
 
 #include "agentapi/sim_process.h"
+#include "bench_cluster.h"
 #include "bench_support.h"
 #include "cluster/local_cluster.h"
 #include "core/log.h"
@@ -331,12 +332,9 @@ int main(int argc, char** argv) {
   const std::string bin = env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
   setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);  // NOLINT(concurrency-mt-unsafe): no threads yet
 
-  testing::LocalClusterOptions options;
-  options.controller_manager = true;  // Deployments -> ReplicaSets -> Pods, garbage collection
-  options.scheduler = true;
-  options.kwok_nodes = 10;
-  std::cerr << "starting the control plane...\n";
-  auto cluster = testing::LocalCluster::start(options);
+  // The controller manager turns Deployments into ReplicaSets and Pods, and collects garbage.
+  auto cluster = bench::start_bench_cluster(source);
+  if (!cluster) return 1;
   const std::string kubectl = localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") +
                               " --kubeconfig " + cluster->kubeconfig_path();
   const auto run_ok = [](const std::string& command) {
@@ -346,8 +344,6 @@ int main(int argc, char** argv) {
     }
     return result.output;
   };
-  run_ok(kubectl + " apply -f " + source + "/crds/ >/dev/null && " + kubectl +
-         " wait --for condition=established --timeout=60s crd/mcptunnels.perimeter.dev");
   // The operator's identity, as the chart creates it; its tokens are what the federation rules
   // trust. The issuer's discovery document and keys are public, as for any OIDC provider.
   run_ok(kubectl + " create namespace " + kOperatorNamespace + " >/dev/null");

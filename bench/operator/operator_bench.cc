@@ -35,8 +35,8 @@
 #include <thread>
 
 #include "agentapi/sim_process.h"
+#include "bench_cluster.h"
 #include "bench_support.h"
-#include "claim_cluster.h"
 #include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/agent_environment.h"
 #include "controllers/agentenvironment/runner_resources.h"
@@ -226,7 +226,7 @@ int main(int argc, char** argv) {
   const std::string bin = env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
   setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);  // NOLINT(concurrency-mt-unsafe): no threads yet
 
-  auto cluster = bench::start_claim_cluster(source);
+  auto cluster = bench::start_bench_cluster(source);
   if (!cluster) return 1;
   testing::SimProcess sim({"--lease-ttl-seconds", "3600"});
   const auto environment =

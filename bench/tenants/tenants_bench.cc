@@ -27,8 +27,8 @@
 #include <thread>
 
 #include "agentapi/sim_process.h"
+#include "bench_cluster.h"
 #include "bench_support.h"
-#include "claim_cluster.h"
 #include "cluster/local_cluster.h"
 #include "core/log.h"
 #include "kube/config.h"
@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
   const std::string bin = bench::env_or("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR);
   setenv("PERIMETER_BIN_DIR", bin.c_str(), 0);  // NOLINT(concurrency-mt-unsafe): no threads yet
 
-  auto cluster = bench::start_claim_cluster(source);
+  auto cluster = bench::start_bench_cluster(source);
   if (!cluster) return 1;
   testing::SimProcess sim({"--lease-ttl-seconds", "3600"});
 

@@ -309,13 +309,8 @@ PollOutcome SessionPoller::poll_once() {
   return claim(*item, polled_at, *slot);
 }
 
-bool SessionPoller::release_pod(const std::string& pod_name, const std::string& work_id,
-                                const std::string& when) {
-  std::string ns;
-  {
-    std::lock_guard lock(mutex_);
-    ns = settings_.environment.namespace_;
-  }
+bool SessionPoller::release_pod(const std::string& ns, const std::string& pod_name,
+                                const std::string& work_id) {
   try {
     deps_.objects.release_pod(ns, pod_name);
     deps_.metrics.pods_released_total.Add({{"environment", label()}, {"result", "released"}})
@@ -328,7 +323,7 @@ bool SessionPoller::release_pod(const std::string& pod_name, const std::string& 
         .Add({{"environment", label()}, {"step", "release"}, {"reason", "kubernetes"}})
         .Increment();
     deps_.logger.warn(
-        "could not release the runner pod's scheduling gate " + when,
+        "could not release the runner pod's scheduling gate",
         {{"environment", label()}, {"work_id", work_id}, {"pod", pod_name}, {"error", e.what()}});
     return false;
   }
@@ -364,7 +359,7 @@ int SessionPoller::release_acknowledged_pods() {
     deps_.logger.info(
         "releasing a runner pod whose item was acknowledged",
         {{"environment", label()}, {"work_id", work_id}, {"pod", pod_name}, {"item_state", state}});
-    if (release_pod(pod_name, work_id, "in the periodic pass")) ++released;
+    if (release_pod(ns, pod_name, work_id)) ++released;
   }
   return released;
 }
@@ -480,17 +475,12 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   }
   // Acknowledged: the lease has started, so the runner may start and heartbeat it at once.
   stats_stale_ = true;  // the queue is one shorter
-  return start_pod(session, polled_at.steady, slot);
+  return start_pod(env, session, polled_at.steady, slot);
 }
 
-PollOutcome SessionPoller::start_pod(const ClaimedSession& session,
+PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedSession& session,
                                      std::optional<Clock::TimePoint> polled_at,
                                      SlotReservation& slot) {
-  AgentEnvironment env;
-  {
-    std::lock_guard lock(mutex_);
-    env = settings_.environment;
-  }
   const nlohmann::json log_fields = {
       {"environment", label()}, {"work_id", session.work_id}, {"session_id", session.session_id}};
   ClaimedSession unstarted = session;
@@ -547,14 +537,17 @@ PollOutcome SessionPoller::start_pod(const ClaimedSession& session,
 
 void SessionPoller::start_unstarted() {
   std::vector<ClaimedSession> waiting;
+  AgentEnvironment env;  // the current spec: one the apiserver refused may have been fixed
   {
     std::lock_guard lock(mutex_);
+    if (unstarted_.empty()) return;
     for (const auto& [work_id, session] : unstarted_) waiting.push_back(session);
+    env = settings_.environment;
   }
   for (const auto& session : waiting) {
     // Counts against the limit like any pod; an acknowledged item starts even above it.
     SlotReservation slot = take_slot();
-    if (start_pod(session, std::nullopt, slot) != PollOutcome::kClaimed) return;
+    if (start_pod(env, session, std::nullopt, slot) != PollOutcome::kClaimed) return;
   }
 }
 
@@ -580,10 +573,16 @@ PodlessClaim SessionPoller::start_if_acknowledged(const std::string& work_id,
   // that worker's lease, gets 412, and runs nothing.
   deps_.logger.info("starting the runner pod of an acknowledged claim",
                     {{"environment", label()}, {"work_id", work_id}, {"item_state", item.state}});
+  AgentEnvironment env;
+  {
+    std::lock_guard lock(mutex_);
+    env = settings_.environment;
+  }
   SlotReservation slot = take_slot();
   const ClaimedSession session{work_id, item.data_id, "", claimed_at};
-  return start_pod(session, std::nullopt, slot) == PollOutcome::kClaimed ? PodlessClaim::kStarted
-                                                                         : PodlessClaim::kUnknown;
+  return start_pod(env, session, std::nullopt, slot) == PollOutcome::kClaimed
+             ? PodlessClaim::kStarted
+             : PodlessClaim::kUnknown;
 }
 
 PollOutcome SessionPoller::refuse_spec(const agentapi::WorkItem& item, std::int64_t generation,

@@ -175,14 +175,13 @@ class SessionPoller {
   };
   PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at, SlotReservation& slot);
   // Makes the runner pod of an acknowledged item; on failure keeps it for start_unstarted().
-  PollOutcome start_pod(const ClaimedSession& session, std::optional<Clock::TimePoint> polled_at,
-                        SlotReservation& slot);
+  PollOutcome start_pod(const AgentEnvironment& env, const ClaimedSession& session,
+                        std::optional<Clock::TimePoint> polled_at, SlotReservation& slot);
   void answer_healthcheck(const agentapi::WorkItem& item);
   // The apiserver refused an object of the claim as `generation` of the spec builds it.
   PollOutcome refuse_spec(const agentapi::WorkItem& item, std::int64_t generation,
                           const std::string& step, const std::string& message);
-  bool release_pod(const std::string& pod_name, const std::string& work_id,
-                   const std::string& when);
+  bool release_pod(const std::string& ns, const std::string& pod_name, const std::string& work_id);
   PollOutcome fail_poll(const std::string& reason, const std::string& metric_reason,
                         const std::string& message, bool rejected);
   void set_state(PollerHealth health, const std::string& reason, const std::string& message);

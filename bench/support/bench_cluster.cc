@@ -1,4 +1,4 @@
-#include "claim_cluster.h"
+#include "bench_cluster.h"
 
 #include <cstdlib>
 #include <iostream>
@@ -7,7 +7,7 @@
 
 namespace perimeter::bench {
 
-std::unique_ptr<testing::LocalCluster> start_claim_cluster(const std::string& source) {
+std::unique_ptr<testing::LocalCluster> start_bench_cluster(const std::string& source) {
   testing::LocalClusterOptions options;
   options.controller_manager = true;
   options.scheduler = true;
@@ -18,7 +18,7 @@ std::unique_ptr<testing::LocalCluster> start_claim_cluster(const std::string& so
                               " --kubeconfig " + cluster->kubeconfig_path();
   if (std::system(  // NOLINT(concurrency-mt-unsafe): one set-up step, before any bench thread
           (kubectl + " apply -f " + source + "/crds/ >/dev/null && " + kubectl +
-           " wait --for condition=established crd/agentenvironments.perimeter.dev >/dev/null")
+           " wait --for condition=established --timeout=60s crd --all >/dev/null")
               .c_str()) != 0) {
     std::cerr << "could not install the CRDs\n";
     return nullptr;
