@@ -10,6 +10,9 @@ packages=(
   # The real node of the local cluster (localcluster/real_node.h) and its images (hack/images).
   containerd runc containernetworking-plugins iptables umoci
   clang-format clang-tidy
+  # perimeter-mcp-guard's fuzz target (clang's libFuzzer) and the reverse proxy its bench
+  # measures it against.
+  clang libclang-rt-14-dev nginx
 )
 # Go (for `make tools`) comes with the machine image: Debian's Go is too old for Kubernetes.
 

@@ -1,0 +1,324 @@
+#include "mcp/jsonrpc_message.h"
+
+#include <exception>
+#include <limits>
+#include <utility>
+
+namespace perimeter::mcpguard {
+namespace {
+
+using Json = nlohmann::json;
+
+// Messages carry text from the body and from headers; they end up in a JSON-RPC error (which
+// nlohmann refuses to dump when it is not UTF-8) and in logs, so they are cut short and made valid.
+constexpr std::size_t kMaxQuotedBytes = 128;
+
+// `text` cut to at most `max` bytes without splitting a multi-byte character.
+std::string_view utf8_prefix(std::string_view text, std::size_t max) {
+  if (text.size() <= max) return text;
+  std::size_t end = max;
+  // Back off continuation bytes (10xxxxxx) so a multi-byte character is not split.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end);
+}
+
+// `text` as a JSON string literal: quoted, escaped, invalid UTF-8 replaced by U+FFFD, cut at
+// kMaxQuotedBytes.
+std::string json_quoted(std::string_view text) {
+  const std::string_view kept = utf8_prefix(text, kMaxQuotedBytes);
+  std::string out = Json(std::string(kept)).dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (kept.size() < text.size()) out += "...";
+  return out;
+}
+
+// `text` (at most `max` bytes of it) as valid UTF-8, so a JSON error carrying it can be dumped.
+std::string valid_utf8(std::string_view text, std::size_t max) {
+  text = utf8_prefix(text, max);
+  try {
+    return Json::parse(Json(std::string(text)).dump(-1, ' ', false, Json::error_handler_t::replace))
+        .get<std::string>();
+  } catch (...) {
+    return "(unprintable)";
+  }
+}
+
+RpcParseResult failure(int code, std::string message) {
+  RpcParseResult result;
+  result.error.code = code;
+  result.error.message = std::move(message);
+  return result;
+}
+
+// Builds the document as nlohmann's own DOM parser does, and refuses duplicated keys and nesting
+// deeper than the limit while doing so. nlohmann's parser keeps its own nesting on a heap stack, so
+// no input recurses; the handler stops the parse at the first refusal.
+class StrictDomBuilder final : public nlohmann::json_sax<Json> {
+ public:
+  StrictDomBuilder(Json* root, std::size_t max_depth) : root_(root), max_depth_(max_depth) {}
+
+  bool null() override { return value(nullptr); }
+  bool boolean(bool v) override { return value(v); }
+  bool number_integer(number_integer_t v) override { return value(v); }
+  bool number_unsigned(number_unsigned_t v) override { return value(v); }
+  bool number_float(number_float_t v, const string_t& /*text*/) override { return value(v); }
+  // The lexer clears its buffer before the next token, so the string can be taken, not copied.
+  bool string(string_t& v) override { return value(std::move(v)); }
+  bool binary(binary_t& /*v*/) override { return false; }  // not in JSON text
+
+  bool start_object(std::size_t /*elements*/) override {
+    if (!enter()) return false;
+    stack_.push_back(place(Json(Json::value_t::object)));
+    return true;
+  }
+  bool key(string_t& name) override {
+    auto& object = stack_.back()->get_ref<Json::object_t&>();
+    auto [it, inserted] = object.emplace(std::move(name), nullptr);
+    if (!inserted) {
+      code_ = -32600;
+      message_ = "duplicated key " + json_quoted(it->first) +
+                 ": parsers disagree on which copy wins, so the body is refused";
+      return false;
+    }
+    slot_ = &it->second;
+    return true;
+  }
+  bool end_object() override {
+    stack_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t /*elements*/) override {
+    if (!enter()) return false;
+    stack_.push_back(place(Json(Json::value_t::array)));
+    return true;
+  }
+  bool end_array() override {
+    stack_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& error) override {
+    code_ = -32700;
+    std::string_view what = error.what();
+    // "[json.exception.parse_error.101] parse error at line 1, ...": the bracket is noise here.
+    if (const auto bracket = what.find("] "); what.starts_with("[json.") && bracket != what.npos) {
+      what.remove_prefix(bracket + 2);
+    }
+    message_ = "not JSON: " + valid_utf8(what, 240);
+    return false;
+  }
+
+  int code() const { return code_; }
+  std::string& message() { return message_; }
+
+ private:
+  bool enter() {
+    if (++depth_ > max_depth_) {
+      code_ = -32600;
+      message_ = "JSON nested deeper than " + std::to_string(max_depth_) + " levels";
+      return false;
+    }
+    return true;
+  }
+
+  template <typename T>
+  bool value(T&& v) {
+    place(Json(std::forward<T>(v)));
+    return true;
+  }
+
+  // Puts `v` where the parse is (the root, the next array element or the value of the last key)
+  // and returns where it now lives. Array elements move when their array grows, but only the
+  // last one can still be open, and it is complete before the next is added.
+  Json* place(Json&& v) {
+    if (stack_.empty()) {
+      *root_ = std::move(v);
+      return root_;
+    }
+    Json* parent = stack_.back();
+    if (parent->is_array()) {
+      auto& array = parent->get_ref<Json::array_t&>();
+      array.push_back(std::move(v));
+      return &array.back();
+    }
+    *slot_ = std::move(v);
+    return slot_;
+  }
+
+  Json* root_;
+  std::size_t max_depth_;
+  std::size_t depth_ = 0;
+  std::vector<Json*> stack_;
+  Json* slot_ = nullptr;
+  int code_ = -32700;
+  std::string message_;
+};
+
+bool method_names_something(std::string_view method) {
+  return method == "tools/call" || method == "prompts/get" || method == "resources/read" ||
+         method == "resources/subscribe" || method == "resources/unsubscribe";
+}
+
+// The params member that names what the request acts on.
+const char* name_field(std::string_view method) {
+  return method == "tools/call" || method == "prompts/get" ? "name" : "uri";
+}
+
+bool valid_id(const Json& id) {
+  return id.is_string() || id.is_number() || id.is_null();
+}
+
+// Classifies one message object; an empty string when it is readable, else why not.
+std::string classify(const Json& object, RpcMessage* out) {
+  if (!object.is_object()) return "a message must be a JSON object";
+  const auto& members = object.get_ref<const Json::object_t&>();
+  const auto end = members.end();
+  const auto version = members.find("jsonrpc");
+  if (version == end || !version->second.is_string() ||
+      version->second.get_ref<const std::string&>() != "2.0") {
+    return "\"jsonrpc\" must be \"2.0\"";
+  }
+  const auto method = members.find("method");
+  const auto id = members.find("id");
+  const auto result = members.find("result");
+  const auto error = members.find("error");
+  const bool has_reply = result != end || error != end;
+
+  if (id != end) {
+    if (!valid_id(id->second)) return "\"id\" must be a string, a number or null";
+    out->id = id->second;
+  }
+  if (method != end) {
+    if (!method->second.is_string()) return "\"method\" must be a string";
+    // Read as a request here and as a response by someone else is how a filter is passed.
+    if (has_reply) return "a message cannot have both a \"method\" and a \"result\" or \"error\"";
+    out->kind = id != end ? MessageKind::kRequest : MessageKind::kNotification;
+    out->method = method->second.get_ref<const std::string&>();
+    if (method_names_something(out->method)) {
+      // A name that is there but not a string is refused: a server that looks tools up by it
+      // (`handlers[params.name]` in JavaScript turns ["delete_user"] into "delete_user") would
+      // run a tool the policy never saw. A missing one leaves `name` empty and the server to
+      // answer its own invalid-params error.
+      const char* field = name_field(out->method);
+      if (const auto params = members.find("params"); params != end && params->second.is_object()) {
+        const auto& p = params->second.get_ref<const Json::object_t&>();
+        if (const auto it = p.find(field); it != p.end()) {
+          if (!it->second.is_string()) {
+            return "\"params." + std::string(field) + "\" of " + out->method + " must be a string";
+          }
+          out->name = it->second.get_ref<const std::string&>();
+        }
+      }
+    }
+    return {};
+  }
+  if (!has_reply) return "a message must have a \"method\" (request) or a \"result\" or \"error\"";
+  if (result != end && error != end) return "a response cannot have both \"result\" and \"error\"";
+  if (id == end) return "a response must have an \"id\"";
+  out->kind = MessageKind::kResponse;
+  if (error != end && error->second.is_object()) {
+    const auto& e = error->second.get_ref<const Json::object_t&>();
+    if (const auto code = e.find("code"); code != e.end()) {
+      // nlohmann's is_number_integer() is true for unsigned values too: test those first.
+      if (code->second.is_number_unsigned()) {
+        // Past int64 an unsigned code is not a code anyone sent on purpose; keep what fits.
+        const auto value = code->second.get<std::uint64_t>();
+        if (value <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+          out->error_code = static_cast<std::int64_t>(value);
+        }
+      } else if (code->second.is_number_integer()) {
+        out->error_code = code->second.get<std::int64_t>();
+      }
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth) {
+  if (body.empty()) return failure(-32700, "not JSON: an empty body");
+  try {
+    RpcPayload payload;
+    StrictDomBuilder builder(&payload.document, max_depth);
+    const char* begin = body.data();
+    if (!Json::sax_parse(begin, begin + body.size(), &builder)) {
+      if (builder.message().empty()) return failure(-32700, "not JSON");
+      return failure(builder.code(), std::move(builder.message()));
+    }
+    Json& document = payload.document;
+    if (document.is_array()) {
+      const auto& members = document.get_ref<const Json::array_t&>();
+      if (members.empty()) return failure(-32600, "an empty batch");
+      payload.batch = true;
+      payload.messages.resize(members.size());
+      for (std::size_t i = 0; i < members.size(); ++i) {
+        if (std::string why = classify(members[i], &payload.messages[i]); !why.empty()) {
+          return failure(-32600, "batch member " + std::to_string(i) + ": " + why);
+        }
+      }
+    } else if (document.is_object()) {
+      payload.messages.resize(1);
+      if (std::string why = classify(document, &payload.messages[0]); !why.empty()) {
+        return failure(-32600, std::move(why));
+      }
+    } else {
+      return failure(-32600, "a JSON-RPC body must be an object or a batch (array)");
+    }
+    RpcParseResult result;
+    result.payload = std::move(payload);
+    return result;
+  } catch (const std::bad_alloc&) {
+    return failure(-32600, "out of memory reading the body");
+  } catch (const std::exception& e) {
+    return failure(-32700, "not JSON: " + valid_utf8(e.what(), 240));
+  } catch (...) {
+    return failure(-32700, "not JSON");
+  }
+}
+
+std::optional<std::string> routing_header_mismatch(const RpcPayload& payload,
+                                                   const std::optional<std::string>& mcp_method,
+                                                   const std::optional<std::string>& mcp_name) {
+  if (!mcp_method && !mcp_name) return std::nullopt;
+  const char* header = mcp_method ? "Mcp-Method" : "Mcp-Name";
+  const std::string& value = mcp_method ? *mcp_method : *mcp_name;
+  if (payload.batch || payload.messages.size() != 1) {
+    return std::string(header) + " header " + json_quoted(value) +
+           " on a batch, which routing headers cannot describe";
+  }
+  const RpcMessage& message = payload.messages.front();
+  if (message.kind == MessageKind::kResponse) {
+    return std::string(header) + " header " + json_quoted(value) +
+           " on a response, which has no method";
+  }
+  if (mcp_method && *mcp_method != message.method) {
+    return "Mcp-Method header " + json_quoted(*mcp_method) + " disagrees with the body's method " +
+           json_quoted(message.method);
+  }
+  if (mcp_name) {
+    if (!method_names_something(message.method)) {
+      return "Mcp-Name header " + json_quoted(*mcp_name) + " but the body's method " +
+             json_quoted(message.method) + " names nothing";
+    }
+    if (*mcp_name != message.name) {
+      return "Mcp-Name header " + json_quoted(*mcp_name) + " disagrees with the body's params." +
+             name_field(message.method) + " " + json_quoted(message.name);
+    }
+  }
+  return std::nullopt;
+}
+
+nlohmann::json rpc_error_response(const nlohmann::json& id, int code, std::string_view message) {
+  Json error = Json::object();
+  error["code"] = code;
+  error["message"] = valid_utf8(message, message.size());
+  Json response = Json::object();
+  response["jsonrpc"] = "2.0";
+  response["id"] = id;
+  response["error"] = std::move(error);
+  return response;
+}
+
+}  // namespace perimeter::mcpguard

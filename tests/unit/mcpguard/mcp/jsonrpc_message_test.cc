@@ -1,0 +1,320 @@
+#include "mcp/jsonrpc_message.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace perimeter::mcpguard {
+namespace {
+
+using nlohmann::json;
+
+RpcPayload parse_ok(std::string_view body) {
+  RpcParseResult result = parse_rpc(body);
+  EXPECT_TRUE(result.payload.has_value()) << body << ": " << result.error.message;
+  return result.payload ? std::move(*result.payload) : RpcPayload{};
+}
+
+RpcParseError parse_error(std::string_view body, std::size_t max_depth = 512) {
+  RpcParseResult result = parse_rpc(body, max_depth);
+  EXPECT_FALSE(result.payload.has_value()) << body;
+  return result.error;
+}
+
+TEST(JsonRpcMessageTest, ReadsAToolsCallRequest) {
+  const RpcPayload payload = parse_ok(
+      R"({"jsonrpc":"2.0","id":7,"method":"tools/call",
+          "params":{"name":"get_ticket","arguments":{"id":"T-1"}}})");
+  EXPECT_FALSE(payload.batch);
+  ASSERT_EQ(payload.messages.size(), 1u);
+  const RpcMessage& m = payload.messages[0];
+  EXPECT_EQ(m.kind, MessageKind::kRequest);
+  EXPECT_EQ(m.method, "tools/call");
+  EXPECT_EQ(m.id, json(7));
+  EXPECT_EQ(m.name, "get_ticket");
+  EXPECT_FALSE(m.error_code.has_value());
+  EXPECT_EQ(payload.document["params"]["arguments"]["id"], "T-1");
+}
+
+TEST(JsonRpcMessageTest, NamesPromptsAndResourcesAndNothingElse) {
+  EXPECT_EQ(parse_ok(R"({"jsonrpc":"2.0","id":"a","method":"prompts/get","params":{"name":"p"}})")
+                .messages[0]
+                .name,
+            "p");
+  for (const char* method : {"resources/read", "resources/subscribe", "resources/unsubscribe"}) {
+    const std::string body = std::string(R"({"jsonrpc":"2.0","id":1,"method":")") + method +
+                             R"(","params":{"uri":"file:///etc/hosts","name":"x"}})";
+    const RpcPayload payload = parse_ok(body);
+    EXPECT_EQ(payload.messages[0].name, "file:///etc/hosts") << method;
+    EXPECT_EQ(payload.messages[0].id, json(1));
+  }
+  const RpcPayload list =
+      parse_ok(R"({"jsonrpc":"2.0","id":null,"method":"tools/list","params":{"name":"x"}})");
+  EXPECT_EQ(list.messages[0].kind, MessageKind::kRequest);  // an id of null is still an id
+  EXPECT_TRUE(list.messages[0].id.is_null());
+  EXPECT_EQ(list.messages[0].name, "");
+}
+
+TEST(JsonRpcMessageTest, ReadsNotificationsAndResponses) {
+  const RpcMessage notification =
+      parse_ok(R"({"jsonrpc":"2.0","method":"notifications/initialized"})").messages[0];
+  EXPECT_EQ(notification.kind, MessageKind::kNotification);
+  EXPECT_EQ(notification.method, "notifications/initialized");
+  EXPECT_TRUE(notification.id.is_null());
+
+  const RpcMessage result =
+      parse_ok(R"({"jsonrpc":"2.0","id":"abc","result":{"tools":[]}})").messages[0];
+  EXPECT_EQ(result.kind, MessageKind::kResponse);
+  EXPECT_EQ(result.id, json("abc"));
+  EXPECT_EQ(result.method, "");
+  EXPECT_FALSE(result.error_code.has_value());
+
+  const RpcMessage error =
+      parse_ok(R"({"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"Method not found"}})")
+          .messages[0];
+  EXPECT_EQ(error.kind, MessageKind::kResponse);
+  EXPECT_EQ(error.error_code, -32601);
+  // A response to a request that could not be read has a null id.
+  EXPECT_EQ(parse_ok(R"({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}})")
+                .messages[0]
+                .error_code,
+            -32700);
+  EXPECT_EQ(parse_ok(R"({"jsonrpc":"2.0","id":3,"error":{"code":32000,"message":"x"}})")
+                .messages[0]
+                .error_code,
+            32000);
+  // A code that is not an integer, or does not fit one, is no code.
+  EXPECT_FALSE(
+      parse_ok(R"({"jsonrpc":"2.0","id":3,"error":{"code":18446744073709551615,"message":"x"}})")
+          .messages[0]
+          .error_code.has_value());
+  EXPECT_FALSE(parse_ok(R"({"jsonrpc":"2.0","id":3,"error":{"code":1.5,"message":"x"}})")
+                   .messages[0]
+                   .error_code.has_value());
+}
+
+TEST(JsonRpcMessageTest, ReadsABatch) {
+  const RpcPayload payload = parse_ok(
+      R"([{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}},
+          {"jsonrpc":"2.0","method":"notifications/progress"},
+          {"jsonrpc":"2.0","id":2,"result":{}}])");
+  EXPECT_TRUE(payload.batch);
+  ASSERT_EQ(payload.messages.size(), 3u);
+  EXPECT_EQ(payload.messages[0].name, "a");
+  EXPECT_EQ(payload.messages[1].kind, MessageKind::kNotification);
+  EXPECT_EQ(payload.messages[2].kind, MessageKind::kResponse);
+  EXPECT_EQ(payload.messages[2].id, json(2));
+}
+
+TEST(JsonRpcMessageTest, RefusesADuplicatedNameInsideParams) {
+  const RpcParseError error = parse_error(
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call",
+          "params":{"name":"get_ticket","name":"delete_user"}})");
+  EXPECT_EQ(error.code, -32600);
+  EXPECT_NE(error.message.find("duplicated key \"name\""), std::string::npos) << error.message;
+  // The same key spelt with an escape is the same key.
+  EXPECT_EQ(parse_error(R"({"jsonrpc":"2.0","id":1,"method":"tools/call",
+                            "params":{"name":"a","n\u0061me":"delete_user"}})")
+                .code,
+            -32600);
+  // At the top and deep down.
+  EXPECT_EQ(parse_error(R"({"jsonrpc":"2.0","id":1,"id":2,"method":"ping"})").code, -32600);
+  EXPECT_EQ(
+      parse_error(R"({"jsonrpc":"2.0","method":"m","params":{"a":[{"b":{"c":1,"c":2}}]}})").code,
+      -32600);
+  EXPECT_EQ(parse_error(R"([{"jsonrpc":"2.0","method":"m"},{"jsonrpc":"2.0","jsonrpc":"2.0",
+                            "method":"m"}])")
+                .code,
+            -32600);
+}
+
+TEST(JsonRpcMessageTest, KeysDifferingInCaseAreDifferentKeys) {
+  // JSON keys are case-sensitive for the server too: it reads "name", as the guard does.
+  const RpcPayload payload = parse_ok(
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call",
+          "params":{"name":"get_ticket","Name":"delete_user"}})");
+  EXPECT_EQ(payload.messages[0].name, "get_ticket");
+  // The same key in different objects is no duplicate.
+  parse_ok(R"({"jsonrpc":"2.0","id":1,"method":"m","params":{"a":{"x":1},"b":{"x":1}}})");
+}
+
+TEST(JsonRpcMessageTest, RefusesDeepNestingWithoutCrashing) {
+  for (const std::size_t depth : {513u, 100000u, 1000000u}) {
+    const std::string body = R"({"jsonrpc":"2.0","method":"m","params":)" +
+                             std::string(depth, '[') + std::string(depth, ']') + "}";
+    const RpcParseError error = parse_error(body);
+    EXPECT_EQ(error.code, -32600) << depth;
+    EXPECT_NE(error.message.find("nested deeper than 512"), std::string::npos) << error.message;
+  }
+  const std::string objects = R"({"jsonrpc":"2.0","method":"m","params":)" +
+                              [] {
+                                std::string s;
+                                for (int i = 0; i < 100000; ++i) s += R"({"a":)";
+                                return s;
+                              }() +
+                              "1" + std::string(100000, '}') + "}";
+  EXPECT_EQ(parse_error(objects).code, -32600);
+  // Unterminated deep nesting is refused for its depth before the parser finds the end missing.
+  EXPECT_EQ(parse_error(std::string(100000, '[')).code, -32600);
+  // The limit counts the message object itself: depth 3 is the object, params and one array.
+  const std::string three = R"({"jsonrpc":"2.0","method":"m","params":{"a":[1]}})";
+  EXPECT_TRUE(parse_rpc(three, 3).payload.has_value());
+  EXPECT_EQ(parse_error(three, 2).code, -32600);
+}
+
+TEST(JsonRpcMessageTest, RefusesBatchesItCannotRead) {
+  EXPECT_EQ(parse_error("[]").code, -32600);
+  const RpcParseError mixed =
+      parse_error(R"([{"jsonrpc":"2.0","id":1,"method":"tools/list"},"tools/call"])");
+  EXPECT_EQ(mixed.code, -32600);
+  EXPECT_NE(mixed.message.find("batch member 1"), std::string::npos) << mixed.message;
+  EXPECT_EQ(parse_error(R"([{"jsonrpc":"2.0","id":1,"method":"tools/list"},
+                            [{"jsonrpc":"2.0","id":2,"method":"tools/list"}]])")
+                .code,
+            -32600);
+  EXPECT_EQ(parse_error(R"([{"jsonrpc":"2.0","id":1,"method":"tools/list"},null])").code, -32600);
+}
+
+TEST(JsonRpcMessageTest, RefusesWhatIsNotJson) {
+  for (const char* body : {"", " ", "{", R"({"jsonrpc":"2.0","method":"m"} x)", "{'a':1}",
+                           R"({"jsonrpc":"2.0","method":"m",})", "\xff\xfe", R"({"a":"\xc3"})",
+                           R"({"jsonrpc":"2.0","method":"m"}{"jsonrpc":"2.0","method":"m"})"}) {
+    const RpcParseError error = parse_error(body);
+    EXPECT_EQ(error.code, -32700) << body;
+    EXPECT_TRUE(error.message.starts_with("not JSON")) << error.message;
+    // The message can travel in a JSON-RPC error even when the body was not UTF-8.
+    EXPECT_NO_THROW(rpc_error_response(nullptr, error.code, error.message).dump());
+  }
+}
+
+TEST(JsonRpcMessageTest, RefusesStringsThatAreNotUnicode) {
+  for (const std::string& body : {std::string(R"({"jsonrpc":"2.0","method":")") + "\xc3" + "\"}",
+                                  std::string(R"({"jsonrpc":"2.0","method":")") + "\xed\xa0\x80\"}",
+                                  std::string(R"({"jsonrpc":"2.0","method":"\ud800"})"),
+                                  std::string(R"({"jsonrpc":"2.0","method":"a)") + '\0' + "\"}"}) {
+    const RpcParseError error = parse_error(body);
+    EXPECT_EQ(error.code, -32700);
+    EXPECT_NO_THROW(rpc_error_response(nullptr, error.code, error.message).dump());
+  }
+}
+
+TEST(JsonRpcMessageTest, TheDocumentIsTheBodyToRewrite) {
+  RpcPayload payload = parse_ok(R"({"jsonrpc":"2.0","id":1,"result":{"tools":[
+      {"name":"get_ticket","description":"caf\u00e9 \ud83d\ude00"},{"name":"x"}]}})");
+  payload.document["result"]["tools"].erase(1);
+  EXPECT_EQ(payload.document.dump(),
+            "{\"id\":1,\"jsonrpc\":\"2.0\",\"result\":{\"tools\":[{\"description\":"
+            "\"caf\u00e9 \U0001F600\",\"name\":\"get_ticket\"}]}}");
+}
+
+TEST(JsonRpcMessageTest, RefusesJsonThatIsNotJsonRpc) {
+  const char* bodies[] = {
+      R"("tools/call")",
+      "42",
+      "null",
+      R"({"id":1,"method":"ping"})",                     // no jsonrpc
+      R"({"jsonrpc":"1.0","id":1,"method":"ping"})",     // wrong version
+      R"({"jsonrpc":2.0,"id":1,"method":"ping"})",       // version not a string
+      R"({"jsonrpc":"2.0","id":1,"method":7})",          // method not a string
+      R"({"jsonrpc":"2.0","id":1,"method":null})",       // method not a string
+      R"({"jsonrpc":"2.0","id":{"a":1},"method":"m"})",  // id an object
+      R"({"jsonrpc":"2.0","id":[1],"result":{}})",       // id an array
+      R"({"jsonrpc":"2.0","id":true,"method":"m"})",     // id a boolean
+      R"({"jsonrpc":"2.0","id":1})",                     // neither request nor response
+      R"({"jsonrpc":"2.0","result":{}})",                // response without id
+      R"({"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/list","result":{}})",
+      // A name that is not a string: a JavaScript server's handlers[["delete_user"]] is
+      // handlers["delete_user"].
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_user"]}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":7}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":null}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":{"a":1}}})",
+      R"({"jsonrpc":"2.0","method":"tools/call","params":{"name":true}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":["db://x"]}})",
+  };
+  for (const char* body : bodies) EXPECT_EQ(parse_error(body).code, -32600) << body;
+}
+
+TEST(JsonRpcMessageTest, AMissingNameIsLeftToTheServer) {
+  // The server answers its own invalid-params error; the guard's policy sees an empty name.
+  for (const char* body : {
+           R"({"jsonrpc":"2.0","id":1,"method":"tools/call"})",
+           R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":["delete_user"]})",
+           R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"delete_user"}})",
+           R"({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"name":"x"}})",
+       }) {
+    const RpcPayload payload = parse_ok(body);
+    ASSERT_EQ(payload.messages.size(), 1u);
+    EXPECT_EQ(payload.messages[0].name, "") << body;
+    // A routing header naming something still disagrees with it.
+    EXPECT_TRUE(
+        routing_header_mismatch(payload, payload.messages[0].method, "delete_user").has_value());
+  }
+  // Notifications are named too: a server may run a tools/call that arrives without an id.
+  EXPECT_EQ(parse_ok(R"({"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_user"}})")
+                .messages[0]
+                .name,
+            "delete_user");
+}
+
+TEST(JsonRpcMessageTest, RoutingHeadersMustAgreeWithTheBody) {
+  const RpcPayload call =
+      parse_ok(R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_ticket"}})");
+  EXPECT_EQ(routing_header_mismatch(call, std::nullopt, std::nullopt), std::nullopt);
+  EXPECT_EQ(routing_header_mismatch(call, "tools/call", "get_ticket"), std::nullopt);
+  EXPECT_EQ(routing_header_mismatch(call, "tools/call", std::nullopt), std::nullopt);
+  EXPECT_EQ(routing_header_mismatch(call, std::nullopt, "get_ticket"), std::nullopt);
+
+  const auto name = routing_header_mismatch(call, "tools/call", "delete_user");
+  ASSERT_TRUE(name.has_value());
+  EXPECT_EQ(*name,
+            R"(Mcp-Name header "delete_user" disagrees with the body's params.name "get_ticket")");
+  const auto method = routing_header_mismatch(call, "tools/list", "get_ticket");
+  ASSERT_TRUE(method.has_value());
+  EXPECT_EQ(*method,
+            R"(Mcp-Method header "tools/list" disagrees with the body's method "tools/call")");
+  // Exact comparison: tool names are case-sensitive.
+  EXPECT_TRUE(routing_header_mismatch(call, "tools/call", "Get_Ticket").has_value());
+  EXPECT_TRUE(routing_header_mismatch(call, "Tools/Call", std::nullopt).has_value());
+
+  const RpcPayload read = parse_ok(
+      R"({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"db://orders"}})");
+  EXPECT_EQ(routing_header_mismatch(read, "resources/read", "db://orders"), std::nullopt);
+  const auto uri = routing_header_mismatch(read, "resources/read", "db://users");
+  ASSERT_TRUE(uri.has_value());
+  EXPECT_NE(uri->find("params.uri \"db://orders\""), std::string::npos) << *uri;
+
+  const RpcPayload list = parse_ok(R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})");
+  const auto nameless = routing_header_mismatch(list, "tools/list", "get_ticket");
+  ASSERT_TRUE(nameless.has_value());
+  EXPECT_NE(nameless->find("names nothing"), std::string::npos) << *nameless;
+  EXPECT_TRUE(routing_header_mismatch(list, std::nullopt, "").has_value());
+
+  const RpcPayload batch = parse_ok(R"([{"jsonrpc":"2.0","id":1,"method":"tools/list"}])");
+  EXPECT_TRUE(routing_header_mismatch(batch, "tools/list", std::nullopt).has_value());
+  EXPECT_EQ(routing_header_mismatch(batch, std::nullopt, std::nullopt), std::nullopt);
+
+  const RpcPayload response = parse_ok(R"({"jsonrpc":"2.0","id":1,"result":{}})");
+  EXPECT_TRUE(routing_header_mismatch(response, "tools/list", std::nullopt).has_value());
+
+  // A header that is not UTF-8 still gives a message that can be sent as JSON.
+  const auto binary = routing_header_mismatch(call, "tools/call", std::string("\xff\x00x", 3));
+  ASSERT_TRUE(binary.has_value());
+  EXPECT_NO_THROW(rpc_error_response(1, -32020, *binary).dump());
+}
+
+TEST(JsonRpcMessageTest, BuildsErrorResponses) {
+  EXPECT_EQ(rpc_error_response(json(7), -32001, "tool \"x\" is denied").dump(),
+            R"({"error":{"code":-32001,"message":"tool \"x\" is denied"},"id":7,"jsonrpc":"2.0"})");
+  EXPECT_EQ(rpc_error_response(nullptr, -32700, "not JSON"),
+            json::parse(R"({"jsonrpc":"2.0","id":null,"error":{"code":-32700,
+                            "message":"not JSON"}})"));
+  EXPECT_EQ(rpc_error_response("req-1", -32600, "x")["id"], "req-1");
+  // Long messages are kept whole.
+  const std::string long_message(1000, 'm');
+  EXPECT_EQ(rpc_error_response(1, -32600, long_message)["error"]["message"], long_message);
+}
+
+}  // namespace
+}  // namespace perimeter::mcpguard
