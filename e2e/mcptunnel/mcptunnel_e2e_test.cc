@@ -372,8 +372,9 @@ TEST_F(McpTunnelE2eTest, InvalidMcpTunnelsAreRejectedNamingTheField) {
        with_routes("bad1", "  routes:\n    - {name: Bad_Name, url: 'http://10.0.0.5:80'}\n"),
        "spec.routes[0].name"},
       {"a duplicate route",
-       with_routes("bad2", "  routes:\n    - {name: a, url: 'http://10.0.0.5:80'}\n"
-                           "    - {name: a, url: 'http://10.0.0.6:80'}\n"),
+       with_routes("bad2",
+                   "  routes:\n    - {name: a, url: 'http://10.0.0.5:80'}\n"
+                   "    - {name: a, url: 'http://10.0.0.6:80'}\n"),
        "Duplicate value"},
       {"a URL with a path",
        with_routes("bad3", "  routes:\n    - {name: a, url: 'http://10.0.0.5:80/mcp'}\n"),
@@ -385,8 +386,9 @@ TEST_F(McpTunnelE2eTest, InvalidMcpTunnelsAreRejectedNamingTheField) {
        with_routes("bad5", "  routes:\n    - {name: a, url: 'ftp://10.0.0.5:21'}\n"),
        "http or https"},
       {"both a Service and a URL",
-       with_routes("bad6", "  routes:\n    - {name: a, url: 'http://10.0.0.5:80', service: "
-                           "{name: s, port: 80}}\n"),
+       with_routes("bad6",
+                   "  routes:\n    - {name: a, url: 'http://10.0.0.5:80', service: "
+                   "{name: s, port: 80}}\n"),
        "exactly one of service and url"},
       {"no routes", with_routes("bad7", "  routes: []\n"), "spec.routes"},
       {"an invalid CIDR", tunnel_yaml("bad8", "  upstream: {allowedCIDRs: ['10.0.0.0/33']}\n"),
@@ -395,11 +397,13 @@ TEST_F(McpTunnelE2eTest, InvalidMcpTunnelsAreRejectedNamingTheField) {
        tunnel_yaml("bad9", "  upstream: {allowedCIDRs: ['fd00::/8']}\n"), "IPv4 CIDR"},
       {"link-local (cloud metadata) allowed",
        tunnel_yaml("bad10", "  upstream: {allowedCIDRs: ['169.254.0.0/16']}\n"), "link-local"},
-      {"both id and create", [&] {
+      {"both id and create",
+       [&] {
          std::string y = tunnel_yaml("bad11");
          y.replace(y.find("{create: {}}"), 12, "{id: tnl_abc, create: {}}");
          return y;
-       }(), "exactly one of tunnel.id"},
+       }(),
+       "exactly one of tunnel.id"},
       {"renewal after expiry",
        tunnel_yaml("bad12", "  certificate: {duration: 1h, renewBefore: 2h}\n"),
        "renewBefore must be shorter"},
@@ -413,21 +417,43 @@ TEST_F(McpTunnelE2eTest, InvalidMcpTunnelsAreRejectedNamingTheField) {
        tunnel_yaml("bad16", "  gateway: {podLabels: {perimeter.dev/mcptunnel: x}}\n"),
        "set by the operator"},
       {"a Service port by both number and name",
-       with_routes("bad17", "  routes:\n    - {name: a, service: {name: s, port: 80, portName: "
-                            "http}}\n"),
+       with_routes("bad17",
+                   "  routes:\n    - {name: a, service: {name: s, port: 80, portName: "
+                   "http}}\n"),
        "exactly one of service.port and service.portName"},
-      {"a federation rule id of the wrong shape", [&] {
+      {"a federation rule id of the wrong shape",
+       [&] {
          std::string y = tunnel_yaml("bad18");
          y.replace(y.find(rule_), rule_.size(), "rule-1");
          return y;
-       }(), "federationRuleId"},
-      {"Manual mode with a tunnel block", [&] {
+       }(),
+       "federationRuleId"},
+      {"Manual mode with a tunnel block",
+       [&] {
          std::string y = tunnel_yaml("bad19");
          y.replace(y.find("    mode: WorkloadIdentity"), 26, "    mode: Manual");
          return y;
-       }(), "spec.tunnel must not be set"},
+       }(),
+       "spec.tunnel must not be set"},
       {"a name too long for the gateway's object names",
        tunnel_yaml("a-name-that-is-far-too-long-for-the-gateway-objects"), "metadata.name"},
+      {"an audit level the guard does not have",
+       tunnel_yaml("bad21", "  guard: {audit: {level: loud}}\n"), "spec.guard.audit.level"},
+      {"an empty tool glob",
+       with_routes("bad22",
+                   "  routes:\n    - {name: a, url: 'http://10.0.0.5:80', policy: "
+                   "{tools: {deny: ['delete_*', '']}}}\n"),
+       "spec.routes[0].policy.tools.deny[1]"},
+      {"a tool glob whose [ is never closed",
+       with_routes("bad23",
+                   "  routes:\n    - {name: a, url: 'http://10.0.0.5:80', policy: "
+                   "{tools: {allow: ['get_[a-z']}}}\n"),
+       "whose every [ is closed"},
+      {"a rate limit of zero",
+       with_routes("bad24",
+                   "  routes:\n    - {name: a, url: 'http://10.0.0.5:80', policy: "
+                   "{rateLimit: {requestsPerSecond: 0}}}\n"),
+       "spec.routes[0].policy.rateLimit.requestsPerSecond"},
   };
   ASSERT_GE(cases.size(), 12u);
   for (const auto& c : cases) {
@@ -438,6 +464,25 @@ TEST_F(McpTunnelE2eTest, InvalidMcpTunnelsAreRejectedNamingTheField) {
   }
   // The same object without the fault is accepted: the table tests the rules, not a typo.
   EXPECT_EQ(apply(tunnel_yaml("good")).exit_code, 0);
+  const auto good_policy =
+      apply(with_routes("good-policy",
+                        "  routes:\n    - {name: a, url: 'http://10.0.0.5:80', policy: {tools: "
+                        "{allow: ['get_[a-z]*', '*'], deny: ['delete_*']}, rateLimit: "
+                        "{requestsPerSecond: 1}}}\n"));
+  EXPECT_EQ(good_policy.exit_code, 0) << good_policy.output;
+  // The examples are accepted as written.
+  for (const char* example : {"mcptunnel.yaml", "mcptunnel-manual.yaml", "mcptunnel-guard.yaml"}) {
+    std::string yaml = read_file(source_dir() + "/examples/" + example);
+    for (auto at = yaml.find("namespace: mcp\n"); at != std::string::npos;
+         at = yaml.find("namespace: mcp\n")) {
+      yaml.replace(at, 14, "namespace: " + ns_);
+    }
+    const std::string path = logs_->path() + "/" + example;
+    std::ofstream(path) << yaml;
+    const auto result =
+        process::run_shell(kubectl_ + " apply --dry-run=server -f " + path + " 2>&1");
+    EXPECT_EQ(result.exit_code, 0) << example << ": " << result.output;
+  }
   // Immutable once set.
   const auto changed = process::run_shell(
       kubectl_ + " -n " + ns_ +
@@ -701,6 +746,97 @@ TEST_F(McpTunnelE2eTest, ManualModeServesFromTheUsersSecretsWithoutCallingTheApi
       seconds(60), "CredentialsReady False for a certificate of another domain"));
   EXPECT_NE(condition(tunnel("manual"), "Ready"), "True/GatewayReady");
   EXPECT_NO_THROW(client(kube::resources::deployments())->get(ns_, "manual-gateway"));
+}
+
+// A route with a policy puts perimeter-mcp-guard in the gateway: a third container admitted under
+// PodSecurity restricted, its config next to the proxy's, the proxy's route pointing at it. A
+// policy edit reaches the ConfigMap without rolling the pods (the guard reloads it).
+TEST_F(McpTunnelE2eTest, APolicyPutsTheGuardInTheGatewayAndPolicyEditsRollNoPod) {
+  const std::string routes_with =
+      "  routes:\n"
+      "    - {name: docs, url: 'http://10.0.0.5:8080'}\n"
+      "    - name: tickets\n"
+      "      url: 'http://10.0.0.6:8080'\n"
+      "      policy:\n"
+      "        tools: {allow: ['tickets_*'], deny: [DENY]}\n"
+      "        rateLimit: {requestsPerSecond: 20, burst: 40}\n";
+  auto with_deny = [&](const std::string& deny) {
+    std::string routes = routes_with;
+    routes.replace(routes.find("DENY"), 4, deny);
+    return tunnel_yaml("guarded", "  gateway: {replicas: 1}\n  guard: {audit: {level: full}}\n",
+                       routes);
+  };
+  ASSERT_EQ(apply(with_deny("'tickets_delete*'")).exit_code, 0);
+  start_operator();
+  ASSERT_TRUE(wait_ready("guarded"));
+  ASSERT_TRUE(
+      eventually([&] { return condition(tunnel("guarded"), "GuardEnforced") == "True/Enforced"; },
+                 seconds(30), "GuardEnforced True"));
+
+  auto deployments = client(kube::resources::deployments());
+  const json deployment = deployments->get(ns_, "guarded-gateway");
+  // Admitted under restricted: the pod exists and is available.
+  EXPECT_EQ(deployment["status"].value("availableReplicas", 0), 1) << deployment["status"].dump();
+  const json pod = deployment["spec"]["template"]["spec"];
+  ASSERT_EQ(pod["containers"].size(), 3u) << pod.dump();
+  const json guard = pod["containers"][2];
+  EXPECT_EQ(guard["name"], "mcp-guard");
+  EXPECT_EQ(guard["image"], "localhost/perimeter/perimeter-mcp-guard:0.1.0");
+  EXPECT_EQ(guard["args"], json::array({"--config", "/etc/perimeter-mcp-guard/config/guard.yaml"}));
+  EXPECT_EQ(guard["ports"][0]["name"], "guard-metrics");
+  EXPECT_EQ(guard["ports"][0]["containerPort"], 9464);
+  EXPECT_EQ(guard["readinessProbe"]["httpGet"]["path"], "/metrics");
+  EXPECT_EQ(guard["securityContext"]["readOnlyRootFilesystem"], true);
+  EXPECT_EQ(guard["securityContext"]["capabilities"]["drop"], json::array({"ALL"}));
+  const std::string pods =
+      run_ok(kubectl_ + " -n " + ns_ + " get pods -l perimeter.dev/mcptunnel=guarded -o json");
+  const json pod_list = json::parse(pods);
+  ASSERT_EQ(pod_list["items"].size(), 1u) << pods;
+  EXPECT_EQ(pod_list["items"][0]["spec"]["containers"].size(), 3u);
+
+  auto config_maps = client(kube::resources::config_maps());
+  json config_map = config_maps->get(ns_, "guarded-gateway-config");
+  const YAML::Node proxy = YAML::Load(config_map["data"]["config.yaml"].get<std::string>());
+  EXPECT_EQ(proxy["routes"]["docs"].as<std::string>(), "http://127.0.0.1:9100");
+  EXPECT_EQ(proxy["routes"]["tickets"].as<std::string>(), "http://127.0.0.1:9101");
+  EXPECT_EQ(proxy["upstream"]["allowed_ips"].as<std::vector<std::string>>(),
+            std::vector<std::string>{"127.0.0.1/32"});
+  const YAML::Node config = YAML::Load(config_map["data"]["guard.yaml"].get<std::string>());
+  EXPECT_EQ(config["metrics_listen"].as<std::string>(), "0.0.0.0:9464");
+  EXPECT_EQ(config["audit"]["level"].as<std::string>(), "full");
+  ASSERT_EQ(config["routes"].size(), 2u);
+  EXPECT_EQ(config["routes"][1]["name"].as<std::string>(), "tickets");
+  EXPECT_EQ(config["routes"][1]["listen"].as<std::string>(), "127.0.0.1:9101");
+  EXPECT_EQ(config["routes"][1]["upstream"].as<std::string>(), "http://10.0.0.6:8080");
+  EXPECT_EQ(config["routes"][1]["allowed_cidrs"].size(), 3u);
+  EXPECT_EQ(config["routes"][1]["tools"]["deny"][0].as<std::string>(), "tickets_delete*");
+  EXPECT_EQ(config["routes"][1]["rate_limit"]["burst"].as<int>(), 40);
+  EXPECT_FALSE(config["routes"][0]["tools"]);
+
+  // A policy edit: the ConfigMap changes, the pod template does not.
+  const std::string hash =
+      deployment["spec"]["template"]["metadata"]["annotations"]["perimeter.dev/gateway-hash"];
+  const auto generation = deployment["metadata"]["generation"].get<std::int64_t>();
+  ASSERT_EQ(apply(with_deny("'tickets_delete*', '*_admin'")).exit_code, 0);
+  ASSERT_TRUE(eventually(
+      [&] {
+        config_map = config_maps->get(ns_, "guarded-gateway-config");
+        return config_map["data"]["guard.yaml"].get<std::string>().find("*_admin") !=
+               std::string::npos;
+      },
+      seconds(30), "the new deny glob in guard.yaml"));
+  ASSERT_TRUE(eventually(
+      [&] {
+        const json object = tunnel("guarded");
+        return object["status"].value("observedGeneration", 0) ==
+                   object["metadata"]["generation"].get<int>() &&
+               condition(object, "GuardEnforced") == "True/Enforced";
+      },
+      seconds(30), "the edit observed, the guard still enforced"));
+  const json after = deployments->get(ns_, "guarded-gateway");
+  EXPECT_EQ(after["metadata"]["generation"].get<std::int64_t>(), generation);
+  EXPECT_EQ(after["spec"]["template"]["metadata"]["annotations"]["perimeter.dev/gateway-hash"],
+            hash);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <stdexcept>
+#include <string_view>
 
 namespace perimeter::mcptunnel {
 namespace {
@@ -21,10 +22,20 @@ constexpr const char* kConnectorGracePeriod = "30s";
 constexpr int kTerminationGracePeriodSeconds = 45;
 constexpr int kSecretFileMode = 0440;
 
+#ifdef PERIMETER_PROJECT_VERSION
+// The default guard image's tag follows the project's version (the chart's appVersion, the tag
+// build-image.sh gives the archive): bumping one without the other fails the build.
+static_assert(std::string_view(kDefaultGuardImage).ends_with(":" PERIMETER_PROJECT_VERSION),
+              "kDefaultGuardImage's tag must be the project version");
+#endif
+
 constexpr const char* kConfigKey = "config.yaml";
+constexpr const char* kGuardConfigKey = "guard.yaml";
 constexpr const char* kProxyContainer = "mcp-proxy";
 constexpr const char* kConnectorContainer = "cloudflared";
+constexpr const char* kGuardContainer = "mcp-guard";
 constexpr const char* kConfigVolume = "config";
+constexpr const char* kGuardConfigVolume = "guard-config";
 constexpr const char* kTlsVolume = "tls";
 constexpr const char* kUpstreamCaVolume = "upstream-ca";
 constexpr const char* kTokenVolume = "connector-token";
@@ -97,6 +108,104 @@ json resources_or(const json& configured, const char* cpu, const char* memory,
   return {{"requests", {{"cpu", cpu}, {"memory", memory}}}, {"limits", {{"memory", memory_limit}}}};
 }
 
+// The guard's built-in redact_keys (docs/mcp-guard.md); spec.guard.audit.redactKeys adds to them,
+// so a list written for one more key never drops the password.
+const std::vector<std::string>& builtin_redact_keys() {
+  static const std::vector<std::string> keys = {"password", "*token*", "*secret*", "authorization"};
+  return keys;
+}
+
+std::string loopback_url(int port) {
+  return "http://127.0.0.1:" + std::to_string(port);
+}
+
+// The guard's routes: the resolved ones, in spec order (so in port order; the guard refuses a
+// reload that reorders or renames its routes, and such a change restarts the pods anyway).
+std::vector<ResolvedRoute> guard_routes(const McpTunnel& tunnel, const GatewayInputs& inputs) {
+  std::vector<ResolvedRoute> routes = sorted_routes(inputs.routes);
+  std::stable_sort(routes.begin(), routes.end(),
+                   [&tunnel](const ResolvedRoute& a, const ResolvedRoute& b) {
+                     return guard_route_port(tunnel, a.name) < guard_route_port(tunnel, b.name);
+                   });
+  return routes;
+}
+
+const RouteSpec& route_spec(const McpTunnel& tunnel, const std::string& name) {
+  for (const auto& route : tunnel.routes) {
+    if (route.name == name) return route;
+  }
+  throw std::logic_error("route " + name + " is not in the spec");
+}
+
+void emit_strings(YAML::Emitter& out, const std::vector<std::string>& items) {
+  out << YAML::Flow << YAML::BeginSeq;
+  for (const auto& item : items) out << YAML::DoubleQuoted << item;
+  out << YAML::EndSeq;
+}
+
+// The guard's config. `reloadable` false leaves out what the guard re-reads live (policies, rate
+// limits, audit): what remains is what only a restart changes, for the gateway hash.
+std::string guard_config(const McpTunnel& tunnel, const GatewayInputs& inputs, bool reloadable) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "metrics_listen" << YAML::Value
+      << "0.0.0.0:" + std::to_string(kGuardMetricsPort);
+  if (reloadable) {
+    out << YAML::Key << "audit" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "level" << YAML::Value
+        << (tunnel.guard.audit_level == AuditLevel::kFull ? "full" : "metadata");
+    std::vector<std::string> redact = builtin_redact_keys();
+    for (const auto& key : tunnel.guard.redact_keys) {
+      if (std::find(redact.begin(), redact.end(), key) == redact.end()) redact.push_back(key);
+    }
+    out << YAML::Key << "redact_keys" << YAML::Value;
+    emit_strings(out, redact);
+    out << YAML::EndMap;
+  }
+  out << YAML::Key << "routes" << YAML::Value << YAML::BeginSeq;
+  for (const auto& route : guard_routes(tunnel, inputs)) {
+    const RouteSpec& spec = route_spec(tunnel, route.name);
+    out << YAML::BeginMap;
+    out << YAML::Key << "name" << YAML::Value << route.name;
+    out << YAML::Key << "listen" << YAML::Value
+        << "127.0.0.1:" + std::to_string(guard_route_port(tunnel, route.name));
+    out << YAML::Key << "upstream" << YAML::Value << route.upstream;
+    if (route.upstream.rfind("https://", 0) == 0 && !tunnel.upstream_ca_secret_name.empty()) {
+      out << YAML::Key << "upstream_ca_file" << YAML::Value
+          << std::string(kGuardUpstreamCaDir) + "/ca.crt";
+    }
+    out << YAML::Key << "allowed_cidrs" << YAML::Value;
+    emit_strings(out, tunnel.allowed_cidrs);
+    if (reloadable && spec.policy) {
+      const RoutePolicy& policy = *spec.policy;
+      if (!policy.allow.empty() || !policy.deny.empty()) {
+        out << YAML::Key << "tools" << YAML::Value << YAML::BeginMap;
+        if (!policy.allow.empty()) {
+          out << YAML::Key << "allow" << YAML::Value;
+          emit_strings(out, policy.allow);
+        }
+        if (!policy.deny.empty()) {
+          out << YAML::Key << "deny" << YAML::Value;
+          emit_strings(out, policy.deny);
+        }
+        out << YAML::EndMap;
+      }
+      if (policy.rate_limit) {
+        out << YAML::Key << "rate_limit" << YAML::Value << YAML::BeginMap;
+        out << YAML::Key << "requests_per_second" << YAML::Value
+            << policy.rate_limit->requests_per_second;
+        out << YAML::Key << "burst" << YAML::Value << policy.rate_limit->burst;
+        out << YAML::EndMap;
+      }
+    }
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::EndMap;
+  if (!out.good()) throw std::logic_error("guard config: " + out.GetLastError());
+  return std::string(out.c_str()) + "\n";
+}
+
 json secret_volume(const std::string& name, const std::string& secret, const json& items) {
   return {{"name", name},
           {"secret", {{"secretName", secret}, {"items", items}, {"defaultMode", kSecretFileMode}}}};
@@ -107,7 +216,8 @@ json proxy_container(const McpTunnel& tunnel) {
       {{"name", kConfigVolume}, {"mountPath", kProxyConfigDir}, {"readOnly", true}},
       {{"name", kTlsVolume}, {"mountPath", kProxyTlsDir}, {"readOnly", true}},
   });
-  if (!tunnel.upstream_ca_secret_name.empty()) {
+  // With the guard, the proxy speaks plain HTTP to loopback and the guard to the upstreams.
+  if (!tunnel.upstream_ca_secret_name.empty() && !tunnel.guard_enabled()) {
     mounts.push_back(
         {{"name", kUpstreamCaVolume}, {"mountPath", kProxyUpstreamCaDir}, {"readOnly", true}});
   }
@@ -168,6 +278,39 @@ json connector_container(const McpTunnel& tunnel) {
   };
 }
 
+json guard_container(const McpTunnel& tunnel) {
+  json mounts = json::array(
+      {{{"name", kGuardConfigVolume}, {"mountPath", kGuardConfigDir}, {"readOnly", true}}});
+  if (!tunnel.upstream_ca_secret_name.empty()) {
+    mounts.push_back(
+        {{"name", kUpstreamCaVolume}, {"mountPath", kGuardUpstreamCaDir}, {"readOnly", true}});
+  }
+  return {
+      {"name", kGuardContainer},
+      {"image", tunnel.guard.image.empty() ? kDefaultGuardImage : tunnel.guard.image},
+      {"imagePullPolicy", "IfNotPresent"},
+      {"args", json::array({"--config", kGuardConfigFile})},
+      {"ports", json::array({{{"name", "guard-metrics"},
+                              {"containerPort", kGuardMetricsPort},
+                              {"protocol", "TCP"}}})},
+      // The metrics listener answers once the config is read and every route listens.
+      {"readinessProbe",
+       {{"httpGet", {{"path", "/metrics"}, {"port", "guard-metrics"}}},
+        {"periodSeconds", 5},
+        {"failureThreshold", 3}}},
+      {"livenessProbe",
+       {{"httpGet", {{"path", "/metrics"}, {"port", "guard-metrics"}}},
+        {"initialDelaySeconds", 10},
+        {"periodSeconds", 10},
+        {"timeoutSeconds", 5},
+        {"failureThreshold", 3}}},
+      {"resources", resources_or(tunnel.guard.resources, "50m", "64Mi", "256Mi")},
+      {"securityContext", security_context()},
+      {"volumeMounts", mounts},
+      {"terminationMessagePolicy", "FallbackToLogsOnError"},
+  };
+}
+
 json volumes(const McpTunnel& tunnel, const GatewayInputs& inputs) {
   // No /tmp emptyDir: neither the proxy nor cloudflared (with --no-autoupdate) writes files.
   json result = json::array({
@@ -179,6 +322,15 @@ json volumes(const McpTunnel& tunnel, const GatewayInputs& inputs) {
                     json::array({{{"key", "tls.crt"}, {"path", "tls.crt"}},
                                  {{"key", "tls.key"}, {"path", "tls.key"}}})),
   });
+  if (tunnel.guard_enabled()) {
+    // json{...}: a braced list alone would insert its elements, not one object.
+    result.insert(
+        result.begin() + 1,
+        json{{"name", kGuardConfigVolume},
+             {"configMap",
+              {{"name", object_names(tunnel.name).config_map},
+               {"items", json::array({{{"key", kGuardConfigKey}, {"path", kGuardConfigKey}}})}}}});
+  }
   if (!tunnel.upstream_ca_secret_name.empty()) {
     result.push_back(
         secret_volume(kUpstreamCaVolume, tunnel.upstream_ca_secret_name,
@@ -206,20 +358,27 @@ std::string render_proxy_config(const McpTunnel& tunnel, const GatewayInputs& in
   out << YAML::Key << "key_file" << YAML::Value << std::string(kProxyTlsDir) + "/tls.key";
   out << YAML::EndMap;
 
-  // A map: the proxy rejects a list.
+  // A map: the proxy rejects a list. With the guard, every route goes to its guard listener,
+  // and the proxy may reach nothing but loopback.
+  const bool guard = tunnel.guard_enabled();
   out << YAML::Key << "routes" << YAML::Value << YAML::BeginMap;
   for (const auto& route : sorted_routes(inputs.routes)) {
-    out << YAML::Key << route.name << YAML::Value << route.upstream;
+    out << YAML::Key << route.name << YAML::Value
+        << (guard ? loopback_url(guard_route_port(tunnel, route.name)) : route.upstream);
   }
   out << YAML::EndMap;
 
   out << YAML::Key << "upstream" << YAML::Value << YAML::BeginMap;
   out << YAML::Key << "allowed_ips" << YAML::Value << YAML::BeginSeq;
-  for (const auto& cidr : tunnel.allowed_cidrs) out << cidr;
+  if (guard) {
+    out << "127.0.0.1/32";
+  } else {
+    for (const auto& cidr : tunnel.allowed_cidrs) out << cidr;
+  }
   out << YAML::EndSeq;
   out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "include_system_cas" << YAML::Value << tunnel.include_system_cas;
-  if (!tunnel.upstream_ca_secret_name.empty()) {
+  out << YAML::Key << "include_system_cas" << YAML::Value << (tunnel.include_system_cas && !guard);
+  if (!tunnel.upstream_ca_secret_name.empty() && !guard) {
     out << YAML::Key << "ca_file" << YAML::Value << std::string(kProxyUpstreamCaDir) + "/ca.crt";
   }
   out << YAML::EndMap;
@@ -230,18 +389,35 @@ std::string render_proxy_config(const McpTunnel& tunnel, const GatewayInputs& in
   return std::string(out.c_str()) + "\n";
 }
 
+int guard_route_port(const McpTunnel& tunnel, const std::string& route_name) {
+  for (size_t i = 0; i < tunnel.routes.size(); ++i) {
+    if (tunnel.routes[i].name == route_name) return kGuardFirstRoutePort + static_cast<int>(i);
+  }
+  throw std::logic_error("route " + route_name + " is not in the spec");
+}
+
+std::string render_guard_config(const McpTunnel& tunnel, const GatewayInputs& inputs) {
+  return guard_config(tunnel, inputs, /*reloadable=*/true);
+}
+
 json build_config_map(const McpTunnel& tunnel, const GatewayInputs& inputs) {
+  json data = {{kConfigKey, render_proxy_config(tunnel, inputs)}};
+  if (tunnel.guard_enabled()) data[kGuardConfigKey] = render_guard_config(tunnel, inputs);
   return {{"apiVersion", "v1"},
           {"kind", "ConfigMap"},
           {"metadata", metadata(tunnel, object_names(tunnel.name).config_map)},
-          {"data", {{kConfigKey, render_proxy_config(tunnel, inputs)}}}};
+          {"data", data}};
 }
 
 std::string gateway_hash(const McpTunnel& tunnel, const GatewayInputs& inputs) {
   // Length-prefixed so no two different inputs concatenate to the same text.
+  std::vector<std::string> parts = {render_proxy_config(tunnel, inputs), inputs.token_id,
+                                    inputs.upstream_ca_version};
+  // Only what the guard cannot reload; absent without the guard, so the hash (and every
+  // gateway's pod template) is what it was before the guard existed.
+  if (tunnel.guard_enabled()) parts.push_back(guard_config(tunnel, inputs, /*reloadable=*/false));
   std::string material;
-  for (const std::string& part :
-       {render_proxy_config(tunnel, inputs), inputs.token_id, inputs.upstream_ca_version}) {
+  for (const std::string& part : parts) {
     material += std::to_string(part.size()) + ":" + part + ";";
   }
   return sha256_hex(material);
@@ -257,6 +433,8 @@ json build_deployment(const McpTunnel& tunnel, const GatewayInputs& inputs) {
   json annotations = tunnel.gateway.pod_annotations;
   annotations[kGatewayHashAnnotation] = gateway_hash(tunnel, inputs);
 
+  json containers = json::array({proxy_container(tunnel), connector_container(tunnel)});
+  if (tunnel.guard_enabled()) containers.push_back(guard_container(tunnel));
   json pod_spec = {
       {"automountServiceAccountToken", false},
       {"enableServiceLinks", false},
@@ -267,7 +445,7 @@ json build_deployment(const McpTunnel& tunnel, const GatewayInputs& inputs) {
         {"runAsGroup", kNonRootId},
         {"fsGroup", kNonRootId},
         {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
-      {"containers", json::array({proxy_container(tunnel), connector_container(tunnel)})},
+      {"containers", containers},
       {"volumes", volumes(tunnel, inputs)},
   };
   if (!tunnel.gateway.node_selector.empty())

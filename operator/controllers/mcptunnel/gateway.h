@@ -21,6 +21,12 @@ inline constexpr const char* kDefaultConnectorImage =
     "docker.io/cloudflare/"
     "cloudflared@sha256:6b599ca3e974349ead3286d178da61d291961182ec3fe9c505e1dd02c8ac31b0";
 
+// perimeter-mcp-guard's default image (spec.guard.image): the name under which the local real
+// node imports <build>/images/perimeter-mcp-guard.tar (mcp-guard/image/build-image.sh), tagged
+// with the project's version like the chart's appVersion (gateway.cc checks the tag). It is not
+// published: a real cluster pushes the image to its registry and sets spec.guard.image.
+inline constexpr const char* kDefaultGuardImage = "localhost/perimeter/perimeter-mcp-guard:0.1.0";
+
 // The pod-template annotation whose change rolls the gateway pods.
 inline constexpr const char* kGatewayHashAnnotation = "perimeter.dev/gateway-hash";
 
@@ -35,6 +41,17 @@ inline constexpr const char* kConnectorTokenFile = "/etc/cloudflared/token/token
 
 inline constexpr int kProxyPort = 8080;
 inline constexpr int kConnectorMetricsPort = 2000;
+
+// Where the guard finds its files: directory mounts side by side, as for the proxy. The guard
+// re-reads its config when the kubelet swaps the ConfigMap's directory.
+inline constexpr const char* kGuardConfigDir = "/etc/perimeter-mcp-guard/config";
+inline constexpr const char* kGuardConfigFile = "/etc/perimeter-mcp-guard/config/guard.yaml";
+inline constexpr const char* kGuardUpstreamCaDir = "/etc/perimeter-mcp-guard/upstream-ca";
+// Its Prometheus listener (GET /metrics), also what the kubelet probes.
+inline constexpr int kGuardMetricsPort = 9464;
+// spec.routes[i] listens on 127.0.0.1:(kGuardFirstRoutePort + i) in the guard; mcp-proxy's route
+// points there. Loopback only: nothing outside the pod reaches a guard listener.
+inline constexpr int kGuardFirstRoutePort = 9100;
 
 // The tunnel edge cloudflared dials on 7844 TCP (HTTP/2) and UDP (QUIC).
 inline constexpr const char* kEdgeIPv4 = "198.41.192.0/19";
@@ -67,18 +84,33 @@ struct GatewayInputs {
   std::string upstream_ca_version;
 };
 
-// The proxy's config.yaml (YAML text), routes sorted by name.
+// The proxy's config.yaml (YAML text), routes sorted by name. With the guard, each route points at
+// its guard listener (http://127.0.0.1:<port>) and allowed_ips is 127.0.0.1/32 alone.
 std::string render_proxy_config(const McpTunnel& tunnel, const GatewayInputs& inputs);
 
-// <name>-gateway-config, holding config.yaml.
+// The port spec route `route_name` listens on in the guard: kGuardFirstRoutePort + its index in
+// spec.routes. Throws std::logic_error for a name the spec does not have.
+int guard_route_port(const McpTunnel& tunnel, const std::string& route_name);
+
+// perimeter-mcp-guard's config (docs/mcp-guard.md) as YAML text: the metrics listener, the audit
+// settings, and one route per resolved route in spec order, listening on its port and forwarding
+// to the real upstream with the route's policy and the tunnel's allowedCIDRs.
+std::string render_guard_config(const McpTunnel& tunnel, const GatewayInputs& inputs);
+
+// <name>-gateway-config, holding config.yaml, and guard.yaml when the guard is enabled.
 nlohmann::json build_config_map(const McpTunnel& tunnel, const GatewayInputs& inputs);
 
 // The hash on the pod template (annotation perimeter.dev/gateway-hash): of the proxy config, the
 // token id and the upstream CA version; NOT of the TLS certificate (the proxy hot-reloads it,
-// renewals must not restart pods). Lowercase hex SHA-256.
+// renewals must not restart pods). With the guard, also of the part of its config the guard
+// cannot reload (listeners, route names, upstreams, allowed CIDRs, CA files), but NOT of the
+// policies, rate limits and audit settings: the guard re-reads those from the mounted file, so
+// editing a policy restarts no pod. Without the guard, the same hash as before the guard existed.
+// Lowercase hex SHA-256.
 std::string gateway_hash(const McpTunnel& tunnel, const GatewayInputs& inputs);
 
-// <name>-gateway: the proxy and cloudflared in one pod, admitted under PodSecurity `restricted`.
+// <name>-gateway: the proxy and cloudflared (and the guard, when enabled) in one pod, admitted
+// under PodSecurity `restricted`.
 nlohmann::json build_deployment(const McpTunnel& tunnel, const GatewayInputs& inputs);
 
 // <name>-gateway: no ingress; egress to DNS, the tunnel edge and each route's upstream.

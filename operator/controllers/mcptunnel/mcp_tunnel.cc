@@ -1,5 +1,6 @@
 #include "controllers/mcptunnel/mcp_tunnel.h"
 
+#include <algorithm>
 #include <cctype>
 
 namespace perimeter::mcptunnel {
@@ -20,6 +21,101 @@ std::chrono::seconds read_duration(const nlohmann::json& object, const char* key
   } catch (const SpecError& e) {
     throw SpecError(path + "." + key + ": " + e.what());
   }
+}
+
+// Why `glob` is not a tool glob the guard can use, or "" when it is. The same rules as the
+// schema's: not empty, no surrounding whitespace, every `[` closed (fnmatch would otherwise read
+// it as a literal, which is never what a policy author meant).
+std::string glob_problem(const std::string& glob) {
+  if (glob.empty()) return "must not be empty";
+  if (std::isspace(static_cast<unsigned char>(glob.front())) ||
+      std::isspace(static_cast<unsigned char>(glob.back()))) {
+    return "must not start or end with whitespace";
+  }
+  for (size_t i = 0; i < glob.size(); ++i) {
+    if (glob[i] != '[') continue;
+    size_t j = i + 1;
+    if (j < glob.size() && (glob[j] == '!' || glob[j] == '^')) ++j;
+    if (j < glob.size() && glob[j] == ']') ++j;  // a leading ] is part of the set
+    const auto close = glob.find(']', j);
+    if (close == std::string::npos) return "'" + glob + "' has a [ that no ] closes";
+    i = close;
+  }
+  return "";
+}
+
+std::vector<std::string> read_globs(const nlohmann::json& object, const char* key,
+                                    const std::string& path) {
+  std::vector<std::string> globs;
+  read_optional(object, key, path, &globs);
+  for (size_t i = 0; i < globs.size(); ++i) {
+    const std::string problem = glob_problem(globs[i]);
+    if (!problem.empty()) {
+      throw SpecError(path + "." + key + "[" + std::to_string(i) + "] " + problem);
+    }
+  }
+  return globs;
+}
+
+RoutePolicy read_policy(const nlohmann::json& policy, const std::string& path) {
+  RoutePolicy result;
+  const auto& tools = child(policy, "tools");
+  result.allow = read_globs(tools, "allow", path + ".tools");
+  result.deny = read_globs(tools, "deny", path + ".tools");
+  const auto it = policy.find("rateLimit");
+  if (it != policy.end() && !it->is_null()) {
+    const std::string rate_path = path + ".rateLimit";
+    if (!it->is_object()) throw SpecError(rate_path + " has the wrong type: " + it->dump());
+    RateLimitSpec rate;
+    read_optional(*it, "requestsPerSecond", rate_path, &rate.requests_per_second);
+    if (rate.requests_per_second < 1) {
+      throw SpecError(rate_path + ".requestsPerSecond must be at least 1");
+    }
+    rate.burst = rate.requests_per_second;
+    read_optional(*it, "burst", rate_path, &rate.burst);
+    if (rate.burst < 1) throw SpecError(rate_path + ".burst must be at least 1");
+    result.rate_limit = rate;
+  }
+  return result;
+}
+
+GuardSpec read_guard(const nlohmann::json& spec) {
+  GuardSpec guard;
+  const std::string path = "spec.guard";
+  const auto& block = child(spec, "guard");
+  if (block.contains("enabled") && !block["enabled"].is_null()) {
+    bool enabled = false;
+    read_optional(block, "enabled", path, &enabled);
+    guard.enabled = enabled;
+  }
+  read_optional(block, "image", path, &guard.image);
+  if (block.contains("image") && guard.image.empty()) {
+    throw SpecError(path + ".image must not be empty");
+  }
+  const auto audit = block.find("audit");
+  if (audit != block.end() && !audit->is_null()) {
+    if (!audit->is_object()) throw SpecError(path + ".audit has the wrong type: " + audit->dump());
+    guard.audit_set = true;
+    std::string level = "metadata";
+    read_optional(*audit, "level", path + ".audit", &level);
+    if (level == "metadata") {
+      guard.audit_level = AuditLevel::kMetadata;
+    } else if (level == "full") {
+      guard.audit_level = AuditLevel::kFull;
+    } else {
+      throw SpecError(path + ".audit.level must be metadata or full, not '" + level + "'");
+    }
+    read_optional(*audit, "redactKeys", path + ".audit", &guard.redact_keys);
+    for (size_t i = 0; i < guard.redact_keys.size(); ++i) {
+      if (guard.redact_keys[i].empty()) {
+        throw SpecError(path + ".audit.redactKeys[" + std::to_string(i) + "] must not be empty");
+      }
+    }
+  }
+  if (block.contains("resources") && block["resources"].is_object()) {
+    guard.resources = block["resources"];
+  }
+  return guard;
 }
 
 std::vector<RouteSpec> read_routes(const nlohmann::json& spec) {
@@ -53,6 +149,12 @@ std::vector<RouteSpec> read_routes(const nlohmann::json& spec) {
     }
     if (route.service.has_value() == !route.url.empty()) {
       throw SpecError(path + ": set exactly one of service and url");
+    }
+    const auto policy = item.find("policy");
+    if (policy != item.end() && !policy->is_null()) {
+      if (!policy->is_object())
+        throw SpecError(path + ".policy has the wrong type: " + policy->dump());
+      route.policy = read_policy(*policy, path + ".policy");
     }
     routes.push_back(std::move(route));
   }
@@ -211,7 +313,18 @@ McpTunnel parse_mcp_tunnel(const nlohmann::json& object) {
   }
   read_optional(gateway, "podLabels", "spec.gateway", &g.pod_labels);
   read_optional(gateway, "podAnnotations", "spec.gateway", &g.pod_annotations);
+  tunnel.guard = read_guard(spec);
   return tunnel;
+}
+
+bool McpTunnel::has_policy() const {
+  return std::any_of(routes.begin(), routes.end(),
+                     [](const RouteSpec& route) { return route.policy.has_value(); });
+}
+
+bool McpTunnel::guard_enabled() const {
+  if (guard.enabled.has_value()) return *guard.enabled;
+  return has_policy() || guard.audit_set;
 }
 
 ObjectNames object_names(const std::string& name) {

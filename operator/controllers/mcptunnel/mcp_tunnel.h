@@ -35,10 +35,38 @@ struct ServiceUpstream {
   std::string scheme = "http";
 };
 
+// JSON-RPC requests per second on a route (perimeter-mcp-guard's token bucket).
+struct RateLimitSpec {
+  int requests_per_second = 0;
+  int burst = 0;  // the schema leaves it optional; parsing defaults it to requests_per_second
+};
+
+// What perimeter-mcp-guard lets through on a route (spec.routes[].policy). Its presence, even
+// empty, turns the guard on.
+struct RoutePolicy {
+  std::vector<std::string> allow;  // tool globs; empty: every tool deny does not match
+  std::vector<std::string> deny;   // tool globs; deny wins
+  std::optional<RateLimitSpec> rate_limit;
+};
+
 struct RouteSpec {
   std::string name;  // a DNS label: served at <name>.<domain>
   std::optional<ServiceUpstream> service;
   std::string url;  // http(s)://host:port when not a Service
+  std::optional<RoutePolicy> policy;
+};
+
+enum class AuditLevel { kMetadata, kFull };
+
+// spec.guard: perimeter-mcp-guard as a third container of the gateway pod.
+struct GuardSpec {
+  std::optional<bool> enabled;  // unset: on when a route has a policy or audit is set
+  std::string image;            // empty: the operator's default (kDefaultGuardImage)
+  bool audit_set = false;       // spec.guard.audit is present
+  AuditLevel audit_level = AuditLevel::kMetadata;
+  // Keys whose values the full audit level redacts, added to the guard's built-in ones.
+  std::vector<std::string> redact_keys;
+  nlohmann::json resources = nlohmann::json::object();
 };
 
 struct WorkloadIdentitySpec {
@@ -103,6 +131,13 @@ struct McpTunnel {
   std::int64_t token_version = 0;
   DeletionPolicy deletion_policy = DeletionPolicy::kRetain;
   GatewaySpec gateway;
+  GuardSpec guard;
+
+  // Whether the gateway runs perimeter-mcp-guard: spec.guard.enabled when set, else whether any
+  // route has a policy or spec.guard.audit is set.
+  bool guard_enabled() const;
+  // Whether any route has a policy (which spec.guard.enabled: false leaves unenforced).
+  bool has_policy() const;
 
   // The display name a created tunnel gets; the uid in it is how a tunnel created by an
   // interrupted reconcile is found again.

@@ -27,6 +27,7 @@ constexpr const char* kCredentialsReady = "CredentialsReady";
 constexpr const char* kCertificateRegistered = "CertificateRegistered";
 constexpr const char* kConnectorConnected = "ConnectorConnected";
 constexpr const char* kRoutesResolved = "RoutesResolved";
+constexpr const char* kGuardEnforced = "GuardEnforced";
 
 // A step that failed in a way the user (or the operator's administrator) must fix: the reason and
 // message go to a condition, and the McpTunnel is looked at again only on a change or a resync.
@@ -117,6 +118,7 @@ struct McpTunnelReconciler::Pass {
   json route_status = json::array();
   int routes_ready = 0;
   std::string upstream_ca_version;
+  std::string applied_gateway_hash;  // the pod template's hash this pass applied
   int ready_replicas = 0;
   int replicas = 0;
 
@@ -815,7 +817,83 @@ void McpTunnelReconciler::apply_gateway(Pass& pass) {
       if (e.kind() != kube::ErrorKind::kNotFound) throw;
     }
   }
-  apply(deps_.deployment_client, tunnel.namespace_, build_deployment(tunnel, inputs));
+  json deployment = build_deployment(tunnel, inputs);
+  pass.applied_gateway_hash =
+      deployment["spec"]["template"]["metadata"]["annotations"].value(kGatewayHashAnnotation, "");
+  apply(deps_.deployment_client, tunnel.namespace_, deployment);
+}
+
+namespace {
+
+std::string route_names(const McpTunnel& tunnel, bool with_policy) {
+  std::string names;
+  for (const auto& route : tunnel.routes) {
+    if (route.policy.has_value() != with_policy) continue;
+    names += (names.empty() ? "" : ", ") + route.name;
+  }
+  return names;
+}
+
+const json& pod_template(const json& deployment) {
+  static const json kEmpty = json::object();
+  const auto spec = deployment.find("spec");
+  if (spec == deployment.end() || !spec->is_object()) return kEmpty;
+  const auto found = spec->find("template");
+  return found != spec->end() && found->is_object() ? *found : kEmpty;
+}
+
+bool template_has_container(const json& deployment, const std::string& name) {
+  const json containers =
+      pod_template(deployment).value("spec", json::object()).value("containers", json::array());
+  return std::any_of(containers.begin(), containers.end(),
+                     [&](const json& c) { return c.value("name", "") == name; });
+}
+
+std::string template_hash(const json& deployment) {
+  return pod_template(deployment)
+      .value("metadata", json::object())
+      .value("annotations", json::object())
+      .value(kGatewayHashAnnotation, "");
+}
+
+}  // namespace
+
+void McpTunnelReconciler::observe_guard(Pass& pass, const json* deployment, bool rolled_out,
+                                        std::int64_t updated_replicas) {
+  const auto& tunnel = pass.tunnel;
+  if (!tunnel.guard_enabled()) {
+    if (tunnel.has_policy()) {
+      pass.condition(kGuardEnforced, false, "GuardDisabled",
+                     "spec.guard.enabled is false: the policies of routes " +
+                         route_names(tunnel, true) +
+                         " are not enforced and MCP calls are not audited");
+    } else {
+      pass.condition(kGuardEnforced, false, "NotConfigured",
+                     "no route has a policy and spec.guard is not enabled: MCP calls pass "
+                     "unfiltered and unaudited");
+    }
+    return;
+  }
+  // In force only when every replica runs this pass's pod template: an older replica (without
+  // the guard, or with other listeners) still holds an edge connection and serves its routes.
+  const bool current = deployment != nullptr && template_has_container(*deployment, "mcp-guard") &&
+                       template_hash(*deployment) == pass.applied_gateway_hash;
+  if (!current || !rolled_out) {
+    pass.condition(kGuardEnforced, false, "RollingOut",
+                   "perimeter-mcp-guard is not yet in every gateway replica (" +
+                       std::to_string(updated_replicas) + " of " + std::to_string(pass.replicas) +
+                       " updated); until then older replicas serve routes without it");
+    return;
+  }
+  const std::string guarded = route_names(tunnel, true);
+  const std::string audit = tunnel.guard.audit_level == AuditLevel::kFull ? "full" : "metadata";
+  pass.condition(kGuardEnforced, true, "Enforced",
+                 "perimeter-mcp-guard runs in every gateway replica: " +
+                     (guarded.empty() ? std::string("no route has a policy (audit only)")
+                                      : "the policies of routes " + guarded) +
+                     ", audit level " + audit +
+                     "; policy and audit edits reach it without a restart once the kubelet "
+                     "refreshes the ConfigMap");
 }
 
 void McpTunnelReconciler::observe_gateway(Pass& pass) {
@@ -861,6 +939,7 @@ void McpTunnelReconciler::observe_gateway(Pass& pass) {
     pass.condition(kReady, false, "GatewayNotReady",
                    "waiting for a gateway replica with an edge connection");
   }
+  observe_guard(pass, deployment.get(), rolled_out, updated_replicas);
   pass.status["routes"] = pass.route_status;
   pass.status["routesSummary"] =
       std::to_string(pass.routes_ready) + "/" + std::to_string(pass.tunnel.routes.size());
@@ -948,7 +1027,7 @@ ReconcileResult McpTunnelReconciler::reconcile_manual(Pass& pass) {
 void McpTunnelReconciler::write_status(Pass& pass) {
   // Conditions the pass did not reach say Unknown rather than repeat an old answer.
   for (const char* type : {kTunnelProvisioned, kCredentialsReady, kCertificateRegistered,
-                           kConnectorConnected, kRoutesResolved}) {
+                           kConnectorConnected, kRoutesResolved, kGuardEnforced}) {
     if (!pass.has_condition(type)) {
       runtime::set_condition(pass.conditions, type, "Unknown", "Pending",
                              "not determined in the latest pass", pass.tunnel.generation,

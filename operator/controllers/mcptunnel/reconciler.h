@@ -91,6 +91,10 @@ class McpTunnelReconciler final : public runtime::Reconciler {
   void resolve_routes(Pass& pass);
   void apply_gateway(Pass& pass);
   void observe_gateway(Pass& pass);
+  // GuardEnforced: whether every gateway replica runs perimeter-mcp-guard with this generation's
+  // listeners (policies then reach it by the mounted file).
+  void observe_guard(Pass& pass, const nlohmann::json* deployment, bool rolled_out,
+                     std::int64_t updated_replicas);
   void write_status(Pass& pass);
   bool add_finalizer(Pass& pass);
   void remove_finalizer(Pass& pass);

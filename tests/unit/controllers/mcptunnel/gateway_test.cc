@@ -1,9 +1,14 @@
 #include "controllers/mcptunnel/gateway.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 
 namespace perimeter::mcptunnel {
@@ -593,6 +598,335 @@ TEST(NetworkPolicyTest, DeduplicatesIdenticalRules) {
   // DNS, edge, one pod rule, one /32.
   EXPECT_EQ(build_network_policy(tunnel(), in)["spec"]["egress"].size(), 4u);
 }
+
+// --- golden files -------------------------------------------------------------------------------
+// Every object as rendered, compared byte for byte with testdata/. Without the guard the output
+// must never change unnoticed (a change rolls every gateway in every cluster on upgrade).
+// PERIMETER_UPDATE_GOLDEN=1 rewrites the files; review the diff before committing it.
+
+std::string golden_path(const std::string& name) {
+  const char* source = std::getenv("PERIMETER_SOURCE_DIR");
+  return std::string(source != nullptr ? source : ".") +
+         "/tests/unit/controllers/mcptunnel/testdata/" + name;
+}
+
+void expect_golden(const std::string& name, const std::string& actual) {
+  const std::string path = golden_path(name);
+  if (const char* update = std::getenv("PERIMETER_UPDATE_GOLDEN"); update && *update == '1') {
+    std::ofstream(path, std::ios::binary) << actual;
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << path << " is missing (PERIMETER_UPDATE_GOLDEN=1 writes it)";
+  std::stringstream expected;
+  expected << in.rdbuf();
+  EXPECT_EQ(actual, expected.str()) << "differs from " << path;
+}
+
+McpTunnel golden_tunnel() {
+  auto t = tunnel();
+  t.upstream_ca_secret_name = "corp-ca";
+  t.include_system_cas = true;
+  return t;
+}
+
+TEST(GatewayGoldenTest, WithoutTheGuardEveryObjectIsAsBefore) {
+  const auto t = golden_tunnel();
+  const auto in = inputs();
+  expect_golden("no-guard/configmap.json", build_config_map(t, in).dump(2) + "\n");
+  expect_golden("no-guard/deployment.json", build_deployment(t, in).dump(2) + "\n");
+  expect_golden("no-guard/networkpolicy.json", build_network_policy(t, in).dump(2) + "\n");
+  expect_golden("no-guard/poddisruptionbudget.json", build_disruption_budget(t)->dump(2) + "\n");
+  expect_golden("no-guard/config.yaml", render_proxy_config(t, in));
+  expect_golden("no-guard/gateway-hash", gateway_hash(t, in) + "\n");
+}
+
+// --- the guard ----------------------------------------------------------------------------------
+
+RouteSpec spec_route(const std::string& name, std::optional<RoutePolicy> policy = std::nullopt) {
+  RouteSpec route;
+  route.name = name;
+  route.url = "http://placeholder:1";  // the renderer reads the resolved upstream from the inputs
+  route.policy = std::move(policy);
+  return route;
+}
+
+// The spec behind inputs(): routes in the same (not name) order, two of them with a policy.
+McpTunnel guarded_tunnel() {
+  auto t = golden_tunnel();
+  RoutePolicy search;
+  search.allow = {"search_*", "get_*"};
+  search.deny = {"delete_*"};
+  search.rate_limit = RateLimitSpec{20, 40};
+  RoutePolicy legacy;
+  legacy.deny = {"admin_*", "*_[dD]rop"};
+  t.routes = {spec_route("search", search), spec_route("docs"), spec_route("legacy", legacy),
+              spec_route("wiki")};
+  t.guard.audit_set = true;
+  t.guard.audit_level = AuditLevel::kFull;
+  t.guard.redact_keys = {"ssn", "password"};
+  return t;
+}
+
+TEST(GatewayGoldenTest, WithTheGuardTheConfigsAndThePodAreAsReviewed) {
+  const auto t = guarded_tunnel();
+  const auto in = inputs();
+  ASSERT_TRUE(t.guard_enabled());
+  expect_golden("guard/configmap.json", build_config_map(t, in).dump(2) + "\n");
+  expect_golden("guard/deployment.json", build_deployment(t, in).dump(2) + "\n");
+  expect_golden("guard/config.yaml", render_proxy_config(t, in));
+  expect_golden("guard/guard.yaml", render_guard_config(t, in));
+  // The guard dials the upstreams from the same pod: the egress rules do not change.
+  EXPECT_EQ(build_network_policy(t, in), build_network_policy(golden_tunnel(), in));
+  EXPECT_EQ(build_disruption_budget(t), build_disruption_budget(golden_tunnel()));
+}
+
+TEST(GuardProxyConfigTest, RoutesGoToTheGuardListenersAndOnlyLoopbackIsAllowed) {
+  const YAML::Node config = YAML::Load(render_proxy_config(guarded_tunnel(), inputs()));
+  // spec.routes[i] -> 127.0.0.1:9100+i, whatever the map's (name) order.
+  EXPECT_EQ(config["routes"]["search"].as<std::string>(), "http://127.0.0.1:9100");
+  EXPECT_EQ(config["routes"]["docs"].as<std::string>(), "http://127.0.0.1:9101");
+  EXPECT_EQ(config["routes"]["legacy"].as<std::string>(), "http://127.0.0.1:9102");
+  EXPECT_EQ(config["routes"]["wiki"].as<std::string>(), "http://127.0.0.1:9103");
+  EXPECT_EQ(config["upstream"]["allowed_ips"].as<std::vector<std::string>>(),
+            std::vector<std::string>{"127.0.0.1/32"});
+  // Plain HTTP to loopback: no CA for the proxy to trust.
+  EXPECT_FALSE(config["upstream"]["tls"]["include_system_cas"].as<bool>());
+  EXPECT_FALSE(config["upstream"]["tls"]["ca_file"]);
+  EXPECT_EQ(config["listen_addr"].as<std::string>(), ":8080");
+  EXPECT_EQ(config["tunnel_domain"].as<std::string>(), "a1b2c3.tunnels.example.com");
+}
+
+TEST(GuardConfigTest, CarriesTheRealUpstreamsThePoliciesAndTheAudit) {
+  const YAML::Node config = YAML::Load(render_guard_config(guarded_tunnel(), inputs()));
+  EXPECT_EQ(config["metrics_listen"].as<std::string>(), "0.0.0.0:9464");
+  EXPECT_EQ(config["audit"]["level"].as<std::string>(), "full");
+  // The user's keys are added to the built-in ones, never replace them.
+  EXPECT_EQ(config["audit"]["redact_keys"].as<std::vector<std::string>>(),
+            (std::vector<std::string>{"password", "*token*", "*secret*", "authorization", "ssn"}));
+  EXPECT_FALSE(config["limits"]);  // the guard's defaults
+
+  const YAML::Node routes = config["routes"];
+  ASSERT_TRUE(routes.IsSequence());
+  ASSERT_EQ(routes.size(), 4u);
+  const std::vector<std::string> names = {"search", "docs", "legacy", "wiki"};  // spec order
+  for (size_t i = 0; i < names.size(); ++i) {
+    SCOPED_TRACE(names[i]);
+    EXPECT_EQ(routes[i]["name"].as<std::string>(), names[i]);
+    EXPECT_EQ(routes[i]["listen"].as<std::string>(), "127.0.0.1:" + std::to_string(9100 + i));
+    EXPECT_EQ(routes[i]["allowed_cidrs"].as<std::vector<std::string>>(),
+              (std::vector<std::string>{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}));
+  }
+  EXPECT_EQ(routes[0]["upstream"].as<std::string>(), "http://search.tools.svc.cluster.local:80");
+  EXPECT_EQ(routes[0]["tools"]["allow"].as<std::vector<std::string>>(),
+            (std::vector<std::string>{"search_*", "get_*"}));
+  EXPECT_EQ(routes[0]["tools"]["deny"].as<std::vector<std::string>>(),
+            std::vector<std::string>{"delete_*"});
+  EXPECT_EQ(routes[0]["rate_limit"]["requests_per_second"].as<int>(), 20);
+  EXPECT_EQ(routes[0]["rate_limit"]["burst"].as<int>(), 40);
+  EXPECT_FALSE(routes[0]["upstream_ca_file"]);  // http
+  // No policy: no tools block (the guard allows every tool) and no rate limit.
+  EXPECT_FALSE(routes[1]["tools"]);
+  EXPECT_FALSE(routes[1]["rate_limit"]);
+  EXPECT_EQ(routes[2]["upstream"].as<std::string>(), "https://10.0.0.5:8443");
+  EXPECT_FALSE(routes[2]["tools"]["allow"]);  // absent: every tool deny does not match
+  EXPECT_EQ(routes[2]["tools"]["deny"].as<std::vector<std::string>>(),
+            (std::vector<std::string>{"admin_*", "*_[dD]rop"}));
+  // HTTPS upstreams are verified against the tunnel's upstream CA, in the guard's own mount.
+  EXPECT_EQ(routes[2]["upstream_ca_file"].as<std::string>(),
+            "/etc/perimeter-mcp-guard/upstream-ca/ca.crt");
+  EXPECT_EQ(routes[3]["upstream"].as<std::string>(), "https://wiki.corp.example:443");
+}
+
+TEST(GuardConfigTest, ServesOnlyResolvedRoutesAndKeepsTheirSpecPorts) {
+  auto in = inputs();
+  in.routes.erase(in.routes.begin());  // search (spec index 0) did not resolve
+  const auto t = guarded_tunnel();
+  const YAML::Node guard = YAML::Load(render_guard_config(t, in));
+  ASSERT_EQ(guard["routes"].size(), 3u);
+  EXPECT_EQ(guard["routes"][0]["name"].as<std::string>(), "docs");
+  EXPECT_EQ(guard["routes"][0]["listen"].as<std::string>(), "127.0.0.1:9101");
+  const YAML::Node proxy = YAML::Load(render_proxy_config(t, in));
+  EXPECT_FALSE(proxy["routes"]["search"]);
+  EXPECT_EQ(proxy["routes"]["docs"].as<std::string>(), "http://127.0.0.1:9101");
+}
+
+TEST(GuardConfigTest, MetadataLevelAndNoCaFileWithoutAnUpstreamCa) {
+  auto t = guarded_tunnel();
+  t.guard.audit_set = false;
+  t.guard.audit_level = AuditLevel::kMetadata;
+  t.guard.redact_keys.clear();
+  t.upstream_ca_secret_name.clear();
+  const YAML::Node config = YAML::Load(render_guard_config(t, inputs()));
+  EXPECT_EQ(config["audit"]["level"].as<std::string>(), "metadata");
+  EXPECT_EQ(config["audit"]["redact_keys"].size(), 4u);
+  for (const auto& route : config["routes"]) EXPECT_FALSE(route["upstream_ca_file"]);
+}
+
+TEST(GuardConfigTest, ThrowsForARouteTheSpecDoesNotHave) {
+  auto t = guarded_tunnel();
+  t.routes.pop_back();  // wiki resolved but is not in the spec: a bug, not a user error
+  EXPECT_THROW(render_guard_config(t, inputs()), std::logic_error);
+}
+
+TEST(GuardConfigMapTest, HoldsBothConfigsUnderTheirKeys) {
+  const auto t = guarded_tunnel();
+  auto config_map = build_config_map(t, inputs());
+  EXPECT_EQ(config_map["data"].size(), 2u);
+  EXPECT_EQ(config_map["data"]["config.yaml"], render_proxy_config(t, inputs()));
+  EXPECT_EQ(config_map["data"]["guard.yaml"], render_guard_config(t, inputs()));
+}
+
+TEST(GuardDeploymentTest, AddsARestrictedGuardContainerProbedOnItsMetricsListener) {
+  const auto t = guarded_tunnel();
+  auto deployment = build_deployment(t, inputs());
+  auto& pod = deployment["spec"]["template"]["spec"];
+  ASSERT_EQ(pod["containers"].size(), 3u);
+  EXPECT_EQ(pod["containers"][0]["name"], "mcp-proxy");
+  EXPECT_EQ(pod["containers"][1]["name"], "cloudflared");
+  auto& guard = container(deployment, "mcp-guard");
+  EXPECT_EQ(guard["image"], kDefaultGuardImage);
+  EXPECT_EQ(std::string(kDefaultGuardImage), "localhost/perimeter/perimeter-mcp-guard:0.1.0");
+  EXPECT_EQ(guard["imagePullPolicy"], "IfNotPresent");
+  EXPECT_EQ(guard["args"], json::array({"--config", "/etc/perimeter-mcp-guard/config/guard.yaml"}));
+  EXPECT_FALSE(guard.contains("env"));
+  EXPECT_EQ(guard["ports"], json::parse(R"([{"name": "guard-metrics", "containerPort": 9464,
+                                             "protocol": "TCP"}])"));
+  for (const char* probe : {"readinessProbe", "livenessProbe"}) {
+    SCOPED_TRACE(probe);
+    EXPECT_EQ(guard[probe]["httpGet"],
+              json::parse(R"({"path": "/metrics", "port": "guard-metrics"})"));
+  }
+  auto& sc = guard["securityContext"];
+  EXPECT_EQ(sc["allowPrivilegeEscalation"], false);
+  EXPECT_EQ(sc["readOnlyRootFilesystem"], true);
+  EXPECT_EQ(sc["runAsNonRoot"], true);
+  EXPECT_EQ(sc["privileged"], false);
+  EXPECT_EQ(sc["capabilities"]["drop"], json::array({"ALL"}));
+  // uid 65532 and seccomp RuntimeDefault come from the pod, as for the other two.
+  EXPECT_EQ(pod["securityContext"]["runAsUser"], 65532);
+  EXPECT_EQ(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+  EXPECT_EQ(guard["resources"], json::parse(R"({"requests": {"cpu": "50m", "memory": "64Mi"},
+                                                "limits": {"memory": "256Mi"}})"));
+  EXPECT_GT(pod["terminationGracePeriodSeconds"].get<int>(), 25);  // the guard's drain
+}
+
+TEST(GuardDeploymentTest, MountsItsConfigAsADirectoryFromTheGatewayConfigMap) {
+  const auto t = guarded_tunnel();
+  auto deployment = build_deployment(t, inputs());
+  auto& guard = container(deployment, "mcp-guard");
+  json* volume = volume_named(deployment, "guard-config");
+  ASSERT_NE(volume, nullptr);
+  EXPECT_EQ((*volume)["configMap"]["name"], "billing-gateway-config");
+  EXPECT_EQ((*volume)["configMap"]["items"],
+            json::parse(R"([{"key": "guard.yaml", "path": "guard.yaml"}])"));
+  json* mount = mount_of(guard, "guard-config");
+  ASSERT_NE(mount, nullptr);
+  // A directory mount (no subPath): the kubelet swaps it, and the guard reloads the policies.
+  EXPECT_FALSE(mount->contains("subPath"));
+  EXPECT_EQ((*mount)["mountPath"], dirname(kGuardConfigFile));
+  EXPECT_EQ((*mount)["readOnly"], true);
+  // The proxy sees only its own config.
+  EXPECT_EQ(mount_of(container(deployment, "mcp-proxy"), "guard-config"), nullptr);
+  // The upstream CA moves to the guard, which is what dials HTTPS upstreams now.
+  json* ca = mount_of(guard, "upstream-ca");
+  ASSERT_NE(ca, nullptr);
+  EXPECT_EQ((*ca)["mountPath"], "/etc/perimeter-mcp-guard/upstream-ca");
+  EXPECT_EQ(mount_of(container(deployment, "mcp-proxy"), "upstream-ca"), nullptr);
+  // Neither the connector token nor the server certificate reach the guard.
+  EXPECT_EQ(mount_of(guard, (*volume_for_secret(deployment, "billing-token"))["name"]), nullptr);
+  EXPECT_EQ(mount_of(guard, (*volume_for_secret(deployment, "billing-tls"))["name"]), nullptr);
+}
+
+TEST(GuardDeploymentTest, ImageAndResourcesFollowTheSpec) {
+  auto t = guarded_tunnel();
+  t.guard.image = "registry.example/perimeter-mcp-guard:0.1.0";
+  t.guard.resources = json::parse(R"({"limits": {"memory": "1Gi"}})");
+  auto deployment = build_deployment(t, inputs());
+  auto& guard = container(deployment, "mcp-guard");
+  EXPECT_EQ(guard["image"], "registry.example/perimeter-mcp-guard:0.1.0");
+  EXPECT_EQ(guard["resources"], json::parse(R"({"limits": {"memory": "1Gi"}})"));
+}
+
+TEST(GuardDeploymentTest, EnabledFalseRendersExactlyTheUnguardedGateway) {
+  auto t = guarded_tunnel();
+  t.guard.enabled = false;
+  const auto in = inputs();
+  EXPECT_EQ(build_deployment(t, in), build_deployment(golden_tunnel(), in));
+  EXPECT_EQ(build_config_map(t, in), build_config_map(golden_tunnel(), in));
+}
+
+TEST(GuardHashTest, PolicyAndAuditEditsDoNotRollThePods) {
+  const auto in = inputs();
+  const auto base = guarded_tunnel();
+  const std::string hash = gateway_hash(base, in);
+
+  auto edited = base;
+  edited.routes[0].policy->deny.push_back("drop_*");
+  edited.routes[0].policy->rate_limit = RateLimitSpec{1, 1};
+  edited.routes[1].policy = RoutePolicy{};  // a policy on a route that had none
+  edited.routes[2].policy.reset();
+  edited.guard.audit_level = AuditLevel::kMetadata;
+  edited.guard.redact_keys = {"iban"};
+  EXPECT_NE(render_guard_config(edited, in), render_guard_config(base, in));
+  EXPECT_EQ(gateway_hash(edited, in), hash);
+}
+
+TEST(GuardHashTest, ListenerUpstreamAndOnOffChangesRollThePods) {
+  const auto in = inputs();
+  const auto base = guarded_tunnel();
+  const std::string hash = gateway_hash(base, in);
+
+  auto reordered = base;  // the ports move with the spec order
+  std::swap(reordered.routes[0], reordered.routes[1]);
+  EXPECT_NE(gateway_hash(reordered, in), hash);
+
+  auto moved = in;  // a Service's port changed: the guard's upstream, not the proxy's route
+  moved.routes[0].upstream = "http://search.tools.svc.cluster.local:8080";
+  EXPECT_EQ(render_proxy_config(base, moved), render_proxy_config(base, in));
+  EXPECT_NE(gateway_hash(base, moved), hash);
+
+  auto cidrs = base;
+  cidrs.allowed_cidrs = {"10.0.0.0/8"};
+  EXPECT_NE(gateway_hash(cidrs, in), hash);
+
+  auto off = base;
+  off.guard.enabled = false;
+  EXPECT_NE(gateway_hash(off, in), hash);
+  // Off is the hash of before the guard existed: upgrading the operator rolls no gateway.
+  EXPECT_EQ(gateway_hash(off, in), gateway_hash(golden_tunnel(), in));
+}
+
+#ifdef PERIMETER_HAVE_MCP_GUARD
+// The guard's own parser accepts what the operator renders (`perimeter-mcp-guard --check`;
+// docs/mcp-guard.md). Compiled when the guard is in the tree; the build makes the binary first.
+TEST(GuardConfigTest, TheGuardBinaryAcceptsTheRenderedConfig) {
+  const char* bin_dir = std::getenv("PERIMETER_BIN_DIR");
+  const std::string guard = std::string(bin_dir != nullptr ? bin_dir : "") + "/perimeter-mcp-guard";
+  ASSERT_EQ(::access(guard.c_str(), X_OK), 0) << guard << " is not built";
+  auto in = inputs();
+  // HTTP upstreams only: the guard reads https upstreams only once it dials TLS.
+  in.routes = {service_route("search", {{"app", "search"}}, "8080"),
+               service_route("docs", {{"app", "docs"}}, "http")};
+  auto t = guarded_tunnel();
+  t.routes = {t.routes[0], t.routes[1]};
+  char dir_template[] = "/tmp/mcptunnel-guard-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string path = std::string(dir_template) + "/guard.yaml";
+  std::ofstream(path) << render_guard_config(t, in);
+  const std::string command = guard + " --check --config " + path + " 2>&1";
+  std::string output;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
+  const int status = ::pclose(pipe);
+  std::remove(path.c_str());
+  ::rmdir(dir_template);
+  EXPECT_EQ(status, 0) << output;
+  EXPECT_NE(output.find("config ok"), std::string::npos) << output;
+}
+#endif
 
 }  // namespace
 }  // namespace perimeter::mcptunnel

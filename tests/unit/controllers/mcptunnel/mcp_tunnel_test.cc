@@ -121,6 +121,137 @@ TEST(ParseMcpTunnelTest, NamesTheFieldOfWhatTheOperatorCannotActOn) {
   }
 }
 
+// --- the guard: routes[].policy and spec.guard ----------------------------------------------
+
+TEST(ParseMcpTunnelGuardTest, IsOffWithoutAPolicyOrAudit) {
+  const McpTunnel tunnel = parse_mcp_tunnel(minimal_object());
+  EXPECT_FALSE(tunnel.guard_enabled());
+  EXPECT_FALSE(tunnel.has_policy());
+  EXPECT_FALSE(tunnel.routes[0].policy.has_value());
+  EXPECT_TRUE(tunnel.guard.image.empty());
+  EXPECT_FALSE(tunnel.guard.audit_set);
+
+  // An image or resources alone do not turn it on.
+  json object = minimal_object();
+  object["spec"]["guard"] = {{"image", "mirror/guard:1"}, {"resources", json::object()}};
+  EXPECT_FALSE(parse_mcp_tunnel(object).guard_enabled());
+}
+
+TEST(ParseMcpTunnelGuardTest, ReadsAPolicyAndTurnsTheGuardOn) {
+  json object = minimal_object();
+  object["spec"]["routes"][0]["policy"] = json::parse(R"({
+      "tools": {"allow": ["search_*", "get_[a-z]*"], "deny": ["delete_*", "admin_*"]},
+      "rateLimit": {"requestsPerSecond": 20, "burst": 40}})");
+  object["spec"]["routes"][1]["policy"] = json::parse(R"({"rateLimit": {"requestsPerSecond": 5}})");
+  const McpTunnel tunnel = parse_mcp_tunnel(object);
+  EXPECT_TRUE(tunnel.has_policy());
+  EXPECT_TRUE(tunnel.guard_enabled());
+  const auto& policy = *tunnel.routes[0].policy;
+  EXPECT_EQ(policy.allow, (std::vector<std::string>{"search_*", "get_[a-z]*"}));
+  EXPECT_EQ(policy.deny, (std::vector<std::string>{"delete_*", "admin_*"}));
+  ASSERT_TRUE(policy.rate_limit.has_value());
+  EXPECT_EQ(policy.rate_limit->requests_per_second, 20);
+  EXPECT_EQ(policy.rate_limit->burst, 40);
+  // burst defaults to one second's worth.
+  const auto& second = *tunnel.routes[1].policy;
+  EXPECT_TRUE(second.allow.empty());
+  EXPECT_TRUE(second.deny.empty());
+  EXPECT_EQ(second.rate_limit->burst, 5);
+  EXPECT_EQ(tunnel.guard.audit_level, AuditLevel::kMetadata);
+}
+
+TEST(ParseMcpTunnelGuardTest, AnEmptyPolicyOrAnAuditBlockTurnsItOnAndEnabledFalseWins) {
+  json object = minimal_object();
+  object["spec"]["routes"][1]["policy"] = json::object();  // audit only, every tool allowed
+  EXPECT_TRUE(parse_mcp_tunnel(object).guard_enabled());
+
+  json audit = minimal_object();
+  audit["spec"]["guard"] = json::parse(
+      R"({"audit": {"level": "full", "redactKeys": ["ssn", "*card*"]}, "image": "mirror/g:1",
+          "resources": {"limits": {"memory": "512Mi"}}})");
+  const McpTunnel audited = parse_mcp_tunnel(audit);
+  EXPECT_TRUE(audited.guard_enabled());
+  EXPECT_FALSE(audited.has_policy());
+  EXPECT_TRUE(audited.guard.audit_set);
+  EXPECT_EQ(audited.guard.audit_level, AuditLevel::kFull);
+  EXPECT_EQ(audited.guard.redact_keys, (std::vector<std::string>{"ssn", "*card*"}));
+  EXPECT_EQ(audited.guard.image, "mirror/g:1");
+  EXPECT_EQ(audited.guard.resources["limits"]["memory"], "512Mi");
+
+  object["spec"]["guard"] = {{"enabled", false}};
+  const McpTunnel off = parse_mcp_tunnel(object);
+  EXPECT_FALSE(off.guard_enabled());
+  EXPECT_TRUE(off.has_policy());  // reported as not enforced (GuardEnforced=False/GuardDisabled)
+
+  json on = minimal_object();
+  on["spec"]["guard"] = {{"enabled", true}};
+  EXPECT_TRUE(parse_mcp_tunnel(on).guard_enabled());
+}
+
+TEST(ParseMcpTunnelGuardTest, NamesTheFieldOfABadPolicyOrGuard) {
+  struct Case {
+    const char* what;
+    std::function<void(json&)> mutate;
+    const char* field;
+  };
+  auto policy = [](json p) { return [p](json& o) { o["spec"]["routes"][1]["policy"] = p; }; };
+  const std::vector<Case> cases = {
+      {"an empty deny glob", policy({{"tools", {{"deny", {"delete_*", ""}}}}}),
+       "spec.routes[1].policy.tools.deny[1] must not be empty"},
+      {"an empty allow glob", policy({{"tools", {{"allow", {""}}}}}),
+       "spec.routes[1].policy.tools.allow[0]"},
+      {"a glob with surrounding whitespace", policy({{"tools", {{"deny", {" delete_*"}}}}}),
+       "spec.routes[1].policy.tools.deny[0] must not start or end with whitespace"},
+      {"an unclosed [", policy({{"tools", {{"deny", {"admin_[a-z"}}}}}),
+       "spec.routes[1].policy.tools.deny[0] 'admin_[a-z' has a [ that no ] closes"},
+      {"a glob that is not a string", policy({{"tools", {{"allow", {7}}}}}),
+       "spec.routes[1].policy.tools.allow"},
+      {"a zero rate", policy({{"rateLimit", {{"requestsPerSecond", 0}}}}),
+       "spec.routes[1].policy.rateLimit.requestsPerSecond"},
+      {"a zero burst", policy({{"rateLimit", {{"requestsPerSecond", 3}, {"burst", 0}}}}),
+       "spec.routes[1].policy.rateLimit.burst"},
+      {"a policy that is not an object", policy("strict"), "spec.routes[1].policy"},
+      {"an invalid audit level",
+       [](json& o) {
+         o["spec"]["guard"] = {{"audit", {{"level", "loud"}}}};
+       },
+       "spec.guard.audit.level must be metadata or full, not 'loud'"},
+      {"an empty redact key",
+       [](json& o) {
+         o["spec"]["guard"] = {{"audit", {{"redactKeys", {"ssn", ""}}}}};
+       },
+       "spec.guard.audit.redactKeys[1]"},
+      {"an empty image",
+       [](json& o) {
+         o["spec"]["guard"] = {{"image", ""}};
+       },
+       "spec.guard.image"},
+      {"enabled that is not a boolean",
+       [](json& o) {
+         o["spec"]["guard"] = {{"enabled", "yes"}};
+       },
+       "spec.guard.enabled"},
+  };
+  for (const auto& c : cases) {
+    json object = minimal_object();
+    c.mutate(object);
+    try {
+      parse_mcp_tunnel(object);
+      ADD_FAILURE() << c.what << ": accepted";
+    } catch (const SpecError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.field), std::string::npos)
+          << c.what << ": " << e.what();
+    }
+  }
+}
+
+TEST(ParseMcpTunnelGuardTest, AcceptsTheGlobsFnmatchReads) {
+  json object = minimal_object();
+  object["spec"]["routes"][0]["policy"] = {
+      {"tools", {{"allow", {"*", "get_?", "[]x]y", "[!a]*", "[^a]*", "files/read_*", "a]b"}}}}};
+  EXPECT_EQ(parse_mcp_tunnel(object).routes[0].policy->allow.size(), 7u);
+}
+
 TEST(ParseDurationTest, ReadsGoDurationsTheSchemaAllows) {
   EXPECT_EQ(parse_duration("2160h"), std::chrono::hours(2160));
   EXPECT_EQ(parse_duration("1h30m"), std::chrono::minutes(90));

@@ -336,5 +336,74 @@ TEST_F(McpTunnelReconcilerTest, ANamespaceNotEnabledGetsNothing) {
   EXPECT_FALSE(server_.object_at("/apis/apps/v1/namespaces/team-a/deployments/tickets-gateway"));
 }
 
+// GuardEnforced: True only once every replica runs the pod template with the guard; a tunnel
+// without a policy says it is not configured, and enabled: false says the policy is not enforced.
+TEST_F(McpTunnelReconcilerTest, GuardEnforcedFollowsTheSpecAndTheRollout) {
+  const json guarded_routes = json::parse(R"([{"name": "docs", "url": "http://10.0.0.5:8080",
+      "policy": {"tools": {"deny": ["delete_*"]}}}])");
+  given(object({{"routes", guarded_routes}}));
+  EXPECT_CALL(api_, list_tunnels(false, _, _)).WillOnce(Return(tunnelsapi::TunnelPage{}));
+  EXPECT_CALL(api_, create_tunnel(_)).WillOnce(Return(a_tunnel("tnl_1", "x")));
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(condition("GuardEnforced"), "False/RollingOut");
+
+  const auto config_map =
+      server_.object_at("/api/v1/namespaces/team-a/configmaps/tickets-gateway-config");
+  ASSERT_TRUE(config_map);
+  ASSERT_TRUE((*config_map)["data"].contains("guard.yaml"));
+  EXPECT_NE((*config_map)["data"]["guard.yaml"].get<std::string>().find("delete_*"),
+            std::string::npos);
+  EXPECT_NE((*config_map)["data"]["config.yaml"].get<std::string>().find("http://127.0.0.1:9100"),
+            std::string::npos);
+  auto deployment =
+      *server_.object_at("/apis/apps/v1/namespaces/team-a/deployments/tickets-gateway");
+  ASSERT_EQ(deployment["spec"]["template"]["spec"]["containers"].size(), 3u);
+
+  // The Deployment, rolled out, as the informer would deliver it.
+  deployment["metadata"]["generation"] = 1;
+  deployment["status"] = {
+      {"observedGeneration", 1}, {"replicas", 2}, {"updatedReplicas", 2}, {"readyReplicas", 2}};
+  deployments_.upsert(std::make_shared<const json>(deployment));
+  refresh_cache();
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(condition("GuardEnforced"), "True/Enforced");
+  EXPECT_EQ(condition("Ready"), "True/GatewayReady");
+
+  // One replica still runs the previous template: not in force.
+  deployment["status"]["updatedReplicas"] = 1;
+  deployments_.upsert(std::make_shared<const json>(deployment));
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(condition("GuardEnforced"), "False/RollingOut");
+}
+
+TEST_F(McpTunnelReconcilerTest, GuardEnforcedSaysWhyTheGuardIsOff) {
+  given(object());
+  EXPECT_CALL(api_, list_tunnels(false, _, _)).WillOnce(Return(tunnelsapi::TunnelPage{}));
+  EXPECT_CALL(api_, create_tunnel(_)).WillOnce(Return(a_tunnel("tnl_1", "x")));
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(condition("GuardEnforced"), "False/NotConfigured");
+  const auto config_map =
+      server_.object_at("/api/v1/namespaces/team-a/configmaps/tickets-gateway-config");
+  ASSERT_TRUE(config_map);
+  EXPECT_FALSE((*config_map)["data"].contains("guard.yaml"));
+
+  // A policy switched off by hand is not enforced, and the condition names its route.
+  EXPECT_CALL(api_, retrieve_tunnel("tnl_1")).WillRepeatedly(Return(a_tunnel("tnl_1", "x")));
+  json off = stored_tunnel();
+  off["metadata"]["generation"] = 2;
+  off["spec"]["routes"][0]["policy"] = {{"tools", {{"deny", {"delete_*"}}}}};
+  off["spec"]["guard"] = {{"enabled", false}};
+  tunnels_.upsert(std::make_shared<const json>(off));
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(condition("GuardEnforced"), "False/GuardDisabled");
+  for (const auto& c : stored_tunnel()["status"]["conditions"]) {
+    if (c["type"] == "GuardEnforced") {
+      EXPECT_NE(c["message"].get<std::string>().find("docs"), std::string::npos) << c.dump();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace perimeter::mcptunnel
