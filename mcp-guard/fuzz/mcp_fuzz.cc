@@ -3,10 +3,15 @@
 // SSE splitter must hand back exactly the bytes it was given, however they were chunked.
 //
 // Input layout: byte 0 picks how many of the following bytes are chunk sizes (0..7); those
-// bytes (each 1..256) are used in turn to cut the rest, the payload, into SSE feeds. The payload is
-// also read as a JSON-RPC body and as CIDR text.
+// bytes (each 1..256) are used in turn to cut the rest, the payload, into SSE feeds and HTTP
+// reads. The payload is also read as a JSON-RPC body, as an HTTP request and reply the way the
+// guard's parsers are set up (Beast, with its limits), and as CIDR text.
 
 #include <algorithm>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -115,6 +120,79 @@ void fuzz_sse(std::string_view stream, const std::vector<std::size_t>& chunks) {
   }
 }
 
+namespace http = boost::beast::http;
+
+// The guard's limits on what it reads from either side (mcp-guard/proxy/client_session.cc).
+constexpr std::uint32_t kHeaderLimitBytes = 64 * 1024;
+constexpr std::uint64_t kBodyLimitBytes = 8 * 1024;
+
+std::optional<std::string> header(const http::fields& fields, std::string_view name) {
+  const auto found = fields.find(boost::beast::string_view(name.data(), name.size()));
+  if (found == fields.end()) return std::nullopt;
+  return std::string(found->value());
+}
+
+// Feeds `bytes` to `parser` in the given chunks, as reads off a socket would; returns whether the
+// message completed without error.
+template <typename Parser>
+bool parse_http(Parser& parser, std::string_view bytes, const std::vector<std::size_t>& chunks) {
+  std::string pending;
+  std::size_t at = 0;
+  for (std::size_t i = 0; at < bytes.size(); ++i) {
+    const std::size_t size = chunks.empty() ? bytes.size() : chunks[i % chunks.size()];
+    pending.append(bytes.substr(at, size));
+    at += size;
+    boost::beast::error_code error;
+    const std::size_t used = parser.put(boost::asio::buffer(pending), error);
+    if (error == http::error::need_more) {
+      pending.erase(0, used);
+      continue;
+    }
+    if (error) return false;
+    pending.erase(0, used);
+    if (parser.is_done()) return true;
+  }
+  return parser.is_done();
+}
+
+// A request as the guard reads it: headers and a body under its limits, then the routing
+// headers checked against the JSON-RPC body.
+void fuzz_http_request(std::string_view bytes, const std::vector<std::size_t>& chunks) {
+  http::request_parser<http::string_body> parser;
+  parser.header_limit(kHeaderLimitBytes);
+  parser.body_limit(kBodyLimitBytes);
+  if (!parse_http(parser, bytes, chunks)) return;
+  const auto& request = parser.get();
+  check(request.body().size() <= kBodyLimitBytes);
+  RpcParseResult result = parse_rpc(request.body());
+  if (!result.payload) return;
+  (void)routing_header_mismatch(*result.payload, header(request, "Mcp-Method"),
+                                header(request, "Mcp-Name"));
+}
+
+// A reply's head as the guard reads it before choosing JSON, SSE or pass-through; a buffer_body
+// parser hands the body out in pieces, which go through the SSE splitter.
+void fuzz_http_reply(std::string_view bytes) {
+  http::response_parser<http::buffer_body> parser;
+  parser.header_limit(kHeaderLimitBytes);
+  parser.body_limit(kBodyLimitBytes);
+  std::string scratch(512, '\0');
+  SseEventSplitter splitter(4096);
+  std::vector<RawSseEvent> events;
+  std::string pending(bytes);
+  for (int rounds = 0; rounds < 4096 && !parser.is_done(); ++rounds) {
+    parser.get().body().data = scratch.data();
+    parser.get().body().size = scratch.size();
+    boost::beast::error_code error;
+    const std::size_t used = parser.put(boost::asio::buffer(pending), error);
+    pending.erase(0, used);
+    if (error && error != http::error::need_buffer) return;
+    const std::size_t produced = scratch.size() - parser.get().body().size;
+    if (produced > 0 && !splitter.feed(std::string_view(scratch.data(), produced), &events)) return;
+    if (used == 0 && produced == 0) return;
+  }
+}
+
 void fuzz_cidr(std::string_view text) {
   const auto cidr = Cidr::parse(text);
   const auto address = parse_ip_address(text);
@@ -137,6 +215,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view payload(reinterpret_cast<const char*>(data) + 1 + count, size - 1 - count);
   fuzz_jsonrpc(payload);
   fuzz_sse(payload, chunks);
+  fuzz_http_request(payload, chunks);
+  fuzz_http_reply(payload);
   if (payload.size() <= 128) fuzz_cidr(payload);
   return 0;
 }
