@@ -1,0 +1,70 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "proxy/guard_config.h"
+
+namespace perimeter::mcpguard {
+
+// The audit trail (docs/mcp-guard.md, "Audit"): one JSON line per JSON-RPC request or
+// notification, on stdout, apart from the operational log on stderr.
+
+inline constexpr std::string_view kAuditType = "perimeter.mcp-audit.v1";
+
+struct AuditRecord {
+  std::chrono::system_clock::time_point time;  // when the request arrived
+  std::string route;
+  bool from_server = false;  // direction "server": a request the server sent on a stream
+  std::optional<std::string> session;
+  std::optional<std::string> protocol_version;
+  std::string method;
+  nlohmann::json id;  // null for a notification
+  std::optional<std::string> name;
+  bool allowed = true;
+  std::optional<std::string> reason;  // why it was denied
+  std::optional<int> upstream_status;
+  std::string_view outcome = "no_response";  // result, error, no_response, stream_ended
+  std::optional<std::int64_t> rpc_error_code;
+  std::int64_t duration_ms = 0;
+  std::uint64_t bytes_in = 0;
+  std::uint64_t bytes_out = 0;
+  // Level full only: params.arguments (tools) or params, and the response's result or error.
+  nlohmann::json arguments;
+  nlohmann::json result;
+};
+
+// The line for `record`, without its newline. At level metadata `arguments` and `result` are left
+// out whatever they hold; at full they are written with every value under a key matching one of
+// `redact_keys` (fnmatch globs, case-insensitive) replaced by "[REDACTED]".
+std::string render_audit_line(const AuditRecord& record, const AuditConfig& config);
+
+// `value` with every value under a key matching one of `redact_keys` replaced, at any depth.
+nlohmann::json redact_by_key(const nlohmann::json& value,
+                             const std::vector<std::string>& redact_keys);
+
+// Where audit lines go. write_line must have handed the whole line to the kernel when it
+// returns, so a crash right after loses nothing.
+class AuditSink {
+ public:
+  virtual ~AuditSink() = default;
+  virtual void write_line(std::string_view line) = 0;
+};
+
+// stdout, unbuffered: write(2) of the line and its newline in one call (retried until whole),
+// under a lock so lines from different threads never interleave.
+class StdoutAuditSink final : public AuditSink {
+ public:
+  void write_line(std::string_view line) override;
+
+ private:
+  std::mutex mutex_;
+};
+
+}  // namespace perimeter::mcpguard

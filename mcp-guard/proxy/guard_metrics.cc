@@ -1,0 +1,220 @@
+#include "proxy/guard_metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace perimeter::mcpguard {
+
+namespace {
+
+constexpr std::array<std::string_view, 24> kMcpMethods = {
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "completion/complete",
+    "logging/setLevel",
+    "sampling/createMessage",
+    "elicitation/create",
+    "roots/list",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/message",
+    "notifications/roots/list_changed",
+    "notifications/tools/list_changed",
+    "notifications/resources/updated",
+    "notifications/resources/list_changed",
+};
+
+}  // namespace
+
+std::string_view metric_method(std::string_view method) {
+  for (const auto known : kMcpMethods) {
+    if (method == known) return known;
+  }
+  return method.empty() ? std::string_view("") : std::string_view("(other)");
+}
+
+struct PrometheusGuardMetrics::Families {
+  prometheus::Family<prometheus::Counter>& requests;
+  prometheus::Family<prometheus::Counter>& denials;
+  prometheus::Family<prometheus::Counter>& upstream_errors;
+  prometheus::Family<prometheus::Histogram>& durations;
+  prometheus::Family<prometheus::Gauge>& open_streams;
+  prometheus::Family<prometheus::Counter>& bytes;
+  prometheus::Family<prometheus::Counter>& reloads;
+  prometheus::Family<prometheus::Counter>& server_requests_unanswered;
+  prometheus::Family<prometheus::Counter>& malformed_requests;
+};
+
+struct PrometheusGuardMetrics::Cache {
+  // The metric of each label set seen, so a request costs a hash lookup rather than a
+  // Family::Add (a std::map of label strings built and looked up under the family's lock).
+  // Label sets are bounded (see guard_metrics.h), and so are these maps.
+  std::mutex mutex;
+  std::unordered_map<std::string, prometheus::Counter*> counters;      // guarded by mutex
+  std::unordered_map<std::string, prometheus::Histogram*> histograms;  // guarded by mutex
+  std::unordered_map<std::string, prometheus::Gauge*> gauges;          // guarded by mutex
+
+  template <typename Metric, typename Add>
+  Metric& cached(std::unordered_map<std::string, Metric*>& cache, std::string key, Add add) {
+    std::lock_guard lock(mutex);
+    auto found = cache.find(key);
+    if (found == cache.end()) found = cache.emplace(std::move(key), &add()).first;
+    return *found->second;
+  }
+};
+
+namespace {
+
+// A cache key: the family's letter and the label values, separated by a byte no label holds.
+std::string cache_key(char family, std::initializer_list<std::string_view> values) {
+  std::string key(1, family);
+  for (const auto value : values) {
+    key += '\x1f';
+    key.append(value.data(), value.size());
+  }
+  return key;
+}
+
+}  // namespace
+
+PrometheusGuardMetrics::PrometheusGuardMetrics(prometheus::Registry& registry)
+    : families_(std::make_unique<Families>(Families{
+          prometheus::BuildCounter()
+              .Name("perimeter_mcp_guard_requests_total")
+              .Help("JSON-RPC requests and notifications clients sent, by decision")
+              .Register(registry),
+          prometheus::BuildCounter()
+              .Name("perimeter_mcp_guard_denials_total")
+              .Help("Requests the guard refused, by reason")
+              .Register(registry),
+          prometheus::BuildCounter()
+              .Name("perimeter_mcp_guard_upstream_errors_total")
+              .Help("Failures talking to the route's upstream, by kind")
+              .Register(registry),
+          prometheus::BuildHistogram()
+              .Name("perimeter_mcp_guard_request_duration_seconds")
+              .Help("From a request's arrival to its response")
+              .Register(registry),
+          prometheus::BuildGauge()
+              .Name("perimeter_mcp_guard_open_streams")
+              .Help("SSE streams being forwarded")
+              .Register(registry),
+          prometheus::BuildCounter()
+              .Name("perimeter_mcp_guard_bytes_total")
+              .Help("HTTP body bytes, in (from clients) and out (to clients)")
+              .Register(registry),
+          prometheus::BuildCounter()
+              .Name("perimeter_mcp_guard_config_reloads_total")
+              .Help("Config reloads, by result")
+              .Register(registry),
+          prometheus::BuildCounter()
+              .Name("perimeter_mcp_guard_server_requests_unanswered_total")
+              .Help("Server-initiated requests audited without the client's answer, by reason")
+              .Register(registry),
+          prometheus::BuildCounter()
+              .Name("perimeter_mcp_guard_malformed_requests_total")
+              .Help("Requests that were not parseable HTTP, answered 400")
+              .Register(registry),
+      })),
+      cache_(std::make_unique<Cache>()) {}
+
+PrometheusGuardMetrics::~PrometheusGuardMetrics() = default;
+
+void PrometheusGuardMetrics::request(std::string_view route, std::string_view method,
+                                     std::string_view tool, bool allowed) {
+  cache_
+      ->cached(cache_->counters,
+               cache_key('r', {route, method, tool, allowed ? "allowed" : "denied"}),
+               [&]() -> prometheus::Counter& {
+                 return families_->requests.Add({{"route", std::string(route)},
+                                                 {"method", std::string(method)},
+                                                 {"tool", std::string(tool)},
+                                                 {"decision", allowed ? "allowed" : "denied"}});
+               })
+      .Increment();
+}
+
+void PrometheusGuardMetrics::denial(std::string_view route, std::string_view reason) {
+  families_->denials.Add({{"route", std::string(route)}, {"reason", std::string(reason)}})
+      .Increment();
+}
+
+void PrometheusGuardMetrics::upstream_error(std::string_view route, std::string_view kind) {
+  families_->upstream_errors.Add({{"route", std::string(route)}, {"kind", std::string(kind)}})
+      .Increment();
+}
+
+void PrometheusGuardMetrics::request_duration(std::string_view route, std::string_view method,
+                                              double seconds) {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  cache_
+      ->cached(cache_->histograms, cache_key('d', {route, method}),
+               [&]() -> prometheus::Histogram& {
+                 return families_->durations.Add(
+                     {{"route", std::string(route)}, {"method", std::string(method)}}, kBuckets);
+               })
+      .Observe(seconds);
+}
+
+prometheus::Gauge& PrometheusGuardMetrics::open_streams(std::string_view route) {
+  return cache_->cached(cache_->gauges, cache_key('s', {route}), [&]() -> prometheus::Gauge& {
+    return families_->open_streams.Add({{"route", std::string(route)}});
+  });
+}
+
+void PrometheusGuardMetrics::stream_opened(std::string_view route) {
+  open_streams(route).Increment();
+}
+
+void PrometheusGuardMetrics::stream_closed(std::string_view route) {
+  open_streams(route).Decrement();
+}
+
+void PrometheusGuardMetrics::bytes(std::string_view route, std::uint64_t in, std::uint64_t out) {
+  for (const auto& [direction, count] :
+       {std::pair<std::string_view, std::uint64_t>{"in", in}, {"out", out}}) {
+    if (count == 0) continue;
+    cache_
+        ->cached(cache_->counters, cache_key('b', {route, direction}),
+                 [&]() -> prometheus::Counter& {
+                   return families_->bytes.Add(
+                       {{"route", std::string(route)}, {"direction", std::string(direction)}});
+                 })
+        .Increment(static_cast<double>(count));
+  }
+}
+
+void PrometheusGuardMetrics::config_reload(bool ok) {
+  families_->reloads.Add({{"result", ok ? "ok" : "error"}}).Increment();
+}
+
+void PrometheusGuardMetrics::server_request_unanswered(std::string_view route,
+                                                       std::string_view reason) {
+  families_->server_requests_unanswered
+      .Add({{"route", std::string(route)}, {"reason", std::string(reason)}})
+      .Increment();
+}
+
+void PrometheusGuardMetrics::malformed_request(std::string_view route) {
+  families_->malformed_requests.Add({{"route", std::string(route)}}).Increment();
+}
+
+}  // namespace perimeter::mcpguard

@@ -1,0 +1,120 @@
+#include "fake_upstream.h"
+
+#include <sstream>
+
+namespace perimeter::testing {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+bool UpstreamExchange::write(const std::string& bytes) {
+  if (closed_) return false;
+  beast::error_code error;
+  asio::write(socket_, asio::buffer(bytes), error);
+  if (error) closed_ = true;
+  return !error;
+}
+
+void UpstreamExchange::close() {
+  beast::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  closed_ = true;
+}
+
+void UpstreamExchange::close_when_peer_closes(char* scratch, boost::system::error_code* error) {
+  while (!*error) socket_.read_some(asio::buffer(scratch, 1), *error);
+  close();
+}
+
+FakeUpstream::FakeUpstream(Handler handler)
+    : handler_(std::move(handler)),
+      acceptor_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+  port_ = acceptor_.local_endpoint().port();
+  accept_thread_ = std::thread([this] {
+    for (;;) {
+      beast::error_code error;
+      tcp::socket socket(io_);
+      acceptor_.accept(socket, error);
+      if (error || stopping_) return;
+      ++connections_;
+      std::lock_guard lock(mutex_);
+      threads_.emplace_back([this, s = std::move(socket)]() mutable { serve(std::move(s)); });
+    }
+  });
+}
+
+FakeUpstream::~FakeUpstream() {
+  stopping_ = true;
+  beast::error_code ignored;
+  // Wakes the accept thread.
+  {
+    tcp::socket poke(io_);
+    poke.connect(acceptor_.local_endpoint(), ignored);
+  }
+  accept_thread_.join();
+  acceptor_.close(ignored);
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& socket : sockets_) {
+      socket->shutdown(tcp::socket::shutdown_both, ignored);
+    }
+  }
+  for (auto& thread : threads_) thread.join();
+}
+
+std::vector<http::request<http::string_body>> FakeUpstream::received() const {
+  std::lock_guard lock(mutex_);
+  return received_;
+}
+
+void FakeUpstream::serve(tcp::socket plain) {
+  auto socket = std::make_shared<tcp::socket>(std::move(plain));
+  {
+    std::lock_guard lock(mutex_);
+    sockets_.push_back(socket);
+  }
+  beast::flat_buffer buffer;
+  for (;;) {
+    http::request<http::string_body> request;
+    beast::error_code error;
+    http::read(*socket, buffer, request, error);
+    if (error || stopping_) return;
+    ++requests_;
+    {
+      std::lock_guard lock(mutex_);
+      received_.push_back(request);
+    }
+    UpstreamExchange exchange(std::move(request), *socket);
+    handler_(exchange);
+    if (exchange.closed()) return;
+  }
+}
+
+std::string http_reply(int status, const std::string& reason,
+                       const std::vector<std::pair<std::string, std::string>>& headers,
+                       const std::string& body) {
+  std::ostringstream out;
+  out << "HTTP/1.1 " << status << " " << reason << "\r\n";
+  for (const auto& [name, value] : headers) out << name << ": " << value << "\r\n";
+  out << "Content-Length: " << body.size() << "\r\n\r\n" << body;
+  return out.str();
+}
+
+std::string chunked_head(int status, const std::string& content_type,
+                         const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::ostringstream out;
+  out << "HTTP/1.1 " << status << " OK\r\nContent-Type: " << content_type
+      << "\r\nTransfer-Encoding: chunked\r\n";
+  for (const auto& [name, value] : headers) out << name << ": " << value << "\r\n";
+  out << "\r\n";
+  return out.str();
+}
+
+std::string chunk(const std::string& bytes) {
+  std::ostringstream out;
+  out << std::hex << bytes.size() << "\r\n" << bytes << "\r\n";
+  return out.str();
+}
+
+}  // namespace perimeter::testing

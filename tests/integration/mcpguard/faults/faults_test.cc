@@ -1,0 +1,911 @@
+// perimeter-mcp-guard under faults: the binary (GuardProcess) between a test client and a fake
+// MCP upstream, both in this process (docs/mcp-guard.md states what is checked here).
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "fake_upstream.h"
+#include "mcpguard/guard_process.h"
+
+namespace perimeter::testing {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using namespace std::chrono_literals;
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// ---- the test's HTTP client: Beast, synchronous, with a receive timeout so nothing hangs ----
+
+struct Reply {
+  unsigned status = 0;
+  http::fields headers;
+  std::string body;
+  std::string header(const std::string& name) const {
+    const auto found = headers.find(name);
+    return found == headers.end() ? "" : std::string(found->value());
+  }
+};
+
+class Client {
+ public:
+  explicit Client(const std::string& url, std::chrono::seconds receive_timeout = 10s)
+      : socket_(io_) {
+    const auto colon = url.rfind(':');
+    const std::string host = url.substr(7, colon - 7);
+    socket_.connect(tcp::endpoint(asio::ip::make_address(host),
+                                  static_cast<unsigned short>(std::stoi(url.substr(colon + 1)))));
+    timeval timeout{static_cast<time_t>(receive_timeout.count()), 0};
+    setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    socket_.set_option(tcp::no_delay(true));
+  }
+
+  void send(http::verb verb, const std::string& target, const std::string& body,
+            const Headers& headers = {}) {
+    http::request<http::string_body> request{verb, target, 11};
+    request.set(http::field::host, "guard.test");
+    request.set(http::field::accept, "application/json, text/event-stream");
+    if (verb == http::verb::post) request.set(http::field::content_type, "application/json");
+    for (const auto& [name, value] : headers) request.set(name, value);
+    request.body() = body;
+    request.prepare_payload();
+    http::write(socket_, request);
+  }
+
+  Reply read_head() {
+    parser_.emplace();
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    http::read_header(socket_, buffer_, *parser_);
+    Reply reply;
+    reply.status = parser_->get().result_int();
+    reply.headers = parser_->get().base();
+    return reply;
+  }
+
+  // The next decoded body bytes; "" once the reply is complete. Throws on a read error.
+  std::string read_some() {
+    for (;;) {
+      if (parser_->is_done()) return "";
+      parser_->get().body().data = chunk_;
+      parser_->get().body().size = sizeof chunk_;
+      beast::error_code error;
+      http::read_some(socket_, buffer_, *parser_, error);
+      if (error == http::error::need_buffer) error = {};
+      if (error) throw beast::system_error(error);
+      const std::size_t received = sizeof chunk_ - parser_->get().body().size;
+      if (received > 0) return std::string(chunk_, received);
+    }
+  }
+
+  Reply request(http::verb verb, const std::string& target, const std::string& body,
+                const Headers& headers = {}) {
+    send(verb, target, body, headers);
+    Reply reply = read_head();
+    for (std::string bytes; !(bytes = read_some()).empty();) reply.body += bytes;
+    return reply;
+  }
+
+  Reply post(const std::string& body, const Headers& headers = {}) {
+    return request(http::verb::post, "/mcp", body, headers);
+  }
+
+  void stop_reading_and_shrink_buffer() {
+    const int small = 4096;
+    setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  std::optional<http::response_parser<http::buffer_body>> parser_;
+  char chunk_[64 * 1024];
+};
+
+// ---- a plausible MCP server ----
+
+const json kTools = {
+    {{"name", "create_ticket"}, {"inputSchema", {{"type", "object"}}}},
+    {{"name", "delete_user"}, {"inputSchema", {{"type", "object"}}}},
+    {{"name", "get_ticket"}, {"inputSchema", {{"type", "object"}}}},
+};
+
+std::string result_for(const json& request) {
+  const std::string method = request.value("method", "");
+  json result = json::object();
+  if (method == "tools/list") result = {{"tools", kTools}};
+  if (method == "tools/call") {
+    result = {
+        {"content",
+         {{{"type", "text"}, {"text", "RESULT-TEXT-for-" + request["params"].value("name", "")}}}}};
+  }
+  return json{{"jsonrpc", "2.0"}, {"id", request["id"]}, {"result", result}}.dump();
+}
+
+// JSON replies for requests (and batches), 202 for notifications and responses.
+void answer_json(UpstreamExchange& exchange) {
+  const auto request = json::parse(exchange.request.body(), nullptr, false);
+  if (request.is_array()) {
+    json replies = json::array();
+    for (const auto& member : request) replies.push_back(json::parse(result_for(member)));
+    exchange.write(http_reply(200, "OK", {{"Content-Type", "application/json"}}, replies.dump()));
+    return;
+  }
+  if (!request.is_object() || !request.contains("id") || !request.contains("method")) {
+    exchange.write(http_reply(202, "Accepted", {}, ""));
+    return;
+  }
+  exchange.write(
+      http_reply(200, "OK", {{"Content-Type", "application/json"}}, result_for(request)));
+}
+
+std::string sse_event(const std::string& data) {
+  return "event: message\ndata: " + data + "\n\n";
+}
+
+// ---- the guard ----
+
+std::string guard_config(const std::string& upstream, const std::string& route_extra = "",
+                         const std::string& top = "") {
+  return "metrics_listen: 127.0.0.1:0\n" + top +
+         "routes:\n"
+         "  - name: tickets\n"
+         "    listen: 127.0.0.1:0\n"
+         "    upstream: " +
+         upstream +
+         "\n"
+         "    allowed_cidrs: [\"127.0.0.0/8\"]\n"
+         "    tools:\n"
+         "      deny: [\"delete_*\"]\n" +
+         route_extra;
+}
+
+std::string call(int id, const std::string& tool, const json& arguments = json::object()) {
+  return json{{"jsonrpc", "2.0"},
+              {"id", id},
+              {"method", "tools/call"},
+              {"params", {{"name", tool}, {"arguments", arguments}}}}
+      .dump();
+}
+
+std::string list_tools(int id) {
+  return json{{"jsonrpc", "2.0"}, {"id", id}, {"method", "tools/list"}}.dump();
+}
+
+std::vector<std::string> tool_names(const json& response) {
+  std::vector<std::string> names;
+  for (const auto& tool : response["result"]["tools"]) names.push_back(tool["name"]);
+  return names;
+}
+
+// Polls `condition` for up to `limit`.
+template <typename Condition>
+bool eventually(Condition condition, std::chrono::milliseconds limit = 5000ms) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return condition();
+}
+
+std::string http_get(const std::string& address, const std::string& target) {
+  return Client("http://" + address).request(http::verb::get, target, "").body;
+}
+
+long rss_kb(int pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// A one-shot signal between the test and an upstream handler thread, bounded in time.
+class Gate {
+ public:
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_ = true;
+    changed_.notify_all();
+  }
+  bool wait(std::chrono::milliseconds limit = 10000ms) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, limit, [this] { return open_; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool open_ = false;
+};
+
+// ---- pass-through ----
+
+TEST(McpGuardFaults, JsonRepliesAndHeadersPassByteForByte) {
+  const std::string body = "{\"jsonrpc\": \"2.0\", \"id\": 1,  \"result\": {\"x\": [1, 2]}}";
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    const auto target = std::string(exchange.request.target());
+    if (exchange.request.method() == http::verb::get) {
+      exchange.write(http_reply(405, "Method Not Allowed", {{"Allow", "POST"}}, ""));
+    } else if (exchange.request.method() == http::verb::delete_) {
+      exchange.write(http_reply(404, "Not Found", {{"Content-Type", "text/plain"}}, "gone"));
+    } else if (target == "/unauthorized") {
+      exchange.write(http_reply(401, "Unauthorized",
+                                {{"WWW-Authenticate",
+                                  "Bearer resource_metadata=\"https://x/.well-"
+                                  "known/oauth-protected-resource\""}},
+                                ""));
+    } else if (exchange.request.body().find("\"id\"") == std::string::npos) {
+      exchange.write(http_reply(202, "Accepted", {}, ""));
+    } else {
+      exchange.write(http_reply(200, "OK",
+                                {{"Content-Type", "application/json"},
+                                 {"Mcp-Session-Id", "session-42"},
+                                 {"MCP-Protocol-Version", "2025-11-25"},
+                                 {"X-Custom", "kept"}},
+                                body));
+    }
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+
+  const std::string request =
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_ticket"}})";
+  const auto reply = client.post(request, {{"Mcp-Session-Id", "session-42"},
+                                           {"MCP-Protocol-Version", "2025-11-25"},
+                                           {"Mcp-Method", "tools/call"},
+                                           {"Mcp-Name", "get_ticket"},
+                                           {"Mcp-Param-Region", "eu"},
+                                           {"Authorization", "Bearer abc.def"},
+                                           {"Connection", "keep-alive, X-Hop"},
+                                           {"X-Hop", "hop-by-hop"}});
+  EXPECT_EQ(reply.status, 200u);
+  EXPECT_EQ(reply.body, body);
+  EXPECT_EQ(reply.header("Mcp-Session-Id"), "session-42");
+  EXPECT_EQ(reply.header("MCP-Protocol-Version"), "2025-11-25");
+  EXPECT_EQ(reply.header("X-Custom"), "kept");
+
+  const auto seen = upstream.received().at(0);
+  EXPECT_EQ(seen.body(), request);
+  EXPECT_EQ(seen["Mcp-Session-Id"], "session-42");
+  EXPECT_EQ(seen["MCP-Protocol-Version"], "2025-11-25");
+  EXPECT_EQ(seen["Mcp-Method"], "tools/call");
+  EXPECT_EQ(seen["Mcp-Name"], "get_ticket");
+  EXPECT_EQ(seen["Mcp-Param-Region"], "eu");
+  EXPECT_EQ(seen["Authorization"], "Bearer abc.def");
+  EXPECT_EQ(seen.count("X-Hop"), 0u);
+  EXPECT_EQ(seen[http::field::host], "127.0.0.1:" + std::to_string(upstream.port()));
+  EXPECT_EQ(seen["X-Forwarded-Host"], "guard.test");
+
+  const auto unauthorized = client.request(http::verb::post, "/unauthorized", request);
+  EXPECT_EQ(unauthorized.status, 401u);
+  EXPECT_THAT(unauthorized.header("WWW-Authenticate"), HasSubstr("resource_metadata="));
+  const auto notification =
+      client.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})");
+  EXPECT_EQ(notification.status, 202u);
+  EXPECT_EQ(client.request(http::verb::get, "/mcp", "").status, 405u);
+  const auto deleted = client.request(http::verb::delete_, "/mcp", "");
+  EXPECT_EQ(deleted.status, 404u);
+  EXPECT_EQ(deleted.body, "gone");
+  // One connection from the guard for the whole keep-alive client connection.
+  EXPECT_EQ(upstream.connections(), 1);
+}
+
+TEST(McpGuardFaults, SseRepliesPassByteForByteAndEventByEvent) {
+  Gate first_seen;
+  const std::string first =
+      ": keep-alive\n\nid: 1\nevent: message\ndata: {\"jsonrpc\":\"2.0\","
+      "\"method\":\"notifications/progress\",\"params\":{}}\n\n";
+  const std::string second =
+      "id: 2\r\ndata: {\"jsonrpc\": \"2.0\", \"id\": 3, \"result\": {}}\r\n\r\n";
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    exchange.write(chunked_head(200, "text/event-stream", {{"Mcp-Session-Id", "s-7"}}));
+    exchange.write(chunk(first.substr(0, 20)));
+    exchange.write(chunk(first.substr(20)));
+    // The next event only once the client has seen the first: buffering would deadlock here.
+    if (!first_seen.wait()) return;
+    exchange.write(chunk(second));
+    exchange.write("0\r\n\r\n");
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  client.send(http::verb::post, "/mcp", call(3, "get_ticket"));
+  const auto head = client.read_head();
+  EXPECT_EQ(head.status, 200u);
+  EXPECT_EQ(head.header("Mcp-Session-Id"), "s-7");
+  std::string received;
+  while (received.size() < first.size()) received += client.read_some();
+  EXPECT_EQ(received, first);
+  first_seen.open();
+  for (std::string bytes; !(bytes = client.read_some()).empty();) received += bytes;
+  EXPECT_EQ(received, first + second);
+  // The connection stays usable after a stream: the next exchange on it streams again.
+  const auto again = client.post(call(4, "get_ticket"));
+  EXPECT_EQ(again.status, 200u);
+  EXPECT_EQ(again.body, first + second);
+
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 2; }));
+  const auto line = guard.audit_lines().at(0);
+  EXPECT_EQ(line["outcome"], "result");
+  EXPECT_EQ(line["id"], 3);
+  EXPECT_EQ(line["upstream_status"], 200);
+}
+
+// ---- policy ----
+
+TEST(McpGuardFaults, DeniedCallNeverReachesTheUpstream) {
+  FakeUpstream upstream(answer_json);
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  const auto reply = client.post(call(9, "delete_user", {{"user", "SECRET-ARG"}}));
+  EXPECT_EQ(reply.status, 200u);
+  const auto error = json::parse(reply.body);
+  EXPECT_EQ(error["id"], 9);
+  EXPECT_EQ(error["error"]["code"], -32001);
+  EXPECT_EQ(
+      error["error"]["message"],
+      "tool \"delete_user\" is denied by the policy of route \"tickets\" (deny \"delete_*\")");
+  // A batch with one denied call is refused whole.
+  const auto batch = client.post("[" + call(10, "get_ticket") + "," + call(11, "delete_x") + "]");
+  const auto errors = json::parse(batch.body);
+  ASSERT_TRUE(errors.is_array());
+  ASSERT_EQ(errors.size(), 2u);
+  EXPECT_EQ(errors[0]["error"]["code"], -32001);
+  EXPECT_EQ(errors[1]["error"]["code"], -32001);
+  EXPECT_EQ(upstream.requests(), 0);
+  EXPECT_EQ(upstream.connections(), 0);
+
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 3; }));
+  const auto lines = guard.audit_lines();
+  EXPECT_EQ(lines[0]["decision"], "denied");
+  EXPECT_EQ(lines[0]["reason"], "policy: deny \"delete_*\"");
+  EXPECT_EQ(lines[0]["name"], "delete_user");
+  EXPECT_TRUE(lines[0]["upstream_status"].is_null());
+  EXPECT_EQ(lines[0]["rpc_error_code"], -32001);
+}
+
+TEST(McpGuardFaults, DeniedToolsAreRemovedFromToolsListInJsonAndSse) {
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    const auto request = json::parse(exchange.request.body());
+    if (std::string(exchange.request.target()) == "/sse") {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      exchange.write(chunk(sse_event(
+          json{{"jsonrpc", "2.0"}, {"method", "notifications/message"}, {"params", {}}}.dump())));
+      exchange.write(chunk("id: e1\n" + sse_event(result_for(request))));
+      exchange.write("0\r\n\r\n");
+    } else {
+      answer_json(exchange);
+    }
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  const auto json_reply = client.post(list_tools(1));
+  EXPECT_EQ(json_reply.status, 200u);
+  EXPECT_EQ(std::stoul(json_reply.header("Content-Length")), json_reply.body.size());
+  EXPECT_EQ(tool_names(json::parse(json_reply.body)),
+            (std::vector<std::string>{"create_ticket", "get_ticket"}));
+
+  const auto sse_reply = client.request(http::verb::post, "/sse", list_tools(2));
+  EXPECT_EQ(sse_reply.status, 200u);
+  // The notification passes as it came; the tools/list event is rewritten, its id kept.
+  EXPECT_THAT(sse_reply.body, HasSubstr("notifications/message"));
+  EXPECT_THAT(sse_reply.body, HasSubstr("id: e1\n"));
+  EXPECT_THAT(sse_reply.body, HasSubstr("get_ticket"));
+  EXPECT_THAT(sse_reply.body, Not(HasSubstr("delete_user")));
+}
+
+// ---- refusals ----
+
+TEST(McpGuardFaults, UnreadableOversizeMismatchedAndRateLimitedRequestsAreRefused) {
+  FakeUpstream upstream(answer_json);
+  GuardProcess guard(guard_config(
+      upstream.url(), "    rate_limit:\n      requests_per_second: 0.5\n      burst: 3\n",
+      "limits:\n  max_request_body_bytes: 1024\n"));
+  {
+    Client client(guard.route_url("tickets"));
+    const auto duplicated = client.post(
+        R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get_ticket","name":"delete_user"}})");
+    EXPECT_EQ(duplicated.status, 400u);
+    EXPECT_EQ(json::parse(duplicated.body)["error"]["code"], -32600);
+    const auto not_json = client.post("{not json");
+    EXPECT_EQ(not_json.status, 400u);
+    EXPECT_EQ(json::parse(not_json.body)["error"]["code"], -32700);
+  }
+  {
+    Client client(guard.route_url("tickets"));
+    const auto oversize = client.post(call(2, "get_ticket", {{"blob", std::string(2000, 'x')}}));
+    EXPECT_EQ(oversize.status, 413u);
+    EXPECT_EQ(json::parse(oversize.body)["error"]["code"], -32600);
+  }
+  {
+    Client client(guard.route_url("tickets"));
+    const auto mismatch =
+        client.post(call(3, "get_ticket"), {{"Mcp-Method", "tools/call"}, {"Mcp-Name", "other"}});
+    EXPECT_EQ(mismatch.status, 400u);
+    EXPECT_EQ(json::parse(mismatch.body)["error"]["code"], -32020);
+    EXPECT_EQ(upstream.requests(), 0);
+
+    // Burst 3 (requests refused before the rate limit take no token): three pass, the fourth
+    // waits two seconds at half a request a second.
+    for (int id = 10; id < 13; ++id) EXPECT_EQ(client.post(call(id, "get_ticket")).status, 200u);
+    const auto limited = client.post(call(13, "get_ticket"));
+    EXPECT_EQ(limited.status, 429u);
+    EXPECT_EQ(limited.header("Retry-After"), "2");
+    EXPECT_EQ(json::parse(limited.body)["error"]["code"], -32002);
+    EXPECT_EQ(upstream.requests(), 3);
+  }
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 8; }));
+  const auto lines = guard.audit_lines();
+  EXPECT_EQ(lines[0]["reason"], "invalid_jsonrpc");
+  EXPECT_EQ(lines[2]["reason"], "body_too_large");
+  EXPECT_EQ(lines[3]["reason"], "header_mismatch");
+  EXPECT_EQ(lines[7]["reason"], "rate_limit");
+}
+
+TEST(McpGuardFaults, UpstreamOutsideAllowedCidrsIsNeverDialled) {
+  FakeUpstream upstream(answer_json);
+  const std::string config =
+      "metrics_listen: \"\"\nroutes:\n  - name: tickets\n    listen: 127.0.0.1:0\n"
+      "    upstream: http://localhost:" +
+      std::to_string(upstream.port()) + "\n    allowed_cidrs: [\"10.0.0.0/8\"]\n";
+  GuardProcess guard(config);
+  Client client(guard.route_url("tickets"));
+  const auto reply = client.post(call(1, "get_ticket"));
+  EXPECT_EQ(reply.status, 502u);
+  EXPECT_EQ(json::parse(reply.body)["error"]["code"], -32003);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(upstream.connections(), 0);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 1; }));
+  EXPECT_EQ(guard.audit_lines()[0]["reason"], "upstream_not_allowed");
+}
+
+// ---- upstream failures and backpressure ----
+
+TEST(McpGuardFaults, UpstreamDyingMidStreamEndsTheClientsReadPromptly) {
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    if (std::string(exchange.request.target()) == "/dies") {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      exchange.write(chunk(sse_event("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/x\"}")));
+      std::this_thread::sleep_for(100ms);
+      exchange.close();
+      return;
+    }
+    answer_json(exchange);
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"), 5s);
+  client.send(http::verb::post, "/dies", call(1, "get_ticket"));
+  EXPECT_EQ(client.read_head().status, 200u);
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(
+      {
+        for (;;) {
+          if (client.read_some().empty()) break;  // a clean end would be wrong: no throw
+        }
+      },
+      beast::system_error);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+
+  Client other(guard.route_url("tickets"));
+  EXPECT_EQ(other.post(call(2, "get_ticket")).status, 200u);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 2; }));
+  EXPECT_EQ(guard.audit_lines()[0]["outcome"], "stream_ended");
+}
+
+TEST(McpGuardFaults, ASlowClientDoesNotGrowTheGuardOrStallOthers) {
+  constexpr std::size_t kTotal = 200u * 1024 * 1024;
+  std::atomic<std::size_t> pushed{0};
+  std::atomic<bool> stop{false};
+  const std::string event = sse_event(
+      "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\","
+      "\"params\":{\"data\":\"" +
+      std::string(60 * 1024, 'x') + "\"}}");
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    if (std::string(exchange.request.target()) == "/flood") {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      const std::string one = chunk(event);
+      while (pushed < kTotal && !stop) {
+        if (!exchange.write(one)) return;
+        pushed += event.size();
+      }
+      exchange.write("0\r\n\r\n");
+      return;
+    }
+    if (std::string(exchange.request.target()) == "/ticks") {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      for (int i = 0; i < 20; ++i) {
+        exchange.write(chunk(sse_event("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tick\"}")));
+        std::this_thread::sleep_for(10ms);
+      }
+      exchange.write("0\r\n\r\n");
+      return;
+    }
+    answer_json(exchange);
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  const long rss_before = rss_kb(guard.pid());
+
+  Client slow(guard.route_url("tickets"));
+  slow.stop_reading_and_shrink_buffer();
+  slow.send(http::verb::get, "/flood", "");
+  // The upstream stalls once the socket buffers on the way are full.
+  std::size_t last = 0;
+  ASSERT_TRUE(eventually(
+      [&] {
+        const std::size_t now = pushed;
+        const bool stalled = now > 0 && now == last;
+        last = now;
+        return stalled;
+      },
+      10000ms));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_LT(pushed.load(), kTotal / 4) << "the guard read ahead of its client";
+  const long rss_during = rss_kb(guard.pid());
+  EXPECT_LT(rss_during - rss_before, 32 * 1024)
+      << "RSS grew from " << rss_before << " kB to " << rss_during << " kB";
+
+  // Another client's stream flows meanwhile.
+  Client other(guard.route_url("tickets"));
+  const auto ticks = other.request(http::verb::get, "/ticks", "");
+  EXPECT_EQ(ticks.status, 200u);
+  EXPECT_EQ(std::count(ticks.body.begin(), ticks.body.end(), '\n'), 20 * 3);
+  EXPECT_EQ(other.post(call(1, "get_ticket")).status, 200u);
+  stop = true;
+}
+
+// ---- audit ----
+
+TEST(McpGuardFaults, ExactlyOneAuditLinePerRequestWithoutArgumentText) {
+  FakeUpstream upstream(answer_json);
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  EXPECT_EQ(client.post(list_tools(1)).status, 200u);
+  EXPECT_EQ(client
+                .post(call(2, "get_ticket", {{"query", "ARGUMENT-TEXT"}}),
+                      {{"Mcp-Session-Id", "sess-1"}, {"MCP-Protocol-Version", "2025-11-25"}})
+                .status,
+            200u);
+  EXPECT_EQ(client.post(call(3, "delete_user", {{"query", "ARGUMENT-TEXT"}})).status, 200u);
+  EXPECT_EQ(client.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})").status, 202u);
+  EXPECT_EQ(client.post("[" + call(4, "create_ticket") + "," + call(5, "get_ticket") + "]").status,
+            200u);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() >= 6; }));
+  std::this_thread::sleep_for(200ms);
+  const auto lines = guard.audit_lines();
+  ASSERT_EQ(lines.size(), 6u);
+  for (const auto& line : lines) {
+    EXPECT_EQ(line["type"], "perimeter.mcp-audit.v1");
+    EXPECT_EQ(line["level"], "metadata");
+    EXPECT_EQ(line["route"], "tickets");
+    EXPECT_EQ(line["direction"], "client");
+    EXPECT_FALSE(line.contains("arguments"));
+    EXPECT_THAT(line.dump(), Not(HasSubstr("ARGUMENT-TEXT")));
+    EXPECT_THAT(line.dump(), Not(HasSubstr("RESULT-TEXT")));
+  }
+  EXPECT_EQ(lines[0]["method"], "tools/list");
+  EXPECT_EQ(lines[0]["outcome"], "result");
+  EXPECT_EQ(lines[1]["session"], "sess-1");
+  EXPECT_EQ(lines[1]["protocol_version"], "2025-11-25");
+  EXPECT_EQ(lines[1]["name"], "get_ticket");
+  EXPECT_EQ(lines[1]["upstream_status"], 200);
+  EXPECT_EQ(lines[2]["decision"], "denied");
+  EXPECT_TRUE(lines[3]["id"].is_null());
+  EXPECT_EQ(lines[3]["outcome"], "no_response");
+  EXPECT_EQ(lines[3]["upstream_status"], 202);
+  EXPECT_EQ(lines[4]["id"], 4);
+  EXPECT_EQ(lines[5]["id"], 5);
+  // The tool label takes names the server listed.
+  const std::string metrics = http_get(guard.metrics_address(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("tool=\"get_ticket\""));
+}
+
+// ---- reload ----
+
+TEST(McpGuardFaults, ReloadChangesPolicyWithoutDroppingAnOpenStreamAndRefusesListenerChanges) {
+  Gate send_second;
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    if (exchange.request.method() == http::verb::get) {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      exchange.write(chunk(sse_event("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/one\"}")));
+      if (!send_second.wait(20000ms)) return;
+      exchange.write(chunk(sse_event("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/two\"}")));
+      exchange.write("0\r\n\r\n");
+      return;
+    }
+    answer_json(exchange);
+  });
+  const std::string before = guard_config(upstream.url());
+  GuardProcess guard(before);
+  Client stream(guard.route_url("tickets"));
+  stream.send(http::verb::get, "/mcp", "");
+  EXPECT_EQ(stream.read_head().status, 200u);
+  EXPECT_THAT(stream.read_some(), HasSubstr("notifications/one"));
+
+  Client client(guard.route_url("tickets"));
+  EXPECT_EQ(json::parse(client.post(call(1, "create_ticket")).body).count("result"), 1u);
+  std::string after = before;
+  after.replace(after.find("delete_*"), 8, "create_*");
+  guard.rewrite_config(after);
+  guard.reload();
+  ASSERT_TRUE(eventually([&] { return guard.log().find("config reloaded") != std::string::npos; }));
+  EXPECT_EQ(json::parse(client.post(call(2, "create_ticket")).body)["error"]["code"], -32001);
+  EXPECT_EQ(json::parse(client.post(call(3, "delete_user")).body).count("result"), 1u);
+
+  send_second.open();
+  std::string rest;
+  for (std::string bytes; !(bytes = stream.read_some()).empty();) rest += bytes;
+  EXPECT_THAT(rest, HasSubstr("notifications/two"));
+
+  // A listener change is refused (through the 2 s content check, no SIGHUP) and counted.
+  std::string moved = after;
+  moved.replace(moved.find("listen: 127.0.0.1:0"), 19, "listen: 127.0.0.1:1");
+  guard.rewrite_config(moved);
+  ASSERT_TRUE(eventually(
+      [&] { return guard.log().find("config reload refused") != std::string::npos; }, 6000ms));
+  EXPECT_THAT(guard.log(), HasSubstr("listen changed"));
+  const std::string metrics = http_get(guard.metrics_address(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("perimeter_mcp_guard_config_reloads_total{result=\"error\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("perimeter_mcp_guard_config_reloads_total{result=\"ok\"} 1"));
+  // The old policy stays in force.
+  EXPECT_EQ(json::parse(client.post(call(4, "create_ticket")).body)["error"]["code"], -32001);
+  EXPECT_TRUE(guard.running());
+}
+
+TEST(McpGuardFaults, AClientHangingUpOnAQuietStreamIsNoticedAtOnce) {
+  std::atomic<bool> upstream_saw_close{false};
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    if (exchange.request.method() == http::verb::get) {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      exchange.write(chunk(": open\n\n"));
+      // A quiet stream: the guard's only way to learn of the hang-up is the client socket.
+      char byte;
+      boost::system::error_code error;
+      exchange.close_when_peer_closes(&byte, &error);
+      upstream_saw_close = true;
+      return;
+    }
+    answer_json(exchange);
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  {
+    Client stream(guard.route_url("tickets"));
+    stream.send(http::verb::get, "/mcp", "");
+    EXPECT_EQ(stream.read_head().status, 200u);
+    EXPECT_EQ(stream.read_some(), ": open\n\n");
+  }
+  EXPECT_TRUE(eventually([&] { return upstream_saw_close.load(); }, 3000ms));
+  // The guard goes on serving.
+  Client client(guard.route_url("tickets"));
+  EXPECT_EQ(client.post(call(1, "get_ticket")).status, 200u);
+}
+
+TEST(McpGuardFaults, FullLevelRedactsByKeyAndServerRequestsGetTheirOwnLine) {
+  const std::string sampling =
+      R"({"jsonrpc":"2.0","id":"srv-1","method":"sampling/createMessage","params":{"messages":[]}})";
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    if (exchange.request.method() == http::verb::get) {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      exchange.write(chunk(sse_event(sampling)));
+      exchange.write("0\r\n\r\n");
+      return;
+    }
+    answer_json(exchange);
+  });
+  GuardProcess guard(guard_config(upstream.url(), "", "audit:\n  level: full\n"));
+  Client client(guard.route_url("tickets"));
+  EXPECT_EQ(client.post(call(1, "get_ticket", {{"password", "hunter2"}, {"q", "visible"}})).status,
+            200u);
+  const auto stream = client.request(http::verb::get, "/mcp", "");
+  EXPECT_EQ(stream.body, sse_event(sampling));
+  // The server's request is audited once the client's answer is seen.
+  EXPECT_EQ(client.post(R"({"jsonrpc":"2.0","id":"srv-1","result":{"token":"SECRET-TOKEN","n":1}})")
+                .status,
+            202u);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 2; }));
+  const auto lines = guard.audit_lines();
+  EXPECT_EQ(lines[0]["level"], "full");
+  EXPECT_EQ(lines[0]["arguments"]["password"], "[REDACTED]");
+  EXPECT_EQ(lines[0]["arguments"]["q"], "visible");
+  EXPECT_EQ(lines[0]["result"]["content"][0]["text"], "RESULT-TEXT-for-get_ticket");
+  EXPECT_THAT(lines[0].dump(), Not(HasSubstr("hunter2")));
+  EXPECT_EQ(lines[1]["direction"], "server");
+  EXPECT_EQ(lines[1]["method"], "sampling/createMessage");
+  EXPECT_EQ(lines[1]["id"], "srv-1");
+  EXPECT_EQ(lines[1]["outcome"], "result");
+  EXPECT_EQ(lines[1]["result"]["token"], "[REDACTED]");
+  EXPECT_EQ(lines[1]["result"]["n"], 1);
+}
+
+// A server's request is matched with the client's answer by (Mcp-Session-Id, id), on whichever
+// connection it comes; one never answered is audited `no_response` when the guard stops.
+TEST(McpGuardFaults, ServerRequestsAreAuditedWhenTheClientAnswersThem) {
+  Gate answered;
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    if (exchange.request.method() == http::verb::get) {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      exchange.write(chunk(
+          sse_event(R"({"jsonrpc":"2.0","id":7,"method":"sampling/createMessage","params":{}})") +
+          sse_event(R"({"jsonrpc":"2.0","id":"r-1","method":"roots/list"})") +
+          sse_event(R"({"jsonrpc":"2.0","id":8,"method":"elicitation/create","params":{}})")));
+      if (!answered.wait(20000ms)) return;
+      exchange.write("0\r\n\r\n");
+      return;
+    }
+    answer_json(exchange);
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  const Headers session = {{"Mcp-Session-Id", "sess-9"}};
+  Client stream(guard.route_url("tickets"));
+  stream.send(http::verb::get, "/mcp", "", session);
+  EXPECT_EQ(stream.read_head().status, 200u);
+  std::string events;
+  while (events.find("elicitation/create") == std::string::npos) events += stream.read_some();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_TRUE(guard.audit_lines().empty()) << "no line before the client's answer";
+
+  std::this_thread::sleep_for(200ms);
+  Client other(guard.route_url("tickets"));
+  // The same id in another session answers nothing.
+  EXPECT_EQ(other.post(R"({"jsonrpc":"2.0","id":7,"result":{}})", {{"Mcp-Session-Id", "x"}}).status,
+            202u);
+  EXPECT_EQ(other.post(R"({"jsonrpc":"2.0","id":7,"result":{}})", session).status, 202u);
+  EXPECT_EQ(
+      other.post(R"({"jsonrpc":"2.0","id":"r-1","error":{"code":-32601,"message":"no"}})", session)
+          .status,
+      202u);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 2; }));
+  auto lines = guard.audit_lines();
+  EXPECT_EQ(lines[0]["direction"], "server");
+  EXPECT_EQ(lines[0]["method"], "sampling/createMessage");
+  EXPECT_EQ(lines[0]["id"], 7);
+  EXPECT_EQ(lines[0]["session"], "sess-9");
+  EXPECT_EQ(lines[0]["outcome"], "result");
+  EXPECT_TRUE(lines[0]["rpc_error_code"].is_null());
+  EXPECT_GE(lines[0]["duration_ms"].get<int>(), 400) << "from when the server sent it";
+  EXPECT_EQ(lines[1]["method"], "roots/list");
+  EXPECT_EQ(lines[1]["outcome"], "error");
+  EXPECT_EQ(lines[1]["rpc_error_code"], -32601);
+  answered.open();
+  for (std::string bytes; !(bytes = stream.read_some()).empty();) {
+  }
+
+  ASSERT_EQ(::kill(guard.pid(), SIGTERM), 0);
+  EXPECT_TRUE(eventually([&] { return !guard.running(); }, 5000ms));
+  lines = guard.audit_lines();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[2]["method"], "elicitation/create");
+  EXPECT_EQ(lines[2]["outcome"], "no_response");
+}
+
+// A notification the server accepts with an empty chunked 202 (Node's http does that for a
+// body-less Response) is `no_response`, as with a Content-Length: 0 one.
+TEST(McpGuardFaults, ANotificationAcceptedWithAnEmptyChunked202IsAuditedNoResponse) {
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    exchange.write("HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  EXPECT_EQ(client.post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})").status, 202u);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 1; }));
+  const auto line = guard.audit_lines().front();
+  EXPECT_EQ(line["upstream_status"], 202);
+  EXPECT_EQ(line["outcome"], "no_response");
+}
+
+// Bytes that are not HTTP get the 400 a server would send, and no audit line (no JSON-RPC read).
+TEST(McpGuardFaults, AMalformedHeaderLineIsAnswered400AndCountedNotAudited) {
+  FakeUpstream upstream(answer_json);
+  GuardProcess guard(guard_config(upstream.url()));
+  const std::string url = guard.route_url("tickets");
+  const auto colon = url.rfind(':');
+  asio::io_context io;
+  tcp::socket socket(io);
+  socket.connect(tcp::endpoint(asio::ip::make_address(url.substr(7, colon - 7)),
+                               static_cast<unsigned short>(std::stoi(url.substr(colon + 1)))));
+  timeval timeout{5, 0};
+  setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  const std::string body = list_tools(1);
+  asio::write(socket,
+              asio::buffer("POST /mcp HTTP/1.1\r\nHost: guard.test\r\nThisLineHasNoColon\r\n"
+                           "Content-Type: application/json\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n" + body));
+  beast::flat_buffer buffer;
+  http::response<http::string_body> reply;
+  beast::error_code error;
+  http::read(socket, buffer, reply, error);
+  ASSERT_FALSE(error) << error.message();
+  EXPECT_EQ(reply.result_int(), 400u);
+  EXPECT_EQ(reply[http::field::connection], "close");
+  EXPECT_EQ(upstream.requests(), 0);
+  ASSERT_TRUE(eventually([&] {
+    return http_get(guard.metrics_address(), "/metrics")
+               .find("perimeter_mcp_guard_malformed_requests_total{route=\"tickets\"} 1") !=
+           std::string::npos;
+  }));
+  std::this_thread::sleep_for(200ms);
+  EXPECT_TRUE(guard.audit_lines().empty());
+}
+
+// An upstream error not tied to an id (null, or none) is the error of the exchange's one request.
+TEST(McpGuardFaults, AnUpstreamErrorWithoutAnIdGivesTheOnlyRequestItsErrorCode) {
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    const auto request = json::parse(exchange.request.body());
+    if (request["id"] == 1) {
+      exchange.write(http_reply(
+          406, "Not Acceptable", {{"Content-Type", "application/json"}},
+          R"({"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"Not Acceptable"}})"));
+    } else {
+      exchange.write(http_reply(400, "Bad Request", {{"Content-Type", "application/json"}},
+                                R"({"jsonrpc":"2.0","error":{"code":-32001,"message":"no"}})"));
+    }
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  EXPECT_EQ(client.post(call(1, "get_ticket")).status, 406u);
+  EXPECT_EQ(client.post(call(2, "get_ticket")).status, 400u);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 2; }));
+  const auto lines = guard.audit_lines();
+  EXPECT_EQ(lines[0]["outcome"], "error");
+  EXPECT_EQ(lines[0]["rpc_error_code"], -32000);
+  EXPECT_EQ(lines[1]["outcome"], "error");
+  EXPECT_EQ(lines[1]["rpc_error_code"], -32001);
+}
+
+TEST(McpGuardFaults, AnUpstreamClosingAnIdleKeptAliveConnectionIsRedialled) {
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    answer_json(exchange);
+    // No Connection: close: the server just drops the idle connection, as servers do.
+    std::this_thread::sleep_for(20ms);
+    exchange.close();
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  for (int id = 1; id <= 3; ++id) {
+    EXPECT_EQ(client.post(call(id, "get_ticket")).status, 200u) << id;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(upstream.requests(), 3);
+  EXPECT_EQ(upstream.connections(), 3);
+}
+
+TEST(McpGuardFaults, SigtermLetsTheOpenExchangeFinishThenExits) {
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    std::this_thread::sleep_for(500ms);
+    answer_json(exchange);
+  });
+  GuardProcess guard(guard_config(upstream.url()));
+  Client idle(guard.route_url("tickets"));  // kept alive with nothing in flight: closed at once
+  Client client(guard.route_url("tickets"));
+  client.send(http::verb::post, "/mcp", call(1, "get_ticket"));
+  std::this_thread::sleep_for(150ms);
+  ASSERT_EQ(::kill(guard.pid(), SIGTERM), 0);
+  const auto head = client.read_head();
+  EXPECT_EQ(head.status, 200u);
+  EXPECT_EQ(head.header("Connection"), "close");
+  std::string body;
+  for (std::string bytes; !(bytes = client.read_some()).empty();) body += bytes;
+  EXPECT_THAT(body, HasSubstr("RESULT-TEXT"));
+  EXPECT_TRUE(eventually([&] { return !guard.running(); }, 5000ms));
+  EXPECT_THAT(guard.log(), HasSubstr(R"("drained":true)"));
+}
+
+}  // namespace
+}  // namespace perimeter::testing

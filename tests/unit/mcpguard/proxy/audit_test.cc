@@ -1,0 +1,92 @@
+#include "proxy/audit.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace perimeter::mcpguard {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+AuditRecord a_tools_call() {
+  AuditRecord record;
+  // 2026-11-23T06:00:00.123Z
+  record.time = std::chrono::system_clock::time_point(std::chrono::milliseconds(1795413600123));
+  record.route = "tickets";
+  record.session = "s-1";
+  record.method = "tools/call";
+  record.id = 7;
+  record.name = "create_ticket";
+  record.upstream_status = 200;
+  record.outcome = "result";
+  record.duration_ms = 12;
+  record.bytes_in = 100;
+  record.bytes_out = 200;
+  record.arguments = {{"title", "printer on fire"},
+                      {"password", "hunter2"},
+                      {"nested", {{"API_TOKEN", "abc"}, {"list", {{{"secretValue", "x"}}}}}}};
+  record.result = {{"content", {{{"type", "text"}, {"text", "ticket T-1 created"}}}}};
+  return record;
+}
+
+TEST(AuditLine, MetadataLevelHasEveryFieldInOrderAndNoArgumentText) {
+  const std::string line = render_audit_line(a_tools_call(), AuditConfig{});
+  EXPECT_EQ(
+      line,
+      R"({"type":"perimeter.mcp-audit.v1","time":"2026-11-23T06:00:00.123Z","level":"metadata",)"
+      R"("route":"tickets","direction":"client","session":"s-1","protocol_version":null,)"
+      R"("method":"tools/call","id":7,"name":"create_ticket","decision":"allowed",)"
+      R"("reason":null,"upstream_status":200,"outcome":"result","rpc_error_code":null,)"
+      R"("duration_ms":12,"bytes_in":100,"bytes_out":200})");
+  EXPECT_THAT(line, Not(HasSubstr("printer")));
+  EXPECT_THAT(line, Not(HasSubstr("hunter2")));
+  EXPECT_THAT(line, Not(HasSubstr("T-1")));
+  EXPECT_FALSE(nlohmann::json::parse(line).contains("arguments"));
+}
+
+TEST(AuditLine, FullLevelRedactsByKeyAtAnyDepth) {
+  AuditConfig config;
+  config.level = AuditLevel::kFull;
+  const auto line = nlohmann::json::parse(render_audit_line(a_tools_call(), config));
+  EXPECT_EQ(line["level"], "full");
+  EXPECT_EQ(line["arguments"]["title"], "printer on fire");
+  EXPECT_EQ(line["arguments"]["password"], "[REDACTED]");
+  EXPECT_EQ(line["arguments"]["nested"]["API_TOKEN"], "[REDACTED]");  // case-insensitive glob
+  EXPECT_EQ(line["arguments"]["nested"]["list"][0]["secretValue"], "[REDACTED]");
+  EXPECT_EQ(line["result"]["content"][0]["text"], "ticket T-1 created");
+}
+
+TEST(AuditLine, DeniedServerRequestAndOddStringsStayValidJson) {
+  AuditRecord record;
+  record.route = "r";
+  record.from_server = true;
+  record.method = "sampling/\"createMessage\"\n\x01";
+  record.id = "abc";
+  record.allowed = false;
+  record.reason = "policy: deny \"delete_*\"";
+  record.rpc_error_code = -32001;
+  record.outcome = "error";
+  const auto line = nlohmann::json::parse(render_audit_line(record, AuditConfig{}));
+  EXPECT_EQ(line["direction"], "server");
+  EXPECT_EQ(line["method"], "sampling/\"createMessage\"\n\x01");
+  EXPECT_EQ(line["id"], "abc");
+  EXPECT_EQ(line["decision"], "denied");
+  EXPECT_EQ(line["reason"], "policy: deny \"delete_*\"");
+  EXPECT_EQ(line["rpc_error_code"], -32001);
+  EXPECT_TRUE(line["upstream_status"].is_null());
+  EXPECT_TRUE(line["session"].is_null());
+  EXPECT_TRUE(line["name"].is_null());
+}
+
+TEST(AuditLine, NotificationHasNullId) {
+  AuditRecord record;
+  record.route = "r";
+  record.method = "notifications/initialized";
+  const auto line = nlohmann::json::parse(render_audit_line(record, AuditConfig{}));
+  EXPECT_TRUE(line["id"].is_null());
+  EXPECT_EQ(line["outcome"], "no_response");
+}
+
+}  // namespace
+}  // namespace perimeter::mcpguard
