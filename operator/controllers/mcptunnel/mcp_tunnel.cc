@@ -314,6 +314,20 @@ McpTunnel parse_mcp_tunnel(const nlohmann::json& object) {
   read_optional(gateway, "podLabels", "spec.gateway", &g.pod_labels);
   read_optional(gateway, "podAnnotations", "spec.gateway", &g.pod_annotations);
   tunnel.guard = read_guard(spec);
+  if (tunnel.guard_enabled()) {
+    // The guard refuses https upstreams when it loads its config: rendering one would roll out
+    // gateway pods that never become Ready. Refused here, nothing already running is touched.
+    for (std::size_t i = 0; i < tunnel.routes.size(); ++i) {
+      const RouteSpec& route = tunnel.routes[i];
+      const bool https =
+          route.service ? route.service->scheme == "https" : route.url.rfind("https://", 0) == 0;
+      if (https) {
+        throw SpecError("spec.routes[" + std::to_string(i) +
+                        "]: perimeter-mcp-guard does not dial https upstreams yet; serve '" +
+                        route.name + "' over http or set spec.guard.enabled: false");
+      }
+    }
+  }
   return tunnel;
 }
 

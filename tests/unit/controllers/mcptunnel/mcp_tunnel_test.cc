@@ -231,6 +231,20 @@ TEST(ParseMcpTunnelGuardTest, NamesTheFieldOfABadPolicyOrGuard) {
          o["spec"]["guard"] = {{"enabled", "yes"}};
        },
        "spec.guard.enabled"},
+      // The guard refuses https upstreams at load: rendering one would roll out pods whose
+      // guard never starts.
+      {"an https URL route behind the guard",
+       [](json& o) {
+         o["spec"]["routes"][1]["url"] = "https://10.0.0.5:8443";
+         o["spec"]["routes"][0]["policy"] = json::object();
+       },
+       "spec.routes[1]: perimeter-mcp-guard does not dial https upstreams yet"},
+      {"an https Service route behind the guard",
+       [](json& o) {
+         o["spec"]["routes"][0]["service"]["scheme"] = "https";
+         o["spec"]["guard"] = {{"audit", {{"level", "full"}}}};
+       },
+       "spec.routes[0]: perimeter-mcp-guard does not dial https upstreams yet"},
   };
   for (const auto& c : cases) {
     json object = minimal_object();
