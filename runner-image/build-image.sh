@@ -2,8 +2,9 @@
 # Assembles the runner image's root filesystem without a Docker engine: the built
 # perimeter-runner, the shared libraries it links (from ldd), bash and a small userland for the
 # agent's bash tool, /workspace owned by 65532, and a passwd entry for that uid. Then checks that
-# the binary starts inside it as uid 65532 on a read-only root, packs an OCI image layout with the Dockerfile's user, workdir and entrypoint, and tars it as the OCI
-# archive that a real node's containerd imports (`ctr images import`; localcluster/real_node.h).
+# the binary starts inside it as uid 65532 on a read-only root, packs an OCI image layout with the
+# Dockerfile's user, workdir and entrypoint, and tars it as the OCI archive that a real node's
+# containerd imports (hack/images/lib/oci-rootfs.sh).
 #   runner-image/build-image.sh [build-dir] [out-dir] [archive]
 # The archive (default <build-dir>/images/perimeter-runner.tar) needs umoci; without it the
 # script fails.
@@ -20,21 +21,7 @@ rootfs=$out_dir/rootfs
 rm -rf "$out_dir"
 mkdir -p "$rootfs"/{usr/local/bin,workspace,tmp,etc,bin,usr/bin}
 
-# Copies a file to the same path under the rootfs, following links so the target is a real file.
-copy_file() {
-  local source=$1
-  mkdir -p "$rootfs$(dirname "$source")"
-  cp -L "$source" "$rootfs$source"
-}
-# A program and every library it links, the dynamic loader included.
-copy_program() {
-  local program=$1 target=${2:-$1}
-  mkdir -p "$rootfs$(dirname "$target")"
-  cp -L "$program" "$rootfs$target"
-  ldd "$program" | awk '/=>/ { print $3 } /^[ \t]*\// { print $1 }' | while read -r lib; do
-    [[ -n $lib && -e $lib ]] && copy_file "$lib"
-  done
-}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/hack/images/lib/oci-rootfs.sh"
 
 copy_program "$binary" /usr/local/bin/perimeter-runner
 strip "$rootfs/usr/local/bin/perimeter-runner" 2>/dev/null || true
@@ -73,23 +60,6 @@ else
   echo "build-image: not root, so the chroot check is skipped; run as root to check" >&2
 fi
 
-command -v umoci >/dev/null || { echo "build-image: umoci is not installed (make deps installs it)" >&2; exit 1; }
-layout=$out_dir/oci
-umoci init --layout "$layout"
-umoci new --image "$layout:$version"
-bundle=$out_dir/bundle
-umoci unpack --rootless --image "$layout:$version" "$bundle" >/dev/null
-cp -a "$rootfs/." "$bundle/rootfs/"
-umoci repack --image "$layout:$version" "$bundle"
-umoci config --image "$layout:$version" --config.user 65532:65532 --config.workingdir /workspace \
-  --config.env HOME=/workspace --config.entrypoint /usr/local/bin/perimeter-runner \
-  --os linux --architecture "$(dpkg --print-architecture 2>/dev/null || echo amd64)"
-umoci gc --layout "$layout"
-rm -rf "$bundle"
-echo "build-image: OCI image layout at $layout (tag $version)"
-
-# Written beside and renamed, so a reader never sees half an archive.
-mkdir -p "$(dirname "$archive")"
-tar -C "$layout" -cf "$archive.partial" .
-mv "$archive.partial" "$archive"
-echo "build-image: OCI archive at $archive ($(du -h "$archive" | cut -f1)); a real node imports it as localhost/perimeter/$(basename "$archive" .tar):$version"
+pack_oci_archive "$out_dir" "$version" "$archive" --config.user 65532:65532 \
+  --config.workingdir /workspace --config.env HOME=/workspace \
+  --config.entrypoint /usr/local/bin/perimeter-runner

@@ -23,21 +23,7 @@ rm -rf "$out_dir"
 mkdir -p "$rootfs"/{usr/local/bin,etc/ssl/certs,tmp} "$rootfs$config_dir" \
          "$rootfs/etc/perimeter-mcp-guard/upstream-ca"
 
-# Copies a file to the same path under the rootfs, following links so the target is a real file.
-copy_file() {
-  local source=$1
-  mkdir -p "$rootfs$(dirname "$source")"
-  cp -L "$source" "$rootfs$source"
-}
-# A program and every library it links, the dynamic loader included.
-copy_program() {
-  local program=$1 target=$2
-  mkdir -p "$rootfs$(dirname "$target")"
-  cp -L "$program" "$rootfs$target"
-  ldd "$program" | awk '/=>/ { print $3 } /^[ \t]*\// { print $1 }' | while read -r lib; do
-    [[ -n $lib && -e $lib ]] && copy_file "$lib"
-  done
-}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/hack/images/lib/oci-rootfs.sh"
 
 copy_program "$binary" /usr/local/bin/perimeter-mcp-guard
 strip "$rootfs/usr/local/bin/perimeter-mcp-guard" 2>/dev/null || true
@@ -86,24 +72,6 @@ else
   echo "build-image: not root, so the chroot check is skipped; run as root to check" >&2
 fi
 
-command -v umoci >/dev/null || { echo "build-image: umoci is not installed (make deps installs it)" >&2; exit 1; }
-layout=$out_dir/oci
-umoci init --layout "$layout"
-umoci new --image "$layout:$version"
-bundle=$out_dir/bundle
-umoci unpack --rootless --image "$layout:$version" "$bundle" >/dev/null
-cp -a "$rootfs/." "$bundle/rootfs/"
-umoci repack --image "$layout:$version" "$bundle"
-umoci config --image "$layout:$version" --config.user 65532:65532 --config.workingdir / \
+pack_oci_archive "$out_dir" "$version" "$archive" --config.user 65532:65532 --config.workingdir / \
   --config.entrypoint /usr/local/bin/perimeter-mcp-guard \
-  --config.cmd=--config --config.cmd="$config_dir/guard.yaml" \
-  --os linux --architecture "$(dpkg --print-architecture 2>/dev/null || echo amd64)"
-umoci gc --layout "$layout"
-rm -rf "$bundle"
-echo "build-image: OCI image layout at $layout (tag $version)"
-
-# Written beside and renamed, so a reader never sees half an archive.
-mkdir -p "$(dirname "$archive")"
-tar -C "$layout" -cf "$archive.partial" .
-mv "$archive.partial" "$archive"
-echo "build-image: OCI archive at $archive ($(du -h "$archive" | cut -f1)); a real node imports it as localhost/perimeter/$(basename "$archive" .tar):$version"
+  --config.cmd=--config --config.cmd="$config_dir/guard.yaml"
