@@ -1,9 +1,7 @@
 #include "runner/audit_log.h"
 
 #include <openssl/evp.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <ctime>
 
@@ -96,22 +94,6 @@ const char* to_string(AuditDecision decision) {
       return "abandoned";
   }
   return "unknown";
-}
-
-void StdoutAuditSink::write_line(std::string_view line) {
-  std::string whole(line);
-  whole += '\n';
-  std::lock_guard lock(mutex_);
-  std::size_t done = 0;
-  while (done < whole.size()) {
-    const ssize_t n = ::write(STDOUT_FILENO, whole.data() + done, whole.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      // Nowhere left to say it: stdout is gone (the container runtime's pipe closed).
-      return;
-    }
-    done += static_cast<std::size_t>(n);
-  }
 }
 
 struct Redactor::Patterns {

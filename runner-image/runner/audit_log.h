@@ -2,13 +2,13 @@
 
 #include <chrono>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/audit_sink.h"
 #include "core/clock.h"
 
 namespace perimeter::runner {
@@ -50,22 +50,9 @@ struct AuditRecord {
   std::string output;  // the result text as sent back (blocks joined); empty when not run
 };
 
-// Where the lines go. write_line must have handed the whole line to the kernel when it returns,
-// so a crash right after loses nothing.
-class AuditSink {
- public:
-  virtual ~AuditSink() = default;
-  virtual void write_line(std::string_view line) = 0;
-};
-
-// stdout, unbuffered: write(2) of the line and its newline in one call, retried until whole.
-class StdoutAuditSink final : public AuditSink {
- public:
-  void write_line(std::string_view line) override;
-
- private:
-  std::mutex mutex_;
-};
+// Where the lines go: stdout (core/audit_sink.h), or a test's recorder.
+using perimeter::AuditSink;
+using perimeter::StdoutAuditSink;
 
 // Replaces known secrets and common credential shapes with "[REDACTED]" (patterns in
 // docs/audit.md).
