@@ -2,7 +2,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <ctime>
+
+#include "core/time_format.h"
 
 namespace perimeter {
 namespace {
@@ -22,17 +23,7 @@ const char* level_name(LogLevel level) {
 }
 
 std::string rfc3339_now() {
-  const auto now = std::chrono::system_clock::now();
-  const auto secs = std::chrono::time_point_cast<std::chrono::seconds>(now);
-  const auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now - secs).count();
-  const std::time_t t = std::chrono::system_clock::to_time_t(secs);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(millis));
-  return buf;
+  return format_rfc3339_millis(std::chrono::system_clock::now());
 }
 
 }  // namespace

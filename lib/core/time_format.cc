@@ -16,6 +16,21 @@ std::string format_rfc3339(std::chrono::system_clock::time_point time) {
   return buf;
 }
 
+std::string format_rfc3339_millis(std::chrono::system_clock::time_point time) {
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+  // Floor division: a time before the epoch keeps its fraction in [0, 1000).
+  const auto whole = millis >= 0 ? millis / 1000 : (millis - 999) / 1000;
+  const auto seconds = static_cast<std::time_t>(whole);
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<long long>(millis - whole * 1000));
+  return buffer;
+}
+
 std::string format_rfc3339_micros(std::chrono::system_clock::time_point time) {
   const auto micros =
       std::chrono::duration_cast<std::chrono::microseconds>(time.time_since_epoch()).count();

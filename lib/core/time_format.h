@@ -9,6 +9,9 @@ namespace perimeter {
 // RFC 3339 in UTC with whole seconds ("2026-11-23T06:00:00Z"): the form Kubernetes uses for
 // metav1.Time fields (creationTimestamp, lastTransitionTime) and that Perimeter's annotations use.
 std::string format_rfc3339(std::chrono::system_clock::time_point time);
+// The same with milliseconds ("2026-11-23T06:00:00.123Z"): log and audit lines, where lines of one
+// session often share a second.
+std::string format_rfc3339_millis(std::chrono::system_clock::time_point time);
 // The same with microseconds ("2026-11-23T06:00:00.123456Z"): the hosted API's timestamps.
 std::string format_rfc3339_micros(std::chrono::system_clock::time_point time);
 

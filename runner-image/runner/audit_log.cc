@@ -2,11 +2,10 @@
 
 #include <openssl/evp.h>
 
-#include <cstdio>
-#include <ctime>
-
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+
+#include "core/time_format.h"
 
 namespace perimeter::runner {
 
@@ -15,20 +14,6 @@ using nlohmann::json;
 namespace {
 
 constexpr std::string_view kRedacted = "[REDACTED]";
-
-// RFC 3339 UTC with milliseconds: lines of one session often share a second.
-std::string timestamp(std::chrono::system_clock::time_point time) {
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
-  const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm utc{};
-  ::gmtime_r(&seconds, &utc);
-  char buffer[96];
-  std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
-                utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
-                static_cast<int>(ms % 1000));
-  return buffer;
-}
 
 void replace_all(std::string* text, std::string_view needle, std::string_view with) {
   if (needle.empty()) return;
@@ -214,7 +199,7 @@ std::string AuditLog::render(const AuditRecord& record) const {
   const std::string canonical = canonical_input(record.input);
   nlohmann::ordered_json line;
   line["type"] = kAuditType;
-  line["time"] = timestamp(clock_.wall_now());
+  line["time"] = format_rfc3339_millis(clock_.wall_now());
   line["level"] = to_string(level_);
   line["session_id"] = identity_.session_id;
   line["work_id"] = identity_.work_id;

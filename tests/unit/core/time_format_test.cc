@@ -19,6 +19,18 @@ TEST(TimeFormatTest, TheApiFormKeepsMicroseconds) {
             "2026-11-23T08:00:00.000000Z");
 }
 
+TEST(TimeFormatTest, LogAndAuditLinesKeepMilliseconds) {
+  const auto time =
+      std::chrono::system_clock::from_time_t(1795420800) + std::chrono::microseconds(750999);
+  EXPECT_EQ(format_rfc3339_millis(time), "2026-11-23T08:00:00.750Z");
+  EXPECT_EQ(format_rfc3339_millis(std::chrono::system_clock::from_time_t(1795420800)),
+            "2026-11-23T08:00:00.000Z");
+  // Before the epoch the fraction still counts up from the second before.
+  EXPECT_EQ(format_rfc3339_millis(std::chrono::system_clock::from_time_t(0) -
+                                  std::chrono::milliseconds(1)),
+            "1969-12-31T23:59:59.999Z");
+}
+
 TEST(TimeFormatTest, ParsesWhatItFormatsAndKubernetesTimestamps) {
   const auto time = std::chrono::system_clock::from_time_t(1795420800);
   EXPECT_EQ(parse_rfc3339(format_rfc3339(time)), time);
