@@ -171,6 +171,9 @@ int run(const Options& options) {
   tunnel_settings.reconciler.tunnel_namespaces = options.tunnel_namespaces;
   tunnel_settings.reconciler.allowed_api_hosts = allowed_api_hosts;
   tunnel_settings.reconciler.cluster_domain = options.cluster_domain;
+  if (!options.mcp_guard_image.empty()) {
+    tunnel_settings.reconciler.default_guard_image = options.mcp_guard_image;
+  }
   const auto audiences = split_commas(options.tunnel_audiences);
   if (audiences.empty()) throw std::invalid_argument("--tunnel-audiences must name an audience");
   tunnel_settings.reconciler.allowed_audiences = {audiences.begin(), audiences.end()};

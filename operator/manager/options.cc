@@ -64,6 +64,9 @@ flags (--flag=value or --flag value):
                                      token for, comma-separated (default https://api.anthropic.com)
   --cluster-domain DOMAIN            the cluster's DNS domain, for routes to Services
                                      (default cluster.local)
+  --mcp-guard-image IMAGE            the perimeter-mcp-guard image for McpTunnels whose
+                                     spec.guard.image is empty (default: the build's
+                                     localhost/perimeter/perimeter-mcp-guard:<version>)
   --ca-rotation-overlap-seconds N    how long a replaced tunnel CA stays registered after the
                                      gateway got a certificate of the new one (default 120)
   --tunnel-archive-deadline-seconds N  how long deleting an McpTunnel with deletionPolicy Archive
@@ -139,6 +142,8 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.tunnel_audiences = take();
     else if (flag == "--cluster-domain")
       options.cluster_domain = take();
+    else if (flag == "--mcp-guard-image")
+      options.mcp_guard_image = take();
     else if (flag == "--ca-rotation-overlap-seconds")
       options.ca_rotation_overlap_seconds = parse_positive(flag, take());
     else if (flag == "--tunnel-archive-deadline-seconds")

@@ -27,6 +27,9 @@ struct Options {
   // Audiences the operator requests its ServiceAccount token for, comma-separated.
   std::string tunnel_audiences = "https://api.anthropic.com";
   std::string cluster_domain = "cluster.local";
+  // The perimeter-mcp-guard image for McpTunnels that name none; empty: the build's default,
+  // which only the local real node has.
+  std::string mcp_guard_image;
   int ca_rotation_overlap_seconds = 120;
   int tunnel_archive_deadline_seconds = 300;
   // Origins the operator may send credentials to (environment keys, federation tokens),

@@ -181,6 +181,7 @@ ReconcileResult McpTunnelReconciler::reconcile(const kube::ObjectKey& key) {
     write_status(pass);
     throw runtime::TerminalError(e.what());
   }
+  if (pass.tunnel.guard.image.empty()) pass.tunnel.guard.image = options_.default_guard_image;
   pass.names = object_names(pass.tunnel.name);
   const bool deleting = pass.object["metadata"].contains("deletionTimestamp");
 

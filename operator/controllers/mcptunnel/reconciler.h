@@ -9,6 +9,7 @@
 #include <string>
 
 #include "controllers/mcptunnel/credentials.h"
+#include "controllers/mcptunnel/gateway.h"
 #include "controllers/mcptunnel/mcp_tunnel.h"
 #include "controllers/mcptunnel/tunnel_metrics.h"
 #include "core/clock.h"
@@ -56,6 +57,9 @@ struct ReconcilerOptions {
   // itself accepts.
   std::set<std::string> allowed_audiences{"https://api.anthropic.com"};
   std::string cluster_domain = "cluster.local";
+  // The perimeter-mcp-guard image for McpTunnels whose spec.guard.image is empty
+  // (--mcp-guard-image): the build's default names an image only the local real node has.
+  std::string default_guard_image = kDefaultGuardImage;
   // How long the retiring CA stays registered after the gateway's Secret moved to a certificate of
   // the new CA: the kubelet refreshes Secret volumes within about a minute, the proxy polls its
   // certificate file; only then may the old CA go.

@@ -37,6 +37,13 @@ TEST(OptionsTest, EveryFlagTheUsageListsIsAccepted) {
   EXPECT_GE(flags, 20);
 }
 
+TEST(OptionsTest, TheGuardImageIsTheBuildsUnlessAFlagNamesOne) {
+  EXPECT_EQ(parse({}).mcp_guard_image, "");
+  EXPECT_EQ(
+      parse({"--mcp-guard-image", "registry.example/perimeter-mcp-guard:0.1.0"}).mcp_guard_image,
+      "registry.example/perimeter-mcp-guard:0.1.0");
+}
+
 TEST(OptionsTest, TheClientRateLimitIsSet) {
   const Options options = parse({"--kube-api-qps", "50.5", "--kube-api-burst=80"});
   EXPECT_DOUBLE_EQ(options.kube_api_qps, 50.5);

@@ -377,6 +377,36 @@ TEST_F(McpTunnelReconcilerTest, GuardEnforcedFollowsTheSpecAndTheRollout) {
   EXPECT_EQ(condition("GuardEnforced"), "False/RollingOut");
 }
 
+// A platform team pushes the guard's image to its own registry once (--mcp-guard-image, the
+// chart's mcpGuard.image); an McpTunnel's spec.guard.image still wins.
+TEST_F(McpTunnelReconcilerTest, TheGuardRunsTheOperatorsImageUnlessTheSpecNamesOne) {
+  const json guarded_routes = json::parse(R"([{"name": "docs", "url": "http://10.0.0.5:8080",
+      "policy": {"tools": {"deny": ["delete_*"]}}}])");
+  given(object({{"routes", guarded_routes}}));
+  // Each object given below is a new McpTunnel (a new uid), so each gets a tunnel of its own.
+  EXPECT_CALL(api_, list_tunnels(false, _, _))
+      .Times(2)
+      .WillRepeatedly(Return(tunnelsapi::TunnelPage{}));
+  EXPECT_CALL(api_, create_tunnel(_)).Times(2).WillRepeatedly(Return(a_tunnel("tnl_1", "x")));
+  ReconcilerOptions o = options();
+  o.default_guard_image = "registry.bank.example/perimeter/perimeter-mcp-guard:0.1.0";
+  auto reconciler = make_reconciler(o);
+  reconciler->reconcile({kNamespace, "tickets"});
+  const auto guard_image = [&] {
+    const auto deployment =
+        *server_.object_at("/apis/apps/v1/namespaces/team-a/deployments/tickets-gateway");
+    for (const auto& c : deployment["spec"]["template"]["spec"]["containers"])
+      if (c["name"] == "mcp-guard") return c["image"].get<std::string>();
+    return std::string("(no guard container)");
+  };
+  EXPECT_EQ(guard_image(), "registry.bank.example/perimeter/perimeter-mcp-guard:0.1.0");
+
+  given(
+      object({{"routes", guarded_routes}, {"guard", {{"image", "mirror.example/guard:pinned"}}}}));
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(guard_image(), "mirror.example/guard:pinned");
+}
+
 TEST_F(McpTunnelReconcilerTest, GuardEnforcedSaysWhyTheGuardIsOff) {
   given(object());
   EXPECT_CALL(api_, list_tunnels(false, _, _)).WillOnce(Return(tunnelsapi::TunnelPage{}));
