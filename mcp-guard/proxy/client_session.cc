@@ -169,12 +169,13 @@ bool SessionRegistry::wait_until_empty(std::chrono::milliseconds timeout) {
 
 // ---- ClientSession: the request ----
 
-ClientSession::ClientSession(tcp::socket socket, std::shared_ptr<RouteContext> route,
+ClientSession::ClientSession(TcpSocket socket, std::shared_ptr<RouteContext> route,
                              SessionRegistry& registry)
     : route_(std::move(route)),
       registry_(registry),
       client_(std::move(socket)),
       upstream_(client_.get_executor()),
+      deadline_timer_(client_.get_executor()),
       connector_(client_.get_executor()) {}
 
 ClientSession::~ClientSession() {
@@ -185,7 +186,9 @@ ClientSession::~ClientSession() {
 
 void ClientSession::start() {
   beast::error_code ignored;
-  client_.socket().set_option(tcp::no_delay(true), ignored);
+  client_.set_option(tcp::no_delay(true), ignored);
+  // Only the client watch reads synchronously, and it must not block (on_client_watch).
+  client_.non_blocking(true, ignored);
   asio::dispatch(client_.get_executor(),
                  beast::bind_front_handler(&ClientSession::read_request, shared_from_this()));
 }
@@ -195,6 +198,56 @@ void ClientSession::shut_down() {
     self->draining_ = true;
     if (self->waiting_for_request_) self->close();
   });
+}
+
+void ClientSession::set_deadline(DeadlineTarget target, std::chrono::steady_clock::duration after) {
+  timed_out_ = false;
+  deadline_target_ = target;
+  deadline_ = std::chrono::steady_clock::now() + after;
+  if (deadline_waiting_ && deadline_timer_.expiry() <= deadline_) return;
+  wait_for_deadline();
+}
+
+void ClientSession::set_stream_idle_deadline(DeadlineTarget target) {
+  const auto idle = policy_->limits.stream_idle_timeout;
+  if (idle.count() > 0) {
+    set_deadline(target, idle);
+  } else {
+    clear_deadline();  // a quiet SSE stream is normal: nothing cuts it by default
+  }
+}
+
+void ClientSession::cancel_deadline() {
+  clear_deadline();
+  deadline_waiting_ = false;
+  ++deadline_generation_;
+  deadline_timer_.cancel();
+}
+
+void ClientSession::wait_for_deadline() {
+  deadline_waiting_ = true;
+  deadline_timer_.expires_at(deadline_);  // a wait it cancels finds its generation stale
+  deadline_timer_.async_wait([self = shared_from_this(), generation = ++deadline_generation_](
+                                 beast::error_code) { self->on_deadline(generation); });
+}
+
+void ClientSession::on_deadline(std::uint64_t generation) {
+  if (generation != deadline_generation_) return;
+  deadline_waiting_ = false;
+  if (deadline_target_ == DeadlineTarget::kNone) return;
+  if (std::chrono::steady_clock::now() < deadline_) {
+    wait_for_deadline();  // the deadline moved later since the timer was set
+    return;
+  }
+  const auto target = std::exchange(deadline_target_, DeadlineTarget::kNone);
+  timed_out_ = true;
+  beast::error_code ignored;
+  if (target == DeadlineTarget::kClient) {
+    client_.close(ignored);
+  } else {
+    connector_.cancel();
+    upstream_.close(ignored);
+  }
 }
 
 void ClientSession::read_request() {
@@ -207,7 +260,7 @@ void ClientSession::read_request() {
   request_parser_->header_limit(kHeaderLimitBytes);
   request_parser_->body_limit(policy_->limits.max_request_body_bytes);
   waiting_for_request_ = true;
-  client_.expires_after(policy_->limits.header_timeout);
+  set_deadline(DeadlineTarget::kClient, policy_->limits.header_timeout);
   http::async_read_header(client_, client_buffer_, *request_parser_,
                           [self = shared_from_this()](beast::error_code error, std::size_t) {
                             self->on_request_header(error);
@@ -244,7 +297,7 @@ void ClientSession::on_request_header(beast::error_code error) {
   if (expect != head.end() &&
       iequals(std::string_view(expect->value().data(), expect->value().size()), "100-continue") &&
       !request_parser_->is_done()) {
-    client_.expires_after(policy_->limits.header_timeout);
+    set_deadline(DeadlineTarget::kClient, policy_->limits.header_timeout);
     asio::async_write(client_, asio::buffer(kContinue.data(), kContinue.size()),
                       [self = shared_from_this()](beast::error_code write_error, std::size_t) {
                         if (write_error) {
@@ -263,7 +316,7 @@ void ClientSession::read_request_body() {
     on_request_body({});
     return;
   }
-  client_.expires_after(policy_->limits.header_timeout);
+  set_deadline(DeadlineTarget::kClient, policy_->limits.header_timeout);
   http::async_read(client_, client_buffer_, *request_parser_,
                    [self = shared_from_this()](beast::error_code error, std::size_t) {
                      self->on_request_body(error);
@@ -302,7 +355,7 @@ void ClientSession::refuse_malformed(beast::error_code error) {
                         {{"route", route_->name()}, {"error", error.message()}});
   client_keep_alive_ = false;
   linger_on_close_ = true;
-  client_.expires_after(policy_->limits.header_timeout);
+  set_deadline(DeadlineTarget::kClient, policy_->limits.header_timeout);
   asio::async_write(client_, asio::buffer(kBadRequest.data(), kBadRequest.size()),
                     [self = shared_from_this()](beast::error_code, std::size_t) { self->close(); });
 }
@@ -518,14 +571,15 @@ void ClientSession::forward() {
 }
 
 void ClientSession::connect_or_send() {
-  if (upstream_.socket().is_open()) {
+  if (upstream_.is_open()) {
     upstream_reused_ = true;
     send_upstream();
     return;
   }
   upstream_reused_ = false;
   upstream_buffer_.clear();
-  connector_.async_connect(upstream_, policy_->route, policy_->limits.upstream_connect_timeout,
+  set_deadline(DeadlineTarget::kUpstream, policy_->limits.upstream_connect_timeout);
+  connector_.async_connect(upstream_, policy_->route,
                            [self = shared_from_this()](ConnectFailure failure, std::string detail) {
                              self->on_upstream_connected(failure, detail);
                            });
@@ -533,6 +587,11 @@ void ClientSession::connect_or_send() {
 
 void ClientSession::on_upstream_connected(ConnectFailure failure, const std::string& detail) {
   if (closed_) return;
+  if (timed_out_) {
+    upstream_failed(metric_kind(ConnectFailure::kTimeout),
+                    "connecting: no connection within upstream_connect_timeout");
+    return;
+  }
   if (failure != ConnectFailure::kNone) {
     upstream_failed(metric_kind(failure), detail, failure == ConnectFailure::kNotAllowed);
     return;
@@ -541,7 +600,7 @@ void ClientSession::on_upstream_connected(ConnectFailure failure, const std::str
 }
 
 void ClientSession::send_upstream() {
-  upstream_.expires_after(policy_->limits.upstream_reply_timeout);
+  set_deadline(DeadlineTarget::kUpstream, policy_->limits.upstream_reply_timeout);
   http::async_write(upstream_, request_,
                     [self = shared_from_this()](beast::error_code error, std::size_t) {
                       self->on_upstream_sent(error);
@@ -558,13 +617,14 @@ bool ClientSession::retry_on_stale_connection(const beast::error_code& error) {
   }
   retried_ = true;
   beast::error_code ignored;
-  upstream_.socket().close(ignored);
+  upstream_.close(ignored);
   connect_or_send();  // the request is prepared already
   return true;
 }
 
 void ClientSession::on_upstream_sent(beast::error_code error) {
   if (closed_) return;
+  if (timed_out_) error = beast::error::timeout;
   if (error) {
     if (retry_on_stale_connection(error)) return;
     upstream_failed(error == beast::error::timeout ? "timeout" : "reset",
@@ -583,6 +643,7 @@ void ClientSession::on_upstream_sent(beast::error_code error) {
 
 void ClientSession::on_upstream_header(beast::error_code error) {
   if (closed_) return;
+  if (timed_out_) error = beast::error::timeout;
   if (error) {
     if (retry_on_stale_connection(error)) return;
     const bool timeout = error == beast::error::timeout;
@@ -639,7 +700,7 @@ void ClientSession::upstream_failed(std::string_view kind, const std::string& de
   route_->logger().warn("upstream failed",
                         {{"route", route_->name()}, {"kind", kind}, {"error", detail}});
   beast::error_code ignored;
-  upstream_.socket().close(ignored);
+  upstream_.close(ignored);
   const std::string message =
       not_allowed
           ? "the upstream of route \"" + route_->name() + "\" is not in allowed_cidrs"
@@ -687,7 +748,7 @@ void ClientSession::read_json_reply() {
   auto& body = response_parser_->get().body();
   body.data = json_body_.data() + json_used_;
   body.size = step;
-  upstream_.expires_after(policy_->limits.upstream_reply_timeout);
+  set_deadline(DeadlineTarget::kUpstream, policy_->limits.upstream_reply_timeout);
   http::async_read(upstream_, upstream_buffer_, *response_parser_,
                    [self = shared_from_this()](beast::error_code error, std::size_t) {
                      self->on_json_reply(error);
@@ -696,6 +757,7 @@ void ClientSession::read_json_reply() {
 
 void ClientSession::on_json_reply(beast::error_code error) {
   if (closed_) return;
+  if (timed_out_) error = beast::error::timeout;
   if (error == http::error::need_buffer) error = {};
   if (error) {
     upstream_failed(error == beast::error::timeout ? "timeout" : "reset",
@@ -774,32 +836,41 @@ void ClientSession::write_stream_head() {
   stream_head_text_ = serialize_head(stream_head_);
   stream_head_unsent_ = true;
   stream_last_chunk_sent_ = false;
-  watch_client();
+  stream_first_read_ = true;
   read_stream();
 }
 
 void ClientSession::arm_client_idle_timeout() {
-  const auto idle = policy_->limits.stream_idle_timeout;
-  if (idle.count() > 0) {
-    client_.expires_after(idle);
-  } else {
-    client_.expires_never();
-  }
+  set_stream_idle_deadline(DeadlineTarget::kClient);
 }
 
 void ClientSession::watch_client() {
   if (client_watch_pending_) return;
   client_watch_pending_ = true;
-  client_.socket().async_read_some(
-      client_buffer_.prepare(4096),
-      [self = shared_from_this()](beast::error_code error, std::size_t bytes) {
-        self->on_client_watch(error, bytes);
-      });
+  // A readiness wait, not a read: a read would first try the socket (and find nothing, most of
+  // the time) before waiting.
+  client_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code error) {
+    self->on_client_watch(error);
+  });
 }
 
-void ClientSession::on_client_watch(beast::error_code error, std::size_t bytes) {
+void ClientSession::on_client_watch(beast::error_code error) {
   client_watch_pending_ = false;
   if (closed_) return;
+  std::size_t bytes = 0;
+  if (!error) {
+    // Readable: the client's next request, or its hang-up (end of file or a reset).
+    bytes = client_.read_some(client_buffer_.prepare(4096), error);
+    if (error == asio::error::would_block || error == asio::error::try_again) {
+      if (read_after_watch_) {
+        read_after_watch_ = false;
+        read_request();
+      } else {
+        watch_client();
+      }
+      return;
+    }
+  }
   if (!error) {
     // The client sent its next request early: kept for the request parser, and the watch ends.
     client_buffer_.commit(bytes);
@@ -833,12 +904,11 @@ void ClientSession::read_stream() {
                       });
     return;
   }
-  const auto idle = policy_->limits.stream_idle_timeout;
-  if (idle.count() > 0) {
-    upstream_.expires_after(idle);
-  } else {
-    upstream_.expires_never();  // a quiet SSE stream is normal: nothing cuts it by default
-  }
+  // The client is watched from the first time the guard may wait for the upstream: a reply that
+  // came whole with its head is relayed without the readiness wait (a syscall per exchange).
+  if (upstream_buffer_.size() == 0 || !stream_first_read_) watch_client();
+  stream_first_read_ = false;
+  set_stream_idle_deadline(DeadlineTarget::kUpstream);
   auto& body = response_parser_->get().body();
   body.data = chunk_.get();
   body.size = kChunkBytes;
@@ -850,6 +920,7 @@ void ClientSession::read_stream() {
 
 void ClientSession::on_stream_read(beast::error_code error) {
   if (closed_) return;
+  if (timed_out_) error = beast::error::timeout;
   if (error == http::error::need_buffer) error = {};
   if (error) {
     route_->metrics().upstream_error(route_->name(),
@@ -859,7 +930,14 @@ void ClientSession::on_stream_read(beast::error_code error) {
     abort_exchange("stream_ended");
     return;
   }
-  const std::size_t received = kChunkBytes - response_parser_->get().body().size;
+  std::size_t received = kChunkBytes - response_parser_->get().body().size;
+  if (received > 0 && !take_buffered_stream_bytes(received)) {
+    route_->metrics().upstream_error(route_->name(), "bad_reply");
+    route_->logger().warn("upstream stream failed",
+                          {{"route", route_->name()}, {"error", "bad chunked framing"}});
+    abort_exchange("stream_ended");
+    return;
+  }
   if (received == 0) {
     if (response_parser_->is_done()) {
       end_stream();
@@ -891,6 +969,24 @@ void ClientSession::on_stream_read(beast::error_code error) {
     return;
   }
   write_stream_bytes(asio::const_buffer(stream_out_.data(), stream_out_.size()));
+}
+
+bool ClientSession::take_buffered_stream_bytes(std::size_t& received) {
+  // What the upstream sent already (the rest of the event, the last chunk) is parsed now, so that
+  // it goes out in the same write: a reply that came whole costs one write, not two.
+  auto& body = response_parser_->get().body();
+  while (!response_parser_->is_done() && upstream_buffer_.size() > 0 && received < kChunkBytes) {
+    body.data = chunk_.get() + received;
+    body.size = kChunkBytes - received;
+    beast::error_code error;
+    const std::size_t used = response_parser_->put(upstream_buffer_.data(), error);
+    upstream_buffer_.consume(used);
+    received = kChunkBytes - body.size;
+    if (error == http::error::need_more || error == http::error::need_buffer) break;
+    if (error) return false;
+    if (used == 0) break;
+  }
+  return true;
 }
 
 void ClientSession::inspect_sse_event(const RawSseEvent& event) {
@@ -1041,12 +1137,7 @@ void ClientSession::write_whole_reply(bool close_after) {
   if (mode_ != ReplyMode::kEmpty || !whole_reply_.has_content_length()) {
     whole_reply_.prepare_payload();
   }
-  const auto idle = policy_->limits.stream_idle_timeout;
-  if (idle.count() > 0) {
-    client_.expires_after(idle);
-  } else {
-    client_.expires_never();
-  }
+  set_stream_idle_deadline(DeadlineTarget::kClient);
   // The audit lines go out before the reply: a client that has its answer finds them written.
   bytes_out_ = whole_reply_.body().size();
   for (auto& pending : pending_) pending.record.bytes_out = bytes_out_;
@@ -1081,9 +1172,9 @@ void ClientSession::finish_exchange(std::string_view unanswered_outcome) {
   stream_out_ = {};
   events_ = {};
   whole_reply_ = {};
-  if (!upstream_keep_alive_ && upstream_.socket().is_open()) {
+  if (!upstream_keep_alive_ && upstream_.is_open()) {
     beast::error_code ignored;
-    upstream_.socket().close(ignored);
+    upstream_.close(ignored);
   }
   if (!client_keep_alive_ || draining_) {
     close();
@@ -1092,7 +1183,7 @@ void ClientSession::finish_exchange(std::string_view unanswered_outcome) {
   if (client_watch_pending_) {
     read_after_watch_ = true;
     beast::error_code ignored;
-    client_.socket().cancel(ignored);
+    client_.cancel(ignored);
     return;
   }
   read_request();
@@ -1174,27 +1265,29 @@ void ClientSession::close() {
   closed_ = true;
   flush_audit("stream_ended");
   beast::error_code ignored;
+  cancel_deadline();
   connector_.cancel();
-  upstream_.socket().close(ignored);
+  upstream_.close(ignored);
   if (linger_on_close_) {
     // The client may still be sending the body we refused; closing with it unread would reset
     // the connection and could discard our 413 before the client reads it.
-    client_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    client_.shutdown(tcp::socket::shutdown_send, ignored);
     if (!chunk_) chunk_ = std::make_unique_for_overwrite<char[]>(kChunkBytes);
     drain_client();
     return;
   }
-  client_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  client_.socket().close(ignored);
+  client_.shutdown(tcp::socket::shutdown_both, ignored);
+  client_.close(ignored);
 }
 
 void ClientSession::drain_client() {
-  client_.expires_after(std::chrono::seconds(2));
+  set_deadline(DeadlineTarget::kClient, std::chrono::seconds(2));
   client_.async_read_some(asio::buffer(chunk_.get(), kChunkBytes),
                           [self = shared_from_this()](beast::error_code error, std::size_t) {
                             if (error) {
+                              self->cancel_deadline();
                               beast::error_code ignored;
-                              self->client_.socket().close(ignored);
+                              self->client_.close(ignored);
                               return;
                             }
                             self->drain_client();

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -48,7 +49,7 @@ class SessionRegistry {
 // the previous ones, so memory per session is bounded by one read chunk and one SSE event.
 class ClientSession : public std::enable_shared_from_this<ClientSession> {
  public:
-  ClientSession(tcp::socket socket, std::shared_ptr<RouteContext> route, SessionRegistry& registry);
+  ClientSession(TcpSocket socket, std::shared_ptr<RouteContext> route, SessionRegistry& registry);
   ~ClientSession();
   ClientSession(const ClientSession&) = delete;
   ClientSession& operator=(const ClientSession&) = delete;
@@ -68,6 +69,19 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
     bool written = false;
   };
   enum class ReplyMode { kEmpty, kJson, kSse, kPassthrough };
+  // The socket whose operation in flight the current deadline bounds.
+  enum class DeadlineTarget { kNone, kClient, kUpstream };
+
+  // One timer per connection bounds the phase in flight (docs/mcp-guard.md, limits): a phase sets
+  // its deadline, and when it passes the target socket is closed, so its operation fails and
+  // timed_out_ says why. The timer is moved only when a deadline comes earlier than the one it
+  // waits for: a later deadline is noticed when it fires, so most phases cost no timer syscall.
+  void set_deadline(DeadlineTarget target, std::chrono::steady_clock::duration after);
+  void clear_deadline() { deadline_target_ = DeadlineTarget::kNone; }
+  void cancel_deadline();
+  void wait_for_deadline();
+  void on_deadline(std::uint64_t generation);
+  void set_stream_idle_deadline(DeadlineTarget target);
 
   void read_request();
   void on_request_header(beast::error_code error);
@@ -96,12 +110,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void arm_client_idle_timeout();
   void read_stream();
   void on_stream_read(beast::error_code error);
+  // Adds to the `received` bytes of chunk_ what the upstream buffer already holds; false when the
+  // framing is bad.
+  bool take_buffered_stream_bytes(std::size_t& received);
   void inspect_sse_event(const RawSseEvent& event);
   void write_stream_bytes(asio::const_buffer bytes);
   void on_stream_written(beast::error_code error, std::size_t bytes);
   void end_stream();
   void watch_client();
-  void on_client_watch(beast::error_code error, std::size_t bytes);
+  void on_client_watch(beast::error_code error);
   void abort_exchange(std::string_view outcome);
 
   void write_whole_reply(bool close_after);
@@ -120,9 +137,15 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   SessionRegistry& registry_;
   std::shared_ptr<const RoutePolicy> policy_;  // the snapshot of the exchange in flight
 
-  beast::tcp_stream client_;
-  beast::tcp_stream upstream_;
+  TcpSocket client_;
+  TcpSocket upstream_;
+  SteadyTimer deadline_timer_;
   UpstreamConnector connector_;
+  std::chrono::steady_clock::time_point deadline_;
+  DeadlineTarget deadline_target_ = DeadlineTarget::kNone;
+  bool deadline_waiting_ = false;
+  bool timed_out_ = false;  // the last deadline passed: its target's operation failed for that
+  std::uint64_t deadline_generation_ = 0;  // a timer wait's handler acts only if still current
   beast::flat_buffer client_buffer_;
   beast::flat_buffer upstream_buffer_;
   std::unique_ptr<char[]> chunk_;  // one upstream read, forwarded before the next
@@ -135,6 +158,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::string stream_head_text_;
   bool stream_head_unsent_ = false;
   bool stream_last_chunk_sent_ = false;  // with the last bytes, when the upstream had ended
+  bool stream_first_read_ = false;       // the stream's first read, often from buffered bytes
 
   // The exchange in flight.
   std::chrono::steady_clock::time_point arrived_;
@@ -163,8 +187,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool draining_ = false;
   bool closed_ = false;
   bool linger_on_close_ = false;  // a refused body may still be arriving
-  // During a stream a read is kept pending on the client so that a client that hangs up is
-  // noticed at once, not at the next event of a quiet stream.
+  // While a stream waits for the upstream, a readiness wait is kept pending on the client so that
+  // a client that hangs up is noticed at once, not at the next event of a quiet stream.
   bool client_watch_pending_ = false;
   bool read_after_watch_ = false;  // the exchange ended: read the next request once it returns
 };

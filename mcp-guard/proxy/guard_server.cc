@@ -49,7 +49,7 @@ void RouteListener::accept() {
   asio::io_context& context = *contexts_[next_context_];
   next_context_ = (next_context_ + 1) % contexts_.size();
   acceptor_.async_accept(
-      context, [self = shared_from_this()](beast::error_code error, tcp::socket socket) {
+      context, [self = shared_from_this()](beast::error_code error, TcpSocket socket) {
         if (error == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
         if (!error) {
           auto session =

@@ -41,15 +41,14 @@ std::vector<tcp::endpoint> allowed_endpoints(const tcp::resolver::results_type& 
   return endpoints;
 }
 
-void UpstreamConnector::async_connect(beast::tcp_stream& stream, const RouteConfig& route,
-                                      std::chrono::seconds timeout, Handler handler) {
+void UpstreamConnector::async_connect(TcpSocket& socket, const RouteConfig& route,
+                                      Handler handler) {
   auto shared_handler = std::make_shared<Handler>(std::move(handler));
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<Cidr> allowed = route.allowed_cidrs;
   std::string host = route.upstream.host;
   resolver_.async_resolve(
       route.upstream.host, route.upstream.port,
-      [&stream, shared_handler, deadline, allowed = std::move(allowed), host = std::move(host)](
+      [&socket, shared_handler, allowed = std::move(allowed), host = std::move(host)](
           const beast::error_code& error, const tcp::resolver::results_type& resolved) {
         if (error) {
           (*shared_handler)(ConnectFailure::kResolve,
@@ -67,20 +66,19 @@ void UpstreamConnector::async_connect(beast::tcp_stream& stream, const RouteConf
                             host + " resolves to " + addresses + ", outside allowed_cidrs");
           return;
         }
-        stream.expires_at(deadline);
-        stream.async_connect(
-            endpoints, [&stream, shared_handler, host](const beast::error_code& connect_error,
-                                                       const tcp::endpoint&) {
-              if (connect_error) {
-                (*shared_handler)(connect_error == beast::error::timeout ? ConnectFailure::kTimeout
-                                                                         : ConnectFailure::kConnect,
-                                  "cannot connect to " + host + ": " + connect_error.message());
-                return;
-              }
-              beast::error_code ignored;
-              stream.socket().set_option(tcp::no_delay(true), ignored);
-              (*shared_handler)(ConnectFailure::kNone, "");
-            });
+        asio::async_connect(socket, endpoints,
+                            [&socket, shared_handler, host](const beast::error_code& connect_error,
+                                                            const tcp::endpoint&) {
+                              if (connect_error) {
+                                (*shared_handler)(
+                                    ConnectFailure::kConnect,
+                                    "cannot connect to " + host + ": " + connect_error.message());
+                                return;
+                              }
+                              beast::error_code ignored;
+                              socket.set_option(tcp::no_delay(true), ignored);
+                              (*shared_handler)(ConnectFailure::kNone, "");
+                            });
       });
 }
 

@@ -27,17 +27,17 @@ std::vector<tcp::endpoint> allowed_endpoints(const tcp::resolver::results_type& 
                                              const std::vector<Cidr>& allowed);
 bool address_allowed(const asio::ip::address& address, const std::vector<Cidr>& allowed);
 
-// Connects a session's upstream stream: resolves the host at each connection (so a DNS answer
-// that changes is checked again), keeps the allowed addresses, and dials them in order within the
-// connect timeout. Lives on the session's strand.
+// Connects a session's upstream socket: resolves the host at each connection (so a DNS answer
+// that changes is checked again), keeps the allowed addresses, and dials them in order. Lives on
+// the session's strand; the session bounds it with upstream_connect_timeout (cancel() and closing
+// the socket end it).
 class UpstreamConnector {
  public:
   using Handler = std::function<void(ConnectFailure failure, std::string detail)>;
 
   explicit UpstreamConnector(const asio::any_io_executor& executor) : resolver_(executor) {}
 
-  void async_connect(beast::tcp_stream& stream, const RouteConfig& route,
-                     std::chrono::seconds timeout, Handler handler);
+  void async_connect(TcpSocket& socket, const RouteConfig& route, Handler handler);
   void cancel() { resolver_.cancel(); }
 
  private:

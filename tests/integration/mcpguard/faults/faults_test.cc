@@ -886,6 +886,68 @@ TEST(McpGuardFaults, AnUpstreamClosingAnIdleKeptAliveConnectionIsRedialled) {
   EXPECT_EQ(upstream.connections(), 3);
 }
 
+// Each phase's limit: an idle kept-alive client, an upstream slow to answer, a quiet stream.
+TEST(McpGuardFaults, HeaderReplyAndStreamIdleTimeoutsAreEnforced) {
+  std::atomic<int> streams_closed{0};
+  FakeUpstream upstream([&](UpstreamExchange& exchange) {
+    char byte;
+    boost::system::error_code error;
+    if (std::string(exchange.request.target()) == "/slow") {
+      exchange.close_when_peer_closes(&byte, &error);  // never answers
+      return;
+    }
+    if (exchange.request.method() == http::verb::get) {
+      exchange.write(chunked_head(200, "text/event-stream"));
+      exchange.write(chunk(": open\n\n"));
+      exchange.close_when_peer_closes(&byte, &error);
+      ++streams_closed;
+      return;
+    }
+    answer_json(exchange);
+  });
+  GuardProcess guard(guard_config(upstream.url(), "",
+                                  "limits:\n  header_timeout_seconds: 1\n"
+                                  "  upstream_reply_timeout_seconds: 1\n"
+                                  "  stream_idle_timeout_seconds: 1\n"));
+
+  // A kept-alive client that sends nothing more is closed after header_timeout.
+  Client idle(guard.route_url("tickets"), 5s);
+  EXPECT_EQ(idle.post(call(1, "get_ticket")).status, 200u);
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_THROW(idle.read_head(), beast::system_error);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+
+  // An upstream that does not answer within upstream_reply_timeout: 502, kind timeout.
+  Client slow(guard.route_url("tickets"), 5s);
+  started = std::chrono::steady_clock::now();
+  slow.send(http::verb::post, "/slow", call(2, "get_ticket"));
+  const auto head = slow.read_head();
+  EXPECT_EQ(head.status, 502u);
+  std::string body;
+  for (std::string bytes; !(bytes = slow.read_some()).empty();) body += bytes;
+  EXPECT_THAT(body, HasSubstr("failed (timeout)"));
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+
+  // A stream with no bytes either way for stream_idle_timeout is cut, the upstream's included.
+  Client stream(guard.route_url("tickets"), 5s);
+  stream.send(http::verb::get, "/mcp", "");
+  EXPECT_EQ(stream.read_head().status, 200u);
+  EXPECT_EQ(stream.read_some(), ": open\n\n");
+  started = std::chrono::steady_clock::now();
+  EXPECT_THROW(
+      {
+        for (;;) {
+          if (stream.read_some().empty()) break;  // a clean end would be wrong: no throw
+        }
+      },
+      beast::system_error);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+  EXPECT_TRUE(eventually([&] { return streams_closed.load() == 1; }, 3000ms));
+  EXPECT_THAT(
+      http_get(guard.metrics_address(), "/metrics"),
+      HasSubstr(R"(perimeter_mcp_guard_upstream_errors_total{kind="timeout",route="tickets"} 2)"));
+}
+
 TEST(McpGuardFaults, SigtermLetsTheOpenExchangeFinishThenExits) {
   FakeUpstream upstream([&](UpstreamExchange& exchange) {
     std::this_thread::sleep_for(500ms);
