@@ -1,28 +1,13 @@
 #include "proxy/audit.h"
 
 #include <fnmatch.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <ctime>
+
+#include "core/time_format.h"
 
 namespace perimeter::mcpguard {
 namespace {
-
-// RFC 3339 UTC with milliseconds: requests of one session often share a second.
-void append_timestamp(std::string* out, std::chrono::system_clock::time_point time) {
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
-  const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
-  std::tm utc{};
-  ::gmtime_r(&seconds, &utc);
-  char buffer[64];
-  const int length = std::snprintf(buffer, sizeof buffer, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
-                                   utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour,
-                                   utc.tm_min, utc.tm_sec, static_cast<int>(ms % 1000));
-  out->append(buffer, static_cast<std::size_t>(length));
-}
 
 // A JSON string literal; nlohmann's serializer is exact but needs a json value per field.
 void append_string(std::string* out, std::string_view text) {
@@ -103,7 +88,9 @@ std::string render_audit_line(const AuditRecord& record, const AuditConfig& conf
   line.append("{\"type\":");
   append_string(&line, kAuditType);
   line.append(",\"time\":");
-  append_timestamp(&line, record.time);
+  line += '"';
+  line += format_rfc3339_millis(record.time);
+  line += '"';
   line.append(",\"level\":");
   append_string(&line, to_string(config.level));
   line.append(",\"route\":");
@@ -142,23 +129,6 @@ std::string render_audit_line(const AuditRecord& record, const AuditConfig& conf
   }
   line.push_back('}');
   return line;
-}
-
-void StdoutAuditSink::write_line(std::string_view line) {
-  std::string whole;
-  whole.reserve(line.size() + 1);
-  whole.append(line);
-  whole.push_back('\n');
-  std::lock_guard lock(mutex_);
-  std::size_t written = 0;
-  while (written < whole.size()) {
-    const ssize_t n = ::write(STDOUT_FILENO, whole.data() + written, whole.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return;  // stdout is gone; the operational log still says what happened
-    }
-    written += static_cast<std::size_t>(n);
-  }
 }
 
 }  // namespace perimeter::mcpguard

@@ -2,13 +2,13 @@
 
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/audit_sink.h"
 #include "proxy/guard_config.h"
 
 namespace perimeter::mcpguard {
@@ -49,22 +49,8 @@ std::string render_audit_line(const AuditRecord& record, const AuditConfig& conf
 nlohmann::json redact_by_key(const nlohmann::json& value,
                              const std::vector<std::string>& redact_keys);
 
-// Where audit lines go. write_line must have handed the whole line to the kernel when it
-// returns, so a crash right after loses nothing.
-class AuditSink {
- public:
-  virtual ~AuditSink() = default;
-  virtual void write_line(std::string_view line) = 0;
-};
-
-// stdout, unbuffered: write(2) of the line and its newline in one call (retried until whole),
-// under a lock so lines from different threads never interleave.
-class StdoutAuditSink final : public AuditSink {
- public:
-  void write_line(std::string_view line) override;
-
- private:
-  std::mutex mutex_;
-};
+// Where audit lines go: stdout (core/audit_sink.h), or a test's recorder.
+using perimeter::AuditSink;
+using perimeter::StdoutAuditSink;
 
 }  // namespace perimeter::mcpguard
