@@ -617,6 +617,26 @@ TEST(McpGuardFaults, ExactlyOneAuditLinePerRequestWithoutArgumentText) {
   EXPECT_THAT(metrics, HasSubstr("tool=\"get_ticket\""));
 }
 
+// Tool names in a request come from the client: only names the server listed become metric
+// labels, so a client calling a thousand made-up tools cannot grow the label set.
+TEST(McpGuardFaults, ToolNamesTheServerNeverListedShareOneMetricLabel) {
+  FakeUpstream upstream(answer_json);
+  GuardProcess guard(guard_config(upstream.url()));
+  Client client(guard.route_url("tickets"));
+  EXPECT_EQ(client.post(list_tools(1)).status, 200u);
+  EXPECT_EQ(client.post(call(2, "get_ticket")).status, 200u);
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_EQ(client.post(call(10 + i, "made_up_tool_" + std::to_string(i))).status, 200u);
+  }
+  const std::string metrics = http_get(guard.metrics_address(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("tool=\"get_ticket\""));
+  EXPECT_THAT(metrics, HasSubstr("tool=\"(unlisted)\""));
+  EXPECT_THAT(metrics, Not(HasSubstr("made_up_tool_")));
+  // The audit still names what was called: that is the record, the label is only a count.
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() >= 52; }));
+  EXPECT_EQ(guard.audit_lines().back()["name"], "made_up_tool_49");
+}
+
 // ---- reload ----
 
 TEST(McpGuardFaults, ReloadChangesPolicyWithoutDroppingAnOpenStreamAndRefusesListenerChanges) {
