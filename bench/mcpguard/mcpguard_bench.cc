@@ -183,6 +183,19 @@ struct Cell {
   long reconnects = 0;
 };
 
+// A proxy's latency over the direct connection, round by round (each round measures both).
+struct AddedLatency {
+  std::vector<double> p50_us, p99_us;
+};
+AddedLatency added_over(const Cell& cell, const Cell& direct) {
+  AddedLatency added;
+  for (std::size_t r = 0; r < cell.p50_us.size(); ++r) {
+    added.p50_us.push_back(cell.p50_us[r] - direct.p50_us[r]);
+    added.p99_us.push_back(cell.p99_us[r] - direct.p99_us[r]);
+  }
+  return added;
+}
+
 double percentile(std::vector<double> values, double p) {
   if (values.empty()) return 0;
   std::sort(values.begin(), values.end());
@@ -360,11 +373,7 @@ int main(int argc, char** argv) {
         const auto& base = cells[key(reply, concurrency, "direct")];
         for (const auto& target : targets) {
           const auto& cell = cells[key(reply, concurrency, target.name)];
-          std::vector<double> added_p50, added_p99;
-          for (std::size_t r = 0; r < cell.p50_us.size(); ++r) {
-            added_p50.push_back(cell.p50_us[r] - base.p50_us[r]);
-            added_p99.push_back(cell.p99_us[r] - base.p99_us[r]);
-          }
+          const auto [added_p50, added_p99] = added_over(cell, base);
           json line = {{"bench", "mcpguard"},
                        {"measure", "tools_call"},
                        {"reply", reply},
@@ -463,11 +472,7 @@ int main(int argc, char** argv) {
         const auto& base = cells[key(reply, concurrency, "direct")];
         for (const auto& target : targets) {
           const auto& cell = cells[key(reply, concurrency, target.name)];
-          std::vector<double> added_p50, added_p99;
-          for (std::size_t r = 0; r < cell.p50_us.size(); ++r) {
-            added_p50.push_back(cell.p50_us[r] - base.p50_us[r]);
-            added_p99.push_back(cell.p99_us[r] - base.p99_us[r]);
-          }
+          const auto [added_p50, added_p99] = added_over(cell, base);
           std::cout << "| " << reply << " | " << concurrency << " | " << target.name << " | "
                     << spread(cell.p50_us, 0) << " | " << spread(cell.p99_us, 0) << " | "
                     << spread(cell.rps, 0) << " | " << (target.proxy ? spread(added_p50, 0) : "")

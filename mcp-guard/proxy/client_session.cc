@@ -273,11 +273,7 @@ void ClientSession::on_request_header(beast::error_code error) {
     // Content-Length alone says it is too large: the body is never read.
     arrived_ = std::chrono::steady_clock::now();
     arrived_wall_ = route_->clock().wall_now();
-    request_ = request_parser_->release();
-    begin_exchange();
-    bytes_in_ = 0;  // the body was not read
-    refuse(http::status::payload_too_large, "", "body_too_large", kRpcInvalidRequest, std::nullopt,
-           true);
+    refuse_oversize_body();
     return;
   }
   if (is_malformed_http(error)) {
@@ -311,6 +307,14 @@ void ClientSession::on_request_header(beast::error_code error) {
   read_request_body();
 }
 
+void ClientSession::refuse_oversize_body() {
+  request_ = request_parser_->release();
+  begin_exchange();
+  bytes_in_ = 0;  // the body was not read
+  refuse(http::status::payload_too_large, "", "body_too_large", kRpcInvalidRequest, std::nullopt,
+         true);
+}
+
 void ClientSession::read_request_body() {
   if (request_parser_->is_done()) {
     on_request_body({});
@@ -325,11 +329,7 @@ void ClientSession::read_request_body() {
 
 void ClientSession::on_request_body(beast::error_code error) {
   if (error == http::error::body_limit) {
-    request_ = request_parser_->release();
-    begin_exchange();
-    bytes_in_ = 0;  // the body was not read
-    refuse(http::status::payload_too_large, "", "body_too_large", kRpcInvalidRequest, std::nullopt,
-           true);
+    refuse_oversize_body();
     return;
   }
   if (is_malformed_http(error)) {

@@ -88,6 +88,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void read_request_body();
   void on_request_body(beast::error_code error);
   void refuse_malformed(beast::error_code error);
+  // 413 for a body over the limit, which is never read; the connection closes after it.
+  void refuse_oversize_body();
   void begin_exchange();
   void inspect_request();
   void refuse(http::status status, std::string body, std::string_view reason, int rpc_code,
