@@ -35,6 +35,7 @@
 #include "localcluster/tools.h"
 #include "operator/operator_process.h"
 #include "process/process.h"
+#include "real_node_cluster.h"
 
 namespace perimeter::e2e {
 namespace {
@@ -89,15 +90,6 @@ bool eventually(Pred done, seconds limit, const std::string& what) {
   return false;
 }
 
-testing::LocalClusterOptions cluster_options() {
-  testing::LocalClusterOptions options;
-  options.controller_manager = true;  // default ServiceAccounts, garbage collection, namespaces
-  options.scheduler = true;
-  options.real_node = true;
-  options.images = {testing::runner_image_archive()};
-  return options;
-}
-
 // "Key:\tvalue" lines (the format of /proc/self/status) of a tool's output.
 std::map<std::string, std::string> status_fields(const std::string& text) {
   std::map<std::string, std::string> fields;
@@ -121,7 +113,7 @@ class RealNodeE2eTest : public ::testing::Test {
   void SetUp() override {
     // Containerd, runc, mounts, cgroups and a bridge: the real node cannot exist without root.
     ASSERT_EQ(::geteuid(), 0u) << "the real-node e2e tests need root (run them as root)";
-    cluster_ = &testing::shared_cluster(cluster_options());
+    cluster_ = &testing::shared_cluster(real_node_cluster_options());
     node_ = cluster_->real_node();
     ASSERT_TRUE(node_.is_object()) << "the local cluster started without its real node";
     gateway_ = node_.at("gateway");

@@ -28,15 +28,30 @@ std::string supervisor_log_tail(const std::string& dir) {
 
 }  // namespace
 
-std::string runner_image_archive() {
+namespace {
+
+// <build>/images/<file>, found from the build's bin/ folder; `target` builds it.
+std::string built_image_archive(const std::string& file, const std::string& what,
+                                const std::string& target) {
   fs::path bin_dir = fs::path(local_cluster_binary()).parent_path();
-  fs::path archive = bin_dir.parent_path() / "images" / "perimeter-runner.tar";
+  fs::path archive = bin_dir.parent_path() / "images" / file;
   if (!fs::is_regular_file(archive)) {
-    throw std::runtime_error("the runner image archive " + archive.string() +
-                             " is not built: `make build` (target runner-image-archive; needs "
-                             "umoci, which `make deps` installs)");
+    throw std::runtime_error("the " + what + " image archive " + archive.string() +
+                             " is not built: `make build` (target " + target +
+                             "; needs umoci, which `make deps` installs)");
   }
   return archive.string();
+}
+
+}  // namespace
+
+std::string runner_image_archive() {
+  return built_image_archive("perimeter-runner.tar", "runner", "runner-image-archive");
+}
+
+std::string guard_image_archive() {
+  return built_image_archive("perimeter-mcp-guard.tar", "perimeter-mcp-guard",
+                             "mcp-guard-image-archive");
 }
 
 std::string local_cluster_binary() {

@@ -102,6 +102,12 @@ std::string local_cluster_binary();
 inline constexpr const char* kRunnerImage = "localhost/perimeter/perimeter-runner:0.1.0";
 std::string runner_image_archive();
 
+// The perimeter-mcp-guard image archive `make build` writes (<build>/images/
+// perimeter-mcp-guard.tar), imported as kGuardImage (the McpTunnel controller's default guard
+// image). Throws std::runtime_error naming the build step when it is missing.
+inline constexpr const char* kGuardImage = "localhost/perimeter/perimeter-mcp-guard:0.1.0";
+std::string guard_image_archive();
+
 // A cluster shared by all tests of one test binary, started on first use with these options
 // (a GoogleTest Environment tears it down at exit). Asking again with different options is a
 // bug in the test binary and throws std::logic_error.
