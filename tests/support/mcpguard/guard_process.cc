@@ -63,6 +63,9 @@ struct GuardProcess::State {
 };
 
 GuardProcess::GuardProcess(const std::string& config_yaml, std::chrono::seconds start_limit)
+    : GuardProcess(config_yaml, GuardProcessOptions{start_limit, ""}) {}
+
+GuardProcess::GuardProcess(const std::string& config_yaml, const GuardProcessOptions& options)
     : state_(std::make_unique<State>()) {
   const char* bin_dir = std::getenv("PERIMETER_BIN_DIR");
   if (bin_dir == nullptr) throw std::runtime_error("PERIMETER_BIN_DIR is not set (run via ctest)");
@@ -81,17 +84,32 @@ GuardProcess::GuardProcess(const std::string& config_yaml, std::chrono::seconds 
   write_file_atomically(state_->config_path, config_yaml);
 
   // The shell only redirects stdout (the audit) to its own file and execs the guard in its place,
-  // so pid() is the guard's; Process sends stderr (the log) to log_path.
+  // so pid() is the guard's; Process sends stderr (the log) to log_path. With a hosts file,
+  // unshare (which execs, never forks, without --fork) gives the shell a private mount namespace
+  // first, where it bind-mounts the file over /etc/hosts.
   process::ProcessSpec spec;
   spec.argv = {
       "/bin/sh",         "-c", "exec \"$0\" --config \"$1\" >\"$2\"", binary, state_->config_path,
       state_->audit_path};
+  if (!options.hosts_file.empty()) {
+    spec.argv = {"unshare",
+                 "--mount",
+                 "--propagation",
+                 "private",
+                 "/bin/sh",
+                 "-c",
+                 "mount --bind \"$3\" /etc/hosts && exec \"$0\" --config \"$1\" >\"$2\"",
+                 binary,
+                 state_->config_path,
+                 state_->audit_path,
+                 options.hosts_file};
+  }
   spec.log_path = state_->log_path;
   spec.parent_death_signal = SIGKILL;
   state_->process = process::Process::spawn(spec);
 
   // The guard logs `ready` with every listener's bound address once all of them accept.
-  const auto deadline = std::chrono::steady_clock::now() + start_limit;
+  const auto deadline = std::chrono::steady_clock::now() + options.start_limit;
   while (std::chrono::steady_clock::now() < deadline) {
     for (const auto& line : complete_lines(log())) {
       const auto parsed = nlohmann::json::parse(line, nullptr, false);
@@ -117,7 +135,7 @@ GuardProcess::GuardProcess(const std::string& config_yaml, std::chrono::seconds 
   const std::string log_so_far = log();
   state_->process->terminate(std::chrono::seconds(5));
   throw std::runtime_error("perimeter-mcp-guard was not ready within " +
-                           std::to_string(start_limit.count()) + " s: " + log_so_far);
+                           std::to_string(options.start_limit.count()) + " s: " + log_so_far);
 }
 
 GuardProcess::~GuardProcess() = default;

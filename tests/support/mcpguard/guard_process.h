@@ -9,6 +9,14 @@
 
 namespace perimeter::testing {
 
+struct GuardProcessOptions {
+  std::chrono::seconds start_limit{20};
+  // When set, the guard runs in a mount namespace of its own where this file is /etc/hosts, so a
+  // test decides what an upstream's name resolves to at each connection (the C library reads the
+  // file at every lookup). Needs root.
+  std::string hosts_file;
+};
+
 // A running perimeter-mcp-guard (from PERIMETER_BIN_DIR) for tests: writes `config_yaml` to a
 // temporary file, starts the binary, and returns once every route's listener is accepting (the
 // guard logs `listening` with the route and its address, so routes may use port 0). Stops it with
@@ -17,6 +25,7 @@ class GuardProcess {
  public:
   explicit GuardProcess(const std::string& config_yaml,
                         std::chrono::seconds start_limit = std::chrono::seconds(20));
+  GuardProcess(const std::string& config_yaml, const GuardProcessOptions& options);
   ~GuardProcess();
   GuardProcess(const GuardProcess&) = delete;
   GuardProcess& operator=(const GuardProcess&) = delete;

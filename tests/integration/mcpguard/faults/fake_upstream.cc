@@ -27,9 +27,10 @@ void UpstreamExchange::close_when_peer_closes(char* scratch, boost::system::erro
   close();
 }
 
-FakeUpstream::FakeUpstream(Handler handler)
+FakeUpstream::FakeUpstream(Handler handler, const std::string& address, int port)
     : handler_(std::move(handler)),
-      acceptor_(io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+      address_(address),
+      acceptor_(io_, tcp::endpoint(asio::ip::make_address(address), static_cast<uint16_t>(port))) {
   port_ = acceptor_.local_endpoint().port();
   accept_thread_ = std::thread([this] {
     for (;;) {

@@ -42,16 +42,16 @@ class UpstreamExchange {
   bool closed_ = false;
 };
 
-// An MCP server stand-in on 127.0.0.1 port 0: a thread per connection reading requests with
-// Beast and handing each to `handler`, which writes the reply.
+// An MCP server stand-in on `address` (a loopback address; port 0: a free one): a thread per
+// connection reading requests with Beast and handing each to `handler`, which writes the reply.
 class FakeUpstream {
  public:
   using Handler = std::function<void(UpstreamExchange&)>;
-  explicit FakeUpstream(Handler handler);
+  explicit FakeUpstream(Handler handler, const std::string& address = "127.0.0.1", int port = 0);
   ~FakeUpstream();
 
   int port() const { return port_; }
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string url() const { return "http://" + address_ + ":" + std::to_string(port_); }
   int connections() const { return connections_; }
   int requests() const { return requests_; }
   // Every request received so far.
@@ -61,6 +61,7 @@ class FakeUpstream {
   void serve(tcp::socket socket);
 
   Handler handler_;
+  std::string address_;
   boost::asio::io_context io_;
   tcp::acceptor acceptor_;
   int port_ = 0;

@@ -6,9 +6,11 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -475,6 +477,49 @@ TEST(McpGuardFaults, UpstreamOutsideAllowedCidrsIsNeverDialled) {
   EXPECT_EQ(upstream.connections(), 0);
   ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 1; }));
   EXPECT_EQ(guard.audit_lines()[0]["reason"], "upstream_not_allowed");
+}
+
+// DNS rebinding: the upstream's name answers an allowed address, then (the attacker's DNS
+// changing its answer) an address outside allowed_cidrs, where a stand-in for the cloud metadata
+// service listens on the same port. The guard checks each connection's own lookup: the second
+// client is refused and the stand-in never sees a connection. Loopback only: 127.0.0.2 plays
+// 169.254.169.254. The guard gets a private /etc/hosts (GuardProcessOptions::hosts_file).
+TEST(McpGuardFaults, AnUpstreamNameRebindingOutsideAllowedCidrsIsRefusedAtTheNextConnection) {
+  ASSERT_EQ(::geteuid(), 0u) << "the rebinding test gives the guard a private /etc/hosts: root";
+  FakeUpstream upstream(answer_json);
+  FakeUpstream metadata(answer_json, "127.0.0.2", upstream.port());
+  const std::string hosts_path =
+      ::testing::TempDir() + "mcpguard-rebind-hosts-" + std::to_string(::getpid());
+  const auto answer = [&](const std::string& address) {
+    std::ofstream(hosts_path, std::ios::trunc)  // in place: the bind mount follows the inode
+        << address << " mcp.rebind.perimeter.test\n";
+  };
+  answer("127.0.0.1");
+  const std::string config =
+      "metrics_listen: \"\"\nroutes:\n  - name: tickets\n    listen: 127.0.0.1:0\n"
+      "    upstream: http://mcp.rebind.perimeter.test:" +
+      std::to_string(upstream.port()) + "\n    allowed_cidrs: [\"127.0.0.1/32\"]\n";
+  GuardProcess guard(config, GuardProcessOptions{20s, hosts_path});
+
+  Client before(guard.route_url("tickets"));
+  EXPECT_EQ(before.post(call(1, "get_ticket")).status, 200u) << guard.log();
+  EXPECT_EQ(upstream.connections(), 1);
+
+  answer("127.0.0.2");
+  Client after(guard.route_url("tickets"));
+  const auto refused = after.post(call(2, "get_ticket"));
+  EXPECT_EQ(refused.status, 502u) << refused.body;
+  EXPECT_EQ(json::parse(refused.body, nullptr, false)["error"]["code"], -32003) << refused.body;
+  EXPECT_THAT(guard.log(), HasSubstr("127.0.0.2, outside allowed_cidrs"));
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(metadata.connections(), 0) << "the guard dialled the rebound address";
+
+  // The connection made under the first answer keeps its checked upstream.
+  EXPECT_EQ(before.post(call(3, "get_ticket")).status, 200u);
+  EXPECT_EQ(metadata.connections(), 0);
+  ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 3; }));
+  EXPECT_EQ(guard.audit_lines()[1]["reason"], "upstream_not_allowed");
+  std::remove(hosts_path.c_str());
 }
 
 // ---- upstream failures and backpressure ----
