@@ -111,7 +111,7 @@ std::shared_ptr<const RoutePolicy> make_route_policy(const GuardConfig& config,
         *previous->route.rate_limit == *route.rate_limit) {
       policy->rate_limiter = previous->rate_limiter;
     } else {
-      policy->rate_limiter = std::make_shared<RateLimiter>(route.rate_limit->requests_per_second,
+      policy->rate_limiter = std::make_shared<TokenBucket>(route.rate_limit->requests_per_second,
                                                            route.rate_limit->burst, clock);
     }
   }

@@ -11,10 +11,10 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/token_bucket.h"
 #include "proxy/audit.h"
 #include "proxy/guard_config.h"
 #include "proxy/guard_metrics.h"
-#include "proxy/rate_limiter.h"
 #include "proxy/server_requests.h"
 
 namespace perimeter::mcpguard {
@@ -25,7 +25,7 @@ struct RoutePolicy {
   RouteConfig route;
   LimitsConfig limits;
   AuditConfig audit;
-  std::shared_ptr<RateLimiter> rate_limiter;  // null when the route has no rate limit
+  std::shared_ptr<TokenBucket> rate_limiter;  // null when the route has no rate limit
 };
 
 // A route for the life of the process: its name, the policy in force, and what its server has

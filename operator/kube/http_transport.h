@@ -8,8 +8,8 @@
 #include <string>
 
 #include "core/clock.h"
+#include "core/token_bucket.h"
 #include "kube/config.h"
-#include "kube/token_bucket.h"
 #include "kube/transport.h"
 
 namespace web::http::client {

@@ -79,8 +79,8 @@ void EventRecorder::write(const Pending& event) {
 
   auto& bucket = per_object_[object_key];
   if (!bucket)
-    bucket = std::make_unique<kube::TokenBucket>(options_.qps_per_object, options_.burst_per_object,
-                                                 clock_);
+    bucket =
+        std::make_unique<TokenBucket>(options_.qps_per_object, options_.burst_per_object, clock_);
   if (bucket->reserve() > Clock::Duration::zero()) {
     drop("rate_limited");
     return;

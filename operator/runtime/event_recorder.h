@@ -12,8 +12,8 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/token_bucket.h"
 #include "kube/resource_client.h"
-#include "kube/token_bucket.h"
 #include "runtime/metrics.h"
 
 namespace perimeter::runtime {
@@ -75,7 +75,7 @@ class EventRecorder {
   bool stopping_ = false;
   // Only the writer thread touches these.
   std::map<std::string, Written> written_;
-  std::map<std::string, std::unique_ptr<kube::TokenBucket>> per_object_;
+  std::map<std::string, std::unique_ptr<TokenBucket>> per_object_;
   uint64_t sequence_ = 0;
   std::thread thread_;
 };

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/clock.h"
-#include "kube/token_bucket.h"
+#include "core/token_bucket.h"
 
 namespace perimeter::runtime {
 
@@ -48,7 +48,7 @@ class BucketRateLimiter final : public RateLimiter {
   int num_requeues(const std::string&) override { return 0; }
 
  private:
-  kube::TokenBucket bucket_;
+  TokenBucket bucket_;
 };
 
 // The longest delay of several limiters (client-go's MaxOfRateLimiter).
