@@ -579,7 +579,7 @@ void ClientSession::connect_or_send() {
   upstream_reused_ = false;
   upstream_buffer_.clear();
   set_deadline(DeadlineTarget::kUpstream, policy_->limits.upstream_connect_timeout);
-  connector_.async_connect(upstream_, policy_->route,
+  connector_.async_connect(upstream_.socket(), policy_->route,
                            [self = shared_from_this()](ConnectFailure failure, std::string detail) {
                              self->on_upstream_connected(failure, detail);
                            });
@@ -594,6 +594,33 @@ void ClientSession::on_upstream_connected(ConnectFailure failure, const std::str
   }
   if (failure != ConnectFailure::kNone) {
     upstream_failed(metric_kind(failure), detail, failure == ConnectFailure::kNotAllowed);
+    return;
+  }
+  if (policy_->upstream_tls) {
+    // Under the connect deadline still: a server that never finishes the handshake times out.
+    try {
+      upstream_.async_start_tls(
+          *policy_->upstream_tls, policy_->route.upstream.host,
+          [self = shared_from_this()](beast::error_code error) { self->on_upstream_tls(error); });
+    } catch (const std::exception& error) {
+      upstream_failed("tls", error.what());
+    }
+    return;
+  }
+  send_upstream();
+}
+
+void ClientSession::on_upstream_tls(beast::error_code error) {
+  if (closed_) return;
+  if (timed_out_) {
+    upstream_failed(metric_kind(ConnectFailure::kTimeout),
+                    "TLS handshake: not done within upstream_connect_timeout");
+    return;
+  }
+  if (error) {
+    // Nothing of the request was sent: a server the route does not trust never sees it.
+    upstream_failed("tls", "TLS handshake with " + policy_->route.upstream.authority + ": " +
+                               upstream_.tls_failure(error));
     return;
   }
   send_upstream();

@@ -17,6 +17,7 @@
 #include "proxy/audit.h"
 #include "proxy/route_context.h"
 #include "proxy/upstream_connector.h"
+#include "proxy/upstream_stream.h"
 
 namespace perimeter::mcpguard {
 
@@ -98,6 +99,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void forward();
   void connect_or_send();
   void on_upstream_connected(ConnectFailure failure, const std::string& detail);
+  void on_upstream_tls(beast::error_code error);
   void send_upstream();
   void on_upstream_sent(beast::error_code error);
   void on_upstream_header(beast::error_code error);
@@ -140,7 +142,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   std::shared_ptr<const RoutePolicy> policy_;  // the snapshot of the exchange in flight
 
   TcpSocket client_;
-  TcpSocket upstream_;
+  UpstreamStream upstream_;
   SteadyTimer deadline_timer_;
   UpstreamConnector connector_;
   std::chrono::steady_clock::time_point deadline_;

@@ -46,7 +46,13 @@ void ConfigReloader::check(bool forced) {
     logger_.error("config reload refused", {{"config", path_}, {"error", *refusal}});
     return;
   }
-  server_.apply(*parsed.config);
+  try {
+    server_.apply(*parsed.config);
+  } catch (const std::exception& error) {
+    metrics_.config_reload(false);
+    logger_.error("config reload refused", {{"config", path_}, {"error", error.what()}});
+    return;
+  }
   current_ = std::move(*parsed.config);
   metrics_.config_reload(true);
   logger_.info("config reloaded", {{"config", path_}});

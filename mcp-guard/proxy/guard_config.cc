@@ -39,6 +39,12 @@ std::string read_string(const YAML::Node& node, const std::string& path) {
   return node.Scalar();
 }
 
+bool read_bool(const YAML::Node& node, const std::string& path) {
+  if (node.IsScalar() && node.Scalar() == "true") return true;
+  if (node.IsScalar() && node.Scalar() == "false") return false;
+  fail(path, "must be true or false");
+}
+
 std::int64_t read_integer(const YAML::Node& node, const std::string& path, std::int64_t min,
                           std::int64_t max) {
   if (!node.IsScalar()) fail(path, "must be an integer");
@@ -101,19 +107,18 @@ UpstreamAddress read_upstream(const std::string& text, const std::string& path) 
   if (rest.starts_with("http://")) {
     rest.remove_prefix(7);
   } else if (rest.starts_with("https://")) {
-    // TLS to the upstream (upstream_ca_file) is not built yet; refusing beats silently sending
-    // plaintext to a server that expects TLS.
-    fail(path, "https upstreams are not supported yet");
+    rest.remove_prefix(8);
+    upstream.tls = true;
   } else {
-    fail(path, "must be http://host:port");
+    fail(path, "must be http(s)://host:port");
   }
   if (rest.ends_with("/")) rest.remove_suffix(1);
   if (rest.find_first_of("/?#@") != std::string_view::npos) {
-    fail(path, "must be http://host:port, without a path, query or user");
+    fail(path, "must be http(s)://host:port, without a path, query or user");
   }
   if (!split_host_port(rest, &upstream.host, &upstream.port) || upstream.host.empty() ||
       upstream.port == "0") {
-    fail(path, "must be http://host:port with an explicit port");
+    fail(path, "must be http(s)://host:port with an explicit port");
   }
   upstream.authority = std::string(rest);
   return upstream;
@@ -175,8 +180,8 @@ LimitsConfig read_limits(const YAML::Node& node, const std::string& path) {
 RouteConfig read_route(const YAML::Node& node, const std::string& path) {
   expect_map(node, path);
   reject_unknown_keys(node, path,
-                      {"name", "listen", "upstream", "upstream_ca_file", "host_header",
-                       "allowed_cidrs", "tools", "rate_limit"});
+                      {"name", "listen", "upstream", "upstream_ca_file", "upstream_system_cas",
+                       "host_header", "allowed_cidrs", "tools", "rate_limit"});
   RouteConfig route;
   if (!node["name"]) fail(path + ".name", "required");
   route.name = read_string(node["name"], path + ".name");
@@ -194,7 +199,19 @@ RouteConfig read_route(const YAML::Node& node, const std::string& path) {
       read_upstream(read_string(node["upstream"], path + ".upstream"), path + ".upstream");
   if (const auto ca = node["upstream_ca_file"]) {
     route.upstream_ca_file = read_string(ca, path + ".upstream_ca_file");
-    if (!route.upstream_ca_file.empty()) fail(path + ".upstream_ca_file", "https only");
+    if (!route.upstream_ca_file.empty() && !route.upstream.tls) {
+      fail(path + ".upstream_ca_file", "only for an https upstream");
+    }
+  }
+  // The system's CAs are trusted when no CA file is named, unless said otherwise.
+  route.upstream_system_cas = route.upstream_ca_file.empty();
+  if (const auto system = node["upstream_system_cas"]) {
+    route.upstream_system_cas = read_bool(system, path + ".upstream_system_cas");
+    if (!route.upstream.tls) fail(path + ".upstream_system_cas", "only for an https upstream");
+  }
+  if (route.upstream.tls && route.upstream_ca_file.empty() && !route.upstream_system_cas) {
+    fail(path + ".upstream_system_cas",
+         "an https upstream must trust some CA: name upstream_ca_file or leave this true");
   }
   if (const auto mode = node["host_header"]) {
     const std::string text = read_string(mode, path + ".host_header");

@@ -60,7 +60,8 @@ struct RouteConfig {
   std::string listen_port;
   std::string listen;  // as written, "host:port"
   UpstreamAddress upstream;
-  std::string upstream_ca_file;
+  std::string upstream_ca_file;     // https: the CAs its certificate must chain to
+  bool upstream_system_cas = true;  // https: the system's CAs too (default: without a CA file)
   HostHeaderMode host_header = HostHeaderMode::kUpstream;
   std::vector<Cidr> allowed_cidrs;
   ToolPolicy tools;

@@ -121,10 +121,14 @@ void GuardServer::run() {
 }
 
 void GuardServer::apply(const GuardConfig& config) {
+  // Every route's new policy is made before any is published: a CA file that cannot be read
+  // leaves the whole config refused and the old one in force.
+  std::vector<std::shared_ptr<const RoutePolicy>> policies;
   for (std::size_t i = 0; i < routes_.size(); ++i) {
     const auto previous = routes_[i]->policy();
-    routes_[i]->set_policy(make_route_policy(config, config.routes[i], previous.get(), clock_));
+    policies.push_back(make_route_policy(config, config.routes[i], previous.get(), clock_));
   }
+  for (std::size_t i = 0; i < routes_.size(); ++i) routes_[i]->set_policy(std::move(policies[i]));
 }
 
 void GuardServer::expire_server_requests() {

@@ -52,7 +52,8 @@ class RouteListener : public std::enable_shared_from_this<RouteListener> {
 // which a reload replaces.
 class GuardServer {
  public:
-  // `threads`: the I/O threads run() will start, each with an io_context of its own.
+  // `threads`: the I/O threads run() will start, each with an io_context of its own. Throws
+  // std::runtime_error when a route's policy cannot be made (an https upstream's CA file).
   GuardServer(const GuardConfig& config, GuardMetrics& metrics, AuditSink& audit_sink,
               const Clock& clock, Logger logger, int threads);
   ~GuardServer();
@@ -65,7 +66,9 @@ class GuardServer {
   std::vector<std::pair<std::string, std::string>> bound_addresses() const;
   // Starts accepting, on the I/O threads.
   void run();
-  // Publishes a reloaded config's policies (reload_refusal() must have accepted it).
+  // Publishes a reloaded config's policies (reload_refusal() must have accepted it). Throws
+  // std::runtime_error, publishing nothing, when a route's policy cannot be made (an https
+  // upstream's CA file that cannot be read).
   void apply(const GuardConfig& config);
   // Writes the audit lines of server-initiated requests left unanswered past their route's
   // upstream_reply_timeout (called periodically).

@@ -22,6 +22,7 @@
 #include "proxy/guard_config.h"
 #include "proxy/guard_metrics.h"
 #include "proxy/guard_server.h"
+#include "proxy/upstream_stream.h"
 
 namespace {
 
@@ -129,6 +130,15 @@ int main(int argc, char** argv) {
       std::cerr << options->config_path << ": " << parsed.error << "\n";
       return 1;
     }
+    // What a start would read besides the file: each https upstream's CA file.
+    for (const auto& route : parsed.config->routes) {
+      try {
+        if (route.upstream.tls) make_upstream_tls_context(route);
+      } catch (const std::exception& tls_error) {
+        std::cerr << options->config_path << ": " << tls_error.what() << "\n";
+        return 1;
+      }
+    }
     std::cout << "config ok\n";
     return 0;
   }
@@ -164,29 +174,35 @@ int main(int argc, char** argv) {
   }
 
   StdoutAuditSink audit_sink;
-  GuardServer server(config, metrics, audit_sink, SystemClock::instance(), logger,
-                     options->threads);
+  std::unique_ptr<GuardServer> server;
   try {
-    server.listen();
+    server = std::make_unique<GuardServer>(config, metrics, audit_sink, SystemClock::instance(),
+                                           logger, options->threads);
+  } catch (const std::exception& route_error) {
+    logger.error("bad config", {{"config", options->config_path}, {"error", route_error.what()}});
+    return 1;
+  }
+  try {
+    server->listen();
   } catch (const std::exception& listen_error) {
     logger.error("cannot listen", {{"error", listen_error.what()}});
     return 1;
   }
   nlohmann::json routes = nlohmann::json::object();
-  for (const auto& [route, address] : server.bound_addresses()) {
+  for (const auto& [route, address] : server->bound_addresses()) {
     logger.info("listening", {{"route", route}, {"address", address}});
     routes[route] = address;
   }
   if (!metrics_address.empty()) {
     logger.info("listening", {{"metrics", true}, {"address", metrics_address}});
   }
-  server.run();
+  server->run();
   logger.info("ready", {{"routes", routes},
                         {"metrics", metrics_address.empty() ? nlohmann::json(nullptr)
                                                             : nlohmann::json(metrics_address)},
                         {"threads", options->threads}});
 
-  ConfigReloader reloader(options->config_path, config, *text, server, metrics, logger);
+  ConfigReloader reloader(options->config_path, config, *text, *server, metrics, logger);
   for (;;) {
     const int signal = signals.wait_for(kReloadCheckMillis);
     if (signal == SIGINT || signal == SIGTERM) {
@@ -195,11 +211,11 @@ int main(int argc, char** argv) {
       break;
     }
     reloader.check(signal == SIGHUP);
-    server.expire_server_requests();
+    server->expire_server_requests();
   }
   // The grace period in force is the one the process started with: a reload cannot shorten
   // the time a pod was promised.
-  const bool drained = server.shut_down(config.limits.shutdown_grace);
+  const bool drained = server->shut_down(config.limits.shutdown_grace);
   logger.info("stopped", {{"drained", drained}});
   // civetweb's shutdown waits out its poll interval (up to ~2 s) and serves nothing we need
   // any more: the process is exiting, so the exposer is left to the kernel to clean up.

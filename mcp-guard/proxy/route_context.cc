@@ -115,6 +115,7 @@ std::shared_ptr<const RoutePolicy> make_route_policy(const GuardConfig& config,
                                                            route.rate_limit->burst, clock);
     }
   }
+  if (route.upstream.tls) policy->upstream_tls = make_upstream_tls_context(route);
   return policy;
 }
 

@@ -16,6 +16,7 @@
 #include "proxy/guard_config.h"
 #include "proxy/guard_metrics.h"
 #include "proxy/server_requests.h"
+#include "proxy/upstream_stream.h"
 
 namespace perimeter::mcpguard {
 
@@ -26,6 +27,9 @@ struct RoutePolicy {
   LimitsConfig limits;
   AuditConfig audit;
   std::shared_ptr<TokenBucket> rate_limiter;  // null when the route has no rate limit
+  // The TLS client settings of an https upstream (null for http), with the CA file as read
+  // when this config was loaded.
+  std::shared_ptr<ssl::context> upstream_tls;
 };
 
 // A route for the life of the process: its name, the policy in force, and what its server has
@@ -86,7 +90,8 @@ class RouteContext {
 };
 
 // The policy snapshot for `route` under `config` (a new rate limiter only when the route's rate
-// limit changed, so a reload does not refill every bucket).
+// limit changed, so a reload does not refill every bucket; the CA file of an https upstream read
+// again). Throws std::runtime_error when an https upstream's CA file cannot be used.
 std::shared_ptr<const RoutePolicy> make_route_policy(const GuardConfig& config,
                                                      const RouteConfig& route,
                                                      const RoutePolicy* previous,

@@ -170,9 +170,13 @@ std::string guard_config(const McpTunnel& tunnel, const GatewayInputs& inputs, b
     out << YAML::Key << "listen" << YAML::Value
         << "127.0.0.1:" + std::to_string(guard_route_port(tunnel, route.name));
     out << YAML::Key << "upstream" << YAML::Value << route.upstream;
-    if (route.upstream.rfind("https://", 0) == 0 && !tunnel.upstream_ca_secret_name.empty()) {
-      out << YAML::Key << "upstream_ca_file" << YAML::Value
-          << std::string(kGuardUpstreamCaDir) + "/ca.crt";
+    if (route.upstream.rfind("https://", 0) == 0) {
+      // What spec.upstream trusts, as mcp-proxy would: the CA Secret and/or the system's CAs.
+      if (!tunnel.upstream_ca_secret_name.empty()) {
+        out << YAML::Key << "upstream_ca_file" << YAML::Value
+            << std::string(kGuardUpstreamCaDir) + "/ca.crt";
+      }
+      out << YAML::Key << "upstream_system_cas" << YAML::Value << tunnel.include_system_cas;
     }
     out << YAML::Key << "allowed_cidrs" << YAML::Value;
     emit_strings(out, tunnel.allowed_cidrs);

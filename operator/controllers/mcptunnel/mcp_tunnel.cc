@@ -314,17 +314,18 @@ McpTunnel parse_mcp_tunnel(const nlohmann::json& object) {
   read_optional(gateway, "podLabels", "spec.gateway", &g.pod_labels);
   read_optional(gateway, "podAnnotations", "spec.gateway", &g.pod_annotations);
   tunnel.guard = read_guard(spec);
-  if (tunnel.guard_enabled()) {
-    // The guard refuses https upstreams when it loads its config: rendering one would roll out
-    // gateway pods that never become Ready. Refused here, nothing already running is touched.
+  if (tunnel.guard_enabled() && tunnel.upstream_ca_secret_name.empty() &&
+      !tunnel.include_system_cas) {
+    // The guard verifies an https upstream's certificate (docs/mcp-guard.md): with neither a CA
+    // Secret nor the system's CAs it could trust nothing, and its pods would never start.
     for (std::size_t i = 0; i < tunnel.routes.size(); ++i) {
       const RouteSpec& route = tunnel.routes[i];
       const bool https =
           route.service ? route.service->scheme == "https" : route.url.rfind("https://", 0) == 0;
       if (https) {
-        throw SpecError("spec.routes[" + std::to_string(i) +
-                        "]: perimeter-mcp-guard does not dial https upstreams yet; serve '" +
-                        route.name + "' over http or set spec.guard.enabled: false");
+        throw SpecError("spec.routes[" + std::to_string(i) + "]: an https upstream behind " +
+                        "perimeter-mcp-guard needs a CA to verify it: set " +
+                        "spec.upstream.caSecretRef or spec.upstream.includeSystemCAs: true");
       }
     }
   }

@@ -7,30 +7,97 @@ namespace perimeter::testing {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 
+namespace {
+
+namespace ssl = asio::ssl;
+
+class PlainConnection final : public UpstreamConnection {
+ public:
+  explicit PlainConnection(tcp::socket& socket) : socket_(socket) {}
+  std::size_t write(asio::const_buffer bytes, beast::error_code& error) override {
+    return asio::write(socket_, bytes, error);
+  }
+  std::size_t read_some(asio::mutable_buffer into, beast::error_code& error) override {
+    return socket_.read_some(into, error);
+  }
+  bool read_request(beast::flat_buffer& buffer,
+                    http::request<http::string_body>& request) override {
+    beast::error_code error;
+    http::read(socket_, buffer, request, error);
+    return !error;
+  }
+  void close() override {
+    beast::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+ private:
+  tcp::socket& socket_;
+};
+
+class TlsConnection final : public UpstreamConnection {
+ public:
+  TlsConnection(tcp::socket& socket, ssl::context& context)
+      : socket_(socket), tls_(socket, context) {}
+  bool handshake() {
+    beast::error_code error;
+    tls_.handshake(ssl::stream_base::server, error);
+    return !error;
+  }
+  std::size_t write(asio::const_buffer bytes, beast::error_code& error) override {
+    return asio::write(tls_, bytes, error);
+  }
+  std::size_t read_some(asio::mutable_buffer into, beast::error_code& error) override {
+    return tls_.read_some(into, error);
+  }
+  bool read_request(beast::flat_buffer& buffer,
+                    http::request<http::string_body>& request) override {
+    beast::error_code error;
+    http::read(tls_, buffer, request, error);
+    return !error;
+  }
+  void close() override {
+    beast::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+ private:
+  tcp::socket& socket_;
+  ssl::stream<tcp::socket&> tls_;
+};
+
+}  // namespace
+
 bool UpstreamExchange::write(const std::string& bytes) {
   if (closed_) return false;
   beast::error_code error;
-  asio::write(socket_, asio::buffer(bytes), error);
+  connection_.write(asio::buffer(bytes), error);
   if (error) closed_ = true;
   return !error;
 }
 
 void UpstreamExchange::close() {
-  beast::error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  connection_.close();
   closed_ = true;
 }
 
 void UpstreamExchange::close_when_peer_closes(char* scratch, boost::system::error_code* error) {
-  while (!*error) socket_.read_some(asio::buffer(scratch, 1), *error);
+  while (!*error) connection_.read_some(asio::buffer(scratch, 1), *error);
   close();
 }
 
-FakeUpstream::FakeUpstream(Handler handler, const std::string& address, int port)
+FakeUpstream::FakeUpstream(Handler handler, const std::string& address, int port,
+                           std::optional<TlsIdentity> tls)
     : handler_(std::move(handler)),
       address_(address),
       acceptor_(io_, tcp::endpoint(asio::ip::make_address(address), static_cast<uint16_t>(port))) {
+  if (tls) {
+    tls_ = std::make_unique<ssl::context>(ssl::context::tls_server);
+    tls_->use_certificate_chain(asio::buffer(tls->certificate_pem));
+    tls_->use_private_key(asio::buffer(tls->key_pem), ssl::context::pem);
+  }
   port_ = acceptor_.local_endpoint().port();
   accept_thread_ = std::thread([this] {
     for (;;) {
@@ -75,18 +142,27 @@ void FakeUpstream::serve(tcp::socket plain) {
     std::lock_guard lock(mutex_);
     sockets_.push_back(socket);
   }
+  std::unique_ptr<UpstreamConnection> connection;
+  if (tls_) {
+    auto tls = std::make_unique<TlsConnection>(*socket, *tls_);
+    if (!tls->handshake()) {
+      ++failed_handshakes_;
+      return;
+    }
+    connection = std::move(tls);
+  } else {
+    connection = std::make_unique<PlainConnection>(*socket);
+  }
   beast::flat_buffer buffer;
   for (;;) {
     http::request<http::string_body> request;
-    beast::error_code error;
-    http::read(*socket, buffer, request, error);
-    if (error || stopping_) return;
+    if (!connection->read_request(buffer, request) || stopping_) return;
     ++requests_;
     {
       std::lock_guard lock(mutex_);
       received_.push_back(request);
     }
-    UpstreamExchange exchange(std::move(request), *socket);
+    UpstreamExchange exchange(std::move(request), *connection);
     handler_(exchange);
     if (exchange.closed()) return;
   }

@@ -11,8 +11,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -21,6 +23,7 @@
 
 #include "fake_upstream.h"
 #include "mcpguard/guard_process.h"
+#include "pki/pki.h"
 
 namespace perimeter::testing {
 namespace {
@@ -520,6 +523,142 @@ TEST(McpGuardFaults, AnUpstreamNameRebindingOutsideAllowedCidrsIsRefusedAtTheNex
   ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 3; }));
   EXPECT_EQ(guard.audit_lines()[1]["reason"], "upstream_not_allowed");
   std::remove(hosts_path.c_str());
+}
+
+// ---- https upstreams ----
+
+// A CA and a server certificate it signs, as PEM files in a scratch folder.
+class TestPki {
+ public:
+  TestPki()
+      : dir_(::testing::TempDir() + "mcpguard-pki-" + std::to_string(::getpid()) + "-" +
+             std::to_string(counter_++)) {
+    std::filesystem::create_directories(dir_);
+  }
+  ~TestPki() {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  TestPki(const TestPki&) = delete;
+  TestPki& operator=(const TestPki&) = delete;
+
+  // A new CA; its certificate is written to <dir>/<name>.crt, whose path is returned.
+  std::string make_ca(const std::string& name) {
+    pki::CaRequest request;
+    request.common_name = name;
+    request.lifetime = std::chrono::hours(1);
+    request.backdate = std::chrono::minutes(5);
+    cas_.emplace(name, Issuer{pki::PrivateKey::generate_ec_p256(), std::nullopt});
+    auto& issuer = cas_.at(name);
+    issuer.certificate = pki::issue_self_signed_ca(request, issuer.key, now());
+    const std::string path = dir_ + "/" + name + ".crt";
+    std::ofstream(path) << issuer.certificate->pem();
+    return path;
+  }
+  // A server certificate from CA `ca` for DNS names and IP addresses.
+  TlsIdentity server(const std::string& ca, std::vector<std::string> dns_names,
+                     std::vector<std::string> ip_addresses) {
+    const auto& issuer = cas_.at(ca);
+    pki::CertificateRequest request;
+    request.common_name = dns_names.empty() ? ip_addresses.front() : dns_names.front();
+    request.dns_names = std::move(dns_names);
+    request.ip_addresses = std::move(ip_addresses);
+    request.lifetime = std::chrono::hours(1);
+    request.backdate = std::chrono::minutes(5);
+    const auto key = pki::PrivateKey::generate_ec_p256();
+    const auto certificate =
+        pki::issue_certificate(request, key, *issuer.certificate, issuer.key, now());
+    return {certificate.pem(), key.pem()};
+  }
+
+ private:
+  struct Issuer {
+    pki::PrivateKey key;
+    std::optional<pki::Certificate> certificate;
+  };
+  static pki::TimePoint now() { return std::chrono::system_clock::now(); }
+  static inline int counter_ = 0;
+  std::string dir_;
+  std::map<std::string, Issuer> cas_;
+};
+
+std::string https_config(const FakeUpstream& upstream, const std::string& host,
+                         const std::string& ca_file) {
+  return guard_config("https://" + host + ":" + std::to_string(upstream.port()),
+                      "    upstream_ca_file: " + ca_file + "\n");
+}
+
+TEST(McpGuardFaults, AnHttpsUpstreamIsVerifiedAgainstTheRouteCaAndServedOverTls) {
+  TestPki pki;
+  const std::string ca = pki.make_ca("route-ca");
+  // By DNS name (SNI and the name checked) and by IP address (the address SAN checked).
+  for (const auto& [host, identity] : std::vector<std::pair<std::string, TlsIdentity>>{
+           {"localhost", pki.server("route-ca", {"localhost"}, {})},
+           {"127.0.0.1", pki.server("route-ca", {}, {"127.0.0.1"})}}) {
+    SCOPED_TRACE(host);
+    FakeUpstream upstream(answer_json, "127.0.0.1", 0, identity);
+    GuardProcess guard(https_config(upstream, host, ca));
+    Client client(guard.route_url("tickets"));
+    const auto first = client.post(call(1, "get_ticket"));
+    EXPECT_EQ(first.status, 200u) << first.body << guard.log();
+    EXPECT_EQ(json::parse(first.body, nullptr, false)["result"]["content"][0]["text"],
+              "RESULT-TEXT-for-get_ticket")
+        << first.body;
+    // The TLS connection is kept alive and reused for the next request.
+    EXPECT_EQ(client.post(call(2, "get_ticket")).status, 200u);
+    EXPECT_EQ(upstream.requests(), 2);
+    EXPECT_EQ(upstream.connections(), 1);
+    EXPECT_EQ(upstream.received().front()[http::field::host],
+              host + ":" + std::to_string(upstream.port()));
+    ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 2; }));
+    EXPECT_EQ(guard.audit_lines()[0]["upstream_status"], 200);
+  }
+}
+
+// Someone else's server on the upstream's address (a hijacked Service, a poisoned DNS answer):
+// its certificate does not chain to the route's CA, or names another host. The guard refuses the
+// connection before a byte of the request is sent.
+TEST(McpGuardFaults, AnUpstreamCertificateTheRouteDoesNotTrustGetsNoRequest) {
+  TestPki pki;
+  const std::string ca = pki.make_ca("route-ca");
+  pki.make_ca("attacker-ca");
+  struct Case {
+    std::string what;
+    TlsIdentity identity;
+    std::string log_says;
+  };
+  for (const auto& [what, identity, log_says] :
+       std::vector<Case>{{"signed by another CA", pki.server("attacker-ca", {"localhost"}, {}),
+                          "certificate verify failed: unable to get local issuer certificate"},
+                         {"for another name", pki.server("route-ca", {"tickets.example"}, {}),
+                          "certificate verify failed: hostname mismatch"}}) {
+    SCOPED_TRACE(what);
+    FakeUpstream impostor(answer_json, "127.0.0.1", 0, identity);
+    GuardProcess guard(https_config(impostor, "localhost", ca));
+    Client client(guard.route_url("tickets"));
+    const auto reply = client.post(call(1, "get_ticket", {{"secret", "do-not-send"}}));
+    EXPECT_EQ(reply.status, 502u) << reply.body;
+    EXPECT_EQ(json::parse(reply.body, nullptr, false)["error"]["code"], -32003) << reply.body;
+    EXPECT_THAT(guard.log(), HasSubstr(log_says));
+    EXPECT_EQ(impostor.requests(), 0) << "the request reached a server the route does not trust";
+    EXPECT_GE(impostor.failed_handshakes(), 1);
+    ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 1; }));
+    EXPECT_EQ(guard.audit_lines()[0]["outcome"], "error");
+    EXPECT_TRUE(guard.audit_lines()[0]["upstream_status"].is_null());
+    const auto metrics = http_get(guard.metrics_address(), "/metrics");
+    EXPECT_THAT(metrics, HasSubstr("kind=\"tls\""));
+  }
+}
+
+TEST(McpGuardFaults, AnHttpsRouteWhoseCaFileCannotBeReadDoesNotStart) {
+  FakeUpstream upstream(answer_json);
+  EXPECT_THAT(
+      [&] {
+        GuardProcess guard(https_config(upstream, "localhost", "/nonexistent/route-ca.crt"),
+                           std::chrono::seconds(5));
+      },
+      ::testing::ThrowsMessage<std::runtime_error>(
+          HasSubstr("cannot read upstream_ca_file /nonexistent/route-ca.crt")));
 }
 
 // ---- upstream failures and backpressure ----

@@ -11,6 +11,8 @@
 #include <sstream>
 #include <string>
 
+#include "pki/pki.h"
+
 namespace perimeter::mcptunnel {
 namespace {
 
@@ -904,16 +906,25 @@ TEST(GuardConfigTest, TheGuardBinaryAcceptsTheRenderedConfig) {
   const char* bin_dir = std::getenv("PERIMETER_BIN_DIR");
   const std::string guard = std::string(bin_dir != nullptr ? bin_dir : "") + "/perimeter-mcp-guard";
   ASSERT_EQ(::access(guard.c_str(), X_OK), 0) << guard << " is not built";
-  auto in = inputs();
-  // HTTP upstreams only: the guard reads https upstreams only once it dials TLS.
-  in.routes = {service_route("search", {{"app", "search"}}, "8080"),
-               service_route("docs", {{"app", "docs"}}, "http")};
-  auto t = guarded_tunnel();
-  t.routes = {t.routes[0], t.routes[1]};
+  // Every route of the golden spec, the https ones with the CA Secret's file: --check reads the
+  // CA file as a start would, so the pod's path is pointed at a real CA certificate here.
   char dir_template[] = "/tmp/mcptunnel-guard-XXXXXX";
   ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string ca_path = std::string(dir_template) + "/ca.crt";
+  const auto ca_key = pki::PrivateKey::generate_ec_p256();
+  pki::CaRequest ca_request;
+  ca_request.common_name = "corp-ca";
+  ca_request.lifetime = std::chrono::hours(1);
+  std::ofstream(ca_path)
+      << pki::issue_self_signed_ca(ca_request, ca_key, std::chrono::system_clock::now()).pem();
+  std::string rendered = render_guard_config(guarded_tunnel(), inputs());
+  const std::string pod_ca = std::string(kGuardUpstreamCaDir) + "/ca.crt";
+  ASSERT_NE(rendered.find(pod_ca), std::string::npos) << rendered;
+  for (std::size_t at; (at = rendered.find(pod_ca)) != std::string::npos;) {
+    rendered.replace(at, pod_ca.size(), ca_path);
+  }
   const std::string path = std::string(dir_template) + "/guard.yaml";
-  std::ofstream(path) << render_guard_config(t, in);
+  std::ofstream(path) << rendered;
   const std::string command = guard + " --check --config " + path + " 2>&1";
   std::string output;
   FILE* pipe = ::popen(command.c_str(), "r");
@@ -922,6 +933,7 @@ TEST(GuardConfigTest, TheGuardBinaryAcceptsTheRenderedConfig) {
   while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
   const int status = ::pclose(pipe);
   std::remove(path.c_str());
+  std::remove(ca_path.c_str());
   ::rmdir(dir_template);
   EXPECT_EQ(status, 0) << output;
   EXPECT_NE(output.find("config ok"), std::string::npos) << output;

@@ -231,20 +231,19 @@ TEST(ParseMcpTunnelGuardTest, NamesTheFieldOfABadPolicyOrGuard) {
          o["spec"]["guard"] = {{"enabled", "yes"}};
        },
        "spec.guard.enabled"},
-      // The guard refuses https upstreams at load: rendering one would roll out pods whose
-      // guard never starts.
-      {"an https URL route behind the guard",
+      // The guard verifies https upstreams: with no CA to trust its pods could never start.
+      {"an https URL route behind the guard, trusting no CA",
        [](json& o) {
          o["spec"]["routes"][1]["url"] = "https://10.0.0.5:8443";
          o["spec"]["routes"][0]["policy"] = json::object();
        },
-       "spec.routes[1]: perimeter-mcp-guard does not dial https upstreams yet"},
-      {"an https Service route behind the guard",
+       "spec.routes[1]: an https upstream behind perimeter-mcp-guard needs a CA"},
+      {"an https Service route behind the guard, trusting no CA",
        [](json& o) {
          o["spec"]["routes"][0]["service"]["scheme"] = "https";
          o["spec"]["guard"] = {{"audit", {{"level", "full"}}}};
        },
-       "spec.routes[0]: perimeter-mcp-guard does not dial https upstreams yet"},
+       "spec.routes[0]: an https upstream behind perimeter-mcp-guard needs a CA"},
   };
   for (const auto& c : cases) {
     json object = minimal_object();
@@ -256,6 +255,17 @@ TEST(ParseMcpTunnelGuardTest, NamesTheFieldOfABadPolicyOrGuard) {
       EXPECT_NE(std::string(e.what()).find(c.field), std::string::npos)
           << c.what << ": " << e.what();
     }
+  }
+}
+
+TEST(ParseMcpTunnelGuardTest, AcceptsHttpsRoutesBehindTheGuardWithACaToTrust) {
+  for (const json& upstream :
+       {json{{"caSecretRef", {{"name", "corp-ca"}}}}, json{{"includeSystemCAs", true}}}) {
+    json object = minimal_object();
+    object["spec"]["routes"][1]["url"] = "https://10.0.0.5:8443";
+    object["spec"]["routes"][0]["policy"] = json::object();
+    object["spec"]["upstream"] = upstream;
+    EXPECT_TRUE(parse_mcp_tunnel(object).guard_enabled()) << upstream.dump();
   }
 }
 

@@ -132,12 +132,50 @@ TEST(GuardConfig, RouteFieldsAreChecked) {
       error_of("routes:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: http://a:1/mcp\n"),
       StartsWith("routes[0].upstream: "));
   EXPECT_THAT(
-      error_of("routes:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: https://a:443\n"),
-      HasSubstr("routes[0].upstream: https upstreams are not supported yet"));
+      error_of("routes:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: ftp://a:443\n"),
+      StartsWith("routes[0].upstream: must be http(s)://host:port"));
+  EXPECT_THAT(error_of("routes:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: http://a:80\n"
+                       "    upstream_ca_file: /etc/ca.crt\n"),
+              StartsWith("routes[0].upstream_ca_file: only for an https upstream"));
   EXPECT_THAT(error_of(std::string(kMinimal) +
                        "  - name: tickets\n    listen: 127.0.0.1:2\n    upstream: http://a:1\n"),
               StartsWith("routes[1].name: "));
   EXPECT_THAT(error_of("routes: [\n"), StartsWith("(document): not YAML"));
+}
+
+TEST(GuardConfig, AnHttpsUpstreamKeepsItsHostPortAndCaFile) {
+  const auto parsed = parse_guard_config(
+      "routes:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: https://tickets.corp:8443/\n"
+      "    upstream_ca_file: /etc/perimeter-mcp-guard/upstream-ca/ca.crt\n");
+  ASSERT_TRUE(parsed.config) << parsed.error;
+  const auto& route = parsed.config->routes.at(0);
+  EXPECT_TRUE(route.upstream.tls);
+  EXPECT_EQ(route.upstream.host, "tickets.corp");
+  EXPECT_EQ(route.upstream.port, "8443");
+  EXPECT_EQ(route.upstream.authority, "tickets.corp:8443");
+  EXPECT_EQ(route.upstream_ca_file, "/etc/perimeter-mcp-guard/upstream-ca/ca.crt");
+  EXPECT_FALSE(route.upstream_system_cas) << "a named CA file alone is trusted";
+  const auto plain = parse_guard_config(kMinimal);
+  ASSERT_TRUE(plain.config);
+  EXPECT_FALSE(plain.config->routes.at(0).upstream.tls);
+}
+
+TEST(GuardConfig, AnHttpsUpstreamTrustsTheSystemCasUnlessToldOtherwise) {
+  const std::string route =
+      "routes:\n  - name: a\n    listen: 127.0.0.1:1\n    upstream: https://a:443\n";
+  const auto defaulted = parse_guard_config(route);
+  ASSERT_TRUE(defaulted.config) << defaulted.error;
+  EXPECT_TRUE(defaulted.config->routes.at(0).upstream_system_cas);
+  const auto both =
+      parse_guard_config(route + "    upstream_ca_file: /ca.crt\n    upstream_system_cas: true\n");
+  ASSERT_TRUE(both.config) << both.error;
+  EXPECT_TRUE(both.config->routes.at(0).upstream_system_cas);
+  EXPECT_THAT(error_of(route + "    upstream_system_cas: false\n"),
+              StartsWith("routes[0].upstream_system_cas: an https upstream must trust some CA"));
+  EXPECT_THAT(error_of(route + "    upstream_system_cas: maybe\n"),
+              StartsWith("routes[0].upstream_system_cas: must be true or false"));
+  EXPECT_THAT(error_of(std::string(kMinimal) + "    upstream_system_cas: true\n"),
+              StartsWith("routes[0].upstream_system_cas: only for an https upstream"));
 }
 
 TEST(GuardConfig, ReloadMayNotChangeListenersOrRoutes) {
