@@ -579,7 +579,7 @@ void ClientSession::connect_or_send() {
   upstream_reused_ = false;
   upstream_buffer_.clear();
   set_deadline(DeadlineTarget::kUpstream, policy_->limits.upstream_connect_timeout);
-  connector_.async_connect(upstream_.socket(), policy_->route,
+  connector_.async_connect(upstream_.new_connection(), policy_->route,
                            [self = shared_from_this()](ConnectFailure failure, std::string detail) {
                              self->on_upstream_connected(failure, detail);
                            });

@@ -25,7 +25,7 @@ std::shared_ptr<ssl::context> make_upstream_tls_context(const RouteConfig& route
 
 // A session's upstream connection: the TCP socket, and TLS over it for an https route. Reads and
 // writes go to whichever is in use, so the session's HTTP code is the same for both. TLS starts
-// afresh on every connection (start_tls after each connect); closing drops it with the socket.
+// afresh on every connection (async_start_tls after each connect).
 class UpstreamStream {
  public:
   using executor_type = IoExecutor;
@@ -35,13 +35,16 @@ class UpstreamStream {
   UpstreamStream& operator=(const UpstreamStream&) = delete;
 
   executor_type get_executor() { return socket_.get_executor(); }
-  // The TCP connection: what the connector dials and a deadline closes.
-  TcpSocket& socket() { return socket_; }
-  bool is_open() const { return socket_.is_open(); }
-  void close(beast::error_code& error) {
+  // The socket to dial for a new connection, without the previous connection's TLS state. Only
+  // when nothing is pending on the stream (the previous connection's operations have ended).
+  TcpSocket& new_connection() {
     tls_.reset();
-    socket_.close(error);
+    return socket_;
   }
+  bool is_open() const { return socket_.is_open(); }
+  // Closes the TCP connection: an operation pending on it ends with an error. The TLS state is
+  // kept until the next connection, since such an operation may still be using it.
+  void close(beast::error_code& error) { socket_.close(error); }
 
   // Starts the TLS handshake on the connected socket, checking the server's certificate against
   // `context`'s CAs and naming `host` (SNI for a DNS name; the certificate must match the name or
