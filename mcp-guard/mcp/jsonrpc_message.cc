@@ -235,9 +235,315 @@ std::string classify(const Json& object, RpcMessage* out) {
   return {};
 }
 
-}  // namespace
+// Reads the messages' fields in one pass without building the document, for the common case of a
+// body that is accepted. It answers only "accepted, with these messages" or "ask the DOM parser":
+// anything it refuses or does not handle (a refusal of any kind, an object with many keys) is read
+// again by parse_rpc's DOM path, so its refusals and their messages are the DOM path's by
+// construction. What it must get right is acceptance: it accepts only what classify() accepts,
+// with the same fields, and refuses duplicated keys (as the lexer unescapes them) at any depth
+// and nesting deeper than the limit, as StrictDomBuilder does.
+class RpcScanner final : public nlohmann::json_sax<Json> {
+ public:
+  explicit RpcScanner(std::size_t max_depth) : max_depth_(max_depth) {
+    frames_.reserve(8);
+    keys_.reserve(16);
+  }
 
-RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth) {
+  bool null() override { return scalar(Json(nullptr), Value::kOther); }
+  bool boolean(bool v) override { return scalar(Json(v), Value::kOther); }
+  bool number_integer(number_integer_t v) override { return scalar(Json(v), Value::kNumber); }
+  bool number_unsigned(number_unsigned_t v) override { return scalar(Json(v), Value::kNumber); }
+  bool number_float(number_float_t v, const string_t& /*text*/) override {
+    return scalar(Json(v), Value::kNumber);
+  }
+  bool string(string_t& v) override {
+    if (frames_.empty() || frames_.back().role == Role::kBatch) return false;  // not a message
+    if (field_ == Field::kNone) return true;
+    return scalar_string(v);
+  }
+  bool binary(binary_t& /*v*/) override { return false; }
+
+  bool start_object(std::size_t /*elements*/) override { return open(true); }
+  bool start_array(std::size_t /*elements*/) override { return open(false); }
+  bool end_object() override { return close(); }
+  bool end_array() override { return close(); }
+
+  bool key(string_t& name) override {
+    Frame& frame = frames_.back();
+    // Keys of the open object are the last ones in keys_; a duplicate anywhere is a refusal.
+    const std::size_t count = used_ - frame.first_key;
+    if (count >= kMaxKeys) return false;  // the DOM path reads (and checks) large objects
+    for (std::size_t i = frame.first_key; i < used_; ++i) {
+      if (keys_[i] == name) return false;
+    }
+    field_ = field_of(frame.role, name);
+    if (used_ == keys_.size()) keys_.emplace_back();
+    keys_[used_++].swap(name);  // the lexer clears its buffer before the next token
+    return true;
+  }
+
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& /*error*/) override {
+    return false;
+  }
+
+  // After a successful pass: the messages, or nullopt when the DOM path must decide.
+  std::optional<RpcPayload> payload() {
+    if (!top_seen_ || scans_.empty()) return std::nullopt;
+    RpcPayload payload;
+    payload.batch = batch_;
+    payload.messages.resize(scans_.size());
+    for (std::size_t i = 0; i < scans_.size(); ++i) {
+      if (!finish(scans_[i], &payload.messages[i])) return std::nullopt;
+    }
+    return payload;
+  }
+
+ private:
+  static constexpr std::size_t kMaxKeys = 32;
+
+  enum class Role { kOther, kBatch, kMessage, kParams, kError };
+  enum class Field { kNone, kJsonrpc, kMethod, kId, kResult, kError, kParams, kName, kUri, kCode };
+  enum class Value { kAbsent, kString, kNumber, kOther };
+
+  struct Frame {
+    Role role;
+    std::size_t first_key;
+  };
+
+  // What one message object holds of the members classify() reads.
+  struct Scan {
+    Value jsonrpc = Value::kAbsent;
+    bool jsonrpc_is_2_0 = false;
+    Value method = Value::kAbsent;
+    std::string method_text;
+    Value id = Value::kAbsent;  // kOther: an object, array or boolean (refused)
+    Json id_value;
+    bool result = false;
+    bool error = false;
+    bool params_object = false;
+    Value name = Value::kAbsent;
+    std::string name_text;
+    Value uri = Value::kAbsent;
+    std::string uri_text;
+    Json code;  // error.code when error is an object and has one
+  };
+
+  static Field field_of(Role role, std::string_view key) {
+    switch (role) {
+      case Role::kMessage:
+        if (key == "jsonrpc") return Field::kJsonrpc;
+        if (key == "method") return Field::kMethod;
+        if (key == "id") return Field::kId;
+        if (key == "result") return Field::kResult;
+        if (key == "error") return Field::kError;
+        if (key == "params") return Field::kParams;
+        return Field::kNone;
+      case Role::kParams:
+        if (key == "name") return Field::kName;
+        if (key == "uri") return Field::kUri;
+        return Field::kNone;
+      case Role::kError:
+        return key == "code" ? Field::kCode : Field::kNone;
+      default:
+        return Field::kNone;
+    }
+  }
+
+  bool open(bool object) {
+    if (++depth_ > max_depth_) return false;
+    Role role = Role::kOther;
+    if (frames_.empty()) {
+      top_seen_ = true;
+      if (object) {
+        role = Role::kMessage;
+        scans_.emplace_back();
+      } else {
+        role = Role::kBatch;
+        batch_ = true;
+      }
+    } else if (frames_.back().role == Role::kBatch) {
+      if (!object) return false;  // a batch member that is not an object: refused
+      role = Role::kMessage;
+      scans_.emplace_back();
+    } else {
+      Scan& scan = scans_.back();
+      switch (field_) {
+        case Field::kId:
+        case Field::kJsonrpc:
+        case Field::kMethod:
+          // Not a string or number: refused, whatever it holds.
+          return false;
+        case Field::kResult:
+          scan.result = true;
+          break;
+        case Field::kError:
+          scan.error = true;
+          if (object) role = Role::kError;
+          break;
+        case Field::kParams:
+          if (object) {
+            scan.params_object = true;
+            role = Role::kParams;
+          }
+          break;
+        case Field::kName:
+          scan.name = Value::kOther;
+          break;
+        case Field::kUri:
+          scan.uri = Value::kOther;
+          break;
+        case Field::kCode:
+        case Field::kNone:
+          break;
+      }
+    }
+    field_ = Field::kNone;
+    frames_.push_back(Frame{role, used_});
+    return true;
+  }
+
+  bool close() {
+    used_ = frames_.back().first_key;
+    frames_.pop_back();
+    --depth_;
+    field_ = Field::kNone;
+    return true;
+  }
+
+  bool scalar(Json&& v, Value kind) {
+    if (frames_.empty()) {
+      top_seen_ = true;
+      return false;  // a body that is neither an object nor a batch
+    }
+    if (frames_.back().role == Role::kBatch) return false;  // a member that is not an object
+    const Field field = std::exchange(field_, Field::kNone);
+    if (field == Field::kNone) return true;
+    Scan& scan = scans_.back();
+    switch (field) {
+      case Field::kJsonrpc:
+        scan.jsonrpc = kind;
+        break;
+      case Field::kMethod:
+        scan.method = kind;
+        break;
+      case Field::kId:
+        if (!v.is_null() && !v.is_number()) return false;  // a boolean id: refused
+        scan.id = kind;                                    // present (null is a valid id)
+        scan.id_value = std::move(v);
+        break;
+      case Field::kResult:
+        scan.result = true;
+        break;
+      case Field::kError:
+        scan.error = true;
+        break;
+      case Field::kParams:
+        break;
+      case Field::kName:
+        scan.name = Value::kOther;
+        break;
+      case Field::kUri:
+        scan.uri = Value::kOther;
+        break;
+      case Field::kCode:
+        scan.code = std::move(v);
+        break;
+      case Field::kNone:
+        break;
+    }
+    return true;
+  }
+
+  bool scalar_string(string_t& v) {
+    const Field field = std::exchange(field_, Field::kNone);
+    Scan& scan = scans_.back();
+    switch (field) {
+      case Field::kJsonrpc:
+        scan.jsonrpc = Value::kString;
+        scan.jsonrpc_is_2_0 = v == "2.0";
+        break;
+      case Field::kMethod:
+        scan.method = Value::kString;
+        scan.method_text = std::move(v);
+        break;
+      case Field::kId:
+        scan.id = Value::kString;
+        scan.id_value = std::move(v);
+        break;
+      case Field::kResult:
+        scan.result = true;
+        break;
+      case Field::kError:
+        scan.error = true;
+        break;
+      case Field::kName:
+        scan.name = Value::kString;
+        scan.name_text = std::move(v);
+        break;
+      case Field::kUri:
+        scan.uri = Value::kString;
+        scan.uri_text = std::move(v);
+        break;
+      case Field::kParams:
+      case Field::kCode:
+      case Field::kNone:
+        break;
+    }
+    return true;
+  }
+
+  // classify()'s acceptance, on what the pass saw; false for anything classify() refuses.
+  static bool finish(Scan& scan, RpcMessage* out) {
+    if (scan.jsonrpc != Value::kString || !scan.jsonrpc_is_2_0) return false;
+    const bool has_id = scan.id != Value::kAbsent;
+    if (has_id) {
+      if (!valid_id(scan.id_value)) return false;
+      out->id = std::move(scan.id_value);
+    }
+    const bool has_reply = scan.result || scan.error;
+    if (scan.method != Value::kAbsent) {
+      if (scan.method != Value::kString || has_reply) return false;
+      out->kind = has_id ? MessageKind::kRequest : MessageKind::kNotification;
+      out->method = std::move(scan.method_text);
+      if (method_names_something(out->method) && scan.params_object) {
+        const bool by_name = std::string_view(name_field(out->method)) == "name";
+        const Value value = by_name ? scan.name : scan.uri;
+        if (value == Value::kString) {
+          out->name = std::move(by_name ? scan.name_text : scan.uri_text);
+        } else if (value != Value::kAbsent) {
+          return false;
+        }
+      }
+      return true;
+    }
+    if (!has_reply || (scan.result && scan.error) || !has_id) return false;
+    out->kind = MessageKind::kResponse;
+    const Json& code = scan.code;
+    if (code.is_number_unsigned()) {
+      const auto value = code.get<std::uint64_t>();
+      if (value <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        out->error_code = static_cast<std::int64_t>(value);
+      }
+    } else if (code.is_number_integer()) {
+      out->error_code = code.get<std::int64_t>();
+    }
+    return true;
+  }
+
+  std::size_t max_depth_;
+  std::size_t depth_ = 0;
+  std::vector<Frame> frames_;
+  std::vector<std::string> keys_;  // the open objects' keys, innermost last
+  std::size_t used_ = 0;           // keys_ in use
+  Field field_ = Field::kNone;     // what the next value of the innermost object is
+  bool top_seen_ = false;
+  bool batch_ = false;
+  std::vector<Scan> scans_;
+};
+
+// The strict DOM parse and classification: the reference, and what answers every refusal.
+RpcParseResult parse_rpc_dom(std::string_view body, std::size_t max_depth) {
   if (body.empty()) return failure(-32700, "not JSON: an empty body");
   try {
     RpcPayload payload;
@@ -276,6 +582,27 @@ RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth) {
   } catch (...) {
     return failure(-32700, "not JSON");
   }
+}
+
+}  // namespace
+
+RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth, RpcDocument document) {
+  if (document == RpcDocument::kSkip && !body.empty()) {
+    try {
+      RpcScanner scanner(max_depth);
+      const char* begin = body.data();
+      if (Json::sax_parse(begin, begin + body.size(), &scanner)) {
+        if (auto payload = scanner.payload()) {
+          RpcParseResult result;
+          result.payload = std::move(payload);
+          return result;
+        }
+      }
+    } catch (...) {
+      // Out of memory, or anything else: the DOM path decides, and says why.
+    }
+  }
+  return parse_rpc_dom(body, max_depth);
 }
 
 std::optional<std::string> routing_header_mismatch(const RpcPayload& payload,

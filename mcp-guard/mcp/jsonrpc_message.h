@@ -29,8 +29,14 @@ struct RpcMessage {
 struct RpcPayload {
   bool batch = false;
   std::vector<RpcMessage> messages;
-  nlohmann::json document;
+  nlohmann::json document;  // with RpcDocument::kSkip: not to be used (null, most often)
 };
+
+// Whether parse_rpc builds the document. A caller that only needs the messages' fields (no
+// audit at level full, no tools/list reply to filter) skips it: the body is then read once
+// without building a DOM, and only what is refused (or unusual) is read again with the DOM
+// parser, so the two answer alike.
+enum class RpcDocument { kKeep, kSkip };
 
 // Why a body is not JSON-RPC the guard can read; `code` is the JSON-RPC error to answer with
 // (-32700 not JSON, -32600 not a valid request).
@@ -46,13 +52,15 @@ struct RpcParseError {
 // number nor null, and a message that is neither a request nor a response. Also refused: a
 // message with both a `method` and a `result`/`error` (read as a request here and as a response
 // elsewhere), and a `params.name`/`params.uri` that is present but not a string (an absent one
-// leaves `name` empty for the server to refuse). Never throws. Costs about what
-// nlohmann::json::parse of the same body costs: one pass, strings moved from the lexer.
+// leaves `name` empty for the server to refuse). Never throws. With RpcDocument::kKeep it costs
+// about what nlohmann::json::parse of the same body costs (one pass, strings moved from the
+// lexer); with kSkip an accepted body costs one pass and no DOM, a refused one two passes.
 struct RpcParseResult {
   std::optional<RpcPayload> payload;
   RpcParseError error;  // meaningful when !payload
 };
-RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth = 512);
+RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth = 512,
+                         RpcDocument document = RpcDocument::kKeep);
 
 // The 2026-07-28 routing headers against the body they came with. `mcp_method`/`mcp_name` are the
 // header values (nullopt when the header is absent). Returns an error message when a present

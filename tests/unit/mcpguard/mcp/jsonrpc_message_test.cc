@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace perimeter::mcpguard {
 namespace {
@@ -314,6 +319,150 @@ TEST(JsonRpcMessageTest, BuildsErrorResponses) {
   // Long messages are kept whole.
   const std::string long_message(1000, 'm');
   EXPECT_EQ(rpc_error_response(1, -32600, long_message)["error"]["message"], long_message);
+}
+
+// parse_rpc without the document must answer exactly as with it: the same refusals (code and
+// message) and, for what it accepts, the same messages.
+void expect_same_without_document(std::string_view body, std::size_t max_depth = 512) {
+  const RpcParseResult dom = parse_rpc(body, max_depth, RpcDocument::kKeep);
+  const RpcParseResult scan = parse_rpc(body, max_depth, RpcDocument::kSkip);
+  ASSERT_EQ(dom.payload.has_value(), scan.payload.has_value()) << body;
+  if (!dom.payload) {
+    EXPECT_EQ(dom.error.code, scan.error.code) << body;
+    EXPECT_EQ(dom.error.message, scan.error.message) << body;
+    return;
+  }
+  // Without the document a caller must not use it (it is built only when the DOM path decided).
+  EXPECT_TRUE(scan.payload->document.is_null() || scan.payload->document == dom.payload->document)
+      << body;
+  EXPECT_EQ(dom.payload->batch, scan.payload->batch) << body;
+  ASSERT_EQ(dom.payload->messages.size(), scan.payload->messages.size()) << body;
+  for (std::size_t i = 0; i < dom.payload->messages.size(); ++i) {
+    const RpcMessage& a = dom.payload->messages[i];
+    const RpcMessage& b = scan.payload->messages[i];
+    EXPECT_EQ(a.kind, b.kind) << body;
+    EXPECT_EQ(a.method, b.method) << body;
+    EXPECT_EQ(a.id, b.id) << body;
+    EXPECT_EQ(a.id.type(), b.id.type()) << body;
+    EXPECT_EQ(a.name, b.name) << body;
+    EXPECT_EQ(a.error_code, b.error_code) << body;
+  }
+}
+
+// Every prefix and every one-byte deletion of `body`, at two depth limits.
+void expect_same_without_document_mutated(const std::string& body) {
+  for (const std::size_t depth : {std::size_t{512}, std::size_t{2}, std::size_t{4}}) {
+    expect_same_without_document(body, depth);
+    for (std::size_t cut = 0; cut < body.size(); ++cut) {
+      expect_same_without_document(body.substr(0, cut), depth);
+      expect_same_without_document(body.substr(0, cut) + body.substr(cut + 1), depth);
+    }
+  }
+}
+
+TEST(JsonRpcMessageTest, ReadsWithoutTheDocumentAsWithIt) {
+  const std::vector<std::string> bodies = {
+      R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}})",
+      R"({"jsonrpc":"2.0","id":"a","method":"prompts/get","params":{"name":"p"}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///x","name":7}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"name":"x","uri":["a"]}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":["delete_user"]}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":null}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":{"a":1}}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":["echo"]})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call"})",
+      R"({"jsonrpc":"2.0","method":"notifications/initialized"})",
+      R"({"jsonrpc":"2.0","id":null,"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":1.5,"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":-3,"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":18446744073709551615,"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":true,"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":{"a":1},"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":[1],"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":1,"method":7})",
+      R"({"jsonrpc":"2.0","id":1,"method":{"x":1}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"ping","result":{}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"ping","error":null})",
+      R"({"jsonrpc":2.0,"id":1,"method":"ping"})",
+      R"({"jsonrpc":"2.1","id":1,"method":"ping"})",
+      R"({"jsonrpc":["2.0"],"id":1,"method":"ping"})",
+      R"({"id":1,"method":"ping"})",
+      R"({"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"b"}]}})",
+      R"({"jsonrpc":"2.0","id":1,"result":null})",
+      R"({"jsonrpc":"2.0","result":{}})",
+      R"({"jsonrpc":"2.0","id":1,"result":{},"error":{"code":1}})",
+      R"({"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}})",
+      R"({"jsonrpc":"2.0","id":1,"error":{"code":9223372036854775808}})",
+      R"({"jsonrpc":"2.0","id":1,"error":{"code":9223372036854775807}})",
+      R"({"jsonrpc":"2.0","id":1,"error":{"code":1.5}})",
+      R"({"jsonrpc":"2.0","id":1,"error":{"code":"1"}})",
+      R"({"jsonrpc":"2.0","id":1,"error":{"code":{"code":1}}})",
+      R"({"jsonrpc":"2.0","id":1,"error":"bad"})",
+      R"({"jsonrpc":"2.0","id":null,"error":{"code":-32700}})",
+      R"({"jsonrpc":"2.0"})",
+      R"({})",
+      R"([])",
+      R"([1])",
+      R"(["x"])",
+      R"([[]])",
+      R"([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"x"}])",
+      R"([{"jsonrpc":"2.0","id":1,"method":"ping"},7])",
+      R"([{"jsonrpc":"2.0","id":1,"method":"ping"},"x"])",
+      R"([{"jsonrpc":"2.0","id":1,"result":{}},{"jsonrpc":"2.0","id":2,"error":{"code":3}}])",
+      R"("just a string")",
+      R"(42)",
+      R"(null)",
+      R"({"jsonrpc":"2.0","id":1,"method":"ping"} trailing)",
+      // Duplicated keys, at any depth and in any spelling the lexer unescapes alike.
+      R"({"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","n\u0061me":"b"}})",
+      R"({"jsonrpc":"2.0","id":1,"m\u0065thod":"tools/call","method":"ping"})",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"b":{"c":1,"c":2}}}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"a":[{"b":1},{"b":1,"b":2}]}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"k":1},"b":{"k":1}}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"a":{"k":1},"k":1}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"":1,"":2}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"\ud83d\ude00":1,"😀":2}})",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"\ud800"}})",
+      "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\",\"params\":{\"a\":\"\xff\"}}",
+      R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"a":[[[[[[1]]]]]]}})",
+  };
+  for (const auto& body : bodies) expect_same_without_document_mutated(body);
+
+  // Many keys in one object (the pass hands those to the DOM parser), with and without a
+  // duplicate among them.
+  std::string wide = R"({"jsonrpc":"2.0","id":1,"method":"x","params":{)";
+  for (int i = 0; i < 100; ++i) wide += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+  expect_same_without_document(wide + R"("k5":0}})");
+  expect_same_without_document(wide + R"("end":0}})");
+  // Deep nesting, at and past the limit.
+  for (const std::size_t depth :
+       {std::size_t{10}, std::size_t{511}, std::size_t{512}, std::size_t{513}, std::size_t{5000}}) {
+    const std::string nested = R"({"jsonrpc":"2.0","id":1,"method":"x","params":)" +
+                               std::string(depth, '[') + std::string(depth, ']') + "}";
+    expect_same_without_document(nested);
+    expect_same_without_document(nested, 8);
+  }
+}
+
+TEST(JsonRpcMessageTest, ReadsTheFuzzCorpusWithoutTheDocumentAsWithIt) {
+  const char* source = std::getenv("PERIMETER_SOURCE_DIR");
+  if (source == nullptr) GTEST_SKIP() << "PERIMETER_SOURCE_DIR is not set";
+  const std::filesystem::path corpus = std::filesystem::path(source) / "mcp-guard/fuzz/corpus";
+  std::size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(corpus)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string input = text.str();
+    // The fuzz input's payload starts after its chunk-size bytes; every start is tried.
+    for (std::size_t start = 0; start < std::min<std::size_t>(input.size(), 9); ++start) {
+      expect_same_without_document_mutated(input.substr(start));
+    }
+    ++files;
+  }
+  EXPECT_GT(files, 10u);
 }
 
 }  // namespace
