@@ -2,7 +2,9 @@
 
 #include <fnmatch.h>
 
+#include <charconv>
 #include <cstdio>
+#include <limits>
 
 #include "core/time_format.h"
 
@@ -55,6 +57,38 @@ std::string dump(const nlohmann::json& value) {
   return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+template <typename Integer>
+void append_integer(std::string* out, Integer value) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+  out->append(digits, end);
+}
+
+// format_rfc3339_millis(time), with the text up to the seconds made once a second per thread
+// (by format_rfc3339_millis itself) rather than by gmtime_r and snprintf on every line.
+void append_time(std::string* out, std::chrono::system_clock::time_point time) {
+  thread_local std::int64_t cached_second = std::numeric_limits<std::int64_t>::min();
+  thread_local std::string cached_prefix;  // "2026-11-23T06:00:00."
+  const std::int64_t millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
+  // Floor division, as format_rfc3339_millis: a time before the epoch keeps a fraction in [0,
+  // 1000).
+  const std::int64_t second = millis >= 0 ? millis / 1000 : (millis - 999) / 1000;
+  if (second != cached_second) {
+    std::string whole = format_rfc3339_millis(
+        std::chrono::system_clock::time_point(std::chrono::seconds(second)));  // "….000Z"
+    whole.resize(whole.size() - 4);
+    cached_prefix = std::move(whole);
+    cached_second = second;
+  }
+  out->append(cached_prefix);
+  const auto fraction = static_cast<int>(millis - second * 1000);
+  out->push_back(static_cast<char>('0' + fraction / 100));
+  out->push_back(static_cast<char>('0' + fraction / 10 % 10));
+  out->push_back(static_cast<char>('0' + fraction % 10));
+  out->push_back('Z');
+}
+
 bool key_matches(const std::string& key, const std::vector<std::string>& redact_keys) {
   for (const auto& pattern : redact_keys) {
     if (fnmatch(pattern.c_str(), key.c_str(), FNM_CASEFOLD) == 0) return true;
@@ -89,7 +123,7 @@ std::string render_audit_line(const AuditRecord& record, const AuditConfig& conf
   append_string(&line, kAuditType);
   line.append(",\"time\":");
   line += '"';
-  line += format_rfc3339_millis(record.time);
+  append_time(&line, record.time);
   line += '"';
   line.append(",\"level\":");
   append_string(&line, to_string(config.level));
@@ -103,24 +137,38 @@ std::string render_audit_line(const AuditRecord& record, const AuditConfig& conf
   line.append(",\"method\":");
   append_string(&line, record.method);
   line.append(",\"id\":");
-  line.append(record.id.is_string() || record.id.is_number() ? dump(record.id) : "null");
+  if (record.id.is_number_unsigned()) {
+    append_integer(&line, record.id.get<std::uint64_t>());
+  } else if (record.id.is_number_integer()) {
+    append_integer(&line, record.id.get<std::int64_t>());
+  } else {
+    line.append(record.id.is_string() || record.id.is_number() ? dump(record.id) : "null");
+  }
   line.append(",\"name\":");
   append_optional_string(&line, record.name);
   line.append(record.allowed ? ",\"decision\":\"allowed\"" : ",\"decision\":\"denied\"");
   line.append(",\"reason\":");
   append_optional_string(&line, record.reason);
   line.append(",\"upstream_status\":");
-  line.append(record.upstream_status ? std::to_string(*record.upstream_status) : "null");
+  if (record.upstream_status) {
+    append_integer(&line, *record.upstream_status);
+  } else {
+    line.append("null");
+  }
   line.append(",\"outcome\":");
   append_string(&line, record.outcome);
   line.append(",\"rpc_error_code\":");
-  line.append(record.rpc_error_code ? std::to_string(*record.rpc_error_code) : "null");
+  if (record.rpc_error_code) {
+    append_integer(&line, *record.rpc_error_code);
+  } else {
+    line.append("null");
+  }
   line.append(",\"duration_ms\":");
-  line.append(std::to_string(record.duration_ms));
+  append_integer(&line, record.duration_ms);
   line.append(",\"bytes_in\":");
-  line.append(std::to_string(record.bytes_in));
+  append_integer(&line, record.bytes_in);
   line.append(",\"bytes_out\":");
-  line.append(std::to_string(record.bytes_out));
+  append_integer(&line, record.bytes_out);
   if (config.level == AuditLevel::kFull) {
     line.append(",\"arguments\":");
     line.append(dump(redact_by_key(record.arguments, config.redact_keys)));

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "core/time_format.h"
+
 namespace perimeter::mcpguard {
 namespace {
 
@@ -86,6 +88,44 @@ TEST(AuditLine, NotificationHasNullId) {
   const auto line = nlohmann::json::parse(render_audit_line(record, AuditConfig{}));
   EXPECT_TRUE(line["id"].is_null());
   EXPECT_EQ(line["outcome"], "no_response");
+}
+
+TEST(AuditLine, TimeAndNumbersAreWrittenAsTheirOwnFormattersWrite) {
+  // The seconds of the time are kept from one line to the next: every line must still say its
+  // own time, across seconds, days, years and before the epoch.
+  AuditConfig config;
+  AuditRecord record = a_tools_call();
+  for (const std::int64_t millis :
+       {std::int64_t{1795413600123}, std::int64_t{1795413600999}, std::int64_t{1795413601000},
+        std::int64_t{1795413601000}, std::int64_t{1795413600000}, std::int64_t{1798761599999},
+        std::int64_t{1798761600000}, std::int64_t{0}, std::int64_t{-1}, std::int64_t{-999},
+        std::int64_t{-1000}, std::int64_t{-1001}, std::int64_t{951782400005},
+        std::int64_t{253402300799999}}) {
+    record.time = std::chrono::system_clock::time_point(std::chrono::milliseconds(millis));
+    const auto line = nlohmann::json::parse(render_audit_line(record, config));
+    EXPECT_EQ(line["time"], format_rfc3339_millis(record.time)) << millis;
+  }
+  for (const nlohmann::json& id :
+       {nlohmann::json(0), nlohmann::json(-7),
+        nlohmann::json(std::int64_t{-9223372036854775807 - 1}),
+        nlohmann::json(std::uint64_t{18446744073709551615u}), nlohmann::json(1.5),
+        nlohmann::json("x\u0001\b"), nlohmann::json(nullptr), nlohmann::json(true)}) {
+    record.id = id;
+    const std::string text = render_audit_line(record, config);
+    const std::string expected =
+        id.is_string() || id.is_number()
+            ? id.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+            : "null";
+    EXPECT_THAT(text, HasSubstr(",\"id\":" + expected + ",")) << id;
+  }
+  record.upstream_status = std::nullopt;
+  record.rpc_error_code = std::int64_t{-9223372036854775807 - 1};
+  record.duration_ms = 0;
+  record.bytes_in = std::uint64_t{18446744073709551615u};
+  const std::string text = render_audit_line(record, config);
+  EXPECT_THAT(text, HasSubstr(",\"upstream_status\":null,"));
+  EXPECT_THAT(text, HasSubstr(",\"rpc_error_code\":-9223372036854775808,"));
+  EXPECT_THAT(text, HasSubstr(",\"duration_ms\":0,\"bytes_in\":18446744073709551615,"));
 }
 
 }  // namespace
