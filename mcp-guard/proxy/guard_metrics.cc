@@ -6,8 +6,10 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace perimeter::mcpguard {
@@ -62,29 +64,21 @@ struct PrometheusGuardMetrics::Families {
   prometheus::Family<prometheus::Counter>& malformed_requests;
 };
 
-struct PrometheusGuardMetrics::Cache {
-  // The metric of each label set seen, so a request costs a hash lookup rather than a
-  // Family::Add (a std::map of label strings built and looked up under the family's lock).
-  // Label sets are bounded (see guard_metrics.h), and so are these maps.
-  std::mutex mutex;
-  std::unordered_map<std::string, prometheus::Counter*> counters;      // guarded by mutex
-  std::unordered_map<std::string, prometheus::Histogram*> histograms;  // guarded by mutex
-  std::unordered_map<std::string, prometheus::Gauge*> gauges;          // guarded by mutex
-
-  template <typename Metric, typename Add>
-  Metric& cached(std::unordered_map<std::string, Metric*>& cache, std::string key, Add add) {
-    std::lock_guard lock(mutex);
-    auto found = cache.find(key);
-    if (found == cache.end()) found = cache.emplace(std::move(key), &add()).first;
-    return *found->second;
-  }
-};
-
 namespace {
 
+// Lookups by std::string_view, so a cache hit builds no std::string.
+struct KeyHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
+};
+template <typename Metric>
+using MetricCache = std::unordered_map<std::string, Metric*, KeyHash, std::equal_to<>>;
+
 // A cache key: the family's letter and the label values, separated by a byte no label holds.
-std::string cache_key(char family, std::initializer_list<std::string_view> values) {
-  std::string key(1, family);
+// Built in a buffer of the calling thread's, which keeps its capacity from call to call.
+std::string_view cache_key(char family, std::initializer_list<std::string_view> values) {
+  thread_local std::string key;
+  key.assign(1, family);
   for (const auto value : values) {
     key += '\x1f';
     key.append(value.data(), value.size());
@@ -93,6 +87,24 @@ std::string cache_key(char family, std::initializer_list<std::string_view> value
 }
 
 }  // namespace
+
+struct PrometheusGuardMetrics::Cache {
+  // The metric of each label set seen, so a request costs a hash lookup rather than a
+  // Family::Add (a std::map of label strings built and looked up under the family's lock).
+  // Label sets are bounded (see guard_metrics.h), and so are these maps.
+  std::mutex mutex;
+  MetricCache<prometheus::Counter> counters;      // guarded by mutex
+  MetricCache<prometheus::Histogram> histograms;  // guarded by mutex
+  MetricCache<prometheus::Gauge> gauges;          // guarded by mutex
+
+  template <typename Metric, typename Add>
+  Metric& cached(MetricCache<Metric>& cache, std::string_view key, Add add) {
+    std::lock_guard lock(mutex);
+    auto found = cache.find(key);
+    if (found == cache.end()) found = cache.emplace(std::string(key), &add()).first;
+    return *found->second;
+  }
+};
 
 PrometheusGuardMetrics::PrometheusGuardMetrics(prometheus::Registry& registry)
     : families_(std::make_unique<Families>(Families{
