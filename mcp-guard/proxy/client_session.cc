@@ -17,6 +17,7 @@ namespace {
 constexpr std::size_t kChunkBytes = 16 * 1024;
 constexpr std::size_t kJsonReadBytes = 64 * 1024;
 constexpr std::uint32_t kHeaderLimitBytes = 64 * 1024;
+constexpr std::size_t kMaxJsonDepth = 512;  // parse_rpc's default
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr std::string_view kBadRequest =
     "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n"
@@ -63,6 +64,26 @@ std::string serialize_head(const http::response_header<>& head) {
   }
   text += "\r\n";
   return text;
+}
+
+// A request's head as Beast's serializer writes it (the guard always sends HTTP/1.1), in one
+// buffer: one iovec instead of one per field, and no serializer built per request.
+void serialize_request_head(const http::request_header<>& head, std::string* text) {
+  const auto method = head.method_string();
+  const auto target = head.target();
+  text->assign(method.data(), method.size());
+  text->push_back(' ');
+  text->append(target.data(), target.size());
+  text->append(" HTTP/1.1\r\n");
+  for (const auto& field : head) {
+    const auto name = field.name_string();
+    const auto value = field.value();
+    text->append(name.data(), name.size());
+    text->append(": ");
+    text->append(value.data(), value.size());
+    text->append("\r\n");
+  }
+  text->append("\r\n");
 }
 
 bool istarts_with(std::string_view text, std::string_view prefix) {
@@ -374,7 +395,10 @@ void ClientSession::inspect_request() {
     forward();  // GET streams and DELETE carry no JSON-RPC
     return;
   }
-  auto parsed = parse_rpc(request_.body());
+  const bool full = policy_->audit.level == AuditLevel::kFull;
+  // The document is only read again for a full audit line's arguments and results.
+  auto parsed =
+      parse_rpc(request_.body(), kMaxJsonDepth, full ? RpcDocument::kKeep : RpcDocument::kSkip);
   if (!parsed.payload) {
     refuse(http::status::bad_request,
            rpc_error_response(nullptr, parsed.error.code, parsed.error.message).dump(),
@@ -384,7 +408,6 @@ void ClientSession::inspect_request() {
   payload_ = std::move(parsed.payload);
   const auto session = header(request_, "Mcp-Session-Id");
   const auto protocol_version = header(request_, "MCP-Protocol-Version");
-  const bool full = policy_->audit.level == AuditLevel::kFull;
   std::size_t rpc_requests = 0;
   for (std::size_t i = 0; i < payload_->messages.size(); ++i) {
     const auto& message = payload_->messages[i];
@@ -628,10 +651,20 @@ void ClientSession::on_upstream_tls(beast::error_code error) {
 
 void ClientSession::send_upstream() {
   set_deadline(DeadlineTarget::kUpstream, policy_->limits.upstream_reply_timeout);
-  http::async_write(upstream_, request_,
-                    [self = shared_from_this()](beast::error_code error, std::size_t) {
-                      self->on_upstream_sent(error);
-                    });
+  auto on_sent = [self = shared_from_this()](beast::error_code error, std::size_t) {
+    self->on_upstream_sent(error);
+  };
+  if (request_.chunked()) {
+    // Not after forward() (Transfer-Encoding is hop-by-hop, the body a string): Beast frames it.
+    http::async_write(upstream_, request_, std::move(on_sent));
+    return;
+  }
+  // The head and the body as they are, as Beast's serializer would write them.
+  serialize_request_head(request_, &request_head_);
+  asio::async_write(
+      upstream_,
+      std::array<asio::const_buffer, 2>{asio::buffer(request_head_), asio::buffer(request_.body())},
+      std::move(on_sent));
 }
 
 bool ClientSession::retry_on_stale_connection(const beast::error_code& error) {
@@ -699,7 +732,8 @@ void ClientSession::on_upstream_header(beast::error_code error) {
   switch (mode_) {
     case ReplyMode::kEmpty:
       whole_reply_ = {};
-      whole_reply_.base() = head.base();
+      // The parser is done (and is reset when the exchange ends): its head is moved, not copied.
+      whole_reply_.base() = std::move(response_parser_->get().base());
       prepare_reply_fields(whole_reply_);
       // Keeps the upstream's Content-Length (a HEAD reply's included) as it was.
       write_whole_reply(false);
@@ -804,8 +838,18 @@ void ClientSession::on_json_reply(beast::error_code error) {
   send_json_reply();
 }
 
+bool ClientSession::reply_needs_document() const {
+  // A full audit line holds results; a tools/list reply may be filtered. Otherwise only the
+  // messages' ids and error codes are read.
+  if (policy_->audit.level == AuditLevel::kFull) return true;
+  return std::any_of(pending_.begin(), pending_.end(), [](const PendingRpc& pending) {
+    return pending.tools_list && !pending.written;
+  });
+}
+
 void ClientSession::send_json_reply() {
-  auto parsed = parse_rpc(json_body_);
+  auto parsed = parse_rpc(json_body_, kMaxJsonDepth,
+                          reply_needs_document() ? RpcDocument::kKeep : RpcDocument::kSkip);
   if (parsed.payload) {
     bool modified = false;
     const bool full = policy_->audit.level == AuditLevel::kFull;
@@ -814,11 +858,11 @@ void ClientSession::send_json_reply() {
       if (message.kind != MessageKind::kResponse) continue;
       PendingRpc* pending = find_pending(message.id);
       if (pending == nullptr) continue;
-      auto& document = message_document(*parsed.payload, i);
       pending->answered = true;
       pending->record.rpc_error_code = message.error_code;
-      if (full) pending->record.result = audited_result(document);
+      if (full) pending->record.result = audited_result(message_document(*parsed.payload, i));
       if (pending->tools_list) {
+        auto& document = message_document(*parsed.payload, i);
         route_->remember_listed_tools(document);
         if (!policy_->route.tools.allows_everything() &&
             remove_denied_tools(document, policy_->route.tools) > 0) {
@@ -830,7 +874,8 @@ void ClientSession::send_json_reply() {
   }
   attribute_anonymous_error(parsed.payload ? &*parsed.payload : nullptr);
   whole_reply_ = {};
-  whole_reply_.base() = response_parser_->get().base();
+  // The parser is done with the head (and is reset when the exchange ends): moved, not copied.
+  whole_reply_.base() = std::move(response_parser_->get().base());
   prepare_reply_fields(whole_reply_);
   whole_reply_.body() = std::move(json_body_);
   json_body_ = {};
@@ -949,6 +994,13 @@ void ClientSession::on_stream_read(beast::error_code error) {
   if (closed_) return;
   if (timed_out_) error = beast::error::timeout;
   if (error == http::error::need_buffer) error = {};
+  std::size_t received = kChunkBytes - response_parser_->get().body().size;
+  if (!error && received == 0 && upstream_buffer_.size() > 0) {
+    // The read stopped after a chunk's header. The rest is buffered already: it is parsed now,
+    // as the next read would parse it (failing as that read would), rather than after another
+    // turn of the event loop and a readiness wait on the client (an epoll_ctl per reply).
+    error = take_buffered_stream_bytes(received);
+  }
   if (error) {
     route_->metrics().upstream_error(route_->name(),
                                      error == beast::error::timeout ? "timeout" : "reset");
@@ -957,8 +1009,7 @@ void ClientSession::on_stream_read(beast::error_code error) {
     abort_exchange("stream_ended");
     return;
   }
-  std::size_t received = kChunkBytes - response_parser_->get().body().size;
-  if (received > 0 && !take_buffered_stream_bytes(received)) {
+  if (received > 0 && take_buffered_stream_bytes(received)) {
     route_->metrics().upstream_error(route_->name(), "bad_reply");
     route_->logger().warn("upstream stream failed",
                           {{"route", route_->name()}, {"error", "bad chunked framing"}});
@@ -998,7 +1049,7 @@ void ClientSession::on_stream_read(beast::error_code error) {
   write_stream_bytes(asio::const_buffer(stream_out_.data(), stream_out_.size()));
 }
 
-bool ClientSession::take_buffered_stream_bytes(std::size_t& received) {
+beast::error_code ClientSession::take_buffered_stream_bytes(std::size_t& received) {
   // What the upstream sent already (the rest of the event, the last chunk) is parsed now, so that
   // it goes out in the same write: a reply that came whole costs one write, not two.
   auto& body = response_parser_->get().body();
@@ -1010,10 +1061,10 @@ bool ClientSession::take_buffered_stream_bytes(std::size_t& received) {
     upstream_buffer_.consume(used);
     received = kChunkBytes - body.size;
     if (error == http::error::need_more || error == http::error::need_buffer) break;
-    if (error) return false;
+    if (error) return error;
     if (used == 0) break;
   }
-  return true;
+  return {};
 }
 
 void ClientSession::inspect_sse_event(const RawSseEvent& event) {
@@ -1021,7 +1072,8 @@ void ClientSession::inspect_sse_event(const RawSseEvent& event) {
     stream_out_ += event.raw;
     return;
   }
-  auto parsed = parse_rpc(event.data);
+  auto parsed = parse_rpc(event.data, kMaxJsonDepth,
+                          reply_needs_document() ? RpcDocument::kKeep : RpcDocument::kSkip);
   if (!parsed.payload) {
     stream_out_ += event.raw;  // not JSON-RPC the guard reads: passed on as the server sent it
     return;
@@ -1031,13 +1083,13 @@ void ClientSession::inspect_sse_event(const RawSseEvent& event) {
   std::vector<PendingRpc*> answered;
   for (std::size_t i = 0; i < parsed.payload->messages.size(); ++i) {
     const auto& message = parsed.payload->messages[i];
-    auto& document = message_document(*parsed.payload, i);
     if (message.kind == MessageKind::kResponse) {
       PendingRpc* pending = find_pending(message.id);
       if (pending == nullptr) continue;
       pending->record.rpc_error_code = message.error_code;
-      if (full) pending->record.result = audited_result(document);
+      if (full) pending->record.result = audited_result(message_document(*parsed.payload, i));
       if (pending->tools_list) {
+        auto& document = message_document(*parsed.payload, i);
         route_->remember_listed_tools(document);
         if (!policy_->route.tools.allows_everything() &&
             remove_denied_tools(document, policy_->route.tools) > 0) {
@@ -1058,7 +1110,10 @@ void ClientSession::inspect_sse_event(const RawSseEvent& event) {
       server.record.id = message.id;
       if (!message.name.empty()) server.record.name = message.name;
       server.record.upstream_status = upstream_status_;
-      if (full) server.record.arguments = audited_arguments(document, message.method);
+      if (full) {
+        server.record.arguments =
+            audited_arguments(message_document(*parsed.payload, i), message.method);
+      }
       server.record.bytes_out = event.raw.size();
       server.metric_method = metric_method(message.method);
       route_->server_request_sent(std::move(server.record), server.metric_method);
@@ -1170,10 +1225,21 @@ void ClientSession::write_whole_reply(bool close_after) {
   for (auto& pending : pending_) pending.record.bytes_out = bytes_out_;
   // Upstream replies that are not JSON-RPC (a 404 page, a 202) answer every request they carry.
   flush_audit(upstream_status_ && *upstream_status_ >= 400 ? "error" : "no_response");
-  http::async_write(client_, whole_reply_,
-                    [self = shared_from_this()](beast::error_code error, std::size_t) {
-                      self->on_whole_reply_written(error);
-                    });
+  auto on_written = [self = shared_from_this()](beast::error_code error, std::size_t) {
+    self->on_whole_reply_written(error);
+  };
+  if (whole_reply_.chunked()) {
+    // Not after prepare_reply_fields (Transfer-Encoding is hop-by-hop): Beast frames it.
+    http::async_write(client_, whole_reply_, std::move(on_written));
+    return;
+  }
+  // The head and the body as they are, as Beast's serializer would write them, without a
+  // serializer built per reply.
+  stream_head_text_ = serialize_head(whole_reply_);
+  asio::async_write(client_,
+                    std::array<asio::const_buffer, 2>{asio::buffer(stream_head_text_),
+                                                      asio::buffer(whole_reply_.body())},
+                    std::move(on_written));
 }
 
 void ClientSession::on_whole_reply_written(beast::error_code error) {
@@ -1196,6 +1262,7 @@ void ClientSession::finish_exchange(std::string_view unanswered_outcome) {
   splitter_.reset();
   chunk_.reset();
   stream_head_text_ = {};
+  request_head_ = {};
   stream_out_ = {};
   events_ = {};
   whole_reply_ = {};

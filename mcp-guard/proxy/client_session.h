@@ -106,6 +106,8 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   bool retry_on_stale_connection(const beast::error_code& error);
   void upstream_failed(std::string_view kind, const std::string& detail, bool not_allowed = false);
 
+  // Whether the reply's JSON-RPC is needed as a document (full audit, a tools/list to filter).
+  bool reply_needs_document() const;
   void read_json_reply();
   void on_json_reply(beast::error_code error);
   void send_json_reply();
@@ -114,9 +116,9 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   void arm_client_idle_timeout();
   void read_stream();
   void on_stream_read(beast::error_code error);
-  // Adds to the `received` bytes of chunk_ what the upstream buffer already holds; false when the
-  // framing is bad.
-  bool take_buffered_stream_bytes(std::size_t& received);
+  // Adds to the `received` bytes of chunk_ what the upstream buffer already holds; the parser's
+  // error when the framing is bad.
+  beast::error_code take_buffered_stream_bytes(std::size_t& received);
   void inspect_sse_event(const RawSseEvent& event);
   void write_stream_bytes(asio::const_buffer bytes);
   void on_stream_written(beast::error_code error, std::size_t bytes);
@@ -156,10 +158,11 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   std::optional<http::request_parser<http::string_body>> request_parser_;
   http::request<http::string_body> request_;
+  std::string request_head_;  // request_'s head as sent upstream
   std::optional<http::response_parser<http::buffer_body>> response_parser_;
   http::response<http::string_body> whole_reply_;
   http::response<http::empty_body> stream_head_;
-  std::string stream_head_text_;
+  std::string stream_head_text_;  // the head of a streamed reply, or of one written whole
   bool stream_head_unsent_ = false;
   bool stream_last_chunk_sent_ = false;  // with the last bytes, when the upstream had ended
   bool stream_first_read_ = false;       // the stream's first read, often from buffered bytes
