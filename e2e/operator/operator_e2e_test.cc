@@ -751,6 +751,38 @@ TEST_F(OperatorE2eTest, DeletingTheEnvironmentStopsClaimingAndItsPodsGoWithIt) {
   EXPECT_TRUE(operator_process->running());
 }
 
+// Issue 17, item 4, against a real apiserver: the runner pods' NetworkPolicy, opened to every
+// destination or deleted by hand, is put back by the pass its watch event wakes. The bound is
+// far below the five-minute periodic check, so only the watch can meet it.
+TEST_F(OperatorE2eTest, ARunnerNetworkPolicyOpenedOrDeletedByHandIsPutBackBeforeTheNextCheck) {
+  create_environment(3, json::object());
+  auto operator_process = start_operator();
+  auto policies = client(kube::resources::network_policies());
+  json applied;
+  eventually(
+      [&] {
+        const auto items = list(kube::resources::network_policies());
+        if (items.size() != 1) return false;
+        applied = items[0];
+        return true;
+      },
+      seconds(60), "the runner NetworkPolicy");
+  const std::string name = applied["metadata"]["name"];
+
+  policies->merge_patch(ns_, name, {{"spec", {{"egress", json::array({json::object()})}}}});
+  eventually([&] { return policies->get(ns_, name)["spec"] == applied["spec"]; }, seconds(30),
+             "the opened NetworkPolicy to be closed again");
+
+  policies->remove(ns_, name);
+  eventually(
+      [&] {
+        const auto items = list(kube::resources::network_policies());
+        return items.size() == 1 && items[0]["spec"] == applied["spec"];
+      },
+      seconds(30), "the deleted NetworkPolicy to be back");
+  EXPECT_TRUE(operator_process->running());
+}
+
 // The confused deputy, both ways. Mallory may create AgentEnvironments in the namespace and read
 // nothing else; she runs a server of her own. Neither pointing an AgentEnvironment at her server
 // with the namespace's real key, nor naming some other Secret of the namespace on a host the

@@ -41,6 +41,13 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     auto pods = cache.informers(clients_.pods, pod_namespaces, pod_options);
     pod_store_ = pods.store;
     census_ = std::make_unique<StoreRunnerPodCensus>(*pod_store_);
+    // The runner pods' NetworkPolicies, in the same namespaces: one deleted or edited by hand
+    // wakes its environment's reconcile, which puts it back.
+    runtime::InformerOptions policy_options;
+    policy_options.label_selector =
+        "app.kubernetes.io/managed-by=perimeter,app.kubernetes.io/component=runner";
+    auto policies = cache.informers(clients_.network_policies, pod_namespaces, policy_options);
+    policy_store_ = policies.store;
 
     ReconcilerOptions options;
     options.worker_id = settings_.worker_id;
@@ -52,11 +59,11 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     options.orphan_sweep = settings_.orphan_sweep;
     options.gate_sweep = settings_.gate_sweep;
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
-        ReconcilerDependencies{environments.store(), *pod_store_, clients_.environments,
-                               clients_.secrets, clients_.pods, clients_.network_policies, events_,
-                               api_factory_, session_objects_, *census_, metrics_,
-                               SystemClock::instance(), SystemRandom::instance(),
-                               logger_.child("agentenvironment"),
+        ReconcilerDependencies{environments.store(), *pod_store_, *policy_store_,
+                               clients_.environments, clients_.secrets, clients_.pods,
+                               clients_.network_policies, events_, api_factory_, session_objects_,
+                               *census_, metrics_, SystemClock::instance(),
+                               SystemRandom::instance(), logger_.child("agentenvironment"),
                                [this](const std::string& key) {
                                  if (controller_) controller_->queue().add(key);
                                }},
@@ -68,6 +75,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
                                               runtime_metrics_, logger_.child("controller"));
     controller_->watch(environments, runtime::generation_or_metadata_changed);
     for (auto* informer : pods.informers) controller_->watch_owned(*informer, kKind);
+    for (auto* informer : policies.informers) controller_->watch_owned(*informer, kKind);
   }
 
   void start() override { controller_->start(); }
@@ -87,6 +95,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
   Logger logger_;
   KubeSessionObjectWriter session_objects_;
   std::shared_ptr<runtime::Store> pod_store_;
+  std::shared_ptr<runtime::Store> policy_store_;
   std::unique_ptr<StoreRunnerPodCensus> census_;
   std::unique_ptr<AgentEnvironmentReconciler> reconciler_;
   std::unique_ptr<runtime::Controller> controller_;

@@ -175,20 +175,34 @@ AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
   return credentials;
 }
 
+namespace {
+
+// Whether `live` says what `desired` says (fields the apiserver defaulted are not a difference).
+bool network_policy_matches(const json& live, const json& desired) {
+  return json_contains(live.value("spec", json()), desired["spec"]) &&
+         json_contains(live.value("metadata", json::object()).value("labels", json::object()),
+                       desired["metadata"].value("labels", json::object()));
+}
+
+}  // namespace
+
+bool AgentEnvironmentReconciler::network_policy_drifted(const AgentEnvironment& env) const {
+  const json desired = build_network_policy(env);
+  const auto cached =
+      deps_.network_policies.get(env.namespace_ + "/" + desired["metadata"].value("name", ""));
+  return !cached || !network_policy_matches(*cached, desired);
+}
+
 void AgentEnvironmentReconciler::apply_network_policy(const AgentEnvironment& env,
                                                       bool spec_changed) {
   const json desired = build_network_policy(env);
   if (!spec_changed) {
-    // The periodic check reads before it writes, so an idle environment writes nothing; fields
-    // the apiserver defaulted are not a difference.
+    // Reads before it writes: an idle environment writes nothing, and a cache that has not yet
+    // seen the operator's own last write costs a read, not another write.
     try {
       const json live = deps_.network_policy_client.get(env.namespace_,
                                                         desired["metadata"].value("name", ""));
-      if (json_contains(live.value("spec", json()), desired["spec"]) &&
-          json_contains(live["metadata"].value("labels", json::object()),
-                        desired["metadata"].value("labels", json::object()))) {
-        return;
-      }
+      if (network_policy_matches(live, desired)) return;
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kNotFound) throw;
     }
@@ -702,7 +716,10 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   }
   credential_retry_delay(key_text, false);
 
-  if (spec_changed || now - memo.policy_applied_at >= options_.policy_refresh) {
+  // The informer wakes this pass when the policy is deleted or edited; the periodic check stays
+  // for a watch that missed it.
+  if (spec_changed || network_policy_drifted(env) ||
+      now - memo.policy_applied_at >= options_.policy_refresh) {
     apply_network_policy(env, spec_changed);
     memo.policy_applied_at = now;
   }

@@ -30,6 +30,9 @@ namespace perimeter::agentenvironment {
 struct ReconcilerDependencies {
   runtime::Store& environments;  // AgentEnvironment informer cache
   runtime::Store& pods;          // runner pod informer cache
+  // The environments' NetworkPolicy informer cache: a policy deleted or edited by hand is seen
+  // at once and put back, not at the next periodic check.
+  runtime::Store& network_policies;
   kube::ResourceClient& environment_client;
   kube::ResourceClient& secret_client;
   kube::ResourceClient& pod_client;
@@ -134,6 +137,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   };
 
   Credentials read_key(const AgentEnvironment& env);
+  // Whether the cached NetworkPolicy is missing or differs from what the spec makes.
+  bool network_policy_drifted(const AgentEnvironment& env) const;
   // Applies the environment's NetworkPolicy: always when the spec changed, otherwise only when
   // the live policy differs (deleted or edited).
   void apply_network_policy(const AgentEnvironment& env, bool spec_changed);

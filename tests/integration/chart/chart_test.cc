@@ -138,18 +138,23 @@ TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmi
   EXPECT_EQ(can("create pods -n team-a"), "yes");
   EXPECT_EQ(can("update agentenvironments.perimeter.dev --subresource=status -n team-a"), "yes");
   EXPECT_EQ(can("create leases.coordination.k8s.io -n perimeter-system"), "yes");
+  // The runner NetworkPolicy is watched, so one deleted or edited by hand is put back at once.
+  EXPECT_EQ(can("watch networkpolicies.networking.k8s.io -n team-a"), "yes");
+  EXPECT_EQ(can("delete networkpolicies.networking.k8s.io -n team-a"), "no");
   // Least privilege: nothing beyond what the controllers use.
   EXPECT_EQ(can("update agentenvironments.perimeter.dev -n team-a"), "no");
   EXPECT_EQ(can("create deployments.apps -n team-a"), "no");
   EXPECT_EQ(can("create pods --subresource=exec -n team-a"), "no");
   EXPECT_EQ(can("create clusterrolebindings.rbac.authorization.k8s.io"), "no");
   EXPECT_EQ(can("create leases.coordination.k8s.io -n team-a"), "no");
-  // No Secret or Pod outside the namespaces that opted in, by any verb.
+  // No Secret, Pod or NetworkPolicy outside the namespaces that opted in, by any verb.
   for (const char* verb :
        {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"}) {
     for (const char* ns : {"kube-system", "team-b", "perimeter-system"}) {
       EXPECT_EQ(can(std::string(verb) + " secrets -n " + ns), "no") << verb << " secrets in " << ns;
       EXPECT_EQ(can(std::string(verb) + " pods -n " + ns), "no") << verb << " pods in " << ns;
+      EXPECT_EQ(can(std::string(verb) + " networkpolicies.networking.k8s.io -n " + ns), "no")
+          << verb << " networkpolicies in " << ns;
     }
   }
 

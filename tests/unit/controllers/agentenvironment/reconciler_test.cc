@@ -85,9 +85,9 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
 
   std::unique_ptr<AgentEnvironmentReconciler> make_reconciler(ReconcilerOptions o) {
     return std::make_unique<AgentEnvironmentReconciler>(
-        ReconcilerDependencies{environments_, pods_, environment_client_, secret_client_,
-                               pod_client_, network_policy_client_, events_, factory_, writer_,
-                               census_, metrics_, clock_, random_,
+        ReconcilerDependencies{environments_, pods_, network_policies_, environment_client_,
+                               secret_client_, pod_client_, network_policy_client_, events_,
+                               factory_, writer_, census_, metrics_, clock_, random_,
                                Logger("test", StderrSink::instance(), LogLevel::kError),
                                [this](const std::string& key) { enqueued_.push_back(key); }},
         std::move(o));
@@ -130,6 +130,15 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
       }
     }
     environments_.upsert(std::make_shared<const json>(stored_environment()));
+    const std::string policy = network_policy_name(parse_agent_environment(stored_environment()));
+    const auto stored_policy =
+        server_.object_at(std::string("/apis/networking.k8s.io/v1/namespaces/") + kNamespace +
+                          "/networkpolicies/" + policy);
+    if (stored_policy) {
+      network_policies_.upsert(std::make_shared<const json>(*stored_policy));
+    } else {
+      network_policies_.remove(std::string(kNamespace) + "/" + policy);
+    }
   }
   json stored_environment() {
     return *server_.object_at(std::string("/apis/perimeter.dev/v1alpha1/namespaces/") + kNamespace +
@@ -176,7 +185,7 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
                                  runtime_metrics_,
                                  Logger("events", StderrSink::instance(), LogLevel::kError),
                                  clock_};
-  runtime::Store environments_, pods_;
+  runtime::Store environments_, pods_, network_policies_;
   NiceMock<testing::MockAgentApi> api_;
   FakeFactory factory_{api_};
   KubeSessionObjectWriter writer_{secret_client_, pod_client_};
@@ -373,6 +382,41 @@ TEST_F(AgentEnvironmentReconcilerTest, AnEditedOrDeletedNetworkPolicyIsPutBackAt
   reconciler->reconcile({kNamespace, kName});
   ASSERT_TRUE(server_.object_at(path).has_value());
   EXPECT_EQ((*server_.object_at(path))["spec"], applied["spec"]);
+}
+
+// Issue 17, item 4: a NetworkPolicy deleted or edited by hand is put back by the pass its watch
+// event wakes, seconds later, not at the next periodic check minutes later; and once the cache
+// shows it back, further passes write nothing.
+TEST_F(AgentEnvironmentReconcilerTest,
+       ADeletedOrEditedNetworkPolicyIsPutBackByThePassItsEventWakes) {
+  const AgentEnvironment env = given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  refresh_caches();
+  const std::string path = std::string("/apis/networking.k8s.io/v1/namespaces/") + kNamespace +
+                           "/networkpolicies/" + network_policy_name(env);
+  const json applied = *server_.object_at(path);
+
+  // Opened to everything: one empty egress rule allows any destination.
+  network_policy_client_.merge_patch(kNamespace, network_policy_name(env),
+                                     {{"spec", {{"egress", json::array({json::object()})}}}});
+  refresh_caches();  // the watch delivers the edit
+  clock_.advance(seconds(1));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ((*server_.object_at(path))["spec"], applied["spec"]) << "the edit was left in force";
+
+  network_policy_client_.remove(kNamespace, network_policy_name(env));
+  refresh_caches();
+  clock_.advance(seconds(1));
+  reconciler->reconcile({kNamespace, kName});
+  ASSERT_TRUE(server_.object_at(path).has_value()) << "the deleted policy was not put back";
+  EXPECT_EQ((*server_.object_at(path))["spec"], applied["spec"]);
+
+  refresh_caches();
+  const size_t from = server_.requests().size();
+  clock_.advance(seconds(1));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_THAT(writes_since(from), ::testing::IsEmpty());
 }
 
 // Issue 15, item 5: however many sessions finish, status is written a bounded number of times.
