@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "mcp/tool_policy.h"
+#include "proxy/hop_by_hop.h"
 
 namespace perimeter::mcpguard {
 namespace {
@@ -94,23 +95,6 @@ std::optional<std::string> header(const http::fields& fields, std::string_view n
   const auto found = fields.find(beast::string_view(name.data(), name.size()));
   if (found == fields.end()) return std::nullopt;
   return std::string(found->value());
-}
-
-// Hop-by-hop headers (RFC 9110 7.6.1): those named in Connection, and the fixed ones.
-void strip_hop_by_hop(http::fields& fields) {
-  const auto connection = fields.find(http::field::connection);
-  if (connection != fields.end()) {
-    for (const auto token : http::token_list(connection->value())) {
-      fields.erase(token);
-    }
-  }
-  for (const auto field :
-       {http::field::connection, http::field::keep_alive, http::field::proxy_connection,
-        http::field::proxy_authenticate, http::field::proxy_authorization, http::field::te,
-        http::field::trailer, http::field::upgrade, http::field::transfer_encoding}) {
-    fields.erase(field);
-  }
-  fields.erase("Proxy-Authentication-Info");
 }
 
 bool looks_like_json(std::string_view text) {
