@@ -244,8 +244,14 @@ std::string classify(const Json& object, RpcMessage* out) {
 // and nesting deeper than the limit, as StrictDomBuilder does.
 class RpcScanner final : public nlohmann::json_sax<Json> {
  public:
-  explicit RpcScanner(std::size_t max_depth) : max_depth_(max_depth) {
-    frames_.reserve(8);
+  // The pass's frames and messages live in `buffers`, reused from one parse to the next on a
+  // thread (their size is bounded by the depth limit and the messages; keys, which a body can
+  // make as long as it likes, are not kept).
+  struct Buffers;
+  RpcScanner(std::size_t max_depth, Buffers& buffers)
+      : max_depth_(max_depth), frames_(buffers.frames), scans_(buffers.scans) {
+    frames_.clear();
+    scans_.clear();
     keys_.reserve(16);
   }
 
@@ -533,13 +539,19 @@ class RpcScanner final : public nlohmann::json_sax<Json> {
 
   std::size_t max_depth_;
   std::size_t depth_ = 0;
-  std::vector<Frame> frames_;
-  std::vector<std::string> keys_;  // the open objects' keys, innermost last
+  std::vector<Frame>& frames_;
+  std::vector<std::string> keys_;  // the open objects' keys, innermost last (stale past used_)
   std::size_t used_ = 0;           // keys_ in use
   Field field_ = Field::kNone;     // what the next value of the innermost object is
   bool top_seen_ = false;
   bool batch_ = false;
-  std::vector<Scan> scans_;
+  std::vector<Scan>& scans_;
+
+ public:
+  struct Buffers {
+    std::vector<Frame> frames;
+    std::vector<Scan> scans;
+  };
 };
 
 // The strict DOM parse and classification: the reference, and what answers every refusal.
@@ -589,7 +601,17 @@ RpcParseResult parse_rpc_dom(std::string_view body, std::size_t max_depth) {
 RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth, RpcDocument document) {
   if (document == RpcDocument::kSkip && !body.empty()) {
     try {
-      RpcScanner scanner(max_depth);
+      thread_local RpcScanner::Buffers buffers;
+      // What a large batch or deep body made is not kept for the next parse.
+      struct Release {
+        RpcScanner::Buffers& buffers;
+        ~Release() {
+          buffers.scans.clear();
+          if (buffers.scans.capacity() > 16) buffers.scans.shrink_to_fit();
+          if (buffers.frames.capacity() > 64) buffers.frames = {};
+        }
+      } release{buffers};
+      RpcScanner scanner(max_depth, buffers);
       const char* begin = body.data();
       if (Json::sax_parse(begin, begin + body.size(), &scanner)) {
         if (auto payload = scanner.payload()) {
