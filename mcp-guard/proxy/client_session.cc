@@ -869,12 +869,13 @@ void ClientSession::send_json_reply() {
 // ---- ClientSession: streamed replies (SSE event by event, anything else chunk by chunk) ----
 
 void ClientSession::write_stream_head() {
-  const auto& head = response_parser_->get();
-  stream_head_ = {};
-  stream_head_.base() = head.base();
-  prepare_reply_fields(stream_head_);
+  auto& head = response_parser_->get();
   // SSE events may be rewritten (tools/list), so their length is not the upstream's.
   stream_chunked_ = mode_ == ReplyMode::kSse || !head.has_content_length();
+  stream_head_ = {};
+  // Moved, not copied: the parser reads the body by its own state, not by the head's fields.
+  stream_head_.base() = std::move(head.base());
+  prepare_reply_fields(stream_head_);
   if (stream_chunked_) {
     stream_head_.erase(http::field::content_length);
     stream_head_.chunked(true);
