@@ -11,10 +11,16 @@
 namespace perimeter::mcpguard {
 namespace {
 
-// A JSON string literal; nlohmann's serializer is exact but needs a json value per field.
+// A JSON string literal; nlohmann's serializer is exact but needs a json value per field. Runs
+// of bytes that need no escape are appended whole.
 void append_string(std::string* out, std::string_view text) {
   out->push_back('"');
-  for (const char c : text) {
+  std::size_t done = 0;  // bytes of `text` appended so far
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (static_cast<unsigned char>(c) >= 0x20 && c != '"' && c != '\\') continue;
+    out->append(text.data() + done, i - done);
+    done = i + 1;
     switch (c) {
       case '"':
         out->append("\\\"");
@@ -31,16 +37,14 @@ void append_string(std::string* out, std::string_view text) {
       case '\t':
         out->append("\\t");
         break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-          out->append(escaped);
-        } else {
-          out->push_back(c);
-        }
+      default: {
+        char escaped[8];
+        std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
+        out->append(escaped);
+      }
     }
   }
+  out->append(text.data() + done, text.size() - done);
   out->push_back('"');
 }
 

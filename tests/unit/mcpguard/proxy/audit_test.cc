@@ -128,5 +128,24 @@ TEST(AuditLine, TimeAndNumbersAreWrittenAsTheirOwnFormattersWrite) {
   EXPECT_THAT(text, HasSubstr(",\"duration_ms\":0,\"bytes_in\":18446744073709551615,"));
 }
 
+TEST(AuditLine, StringsAreEscapedWhereNeededAndCopiedWholeElsewhere) {
+  AuditConfig config;
+  AuditRecord record = a_tools_call();
+  std::string every_control;
+  for (int c = 0; c < 0x20; ++c) every_control += static_cast<char>(c);
+  for (const std::string& text :
+       {std::string(), std::string("plain"), std::string("\"quoted\" and \\back\\slash\\"),
+        every_control, "a" + every_control + "b\"c\\d\xc3\xa9" + "e",
+        std::string("\xe2\x82\xac tail\n"), std::string(300, 'x') + "\t"}) {
+    record.method = text;
+    record.name = text;
+    const auto line = nlohmann::json::parse(render_audit_line(record, config));
+    EXPECT_EQ(line["method"], text);
+    EXPECT_EQ(line["name"], text);
+  }
+  record.method = std::string("\x01\"\\\n", 4);
+  EXPECT_THAT(render_audit_line(record, config), HasSubstr(R"("method":"\u0001\"\\\n")"));
+}
+
 }  // namespace
 }  // namespace perimeter::mcpguard
