@@ -24,7 +24,6 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "agentapi/sim_process.h"
@@ -57,17 +56,6 @@ std::string read_file(const std::string& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
-}
-
-template <typename Pred>
-bool eventually(Pred done, seconds limit, const std::string& what) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(200));
-  }
-  ADD_FAILURE() << "timed out waiting for " << what;
-  return false;
 }
 
 // Whether a TCP connection to ip:port from this process's network namespace is accepted (within
@@ -164,24 +152,8 @@ mcptunnel::McpTunnel tunnel_in(const std::string& ns, const std::string& upstrea
            {"policy", {{"tools", {{"deny", {"get-su?"}}}}}}}}}}}});
 }
 
-class McpGuardRealNodeTest : public ::testing::Test {
+class McpGuardRealNodeTest : public RealNodeTest {
  protected:
-  void SetUp() override {
-    ASSERT_EQ(::geteuid(), 0u) << "the real-node e2e tests need root (run them as root)";
-    cluster_ = &testing::shared_cluster(real_node_cluster_options());
-    ASSERT_TRUE(cluster_->real_node().is_object()) << "the cluster started without its real node";
-    config_ = kube::Config::from_kubeconfig_file(cluster_->kubeconfig_path());
-    config_.qps = 0;
-    transport_ = std::make_unique<kube::HttpTransport>(config_);
-    ns_ = "guard-" + std::to_string(::getpid());
-    client(kube::resources::namespaces())
-        ->create("", {{"apiVersion", "v1"},
-                      {"kind", "Namespace"},
-                      {"metadata",
-                       {{"name", ns_},
-                        {"labels", {{"pod-security.kubernetes.io/enforce", "restricted"}}}}}});
-  }
-
   void TearDown() override {
     if (HasFailure() && transport_) {
       for (const char* pod : {"everything", "gateway"}) {
@@ -195,27 +167,7 @@ class McpGuardRealNodeTest : public ::testing::Test {
         }
       }
     }
-    if (!transport_) return;
-    try {
-      kube::DeleteOptions now;
-      now.grace_period_seconds = 0;
-      auto pods = client(kube::resources::pods());
-      for (const auto& pod : list(kube::resources::pods())) {
-        pods->remove(ns_, pod["metadata"]["name"], now);
-      }
-      client(kube::resources::namespaces())->remove("", ns_);
-      eventually([&] { return list(kube::resources::pods()).empty(); }, seconds(120),
-                 "the namespace's pods to be gone");
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "cleaning up namespace " << ns_ << ": " << e.what();
-    }
-  }
-
-  std::unique_ptr<kube::ResourceClient> client(const kube::ResourceType& type) {
-    return std::make_unique<kube::ResourceClient>(*transport_, type, metrics_);
-  }
-  json list(const kube::ResourceType& type) {
-    return client(type)->list(ns_).value("items", json::array());
+    RealNodeTest::TearDown();
   }
 
   // The pod once Ready (null, and the test failed, when it never is).
@@ -256,13 +208,6 @@ class McpGuardRealNodeTest : public ::testing::Test {
     }
     return lines;
   }
-
-  testing::LocalCluster* cluster_ = nullptr;
-  prometheus::Registry registry_;
-  kube::ClientMetrics metrics_{registry_};
-  kube::Config config_;
-  std::unique_ptr<kube::HttpTransport> transport_;
-  std::string ns_;
 };
 
 TEST_F(McpGuardRealNodeTest, TheSdkClientReachesServerEverythingThroughTheRenderedGuardPod) {

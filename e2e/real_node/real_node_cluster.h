@@ -1,8 +1,18 @@
 #pragma once
 
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "cluster/local_cluster.h"
+#include "kube/client_metrics.h"
+#include "kube/config.h"
+#include "kube/http_transport.h"
+#include "kube/resource_client.h"
 
 namespace perimeter::e2e {
 
@@ -18,5 +28,33 @@ std::string mcp_everything_image_archive();
 // a scheduler, the controller manager, and the runner, perimeter-mcp-guard and server-everything
 // images imported into the node's containerd.
 testing::LocalClusterOptions real_node_cluster_options();
+
+// Waits for `done`, polling every 200 ms; fails the calling test with `what` when it does not
+// happen within `limit` (a generous bound on a shared machine, not a performance assertion).
+bool eventually(const std::function<bool()>& done, std::chrono::seconds limit,
+                const std::string& what);
+
+// What every test of the binary starts from: root (containerd, runc, mounts, cgroups and a bridge
+// cannot exist without it), the shared real-node cluster, a client of its apiserver, and a
+// namespace of the test's own under PodSecurity `restricted`. At the end the namespace's pods go
+// at once (nothing in them is worth a grace period), then the namespace, and the test waits until
+// they are gone, so the next test starts on a node with no container of this one.
+class RealNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  std::unique_ptr<kube::ResourceClient> client(const kube::ResourceType& type);
+  // The items of `type` in the test's namespace.
+  nlohmann::json list(const kube::ResourceType& type);
+
+  testing::LocalCluster* cluster_ = nullptr;
+  nlohmann::json node_;  // the real node's description (LocalCluster::real_node())
+  prometheus::Registry registry_;
+  kube::ClientMetrics metrics_{registry_};
+  kube::Config config_;
+  std::unique_ptr<kube::HttpTransport> transport_;
+  std::string ns_;
+};
 
 }  // namespace perimeter::e2e

@@ -77,19 +77,6 @@ std::string tail(const std::string& text, size_t size = 6000) {
   return text.size() > size ? text.substr(text.size() - size) : text;
 }
 
-// Waits for `done`, polling; fails the test with `what` when it does not happen in `limit`.
-// The limit is a generous bound on a shared machine, not a performance assertion.
-template <typename Pred>
-bool eventually(Pred done, seconds limit, const std::string& what) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(200));
-  }
-  ADD_FAILURE() << "timed out waiting for " << what;
-  return false;
-}
-
 // "Key:\tvalue" lines (the format of /proc/self/status) of a tool's output.
 std::map<std::string, std::string> status_fields(const std::string& text) {
   std::map<std::string, std::string> fields;
@@ -108,14 +95,11 @@ struct Enqueued {
   std::string session_id;
 };
 
-class RealNodeE2eTest : public ::testing::Test {
+class RealNodeE2eTest : public RealNodeTest {
  protected:
   void SetUp() override {
-    // Containerd, runc, mounts, cgroups and a bridge: the real node cannot exist without root.
-    ASSERT_EQ(::geteuid(), 0u) << "the real-node e2e tests need root (run them as root)";
-    cluster_ = &testing::shared_cluster(real_node_cluster_options());
-    node_ = cluster_->real_node();
-    ASSERT_TRUE(node_.is_object()) << "the local cluster started without its real node";
+    RealNodeTest::SetUp();
+    if (HasFatalFailure()) return;
     gateway_ = node_.at("gateway");
     node_dir_ = fs::path(node_.at("containerd_socket").get<std::string>()).parent_path();
     kubeconfig_ = cluster_->kubeconfig_path();
@@ -129,23 +113,15 @@ class RealNodeE2eTest : public ::testing::Test {
       ASSERT_EQ(std::system(command.c_str()), 0) << command;
       crds_applied_ = true;
     }
-    config_ = kube::Config::from_kubeconfig_file(kubeconfig_);
-    config_.qps = 0;
-    transport_ = std::make_unique<kube::HttpTransport>(config_);
-    ns_ = "real-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
-    client(kube::resources::namespaces())
-        ->create("", {{"apiVersion", "v1"},
-                      {"kind", "Namespace"},
-                      {"metadata",
-                       {{"name", ns_},
-                        {"labels", {{"pod-security.kubernetes.io/enforce", "restricted"}}}}}});
     logs_ = std::make_unique<testing::TempDir>();
   }
 
   void TearDown() override {
     if (HasFailure()) {
-      std::cerr << "---- operator log (tail) ----\n"
-                << tail(read_file(logs_->path() + "/operator.log"));
+      if (logs_) {
+        std::cerr << "---- operator log (tail) ----\n"
+                  << tail(read_file(logs_->path() + "/operator.log"));
+      }
       if (sim_) std::cerr << "---- perimeter-sim log (tail) ----\n" << tail(sim_->log());
       if (node_.is_object()) {
         std::cerr << "---- kubelet log (tail) ----\n"
@@ -153,29 +129,7 @@ class RealNodeE2eTest : public ::testing::Test {
       }
     }
     operator_.reset();  // nothing re-creates pods while they are removed
-    if (!transport_) return;
-    // Pods go at once (their runners hold nothing worth a grace period), then the namespace;
-    // waiting here leaves the next test a node with no container of this one.
-    try {
-      auto pods = client(kube::resources::pods());
-      kube::DeleteOptions now;
-      now.grace_period_seconds = 0;
-      for (const auto& pod : list(kube::resources::pods())) {
-        pods->remove(ns_, pod["metadata"]["name"], now);
-      }
-      client(kube::resources::namespaces())->remove("", ns_);
-      eventually([&] { return list(kube::resources::pods()).empty(); }, seconds(120),
-                 "the namespace's pods to be gone");
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << "cleaning up namespace " << ns_ << ": " << e.what();
-    }
-  }
-
-  std::unique_ptr<kube::ResourceClient> client(const kube::ResourceType& type) {
-    return std::make_unique<kube::ResourceClient>(*transport_, type, metrics_);
-  }
-  json list(const kube::ResourceType& type) {
-    return client(type)->list(ns_).value("items", json::array());
+    RealNodeTest::TearDown();
   }
 
   // The simulator listens on the bridge's gateway: the only host address pods can reach.
@@ -298,16 +252,8 @@ steps:
            "/volumes/kubernetes.io~empty-dir/workspace";
   }
 
-  static inline int counter_ = 0;
   static inline bool crds_applied_ = false;
-  testing::LocalCluster* cluster_ = nullptr;
-  json node_;
   std::string gateway_, node_dir_, kubeconfig_;
-  prometheus::Registry registry_;
-  kube::ClientMetrics metrics_{registry_};
-  kube::Config config_;
-  std::unique_ptr<kube::HttpTransport> transport_;
-  std::string ns_;
   std::unique_ptr<testing::TempDir> logs_;
   std::unique_ptr<testing::SimProcess> sim_;
   std::string environment_id_;
