@@ -11,19 +11,25 @@ namespace {
 
 namespace ssl = asio::ssl;
 
-class PlainConnection final : public UpstreamConnection {
+// One connection's reads and writes over `Stream`: the socket itself (a reference to it), or
+// TLS over it. Closing closes the socket underneath either.
+template <typename Stream>
+class StreamConnection final : public UpstreamConnection {
  public:
-  explicit PlainConnection(tcp::socket& socket) : socket_(socket) {}
+  template <typename... Args>
+  explicit StreamConnection(tcp::socket& socket, Args&&... stream_args)
+      : socket_(socket), stream_(std::forward<Args>(stream_args)...) {}
+  Stream& stream() { return stream_; }
   std::size_t write(asio::const_buffer bytes, beast::error_code& error) override {
-    return asio::write(socket_, bytes, error);
+    return asio::write(stream_, bytes, error);
   }
   std::size_t read_some(asio::mutable_buffer into, beast::error_code& error) override {
-    return socket_.read_some(into, error);
+    return stream_.read_some(into, error);
   }
   bool read_request(beast::flat_buffer& buffer,
                     http::request<http::string_body>& request) override {
     beast::error_code error;
-    http::read(socket_, buffer, request, error);
+    http::read(stream_, buffer, request, error);
     return !error;
   }
   void close() override {
@@ -34,39 +40,10 @@ class PlainConnection final : public UpstreamConnection {
 
  private:
   tcp::socket& socket_;
+  Stream stream_;
 };
-
-class TlsConnection final : public UpstreamConnection {
- public:
-  TlsConnection(tcp::socket& socket, ssl::context& context)
-      : socket_(socket), tls_(socket, context) {}
-  bool handshake() {
-    beast::error_code error;
-    tls_.handshake(ssl::stream_base::server, error);
-    return !error;
-  }
-  std::size_t write(asio::const_buffer bytes, beast::error_code& error) override {
-    return asio::write(tls_, bytes, error);
-  }
-  std::size_t read_some(asio::mutable_buffer into, beast::error_code& error) override {
-    return tls_.read_some(into, error);
-  }
-  bool read_request(beast::flat_buffer& buffer,
-                    http::request<http::string_body>& request) override {
-    beast::error_code error;
-    http::read(tls_, buffer, request, error);
-    return !error;
-  }
-  void close() override {
-    beast::error_code ignored;
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
-  }
-
- private:
-  tcp::socket& socket_;
-  ssl::stream<tcp::socket&> tls_;
-};
+using PlainConnection = StreamConnection<tcp::socket&>;
+using TlsConnection = StreamConnection<ssl::stream<tcp::socket&>>;
 
 }  // namespace
 
@@ -144,14 +121,16 @@ void FakeUpstream::serve(tcp::socket plain) {
   }
   std::unique_ptr<UpstreamConnection> connection;
   if (tls_) {
-    auto tls = std::make_unique<TlsConnection>(*socket, *tls_);
-    if (!tls->handshake()) {
+    auto tls = std::make_unique<TlsConnection>(*socket, *socket, *tls_);
+    beast::error_code error;
+    tls->stream().handshake(ssl::stream_base::server, error);
+    if (error) {
       ++failed_handshakes_;
       return;
     }
     connection = std::move(tls);
   } else {
-    connection = std::make_unique<PlainConnection>(*socket);
+    connection = std::make_unique<PlainConnection>(*socket, *socket);
   }
   beast::flat_buffer buffer;
   for (;;) {

@@ -641,7 +641,8 @@ TEST(McpGuardFaults, AnUpstreamCertificateTheRouteDoesNotTrustGetsNoRequest) {
     EXPECT_EQ(json::parse(reply.body, nullptr, false)["error"]["code"], -32003) << reply.body;
     EXPECT_THAT(guard.log(), HasSubstr(log_says));
     EXPECT_EQ(impostor.requests(), 0) << "the request reached a server the route does not trust";
-    EXPECT_GE(impostor.failed_handshakes(), 1);
+    // Recorded by the impostor's thread, which may end its handshake after the guard answered.
+    EXPECT_TRUE(eventually([&] { return impostor.failed_handshakes() >= 1; }));
     ASSERT_TRUE(eventually([&] { return guard.audit_lines().size() == 1; }));
     EXPECT_EQ(guard.audit_lines()[0]["outcome"], "error");
     EXPECT_TRUE(guard.audit_lines()[0]["upstream_status"].is_null());
