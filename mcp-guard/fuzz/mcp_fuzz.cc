@@ -44,9 +44,32 @@ const ToolPolicy& policy() {
   return p;
 }
 
+bool same_message(const RpcMessage& a, const RpcMessage& b) {
+  return a.kind == b.kind && a.method == b.method && a.id == b.id && a.name == b.name &&
+         a.error_code == b.error_code;
+}
+
+// The guard reads most bodies without building their document (RpcDocument::kSkip); a body that
+// pass and the strict DOM parse disagree on could be read as one tool here and another upstream,
+// or get past a refusal. Both must accept and refuse the same bodies, with the same messages.
+void check_parse_modes_agree(std::string_view body, std::size_t depth, const RpcParseResult& kept) {
+  const RpcParseResult skipped = parse_rpc(body, depth, RpcDocument::kSkip);
+  check(skipped.payload.has_value() == kept.payload.has_value());
+  if (!kept.payload) {
+    check(skipped.error.code == kept.error.code && skipped.error.message == kept.error.message);
+    return;
+  }
+  check(skipped.payload->batch == kept.payload->batch);
+  check(skipped.payload->messages.size() == kept.payload->messages.size());
+  for (std::size_t i = 0; i < kept.payload->messages.size(); ++i) {
+    check(same_message(skipped.payload->messages[i], kept.payload->messages[i]));
+  }
+}
+
 void fuzz_jsonrpc(std::string_view body) {
   for (const std::size_t depth : {std::size_t{512}, std::size_t{4}}) {
     RpcParseResult result = parse_rpc(body, depth);
+    check_parse_modes_agree(body, depth, result);
     if (!result.payload) {
       check(result.error.code == -32700 || result.error.code == -32600);
       check(!result.error.message.empty());
