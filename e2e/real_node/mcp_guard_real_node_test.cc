@@ -51,13 +51,6 @@ constexpr int kEverythingPort = 3001;  // PORT in the image's environment
 constexpr const char* kOpenRoute = "everything";
 constexpr const char* kRestrictedRoute = "restricted";
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // Whether a TCP connection to ip:port from this process's network namespace is accepted (within
 // 2 s); `error` gets errno otherwise.
 bool tcp_accepts(const std::string& ip, int port, int* error = nullptr) {
@@ -76,21 +69,10 @@ bool tcp_accepts(const std::string& ip, int port, int* error = nullptr) {
   return accepted;
 }
 
-// The network namespace of a running pod, from a process in its cgroup (the kubelet names the
-// pod's cgroup after its uid, with '-' or, under the systemd driver, '_').
+// The network namespace of a running pod, from any of its processes ("" when none is found).
 std::string pod_network_namespace(const std::string& uid) {
-  std::string underscored = uid;
-  for (char& c : underscored) c = c == '-' ? '_' : c;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    const std::string cgroup = read_file(entry.path().string() + "/cgroup");
-    if (cgroup.find("pod" + uid) != std::string::npos ||
-        cgroup.find("pod" + underscored) != std::string::npos) {
-      return entry.path().string() + "/ns/net";
-    }
-  }
-  return "";
+  const auto pids = pod_processes(uid);
+  return pids.empty() ? "" : "/proc/" + std::to_string(pids.front()) + "/ns/net";
 }
 
 json real_node_placement() {

@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -34,6 +37,25 @@ testing::LocalClusterOptions real_node_cluster_options() {
   options.images = {testing::runner_image_archive(), testing::guard_image_archive(),
                     mcp_everything_image_archive()};
   return options;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<pid_t> pod_processes(const std::string& pod_uid) {
+  std::vector<pid_t> pids;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (read_file(entry.path().string() + "/cgroup").find("pod" + pod_uid) != std::string::npos) {
+      pids.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+  }
+  return pids;
 }
 
 bool eventually(const std::function<bool()>& done, std::chrono::seconds limit,

@@ -1,12 +1,14 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/types.h>
 
 #include <chrono>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "cluster/local_cluster.h"
 #include "kube/client_metrics.h"
@@ -33,6 +35,13 @@ testing::LocalClusterOptions real_node_cluster_options();
 // happen within `limit` (a generous bound on a shared machine, not a performance assertion).
 bool eventually(const std::function<bool()>& done, std::chrono::seconds limit,
                 const std::string& what);
+
+// A file's whole content ("" when it cannot be read).
+std::string read_file(const std::string& path);
+
+// The host pids of every process of a running pod, found through its cgroup (the node's cgroupfs
+// layout ends .../pod<uid>/<container id>).
+std::vector<pid_t> pod_processes(const std::string& pod_uid);
 
 // What every test of the binary starts from: root (containerd, runc, mounts, cgroups and a bridge
 // cannot exist without it), the shared real-node cluster, a client of its apiserver, and a

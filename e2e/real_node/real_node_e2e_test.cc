@@ -66,13 +66,6 @@ std::string bin_dir() {
   return required_env("PERIMETER_BIN_DIR");
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 std::string tail(const std::string& text, size_t size = 6000) {
   return text.size() > size ? text.substr(text.size() - size) : text;
 }
@@ -492,22 +485,14 @@ TEST_F(RealNodeE2eTest, APodKilledMidSessionLeavesItsItemToBeServedAgainByANewPo
       seconds(120), "a second pod, of the same name, to have served the session");
 }
 
-// The host pids of a pod's runner process, found through the pod's cgroup (the node's cgroupfs
-// layout ends .../pod<uid>/<container id>).
+// The host pids of a pod's runner process.
 std::vector<pid_t> runner_pids_of_pod(const std::string& pod_uid) {
   std::vector<pid_t> pids;
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string name = entry.path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-    std::ifstream cgroup(entry.path() / "cgroup"), comm(entry.path() / "comm");
-    std::stringstream groups;
-    groups << cgroup.rdbuf();
+  for (const pid_t pid : pod_processes(pod_uid)) {
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
     std::string command;
     std::getline(comm, command);
-    if (groups.str().find("pod" + pod_uid) != std::string::npos &&
-        command == "perimeter-runne") {  // comm keeps 15 characters
-      pids.push_back(static_cast<pid_t>(std::stol(name)));
-    }
+    if (command == "perimeter-runne") pids.push_back(pid);  // comm keeps 15 characters
   }
   return pids;
 }

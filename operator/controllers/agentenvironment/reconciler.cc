@@ -186,16 +186,15 @@ bool network_policy_matches(const json& live, const json& desired) {
 
 }  // namespace
 
-bool AgentEnvironmentReconciler::network_policy_drifted(const AgentEnvironment& env) const {
-  const json desired = build_network_policy(env);
+bool AgentEnvironmentReconciler::network_policy_drifted(const AgentEnvironment& env,
+                                                        const json& desired) const {
   const auto cached =
       deps_.network_policies.get(env.namespace_ + "/" + desired["metadata"].value("name", ""));
   return !cached || !network_policy_matches(*cached, desired);
 }
 
 void AgentEnvironmentReconciler::apply_network_policy(const AgentEnvironment& env,
-                                                      bool spec_changed) {
-  const json desired = build_network_policy(env);
+                                                      const json& desired, bool spec_changed) {
   if (!spec_changed) {
     // Reads before it writes: an idle environment writes nothing, and a cache that has not yet
     // seen the operator's own last write costs a read, not another write.
@@ -718,9 +717,10 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
 
   // The informer wakes this pass when the policy is deleted or edited; the periodic check stays
   // for a watch that missed it.
-  if (spec_changed || network_policy_drifted(env) ||
+  const json policy = build_network_policy(env);
+  if (spec_changed || network_policy_drifted(env, policy) ||
       now - memo.policy_applied_at >= options_.policy_refresh) {
-    apply_network_policy(env, spec_changed);
+    apply_network_policy(env, policy, spec_changed);
     memo.policy_applied_at = now;
   }
   auto& poller = ensure_poller(key_text, env, credentials.key);

@@ -137,11 +137,12 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   };
 
   Credentials read_key(const AgentEnvironment& env);
-  // Whether the cached NetworkPolicy is missing or differs from what the spec makes.
-  bool network_policy_drifted(const AgentEnvironment& env) const;
-  // Applies the environment's NetworkPolicy: always when the spec changed, otherwise only when
-  // the live policy differs (deleted or edited).
-  void apply_network_policy(const AgentEnvironment& env, bool spec_changed);
+  // Whether the cached NetworkPolicy is missing or differs from `desired` (build_network_policy).
+  bool network_policy_drifted(const AgentEnvironment& env, const nlohmann::json& desired) const;
+  // Applies `desired`: always when the spec changed, otherwise only when the live policy differs
+  // (deleted or edited).
+  void apply_network_policy(const AgentEnvironment& env, const nlohmann::json& desired,
+                            bool spec_changed);
   SessionPoller& ensure_poller(const std::string& key, const AgentEnvironment& env,
                                const std::string& environment_key);
   void remove_poller(const std::string& key);

@@ -448,7 +448,7 @@ TEST(JsonRpcMessageTest, ReadsWithoutTheDocumentAsWithIt) {
 
 TEST(JsonRpcMessageTest, ReadsTheFuzzCorpusWithoutTheDocumentAsWithIt) {
   const char* source = std::getenv("PERIMETER_SOURCE_DIR");
-  if (source == nullptr) GTEST_SKIP() << "PERIMETER_SOURCE_DIR is not set";
+  ASSERT_NE(source, nullptr) << "PERIMETER_SOURCE_DIR is not set (run via ctest)";
   const std::filesystem::path corpus = std::filesystem::path(source) / "mcp-guard/fuzz/corpus";
   std::size_t files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(corpus)) {
