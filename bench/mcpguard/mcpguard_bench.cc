@@ -51,6 +51,7 @@ struct Options {
   int rounds = 5;
   int streams = 1000;
   std::vector<std::string> targets = {"direct", "nginx", "guard", "nginx-nolog", "guard-devnull"};
+  std::vector<std::string> replies = {"json", "sse"};
   std::string guard;
   std::string nginx = "/usr/sbin/nginx";
   int guard_threads = 1;
@@ -69,6 +70,7 @@ through each proxy to measure memory per stream. Prints JSON lines and tables; n
   --warmup N           requests before each measurement, not counted (1000)
   --rounds N           rounds; targets are measured in a rotating order each round (5)
   --streams K          idle SSE GET streams opened through each proxy for memory (1000; 0: skip)
+  --replies LIST       of json, sse (default both)
   --targets LIST       of direct, nginx, guard, nginx-nolog, guard-devnull
                        (default: all; nginx logs access to a file and the guard its audit to a
                        file; nginx-nolog has access_log off and guard-devnull audits to /dev/null)
@@ -123,8 +125,8 @@ Options parse(int argc, char** argv) {
       continue;
     }
     static const std::vector<std::string> kValued = {
-        "--concurrency", "--requests",      "--warmup", "--rounds", "--streams", "--targets",
-        "--guard",       "--guard-threads", "--nginx",  "--perf",   "--settle"};
+        "--concurrency", "--requests", "--warmup", "--rounds", "--streams", "--targets",
+        "--replies",     "--guard",    "--nginx",  "--perf",   "--settle",  "--guard-threads"};
     if (std::find(kValued.begin(), kValued.end(), flag) == kValued.end()) {
       throw std::invalid_argument("unknown flag " + flag + " (see --help)");
     }
@@ -143,6 +145,8 @@ Options parse(int argc, char** argv) {
       options.streams = positive(flag, value, 0);
     } else if (flag == "--targets") {
       options.targets = split(value);
+    } else if (flag == "--replies") {
+      options.replies = split(value);
     } else if (flag == "--guard") {
       options.guard = value;
     } else if (flag == "--guard-threads") {
@@ -161,6 +165,11 @@ Options parse(int argc, char** argv) {
     if (target != "direct" && target != "nginx" && target != "guard" && target != "nginx-nolog" &&
         target != "guard-devnull") {
       throw std::invalid_argument("--targets: unknown target " + target);
+    }
+  }
+  for (const auto& reply : options.replies) {
+    if (reply != "json" && reply != "sse") {
+      throw std::invalid_argument("--replies: unknown reply " + reply);
     }
   }
   if (std::find(options.targets.begin(), options.targets.end(), "direct") ==
@@ -297,8 +306,10 @@ int main(int argc, char** argv) {
     }
 
     // The load: every round measures every (reply, concurrency, target), targets rotating.
-    const std::vector<std::pair<std::string, std::string>> replies = {{"json", "/mcp"},
-                                                                      {"sse", "/mcp/sse"}};
+    std::vector<std::pair<std::string, std::string>> replies;
+    for (const auto& reply : options.replies) {
+      replies.emplace_back(reply, reply == "json" ? "/mcp" : "/mcp/sse");
+    }
     std::map<std::string, Cell> cells;
     const auto load_started = std::chrono::steady_clock::now();
     for (int round = 0; round < options.rounds; ++round) {
