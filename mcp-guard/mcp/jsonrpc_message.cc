@@ -1,6 +1,10 @@
 #include "mcp/jsonrpc_message.h"
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <exception>
+#include <initializer_list>
 #include <limits>
 #include <utility>
 
@@ -242,55 +246,52 @@ std::string classify(const Json& object, RpcMessage* out) {
 // construction. What it must get right is acceptance: it accepts only what classify() accepts,
 // with the same fields, and refuses duplicated keys (as the lexer unescapes them) at any depth
 // and nesting deeper than the limit, as StrictDomBuilder does.
-class RpcScanner final : public nlohmann::json_sax<Json> {
+// Its events come from FastJsonReader, with the text of keys and strings as views into the body
+// (the reader hands over only text without escapes, which is its value).
+class RpcScanner final {
  public:
-  // The pass's frames and messages live in `buffers`, reused from one parse to the next on a
-  // thread (their size is bounded by the depth limit and the messages; keys, which a body can
-  // make as long as it likes, are not kept).
+  // The pass's frames, messages and the open objects' keys live in `buffers`, reused from one
+  // parse to the next on a thread (frames and keys are bounded by the depth limit and kMaxKeys;
+  // the keys are views into the body, not copies).
   struct Buffers;
   RpcScanner(std::size_t max_depth, Buffers& buffers)
-      : max_depth_(max_depth), frames_(buffers.frames), scans_(buffers.scans) {
+      : max_depth_(max_depth), frames_(buffers.frames), scans_(buffers.scans), keys_(buffers.keys) {
     frames_.clear();
     scans_.clear();
-    keys_.reserve(16);
+    keys_.clear();
   }
 
-  bool null() override { return scalar(Json(nullptr), Value::kOther); }
-  bool boolean(bool v) override { return scalar(Json(v), Value::kOther); }
-  bool number_integer(number_integer_t v) override { return scalar(Json(v), Value::kNumber); }
-  bool number_unsigned(number_unsigned_t v) override { return scalar(Json(v), Value::kNumber); }
-  bool number_float(number_float_t v, const string_t& /*text*/) override {
-    return scalar(Json(v), Value::kNumber);
-  }
-  bool string(string_t& v) override {
+  bool null() { return scalar(Json(nullptr), Value::kOther); }
+  bool boolean(bool v) { return scalar(Json(v), Value::kOther); }
+  bool number_integer(std::int64_t v) { return scalar(Json(v), Value::kNumber); }
+  bool number_unsigned(std::uint64_t v) { return scalar(Json(v), Value::kNumber); }
+  bool number_float(double v) { return scalar(Json(v), Value::kNumber); }
+  bool string(std::string_view v) {
     if (frames_.empty() || frames_.back().role == Role::kBatch) return false;  // not a message
     if (field_ == Field::kNone) return true;
     return scalar_string(v);
   }
-  bool binary(binary_t& /*v*/) override { return false; }
+  // Whether string() reads the next string's text (else only that a string came).
+  bool wants_text() const {
+    return field_ != Field::kNone && !frames_.empty() && frames_.back().role != Role::kBatch;
+  }
 
-  bool start_object(std::size_t /*elements*/) override { return open(true); }
-  bool start_array(std::size_t /*elements*/) override { return open(false); }
-  bool end_object() override { return close(); }
-  bool end_array() override { return close(); }
+  bool start_object() { return open(true); }
+  bool start_array() { return open(false); }
+  bool end_object() { return close(); }
+  bool end_array() { return close(); }
 
-  bool key(string_t& name) override {
+  bool key(std::string_view name) {
     Frame& frame = frames_.back();
     // Keys of the open object are the last ones in keys_; a duplicate anywhere is a refusal.
-    const std::size_t count = used_ - frame.first_key;
+    const std::size_t count = keys_.size() - frame.first_key;
     if (count >= kMaxKeys) return false;  // the DOM path reads (and checks) large objects
-    for (std::size_t i = frame.first_key; i < used_; ++i) {
+    for (std::size_t i = frame.first_key; i < keys_.size(); ++i) {
       if (keys_[i] == name) return false;
     }
     field_ = field_of(frame.role, name);
-    if (used_ == keys_.size()) keys_.emplace_back();
-    keys_[used_++].swap(name);  // the lexer clears its buffer before the next token
+    keys_.push_back(name);
     return true;
-  }
-
-  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
-                   const nlohmann::detail::exception& /*error*/) override {
-    return false;
   }
 
   // After a successful pass: the messages, or nullopt when the DOM path must decide.
@@ -405,12 +406,12 @@ class RpcScanner final : public nlohmann::json_sax<Json> {
       }
     }
     field_ = Field::kNone;
-    frames_.push_back(Frame{role, used_});
+    frames_.push_back(Frame{role, keys_.size()});
     return true;
   }
 
   bool close() {
-    used_ = frames_.back().first_key;
+    keys_.resize(frames_.back().first_key);
     frames_.pop_back();
     --depth_;
     field_ = Field::kNone;
@@ -461,7 +462,7 @@ class RpcScanner final : public nlohmann::json_sax<Json> {
     return true;
   }
 
-  bool scalar_string(string_t& v) {
+  bool scalar_string(std::string_view v) {
     const Field field = std::exchange(field_, Field::kNone);
     Scan& scan = scans_.back();
     switch (field) {
@@ -471,11 +472,11 @@ class RpcScanner final : public nlohmann::json_sax<Json> {
         break;
       case Field::kMethod:
         scan.method = Value::kString;
-        scan.method_text = std::move(v);
+        scan.method_text = v;
         break;
       case Field::kId:
         scan.id = Value::kString;
-        scan.id_value = std::move(v);
+        scan.id_value = std::string(v);
         break;
       case Field::kResult:
         scan.result = true;
@@ -485,11 +486,11 @@ class RpcScanner final : public nlohmann::json_sax<Json> {
         break;
       case Field::kName:
         scan.name = Value::kString;
-        scan.name_text = std::move(v);
+        scan.name_text = v;
         break;
       case Field::kUri:
         scan.uri = Value::kString;
-        scan.uri_text = std::move(v);
+        scan.uri_text = v;
         break;
       case Field::kParams:
       case Field::kCode:
@@ -540,18 +541,287 @@ class RpcScanner final : public nlohmann::json_sax<Json> {
   std::size_t max_depth_;
   std::size_t depth_ = 0;
   std::vector<Frame>& frames_;
-  std::vector<std::string> keys_;  // the open objects' keys, innermost last (stale past used_)
-  std::size_t used_ = 0;           // keys_ in use
   Field field_ = Field::kNone;     // what the next value of the innermost object is
   bool top_seen_ = false;
   bool batch_ = false;
   std::vector<Scan>& scans_;
+  std::vector<std::string_view>& keys_;  // the open objects' keys, innermost last
 
  public:
   struct Buffers {
     std::vector<Frame> frames;
     std::vector<Scan> scans;
+    std::vector<std::string_view> keys;
+    std::vector<char> containers;  // FastJsonReader's
   };
+};
+
+// The body's JSON read for RpcScanner without nlohmann's lexer, which copies every byte of every
+// token into a buffer one call at a time (the largest cost of a request when profiled). It checks
+// what the lexer and parser check (the grammar, control characters and escapes in strings,
+// well-formed UTF-8, numbers that overflow a double) and calls the scanner as sax_parse would.
+// Where the scanner would need the text of a string holding escapes, or the body starts with a
+// byte-order mark, it gives up: false sends the body to the DOM path, as any refusal does, so
+// only acceptance must match nlohmann's, and the fuzz target checks that it does.
+class FastJsonReader {
+ public:
+  FastJsonReader(std::string_view text, RpcScanner& scanner, std::vector<char>& stack)
+      : p_(text.data()), end_(text.data() + text.size()), scanner_(scanner), stack_(stack) {
+    stack_.clear();
+  }
+
+  bool read() {
+    if (p_ != end_ && static_cast<unsigned char>(*p_) == 0xEF) return false;  // a BOM
+    for (;;) {
+      // A value.
+      skip_space();
+      if (p_ == end_) return false;
+      const char c = *p_;
+      if (c == '{') {
+        ++p_;
+        if (!scanner_.start_object()) return false;
+        skip_space();
+        if (p_ != end_ && *p_ == '}') {
+          ++p_;
+          if (!scanner_.end_object()) return false;
+        } else {
+          stack_.push_back('{');
+          if (!read_key()) return false;
+          continue;
+        }
+      } else if (c == '[') {
+        ++p_;
+        if (!scanner_.start_array()) return false;
+        skip_space();
+        if (p_ != end_ && *p_ == ']') {
+          ++p_;
+          if (!scanner_.end_array()) return false;
+        } else {
+          stack_.push_back('[');
+          continue;
+        }
+      } else if (c == '"') {
+        ++p_;
+        bool escaped = false;
+        const char* start = p_;
+        if (!skip_string(&escaped)) return false;
+        if (escaped && scanner_.wants_text()) return false;
+        if (!scanner_.string(std::string_view(start, p_ - 1 - start))) return false;
+      } else if (c == 't') {
+        if (!literal("true") || !scanner_.boolean(true)) return false;
+      } else if (c == 'f') {
+        if (!literal("false") || !scanner_.boolean(false)) return false;
+      } else if (c == 'n') {
+        if (!literal("null") || !scanner_.null()) return false;
+      } else if (c == '-' || (c >= '0' && c <= '9')) {
+        if (!number()) return false;
+      } else {
+        return false;
+      }
+      // After a value: the next member or element, or the end of containers.
+      for (;;) {
+        skip_space();
+        if (stack_.empty()) return p_ == end_;
+        if (p_ == end_) return false;
+        const char open = stack_.back();
+        if (*p_ == ',') {
+          ++p_;
+          if (open == '{' && !read_key()) return false;
+          break;
+        }
+        if (*p_ != (open == '{' ? '}' : ']')) return false;
+        ++p_;
+        stack_.pop_back();
+        if (!(open == '{' ? scanner_.end_object() : scanner_.end_array())) return false;
+      }
+    }
+  }
+
+ private:
+  void skip_space() {
+    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
+  }
+
+  bool literal(std::string_view word) {
+    if (static_cast<std::size_t>(end_ - p_) < word.size() ||
+        std::string_view(p_, word.size()) != word) {
+      return false;
+    }
+    p_ += word.size();
+    return true;
+  }
+
+  // `"key":`, its text handed to the scanner (a key with escapes: the DOM path).
+  bool read_key() {
+    skip_space();
+    if (p_ == end_ || *p_ != '"') return false;
+    ++p_;
+    bool escaped = false;
+    const char* start = p_;
+    if (!skip_string(&escaped) || escaped) return false;
+    if (!scanner_.key(std::string_view(start, p_ - 1 - start))) return false;
+    skip_space();
+    if (p_ == end_ || *p_ != ':') return false;
+    ++p_;
+    return true;
+  }
+
+  static int hex(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  }
+
+  // After `\u`: four hex digits, or -1.
+  int codepoint() {
+    if (end_ - p_ < 4) return -1;
+    int value = 0;
+    for (int i = 0; i < 4; ++i) {
+      const int digit = hex(p_[i]);
+      if (digit < 0) return -1;
+      value = value * 16 + digit;
+    }
+    p_ += 4;
+    return value;
+  }
+
+  // `n` bytes in [low, high] pairs, as the lexer's next_byte_in_range.
+  bool bytes_in(std::initializer_list<unsigned char> ranges) {
+    for (const auto* range = ranges.begin(); range != ranges.end(); range += 2) {
+      if (p_ == end_) return false;
+      const auto byte = static_cast<unsigned char>(*p_);
+      if (byte < range[0] || byte > range[1]) return false;
+      ++p_;
+    }
+    return true;
+  }
+
+  // From after the opening quote to after the closing one; what the lexer's scan_string refuses
+  // is refused. `escaped`: the text holds an escape (its bytes are not its value).
+  bool skip_string(bool* escaped) {
+    for (;;) {
+      // Plain ASCII runs first: most of any body.
+      while (p_ != end_) {
+        const auto byte = static_cast<unsigned char>(*p_);
+        if (byte < 0x20 || byte == '"' || byte == '\\' || byte >= 0x80) break;
+        ++p_;
+      }
+      if (p_ == end_) return false;
+      const auto byte = static_cast<unsigned char>(*p_++);
+      if (byte == '"') return true;
+      if (byte < 0x20) return false;
+      if (byte == '\\') {
+        *escaped = true;
+        if (p_ == end_) return false;
+        switch (*p_++) {
+          case '"':
+          case '\\':
+          case '/':
+          case 'b':
+          case 'f':
+          case 'n':
+          case 'r':
+          case 't':
+            continue;
+          case 'u': {
+            const int first = codepoint();
+            if (first < 0) return false;
+            if (first >= 0xDC00 && first <= 0xDFFF) return false;  // a lone low surrogate
+            if (first >= 0xD800 && first <= 0xDBFF) {
+              if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') return false;
+              p_ += 2;
+              const int second = codepoint();
+              if (second < 0xDC00 || second > 0xDFFF) return false;
+            }
+            continue;
+          }
+          default:
+            return false;
+        }
+      }
+      // UTF-8, well-formed as RFC 3629 has it (the lexer's table).
+      bool ok = false;
+      if (byte >= 0xC2 && byte <= 0xDF) {
+        ok = bytes_in({0x80, 0xBF});
+      } else if (byte == 0xE0) {
+        ok = bytes_in({0xA0, 0xBF, 0x80, 0xBF});
+      } else if ((byte >= 0xE1 && byte <= 0xEC) || byte == 0xEE || byte == 0xEF) {
+        ok = bytes_in({0x80, 0xBF, 0x80, 0xBF});
+      } else if (byte == 0xED) {
+        ok = bytes_in({0x80, 0x9F, 0x80, 0xBF});
+      } else if (byte == 0xF0) {
+        ok = bytes_in({0x90, 0xBF, 0x80, 0xBF, 0x80, 0xBF});
+      } else if (byte >= 0xF1 && byte <= 0xF3) {
+        ok = bytes_in({0x80, 0xBF, 0x80, 0xBF, 0x80, 0xBF});
+      } else if (byte == 0xF4) {
+        ok = bytes_in({0x80, 0x8F, 0x80, 0xBF, 0x80, 0xBF});
+      }
+      if (!ok) return false;
+    }
+  }
+
+  static bool digit(char c) { return c >= '0' && c <= '9'; }
+
+  // A number as the lexer reads it, and its value as the lexer converts it: unsigned or signed
+  // when strtoull/strtoll take it whole, else a double, refused when not finite.
+  bool number() {
+    const char* start = p_;
+    const bool negative = *p_ == '-';
+    if (negative) ++p_;
+    if (p_ == end_ || !digit(*p_)) return false;
+    if (*p_ == '0') {
+      ++p_;
+    } else {
+      while (p_ != end_ && digit(*p_)) ++p_;
+    }
+    bool integer = true;
+    if (p_ != end_ && *p_ == '.') {
+      integer = false;
+      ++p_;
+      if (p_ == end_ || !digit(*p_)) return false;
+      while (p_ != end_ && digit(*p_)) ++p_;
+    }
+    if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
+      integer = false;
+      ++p_;
+      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (p_ == end_ || !digit(*p_)) return false;
+      while (p_ != end_ && digit(*p_)) ++p_;
+    }
+    const std::size_t length = static_cast<std::size_t>(p_ - start);
+    const std::size_t digits = length - (negative ? 1 : 0);
+    if (integer && digits <= 18) {
+      // No overflow is possible: the value directly.
+      std::uint64_t value = 0;
+      for (const char* d = negative ? start + 1 : start; d != p_; ++d) {
+        value = value * 10 + static_cast<std::uint64_t>(*d - '0');
+      }
+      if (negative) return scanner_.number_integer(-static_cast<std::int64_t>(value));
+      return scanner_.number_unsigned(value);
+    }
+    text_.assign(start, length);  // NUL-terminated for the C conversions
+    char* stop = nullptr;
+    if (integer) {
+      errno = 0;
+      if (negative) {
+        const long long value = std::strtoll(text_.c_str(), &stop, 10);
+        if (errno == 0) return scanner_.number_integer(value);
+      } else {
+        const unsigned long long value = std::strtoull(text_.c_str(), &stop, 10);
+        if (errno == 0) return scanner_.number_unsigned(value);
+      }
+    }
+    const double value = std::strtod(text_.c_str(), &stop);
+    if (!std::isfinite(value)) return false;
+    return scanner_.number_float(value);
+  }
+
+  const char* p_;
+  const char* end_;
+  RpcScanner& scanner_;
+  std::vector<char>& stack_;  // '{' or '[' per open container
+  std::string text_;          // a number for the C conversions
 };
 
 // The strict DOM parse and classification: the reference, and what answers every refusal.
@@ -609,11 +879,12 @@ RpcParseResult parse_rpc(std::string_view body, std::size_t max_depth, RpcDocume
           buffers.scans.clear();
           if (buffers.scans.capacity() > 16) buffers.scans.shrink_to_fit();
           if (buffers.frames.capacity() > 64) buffers.frames = {};
+          if (buffers.containers.capacity() > 64) buffers.containers = {};
+          if (buffers.keys.capacity() > 64) buffers.keys = {};
         }
       } release{buffers};
       RpcScanner scanner(max_depth, buffers);
-      const char* begin = body.data();
-      if (Json::sax_parse(begin, begin + body.size(), &scanner)) {
+      if (FastJsonReader(body, scanner, buffers.containers).read()) {
         if (auto payload = scanner.payload()) {
           RpcParseResult result;
           result.payload = std::move(payload);
