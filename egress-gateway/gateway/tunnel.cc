@@ -455,6 +455,9 @@ asio::awaitable<void> Connection::run() {
     co_return;
   }
   record.bytes_up += hello.size();
+  // An idle tunnel keeps no buffer: the hello's and the head's go before the relay starts.
+  std::string().swap(hello);
+  std::string().swap(buffered);
   error_code ignored;
   s.client.non_blocking(true, ignored);
   s.upstream.non_blocking(true, ignored);
