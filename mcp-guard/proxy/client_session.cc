@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <charconv>
+#include <iterator>
 #include <limits>
 
 #include "mcp/tool_policy.h"
@@ -95,6 +97,31 @@ std::optional<std::string> header(const http::fields& fields, std::string_view n
   const auto found = fields.find(beast::string_view(name.data(), name.size()));
   if (found == fields.end()) return std::nullopt;
   return std::string(found->value());
+}
+
+// Whether `fields` say exactly this Content-Length, with no Transfer-Encoding: prepare_payload()
+// would leave the message as it is, yet it erases and inserts the field again (an allocation and
+// two tree operations per message), and most messages carry the right length already.
+bool has_content_length(const http::fields& fields, std::size_t length) {
+  if (fields.find(http::field::transfer_encoding) != fields.end()) return false;
+  const auto [first, last] = fields.equal_range(http::field::content_length);
+  if (first == last || std::next(first) != last) return false;
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, length).ptr;
+  const auto value = first->value();
+  return std::string_view(value.data(), value.size()) ==
+         std::string_view(digits, static_cast<std::size_t>(end - digits));
+}
+
+// keep_alive(true) on an HTTP/1.1 message without a Connection field changes nothing but costs
+// a parse of the (absent) field and a lookup to erase it.
+template <typename Message>
+void keep_alive(Message& message, bool keep_alive) {
+  if (keep_alive && message.version() == 11 &&
+      message.find(http::field::connection) == message.end()) {
+    return;
+  }
+  message.keep_alive(keep_alive);
 }
 
 bool looks_like_json(std::string_view text) {
@@ -572,8 +599,14 @@ void ClientSession::forward() {
     if (host != request_.end()) request_.set("X-Forwarded-Host", host->value());
     request_.set(http::field::host, policy_->route.upstream.authority);
   }
-  request_.keep_alive(true);
-  request_.prepare_payload();
+  keep_alive(request_, true);
+  // A POST with a body (the JSON-RPC case) as prepare_payload() would leave it; anything else
+  // (no body, a GET, a TRACE it refuses) goes through it.
+  const auto method = request_.method();
+  if (request_.body().empty() || method == http::verb::trace ||
+      !has_content_length(request_, request_.body().size())) {
+    request_.prepare_payload();
+  }
   connect_or_send();
 }
 
@@ -1200,9 +1233,13 @@ void ClientSession::prepare_reply_fields(http::fields& fields) const {
 void ClientSession::write_whole_reply(bool close_after) {
   whole_reply_.version(11);
   if (close_after || draining_) client_keep_alive_ = false;
-  whole_reply_.keep_alive(client_keep_alive_);
+  keep_alive(whole_reply_, client_keep_alive_);
   if (mode_ != ReplyMode::kEmpty || !whole_reply_.has_content_length()) {
-    whole_reply_.prepare_payload();
+    // A body with its length already right (a JSON reply passed on as it came) is left alone.
+    if (whole_reply_.body().empty() ||
+        !has_content_length(whole_reply_, whole_reply_.body().size())) {
+      whole_reply_.prepare_payload();
+    }
   }
   set_stream_idle_deadline(DeadlineTarget::kClient);
   // The audit lines go out before the reply: a client that has its answer finds them written.

@@ -1,20 +1,6 @@
 #include "proxy/hop_by_hop.h"
 
-#include <algorithm>
-#include <cctype>
-#include <string_view>
-
 namespace perimeter::mcpguard {
-namespace {
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
-}  // namespace
 
 void strip_hop_by_hop(http::fields& fields) {
   const auto connection = fields.find(http::field::connection);
@@ -23,13 +9,15 @@ void strip_hop_by_hop(http::fields& fields) {
       fields.erase(token);
     }
   }
-  // One pass over the fields (a message has a few), not a lookup in them per name.
+  // One pass over the fields (a message has a few), not a lookup in them per name. Beast knows
+  // each of these names (in any case) as a field, so the enum is compared, never the text.
   for (auto it = fields.begin(); it != fields.end();) {
     switch (it->name()) {
       case http::field::connection:
       case http::field::keep_alive:
       case http::field::proxy_connection:
       case http::field::proxy_authenticate:
+      case http::field::proxy_authentication_info:
       case http::field::proxy_authorization:
       case http::field::te:
       case http::field::trailer:
@@ -39,11 +27,6 @@ void strip_hop_by_hop(http::fields& fields) {
         continue;
       default:
         break;
-    }
-    const auto name = it->name_string();
-    if (iequals(std::string_view(name.data(), name.size()), "Proxy-Authentication-Info")) {
-      it = fields.erase(it);
-      continue;
     }
     ++it;
   }
