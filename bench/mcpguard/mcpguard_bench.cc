@@ -57,6 +57,7 @@ struct Options {
   int guard_threads = 1;
   std::string perf;
   int settle_seconds = 0;
+  pb::RequestLog request_log = pb::RequestLog::kFile;
 };
 
 const char* kUsage = R"(usage: mcpguard_bench [flags]
@@ -72,8 +73,11 @@ through each proxy to measure memory per stream. Prints JSON lines and tables; n
   --streams K          idle SSE GET streams opened through each proxy for memory (1000; 0: skip)
   --replies LIST       of json, sse (default both)
   --targets LIST       of direct, nginx, guard, nginx-nolog, guard-devnull
-                       (default: all; nginx logs access to a file and the guard its audit to a
-                       file; nginx-nolog has access_log off and guard-devnull audits to /dev/null)
+                       (default: all; nginx logs access and the guard its audit as --request-log
+                       says; nginx-nolog has access_log off and guard-devnull audits to /dev/null)
+  --request-log KIND   where nginx and guard write their per-request log: file (default, in
+                       their directory) or fifo (a FIFO this process drains, as a container
+                       runtime drains a pod's stdout)
   --guard PATH         perimeter-mcp-guard (default $PERIMETER_BIN_DIR/perimeter-mcp-guard, else
                        the build's bin/)
   --guard-threads N    the guard's --threads (default 1, as nginx runs one worker)
@@ -125,8 +129,9 @@ Options parse(int argc, char** argv) {
       continue;
     }
     static const std::vector<std::string> kValued = {
-        "--concurrency", "--requests", "--warmup", "--rounds", "--streams", "--targets",
-        "--replies",     "--guard",    "--nginx",  "--perf",   "--settle",  "--guard-threads"};
+        "--concurrency", "--requests",      "--warmup",     "--rounds", "--streams",
+        "--targets",     "--replies",       "--guard",      "--nginx",  "--perf",
+        "--settle",      "--guard-threads", "--request-log"};
     if (std::find(kValued.begin(), kValued.end(), flag) == kValued.end()) {
       throw std::invalid_argument("unknown flag " + flag + " (see --help)");
     }
@@ -145,6 +150,11 @@ Options parse(int argc, char** argv) {
       options.streams = positive(flag, value, 0);
     } else if (flag == "--targets") {
       options.targets = split(value);
+    } else if (flag == "--request-log") {
+      if (value != "file" && value != "fifo") {
+        throw std::invalid_argument("--request-log: file or fifo, not " + value);
+      }
+      options.request_log = value == "fifo" ? pb::RequestLog::kFifo : pb::RequestLog::kFile;
     } else if (flag == "--replies") {
       options.replies = split(value);
     } else if (flag == "--guard") {
@@ -264,8 +274,9 @@ int main(int argc, char** argv) {
     for (const auto& name : options.targets) {
       Target target{name, {}, nullptr};
       if (name == "nginx" || name == "nginx-nolog") {
-        target.proxy =
-            pb::start_nginx(options.nginx, upstream.port(), name == "nginx", options.streams);
+        target.proxy = pb::start_nginx(
+            options.nginx, upstream.port(),
+            name == "nginx" ? options.request_log : pb::RequestLog::kNone, options.streams);
       } else if (name == "guard" || name == "guard-devnull") {
         if (::access(options.guard.c_str(), X_OK) != 0) {
           std::cerr << "mcpguard_bench: " << name << ": no perimeter-mcp-guard at " << options.guard
@@ -274,8 +285,9 @@ int main(int argc, char** argv) {
           exit_code = 1;
           continue;
         }
-        target.proxy =
-            pb::start_guard(options.guard, upstream.port(), name == "guard", options.guard_threads);
+        target.proxy = pb::start_guard(
+            options.guard, upstream.port(),
+            name == "guard" ? options.request_log : pb::RequestLog::kNone, options.guard_threads);
       }
       target.endpoint =
           tcp::endpoint(loopback, target.proxy ? target.proxy->port() : upstream.port());
@@ -473,8 +485,10 @@ int main(int argc, char** argv) {
               << std::fixed << std::setprecision(1) << load_seconds
               << " s. Median [min..max] over rounds; added = target - direct in the same round.\n"
               << "guard: --threads " << options.guard_threads
-              << "; nginx: one process. nginx logs access to a file, guard its audit to a file; "
-                 "nginx-nolog: access_log off; guard-devnull: audit to /dev/null.\n\n";
+              << "; nginx: one process. nginx logs access, the guard its audit, to "
+              << (options.request_log == pb::RequestLog::kFifo ? "a FIFO this process drains"
+                                                               : "a file")
+              << "; nginx-nolog: access_log off; guard-devnull: audit to /dev/null.\n\n";
     std::cout << "| reply | C | target | p50 us | p99 us | req/s | added p50 us | added p99 us "
                  "| proxy CPU us/req | errors |\n"
               << "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
@@ -531,7 +545,7 @@ int main(int argc, char** argv) {
       if (!target.proxy) continue;
       const long lines = target.proxy->request_log_lines();
       std::cout << "--- " << target.name << " ("
-                << (lines < 0 ? std::string("no request log in a file")
+                << (lines < 0 ? std::string("no request log")
                               : std::to_string(lines) + " request log lines")
                 << ") ---\n"
                 << target.proxy->config();

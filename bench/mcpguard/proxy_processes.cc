@@ -1,6 +1,12 @@
 #include "proxy_processes.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
@@ -57,15 +63,59 @@ void wait_accepting(process::Process& child, unsigned short port, const std::str
                            " within 20 s: " + read_whole(log));
 }
 
+// A FIFO at `path` read by a thread of this process until destroyed, counting lines. Opened for
+// reading before the proxy opens it for writing, so the proxy never waits for a reader.
+class FifoDrain {
+ public:
+  explicit FifoDrain(const std::string& path) {
+    if (::mkfifo(path.c_str(), 0600) != 0) throw std::runtime_error("mkfifo " + path + " failed");
+    fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd_ < 0) throw std::runtime_error("cannot open " + path + " for reading");
+    reader_ = std::thread([this] { drain(); });
+  }
+  ~FifoDrain() {
+    stop_ = true;
+    reader_.join();
+    ::close(fd_);
+  }
+  FifoDrain(const FifoDrain&) = delete;
+  FifoDrain& operator=(const FifoDrain&) = delete;
+  long lines() const { return lines_; }
+
+ private:
+  void drain() {
+    char buffer[64 * 1024];
+    while (!stop_) {
+      pollfd ready{fd_, POLLIN, 0};
+      ::poll(&ready, 1, 100);
+      const ssize_t n = ::read(fd_, buffer, sizeof buffer);
+      if (n > 0) {
+        lines_ += std::count(buffer, buffer + n, '\n');
+      } else if (n == 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));  // no writer (yet, or now)
+      }
+    }
+  }
+
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::atomic<long> lines_{0};
+  std::thread reader_;
+};
+
 class ChildProxy : public ProxyProcess {
  public:
-  ChildProxy(std::string dir, std::string config, unsigned short port, std::string request_log)
+  ChildProxy(std::string dir, std::string config, unsigned short port, RequestLog log,
+             std::string log_path)
       : dir_(std::move(dir)),
         config_(std::move(config)),
         port_(port),
-        request_log_(std::move(request_log)) {}
+        request_log_(log == RequestLog::kFile ? log_path : std::string()) {
+    if (log == RequestLog::kFifo) fifo_ = std::make_unique<FifoDrain>(log_path);
+  }
   ~ChildProxy() override {
     if (child_) child_->terminate(std::chrono::seconds(5));
+    fifo_.reset();
     std::error_code ignored;
     fs::remove_all(dir_, ignored);
   }
@@ -73,6 +123,7 @@ class ChildProxy : public ProxyProcess {
   pid_t pid() const override { return child_->pid(); }
   const std::string& config() const override { return config_; }
   long request_log_lines() const override {
+    if (fifo_) return fifo_->lines();
     if (request_log_.empty()) return -1;
     const std::string text = read_whole(request_log_);
     return static_cast<long>(std::count(text.begin(), text.end(), '\n'));
@@ -88,7 +139,8 @@ class ChildProxy : public ProxyProcess {
   std::string dir_;
   std::string config_;
   unsigned short port_;
-  std::string request_log_;
+  std::string request_log_;  // a file's path
+  std::unique_ptr<FifoDrain> fifo_;
   std::unique_ptr<process::Process> child_;
 };
 
@@ -101,7 +153,8 @@ unsigned short free_port() {
 }
 
 std::unique_ptr<ProxyProcess> start_nginx(const std::string& nginx, unsigned short upstream_port,
-                                          bool access_log, int max_streams) {
+                                          RequestLog log, int max_streams) {
+  const bool access_log = log != RequestLog::kNone;
   const std::string dir = make_temp_dir("nginx");
   const unsigned short port = free_port();
   const int connections = 2 * max_streams + 1024;
@@ -159,8 +212,7 @@ std::unique_ptr<ProxyProcess> start_nginx(const std::string& nginx, unsigned sho
       "  }\n"
       "}\n";
   write_whole(dir + "/nginx.conf", config);
-  auto proxy =
-      std::make_unique<ChildProxy>(dir, config, port, access_log ? dir + "/access.log" : "");
+  auto proxy = std::make_unique<ChildProxy>(dir, config, port, log, dir + "/access.log");
   process::ProcessSpec spec;
   spec.argv = {nginx,
                "-p",
@@ -177,7 +229,7 @@ std::unique_ptr<ProxyProcess> start_nginx(const std::string& nginx, unsigned sho
 }
 
 std::unique_ptr<ProxyProcess> start_guard(const std::string& guard, unsigned short upstream_port,
-                                          bool audit_to_file, int threads) {
+                                          RequestLog log, int threads) {
   const std::string dir = make_temp_dir("guard");
   const unsigned short port = free_port();
   const unsigned short metrics_port = free_port();
@@ -198,11 +250,11 @@ std::unique_ptr<ProxyProcess> start_guard(const std::string& guard, unsigned sho
                              "      allow: [\"*\"]\n"
                              "      deny: [\"delete_*\"]\n";
   write_whole(dir + "/config.yaml", config);
-  auto proxy =
-      std::make_unique<ChildProxy>(dir, config, port, audit_to_file ? dir + "/audit.jsonl" : "");
+  auto proxy = std::make_unique<ChildProxy>(dir, config, port, log, dir + "/audit.jsonl");
   // Through a shell that execs the guard, so stdout (the audit) and stderr (the log) go to files
   // of their own and the child's pid is the guard's.
-  const std::string audit = audit_to_file ? dir + "/audit.jsonl" : std::string("/dev/null");
+  const std::string audit =
+      log != RequestLog::kNone ? dir + "/audit.jsonl" : std::string("/dev/null");
   process::ProcessSpec spec;
   spec.argv = {"/bin/sh",
                "-c",

@@ -22,17 +22,21 @@ class ProxyProcess {
   virtual long request_log_lines() const = 0;
 };
 
+// Where a proxy's per-request log goes: nowhere (nginx `access_log off`, the guard's audit to
+// /dev/null), a file in its directory, or a FIFO this process drains (as a container runtime
+// drains a pod's stdout pipe), counting lines.
+enum class RequestLog { kNone, kFile, kFifo };
+
 // Debian's nginx as a plain reverse proxy to 127.0.0.1:`upstream_port`: one process
 // (`daemon off; master_process off;`), keep-alive upstream connections, `proxy_buffering off`
-// for SSE, the access log to a file in its directory (or off).
+// for SSE, the access log (unbuffered: one write per request) as `log` says.
 std::unique_ptr<ProxyProcess> start_nginx(const std::string& nginx, unsigned short upstream_port,
-                                          bool access_log, int max_streams);
+                                          RequestLog log, int max_streams);
 
 // perimeter-mcp-guard with one route to 127.0.0.1:`upstream_port` whose policy denies one tool
-// (`delete_*`), the default audit level, the audit (stdout) to a file in its directory or to
-// /dev/null, `--threads threads`.
+// (`delete_*`), the default audit level, the audit (stdout) as `log` says, `--threads threads`.
 std::unique_ptr<ProxyProcess> start_guard(const std::string& guard, unsigned short upstream_port,
-                                          bool audit_to_file, int threads);
+                                          RequestLog log, int threads);
 
 // A port on 127.0.0.1 that was free a moment ago.
 unsigned short free_port();

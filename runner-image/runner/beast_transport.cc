@@ -37,6 +37,8 @@ namespace {
 constexpr std::chrono::milliseconds kCancelPoll{100};
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;
+// A proxy's refusal is read whole for its reason, up to this much.
+constexpr std::uint64_t kProxyBodyLimit = 64 * 1024;
 
 std::string lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(),
@@ -52,7 +54,12 @@ struct BeastTransport::Origin {
   std::string port;         // explicit or the scheme's
   std::string host_header;  // as written in the URL
   std::string target;       // path and query
+  const ProxyUrl* proxy = nullptr;  // none: direct (no proxy set, or the host is in NO_PROXY)
   std::string key() const { return (tls ? "https://" : "http://") + host_header; }
+  // "host:port" with the port always written: what a CONNECT names.
+  std::string authority() const {
+    return (host.find(':') == std::string::npos ? host : "[" + host + "]") + ":" + port;
+  }
 };
 
 struct BeastTransport::Connection {
@@ -141,8 +148,16 @@ http::request<http::string_body> build(const HttpRequest& request,
                                        const BeastTransport::Origin& origin) {
   const http::verb verb = http::string_to_verb(request.method);
   if (verb == http::verb::unknown) throw TransportError("unsupported method " + request.method);
-  http::request<http::string_body> message(verb, origin.target, 11);
+  // Through a proxy a plain-HTTP request names its whole URL (absolute form, RFC 9112 3.2.2).
+  const bool forwarded = origin.proxy != nullptr && !origin.tls;
+  http::request<http::string_body> message(
+      verb, forwarded ? "http://" + origin.host_header + origin.target : origin.target, 11);
   message.set(http::field::host, origin.host_header);
+  if (forwarded) {
+    if (auto authorization = origin.proxy->authorization()) {
+      message.set(http::field::proxy_authorization, *authorization);
+    }
+  }
   bool has_content_type = false;
   for (const auto& [name, value] : request.headers) {
     message.set(name, value);
@@ -205,9 +220,46 @@ Exchange exchange(BeastTransport::Connection& connection, const HttpRequest& req
   return done;
 }
 
+// Asks the proxy `connection` is connected to for a tunnel to the origin; returns once the tunnel
+// is open, with nothing of the origin's read yet.
+void open_tunnel(BeastTransport::Connection& connection, const BeastTransport::Origin& origin) {
+  const ProxyUrl& proxy = *origin.proxy;
+  const std::string target = origin.authority();
+  http::request<http::empty_body> request(http::verb::connect, target, 11);
+  request.set(http::field::host, target);
+  if (auto authorization = proxy.authorization()) {
+    request.set(http::field::proxy_authorization, *authorization);
+  }
+  beast::tcp_stream& tcp = connection.lowest();
+  beast::error_code ec =
+      connection.run([&](auto handler) { http::async_write(tcp, request, handler); });
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.header_limit(kHeaderLimit);
+  parser.body_limit(kProxyBodyLimit);
+  if (!ec) {
+    ec = connection.run(
+        [&](auto handler) { http::async_read_header(tcp, buffer, parser, handler); });
+  }
+  const std::string what = "proxy " + proxy.authority() + " (CONNECT " + target + ")";
+  if (ec) throw TransportError(what + ": " + ec.message());
+  const unsigned status = parser.get().result_int();
+  if (status / 100 == 2) {
+    // The origin speaks only after our ClientHello: bytes here are not the origin's.
+    if (buffer.size() != 0) throw TransportError(what + ": data after the 2xx answer");
+    return;
+  }
+  // The refusal's body says why (the egress gateway names the host it does not allow); a body
+  // cut short is kept as far as it came.
+  connection.run([&](auto handler) { http::async_read(tcp, buffer, parser, handler); });
+  std::string body = std::move(parser.get().body());
+  throw TransportError(what + " answered " + std::to_string(status) + " " +
+                       std::string(parser.get().reason()) + (body.empty() ? "" : ": " + body));
+}
+
 }  // namespace
 
-BeastTransport::BeastTransport() = default;
+BeastTransport::BeastTransport(ProxyEnvironment proxies) : proxies_(std::move(proxies)) {}
 BeastTransport::~BeastTransport() = default;
 
 asio::ssl::context& BeastTransport::tls_context() {
@@ -227,8 +279,17 @@ std::unique_ptr<BeastTransport::Connection> BeastTransport::connect(
   connection->origin = origin.key();
   beast::error_code ec;
   tcp::resolver resolver(connection->io);
-  const auto endpoints = resolver.resolve(origin.host, origin.port, ec);
-  if (ec) throw TransportError("cannot resolve " + origin.host + ": " + ec.message());
+  // Through a proxy only the proxy's name is resolved here; the proxy resolves the origin's.
+  const std::string& dial_host = origin.proxy ? origin.proxy->host : origin.host;
+  const std::string& dial_port = origin.proxy ? origin.proxy->port : origin.port;
+  const std::string dialled =
+      origin.proxy ? "proxy " + origin.proxy->authority() + " for " + origin.host_header
+                   : origin.host_header;
+  const auto endpoints = resolver.resolve(dial_host, dial_port, ec);
+  if (ec) {
+    throw TransportError("cannot resolve " + (origin.proxy ? "proxy " : std::string()) + dial_host +
+                         ": " + ec.message());
+  }
   if (origin.tls) {
     connection->secure.emplace(connection->io, tls_context());
     SSL* ssl = connection->secure->native_handle();
@@ -243,9 +304,8 @@ std::unique_ptr<BeastTransport::Connection> BeastTransport::connect(
   connection->lowest().expires_after(timeout);
   ec = connection->run(
       [&](auto handler) { connection->lowest().async_connect(endpoints, handler); });
-  if (ec) {
-    throw TransportError("cannot connect to " + origin.host_header + ": " + ec.message());
-  }
+  if (ec) throw TransportError("cannot connect to " + dialled + ": " + ec.message());
+  if (origin.proxy && origin.tls) open_tunnel(*connection, origin);
   if (origin.tls) {
     ec = connection->run([&](auto handler) {
       connection->secure->async_handshake(asio::ssl::stream_base::client, handler);
@@ -284,8 +344,14 @@ void BeastTransport::keep_idle(std::unique_ptr<Connection> connection) {
   idle_.push_back(std::move(connection));
 }
 
+BeastTransport::Origin BeastTransport::route(const std::string& url) const {
+  Origin origin = parse_url(url);
+  origin.proxy = proxies_.proxy_for(origin.tls, origin.host, origin.port);
+  return origin;
+}
+
 HttpResponse BeastTransport::send(const HttpRequest& request) {
-  const Origin origin = parse_url(request.url);
+  const Origin origin = route(request.url);
   const http::request<http::string_body> message = build(request, origin);
   if (std::unique_ptr<Connection> idle = take_idle(origin)) {
     Exchange done = exchange(*idle, request, message, /*reused=*/true);
@@ -303,7 +369,7 @@ HttpResponse BeastTransport::send(const HttpRequest& request) {
 HttpResponse BeastTransport::stream(const HttpRequest& request,
                                     const std::function<bool(std::string_view)>& on_chunk,
                                     const std::atomic<bool>& cancel) {
-  const Origin origin = parse_url(request.url);
+  const Origin origin = route(request.url);
   const http::request<http::string_body> message = build(request, origin);
   std::unique_ptr<Connection> connection = connect(origin, request.timeout);
   connection->lowest().expires_after(request.timeout);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "agentapi/http_transport.h"
+#include "core/proxy_env.h"
 
 namespace boost::asio::ssl {
 class context;
@@ -21,13 +22,18 @@ namespace perimeter::runner {
 // server has closed it meanwhile. Host names are resolved with the system resolver
 // (getaddrinfo), synchronously: no resolver thread either. The runner's memory budget is why it
 // exists (docs/runner.md); its behaviour is CpprestTransport's.
+//
+// Through a proxy (`proxies`, read once from HTTPS_PROXY / HTTP_PROXY / NO_PROXY at start): an
+// https:// URL is reached through a `CONNECT host:port` tunnel, TLS then runs end to end with the
+// API host exactly as direct; an http:// URL is sent to the proxy in absolute form, as httpx does.
+// A proxy's refusal (407, 403) is a TransportError that keeps its status line and body.
 class BeastTransport final : public agentapi::HttpTransport {
  public:
   // How long an idle connection stays reusable: below the usual server keep-alive timeouts, so
   // a call rarely races the server closing it.
   static constexpr std::chrono::milliseconds kIdleReuse{4000};
 
-  BeastTransport();
+  explicit BeastTransport(ProxyEnvironment proxies = {});
   ~BeastTransport() override;
   BeastTransport(const BeastTransport&) = delete;
   BeastTransport& operator=(const BeastTransport&) = delete;
@@ -42,11 +48,13 @@ class BeastTransport final : public agentapi::HttpTransport {
   struct Origin;
 
  private:
+  Origin route(const std::string& url) const;
   std::unique_ptr<Connection> connect(const Origin& origin, std::chrono::milliseconds timeout);
   std::unique_ptr<Connection> take_idle(const Origin& origin);
   void keep_idle(std::unique_ptr<Connection> connection);
   boost::asio::ssl::context& tls_context();
 
+  const ProxyEnvironment proxies_;
   std::mutex mutex_;
   std::unique_ptr<boost::asio::ssl::context> tls_;  // made on the first https call
   std::vector<std::unique_ptr<Connection>> idle_;

@@ -70,12 +70,16 @@ int main() {
     return runner::kExitConfig;
   }
   secrets.push_back(config.credential);
+  // The proxy's password stays out of the log.
+  const std::string https_proxy =
+      config.proxies.https ? config.proxies.https->redacted() : std::string("none");
   logger.info("serving work item", {{"work_id", config.work_id},
                                     {"environment_id", config.environment_id},
                                     {"session_id", config.session_id},
                                     {"credential_source", config.credential_source},
                                     {"workdir", config.workdir},
                                     {"audit_level", runner::to_string(config.audit_level)},
+                                    {"https_proxy", https_proxy},
                                     {"pid", static_cast<int>(getpid())}});
 
   agentapi::ClientConfig client_config;
@@ -83,9 +87,9 @@ int main() {
   client_config.environment_id = config.environment_id;
   client_config.credential = config.credential;
   agentapi::RealSleeper api_sleeper;
-  agentapi::AgentApiClient api(client_config, std::make_unique<runner::BeastTransport>(),
-                               SystemRandom::instance(), api_sleeper, nullptr,
-                               logger.child("agentapi"));
+  agentapi::AgentApiClient api(
+      client_config, std::make_unique<runner::BeastTransport>(config.proxies),
+      SystemRandom::instance(), api_sleeper, nullptr, logger.child("agentapi"));
 
   runner::RunnerMetrics metrics;
   runner::StopSource stop;

@@ -83,6 +83,13 @@ RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default
     }
     config.audit_level = *level;
   }
+
+  // A proxy URL that does not parse stops the start, not the first call.
+  try {
+    config.proxies = load_proxy_environment(env);
+  } catch (const ProxyConfigError& error) {
+    throw ConfigError(error.what());
+  }
   return config;
 }
 

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/proxy_env.h"
 #include "runner/audit_log.h"
 
 namespace perimeter::runner {
@@ -31,13 +32,16 @@ struct RunnerConfig {
   std::string workdir;
   std::chrono::milliseconds max_idle{60'000};
   AuditLevel audit_level = AuditLevel::kMetadata;
+  // The API calls' proxies (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY). The variables stay in
+  // the environment: the agent's tools (curl, git) go through the same proxy.
+  ProxyEnvironment proxies;
 };
 
 using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
 
 // Reads ANTHROPIC_WORK_ID, ANTHROPIC_ENVIRONMENT_ID, ANTHROPIC_SESSION_ID, ANTHROPIC_WORK_SECRET,
 // ANTHROPIC_ENVIRONMENT_KEY, ANTHROPIC_BASE_URL, and PERIMETER_WORKDIR / PERIMETER_MAX_IDLE_MS /
-// PERIMETER_AUDIT_LEVEL.
+// PERIMETER_AUDIT_LEVEL, and the proxy variables (load_proxy_environment).
 // An empty value reads as absent. Throws ConfigError naming the first missing or bad value, and
 // when there is neither a sessions token nor an environment key. Messages never hold a secret.
 RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default_workdir);

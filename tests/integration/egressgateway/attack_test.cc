@@ -387,3 +387,33 @@ TEST(EgressGatewayReload, ANewAllowListAppliesToNewConnectionsAndABadOneIsRefuse
 
 }  // namespace
 }  // namespace perimeter::testing
+
+namespace perimeter::testing {
+namespace {
+
+TEST(EgressGatewayLimits, ConnectionsPastMaxConnectionsGet503AndAreCounted) {
+  GatewayProcess gateway(
+      "listen: 127.0.0.1:0\n"
+      "metrics_listen: 127.0.0.1:0\n"
+      "max_connections: 1\n"
+      "environments: []\n",
+      GatewayProcessOptions{});
+  // The first connection holds the only slot with a head it never finishes; the gateway accepts
+  // in order, so it is registered before the second is accepted.
+  ProxiedTlsClient holder(gateway.proxy_host(), gateway.proxy_port());
+  ASSERT_TRUE(holder.write_raw("CONNECT allowed.test:443 HTTP/1.1\r\n"));
+  ProxiedTlsClient refused(gateway.proxy_host(), gateway.proxy_port());
+  const auto reply = refused.connect("allowed.test:443", gateway.credential("a", "b", "c"));
+  EXPECT_EQ(reply.status, 503) << reply.head;
+  const auto lines = gateway.wait_for_audit_lines(1, milliseconds(5000));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["reason"], "max_connections");
+  const auto metrics =
+      process::run_shell("curl -s http://" + gateway.metrics_address() + "/metrics");
+  EXPECT_NE(metrics.output.find("perimeter_egress_max_connections_refusals_total 1"),
+            std::string::npos)
+      << metrics.output;
+}
+
+}  // namespace
+}  // namespace perimeter::testing

@@ -145,5 +145,49 @@ TEST(RunnerIntegration, TheRunningBinaryHoldsNoCredentialInItsProcEnviron) {
   EXPECT_EQ(runner.wait(60s), 0) << runner.log();
 }
 
+TEST(RunnerIntegration, TheAgentsToolsSeeTheProxyVariables) {
+  // The egress gateway's URL stays in the environment for bash, curl and git, unlike the
+  // credential variables the runner wipes. The API (the simulator, http://) goes direct: only
+  // HTTPS_PROXY is set.
+  SimProcess sim({"--lease-ttl-seconds", "4"});
+  Environment environment(sim);
+  TempDir dir;
+  const std::string workdir = dir.path() + "/workspace";
+  ASSERT_EQ(mkdir(workdir.c_str(), 0700), 0);
+  const std::string proxy = "http://team-a~agents~sesn_01ABC:3f%3A9a@127.0.0.1:9";
+  const std::string no_proxy = "localhost,127.0.0.1,::1,.svc,.cluster.local,10.20.0.0/16";
+  const Claimed claimed = environment.enqueue_and_claim(
+      "name: proxy-env\nprompt: show\nsteps:\n  - tool: bash\n"
+      "    input: {command: \"echo \\\"$HTTPS_PROXY|$https_proxy|$NO_PROXY\\\"\"}\n"
+      "    expect: {is_error: false, text: \"" +
+      proxy + "|" + proxy + "|" + no_proxy + "\\n\"}\n");
+  RunnerProcess runner(sim, environment.id(), claimed, workdir,
+                       {"HTTPS_PROXY=" + proxy, "https_proxy=" + proxy, "NO_PROXY=" + no_proxy});
+  EXPECT_EQ(runner.wait(60s), 0) << runner.log();
+  expect_all_matched(results_of(sim, claimed.session_id));
+  EXPECT_EQ(runner.log().find("3f%3A9a"), std::string::npos) << "the log shows no proxy password";
+  EXPECT_NE(runner.log().find("http://<redacted>@127.0.0.1:9"), std::string::npos) << runner.log();
+}
+
+TEST(RunnerIntegration, AProxyUrlThatDoesNotParseStopsTheRunnerBeforeItsFirstCall) {
+  SimProcess sim({"--lease-ttl-seconds", "4"});
+  Environment environment(sim);
+  TempDir dir;
+  const std::string workdir = dir.path() + "/workspace";
+  ASSERT_EQ(mkdir(workdir.c_str(), 0700), 0);
+  const Claimed claimed = environment.enqueue_and_claim(
+      "name: unused\nprompt: none\nsteps:\n  - tool: bash\n    input: {command: \"true\"}\n"
+      "    expect: {is_error: false}\n");
+  RunnerProcess runner(sim, environment.id(), claimed, workdir,
+                       {"HTTPS_PROXY=http://user:topsecret@perimeter-egress:31x8"});
+  EXPECT_EQ(runner.wait(30s), 2) << runner.log();
+  EXPECT_NE(runner.log().find("HTTPS_PROXY: proxy URL 'http://<redacted>@perimeter-egress:31x8' "
+                              "has a malformed host or port"),
+            std::string::npos)
+      << runner.log();
+  EXPECT_EQ(runner.log().find("topsecret"), std::string::npos);
+  EXPECT_TRUE(work_of(sim, claimed.work_id)["lease_history"].empty()) << "no call reached the API";
+}
+
 }  // namespace
 }  // namespace perimeter

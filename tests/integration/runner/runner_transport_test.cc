@@ -1,13 +1,16 @@
 // BeastTransport against scripted loopback servers: what goes on the wire, what comes back,
-// connection reuse, timeouts, event streams delivered as they arrive, cancel, truncation, and
-// TLS with certificate and host name checks.
+// connection reuse, timeouts, event streams delivered as they arrive, cancel, truncation, TLS
+// with certificate and host name checks, and the way through an HTTP proxy (CONNECT tunnels for
+// https, absolute-form requests for http, refusals, NO_PROXY).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,6 +20,8 @@
 #include <cstdlib>
 #include <functional>
 #include <future>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -35,6 +40,7 @@
 
 #include "agentapi/api_error.h"
 #include "agentapi/sim_process.h"
+#include "core/proxy_env.h"
 
 namespace perimeter::runner {
 namespace {
@@ -493,6 +499,367 @@ TEST_F(BeastTransportTls, AnUntrustedCertificateIsRefused) {
   TlsServer server(stranger);
   BeastTransport transport;
   EXPECT_THROW(transport.send(request("GET", server.url("127.0.0.1"))), TransportError);
+}
+
+// --- Through a proxy -------------------------------------------------------------------------
+
+int listen_loopback(int* port) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(::listen(listener, 8), 0);
+  socklen_t size = sizeof address;
+  ::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &size);
+  *port = ntohs(address.sin_port);
+  return listener;
+}
+
+int connect_loopback(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Accepts loopback connections and serves each on a thread of its own (the transport keeps one
+// connection idle while a stream opens another).
+class ConcurrentServer {
+ public:
+  explicit ConcurrentServer(std::function<void(int fd)> serve) : serve_(std::move(serve)) {
+    listener_ = listen_loopback(&port_);
+    acceptor_ = std::thread([this] {
+      while (true) {
+        const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) return;
+        std::lock_guard lock(mutex_);
+        open_.push_back(fd);
+        ++accepted_;
+        workers_.emplace_back([this, fd] {
+          serve_(fd);
+          std::lock_guard lock(mutex_);
+          std::erase(open_, fd);
+          ::close(fd);
+        });
+      }
+    });
+  }
+  ~ConcurrentServer() {
+    ::shutdown(listener_, SHUT_RDWR);
+    acceptor_.join();
+    {
+      std::lock_guard lock(mutex_);
+      for (int fd : open_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (std::thread& worker : workers_) worker.join();
+    ::close(listener_);
+  }
+  int port() const { return port_; }
+  int accepted() {
+    std::lock_guard lock(mutex_);
+    return accepted_;
+  }
+
+ private:
+  std::function<void(int fd)> serve_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::mutex mutex_;
+  std::vector<int> open_;
+  std::vector<std::thread> workers_;
+  int accepted_ = 0;
+  std::thread acceptor_;
+};
+
+// A CONNECT proxy stand-in: records each request head, then either refuses with `refusal` or
+// answers 200 and relays bytes between the client and 127.0.0.1:<the port the CONNECT names>.
+class ConnectProxy {
+ public:
+  explicit ConnectProxy(std::string refusal = "")
+      : refusal_(std::move(refusal)), server_([this](int fd) { serve(fd); }) {}
+  int port() const { return server_.port(); }
+  int accepted() { return server_.accepted(); }
+  std::vector<std::string> heads() {
+    std::lock_guard lock(mutex_);
+    return heads_;
+  }
+
+ private:
+  void serve(int fd) {
+    const std::string head = read_request(fd);
+    if (head.empty()) return;
+    {
+      std::lock_guard lock(mutex_);
+      heads_.push_back(head);
+    }
+    if (!refusal_.empty()) {
+      write_all(fd, refusal_);
+      return;
+    }
+    const std::size_t space = head.find(' ', 8);
+    const std::size_t colon = head.rfind(':', space);
+    const int upstream = connect_loopback(std::stoi(head.substr(colon + 1, space - colon - 1)));
+    if (upstream < 0) {
+      write_all(fd, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+      return;
+    }
+    write_all(fd, "HTTP/1.1 200 Connection established\r\n\r\n");
+    pollfd fds[2] = {{fd, POLLIN, 0}, {upstream, POLLIN, 0}};
+    char buffer[16384];
+    while (::poll(fds, 2, -1) > 0) {
+      const bool from_client = (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+      const int from = from_client ? fd : upstream;
+      const ssize_t n = ::recv(from, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      write_all(from_client ? upstream : fd, std::string_view(buffer, static_cast<std::size_t>(n)));
+    }
+    ::close(upstream);
+  }
+
+  std::string refusal_;
+  std::mutex mutex_;
+  std::vector<std::string> heads_;
+  ConcurrentServer server_;  // last: its threads use the members above
+};
+
+// An HTTPS origin stand-in that records every byte it decrypts. "/stream" answers an event
+// stream of two events; anything else "secure", kept alive.
+class RecordingTlsServer {
+ public:
+  explicit RecordingTlsServer(const Certificate& certificate)
+      : context_(SSL_CTX_new(TLS_server_method()), SSL_CTX_free),
+        server_([this](int fd) { serve(fd); }) {
+    SSL_CTX_use_certificate_chain_file(context_.get(), certificate.cert_path.c_str());
+    SSL_CTX_use_PrivateKey_file(context_.get(), certificate.key_path.c_str(), SSL_FILETYPE_PEM);
+  }
+  int port() const { return server_.port(); }
+  int accepted() { return server_.accepted(); }
+  std::string url(const std::string& path) const {
+    return "https://localhost:" + std::to_string(port()) + path;
+  }
+  // Everything received so far, then forgotten.
+  std::string take_received() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(received_, "");
+  }
+
+ private:
+  void serve(int fd) {
+    SSL* ssl = SSL_new(context_.get());
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+      std::string pending;
+      char buffer[4096];
+      while (true) {
+        const std::size_t end = pending.find("\r\n\r\n");
+        std::size_t length = 0;
+        if (end != std::string::npos) {
+          if (const std::size_t at = pending.find("Content-Length: "); at < end) {
+            length = std::stoul(pending.substr(at + 16));
+          }
+        }
+        if (end == std::string::npos || pending.size() < end + 4 + length) {
+          const int n = SSL_read(ssl, buffer, sizeof buffer);
+          if (n <= 0) break;
+          pending.append(buffer, static_cast<std::size_t>(n));
+          continue;
+        }
+        const std::string request = pending.substr(0, end + 4 + length);
+        pending.erase(0, request.size());
+        {
+          std::lock_guard lock(mutex_);
+          received_ += request;
+        }
+        const std::string answer = request.find(" /stream ") != std::string::npos
+                                       ? "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                         "Transfer-Encoding: chunked\r\n\r\n" +
+                                             chunk("event: a\ndata: one\n\n") +
+                                             chunk("event: b\ndata: two\n\n") + "0\r\n\r\n"
+                                       : "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure";
+        SSL_write(ssl, answer.data(), static_cast<int>(answer.size()));
+      }
+    }
+    SSL_free(ssl);
+  }
+
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> context_;
+  std::mutex mutex_;
+  std::string received_;
+  ConcurrentServer server_;  // last: its threads use the members above
+};
+
+ProxyEnvironment proxies_from(std::map<std::string, std::string> values) {
+  return load_proxy_environment([values](const char* name) -> std::optional<std::string> {
+    auto it = values.find(name);
+    if (it == values.end()) return std::nullopt;
+    return it->second;
+  });
+}
+
+// What the calls the runner makes returned: a POST, a GET on the same connection, a stream.
+std::string call_origin(BeastTransport& transport, const RecordingTlsServer& server) {
+  std::string out;
+  const auto posted = transport.send(request("POST", server.url("/v1/items?beta=true"), "{}"));
+  out += std::to_string(posted.status) + " " + posted.body + "\n";
+  const auto got = transport.send(request("GET", server.url("/v1/items/1")));
+  out += std::to_string(got.status) + " " + got.body + "\n";
+  std::atomic<bool> cancel{false};
+  const auto streamed = transport.stream(
+      request("GET", server.url("/stream")),
+      [&](std::string_view data) {
+        out.append(data);
+        return true;
+      },
+      cancel);
+  out += std::to_string(streamed.status) + (streamed.truncated ? " truncated" : " whole");
+  return out;
+}
+
+class BeastTransportProxy : public BeastTransportTls {
+ protected:
+  BeastTransportProxy() : origin_certificate(make_certificate(dir.path(), "origin", kSan)) {
+    const std::string add =
+        "cat '" + origin_certificate.cert_path + "' >> '" + dir.path() + "/trusted.pem'";
+    EXPECT_EQ(std::system(add.c_str()), 0);
+  }
+  static constexpr const char* kSan = "DNS:localhost,IP:127.0.0.1";
+  // The gateway's user is <namespace>~<name>~<session id>; the password is percent-encoded.
+  std::string proxy_url(int port) const {
+    return "http://team-a~agents~sesn_01ABC:3f%3A9a@127.0.0.1:" + std::to_string(port);
+  }
+  // base64("team-a~agents~sesn_01ABC:3f:9a"), computed apart from the code under test.
+  static constexpr const char* kBasic = "Basic dGVhbS1hfmFnZW50c35zZXNuXzAxQUJDOjNmOjlh";
+
+  Certificate origin_certificate;
+};
+
+TEST_F(BeastTransportProxy, TheOriginReceivesThroughTheTunnelExactlyWhatItReceivesDirect) {
+  RecordingTlsServer server(origin_certificate);
+  BeastTransport direct;
+  const std::string direct_answers = call_origin(direct, server);
+  const std::string direct_bytes = server.take_received();
+  EXPECT_EQ(direct_answers,
+            "200 secure\n200 secure\nevent: a\ndata: one\n\nevent: b\ndata: two\n\n200 whole");
+
+  ConnectProxy proxy;
+  BeastTransport proxied(proxies_from(
+      {{"HTTPS_PROXY", proxy_url(proxy.port())}, {"NO_PROXY", "127.0.0.1,.cluster.local"}}));
+  EXPECT_EQ(call_origin(proxied, server), direct_answers);
+  EXPECT_EQ(server.take_received(), direct_bytes);
+
+  // Two tunnels: the POST's connection served the GET too; the stream opened its own.
+  const std::string target = "localhost:" + std::to_string(server.port());
+  const std::vector<std::string> heads = proxy.heads();
+  ASSERT_EQ(heads.size(), 2u);
+  for (const std::string& head : heads) {
+    EXPECT_EQ(head.rfind("CONNECT " + target + " HTTP/1.1\r\n", 0), 0u) << head;
+    EXPECT_NE(head.find("\r\nHost: " + target + "\r\n"), std::string::npos) << head;
+    EXPECT_NE(head.find("\r\nProxy-Authorization: " + std::string(kBasic) + "\r\n"),
+              std::string::npos)
+        << head;
+  }
+  EXPECT_EQ(server.accepted(), 4);
+}
+
+TEST_F(BeastTransportProxy, TheTunnelStillChecksTheOriginsCertificate) {
+  // The proxy relays to a server whose certificate names another host: refused as direct.
+  RecordingTlsServer server(wrong_name);
+  ConnectProxy proxy;
+  BeastTransport proxied(proxies_from({{"HTTPS_PROXY", proxy_url(proxy.port())}}));
+  try {
+    proxied.send(request("GET", server.url("/v1/x")));
+    FAIL() << "a certificate for elsewhere.test was accepted for localhost through the tunnel";
+  } catch (const TransportError& error) {
+    EXPECT_NE(std::string(error.what()).find("TLS handshake"), std::string::npos) << error.what();
+  }
+  EXPECT_EQ(proxy.heads().size(), 1u);
+  EXPECT_TRUE(server.take_received().empty());
+}
+
+TEST_F(BeastTransportProxy, AProxysRefusalIsAnErrorWithItsStatusAndBody) {
+  RecordingTlsServer server(origin_certificate);
+  const std::string denied = "egress denied: localhost is not in the allowed hosts";
+  ConnectProxy forbidding("HTTP/1.1 403 Forbidden\r\nContent-Length: " +
+                          std::to_string(denied.size()) + "\r\nConnection: close\r\n\r\n" + denied);
+  BeastTransport transport(proxies_from({{"https_proxy", proxy_url(forbidding.port())}}));
+  try {
+    transport.send(request("POST", server.url("/v1/items"), "{}"));
+    FAIL() << "a refused CONNECT was not an error";
+  } catch (const TransportError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("403 Forbidden"), std::string::npos) << message;
+    EXPECT_NE(message.find(denied), std::string::npos) << message;
+    EXPECT_NE(message.find("CONNECT localhost:" + std::to_string(server.port())), std::string::npos)
+        << message;
+  }
+
+  // A 407 on the stream path, its body read to the close.
+  ConnectProxy unauthenticated(
+      "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic "
+      "realm=\"perimeter-egress\"\r\nConnection: close\r\n\r\nunknown session sesn_01ABC");
+  BeastTransport streaming(proxies_from({{"HTTPS_PROXY", proxy_url(unauthenticated.port())}}));
+  std::atomic<bool> cancel{false};
+  try {
+    streaming.stream(
+        request("GET", server.url("/stream")), [](std::string_view) { return true; }, cancel);
+    FAIL() << "a refused CONNECT was not an error";
+  } catch (const TransportError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("407 Proxy Authentication Required: unknown session sesn_01ABC"),
+              std::string::npos)
+        << message;
+  }
+  EXPECT_EQ(server.accepted(), 0);
+}
+
+TEST_F(BeastTransportProxy, AHostInNoProxyGoesDirect) {
+  RecordingTlsServer server(origin_certificate);
+  ConnectProxy proxy;
+  BeastTransport transport(proxies_from(
+      {{"HTTPS_PROXY", proxy_url(proxy.port())}, {"NO_PROXY", "example.com, LOCALHOST"}}));
+  EXPECT_EQ(transport.send(request("GET", server.url("/v1/x"))).body, "secure");
+  EXPECT_EQ(proxy.accepted(), 0);
+  EXPECT_EQ(server.accepted(), 1);
+}
+
+TEST(BeastTransportHttpProxy, AnHttpUrlIsSentToTheProxyInAbsoluteForm) {
+  std::promise<std::string> seen;
+  ScriptedServer proxy([&](int fd) {
+    seen.set_value(read_request(fd));
+    write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nforwarded");
+  });
+  // origin.invalid never resolves: only the proxy's name is looked up.
+  BeastTransport transport(proxies_from(
+      {{"HTTP_PROXY", "http://user:p%40ss@127.0.0.1:" + std::to_string(proxy.port())}}));
+  const auto response =
+      transport.send(request("POST", "http://origin.invalid:8080/v1/items?beta=true", "{}"));
+  EXPECT_EQ(response.body, "forwarded");
+  const std::string wire = seen.get_future().get();
+  EXPECT_EQ(wire.rfind("POST http://origin.invalid:8080/v1/items?beta=true HTTP/1.1\r\n", 0), 0u)
+      << wire;
+  EXPECT_NE(wire.find("\r\nHost: origin.invalid:8080\r\n"), std::string::npos) << wire;
+  // base64("user:p@ss")
+  EXPECT_NE(wire.find("\r\nProxy-Authorization: Basic dXNlcjpwQHNz\r\n"), std::string::npos)
+      << wire;
+}
+
+TEST(BeastTransportHttpProxy, AnHttpsProxyAloneLeavesHttpUrlsDirect) {
+  ScriptedServer origin([](int fd) {
+    read_request(fd);
+    write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\ndirect");
+  });
+  ConnectProxy proxy;
+  BeastTransport transport(
+      proxies_from({{"HTTPS_PROXY", "http://127.0.0.1:" + std::to_string(proxy.port())}}));
+  EXPECT_EQ(transport.send(request("GET", origin.url("/v1/x"))).body, "direct");
+  EXPECT_EQ(proxy.accepted(), 0);
 }
 
 }  // namespace

@@ -104,5 +104,33 @@ TEST(RunnerConfig, TheAuditLevelIsMetadataUnlessFullIsAskedAndAnythingElseRefuse
   }
 }
 
+TEST(RunnerConfig, ReadsTheProxyVariablesOnce) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
+  env["HTTPS_PROXY"] =
+      "http://team-a~agents~sesn_01ABC:3f9a@perimeter-egress.perimeter-system.svc:3128";
+  env["NO_PROXY"] = "localhost,127.0.0.1,::1,.svc,.cluster.local,10.20.0.0/16";
+  const RunnerConfig config = load_runner_config(env_of(env), "/w");
+  const ProxyUrl* proxy = config.proxies.proxy_for(true, "api.anthropic.com", "443");
+  ASSERT_NE(proxy, nullptr);
+  EXPECT_EQ(proxy->authority(), "perimeter-egress.perimeter-system.svc:3128");
+  EXPECT_EQ(config.proxies.proxy_for(true, "sim.team-a.svc", "443"), nullptr);
+  EXPECT_EQ(config.proxies.proxy_for(false, "api.anthropic.com", "80"), nullptr);
+}
+
+TEST(RunnerConfig, AProxyUrlThatDoesNotParseRefusesToStart) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
+  env["HTTPS_PROXY"] = "http://team-a~agents~sesn_01ABC:3f9a@perimeter-egress:31x8";
+  try {
+    load_runner_config(env_of(env), "/w");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_STREQ(error.what(),
+                 "HTTPS_PROXY: proxy URL 'http://<redacted>@perimeter-egress:31x8' has a "
+                 "malformed host or port");
+  }
+}
+
 }  // namespace
 }  // namespace perimeter::runner
