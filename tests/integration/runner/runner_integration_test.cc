@@ -160,7 +160,7 @@ TEST(RunnerIntegration, TheAgentsToolsSeeTheProxyVariables) {
       "name: proxy-env\nprompt: show\nsteps:\n  - tool: bash\n"
       "    input: {command: \"echo \\\"$HTTPS_PROXY|$https_proxy|$NO_PROXY\\\"\"}\n"
       "    expect: {is_error: false, text: \"" +
-      proxy + "|" + proxy + "|" + no_proxy + "\\n\"}\n");
+      proxy + "|" + proxy + "|" + no_proxy + "\"}\n");
   RunnerProcess runner(sim, environment.id(), claimed, workdir,
                        {"HTTPS_PROXY=" + proxy, "https_proxy=" + proxy, "NO_PROXY=" + no_proxy});
   EXPECT_EQ(runner.wait(60s), 0) << runner.log();
