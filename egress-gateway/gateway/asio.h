@@ -4,6 +4,15 @@
 #include <chrono>
 #include <utility>
 
+// Boost 1.74 enables co_await for clang only with the Coroutines TS headers; clang's C++20
+// coroutines with libstdc++'s <coroutine> are what GCC gets, so clang (clang-tidy, the fuzz
+// builds) is told the same.
+#if defined(__clang__) && defined(__cpp_impl_coroutine) && __cpp_impl_coroutine >= 201902 && \
+    __has_include(<coroutine>) && !defined(BOOST_ASIO_HAS_CO_AWAIT)
+#define BOOST_ASIO_HAS_CO_AWAIT 1
+#define BOOST_ASIO_HAS_STD_COROUTINE 1
+#endif
+
 // clang-format off: after <utility>, as Boost.Asio's headers use std::exchange without it.
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>

@@ -16,7 +16,7 @@ std::string fingerprint(const std::string& text, const GatewaySnapshot* snapshot
 
 }  // namespace
 
-ConfigReloader::ConfigReloader(std::string path, std::string current_text,
+ConfigReloader::ConfigReloader(std::string path, const std::string& current_text,
                                std::shared_ptr<const GatewaySnapshot> current, bool testing_allowed,
                                GatewayServer& server, GatewayMetrics& metrics, Logger logger)
     : path_(std::move(path)),

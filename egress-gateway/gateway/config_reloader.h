@@ -16,7 +16,7 @@ namespace perimeter::egressgateway {
 // (The MCP guard has the same loop for its own config type: mcp-guard/proxy/config_reloader.h.)
 class ConfigReloader {
  public:
-  ConfigReloader(std::string path, std::string current_text,
+  ConfigReloader(std::string path, const std::string& current_text,
                  std::shared_ptr<const GatewaySnapshot> current, bool testing_allowed,
                  GatewayServer& server, GatewayMetrics& metrics, Logger logger);
 

@@ -16,7 +16,7 @@ std::string sign_user(std::string_view key, std::string_view user) {
        reinterpret_cast<const unsigned char*>(user.data()), user.size(), digest, &length);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string hex;
-  hex.reserve(length * 2);
+  hex.reserve(std::size_t{length} * 2);
   for (unsigned int i = 0; i < length; ++i) {
     hex.push_back(kHex[digest[i] >> 4]);
     hex.push_back(kHex[digest[i] & 0xf]);

@@ -25,7 +25,8 @@ void refuse_unknown_keys(const YAML::Node& node, const std::set<std::string>& kn
                          const std::string& where) {
   for (const auto& entry : node) {
     const auto key = entry.first.as<std::string>();
-    if (!known.contains(key)) fail(where + ": unknown field \"" + key + "\"");
+    if (!known.contains(key))
+      fail(std::string(where).append(": unknown field \"").append(key) + "\"");
   }
 }
 
@@ -127,7 +128,8 @@ AllowRule parse_rule(const YAML::Node& node, const std::string& where) {
       const auto parsed = std::from_chars(text.data(), text.data() + text.size(), number);
       if (text.empty() || parsed.ec != std::errc() || parsed.ptr != text.data() + text.size() ||
           number < 1 || number > 65535) {
-        fail(where + ": port \"" + text + "\" is not a number from 1 to 65535");
+        fail(std::string(where).append(": port \"").append(text) +
+             "\" is not a number from 1 to 65535");
       }
       rule.ports.push_back(static_cast<std::uint16_t>(number));
     }

@@ -91,17 +91,18 @@ void GatewayServer::start_connection(tcp::socket socket) {
     open_.emplace(id, connection);
   }
   auto executor = connection->executor();
-  asio::co_spawn(executor, run_connection(connection), [this, id](std::exception_ptr failure) {
-    if (failure) {
-      try {
-        std::rethrow_exception(failure);
-      } catch (const std::exception& error) {
-        logger_.error("connection failed", {{"error", error.what()}});
-      }
-    }
-    std::lock_guard lock(mutex_);
-    open_.erase(id);
-  });
+  asio::co_spawn(executor, run_connection(connection),
+                 [this, id](const std::exception_ptr& failure) {
+                   if (failure) {
+                     try {
+                       std::rethrow_exception(failure);
+                     } catch (const std::exception& error) {
+                       logger_.error("connection failed", {{"error", error.what()}});
+                     }
+                   }
+                   std::lock_guard lock(mutex_);
+                   open_.erase(id);
+                 });
 }
 
 void GatewayServer::apply(std::shared_ptr<const GatewaySnapshot> snapshot) {

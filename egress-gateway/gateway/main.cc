@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
     std::cerr << "perimeter-egress-gateway: " << error << "\n" << kUsage;
     return 2;
   }
+  // NOLINTNEXTLINE(concurrency-mt-unsafe): before any thread starts
   const char* testing_env = std::getenv(kTestingEnvVar);
   const bool testing_allowed = testing_env != nullptr && std::string_view(testing_env) == "1";
   const auto text = read_whole_file(options->config_path);

@@ -465,7 +465,7 @@ asio::awaitable<void> Connection::run() {
   asio::steady_timer downstream_done(s.client.get_executor(), Clock::time_point::max());
   bool downstream_finished = false;
   asio::co_spawn(s.client.get_executor(), s.relay(s.upstream, s.client, record.bytes_down),
-                 [&](std::exception_ptr) {
+                 [&](const std::exception_ptr&) {
                    downstream_finished = true;
                    downstream_done.cancel();
                  });

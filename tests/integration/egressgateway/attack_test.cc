@@ -142,8 +142,8 @@ TEST_F(EgressGatewayAttack, AnAllowedHostWorksEndToEndAndItsAuditLineCountsEvery
 
 TEST_F(EgressGatewayAttack, AnUnlistedHostIsRefusedAndNothingIsDialled) {
   const auto audit_before = gateway_->audit_lines().size();
-  const int front_before = front_->connections();
-  const int other_before = other_->connections();
+  const int front_before = front_->settled_connections();
+  const int other_before = other_->settled_connections();
   ProxiedTlsClient client(gateway_->proxy_host(), gateway_->proxy_port());
   const auto reply = client.connect("other.test:" + std::to_string(other_->port()),
                                     gateway_->credential("team-a", "agents", "s-2"));
@@ -155,8 +155,8 @@ TEST_F(EgressGatewayAttack, AnUnlistedHostIsRefusedAndNothingIsDialled) {
   EXPECT_EQ(line["reason"], "not_allowed");
   EXPECT_EQ(line["host"], "other.test");
   EXPECT_TRUE(line["upstream"].is_null());
-  EXPECT_EQ(front_->connections(), front_before);
-  EXPECT_EQ(other_->connections(), other_before);
+  EXPECT_EQ(front_->settled_connections(), front_before);
+  EXPECT_EQ(other_->settled_connections(), other_before);
 }
 
 // Domain fronting: CONNECT to the allowed front, then a ClientHello for other.test, which the
@@ -165,7 +165,7 @@ TEST_F(EgressGatewayAttack, AClientHelloForAnotherHostIsCutAndReachesNoOne) {
   const auto audit_before = gateway_->audit_lines().size();
   const int front_bytes_before = front_->connections_with_bytes();
   const int front_handshakes_before = front_->handshakes();
-  const int other_before = other_->connections();
+  const int other_before = other_->settled_connections();
   ProxiedTlsClient client(gateway_->proxy_host(), gateway_->proxy_port());
   const auto reply =
       client.connect(front_target(), gateway_->credential("team-a", "agents", "s-3"));
@@ -180,7 +180,7 @@ TEST_F(EgressGatewayAttack, AClientHelloForAnotherHostIsCutAndReachesNoOne) {
   EXPECT_EQ(line["bytes_down"], 0);
   EXPECT_EQ(front_->connections_with_bytes(), front_bytes_before);
   EXPECT_EQ(front_->handshakes(), front_handshakes_before);
-  EXPECT_EQ(other_->connections(), other_before);
+  EXPECT_EQ(other_->settled_connections(), other_before);
 }
 
 TEST_F(EgressGatewayAttack, NoSniOrNoTlsIsCut) {
@@ -211,7 +211,7 @@ TEST_F(EgressGatewayAttack, NoSniOrNoTlsIsCut) {
 TEST_F(EgressGatewayAttack, TheMetadataAddressIsNeverDialled) {
   for (const std::string host : {"metadata.test", "mapped-metadata.test", "mixed.test"}) {
     const auto audit_before = gateway_->audit_lines().size();
-    const int front_before = front_->connections();
+    const int front_before = front_->settled_connections();
     ProxiedTlsClient client(gateway_->proxy_host(), gateway_->proxy_port());
     const auto reply = client.connect(host + ":" + std::to_string(front_->port()),
                                       gateway_->credential("team-a", "agents", "s-5"));
@@ -221,7 +221,7 @@ TEST_F(EgressGatewayAttack, TheMetadataAddressIsNeverDialled) {
     EXPECT_EQ(line["reason"], "forbidden_address") << host;
     EXPECT_TRUE(line["upstream"].is_null());
     // mixed.test's other address is the front: not dialled either.
-    EXPECT_EQ(front_->connections(), front_before) << host;
+    EXPECT_EQ(front_->settled_connections(), front_before) << host;
   }
 }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <stdexcept>
 
@@ -29,7 +30,14 @@ std::string openssl_errors() {
   return text.empty() ? "no OpenSSL error" : text;
 }
 
+// OpenSSL writes to its sockets with write(2): a peer that went away must be an error return, not
+// SIGPIPE killing the test process.
+void ignore_sigpipe() {
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
 int tcp_connect(const std::string& host, int port) {
+  ignore_sigpipe();
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in address{};
   address.sin_family = AF_INET;
@@ -68,6 +76,7 @@ std::pair<std::string, std::string> TestCa::issue(const std::vector<std::string>
 TlsStandIn::TlsStandIn(const std::string& address, const std::string& certificate_pem,
                        const std::string& key_pem)
     : address_(address) {
+  ignore_sigpipe();
   context_ = SSL_CTX_new(TLS_server_method());
   BIO* cert_bio = BIO_new_mem_buf(certificate_pem.data(), static_cast<int>(certificate_pem.size()));
   X509* certificate = PEM_read_bio_X509(cert_bio, nullptr, nullptr, nullptr);
@@ -123,6 +132,22 @@ TlsStandIn::~TlsStandIn() {
   }
   for (auto& thread : threads_) thread.join();
   SSL_CTX_free(context_);
+}
+
+int TlsStandIn::settled_connections() const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int empty_in_a_row = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    tcp_info info{};
+    socklen_t length = sizeof info;
+    // For a listening socket, tcpi_unacked is the accept queue's length.
+    getsockopt(listen_fd_, IPPROTO_TCP, TCP_INFO, &info, &length);
+    empty_in_a_row = info.tcpi_unacked == 0 ? empty_in_a_row + 1 : 0;
+    // Twice empty, a moment apart: the accept thread has also counted what it took last.
+    if (empty_in_a_row == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return connections_;
 }
 
 std::vector<std::string> TlsStandIn::server_names() const {

@@ -42,6 +42,9 @@ class TlsStandIn {
   const std::string& address() const { return address_; }
   // TCP connections accepted.
   int connections() const { return connections_; }
+  // connections() once every connection the kernel has completed is accepted: a connection made
+  // before this call is counted (the kernel's accept queue, read with TCP_INFO, is empty).
+  int settled_connections() const;
   // Connections on which at least one byte arrived.
   int connections_with_bytes() const { return connections_with_bytes_; }
   int handshakes() const { return handshakes_; }
