@@ -14,7 +14,7 @@ class AuditSink {
   virtual void write_line(std::string_view line) = 0;
 };
 
-// stdout, unbuffered: write(2) of the line and its newline in one call, retried until whole, under
+// stdout, unbuffered: writev(2) of the line and its newline in one call, retried until whole, under
 // a lock so lines from different threads never interleave. The operational log stays on stderr.
 class StdoutAuditSink final : public AuditSink {
  public:

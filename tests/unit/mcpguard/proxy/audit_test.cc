@@ -1,7 +1,18 @@
 #include "proxy/audit.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "core/time_format.h"
 
@@ -145,6 +156,72 @@ TEST(AuditLine, StringsAreEscapedWhereNeededAndCopiedWholeElsewhere) {
   }
   record.method = std::string("\x01\"\\\n", 4);
   EXPECT_THAT(render_audit_line(record, config), HasSubstr(R"("method":"\u0001\"\\\n")"));
+}
+
+void ignore_signal(int) {}
+
+// The guard's audit goes to stdout, in a pod a pipe: lines far larger than the pipe holds reach the
+// reader whole and never interleave across threads, even when signals cut writes short (a write
+// interrupted after some bytes returns that count, and the sink must go on from there).
+TEST(StdoutAuditSinkTest, LinesLargerThanThePipeArriveWholeFromManyThreads) {
+  struct sigaction interrupt {};
+  interrupt.sa_handler = ignore_signal;  // no SA_RESTART: a blocked write returns what it wrote
+  struct sigaction previous {};
+  ASSERT_EQ(::sigaction(SIGUSR1, &interrupt, &previous), 0);
+  int pipe_ends[2];
+  ASSERT_EQ(::pipe(pipe_ends), 0);
+  ::fcntl(pipe_ends[1], F_SETPIPE_SZ, 4096);  // the smallest pipe: every line takes many writes
+  std::string received;
+  std::thread reader([&] {
+    char buffer[1024];
+    ssize_t n = 0;
+    while ((n = ::read(pipe_ends[0], buffer, sizeof buffer)) > 0) received.append(buffer, n);
+  });
+  const int saved = ::dup(STDOUT_FILENO);
+  ASSERT_GE(saved, 0);
+  ASSERT_EQ(::dup2(pipe_ends[1], STDOUT_FILENO), STDOUT_FILENO);
+  constexpr int kThreads = 4;
+  constexpr int kLines = 25;
+  {
+    StdoutAuditSink sink;
+    std::vector<std::thread> writers;
+    std::atomic<int> done{0};
+    for (int t = 0; t < kThreads; ++t) {
+      writers.emplace_back([&sink, &done, t] {
+        for (int i = 0; i < kLines; ++i) {
+          // 20,000 bytes of one letter per thread, then the line's number.
+          sink.write_line(std::string(20000, static_cast<char>('a' + t)) + std::to_string(i));
+        }
+        ++done;
+      });
+    }
+    while (done < kThreads) {
+      for (auto& writer : writers) ::pthread_kill(writer.native_handle(), SIGUSR1);
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    for (auto& writer : writers) writer.join();
+  }
+  ::sigaction(SIGUSR1, &previous, nullptr);
+  // Nothing may be printed while stdout is the pipe: the checks come once it is back.
+  ::dup2(saved, STDOUT_FILENO);
+  ::close(saved);
+  ::close(pipe_ends[1]);
+  reader.join();
+  ::close(pipe_ends[0]);
+
+  std::map<char, int> next_line;  // per thread, the number its next line must carry
+  std::istringstream lines(received);
+  std::string line;
+  int count = 0;
+  while (std::getline(lines, line)) {
+    ++count;
+    ASSERT_GT(line.size(), 20000u);
+    const char letter = line[0];
+    ASSERT_EQ(line.find_first_not_of(letter), 20000u) << "lines interleaved";
+    EXPECT_EQ(line.substr(20000), std::to_string(next_line[letter]++));
+  }
+  EXPECT_EQ(count, kThreads * kLines);
+  EXPECT_EQ(received.back(), '\n');
 }
 
 }  // namespace
