@@ -11,6 +11,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <map>
@@ -40,7 +43,9 @@
 
 #include "agentapi/api_error.h"
 #include "agentapi/sim_process.h"
+#include "core/base64.h"
 #include "core/proxy_env.h"
+#include "egressgateway/gateway_process.h"
 
 namespace perimeter::runner {
 namespace {
@@ -543,6 +548,13 @@ class ConcurrentServer {
         open_.push_back(fd);
         ++accepted_;
         workers_.emplace_back([this, fd] {
+          // OpenSSL writes with write(2): a peer gone mid-answer must be EPIPE in this server
+          // thread, not a SIGPIPE that ends the test. The transport under test runs on the test's
+          // own thread, where SIGPIPE stays deliverable.
+          sigset_t pipe;
+          sigemptyset(&pipe);
+          sigaddset(&pipe, SIGPIPE);
+          pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
           serve_(fd);
           std::lock_guard lock(mutex_);
           std::erase(open_, fd);
@@ -641,8 +653,8 @@ class RecordingTlsServer {
   }
   int port() const { return server_.port(); }
   int accepted() { return server_.accepted(); }
-  std::string url(const std::string& path) const {
-    return "https://localhost:" + std::to_string(port()) + path;
+  std::string url(const std::string& path, const std::string& host = "localhost") const {
+    return "https://" + host + ":" + std::to_string(port()) + path;
   }
   // Everything received so far, then forgotten.
   std::string take_received() {
@@ -704,15 +716,17 @@ ProxyEnvironment proxies_from(std::map<std::string, std::string> values) {
 }
 
 // What the calls the runner makes returned: a POST, a GET on the same connection, a stream.
-std::string call_origin(BeastTransport& transport, const RecordingTlsServer& server) {
+std::string call_origin(BeastTransport& transport, const RecordingTlsServer& server,
+                        const std::string& host = "localhost") {
   std::string out;
-  const auto posted = transport.send(request("POST", server.url("/v1/items?beta=true"), "{}"));
+  const auto posted =
+      transport.send(request("POST", server.url("/v1/items?beta=true", host), "{}"));
   out += std::to_string(posted.status) + " " + posted.body + "\n";
-  const auto got = transport.send(request("GET", server.url("/v1/items/1")));
+  const auto got = transport.send(request("GET", server.url("/v1/items/1", host)));
   out += std::to_string(got.status) + " " + got.body + "\n";
   std::atomic<bool> cancel{false};
   const auto streamed = transport.stream(
-      request("GET", server.url("/stream")),
+      request("GET", server.url("/stream", host)),
       [&](std::string_view data) {
         out.append(data);
         return true;
@@ -860,6 +874,68 @@ TEST(BeastTransportHttpProxy, AnHttpsProxyAloneLeavesHttpUrlsDirect) {
       proxies_from({{"HTTPS_PROXY", "http://127.0.0.1:" + std::to_string(proxy.port())}}));
   EXPECT_EQ(transport.send(request("GET", origin.url("/v1/x"))).body, "direct");
   EXPECT_EQ(proxy.accepted(), 0);
+}
+
+// The real perimeter-egress-gateway between the transport and the origin: its name check, its
+// SNI check and its credentials accept exactly what the transport sends. The gateway resolves the
+// API's name through a private /etc/hosts (root), as it would resolve api.anthropic.com.
+TEST_F(BeastTransportProxy, ThroughTheEgressGatewayTheOriginReceivesWhatTheStandInRelays) {
+  const Certificate api = make_certificate(dir.path(), "api", "DNS:api.perimeter.test");
+  const std::string add = "cat '" + api.cert_path + "' >> '" + dir.path() + "/trusted.pem'";
+  ASSERT_EQ(std::system(add.c_str()), 0);
+  RecordingTlsServer server(api);
+  const std::string hosts = dir.path() + "/hosts";
+  std::ofstream(hosts) << "127.0.0.1 api.perimeter.test\n127.0.0.1 other.perimeter.test\n";
+  perimeter::testing::GatewayProcessOptions options;
+  options.hosts_file = hosts;
+  perimeter::testing::GatewayProcess gateway(
+      "listen: 127.0.0.1:0\ntesting_allow_loopback_upstreams: true\nenvironments:\n"
+      "  - name: team-a/agents\n    allow:\n      - {host: api.perimeter.test, ports: [" +
+          std::to_string(server.port()) + "]}\n",
+      options);
+  // The credential the operator issues, as the URL it puts in HTTPS_PROXY.
+  std::string user_and_password;
+  ASSERT_TRUE(base64_decode_any(
+      gateway.credential("team-a", "agents", "sesn_01ABC").substr(std::string("Basic ").size()),
+      &user_and_password));
+  const std::string gateway_url =
+      "http://" + user_and_password + "@127.0.0.1:" + std::to_string(gateway.proxy_port());
+
+  ConnectProxy stand_in;
+  BeastTransport through_stand_in(proxies_from({{"HTTPS_PROXY", proxy_url(stand_in.port())}}));
+  const std::string answers = call_origin(through_stand_in, server, "api.perimeter.test");
+  EXPECT_EQ(answers,
+            "200 secure\n200 secure\nevent: a\ndata: one\n\nevent: b\ndata: two\n\n200 whole");
+  const std::string bytes = server.take_received();
+
+  BeastTransport through_gateway(proxies_from({{"HTTPS_PROXY", gateway_url}}));
+  EXPECT_EQ(call_origin(through_gateway, server, "api.perimeter.test"), answers) << gateway.log();
+  EXPECT_EQ(server.take_received(), bytes);
+
+  // A host the environment does not list: the gateway's 403 and its reason reach the caller.
+  try {
+    through_gateway.send(request("GET", server.url("/v1/x", "other.perimeter.test")));
+    FAIL() << "the gateway let an unlisted host through";
+  } catch (const TransportError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("answered 403"), std::string::npos) << message;
+    EXPECT_NE(message.find("other.perimeter.test:" + std::to_string(server.port()) +
+                           " is not on the allow-list of team-a/agents"),
+              std::string::npos)
+        << message;
+  }
+  // Another session's name with this session's password: 407.
+  const std::string forged = "http://team-a~agents~sesn_OTHER:" +
+                             user_and_password.substr(user_and_password.find(':') + 1) +
+                             "@127.0.0.1:" + std::to_string(gateway.proxy_port());
+  BeastTransport forging(proxies_from({{"HTTPS_PROXY", forged}}));
+  try {
+    forging.send(request("GET", server.url("/v1/x", "api.perimeter.test")));
+    FAIL() << "the gateway took a forged credential";
+  } catch (const TransportError& error) {
+    EXPECT_NE(std::string(error.what()).find("answered 407"), std::string::npos) << error.what();
+  }
+  EXPECT_TRUE(server.take_received().empty());
 }
 
 }  // namespace
