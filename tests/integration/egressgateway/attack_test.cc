@@ -140,6 +140,23 @@ TEST_F(EgressGatewayAttack, AnAllowedHostWorksEndToEndAndItsAuditLineCountsEvery
   EXPECT_EQ(gateway_->log().find("Proxy-Authorization"), std::string::npos);
 }
 
+TEST_F(EgressGatewayAttack, AClientsHalfCloseReachesTheUpstreamWhichCanStillAnswer) {
+  const auto audit_before = gateway_->audit_lines().size();
+  ProxiedTlsClient client(gateway_->proxy_host(), gateway_->proxy_port());
+  ASSERT_EQ(client.connect(front_target(), gateway_->credential("team-a", "agents", "h")).status,
+            200);
+  std::string error;
+  ASSERT_TRUE(client.handshake("allowed.test", ca_->pem(), "allowed.test", &error)) << error;
+  ASSERT_TRUE(client.write("HALFCLOSE\nabc"));
+  client.close_write();
+  // The front saw the end of the stream under the close_notify, and its answer still came back.
+  EXPECT_EQ(client.read_to_end(), "EOF after 3\n");
+  const auto line = next_audit_line(audit_before);
+  EXPECT_EQ(line["reason"], "ok") << line.dump();
+  EXPECT_EQ(line["bytes_up"], client.raw_written());
+  EXPECT_EQ(line["bytes_down"], client.raw_read());
+}
+
 TEST_F(EgressGatewayAttack, AnUnlistedHostIsRefusedAndNothingIsDialled) {
   const auto audit_before = gateway_->audit_lines().size();
   const int front_before = front_->settled_connections();

@@ -181,6 +181,17 @@ void TlsStandIn::serve(int fd) {
         if (SSL_write(ssl, chunk.data(), count) <= 0) break;
         left -= static_cast<std::uint64_t>(count);
       }
+    } else if (line == "HALFCLOSE") {
+      std::uint64_t count = 0;
+      char buffer[4096];
+      for (int n; (n = SSL_read(ssl, buffer, sizeof buffer)) > 0;)
+        count += static_cast<std::uint64_t>(n);
+      // The close_notify came as data; the end of the TCP stream must follow it.
+      timeval timeout{5, 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+      const std::string answer =
+          recv(fd, buffer, 1, 0) == 0 ? "EOF after " + std::to_string(count) + "\n" : "NO EOF\n";
+      SSL_write(ssl, answer.data(), static_cast<int>(answer.size()));
     } else if (line == "FLOOD") {
       const std::string chunk(16 * 1024, 'x');
       while (!stopping_ && SSL_write(ssl, chunk.data(), static_cast<int>(chunk.size())) > 0) {
@@ -281,6 +292,11 @@ bool ProxiedTlsClient::handshake(const std::string& sni, const std::string& ca_p
 bool ProxiedTlsClient::write(const std::string& bytes) {
   return SSL_write(ssl_, bytes.data(), static_cast<int>(bytes.size())) ==
          static_cast<int>(bytes.size());
+}
+
+void ProxiedTlsClient::close_write() {
+  SSL_shutdown(ssl_);
+  ::shutdown(fd_, SHUT_WR);
 }
 
 std::string ProxiedTlsClient::read_to_end() {

@@ -29,7 +29,9 @@ class TestCa {
 
 // A TLS server on `address` (127.0.0.x, a free port) standing in for an upstream. It speaks a
 // line protocol after the handshake: "PING\n" -> "PONG\n"; "SEND <n>\n" -> n bytes; "FLOOD\n" ->
-// bytes until the peer goes away; then it closes. It counts what reached it.
+// bytes until the peer goes away; "HALFCLOSE\n" -> reads until the client's close_notify, then
+// waits for the TCP end of stream under it and answers "EOF after <n>\n" (or "NO EOF\n"); then it
+// closes. It counts what reached it.
 class TlsStandIn {
  public:
   TlsStandIn(const std::string& address, const std::string& certificate_pem,
@@ -96,6 +98,8 @@ class ProxiedTlsClient {
   bool handshake(const std::string& sni, const std::string& ca_pem, const std::string& verify_name,
                  std::string* error);
   bool write(const std::string& bytes);
+  // Sends TLS close_notify, then closes the socket's sending side (a half-close); reading goes on.
+  void close_write();
   // Reads until the peer closes (TLS EOF or error); returns what came.
   std::string read_to_end();
   // Reads up to `count` bytes (fewer at EOF).
