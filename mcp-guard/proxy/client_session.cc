@@ -15,6 +15,8 @@
 namespace perimeter::mcpguard {
 namespace {
 
+using namespace std::string_view_literals;
+
 // One upstream read of a streamed reply; also the most a session holds of it at once. Allocated
 // when a stream starts (not zero-filled: only the bytes read are touched) and freed when it ends.
 constexpr std::size_t kChunkBytes = 16 * 1024;
@@ -32,10 +34,14 @@ constexpr int kRpcDenied = -32001;
 constexpr int kRpcRateLimited = -32002;
 constexpr int kRpcUpstream = -32003;
 
+// ASCII only, as HTTP's tokens are (std::tolower is a call per byte).
+char ascii_lower(char c) {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
+           return ascii_lower(x) == ascii_lower(y);
          });
 }
 
@@ -54,18 +60,23 @@ bool is_malformed_http(const beast::error_code& error) {
 std::string serialize_head(const http::response_header<>& head) {
   beast::string_view reason = head.reason();
   if (reason.empty()) reason = http::obsolete_reason(head.result());
-  std::string text = "HTTP/1.1 " + std::to_string(head.result_int()) + " ";
+  std::string text;
+  text.reserve(256);
+  text.append("HTTP/1.1 "sv);
+  char status[8];
+  text.append(status, std::to_chars(status, status + sizeof status, head.result_int()).ptr);
+  text.push_back(' ');
   text.append(reason.data(), reason.size());
-  text += "\r\n";
+  text.append("\r\n"sv);
   for (const auto& field : head) {
     const auto name = field.name_string();
     const auto value = field.value();
     text.append(name.data(), name.size());
-    text += ": ";
+    text.append(": "sv);
     text.append(value.data(), value.size());
-    text += "\r\n";
+    text.append("\r\n"sv);
   }
-  text += "\r\n";
+  text.append("\r\n"sv);
   return text;
 }
 
@@ -77,20 +88,50 @@ void serialize_request_head(const http::request_header<>& head, std::string* tex
   text->assign(method.data(), method.size());
   text->push_back(' ');
   text->append(target.data(), target.size());
-  text->append(" HTTP/1.1\r\n");
+  text->append(" HTTP/1.1\r\n"sv);
   for (const auto& field : head) {
     const auto name = field.name_string();
     const auto value = field.value();
     text->append(name.data(), name.size());
-    text->append(": ");
+    text->append(": "sv);
     text->append(value.data(), value.size());
-    text->append("\r\n");
+    text->append("\r\n"sv);
   }
-  text->append("\r\n");
+  text->append("\r\n"sv);
 }
 
 bool istarts_with(std::string_view text, std::string_view prefix) {
   return text.size() >= prefix.size() && iequals(text.substr(0, prefix.size()), prefix);
+}
+
+// The MCP headers a request's audit lines and checks read, found in one pass over the fields (a
+// lookup by a name Beast does not know is a tree search comparing names case-insensitively at
+// each step). The first of a repeated header counts, as with a lookup.
+struct McpHeaders {
+  std::optional<std::string> session;
+  std::optional<std::string> protocol_version;
+  std::optional<std::string> method;
+  std::optional<std::string> name;
+};
+
+McpHeaders mcp_headers(const http::fields& fields) {
+  McpHeaders found;
+  for (const auto& field : fields) {
+    const auto name_text = field.name_string();
+    const std::string_view name(name_text.data(), name_text.size());
+    std::optional<std::string>* slot = nullptr;
+    if (iequals(name, "Mcp-Session-Id")) {
+      slot = &found.session;
+    } else if (iequals(name, "MCP-Protocol-Version")) {
+      slot = &found.protocol_version;
+    } else if (iequals(name, "Mcp-Method")) {
+      slot = &found.method;
+    } else if (iequals(name, "Mcp-Name")) {
+      slot = &found.name;
+    }
+    if (slot != nullptr && !*slot) *slot = std::string(field.value());
+  }
+  return found;
 }
 
 std::optional<std::string> header(const http::fields& fields, std::string_view name) {
@@ -103,12 +144,18 @@ std::optional<std::string> header(const http::fields& fields, std::string_view n
 // would leave the message as it is, yet it erases and inserts the field again (an allocation and
 // two tree operations per message), and most messages carry the right length already.
 bool has_content_length(const http::fields& fields, std::size_t length) {
-  if (fields.find(http::field::transfer_encoding) != fields.end()) return false;
-  const auto [first, last] = fields.equal_range(http::field::content_length);
-  if (first == last || std::next(first) != last) return false;
+  // One pass over the few fields, comparing their enum: cheaper than two tree searches by name.
+  const http::fields::value_type* content_length = nullptr;
+  for (const auto& field : fields) {
+    if (field.name() == http::field::transfer_encoding) return false;
+    if (field.name() != http::field::content_length) continue;
+    if (content_length != nullptr) return false;  // more than one
+    content_length = &field;
+  }
+  if (content_length == nullptr) return false;
   char digits[24];
   const auto end = std::to_chars(digits, digits + sizeof digits, length).ptr;
-  const auto value = first->value();
+  const auto value = content_length->value();
   return std::string_view(value.data(), value.size()) ==
          std::string_view(digits, static_cast<std::size_t>(end - digits));
 }
@@ -417,8 +464,9 @@ void ClientSession::inspect_request() {
     return;
   }
   payload_ = std::move(parsed.payload);
-  const auto session = header(request_, "Mcp-Session-Id");
-  const auto protocol_version = header(request_, "MCP-Protocol-Version");
+  const McpHeaders headers = mcp_headers(request_);
+  const auto& session = headers.session;
+  const auto& protocol_version = headers.protocol_version;
   std::size_t rpc_requests = 0;
   for (std::size_t i = 0; i < payload_->messages.size(); ++i) {
     const auto& message = payload_->messages[i];
@@ -441,8 +489,7 @@ void ClientSession::inspect_request() {
     pending_.push_back(std::move(pending));
   }
 
-  if (const auto mismatch = routing_header_mismatch(*payload_, header(request_, "Mcp-Method"),
-                                                    header(request_, "Mcp-Name"))) {
+  if (const auto mismatch = routing_header_mismatch(*payload_, headers.method, headers.name)) {
     refuse(http::status::bad_request,
            rpc_error_response(payload_->batch || pending_.empty() ? nlohmann::json(nullptr)
                                                                   : pending_.front().record.id,
