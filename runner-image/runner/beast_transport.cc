@@ -38,7 +38,7 @@ constexpr std::chrono::milliseconds kCancelPoll{100};
 constexpr std::size_t kReadChunk = 16 * 1024;
 constexpr std::uint32_t kHeaderLimit = 64 * 1024;
 // A proxy's refusal is read whole for its reason, up to this much.
-constexpr std::uint64_t kProxyBodyLimit = 64 * 1024;
+constexpr std::uint64_t kProxyBodyLimit = std::uint64_t{64} * 1024;
 
 std::string lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(),
