@@ -434,3 +434,46 @@ TEST(EgressGatewayLimits, ConnectionsPastMaxConnectionsGet503AndAreCounted) {
 
 }  // namespace
 }  // namespace perimeter::testing
+
+namespace perimeter::testing {
+namespace {
+
+TEST(EgressGatewayLimits, AnIdleTunnelIsClosedAfterIdleTimeout) {
+  ASSERT_EQ(geteuid(), 0u) << "the private /etc/hosts needs root (a mount namespace)";
+  TestCa ca;
+  const auto identity = ca.issue({"allowed.test"});
+  TlsStandIn front(kFrontAddress, identity.first, identity.second);
+  const std::string hosts = std::filesystem::temp_directory_path() /
+                            ("perimeter-egress-idle-hosts-" + std::to_string(getpid()));
+  std::ofstream(hosts) << hosts_file_text();
+  GatewayProcessOptions options;
+  options.hosts_file = hosts;
+  GatewayProcess gateway(
+      "listen: 127.0.0.1:0\n"
+      "idle_timeout_ms: 300\n"
+      "testing_allow_loopback_upstreams: true\n"
+      "environments:\n"
+      "  - name: team-a/agents\n"
+      "    allow:\n"
+      "      - {host: allowed.test, ports: [" +
+          std::to_string(front.port()) + "]}\n",
+      options);
+  ProxiedTlsClient client(gateway.proxy_host(), gateway.proxy_port());
+  ASSERT_EQ(client
+                .connect("allowed.test:" + std::to_string(front.port()),
+                         gateway.credential("team-a", "agents", "idle"))
+                .status,
+            200);
+  std::string error;
+  ASSERT_TRUE(client.handshake("allowed.test", ca.pem(), "allowed.test", &error)) << error;
+  // Neither side sends anything more: the gateway closes the tunnel.
+  EXPECT_TRUE(client.closed_by_peer(5000));
+  const auto lines = gateway.wait_for_audit_lines(1, milliseconds(5000));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["decision"], "allowed");
+  EXPECT_EQ(lines[0]["reason"], "idle_timeout");
+  std::filesystem::remove(hosts);
+}
+
+}  // namespace
+}  // namespace perimeter::testing
