@@ -707,8 +707,14 @@ class RecordingTlsServer {
   ConcurrentServer server_;  // last: its threads use the members above
 };
 
-ProxyEnvironment proxies_from(std::map<std::string, std::string> values) {
-  return load_proxy_environment([values](const char* name) -> std::optional<std::string> {
+// Appends the certificate to the trust store the transport reads on its first https call.
+void trust(const Certificate& certificate, const std::string& store) {
+  std::ifstream in(certificate.cert_path);
+  std::ofstream(store, std::ios::app) << in.rdbuf();
+}
+
+ProxyEnvironment proxies_from(const std::map<std::string, std::string>& values) {
+  return load_proxy_environment([&values](const char* name) -> std::optional<std::string> {
     auto it = values.find(name);
     if (it == values.end()) return std::nullopt;
     return it->second;
@@ -739,9 +745,7 @@ std::string call_origin(BeastTransport& transport, const RecordingTlsServer& ser
 class BeastTransportProxy : public BeastTransportTls {
  protected:
   BeastTransportProxy() : origin_certificate(make_certificate(dir.path(), "origin", kSan)) {
-    const std::string add =
-        "cat '" + origin_certificate.cert_path + "' >> '" + dir.path() + "/trusted.pem'";
-    EXPECT_EQ(std::system(add.c_str()), 0);
+    trust(origin_certificate, dir.path() + "/trusted.pem");
   }
   static constexpr const char* kSan = "DNS:localhost,IP:127.0.0.1";
   // The gateway's user is <namespace>~<name>~<session id>; the password is percent-encoded.
@@ -881,8 +885,7 @@ TEST(BeastTransportHttpProxy, AnHttpsProxyAloneLeavesHttpUrlsDirect) {
 // API's name through a private /etc/hosts (root), as it would resolve api.anthropic.com.
 TEST_F(BeastTransportProxy, ThroughTheEgressGatewayTheOriginReceivesWhatTheStandInRelays) {
   const Certificate api = make_certificate(dir.path(), "api", "DNS:api.perimeter.test");
-  const std::string add = "cat '" + api.cert_path + "' >> '" + dir.path() + "/trusted.pem'";
-  ASSERT_EQ(std::system(add.c_str()), 0);
+  trust(api, dir.path() + "/trusted.pem");
   RecordingTlsServer server(api);
   const std::string hosts = dir.path() + "/hosts";
   std::ofstream(hosts) << "127.0.0.1 api.perimeter.test\n127.0.0.1 other.perimeter.test\n";
