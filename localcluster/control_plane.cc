@@ -494,6 +494,7 @@ RealNodeOptions ControlPlane::real_node_options() const {
   node.start_timeout = options_.start_timeout;
   node.abort_requested = options_.abort_requested;
   node.admin_client = [this] { return admin_client(); };
+  node.service_cluster_ip_range = kServiceClusterIpRange;
   // Next to the cluster folders, where the next start's sweep looks anyway.
   node.records_dir = fs::path(options_.dir).parent_path().string() + "/real-nodes";
   return node;

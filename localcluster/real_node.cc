@@ -253,6 +253,24 @@ std::vector<std::string> split_rule(const std::string& line) {
   return words;
 }
 
+// The names of the ip sets on this machine (`ipset list -n`).
+std::set<std::string> ipset_names(const std::string& log_path) {
+  std::set<std::string> names;
+  auto listed = run_command({"ipset", "list", "-n"}, log_path);
+  std::istringstream lines(listed.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty()) names.insert(line);
+  }
+  return names;
+}
+
+// kube-router's ip sets (its policy chains match on them): KUBE-SRC-*, KUBE-DST-*,
+// kube-router-*, and the same with inet6: in front.
+bool is_kube_router_ipset(std::string name) {
+  if (name.rfind("inet6:", 0) == 0) name = name.substr(6);
+  return name.rfind("KUBE-", 0) == 0 || name.rfind("kube-router-", 0) == 0;
+}
+
 }  // namespace
 
 std::string images_dir() {
@@ -277,7 +295,11 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
       {"containerd-shim-runc-v2", "containerd"},
       {"ctr", "containerd"},
       {"runc", "runc"},
-      {"ip", "iproute2"}};
+      {"ip", "iproute2"},
+      // kube-router, the NetworkPolicy enforcer, programs iptables in one restore and ip sets.
+      {"iptables-save", "iptables"},
+      {"iptables-restore", "iptables"},
+      {"ipset", "ipset"}};
   for (const auto& [binary, package] : binaries) {
     if (process::find_executable(binary).empty()) {
       std::string line = "binary " + binary;
@@ -294,6 +316,10 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
   if (::access((options.tools_dir + "/kubelet").c_str(), X_OK) != 0) {
     missing.push_back("kubelet not found at " + options.tools_dir +
                       "/kubelet (`make tools` builds it)");
+  }
+  if (::access((options.tools_dir + "/kube-router").c_str(), X_OK) != 0) {
+    missing.push_back("kube-router not found at " + options.tools_dir +
+                      "/kube-router (`make tools` builds it)");
   }
   if (!fs::exists(options.images_dir + "/pause.tar")) {
     missing.push_back("the pause image " + options.images_dir +
@@ -356,6 +382,7 @@ void RealNode::write_record() const {
                            {"bridge", bridge_},
                            {"chains_before", chains_before_},
                            {"iptables_recorded", iptables_recorded_},
+                           {"ipsets_before", ipsets_before_},
                            {"created_host_paths", created_host_paths_}};
   const std::string path = record_path();
   std::ofstream(path + ".tmp") << record.dump() << "\n";
@@ -393,6 +420,7 @@ std::vector<std::string> RealNode::reap_orphaned_nodes(const std::string& record
     orphan.bridge_ = record.value("bridge", "");
     orphan.chains_before_ = record.value("chains_before", std::vector<std::string>{});
     orphan.iptables_recorded_ = record.value("iptables_recorded", false);
+    orphan.ipsets_before_ = record.value("ipsets_before", std::vector<std::string>{});
     orphan.created_host_paths_ = record.value("created_host_paths", std::vector<std::string>{});
     fs::create_directories(options.dir, error);  // for the teardown commands' logs
     orphan.stop();
@@ -433,6 +461,7 @@ void RealNode::start_all() {
   socket_ = options_.dir + "/containerd.sock";
   containerd_log_ = options_.logs_dir + "/containerd.log";
   kubelet_log_ = options_.logs_dir + "/kubelet.log";
+  network_policies_log_ = options_.logs_dir + "/kube-router.log";
   fs::create_directories(options_.dir);
   fs::create_directories(options_.logs_dir);
   write_record();  // from here on, a killed supervisor leaves something the next start can reap
@@ -449,7 +478,16 @@ void RealNode::start_all() {
   remember_iptables_chains();
   remember_host_paths();
   write_record();
+  write_network_policies_credentials();
   start_kubelet();
+  // kube-router looks its Node up once at start, so it starts once the kubelet has registered
+  // it; the not-ready taint is lifted only after it enforces, so no pod runs unpoliced.
+  wait_for_node_registered();
+  const auto enforcer_spawned = SteadyClock::now();
+  start_network_policies();
+  wait_for_network_policies();
+  phases_["network_policies_startup_ms"] = millis_since(enforcer_spawned);
+  phases_["network_policies_ready_ms"] = millis_since(started);
   wait_for_node_ready();
   phases_["node_ready_ms"] = millis_since(started);
   logger_.info("real node ready", describe());
@@ -640,6 +678,10 @@ void RealNode::remove_host_paths() {
 
 void RealNode::remember_iptables_chains() {
   iptables_recorded_ = true;
+  if (!process::find_executable("ipset").empty()) {
+    for (const auto& name : ipset_names(options_.dir + "/ipset.log"))
+      ipsets_before_.push_back(name);
+  }
   for (const char* binary : {"iptables", "ip6tables"}) {
     if (process::find_executable(binary).empty()) continue;
     for (const auto& chain : iptables_chains(binary, options_.dir + "/iptables.log")) {
@@ -719,6 +761,17 @@ void RealNode::start_kubelet() {
   write_pid_file(options_.dir + "/kubelet.pid", kubelet_->pid());
 }
 
+void RealNode::wait_for_node_registered() {
+  auto api = options_.admin_client();
+  wait_for(*kubelet_, "kubelet", kubelet_log_, "Node " + name_ + " registered",
+           [&](std::string* complaint) {
+             auto response = api->get("/api/v1/nodes/" + name_);
+             if (response.status == 200) return true;
+             *complaint = "Node " + name_ + ": HTTP " + std::to_string(response.status);
+             return false;
+           });
+}
+
 void RealNode::wait_for_node_ready() {
   auto api = options_.admin_client();
   wait_for(*kubelet_, "kubelet", kubelet_log_, "Node " + name_ + " Ready",
@@ -756,10 +809,129 @@ void RealNode::wait_for_node_ready() {
            });
 }
 
+void RealNode::write_network_policies_credentials() {
+  // A user of its own with only what kube-router's firewall reads (and its Events), not the
+  // admin's.
+  const std::string user = "perimeter:network-policies";
+  const std::string pki = options_.dir + "/pki";
+  fs::create_directories(pki);
+  issue_from_cluster_ca({.common_name = user, .usage = pki::Usage::kClient},
+                        pki::read_certificate_file(options_.ca_cert),
+                        pki::read_private_key_file(options_.ca_key), pki + "/network-policies.crt",
+                        pki + "/network-policies.key");
+  KubeconfigSpec kubeconfig;
+  kubeconfig.server = options_.apiserver_url;
+  kubeconfig.ca_file = options_.ca_cert;
+  kubeconfig.client_cert_file = pki + "/network-policies.crt";
+  kubeconfig.client_key_file = pki + "/network-policies.key";
+  kubeconfig.context_name = "network-policies";
+  kubeconfig.user_name = user;
+  write_kubeconfig(options_.dir + "/network-policies.kubeconfig", kubeconfig);
+
+  const auto read_only = nlohmann::json::array({"get", "list", "watch"});
+  nlohmann::json role = {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+                         {"kind", "ClusterRole"},
+                         {"metadata", {{"name", user}}},
+                         {"rules",
+                          {{{"apiGroups", {""}},
+                            {"resources", {"pods", "namespaces", "nodes", "services", "endpoints"}},
+                            {"verbs", read_only}},
+                           {{"apiGroups", {"discovery.k8s.io"}},
+                            {"resources", {"endpointslices"}},
+                            {"verbs", read_only}},
+                           {{"apiGroups", {"networking.k8s.io"}},
+                            {"resources", {"networkpolicies"}},
+                            {"verbs", read_only}},
+                           {{"apiGroups", {"", "events.k8s.io"}},
+                            {"resources", {"events"}},
+                            {"verbs", {"create", "patch", "update"}}}}}};
+  nlohmann::json binding = {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "ClusterRoleBinding"},
+      {"metadata", {{"name", user}}},
+      {"roleRef",
+       {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "ClusterRole"}, {"name", user}}},
+      {"subjects",
+       {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", user}}}}};
+  auto api = options_.admin_client();
+  for (const auto& [path, object] :
+       {std::pair{"/apis/rbac.authorization.k8s.io/v1/clusterroles", role},
+        std::pair{"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding}}) {
+    auto response = api->request("POST", path, object.dump());
+    if (response.status != 201 && response.status != 409) {
+      throw std::runtime_error("granting " + user + " its role (" + std::string(path) + "): HTTP " +
+                               std::to_string(response.status) + ": " + response.body);
+    }
+  }
+}
+
+void RealNode::start_network_policies() {
+  process::ProcessSpec spec;
+  // Its firewall alone: no routing (the bridge plugin does that), no service proxy, no health
+  // or metrics port (their defaults are fixed ports a second node would collide with).
+  spec.argv = {options_.tools_dir + "/kube-router",
+               "--kubeconfig=" + options_.dir + "/network-policies.kubeconfig",
+               "--hostname-override=" + name_,
+               "--run-firewall=true",
+               "--run-router=false",
+               "--run-service-proxy=false",
+               "--run-loadbalancer=false",
+               "--service-cluster-ip-range=" + options_.service_cluster_ip_range,
+               "--health-port=0",
+               "--metrics-port=0",
+               "--v=1"};
+  spec.log_path = network_policies_log_;
+  spec.working_dir = options_.dir;
+  spec.parent_death_signal = SIGKILL;  // its chains and sets stay: teardown removes them
+  network_policies_ = process::Process::spawn(spec);
+  write_pid_file(options_.dir + "/kube-router.pid", network_policies_->pid());
+}
+
+void RealNode::wait_for_network_policies() {
+  const std::string log = options_.dir + "/iptables.log";
+  wait_for(*network_policies_, "kube-router", network_policies_log_,
+           "its firewall chains hooked into FORWARD, INPUT and OUTPUT",
+           [&](std::string* complaint) {
+             // Its first full sync, after its caches synced, puts all three jumps in at once.
+             auto rules = run_command({"iptables", "-w", "-S"}, log, std::chrono::seconds(10));
+             for (const char* chain : {"FORWARD", "INPUT", "OUTPUT"}) {
+               const std::string jump = std::string("-A ") + chain + " -m comment --comment";
+               const std::string target = std::string("-j KUBE-ROUTER-") + chain;
+               bool hooked = false;
+               std::istringstream lines(rules.out);
+               for (std::string line; std::getline(lines, line);) {
+                 if (line.rfind(jump, 0) == 0 && line.find(target) != std::string::npos) {
+                   hooked = true;
+                 }
+               }
+               if (!hooked) {
+                 *complaint = std::string("no jump to KUBE-ROUTER-") + chain + " yet";
+                 return false;
+               }
+             }
+             return true;
+           });
+}
+
+void RealNode::remove_ipsets() {
+  if (!iptables_recorded_) return;
+  // After the chains that match on them are gone; only kube-router's, only those it created.
+  const std::set<std::string> before(ipsets_before_.begin(), ipsets_before_.end());
+  const std::string log = options_.dir + "/ipset.log";
+  for (const auto& name : ipset_names(log)) {
+    if (!is_kube_router_ipset(name) || before.count(name) != 0) continue;
+    auto destroyed = run_command({"ipset", "destroy", name}, log);
+    if (!destroyed.ok) {
+      logger_.warn("could not destroy an ip set", {{"set", name}, {"error", destroyed.failure}});
+    }
+  }
+}
+
 std::vector<pid_t> RealNode::pids() const {
   std::vector<pid_t> pids;
   if (containerd_) pids.push_back(containerd_->pid());
   if (kubelet_) pids.push_back(kubelet_->pid());
+  if (network_policies_) pids.push_back(network_policies_->pid());
   return pids;
 }
 
@@ -777,6 +949,9 @@ nlohmann::json RealNode::describe() const {
           {"kubelet_pid", kubelet_ ? kubelet_->pid() : 0},
           {"containerd_log", containerd_log_},
           {"kubelet_log", kubelet_log_},
+          {"network_policies_pid", network_policies_ ? network_policies_->pid() : 0},
+          {"network_policies_log", network_policies_log_},
+
           {"images", images_},
           {"phases", phases_}};
 }
@@ -784,7 +959,7 @@ nlohmann::json RealNode::describe() const {
 std::vector<std::string> RealNode::exited_components() {
   std::vector<std::string> exited;
   if (stopped_) return exited;
-  for (auto* process : {containerd_.get(), kubelet_.get()}) {
+  for (auto* process : {containerd_.get(), kubelet_.get(), network_policies_.get()}) {
     if (process && !process->running()) {
       exited.push_back(process->name() + ": " + process->exit_status()->describe());
     }
@@ -798,11 +973,14 @@ void RealNode::stop() {
   // The kubelet first, so it does not restart containers while they are killed.
   if (kubelet_) kubelet_->terminate(std::chrono::seconds(10));
   kill_containers();
+  // Before its chains go, or its next sync would put them back.
+  if (network_policies_) network_policies_->terminate(std::chrono::seconds(5));
   if (containerd_) containerd_->terminate(std::chrono::seconds(10));
   unmount_all();
   remove_cgroups();
   delete_bridge();
   remove_iptables_chains();
+  remove_ipsets();
   remove_host_paths();
   if (auto record = record_path(); !record.empty()) {
     std::error_code ignored;
@@ -935,7 +1113,8 @@ void RealNode::remove_iptables_chains() {
   for (const char* binary : {"iptables", "ip6tables"}) {
     if (process::find_executable(binary).empty()) continue;
     for (const auto& chain : iptables_chains(binary, log)) {
-      // Only the kubelet's own chains (KUBE-*), and only those it created.
+      // Only the kubelet's and kube-router's chains (KUBE-*), and only those made since the
+      // node started.
       const auto slash = chain.find('/');
       const std::string table = chain.substr(0, slash), name = chain.substr(slash + 1);
       if (name.rfind("KUBE-", 0) != 0 || before.count(std::string(binary) + ":" + chain)) continue;

@@ -34,6 +34,8 @@ struct RealNodeOptions {
   std::function<bool()> abort_requested;
   // An admin client for the apiserver (RBAC for the kubelet, Node readiness).
   std::function<std::unique_ptr<HttpClient>()> admin_client;
+  // The apiserver's --service-cluster-ip-range (kube-router's firewall wants it).
+  std::string service_cluster_ip_range;
   // Where each running node records what teardown needs (outside its cluster folder), so a
   // node whose supervisor was SIGKILLed is torn down by the next start. Empty: no records.
   std::string records_dir;
@@ -51,8 +53,9 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
 // local apiserver: pods scheduled to it really run (runc, overlayfs, a locally built pause
 // image). Everything it makes lives under `dir`, in a cgroup subtree and a bridge of unique
 // names; destroying it kills every process it started (containerd's shims and containers
-// included), unmounts what they mounted, and deletes the bridge, the cgroups and the iptables
-// chains the kubelet added.
+// included), unmounts what they mounted, and deletes the bridge, the cgroups, the iptables
+// chains and ip sets the kubelet and the node's NetworkPolicy enforcer (kube-router's firewall,
+// docs/development.md "NetworkPolicy on the real node") added.
 class RealNode {
  public:
   // Checks the prerequisites, starts containerd, imports the images, starts the kubelet and
@@ -91,7 +94,12 @@ class RealNode {
   void grant_node_role();
   void make_cgroup_root();
   void start_kubelet();
+  void wait_for_node_registered();
   void wait_for_node_ready();
+  void write_network_policies_credentials();
+  void start_network_policies();
+  void wait_for_network_policies();
+  void remove_ipsets();
   void wait_for(process::Process& process, const std::string& component,
                 const std::string& log_path, const std::string& what,
                 const std::function<bool(std::string*)>& probe);
@@ -120,10 +128,14 @@ class RealNode {
   std::string socket_;
   std::string containerd_log_, kubelet_log_;
   std::unique_ptr<process::Process> containerd_, kubelet_;
+  // kube-router with only its firewall on: the node's NetworkPolicy enforcer.
+  std::unique_ptr<process::Process> network_policies_;
+  std::string network_policies_log_;
   std::vector<std::string> images_;
   // iptables chains that existed before the kubelet started ("table/chain"), per binary.
   std::vector<std::string> chains_before_;
   bool iptables_recorded_ = false;
+  std::vector<std::string> ipsets_before_;       // ip sets that existed before the node started
   std::vector<std::string> created_host_paths_;  // outside `dir`, made by the kubelet
   nlohmann::json phases_ = nlohmann::json::object();
   bool stopped_ = false;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane tools (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, kubelet, etcd, KWOK, Helm) from the Go module proxy into a cache outside the repository,
-# keyed by version. A tool already in the cache is not rebuilt, so a second run does nothing.
+# kubectl, kubelet, etcd, KWOK, Helm, and kube-router, the real node's NetworkPolicy enforcer)
+# from the Go module proxy into a cache outside the repository, keyed by version. A tool already
+# in the cache is not rebuilt, so a second run does nothing.
 #
 # Prints the bin directory on the last line of stdout. Everything else goes to stderr.
 # A tool that cannot be built fails with a message naming the tool and the command that failed.
@@ -143,11 +144,13 @@ case "$only" in
     go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
     build_kubernetes
     go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+    go_install kube-router "$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
     ;;
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
   helm) go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm]" >&2; exit 2 ;;
+  kube-router) go_install kube-router "$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|kube-router]" >&2; exit 2 ;;
 esac
 echo "$bin_dir"

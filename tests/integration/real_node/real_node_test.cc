@@ -1,6 +1,7 @@
 // The real node: a pod with the security context Perimeter puts on runner pods really runs on a
 // kubelet + containerd + runc of the harness's own, the container sees those settings enforced,
-// and stopping the harness leaves no process, mount, cgroup, network device or iptables chain.
+// and stopping the harness leaves no process, mount, cgroup, network device, iptables chain or ip
+// set (kube-router, the node's NetworkPolicy enforcer, makes both once a policy exists).
 #include "localcluster/real_node.h"
 
 #include <gmock/gmock.h>
@@ -89,6 +90,37 @@ std::set<std::string> iptables_chains() {
   return chains;
 }
 
+std::set<std::string> ipsets() {
+  std::set<std::string> names;
+  process::ProcessSpec spec;
+  spec.argv = {"ipset", "list", "-n"};
+  spec.capture_stdout = true;
+  auto child = process::Process::spawn(spec);
+  for (auto line = child->read_stdout_line(std::chrono::seconds(30));
+       line.result == process::LineRead::Result::kLine;
+       line = child->read_stdout_line(std::chrono::seconds(30))) {
+    names.insert(line.line);
+  }
+  child->wait();
+  return names;
+}
+
+// A NetworkPolicy over every pod of `ns` (no ingress): kube-router gives it a chain and ip sets.
+nlohmann::json deny_ingress_policy() {
+  return {{"apiVersion", "networking.k8s.io/v1"},
+          {"kind", "NetworkPolicy"},
+          {"metadata", {{"name", "deny-ingress"}}},
+          {"spec", {{"podSelector", nlohmann::json::object()}, {"policyTypes", {"Ingress"}}}}};
+}
+
+// Whether some iptables chain of the filter table starts with `prefix`.
+bool has_chain_starting(const std::string& prefix) {
+  for (const auto& chain : iptables_chains()) {
+    if (chain.rfind("filter/-N " + prefix, 0) == 0) return true;
+  }
+  return false;
+}
+
 int run_ip(std::vector<std::string> argv) {
   process::ProcessSpec spec;
   argv.insert(argv.begin(), "ip");
@@ -163,6 +195,7 @@ nlohmann::json probe_pod(const std::string& name, int hold_seconds = 0) {
 
 TEST(RealNodeTest, RunnerSecurityContextHoldsInsideARealContainerAndTeardownLeavesNothing) {
   const auto chains_before = iptables_chains();
+  const auto ipsets_before = ipsets();
   LocalClusterOptions options;
   options.controller_manager = true;
   options.scheduler = true;
@@ -186,6 +219,9 @@ TEST(RealNodeTest, RunnerSecurityContextHoldsInsideARealContainerAndTeardownLeav
   EXPECT_EQ(node_object["metadata"]["labels"].value(localcluster::kRealNodeLabel, ""), "true");
 
   api.create_namespace("real-node-test");
+  auto policy = api.post("/apis/networking.k8s.io/v1/namespaces/real-node-test/networkpolicies",
+                         deny_ingress_policy());
+  ASSERT_EQ(policy.status, 201) << policy.body;
   const std::string pods = "/api/v1/namespaces/real-node-test/pods";
   auto created = api.post(pods, probe_pod("probe"));
   ASSERT_EQ(created.status, 201) << created.body;
@@ -208,6 +244,8 @@ TEST(RealNodeTest, RunnerSecurityContextHoldsInsideARealContainerAndTeardownLeav
   EXPECT_TRUE(fs::exists("/sys/class/net/" + bridge)) << "the CNI bridge was never made";
   EXPECT_FALSE(cgroups_named(cgroup_root).empty());
   EXPECT_FALSE(mounts_under(dir).empty());
+  EXPECT_TRUE(eventually([] { return has_chain_starting("KUBE-NWPLCY-"); }))
+      << "kube-router made no chain for the namespace's NetworkPolicy";
 
   // The log, read as a user would: through the apiserver, which fetches it from the kubelet.
   auto log = api.get(pods + "/probe/log");
@@ -233,10 +271,13 @@ TEST(RealNodeTest, RunnerSecurityContextHoldsInsideARealContainerAndTeardownLeav
   EXPECT_FALSE(fs::exists("/sys/class/net/" + bridge));
   EXPECT_THAT(cgroups_named(cgroup_root), ::testing::IsEmpty());
   EXPECT_EQ(iptables_chains(), chains_before);
+  EXPECT_EQ(ipsets(), ipsets_before);
   EXPECT_FALSE(fs::exists(dir));
 }
 
 TEST(RealNodeTest, NodeOfASigkilledSupervisorIsTornDownByTheNextStart) {
+  const auto chains_before = iptables_chains();
+  const auto ipsets_before = ipsets();
   LocalClusterOptions options;
   options.controller_manager = true;
   options.scheduler = true;
@@ -249,6 +290,9 @@ TEST(RealNodeTest, NodeOfASigkilledSupervisorIsTornDownByTheNextStart) {
   const std::string cgroup_root = node.at("cgroup_root");
   const std::string dir = first->dir();
   KubeApi api(*first);
+  auto policy = api.post("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies",
+                         deny_ingress_policy());
+  ASSERT_EQ(policy.status, 201) << policy.body;
   const std::string pods = "/api/v1/namespaces/default/pods";
   auto created = api.post(pods, probe_pod("holder", 600));
   ASSERT_EQ(created.status, 201) << created.body;
@@ -259,6 +303,8 @@ TEST(RealNodeTest, NodeOfASigkilledSupervisorIsTornDownByTheNextStart) {
       },
       std::chrono::seconds(180)));
 
+  ASSERT_TRUE(eventually([] { return has_chain_starting("KUBE-NWPLCY-"); }))
+      << "kube-router made no chain for the NetworkPolicy";
   const auto components = first->component_pids();
   ASSERT_EQ(::kill(first->supervisor_pid(), SIGKILL), 0);
   ASSERT_TRUE(eventually([&] {
@@ -270,6 +316,9 @@ TEST(RealNodeTest, NodeOfASigkilledSupervisorIsTornDownByTheNextStart) {
   // What a killed supervisor leaves: the shims outlive containerd by design, with the containers.
   ASSERT_THAT(processes_mentioning(socket), ::testing::Not(::testing::IsEmpty()));
   ASSERT_FALSE(cgroups_named(cgroup_root).empty());
+  // And kube-router's chains and ip sets for the policy.
+  ASSERT_TRUE(has_chain_starting("KUBE-NWPLCY-"));
+  ASSERT_NE(ipsets(), ipsets_before);
 
   LocalClusterOptions second_options;
   second_options.real_node = true;
@@ -281,6 +330,8 @@ TEST(RealNodeTest, NodeOfASigkilledSupervisorIsTornDownByTheNextStart) {
   EXPECT_FALSE(fs::exists(dir));
   second.reset();
   first.reset();  // its supervisor is gone; nothing left to stop
+  EXPECT_EQ(iptables_chains(), chains_before);
+  EXPECT_EQ(ipsets(), ipsets_before);
 }
 
 TEST(RealNodeTest, HarnessWithoutThePauseImageFailsNamingIt) {
