@@ -35,8 +35,13 @@ const char* to_string(WatchEventType type) {
   return "UNKNOWN";
 }
 
-WatchEvent decode_watch_event(const std::string& line) {
-  json parsed = json::parse(line, nullptr, /*allow_exceptions=*/false);
+JsonFilter watch_event_filter(const JsonFilter& object_filter) {
+  return JsonFilter::members().keep("type").keep("object", object_filter);
+}
+
+WatchEvent decode_watch_event(const std::string& line, const JsonFilter* event_filter) {
+  json parsed = event_filter != nullptr ? parse_filtered(line, *event_filter)
+                                        : json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) throw DecodeError("watch line is not JSON", line);
   if (!parsed.is_object() || !parsed.contains("type") || !parsed["type"].is_string())
     throw DecodeError("watch event has no type", line);
@@ -52,6 +57,8 @@ WatchEvent decode_watch_event(const std::string& line) {
     event.type = WatchEventType::kDeleted;
   else if (type == "BOOKMARK")
     event.type = WatchEventType::kBookmark;
+  else if (type == "ERROR" && event_filter != nullptr)
+    return decode_watch_event(line);  // the Status whole: its code, reason and message
   else if (type == "ERROR")
     event.type = WatchEventType::kError;
   else
@@ -60,8 +67,10 @@ WatchEvent decode_watch_event(const std::string& line) {
 }
 
 WatchStream::WatchStream(std::unique_ptr<ResponseStream> stream, ClientMetrics& metrics,
-                         std::string context)
-    : stream_(std::move(stream)), metrics_(metrics), context_(std::move(context)) {}
+                         std::string context, const JsonFilter* object_filter)
+    : stream_(std::move(stream)), metrics_(metrics), context_(std::move(context)) {
+  if (object_filter != nullptr) event_filter_ = watch_event_filter(*object_filter);
+}
 
 std::optional<WatchEvent> WatchStream::next() {
   while (true) {
@@ -69,7 +78,7 @@ std::optional<WatchEvent> WatchStream::next() {
     if (!line) return std::nullopt;
     if (line->empty()) continue;  // keep-alive blank lines carry nothing
     try {
-      return decode_watch_event(*line);
+      return decode_watch_event(*line, event_filter_ ? &*event_filter_ : nullptr);
     } catch (const DecodeError& e) {
       metrics_.count_decode_error("watch");
       throw DecodeError(context_ + ": " + e.what(), e.offending_text());
@@ -123,7 +132,9 @@ json ResourceClient::call(const std::string& verb, const std::string& method,
       std::this_thread::sleep_for(wait);
     }
   }
-  json parsed = json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  json parsed = options.answer != nullptr
+                    ? parse_filtered(response.body, *options.answer)
+                    : json::parse(response.body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || !parsed.is_object()) {
     metrics_.count_decode_error("response");
     throw DecodeError(context + ": answer is not a JSON object", response.body);
@@ -190,7 +201,9 @@ json ResourceClient::remove(const std::string& ns, const std::string& name,
     body["preconditions"]["resourceVersion"] = *options.precondition_resource_version;
   if (!options.propagation_policy.empty()) body["propagationPolicy"] = options.propagation_policy;
   if (options.grace_period_seconds) body["gracePeriodSeconds"] = *options.grace_period_seconds;
-  return call("delete", "DELETE", type_.path(ns, name), body.dump());
+  RequestOptions request;
+  request.answer = options.answer;
+  return call("delete", "DELETE", type_.path(ns, name), body.dump(), "", request);
 }
 
 json ResourceClient::merge_patch(const std::string& ns, const std::string& name,
@@ -263,7 +276,8 @@ std::unique_ptr<WatchStream> ResourceClient::watch(const std::string& ns,
   try {
     auto stream = transport_.open_stream(request);
     metrics_.count_request("watch", "200");
-    return std::make_unique<WatchStream>(std::move(stream), metrics_, context);
+    return std::make_unique<WatchStream>(std::move(stream), metrics_, context,
+                                         options.object_filter.get());
   } catch (const ApiError& e) {
     metrics_.count_request("watch", std::to_string(e.code()));
     if (!e.body_is_status()) metrics_.count_decode_error("error_body");

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kube/client_metrics.h"
+#include "kube/json_filter.h"
 #include "kube/resource.h"
 #include "kube/transport.h"
 
@@ -26,6 +27,8 @@ struct DeleteOptions {
   std::optional<std::string> precondition_resource_version;
   std::string propagation_policy;  // "Foreground", "Background", "Orphan" or "" (server default)
   std::optional<int64_t> grace_period_seconds;
+  // What of the answer (the object or a Status) to build; null: all of it.
+  const JsonFilter* answer = nullptr;
 };
 
 struct ApplyOptions {
@@ -42,6 +45,9 @@ struct RequestOptions {
   // create only: the apiserver validates and admits the object (PodSecurity, webhooks, quota)
   // and stores nothing (`dryRun=All`).
   bool dry_run = false;
+  // What of a 2xx answer to build (null: all of it), for a caller that reads a few fields of a
+  // large object. An error's body is kept whole.
+  const JsonFilter* answer = nullptr;
 };
 
 struct WatchOptions {
@@ -51,6 +57,9 @@ struct WatchOptions {
   bool allow_bookmarks = true;
   // The server ends the watch after this long; the client then resumes from the last version.
   int timeout_seconds = 300;
+  // What of each event's object to build (null: all of it). An ERROR event's Status is always
+  // read whole.
+  std::shared_ptr<const JsonFilter> object_filter;
 };
 
 enum class WatchEventType { kAdded, kModified, kDeleted, kBookmark, kError };
@@ -62,13 +71,18 @@ struct WatchEvent {
 };
 
 // Decodes one line of a watch stream. Throws DecodeError with the line in it when the line is
-// not JSON, has no known type, or carries no object.
-WatchEvent decode_watch_event(const std::string& line);
+// not JSON, has no known type, or carries no object. With `event_filter` (see
+// watch_event_filter()), only what it keeps of the event is built, except for an ERROR event.
+WatchEvent decode_watch_event(const std::string& line, const JsonFilter* event_filter = nullptr);
+
+// The filter of a whole watch event whose object is filtered by `object_filter`.
+JsonFilter watch_event_filter(const JsonFilter& object_filter);
 
 // A watch: events in the order the server sent them.
 class WatchStream {
  public:
-  WatchStream(std::unique_ptr<ResponseStream> stream, ClientMetrics& metrics, std::string context);
+  WatchStream(std::unique_ptr<ResponseStream> stream, ClientMetrics& metrics, std::string context,
+              const JsonFilter* object_filter = nullptr);
   // The next event; nullopt when the server ended the watch. Throws DecodeError (counted) on a
   // line that does not decode, TransportError when the connection breaks.
   std::optional<WatchEvent> next();
@@ -79,6 +93,7 @@ class WatchStream {
   std::unique_ptr<ResponseStream> stream_;
   ClientMetrics& metrics_;
   std::string context_;
+  std::optional<JsonFilter> event_filter_;
 };
 
 // Typed verbs on one resource type, objects as JSON. Every call goes through the Transport,

@@ -170,6 +170,7 @@ Informer::Next Informer::watch_once() {
   watch_options.resource_version = resource_version();
   watch_options.allow_bookmarks = true;
   watch_options.timeout_seconds = options_.watch_timeout_seconds;
+  watch_options.object_filter = options_.decode_filter;
   auto watch = client_.watch(options_.ns, watch_options);
   {
     std::lock_guard lock(mutex_);

@@ -34,6 +34,10 @@ struct InformerOptions {
   // Applied to every object before it is cached (client-go's SetTransform): drop what the
   // controller never reads to save memory. Must not change namespace or name.
   std::function<void(nlohmann::json&)> transform;
+  // What of each watched object to build at all (null: everything), before the transform: an
+  // informer that keeps a few fields need not build the rest (managedFields above all) first.
+  // Must keep metadata.name, namespace and resourceVersion, and kind.
+  std::shared_ptr<const kube::JsonFilter> decode_filter;
   // The cache to fill; null: a store of the informer's own. Informers of one kind for several
   // namespaces share one store (controller-runtime's multi-namespace cache): each relist
   // replaces only its own namespace's objects.

@@ -38,6 +38,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     pod_options.label_selector =
         "app.kubernetes.io/managed-by=perimeter,app.kubernetes.io/component=runner";
     pod_options.transform = trim_runner_pod;  // what the controller reads, nothing more
+    pod_options.decode_filter = runner_pod_decode_filter();  // and only that built at all
     auto pods = cache.informers(clients_.pods, pod_namespaces, pod_options);
     pod_store_ = pods.store;
     census_ = std::make_unique<StoreRunnerPodCensus>(*pod_store_);

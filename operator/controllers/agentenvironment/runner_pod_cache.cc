@@ -36,6 +36,33 @@ const std::string& cached_string(const json& object, const std::string& key) {
   return it != object.end() && it->is_string() ? it->get_ref<const std::string&>() : kNone;
 }
 
+std::shared_ptr<const kube::JsonFilter> runner_pod_decode_filter() {
+  using kube::JsonFilter;
+  JsonFilter owner = JsonFilter::members().keep("kind").keep("name").keep("uid").keep("controller");
+  JsonFilter metadata = JsonFilter::members()
+                            .keep("name")
+                            .keep("namespace")
+                            .keep("uid")
+                            .keep("resourceVersion")
+                            .keep("creationTimestamp")
+                            .keep("deletionTimestamp")
+                            .keep("labels")
+                            .keep("annotations")
+                            .keep("ownerReferences", std::move(owner));
+  JsonFilter termination = JsonFilter::members().keep("reason").keep("exitCode");
+  JsonFilter container = JsonFilter::members().keep("name").keep(
+      "state", JsonFilter::members().keep("terminated", std::move(termination)));
+  JsonFilter status = JsonFilter::members().keep("phase").keep("reason").keep("containerStatuses",
+                                                                              std::move(container));
+  JsonFilter pod = JsonFilter::members()
+                       .keep("apiVersion")
+                       .keep("kind")
+                       .keep("metadata", std::move(metadata))
+                       .keep("spec", JsonFilter::members().keep("schedulingGates"))
+                       .keep("status", std::move(status));
+  return std::make_shared<const JsonFilter>(std::move(pod));
+}
+
 void trim_runner_pod(json& pod) {
   json trimmed = json::object();
   move_keys(pod, trimmed, {"apiVersion", "kind"});

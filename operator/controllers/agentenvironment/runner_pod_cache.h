@@ -1,7 +1,10 @@
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "kube/json_filter.h"
 
 namespace perimeter::agentenvironment {
 
@@ -12,6 +15,10 @@ namespace perimeter::agentenvironment {
 // dropped, so ten thousand cached sessions fit in a small operator (bench/runner_pod_cache has the
 // figures).
 void trim_runner_pod(nlohmann::json& pod);
+
+// What trim_runner_pod keeps, as a filter for the watch's decode: the informer builds only
+// these fields of each event's pod (a superset: labels and annotations whole), then trims.
+std::shared_ptr<const kube::JsonFilter> runner_pod_decode_filter();
 
 // The string at `key` of a cached object, by reference ("" when absent or not a string): the
 // census and the session survey read cached pods in place, and a copy per field was most of

@@ -41,6 +41,35 @@ TEST_F(ResourceClientTest, GetBuildsTheCorePathAndCountsTheRequest) {
       1);
 }
 
+TEST_F(ResourceClientTest, AnAnswerFilterBuildsOnlyWhatItKeepsButNeverOfAnError) {
+  const JsonFilter uid_only =
+      JsonFilter::members().keep("metadata", JsonFilter::members().keep("uid"));
+  EXPECT_CALL(transport, send(RequestIs("GET", "/api/v1/namespaces/a/pods/p1")))
+      .WillOnce(Return(json_response(
+          200, R"({"kind":"Pod","metadata":{"name":"p1","uid":"u1","managedFields":[{}]},)"
+               R"("spec":{"containers":[{"name":"runner"}]}})")));
+  RequestOptions request;
+  request.answer = &uid_only;
+  EXPECT_EQ(pods.get("a", "p1", request), json({{"metadata", {{"uid", "u1"}}}}));
+
+  EXPECT_CALL(transport, send(RequestIs("DELETE", "/api/v1/namespaces/a/pods/p1")))
+      .WillOnce(Return(json_response(
+          409, R"({"kind":"Status","code":409,"reason":"Conflict","message":"uid differs"})")));
+  DeleteOptions nothing;
+  const JsonFilter keep_nothing = JsonFilter::members();
+  nothing.answer = &keep_nothing;
+  try {
+    pods.remove("a", "p1", nothing);
+    FAIL() << "no error";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kConflict);
+    EXPECT_EQ(e.status_message(), "uid differs");
+  }
+  EXPECT_CALL(transport, send(RequestIs("DELETE", "/api/v1/namespaces/a/pods/p1")))
+      .WillOnce(Return(json_response(200, R"({"kind":"Pod","metadata":{"name":"p1"}})")));
+  EXPECT_EQ(pods.remove("a", "p1", nothing), json::object());
+}
+
 TEST_F(ResourceClientTest, GroupedResourcesUseTheApisPrefix) {
   EXPECT_CALL(transport,
               send(RequestIs("GET", "/apis/coordination.k8s.io/v1/namespaces/a/leases/l")))

@@ -96,5 +96,29 @@ TEST(RunnerPodCacheTest, TheCensusOfTrimmedPodsIsTheCensusOfFullOnes) {
   EXPECT_EQ(from_full.gated.size(), 1u);
 }
 
+TEST(RunnerPodCacheTest, DecodingThroughTheFilterThenTrimmingIsTrimmingTheWholePod) {
+  json gated = a_failed_runner_pod_as_the_apiserver_returns_it();
+  gated["metadata"]["labels"]["team"] = "payments";
+  gated["metadata"]["annotations"]["note"] = "kept by nobody";
+  gated["metadata"]["deletionTimestamp"] = "2026-11-30T08:01:00Z";
+  gated["status"]["reason"] = "Evicted";
+  json running = a_failed_runner_pod_as_the_apiserver_returns_it();
+  running["spec"].erase("schedulingGates");
+  running["status"] = {
+      {"phase", "Running"},
+      {"containerStatuses",
+       json::array({{{"name", "runner"}, {"state", {{"running", {{"startedAt", "x"}}}}}}})}};
+  const auto filter = runner_pod_decode_filter();
+  for (const json& pod : {a_failed_runner_pod_as_the_apiserver_returns_it(), gated, running}) {
+    json filtered = kube::parse_filtered(pod.dump(), *filter);
+    EXPECT_FALSE(filtered["metadata"].contains("managedFields"));
+    EXPECT_FALSE(filtered["spec"].contains("containers"));
+    trim_runner_pod(filtered);
+    json trimmed = pod;
+    trim_runner_pod(trimmed);
+    EXPECT_EQ(filtered, trimmed) << pod.dump();
+  }
+}
+
 }  // namespace
 }  // namespace perimeter::agentenvironment
