@@ -541,7 +541,7 @@ class RpcScanner final {
   std::size_t max_depth_;
   std::size_t depth_ = 0;
   std::vector<Frame>& frames_;
-  Field field_ = Field::kNone;     // what the next value of the innermost object is
+  Field field_ = Field::kNone;  // what the next value of the innermost object is
   bool top_seen_ = false;
   bool batch_ = false;
   std::vector<Scan>& scans_;
