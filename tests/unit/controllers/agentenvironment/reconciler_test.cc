@@ -571,5 +571,24 @@ TEST_F(AgentEnvironmentReconcilerTest, StoppingAPollerDoesNotHoldTheReconcileWor
   reconciler->stop_all();  // and leadership lost or shutdown waits for every poller to end
 }
 
+// The apiserver drops an empty list from what it stores: a policy read back has no "ingress"
+// (and in Cilium mode no "egress") where the operator sent []. That is the policy as written,
+// not a drift: a pass must not re-apply it every time.
+TEST_F(AgentEnvironmentReconcilerTest, APolicyReadBackWithoutItsEmptyListsIsNotADrift) {
+  const AgentEnvironment env = given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  // What a real apiserver returns: the empty ingress list omitted.
+  network_policy_client_.merge_patch(kNamespace, network_policy_name(env),
+                                     {{"spec", {{"ingress", nullptr}}}});
+  refresh_caches();
+  const size_t from = server_.requests().size();
+  clock_.advance(seconds(1));
+  reconciler->reconcile({kNamespace, kName});
+  clock_.advance(minutes(5));  // the periodic check reads and still writes nothing
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_THAT(writes_since(from), ::testing::IsEmpty());
+}
+
 }  // namespace
 }  // namespace perimeter::agentenvironment
