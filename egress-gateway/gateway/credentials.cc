@@ -1,27 +1,13 @@
 #include "gateway/credentials.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "core/base64.h"
 #include "core/strings.h"
+#include "pki/hmac.h"
 
 namespace perimeter::egressgateway {
 
 std::string sign_user(std::string_view key, std::string_view user) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(user.data()), user.size(), digest, &length);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(std::size_t{length} * 2);
-  for (unsigned int i = 0; i < length; ++i) {
-    hex.push_back(kHex[digest[i] >> 4]);
-    hex.push_back(kHex[digest[i] & 0xf]);
-  }
-  return hex;
+  return pki::hmac_sha256_hex(key, user);
 }
 
 CredentialCheck verify_proxy_authorization(std::string_view header_value, std::string_view key) {
@@ -52,9 +38,8 @@ CredentialCheck verify_proxy_authorization(std::string_view header_value, std::s
     return {std::nullopt, "bad_user"};
   }
   const std::string expected = sign_user(key, user);
-  // Same length first (the expected length is public), then the bytes in constant time.
-  if (password.size() != expected.size() ||
-      CRYPTO_memcmp(password.data(), expected.data(), expected.size()) != 0) {
+  // The expected length is public; the bytes are compared in constant time.
+  if (!pki::constant_time_equal(password, expected)) {
     return {std::nullopt, "bad_signature"};
   }
   SessionIdentity identity;

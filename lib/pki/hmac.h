@@ -1,0 +1,14 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace perimeter::pki {
+
+// Lowercase hex HMAC-SHA256 of `message` under `key` (OpenSSL). Throws PkiError on failure.
+std::string hmac_sha256_hex(std::string_view key, std::string_view message);
+
+// Compares two strings in time that depends only on their lengths: for credentials.
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+}  // namespace perimeter::pki
