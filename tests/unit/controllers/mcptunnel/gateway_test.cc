@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string>
 
+#include "core/golden_file.h"
 #include "pki/pki.h"
 
 namespace perimeter::mcptunnel {
@@ -604,25 +605,8 @@ TEST(NetworkPolicyTest, DeduplicatesIdenticalRules) {
 // --- golden files -------------------------------------------------------------------------------
 // Every object as rendered, compared byte for byte with testdata/. Without the guard the output
 // must never change unnoticed (a change rolls every gateway in every cluster on upgrade).
-// PERIMETER_UPDATE_GOLDEN=1 rewrites the files; review the diff before committing it.
-
-std::string golden_path(const std::string& name) {
-  const char* source = std::getenv("PERIMETER_SOURCE_DIR");
-  return std::string(source != nullptr ? source : ".") +
-         "/tests/unit/controllers/mcptunnel/testdata/" + name;
-}
-
 void expect_golden(const std::string& name, const std::string& actual) {
-  const std::string path = golden_path(name);
-  if (const char* update = std::getenv("PERIMETER_UPDATE_GOLDEN"); update && *update == '1') {
-    std::ofstream(path, std::ios::binary) << actual;
-    return;
-  }
-  std::ifstream in(path, std::ios::binary);
-  ASSERT_TRUE(in.good()) << path << " is missing (PERIMETER_UPDATE_GOLDEN=1 writes it)";
-  std::stringstream expected;
-  expected << in.rdbuf();
-  EXPECT_EQ(actual, expected.str()) << "differs from " << path;
+  testing::expect_golden("tests/unit/controllers/mcptunnel/testdata", name, actual);
 }
 
 McpTunnel golden_tunnel() {
