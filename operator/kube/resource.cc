@@ -53,6 +53,9 @@ ResourceType deployments() {
 ResourceType network_policies() {
   return {"networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true};
 }
+ResourceType cilium_network_policies() {
+  return {"cilium.io", "v2", "ciliumnetworkpolicies", "CiliumNetworkPolicy", true};
+}
 ResourceType pod_disruption_budgets() {
   return {"policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", true};
 }

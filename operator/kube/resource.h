@@ -35,6 +35,8 @@ ResourceType service_accounts();
 ResourceType leases();
 ResourceType deployments();
 ResourceType network_policies();
+// Cilium's own policy (cilium.io/v2), used in the operator's Cilium egress mode.
+ResourceType cilium_network_policies();
 ResourceType pod_disruption_budgets();
 ResourceType custom_resource_definitions();
 // Looks a plural name up in the table above ("pods", "leases"...); nullopt when unknown.

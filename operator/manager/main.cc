@@ -85,6 +85,7 @@ struct Clients {
         pods(transport, kube::resources::pods(), metrics),
         secrets(transport, kube::resources::secrets(), metrics),
         network_policies(transport, kube::resources::network_policies(), metrics),
+        cilium_network_policies(transport, kube::resources::cilium_network_policies(), metrics),
         events(transport, kube::resources::events(), metrics),
         leases(transport, kube::resources::leases(), metrics),
         tunnels(transport, mt::mcp_tunnels(), metrics),
@@ -93,8 +94,9 @@ struct Clients {
         deployments(transport, kube::resources::deployments(), metrics),
         disruption_budgets(transport, kube::resources::pod_disruption_budgets(), metrics),
         service_accounts(transport, kube::resources::service_accounts(), metrics) {}
-  kube::ResourceClient environments, pods, secrets, network_policies, events, leases, tunnels,
-      services, config_maps, deployments, disruption_budgets, service_accounts;
+  kube::ResourceClient environments, pods, secrets, network_policies, cilium_network_policies,
+      events, leases, tunnels, services, config_maps, deployments, disruption_budgets,
+      service_accounts;
 };
 
 int run(const Options& options) {
@@ -150,9 +152,14 @@ int run(const Options& options) {
   settings.resync = std::chrono::seconds(options.resync_seconds);
   settings.orphan_sweep = std::chrono::seconds(options.orphan_sweep_seconds);
   settings.gate_sweep = std::chrono::seconds(options.gate_sweep_seconds);
+  settings.egress.mode = *ae::parse_egress_mode(options.runner_egress);  // checked by the flag
+  settings.egress.cluster_dns = {options.cluster_dns.namespace_, options.cluster_dns.labels};
+  settings.egress.cluster_domain = options.cluster_domain;
+  const bool cilium = settings.egress.mode == ae::EgressMode::kCiliumFqdn;
   manager.add(ae::agent_environment_controller(
-      {clients.environments, clients.pods, clients.secrets, clients.network_policies}, settings,
-      events, api_factory, metrics, runtime_metrics, logger.child("agentenvironment")));
+      {clients.environments, clients.pods, clients.secrets, clients.network_policies,
+       cilium ? &clients.cilium_network_policies : nullptr},
+      settings, events, api_factory, metrics, runtime_metrics, logger.child("agentenvironment")));
 
   mt::PrometheusTunnelMetrics tunnel_metrics(*registry);
   mt::KubeServiceAccountTokenRequester service_account_tokens(clients.service_accounts);
@@ -193,6 +200,7 @@ int run(const Options& options) {
                {"metrics", options.metrics_bind_address},
                {"namespace", options.watch_namespace.empty() ? "(all)" : options.watch_namespace},
                {"session_namespaces", describe(options.session_namespaces)},
+               {"runner_egress", options.runner_egress},
                {"tunnel_namespaces", describe(options.tunnel_namespaces)},
                {"allowed_api_hosts", allowed_api_hosts.describe()}});
 

@@ -38,6 +38,33 @@ bool parse_bool(const std::string& flag, const std::string& value) {
   throw std::invalid_argument(flag + " wants true or false, got '" + value + "'");
 }
 
+// "namespace/rest": both parts non-empty.
+std::pair<std::string, std::string> split_namespace(const std::string& flag,
+                                                    const std::string& value, const char* shape) {
+  const auto slash = value.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == value.size()) {
+    throw std::invalid_argument(flag + " wants " + shape + ", got '" + value + "'");
+  }
+  return {value.substr(0, slash), value.substr(slash + 1)};
+}
+
+PodLabels parse_pod_labels(const std::string& flag, const std::string& value) {
+  const auto [ns, rest] = split_namespace(flag, value, "NAMESPACE/LABEL=VALUE[,LABEL=VALUE]");
+  PodLabels pods{ns, {}};
+  for (const auto& pair : split_commas(rest)) {
+    const auto eq = pair.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      throw std::invalid_argument(flag + " wants NAMESPACE/LABEL=VALUE[,LABEL=VALUE], got '" +
+                                  value + "'");
+    }
+    pods.labels[pair.substr(0, eq)] = pair.substr(eq + 1);
+  }
+  if (pods.labels.empty()) {
+    throw std::invalid_argument(flag + " names no label: every pod of " + ns + " would match");
+  }
+  return pods;
+}
+
 }  // namespace
 
 std::string usage() {
@@ -64,6 +91,13 @@ flags (--flag=value or --flag value):
                                      token for, comma-separated (default https://api.anthropic.com)
   --cluster-domain DOMAIN            the cluster's DNS domain, for routes to Services
                                      (default cluster.local)
+  --runner-egress MODE               how runner pods reach the network: public-addresses (the
+                                     API's port on every public address) or cilium (a
+                                     CiliumNetworkPolicy with toFQDNs for the API and
+                                     spec.egress.allowedHosts) (default public-addresses;
+                                     docs/egress.md)
+  --cluster-dns NS/LABELS            in cilium mode, the only pods runner pods may send DNS to
+                                     (default kube-system/k8s-app=kube-dns)
   --mcp-guard-image IMAGE            the perimeter-mcp-guard image for McpTunnels whose
                                      spec.guard.image is empty (default: the build's
                                      localhost/perimeter/perimeter-mcp-guard:<version>)
@@ -142,6 +176,20 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.tunnel_audiences = take();
     else if (flag == "--cluster-domain")
       options.cluster_domain = take();
+    else if (flag == "--runner-egress") {
+      options.runner_egress = take();
+      if (options.runner_egress == "gateway") {
+        // The gateway's Deployment and its per-environment configuration are not rendered yet.
+        throw std::invalid_argument(
+            "--runner-egress=gateway is not available in this version: the operator does not yet "
+            "deploy the egress gateway (docs/egress.md)");
+      }
+      if (options.runner_egress != "public-addresses" && options.runner_egress != "cilium") {
+        throw std::invalid_argument("--runner-egress wants public-addresses or cilium, got '" +
+                                    options.runner_egress + "'");
+      }
+    } else if (flag == "--cluster-dns")
+      options.cluster_dns = parse_pod_labels(flag, take());
     else if (flag == "--mcp-guard-image")
       options.mcp_guard_image = take();
     else if (flag == "--ca-rotation-overlap-seconds")

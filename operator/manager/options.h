@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -8,6 +9,12 @@
 #include "core/log.h"
 
 namespace perimeter::manager {
+
+// "namespace/label=value[,label=value]": pods by namespace and labels.
+struct PodLabels {
+  std::string namespace_;
+  std::map<std::string, std::string> labels;
+};
 
 // perimeter-operator's command line. Defaults suit an in-cluster Deployment.
 struct Options {
@@ -27,6 +34,10 @@ struct Options {
   // Audiences the operator requests its ServiceAccount token for, comma-separated.
   std::string tunnel_audiences = "https://api.anthropic.com";
   std::string cluster_domain = "cluster.local";
+  // How runner pods reach the network: "public-addresses" or "cilium" (docs/egress.md).
+  std::string runner_egress = "public-addresses";
+  // Cilium mode: the cluster's DNS pods, the only place DNS may go.
+  PodLabels cluster_dns{"kube-system", {{"k8s-app", "kube-dns"}}};
   // The perimeter-mcp-guard image for McpTunnels that name none; empty: the build's default,
   // which only the local real node has.
   std::string mcp_guard_image;

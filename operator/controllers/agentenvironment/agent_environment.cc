@@ -8,6 +8,63 @@ using runtime::child;
 using runtime::read_optional;
 using runtime::required_string;
 
+namespace {
+
+// A DNS name of letters, digits and hyphens in dot-separated labels of 1..63, optionally behind
+// "*."; not an IP address (addresses belong in allowedCIDRs).
+bool valid_allowed_host(const std::string& host) {
+  std::string_view name = host;
+  if (name.rfind("*.", 0) == 0) name.remove_prefix(2);
+  if (name.empty() || name.size() > 253) return false;
+  bool any_letter = false;
+  std::size_t label = 0;
+  for (std::size_t i = 0; i <= name.size(); ++i) {
+    if (i == name.size() || name[i] == '.') {
+      if (label == 0 || label > 63 || name[i - 1] == '-' || name[i - label] == '-') return false;
+      label = 0;
+      continue;
+    }
+    const char c = name[i];
+    const bool letter = c >= 'a' && c <= 'z';
+    if (!letter && !(c >= '0' && c <= '9') && c != '-') return false;
+    any_letter = any_letter || letter;
+    ++label;
+  }
+  return any_letter && name.find('.') != std::string_view::npos;
+}
+
+std::vector<AllowedHost> parse_allowed_hosts(const nlohmann::json& egress) {
+  std::vector<AllowedHost> hosts;
+  const auto it = egress.find("allowedHosts");
+  if (it == egress.end() || it->is_null()) return hosts;
+  if (!it->is_array()) throw SpecError("spec.egress.allowedHosts must be a list");
+  for (std::size_t i = 0; i < it->size(); ++i) {
+    const std::string path = "spec.egress.allowedHosts[" + std::to_string(i) + "]";
+    const auto& entry = (*it)[i];
+    if (!entry.is_object()) throw SpecError(path + " must be an object");
+    AllowedHost allowed;
+    allowed.host = required_string(entry, "host", path);
+    if (!valid_allowed_host(allowed.host)) {
+      throw SpecError(path + ".host '" + allowed.host +
+                      "' must be a lowercase DNS name such as api.github.com or *.pypi.org "
+                      "(addresses go in allowedCIDRs)");
+    }
+    if (entry.contains("ports")) {
+      allowed.ports.clear();
+      read_optional(entry, "ports", path, &allowed.ports);
+      if (allowed.ports.empty()) throw SpecError(path + ".ports must not be empty");
+      for (const int port : allowed.ports) {
+        if (port < 1 || port > 65535) {
+          throw SpecError(path + ".ports: " + std::to_string(port) + " is not a TCP port");
+        }
+      }
+    }
+    hosts.push_back(std::move(allowed));
+  }
+  return hosts;
+}
+
+}  // namespace
 
 AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
   if (!object.is_object()) throw SpecError("the object is not a JSON object");
@@ -80,6 +137,7 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
   if (!service_account.empty()) r.service_account_name = service_account;
 
   read_optional(child(spec, "egress"), "allowedCIDRs", "spec.egress", &env.egress_allowed_cidrs);
+  env.egress_allowed_hosts = parse_allowed_hosts(child(spec, "egress"));
   const auto& retention = child(spec, "retention");
   read_optional(retention, "succeededSeconds", "spec.retention", &env.retain_succeeded_seconds);
   read_optional(retention, "failedSeconds", "spec.retention", &env.retain_failed_seconds);

@@ -36,6 +36,13 @@ struct RunnerTemplate {
   std::optional<std::string> service_account_name;
 };
 
+// A name runner pods may reach on the listed ports (spec.egress.allowedHosts): exact, or
+// "*.example.com" for one or more labels in front of example.com (not example.com itself).
+struct AllowedHost {
+  std::string host;
+  std::vector<int> ports = {443};
+};
+
 // The AgentEnvironment as the operator uses it: the spec with the schema's defaults applied,
 // so an object stored before a default existed behaves like a new one.
 struct AgentEnvironment {
@@ -54,6 +61,7 @@ struct AgentEnvironment {
   std::int64_t reclaim_older_than_ms = 5000;
   RunnerTemplate runner;
   std::vector<std::string> egress_allowed_cidrs;
+  std::vector<AllowedHost> egress_allowed_hosts;
   std::int64_t retain_succeeded_seconds = 0;
   std::int64_t retain_failed_seconds = 86400;
   // "metadata" or "full": how much of each tool call the runner's audit line holds.

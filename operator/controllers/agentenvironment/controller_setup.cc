@@ -49,6 +49,16 @@ class AgentEnvironmentController final : public runtime::ManagedController {
         "app.kubernetes.io/managed-by=perimeter,app.kubernetes.io/component=runner";
     auto policies = cache.informers(clients_.network_policies, pod_namespaces, policy_options);
     policy_store_ = policies.store;
+    // Cilium mode: its policies too, so one deleted or opened by hand is put back at once.
+    runtime::SharedCache::MultiNamespace cilium_policies;
+    if (settings_.egress.mode == EgressMode::kCiliumFqdn) {
+      if (clients_.cilium_network_policies == nullptr) {
+        throw std::invalid_argument("Cilium egress mode needs a CiliumNetworkPolicy client");
+      }
+      cilium_policies =
+          cache.informers(*clients_.cilium_network_policies, pod_namespaces, policy_options);
+      cilium_policy_store_ = cilium_policies.store;
+    }
 
     ReconcilerOptions options;
     options.worker_id = settings_.worker_id;
@@ -59,6 +69,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     options.resync = settings_.resync;
     options.orphan_sweep = settings_.orphan_sweep;
     options.gate_sweep = settings_.gate_sweep;
+    options.egress = settings_.egress;
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
         ReconcilerDependencies{environments.store(), *pod_store_, *policy_store_,
                                clients_.environments, clients_.secrets, clients_.pods,
@@ -67,7 +78,8 @@ class AgentEnvironmentController final : public runtime::ManagedController {
                                SystemRandom::instance(), logger_.child("agentenvironment"),
                                [this](const std::string& key) {
                                  if (controller_) controller_->queue().add(key);
-                               }},
+                               },
+                               cilium_policy_store_.get(), clients_.cilium_network_policies},
         options);
     runtime::ControllerOptions controller_options;
     controller_options.workers = settings_.workers;
@@ -77,6 +89,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     controller_->watch(environments, runtime::generation_or_metadata_changed);
     for (auto* informer : pods.informers) controller_->watch_owned(*informer, kKind);
     for (auto* informer : policies.informers) controller_->watch_owned(*informer, kKind);
+    for (auto* informer : cilium_policies.informers) controller_->watch_owned(*informer, kKind);
   }
 
   void start() override { controller_->start(); }
@@ -97,6 +110,7 @@ class AgentEnvironmentController final : public runtime::ManagedController {
   KubeSessionObjectWriter session_objects_;
   std::shared_ptr<runtime::Store> pod_store_;
   std::shared_ptr<runtime::Store> policy_store_;
+  std::shared_ptr<runtime::Store> cilium_policy_store_;
   std::unique_ptr<StoreRunnerPodCensus> census_;
   std::unique_ptr<AgentEnvironmentReconciler> reconciler_;
   std::unique_ptr<runtime::Controller> controller_;

@@ -8,6 +8,7 @@
 
 #include "controllers/agentenvironment/key_release.h"
 #include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/runner_egress.h"
 #include "controllers/agentenvironment/session_ports.h"
 #include "core/log.h"
 #include "kube/resource_client.h"
@@ -22,6 +23,8 @@ struct ControllerClients {
   kube::ResourceClient& pods;
   kube::ResourceClient& secrets;
   kube::ResourceClient& network_policies;
+  // Cilium egress mode only; null otherwise.
+  kube::ResourceClient* cilium_network_policies = nullptr;
 };
 
 struct ControllerSettings {
@@ -38,6 +41,8 @@ struct ControllerSettings {
   std::chrono::seconds resync{15};
   std::chrono::seconds orphan_sweep{60};
   std::chrono::seconds gate_sweep{15};
+  // How runner pods reach the network (--runner-egress, --cluster-dns).
+  RunnerEgress egress;
 };
 
 // The AgentEnvironment controller as the Manager runs it: its informers (AgentEnvironments, and

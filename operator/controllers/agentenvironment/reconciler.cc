@@ -72,7 +72,13 @@ AgentEnvironmentReconciler::AgentEnvironmentReconciler(ReconcilerDependencies de
                                                        ReconcilerOptions options)
     : deps_(std::move(deps)),
       options_(std::move(options)),
-      thread_budget_(std::make_shared<PollThreadBudget>(options_.max_extra_poll_threads)) {}
+      thread_budget_(std::make_shared<PollThreadBudget>(options_.max_extra_poll_threads)) {
+  if (options_.egress.mode == EgressMode::kCiliumFqdn &&
+      (deps_.cilium_policies == nullptr || deps_.cilium_policy_client == nullptr)) {
+    throw std::invalid_argument(
+        "Cilium egress mode needs the CiliumNetworkPolicy cache and client");
+  }
+}
 
 AgentEnvironmentReconciler::~AgentEnvironmentReconciler() {
   stop_all();
@@ -189,27 +195,27 @@ bool network_policy_matches(const json& live, const json& desired) {
 
 }  // namespace
 
-bool AgentEnvironmentReconciler::network_policy_drifted(const AgentEnvironment& env,
-                                                        const json& desired) const {
-  const auto cached =
-      deps_.network_policies.get(env.namespace_ + "/" + desired["metadata"].value("name", ""));
+bool AgentEnvironmentReconciler::policy_drifted(const runtime::Store& cache,
+                                                const AgentEnvironment& env,
+                                                const json& desired) const {
+  const auto cached = cache.get(env.namespace_ + "/" + desired["metadata"].value("name", ""));
   return !cached || !network_policy_matches(*cached, desired);
 }
 
-void AgentEnvironmentReconciler::apply_network_policy(const AgentEnvironment& env,
-                                                      const json& desired, bool spec_changed) {
+void AgentEnvironmentReconciler::apply_policy(kube::ResourceClient& client,
+                                              const AgentEnvironment& env, const json& desired,
+                                              bool spec_changed) {
   if (!spec_changed) {
     // Reads before it writes: an idle environment writes nothing, and a cache that has not yet
     // seen the operator's own last write costs a read, not another write.
     try {
-      const json live = deps_.network_policy_client.get(env.namespace_,
-                                                        desired["metadata"].value("name", ""));
+      const json live = client.get(env.namespace_, desired["metadata"].value("name", ""));
       if (network_policy_matches(live, desired)) return;
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kNotFound) throw;
     }
   }
-  deps_.network_policy_client.apply(env.namespace_, desired, {options_.field_manager, true});
+  client.apply(env.namespace_, desired, {options_.field_manager, true});
 }
 
 SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
@@ -238,6 +244,7 @@ SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
       },
       [this, key] { deps_.enqueue(key); },
       thread_budget_,
+      options_.egress,
   };
   auto poller = std::make_unique<SessionPoller>(std::move(settings), std::move(poller_deps),
                                                 options_.poll_threads);
@@ -536,6 +543,11 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
   // untrue when read. The metric perimeter_last_successful_poll_timestamp_seconds has it, and
   // QueueReachable says at once when polls fail. A value left by an earlier version goes.
   status.erase("lastSuccessfulPollTime");
+  // Operator-wide, but shown where the user looks: which kind of policy holds these pods in.
+  if (env != nullptr) {
+    status["egress"] = {{"mode", egress_mode_name(options_.egress.mode)},
+                        {"policy", network_policy_name(*env)}};
+  }
   return status;
 }
 
@@ -720,10 +732,15 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
 
   // The informer wakes this pass when the policy is deleted or edited; the periodic check stays
   // for a watch that missed it.
-  const json policy = build_network_policy(env);
-  if (spec_changed || network_policy_drifted(env, policy) ||
+  const json policy = build_network_policy(env, options_.egress);
+  const bool cilium = options_.egress.mode == EgressMode::kCiliumFqdn;
+  const json cilium_policy = cilium ? build_cilium_network_policy(env, options_.egress) : json();
+  if (spec_changed || policy_drifted(deps_.network_policies, env, policy) ||
+      (cilium && policy_drifted(*deps_.cilium_policies, env, cilium_policy)) ||
       now - memo.policy_applied_at >= options_.policy_refresh) {
-    apply_network_policy(env, policy, spec_changed);
+    // The policy that allows first: in Cilium mode the NetworkPolicy denies everything.
+    if (cilium) apply_policy(*deps_.cilium_policy_client, env, cilium_policy, spec_changed);
+    apply_policy(deps_.network_policy_client, env, policy, spec_changed);
     memo.policy_applied_at = now;
   }
   auto& poller = ensure_poller(key_text, env, credentials.key);

@@ -47,6 +47,9 @@ struct ReconcilerDependencies {
   Logger logger;
   // Queues a reconcile of "namespace/name" (the poller calls it when its state changes).
   std::function<void(const std::string&)> enqueue;
+  // Cilium egress mode only: the environments' CiliumNetworkPolicy cache and client.
+  runtime::Store* cilium_policies = nullptr;
+  kube::ResourceClient* cilium_policy_client = nullptr;
 };
 
 struct ReconcilerOptions {
@@ -77,6 +80,8 @@ struct ReconcilerOptions {
   // Status writes of one environment are at least this far apart; changes in between are
   // written together (sessions finishing by the hundred make one write, not a hundred).
   std::chrono::milliseconds status_write_interval{1000};
+  // How runner pods reach the network (--runner-egress); status.egress.mode shows it.
+  RunnerEgress egress;
 };
 
 // Converges one AgentEnvironment: reads its key, keeps its NetworkPolicy and its session poller
@@ -137,12 +142,14 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   };
 
   Credentials read_key(const AgentEnvironment& env);
-  // Whether the cached NetworkPolicy is missing or differs from `desired` (build_network_policy).
-  bool network_policy_drifted(const AgentEnvironment& env, const nlohmann::json& desired) const;
+  // Whether the cached policy (a NetworkPolicy, or a CiliumNetworkPolicy in Cilium mode) is
+  // missing or differs from `desired`.
+  bool policy_drifted(const runtime::Store& cache, const AgentEnvironment& env,
+                      const nlohmann::json& desired) const;
   // Applies `desired`: always when the spec changed, otherwise only when the live policy differs
   // (deleted or edited).
-  void apply_network_policy(const AgentEnvironment& env, const nlohmann::json& desired,
-                            bool spec_changed);
+  void apply_policy(kube::ResourceClient& client, const AgentEnvironment& env,
+                    const nlohmann::json& desired, bool spec_changed);
   SessionPoller& ensure_poller(const std::string& key, const AgentEnvironment& env,
                                const std::string& environment_key);
   void remove_poller(const std::string& key);

@@ -24,6 +24,8 @@ inline constexpr std::string_view kAnnotationRecordedAt = "perimeter.dev/outcome
 // still releases the pods an earlier version left gated (docs/claiming.md).
 inline constexpr std::string_view kSchedulingGateAcknowledged = "perimeter.dev/acknowledged";
 inline constexpr std::string_view kSecretKeyWorkSecret = "work-secret";
+// Gateway mode: the session's HTTPS_PROXY, which carries its gateway credential.
+inline constexpr std::string_view kSecretKeyHttpsProxy = "https-proxy";
 
 // The name of a session's runner Pod and of its Secret, derived from the work id alone so that a
 // retried claim meets AlreadyExists instead of creating a twin. Work ids are case-sensitive and

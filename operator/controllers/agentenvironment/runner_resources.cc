@@ -80,6 +80,14 @@ nlohmann::json ip_block(const std::string& text) {
   return block;
 }
 
+// A peer of pods in another namespace, selected by the namespace's name label (set by the
+// apiserver on every namespace) and the pods' labels.
+nlohmann::json pod_peer(const PodSelection& pods) {
+  return {
+      {"namespaceSelector", {{"matchLabels", {{"kubernetes.io/metadata.name", pods.namespace_}}}}},
+      {"podSelector", {{"matchLabels", pods.labels}}}};
+}
+
 }  // namespace
 
 nlohmann::json environment_labels(const AgentEnvironment& env) {
@@ -88,10 +96,16 @@ nlohmann::json environment_labels(const AgentEnvironment& env) {
           {std::string(kLabelManagedBy), "perimeter"}};
 }
 
-nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSession& session) {
+nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSession& session,
+                                    const RunnerEgress& egress) {
   auto labels = environment_labels(env);
   labels[std::string(kLabelWorkId)] = label_value_for(session.work_id);
   labels[std::string(kLabelSessionId)] = label_value_for(session.session_id);
+  nlohmann::json string_data = {{std::string(kSecretKeyWorkSecret), session.work_secret}};
+  if (egress.mode == EgressMode::kGateway) {
+    string_data[std::string(kSecretKeyHttpsProxy)] =
+        egress_proxy_url(egress, env, session.session_id);
+  }
   return {{"apiVersion", "v1"},
           {"kind", "Secret"},
           {"metadata",
@@ -106,10 +120,11 @@ nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSe
             {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
           // Not immutable: a retried claim rewrites it when the re-poll re-issued the secret.
           {"type", "Opaque"},
-          {"stringData", {{std::string(kSecretKeyWorkSecret), session.work_secret}}}};
+          {"stringData", string_data}};
 }
 
-nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session) {
+nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session,
+                                const RunnerEgress& egress) {
   const std::string name = runner_object_name(session.work_id);
   // The template's labels and annotations first; the operator's own keys override them.
   nlohmann::json labels = env.runner.pod_labels;
@@ -128,8 +143,22 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
       {{"name", "HOME"}, {"value", "/workspace"}},
       {{"name", kAuditLevelVariable}, {"value", env.audit_level}},
   });
+  const bool through_gateway = egress.mode == EgressMode::kGateway;
   for (const auto& [var, value] : env.runner.env) {
+    // In gateway mode the operator owns the proxy variables: a template's own would route around
+    // the gateway (and the NetworkPolicy would drop it) or break the API's path.
+    if (through_gateway && is_proxy_variable(var)) continue;
     env_vars.push_back({{"name", var}, {"value", value}});
+  }
+  if (through_gateway) {
+    // Both spellings: curl reads only the lower-case https_proxy, Go and Python read either.
+    const nlohmann::json proxy_ref = {
+        {"secretKeyRef", {{"name", name}, {"key", std::string(kSecretKeyHttpsProxy)}}}};
+    const std::string no_proxy = egress_no_proxy(egress, env);
+    for (const char* var : {"HTTPS_PROXY", "https_proxy"})
+      env_vars.push_back({{"name", var}, {"valueFrom", proxy_ref}});
+    for (const char* var : {"NO_PROXY", "no_proxy"})
+      env_vars.push_back({{"name", var}, {"value", no_proxy}});
   }
 
   // Limits are always set: a session must not be able to starve its node.
@@ -208,36 +237,53 @@ std::string network_policy_name(const AgentEnvironment& env) {
          suffix;
 }
 
-nlohmann::json build_network_policy(const AgentEnvironment& env) {
-  nlohmann::json egress = nlohmann::json::array();
-  // DNS anywhere in the cluster: the resolver's address differs per distribution.
-  egress.push_back(
-      {{"ports", {{{"protocol", "UDP"}, {"port", 53}}, {{"protocol", "TCP"}, {"port", 53}}}}});
-
-  // The API endpoint. A literal IP is allowed exactly; a hostname cannot be expressed in a
-  // NetworkPolicy, so its port is allowed to public addresses only (never the organization's
-  // private ranges or link-local).
+nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgress& egress) {
+  nlohmann::json egress_rules = nlohmann::json::array();
   // The reconciler applies this only after check_api_host() accepted the URL.
   std::string why;
   const auto api = parse_api_origin(env.api_base_url, &why);
   if (!api) throw SpecError("spec.apiBaseUrl '" + env.api_base_url + "' is not usable: " + why);
-  nlohmann::json api_ports = {{{"protocol", "TCP"}, {"port", api->port}}};
-  if (const auto exact = host_cidr(api->host); !exact.empty()) {
-    egress.push_back({{"to", {{{"ipBlock", {{"cidr", exact}}}}}}, {"ports", api_ports}});
-  } else {
-    nlohmann::json v4_except = nlohmann::json::array();
-    for (const char* cidr : kPrivateIPv4) v4_except.push_back(cidr);
-    nlohmann::json v6_except = nlohmann::json::array();
-    for (const char* cidr : kPrivateIPv6) v6_except.push_back(cidr);
-    egress.push_back({{"to",
-                       {{{"ipBlock", {{"cidr", "0.0.0.0/0"}, {"except", v4_except}}}},
-                        {{"ipBlock", {{"cidr", "::/0"}, {"except", v6_except}}}}}},
-                      {"ports", api_ports}});
+  const nlohmann::json api_ports = {{{"protocol", "TCP"}, {"port", api->port}}};
+  const nlohmann::json dns_ports = {{{"protocol", "UDP"}, {"port", 53}},
+                                    {{"protocol", "TCP"}, {"port", 53}}};
+  const auto exact = host_cidr(api->host);
+
+  switch (egress.mode) {
+    case EgressMode::kCiliumFqdn:
+      // Deny all here; the CiliumNetworkPolicy of the same name allows. Cilium adds policies
+      // together, and without Cilium the pods fail closed.
+      break;
+    case EgressMode::kGateway:
+      egress_rules.push_back({{"to", {pod_peer(egress.cluster_dns)}}, {"ports", dns_ports}});
+      egress_rules.push_back({{"to", {pod_peer(egress.gateway_pods)}},
+                              {"ports", {{{"protocol", "TCP"}, {"port", egress.gateway_port}}}}});
+      // An API given as an address is reached directly (the gateway takes names only).
+      if (!exact.empty())
+        egress_rules.push_back({{"to", {{{"ipBlock", {{"cidr", exact}}}}}}, {"ports", api_ports}});
+      break;
+    case EgressMode::kPublicAddresses:
+      // DNS anywhere in the cluster: the resolver's address differs per distribution.
+      egress_rules.push_back({{"ports", dns_ports}});
+      // A literal IP is allowed exactly; a hostname cannot be expressed in a NetworkPolicy, so
+      // its port is allowed to public addresses only (never private ranges or link-local).
+      if (!exact.empty()) {
+        egress_rules.push_back({{"to", {{{"ipBlock", {{"cidr", exact}}}}}}, {"ports", api_ports}});
+      } else {
+        nlohmann::json v4_except = nlohmann::json::array();
+        for (const char* cidr : kPrivateIPv4) v4_except.push_back(cidr);
+        nlohmann::json v6_except = nlohmann::json::array();
+        for (const char* cidr : kPrivateIPv6) v6_except.push_back(cidr);
+        egress_rules.push_back({{"to",
+                                 {{{"ipBlock", {{"cidr", "0.0.0.0/0"}, {"except", v4_except}}}},
+                                  {{"ipBlock", {{"cidr", "::/0"}, {"except", v6_except}}}}}},
+                                {"ports", api_ports}});
+      }
+      break;
   }
-  if (!env.egress_allowed_cidrs.empty()) {
+  if (egress.mode != EgressMode::kCiliumFqdn && !env.egress_allowed_cidrs.empty()) {
     nlohmann::json to = nlohmann::json::array();
     for (const auto& cidr : env.egress_allowed_cidrs) to.push_back({{"ipBlock", ip_block(cidr)}});
-    egress.push_back({{"to", to}});
+    egress_rules.push_back({{"to", to}});
   }
 
   return {{"apiVersion", "networking.k8s.io/v1"},
@@ -254,7 +300,7 @@ nlohmann::json build_network_policy(const AgentEnvironment& env) {
                 {std::string(kLabelComponent), "runner"}}}}},
             {"policyTypes", {"Ingress", "Egress"}},
             {"ingress", nlohmann::json::array()},
-            {"egress", egress}}}};
+            {"egress", egress_rules}}}};
 }
 
 }  // namespace perimeter::agentenvironment

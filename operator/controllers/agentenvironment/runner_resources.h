@@ -4,6 +4,7 @@
 #include <string>
 
 #include "controllers/agentenvironment/agent_environment.h"
+#include "controllers/agentenvironment/runner_egress.h"
 
 namespace perimeter::agentenvironment {
 
@@ -17,16 +18,23 @@ struct ClaimedSession {
   std::string claimed_at;
 };
 
-// The Secret that carries the work secret into the pod (never a literal in the pod spec).
-nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSession& session);
+// The Secret that carries the work secret into the pod (never a literal in the pod spec), and in
+// gateway mode the session's HTTPS_PROXY with its gateway credential. `egress` defaults to the
+// operator's default mode (public addresses).
+nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSession& session,
+                                    const RunnerEgress& egress = {});
 
 // The runner Pod: the env contract of the design, restricted security defaults, an emptyDir
 // workspace with a size limit, owned by the AgentEnvironment.
-nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session);
+// In gateway mode the proxy variables point at the egress gateway.
+nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session,
+                                const RunnerEgress& egress = {});
 
-// One NetworkPolicy per environment for its runner pods: no ingress; egress to DNS, the API
-// endpoint, and the allowed CIDRs, never to link-local (cloud metadata).
-nlohmann::json build_network_policy(const AgentEnvironment& env);
+// One NetworkPolicy per environment for its runner pods: no ingress ever, never link-local
+// (cloud metadata); egress by mode (runner_egress.h): public addresses on the API's port, or the
+// gateway and the cluster's DNS, or nothing (Cilium mode: the CiliumNetworkPolicy allows); plus
+// the allowed CIDRs in the first two.
+nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgress& egress = {});
 
 // The name of the environment's NetworkPolicy.
 std::string network_policy_name(const AgentEnvironment& env);

@@ -419,7 +419,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   const ClaimedSession session{item.id, item.data_id, *item.secret,
                                format_rfc3339_micros(polled_at.wall)};
   try {
-    if (!deps_.objects.ensure_secret(build_session_secret(env, session))) {
+    if (!deps_.objects.ensure_secret(build_session_secret(env, session, deps_.egress))) {
       // This claim outlived the reclaim window and the item went out again: the later claim
       // holds the secret the queue re-issued, and finishes the item.
       deps_.logger.info("a later claim of this item has written its Secret; leaving it the item",
@@ -452,7 +452,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   }
   if (!checked) {
     try {
-      deps_.objects.check_pod(build_runner_pod(env, session));
+      deps_.objects.check_pod(build_runner_pod(env, session, deps_.egress));
     } catch (const ObjectRefused& e) {
       return refuse_spec(item, env.generation, "pod", e.what());
     } catch (const std::exception& e) {
@@ -487,7 +487,7 @@ PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedS
   unstarted.work_secret.clear();  // the Secret holds it; the poller keeps no copy
   bool created = false;
   try {
-    created = deps_.objects.ensure_pod(build_runner_pod(env, session));
+    created = deps_.objects.ensure_pod(build_runner_pod(env, session, deps_.egress));
   } catch (const std::exception& e) {
     // The item is acknowledged: its pod is tried again at every pass until it exists (and by the
     // claims sweep should this process end first). A pod the spec cannot make waits for a spec

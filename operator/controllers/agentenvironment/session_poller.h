@@ -75,6 +75,8 @@ struct PollerDependencies {
   std::function<void()> on_state_change;
   // Shared by every poller of the operator; null: no limit beyond each poller's threads.
   std::shared_ptr<PollThreadBudget> thread_budget = nullptr;
+  // The operator's egress mode: what the session's Secret and Pod say about the network.
+  RunnerEgress egress = {};
 };
 
 // What the claims sweep found of a claim whose Secret has no pod.

@@ -83,6 +83,20 @@ class AgentEnvironmentSchemaTest : public ::testing::Test {
   std::string ns_;
 };
 
+// The schema and the operator agree on allowedHosts: what one accepts, the other reads the same.
+TEST_F(AgentEnvironmentSchemaTest, AllowedHostsAreStoredWithPort443ByDefault) {
+  auto object = valid_environment("hosts");
+  object["spec"]["egress"] = {
+      {"allowedHosts",
+       {{{"host", "files.pythonhosted.org"}}, {{"host", "*.pypi.org"}, {"ports", {443, 8443}}}}}};
+  const auto stored = create_environment(object);
+  EXPECT_EQ(stored["spec"]["egress"]["allowedHosts"][0]["ports"], json::array({443}));
+  const auto env = parse_agent_environment(stored);
+  ASSERT_EQ(env.egress_allowed_hosts.size(), 2u);
+  EXPECT_EQ(env.egress_allowed_hosts[1].host, "*.pypi.org");
+  EXPECT_EQ(env.egress_allowed_hosts[1].ports, std::vector<int>({443, 8443}));
+}
+
 TEST_F(AgentEnvironmentSchemaTest, AValidEnvironmentIsStoredWithEveryDefault) {
   const auto stored = create_environment(valid_environment("defaults"));
   const auto env = parse_agent_environment(stored);
@@ -149,6 +163,27 @@ TEST_F(AgentEnvironmentSchemaTest, TheApiserverRejectsEachInvalidEnvironment) {
       {"egress to IPv6 link-local",
        R"([{"op":"add","path":"/spec/egress","value":{"allowedCIDRs":["fe80::/64"]}}])",
        "link-local addresses (cloud metadata) cannot be allowed"},
+      {"allowed host that is an address",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedHosts":[{"host":"10.0.0.1"}]}}])",
+       "addresses go in allowedCIDRs"},
+      {"allowed host that allows everything",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedHosts":[{"host":"*"}]}}])",
+       "must be a lowercase DNS name"},
+      {"allowed host that is a whole top-level domain",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedHosts":[{"host":"*.com"}]}}])",
+       "must be a lowercase DNS name"},
+      {"allowed host with a wildcard inside",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedHosts":[{"host":"a.*.example.com"}]}}])",
+       "must be a lowercase DNS name"},
+      {"allowed host in upper case",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedHosts":[{"host":"API.example.com"}]}}])",
+       "must be a lowercase DNS name"},
+      {"allowed host port out of range",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedHosts":[{"host":"example.com","ports":[70000]}]}}])",
+       "spec.egress.allowedHosts[0].ports[0]"},
+      {"allowed host without ports",
+       R"([{"op":"add","path":"/spec/egress","value":{"allowedHosts":[{"host":"example.com","ports":[]}]}}])",
+       "spec.egress.allowedHosts[0].ports"},
       {"pod label in the operator's prefix",
        R"([{"op":"add","path":"/spec/runner/podLabels","value":{"perimeter.dev/work-id":"x"}}])",
        "labels under perimeter.dev/"},

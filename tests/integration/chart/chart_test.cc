@@ -269,6 +269,26 @@ TEST_F(ChartTest, ClusterWideModeGrantsTheSessionRulesEverywhereOnlyWhenAskedFor
   EXPECT_TRUE(document(cluster_wide, "ClusterRole", "perimeter-sessions").empty());
 }
 
+// Issue 17: the runner egress mode reaches the operator's flags, and the Cilium policy rules are
+// granted only when the cluster is said to run Cilium.
+TEST_F(ChartTest, CiliumPolicyRulesAreGrantedOnlyInCiliumEgressMode) {
+  const auto rendered = [&](const std::string& set) {
+    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
+                         "/charts/perimeter --namespace perimeter-system " + set);
+    EXPECT_EQ(out.exit_code, 0) << out.output;
+    return out.output;
+  };
+  const std::string by_default = rendered("");
+  EXPECT_NE(by_default.find("- --runner-egress=public-addresses\n"), std::string::npos);
+  EXPECT_EQ(by_default.find("ciliumnetworkpolicies"), std::string::npos);
+
+  const std::string cilium =
+      rendered("--set runnerEgress.mode=cilium --set runnerEgress.clusterDns=dns/app=coredns");
+  EXPECT_NE(cilium.find("- --runner-egress=cilium\n"), std::string::npos);
+  EXPECT_NE(cilium.find("- --cluster-dns=dns/app=coredns\n"), std::string::npos);
+  EXPECT_NE(cilium.find("resources: [ciliumnetworkpolicies]"), std::string::npos) << cilium;
+}
+
 // The tunnel rules follow the session rules' shapes: bound only in tunnelNamespaces by default,
 // in the cluster-wide ClusterRole with clusterWide, in the Role with watchNamespace; the operator
 // is told the same namespaces, and its own ServiceAccount, whose tokens alone it may request.

@@ -32,6 +32,8 @@ TEST(OptionsTest, EveryFlagTheUsageListsIsAccepted) {
     if (flag == "--log-level") value = "debug";
     if (flag == "--allowed-api-hosts") value = "https://api.anthropic.com";
     if (flag == "--tunnel-audiences") value = "https://api.anthropic.com";
+    if (flag == "--runner-egress") value = "cilium";
+    if (flag == "--cluster-dns") value = "kube-system/k8s-app=kube-dns";
     EXPECT_NO_THROW(parse({flag, value})) << flag;
   }
   EXPECT_GE(flags, 20);
@@ -83,6 +85,31 @@ TEST(OptionsTest, NamespaceListsAndTheirWildcard) {
   const Options none = parse({"--tunnel-namespaces="});
   ASSERT_TRUE(none.tunnel_namespaces);
   EXPECT_TRUE(none.tunnel_namespaces->empty());
+}
+
+TEST(OptionsTest, TheRunnerEgressFlagsAreCheckedAtStart) {
+  const auto defaults = parse({});
+  EXPECT_EQ(defaults.runner_egress, "public-addresses");
+  EXPECT_EQ(defaults.cluster_dns.labels.at("k8s-app"), "kube-dns");
+
+  const auto set = parse({"--runner-egress=cilium", "--cluster-dns=dns/app=coredns,tier=node"});
+  EXPECT_EQ(set.runner_egress, "cilium");
+  EXPECT_EQ(set.cluster_dns.namespace_, "dns");
+  EXPECT_EQ(set.cluster_dns.labels.size(), 2u);
+
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--runner-egress", "open"},
+        {"--runner-egress", "gateway"},  // not deployed by the operator yet
+        {"--cluster-dns", "kube-system"},
+        {"--cluster-dns", "kube-system/"},
+        {"--cluster-dns", "kube-system/k8s-app"}}) {
+    try {
+      parse(bad);
+      ADD_FAILURE() << "accepted " << bad[0] << " " << bad[1];
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(bad[0]), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(OptionsTest, AnUnknownFlagIsRefusedByName) {

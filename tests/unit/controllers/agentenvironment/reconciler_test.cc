@@ -89,7 +89,8 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
                                secret_client_, pod_client_, network_policy_client_, events_,
                                factory_, writer_, census_, metrics_, clock_, random_,
                                Logger("test", StderrSink::instance(), LogLevel::kError),
-                               [this](const std::string& key) { enqueued_.push_back(key); }},
+                               [this](const std::string& key) { enqueued_.push_back(key); },
+                               &cilium_policies_, &cilium_policy_client_},
         std::move(o));
   }
 
@@ -178,6 +179,8 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
   kube::ResourceClient network_policy_client_{server_, kube::resources::network_policies(),
                                               client_metrics_};
   kube::ResourceClient event_client_{server_, kube::resources::events(), client_metrics_};
+  kube::ResourceClient cilium_policy_client_{server_, kube::resources::cilium_network_policies(),
+                                             client_metrics_};
   testing::FakeClock clock_;
   testing::FakeRandom random_{0.5};
   runtime::EventRecorder events_{event_client_,
@@ -185,7 +188,7 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
                                  runtime_metrics_,
                                  Logger("events", StderrSink::instance(), LogLevel::kError),
                                  clock_};
-  runtime::Store environments_, pods_, network_policies_;
+  runtime::Store environments_, pods_, network_policies_, cilium_policies_;
   NiceMock<testing::MockAgentApi> api_;
   FakeFactory factory_{api_};
   KubeSessionObjectWriter writer_{secret_client_, pod_client_};
@@ -569,6 +572,56 @@ TEST_F(AgentEnvironmentReconcilerTest, StoppingAPollerDoesNotHoldTheReconcileWor
   reconcile.wait();
   EXPECT_EQ(reconciler->poller_count(), 0u);
   reconciler->stop_all();  // and leadership lost or shutdown waits for every poller to end
+}
+
+// Issue 17, item 3: told the cluster runs Cilium, the operator holds runner pods in with a
+// CiliumNetworkPolicy (toFQDNs) and turns the NetworkPolicy into deny-all, so the API's port is
+// no longer open to every public address; a Cilium policy opened by hand is put back by the pass
+// its watch event wakes; status says which mode is in force.
+TEST_F(AgentEnvironmentReconcilerTest, InCiliumModeTheCiliumPolicyAllowsAndIsPutBackWhenOpened) {
+  auto object = environment_object();
+  object["spec"]["egress"]["allowedHosts"] = {{{"host", "*.pypi.org"}}};
+  const AgentEnvironment env = given(object);
+  ReconcilerOptions o = options();
+  o.egress.mode = EgressMode::kCiliumFqdn;
+  auto reconciler = make_reconciler(o);
+  reconciler->reconcile({kNamespace, kName});
+
+  const std::string policy_path = std::string("/apis/networking.k8s.io/v1/namespaces/") +
+                                  kNamespace + "/networkpolicies/" + network_policy_name(env);
+  const std::string cilium_path = std::string("/apis/cilium.io/v2/namespaces/") + kNamespace +
+                                  "/ciliumnetworkpolicies/" + network_policy_name(env);
+  ASSERT_TRUE(server_.object_at(policy_path).has_value());
+  EXPECT_TRUE((*server_.object_at(policy_path))["spec"]["egress"].empty())
+      << "the NetworkPolicy still allows: " << (*server_.object_at(policy_path)).dump();
+  ASSERT_TRUE(server_.object_at(cilium_path).has_value()) << "no CiliumNetworkPolicy";
+  const json applied = *server_.object_at(cilium_path);
+  EXPECT_EQ(applied["spec"], build_cilium_network_policy(
+                                 parse_agent_environment(stored_environment()), o.egress)["spec"]);
+  EXPECT_EQ(stored_environment()["status"]["egress"]["mode"], "CiliumFQDN");
+
+  // Opened to the world; the watch delivers the edit.
+  cilium_policy_client_.merge_patch(
+      kNamespace, network_policy_name(env),
+      {{"spec", {{"egress", json::array({{{"toEntities", {"world"}}}})}}}});
+  cilium_policies_.upsert(std::make_shared<const json>(*server_.object_at(cilium_path)));
+  refresh_caches();
+  clock_.advance(seconds(1));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ((*server_.object_at(cilium_path))["spec"], applied["spec"])
+      << "the opened Cilium policy was left in force";
+}
+
+TEST_F(AgentEnvironmentReconcilerTest, StatusSaysTheDefaultModeOpensTheApiPortToPublicAddresses) {
+  given(environment_object());
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(stored_environment()["status"]["egress"]["mode"], "PublicAddresses");
+  EXPECT_FALSE(server_
+                   .object_at(std::string("/apis/cilium.io/v2/namespaces/") + kNamespace +
+                              "/ciliumnetworkpolicies/" +
+                              network_policy_name(parse_agent_environment(stored_environment())))
+                   .has_value());
 }
 
 // The apiserver drops an empty list from what it stores: a policy read back has no "ingress"
