@@ -18,6 +18,7 @@
 
 #include "core/audit_sink.h"
 #include "core/log.h"
+#include "core/shutdown_signal.h"
 #include "gateway/config_reloader.h"
 #include "gateway/gateway_config.h"
 #include "gateway/gateway_metrics.h"
@@ -94,35 +95,6 @@ std::optional<Options> parse_options(int argc, char** argv, std::string* error) 
   return options;
 }
 
-// SIGINT and SIGTERM (stop) and SIGHUP (reload), blocked for every thread and taken by the main
-// thread only, so no I/O thread is ever interrupted by them.
-class ProcessSignals {
- public:
-  ProcessSignals() {
-    sigemptyset(&signals_);
-    sigaddset(&signals_, SIGINT);
-    sigaddset(&signals_, SIGTERM);
-    sigaddset(&signals_, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &signals_, &previous_);
-  }
-  ~ProcessSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
-  ProcessSignals(const ProcessSignals&) = delete;
-  ProcessSignals& operator=(const ProcessSignals&) = delete;
-
-  int wait_for(int timeout_ms) {
-    timespec timeout{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1000000L};
-    for (;;) {
-      const int signal = sigtimedwait(&signals_, nullptr, &timeout);
-      if (signal > 0) return signal;
-      if (errno == EAGAIN) return 0;
-    }
-  }
-
- private:
-  sigset_t signals_{};
-  sigset_t previous_{};
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -161,7 +133,8 @@ int main(int argc, char** argv) {
     logger.warn("testing_allow_loopback_upstreams is on: upstreams may resolve to loopback");
   }
 
-  ProcessSignals signals;  // before any thread starts: threads inherit the blocked mask
+  // Before any thread starts: threads inherit the blocked mask. SIGHUP asks for a reload.
+  ShutdownSignal signals(ShutdownSignal::Reload::kOnSighup);
 
   auto registry = std::make_shared<prometheus::Registry>();
   PrometheusGatewayMetrics metrics(*registry);

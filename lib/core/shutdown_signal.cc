@@ -7,10 +7,11 @@
 
 namespace perimeter {
 
-ShutdownSignal::ShutdownSignal() {
+ShutdownSignal::ShutdownSignal(Reload reload) {
   sigemptyset(&signals_);
   sigaddset(&signals_, SIGINT);
   sigaddset(&signals_, SIGTERM);
+  if (reload == Reload::kOnSighup) sigaddset(&signals_, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals_, &previous_);
 }
 

@@ -4,17 +4,19 @@
 
 namespace perimeter {
 
-// Blocks SIGINT and SIGTERM for the whole process so that no thread is interrupted by them, and
-// lets one thread wait for them. Construct it in main() before any thread starts: threads inherit
-// the blocked mask. The destructor restores the previous mask.
+// Blocks SIGINT and SIGTERM (and SIGHUP, for a process that reloads on it) for the whole process
+// so that no thread is interrupted by them, and lets one thread wait for them. Construct it in
+// main() before any thread starts: threads inherit the blocked mask. The destructor restores the
+// previous mask.
 class ShutdownSignal {
  public:
-  ShutdownSignal();
+  enum class Reload { kNone, kOnSighup };
+  explicit ShutdownSignal(Reload reload = Reload::kNone);
   ~ShutdownSignal();
   ShutdownSignal(const ShutdownSignal&) = delete;
   ShutdownSignal& operator=(const ShutdownSignal&) = delete;
 
-  // Waits for SIGINT or SIGTERM and returns its number.
+  // Waits for one of the signals and returns its number.
   int wait();
   // Waits at most timeout_ms; returns the signal number, or 0 when none arrived in time.
   int wait_for(int timeout_ms);

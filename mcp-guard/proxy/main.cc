@@ -17,6 +17,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/shutdown_signal.h"
 #include "proxy/audit.h"
 #include "proxy/config_reloader.h"
 #include "proxy/guard_config.h"
@@ -80,36 +81,6 @@ std::optional<Options> parse_options(int argc, char** argv, std::string* error) 
   return options;
 }
 
-// SIGINT and SIGTERM (stop) and SIGHUP (reload), blocked for every thread and taken by the main
-// thread only, so no I/O thread is ever interrupted by them.
-class ProcessSignals {
- public:
-  ProcessSignals() {
-    sigemptyset(&signals_);
-    sigaddset(&signals_, SIGINT);
-    sigaddset(&signals_, SIGTERM);
-    sigaddset(&signals_, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &signals_, &previous_);
-  }
-  ~ProcessSignals() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
-  ProcessSignals(const ProcessSignals&) = delete;
-  ProcessSignals& operator=(const ProcessSignals&) = delete;
-
-  // The signal that arrived within `timeout_ms`, or 0.
-  int wait_for(int timeout_ms) {
-    timespec timeout{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1000000L};
-    for (;;) {
-      const int signal = sigtimedwait(&signals_, nullptr, &timeout);
-      if (signal > 0) return signal;
-      if (errno == EAGAIN) return 0;
-    }
-  }
-
- private:
-  sigset_t signals_{};
-  sigset_t previous_{};
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,7 +121,8 @@ int main(int argc, char** argv) {
   }
   const GuardConfig& config = *parsed.config;
 
-  ProcessSignals signals;  // before any thread starts: threads inherit the blocked mask
+  // Before any thread starts: threads inherit the blocked mask. SIGHUP asks for a reload.
+  ShutdownSignal signals(ShutdownSignal::Reload::kOnSighup);
 
   auto registry = std::make_shared<prometheus::Registry>();
   PrometheusGuardMetrics metrics(*registry);
