@@ -14,38 +14,10 @@
 #include <thread>
 
 #include "core/base64.h"
+#include "core/text_files.h"
 #include "process/process.h"
 
 namespace perimeter::testing {
-namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-void write_file_atomically(const std::string& path, const std::string& content) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out) throw std::runtime_error("cannot write " + temporary);
-  }
-  std::filesystem::rename(temporary, path);
-}
-
-std::vector<std::string> complete_lines(const std::string& text) {
-  std::vector<std::string> lines;
-  std::size_t start = 0;
-  for (std::size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
-    lines.push_back(text.substr(start, end - start));
-  }
-  return lines;
-}
-
-}  // namespace
 
 struct GatewayProcess::State {
   std::string dir;
@@ -176,7 +148,7 @@ std::string GatewayProcess::credential(const std::string& environment_namespace,
 
 std::vector<nlohmann::json> GatewayProcess::audit_lines() const {
   std::vector<nlohmann::json> lines;
-  for (const auto& line : complete_lines(read_file(state_->audit_path))) {
+  for (const auto& line : complete_lines(read_text_file(state_->audit_path))) {
     auto parsed = nlohmann::json::parse(line, nullptr, false);
     if (parsed.is_discarded()) throw std::runtime_error("an audit line is not JSON: " + line);
     lines.push_back(std::move(parsed));
@@ -196,7 +168,7 @@ std::vector<nlohmann::json> GatewayProcess::wait_for_audit_lines(
 }
 
 std::string GatewayProcess::log() const {
-  return read_file(state_->log_path);
+  return read_text_file(state_->log_path);
 }
 
 void GatewayProcess::rewrite_config(const std::string& config_yaml) {

@@ -11,40 +11,10 @@
 #include <stdexcept>
 #include <thread>
 
+#include "core/text_files.h"
 #include "process/process.h"
 
 namespace perimeter::testing {
-namespace {
-
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-// Written to a sibling and renamed over, so the guard's content check never reads half a file.
-void write_file_atomically(const std::string& path, const std::string& content) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << content;
-    if (!out) throw std::runtime_error("cannot write " + temporary);
-  }
-  std::filesystem::rename(temporary, path);
-}
-
-// Complete (newline-terminated) lines only: the last one may still be being written.
-std::vector<std::string> complete_lines(const std::string& text) {
-  std::vector<std::string> lines;
-  std::size_t start = 0;
-  for (std::size_t end; (end = text.find('\n', start)) != std::string::npos; start = end + 1) {
-    lines.push_back(text.substr(start, end - start));
-  }
-  return lines;
-}
-
-}  // namespace
 
 struct GuardProcess::State {
   std::string dir;
@@ -154,7 +124,7 @@ std::string GuardProcess::metrics_address() const {
 
 std::vector<nlohmann::json> GuardProcess::audit_lines() const {
   std::vector<nlohmann::json> lines;
-  for (const auto& line : complete_lines(read_whole_file(state_->audit_path))) {
+  for (const auto& line : complete_lines(read_text_file(state_->audit_path))) {
     auto parsed = nlohmann::json::parse(line, nullptr, false);
     if (parsed.is_discarded()) {
       throw std::runtime_error("an audit line is not JSON: " + line);
@@ -165,7 +135,7 @@ std::vector<nlohmann::json> GuardProcess::audit_lines() const {
 }
 
 std::string GuardProcess::log() const {
-  return read_whole_file(state_->log_path);
+  return read_text_file(state_->log_path);
 }
 
 void GuardProcess::rewrite_config(const std::string& config_yaml) {
