@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "controllers/agentenvironment/key_release.h"
-#include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "core/cidr.h"
 #include "pki/hmac.h"
@@ -16,21 +15,6 @@ namespace {
 constexpr std::string_view kProxyVariables[] = {"HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
                                                 "http_proxy",  "ALL_PROXY",   "all_proxy",
                                                 "NO_PROXY",    "no_proxy"};
-
-// Link-local (cloud metadata) is excepted from every allowed range wider than it.
-nlohmann::json cilium_cidr_rule(const std::string& text) {
-  nlohmann::json rule = {{"cidr", text}};
-  const auto slash = text.find('/');
-  const int prefix = slash == std::string::npos ? 128 : std::stoi(text.substr(slash + 1));
-  const auto cidr = Cidr::parse(text);
-  if (!cidr) return rule;
-  if (text.find(':') == std::string::npos) {
-    if (prefix < 16 && cidr->contains("169.254.0.0")) rule["except"] = {"169.254.0.0/16"};
-  } else if (prefix < 10 && cidr->contains("fe80::")) {
-    rule["except"] = {"fe80::/10"};
-  }
-  return rule;
-}
 
 bool is_ip_literal(const std::string& host) {
   return parse_ip_address(host).has_value();
@@ -132,22 +116,16 @@ nlohmann::json build_cilium_network_policy(const AgentEnvironment& env,
   }
   if (!env.egress_allowed_cidrs.empty()) {
     nlohmann::json cidrs = nlohmann::json::array();
-    for (const auto& cidr : env.egress_allowed_cidrs) cidrs.push_back(cilium_cidr_rule(cidr));
+    for (const auto& cidr : env.egress_allowed_cidrs)
+      cidrs.push_back(cidr_without_link_local(cidr));
     rules.push_back({{"toCIDRSet", cidrs}});
   }
 
   return {{"apiVersion", "cilium.io/v2"},
           {"kind", "CiliumNetworkPolicy"},
-          {"metadata",
-           {{"name", network_policy_name(env)},
-            {"namespace", env.namespace_},
-            {"labels", environment_labels(env)},
-            {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
+          {"metadata", runner_policy_metadata(env)},
           {"spec",
-           {{"endpointSelector",
-             {{"matchLabels",
-               {{std::string(kLabelEnvironment), label_value_for(env.name)},
-                {std::string(kLabelComponent), "runner"}}}}},
+           {{"endpointSelector", runner_pod_selector(env)},
             // No ingress rule: nothing may connect to a runner pod.
             {"enableDefaultDeny", {{"ingress", true}, {"egress", true}}},
             {"egress", rules}}}};

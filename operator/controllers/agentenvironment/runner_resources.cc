@@ -65,9 +65,17 @@ bool contains(const Cidr& outer, const Cidr& inner) {
   return true;
 }
 
-// An allowed CIDR as an ipBlock; a range wider than link-local gets link-local excepted, so no
-// allowed range ever reaches cloud metadata. (The schema refuses ranges inside link-local.)
-nlohmann::json ip_block(const std::string& text) {
+// A peer of pods in another namespace, selected by the namespace's name label (set by the
+// apiserver on every namespace) and the pods' labels.
+nlohmann::json pod_peer(const PodSelection& pods) {
+  return {
+      {"namespaceSelector", {{"matchLabels", {{"kubernetes.io/metadata.name", pods.namespace_}}}}},
+      {"podSelector", {{"matchLabels", pods.labels}}}};
+}
+
+}  // namespace
+
+nlohmann::json cidr_without_link_local(const std::string& text) {
   nlohmann::json block = {{"cidr", text}};
   const auto cidr = parse_cidr(text);
   if (!cidr) return block;
@@ -80,15 +88,18 @@ nlohmann::json ip_block(const std::string& text) {
   return block;
 }
 
-// A peer of pods in another namespace, selected by the namespace's name label (set by the
-// apiserver on every namespace) and the pods' labels.
-nlohmann::json pod_peer(const PodSelection& pods) {
-  return {
-      {"namespaceSelector", {{"matchLabels", {{"kubernetes.io/metadata.name", pods.namespace_}}}}},
-      {"podSelector", {{"matchLabels", pods.labels}}}};
+nlohmann::json runner_policy_metadata(const AgentEnvironment& env) {
+  return {{"name", network_policy_name(env)},
+          {"namespace", env.namespace_},
+          {"labels", environment_labels(env)},
+          {"ownerReferences", nlohmann::json::array({owner_reference(env)})}};
 }
 
-}  // namespace
+nlohmann::json runner_pod_selector(const AgentEnvironment& env) {
+  return {{"matchLabels",
+           {{std::string(kLabelEnvironment), label_value_for(env.name)},
+            {std::string(kLabelComponent), "runner"}}}};
+}
 
 nlohmann::json environment_labels(const AgentEnvironment& env) {
   return {{std::string(kLabelEnvironment), label_value_for(env.name)},
@@ -282,22 +293,16 @@ nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgr
   }
   if (egress.mode != EgressMode::kCiliumFqdn && !env.egress_allowed_cidrs.empty()) {
     nlohmann::json to = nlohmann::json::array();
-    for (const auto& cidr : env.egress_allowed_cidrs) to.push_back({{"ipBlock", ip_block(cidr)}});
+    for (const auto& cidr : env.egress_allowed_cidrs)
+      to.push_back({{"ipBlock", cidr_without_link_local(cidr)}});
     egress_rules.push_back({{"to", to}});
   }
 
   return {{"apiVersion", "networking.k8s.io/v1"},
           {"kind", "NetworkPolicy"},
-          {"metadata",
-           {{"name", network_policy_name(env)},
-            {"namespace", env.namespace_},
-            {"labels", environment_labels(env)},
-            {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
+          {"metadata", runner_policy_metadata(env)},
           {"spec",
-           {{"podSelector",
-             {{"matchLabels",
-               {{std::string(kLabelEnvironment), label_value_for(env.name)},
-                {std::string(kLabelComponent), "runner"}}}}},
+           {{"podSelector", runner_pod_selector(env)},
             {"policyTypes", {"Ingress", "Egress"}},
             {"ingress", nlohmann::json::array()},
             {"egress", egress_rules}}}};

@@ -39,6 +39,16 @@ nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgr
 // The name of the environment's NetworkPolicy.
 std::string network_policy_name(const AgentEnvironment& env);
 
+// An allowed CIDR as a NetworkPolicy ipBlock (and a Cilium CIDRRule, the same shape): a range
+// wider than link-local gets link-local excepted, so no allowed range ever reaches cloud metadata.
+// (The schema refuses ranges inside link-local.)
+nlohmann::json cidr_without_link_local(const std::string& text);
+
+// The runner policies' metadata (name, namespace, labels, owner) and their selector of the
+// environment's runner pods, shared by the NetworkPolicy and the CiliumNetworkPolicy.
+nlohmann::json runner_policy_metadata(const AgentEnvironment& env);
+nlohmann::json runner_pod_selector(const AgentEnvironment& env);
+
 // The labels every object made for the environment's sessions carries.
 nlohmann::json environment_labels(const AgentEnvironment& env);
 
