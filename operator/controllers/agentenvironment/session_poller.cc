@@ -161,12 +161,14 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
   std::vector<std::string> recent;
   for (const auto& [pod, created_at] : recently_created_) recent.push_back(pod);
   lock.unlock();
-  // The census reads the informer cache, which takes its own locks: not under ours.
-  const PodCensus census = deps_.census.census(ns, name);
+  // The census reads the informer cache, which takes its own locks: not under ours. Which recent
+  // pods the cache shows is asked first: a pod arriving in between is then counted twice (once
+  // as recent, once by the census) for this pass, never zero times.
   std::set<std::string> seen;
   for (const auto& pod : recent) {
     if (deps_.census.cached(ns, pod)) seen.insert(pod);
   }
+  const PodCensus census = deps_.census.census(ns, name);
   lock.lock();
   const auto now = deps_.clock.now();
   for (auto it = recently_created_.begin(); it != recently_created_.end();) {

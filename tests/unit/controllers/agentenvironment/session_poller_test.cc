@@ -41,12 +41,22 @@ class MockObjectWriter : public SessionObjectWriter {
 
 class FakeCensus final : public RunnerPodCensus {
  public:
-  PodCensus census(const std::string&, const std::string&) override { return value; }
+  PodCensus census(const std::string&, const std::string&) override {
+    PodCensus answer = value;
+    // The informer delivers these just after this census was taken.
+    for (const auto& pod : arrives_after_census) {
+      value.unfinished.insert(pod);
+      in_cache.insert(pod);
+    }
+    arrives_after_census.clear();
+    return answer;
+  }
   bool cached(const std::string&, const std::string& name) override {
     return in_cache.count(name) > 0;
   }
   PodCensus value;
   std::set<std::string> in_cache;  // every pod the cache shows, finished or not
+  std::set<std::string> arrives_after_census;  // running pods that land between two reads
 };
 
 class SessionPollerTest : public ::testing::Test {
@@ -354,6 +364,23 @@ TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
   census_.in_cache = {runner_object_name("work_A")};
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty);
+}
+
+// A pod the informer delivers between the census and the check of the pods just made must still
+// count once: before the fix it counted in neither (not in the census taken before it arrived, and
+// dropped from the recent pods because the cache showed it), so the limit was exceeded by one
+// (seen in operator_e2e: 6 unfinished pods at a limit of 5).
+TEST_F(SessionPollerTest, APodArrivingInTheCacheDuringTheCountStillCountsAgainstTheLimit) {
+  auto poller = make_poller(environment(1));
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, check_pod(_));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  census_.arrives_after_census = {runner_object_name("work_A")};
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // StrictMock: no second poll
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // now counted by the census
 }
 
 TEST_F(SessionPollerTest, AFailedAckMakesNoPodAndFreesTheSlot) {
