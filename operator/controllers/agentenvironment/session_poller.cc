@@ -155,6 +155,10 @@ SessionPoller::SlotReservation::SlotReservation(SlotReservation&& other) noexcep
     : poller_(std::exchange(other.poller_, nullptr)), created_pod_(std::move(other.created_pod_)) {}
 
 std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
+  // One count at a time: a count drops the pods its census shows from the recent ones, which is
+  // only right for counts whose census was taken after it. Two interleaved, the one holding the
+  // older census could count a pod the cache just delivered in neither list.
+  std::lock_guard counting(counting_mutex_);
   std::unique_lock lock(mutex_);
   const std::string ns = settings_.environment.namespace_;
   const std::string name = settings_.environment.name;
@@ -493,7 +497,9 @@ PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedS
   } catch (const std::exception& e) {
     // The item is acknowledged: its pod is tried again at every pass until it exists (and by the
     // claims sweep should this process end first). A pod the spec cannot make waits for a spec
-    // that can.
+    // that can. Until the informer shows it, it counts against the limit: a create whose answer
+    // was lost may have made it, and the item is owed it either way.
+    slot.count_pod(runner_object_name(session.work_id));
     {
       std::lock_guard lock(mutex_);
       unstarted_[session.work_id] = unstarted;

@@ -194,6 +194,7 @@ class SessionPoller {
   const std::string environment_label_;  // "namespace/name"
 
   mutable std::mutex mutex_;
+  std::mutex counting_mutex_;  // held by reserve_slot() around its census; before mutex_
   std::condition_variable_any wake_cv_;
   PollerSettings settings_;
   std::uint64_t settings_generation_ = 0;

@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <thread>
+#include <utility>
 
 #include "agentapi/api_error.h"
 #include "agentapi/mock_agent_api.h"
@@ -49,6 +51,8 @@ class FakeCensus final : public RunnerPodCensus {
       in_cache.insert(pod);
     }
     arrives_after_census.clear();
+    // Runs once, between this census and the count that uses it.
+    if (auto hook = std::exchange(after_next_census, nullptr)) hook();
     return answer;
   }
   bool cached(const std::string&, const std::string& name) override {
@@ -57,6 +61,7 @@ class FakeCensus final : public RunnerPodCensus {
   PodCensus value;
   std::set<std::string> in_cache;  // every pod the cache shows, finished or not
   std::set<std::string> arrives_after_census;  // running pods that land between two reads
+  std::function<void()> after_next_census;
 };
 
 class SessionPollerTest : public ::testing::Test {
@@ -381,6 +386,52 @@ TEST_F(SessionPollerTest, APodArrivingInTheCacheDuringTheCountStillCountsAgainst
   census_.arrives_after_census = {runner_object_name("work_A")};
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // StrictMock: no second poll
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // now counted by the census
+}
+
+// Two poll threads of one environment count at once. Thread B takes its census just before the
+// informer delivers a pod the poller made; thread A then counts, sees the pod in the cache and
+// drops it from the pods just made. B must not count with its older census against the shorter
+// list: the pod would count in neither, and B would claim one session over the limit (the rest of
+// operator_e2e's 6 unfinished pods at a limit of 5).
+TEST_F(SessionPollerTest, TwoThreadsCountingAtOnceNeverLoseAPodTheCacheJustDelivered) {
+  auto poller = make_poller(environment(1));
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, check_pod(_));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  ASSERT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+
+  census_.arrives_after_census = {runner_object_name("work_A")};
+  std::optional<PollOutcome> thread_a;
+  std::thread counter_a;
+  census_.after_next_census = [&] {
+    counter_a = std::thread([&] { thread_a = poller->poll_once(); });
+    // Thread A runs its whole count here if nothing orders the two; once they are ordered it
+    // waits for B, and this bounded wait lets B go on.
+    std::this_thread::sleep_for(milliseconds(300));
+  };
+  const PollOutcome thread_b = poller->poll_once();  // StrictMock: neither may poll
+  counter_a.join();
+  EXPECT_EQ(thread_b, PollOutcome::kAtCapacity);
+  ASSERT_TRUE(thread_a.has_value());
+  EXPECT_EQ(*thread_a, PollOutcome::kAtCapacity);
+}
+
+// A create whose answer was lost may have made the pod all the same, and an acknowledged item is
+// owed its pod in any case: until the informer shows it, it counts against the limit.
+TEST_F(SessionPollerTest, APodCreateWithoutAnAnswerStillCountsAgainstTheLimit) {
+  auto poller = make_poller(environment(1));
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, check_pod(_));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, ensure_pod(_))
+      .Times(2)
+      .WillRepeatedly(Throw(std::runtime_error("context deadline exceeded")));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);
+  // The retry fails too; no second session is polled for (StrictMock: no poll).
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
 }
 
 TEST_F(SessionPollerTest, AFailedAckMakesNoPodAndFreesTheSlot) {
