@@ -15,6 +15,9 @@ packages=(
   # perimeter-mcp-guard's fuzz target (clang's libFuzzer) and the reverse proxy its bench
   # measures it against.
   clang libclang-rt-14-dev nginx
+  # The chart's alerts (promtool test rules, a real Prometheus scraping an e2e run) and the Argo CD
+  # health checks (Lua, as Argo CD runs them).
+  prometheus lua5.4
 )
 # Go (for `make tools`) comes with the machine image: Debian's Go is too old for Kubernetes.
 
