@@ -220,5 +220,26 @@ for dir in pairs(found) do
   end
 end
 
-print(string.format("%d samples passed, %d failures", passed, failures))
+-- With a second argument: argocd-cm as kubectl left it after applying the snippet as a merge
+-- patch (snippet_kubectl_test.sh). Its data holds each script unchanged and keeps its own keys.
+if arg[2] then
+  local patched = decode_json(read_file(arg[2]), arg[2])
+  local data = patched.data or {}
+  local before = failures
+  for dir, script in pairs(scripts) do
+    local key = "resource.customizations.health." .. dir
+    if data[key] ~= script then
+      fail("argocd-cm patched by kubectl: " .. key .. " is not deploy/argocd/" .. dir ..
+           "/health.lua")
+    else
+      passed = passed + 1
+    end
+  end
+  if data.url ~= "https://argocd.example.com" then
+    fail("argocd-cm patched by kubectl lost its own key url")
+  end
+  if failures == before then print("argocd-cm patched by kubectl holds the health scripts") end
+end
+
+print(string.format("%d checks passed, %d failures", passed, failures))
 os.exit(failures == 0 and 0 or 1)
