@@ -1,7 +1,7 @@
--- Runs Perimeter's Argo CD health checks (deploy/argocd/*/health.lua) the way Argo CD does: the
--- script as a chunk, the object as the global `obj`, only the libraries Argo CD opens, and the
--- returned table read as {status, message}. Each sample in testdata/<kind>.json is an object as
--- the operator leaves it, with the health and message Argo CD must show for it.
+-- Runs Perimeter's Argo CD health checks (deploy/argocd/perimeter.dev/*/health.lua) the way
+-- Argo CD does: the script as a chunk, the object as the global `obj`, only the libraries Argo CD
+-- opens, and the returned table read as {status, message}. Each sample in testdata/<kind>.json
+-- is an object as the operator leaves it, with the health and message Argo CD must show for it.
 --   lua5.4 health_test.lua <repository root>
 local root = assert(arg[1], "usage: lua5.4 health_test.lua <repository root>")
 
@@ -153,8 +153,9 @@ local kinds = {
 local here = root .. "/tests/integration/argocd/testdata/"
 local scripts = {}
 for _, k in ipairs(kinds) do
-  local dir = "perimeter.dev_" .. k.kind
-  local script = read_file(root .. "/deploy/argocd/" .. dir .. "/health.lua")
+  local dir = "perimeter.dev_" .. k.kind -- the argocd-cm key's suffix, <group>_<kind>
+  local path = "perimeter.dev/" .. k.kind .. "/health.lua"
+  local script = read_file(root .. "/deploy/argocd/" .. path)
   scripts[dir] = script
   local cases = decode_json(read_file(here .. k.data), k.data)
   local seen, statuses = {}, {}
@@ -165,7 +166,7 @@ for _, k in ipairs(kinds) do
     if case.object.kind ~= k.kind or case.object.apiVersion ~= "perimeter.dev/v1alpha1" then
       fail(name .. ": the sample is not a perimeter.dev/v1alpha1 " .. k.kind)
     end
-    local health, err = run_health(script, dir .. "/health.lua", case.object)
+    local health, err = run_health(script, path, case.object)
     if not health then
       fail(name .. ": " .. err)
     elseif health.status ~= case.health.status or health.message ~= case.health.message then
@@ -210,8 +211,8 @@ for dir, script in pairs(scripts) do
   if found[dir] == nil then
     fail("argocd-cm-snippet.yaml has no resource.customizations.health." .. dir)
   elseif found[dir] ~= script then
-    fail("argocd-cm-snippet.yaml differs from deploy/argocd/" .. dir ..
-         "/health.lua: run deploy/argocd/render-snippet.sh")
+    fail("argocd-cm-snippet.yaml's " .. dir .. " differs from its health.lua:" ..
+         " run deploy/argocd/render-snippet.sh")
   end
 end
 for dir in pairs(found) do
@@ -229,8 +230,7 @@ if arg[2] then
   for dir, script in pairs(scripts) do
     local key = "resource.customizations.health." .. dir
     if data[key] ~= script then
-      fail("argocd-cm patched by kubectl: " .. key .. " is not deploy/argocd/" .. dir ..
-           "/health.lua")
+      fail("argocd-cm patched by kubectl: " .. key .. " is not its health.lua")
     else
       passed = passed + 1
     end
