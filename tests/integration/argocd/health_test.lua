@@ -105,8 +105,9 @@ end
 
 -- What Argo CD's Lua VM offers a script from argocd-cm (util/lua/lua.go, runLua): gopher-lua,
 -- a Lua 5.1, with the standard libraries skipped and only the base and table libraries, package
--- and a "safe" os (time and date) opened. There is no string or math library, and strings have no
--- methods; a script that uses them fails here as it would in Argo CD.
+-- and a reduced os opened. There is no string or math library, and strings have no methods; a
+-- script that uses them fails here as it would in Argo CD. The os is left out here too: Perimeter's
+-- scripts decide from the object alone, never from the clock.
 local function sandbox(object)
   return {
     obj = object, _VERSION = "Lua 5.1",
@@ -116,7 +117,6 @@ local function sandbox(object)
     tostring = tostring, type = type, unpack = table.unpack, xpcall = xpcall,
     table = { concat = table.concat, insert = table.insert, remove = table.remove,
               sort = table.sort },
-    os = { time = os.time, date = os.date },
   }
 end
 
