@@ -3,7 +3,8 @@
 #   rules   promtool check rules and promtool test rules on charts/perimeter/files/alerts.yaml;
 #           every alert has a case where it fires and one where it does not.
 #   names   every metric the dashboard's queries and the alerts' expressions name is one the C++
-#           sources register (read from the tree now, so a renamed metric fails here).
+#           sources register (read from the tree now, so a renamed metric fails here); the
+#           dashboard is valid JSON with what Grafana needs, and each query parses as PromQL.
 #   render  helm template with the opt-ins on: the PrometheusRule's spec passes promtool (check
 #           and the same unit tests), the overrides of values.yaml apply, the dashboard ConfigMap
 #           carries the sidecar label and the dashboard byte for byte; off by default.
@@ -164,6 +165,28 @@ run_names() {
   rule_exprs "$alerts" >"$work/alerts.queries"
   [ "$(wc -l <"$work/alerts.queries")" = "$(alert_names "$alerts" | wc -l)" ] ||
     fail "read $(wc -l <"$work/alerts.queries") expressions from $alerts for $(alert_names "$alerts" | wc -l) alerts"
+  # Each dashboard query parses as PromQL: promtool checks it as a recording rule, with
+  # Grafana's variables replaced by values Grafana would give them.
+  need_promtool
+  {
+    echo "groups:"
+    echo "  - name: dashboard"
+    echo "    rules:"
+    local n=0 query
+    while IFS= read -r query; do
+      n=$((n + 1))
+      query=${query//\$__rate_interval/5m}
+      query=${query//\$__range/6h}
+      query=${query//\$environment/.*}
+      echo "      - record: dashboard:query_$n"
+      echo "        expr: '${query//\'/\'\'}'"
+    done <"$work/dashboard.queries"
+  } >"$work/dashboard-rules.yaml"
+  "$promtool" check rules "$work/dashboard-rules.yaml" >"$work/dashboard-check.out" 2>&1 || {
+    cat "$work/dashboard-check.out" >&2
+    nl -ba "$work/dashboard.queries" >&2
+    fail "a dashboard query is not valid PromQL (dashboard:query_N is query N of the list above)"
+  }
   local bad=0
   check_queries "dashboard.json" "$work/dashboard.queries" || bad=1
   check_queries "alerts.yaml" "$work/alerts.queries" || bad=1
