@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The chart's alerts and Grafana dashboard, tested with the real tools. One check per ctest test:
 #   rules   promtool check rules and promtool test rules on charts/perimeter/files/alerts.yaml;
-#           every alert has a case where it fires and one where it does not.
+#           every alert has a case where it fires and one where it does not, a summary, a
+#           description and a runbook_url to its own section of docs/runbook.md.
 #   names   every metric the dashboard's queries and the alerts' expressions name is one the C++
 #           sources register (read from the tree now, so a renamed metric fails here); the
 #           dashboard is valid JSON with what Grafana needs, and each query parses as PromQL.
@@ -148,6 +149,19 @@ run_rules() {
     done
   done
   [ $missing = 0 ] || fail "alerts without a firing and a quiet case in $here/*.test.yaml"
+  # Every alert's runbook_url is docs/runbook.md#<alert, lower case>, a section of the runbook.
+  local runbook="$src/docs/runbook.md" url
+  for alert in $(alert_names "$alerts"); do
+    url=$(awk -v a="$alert" '$0 ~ "alert: " a "$" {f = 1} f && /runbook_url:/ {print $2; exit}' "$alerts")
+    [ "$url" = "docs/runbook.md#${alert,,}" ] ||
+      fail "$alert: runbook_url is '$url', not docs/runbook.md#${alert,,}"
+    grep -qx "## $alert" "$runbook" || fail "$alert has no section '## $alert' in docs/runbook.md"
+    for kind in summary description; do
+      awk -v a="$alert" -v k="$kind" '$0 ~ "alert: " a "$" {f = 1; next} f && /- alert:/ {exit}
+        f && $1 == k ":" {found = 1} END {exit !found}' "$alerts" ||
+        fail "$alert has no $kind annotation"
+    done
+  done
   echo "PASS: $(alert_names "$alerts" | wc -l) alerts checked and unit-tested by promtool"
 }
 
