@@ -36,7 +36,6 @@ if(title STREQUAL "" OR uid STREQUAL "")
 endif()
 
 set(ids "")
-set(count 0)
 function(check_panel)
   # ARGN: the JSON path of the panel
   json_get(type ${ARGN} type)
@@ -76,7 +75,6 @@ json_length(npanels panels)
 math(EXPR last "${npanels} - 1")
 foreach(p RANGE ${last})
   check_panel(panels ${p})
-  math(EXPR count "${count} + 1")
   # A collapsed row keeps its panels inside it.
   string(JSON nested ERROR_VARIABLE err LENGTH "${json}" panels ${p} panels)
   if(NOT err AND nested GREATER 0)
