@@ -9,6 +9,7 @@
 #include "core/time_format.h"
 #include "kube/api_error.h"
 #include "runtime/conditions.h"
+#include "runtime/desired_state.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -19,31 +20,8 @@ using nlohmann::json;
 // however many pods finish at once; the rest are counted by the next write.
 constexpr size_t kMaxCountedPerWrite = 500;
 using runtime::find_condition;
+using runtime::json_contains;
 using runtime::set_condition;
-
-// Whether `have` holds everything `want` does: objects key by key (extra keys in `have`, such as
-// fields the apiserver defaulted, are allowed; an empty list in `want` may be absent from
-// `have`), arrays element by element, scalars equal.
-bool json_contains(const json& have, const json& want) {
-  if (want.is_object()) {
-    if (!have.is_object()) return false;
-    for (const auto& [key, value] : want.items()) {
-      const auto it = have.find(key);
-      // The apiserver omits an empty list when it stores an object: absent is what [] became.
-      if (it == have.end() && value.is_array() && value.empty()) continue;
-      if (it == have.end() || !json_contains(*it, value)) return false;
-    }
-    return true;
-  }
-  if (want.is_array()) {
-    if (!have.is_array() || have.size() != want.size()) return false;
-    for (size_t i = 0; i < want.size(); ++i) {
-      if (!json_contains(have[i], want[i])) return false;
-    }
-    return true;
-  }
-  return have == want;
-}
 
 // Why a pod failed, in a word a person can act on.
 std::string failure_reason(const json& pod) {
