@@ -24,7 +24,10 @@
 
 #include "agentapi/sim_process.h"
 #include "cluster/local_cluster.h"
+#include "core/base64.h"
 #include "core/log.h"
+#include "gateway/credentials.h"
+#include "gateway/gateway_config.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
@@ -780,6 +783,116 @@ TEST_F(OperatorE2eTest, ARunnerNetworkPolicyOpenedOrDeletedByHandIsPutBackBefore
         return items.size() == 1 && items[0]["spec"] == applied["spec"];
       },
       seconds(30), "the deleted NetworkPolicy to be back");
+  EXPECT_TRUE(operator_process->running());
+}
+
+// Gateway egress mode, end to end on the apiserver: the operator runs the egress gateway
+// (Deployment, Service, NetworkPolicy, ConfigMap, key Secret) and keeps its configuration equal
+// to the environments; a runner pod's HTTPS_PROXY carries a credential the gateway's own code
+// accepts for that session under the key in the Secret; objects deleted by hand come back, the
+// key unchanged (a new key would lock every running session out).
+TEST_F(OperatorE2eTest, InGatewayModeTheOperatorRunsTheGatewayAndKeepsItsConfigAndKey) {
+  create_environment(2, json::object(),
+                     {{"egress", {{"allowedHosts", json::array({{{"host", "pypi.org"}}})}}}});
+  auto operator_process =
+      start_operator({"--runner-egress", "gateway", "--egress-gateway-namespace", ns_,
+                      "--egress-gateway-image", "perimeter-egress-gateway:e2e"});
+  enqueue(1);
+  auto config_maps = client(kube::resources::config_maps());
+  auto secrets = client(kube::resources::secrets());
+  const auto gateway_config = [&]() -> std::string {
+    try {
+      return config_maps->get(ns_, "perimeter-egress-gateway")["data"].value("gateway.yaml", "");
+    } catch (const kube::ApiError&) {
+      return "";
+    }
+  };
+  const auto gateway_key = [&]() -> std::string {
+    try {
+      std::string key;
+      base64_decode_any(secrets->get(ns_, "perimeter-egress-gateway-key")["data"].value("key", ""),
+                        &key);
+      return key;
+    } catch (const kube::ApiError&) {
+      return "";
+    }
+  };
+  eventually([&] { return gateway_config().find("pypi.org") != std::string::npos; }, seconds(60),
+             "the gateway's configuration to list the environment's host");
+  const std::string key = gateway_key();
+  ASSERT_EQ(key.size(), 64u);
+  // The configuration the operator renders is one the gateway accepts.
+  const auto parsed = egressgateway::parse_gateway_config(gateway_config(), false);
+  ASSERT_TRUE(parsed.config) << parsed.error;
+  const auto* environment = parsed.config->find_environment(ns_ + "/agents");
+  ASSERT_NE(environment, nullptr) << gateway_config();
+  EXPECT_TRUE(egressgateway::environment_allows(*environment, "pypi.org", 443));
+  EXPECT_FALSE(egressgateway::environment_allows(*environment, "example.com", 443));
+
+  // Restricted Pod Security admits the gateway's pods: the Deployment becomes available.
+  auto deployments = client(kube::resources::deployments());
+  eventually(
+      [&] {
+        try {
+          const auto status =
+              deployments->get(ns_, "perimeter-egress-gateway").value("status", json::object());
+          return status.value("availableReplicas", 0) == 2;
+        } catch (const kube::ApiError&) {
+          return false;  // not applied yet
+        }
+      },
+      seconds(90), "the gateway's two replicas to be available");
+  EXPECT_NO_THROW(client(kube::resources::services())->get(ns_, "perimeter-egress-gateway"));
+
+  // The runner pod goes through the gateway with its session's credential.
+  json pod;
+  eventually(
+      [&] {
+        const auto pods = list(kube::resources::pods());
+        for (const auto& candidate : pods) {
+          if (candidate["metadata"]["labels"].value("app.kubernetes.io/component", "") == "runner")
+            pod = candidate;
+        }
+        return !pod.is_null();
+      },
+      seconds(60), "the session's runner pod");
+  std::string secret_name;
+  for (const auto& variable : pod["spec"]["containers"][0]["env"]) {
+    if (variable["name"] == "HTTPS_PROXY")
+      secret_name = variable["valueFrom"]["secretKeyRef"]["name"];
+  }
+  ASSERT_FALSE(secret_name.empty()) << pod["spec"]["containers"][0]["env"].dump();
+  std::string proxy_url;
+  ASSERT_TRUE(base64_decode_any(secrets->get(ns_, secret_name)["data"].value("https-proxy", ""),
+                                &proxy_url));
+  EXPECT_NE(proxy_url.find("@perimeter-egress-gateway." + ns_ + ".svc.cluster.local:3128"),
+            std::string::npos)
+      << "the Service's name";
+  const std::string userinfo = proxy_url.substr(7, proxy_url.find('@') - 7);
+  const auto check =
+      egressgateway::verify_proxy_authorization("Basic " + base64_encode(userinfo), key);
+  ASSERT_TRUE(check.identity) << check.failure;
+  EXPECT_EQ(check.identity->environment, ns_ + "/agents");
+  EXPECT_EQ(check.identity->session,
+            pod["metadata"]["labels"].value("perimeter.dev/session-id", ""));
+
+  // A new host on the resource reaches the gateway's configuration.
+  client(agent_environments())
+      ->merge_patch(ns_, "agents",
+                    {{"spec",
+                      {{"egress",
+                        {{"allowedHosts",
+                          json::array({{{"host", "pypi.org"}}, {{"host", "*.example.com"}}})}}}}}});
+  eventually([&] { return gateway_config().find("*.example.com") != std::string::npos; },
+             seconds(30), "the new host in the gateway's configuration");
+
+  // Deleted by hand: back, and the key the same.
+  config_maps->remove(ns_, "perimeter-egress-gateway");
+  secrets->remove(ns_, "perimeter-egress-gateway-key");
+  eventually([&] { return !gateway_config().empty() && gateway_key() == key; }, seconds(30),
+             "the configuration and the key to be put back");
+  const auto status = client(agent_environments())->get(ns_, "agents")["status"];
+  EXPECT_EQ(status["egress"]["mode"], "Gateway");
   EXPECT_TRUE(operator_process->running());
 }
 

@@ -13,6 +13,7 @@
 
 #include "controllers/agentenvironment/api_factory.h"
 #include "controllers/agentenvironment/controller_setup.h"
+#include "controllers/agentenvironment/egress_gateway_controller.h"
 #include "controllers/agentenvironment/operator_metrics.h"
 #include "controllers/mcptunnel/controller_setup.h"
 #include "controllers/mcptunnel/credentials.h"
@@ -79,6 +80,12 @@ std::string describe(const std::optional<std::set<std::string>>& namespaces) {
   return out.empty() ? "(none)" : out;
 }
 
+// The namespace the operator runs in (the chart sets POD_NAMESPACE from the downward API).
+std::string operator_namespace() {
+  const char* pod_namespace = std::getenv("POD_NAMESPACE");
+  return pod_namespace != nullptr && *pod_namespace != '\0' ? pod_namespace : "perimeter-system";
+}
+
 struct Clients {
   Clients(kube::Transport& transport, kube::ClientMetrics& metrics)
       : environments(transport, agent_environments(), metrics),
@@ -132,11 +139,9 @@ int run(const Options& options) {
   manager_options.leader_elect = options.leader_elect;
   if (options.leader_elect) {
     auto& election = manager_options.election;
-    election.lease_namespace = options.leader_election_namespace;
-    if (election.lease_namespace.empty()) {
-      const char* pod_namespace = std::getenv("POD_NAMESPACE");
-      election.lease_namespace = pod_namespace != nullptr ? pod_namespace : "perimeter-system";
-    }
+    election.lease_namespace = options.leader_election_namespace.empty()
+                                   ? operator_namespace()
+                                   : options.leader_election_namespace;
     election.lease_name = options.leader_election_id;
     election.identity = effective.identity;
   }
@@ -156,6 +161,29 @@ int run(const Options& options) {
   settings.egress.cluster_dns = {options.cluster_dns.namespace_, options.cluster_dns.labels};
   settings.egress.cluster_domain = options.cluster_domain;
   const bool cilium = settings.egress.mode == ae::EgressMode::kCiliumFqdn;
+  if (settings.egress.mode == ae::EgressMode::kGateway) {
+    ae::EgressGatewaySettings gateway;
+    gateway.namespace_ = options.egress_gateway_namespace.empty()
+                             ? operator_namespace()
+                             : options.egress_gateway_namespace;
+    if (!options.egress_gateway_image.empty()) gateway.image = options.egress_gateway_image;
+    gateway.replicas = options.egress_gateway_replicas;
+    gateway.cluster_dns = settings.egress.cluster_dns;
+    gateway.cluster_domain = options.cluster_domain;
+    ae::point_runners_at(gateway, settings.egress);
+    // Before any session is claimed: every session's proxy credential is signed with it.
+    settings.egress.credentials_key =
+        ae::load_or_create_egress_gateway_key(clients.secrets, gateway);
+    ae::EgressGatewayScope scope;
+    scope.watch_namespace = options.watch_namespace;
+    scope.session_namespaces = options.session_namespaces;
+    scope.allowed_api_hosts = allowed_api_hosts;
+    manager.add(ae::egress_gateway_controller(
+        {clients.environments, clients.config_maps, clients.secrets, clients.deployments,
+         clients.services, clients.network_policies},
+        gateway, settings.egress.credentials_key, scope, runtime_metrics,
+        logger.child("egressgateway")));
+  }
   manager.add(ae::agent_environment_controller(
       {clients.environments, clients.pods, clients.secrets, clients.network_policies,
        cilium ? &clients.cilium_network_policies : nullptr},

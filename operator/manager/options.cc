@@ -92,12 +92,19 @@ flags (--flag=value or --flag value):
   --cluster-domain DOMAIN            the cluster's DNS domain, for routes to Services
                                      (default cluster.local)
   --runner-egress MODE               how runner pods reach the network: public-addresses (the
-                                     API's port on every public address) or cilium (a
-                                     CiliumNetworkPolicy with toFQDNs for the API and
-                                     spec.egress.allowedHosts) (default public-addresses;
-                                     docs/egress.md)
-  --cluster-dns NS/LABELS            in cilium mode, the only pods runner pods may send DNS to
-                                     (default kube-system/k8s-app=kube-dns)
+                                     API's port on every public address), gateway (only through
+                                     the operator's egress gateway, which allows the API and
+                                     spec.egress.allowedHosts by name) or cilium (a
+                                     CiliumNetworkPolicy with toFQDNs for the same) (default
+                                     public-addresses; docs/egress.md)
+  --cluster-dns NS/LABELS            in gateway and cilium modes, the only pods runner pods may
+                                     send DNS to (default kube-system/k8s-app=kube-dns)
+  --egress-gateway-image IMAGE       in gateway mode, the perimeter-egress-gateway image (default:
+                                     the build's localhost/perimeter/perimeter-egress-gateway:
+                                     <version>)
+  --egress-gateway-replicas N        in gateway mode, the gateway's replicas (default 2)
+  --egress-gateway-namespace NS      in gateway mode, where the gateway runs (default
+                                     $POD_NAMESPACE, else perimeter-system)
   --mcp-guard-image IMAGE            the perimeter-mcp-guard image for McpTunnels whose
                                      spec.guard.image is empty (default: the build's
                                      localhost/perimeter/perimeter-mcp-guard:<version>)
@@ -178,18 +185,20 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.cluster_domain = take();
     else if (flag == "--runner-egress") {
       options.runner_egress = take();
-      if (options.runner_egress == "gateway") {
-        // The gateway's Deployment and its per-environment configuration are not rendered yet.
+      if (options.runner_egress != "public-addresses" && options.runner_egress != "gateway" &&
+          options.runner_egress != "cilium") {
         throw std::invalid_argument(
-            "--runner-egress=gateway is not available in this version: the operator does not yet "
-            "deploy the egress gateway (docs/egress.md)");
-      }
-      if (options.runner_egress != "public-addresses" && options.runner_egress != "cilium") {
-        throw std::invalid_argument("--runner-egress wants public-addresses or cilium, got '" +
-                                    options.runner_egress + "'");
+            "--runner-egress wants public-addresses, gateway or cilium, got '" +
+            options.runner_egress + "'");
       }
     } else if (flag == "--cluster-dns")
       options.cluster_dns = parse_pod_labels(flag, take());
+    else if (flag == "--egress-gateway-image")
+      options.egress_gateway_image = take();
+    else if (flag == "--egress-gateway-replicas")
+      options.egress_gateway_replicas = parse_positive(flag, take());
+    else if (flag == "--egress-gateway-namespace")
+      options.egress_gateway_namespace = take();
     else if (flag == "--mcp-guard-image")
       options.mcp_guard_image = take();
     else if (flag == "--ca-rotation-overlap-seconds")

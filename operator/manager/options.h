@@ -34,10 +34,16 @@ struct Options {
   // Audiences the operator requests its ServiceAccount token for, comma-separated.
   std::string tunnel_audiences = "https://api.anthropic.com";
   std::string cluster_domain = "cluster.local";
-  // How runner pods reach the network: "public-addresses" or "cilium" (docs/egress.md).
+  // How runner pods reach the network: "public-addresses", "gateway" or "cilium"
+  // (docs/egress.md).
   std::string runner_egress = "public-addresses";
-  // Cilium mode: the cluster's DNS pods, the only place DNS may go.
+  // Gateway and Cilium modes: the cluster's DNS pods, the only place DNS may go.
   PodLabels cluster_dns{"kube-system", {{"k8s-app", "kube-dns"}}};
+  // Gateway mode: the gateway's image (empty: the build's default, which only the local real node
+  // has), replicas, and namespace (empty: $POD_NAMESPACE, else "perimeter-system").
+  std::string egress_gateway_image;
+  int egress_gateway_replicas = 2;
+  std::string egress_gateway_namespace;
   // The perimeter-mcp-guard image for McpTunnels that name none; empty: the build's default,
   // which only the local real node has.
   std::string mcp_guard_image;

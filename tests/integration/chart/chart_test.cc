@@ -289,6 +289,47 @@ TEST_F(ChartTest, CiliumPolicyRulesAreGrantedOnlyInCiliumEgressMode) {
   EXPECT_NE(cilium.find("resources: [ciliumnetworkpolicies]"), std::string::npos) << cilium;
 }
 
+// Gateway egress mode: the operator runs the egress gateway in its own namespace, so it is
+// granted the gateway's objects there by name, and nothing else of that namespace (Helm's release
+// Secrets live in it); other modes grant none of it.
+TEST_F(ChartTest, GatewayObjectsAreGrantedByNameOnlyInGatewayEgressMode) {
+  const auto rendered = [&](const std::string& set) {
+    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
+                         "/charts/perimeter --namespace perimeter-system " + set);
+    EXPECT_EQ(out.exit_code, 0) << out.output;
+    return out.output;
+  };
+  const std::string by_default = rendered("");
+  EXPECT_EQ(by_default.find("perimeter-egress-gateway"), std::string::npos);
+  EXPECT_EQ(by_default.find("--egress-gateway"), std::string::npos);
+
+  const std::string gateway = rendered(
+      "--set runnerEgress.mode=gateway --set runnerEgress.gateway.image=registry.example/gw:1"
+      " --set runnerEgress.gateway.replicas=3");
+  EXPECT_NE(gateway.find("- --runner-egress=gateway\n"), std::string::npos);
+  EXPECT_NE(gateway.find("- --egress-gateway-namespace=perimeter-system\n"), std::string::npos);
+  EXPECT_NE(gateway.find("- --egress-gateway-image=registry.example/gw:1\n"), std::string::npos);
+  EXPECT_NE(gateway.find("- --egress-gateway-replicas=3\n"), std::string::npos);
+  const size_t role =
+      gateway.find("  name: perimeter-egress-gateway\n  namespace: perimeter-system");
+  ASSERT_NE(role, std::string::npos) << gateway;
+  const std::string rules = gateway.substr(role, gateway.find("\n---", role) - role);
+  EXPECT_NE(rules.find("resources: [secrets]\n    resourceNames: [perimeter-egress-gateway-key]"),
+            std::string::npos)
+      << rules;
+  // Every rule but create names its objects.
+  size_t at = 0;
+  while ((at = rules.find("verbs: [", at)) != std::string::npos) {
+    const std::string verbs = rules.substr(at, rules.find(']', at) - at);
+    const size_t rule_start = rules.rfind("- apiGroups", at);
+    const std::string rule = rules.substr(rule_start, at - rule_start);
+    if (verbs != "verbs: [create") {
+      EXPECT_NE(rule.find("resourceNames:"), std::string::npos) << rule << verbs;
+    }
+    ++at;
+  }
+}
+
 // The tunnel rules follow the session rules' shapes: bound only in tunnelNamespaces by default,
 // in the cluster-wide ClusterRole with clusterWide, in the Role with watchNamespace; the operator
 // is told the same namespaces, and its own ServiceAccount, whose tokens alone it may request.

@@ -97,12 +97,19 @@ TEST(OptionsTest, TheRunnerEgressFlagsAreCheckedAtStart) {
   EXPECT_EQ(set.cluster_dns.namespace_, "dns");
   EXPECT_EQ(set.cluster_dns.labels.size(), 2u);
 
-  for (const std::vector<std::string>& bad :
-       {std::vector<std::string>{"--runner-egress", "open"},
-        {"--runner-egress", "gateway"},  // not deployed by the operator yet
-        {"--cluster-dns", "kube-system"},
-        {"--cluster-dns", "kube-system/"},
-        {"--cluster-dns", "kube-system/k8s-app"}}) {
+  const auto gateway = parse({"--runner-egress=gateway", "--egress-gateway-image=registry/gw:1",
+                              "--egress-gateway-replicas=3", "--egress-gateway-namespace=egress"});
+  EXPECT_EQ(gateway.runner_egress, "gateway");
+  EXPECT_EQ(gateway.egress_gateway_image, "registry/gw:1");
+  EXPECT_EQ(gateway.egress_gateway_replicas, 3);
+  EXPECT_EQ(gateway.egress_gateway_namespace, "egress");
+
+  for (const std::vector<std::string>& bad : {std::vector<std::string>{"--runner-egress", "open"},
+                                              {"--runner-egress", "proxy"},
+                                              {"--egress-gateway-replicas", "0"},
+                                              {"--cluster-dns", "kube-system"},
+                                              {"--cluster-dns", "kube-system/"},
+                                              {"--cluster-dns", "kube-system/k8s-app"}}) {
     try {
       parse(bad);
       ADD_FAILURE() << "accepted " << bad[0] << " " << bad[1];
