@@ -161,6 +161,7 @@ ReconcileResult McpTunnelReconciler::reconcile(const kube::ObjectKey& key) {
   const auto cached = deps_.tunnels.get(key.str());
   if (!cached) {
     forget(key.str());
+    deps_.metrics.on_deleted(key.str());
     return ReconcileResult::done();
   }
   deps_.logger.debug("reconciling", {{"mcptunnel", key.str()}});  // deleted: owner references clean up the gateway
@@ -240,7 +241,7 @@ ReconcileResult McpTunnelReconciler::reconcile_managed(Pass& pass) {
       (this->*run)(pass);
     } catch (const std::exception& e) {
       forget(tunnel.key().str());
-      deps_.metrics.on_failure(step);
+      deps_.metrics.on_failure(pass.tunnel.key().str(), step);
       std::string condition = kTunnelProvisioned;
       std::string reason = "TunnelApiError";
       if (dynamic_cast<const tunnelsapi::OAuthError*>(&e) != nullptr ||
@@ -411,7 +412,7 @@ ReconcileResult McpTunnelReconciler::finalize(Pass& pass) {
   try {
     pass.api = deps_.api_factory.make(tunnel);
     pass.api->archive_tunnel(tunnel_id);
-    deps_.metrics.on_action("tunnel_archived");
+    deps_.metrics.on_action(pass.tunnel.key().str(), "tunnel_archived");
     deps_.events.record(involved, "Normal", "TunnelArchived",
                         "archived the hosted tunnel " + tunnel_id + " (deletionPolicy Archive)");
     remove_finalizer(pass);
@@ -421,7 +422,7 @@ ReconcileResult McpTunnelReconciler::finalize(Pass& pass) {
       remove_finalizer(pass);
       return ReconcileResult::done();
     }
-    deps_.metrics.on_failure("archive");
+    deps_.metrics.on_failure(pass.tunnel.key().str(), "archive");
     const auto deleted_at = parse_rfc3339(
         pass.object["metadata"].value("deletionTimestamp", std::string()));
     if (deleted_at && pass.now - *deleted_at >= options_.archive_deadline) {
@@ -459,7 +460,7 @@ void McpTunnelReconciler::ensure_tunnel(Pass& pass) {
     for (auto& candidate : tunnelsapi::list_all_tunnels(api, /*include_archived=*/false)) {
       if (candidate.display_name && tunnel.owns_display_name(*candidate.display_name)) {
         found = std::move(candidate);
-        deps_.metrics.on_action("tunnel_adopted");
+        deps_.metrics.on_action(pass.tunnel.key().str(), "tunnel_adopted");
         deps_.events.record(pass.object, "Normal", "TunnelAdopted",
                             "found the tunnel " + found->id + " created for this McpTunnel");
         break;
@@ -467,7 +468,7 @@ void McpTunnelReconciler::ensure_tunnel(Pass& pass) {
     }
     if (!found) {
       found = api.create_tunnel(tunnel.display_name());
-      deps_.metrics.on_action("tunnel_created");
+      deps_.metrics.on_action(pass.tunnel.key().str(), "tunnel_created");
       deps_.events.record(pass.object, "Normal", "TunnelCreated",
                           "created the hosted tunnel " + found->id + " (" + found->domain + ")");
     }
@@ -525,7 +526,7 @@ void McpTunnelReconciler::ensure_token(Pass& pass) {
                                "McpTunnel " + tunnel.key().str() + " tokenVersion " +
                                    std::to_string(tunnel.token_version));
     }
-    deps_.metrics.on_action("token_rotated");
+    deps_.metrics.on_action(pass.tunnel.key().str(), "token_rotated");
     deps_.events.record(pass.object, "Normal", "TokenRotated",
                         "rotated the connector token (tokenVersion " +
                             std::to_string(tunnel.token_version) + "); the gateway rolls");
@@ -561,14 +562,14 @@ void McpTunnelReconciler::ensure_certificates(Pass& pass) {
   if (!contents.current) {
     contents.current = issue_tunnel_ca(tunnel, pass.now);
     ca_changed = true;
-    deps_.metrics.on_action("ca_issued");
+    deps_.metrics.on_action(pass.tunnel.key().str(), "ca_issued");
   } else if (!contents.retiring && ca_rotation_due(tunnel, contents.current->certificate, pass.now)) {
     // Rotation with overlap: the new CA is registered while the old one still is, the gateway
     // moves to a certificate of the new CA, and the old CA is archived after the overlap.
     contents.retiring = contents.current->certificate;
     contents.current = issue_tunnel_ca(tunnel, pass.now);
     ca_changed = true;
-    deps_.metrics.on_action("ca_rotated");
+    deps_.metrics.on_action(pass.tunnel.key().str(), "ca_rotated");
     deps_.events.record(pass.object, "Normal", "CaRotating",
                         "the tunnel CA expires on " +
                             format_rfc3339(contents.retiring->not_after()) +
@@ -619,7 +620,7 @@ void McpTunnelReconciler::ensure_certificates(Pass& pass) {
     for (auto it = registered.begin(); it != registered.end() && registered.size() >= 2;) {
       if (it->fingerprint != retiring_fingerprint) {
         api.archive_certificate(pass.tunnel_id, it->id);
-        deps_.metrics.on_action("ca_archived");
+        deps_.metrics.on_action(pass.tunnel.key().str(), "ca_archived");
         deps_.events.record(pass.object, "Normal", "ForeignCaArchived",
                             "archived the registered CA " + it->id +
                                 " this McpTunnel did not issue, to make room for its own");
@@ -629,7 +630,7 @@ void McpTunnelReconciler::ensure_certificates(Pass& pass) {
       }
     }
     registered.push_back(api.create_certificate(pass.tunnel_id, ca.certificate.pem()));
-    deps_.metrics.on_action("ca_registered");
+    deps_.metrics.on_action(pass.tunnel.key().str(), "ca_registered");
     deps_.events.record(pass.object, "Normal", "CaRegistered",
                         "registered the tunnel CA " + registered.back().id + " (SHA-256 " +
                             ca_fingerprint + ")");
@@ -648,7 +649,7 @@ void McpTunnelReconciler::ensure_certificates(Pass& pass) {
           server_certificate_due(tunnel, tls_secret, ca.certificate, pass.domain, pass.now)) {
     const auto server = issue_server_certificate(tunnel, ca, pass.domain, pass.now);
     apply(deps_.secret_client, tunnel.namespace_, build_tls_secret(tunnel, server, ca.certificate));
-    deps_.metrics.on_action("certificate_issued");
+    deps_.metrics.on_action(pass.tunnel.key().str(), "certificate_issued");
     deps_.events.record(pass.object, "Normal", "CertificateIssued",
                         "issued the gateway certificate for *." + pass.domain + " (serial " +
                             server.certificate.serial_hex() + ", until " +
@@ -675,7 +676,7 @@ void McpTunnelReconciler::ensure_certificates(Pass& pass) {
     } else {
       if (old != registered.end()) {
         api.archive_certificate(pass.tunnel_id, old->id);
-        deps_.metrics.on_action("ca_archived");
+        deps_.metrics.on_action(pass.tunnel.key().str(), "ca_archived");
         deps_.events.record(pass.object, "Normal", "CaRetired",
                             "archived the previous tunnel CA " + old->id);
       }
@@ -1007,7 +1008,7 @@ ReconcileResult McpTunnelReconciler::reconcile_manual(Pass& pass) {
     resolve_routes(pass);
     if (!pass.blocked) apply_gateway(pass);
   } catch (const std::exception& e) {
-    deps_.metrics.on_failure("gateway");
+    deps_.metrics.on_failure(pass.tunnel.key().str(), "gateway");
     pass.condition(kReady, false, "GatewayError", e.what());
     write_status(pass);
     throw;
@@ -1047,6 +1048,8 @@ void McpTunnelReconciler::write_status(Pass& pass) {
   json status = pass.status;
   status["conditions"] = pass.conditions;
   status["observedGeneration"] = pass.tunnel.generation;
+  // The gauges say what the status says, written or already there.
+  deps_.metrics.on_status(pass.tunnel.key().str(), tunnel_status_figures(status));
   const json cached = pass.object.value("status", json::object());
   if (status == cached) return;
   const json patch = {{"status", merge_patch_between(cached, status)}};

@@ -10,7 +10,9 @@
 
 #include "core/base64.h"
 #include "core/fake_clock.h"
+#include "core/time_format.h"
 #include "kube/fake_api_server.h"
+#include "kube/metric_value.h"
 #include "pki/pki.h"
 #include "runtime/metrics.h"
 #include "tunnelsapi/mock_tunnels_api.h"
@@ -79,11 +81,25 @@ class CountingFactory final : public TunnelsApiFactory {
   tunnelsapi::TunnelsApi& api_;
 };
 
-class NullMetrics final : public TunnelMetrics {
+// The metrics the operator exports, in the fixture's registry, with the actions listed too.
+class RecordingMetrics final : public TunnelMetrics {
  public:
-  void on_action(const std::string& kind) override { actions.push_back(kind); }
-  void on_failure(const std::string&) override {}
+  explicit RecordingMetrics(prometheus::Registry& registry) : exported_(registry) {}
+  void on_action(const std::string& tunnel, const std::string& kind) override {
+    actions.push_back(kind);
+    exported_.on_action(tunnel, kind);
+  }
+  void on_failure(const std::string& tunnel, const std::string& step) override {
+    exported_.on_failure(tunnel, step);
+  }
+  void on_status(const std::string& tunnel, const TunnelStatusFigures& figures) override {
+    exported_.on_status(tunnel, figures);
+  }
+  void on_deleted(const std::string& tunnel) override { exported_.on_deleted(tunnel); }
   std::vector<std::string> actions;
+
+ private:
+  PrometheusTunnelMetrics exported_;
 };
 
 tunnelsapi::Tunnel a_tunnel(const std::string& id, const std::string& display_name) {
@@ -195,7 +211,7 @@ class McpTunnelReconcilerTest : public ::testing::Test {
   runtime::Store tunnels_, services_, deployments_;
   NiceMock<testing::MockTunnelsApi> api_;
   CountingFactory factory_{api_};
-  NullMetrics metrics_;
+  RecordingMetrics metrics_{registry_};
   testing::FakeClock clock_;
 };
 
@@ -433,6 +449,88 @@ TEST_F(McpTunnelReconcilerTest, GuardEnforcedSaysWhyTheGuardIsOff) {
       EXPECT_NE(c["message"].get<std::string>().find("docs"), std::string::npos) << c.dump();
     }
   }
+}
+
+// The gauges an alert reads say what the status says, per McpTunnel, and go with the McpTunnel:
+// a deleted tunnel must not keep "not connected" or an old renewal time firing.
+TEST_F(McpTunnelReconcilerTest, StatusGaugesFollowTheStatusAndGoWithTheTunnel) {
+  using perimeter::testing::metric_value;
+  const std::map<std::string, std::string> tickets = {{"mcptunnel", "team-a/tickets"}};
+  const auto with = [&](std::map<std::string, std::string> labels) {
+    labels.insert(tickets.begin(), tickets.end());
+    return labels;
+  };
+  const auto unix_seconds = [](const json& text) {
+    const auto at = parse_rfc3339(text.get<std::string>());
+    EXPECT_TRUE(at) << text;
+    return at ? std::chrono::duration<double>(at->time_since_epoch()).count() : -2.0;
+  };
+  given(object());
+  EXPECT_CALL(api_, list_tunnels(false, _, _)).WillOnce(Return(tunnelsapi::TunnelPage{}));
+  EXPECT_CALL(api_, create_tunnel(_)).WillOnce(Return(a_tunnel("tnl_1", "x")));
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, "tickets"});
+
+  // No gateway replica yet: not connected, and the certificate the pass issued.
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_connected_replicas", tickets), 0);
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_condition",
+                         with({{"condition", "ConnectorConnected"}})),
+            0);
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_condition",
+                         with({{"condition", "TunnelProvisioned"}})),
+            1);
+  const json certificate = stored_tunnel()["status"]["certificate"];
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_certificate_not_after_timestamp_seconds",
+                         with({{"certificate", "server"}})),
+            unix_seconds(certificate["notAfter"]));
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_certificate_not_after_timestamp_seconds",
+                         with({{"certificate", "ca"}})),
+            unix_seconds(certificate["caNotAfter"]));
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_certificate_renew_at_timestamp_seconds",
+                         with({{"certificate", "server"}})),
+            unix_seconds(certificate["renewAt"]));
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_actions_total",
+                         with({{"action", "tunnel_created"}})),
+            1);
+
+  // Two replicas hold an edge connection.
+  auto deployment =
+      *server_.object_at("/apis/apps/v1/namespaces/team-a/deployments/tickets-gateway");
+  deployment["metadata"]["generation"] = 1;
+  deployment["status"] = {
+      {"observedGeneration", 1}, {"replicas", 2}, {"updatedReplicas", 2}, {"readyReplicas", 2}};
+  deployments_.upsert(std::make_shared<const json>(deployment));
+  refresh_cache();
+  reconciler->reconcile({kNamespace, "tickets"});
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_connected_replicas", tickets), 2);
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_condition",
+                         with({{"condition", "ConnectorConnected"}})),
+            1);
+  EXPECT_EQ(
+      metric_value(registry_, "perimeter_mcptunnel_condition", with({{"condition", "Ready"}})), 1);
+
+  // Gone: every gauge of it goes.
+  tunnels_.remove("team-a/tickets");
+  reconciler->reconcile({kNamespace, "tickets"});
+  for (const char* gauge :
+       {"perimeter_mcptunnel_connected_replicas", "perimeter_mcptunnel_condition",
+        "perimeter_mcptunnel_certificate_not_after_timestamp_seconds",
+        "perimeter_mcptunnel_certificate_renew_at_timestamp_seconds"}) {
+    EXPECT_EQ(metric_value(registry_, gauge, tickets), -1) << gauge;
+  }
+}
+
+// A failing step is counted against its McpTunnel, so the alert can name it.
+TEST_F(McpTunnelReconcilerTest, AFailedStepIsCountedForItsTunnel) {
+  given(object());
+  EXPECT_CALL(api_, list_tunnels(false, _, _))
+      .WillOnce([](bool, int, const std::string&) -> tunnelsapi::TunnelPage {
+        throw agentapi::ApiError("tunnels.list", 503, R"({"type":"error"})", "r");
+      });
+  EXPECT_THROW(reconcile(options()), std::exception);
+  EXPECT_EQ(perimeter::testing::metric_value(registry_, "perimeter_mcptunnel_failures_total",
+                                             {{"mcptunnel", "team-a/tickets"}, {"step", "tunnel"}}),
+            1);
 }
 
 }  // namespace
