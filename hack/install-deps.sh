@@ -19,21 +19,12 @@ packages=(
   # health checks (Lua, as Argo CD runs them).
   prometheus lua5.4
 )
-# Go (for `make tools`) comes with the machine image: Debian's Go is too old for Kubernetes.
-
-# Go builds the control-plane tools (`make tools`). Debian bookworm's Go is too old for
-# Kubernetes 1.34, so Go comes from the machine image; say so plainly when it is not there.
+# Go builds the control-plane tools (`make tools`). Not from this list: bookworm's Go (1.19) is
+# too old for them and for fetching a newer toolchain. hack/tools/go.sh uses the machine's Go when
+# it is new enough, has one from Go 1.21 on (bookworm-backports has 1.23) fetch the pinned
+# toolchain, here and once, or says what to install.
 check_go() {
-  if ! command -v go >/dev/null 2>&1; then
-    echo "[deps] ERROR: go is not installed; Go 1.24 or newer builds the control-plane tools" >&2
-    return 1
-  fi
-  local version
-  version=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
-  if [ "$(printf '%s\n1.24\n' "${version%%[-a-z]*}" | sort -V | head -n 1)" != "1.24" ]; then
-    echo "[deps] ERROR: go $version is too old; Go 1.24 or newer builds the control-plane tools" >&2
-    return 1
-  fi
+  "$(dirname "${BASH_SOURCE[0]}")/tools/go.sh" version >/dev/null
 }
 
 missing=()

@@ -16,8 +16,12 @@ cache_root=${PERIMETER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/perimeter}
 bin_dir="$cache_root/tools/bin"
 mkdir -p "$bin_dir" "$cache_root/tools/src"
 
-# Never let Go fetch a toolchain (the machines only reach the module proxy) and keep builds static.
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+# The go on PATH if it is the pinned Go or newer, else the pinned toolchain fetched by an older go
+# (go.sh); never a toolchain some module asks for. Builds are static.
+# shellcheck source=go.sh
+source "$here/go.sh"
+use_pinned_go || exit 1
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 fail() {
@@ -34,8 +38,6 @@ run_logged() {
     fail "$tool" "$*" "$logfile"
   fi
 }
-
-command -v go >/dev/null || { echo "[tools] ERROR: go is not installed; it builds every tool" >&2; exit 1; }
 
 # Two builds at once (parallel `make test` runs on one machine) would share work folders: the
 # second waits for the first, then finds everything cached.
