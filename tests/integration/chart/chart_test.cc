@@ -421,5 +421,340 @@ TEST_F(ChartTest, TunnelRulesAreGrantedOnlyWhereTunnelNamespacesOrClusterWideSay
   EXPECT_NE(renamed.find("- --tunnels-service-account=perimeter-system/edge\n"), std::string::npos);
 }
 
+// Issue 20: a wrong value fails at `helm template` and `helm install`, naming the field, before
+// anything reaches the cluster; the operator would otherwise refuse it at start-up (or, for a typo,
+// silently run with the default).
+TEST_F(ChartTest, TheSchemaRejectsBadValuesNamingTheField) {
+  struct Case {
+    std::string set;    // --set arguments
+    std::string field;  // as the schema error names it
+  };
+  const std::vector<Case> cases = {
+      {"--set runnerEgress.mode=open", "/runnerEgress/mode"},
+      {"--set runnerEgres.mode=cilium", "'runnerEgres'"},
+      {"--set runnerEgress.clusterDns=kube-dns", "/runnerEgress/clusterDns"},
+      {"--set runnerEgress.clusterDns=kube-system/", "/runnerEgress/clusterDns"},
+      {"--set runnerEgress.gateway.replicas=0", "/runnerEgress/gateway/replicas"},
+      {"--set runnerEgress.gateway.imag=x", "'imag'"},
+      {"--set logLevel=verbose", "/logLevel"},
+      {"--set allowedApiHosts={api.anthropic.com}", "/allowedApiHosts/0"},
+      {"--set allowedApiHosts={https://api.example/v1}", "/allowedApiHosts/0"},
+      {"--set allowedApiHosts={https://user@api.example}", "/allowedApiHosts/0"},
+      {"--set allowedApiHosts=null", "'allowedApiHosts'"},  // helm drops a null key
+      {"--set tunnelAudiences={}", "/tunnelAudiences"},
+      {"--set sessionNamespaces={Team_A}", "/sessionNamespaces/0"},
+      {"--set tunnelNamespaces={a,a}", "/tunnelNamespaces"},
+      {"--set watchNamespace=-x", "/watchNamespace"},
+      {"--set replicaCount=0", "/replicaCount"},
+      {"--set workers=-1", "/workers"},
+      {"--set pollThreads=two", "/pollThreads"},
+      {"--set maxExtraPollThreads=0", "/maxExtraPollThreads"},
+      {"--set leaderElection.enabled=maybe", "/leaderElection/enabled"},
+      {"--set clusterWide=yes", "/clusterWide"},
+      {"--set image.pullPolicy=Sometimes", "/image/pullPolicy"},
+      {"--set image.repository=", "/image/repository"},
+      {"--set image.tag=1", "/image/tag"},  // a number: --set-string is needed
+      {"--set metrics.port=70000", "/metrics/port"},
+      {"--set healthProbePort=0", "/healthProbePort"},
+      {"--set networkPolicy.egressPorts={0}", "/networkPolicy/egressPorts/0"},
+      {"--set metrics.serviceMonitor.interval=30", "/metrics/serviceMonitor/interval"},
+      {"--set metrics.prometheusRule.alerts.PerimeterNoLeader.for=soon",
+       "/metrics/prometheusRule/alerts/PerimeterNoLeader/for"},
+      {"--set metrics.prometheusRule.alerts.PerimeterNoLeader.enable=false", "'enable'"},
+      {"--set metrics.grafanaDashboard.label=", "/metrics/grafanaDashboard/label"},
+      {"--set metrics.prometheusRule.runbookBaseUrl=docs",
+       "/metrics/prometheusRule/runbookBaseUrl"},
+      {"--set tests.image.pullPolicy=Maybe", "/tests/image/pullPolicy"},
+      {"--set mcpGuard.image='a b'", "/mcpGuard/image"},
+  };
+  const std::string chart = source_dir() + "/charts/perimeter";
+  for (const auto& c : cases) {
+    const auto out = run(helm_binary_ + " template perimeter " + chart +
+                         " --namespace perimeter-system " + c.set);
+    EXPECT_NE(out.exit_code, 0) << c.set << " was accepted";
+    EXPECT_NE(out.output.find("values don't meet the specifications of the schema"),
+              std::string::npos)
+        << c.set << ": " << out.output;
+    EXPECT_NE(out.output.find(c.field), std::string::npos)
+        << c.set << ": the error should name " << c.field << ":\n"
+        << out.output;
+  }
+  // Good values of the same fields pass.
+  const auto good = run(helm_binary_ + " template perimeter " + chart +
+                        " --namespace perimeter-system --set runnerEgress.mode=gateway"
+                        " --set 'runnerEgress.clusterDns=dns/app=coredns\\,tier=node'"
+                        " --set allowedApiHosts={https://api.anthropic.com,http://127.0.0.1:8443/}"
+                        " --set sessionNamespaces={team-a} --set logLevel=debug"
+                        " --set-string image.tag=1 --set image.repository=registry.example:5000/"
+                        "perimeter-operator --set metrics.prometheusRule.alerts.PerimeterNoLeader"
+                        ".for=15m --set tests.enabled=true");
+  EXPECT_EQ(good.exit_code, 0) << good.output;
+
+  // `helm install` refuses the same way, and installs nothing.
+  ASSERT_EQ(run(kubectl_ + " create namespace perimeter-schema").exit_code, 0);
+  const auto install = run(helm_ + " install perimeter-schema " + chart +
+                           " --namespace perimeter-schema --set runnerEgress.mode=open");
+  EXPECT_NE(install.exit_code, 0) << install.output;
+  EXPECT_NE(install.output.find("/runnerEgress/mode"), std::string::npos) << install.output;
+  const auto releases = run(helm_ + " list --namespace perimeter-schema --all -q");
+  EXPECT_EQ(releases.output, "") << "nothing should be installed";
+  const auto objects =
+      run(kubectl_ + " -n perimeter-schema get deployments,serviceaccounts -o name");
+  EXPECT_EQ(objects.output.find("perimeter-schema"), std::string::npos) << objects.output;
+  EXPECT_EQ(run(kubectl_ + " delete namespace perimeter-schema --wait=false").exit_code, 0);
+}
+
+// Every value users may set is described in the chart's README, under its full dotted name.
+TEST_F(ChartTest, TheChartReadmeDescribesEveryValue) {
+  const std::string readme = read_file(source_dir() + "/charts/perimeter/README.md");
+  ASSERT_FALSE(readme.empty()) << "charts/perimeter/README.md is missing";
+  const std::string schema = read_file(source_dir() + "/charts/perimeter/values.schema.json");
+  // values.yaml's keys by indentation: a key followed by more indented keys is a parent; any other
+  // (a scalar, a flow map, a list, block or flow) is a leaf.
+  std::ifstream values(source_dir() + "/charts/perimeter/values.yaml");
+  std::vector<std::pair<size_t, std::string>> lines;  // indent, text: no blanks, no comments
+  for (std::string line; std::getline(values, line);) {
+    const size_t indent = line.find_first_not_of(' ');
+    if (indent == std::string::npos || line[indent] == '#') continue;
+    lines.emplace_back(indent, line.substr(indent));
+  }
+  std::vector<std::pair<size_t, std::string>> parents;  // indent, key
+  std::vector<std::string> leaves;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const auto& [indent, text] = lines[i];
+    const size_t colon = text.find(':');
+    if (text[0] == '-' || colon == std::string::npos) continue;
+    while (!parents.empty() && parents.back().first >= indent) parents.pop_back();
+    std::string path;
+    for (const auto& [_, parent] : parents) path += parent + ".";
+    path += text.substr(0, colon);
+    const bool has_children = i + 1 < lines.size() && lines[i + 1].first > indent &&
+                              lines[i + 1].second[0] != '-' &&
+                              text.find_first_not_of(' ', colon + 1) == std::string::npos;
+    if (has_children)
+      parents.emplace_back(indent, text.substr(0, colon));
+    else
+      leaves.push_back(path);
+  }
+  ASSERT_GT(leaves.size(), 40u) << "values.yaml did not parse";
+  for (const auto& leaf : leaves) {
+    EXPECT_NE(readme.find("`" + leaf + "`"), std::string::npos)
+        << leaf << " is not described in charts/perimeter/README.md";
+    const std::string last = leaf.substr(leaf.rfind('.') + 1);
+    EXPECT_NE(schema.find("\"" + last + "\""), std::string::npos)
+        << leaf << " is not in values.schema.json";
+  }
+}
+
+// `helm test`: the test pod is admitted under the restricted Pod Security Standard, with an
+// identity that may read the operator's Lease and nothing else. KWOK fakes the pod (no container
+// runs here; it goes Succeeded on the harness's annotation), so what `helm test` shows in this
+// harness is the hook objects and the flow; the Lease read is performed below as that identity.
+TEST_F(ChartTest, HelmTestHooksRunUnderRestrictedPodSecurityAndMayOnlyReadTheLease) {
+  const std::string ns = "perimeter-hooks";
+  const std::string chart = source_dir() + "/charts/perimeter";
+  ASSERT_EQ(run(kubectl_ + " create namespace " + ns).exit_code, 0);
+  ASSERT_EQ(
+      run(kubectl_ + " label namespace " + ns + " pod-security.kubernetes.io/enforce=restricted")
+          .exit_code,
+      0);
+
+  // The test's RBAC, applied as is, then its rights as the test's ServiceAccount.
+  const auto rbac = run(helm_binary_ + " template hooks " + chart + " --namespace " + ns +
+                        " --set tests.enabled=true --show-only templates/tests/rbac.yaml | " +
+                        kubectl_ + " apply -f -");
+  ASSERT_EQ(rbac.exit_code, 0) << rbac.output;
+  const std::string as = " --as=system:serviceaccount:" + ns + ":hooks-perimeter-test";
+  const auto can = [&](const std::string& what) {
+    std::string out = run(kubectl_ + " auth can-i " + what + as).output;
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    return out.substr(out.rfind('\n') == std::string::npos ? 0 : out.rfind('\n') + 1);
+  };
+  EXPECT_EQ(can("get leases.coordination.k8s.io/hooks-perimeter -n " + ns), "yes");
+  EXPECT_EQ(can("get leases.coordination.k8s.io/other -n " + ns), "no");
+  for (const char* verb : {"list", "watch", "update", "patch", "create", "delete"})
+    EXPECT_EQ(can(std::string(verb) + " leases.coordination.k8s.io -n " + ns), "no") << verb;
+  EXPECT_EQ(can("get leases.coordination.k8s.io/hooks-perimeter -n default"), "no");
+  EXPECT_EQ(can("get secrets -n " + ns), "no");
+  EXPECT_EQ(can("get pods -n " + ns), "no");
+  // The read the test pod makes, as its identity, of a Lease a leader holds.
+  const std::string lease =
+      "{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\",\"metadata\":{\"name\":"
+      "\"hooks-perimeter\"},\"spec\":{\"holderIdentity\":\"replica-a\","
+      "\"leaseDurationSeconds\":15}}";
+  ASSERT_EQ(run("echo '" + lease + "' | " + kubectl_ + " -n " + ns + " create -f -").exit_code, 0);
+  const auto holder = run(kubectl_ + " -n " + ns +
+                          " get lease hooks-perimeter -o jsonpath={.spec.holderIdentity}" + as);
+  EXPECT_EQ(holder.output, "replica-a");
+  ASSERT_EQ(run(helm_binary_ + " template hooks " + chart + " --namespace " + ns +
+                " --set tests.enabled=true --show-only templates/tests/rbac.yaml | " + kubectl_ +
+                " delete -f -")
+                .exit_code,
+            0);
+
+  // Install and `helm test`: the pod must be admitted by restricted admission to run at all.
+  const auto install =
+      run(helm_ + " install hooks " + chart + " --namespace " + ns +
+          " --set tests.enabled=true"
+          " --set-string 'tests.podAnnotations.perimeter\\.dev/kwok-complete-after=1s'"
+          " --wait --timeout 180s");
+  ASSERT_EQ(install.exit_code, 0) << install.output;
+  const auto test = run(helm_ + " test hooks --namespace " + ns + " --timeout 120s");
+  EXPECT_EQ(test.exit_code, 0) << test.output;
+  EXPECT_NE(test.output.find("hooks-perimeter-test"), std::string::npos) << test.output;
+  EXPECT_NE(test.output.find("Succeeded"), std::string::npos) << test.output;
+  const auto warnings = run(kubectl_ + " get events -n " + ns + " --field-selector reason=Failed");
+  EXPECT_EQ(warnings.output.find("violates PodSecurity"), std::string::npos) << warnings.output;
+  // Test objects go once they passed.
+  const auto left = run(kubectl_ + " -n " + ns + " get serviceaccounts,roles,pods -o name");
+  EXPECT_EQ(left.output.find("hooks-perimeter-test"), std::string::npos) << left.output;
+
+  EXPECT_EQ(run(helm_ + " uninstall hooks --namespace " + ns + " --wait").exit_code, 0);
+  EXPECT_EQ(run(kubectl_ + " delete namespace " + ns + " --wait=false").exit_code, 0);
+}
+
+// Helm installs crds/ only on the first install. An upgrade from a chart whose AgentEnvironment CRD
+// lacks spec.egress.allowedHosts: refused until the CRDs are applied (naming the command), then
+// done; the AgentEnvironment and its session pod are still there, and the new field is kept.
+TEST_F(ChartTest, AnUpgradeFromThePreviousChartUpdatesTheCrdsAndKeepsSessions) {
+  const std::string chart = source_dir() + "/charts/perimeter";
+  const std::string ns = "perimeter-upgrade";
+  const std::string sessions = "upgrade-sessions";
+  const std::string crd = "agentenvironments.perimeter.dev";
+
+  // The previous chart: this one as it was before the CRD got spec.egress.allowedHosts, and
+  // before the CRD check, the schema and the test hooks.
+  const std::string previous = ::testing::TempDir() + "/perimeter-previous";
+  std::filesystem::remove_all(previous);
+  std::filesystem::copy(chart, previous, std::filesystem::copy_options::recursive);
+  std::filesystem::remove(previous + "/templates/crds-current.yaml");
+  std::filesystem::remove(previous + "/values.schema.json");
+  std::filesystem::remove_all(previous + "/templates/tests");
+  {
+    std::string chart_yaml = read_file(previous + "/Chart.yaml");
+    const size_t at = chart_yaml.find("\nversion: ");
+    ASSERT_NE(at, std::string::npos);
+    chart_yaml.replace(at, chart_yaml.find('\n', at + 1) - at, "\nversion: 0.0.9");
+    std::ofstream(previous + "/Chart.yaml") << chart_yaml;
+  }
+  {
+    const std::string path = previous + "/crds/perimeter.dev_agentenvironments.yaml";
+    std::istringstream in(read_file(path));
+    std::string out, line;
+    size_t dropping_deeper_than = std::string::npos;
+    while (std::getline(in, line)) {
+      const size_t indent = line.find_first_not_of(' ');
+      if (dropping_deeper_than != std::string::npos) {
+        if (indent == std::string::npos || indent > dropping_deeper_than) continue;
+        dropping_deeper_than = std::string::npos;
+      }
+      if (indent != std::string::npos && line.compare(indent, 13, "allowedHosts:") == 0) {
+        dropping_deeper_than = indent;
+        continue;
+      }
+      out += line + "\n";
+    }
+    ASSERT_NE(read_file(path).find("allowedHosts:"), std::string::npos);
+    ASSERT_EQ(out.find(" allowedHosts:\n"), std::string::npos);
+    std::ofstream(path) << out;
+  }
+  const std::string egress_fields =
+      " -o jsonpath={.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.egress"
+      ".properties}";
+
+  // The cluster as the previous chart left it: its CRD (earlier tests installed the current one).
+  ASSERT_EQ(run(kubectl_ + " delete crd " + crd + " --ignore-not-found --wait").exit_code, 0);
+  for (const std::string& name : {ns, sessions})
+    ASSERT_EQ(run(kubectl_ + " create namespace " + name).exit_code, 0);
+  ASSERT_EQ(
+      run(kubectl_ + " label namespace " + ns + " pod-security.kubernetes.io/enforce=restricted")
+          .exit_code,
+      0);
+  const auto install = run(helm_ + " install perimeter-upgrade " + previous + " --namespace " + ns +
+                           " --set sessionNamespaces={" + sessions + "} --wait --timeout 180s");
+  ASSERT_EQ(install.exit_code, 0) << install.output;
+  const auto old_crd = run(kubectl_ + " get crd " + crd + egress_fields);
+  ASSERT_EQ(old_crd.exit_code, 0) << old_crd.output;
+  ASSERT_EQ(old_crd.output.find("\"allowedHosts\":"), std::string::npos) << old_crd.output;
+
+  // An environment, and a session's runner pod it owns.
+  const std::string environment =
+      R"({"apiVersion":"perimeter.dev/v1alpha1","kind":"AgentEnvironment",
+    "metadata":{"name":"payments"},"spec":{"environmentId":"env_upgrade",
+    "environmentKeySecretRef":{"name":"payments-env-key","key":"environment-key"},
+    "runner":{"image":"registry.example/perimeter-runner:0.1.0"}}})";
+  ASSERT_EQ(run("echo '" + environment + "' | " + kubectl_ + " -n " + sessions + " create -f -")
+                .exit_code,
+            0);
+  const auto env_uid = run(kubectl_ + " -n " + sessions +
+                           " get agentenvironment payments -o jsonpath={.metadata.uid}");
+  ASSERT_EQ(env_uid.exit_code, 0) << env_uid.output;
+  const std::string pod = R"({"apiVersion":"v1","kind":"Pod","metadata":{"name":"payments-session",
+    "ownerReferences":[{"apiVersion":"perimeter.dev/v1alpha1","kind":"AgentEnvironment",
+    "name":"payments","uid":")" +
+                          env_uid.output +
+                          R"("}]},"spec":{"containers":[{"name":"runner",
+    "image":"registry.example/perimeter-runner:0.1.0"}]}})";
+  ASSERT_EQ(run("echo '" + pod + "' | " + kubectl_ + " -n " + sessions + " create -f -").exit_code,
+            0);
+  const auto pod_state = [&] {
+    return run(kubectl_ + " -n " + sessions +
+               " get pod payments-session -o jsonpath={.metadata.uid}/{.status.phase}")
+        .output;
+  };
+  std::string before;
+  for (int i = 0; i < 60 && before.find("/Running") == std::string::npos; ++i) {
+    before = pod_state();
+    if (before.find("/Running") == std::string::npos) run("sleep 1");
+  }
+  ASSERT_NE(before.find("/Running"), std::string::npos) << before;
+
+  // Upgrading without the CRDs applied is refused, naming the step.
+  const std::string upgrade = helm_ + " upgrade perimeter-upgrade " + chart + " --namespace " + ns +
+                              " --set sessionNamespaces={" + sessions + "} --wait --timeout 180s";
+  const auto refused = run(upgrade);
+  EXPECT_NE(refused.exit_code, 0) << refused.output;
+  EXPECT_NE(refused.output.find(crd), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("kubectl apply --server-side --force-conflicts -f"),
+            std::string::npos)
+      << refused.output;
+
+  // The documented step (README.md, "Upgrading"), then the upgrade.
+  const auto applied =
+      run(kubectl_ + " apply --server-side --force-conflicts -f " + chart + "/crds/");
+  ASSERT_EQ(applied.exit_code, 0) << applied.output;
+  const auto upgraded = run(upgrade);
+  ASSERT_EQ(upgraded.exit_code, 0) << upgraded.output;
+  const auto history = run(helm_ + " history perimeter-upgrade --namespace " + ns);
+  EXPECT_NE(history.output.find("perimeter-0.0.9"), std::string::npos) << history.output;
+  EXPECT_NE(history.output.find("perimeter-0.1.0"), std::string::npos) << history.output;
+  const auto ready = run(kubectl_ + " -n " + ns +
+                         " get deployment perimeter-upgrade -o jsonpath={.status.updatedReplicas}");
+  EXPECT_EQ(ready.output, "2") << ready.output;
+
+  const auto new_crd = run(kubectl_ + " get crd " + crd + egress_fields);
+  EXPECT_NE(new_crd.output.find("\"allowedHosts\":"), std::string::npos) << new_crd.output;
+  const auto env_after = run(kubectl_ + " -n " + sessions +
+                             " get agentenvironment payments -o jsonpath={.metadata.uid}");
+  EXPECT_EQ(env_after.output, env_uid.output) << "the AgentEnvironment should survive the upgrade";
+  EXPECT_EQ(pod_state(), before) << "the session's pod should be untouched";
+  // The new field is stored, not pruned.
+  const auto patched =
+      run(kubectl_ + " -n " + sessions +
+          " patch agentenvironment payments --type=merge -p "
+          "'{\"spec\":{\"egress\":{\"allowedHosts\":[{\"host\":\"pypi.org\"}]}}}'");
+  EXPECT_EQ(patched.exit_code, 0) << patched.output;
+  const auto stored = run(kubectl_ + " -n " + sessions +
+                          " get agentenvironment payments -o jsonpath={.spec.egress.allowedHosts}");
+  EXPECT_NE(stored.output.find("pypi.org"), std::string::npos) << stored.output;
+  // A second upgrade with nothing to apply goes through.
+  const auto again = run(upgrade);
+  EXPECT_EQ(again.exit_code, 0) << again.output;
+
+  EXPECT_EQ(run(helm_ + " uninstall perimeter-upgrade --namespace " + ns + " --wait").exit_code, 0);
+  for (const std::string& name : {ns, sessions})
+    EXPECT_EQ(run(kubectl_ + " delete namespace " + name + " --wait=false").exit_code, 0);
+}
+
 }  // namespace
 }  // namespace perimeter
