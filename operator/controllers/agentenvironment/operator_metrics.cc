@@ -49,6 +49,46 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
           counter(registry, "perimeter_poll_retries_total", "Backoff waits after a failed poll")),
       last_successful_poll_timestamp_seconds(
           gauge(registry, "perimeter_last_successful_poll_timestamp_seconds",
-                "Unix time of the last poll the work queue answered")) {}
+                "Unix time of the last poll the work queue answered")),
+      runner_pods(
+          gauge(registry, "perimeter_runner_pods",
+                "Runner pods that have not finished, by phase (Pending, Running, Unknown)")),
+      runner_pod_oldest_pending_timestamp_seconds(
+          gauge(registry, "perimeter_runner_pod_oldest_pending_timestamp_seconds",
+                "Creation time of the environment's oldest runner pod still Pending")) {}
+
+namespace {
+
+constexpr const char* kRunnerPodPhases[] = {"Pending", "Running", "Unknown"};
+
+void remove_series(prometheus::Family<prometheus::Gauge>& family,
+                   const prometheus::Labels& labels) {
+  if (family.Has(labels)) family.Remove(&family.Add(labels));
+}
+
+}  // namespace
+
+void OperatorMetrics::set_runner_pods(const std::string& environment,
+                                      const RunnerPodFigures& figures) {
+  runner_pods.Add({{"environment", environment}, {"phase", "Pending"}})
+      .Set(static_cast<double>(figures.pending));
+  runner_pods.Add({{"environment", environment}, {"phase", "Running"}})
+      .Set(static_cast<double>(figures.running));
+  runner_pods.Add({{"environment", environment}, {"phase", "Unknown"}})
+      .Set(static_cast<double>(figures.unknown));
+  if (figures.oldest_pending_created) {
+    runner_pod_oldest_pending_timestamp_seconds.Add({{"environment", environment}})
+        .Set(*figures.oldest_pending_created);
+  } else {
+    remove_series(runner_pod_oldest_pending_timestamp_seconds, {{"environment", environment}});
+  }
+}
+
+void OperatorMetrics::remove_runner_pods(const std::string& environment) {
+  for (const char* phase : kRunnerPodPhases) {
+    remove_series(runner_pods, {{"environment", environment}, {"phase", phase}});
+  }
+  remove_series(runner_pod_oldest_pending_timestamp_seconds, {{"environment", environment}});
+}
 
 }  // namespace perimeter::agentenvironment

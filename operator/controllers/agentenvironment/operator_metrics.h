@@ -6,7 +6,17 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstddef>
+#include <optional>
+#include <string>
+
 namespace perimeter::agentenvironment {
+
+// What the runner-pod cache says of one environment's unfinished runner pods.
+struct RunnerPodFigures {
+  std::size_t pending = 0, running = 0, unknown = 0;  // by pod phase (no phase yet: Pending)
+  std::optional<double> oldest_pending_created;       // Unix seconds
+};
 
 // The AgentEnvironment controller's domain metrics, every one labelled by environment
 // ("namespace/name" of the AgentEnvironment).
@@ -30,6 +40,17 @@ class OperatorMetrics {
   prometheus::Family<prometheus::Counter>& poll_retries_total;   // {environment}
   // Unix time of the last poll the queue answered (alert on time() - this).
   prometheus::Family<prometheus::Gauge>& last_successful_poll_timestamp_seconds;  // {environment}
+  // Unfinished runner pods by phase (Pending, Running, Unknown), and the creation time of the
+  // oldest one still Pending (absent when none is): alert on time() - this.
+  prometheus::Family<prometheus::Gauge>& runner_pods;  // {environment,phase}
+  prometheus::Family<prometheus::Gauge>&
+      runner_pod_oldest_pending_timestamp_seconds;  // {environment}
+
+  // Sets the runner-pod gauges of `environment` from one survey of the cache.
+  void set_runner_pods(const std::string& environment, const RunnerPodFigures& figures);
+  // Removes them: the environment is gone, or not served (its pods are not surveyed), and a
+  // gauge left at its last value would keep an alert firing.
+  void remove_runner_pods(const std::string& environment);
 };
 
 }  // namespace perimeter::agentenvironment

@@ -239,7 +239,8 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
   // Every pass reads every runner pod of the environment, finished ones kept for their retention
   // included: in place, without copying their fields.
   static const std::string kMetadata = "metadata", kNamespace = "namespace",
-                           kAnnotations = "annotations", kLabels = "labels",
+                           kAnnotations = "annotations", kLabels = "labels", kStatus = "status",
+                           kPhase = "phase", kCreationTimestamp = "creationTimestamp",
                            kOutcome{kAnnotationOutcome}, kRecordedAt{kAnnotationRecordedAt},
                            kWorkId{kAnnotationWorkId}, kSessionId{kLabelSessionId};
   static const json kEmpty = json::object();
@@ -253,6 +254,20 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
     if (cached_string(metadata, kNamespace) != env.namespace_) continue;
     if (!pod_finished(*pod)) {
       ++outcomes.active;
+      // By phase, for the metrics: a pod the kubelet has not reported on yet is Pending.
+      const std::string& phase = cached_string(field(*pod, kStatus), kPhase);
+      if (phase == "Running") {
+        ++outcomes.runner_pods.running;
+      } else if (phase == "Unknown") {
+        ++outcomes.runner_pods.unknown;
+      } else {
+        ++outcomes.runner_pods.pending;
+        if (const auto created = parse_rfc3339(cached_string(metadata, kCreationTimestamp))) {
+          const double at = std::chrono::duration<double>(created->time_since_epoch()).count();
+          auto& oldest = outcomes.runner_pods.oldest_pending_created;
+          if (!oldest || at < *oldest) oldest = at;
+        }
+      }
       continue;
     }
     const json& annotations = field(metadata, kAnnotations);
@@ -332,6 +347,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::refuse(
     const std::string& key, const json& object, const AgentEnvironment& env, const json& involved,
     const std::string& reason, const std::string& message, runtime::ReconcileResult after) {
   remove_poller(key);
+  deps_.metrics.remove_runner_pods(key);  // not surveyed while refused
   Credentials refused;
   refused.reason = reason;
   refused.message = message;
@@ -610,6 +626,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     // SIGTERM and stops its work item gracefully (docs/claiming.md says why no finalizer).
     remove_poller(key_text);
     credential_retry_delay(key_text, false);
+    deps_.metrics.remove_runner_pods(key_text);
     std::lock_guard lock(mutex_);
     memos_.erase(key_text);
     key_cache_.erase(key_text);
@@ -624,6 +641,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     env = parse_agent_environment(*object);
   } catch (const SpecError& e) {
     remove_poller(key_text);
+    deps_.metrics.remove_runner_pods(key_text);
     deps_.events.record(involved, "Warning", "InvalidSpec", e.what());
     // A new generation triggers the next attempt.
     return write_status(*object, nullptr, {}, nullptr, {}, e.what())
@@ -658,6 +676,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   }
 
   const Outcomes outcomes = survey_sessions(env);
+  deps_.metrics.set_runner_pods(key_text, outcomes.runner_pods);
 
   // The key, the NetworkPolicy and the orphan sweep are redone when the spec changed, and
   // otherwise only now and then: pod events wake this reconcile many times a second under load.

@@ -127,6 +127,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
     std::vector<FinishedPod> unmarked;
     std::optional<Clock::Duration> next_deletion;
     size_t active = 0;
+    RunnerPodFigures runner_pods;  // the active ones by phase
   };
   struct StatusWrite {
     // `planned`, or sooner when a change was held back to coalesce writes.

@@ -19,6 +19,7 @@
 #include "core/time_format.h"
 #include "fake_agent_api.h"
 #include "kube/fake_api_server.h"
+#include "kube/metric_value.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -641,6 +642,74 @@ TEST_F(AgentEnvironmentReconcilerTest, APolicyReadBackWithoutItsEmptyListsIsNotA
   clock_.advance(minutes(5));  // the periodic check reads and still writes nothing
   reconciler->reconcile({kNamespace, kName});
   EXPECT_THAT(writes_since(from), ::testing::IsEmpty());
+}
+
+// The runner-pod gauges say what the cache says of the environment's unfinished pods, and go
+// with the environment: a deleted one must not keep a Pending pod's alert firing.
+TEST_F(AgentEnvironmentReconcilerTest, RunnerPodGaugesFollowTheCacheAndGoWithTheEnvironment) {
+  using perimeter::testing::metric_value;
+  const auto pods_in = [&](const char* phase) {
+    return metric_value(registry_, "perimeter_runner_pods",
+                        {{"environment", kKey}, {"phase", phase}});
+  };
+  const auto oldest_pending = [&] {
+    return metric_value(registry_, "perimeter_runner_pod_oldest_pending_timestamp_seconds",
+                        {{"environment", kKey}});
+  };
+  const auto created = [](const json& pod) {
+    const auto at = parse_rfc3339(pod["metadata"]["creationTimestamp"].get<std::string>());
+    EXPECT_TRUE(at);
+    return at ? std::chrono::duration<double>(at->time_since_epoch()).count() : -2.0;
+  };
+  const AgentEnvironment env = given(environment_object());
+  // Runner pods created now, as the apiserver stamps them.
+  const auto pod_created_now = [&](const std::string& work_id, const std::string& phase) {
+    json pod = build_runner_pod(env, session(work_id));
+    pod["status"] = {{"phase", phase}};
+    pod["metadata"]["creationTimestamp"] = format_rfc3339(clock_.wall_now());
+    const json stored =
+        server_.seed(std::string("/api/v1/namespaces/") + kNamespace + "/pods", pod);
+    cache_pod(stored);
+    return stored;
+  };
+  json first = pod_created_now("work_1", "Pending");
+  clock_.advance(seconds(30));
+  const json second = pod_created_now("work_2", "Pending");
+  pod_created_now("work_3", "Running");
+  pod_created_now("work_4", "Succeeded");
+  ASSERT_LT(created(first), created(second));
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(pods_in("Pending"), 2);
+  EXPECT_EQ(pods_in("Running"), 1);
+  EXPECT_EQ(pods_in("Unknown"), 0);
+  EXPECT_EQ(oldest_pending(), created(first));
+
+  // The oldest starts running: the next one is the oldest Pending.
+  first["status"]["phase"] = "Running";
+  cache_pod(first);
+  clock_.advance(seconds(2));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(pods_in("Pending"), 1);
+  EXPECT_EQ(pods_in("Running"), 2);
+  EXPECT_EQ(oldest_pending(), created(second));
+
+  // None Pending: no pending-since time at all (an alert on time() - it stays quiet).
+  json running = second;
+  running["status"]["phase"] = "Running";
+  cache_pod(running);
+  clock_.advance(seconds(2));
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(pods_in("Pending"), 0);
+  EXPECT_EQ(oldest_pending(), -1);
+
+  // Deleted: every runner-pod gauge of it goes.
+  environments_.remove(kKey);
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(pods_in("Pending"), -1);
+  EXPECT_EQ(pods_in("Running"), -1);
+  EXPECT_EQ(pods_in("Unknown"), -1);
+  EXPECT_EQ(oldest_pending(), -1);
 }
 
 }  // namespace
