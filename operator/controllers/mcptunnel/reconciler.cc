@@ -185,6 +185,9 @@ ReconcileResult McpTunnelReconciler::reconcile(const kube::ObjectKey& key) {
   if (pass.tunnel.guard.image.empty()) pass.tunnel.guard.image = options_.default_guard_image;
   pass.names = object_names(pass.tunnel.name);
   const bool deleting = pass.object["metadata"].contains("deletionTimestamp");
+  // A tunnel on its way out alerts on nothing (its gateway goes with it), however long the
+  // archive takes.
+  if (deleting) deps_.metrics.on_deleted(key.str());
 
   if (pass.tunnel.mode == CredentialsMode::kWorkloadIdentity) {
     if (deleting) return finalize(pass);

@@ -509,7 +509,23 @@ TEST_F(McpTunnelReconcilerTest, StatusGaugesFollowTheStatusAndGoWithTheTunnel) {
   EXPECT_EQ(
       metric_value(registry_, "perimeter_mcptunnel_condition", with({{"condition", "Ready"}})), 1);
 
-  // Gone: every gauge of it goes.
+  // Being deleted (the archive is under way): every gauge of it goes, and stays gone.
+  json doomed = stored_tunnel();
+  doomed["metadata"]["deletionTimestamp"] = "2026-11-30T00:00:00Z";
+  doomed["spec"]["deletionPolicy"] = "Retain";
+  tunnels_.upsert(std::make_shared<const json>(doomed));
+  reconciler->reconcile({kNamespace, "tickets"});
+  for (const char* gauge :
+       {"perimeter_mcptunnel_connected_replicas", "perimeter_mcptunnel_condition",
+        "perimeter_mcptunnel_certificate_not_after_timestamp_seconds",
+        "perimeter_mcptunnel_certificate_renew_at_timestamp_seconds"}) {
+    EXPECT_EQ(metric_value(registry_, gauge, tickets), -1) << gauge;
+  }
+  EXPECT_EQ(metric_value(registry_, "perimeter_mcptunnel_actions_total",
+                         with({{"action", "tunnel_created"}})),
+            1);  // counters stay
+
+  // Gone: nothing comes back.
   tunnels_.remove("team-a/tickets");
   reconciler->reconcile({kNamespace, "tickets"});
   for (const char* gauge :
