@@ -8,6 +8,7 @@
 #include "controllers/agentenvironment/runner_naming.h"
 #include "core/base64.h"
 #include "core/cidr.h"
+#include "kube/pod_security.h"
 #include "runtime/api_hosts.h"
 
 namespace perimeter::agentenvironment {
@@ -110,11 +111,6 @@ json build_egress_gateway_key_secret(const EgressGatewaySettings& gateway, const
 
 json build_egress_gateway_deployment(const EgressGatewaySettings& gateway) {
   if (gateway.image.empty()) throw std::invalid_argument("the egress gateway needs an image");
-  const json security_context = {{"allowPrivilegeEscalation", false},
-                                 {"readOnlyRootFilesystem", true},
-                                 {"runAsNonRoot", true},
-                                 {"privileged", false},
-                                 {"capabilities", {{"drop", json::array({"ALL"})}}}};
   const json probe_target = {{"path", "/healthz"}, {"port", "metrics"}};
   const json container = {
       {"name", "gateway"},
@@ -134,7 +130,7 @@ json build_egress_gateway_deployment(const EgressGatewaySettings& gateway) {
         {"timeoutSeconds", 5}}},
       {"resources",
        {{"requests", {{"cpu", "50m"}, {"memory", "32Mi"}}}, {"limits", {{"memory", "256Mi"}}}}},
-      {"securityContext", security_context},
+      {"securityContext", kube::restricted_container_security_context()},
       {"volumeMounts",
        json::array({{{"name", "config"}, {"mountPath", kConfigDir}, {"readOnly", true}},
                     {{"name", "key"}, {"mountPath", kKeyDir}, {"readOnly", true}}})},

@@ -7,6 +7,7 @@
 
 #include "controllers/agentenvironment/key_release.h"
 #include "controllers/agentenvironment/runner_naming.h"
+#include "kube/pod_security.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -180,6 +181,10 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
   if (!resources["limits"].contains("cpu")) resources["limits"]["cpu"] = "1";
   if (!resources["limits"].contains("memory")) resources["limits"]["memory"] = "1Gi";
 
+  // The container also pins the seccomp profile (the pod does too): kept from before the shared
+  // definition, so a pod spec that drops the pod-level one still runs confined.
+  nlohmann::json runner_security_context = kube::restricted_container_security_context();
+  runner_security_context["seccompProfile"] = {{"type", "RuntimeDefault"}};
   nlohmann::json container = {
       {"name", "runner"},
       {"image", env.runner.image},
@@ -187,13 +192,7 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
       {"env", env_vars},
       {"workingDir", "/workspace"},
       {"resources", resources},
-      {"securityContext",
-       {{"allowPrivilegeEscalation", false},
-        {"readOnlyRootFilesystem", true},
-        {"runAsNonRoot", true},
-        {"privileged", false},
-        {"capabilities", {{"drop", {"ALL"}}}},
-        {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
+      {"securityContext", runner_security_context},
       {"volumeMounts",
        {{{"name", "workspace"}, {"mountPath", "/workspace"}},
         {{"name", "tmp"}, {"mountPath", "/tmp"}}}},

@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <string_view>
 
+#include "kube/pod_security.h"
+
 namespace perimeter::mcptunnel {
 namespace {
 
@@ -90,14 +92,6 @@ json policy_port(const std::string& port) {
 
 json tcp_port(const json& port) {
   return {{"protocol", "TCP"}, {"port", port}};
-}
-
-json security_context() {
-  return {{"allowPrivilegeEscalation", false},
-          {"readOnlyRootFilesystem", true},
-          {"runAsNonRoot", true},
-          {"privileged", false},
-          {"capabilities", {{"drop", json::array({"ALL"})}}}};
 }
 
 // The spec's resources as given; by default small requests and a memory limit, so a leaking
@@ -238,7 +232,7 @@ json proxy_container(const McpTunnel& tunnel) {
       {"readinessProbe",
        {{"tcpSocket", {{"port", kProxyPort}}}, {"periodSeconds", 5}, {"failureThreshold", 3}}},
       {"resources", resources_or(tunnel.gateway.proxy_resources, "50m", "64Mi", "256Mi")},
-      {"securityContext", security_context()},
+      {"securityContext", kube::restricted_container_security_context()},
       {"volumeMounts", mounts},
       {"terminationMessagePolicy", "FallbackToLogsOnError"},
   };
@@ -274,7 +268,7 @@ json connector_container(const McpTunnel& tunnel) {
         {"timeoutSeconds", 5},
         {"failureThreshold", 3}}},
       {"resources", resources_or(tunnel.gateway.connector_resources, "50m", "64Mi", "256Mi")},
-      {"securityContext", security_context()},
+      {"securityContext", kube::restricted_container_security_context()},
       {"volumeMounts",
        json::array(
            {{{"name", kTokenVolume}, {"mountPath", kConnectorTokenDir}, {"readOnly", true}}})},
@@ -309,7 +303,7 @@ json guard_container(const McpTunnel& tunnel) {
         {"timeoutSeconds", 5},
         {"failureThreshold", 3}}},
       {"resources", resources_or(tunnel.guard.resources, "50m", "64Mi", "256Mi")},
-      {"securityContext", security_context()},
+      {"securityContext", kube::restricted_container_security_context()},
       {"volumeMounts", mounts},
       {"terminationMessagePolicy", "FallbackToLogsOnError"},
   };
