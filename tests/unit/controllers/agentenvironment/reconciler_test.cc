@@ -703,6 +703,16 @@ TEST_F(AgentEnvironmentReconcilerTest, RunnerPodGaugesFollowTheCacheAndGoWithThe
   EXPECT_EQ(pods_in("Pending"), 0);
   EXPECT_EQ(oldest_pending(), -1);
 
+  // Refused (here: its namespace left sessionNamespaces): its pods are no longer surveyed, so
+  // their gauges go rather than keep their last values.
+  auto refusing_options = options();
+  refusing_options.session_namespaces = std::set<std::string>{"elsewhere"};
+  clock_.advance(seconds(2));
+  make_reconciler(refusing_options)->reconcile({kNamespace, kName});
+  EXPECT_EQ(pods_in("Running"), -1);
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(pods_in("Running"), 3);
+
   // Deleted: every runner-pod gauge of it goes.
   environments_.remove(kKey);
   reconciler->reconcile({kNamespace, kName});
