@@ -4,11 +4,13 @@
 #include <sys/wait.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -287,6 +289,70 @@ TEST_F(ChartTest, CiliumPolicyRulesAreGrantedOnlyInCiliumEgressMode) {
   EXPECT_NE(cilium.find("- --runner-egress=cilium\n"), std::string::npos);
   EXPECT_NE(cilium.find("- --cluster-dns=dns/app=coredns\n"), std::string::npos);
   EXPECT_NE(cilium.find("resources: [ciliumnetworkpolicies]"), std::string::npos) << cilium;
+}
+
+// The attack: a cluster admin (or anyone with RBAC on NetworkPolicies) opens or deletes the policy
+// that holds runner pods in. The operator would put it back within seconds; with the chart's
+// ValidatingAdmissionPolicy the change is refused outright, so the pods are never open. The
+// operator's own ServiceAccount still may change it.
+TEST_F(ChartTest, OnlyTheOperatorMayOpenOrDeleteARunnerPolicy) {
+  const std::string ns = "protect-a";
+  ASSERT_EQ(run(kubectl_ + " create namespace " + ns).exit_code, 0);
+  const std::string policies = ::testing::TempDir() + "/policy-protection.yaml";
+  const auto rendered = run(helm_binary_ + " template perimeter " + source_dir() +
+                            "/charts/perimeter --namespace perimeter-system"
+                            " --show-only templates/policy-protection.yaml > " +
+                            policies);
+  ASSERT_EQ(rendered.exit_code, 0) << rendered.output;
+  ASSERT_EQ(run(kubectl_ + " apply -f " + policies).exit_code, 0);
+  // The operator's ServiceAccount may patch policies in this namespace (the chart's session rules).
+  ASSERT_EQ(run(kubectl_ + " -n " + ns +
+                " create rolebinding operator-patch --clusterrole=edit"
+                " --serviceaccount=perimeter-system:perimeter")
+                .exit_code,
+            0);
+  const std::string policy = R"({"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+    "metadata":{"name":"run-a","labels":{"app.kubernetes.io/managed-by":"perimeter",
+    "app.kubernetes.io/component":"runner"}},"spec":{"podSelector":{},"policyTypes":["Egress"]}})";
+  ASSERT_EQ(run("echo '" + policy + "' | " + kubectl_ + " -n " + ns + " create -f -").exit_code, 0)
+      << "creating one stays allowed: the operator is not the only creator of policies";
+
+  const std::string open = " -n " + ns +
+                           " patch networkpolicy run-a --type merge -p "
+                           "'{\"spec\":{\"egress\":[{}]}}'";
+  // A new admission policy takes effect once the apiserver has loaded it: wait for the refusal.
+  CommandResult opened;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  do {
+    opened = run(kubectl_ + open);
+    if (opened.exit_code != 0) break;
+    // Not refused yet: close it again, as the operator (always allowed), and try once more.
+    run(kubectl_ + " -n " + ns +
+        " patch networkpolicy run-a --type json -p '[{\"op\":\"remove\",\"path\":"
+        "\"/spec/egress\"}]' --as=system:serviceaccount:perimeter-system:perimeter");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_NE(opened.exit_code, 0) << "an admin opened the runner policy: " << opened.output;
+  EXPECT_NE(opened.output.find("only the Perimeter operator may change or delete it"),
+            std::string::npos)
+      << opened.output;
+
+  const auto deleted = run(kubectl_ + " -n " + ns + " delete networkpolicy run-a");
+  EXPECT_NE(deleted.exit_code, 0) << "an admin deleted the runner policy";
+  const auto unlabelled =
+      run(kubectl_ + " -n " + ns + " label networkpolicy run-a app.kubernetes.io/component-");
+  EXPECT_NE(unlabelled.exit_code, 0) << "removing the label would step around the protection";
+  EXPECT_EQ(
+      run(kubectl_ + " -n " + ns + " get networkpolicy run-a -o jsonpath={.spec.egress}").output,
+      "")
+      << "the policy is as the operator left it";
+
+  const auto by_operator =
+      run(kubectl_ + open + " --as=system:serviceaccount:perimeter-system:perimeter");
+  EXPECT_EQ(by_operator.exit_code, 0) << by_operator.output;
+
+  EXPECT_EQ(run(kubectl_ + " delete -f " + policies).exit_code, 0);
+  EXPECT_EQ(run(kubectl_ + " delete namespace " + ns + " --wait=false").exit_code, 0);
 }
 
 // Gateway egress mode: the operator runs the egress gateway in its own namespace, so it is
