@@ -4,7 +4,6 @@
 #include "kube/api_error.h"
 #include "pki/hmac.h"
 #include "runtime/desired_state.h"
-#include "runtime/spec_fields.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -103,7 +102,6 @@ void EgressGatewayReconciler::ensure(kube::ResourceClient& client, runtime::Stor
 runtime::ReconcileResult EgressGatewayReconciler::reconcile(const kube::ObjectKey&) {
   ensure(clients_.config_maps, stores_.config_maps,
          build_egress_gateway_config_map(gateway_, desired_config()), false);
-  // The Secret holds the key this process signs with, or it is written again.
   const auto secret = stores_.secrets.get(gateway_.namespace_ + "/" + gateway_.key_secret_name());
   const bool key_drifted = !secret || key_in(*secret) != key_;
   if (key_drifted) {
