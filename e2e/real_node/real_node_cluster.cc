@@ -35,7 +35,7 @@ testing::LocalClusterOptions real_node_cluster_options() {
   options.scheduler = true;
   options.real_node = true;
   options.images = {testing::runner_image_archive(), testing::guard_image_archive(),
-                    mcp_everything_image_archive()};
+                    testing::egress_gateway_image_archive(), mcp_everything_image_archive()};
   return options;
 }
 

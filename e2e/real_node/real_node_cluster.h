@@ -27,8 +27,8 @@ inline constexpr const char* kMcpEverythingImage = "localhost/perimeter/mcp-ever
 std::string mcp_everything_image_archive();
 
 // The one real-node cluster every test of real_node_e2e_test shares (testing::shared_cluster):
-// a scheduler, the controller manager, and the runner, perimeter-mcp-guard and server-everything
-// images imported into the node's containerd.
+// a scheduler, the controller manager, and the runner, perimeter-mcp-guard,
+// perimeter-egress-gateway and server-everything images imported into the node's containerd.
 testing::LocalClusterOptions real_node_cluster_options();
 
 // Waits for `done`, polling every 200 ms; fails the calling test with `what` when it does not

@@ -54,6 +54,11 @@ std::string guard_image_archive() {
                              "mcp-guard-image-archive");
 }
 
+std::string egress_gateway_image_archive() {
+  return built_image_archive("perimeter-egress-gateway.tar", "perimeter-egress-gateway",
+                             "egress-gateway-image-archive");
+}
+
 std::string local_cluster_binary() {
   const std::string name = localcluster::kSupervisorProgram;
   if (const char* bin = std::getenv("PERIMETER_BIN_DIR"); bin && *bin) {

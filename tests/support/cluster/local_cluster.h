@@ -108,6 +108,13 @@ std::string runner_image_archive();
 inline constexpr const char* kGuardImage = "localhost/perimeter/perimeter-mcp-guard:0.1.0";
 std::string guard_image_archive();
 
+// The perimeter-egress-gateway image archive `make build` writes (<build>/images/
+// perimeter-egress-gateway.tar), imported as kEgressGatewayImage (the operator's default
+// --egress-gateway-image). Throws std::runtime_error naming the build step when it is missing.
+inline constexpr const char* kEgressGatewayImage =
+    "localhost/perimeter/perimeter-egress-gateway:0.1.0";
+std::string egress_gateway_image_archive();
+
 // A cluster shared by all tests of one test binary, started on first use with these options
 // (a GoogleTest Environment tears it down at exit). Asking again with different options is a
 // bug in the test binary and throws std::logic_error.

@@ -1,0 +1,777 @@
+// Gateway egress mode on the real node (docs/egress.md, "The gateway mode"): the egress gateway
+// runs in a pod made from the operator's own objects (its Deployment, ConfigMap, key Secret,
+// Service and NetworkPolicy as egress_gateway.h builds them), and a runner pod sits under the
+// operator's gateway-mode NetworkPolicy (build_network_policy with RunnerEgress pointed at that
+// gateway), on kubelet + containerd + runc with kube-router enforcing NetworkPolicy. From inside
+// the runner pod's network namespace (setns on a thread, as the pod's processes would connect):
+// a CONNECT with the session's credential reaches a TLS stand-in for the API and for an allowed
+// host, and a real OpenSSL handshake with that SNI completes end to end; an unlisted host gets
+// 403; a listed name that resolves to the metadata address gets 403; a CONNECT to an allowed host
+// whose ClientHello names another host is cut before a byte reaches the stand-in; direct
+// connections to the stand-in, to 169.254.169.254 and to port 53 outside the cluster's DNS pods
+// are refused by the policy, while a pod without the policy makes each of them (the control:
+// without the policy, the test fails). Every CONNECT leaves one audit line in the gateway pod's
+// log with its decision and reason.
+//
+// The "internet" is a network namespace this test creates, routed from the node's bridge only
+// (as in network_policy_real_node_test.cc): the stand-ins listen on 198.18.<r>.2 and on
+// 169.254.169.254 there, so no address outside this machine is ever used. 198.18.0.0/15 (RFC
+// 2544 benchmarking) is not in the gateway's forbidden table (address_policy.cc), so the gateway
+// dials it as it would a public address; 169.254.169.254 is, which is what the metadata check
+// needs. The node has no cluster DNS, so the gateway pod finds the stand-in names through
+// hostAliases added to the rendered Deployment (below); a pod labelled as the cluster's DNS in
+// kube-system stands in for the DNS pods the runner's policy selects, with a UDP and TCP listener
+// on port 53 inside it (no DNS server answers: the policy's reach is what is shown).
+//
+// Shares the real-node cluster of real_node_e2e_test (real_node_cluster_options()). Needs root.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/local_cluster.h"
+#include "controllers/agentenvironment/agent_environment.h"
+#include "controllers/agentenvironment/egress_gateway.h"
+#include "controllers/agentenvironment/runner_egress.h"
+#include "controllers/agentenvironment/runner_resources.h"
+#include "core/base64.h"
+#include "egressgateway/tls_peers.h"
+#include "localcluster/real_node.h"
+#include "process/process.h"
+#include "real_node_cluster.h"
+
+namespace perimeter::e2e {
+namespace {
+
+using json = nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+constexpr const char* kRunnerImage = "localhost/perimeter/perimeter-runner:0.1.0";
+constexpr const char* kMetadataAddress = "169.254.169.254";
+constexpr int kMetadataPort = 80;
+constexpr int kDnsPort = 53;
+// The stand-in names. The front's certificate holds the API's name, the allowed host's and
+// other.perimeter.test: a client that reached it with SNI other.perimeter.test would be served
+// (a shared front, as a CDN is), which is what makes the SNI check matter.
+constexpr const char* kApiHost = "api.perimeter.test";
+constexpr const char* kAllowedHost = "files.perimeter.test";
+constexpr const char* kFrontedHost = "other.perimeter.test";
+constexpr const char* kUnlistedHost = "unlisted.perimeter.test";
+// On the allow-list, but resolving to the metadata address: the gateway refuses it by address.
+constexpr const char* kMetadataHost = "metadata.perimeter.test";
+
+void run_ok(const std::string& command) {
+  const process::ShellResult result = process::run_shell(command + " 2>&1");
+  ASSERT_EQ(result.exit_code, 0) << command << ": " << result.output;
+}
+
+// Runs `body` on a thread of its own that has entered the network namespace at `netns_path`
+// (setns moves only the calling thread; sockets it makes stay in that namespace, and threads it
+// starts inherit it). An exception from `body` fails the test instead of ending the process.
+template <typename Body>
+void in_netns(const std::string& netns_path, Body body) {
+  std::thread thread([&] {
+    const int fd = ::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
+      ADD_FAILURE() << "entering " << netns_path << ": " << std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      return;
+    }
+    ::close(fd);
+    try {
+      body();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "in " << netns_path << ": " << e.what();
+    }
+  });
+  thread.join();
+}
+
+sockaddr_in address_of(const std::string& ip, int port) {
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, ip.c_str(), &address.sin_addr);
+  return address;
+}
+
+enum class Outcome { kConnected, kRefused, kTimedOut, kError };
+
+std::string describe(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kConnected:
+      return "connected";
+    case Outcome::kRefused:
+      return "refused";
+    case Outcome::kTimedOut:
+      return "timed out";
+    case Outcome::kError:
+      return "error";
+  }
+  return "?";
+}
+
+bool blocked(Outcome outcome) {
+  return outcome == Outcome::kTimedOut || outcome == Outcome::kRefused;
+}
+
+// One TCP connect from inside a network namespace, bounded by `limit`.
+Outcome tcp_from(const std::string& netns_path, const std::string& ip, int port,
+                 milliseconds limit = milliseconds(3000)) {
+  Outcome outcome = Outcome::kError;
+  in_netns(netns_path, [&] {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    const sockaddr_in address = address_of(ip, port);
+    int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd watch{fd, POLLOUT, 0};
+      rc = ::poll(&watch, 1, static_cast<int>(limit.count()));
+      if (rc == 0) {
+        outcome = Outcome::kTimedOut;
+      } else if (rc > 0) {
+        int error = 0;
+        socklen_t length = sizeof(error);
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
+        outcome = error == 0              ? Outcome::kConnected
+                  : error == ECONNREFUSED ? Outcome::kRefused
+                  : error == ETIMEDOUT    ? Outcome::kTimedOut
+                                          : Outcome::kError;
+      }
+    } else if (rc == 0) {
+      outcome = Outcome::kConnected;
+    } else if (errno == ECONNREFUSED) {
+      outcome = Outcome::kRefused;
+    }
+    ::close(fd);
+  });
+  return outcome;
+}
+
+// One UDP datagram from inside a network namespace and its echo: kConnected when the echo came
+// back within `limit`, kRefused on an ICMP refusal, kTimedOut when nothing came.
+Outcome udp_from(const std::string& netns_path, const std::string& ip, int port,
+                 milliseconds limit = milliseconds(2000)) {
+  Outcome outcome = Outcome::kError;
+  in_netns(netns_path, [&] {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    const sockaddr_in address = address_of(ip, port);
+    const std::string probe = "perimeter-dns-probe";
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
+        ::send(fd, probe.data(), probe.size(), 0) < 0) {
+      outcome = errno == ECONNREFUSED ? Outcome::kRefused : Outcome::kError;
+      ::close(fd);
+      return;
+    }
+    pollfd watch{fd, POLLIN, 0};
+    const int rc = ::poll(&watch, 1, static_cast<int>(limit.count()));
+    if (rc == 0) {
+      outcome = Outcome::kTimedOut;
+    } else if (rc > 0) {
+      char buffer[64];
+      const ssize_t count = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+      outcome = count == static_cast<ssize_t>(probe.size()) ? Outcome::kConnected
+                : (count < 0 && errno == ECONNREFUSED)      ? Outcome::kRefused
+                                                            : Outcome::kError;
+    }
+    ::close(fd);
+  });
+  return outcome;
+}
+
+// Repeats `probe` until its outcome is the one wanted (the enforcer applies a new pod's chain
+// within a second or two of seeing it), for at most 20 s; returns the last outcome.
+template <typename Probe>
+Outcome settle(Probe probe, bool connects) {
+  Outcome outcome = Outcome::kError;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(20);
+  do {
+    outcome = probe();
+    if ((outcome == Outcome::kConnected) == connects && outcome != Outcome::kError) break;
+    std::this_thread::sleep_for(milliseconds(500));
+  } while (std::chrono::steady_clock::now() < deadline);
+  return outcome;
+}
+
+// TCP and UDP listeners opened inside a network namespace; TCP connections are accepted and
+// closed, UDP datagrams echoed; each records the source addresses it saw.
+class Listeners {
+ public:
+  struct Endpoint {
+    std::string ip;
+    int port;
+    bool udp;
+  };
+
+  Listeners(const std::string& netns_path, const std::vector<Endpoint>& endpoints) {
+    in_netns(netns_path, [&] {
+      for (const Endpoint& endpoint : endpoints) {
+        const int fd = ::socket(
+            AF_INET, (endpoint.udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        const sockaddr_in address = address_of(endpoint.ip, endpoint.port);
+        const int one = 1;
+        ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
+            (!endpoint.udp && ::listen(fd, 16) != 0)) {
+          ADD_FAILURE() << "listening on " << key(endpoint, "") << ": " << std::strerror(errno);
+        }
+        fds_.push_back(fd);
+        endpoints_.push_back(endpoint);
+      }
+    });
+    thread_ = std::thread([this] { serve(); });
+  }
+
+  ~Listeners() {
+    stopping_ = true;
+    if (thread_.joinable()) thread_.join();
+    for (const int fd : fds_) ::close(fd);
+  }
+
+  // Whether `endpoint` has seen anything from `source`.
+  bool saw(const Endpoint& endpoint, const std::string& source) {
+    std::lock_guard lock(mutex_);
+    return seen_.count(key(endpoint, source)) != 0;
+  }
+
+ private:
+  static std::string key(const Endpoint& endpoint, const std::string& source) {
+    return std::string(endpoint.udp ? "udp " : "tcp ") + endpoint.ip + ":" +
+           std::to_string(endpoint.port) + " from " + source;
+  }
+
+  void serve() {
+    std::vector<pollfd> watched;
+    for (const int fd : fds_) watched.push_back({fd, POLLIN, 0});
+    while (!stopping_) {
+      if (::poll(watched.data(), watched.size(), 100) <= 0) continue;
+      for (size_t i = 0; i < watched.size(); ++i) {
+        if ((watched[i].revents & POLLIN) == 0) continue;
+        sockaddr_in peer{};
+        socklen_t length = sizeof(peer);
+        if (endpoints_[i].udp) {
+          char buffer[512];
+          const ssize_t count = ::recvfrom(watched[i].fd, buffer, sizeof(buffer), 0,
+                                           reinterpret_cast<sockaddr*>(&peer), &length);
+          if (count < 0) continue;
+          ::sendto(watched[i].fd, buffer, static_cast<size_t>(count), 0,
+                   reinterpret_cast<const sockaddr*>(&peer), length);
+        } else {
+          const int client =
+              ::accept4(watched[i].fd, reinterpret_cast<sockaddr*>(&peer), &length, SOCK_CLOEXEC);
+          if (client < 0) continue;
+          ::close(client);
+        }
+        char text[INET_ADDRSTRLEN] = {};
+        ::inet_ntop(AF_INET, &peer.sin_addr, text, sizeof(text));
+        std::lock_guard lock(mutex_);
+        seen_.insert(key(endpoints_[i], text));
+      }
+    }
+  }
+
+  std::vector<int> fds_;
+  std::vector<Endpoint> endpoints_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mutex_;
+  std::set<std::string> seen_;
+};
+
+// The stand-in "internet": a network namespace reached from the node's bridge only, through a
+// veth pair (198.18.<r>.1 on the host, 198.18.<r>.2 inside) and, for 169.254.169.254 (on the
+// namespace's loopback), a routing rule on the bridge's input. Removed on destruction.
+class StandInNetwork {
+ public:
+  explicit StandInNetwork(const std::string& bridge) : bridge_(bridge) {
+    std::random_device device;
+    const unsigned r = device() % 256;
+    const std::string tag = std::to_string(device() % 100000);
+    netns_ = "pmtregw" + tag;
+    table_ = std::to_string(30000 + device() % 10000);
+    host_ip_ = "198.18." + std::to_string(r) + ".1";
+    address_ = "198.18." + std::to_string(r) + ".2";
+    const std::string host_veth = "eg" + tag + "h", inner_veth = "eg" + tag + "n";
+    run_ok("ip netns add " + netns_);
+    created_ = true;
+    run_ok("ip link add " + host_veth + " type veth peer name " + inner_veth + " netns " + netns_);
+    run_ok("ip addr add " + host_ip_ + "/30 dev " + host_veth);
+    run_ok("ip link set " + host_veth + " up");
+    const std::string in = "ip -n " + netns_ + " ";
+    run_ok(in + "link set lo up");
+    run_ok(in + "addr add " + address_ + "/30 dev " + inner_veth);
+    run_ok(in + "addr add " + std::string(kMetadataAddress) + "/32 dev lo");
+    run_ok(in + "link set " + inner_veth + " up");
+    run_ok(in + "route add default via " + host_ip_);
+    run_ok("ip route add " + std::string(kMetadataAddress) + "/32 via " + address_ + " table " +
+           table_);
+    run_ok("ip rule add iif " + bridge_ + " lookup " + table_);
+    rule_added_ = true;
+  }
+
+  ~StandInNetwork() {
+    if (rule_added_) process::run_shell("ip rule del iif " + bridge_ + " lookup " + table_);
+    process::run_shell("ip route flush table " + table_ + " 2>/dev/null");
+    if (created_) process::run_shell("ip netns del " + netns_);
+  }
+
+  std::string path() const { return "/run/netns/" + netns_; }
+  const std::string& address() const { return address_; }
+
+ private:
+  std::string bridge_, netns_, table_, host_ip_, address_;
+  bool created_ = false, rule_added_ = false;
+};
+
+// 32 random bytes as hex, the way the operator makes the gateway's key.
+std::string random_key() {
+  std::random_device device;
+  std::string key;
+  const char* digits = "0123456789abcdef";
+  for (int i = 0; i < 64; ++i) key.push_back(digits[device() % 16]);
+  return key;
+}
+
+// The Proxy-Authorization a client derives from HTTPS_PROXY's user information
+// ("http://user:password@host:port").
+std::string proxy_authorization(const std::string& proxy_url) {
+  const std::string scheme = "http://";
+  const auto at = proxy_url.rfind('@');
+  if (proxy_url.rfind(scheme, 0) != 0 || at == std::string::npos) return "";
+  return "Basic " + base64_encode(proxy_url.substr(scheme.size(), at - scheme.size()));
+}
+
+json real_node_placement() {
+  return {{"nodeSelector", {{localcluster::kRealNodeLabel, "true"}}},
+          {"tolerations",
+           {{{"key", localcluster::kRealNodeTaintKey},
+             {"operator", "Equal"},
+             {"value", "true"},
+             {"effect", "NoSchedule"}}}}};
+}
+
+// A pod of the runner image that only sleeps, under PodSecurity `restricted`, on the real node.
+json sleeping_pod(const std::string& name, const json& labels) {
+  json spec = {{"automountServiceAccountToken", false},
+               {"enableServiceLinks", false},
+               {"terminationGracePeriodSeconds", 0},
+               {"securityContext",
+                {{"runAsNonRoot", true},
+                 {"runAsUser", 65532},
+                 {"runAsGroup", 65532},
+                 {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
+               {"containers",
+                {{{"name", "sleep"},
+                  {"image", kRunnerImage},
+                  {"imagePullPolicy", "Never"},
+                  {"command", {"sleep", "600"}},
+                  {"securityContext",
+                   {{"allowPrivilegeEscalation", false},
+                    {"readOnlyRootFilesystem", true},
+                    {"capabilities", {{"drop", {"ALL"}}}}}}}}}};
+  spec.update(real_node_placement());
+  return {{"apiVersion", "v1"},
+          {"kind", "Pod"},
+          {"metadata", {{"name", name}, {"labels", labels}}},
+          {"spec", spec}};
+}
+
+bool is_ready(const json& pod) {
+  for (const auto& condition :
+       pod.value("status", json::object()).value("conditions", json::array())) {
+    if (condition.value("type", "") == "Ready") return condition.value("status", "") == "True";
+  }
+  return false;
+}
+
+class EgressGatewayRealNodeTest : public RealNodeTest {
+ protected:
+  struct RunningPod {
+    std::string name;
+    std::string ip;
+    std::string netns;  // /proc/<pid>/ns/net of one of its processes
+  };
+
+  void TearDown() override {
+    if (HasFailure() && transport_ && !gateway_pod_.empty()) {
+      try {
+        // The client's connection may have gone idle while the test waited: one request first.
+        try {
+          list(kube::resources::pods());
+        } catch (const std::exception&) {
+        }
+        std::cerr << "---- the gateway pod ----\n"
+                  << client(kube::resources::pods())
+                         ->get(ns_, gateway_pod_)
+                         .value("status", json::object())
+                         .dump(2)
+                         .substr(0, 6000)
+                  << "\n---- its log ----\n"
+                  << pod_log(ns_, gateway_pod_).substr(0, 12000)
+                  << "\n---- its previous container's log ----\n"
+                  << pod_log(ns_, gateway_pod_, "?previous=true").substr(0, 4000) << "\n";
+      } catch (const std::exception& e) {
+        std::cerr << "---- the gateway pod: " << e.what() << "\n";
+      }
+    }
+    if (transport_ && !dns_pod_.empty()) {
+      try {
+        kube::DeleteOptions now;
+        now.grace_period_seconds = 0;
+        client(kube::resources::pods())->remove("kube-system", dns_pod_, now);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << "removing kube-system/" << dns_pod_ << ": " << e.what();
+      }
+    }
+    RealNodeTest::TearDown();
+  }
+
+  // The pod once it runs, with its address and network namespace.
+  RunningPod wait_running(const std::string& ns, const std::string& name) {
+    RunningPod running{name, "", ""};
+    eventually(
+        [&] {
+          const json pod = client(kube::resources::pods())->get(ns, name);
+          const json status = pod.value("status", json::object());
+          if (status.value("phase", "") != "Running") return false;
+          running.ip = status.value("podIP", "");
+          const auto pids = pod_processes(pod["metadata"]["uid"].get<std::string>());
+          if (pids.empty() || running.ip.empty()) return false;
+          running.netns = "/proc/" + std::to_string(pids.front()) + "/ns/net";
+          return true;
+        },
+        seconds(90), "pod " + ns + "/" + name + " to run");
+    return running;
+  }
+
+  // The pod's log as a user reads it: through the apiserver, which fetches it from the kubelet.
+  std::string pod_log(const std::string& ns, const std::string& pod,
+                      const std::string& query = "") {
+    kube::HttpRequest request;
+    request.method = "GET";
+    request.path_and_query = "/api/v1/namespaces/" + ns + "/pods/" + pod + "/log" + query;
+    const kube::HttpResponse response = transport_->send(request);
+    return response.status == 200 ? response.body : "";
+  }
+
+  // The gateway's audit lines (its stdout; its log lines on stderr are not JSON with a decision).
+  std::vector<json> audit_lines() {
+    std::vector<json> lines;
+    std::istringstream log(pod_log(ns_, gateway_pod_));
+    for (std::string line; std::getline(log, line);) {
+      json parsed = json::parse(line, nullptr, false);
+      if (parsed.is_object() && parsed.contains("decision") && parsed.contains("reason")) {
+        lines.push_back(std::move(parsed));
+      }
+    }
+    return lines;
+  }
+
+  std::string gateway_pod_;
+  std::string dns_pod_;
+};
+
+// A client through the gateway, made from inside `netns`: TCP to the gateway, then CONNECT.
+std::unique_ptr<testing::ProxiedTlsClient> proxied_client(const std::string& netns,
+                                                          const std::string& gateway_ip,
+                                                          int gateway_port) {
+  std::unique_ptr<testing::ProxiedTlsClient> made;
+  in_netns(netns,
+           [&] { made = std::make_unique<testing::ProxiedTlsClient>(gateway_ip, gateway_port); });
+  return made;
+}
+
+TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPodAndNothingElse) {
+  const auto started = std::chrono::steady_clock::now();
+  StandInNetwork internet(node_["bridge"].get<std::string>());
+  const std::string standin_ip = internet.address();
+
+  // (1) The stand-ins: one TLS front for the API, the allowed host and other.perimeter.test;
+  // a listener on the metadata address; port 53 (UDP and TCP) on the stand-in address, outside
+  // the cluster's DNS.
+  testing::TestCa ca;
+  const auto identity = ca.issue({kApiHost, kAllowedHost, kFrontedHost});
+  std::unique_ptr<testing::TlsStandIn> front;
+  in_netns(internet.path(), [&] {
+    front = std::make_unique<testing::TlsStandIn>(standin_ip, identity.first, identity.second);
+  });
+  ASSERT_TRUE(front) << "the TLS stand-in did not start";
+  const int port = front->port();
+  const Listeners::Endpoint metadata{kMetadataAddress, kMetadataPort, false};
+  const Listeners::Endpoint outside_dns_udp{standin_ip, kDnsPort, true};
+  const Listeners::Endpoint outside_dns_tcp{standin_ip, kDnsPort, false};
+  Listeners internet_listeners(internet.path(), {metadata, outside_dns_udp, outside_dns_tcp});
+
+  // (2) The environment, and the operator's gateway-mode settings for runner pods.
+  agentenvironment::AgentEnvironment env;
+  env.name = "gateway-egress";
+  env.namespace_ = ns_;
+  env.uid = "gateway-egress-uid";
+  env.api_base_url = "https://" + std::string(kApiHost) + ":" + std::to_string(port);
+  env.egress_allowed_hosts = {{kAllowedHost, {port}}, {kMetadataHost, {kMetadataPort}}};
+  agentenvironment::EgressGatewaySettings gateway;
+  gateway.namespace_ = ns_;
+  gateway.replicas = 1;
+  ASSERT_EQ(gateway.image, testing::kEgressGatewayImage)
+      << "the operator's default gateway image is not the one the build imports";
+  const std::string key = random_key();
+  agentenvironment::RunnerEgress egress;
+  egress.mode = agentenvironment::EgressMode::kGateway;
+  egress.credentials_key = key;
+  agentenvironment::point_runners_at(gateway, egress);
+
+  // (3) The gateway's objects, as the operator renders them.
+  client(kube::resources::config_maps())
+      ->create(ns_, agentenvironment::build_egress_gateway_config_map(
+                        gateway, agentenvironment::render_egress_gateway_config(gateway, {env})));
+  client(kube::resources::secrets())
+      ->create(ns_, agentenvironment::build_egress_gateway_key_secret(gateway, key));
+  client(kube::resources::services())
+      ->create(ns_, agentenvironment::build_egress_gateway_service(gateway));
+  client(kube::resources::network_policies())
+      ->create(ns_, agentenvironment::build_egress_gateway_network_policy(gateway));
+  json deployment = agentenvironment::build_egress_gateway_deployment(gateway);
+  json& pod_spec = deployment["spec"]["template"]["spec"];
+  // Added by the test, not rendered by the operator: this node has no cluster DNS, so the
+  // gateway finds the stand-in names in the pod's /etc/hosts (the image resolves files first);
+  // and the real node takes only pods that select and tolerate it.
+  pod_spec["hostAliases"] = json::array(
+      {{{"ip", standin_ip}, {"hostnames", {kApiHost, kAllowedHost, kFrontedHost, kUnlistedHost}}},
+       {{"ip", kMetadataAddress}, {"hostnames", {kMetadataHost}}}});
+  pod_spec.update(real_node_placement());
+  client(kube::resources::deployments())->create(ns_, deployment);
+
+  // (4) The runner's policy as the operator renders it in gateway mode; no AgentEnvironment
+  // object exists here, so no owner reference (the garbage collector would remove the policy).
+  json runner_policy = agentenvironment::build_network_policy(env, egress);
+  runner_policy["metadata"].erase("ownerReferences");
+  client(kube::resources::network_policies())->create(ns_, runner_policy);
+
+  // (5) Pods: a runner pod (the labels the operator gives runner pods, which both policies
+  // select), a control pod under no policy, and a pod labelled as the cluster's DNS.
+  client(kube::resources::pods())
+      ->create(ns_, sleeping_pod("runner", agentenvironment::environment_labels(env)));
+  client(kube::resources::pods())->create(ns_, sleeping_pod("control", {{"role", "control"}}));
+  dns_pod_ = "dns-stand-in-" + ns_;
+  {
+    json dns = sleeping_pod(dns_pod_, egress.cluster_dns.labels);
+    client(kube::resources::pods())->create(egress.cluster_dns.namespace_, dns);
+  }
+  const RunningPod runner = wait_running(ns_, "runner");
+  const RunningPod control = wait_running(ns_, "control");
+  const RunningPod dns = wait_running(egress.cluster_dns.namespace_, dns_pod_);
+  ASSERT_FALSE(runner.netns.empty() || control.netns.empty() || dns.netns.empty());
+  const Listeners::Endpoint cluster_dns_udp{dns.ip, kDnsPort, true};
+  const Listeners::Endpoint cluster_dns_tcp{dns.ip, kDnsPort, false};
+  Listeners dns_listeners(dns.netns, {cluster_dns_udp, cluster_dns_tcp});
+
+  // (6) The gateway pod is Ready (its readiness probe is the gateway's /healthz).
+  json gateway_pod;
+  ASSERT_TRUE(eventually(
+      [&] {
+        for (const json& pod : list(kube::resources::pods())) {
+          const json labels = pod["metadata"].value("labels", json::object());
+          if (labels.value("app.kubernetes.io/name", "") != gateway.name) continue;
+          gateway_pod_ = pod["metadata"]["name"];
+          if (is_ready(pod)) {
+            gateway_pod = pod;
+            return true;
+          }
+        }
+        return false;
+      },
+      seconds(120), "the gateway pod to be Ready"));
+  const std::string gateway_ip = gateway_pod["status"].value("podIP", "");
+  ASSERT_FALSE(gateway_ip.empty()) << gateway_pod.dump(2);
+  std::cerr << "gateway Ready "
+            << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started)
+                   .count()
+            << " ms after the test's start\n";
+
+  // (7) The control: a pod without the policy reaches the stand-in directly, the metadata
+  // address, and port 53 outside the DNS pods (TCP and UDP). So the blocks below are the
+  // policy's, not a dead route.
+  const auto tcp = [](const RunningPod& pod, const std::string& ip, int to) {
+    return [&pod, ip, to] { return tcp_from(pod.netns, ip, to); };
+  };
+  const auto udp = [](const RunningPod& pod, const std::string& ip, int to) {
+    return [&pod, ip, to] { return udp_from(pod.netns, ip, to); };
+  };
+  EXPECT_EQ(settle(tcp(control, standin_ip, port), true), Outcome::kConnected);
+  EXPECT_EQ(settle(tcp(control, kMetadataAddress, kMetadataPort), true), Outcome::kConnected);
+  EXPECT_EQ(settle(tcp(control, standin_ip, kDnsPort), true), Outcome::kConnected);
+  EXPECT_EQ(settle(udp(control, standin_ip, kDnsPort), true), Outcome::kConnected);
+  EXPECT_TRUE(eventually([&] { return internet_listeners.saw(metadata, control.ip); }, seconds(10),
+                         "the metadata listener to see the control pod"));
+
+  // (8) The runner pod under its policy: the gateway's port and the DNS pods' port 53 are
+  // reachable; the stand-in directly, the metadata address and port 53 anywhere else are not.
+  EXPECT_EQ(settle(tcp(runner, gateway_ip, gateway.port), true), Outcome::kConnected);
+  EXPECT_EQ(settle(tcp(runner, dns.ip, kDnsPort), true), Outcome::kConnected);
+  EXPECT_EQ(settle(udp(runner, dns.ip, kDnsPort), true), Outcome::kConnected);
+  const Outcome direct = settle(tcp(runner, standin_ip, port), false);
+  EXPECT_TRUE(blocked(direct)) << "the runner pod's direct connection to the stand-in "
+                               << describe(direct);
+  const Outcome to_metadata = settle(tcp(runner, kMetadataAddress, kMetadataPort), false);
+  EXPECT_TRUE(blocked(to_metadata))
+      << "the runner pod's connection to " << kMetadataAddress << " " << describe(to_metadata);
+  const Outcome dns_tcp = settle(tcp(runner, standin_ip, kDnsPort), false);
+  EXPECT_TRUE(blocked(dns_tcp)) << "the runner pod's TCP 53 outside the DNS pods "
+                                << describe(dns_tcp);
+  const Outcome dns_udp = settle(udp(runner, standin_ip, kDnsPort), false);
+  EXPECT_TRUE(blocked(dns_udp)) << "the runner pod's UDP 53 outside the DNS pods "
+                                << describe(dns_udp);
+  EXPECT_FALSE(internet_listeners.saw(metadata, runner.ip));
+  EXPECT_FALSE(internet_listeners.saw(outside_dns_udp, runner.ip));
+  EXPECT_FALSE(internet_listeners.saw(outside_dns_tcp, runner.ip));
+  EXPECT_TRUE(dns_listeners.saw(cluster_dns_udp, runner.ip));
+
+  // (9) Through the gateway, from the runner pod, each CONNECT with its own session's credential
+  // (egress_proxy_url, what the runner gets as HTTPS_PROXY), so each has its own audit line.
+  const auto credential = [&](const std::string& session) {
+    return proxy_authorization(agentenvironment::egress_proxy_url(egress, env, session));
+  };
+  const std::string target_port = ":" + std::to_string(port);
+  for (const char* host : {kApiHost, kAllowedHost}) {
+    SCOPED_TRACE(host);
+    const std::string session = std::string(host) == kApiHost ? "s-api" : "s-allowed";
+    auto tunnel = proxied_client(runner.netns, gateway_ip, gateway.port);
+    ASSERT_TRUE(tunnel);
+    const testing::ConnectReply reply = tunnel->connect(host + target_port, credential(session));
+    ASSERT_EQ(reply.status, 200) << reply.head << reply.body;
+    std::string error;
+    ASSERT_TRUE(tunnel->handshake(host, ca.pem(), host, &error)) << error;
+    ASSERT_TRUE(tunnel->write("PING\n"));
+    EXPECT_EQ(tunnel->read_some(5), "PONG\n");
+  }
+  EXPECT_EQ(front->handshakes(), 2);
+  {
+    const std::vector<std::string> names = front->server_names();
+    EXPECT_EQ(names, (std::vector<std::string>{kApiHost, kAllowedHost}));
+  }
+
+  // A host not on the list: 403, and the gateway dials nothing.
+  const int before_unlisted = front->settled_connections();
+  {
+    auto tunnel = proxied_client(runner.netns, gateway_ip, gateway.port);
+    ASSERT_TRUE(tunnel);
+    const testing::ConnectReply reply =
+        tunnel->connect(kUnlistedHost + target_port, credential("s-unlisted"));
+    EXPECT_EQ(reply.status, 403) << reply.head << reply.body;
+  }
+  EXPECT_EQ(front->settled_connections(), before_unlisted);
+
+  // A listed name that resolves to the metadata address: 403, never dialled.
+  {
+    auto tunnel = proxied_client(runner.netns, gateway_ip, gateway.port);
+    ASSERT_TRUE(tunnel);
+    const testing::ConnectReply reply = tunnel->connect(
+        kMetadataHost + std::string(":") + std::to_string(kMetadataPort), credential("s-metadata"));
+    EXPECT_EQ(reply.status, 403) << reply.head << reply.body;
+  }
+  EXPECT_FALSE(internet_listeners.saw(metadata, gateway_ip));
+
+  // Domain fronting: CONNECT to the allowed host, ClientHello for other.perimeter.test. The
+  // gateway dials the front before it answers 200, then cuts both sides on reading the hello:
+  // the handshake fails and not one byte reaches the front.
+  const int bytes_before = front->connections_with_bytes();
+  const int handshakes_before = front->handshakes();
+  {
+    auto tunnel = proxied_client(runner.netns, gateway_ip, gateway.port);
+    ASSERT_TRUE(tunnel);
+    const testing::ConnectReply reply =
+        tunnel->connect(kAllowedHost + target_port, credential("s-fronting"));
+    ASSERT_EQ(reply.status, 200) << reply.head << reply.body;
+    std::string error;
+    EXPECT_FALSE(tunnel->handshake(kFrontedHost, ca.pem(), kFrontedHost, &error))
+        << "a ClientHello for " << kFrontedHost << " went through a tunnel to " << kAllowedHost;
+  }
+
+  // (10) One audit line per CONNECT, with the decision and the reason (the tunnels above are
+  // closed, so every line is written).
+  const std::vector<std::pair<std::string, std::pair<std::string, std::string>>> expected = {
+      {"s-api", {"allowed", "ok"}},
+      {"s-allowed", {"allowed", "ok"}},
+      {"s-unlisted", {"denied", "not_allowed"}},
+      {"s-metadata", {"denied", "forbidden_address"}},
+      {"s-fronting", {"denied", "sni_mismatch"}}};
+  std::vector<json> audit;
+  const auto lines_of = [&](const std::string& session) {
+    std::vector<json> found;
+    for (const json& line : audit) {
+      if (line.value("session", json()).is_string() && line["session"] == session) {
+        found.push_back(line);
+      }
+    }
+    return found;
+  };
+  eventually(
+      [&] {
+        audit = audit_lines();
+        for (const auto& [session, outcome] : expected) {
+          if (lines_of(session).empty()) return false;
+        }
+        return true;
+      },
+      seconds(30), "an audit line for every CONNECT in the gateway pod's log");
+  for (const auto& [session, outcome] : expected) {
+    SCOPED_TRACE(session);
+    const std::vector<json> lines = lines_of(session);
+    ASSERT_EQ(lines.size(), 1u) << "one audit line per connection";
+    const json& line = lines.front();
+    EXPECT_EQ(line.value("environment", json()), ns_ + "/" + env.name) << line.dump();
+    EXPECT_EQ(line.value("decision", ""), outcome.first) << line.dump();
+    EXPECT_EQ(line.value("reason", ""), outcome.second) << line.dump();
+    // "<address>:<port>": the runner pod's own address, not translated on the way.
+    EXPECT_EQ(line.value("client", "").rfind(runner.ip + ":", 0), 0u) << line.dump();
+    if (outcome.first == "allowed") {
+      EXPECT_GT(line.value("bytes_up", 0), 0) << line.dump();
+      EXPECT_GT(line.value("bytes_down", 0), 0) << line.dump();
+    } else {
+      EXPECT_EQ(line.value("bytes_up", -1), 0) << line.dump();
+    }
+  }
+  // The fronting attempt's hello never reached the front: no byte on any connection since.
+  EXPECT_EQ(front->connections_with_bytes(), bytes_before);
+  EXPECT_EQ(front->handshakes(), handshakes_before);
+
+  // (11) The control for the SNI check: the front does serve other.perimeter.test to a client
+  // that reaches it (the control pod, directly). Without the gateway's check, the fronting
+  // handshake above would have succeeded.
+  {
+    auto direct_client = proxied_client(control.netns, standin_ip, port);
+    ASSERT_TRUE(direct_client);
+    std::string error;
+    EXPECT_TRUE(direct_client->handshake(kFrontedHost, ca.pem(), kFrontedHost, &error)) << error;
+  }
+  // The front counts a handshake once the client's Finished arrives, just after the client's.
+  EXPECT_TRUE(eventually([&] { return front->handshakes() == handshakes_before + 1; }, seconds(10),
+                         "the front to count the direct handshake"));
+  std::cerr << "done "
+            << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started)
+                   .count()
+            << " ms after the test's start\n";
+}
+
+}  // namespace
+}  // namespace perimeter::e2e
