@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -87,6 +88,103 @@ bool eventually(Pred done, seconds limit, const std::string& what) {
   }
   ADD_FAILURE() << "timed out waiting for " << what;
   return false;
+}
+
+// Debian's prometheus package; a test that needs them fails, naming what installs them.
+constexpr const char* kPrometheus = "/usr/bin/prometheus";
+constexpr const char* kPromtool = "/usr/bin/promtool";
+
+std::string percent_encode(const std::string& text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string encoded;
+  for (const unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      encoded += static_cast<char>(c);
+    } else {
+      encoded += '%';
+      encoded += hex[c >> 4];
+      encoded += hex[c & 15];
+    }
+  }
+  return encoded;
+}
+
+// A real Prometheus server scraping one target every second, its configuration and TSDB in a
+// temporary directory of its own. Destruction stops it on every path out of a test: the Process
+// member goes first (SIGTERM to its group, SIGKILL after a grace period), then the directory.
+class PrometheusServer {
+ public:
+  explicit PrometheusServer(const std::string& target)
+      : url_("http://127.0.0.1:" + std::to_string(localcluster::pick_free_port())) {
+    std::ofstream(dir_.path() + "/prometheus.yml") << "global:\n"
+                                                   << "  scrape_interval: 1s\n"
+                                                   << "  scrape_timeout: 1s\n"
+                                                   << "  evaluation_interval: 1s\n"
+                                                   << "scrape_configs:\n"
+                                                   << "  - job_name: perimeter-operator\n"
+                                                   << "    static_configs:\n"
+                                                   << "      - targets: ['" << target << "']\n";
+    process::ProcessSpec spec;
+    spec.argv = {kPrometheus, "--config.file=" + dir_.path() + "/prometheus.yml",
+                 "--storage.tsdb.path=" + dir_.path() + "/data",
+                 "--web.listen-address=" + url_.substr(std::string("http://").size()),
+                 "--log.level=warn"};
+    spec.log_path = dir_.path() + "/prometheus.log";
+    process_ = process::Process::spawn(spec);
+  }
+
+  bool running() { return process_->running(); }
+  std::string log() const { return read_file(dir_.path() + "/prometheus.log"); }
+
+  // A GET on its HTTP API; nullopt while it does not answer 200 with status "success".
+  std::optional<json> api(const std::string& path_and_query) const {
+    try {
+      const auto reply = testing::http_call(url_, "GET", path_and_query);
+      if (reply.status != 200) return std::nullopt;
+      auto body = json::parse(reply.body);
+      if (body.value("status", "") != "success") return std::nullopt;
+      return body["data"];
+    } catch (const std::exception&) {
+      return std::nullopt;  // not listening yet
+    }
+  }
+
+  // The value of an instant query whose result is one sample; nullopt otherwise.
+  std::optional<double> query(const std::string& promql) const {
+    const auto data = api("/api/v1/query?query=" + percent_encode(promql));
+    if (!data || (*data)["resultType"] != "vector" || (*data)["result"].size() != 1)
+      return std::nullopt;
+    return std::stod((*data)["result"][0]["value"][1].get<std::string>());
+  }
+
+ private:
+  testing::TempDir dir_;
+  std::string url_;
+  std::unique_ptr<process::Process> process_;
+};
+
+// The label names in a Prometheus text exposition, with one sample line that carries each.
+std::map<std::string, std::string> label_names(const std::string& exposition) {
+  std::map<std::string, std::string> names;
+  std::istringstream lines(exposition);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto open = line.find('{');
+    const auto close = line.rfind('}');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    // name="value",name="value": label values may hold any character, so walk the quotes.
+    size_t at = open + 1;
+    while (at < close) {
+      const auto equals = line.find('=', at);
+      if (equals == std::string::npos || equals > close) break;
+      names.emplace(line.substr(at, equals - at), line);
+      size_t end = equals + 2;  // past ="
+      while (end < close && line[end] != '"') end += line[end] == '\\' ? 2 : 1;
+      at = end + 1;
+      if (at < close && line[at] == ',') ++at;
+    }
+  }
+  return names;
 }
 
 class OperatorE2eTest : public ::testing::Test {
@@ -1198,6 +1296,98 @@ TEST_F(OperatorE2eTest,
   EXPECT_EQ(client(kube::resources::pods())->list(closed)["items"].size(), 0u);
   const std::string log = read_file(logs_->path() + "/operator.log");
   EXPECT_EQ(rbac_denials(log), "") << "the operator tried something its RBAC does not allow";
+}
+
+// Metric hygiene and the counters as a platform team's Prometheus sees them: a real Prometheus
+// scrapes the operator every second while ten sessions are claimed and finish, and its HTTP API
+// must report exactly what the simulator handed out and acknowledged; promtool's linter passes
+// the operator's exposition, and no series carries a per-session label (a work id, a session id,
+// a pod name), whose values would grow without bound.
+TEST_F(OperatorE2eTest, APrometheusScrapingTheOperatorFindsTheSessionsTheSimulatorRecorded) {
+  ASSERT_EQ(::access(kPrometheus, X_OK), 0)
+      << kPrometheus << " is missing: Debian's prometheus package (hack/install-deps.sh)";
+  ASSERT_EQ(::access(kPromtool, X_OK), 0)
+      << kPromtool << " is missing: Debian's prometheus package (hack/install-deps.sh)";
+  constexpr int kSessions = 10;
+  create_environment(kSessions,
+                     {{"podAnnotations", {{"perimeter.dev/kwok-complete-after", "1s"}}}});
+  auto operator_process = start_operator();
+  PrometheusServer prometheus(operator_process->metrics_address());
+  ASSERT_TRUE(eventually([&] { return prometheus.query("up{job=\"perimeter-operator\"}") == 1.0; },
+                         seconds(30), "Prometheus to scrape the operator (up == 1)"))
+      << "Prometheus running: " << prometheus.running() << "\n"
+      << prometheus.log();
+
+  const auto work_ids = enqueue(kSessions);
+  auto environments = client(agent_environments());
+  ASSERT_TRUE(eventually(
+      [&] {
+        const auto status = environments->get(ns_, "agents").value("status", json::object());
+        return status.value("sessions", json::object()).value("succeeded", 0) == kSessions;
+      },
+      seconds(60), "every session's pod to succeed and be counted in the status"));
+
+  // What the simulator recorded: every item handed out by a poll (once, plus once more for each
+  // reclaim after a lapsed claim) and every item acknowledged, which is what gets a runner pod.
+  int acknowledged = 0;
+  int reclaims = 0;
+  std::vector<std::string> session_ids;
+  for (const auto& work_id : work_ids) {
+    const auto view = work_view(work_id);
+    if (!view["acknowledged_at"].is_null()) ++acknowledged;
+    for (const auto& transition : view["transitions"]) reclaims += transition == "reclaimed";
+    session_ids.push_back(view["data"]["id"]);
+  }
+  EXPECT_EQ(acknowledged, kSessions);
+  const double handed_out = kSessions + reclaims;
+  // The simulator does not see a KWOK pod end; the succeeded count is the cluster's.
+  const double succeeded = environments->get(ns_, "agents")["status"]["sessions"]["succeeded"];
+
+  const auto counters = [&] {
+    return std::map<std::string, std::optional<double>>{
+        {"claimed", prometheus.query("sum(perimeter_sessions_claimed_total)")},
+        {"started", prometheus.query("sum(perimeter_sessions_started_total)")},
+        {"succeeded", prometheus.query("sum(perimeter_sessions_succeeded_total)")}};
+  };
+  const std::map<std::string, std::optional<double>> expected = {
+      {"claimed", handed_out}, {"started", acknowledged}, {"succeeded", succeeded}};
+  eventually([&] { return counters() == expected; }, seconds(20),
+             "Prometheus' query API to report the simulator's numbers");
+  const auto seen = counters();
+  for (const auto& [counter, value] : expected) {
+    ASSERT_TRUE(seen.at(counter).has_value()) << counter << ": no sample in Prometheus";
+    EXPECT_EQ(*seen.at(counter), *value) << "sum(perimeter_sessions_" << counter << "_total)";
+  }
+  // Nothing failed, and Prometheus holds the series (an empty sum would have no sample at all).
+  EXPECT_EQ(prometheus.query("sum(perimeter_sessions_failed_total) or vector(0)"), 0.0);
+
+  // promtool's linter on the exposition as scraped: counters end in _total, units are base units
+  // spelled out, every family has its HELP.
+  const std::string exposition = operator_process->metrics();
+  ASSERT_NE(exposition.find("perimeter_sessions_started_total"), std::string::npos) << exposition;
+  const std::string scraped = logs_->path() + "/metrics.txt";
+  std::ofstream(scraped) << exposition;
+  const auto lint =
+      process::run_shell(std::string(kPromtool) + " check metrics < " + scraped + " 2>&1");
+  EXPECT_EQ(lint.exit_code, 0) << "promtool check metrics found problems:\n" << lint.output;
+  std::cout << "promtool check metrics: exit " << lint.exit_code << ", "
+            << (lint.output.empty() ? "no problems" : lint.output) << "\n";
+
+  // No label whose values are per session, in the exposition or in what Prometheus stored.
+  // (`name` is fine: the work queue's, as controller-runtime names it, one per controller.)
+  const std::set<std::string> unbounded = {"work_id",  "workid", "session_id", "session", "pod",
+                                           "pod_name", "uid",    "id",         "token",   "secret"};
+  for (const auto& [label, line] : label_names(exposition))
+    EXPECT_EQ(unbounded.count(label), 0u) << "label " << label << " has unbounded values: " << line;
+  const auto stored = prometheus.api("/api/v1/labels?match%5B%5D=" +
+                                     percent_encode("{job=\"perimeter-operator\"}"));
+  ASSERT_TRUE(stored.has_value()) << "Prometheus' labels API did not answer";
+  for (const auto& label : *stored)
+    EXPECT_EQ(unbounded.count(label.get<std::string>()), 0u)
+        << "Prometheus stored label " << label << " from the operator";
+  for (const auto& ids : {work_ids, session_ids})
+    for (const auto& id : ids)
+      EXPECT_EQ(exposition.find(id), std::string::npos) << id << " appears in a metric";
 }
 
 }  // namespace

@@ -31,6 +31,8 @@ class OperatorProcess {
   pid_t pid() const { return process_->pid(); }
   // Its Prometheus exposition, scraped now.
   std::string metrics() const;
+  // Where it serves that exposition (host:port), for a real Prometheus to scrape.
+  std::string metrics_address() const { return "127.0.0.1:" + std::to_string(metrics_port_); }
 
  private:
   int metrics_port_ = 0;
