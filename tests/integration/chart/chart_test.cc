@@ -67,6 +67,13 @@ class ChartTest : public ::testing::Test {
         localcluster::require_tool(tools, "helm") + " --kubeconfig " + cluster.kubeconfig_path();
     helm_binary_ = localcluster::require_tool(tools, "helm");
   }
+  // `helm template` of the chart with `set` (e.g. "--set runnerEgress.mode=cilium").
+  std::string render(const std::string& set) {
+    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
+                         "/charts/perimeter --namespace perimeter-system " + set);
+    EXPECT_EQ(out.exit_code, 0) << out.output;
+    return out.output;
+  }
   std::string kubectl_, helm_, helm_binary_;
 };
 
@@ -231,12 +238,7 @@ TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmi
 // ClusterRole that is bound cluster-wide, and the operator told to serve every namespace. By
 // default that ClusterRole has none of them.
 TEST_F(ChartTest, ClusterWideModeGrantsTheSessionRulesEverywhereOnlyWhenAskedFor) {
-  const auto rendered = [&](const std::string& set) {
-    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
-                         "/charts/perimeter --namespace perimeter-system " + set);
-    EXPECT_EQ(out.exit_code, 0) << out.output;
-    return out.output;
-  };
+  const auto rendered = [&](const std::string& set) { return render(set); };
   // The YAML document of the object of that kind and name.
   const auto document = [](const std::string& all, const std::string& kind,
                            const std::string& name) {
@@ -274,12 +276,7 @@ TEST_F(ChartTest, ClusterWideModeGrantsTheSessionRulesEverywhereOnlyWhenAskedFor
 // Issue 17: the runner egress mode reaches the operator's flags, and the Cilium policy rules are
 // granted only when the cluster is said to run Cilium.
 TEST_F(ChartTest, CiliumPolicyRulesAreGrantedOnlyInCiliumEgressMode) {
-  const auto rendered = [&](const std::string& set) {
-    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
-                         "/charts/perimeter --namespace perimeter-system " + set);
-    EXPECT_EQ(out.exit_code, 0) << out.output;
-    return out.output;
-  };
+  const auto rendered = [&](const std::string& set) { return render(set); };
   const std::string by_default = rendered("");
   EXPECT_NE(by_default.find("- --runner-egress=public-addresses\n"), std::string::npos);
   EXPECT_EQ(by_default.find("ciliumnetworkpolicies"), std::string::npos);
@@ -359,12 +356,7 @@ TEST_F(ChartTest, OnlyTheOperatorMayOpenOrDeleteARunnerPolicy) {
 // granted the gateway's objects there by name, and nothing else of that namespace (Helm's release
 // Secrets live in it); other modes grant none of it.
 TEST_F(ChartTest, GatewayObjectsAreGrantedByNameOnlyInGatewayEgressMode) {
-  const auto rendered = [&](const std::string& set) {
-    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
-                         "/charts/perimeter --namespace perimeter-system " + set);
-    EXPECT_EQ(out.exit_code, 0) << out.output;
-    return out.output;
-  };
+  const auto rendered = [&](const std::string& set) { return render(set); };
   const std::string by_default = rendered("");
   EXPECT_EQ(by_default.find("perimeter-egress-gateway"), std::string::npos);
   EXPECT_EQ(by_default.find("--egress-gateway"), std::string::npos);
@@ -400,12 +392,7 @@ TEST_F(ChartTest, GatewayObjectsAreGrantedByNameOnlyInGatewayEgressMode) {
 // in the cluster-wide ClusterRole with clusterWide, in the Role with watchNamespace; the operator
 // is told the same namespaces, and its own ServiceAccount, whose tokens alone it may request.
 TEST_F(ChartTest, TunnelRulesAreGrantedOnlyWhereTunnelNamespacesOrClusterWideSaySo) {
-  const auto rendered = [&](const std::string& set) {
-    const auto out = run(helm_binary_ + " template perimeter " + source_dir() +
-                         "/charts/perimeter --namespace perimeter-system " + set);
-    EXPECT_EQ(out.exit_code, 0) << out.output;
-    return out.output;
-  };
+  const auto rendered = [&](const std::string& set) { return render(set); };
   // Every YAML document of that kind and name (a RoleBinding name repeats across namespaces).
   const auto documents = [](const std::string& all, const std::string& kind,
                             const std::string& name) {
