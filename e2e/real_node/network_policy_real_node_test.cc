@@ -28,6 +28,7 @@
 #include "controllers/agentenvironment/agent_environment.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "localcluster/real_node.h"
+#include "pod_netns.h"
 #include "process/process.h"
 #include "real_node_cluster.h"
 
@@ -42,53 +43,6 @@ constexpr const char* kMetadataAddress = "169.254.169.254";
 constexpr int kAllowedPort = 8080;
 constexpr int kOtherPort = 8081;
 constexpr int kMetadataPort = 80;
-
-// A shell command that must succeed; its output in the failure message otherwise.
-void run_ok(const std::string& command) {
-  const process::ShellResult result = process::run_shell(command + " 2>&1");
-  ASSERT_EQ(result.exit_code, 0) << command << ": " << result.output;
-}
-
-// Runs `body` on a thread of its own that has entered the network namespace at `netns_path`
-// (setns moves only the calling thread; the sockets it makes stay in that namespace).
-template <typename Body>
-void in_netns(const std::string& netns_path, Body body) {
-  std::thread thread([&] {
-    const int fd = ::open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::setns(fd, CLONE_NEWNET) != 0) {
-      ADD_FAILURE() << "entering " << netns_path << ": " << std::strerror(errno);
-      if (fd >= 0) ::close(fd);
-      return;
-    }
-    ::close(fd);
-    body();
-  });
-  thread.join();
-}
-
-sockaddr_in address_of(const std::string& ip, int port) {
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, ip.c_str(), &address.sin_addr);
-  return address;
-}
-
-enum class Outcome { kConnected, kRefused, kTimedOut, kError };
-
-std::string describe(Outcome outcome) {
-  switch (outcome) {
-    case Outcome::kConnected:
-      return "connected";
-    case Outcome::kRefused:
-      return "refused";
-    case Outcome::kTimedOut:
-      return "timed out";
-    case Outcome::kError:
-      return "error";
-  }
-  return "?";
-}
 
 // One TCP connect from inside a pod's network namespace, bounded by `limit`.
 Outcome connect_from(const std::string& netns_path, const std::string& ip, int port,
