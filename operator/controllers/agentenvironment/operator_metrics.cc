@@ -31,6 +31,12 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
               .Name("perimeter_claim_to_pod_created_seconds")
               .Help("From the poll that returned a session to its runner pod being created")
               .Register(registry)),
+      claim_to_runner_started_seconds(
+          prometheus::BuildHistogram()
+              .Name("perimeter_claim_to_runner_started_seconds")
+              .Help("From the poll that returned a session to its runner container starting "
+                    "(the pod's startedAt, whole seconds)")
+              .Register(registry)),
       polls_total(counter(registry, "perimeter_polls_total",
                           "Work-queue polls, by result (work, empty, error)")),
       poll_errors_total(
@@ -67,6 +73,16 @@ void remove_series(prometheus::Family<prometheus::Gauge>& family,
 }
 
 }  // namespace
+
+void OperatorMetrics::observe_claim_to_runner_started(const std::string& environment,
+                                                      double seconds) {
+  // Scheduling, an image pull and the container's start: seconds to minutes, where the pod's
+  // creation alone takes milliseconds.
+  claim_to_runner_started_seconds
+      .Add({{"environment", environment}},
+           prometheus::Histogram::BucketBoundaries{0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600})
+      .Observe(seconds);
+}
 
 void OperatorMetrics::set_runner_pods(const std::string& environment,
                                       const RunnerPodFigures& figures) {

@@ -30,6 +30,9 @@ class OperatorMetrics {
   prometheus::Family<prometheus::Counter>& sessions_failed_total;           // {environment,reason}
   prometheus::Family<prometheus::Gauge>& active_sessions;                   // {environment}
   prometheus::Family<prometheus::Histogram>& claim_to_pod_created_seconds;  // {environment}
+  // From the claim to the runner container starting (runner_start_latency.h observes it, once
+  // per pod).
+  prometheus::Family<prometheus::Histogram>& claim_to_runner_started_seconds;  // {environment}
   prometheus::Family<prometheus::Counter>& polls_total;                     // {environment,result}
   prometheus::Family<prometheus::Counter>& poll_errors_total;               // {environment,reason}
   prometheus::Family<prometheus::Counter>& claim_errors_total;   // {environment,step,reason}
@@ -46,6 +49,7 @@ class OperatorMetrics {
   prometheus::Family<prometheus::Gauge>&
       runner_pod_oldest_pending_timestamp_seconds;  // {environment}
 
+  void observe_claim_to_runner_started(const std::string& environment, double seconds);
   // Sets the runner-pod gauges of `environment` from one survey of the cache.
   void set_runner_pods(const std::string& environment, const RunnerPodFigures& figures);
   // Removes them: the environment is gone, or not served (its pods are not surveyed), and a

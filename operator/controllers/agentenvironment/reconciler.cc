@@ -50,7 +50,10 @@ AgentEnvironmentReconciler::AgentEnvironmentReconciler(ReconcilerDependencies de
                                                        ReconcilerOptions options)
     : deps_(std::move(deps)),
       options_(std::move(options)),
-      thread_budget_(std::make_shared<PollThreadBudget>(options_.max_extra_poll_threads)) {
+      thread_budget_(std::make_shared<PollThreadBudget>(options_.max_extra_poll_threads)),
+      // A reconciler is made when leadership is won (Manager::lead): claims from now on are
+      // this term's.
+      start_latency_(deps_.metrics, deps_.clock.wall_now()) {
   if (options_.egress.mode == EgressMode::kCiliumFqdn &&
       (deps_.cilium_policies == nullptr || deps_.cilium_policy_client == nullptr)) {
     throw std::invalid_argument(
@@ -249,9 +252,13 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
     return it == object.end() ? kEmpty : *it;
   };
   const std::string selector = std::string(kLabelEnvironment) + "=" + label_value_for(env.name);
-  for (const auto& pod : deps_.pods.by_index(runtime::Store::kLabelIndex, selector)) {
+  const auto pods = deps_.pods.by_index(runtime::Store::kLabelIndex, selector);
+  std::vector<const json*> surveyed;
+  surveyed.reserve(pods.size());
+  for (const auto& pod : pods) {
     const json& metadata = field(*pod, kMetadata);
     if (cached_string(metadata, kNamespace) != env.namespace_) continue;
+    surveyed.push_back(pod.get());
     if (!pod_finished(*pod)) {
       ++outcomes.active;
       // By phase, for the metrics: a pod the kubelet has not reported on yet is Pending.
@@ -296,6 +303,7 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
       if (!outcomes.next_deletion || wait < *outcomes.next_deletion) outcomes.next_deletion = wait;
     }
   }
+  start_latency_.survey(env.namespace_ + "/" + env.name, surveyed);
   return outcomes;
 }
 
@@ -627,6 +635,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     remove_poller(key_text);
     credential_retry_delay(key_text, false);
     deps_.metrics.remove_runner_pods(key_text);
+    start_latency_.forget(key_text);
     std::lock_guard lock(mutex_);
     memos_.erase(key_text);
     key_cache_.erase(key_text);

@@ -13,6 +13,7 @@
 #include "controllers/agentenvironment/operator_metrics.h"
 #include "controllers/agentenvironment/poller_retirement.h"
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_start_latency.h"
 #include "controllers/agentenvironment/session_poller.h"
 #include "controllers/agentenvironment/session_ports.h"
 #include "core/backoff.h"
@@ -194,6 +195,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   std::map<std::string, std::pair<Clock::TimePoint, Credentials>> key_cache_;
   // Where removed pollers end, off the reconcile workers.
   PollerRetirement retirement_;
+  // Claim-to-start latency of the pods this reconciler's leadership term claimed.
+  RunnerStartLatency start_latency_;
 };
 
 }  // namespace perimeter::agentenvironment

@@ -49,9 +49,11 @@ std::shared_ptr<const kube::JsonFilter> runner_pod_decode_filter() {
                             .keep("labels")
                             .keep("annotations")
                             .keep("ownerReferences", std::move(owner));
-  JsonFilter termination = JsonFilter::members().keep("reason").keep("exitCode");
+  JsonFilter termination = JsonFilter::members().keep("reason").keep("exitCode").keep("startedAt");
   JsonFilter container = JsonFilter::members().keep("name").keep(
-      "state", JsonFilter::members().keep("terminated", std::move(termination)));
+      "state", JsonFilter::members()
+                   .keep("running", JsonFilter::members().keep("startedAt"))
+                   .keep("terminated", std::move(termination)));
   JsonFilter status = JsonFilter::members().keep("phase").keep("reason").keep("containerStatuses",
                                                                               std::move(container));
   JsonFilter pod = JsonFilter::members()
@@ -123,11 +125,19 @@ void trim_runner_pod(json& pod) {
         json entry = json::object();
         move_keys(container, entry, {"name"});
         if (json* state = member(container, "state")) {
+          // When the container started (the start-latency histogram), and how it ended.
+          json kept_state = json::object();
+          if (json* running = member(*state, "running")) {
+            json start = json::object();
+            move_keys(*running, start, {"startedAt"});
+            kept_state["running"] = std::move(start);
+          }
           if (json* terminated = member(*state, "terminated")) {
             json end = json::object();
-            move_keys(*terminated, end, {"reason", "exitCode"});
-            entry["state"] = {{"terminated", std::move(end)}};
+            move_keys(*terminated, end, {"reason", "exitCode", "startedAt"});
+            kept_state["terminated"] = std::move(end);
           }
+          if (!kept_state.empty()) entry["state"] = std::move(kept_state);
         }
         terminations.push_back(std::move(entry));
       }

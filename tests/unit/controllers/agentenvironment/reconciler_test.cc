@@ -722,5 +722,81 @@ TEST_F(AgentEnvironmentReconcilerTest, RunnerPodGaugesFollowTheCacheAndGoWithThe
   EXPECT_EQ(oldest_pending(), -1);
 }
 
+// Issue 20: claim-to-start latency, observed once per runner pod from the pod's status as the
+// cache holds it: not again on the pod's later events or a resync, not again by a restarted
+// operator that lists the pod anew, never for a pod an earlier leadership term claimed, and
+// still for a pod created and started between two reconciles (its events coalesced).
+TEST_F(AgentEnvironmentReconcilerTest,
+       ClaimToRunnerStartIsObservedOncePerPodAcrossEventsAndRestarts) {
+  // Sample count and sum of the histogram, by name as Prometheus scrapes it; {-1, -1} when the
+  // environment has no series.
+  const auto latency = [&]() -> std::pair<double, double> {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != "perimeter_claim_to_runner_started_seconds") continue;
+      for (const auto& metric : family.metric) {
+        if (metric.label.size() == 1 && metric.label[0].value == kKey) {
+          return {static_cast<double>(metric.histogram.sample_count), metric.histogram.sample_sum};
+        }
+      }
+    }
+    return {-1, -1};
+  };
+  // The kubelet reports the runner container running since `at` (whole seconds).
+  const auto runner_running = [&](json pod, std::chrono::system_clock::time_point at) {
+    pod["status"] = {
+        {"phase", "Running"},
+        {"containerStatuses",
+         json::array({{{"name", "runner"},
+                       {"state", {{"running", {{"startedAt", format_rfc3339(at)}}}}}}})}};
+    cache_pod(pod);
+    return pod;
+  };
+  const AgentEnvironment env = given(environment_object());
+  // Claimed before this term began (by the operator this one replaced).
+  const json earlier = given_runner_pod(env, "work_0", "Pending");
+  clock_.advance(seconds(1));
+  auto reconciler = make_reconciler(options());
+  clock_.advance(seconds(1));
+  json pod = given_runner_pod(env, "work_1", "Pending");  // claimed now, by this term
+  const auto claimed = clock_.wall_now();
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(latency(), std::make_pair(-1.0, -1.0)) << "nothing has started";
+
+  clock_.advance(seconds(7));
+  pod = runner_running(pod, clock_.wall_now());
+  runner_running(earlier, clock_.wall_now());
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(latency(), std::make_pair(1.0, 7.0)) << "work_1 once; work_0 is an earlier term's";
+
+  // The same pod's later events: resyncs, then it finishes (its startedAt stays).
+  clock_.advance(seconds(2));
+  reconciler->reconcile({kNamespace, kName});
+  json finished = pod;
+  finished["status"]["phase"] = "Succeeded";
+  finished["status"]["containerStatuses"][0]["state"] = {
+      {"terminated",
+       {{"reason", "Completed"},
+        {"exitCode", 0},
+        {"startedAt", format_rfc3339(claimed + seconds(7))}}}};
+  cache_pod(finished);
+  reconciler->reconcile({kNamespace, kName});
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(latency(), std::make_pair(1.0, 7.0));
+
+  // Restarted: the new term lists every pod again, and observes none of the old term's.
+  clock_.advance(seconds(1));
+  auto restarted = make_reconciler(options());
+  restarted->reconcile({kNamespace, kName});
+  EXPECT_EQ(latency(), std::make_pair(1.0, 7.0));
+
+  // Created and already running when the first reconcile after its claim looks.
+  clock_.advance(seconds(1));
+  const json quick = given_runner_pod(env, "work_2", "Pending");
+  runner_running(quick, clock_.wall_now() + seconds(2));
+  restarted->reconcile({kNamespace, kName});
+  restarted->reconcile({kNamespace, kName});
+  EXPECT_EQ(latency(), std::make_pair(2.0, 9.0));
+}
+
 }  // namespace
 }  // namespace perimeter::agentenvironment

@@ -69,7 +69,7 @@ TEST(RunnerPodCacheTest, KeepsWhatTheControllerReads) {
   ASSERT_EQ(trimmed["spec"]["schedulingGates"].size(), 1u);
   EXPECT_EQ(trimmed["status"]["phase"], "Failed");
   EXPECT_EQ(trimmed["status"]["containerStatuses"][0]["state"]["terminated"],
-            json({{"reason", "Error"}, {"exitCode", 3}}));
+            json({{"reason", "Error"}, {"exitCode", 3}, {"startedAt", "2026-11-30T08:00:01Z"}}));
   EXPECT_FALSE(trimmed["metadata"].contains("managedFields"));
   EXPECT_FALSE(trimmed["spec"].contains("containers"));
   EXPECT_TRUE(pod_finished(trimmed));
