@@ -17,5 +17,7 @@ out=${1:-deploy/perimeter.yaml}
     first=false
     cat "$crd"
   done
-  "$helm" template perimeter charts/perimeter --namespace perimeter-system
+  # --skip-tests: the chart renders its `helm test` hooks by default, and a test pod in a file for
+  # `kubectl apply` would be created and run as an ordinary pod.
+  "$helm" template perimeter charts/perimeter --namespace perimeter-system --skip-tests
 } > "$out"

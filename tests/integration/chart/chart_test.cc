@@ -104,6 +104,21 @@ TEST_F(ChartTest, TheRenderedManifestsAreWhatTheChartRenders) {
   ASSERT_EQ(rendered.exit_code, 0) << rendered.output;
   EXPECT_EQ(read_file(out), read_file(source_dir() + "/deploy/perimeter.yaml"))
       << "deploy/perimeter.yaml is out of date: run `make manifests`";
+  // The chart renders its `helm test` hooks by default; the file for `kubectl apply` has none
+  // (kubectl would create the test pod as an ordinary one).
+  const std::string manifests = read_file(out);
+  ASSERT_FALSE(manifests.empty());
+  EXPECT_EQ(manifests.find("helm.sh/hook: test"), std::string::npos);
+  EXPECT_EQ(manifests.find("perimeter-test"), std::string::npos);
+  const auto by_default = run(helm_binary_ + " template perimeter " + source_dir() +
+                              "/charts/perimeter --namespace perimeter-system");
+  ASSERT_EQ(by_default.exit_code, 0) << by_default.output;
+  EXPECT_NE(by_default.output.find("name: perimeter-test"), std::string::npos)
+      << "tests.enabled is on by default: the test pod should render";
+  EXPECT_NE(by_default.output.find("helm.sh/hook: test"), std::string::npos);
+  const std::string readme = read_file(source_dir() + "/charts/perimeter/README.md");
+  EXPECT_NE(readme.find("| `tests.enabled` | `true` |"), std::string::npos)
+      << "charts/perimeter/README.md should give tests.enabled's default as true";
 }
 
 TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmits) {
@@ -645,10 +660,10 @@ TEST_F(ChartTest, HelmTestHooksRunUnderRestrictedPodSecurityAndMayOnlyReadTheLea
                 .exit_code,
             0);
 
-  // Install and `helm test`: the pod must be admitted by restricted admission to run at all.
+  // Install with the default values (tests on) and `helm test`: the pod must be admitted by
+  // restricted admission to run at all.
   const auto install =
       run(helm_ + " install hooks " + chart + " --namespace " + ns +
-          " --set tests.enabled=true"
           " --set-string 'tests.podAnnotations.perimeter\\.dev/kwok-complete-after=1s'"
           " --wait --timeout 180s");
   ASSERT_EQ(install.exit_code, 0) << install.output;
