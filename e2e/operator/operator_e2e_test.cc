@@ -35,6 +35,7 @@
 #include "kube/resource_client.h"
 #include "localcluster/ports.h"
 #include "localcluster/tools.h"
+#include "monitoring/prometheus_server.h"
 #include "operator/exposition.h"
 #include "operator/operator_process.h"
 #include "process/process.h"
@@ -89,79 +90,6 @@ bool eventually(Pred done, seconds limit, const std::string& what) {
   ADD_FAILURE() << "timed out waiting for " << what;
   return false;
 }
-
-// Debian's prometheus package; a test that needs them fails, naming what installs them.
-constexpr const char* kPrometheus = "/usr/bin/prometheus";
-constexpr const char* kPromtool = "/usr/bin/promtool";
-
-std::string percent_encode(const std::string& text) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string encoded;
-  for (const unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      encoded += static_cast<char>(c);
-    } else {
-      encoded += '%';
-      encoded += hex[c >> 4];
-      encoded += hex[c & 15];
-    }
-  }
-  return encoded;
-}
-
-// A real Prometheus server scraping one target every second, its configuration and TSDB in a
-// temporary directory of its own. Destruction stops it on every path out of a test: the Process
-// member goes first (SIGTERM to its group, SIGKILL after a grace period), then the directory.
-class PrometheusServer {
- public:
-  explicit PrometheusServer(const std::string& target)
-      : url_("http://127.0.0.1:" + std::to_string(localcluster::pick_free_port())) {
-    std::ofstream(dir_.path() + "/prometheus.yml") << "global:\n"
-                                                   << "  scrape_interval: 1s\n"
-                                                   << "  scrape_timeout: 1s\n"
-                                                   << "  evaluation_interval: 1s\n"
-                                                   << "scrape_configs:\n"
-                                                   << "  - job_name: perimeter-operator\n"
-                                                   << "    static_configs:\n"
-                                                   << "      - targets: ['" << target << "']\n";
-    process::ProcessSpec spec;
-    spec.argv = {kPrometheus, "--config.file=" + dir_.path() + "/prometheus.yml",
-                 "--storage.tsdb.path=" + dir_.path() + "/data",
-                 "--web.listen-address=" + url_.substr(std::string("http://").size()),
-                 "--log.level=warn"};
-    spec.log_path = dir_.path() + "/prometheus.log";
-    process_ = process::Process::spawn(spec);
-  }
-
-  bool running() { return process_->running(); }
-  std::string log() const { return read_file(dir_.path() + "/prometheus.log"); }
-
-  // A GET on its HTTP API; nullopt while it does not answer 200 with status "success".
-  std::optional<json> api(const std::string& path_and_query) const {
-    try {
-      const auto reply = testing::http_call(url_, "GET", path_and_query);
-      if (reply.status != 200) return std::nullopt;
-      auto body = json::parse(reply.body);
-      if (body.value("status", "") != "success") return std::nullopt;
-      return body["data"];
-    } catch (const std::exception&) {
-      return std::nullopt;  // not listening yet
-    }
-  }
-
-  // The value of an instant query whose result is one sample; nullopt otherwise.
-  std::optional<double> query(const std::string& promql) const {
-    const auto data = api("/api/v1/query?query=" + percent_encode(promql));
-    if (!data || (*data)["resultType"] != "vector" || (*data)["result"].size() != 1)
-      return std::nullopt;
-    return std::stod((*data)["result"][0]["value"][1].get<std::string>());
-  }
-
- private:
-  testing::TempDir dir_;
-  std::string url_;
-  std::unique_ptr<process::Process> process_;
-};
 
 // The label names in a Prometheus text exposition, with one sample line that carries each.
 std::map<std::string, std::string> label_names(const std::string& exposition) {
@@ -1304,15 +1232,12 @@ TEST_F(OperatorE2eTest,
 // the operator's exposition, and no series carries a per-session label (a work id, a session id,
 // a pod name), whose values would grow without bound.
 TEST_F(OperatorE2eTest, APrometheusScrapingTheOperatorFindsTheSessionsTheSimulatorRecorded) {
-  ASSERT_EQ(::access(kPrometheus, X_OK), 0)
-      << kPrometheus << " is missing: Debian's prometheus package (hack/install-deps.sh)";
-  ASSERT_EQ(::access(kPromtool, X_OK), 0)
-      << kPromtool << " is missing: Debian's prometheus package (hack/install-deps.sh)";
+  ASSERT_EQ(testing::missing_prometheus_tools(), "");
   constexpr int kSessions = 10;
   create_environment(kSessions,
                      {{"podAnnotations", {{"perimeter.dev/kwok-complete-after", "1s"}}}});
   auto operator_process = start_operator();
-  PrometheusServer prometheus(operator_process->metrics_address());
+  testing::PrometheusServer prometheus("perimeter-operator", operator_process->metrics_address());
   ASSERT_TRUE(eventually([&] { return prometheus.query("up{job=\"perimeter-operator\"}") == 1.0; },
                          seconds(30), "Prometheus to scrape the operator (up == 1)"))
       << "Prometheus running: " << prometheus.running() << "\n"
@@ -1365,10 +1290,8 @@ TEST_F(OperatorE2eTest, APrometheusScrapingTheOperatorFindsTheSessionsTheSimulat
   // spelled out, every family has its HELP.
   const std::string exposition = operator_process->metrics();
   ASSERT_NE(exposition.find("perimeter_sessions_started_total"), std::string::npos) << exposition;
-  const std::string scraped = logs_->path() + "/metrics.txt";
-  std::ofstream(scraped) << exposition;
-  const auto lint =
-      process::run_shell(std::string(kPromtool) + " check metrics < " + scraped + " 2>&1");
+  std::ofstream(logs_->path() + "/metrics.txt") << exposition;
+  const auto lint = testing::promtool_check_metrics(exposition);
   EXPECT_EQ(lint.exit_code, 0) << "promtool check metrics found problems:\n" << lint.output;
   std::cout << "promtool check metrics: exit " << lint.exit_code << ", "
             << (lint.output.empty() ? "no problems" : lint.output) << "\n";
@@ -1380,7 +1303,7 @@ TEST_F(OperatorE2eTest, APrometheusScrapingTheOperatorFindsTheSessionsTheSimulat
   for (const auto& [label, line] : label_names(exposition))
     EXPECT_EQ(unbounded.count(label), 0u) << "label " << label << " has unbounded values: " << line;
   const auto stored = prometheus.api("/api/v1/labels?match%5B%5D=" +
-                                     percent_encode("{job=\"perimeter-operator\"}"));
+                                     testing::percent_encode("{job=\"perimeter-operator\"}"));
   ASSERT_TRUE(stored.has_value()) << "Prometheus' labels API did not answer";
   for (const auto& label : *stored)
     EXPECT_EQ(unbounded.count(label.get<std::string>()), 0u)

@@ -176,7 +176,10 @@ function makeTransport() {
   const send = transport.send.bind(transport);
   transport.send = async (message, options) => {
     if (message.method && !options?.resumptionToken) {
-      sent.push({ method: message.method, id: message.id ?? null });
+      const record = { method: message.method, id: message.id ?? null };
+      // The tool of a call: the guard counts calls by tool (perimeter_mcp_guard_requests_total).
+      if (message.method === "tools/call") record.tool = message.params?.name ?? null;
+      sent.push(record);
     }
     return send(message, options);
   };

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -26,7 +27,9 @@
 
 #include "mcpguard/guard_process.h"
 #include "mcpguard/mcp_peers.h"
+#include "monitoring/prometheus_server.h"
 #include "process/process.h"
+#include "proxy/guard_metrics.h"
 
 namespace perimeter {
 namespace {
@@ -113,8 +116,10 @@ class EverythingServer {
   std::unique_ptr<process::Process> process_;
 };
 
-std::string guard_config(const EverythingServer& server, const std::string& deny_yaml) {
-  return "metrics_listen: \"\"\n"
+std::string guard_config(const EverythingServer& server, const std::string& deny_yaml,
+                         const std::string& metrics_listen = "") {
+  return "metrics_listen: \"" + metrics_listen +
+         "\"\n"
          "routes:\n"
          "  - name: everything\n"
          "    listen: 127.0.0.1:0\n"
@@ -225,6 +230,99 @@ TEST(McpGuardPeers, TheSdkClientSeesTheSameServerThroughTheGuardAndEveryRequestI
     }
     EXPECT_TRUE(seen) << "no direction=server audit line for " << method;
   }
+  EXPECT_TRUE(guard.running()) << guard.log();
+}
+
+// Metrics as a platform team's Prometheus sees them: a real Prometheus scrapes the guard every
+// second while the official SDK client runs its full session through it, and its query API must
+// report exactly the requests and notifications the client sent, by method and, for tools/call,
+// by tool. promtool's linter passes the guard's exposition, and no label Prometheus stored has
+// per-request or per-session values.
+TEST(McpGuardPeers, APrometheusScrapingTheGuardFindsEveryCallTheClientMade) {
+  ASSERT_EQ(testing::missing_prometheus_tools(), "");
+  McpPeers peers;
+  ASSERT_NO_FATAL_FAILURE(find_mcp_peers(&peers));
+  EverythingServer server(peers);
+  ScratchDir scratch;
+  testing::GuardProcess guard(guard_config(server, "[]", "127.0.0.1:0"));
+  ASSERT_NE(guard.metrics_address(), "");
+  testing::PrometheusServer prometheus("perimeter-mcp-guard", guard.metrics_address());
+  const auto eventually = [](auto done, std::chrono::seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done()) return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return done();
+  };
+  ASSERT_TRUE(
+      eventually([&] { return prometheus.query("up{job=\"perimeter-mcp-guard\"}") == 1.0; }, 30s))
+      << "Prometheus did not scrape the guard (up == 1); running: " << prometheus.running() << "\n"
+      << prometheus.log();
+
+  json guarded;
+  ASSERT_NO_FATAL_FAILURE(run_sdk_driver(peers, guard_url(guard), {"full", "prometheus-marker"},
+                                         scratch.path(), &guarded));
+  // What the client sent, labelled as the guard labels it: a method outside MCP is "(other)", a
+  // tool the server never listed "(unlisted)" (docs/mcp-guard.md, "Metrics"); a series without a
+  // tool has no tool label in a query's result.
+  std::set<std::string> listed;
+  for (const json& tool : guarded["results"]["tools_list"]) listed.insert(tool["name"]);
+  ASSERT_FALSE(listed.empty()) << "the driver recorded no tools/list";
+  std::map<std::map<std::string, std::string>, double> expected;
+  std::size_t tool_calls = 0;
+  for (const json& message : guarded["sent"]) {
+    std::map<std::string, std::string> labels = {
+        {"method", std::string(mcpguard::metric_method(message["method"].get<std::string>()))}};
+    if (message["method"] == "tools/call") {
+      const std::string tool = message["tool"].get<std::string>();
+      labels["tool"] = listed.contains(tool) ? tool : "(unlisted)";
+      ++tool_calls;
+    }
+    expected[labels] += 1;
+  }
+  ASSERT_GT(tool_calls, 3u) << "the driver's full session calls every tool";
+  const std::string by_call =
+      "sum by (method, tool) (perimeter_mcp_guard_requests_total{job=\"perimeter-mcp-guard\","
+      "route=\"everything\",decision=\"allowed\"})";
+  eventually([&] { return prometheus.query_vector(by_call) == expected; }, 20s);
+  const auto seen = prometheus.query_vector(by_call);
+  ASSERT_TRUE(seen.has_value()) << "Prometheus' query API did not answer " << by_call;
+  const auto describe = [](const std::map<std::map<std::string, std::string>, double>& counts) {
+    std::string text;
+    for (const auto& [labels, count] : counts) {
+      text += "  ";
+      for (const auto& [name, value] : labels) text += name + "=" + value + " ";
+      text += std::to_string(count) + "\n";
+    }
+    return text;
+  };
+  EXPECT_EQ(*seen, expected) << "Prometheus has:\n"
+                             << describe(*seen) << "the client sent:\n"
+                             << describe(expected);
+  EXPECT_EQ(prometheus.query("sum(perimeter_mcp_guard_requests_total{decision=\"denied\"}) or "
+                             "vector(0)"),
+            0.0);
+  std::cout << "Prometheus' count of the guard's requests: " << guarded["sent"].size() << " sent, "
+            << expected.size() << " (method, tool) series, " << tool_calls << " tool calls\n";
+
+  // promtool's linter on the exposition as scraped.
+  const std::string exposition = testing::http_get_body(guard.metrics_address(), "/metrics");
+  ASSERT_NE(exposition.find("perimeter_mcp_guard_requests_total"), std::string::npos) << exposition;
+  const auto lint = testing::promtool_check_metrics(exposition);
+  EXPECT_EQ(lint.exit_code, 0) << "promtool check metrics found problems:\n" << lint.output;
+  std::cout << "promtool check metrics: exit " << lint.exit_code << ", "
+            << (lint.output.empty() ? "no problems" : lint.output) << "\n";
+  const auto stored = prometheus.api("/api/v1/labels?match%5B%5D=" +
+                                     testing::percent_encode("{job=\"perimeter-mcp-guard\"}"));
+  ASSERT_TRUE(stored.has_value()) << "Prometheus' labels API did not answer";
+  const std::set<std::string> unbounded = {
+      "id", "request_id", "session", "session_id", "mcp_session_id", "client", "peer", "arguments"};
+  for (const auto& label : *stored)
+    EXPECT_EQ(unbounded.count(label.get<std::string>()), 0u)
+        << "Prometheus stored label " << label << " from the guard";
+  EXPECT_EQ(exposition.find("prometheus-marker"), std::string::npos)
+      << "an argument's text appears in a metric";
   EXPECT_TRUE(guard.running()) << guard.log();
 }
 
