@@ -29,10 +29,13 @@ std::optional<std::chrono::system_clock::time_point> runner_started_at(const nlo
 //   claimed-at must not be before `claims_from` (when this term began to reconcile). A restarted
 //   or newly elected operator lists every pod again, started ones included; those were claimed
 //   by an earlier term, which observed them if it saw them start, so it leaves them alone. Terms
-//   do not overlap (the old leader stops before the lease can pass), and the two times compared
-//   are both operator clocks, so no pod is counted by two terms. A pod claimed by an earlier term
-//   that starts in this one is not observed at all: under-counting a restart's few pods is the
-//   price of never counting one twice.
+//   do not overlap: the old leader stops claiming at its renew deadline (10 s by default) and
+//   the new one takes the lease only once it has expired (15 s), so the last claim of one term
+//   is some 5 s before the first reconcile of the next, more than the skew between two
+//   operators' NTP-synchronised clocks (the only clocks compared here; the kubelet's startedAt
+//   decides nothing). No pod is counted by two terms. A pod claimed by an earlier term that
+//   starts in this one is not observed at all: under-counting a restart's few pods is the price
+//   of never counting one twice.
 //
 // A pod is judged from the cache at each survey of its environment, not from the event that
 // woke it: a pod created and started between two surveys is still observed (its startedAt says
