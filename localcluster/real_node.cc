@@ -271,6 +271,25 @@ bool is_kube_router_ipset(std::string name) {
   return name.rfind("KUBE-", 0) == 0 || name.rfind("kube-router-", 0) == 0;
 }
 
+// The `n`th address of an IPv4 range ("10.0.0.0/24", 10 -> "10.0.0.10"); "" when it is not one.
+std::string nth_address(const std::string& cidr, unsigned n) {
+  unsigned a = 0, b = 0, c = 0, d = 0, bits = 0;
+  if (std::sscanf(cidr.c_str(), "%u.%u.%u.%u/%u", &a, &b, &c, &d, &bits) != 5 || bits > 30) {
+    return "";
+  }
+  const uint32_t base = (a << 24U) | (b << 16U) | (c << 8U) | d;
+  const uint32_t address = base + n;
+  return std::to_string(address >> 24U) + "." + std::to_string((address >> 16U) & 255U) + "." +
+         std::to_string((address >> 8U) & 255U) + "." + std::to_string(address & 255U);
+}
+
+// "https://127.0.0.1:6443" -> 6443; 0 when there is no port.
+int url_port(const std::string& url) {
+  const auto colon = url.rfind(':');
+  if (colon == std::string::npos) return 0;
+  return std::atoi(url.c_str() + colon + 1);
+}
+
 }  // namespace
 
 std::string images_dir() {
@@ -317,13 +336,19 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
     missing.push_back("kubelet not found at " + options.tools_dir +
                       "/kubelet (`make tools` builds it)");
   }
-  if (::access((options.tools_dir + "/kube-router").c_str(), X_OK) != 0) {
-    missing.push_back("kube-router not found at " + options.tools_dir +
-                      "/kube-router (`make tools` builds it)");
+  for (const char* tool : {"kube-router", "kube-proxy"}) {
+    if (::access((options.tools_dir + "/" + tool).c_str(), X_OK) != 0) {
+      missing.push_back(std::string(tool) + " not found at " + options.tools_dir + "/" + tool +
+                        " (`make tools` builds it)");
+    }
   }
   if (!fs::exists(options.images_dir + "/pause.tar")) {
     missing.push_back("the pause image " + options.images_dir +
                       "/pause.tar (hack/images/build-images.sh builds it; `make setup` runs it)");
+  }
+  if (!fs::exists(options.images_dir + "/coredns.tar")) {
+    missing.push_back("the cluster DNS image " + options.images_dir +
+                      "/coredns.tar (hack/images/build-images.sh builds it; `make setup` runs it)");
   }
   for (const auto& archive : options.extra_images) {
     if (!fs::is_regular_file(archive)) {
@@ -462,6 +487,8 @@ void RealNode::start_all() {
   containerd_log_ = options_.logs_dir + "/containerd.log";
   kubelet_log_ = options_.logs_dir + "/kubelet.log";
   network_policies_log_ = options_.logs_dir + "/kube-router.log";
+  service_proxy_log_ = options_.logs_dir + "/kube-proxy.log";
+  cluster_dns_ip_ = nth_address(options_.service_cluster_ip_range, 10);
   fs::create_directories(options_.dir);
   fs::create_directories(options_.logs_dir);
   write_record();  // from here on, a killed supervisor leaves something the next start can reap
@@ -479,17 +506,30 @@ void RealNode::start_all() {
   remember_host_paths();
   write_record();
   write_network_policies_credentials();
+  write_service_proxy_config();
   start_kubelet();
-  // kube-router looks its Node up once at start, so it starts once the kubelet has registered
-  // it; the not-ready taint is lifted only after it enforces, so no pod runs unpoliced.
+  // kube-router and kube-proxy look their Node up at start, so they start once the kubelet has
+  // registered it; the not-ready taint is lifted only after both have programmed their rules,
+  // so no pod runs unpoliced and no pod sees a ClusterIP that leads nowhere. Both start
+  // together and are waited for in turn: each one's start-up is measured from the same spawn.
   wait_for_node_registered();
   const auto enforcer_spawned = SteadyClock::now();
   start_network_policies();
+  start_service_proxy();
   wait_for_network_policies();
   phases_["network_policies_startup_ms"] = millis_since(enforcer_spawned);
   phases_["network_policies_ready_ms"] = millis_since(started);
+  wait_for_service_proxy();
+  phases_["service_proxy_startup_ms"] = millis_since(enforcer_spawned);
+  phases_["service_proxy_ready_ms"] = millis_since(started);
   wait_for_node_ready();
   phases_["node_ready_ms"] = millis_since(started);
+  // Not waited for here: its pod starts while the caller goes on (wait_for_cluster_dns), and it
+  // needs the controller manager's Deployment and EndpointSlice controllers, which a bare node
+  // may run without.
+  route_apiserver_for_pods();
+  deploy_cluster_dns();
+  phases_["cluster_dns_deployed_ms"] = millis_since(started);
   logger_.info("real node ready", describe());
 }
 
@@ -734,6 +774,9 @@ void RealNode::start_kubelet() {
       {"failSwapOn", false},
       {"failCgroupV1", false},
       {"resolvConf", ""},
+      // Pods get the cluster DNS (deploy_cluster_dns) as their only nameserver.
+      {"clusterDNS", {cluster_dns_ip_}},
+      {"clusterDomain", kClusterDomain},
       {"registerWithTaints",
        {{{"key", kRealNodeTaintKey}, {"value", "true"}, {"effect", "NoSchedule"}}}},
       // The images cannot be pulled again: never collect them, and only evict on a full disk.
@@ -913,6 +956,91 @@ void RealNode::wait_for_network_policies() {
            });
 }
 
+void RealNode::write_service_proxy_config() {
+  // The built-in system:node-proxier role is bound to the user system:kube-proxy: a client
+  // certificate with that name is all kube-proxy needs, read-only but for Events.
+  const std::string user = "system:kube-proxy";
+  const std::string pki = options_.dir + "/pki";
+  fs::create_directories(pki);
+  issue_from_cluster_ca({.common_name = user, .usage = pki::Usage::kClient},
+                        pki::read_certificate_file(options_.ca_cert),
+                        pki::read_private_key_file(options_.ca_key), pki + "/service-proxy.crt",
+                        pki + "/service-proxy.key");
+  KubeconfigSpec kubeconfig;
+  kubeconfig.server = options_.apiserver_url;
+  kubeconfig.ca_file = options_.ca_cert;
+  kubeconfig.client_cert_file = pki + "/service-proxy.crt";
+  kubeconfig.client_key_file = pki + "/service-proxy.key";
+  kubeconfig.context_name = "service-proxy";
+  kubeconfig.user_name = user;
+  write_kubeconfig(options_.dir + "/service-proxy.kubeconfig", kubeconfig);
+  // iptables mode, like kube-router's firewall and the kubelet on this node (one backend for all
+  // three: docs/development.md "Services on the real node"). Nothing machine-wide is changed:
+  // no conntrack table size or timeouts (0 leaves the kernel's), no route_localnet on every
+  // interface (localhostNodePorts off), health and metrics on free loopback ports.
+  nlohmann::json config = {
+      {"apiVersion", "kubeproxy.config.k8s.io/v1alpha1"},
+      {"kind", "KubeProxyConfiguration"},
+      {"clientConnection", {{"kubeconfig", options_.dir + "/service-proxy.kubeconfig"}}},
+      {"hostnameOverride", name_},
+      {"mode", "iptables"},
+      {"clusterCIDR", pod_subnet_},
+      {"bindAddress", "127.0.0.1"},
+      {"healthzBindAddress", "127.0.0.1:" + std::to_string(pick_free_port())},
+      {"metricsBindAddress", "127.0.0.1:" + std::to_string(pick_free_port())},
+      {"conntrack",
+       {{"maxPerCore", 0},
+        {"min", 0},
+        {"tcpEstablishedTimeout", "0s"},
+        {"tcpCloseWaitTimeout", "0s"}}},
+      {"iptables", {{"localhostNodePorts", false}, {"minSyncPeriod", "0s"}}},
+      // No NodePort listens on the machine's own addresses: only the pod bridge's.
+      {"nodePortAddresses", {gateway_ + "/32"}},
+  };
+  std::ofstream(options_.dir + "/kube-proxy.yaml") << config.dump(2) << "\n";
+}
+
+void RealNode::start_service_proxy() {
+  process::ProcessSpec spec;
+  spec.argv = {options_.tools_dir + "/kube-proxy", "--config=" + options_.dir + "/kube-proxy.yaml",
+               "--v=1"};
+  spec.log_path = service_proxy_log_;
+  spec.working_dir = options_.dir;
+  spec.parent_death_signal = SIGKILL;  // its chains stay: teardown removes them
+  service_proxy_ = process::Process::spawn(spec);
+  write_pid_file(options_.dir + "/kube-proxy.pid", service_proxy_->pid());
+}
+
+void RealNode::wait_for_service_proxy() {
+  const std::string log = options_.dir + "/iptables.log";
+  wait_for(*service_proxy_, "kube-proxy", service_proxy_log_,
+           "its first full sync: KUBE-SERVICES hooked into PREROUTING and OUTPUT and ending in "
+           "KUBE-NODEPORTS",
+           [&](std::string* complaint) {
+             // The jumps go in first; the rule that ends KUBE-SERVICES is written by the first
+             // full sync, after its Service and EndpointSlice caches synced.
+             auto rules =
+                 run_command({"iptables", "-w", "-t", "nat", "-S"}, log, std::chrono::seconds(10));
+             bool prerouting = false, output = false, synced = false;
+             std::istringstream lines(rules.out);
+             for (std::string line; std::getline(lines, line);) {
+               const bool to_services = line.find("-j KUBE-SERVICES") != std::string::npos;
+               if (line.rfind("-A PREROUTING ", 0) == 0 && to_services) prerouting = true;
+               if (line.rfind("-A OUTPUT ", 0) == 0 && to_services) output = true;
+               if (line.rfind("-A KUBE-SERVICES ", 0) == 0 &&
+                   line.find("-j KUBE-NODEPORTS") != std::string::npos) {
+                 synced = true;
+               }
+             }
+             if (prerouting && output && synced) return true;
+             *complaint = std::string("nat rules: PREROUTING jump ") +
+                          (prerouting ? "in" : "not in") + ", OUTPUT jump " +
+                          (output ? "in" : "not in") + ", first sync " +
+                          (synced ? "done" : "not done");
+             return false;
+           });
+}
+
 void RealNode::remove_ipsets() {
   if (!iptables_recorded_) return;
   // After the chains that match on them are gone; only kube-router's, only those it created.
@@ -927,11 +1055,180 @@ void RealNode::remove_ipsets() {
   }
 }
 
+void RealNode::route_apiserver_for_pods() {
+  // The apiserver listens on loopback only; the cluster DNS in a pod must read Services from
+  // it. Connections from the node's pods to the bridge's address at the apiserver's port are
+  // sent to it: route_localnet on this bridge alone (it goes with the bridge), and a DNAT in a
+  // KUBE-* chain of this node's, which teardown removes with the rest. Pods still need
+  // credentials: the apiserver authorizes with RBAC.
+  const int port = url_port(options_.apiserver_url);
+  const std::string chain = "KUBE-PMTR-API-" + id_;
+  const std::string log = options_.dir + "/iptables.log";
+  std::ofstream("/proc/sys/net/ipv4/conf/" + bridge_ + "/route_localnet") << "1\n";
+  for (const auto& argv : std::vector<std::vector<std::string>>{
+           {"iptables", "-w", "-t", "nat", "-N", chain},
+           {"iptables", "-w", "-t", "nat", "-A", chain, "-d", gateway_ + "/32", "-p", "tcp",
+            "--dport", std::to_string(port), "-j", "DNAT", "--to-destination",
+            "127.0.0.1:" + std::to_string(port)},
+           {"iptables", "-w", "-t", "nat", "-I", "PREROUTING", "-i", bridge_, "-j", chain}}) {
+    if (auto done = run_command(argv, log); !done.ok) {
+      throw std::runtime_error("routing the apiserver for pods: " + done.failure);
+    }
+  }
+}
+
+void RealNode::deploy_cluster_dns() {
+  const std::string name = "coredns";
+  fs::create_directories(options_.dir + "/cluster-dns");
+  if (!fs::exists(cluster_dns_hosts_file())) std::ofstream(cluster_dns_hosts_file()).flush();
+  // Least privilege: a ServiceAccount of its own that may only read what the kubernetes plugin
+  // watches (pods are not: `pods disabled`).
+  const auto read_only = nlohmann::json::array({"list", "watch"});
+  nlohmann::json account = {{"apiVersion", "v1"},
+                            {"kind", "ServiceAccount"},
+                            {"metadata", {{"name", name}, {"namespace", "kube-system"}}},
+                            {"automountServiceAccountToken", false}};
+  nlohmann::json role = {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "ClusterRole"},
+      {"metadata", {{"name", "perimeter:cluster-dns"}}},
+      {"rules",
+       {{{"apiGroups", {""}}, {"resources", {"services", "namespaces"}}, {"verbs", read_only}},
+        {{"apiGroups", {"discovery.k8s.io"}},
+         {"resources", {"endpointslices"}},
+         {"verbs", read_only}}}}};
+  nlohmann::json binding = {
+      {"apiVersion", "rbac.authorization.k8s.io/v1"},
+      {"kind", "ClusterRoleBinding"},
+      {"metadata", {{"name", "perimeter:cluster-dns"}}},
+      {"roleRef",
+       {{"apiGroup", "rbac.authorization.k8s.io"},
+        {"kind", "ClusterRole"},
+        {"name", "perimeter:cluster-dns"}}},
+      {"subjects", {{{"kind", "ServiceAccount"}, {"name", name}, {"namespace", "kube-system"}}}}};
+  // The kubernetes plugin reaches the apiserver at the bridge's address (route_apiserver_for_pods)
+  // with the ServiceAccount's token; the serving certificate names kubernetes.default.svc.
+  const std::string kubeconfig =
+      "apiVersion: v1\nkind: Config\nclusters:\n- name: cluster\n  cluster:\n    server: https://" +
+      gateway_ + ":" + std::to_string(url_port(options_.apiserver_url)) +
+      "\n    certificate-authority: /etc/coredns/ca.crt\n"
+      "    tls-server-name: kubernetes.default.svc\n"
+      "users:\n- name: coredns\n  user:\n    tokenFile: /var/run/secrets/coredns/token\n"
+      "contexts:\n- name: cluster\n  context:\n    cluster: cluster\n    user: coredns\n"
+      "current-context: cluster\n";
+  // No forward plugin: there is no upstream, and a name neither the hosts file nor the cluster
+  // knows gets no address. Port 53 as uid 65532 through the pod's
+  // net.ipv4.ip_unprivileged_port_start, a namespaced sysctl: no capability at all.
+  const std::string corefile = std::string(".:53 {\n") +
+                               "    errors\n"
+                               "    ready :8181\n"
+                               "    hosts /etc/coredns-hosts/hosts {\n"
+                               "        reload 1s\n"
+                               "        fallthrough\n"
+                               "    }\n"
+                               "    kubernetes " +
+                               kClusterDomain +
+                               " in-addr.arpa ip6.arpa {\n"
+                               "        kubeconfig /etc/coredns/kubeconfig cluster\n"
+                               "        pods disabled\n"
+                               "        fallthrough in-addr.arpa ip6.arpa\n"
+                               "    }\n"
+                               "}\n";
+  nlohmann::json config = {{"apiVersion", "v1"},
+                           {"kind", "ConfigMap"},
+                           {"metadata", {{"name", name}, {"namespace", "kube-system"}}},
+                           {"data",
+                            {{"Corefile", corefile},
+                             {"kubeconfig", kubeconfig},
+                             {"ca.crt", read_file(options_.ca_cert)}}}};
+  const nlohmann::json labels = {{"k8s-app", "kube-dns"}};
+  nlohmann::json service = {
+      {"apiVersion", "v1"},
+      {"kind", "Service"},
+      {"metadata", {{"name", "kube-dns"}, {"namespace", "kube-system"}, {"labels", labels}}},
+      {"spec",
+       {{"selector", labels},
+        {"clusterIP", cluster_dns_ip_},
+        {"ports",
+         {{{"name", "dns"}, {"port", 53}, {"targetPort", 53}, {"protocol", "UDP"}},
+          {{"name", "dns-tcp"}, {"port", 53}, {"targetPort", 53}, {"protocol", "TCP"}}}}}}};
+  nlohmann::json pod_spec = {
+      {"serviceAccountName", name},
+      {"automountServiceAccountToken", false},
+      {"enableServiceLinks", false},
+      {"priorityClassName", "system-cluster-critical"},
+      // Straight to this node: no scheduler needed.
+      {"nodeName", name_},
+      {"tolerations",
+       {{{"key", kRealNodeTaintKey}, {"operator", "Exists"}, {"effect", "NoSchedule"}}}},
+      // Its own answers only: not the node's resolv.conf.
+      {"dnsPolicy", "Default"},
+      {"securityContext",
+       {{"runAsNonRoot", true},
+        {"runAsUser", 65532},
+        {"runAsGroup", 65532},
+        {"seccompProfile", {{"type", "RuntimeDefault"}}},
+        {"sysctls", {{{"name", "net.ipv4.ip_unprivileged_port_start"}, {"value", "53"}}}}}},
+      {"containers",
+       {{{"name", "coredns"},
+         {"image", kClusterDnsImage},
+         {"imagePullPolicy", "Never"},
+         {"args", {"-conf", "/etc/coredns/Corefile"}},
+         {"ports",
+          {{{"name", "dns"}, {"containerPort", 53}, {"protocol", "UDP"}},
+           {{"name", "dns-tcp"}, {"containerPort", 53}, {"protocol", "TCP"}}}},
+         {"readinessProbe",
+          {{"httpGet", {{"path", "/ready"}, {"port", 8181}}},
+           {"periodSeconds", 1},
+           {"failureThreshold", 3}}},
+         {"resources",
+          {{"requests", {{"cpu", "50m"}, {"memory", "32Mi"}}}, {"limits", {{"memory", "128Mi"}}}}},
+         {"securityContext",
+          {{"allowPrivilegeEscalation", false},
+           {"readOnlyRootFilesystem", true},
+           {"capabilities", {{"drop", {"ALL"}}}}}},
+         {"volumeMounts",
+          {{{"name", "config"}, {"mountPath", "/etc/coredns"}, {"readOnly", true}},
+           {{"name", "hosts"}, {"mountPath", "/etc/coredns-hosts"}, {"readOnly", true}},
+           {{"name", "token"}, {"mountPath", "/var/run/secrets/coredns"}, {"readOnly", true}}}}}}},
+      {"volumes",
+       {{{"name", "config"}, {"configMap", {{"name", name}}}},
+        {{"name", "hosts"},
+         {"hostPath", {{"path", options_.dir + "/cluster-dns"}, {"type", "Directory"}}}},
+        {{"name", "token"},
+         {"projected",
+          {{"sources",
+            {{{"serviceAccountToken", {{"path", "token"}, {"expirationSeconds", 3600}}}}}}}}}}}};
+  nlohmann::json deployment = {
+      {"apiVersion", "apps/v1"},
+      {"kind", "Deployment"},
+      {"metadata", {{"name", name}, {"namespace", "kube-system"}, {"labels", labels}}},
+      {"spec",
+       {{"replicas", 1},
+        {"selector", {{"matchLabels", labels}}},
+        {"template", {{"metadata", {{"labels", labels}}}, {"spec", pod_spec}}}}}};
+  auto api = options_.admin_client();
+  for (const auto& [path, object] :
+       {std::pair{"/api/v1/namespaces/kube-system/serviceaccounts", account},
+        std::pair{"/apis/rbac.authorization.k8s.io/v1/clusterroles", role},
+        std::pair{"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding},
+        std::pair{"/api/v1/namespaces/kube-system/configmaps", config},
+        std::pair{"/api/v1/namespaces/kube-system/services", service},
+        std::pair{"/apis/apps/v1/namespaces/kube-system/deployments", deployment}}) {
+    auto response = api->request("POST", path, object.dump());
+    if (response.status != 201 && response.status != 409) {
+      throw std::runtime_error("deploying the cluster DNS (" + std::string(path) + "): HTTP " +
+                               std::to_string(response.status) + ": " + response.body);
+    }
+  }
+}
+
 std::vector<pid_t> RealNode::pids() const {
   std::vector<pid_t> pids;
   if (containerd_) pids.push_back(containerd_->pid());
   if (kubelet_) pids.push_back(kubelet_->pid());
   if (network_policies_) pids.push_back(network_policies_->pid());
+  if (service_proxy_) pids.push_back(service_proxy_->pid());
   return pids;
 }
 
@@ -951,7 +1248,11 @@ nlohmann::json RealNode::describe() const {
           {"kubelet_log", kubelet_log_},
           {"network_policies_pid", network_policies_ ? network_policies_->pid() : 0},
           {"network_policies_log", network_policies_log_},
+          {"service_proxy_pid", service_proxy_ ? service_proxy_->pid() : 0},
+          {"service_proxy_log", service_proxy_log_},
 
+          {"cluster_dns_ip", cluster_dns_ip_},
+          {"cluster_dns_hosts_file", cluster_dns_hosts_file()},
           {"images", images_},
           {"phases", phases_}};
 }
@@ -959,7 +1260,8 @@ nlohmann::json RealNode::describe() const {
 std::vector<std::string> RealNode::exited_components() {
   std::vector<std::string> exited;
   if (stopped_) return exited;
-  for (auto* process : {containerd_.get(), kubelet_.get(), network_policies_.get()}) {
+  for (auto* process :
+       {containerd_.get(), kubelet_.get(), network_policies_.get(), service_proxy_.get()}) {
     if (process && !process->running()) {
       exited.push_back(process->name() + ": " + process->exit_status()->describe());
     }
@@ -975,6 +1277,7 @@ void RealNode::stop() {
   kill_containers();
   // Before its chains go, or its next sync would put them back.
   if (network_policies_) network_policies_->terminate(std::chrono::seconds(5));
+  if (service_proxy_) service_proxy_->terminate(std::chrono::seconds(5));
   if (containerd_) containerd_->terminate(std::chrono::seconds(10));
   unmount_all();
   remove_cgroups();
@@ -1113,8 +1416,8 @@ void RealNode::remove_iptables_chains() {
   for (const char* binary : {"iptables", "ip6tables"}) {
     if (process::find_executable(binary).empty()) continue;
     for (const auto& chain : iptables_chains(binary, log)) {
-      // Only the kubelet's and kube-router's chains (KUBE-*), and only those made since the
-      // node started.
+      // Only the kubelet's, kube-router's and kube-proxy's chains (KUBE-*), and only those made
+      // since the node started.
       const auto slash = chain.find('/');
       const std::string table = chain.substr(0, slash), name = chain.substr(slash + 1);
       if (name.rfind("KUBE-", 0) != 0 || before.count(std::string(binary) + ":" + chain)) continue;

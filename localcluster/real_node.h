@@ -20,6 +20,11 @@ inline constexpr const char* kRealNodeTaintKey = "perimeter.dev/real-node";
 // Built by hack/images/build-images.sh and imported into the node's containerd.
 inline constexpr const char* kPauseImage = "localhost/perimeter/pause:1";
 inline constexpr const char* kImageNamePrefix = "localhost/perimeter/";
+// The node's cluster DNS: CoreDNS (hack/images/coredns/build-image.sh) in kube-system, behind
+// the kube-dns Service at the tenth address of the service range, which the kubelet gives pods
+// as their nameserver.
+inline constexpr const char* kClusterDnsImage = "localhost/perimeter/coredns:1";
+inline constexpr const char* kClusterDomain = "cluster.local";
 
 struct RealNodeOptions {
   std::string dir;         // an empty folder of the cluster's: config, state, sockets, logs
@@ -54,8 +59,9 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
 // image). Everything it makes lives under `dir`, in a cgroup subtree and a bridge of unique
 // names; destroying it kills every process it started (containerd's shims and containers
 // included), unmounts what they mounted, and deletes the bridge, the cgroups, the iptables
-// chains and ip sets the kubelet and the node's NetworkPolicy enforcer (kube-router's firewall,
-// docs/development.md "NetworkPolicy on the real node") added.
+// chains and ip sets the kubelet, the node's NetworkPolicy enforcer (kube-router's firewall,
+// docs/development.md "NetworkPolicy on the real node") and its service proxy (kube-proxy,
+// "Services on the real node") added.
 class RealNode {
  public:
   // Checks the prerequisites, starts containerd, imports the images, starts the kubelet and
@@ -69,6 +75,13 @@ class RealNode {
 
   const std::string& name() const { return name_; }
   std::vector<pid_t> pids() const;
+  // The kube-dns Service's ClusterIP, the pods' nameserver.
+  const std::string& cluster_dns_ip() const { return cluster_dns_ip_; }
+  // A hosts file (one "address name..." line each) the cluster DNS answers from, ahead of its
+  // kubernetes zone, re-read within a second of a change: names of stand-in hosts a test or a
+  // local run wants pods to resolve. Replace it whole (write beside, rename).
+  std::string cluster_dns_hosts_file() const { return options_.dir + "/cluster-dns/hosts"; }
+
   // Name, bridge, pod subnet, containerd socket, imported images, start phases (JSON).
   nlohmann::json describe() const;
   // Components that have exited although nobody stopped them.
@@ -100,6 +113,11 @@ class RealNode {
   void start_network_policies();
   void wait_for_network_policies();
   void remove_ipsets();
+  void write_service_proxy_config();
+  void start_service_proxy();
+  void wait_for_service_proxy();
+  void route_apiserver_for_pods();
+  void deploy_cluster_dns();
   void wait_for(process::Process& process, const std::string& component,
                 const std::string& log_path, const std::string& what,
                 const std::function<bool(std::string*)>& probe);
@@ -131,6 +149,10 @@ class RealNode {
   // kube-router with only its firewall on: the node's NetworkPolicy enforcer.
   std::unique_ptr<process::Process> network_policies_;
   std::string network_policies_log_;
+  // kube-proxy in iptables mode: the node's service proxy (ClusterIPs reach their endpoints).
+  std::unique_ptr<process::Process> service_proxy_;
+  std::string service_proxy_log_;
+  std::string cluster_dns_ip_;
   std::vector<std::string> images_;
   // iptables chains that existed before the kubelet started ("table/chain"), per binary.
   std::vector<std::string> chains_before_;

@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -88,7 +90,72 @@ void RealNodeTest::SetUp() {
             {{"name", ns_}, {"labels", {{"pod-security.kubernetes.io/enforce", "restricted"}}}}}});
 }
 
+void RealNodeTest::wait_for_cluster_dns() {
+  // An EndpointSlice of kube-dns with a ready endpoint: the pod passed its readiness probe
+  // (CoreDNS's `ready` plugin: its kubernetes plugin has synced) and kube-proxy can route to it.
+  const bool ready = eventually(
+      [&] {
+        const kube::ResourceType endpoint_slices{"discovery.k8s.io", "v1", "endpointslices",
+                                                 "EndpointSlice", true};
+        kube::ListOptions options;
+        options.label_selector = "kubernetes.io/service-name=kube-dns";
+        const auto slices = client(endpoint_slices)
+                                ->list("kube-system", options)
+                                .value("items", nlohmann::json::array());
+        for (const auto& slice : slices) {
+          for (const auto& endpoint : slice.value("endpoints", nlohmann::json::array())) {
+            if (endpoint.value("conditions", nlohmann::json::object()).value("ready", false)) {
+              return true;
+            }
+          }
+        }
+        return false;
+      },
+      std::chrono::seconds(120), "the cluster DNS (kube-system/kube-dns) to have a ready endpoint");
+  static bool reported = false;
+  if (!ready || reported) return;
+  reported = true;
+  kube::ListOptions dns_pods;
+  dns_pods.label_selector = "k8s-app=kube-dns";
+  for (const auto& pod : client(kube::resources::pods())
+                             ->list("kube-system", dns_pods)
+                             .value("items", nlohmann::json::array())) {
+    std::string ready_at;
+    for (const auto& condition : pod["status"].value("conditions", nlohmann::json::array())) {
+      if (condition.value("type", "") == "Ready")
+        ready_at = condition.value("lastTransitionTime", "");
+    }
+    std::cerr << "cluster DNS pod " << pod["metadata"].value("name", "") << ": created "
+              << pod["metadata"].value("creationTimestamp", "") << ", Ready " << ready_at << "\n";
+  }
+}
+
+void RealNodeTest::add_dns_hosts(
+    const std::vector<std::pair<std::string, std::string>>& address_and_name) {
+  std::vector<std::string> lines;
+  for (const auto& [address, name] : address_and_name) lines.push_back(address + " " + name);
+  write_dns_hosts({}, lines);
+  dns_host_lines_.insert(dns_host_lines_.end(), lines.begin(), lines.end());
+}
+
+void RealNodeTest::write_dns_hosts(const std::vector<std::string>& drop,
+                                   const std::vector<std::string>& add) {
+  const std::string path = node_.value("cluster_dns_hosts_file", "");
+  ASSERT_FALSE(path.empty()) << "the real node describes no cluster DNS hosts file";
+  std::string kept;
+  std::istringstream current(read_file(path));
+  for (std::string line; std::getline(current, line);) {
+    if (std::find(drop.begin(), drop.end(), line) == drop.end()) kept += line + "\n";
+  }
+  for (const auto& line : add) kept += line + "\n";
+  // Whole, then renamed: CoreDNS never reads half a file.
+  std::ofstream(path + ".tmp") << kept;
+  std::filesystem::permissions(path + ".tmp", std::filesystem::perms(0644));
+  std::filesystem::rename(path + ".tmp", path);
+}
+
 void RealNodeTest::TearDown() {
+  if (!dns_host_lines_.empty()) write_dns_hosts(dns_host_lines_, {});
   if (!transport_) return;
   try {
     auto pods = client(kube::resources::pods());

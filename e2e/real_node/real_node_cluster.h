@@ -54,6 +54,13 @@ class RealNodeTest : public ::testing::Test {
   void TearDown() override;
 
   std::unique_ptr<kube::ResourceClient> client(const kube::ResourceType& type);
+  // Waits until the node's cluster DNS (CoreDNS behind kube-system/kube-dns, deployed by the
+  // node at its start) has a Ready endpoint; fails the test otherwise. The first wait of the
+  // process prints how long its pod took from creation to Ready.
+  void wait_for_cluster_dns();
+  // Stand-in host names the cluster DNS answers (its hosts file, re-read within a second), for
+  // this test only: TearDown takes them out again.
+  void add_dns_hosts(const std::vector<std::pair<std::string, std::string>>& address_and_name);
   // The items of `type` in the test's namespace.
   nlohmann::json list(const kube::ResourceType& type);
 
@@ -64,6 +71,10 @@ class RealNodeTest : public ::testing::Test {
   kube::Config config_;
   std::unique_ptr<kube::HttpTransport> transport_;
   std::string ns_;
+
+ private:
+  void write_dns_hosts(const std::vector<std::string>& drop, const std::vector<std::string>& add);
+  std::vector<std::string> dns_host_lines_;
 };
 
 }  // namespace perimeter::e2e

@@ -6,6 +6,7 @@
 #
 #   localhost/perimeter/pause:1        the sandbox image (containerd's sandbox_image)
 #   localhost/perimeter/node-probe:1   prints what a container really gets (uid, caps, seccomp...)
+#   localhost/perimeter/coredns:1      the node's cluster DNS (hack/images/coredns/build-image.sh)
 #
 # Output: $PERIMETER_IMAGES_DIR, else ~/.cache/perimeter/images. Cached by the sources' hash:
 # a second run with nothing changed does nothing.
@@ -51,3 +52,4 @@ build_image() {
 
 build_image pause pause.c /pause
 build_image node-probe node-probe.c /node-probe
+"$here/coredns/build-image.sh" "$out"

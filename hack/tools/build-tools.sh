@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane tools (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, kubelet, etcd, KWOK, Helm, and kube-router, the real node's NetworkPolicy enforcer)
+# kubectl, kubelet, etcd, KWOK, Helm, kube-router, the real node's NetworkPolicy enforcer,
+# kube-proxy, its service proxy, and CoreDNS, the binary of its cluster DNS image)
 # from the Go module proxy into a cache outside the repository, keyed by version. A tool already
 # in the cache is not rebuilt, so a second run does nothing.
 #
@@ -51,17 +52,21 @@ fi
 have() { [ -x "$bin_dir/$1-$2" ]; }
 link() { ln -sfn "$1-$2" "$bin_dir/$1"; }
 
+# build_kubernetes [NAME...]: builds these commands of k8s.io/kubernetes (default: the control
+# plane, kubectl and kubelet). kube-proxy is built on its own call, so adding it to a warm cache
+# does not rebuild the others.
 build_kubernetes() {
   local v=$K8S_VERSION minor
   local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+  [ $# -gt 0 ] && names=("$@")
   local missing=0 n
   for n in "${names[@]}"; do have "$n" "$v" || missing=1; done
   if [ $missing = 0 ]; then
     for n in "${names[@]}"; do link "$n" "$v"; done
     return
   fi
-  log "building Kubernetes $v (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet); a cold build takes 10-25 minutes"
-  local work="$cache_root/tools/src/kubernetes-$v" logfile="$cache_root/tools/src/kubernetes-$v.log"
+  log "building Kubernetes $v (${names[*]}); a cold build takes 10-25 minutes"
+  local work="$cache_root/tools/src/kubernetes-$v-${names[0]}" logfile="$cache_root/tools/src/kubernetes-$v-${names[0]}.log"
   rm -rf "$work" && mkdir -p "$work" && : >"$logfile"
   # k8s.io/kubernetes maps its staging modules to local folders with `replace`, so `go install`
   # refuses it. A wrapper module requires it and points every staging module at its published tag.
@@ -147,12 +152,16 @@ case "$only" in
     build_kubernetes
     go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm
     go_install kube-router "$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+    build_kubernetes kube-proxy
+    go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns
     ;;
+  kube-proxy) build_kubernetes kube-proxy ;;
+  coredns) go_install coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   kwok) go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
   helm) go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm ;;
   kube-router) go_install kube-router "$KUBE_ROUTER_VERSION" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|kube-router]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|kube-router|kube-proxy|coredns]" >&2; exit 2 ;;
 esac
 echo "$bin_dir"
