@@ -405,6 +405,7 @@ void RealNode::write_record() const {
                            {"socket", socket_},
                            {"cgroup_root", cgroup_root_},
                            {"bridge", bridge_},
+                           {"service_cluster_ip_range", options_.service_cluster_ip_range},
                            {"chains_before", chains_before_},
                            {"iptables_recorded", iptables_recorded_},
                            {"ipsets_before", ipsets_before_},
@@ -437,6 +438,7 @@ std::vector<std::string> RealNode::reap_orphaned_nodes(const std::string& record
     RealNodeOptions options;
     options.dir = record.value("dir", "");
     options.records_dir = records_dir;
+    options.service_cluster_ip_range = record.value("service_cluster_ip_range", "");
     if (options.dir.empty()) continue;
     RealNode orphan(options, logger);
     orphan.id_ = record.value("id", "");
@@ -505,6 +507,8 @@ void RealNode::start_all() {
   remember_iptables_chains();
   remember_host_paths();
   write_record();
+  // After the chains were recorded, so teardown knows these are the node's; before any pod.
+  route_pods_to_the_node();
   write_network_policies_credentials();
   write_service_proxy_config();
   start_kubelet();
@@ -524,10 +528,9 @@ void RealNode::start_all() {
   phases_["service_proxy_ready_ms"] = millis_since(started);
   wait_for_node_ready();
   phases_["node_ready_ms"] = millis_since(started);
-  // Not waited for here: its pod starts while the caller goes on (wait_for_cluster_dns), and it
-  // needs the controller manager's Deployment and EndpointSlice controllers, which a bare node
-  // may run without.
-  route_apiserver_for_pods();
+  // Not waited for here: its pod starts while the caller goes on (the e2e tests wait for its
+  // endpoint), and it needs the controller manager's Deployment and EndpointSlice controllers,
+  // which a bare node may run without.
   deploy_cluster_dns();
   phases_["cluster_dns_deployed_ms"] = millis_since(started);
   logger_.info("real node ready", describe());
@@ -1055,7 +1058,7 @@ void RealNode::remove_ipsets() {
   }
 }
 
-void RealNode::route_apiserver_for_pods() {
+void RealNode::route_pods_to_the_node() {
   // The apiserver listens on loopback only; the cluster DNS in a pod must read Services from
   // it. Connections from the node's pods to the bridge's address at the apiserver's port are
   // sent to it: route_localnet on this bridge alone (it goes with the bridge), and a DNAT in a
@@ -1075,6 +1078,19 @@ void RealNode::route_apiserver_for_pods() {
       throw std::runtime_error("routing the apiserver for pods: " + done.failure);
     }
   }
+  // A pod's connection to a ClusterIP that kube-proxy has not translated (the Service is new
+  // and its rules are not in yet; or no Service has that address) would follow the host's
+  // default route off the machine, and its conntrack entry would keep it untranslated for every
+  // retransmission. A routing rule for what comes in on the bridge refuses it at once: routing
+  // happens after kube-proxy's DNAT, so a translated packet has its endpoint's address and never
+  // matches. (Not a filter rule: kube-router accepts pod traffic at the top of FORWARD.)
+  if (auto done = run_command(untranslated_rule("add"), options_.dir + "/ip.log"); !done.ok) {
+    throw std::runtime_error("keeping untranslated ClusterIP traffic on the node: " + done.failure);
+  }
+}
+
+std::vector<std::string> RealNode::untranslated_rule(const std::string& verb) const {
+  return {"ip", "rule", verb, "iif", bridge_, "to", options_.service_cluster_ip_range, "prohibit"};
 }
 
 void RealNode::deploy_cluster_dns() {
@@ -1106,7 +1122,7 @@ void RealNode::deploy_cluster_dns() {
         {"kind", "ClusterRole"},
         {"name", "perimeter:cluster-dns"}}},
       {"subjects", {{{"kind", "ServiceAccount"}, {"name", name}, {"namespace", "kube-system"}}}}};
-  // The kubernetes plugin reaches the apiserver at the bridge's address (route_apiserver_for_pods)
+  // The kubernetes plugin reaches the apiserver at the bridge's address (route_pods_to_the_node)
   // with the ServiceAccount's token; the serving certificate names kubernetes.default.svc.
   const std::string kubeconfig =
       "apiVersion: v1\nkind: Config\nclusters:\n- name: cluster\n  cluster:\n    server: https://" +
@@ -1404,6 +1420,14 @@ void RealNode::create_bridge() {
 }
 
 void RealNode::delete_bridge() {
+  if (!bridge_.empty() && !options_.service_cluster_ip_range.empty()) {
+    // Only this rule (its bridge, range and type): a test's own rules on the bridge stay.
+    const std::string listed =
+        run_command({"ip", "rule", "show", "iif", bridge_}, options_.dir + "/ip.log").out;
+    if (listed.find("prohibit") != std::string::npos) {
+      run_command(untranslated_rule("del"), options_.dir + "/ip.log");
+    }
+  }
   if (bridge_.empty() || !fs::exists("/sys/class/net/" + bridge_)) return;
   auto deleted = run_command({"ip", "link", "delete", bridge_}, options_.dir + "/ip.log");
   if (!deleted.ok) logger_.warn("could not delete the bridge", {{"error", deleted.failure}});

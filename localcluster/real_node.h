@@ -116,7 +116,9 @@ class RealNode {
   void write_service_proxy_config();
   void start_service_proxy();
   void wait_for_service_proxy();
-  void route_apiserver_for_pods();
+  void route_pods_to_the_node();
+  // `ip rule <verb>` of the rule that refuses untranslated service-range traffic from pods.
+  std::vector<std::string> untranslated_rule(const std::string& verb) const;
   void deploy_cluster_dns();
   void wait_for(process::Process& process, const std::string& component,
                 const std::string& log_path, const std::string& what,

@@ -18,10 +18,10 @@
 // 169.254.169.254 there, so no address outside this machine is ever used. 198.18.0.0/15 (RFC
 // 2544 benchmarking) is not in the gateway's forbidden table (address_policy.cc), so the gateway
 // dials it as it would a public address; 169.254.169.254 is, which is what the metadata check
-// needs. The node has no cluster DNS, so the gateway pod finds the stand-in names through
-// hostAliases added to the rendered Deployment (below); a pod labelled as the cluster's DNS in
-// kube-system stands in for the DNS pods the runner's policy selects, with a UDP and TCP listener
-// on port 53 inside it (no DNS server answers: the policy's reach is what is shown).
+// needs. The stand-in names are served by the node's cluster DNS (CoreDNS behind kube-system/
+// kube-dns, from the node's hosts file, docs/development.md "The cluster DNS on the real node"):
+// the gateway pod resolves them as it would public names, and the runner pod reaches the gateway
+// at its Service's ClusterIP (kube-proxy), as HTTPS_PROXY names it.
 //
 // Shares the real-node cluster of real_node_e2e_test (real_node_cluster_options()). Needs root.
 #include <arpa/inet.h>
@@ -96,6 +96,60 @@ Outcome settle(Probe probe, bool connects) {
     std::this_thread::sleep_for(milliseconds(500));
   } while (std::chrono::steady_clock::now() < deadline);
   return outcome;
+}
+
+// One DNS query for `name`'s A record, over UDP from inside a network namespace to `server`:53.
+// The first address of the answer, "" when none came within `limit` or it had none.
+std::string dns_a_from(const std::string& netns_path, const std::string& server,
+                       const std::string& name, milliseconds limit = milliseconds(2000)) {
+  std::string query = {'\x12', '\x34', '\x01', '\x00', '\x00', '\x01',
+                       '\x00', '\x00', '\x00', '\x00', '\x00', '\x00'};
+  std::istringstream labels(name);
+  for (std::string label; std::getline(labels, label, '.');) {
+    query.push_back(static_cast<char>(label.size()));
+    query += label;
+  }
+  query += std::string("\x00\x00\x01\x00\x01", 5);  // root, type A, class IN
+  std::string answer_address;
+  in_netns(netns_path, [&] {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    const sockaddr_in address = address_of(server, kDnsPort);
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
+        ::send(fd, query.data(), query.size(), 0) < 0) {
+      ::close(fd);
+      return;
+    }
+    pollfd watch{fd, POLLIN, 0};
+    unsigned char reply[512];
+    ssize_t count = -1;
+    if (::poll(&watch, 1, static_cast<int>(limit.count())) > 0) {
+      count = ::recv(fd, reply, sizeof(reply), MSG_DONTWAIT);
+    }
+    ::close(fd);
+    // Header, the question echoed back, then answers: find the first A record's 4 bytes.
+    if (count < static_cast<ssize_t>(query.size()) || reply[0] != 0x12 || reply[1] != 0x34) return;
+    const int answers = (reply[6] << 8) | reply[7];
+    size_t at = query.size();
+    for (int i = 0; i < answers && at + 12 <= static_cast<size_t>(count); ++i) {
+      if ((reply[at] & 0xc0) == 0xc0) {
+        at += 2;  // a pointer to the question's name
+      } else {
+        while (at < static_cast<size_t>(count) && reply[at] != 0) at += reply[at] + 1;
+        ++at;
+      }
+      const int type = (reply[at] << 8) | reply[at + 1];
+      const int length = (reply[at + 8] << 8) | reply[at + 9];
+      at += 10;
+      if (type == 1 && length == 4 && at + 4 <= static_cast<size_t>(count)) {
+        answer_address = std::to_string(reply[at]) + "." + std::to_string(reply[at + 1]) + "." +
+                         std::to_string(reply[at + 2]) + "." + std::to_string(reply[at + 3]);
+        return;
+      }
+      at += static_cast<size_t>(length);
+    }
+  });
+  return answer_address;
 }
 
 // The stand-in "internet": a network namespace reached from the node's bridge only, through a
@@ -234,15 +288,6 @@ class EgressGatewayRealNodeTest : public RealNodeTest {
         std::cerr << "---- the gateway pod: " << e.what() << "\n";
       }
     }
-    if (transport_ && !dns_pod_.empty()) {
-      try {
-        kube::DeleteOptions now;
-        now.grace_period_seconds = 0;
-        client(kube::resources::pods())->remove("kube-system", dns_pod_, now);
-      } catch (const std::exception& e) {
-        ADD_FAILURE() << "removing kube-system/" << dns_pod_ << ": " << e.what();
-      }
-    }
     RealNodeTest::TearDown();
   }
 
@@ -288,7 +333,6 @@ class EgressGatewayRealNodeTest : public RealNodeTest {
   }
 
   std::string gateway_pod_;
-  std::string dns_pod_;
 };
 
 // A client through the gateway, made from inside `netns`: TCP to the gateway, then CONNECT.
@@ -303,8 +347,15 @@ std::unique_ptr<testing::ProxiedTlsClient> proxied_client(const std::string& net
 
 TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPodAndNothingElse) {
   const auto started = std::chrono::steady_clock::now();
+  wait_for_cluster_dns();
   StandInNetwork internet(node_["bridge"].get<std::string>());
   const std::string standin_ip = internet.address();
+  // The stand-in names, served by the cluster DNS for this test only.
+  add_dns_hosts({{standin_ip, kApiHost},
+                 {standin_ip, kAllowedHost},
+                 {standin_ip, kFrontedHost},
+                 {standin_ip, kUnlistedHost},
+                 {kMetadataAddress, kMetadataHost}});
 
   // (1) The stand-ins: one TLS front for the API, the allowed host and other.perimeter.test;
   // a listener on the metadata address; port 53 (UDP and TCP) on the stand-in address, outside
@@ -351,14 +402,9 @@ TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPo
   client(kube::resources::network_policies())
       ->create(ns_, agentenvironment::build_egress_gateway_network_policy(gateway));
   json deployment = agentenvironment::build_egress_gateway_deployment(gateway);
-  json& pod_spec = deployment["spec"]["template"]["spec"];
-  // Added by the test, not rendered by the operator: this node has no cluster DNS, so the
-  // gateway finds the stand-in names in the pod's /etc/hosts (the image resolves files first);
-  // and the real node takes only pods that select and tolerate it.
-  pod_spec["hostAliases"] = json::array(
-      {{{"ip", standin_ip}, {"hostnames", {kApiHost, kAllowedHost, kFrontedHost, kUnlistedHost}}},
-       {{"ip", kMetadataAddress}, {"hostnames", {kMetadataHost}}}});
-  pod_spec.update(real_node_placement());
+  // Added by the test, not rendered by the operator: the real node takes only pods that select
+  // and tolerate it.
+  deployment["spec"]["template"]["spec"].update(real_node_placement());
   client(kube::resources::deployments())->create(ns_, deployment);
 
   // (4) The runner's policy as the operator renders it in gateway mode; no AgentEnvironment
@@ -368,22 +414,30 @@ TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPo
   client(kube::resources::network_policies())->create(ns_, runner_policy);
 
   // (5) Pods: a runner pod (the labels the operator gives runner pods, which both policies
-  // select), a control pod under no policy, and a pod labelled as the cluster's DNS.
+  // select) and a control pod under no policy. The cluster's DNS pod is the node's CoreDNS, which
+  // the runner's policy selects by the labels the operator is configured with.
   client(kube::resources::pods())
       ->create(ns_, sleeping_pod("runner", agentenvironment::environment_labels(env)));
   client(kube::resources::pods())->create(ns_, sleeping_pod("control", {{"role", "control"}}));
-  dns_pod_ = "dns-stand-in-" + ns_;
-  {
-    json dns = sleeping_pod(dns_pod_, egress.cluster_dns.labels);
-    client(kube::resources::pods())->create(egress.cluster_dns.namespace_, dns);
-  }
   const RunningPod runner = wait_running(ns_, "runner");
   const RunningPod control = wait_running(ns_, "control");
-  const RunningPod dns = wait_running(egress.cluster_dns.namespace_, dns_pod_);
-  ASSERT_FALSE(runner.netns.empty() || control.netns.empty() || dns.netns.empty());
-  const Listeners::Endpoint cluster_dns_udp{dns.ip, kDnsPort, true};
-  const Listeners::Endpoint cluster_dns_tcp{dns.ip, kDnsPort, false};
-  Listeners dns_listeners(dns.netns, {cluster_dns_udp, cluster_dns_tcp});
+  ASSERT_FALSE(runner.netns.empty() || control.netns.empty());
+  std::string dns_ip;
+  {
+    std::string selector;
+    for (const auto& [label, value] : egress.cluster_dns.labels) {
+      selector += (selector.empty() ? "" : ",") + label + "=" + value;
+    }
+    kube::ListOptions options;
+    options.label_selector = selector;
+    const json dns_pods = client(kube::resources::pods())
+                              ->list(egress.cluster_dns.namespace_, options)
+                              .value("items", json::array());
+    ASSERT_EQ(dns_pods.size(), 1u) << "the node's one cluster DNS pod, selected by " << selector;
+    dns_ip = dns_pods[0].value("status", json::object()).value("podIP", "");
+  }
+  const std::string dns_service_ip = node_.value("cluster_dns_ip", "");
+  ASSERT_FALSE(dns_ip.empty() || dns_service_ip.empty());
 
   // (6) The gateway pod is Ready (its readiness probe is the gateway's /healthz).
   json gateway_pod;
@@ -401,8 +455,12 @@ TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPo
         return false;
       },
       seconds(120), "the gateway pod to be Ready"));
-  const std::string gateway_ip = gateway_pod["status"].value("podIP", "");
-  ASSERT_FALSE(gateway_ip.empty()) << gateway_pod.dump(2);
+  // The runner reaches the gateway at its Service's ClusterIP (kube-proxy sends it to the pod).
+  const std::string gateway_pod_ip = gateway_pod["status"].value("podIP", "");
+  ASSERT_FALSE(gateway_pod_ip.empty()) << gateway_pod.dump(2);
+  const std::string gateway_ip =
+      client(kube::resources::services())->get(ns_, gateway.name)["spec"].value("clusterIP", "");
+  ASSERT_FALSE(gateway_ip.empty() || gateway_ip == "None");
   std::cerr << "gateway Ready "
             << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started)
                    .count()
@@ -425,10 +483,18 @@ TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPo
                          "the metadata listener to see the control pod"));
 
   // (8) The runner pod under its policy: the gateway's port and the DNS pods' port 53 are
-  // reachable; the stand-in directly, the metadata address and port 53 anywhere else are not.
+  // reachable, and the cluster DNS answers it (the stand-in API's name, through the kube-dns
+  // Service); the stand-in directly, the metadata address and port 53 anywhere else are not.
   EXPECT_EQ(settle(tcp(runner, gateway_ip, gateway.port), true), Outcome::kConnected);
-  EXPECT_EQ(settle(tcp(runner, dns.ip, kDnsPort), true), Outcome::kConnected);
-  EXPECT_EQ(settle(udp(runner, dns.ip, kDnsPort), true), Outcome::kConnected);
+  EXPECT_EQ(settle(tcp(runner, dns_ip, kDnsPort), true), Outcome::kConnected);
+  std::string resolved;
+  eventually(
+      [&] {
+        resolved = dns_a_from(runner.netns, dns_service_ip, kApiHost);
+        return resolved == standin_ip;
+      },
+      seconds(20), "the cluster DNS to answer the runner pod with the stand-in's address");
+  EXPECT_EQ(resolved, standin_ip);
   const Outcome direct = settle(tcp(runner, standin_ip, port), false);
   EXPECT_TRUE(blocked(direct)) << "the runner pod's direct connection to the stand-in "
                                << describe(direct);
@@ -444,7 +510,6 @@ TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPo
   EXPECT_FALSE(internet_listeners.saw(metadata, runner.ip));
   EXPECT_FALSE(internet_listeners.saw(outside_dns_udp, runner.ip));
   EXPECT_FALSE(internet_listeners.saw(outside_dns_tcp, runner.ip));
-  EXPECT_TRUE(dns_listeners.saw(cluster_dns_udp, runner.ip));
 
   // (9) Through the gateway, from the runner pod, each CONNECT with its own session's credential
   // (egress_proxy_url, what the runner gets as HTTPS_PROXY), so each has its own audit line.
@@ -489,7 +554,7 @@ TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPo
         kMetadataHost + std::string(":") + std::to_string(kMetadataPort), credential("s-metadata"));
     EXPECT_EQ(reply.status, 403) << reply.head << reply.body;
   }
-  EXPECT_FALSE(internet_listeners.saw(metadata, gateway_ip));
+  EXPECT_FALSE(internet_listeners.saw(metadata, gateway_pod_ip));
 
   // Domain fronting: CONNECT to the allowed host, ClientHello for other.perimeter.test. The
   // gateway dials the front before it answers 200, then cuts both sides on reading the hello:
