@@ -30,42 +30,8 @@ using json = nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr const char* kRunnerImage = "localhost/perimeter/perimeter-runner:0.1.0";
 constexpr int kServerPort = 8080;
 constexpr int kServicePort = 80;
-
-// A pod of the runner image running `command`, under PodSecurity `restricted`, on the real node.
-json runner_image_pod(const std::string& name, const json& labels, const json& command,
-                      const std::string& restart_policy) {
-  return {{"apiVersion", "v1"},
-          {"kind", "Pod"},
-          {"metadata", {{"name", name}, {"labels", labels}}},
-          {"spec",
-           {{"automountServiceAccountToken", false},
-            {"enableServiceLinks", false},
-            {"terminationGracePeriodSeconds", 0},
-            {"restartPolicy", restart_policy},
-            {"nodeSelector", {{localcluster::kRealNodeLabel, "true"}}},
-            {"tolerations",
-             {{{"key", localcluster::kRealNodeTaintKey},
-               {"operator", "Equal"},
-               {"value", "true"},
-               {"effect", "NoSchedule"}}}},
-            {"securityContext",
-             {{"runAsNonRoot", true},
-              {"runAsUser", 65532},
-              {"runAsGroup", 65532},
-              {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
-            {"containers",
-             {{{"name", "main"},
-               {"image", kRunnerImage},
-               {"imagePullPolicy", "Never"},
-               {"command", command},
-               {"securityContext",
-                {{"allowPrivilegeEscalation", false},
-                 {"readOnlyRootFilesystem", true},
-                 {"capabilities", {{"drop", {"ALL"}}}}}}}}}}}};
-}
 
 class ClusterServicesRealNodeTest : public RealNodeTest {
  protected:

@@ -66,7 +66,6 @@ using json = nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-constexpr const char* kRunnerImage = "localhost/perimeter/perimeter-runner:0.1.0";
 constexpr const char* kMetadataAddress = "169.254.169.254";
 constexpr int kMetadataPort = 80;
 constexpr int kDnsPort = 53;
@@ -213,41 +212,6 @@ std::string proxy_authorization(const std::string& proxy_url) {
   const auto at = proxy_url.rfind('@');
   if (proxy_url.rfind(scheme, 0) != 0 || at == std::string::npos) return "";
   return "Basic " + base64_encode(proxy_url.substr(scheme.size(), at - scheme.size()));
-}
-
-json real_node_placement() {
-  return {{"nodeSelector", {{localcluster::kRealNodeLabel, "true"}}},
-          {"tolerations",
-           {{{"key", localcluster::kRealNodeTaintKey},
-             {"operator", "Equal"},
-             {"value", "true"},
-             {"effect", "NoSchedule"}}}}};
-}
-
-// A pod of the runner image that only sleeps, under PodSecurity `restricted`, on the real node.
-json sleeping_pod(const std::string& name, const json& labels) {
-  json spec = {{"automountServiceAccountToken", false},
-               {"enableServiceLinks", false},
-               {"terminationGracePeriodSeconds", 0},
-               {"securityContext",
-                {{"runAsNonRoot", true},
-                 {"runAsUser", 65532},
-                 {"runAsGroup", 65532},
-                 {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
-               {"containers",
-                {{{"name", "sleep"},
-                  {"image", kRunnerImage},
-                  {"imagePullPolicy", "Never"},
-                  {"command", {"sleep", "600"}},
-                  {"securityContext",
-                   {{"allowPrivilegeEscalation", false},
-                    {"readOnlyRootFilesystem", true},
-                    {"capabilities", {{"drop", {"ALL"}}}}}}}}}};
-  spec.update(real_node_placement());
-  return {{"apiVersion", "v1"},
-          {"kind", "Pod"},
-          {"metadata", {{"name", name}, {"labels", labels}}},
-          {"spec", spec}};
 }
 
 bool is_ready(const json& pod) {
@@ -417,8 +381,10 @@ TEST_F(EgressGatewayRealNodeTest, RunnerPodReachesListedHostsThroughTheGatewayPo
   // select) and a control pod under no policy. The cluster's DNS pod is the node's CoreDNS, which
   // the runner's policy selects by the labels the operator is configured with.
   client(kube::resources::pods())
-      ->create(ns_, sleeping_pod("runner", agentenvironment::environment_labels(env)));
-  client(kube::resources::pods())->create(ns_, sleeping_pod("control", {{"role", "control"}}));
+      ->create(ns_, runner_image_pod("runner", agentenvironment::environment_labels(env),
+                                     {"sleep", "600"}));
+  client(kube::resources::pods())
+      ->create(ns_, runner_image_pod("control", {{"role", "control"}}, {"sleep", "600"}));
   const RunningPod runner = wait_running(ns_, "runner");
   const RunningPod control = wait_running(ns_, "control");
   ASSERT_FALSE(runner.netns.empty() || control.netns.empty());

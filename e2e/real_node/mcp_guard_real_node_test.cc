@@ -75,15 +75,6 @@ std::string pod_network_namespace(const std::string& uid) {
   return pids.empty() ? "" : "/proc/" + std::to_string(pids.front()) + "/ns/net";
 }
 
-json real_node_placement() {
-  return {{"nodeSelector", {{localcluster::kRealNodeLabel, "true"}}},
-          {"tolerations",
-           {{{"key", localcluster::kRealNodeTaintKey},
-             {"operator", "Equal"},
-             {"value", "true"},
-             {"effect", "NoSchedule"}}}}};
-}
-
 // server-everything as a user would run it under PodSecurity `restricted`.
 json everything_pod() {
   json spec = {

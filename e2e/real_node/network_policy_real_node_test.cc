@@ -38,44 +38,10 @@ namespace {
 using json = nlohmann::json;
 using std::chrono::seconds;
 
-constexpr const char* kRunnerImage = "localhost/perimeter/perimeter-runner:0.1.0";
 constexpr const char* kMetadataAddress = "169.254.169.254";
 constexpr int kAllowedPort = 8080;
 constexpr int kOtherPort = 8081;
 constexpr int kMetadataPort = 80;
-
-// One TCP connect from inside a pod's network namespace, bounded by `limit`.
-Outcome connect_from(const std::string& netns_path, const std::string& ip, int port,
-                     std::chrono::milliseconds limit = std::chrono::milliseconds(3000)) {
-  Outcome outcome = Outcome::kError;
-  in_netns(netns_path, [&] {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return;
-    const sockaddr_in address = address_of(ip, port);
-    int rc = ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address));
-    if (rc != 0 && errno == EINPROGRESS) {
-      pollfd watch{fd, POLLOUT, 0};
-      rc = ::poll(&watch, 1, static_cast<int>(limit.count()));
-      if (rc == 0) {
-        outcome = Outcome::kTimedOut;
-      } else if (rc > 0) {
-        int error = 0;
-        socklen_t length = sizeof(error);
-        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length);
-        outcome = error == 0              ? Outcome::kConnected
-                  : error == ECONNREFUSED ? Outcome::kRefused
-                  : error == ETIMEDOUT    ? Outcome::kTimedOut
-                                          : Outcome::kError;
-      }
-    } else if (rc == 0) {
-      outcome = Outcome::kConnected;
-    } else if (errno == ECONNREFUSED) {
-      outcome = Outcome::kRefused;
-    }
-    ::close(fd);
-  });
-  return outcome;
-}
 
 // A network namespace of the test's, reached from the node's bridge only: a veth pair
 // (198.18.<r>.1 on the host, 198.18.<r>.2 inside), 198.19.<r>.1 and 169.254.169.254 inside, and
@@ -206,34 +172,7 @@ class NetworkPolicyRealNodeTest : public RealNodeTest {
   // A pod of the runner image that only sleeps, with `labels`, under PodSecurity `restricted`,
   // once it runs.
   RunningPod start_pod(const std::string& name, const json& labels) {
-    json spec = {{"automountServiceAccountToken", false},
-                 {"enableServiceLinks", false},
-                 {"terminationGracePeriodSeconds", 0},
-                 {"nodeSelector", {{localcluster::kRealNodeLabel, "true"}}},
-                 {"tolerations",
-                  {{{"key", localcluster::kRealNodeTaintKey},
-                    {"operator", "Equal"},
-                    {"value", "true"},
-                    {"effect", "NoSchedule"}}}},
-                 {"securityContext",
-                  {{"runAsNonRoot", true},
-                   {"runAsUser", 65532},
-                   {"runAsGroup", 65532},
-                   {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
-                 {"containers",
-                  {{{"name", "sleep"},
-                    {"image", kRunnerImage},
-                    {"imagePullPolicy", "Never"},
-                    {"command", {"sleep", "600"}},
-                    {"securityContext",
-                     {{"allowPrivilegeEscalation", false},
-                      {"readOnlyRootFilesystem", true},
-                      {"capabilities", {{"drop", {"ALL"}}}}}}}}}};
-    client(kube::resources::pods())
-        ->create(ns_, {{"apiVersion", "v1"},
-                       {"kind", "Pod"},
-                       {"metadata", {{"name", name}, {"labels", labels}}},
-                       {"spec", spec}});
+    client(kube::resources::pods())->create(ns_, runner_image_pod(name, labels, {"sleep", "600"}));
     RunningPod running;
     eventually(
         [&] {
@@ -261,7 +200,7 @@ class NetworkPolicyRealNodeTest : public RealNodeTest {
     Outcome outcome = Outcome::kError;
     const auto deadline = std::chrono::steady_clock::now() + seconds(60);
     do {
-      outcome = connect_from(pod.netns, ip, port);
+      outcome = tcp_from(pod.netns, ip, port);
       if ((outcome == Outcome::kConnected) == connects && outcome != Outcome::kError) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     } while (std::chrono::steady_clock::now() < deadline);

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "localcluster/real_node.h"
 #include "process/process.h"
 
 namespace perimeter::e2e {
@@ -178,6 +179,42 @@ std::unique_ptr<kube::ResourceClient> RealNodeTest::client(const kube::ResourceT
 
 nlohmann::json RealNodeTest::list(const kube::ResourceType& type) {
   return client(type)->list(ns_).value("items", nlohmann::json::array());
+}
+
+nlohmann::json real_node_placement() {
+  return {{"nodeSelector", {{localcluster::kRealNodeLabel, "true"}}},
+          {"tolerations",
+           {{{"key", localcluster::kRealNodeTaintKey},
+             {"operator", "Equal"},
+             {"value", "true"},
+             {"effect", "NoSchedule"}}}}};
+}
+
+nlohmann::json runner_image_pod(const std::string& name, const nlohmann::json& labels,
+                                const nlohmann::json& command, const std::string& restart_policy) {
+  nlohmann::json spec = {{"automountServiceAccountToken", false},
+                         {"enableServiceLinks", false},
+                         {"terminationGracePeriodSeconds", 0},
+                         {"restartPolicy", restart_policy},
+                         {"securityContext",
+                          {{"runAsNonRoot", true},
+                           {"runAsUser", 65532},
+                           {"runAsGroup", 65532},
+                           {"seccompProfile", {{"type", "RuntimeDefault"}}}}},
+                         {"containers",
+                          {{{"name", "main"},
+                            {"image", testing::kRunnerImage},
+                            {"imagePullPolicy", "Never"},
+                            {"command", command},
+                            {"securityContext",
+                             {{"allowPrivilegeEscalation", false},
+                              {"readOnlyRootFilesystem", true},
+                              {"capabilities", {{"drop", {"ALL"}}}}}}}}}};
+  spec.update(real_node_placement());
+  return {{"apiVersion", "v1"},
+          {"kind", "Pod"},
+          {"metadata", {{"name", name}, {"labels", labels}}},
+          {"spec", spec}};
 }
 
 }  // namespace perimeter::e2e

@@ -31,6 +31,14 @@ std::string mcp_everything_image_archive();
 // perimeter-egress-gateway and server-everything images imported into the node's containerd.
 testing::LocalClusterOptions real_node_cluster_options();
 
+// What puts a pod on the real node: its label as node selector, its taint tolerated.
+nlohmann::json real_node_placement();
+
+// A pod of the runner image running `command` under PodSecurity `restricted`, on the real node.
+nlohmann::json runner_image_pod(const std::string& name, const nlohmann::json& labels,
+                                const nlohmann::json& command,
+                                const std::string& restart_policy = "Always");
+
 // Waits for `done`, polling every 200 ms; fails the calling test with `what` when it does not
 // happen within `limit` (a generous bound on a shared machine, not a performance assertion).
 bool eventually(const std::function<bool()>& done, std::chrono::seconds limit,
