@@ -124,6 +124,27 @@ void issue_node_client_certificate(const RealNodeOptions& options, const std::st
                         pki::read_private_key_file(options.ca_key), cert_path, key_path);
 }
 
+// A client certificate for `user` from the cluster CA, and a kubeconfig at <dir>/<name>.kubeconfig
+// that presents it: how each of the node's own components (kube-router, kube-proxy) gets an
+// identity of its own rather than the admin's.
+void write_component_kubeconfig(const RealNodeOptions& options, const std::string& user,
+                                const std::string& name) {
+  const std::string pki = options.dir + "/pki";
+  fs::create_directories(pki);
+  issue_from_cluster_ca({.common_name = user, .usage = pki::Usage::kClient},
+                        pki::read_certificate_file(options.ca_cert),
+                        pki::read_private_key_file(options.ca_key), pki + "/" + name + ".crt",
+                        pki + "/" + name + ".key");
+  KubeconfigSpec kubeconfig;
+  kubeconfig.server = options.apiserver_url;
+  kubeconfig.ca_file = options.ca_cert;
+  kubeconfig.client_cert_file = pki + "/" + name + ".crt";
+  kubeconfig.client_key_file = pki + "/" + name + ".key";
+  kubeconfig.context_name = name;
+  kubeconfig.user_name = user;
+  write_kubeconfig(options.dir + "/" + name + ".kubeconfig", kubeconfig);
+}
+
 // The last lines of a log, without the kubelet's echo of every flag it was given (a fast failure
 // would otherwise show only those).
 std::string meaningful_tail(const std::string& log_path) {
@@ -859,20 +880,7 @@ void RealNode::write_network_policies_credentials() {
   // A user of its own with only what kube-router's firewall reads (and its Events), not the
   // admin's.
   const std::string user = "perimeter:network-policies";
-  const std::string pki = options_.dir + "/pki";
-  fs::create_directories(pki);
-  issue_from_cluster_ca({.common_name = user, .usage = pki::Usage::kClient},
-                        pki::read_certificate_file(options_.ca_cert),
-                        pki::read_private_key_file(options_.ca_key), pki + "/network-policies.crt",
-                        pki + "/network-policies.key");
-  KubeconfigSpec kubeconfig;
-  kubeconfig.server = options_.apiserver_url;
-  kubeconfig.ca_file = options_.ca_cert;
-  kubeconfig.client_cert_file = pki + "/network-policies.crt";
-  kubeconfig.client_key_file = pki + "/network-policies.key";
-  kubeconfig.context_name = "network-policies";
-  kubeconfig.user_name = user;
-  write_kubeconfig(options_.dir + "/network-policies.kubeconfig", kubeconfig);
+  write_component_kubeconfig(options_, user, "network-policies");
 
   const auto read_only = nlohmann::json::array({"get", "list", "watch"});
   nlohmann::json role = {{"apiVersion", "rbac.authorization.k8s.io/v1"},
@@ -963,20 +971,7 @@ void RealNode::write_service_proxy_config() {
   // The built-in system:node-proxier role is bound to the user system:kube-proxy: a client
   // certificate with that name is all kube-proxy needs, read-only but for Events.
   const std::string user = "system:kube-proxy";
-  const std::string pki = options_.dir + "/pki";
-  fs::create_directories(pki);
-  issue_from_cluster_ca({.common_name = user, .usage = pki::Usage::kClient},
-                        pki::read_certificate_file(options_.ca_cert),
-                        pki::read_private_key_file(options_.ca_key), pki + "/service-proxy.crt",
-                        pki + "/service-proxy.key");
-  KubeconfigSpec kubeconfig;
-  kubeconfig.server = options_.apiserver_url;
-  kubeconfig.ca_file = options_.ca_cert;
-  kubeconfig.client_cert_file = pki + "/service-proxy.crt";
-  kubeconfig.client_key_file = pki + "/service-proxy.key";
-  kubeconfig.context_name = "service-proxy";
-  kubeconfig.user_name = user;
-  write_kubeconfig(options_.dir + "/service-proxy.kubeconfig", kubeconfig);
+  write_component_kubeconfig(options_, user, "service-proxy");
   // iptables mode, like kube-router's firewall and the kubelet on this node (one backend for all
   // three: docs/development.md "Services on the real node"). Nothing machine-wide is changed:
   // no conntrack table size or timeouts (0 leaves the kernel's), no route_localnet on every
