@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -28,7 +29,8 @@ struct HttpResponse {
   const std::string* header(std::string_view name) const;
 };
 
-// The HTTP boundary of the client: one implementation over cpprestsdk, fakes in unit tests.
+// The HTTP boundary of the client: BeastTransport (CpprestTransport in the simulator's tests),
+// fakes in unit tests.
 // Implementations throw TransportError when no HTTP answer arrived.
 class HttpTransport {
  public:
@@ -40,6 +42,22 @@ class HttpTransport {
   virtual HttpResponse stream(const HttpRequest& request,
                               const std::function<bool(std::string_view chunk)>& on_chunk,
                               const std::atomic<bool>& cancel) = 0;
+};
+
+// One transport under many clients: they share its TLS context (a system CA store is loaded once,
+// not once per client) and its pool of kept-alive connections.
+class SharedHttpTransport final : public HttpTransport {
+ public:
+  explicit SharedHttpTransport(std::shared_ptr<HttpTransport> shared) : shared_(std::move(shared)) {}
+  HttpResponse send(const HttpRequest& request) override { return shared_->send(request); }
+  HttpResponse stream(const HttpRequest& request,
+                      const std::function<bool(std::string_view chunk)>& on_chunk,
+                      const std::atomic<bool>& cancel) override {
+    return shared_->stream(request, on_chunk, cancel);
+  }
+
+ private:
+  std::shared_ptr<HttpTransport> shared_;
 };
 
 // Waiting as an I/O boundary, so retry delays are asserted, not slept, in unit tests.

@@ -1,52 +1,42 @@
 #include "kube/http_transport.h"
 
-#include <cpprest/http_client.h>
-
-#include <boost/asio/ssl.hpp>
+#include <atomic>
 #include <thread>
 
+#include "agentapi/api_error.h"
+#include "agentapi/beast_transport.h"
 #include "kube/api_error.h"
 
 namespace perimeter::kube {
 
-namespace http = web::http;
-namespace client = web::http::client;
-
 namespace {
 
-http::method method_of(const std::string& method) {
-  if (method == "GET") return http::methods::GET;
-  if (method == "POST") return http::methods::POST;
-  if (method == "PUT") return http::methods::PUT;
-  if (method == "PATCH") return http::methods::PATCH;
-  if (method == "DELETE") return http::methods::DEL;
-  return method;
+// The server URL without a trailing slash: request paths start with one.
+std::string base_of(const std::string& server) {
+  std::string base = server;
+  while (!base.empty() && base.back() == '/') base.pop_back();
+  return base;
 }
 
-http::http_request build_request(const HttpRequest& request, const std::string& authorization) {
-  http::http_request out(method_of(request.method));
-  out.set_request_uri(request.path_and_query);
-  out.headers().add("Accept", "application/json");
-  if (!authorization.empty()) out.headers().add("Authorization", authorization);
-  for (const auto& [name, value] : request.headers) {
-    if (name != "Content-Type") out.headers().add(name, value);
-  }
-  if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
-      request.method == "PATCH") {
-    auto content_type = request.headers.count("Content-Type") ? request.headers.at("Content-Type")
-                                                              : std::string("application/json");
-    out.set_body(request.body, content_type);
-  }
-  return out;
+agentapi::BeastTransportOptions wire_options(const Config& config) {
+  agentapi::BeastTransportOptions options;
+  // The cluster's CA alone, as client-go trusts it: no public CA may vouch for the apiserver.
+  // Without one (a kubeconfig with no certificate-authority-data) the system's CAs are trusted.
+  options.ca_pem = config.ca_pem;
+  options.client_cert_pem = config.client_cert_pem;
+  options.client_key_pem = config.client_key_pem;
+  options.verify_peer = !config.insecure_skip_tls_verify;
+  // The apiserver keeps idle connections for 90 s; reusing one spares a TLS handshake.
+  options.idle_reuse = std::chrono::seconds(60);
+  return options;
 }
 
-// Reads a streamed body piece by piece as the server sends it. producer_consumer_buffer's getn
-// waits for the full count, so ask only for what is already there (or one byte to block on).
-class HttpResponseStream final : public ResponseStream {
+// A response read line by line as it arrives, on the reading thread.
+class BeastResponseStream final : public ResponseStream {
  public:
-  HttpResponseStream(http::http_response response, pplx::cancellation_token_source cancel)
-      : response_(std::move(response)), cancel_(std::move(cancel)) {}
-  ~HttpResponseStream() override { cancel(); }
+  BeastResponseStream(std::unique_ptr<agentapi::BeastTransport::Body> body,
+                      std::shared_ptr<std::atomic<bool>> cancelled, std::string context)
+      : body_(std::move(body)), cancelled_(std::move(cancelled)), context_(std::move(context)) {}
 
   std::optional<std::string> read_line() override {
     while (true) {
@@ -58,91 +48,44 @@ class HttpResponseStream final : public ResponseStream {
         return line;
       }
       scanned_ = pending_.size();
-      if (eof_) {
+      if (ended_) {
         if (pending_.empty()) return std::nullopt;
         std::string tail = std::move(pending_);
         pending_.clear();
         scanned_ = 0;
         return tail;
       }
-      fill();
+      try {
+        ended_ = !body_->read_some(&pending_, *cancelled_);
+      } catch (const agentapi::TransportError& e) {
+        throw TransportError(context_ + ": watch stream failed: " + e.what());
+      }
     }
   }
 
-  void cancel() override { cancel_.cancel(); }
+  // From another thread: the read in progress sees the flag within the transport's poll interval.
+  void cancel() override { cancelled_->store(true); }
 
  private:
-  void fill() {
-    auto buffer = response_.body().streambuf();
-    try {
-      const auto available = buffer.in_avail();
-      const size_t want = available > 0 ? std::min<size_t>(available, sizeof(chunk_)) : 1;
-      const size_t got = buffer.getn(reinterpret_cast<uint8_t*>(chunk_), want).get();
-      if (got == 0) {
-        eof_ = true;
-        return;
-      }
-      pending_.append(chunk_, got);
-    } catch (const std::exception& e) {
-      if (cancel_.get_token().is_canceled()) {
-        eof_ = true;
-        return;
-      }
-      throw TransportError(std::string("watch stream failed: ") + e.what());
-    }
-  }
-
-  http::http_response response_;
-  pplx::cancellation_token_source cancel_;
+  std::unique_ptr<agentapi::BeastTransport::Body> body_;
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+  std::string context_;
   std::string pending_;
   size_t scanned_ = 0;
-  bool eof_ = false;
-  char chunk_[64 * 1024];
+  bool ended_ = false;
 };
 
 }  // namespace
-
-void configure_tls(boost::asio::ssl::context& ctx, const std::string& ca_pem,
-                   const std::string& client_cert_pem, const std::string& client_key_pem) {
-  if (!ca_pem.empty()) {
-    // The cluster's CA alone, as client-go trusts it: cpprest has already loaded the system's
-    // CA bundle into this context (set_default_verify_paths), which would let any public CA
-    // vouch for the apiserver, and which costs about half a megabyte per connection (a burst
-    // of claims over many environments opens hundreds: bench/tenants).
-    SSL_CTX_set_cert_store(ctx.native_handle(), X509_STORE_new());
-    ctx.add_certificate_authority(boost::asio::buffer(ca_pem.data(), ca_pem.size()));
-  }
-  if (!client_cert_pem.empty()) {
-    ctx.use_certificate_chain(boost::asio::buffer(client_cert_pem.data(), client_cert_pem.size()));
-    ctx.use_private_key(boost::asio::buffer(client_key_pem.data(), client_key_pem.size()),
-                        boost::asio::ssl::context::pem);
-  }
-}
 
 HttpTransport::HttpTransport(Config config, Clock& clock)
     : config_(std::move(config)), clock_(clock), rate_limit_(config_.qps, config_.burst, clock) {
   if (config_.server.rfind("https://", 0) != 0 && config_.server.rfind("http://", 0) != 0)
     throw ConfigError("API server URL must start with https:// or http://: '" + config_.server +
                       "'");
+  wire_ = std::make_unique<agentapi::BeastTransport>(wire_options(config_));
 }
 
 HttpTransport::~HttpTransport() = default;
-
-client::http_client& HttpTransport::client_for(std::chrono::milliseconds timeout) {
-  std::lock_guard lock(mutex_);
-  auto& slot = clients_[timeout];
-  if (slot) return *slot;
-  client::http_client_config cfg;
-  cfg.set_timeout(std::chrono::duration_cast<std::chrono::microseconds>(timeout));
-  cfg.set_validate_certificates(!config_.insecure_skip_tls_verify);
-  const std::string ca = config_.ca_pem;
-  const std::string cert = config_.client_cert_pem;
-  const std::string key = config_.client_key_pem;
-  cfg.set_ssl_context_callback(
-      [ca, cert, key](boost::asio::ssl::context& ctx) { configure_tls(ctx, ca, cert, key); });
-  slot = std::make_unique<client::http_client>(config_.server, cfg);
-  return *slot;
-}
 
 std::string HttpTransport::authorization() {
   if (!config_.bearer_token_file.empty()) {
@@ -167,44 +110,68 @@ void HttpTransport::wait_for_rate_limit() {
   if (delay > Clock::Duration::zero()) std::this_thread::sleep_for(delay);
 }
 
+agentapi::HttpRequest HttpTransport::wire_request(const HttpRequest& request) {
+  agentapi::HttpRequest out;
+  out.method = request.method;
+  out.url = base_of(config_.server) + request.path_and_query;
+  out.timeout = request.timeout.count() > 0 ? request.timeout : config_.request_timeout;
+  out.headers.emplace_back("Accept", "application/json");
+  if (const std::string bearer = authorization(); !bearer.empty()) {
+    out.headers.emplace_back("Authorization", bearer);
+  }
+  bool has_content_type = false;
+  for (const auto& [name, value] : request.headers) {
+    out.headers.emplace_back(name, value);
+    has_content_type = has_content_type || name == "Content-Type";
+  }
+  // Writes say what they send even when the body is empty, as the apiserver expects.
+  const bool write =
+      request.method == "POST" || request.method == "PUT" || request.method == "PATCH";
+  if (!has_content_type && (write || !request.body.empty())) {
+    out.headers.emplace_back("Content-Type", "application/json");
+  }
+  out.body = request.body;
+  return out;
+}
+
 HttpResponse HttpTransport::send(const HttpRequest& request) {
   wait_for_rate_limit();
-  const auto timeout = request.timeout.count() > 0 ? request.timeout : config_.request_timeout;
-  auto& http_client = client_for(timeout);
   try {
-    auto response = http_client.request(build_request(request, authorization())).get();
+    agentapi::HttpResponse answer = wire_->send(wire_request(request));
     HttpResponse out;
-    out.status = response.status_code();
-    out.content_type = response.headers().content_type();
-    out.body = response.extract_utf8string(/*ignore_content_type=*/true).get();
+    out.status = answer.status;
+    if (const std::string* type = answer.header("content-type")) out.content_type = *type;
+    out.body = std::move(answer.body);
     return out;
-  } catch (const http::http_exception& e) {
+  } catch (const agentapi::TransportError& e) {
     throw TransportError(request.method + " " + request.path_and_query + " to " + config_.server +
                          " failed: " + e.what());
-  } catch (const pplx::task_canceled&) {
-    throw TransportError(request.method + " " + request.path_and_query + " was canceled");
   }
 }
 
 std::unique_ptr<ResponseStream> HttpTransport::open_stream(const HttpRequest& request) {
   wait_for_rate_limit();
-  const auto timeout = request.timeout.count() > 0 ? request.timeout : config_.request_timeout;
-  auto& http_client = client_for(timeout);
-  pplx::cancellation_token_source cancel;
+  const std::string context = request.method + " " + request.path_and_query;
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  std::unique_ptr<agentapi::BeastTransport::Body> body;
   try {
-    auto response =
-        http_client.request(build_request(request, authorization()), cancel.get_token()).get();
-    if (response.status_code() < 200 || response.status_code() >= 300) {
-      const int status = response.status_code();
-      std::string body = response.extract_utf8string(true).get();
-      throw ApiError::from_response(status, std::move(body),
-                                    request.method + " " + request.path_and_query);
-    }
-    return std::make_unique<HttpResponseStream>(std::move(response), std::move(cancel));
-  } catch (const http::http_exception& e) {
-    throw TransportError(request.method + " " + request.path_and_query + " to " + config_.server +
-                         " failed: " + e.what());
+    body = wire_->open(wire_request(request), *cancelled);
+  } catch (const agentapi::TransportError& e) {
+    throw TransportError(context + " to " + config_.server + " failed: " + e.what());
   }
+  if (!body) throw TransportError(context + " was cancelled before its answer");
+  const int status = body->head().status;
+  if (status < 200 || status >= 300) {
+    std::string error_body;
+    try {
+      while (body->read_some(&error_body, *cancelled)) {
+      }
+    } catch (const agentapi::TransportError&) {
+      // The status is the answer; a body cut short is kept as far as it came.
+    }
+    throw ApiError::from_response(status, std::move(error_body), context);
+  }
+  return std::make_unique<BeastResponseStream>(std::move(body), std::move(cancelled), context);
 }
 
 }  // namespace perimeter::kube

@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -12,24 +11,19 @@
 #include "kube/config.h"
 #include "kube/transport.h"
 
-namespace web::http::client {
-class http_client;
-}
-namespace boost::asio::ssl {
-class context;
+namespace perimeter::agentapi {
+class BeastTransport;
+struct HttpRequest;
 }
 
 namespace perimeter::kube {
 
-// Sets up a TLS context for the apiserver: with `ca_pem`, that CA is the only one trusted (the
-// defaults the HTTP library loaded are dropped); with a client certificate, it is presented.
-void configure_tls(boost::asio::ssl::context& ctx, const std::string& ca_pem,
-                   const std::string& client_cert_pem, const std::string& client_key_pem);
-
-// The real Transport: cpprestsdk over OpenSSL. One http_client (and so one connection pool) per
-// timeout in use, reused across requests; client certificates and the CA go in through the SSL
-// context callback; every request, watches included, first takes a token from the client-side
-// QPS/burst bucket.
+// The real Transport: Boost.Beast over OpenSSL (agentapi::BeastTransport), every request and every
+// read of a watch on the calling thread, so a request costs no hand-off between threads (cpprest's
+// pool made that most of the operator's CPU per claim: docs/operator.md). Kept-alive connections
+// are reused across requests; only the cluster's CA is trusted when the config names one; the
+// client certificate is presented; every request, watches included, first takes a token from the
+// client-side QPS/burst bucket.
 class HttpTransport final : public Transport {
  public:
   explicit HttpTransport(Config config, Clock& clock = SystemClock::instance());
@@ -43,15 +37,16 @@ class HttpTransport final : public Transport {
   const Config& config() const { return config_; }
 
  private:
-  web::http::client::http_client& client_for(std::chrono::milliseconds timeout);
   std::string authorization();
   void wait_for_rate_limit();
+  // The request as sent: the server's URL, the credentials and the content type added.
+  agentapi::HttpRequest wire_request(const HttpRequest& request);
 
   Config config_;
   Clock& clock_;
   TokenBucket rate_limit_;
   std::mutex mutex_;
-  std::map<std::chrono::milliseconds, std::unique_ptr<web::http::client::http_client>> clients_;
+  std::unique_ptr<agentapi::BeastTransport> wire_;
   // The token file is re-read when its modification time changes.
   std::string cached_token_;
   std::filesystem::file_time_type cached_token_mtime_{};

@@ -124,7 +124,7 @@ int run(const Options& options) {
   runtime::RuntimeMetrics runtime_metrics(*registry);
   ae::OperatorMetrics metrics(*registry);
   ae::PrometheusApiMetrics api_metrics(*registry);
-  ae::CpprestAgentApiFactory api_factory(api_metrics, logger.child("agentapi"));
+  ae::AgentApiClientFactory api_factory(api_metrics, logger.child("agentapi"));
 
   Clients clients(transport, client_metrics);
   Options effective = options;

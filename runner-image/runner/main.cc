@@ -8,11 +8,11 @@
 #include <thread>
 
 #include "agentapi/agent_api_client.h"
+#include "agentapi/beast_transport.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "core/shutdown_signal.h"
 #include "runner/audit_log.h"
-#include "runner/beast_transport.h"
 #include "runner/item_flow.h"
 #include "runner/process_hardening.h"
 #include "runner/runner_config.h"
@@ -88,7 +88,7 @@ int main() {
   client_config.credential = config.credential;
   agentapi::RealSleeper api_sleeper;
   agentapi::AgentApiClient api(
-      client_config, std::make_unique<runner::BeastTransport>(config.proxies),
+      client_config, std::make_unique<agentapi::BeastTransport>(config.proxies),
       SystemRandom::instance(), api_sleeper, nullptr, logger.child("agentapi"));
 
   runner::RunnerMetrics metrics;

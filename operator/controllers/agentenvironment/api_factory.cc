@@ -1,6 +1,6 @@
 #include "controllers/agentenvironment/api_factory.h"
 
-#include "agentapi/cpprest_transport.h"
+#include "agentapi/beast_transport.h"
 
 namespace perimeter::agentenvironment {
 
@@ -44,15 +44,20 @@ void PrometheusApiMetrics::on_protocol_error(std::string_view operation) {
   protocol_errors_.Add({{"operation", std::string(operation)}}).Increment();
 }
 
-std::unique_ptr<agentapi::AgentApi> CpprestAgentApiFactory::make(const std::string& base_url,
-                                                                 const std::string& environment_id,
-                                                                 const std::string& credential) {
+AgentApiClientFactory::AgentApiClientFactory(agentapi::ApiMetrics& metrics, Logger logger)
+    : metrics_(metrics),
+      logger_(std::move(logger)),
+      transport_(std::make_shared<agentapi::BeastTransport>()) {}
+
+std::unique_ptr<agentapi::AgentApi> AgentApiClientFactory::make(const std::string& base_url,
+                                                                const std::string& environment_id,
+                                                                const std::string& credential) {
   agentapi::ClientConfig config;
   config.base_url = base_url;
   config.environment_id = environment_id;
   config.credential = credential;
   return std::make_unique<agentapi::AgentApiClient>(
-      std::move(config), std::make_unique<agentapi::CpprestTransport>(), SystemRandom::instance(),
+      std::move(config), std::make_unique<agentapi::SharedHttpTransport>(transport_), SystemRandom::instance(),
       sleeper_, &metrics_, logger_);
 }
 

@@ -27,11 +27,12 @@ class PrometheusApiMetrics final : public agentapi::ApiMetrics {
   prometheus::Family<prometheus::Counter>& protocol_errors_;
 };
 
-// Real clients over cpprestsdk, with the official SDK's retries.
-class CpprestAgentApiFactory final : public AgentApiFactory {
+// Real clients, with the official SDK's retries, all over one BeastTransport: its I/O runs on the
+// poll threads themselves, and every environment shares its TLS context and kept-alive
+// connections.
+class AgentApiClientFactory final : public AgentApiFactory {
  public:
-  CpprestAgentApiFactory(agentapi::ApiMetrics& metrics, Logger logger)
-      : metrics_(metrics), logger_(std::move(logger)) {}
+  AgentApiClientFactory(agentapi::ApiMetrics& metrics, Logger logger);
   std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url,
                                            const std::string& environment_id,
                                            const std::string& credential) override;
@@ -40,6 +41,7 @@ class CpprestAgentApiFactory final : public AgentApiFactory {
   agentapi::ApiMetrics& metrics_;
   Logger logger_;
   agentapi::RealSleeper sleeper_;
+  std::shared_ptr<agentapi::HttpTransport> transport_;
 };
 
 }  // namespace perimeter::agentenvironment

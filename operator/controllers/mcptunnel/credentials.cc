@@ -1,6 +1,6 @@
 #include "controllers/mcptunnel/credentials.h"
 
-#include "agentapi/cpprest_transport.h"
+#include "agentapi/beast_transport.h"
 #include "core/clock.h"
 #include "core/random.h"
 #include "tunnelsapi/tunnels_api_client.h"
@@ -43,7 +43,8 @@ WorkloadIdentityApiFactory::WorkloadIdentityApiFactory(WorkloadIdentitySettings 
     : settings_(std::move(settings)),
       tokens_(tokens),
       metrics_(metrics),
-      logger_(std::move(logger)) {}
+      logger_(std::move(logger)),
+      transport_(std::make_shared<agentapi::BeastTransport>()) {}
 
 tunnelsapi::AccessTokenSource& WorkloadIdentityApiFactory::source_for(const McpTunnel& tunnel) {
   if (!settings_.identity) {
@@ -73,7 +74,7 @@ tunnelsapi::AccessTokenSource& WorkloadIdentityApiFactory::source_for(const McpT
       return tokens_.request(identity, audience, lifetime);
     };
     source = std::make_unique<tunnelsapi::WorkloadIdentityTokenSource>(
-        std::move(config), std::make_unique<agentapi::CpprestTransport>(),
+        std::move(config), std::make_unique<agentapi::SharedHttpTransport>(transport_),
         SystemClock::instance(), SystemRandom::instance(), sleeper_, &metrics_,
         logger_.child("wif"));
   }
@@ -87,7 +88,7 @@ std::unique_ptr<tunnelsapi::TunnelsApi> WorkloadIdentityApiFactory::make(const M
   config.workspace_id = tunnel.workload_identity.workspace_id;
   config.user_agent = settings_.user_agent;
   return std::make_unique<tunnelsapi::TunnelsApiClient>(
-      std::move(config), source, std::make_unique<agentapi::CpprestTransport>(),
+      std::move(config), source, std::make_unique<agentapi::SharedHttpTransport>(transport_),
       SystemRandom::instance(), sleeper_, &metrics_, logger_.child("tunnelsapi"));
 }
 

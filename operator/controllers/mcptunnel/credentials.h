@@ -73,7 +73,8 @@ struct WorkloadIdentitySettings {
   std::string user_agent = "perimeter/0.1.0";
 };
 
-// Real clients over cpprestsdk. McpTunnels with the same credential (API, rule, organization,
+// Real clients, all over one BeastTransport (one TLS context, one pool of kept-alive
+// connections). McpTunnels with the same credential (API, rule, organization,
 // service account, workspace, audience) share one token source, so they share one access token
 // and one exchange per refresh.
 class WorkloadIdentityApiFactory final : public TunnelsApiFactory {
@@ -91,6 +92,7 @@ class WorkloadIdentityApiFactory final : public TunnelsApiFactory {
   agentapi::ApiMetrics& metrics_;
   Logger logger_;
   agentapi::RealSleeper sleeper_;
+  std::shared_ptr<agentapi::HttpTransport> transport_;
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<tunnelsapi::AccessTokenSource>> sources_;  // guarded by mutex_
 };

@@ -142,7 +142,7 @@ class OverlappingClaimsTest : public ::testing::Test {
   prometheus::Registry registry_;
   kube::ClientMetrics client_metrics_{registry_};
   PrometheusApiMetrics api_metrics_{registry_};
-  CpprestAgentApiFactory factory_{api_metrics_,
+  AgentApiClientFactory factory_{api_metrics_,
                                   Logger("api", StderrSink::instance(), LogLevel::kWarn)};
   EmptyCensus census_;
   OperatorMetrics metrics_{registry_};

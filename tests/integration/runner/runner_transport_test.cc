@@ -31,7 +31,7 @@
 #include <utility>
 #include <vector>
 
-#include "runner/beast_transport.h"
+#include "agentapi/beast_transport.h"
 
 // clang-format off: after <utility>, as Boost.Asio's headers use std::exchange without it.
 #include <boost/asio/ip/tcp.hpp>
@@ -50,6 +50,8 @@
 namespace perimeter::runner {
 namespace {
 
+using agentapi::BeastTransport;
+using agentapi::BeastTransportOptions;
 using agentapi::HttpRequest;
 using agentapi::TransportError;
 using namespace std::chrono_literals;
@@ -412,13 +414,19 @@ Certificate make_certificate(const std::string& dir, const std::string& name,
 }
 
 // One TLS connection served with `certificate`: a request read, a fixed answer written.
+// With `client_ca`, the handshake demands a client certificate that CA issued.
 class TlsServer {
  public:
-  explicit TlsServer(const Certificate& certificate)
+  explicit TlsServer(const Certificate& certificate, const Certificate* client_ca = nullptr)
       : context_(boost::asio::ssl::context::tls_server),
         acceptor_(io_, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
     context_.use_certificate_chain_file(certificate.cert_path);
     context_.use_private_key_file(certificate.key_path, boost::asio::ssl::context::pem);
+    if (client_ca != nullptr) {
+      context_.load_verify_file(client_ca->cert_path);
+      context_.set_verify_mode(boost::asio::ssl::verify_peer |
+                               boost::asio::ssl::verify_fail_if_no_peer_cert);
+    }
     thread_ = std::thread([this] {
       boost::system::error_code ec;
       boost::asio::ssl::stream<boost::asio::ip::tcp::socket> stream(io_, context_);
@@ -504,6 +512,53 @@ TEST_F(BeastTransportTls, AnUntrustedCertificateIsRefused) {
   TlsServer server(stranger);
   BeastTransport transport;
   EXPECT_THROW(transport.send(request("GET", server.url("127.0.0.1"))), TransportError);
+}
+
+std::string pem_of(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(BeastTransportTls, ACaGivenInTheOptionsIsTheOnlyOneTrusted) {
+  {
+    TlsServer server(right);
+    BeastTransportOptions options;
+    options.ca_pem = pem_of(right.cert_path);
+    BeastTransport transport(options);
+    EXPECT_EQ(transport.send(request("GET", server.url("127.0.0.1"))).body, "secure");
+  }
+  // The system store (SSL_CERT_FILE) trusts `right`, the options only `wrong_name`: refused.
+  TlsServer server(right);
+  BeastTransportOptions options;
+  options.ca_pem = pem_of(wrong_name.cert_path);
+  BeastTransport transport(options);
+  EXPECT_THROW(transport.send(request("GET", server.url("127.0.0.1"))), TransportError);
+}
+
+TEST_F(BeastTransportTls, AClientCertificateIsPresentedWhenGiven) {
+  const Certificate client = make_certificate(dir.path(), "client", "DNS:operator.test");
+  {
+    TlsServer server(right, &client);
+    BeastTransport without;
+    EXPECT_THROW(without.send(request("GET", server.url("127.0.0.1"))), TransportError)
+        << "the server demands a client certificate";
+  }
+  TlsServer server(right, &client);
+  BeastTransportOptions options;
+  options.client_cert_pem = pem_of(client.cert_path);
+  options.client_key_pem = pem_of(client.key_path);
+  BeastTransport transport(options);
+  EXPECT_EQ(transport.send(request("GET", server.url("127.0.0.1"))).body, "secure");
+}
+
+TEST_F(BeastTransportTls, WithVerificationOffAnyCertificateIsAccepted) {
+  // A kubeconfig's insecure-skip-tls-verify: an untrusted certificate for another name.
+  const Certificate stranger = make_certificate(dir.path(), "stranger", "DNS:elsewhere.test");
+  TlsServer server(stranger);
+  BeastTransportOptions options;
+  options.verify_peer = false;
+  BeastTransport transport(options);
+  EXPECT_EQ(transport.send(request("GET", server.url("127.0.0.1"))).body, "secure");
 }
 
 // --- Through a proxy -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-#include "runner/beast_transport.h"
+#include "agentapi/beast_transport.h"
 
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -21,14 +21,11 @@
 
 #include "agentapi/api_error.h"
 
-namespace perimeter::runner {
+namespace perimeter::agentapi {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-using agentapi::HttpRequest;
-using agentapi::HttpResponse;
-using agentapi::TransportError;
 using tcp = asio::ip::tcp;
 
 namespace {
@@ -259,15 +256,38 @@ void open_tunnel(BeastTransport::Connection& connection, const BeastTransport::O
 
 }  // namespace
 
-BeastTransport::BeastTransport(ProxyEnvironment proxies) : proxies_(std::move(proxies)) {}
+namespace {
+BeastTransportOptions through(ProxyEnvironment proxies) {
+  BeastTransportOptions options;
+  options.proxies = std::move(proxies);
+  return options;
+}
+}  // namespace
+
+BeastTransport::BeastTransport(ProxyEnvironment proxies)
+    : BeastTransport(through(std::move(proxies))) {}
+BeastTransport::BeastTransport(BeastTransportOptions options) : options_(std::move(options)) {}
 BeastTransport::~BeastTransport() = default;
 
 asio::ssl::context& BeastTransport::tls_context() {
   std::lock_guard lock(mutex_);
   if (!tls_) {
     auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
-    context->set_default_verify_paths();
-    context->set_verify_mode(asio::ssl::verify_peer);
+    if (options_.ca_pem.empty()) {
+      context->set_default_verify_paths();
+    } else {
+      context->add_certificate_authority(
+          asio::buffer(options_.ca_pem.data(), options_.ca_pem.size()));
+    }
+    if (!options_.client_cert_pem.empty()) {
+      context->use_certificate_chain(
+          asio::buffer(options_.client_cert_pem.data(), options_.client_cert_pem.size()));
+      context->use_private_key(
+          asio::buffer(options_.client_key_pem.data(), options_.client_key_pem.size()),
+          asio::ssl::context::pem);
+    }
+    context->set_verify_mode(options_.verify_peer ? asio::ssl::verify_peer
+                                                  : asio::ssl::verify_none);
     tls_ = std::move(context);
   }
   return *tls_;
@@ -293,11 +313,16 @@ std::unique_ptr<BeastTransport::Connection> BeastTransport::connect(
   if (origin.tls) {
     connection->secure.emplace(connection->io, tls_context());
     SSL* ssl = connection->secure->native_handle();
-    // SNI and the name the certificate must carry.
-    if (SSL_set_tlsext_host_name(ssl, origin.host.c_str()) != 1) {
+    // SNI names a host, never an address (RFC 6066 3); the certificate is checked against
+    // either.
+    beast::error_code not_an_address;
+    asio::ip::make_address(origin.host, not_an_address);
+    if (not_an_address && SSL_set_tlsext_host_name(ssl, origin.host.c_str()) != 1) {
       throw TransportError("cannot set the TLS server name " + origin.host);
     }
-    connection->secure->set_verify_callback(asio::ssl::host_name_verification(origin.host));
+    if (options_.verify_peer) {
+      connection->secure->set_verify_callback(asio::ssl::host_name_verification(origin.host));
+    }
   } else {
     connection->plain.emplace(connection->io);
   }
@@ -323,16 +348,23 @@ std::unique_ptr<BeastTransport::Connection> BeastTransport::take_idle(const Orig
   {
     std::lock_guard lock(mutex_);
     const auto now = std::chrono::steady_clock::now();
+    // Expired ones go. Of the origin's, the most recently used is taken (the likeliest still
+    // open; the others age out), unless the server has closed it. Only the candidate is asked (a
+    // poll each), not every idle connection of a shared pool.
     for (auto it = idle_.begin(); it != idle_.end();) {
-      if (now - (*it)->idle_since > kIdleReuse || (*it)->closed_by_peer()) {
+      if (now - (*it)->idle_since > options_.idle_reuse) {
         stale.push_back(std::move(*it));
-        it = idle_.erase(it);
-      } else if (!found && (*it)->origin == origin.key()) {
-        found = std::move(*it);
         it = idle_.erase(it);
       } else {
         ++it;
       }
+    }
+    for (auto it = idle_.end(); it != idle_.begin() && !found;) {
+      --it;
+      if ((*it)->origin != origin.key()) continue;
+      if (!(*it)->closed_by_peer()) found = std::move(*it);
+      if (!found) stale.push_back(std::move(*it));
+      it = idle_.erase(it);
     }
   }
   return found;
@@ -346,7 +378,7 @@ void BeastTransport::keep_idle(std::unique_ptr<Connection> connection) {
 
 BeastTransport::Origin BeastTransport::route(const std::string& url) const {
   Origin origin = parse_url(url);
-  origin.proxy = proxies_.proxy_for(origin.tls, origin.host, origin.port);
+  origin.proxy = options_.proxies.proxy_for(origin.tls, origin.host, origin.port);
   return origin;
 }
 
@@ -366,66 +398,119 @@ HttpResponse BeastTransport::send(const HttpRequest& request) {
   return std::move(*done.response);
 }
 
-HttpResponse BeastTransport::stream(const HttpRequest& request,
-                                    const std::function<bool(std::string_view)>& on_chunk,
-                                    const std::atomic<bool>& cancel) {
+struct BeastTransport::Body::Parser {
+  http::response_parser<http::buffer_body> parser;
+  // A read that brought data and then broke: the data is handed over first, the error next.
+  beast::error_code deferred;
+  // What broke the body, for a stream's truncation reason.
+  std::string failure;
+};
+
+BeastTransport::Body::Body(std::unique_ptr<Connection> connection, HttpRequest request)
+    : connection_(std::move(connection)),
+      parser_(std::make_unique<Parser>()),
+      request_(std::move(request)) {
+  parser_->parser.header_limit(kHeaderLimit);
+  parser_->parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+}
+
+BeastTransport::Body::~Body() = default;
+
+bool BeastTransport::Body::read_some(std::string* out, const std::atomic<bool>& cancel) {
+  auto& parser = parser_->parser;
+  if (parser_->deferred) {
+    parser_->failure = parser_->deferred.message();
+    throw TransportError(describe(request_, parser_->deferred));
+  }
+  std::array<char, kReadChunk> chunk{};
+  while (!parser.is_done()) {
+    if (cancel.load()) return false;
+    parser.get().body().data = chunk.data();
+    parser.get().body().size = chunk.size();
+    // Between reads the request's timeout is an idle timeout.
+    connection_->lowest().expires_after(request_.timeout);
+    beast::error_code ec = connection_->with_stream([&](auto& stream) {
+      return connection_->run(
+          [&](auto handler) {
+            http::async_read_some(stream, connection_->buffer, parser, handler);
+          },
+          &cancel);
+    });
+    if (ec == http::error::need_buffer) ec = {};
+    const std::size_t got = chunk.size() - parser.get().body().size;
+    out->append(chunk.data(), got);
+    if (ec) {
+      if (cancel.load()) return false;
+      if (got > 0) {
+        parser_->deferred = ec;
+        return true;
+      }
+      parser_->failure = ec.message();
+      throw TransportError(describe(request_, ec));
+    }
+    if (got > 0) return true;
+  }
+  return false;
+}
+
+std::unique_ptr<BeastTransport::Body> BeastTransport::open(const HttpRequest& request,
+                                                           const std::atomic<bool>& cancel) {
   const Origin origin = route(request.url);
   const http::request<http::string_body> message = build(request, origin);
-  std::unique_ptr<Connection> connection = connect(origin, request.timeout);
-  connection->lowest().expires_after(request.timeout);
-  beast::error_code ec = connection->with_stream([&](auto& stream) {
-    return connection->run([&](auto handler) { http::async_write(stream, message, handler); },
-                           &cancel);
+  std::unique_ptr<Body> body(new Body(connect(origin, request.timeout), request));
+  Connection& connection = *body->connection_;
+  connection.lowest().expires_after(request.timeout);
+  beast::error_code ec = connection.with_stream([&](auto& stream) {
+    return connection.run([&](auto handler) { http::async_write(stream, message, handler); },
+                          &cancel);
   });
-  http::response_parser<http::buffer_body> parser;
-  parser.header_limit(kHeaderLimit);
-  parser.body_limit(std::numeric_limits<std::uint64_t>::max());
   if (!ec) {
-    ec = connection->with_stream([&](auto& stream) {
-      return connection->run(
+    ec = connection.with_stream([&](auto& stream) {
+      return connection.run(
           [&](auto handler) {
-            http::async_read_header(stream, connection->buffer, parser, handler);
+            http::async_read_header(stream, connection.buffer, body->parser_->parser, handler);
           },
           &cancel);
     });
   }
   if (ec) {
-    if (cancel.load()) return HttpResponse{200, {}, {}, false, {}};
+    if (cancel.load()) return nullptr;
     throw TransportError(describe(request, ec));
   }
-  HttpResponse out;
-  copy_head(parser.get().base(), &out);
+  copy_head(body->parser_->parser.get().base(), &body->head_);
+  return body;
+}
+
+HttpResponse BeastTransport::stream(const HttpRequest& request,
+                                    const std::function<bool(std::string_view)>& on_chunk,
+                                    const std::atomic<bool>& cancel) {
+  std::unique_ptr<Body> body = open(request, cancel);
+  if (!body) return HttpResponse{200, {}, {}, false, {}};
+  HttpResponse out = body->head();
   const bool success = out.status >= 200 && out.status < 300;
-  std::array<char, kReadChunk> chunk{};
-  while (!parser.is_done() && !cancel.load()) {
-    parser.get().body().data = chunk.data();
-    parser.get().body().size = chunk.size();
-    // Between chunks the request's timeout is an idle timeout.
-    connection->lowest().expires_after(request.timeout);
-    ec = connection->with_stream([&](auto& stream) {
-      return connection->run(
-          [&](auto handler) { http::async_read_some(stream, connection->buffer, parser, handler); },
-          &cancel);
-    });
-    if (ec == http::error::need_buffer) ec = {};
-    const std::size_t got = chunk.size() - parser.get().body().size;
-    if (got > 0) {
-      if (success) {
-        if (!on_chunk(std::string_view(chunk.data(), got))) break;
-      } else {
-        out.body.append(chunk.data(), got);
-      }
-    }
-    if (ec) {
-      if (cancel.load()) break;
+  std::string chunk;
+  while (true) {
+    chunk.clear();
+    bool more = false;
+    try {
+      more = body->read_some(&chunk, cancel);
+    } catch (const TransportError&) {
       // The head arrived, then the connection broke: the caller resumes from its last event.
-      if (!success) throw TransportError(describe(request, ec));
+      if (!success) throw;
       out.truncated = true;
-      out.truncation_reason = ec.message();
+      out.truncation_reason = body->parser_->failure;
       break;
     }
+    if (!chunk.empty()) {
+      if (success) {
+        if (!on_chunk(chunk)) break;
+      } else {
+        out.body += chunk;
+      }
+    }
+    if (!more) break;
   }
   return out;
 }
 
-}  // namespace perimeter::runner
+}  // namespace perimeter::agentapi
