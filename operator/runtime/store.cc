@@ -109,6 +109,14 @@ std::vector<ObjectPtr> Store::by_index(const std::string& index, const std::stri
   return out;
 }
 
+size_t Store::count_by_index(const std::string& index, const std::string& value) const {
+  std::shared_lock lock(mutex_);
+  auto by_name = indexes_.find(index);
+  if (by_name == indexes_.end()) return 0;
+  auto keys = by_name->second.find(value);
+  return keys == by_name->second.end() ? 0 : keys->second.size();
+}
+
 std::vector<std::string> Store::keys() const {
   std::shared_lock lock(mutex_);
   std::vector<std::string> out;

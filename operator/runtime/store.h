@@ -34,6 +34,8 @@ class Store {
   ObjectPtr get(const std::string& key) const;
   std::vector<ObjectPtr> list() const;
   std::vector<ObjectPtr> by_index(const std::string& index, const std::string& value) const;
+  // How many objects `by_index` would return, without copying them.
+  size_t count_by_index(const std::string& index, const std::string& value) const;
   std::vector<std::string> keys() const;
   size_t size() const;
 

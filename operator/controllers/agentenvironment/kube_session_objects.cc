@@ -302,20 +302,23 @@ StoreRunnerPodCensus::StoreRunnerPodCensus(runtime::Store& pods) : pods_(pods) {
   });
 }
 
-PodCensus StoreRunnerPodCensus::census(const std::string& ns, const std::string& environment_name) {
+std::size_t StoreRunnerPodCensus::unfinished(const std::string& ns,
+                                             const std::string& environment_name) {
+  return pods_.count_by_index(kUnfinishedIndex, ns + "/" + label_value_for(environment_name));
+}
+
+std::map<std::string, std::string> StoreRunnerPodCensus::gated(
+    const std::string& ns, const std::string& environment_name) {
   static const std::string kName = "name", kAnnotations = "annotations", kWorkId{kAnnotationWorkId};
-  PodCensus census;
-  const std::string value = ns + "/" + label_value_for(environment_name);
-  for (const auto& pod : pods_.by_index(kUnfinishedIndex, value)) {
-    census.unfinished.insert(cached_string((*pod)["metadata"], kName));
-  }
-  for (const auto& pod : pods_.by_index(kGatedIndex, value)) {
+  std::map<std::string, std::string> gated;
+  for (const auto& pod :
+       pods_.by_index(kGatedIndex, ns + "/" + label_value_for(environment_name))) {
     const auto& metadata = (*pod)["metadata"];
     const auto annotations = metadata.find(kAnnotations);
-    census.gated[cached_string(metadata, kName)] =
+    gated[cached_string(metadata, kName)] =
         annotations == metadata.end() ? std::string() : cached_string(*annotations, kWorkId);
   }
-  return census;
+  return gated;
 }
 
 bool StoreRunnerPodCensus::cached(const std::string& ns, const std::string& name) {

@@ -28,7 +28,9 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
 class StoreRunnerPodCensus final : public RunnerPodCensus {
  public:
   explicit StoreRunnerPodCensus(runtime::Store& pods);
-  PodCensus census(const std::string& ns, const std::string& environment_name) override;
+  std::size_t unfinished(const std::string& ns, const std::string& environment_name) override;
+  std::map<std::string, std::string> gated(const std::string& ns,
+                                           const std::string& environment_name) override;
   bool cached(const std::string& ns, const std::string& name) override;
 
  private:

@@ -1,6 +1,7 @@
 #include "controllers/agentenvironment/session_poller.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "agentapi/agent_api_client.h"
@@ -172,7 +173,7 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
   for (const auto& pod : recent) {
     if (deps_.census.cached(ns, pod)) seen.insert(pod);
   }
-  const PodCensus census = deps_.census.census(ns, name);
+  const std::size_t unfinished = deps_.census.unfinished(ns, name);
   lock.lock();
   const auto now = deps_.clock.now();
   for (auto it = recently_created_.begin(); it != recently_created_.end();) {
@@ -180,11 +181,10 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
              ? recently_created_.erase(it)
              : std::next(it);
   }
-  const auto in_use =
-      static_cast<int>(census.unfinished.size() + recently_created_.size()) + reserved_;
+  const auto in_use = static_cast<int>(unfinished + recently_created_.size()) + reserved_;
   const bool at_capacity = in_use >= settings_.environment.max_concurrent_sessions;
   deps_.metrics.active_sessions.Add({{"environment", label()}})
-      .Set(static_cast<double>(census.unfinished.size() + recently_created_.size()));
+      .Set(static_cast<double>(unfinished + recently_created_.size()));
   if (at_capacity) return std::nullopt;
   ++reserved_;
   return SlotReservation(this);
@@ -343,7 +343,7 @@ int SessionPoller::release_acknowledged_pods() {
     name = settings_.environment.name;
   }
   int released = 0;
-  for (const auto& [pod_name, work_id] : deps_.census.census(ns, name).gated) {
+  for (const auto& [pod_name, work_id] : deps_.census.gated(ns, name)) {
     std::string state;
     try {
       state = api()->retrieve_work(work_id).state;

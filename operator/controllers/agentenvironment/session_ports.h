@@ -3,7 +3,6 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -60,16 +59,15 @@ class SessionObjectWriter {
 };
 
 // What the cluster says about an environment's runner pods (from the informer cache).
-struct PodCensus {
-  std::set<std::string> unfinished;  // names of pods not yet Succeeded or Failed
-  // Pods still held by Perimeter's scheduling gate (an earlier version's): name -> work id.
-  std::map<std::string, std::string> gated;
-};
-
 class RunnerPodCensus {
  public:
   virtual ~RunnerPodCensus() = default;
-  virtual PodCensus census(const std::string& ns, const std::string& environment_name) = 0;
+  // How many of its pods are not yet Succeeded or Failed. Asked before every poll, so a count,
+  // not a list: the poller needs no names.
+  virtual std::size_t unfinished(const std::string& ns, const std::string& environment_name) = 0;
+  // Pods still held by Perimeter's scheduling gate (an earlier version's): name -> work id.
+  virtual std::map<std::string, std::string> gated(const std::string& ns,
+                                                   const std::string& environment_name) = 0;
   // Whether the cache shows the runner pod `name` (finished or not).
   virtual bool cached(const std::string& ns, const std::string& name) = 0;
 };

@@ -61,7 +61,10 @@ class InterleavingWriter final : public SessionObjectWriter {
 
 class EmptyCensus final : public RunnerPodCensus {
  public:
-  PodCensus census(const std::string&, const std::string&) override { return {}; }
+  std::size_t unfinished(const std::string&, const std::string&) override { return 0; }
+  std::map<std::string, std::string> gated(const std::string&, const std::string&) override {
+    return {};
+  }
   bool cached(const std::string&, const std::string&) override { return false; }
 };
 

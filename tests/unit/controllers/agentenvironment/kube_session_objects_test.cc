@@ -276,21 +276,25 @@ TEST(StoreRunnerPodCensusTest, CountsTheEnvironmentsPodsInItsNamespaceOnly) {
       {{std::string(kAnnotationWorkId), "work_0"}});
   add("a", "run-z", "payments", {{"phase", "Running"}}, nullptr, nullptr);
 
-  const PodCensus census = census_of.census("agents", "payments");
-  EXPECT_EQ(census.unfinished, (std::set<std::string>{"run-b", "run-c", "run-e", "run-f"}));
-  EXPECT_EQ(census.gated, (std::map<std::string, std::string>{{"run-b", "work_b"}, {"run-e", ""}}));
+  // Unfinished: run-b, run-c, run-e and run-f (gated or not, another controller's gate too).
+  EXPECT_EQ(census_of.unfinished("agents", "payments"), 4u);
+  EXPECT_EQ(census_of.gated("agents", "payments"),
+            (std::map<std::string, std::string>{{"run-b", "work_b"}, {"run-e", ""}}));
   EXPECT_TRUE(census_of.cached("agents", "run-a"));
   EXPECT_FALSE(census_of.cached("agents", "run-q"));
-  EXPECT_TRUE(census_of.census("elsewhere", "payments").unfinished.empty());
+  EXPECT_EQ(census_of.unfinished("elsewhere", "payments"), 0u);
 
   // The indexes follow the pods: one finishes, another loses its gate, a third goes away.
   add("agents", "run-c", "payments", {{"phase", "Succeeded"}}, nullptr, nullptr);
   add("agents", "run-b", "payments", {{"phase", "Running"}}, nullptr,
       {{std::string(kAnnotationWorkId), "work_b"}});
   store.remove("agents/run-f");
-  const PodCensus after = census_of.census("agents", "payments");
-  EXPECT_EQ(after.unfinished, (std::set<std::string>{"run-b", "run-e"}));
-  EXPECT_EQ(after.gated, (std::map<std::string, std::string>{{"run-e", ""}}));
+  // Unfinished now: run-b and run-e; a finished pod arriving counts for nothing.
+  EXPECT_EQ(census_of.unfinished("agents", "payments"), 2u);
+  add("agents", "run-g", "payments", {{"phase", "Failed"}}, nullptr, nullptr);
+  EXPECT_EQ(census_of.unfinished("agents", "payments"), 2u);
+  EXPECT_EQ(census_of.gated("agents", "payments"),
+            (std::map<std::string, std::string>{{"run-e", ""}}));
 }
 
 TEST(PodFinishedTest, OnlySucceededAndFailedAreFinished) {

@@ -89,11 +89,11 @@ TEST(RunnerPodCacheTest, TheCensusOfTrimmedPodsIsTheCensusOfFullOnes) {
     trim_runner_pod(trimmed);
     trimmed_store.upsert(std::make_shared<const json>(trimmed));
   }
-  const PodCensus from_full = StoreRunnerPodCensus(full_store).census("agents", "payments");
-  const PodCensus from_trimmed = StoreRunnerPodCensus(trimmed_store).census("agents", "payments");
-  EXPECT_EQ(from_trimmed.unfinished, from_full.unfinished);
-  EXPECT_EQ(from_trimmed.gated, from_full.gated);
-  EXPECT_EQ(from_full.gated.size(), 1u);
+  StoreRunnerPodCensus from_full(full_store), from_trimmed(trimmed_store);
+  EXPECT_EQ(from_full.unfinished("agents", "payments"), 1u);
+  EXPECT_EQ(from_trimmed.unfinished("agents", "payments"), 1u);
+  EXPECT_EQ(from_trimmed.gated("agents", "payments"), from_full.gated("agents", "payments"));
+  EXPECT_EQ(from_full.gated("agents", "payments").size(), 1u);
 }
 
 TEST(RunnerPodCacheTest, DecodingThroughTheFilterThenTrimmingIsTrimmingTheWholePod) {

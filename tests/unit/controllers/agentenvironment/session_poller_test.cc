@@ -6,7 +6,9 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -43,8 +45,8 @@ class MockObjectWriter : public SessionObjectWriter {
 
 class FakeCensus final : public RunnerPodCensus {
  public:
-  PodCensus census(const std::string&, const std::string&) override {
-    PodCensus answer = value;
+  std::size_t unfinished(const std::string&, const std::string&) override {
+    const std::size_t answer = value.unfinished.size();
     // The informer delivers these just after this census was taken.
     for (const auto& pod : arrives_after_census) {
       value.unfinished.insert(pod);
@@ -55,10 +57,16 @@ class FakeCensus final : public RunnerPodCensus {
     if (auto hook = std::exchange(after_next_census, nullptr)) hook();
     return answer;
   }
+  std::map<std::string, std::string> gated(const std::string&, const std::string&) override {
+    return value.gated;
+  }
   bool cached(const std::string&, const std::string& name) override {
     return in_cache.count(name) > 0;
   }
-  PodCensus value;
+  struct {
+    std::set<std::string> unfinished;          // names of pods not yet Succeeded or Failed
+    std::map<std::string, std::string> gated;  // name -> work id
+  } value;
   std::set<std::string> in_cache;  // every pod the cache shows, finished or not
   std::set<std::string> arrives_after_census;  // running pods that land between two reads
   std::function<void()> after_next_census;
