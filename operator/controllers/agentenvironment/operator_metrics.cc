@@ -107,4 +107,11 @@ void OperatorMetrics::remove_runner_pods(const std::string& environment) {
   remove_series(runner_pod_oldest_pending_timestamp_seconds, {{"environment", environment}});
 }
 
+void OperatorMetrics::remove_poller_gauges(const std::string& environment) {
+  for (auto* family :
+       {&queue_depth, &queue_pending, &active_sessions, &last_successful_poll_timestamp_seconds}) {
+    remove_series(*family, {{"environment", environment}});
+  }
+}
+
 }  // namespace perimeter::agentenvironment

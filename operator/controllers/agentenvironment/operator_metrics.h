@@ -55,6 +55,10 @@ class OperatorMetrics {
   // Removes them: the environment is gone, or not served (its pods are not surveyed), and a
   // gauge left at its last value would keep an alert firing.
   void remove_runner_pods(const std::string& environment);
+  // Removes what a session poller sets (queue depth and pending, active sessions, the last
+  // successful poll) once it has stopped: nothing polls, so nothing there is true any more, and
+  // a stale queue depth would keep PerimeterClaimsStalled firing.
+  void remove_poller_gauges(const std::string& environment);
 };
 
 }  // namespace perimeter::agentenvironment

@@ -96,6 +96,9 @@ void SessionPoller::stop() {
   // A thread may be inside a long-poll of at most block_ms + the client's margin, or a claim;
   // join waits.
   workers.clear();
+  // Only now that no thread of this poller can set them again. A poller made since for the same
+  // environment (deleted and made again at once) sets them anew at its next poll and stats.
+  deps_.metrics.remove_poller_gauges(label());
 }
 
 void SessionPoller::update(PollerSettings settings) {

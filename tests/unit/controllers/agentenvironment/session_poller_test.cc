@@ -20,6 +20,7 @@
 #include "core/fake_random.h"
 #include "core/time_format.h"
 #include "fake_agent_api.h"
+#include "kube/metric_value.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -776,6 +777,37 @@ TEST_F(SessionPollerTest, RunsAndStopsItsThreadsCleanly) {
   while (polls.load() == 0) std::this_thread::sleep_for(milliseconds(5));
   poller->stop();
   EXPECT_EQ(poller->state().stats->depth, 3);
+}
+
+// A stopped poller's gauges go with it (the environment was deleted, refused, or leadership
+// lost): left at their last values they would keep PerimeterClaimsStalled firing for an
+// environment no one polls, and the dashboard would list it. Another environment's stay.
+TEST_F(SessionPollerTest, AStoppedPollerTakesItsGaugesAndLeavesOthers) {
+  using perimeter::testing::metric_value;
+  AgentEnvironment other = environment();
+  other.name = "search";
+  auto payments = make_poller(environment());
+  auto search = make_poller(other);
+  EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{3, 1, {}, 1}));
+  EXPECT_CALL(api_, poll(_)).WillRepeatedly(Return(std::nullopt));
+  for (auto* poller : {payments.get(), search.get()}) {
+    poller->poll_once();
+    poller->refresh_stats();
+  }
+  const char* gauges[] = {"perimeter_queue_depth", "perimeter_queue_pending",
+                          "perimeter_active_sessions",
+                          "perimeter_last_successful_poll_timestamp_seconds"};
+  for (const char* gauge : gauges) {
+    ASSERT_GE(metric_value(registry_, gauge, {{"environment", "agents/payments"}}), 0) << gauge;
+    ASSERT_GE(metric_value(registry_, gauge, {{"environment", "agents/search"}}), 0) << gauge;
+  }
+  payments->stop();
+  for (const char* gauge : gauges) {
+    EXPECT_EQ(metric_value(registry_, gauge, {{"environment", "agents/payments"}}), -1) << gauge;
+    EXPECT_GE(metric_value(registry_, gauge, {{"environment", "agents/search"}}), 0) << gauge;
+  }
+  EXPECT_EQ(metric_value(registry_, "perimeter_queue_depth", {{"environment", "agents/search"}}),
+            3);
 }
 
 }  // namespace
