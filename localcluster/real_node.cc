@@ -392,8 +392,10 @@ std::vector<std::string> missing_node_prerequisites(const RealNodeOptions& optio
   return missing;
 }
 
-RealNode::RealNode(RealNodeOptions options, Logger logger)
-    : options_(std::move(options)), logger_(std::move(logger)) {}
+RealNode::RealNode(RealNodeOptions options, Logger logger, std::optional<MachineLock> machine_lock)
+    : machine_lock_(std::move(machine_lock)),
+      options_(std::move(options)),
+      logger_(std::move(logger)) {}
 
 RealNode::~RealNode() {
   stop();
@@ -405,8 +407,11 @@ std::unique_ptr<RealNode> RealNode::start(const RealNodeOptions& options, Logger
     for (const auto& what : missing) message += "\n  - " + what;
     throw std::runtime_error(message);
   }
+  MachineLock machine_lock = MachineLock::acquire(
+      options.machine_lock,
+      std::chrono::duration_cast<std::chrono::milliseconds>(options.machine_lock_wait), logger);
   if (!options.records_dir.empty()) reap_orphaned_nodes(options.records_dir, logger);
-  std::unique_ptr<RealNode> node(new RealNode(options, std::move(logger)));
+  std::unique_ptr<RealNode> node(new RealNode(options, std::move(logger), std::move(machine_lock)));
   node->start_all();  // on failure the destructor removes whatever did start
   return node;
 }
@@ -461,7 +466,7 @@ std::vector<std::string> RealNode::reap_orphaned_nodes(const std::string& record
     options.records_dir = records_dir;
     options.service_cluster_ip_range = record.value("service_cluster_ip_range", "");
     if (options.dir.empty()) continue;
-    RealNode orphan(options, logger);
+    RealNode orphan(options, logger, std::nullopt);
     orphan.id_ = record.value("id", "");
     orphan.socket_ = record.value("socket", "");
     orphan.cgroup_root_ = record.value("cgroup_root", "");

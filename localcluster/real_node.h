@@ -4,11 +4,13 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/log.h"
 #include "localcluster/http_client.h"
+#include "localcluster/machine_lock.h"
 #include "process/process.h"
 
 namespace perimeter::localcluster {
@@ -44,6 +46,11 @@ struct RealNodeOptions {
   // Where each running node records what teardown needs (outside its cluster folder), so a
   // node whose supervisor was SIGKILLed is torn down by the next start. Empty: no records.
   std::string records_dir;
+  // Held from before the start until the node is torn down: two real nodes on one machine would
+  // share the host's iptables (two service proxies, two NetworkPolicy enforcers), so a second
+  // one (another test run, `make run`) waits for the first to stop, up to `machine_lock_wait`.
+  std::string machine_lock = "/tmp/perimeter-real-node.lock";
+  std::chrono::seconds machine_lock_wait{std::chrono::minutes(20)};
 };
 
 // Where the node's image archives are: $PERIMETER_IMAGES_DIR, else ~/.cache/perimeter/images
@@ -97,7 +104,7 @@ class RealNode {
                                                       const Logger& logger);
 
  private:
-  RealNode(RealNodeOptions options, Logger logger);
+  RealNode(RealNodeOptions options, Logger logger, std::optional<MachineLock> machine_lock);
   void start_all();
   void write_kubelet_credentials();
   void write_containerd_config();
@@ -136,6 +143,9 @@ class RealNode {
   void delete_bridge();
   void remove_iptables_chains();
 
+  // First: released last, once the destructor's stop() has removed everything. None for an
+  // orphan being reaped (the reaping node holds it).
+  std::optional<MachineLock> machine_lock_;
   RealNodeOptions options_;
   Logger logger_;
   std::string name_;         // 127.0.0.1 (see start_all)
