@@ -49,7 +49,7 @@ struct RealNodeOptions {
   // Held from before the start until the node is torn down: two real nodes on one machine would
   // share the host's iptables (two service proxies, two NetworkPolicy enforcers), so a second
   // one (another test run, `make run`) waits for the first to stop, up to `machine_lock_wait`.
-  std::string machine_lock = "/tmp/perimeter-real-node.lock";
+  std::string machine_lock = "/run/lock/perimeter-real-node.lock";
   std::chrono::seconds machine_lock_wait{std::chrono::minutes(20)};
 };
 
