@@ -1064,15 +1064,30 @@ void RealNode::route_pods_to_the_node() {
   // sent to it: route_localnet on this bridge alone (it goes with the bridge), and a DNAT in a
   // KUBE-* chain of this node's, which teardown removes with the rest. Pods still need
   // credentials: the apiserver authorizes with RBAC.
+  //
+  // The same for the `kubernetes` Service's address (the first of the service range, port 443),
+  // which every pod's in-cluster configuration names (KUBERNETES_SERVICE_HOST, and
+  // kubernetes.default.svc through the cluster DNS): the apiserver runs with
+  // --endpoint-reconciler-type=none and an endpoint on loopback is not allowed, so kube-proxy has
+  // nowhere to send it (its nat chains have no rule for a Service without endpoints, so this
+  // DNAT is the one that applies). A NetworkPolicy sees the apiserver's own port, as it would see
+  // 6443 on most clusters.
   const int port = url_port(options_.apiserver_url);
+  const std::string apiserver = "127.0.0.1:" + std::to_string(port);
+  const std::string kubernetes_service = nth_address(options_.service_cluster_ip_range, 1);
+  if (kubernetes_service.empty()) {
+    throw std::runtime_error("routing the apiserver for pods: the service range " +
+                             options_.service_cluster_ip_range + " is not an IPv4 range");
+  }
   const std::string chain = "KUBE-PMTR-API-" + id_;
   const std::string log = options_.dir + "/iptables.log";
   std::ofstream("/proc/sys/net/ipv4/conf/" + bridge_ + "/route_localnet") << "1\n";
   for (const auto& argv : std::vector<std::vector<std::string>>{
            {"iptables", "-w", "-t", "nat", "-N", chain},
            {"iptables", "-w", "-t", "nat", "-A", chain, "-d", gateway_ + "/32", "-p", "tcp",
-            "--dport", std::to_string(port), "-j", "DNAT", "--to-destination",
-            "127.0.0.1:" + std::to_string(port)},
+            "--dport", std::to_string(port), "-j", "DNAT", "--to-destination", apiserver},
+           {"iptables", "-w", "-t", "nat", "-A", chain, "-d", kubernetes_service + "/32", "-p",
+            "tcp", "--dport", "443", "-j", "DNAT", "--to-destination", apiserver},
            {"iptables", "-w", "-t", "nat", "-I", "PREROUTING", "-i", bridge_, "-j", chain}}) {
     if (auto done = run_command(argv, log); !done.ok) {
       throw std::runtime_error("routing the apiserver for pods: " + done.failure);
