@@ -16,20 +16,33 @@
 
 namespace perimeter::e2e {
 
-std::string mcp_everything_image_archive() {
+namespace {
+
+// The archive a hack/setup/ script built, from its `--check` (which never builds); throws naming
+// `make setup` when it is missing or stale.
+std::string setup_image_archive(const std::string& script, const std::string& what) {
   const char* source = std::getenv("PERIMETER_SOURCE_DIR");
   if (source == nullptr || *source == '\0') {
     throw std::runtime_error("PERIMETER_SOURCE_DIR is not set (run through ctest, or set it)");
   }
-  const process::ShellResult check = process::run_shell(
-      "'" + std::string(source) + "/hack/setup/mcp-everything-image.sh' --check");
+  const process::ShellResult check =
+      process::run_shell("'" + std::string(source) + "/hack/setup/" + script + "' --check");
   if (check.exit_code != 0) {
-    throw std::runtime_error(
-        "the server-everything image is not built: run `make setup` (it runs "
-        "hack/setup/mcp-everything-image.sh). " +
-        check.output);
+    throw std::runtime_error("the " + what +
+                             " image is not built: run `make setup` (it runs hack/setup/" + script +
+                             "). " + check.output);
   }
   return check.last_line();
+}
+
+}  // namespace
+
+std::string mcp_everything_image_archive() {
+  return setup_image_archive("mcp-everything-image.sh", "server-everything");
+}
+
+std::string chart_test_image_archive() {
+  return setup_image_archive("chart-test-image.sh", "chart's helm test");
 }
 
 testing::LocalClusterOptions real_node_cluster_options() {
@@ -37,8 +50,9 @@ testing::LocalClusterOptions real_node_cluster_options() {
   options.controller_manager = true;  // default ServiceAccounts, garbage collection, namespaces
   options.scheduler = true;
   options.real_node = true;
-  options.images = {testing::runner_image_archive(), testing::guard_image_archive(),
-                    testing::egress_gateway_image_archive(), mcp_everything_image_archive()};
+  options.images = {testing::runner_image_archive(),         testing::guard_image_archive(),
+                    testing::egress_gateway_image_archive(), testing::operator_image_archive(),
+                    mcp_everything_image_archive(),          chart_test_image_archive()};
   return options;
 }
 

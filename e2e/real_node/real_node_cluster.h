@@ -26,9 +26,19 @@ inline constexpr const char* kMcpEverythingImage = "localhost/perimeter/mcp-ever
 // missing or stale.
 std::string mcp_everything_image_archive();
 
+// The chart's `helm test` pod's image (hack/setup/chart-test-image.sh, which `make setup` runs),
+// as the real node imports it: localhost/perimeter/chart-test:1.
+inline constexpr const char* kChartTestImageRepository = "localhost/perimeter/chart-test";
+inline constexpr const char* kChartTestImageTag = "1";
+
+// Where that script left the archive; throws std::runtime_error naming `make setup` when it is
+// missing or stale.
+std::string chart_test_image_archive();
+
 // The one real-node cluster every test of real_node_e2e_test shares (testing::shared_cluster):
 // a scheduler, the controller manager, and the runner, perimeter-mcp-guard,
-// perimeter-egress-gateway and server-everything images imported into the node's containerd.
+// perimeter-egress-gateway, perimeter-operator, server-everything and chart-test images imported
+// into the node's containerd.
 testing::LocalClusterOptions real_node_cluster_options();
 
 // What puts a pod on the real node: its label as node selector, its taint tolerated.

@@ -59,6 +59,11 @@ std::string egress_gateway_image_archive() {
                              "egress-gateway-image-archive");
 }
 
+std::string operator_image_archive() {
+  return built_image_archive("perimeter-operator.tar", "perimeter-operator",
+                             "operator-image-archive");
+}
+
 std::string local_cluster_binary() {
   const std::string name = localcluster::kSupervisorProgram;
   if (const char* bin = std::getenv("PERIMETER_BIN_DIR"); bin && *bin) {

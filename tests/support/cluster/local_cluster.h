@@ -115,6 +115,13 @@ inline constexpr const char* kEgressGatewayImage =
     "localhost/perimeter/perimeter-egress-gateway:0.1.0";
 std::string egress_gateway_image_archive();
 
+// The perimeter-operator image archive `make build` writes (<build>/images/
+// perimeter-operator.tar, operator/image/build-image.sh), imported as kOperatorImage: the chart's
+// image with image.repository=localhost/perimeter/perimeter-operator and its appVersion as tag.
+// Throws std::runtime_error naming the build step when it is missing.
+inline constexpr const char* kOperatorImageRepository = "localhost/perimeter/perimeter-operator";
+std::string operator_image_archive();
+
 // A cluster shared by all tests of one test binary, started on first use with these options
 // (a GoogleTest Environment tears it down at exit). Asking again with different options is a
 // bug in the test binary and throws std::logic_error.
