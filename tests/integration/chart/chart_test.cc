@@ -618,6 +618,8 @@ TEST_F(ChartTest, TheChartReadmeDescribesEveryValue) {
 // identity that may read the operator's Lease and nothing else. KWOK fakes the pod (no container
 // runs here; it goes Succeeded on the harness's annotation), so what `helm test` shows in this
 // harness is the hook objects and the flow; the Lease read is performed below as that identity.
+// e2e/real_node/helm_chart_real_node_test.cc runs the hook pod for real, against the operator
+// image, and shows it fail when it should.
 TEST_F(ChartTest, HelmTestHooksRunUnderRestrictedPodSecurityAndMayOnlyReadTheLease) {
   const std::string ns = "perimeter-hooks";
   const std::string chart = source_dir() + "/charts/perimeter";
