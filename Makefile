@@ -12,8 +12,10 @@ all: build
 deps:
 	@hack/install-deps.sh
 
-# Pinned kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, etcd, KWOK and
-# Helm, built from the Go module proxy into ~/.cache/perimeter (a second run does nothing).
+# Pinned kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, etcd, KWOK,
+# Helm, and the real node's kube-router (NetworkPolicy), kube-proxy (Services) and CoreDNS (its
+# cluster DNS image's binary), built from the Go module proxy into ~/.cache/perimeter (a second
+# run does nothing).
 tools:
 	@hack/tools/build-tools.sh all >/dev/null
 
