@@ -1,7 +1,9 @@
 #include "sim/http_server.h"
 
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
@@ -47,20 +49,47 @@ bool percent_decode(std::string_view in, std::string* out) {
   return true;
 }
 
-// One client connection: reads requests one at a time, and for each either replies, waits
-// (long-poll), streams (SSE, then closes), or drops the socket (fault).
-class Connection : public std::enable_shared_from_this<Connection> {
+// What the server keeps of each connection, whatever its stream (plain TCP or TLS over it).
+class Connection {
  public:
-  Connection(tcp::socket socket, HttpServer& server)
-      : socket_(std::move(socket)), server_(server), timer_(socket_.get_executor()) {}
+  virtual ~Connection() = default;
+  // Wake a waiting poll or stream early (state changed); false when it was not waiting on that.
+  virtual bool wake_poll(const std::string& environment_id) = 0;
+  virtual void wake_stream(const std::string& session_id) = 0;
+  virtual void close() = 0;
+};
+
+namespace {
+
+// One client connection: reads requests one at a time, and for each either replies, waits
+// (long-poll), streams (SSE, then closes), or drops the socket (fault). `Stream` is the TCP socket,
+// or a TLS stream over it when the server was given a certificate; TLS is shut down by closing the
+// TCP connection, as the plain server does (every reply is length-delimited or chunked, so a
+// client never has to read the end of the connection as the end of a body).
+template <typename Stream>
+class StreamConnection final : public Connection,
+                               public std::enable_shared_from_this<StreamConnection<Stream>> {
+ public:
+  StreamConnection(Stream stream, HttpServer& server)
+      : socket_(std::move(stream)), server_(server), timer_(socket_.get_executor()) {}
 
   void start() {
-    registration_ = server_.register_connection(shared_from_this());
-    read();
+    registration_ = server_.register_connection(this->shared_from_this());
+    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+      read();
+    } else {
+      socket_.async_handshake(asio::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (ec) {
+                                  self->server_.metrics().count_bad_request("tls_handshake");
+                                  return self->close();
+                                }
+                                self->read();
+                              });
+    }
   }
 
-  // Wake a waiting poll or stream early (state changed); false when it was not waiting on that.
-  bool wake_poll(const std::string& environment_id) {
+  bool wake_poll(const std::string& environment_id) override {
     if (!waiting_ || streaming_ || decision_.kind != RouteDecision::Kind::kLongPoll ||
         decision_.environment_id != environment_id) {
       return false;
@@ -69,18 +98,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     timer_.cancel();
     return true;
   }
-  void wake_stream(const std::string& session_id) {
+  void wake_stream(const std::string& session_id) override {
     if (waiting_ && streaming_ && decision_.session_id == session_id) timer_.cancel();
   }
 
-  void close() {
+  void close() override {
     beast::error_code ignored;
     timer_.cancel();
-    socket_.shutdown(tcp::socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    tcp_socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp_socket().close(ignored);
   }
 
-  ~Connection() {
+  ~StreamConnection() override {
     if (registered_) server_.unregister_connection(registration_);
   }
 
@@ -88,9 +117,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void read() {
     parser_.emplace();
     parser_->body_limit(kMaxBodyBytes);
-    http::async_read(
-        socket_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->on_read(ec);
+                     });
   }
 
   void on_read(beast::error_code ec) {
@@ -152,7 +182,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     decision_ = server_.router().route(request);
     if (decision_.latency.count() > 0) {
       timer_.expires_after(decision_.latency);
-      timer_.async_wait([self = shared_from_this()](beast::error_code) { self->dispatch(); });
+      timer_.async_wait([self = this->shared_from_this()](beast::error_code) { self->dispatch(); });
       return;
     }
     dispatch();
@@ -160,8 +190,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   bool from_this_host() const {
     beast::error_code remote_error, local_error;
-    const auto remote = socket_.remote_endpoint(remote_error).address();
-    const auto local = socket_.local_endpoint(local_error).address();
+    const auto remote = tcp_socket().remote_endpoint(remote_error).address();
+    const auto local = tcp_socket().local_endpoint(local_error).address();
     return !remote_error && !local_error && admin_allowed_from(remote, local);
   }
 
@@ -170,7 +200,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case RouteDecision::Kind::kReset: {
         // An abortive close (RST), as a proxy dying mid-request would look to the client.
         beast::error_code ignored;
-        socket_.set_option(asio::socket_base::linger(true, 0), ignored);
+        tcp_socket().set_option(asio::socket_base::linger(true, 0), ignored);
         server_.metrics().count_request(decision_.route, 0, elapsed());
         return close();
       }
@@ -202,9 +232,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     waiting_ = true;
     timer_.expires_after(
         std::min<std::chrono::steady_clock::duration>(poll_deadline_ - now, kWaiterRecheck));
-    timer_.async_wait([self = shared_from_this()](beast::error_code) {
+    timer_.async_wait([self = this->shared_from_this()](beast::error_code) {
       self->waiting_ = false;
-      if (!self->socket_.is_open()) {
+      if (!self->tcp_socket().is_open()) {
         self->server_.metrics().waiting_polls().Decrement();
         return;
       }
@@ -224,11 +254,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     response->keep_alive(keep_alive_ && !server_.stopping());
     response->prepare_payload();
     server_.metrics().count_request(route, reply.status, elapsed());
-    http::async_write(socket_, *response,
-                      [self = shared_from_this(), response](beast::error_code ec, std::size_t) {
-                        if (ec || !response->keep_alive()) return self->close();
-                        self->read();
-                      });
+    http::async_write(
+        socket_, *response,
+        [self = this->shared_from_this(), response](beast::error_code ec, std::size_t) {
+          if (ec || !response->keep_alive()) return self->close();
+          self->read();
+        });
   }
 
   // ---- SSE ----
@@ -246,14 +277,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
         "HTTP/1.1 200 OK\r\nServer: perimeter-sim\r\nContent-Type: text/event-stream\r\n"
         "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
     asio::async_write(socket_, asio::buffer(*head),
-                      [self = shared_from_this(), head](beast::error_code ec, std::size_t) {
+                      [self = this->shared_from_this(), head](beast::error_code ec, std::size_t) {
                         if (ec) return self->end_stream();
                         self->pump_stream();
                       });
   }
 
   void pump_stream() {
-    if (!socket_.is_open()) return end_stream();
+    if (!tcp_socket().is_open()) return end_stream();
     for (auto& event : server_.simulator().events_after(decision_.session_id, last_event_id_)) {
       if (decision_.drop_after_events >= 0 && frames_sent_ >= decision_.drop_after_events) {
         // The fault: cut the stream mid-session, after what was already queued is flushed.
@@ -277,7 +308,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     waiting_ = true;
     timer_.expires_after(kStreamRecheck);
-    timer_.async_wait([self = shared_from_this()](beast::error_code) {
+    timer_.async_wait([self = this->shared_from_this()](beast::error_code) {
       self->waiting_ = false;
       self->pump_stream();
     });
@@ -291,7 +322,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::snprintf(size, sizeof size, "%zx\r\n", payload.size());
     auto chunk = std::make_shared<std::string>(size + payload + "\r\n");
     asio::async_write(socket_, asio::buffer(*chunk),
-                      [self = shared_from_this(), chunk](beast::error_code ec, std::size_t) {
+                      [self = this->shared_from_this(), chunk](beast::error_code ec, std::size_t) {
                         if (ec) return self->end_stream();
                         self->pump_stream();
                       });
@@ -300,9 +331,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // The clean end of a stream: the last chunk, then close.
   void finish_stream() {
     auto last = std::make_shared<std::string>("0\r\n\r\n");
-    asio::async_write(
-        socket_, asio::buffer(*last),
-        [self = shared_from_this(), last](beast::error_code, std::size_t) { self->end_stream(); });
+    asio::async_write(socket_, asio::buffer(*last),
+                      [self = this->shared_from_this(), last](beast::error_code, std::size_t) {
+                        self->end_stream();
+                      });
   }
 
   void end_stream() {
@@ -313,11 +345,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     close();
   }
 
+  tcp::socket& tcp_socket() { return beast::get_lowest_layer(socket_); }
+  const tcp::socket& tcp_socket() const { return beast::get_lowest_layer(socket_); }
+
   double elapsed() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   }
 
-  tcp::socket socket_;
+  Stream socket_;
   HttpServer& server_;
   asio::steady_timer timer_;
   beast::flat_buffer buffer_;
@@ -338,6 +373,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool registered_ = true;
 };
 
+}  // namespace
+
 bool admin_allowed_from(const asio::ip::address& remote, const asio::ip::address& local) {
   // A connection from this host comes from loopback, or from the very address it reached.
   return remote.is_loopback() || remote == local;
@@ -345,12 +382,13 @@ bool admin_allowed_from(const asio::ip::address& remote, const asio::ip::address
 
 HttpServer::HttpServer(asio::io_context& io, ApiRouter& router, Simulator& simulator,
                        SimMetrics& metrics, Logger logger, std::uint16_t port,
-                       const std::string& address)
+                       const std::string& address, asio::ssl::context* tls)
     : io_(io),
       router_(router),
       simulator_(simulator),
       metrics_(metrics),
       logger_(std::move(logger)),
+      tls_(tls),
       acceptor_(io),
       ticker_(io) {
   const tcp::endpoint endpoint(asio::ip::make_address(address), port);
@@ -384,7 +422,13 @@ void HttpServer::accept() {
       if (stopping_) return;
       logger_.warn("accept failed", {{"error", ec.message()}});
     } else {
-      std::make_shared<Connection>(std::move(socket), *this)->start();
+      if (tls_ != nullptr) {
+        std::make_shared<StreamConnection<asio::ssl::stream<tcp::socket>>>(
+            asio::ssl::stream<tcp::socket>(std::move(socket), *tls_), *this)
+            ->start();
+      } else {
+        std::make_shared<StreamConnection<tcp::socket>>(std::move(socket), *this)->start();
+      }
     }
     if (!stopping_) accept();
   });

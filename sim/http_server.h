@@ -2,6 +2,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <list>
@@ -23,12 +24,14 @@ class Connection;
 
 // The simulator's HTTP/1.1 server (Boost.Beast): keep-alive requests, long-polls and SSE streams
 // as timers on one io_context thread, so a thousand idle waiters cost a thousand timers, not
-// threads. Binds to 127.0.0.1 only.
+// threads. Binds to 127.0.0.1 unless given another address. With `tls` (a server context holding
+// a certificate and its key, which must outlive the server), every connection is HTTPS: the API
+// can then stand in for a real one at a host name, as clients behind an egress proxy need.
 class HttpServer {
  public:
   HttpServer(boost::asio::io_context& io, ApiRouter& router, Simulator& simulator,
              SimMetrics& metrics, Logger logger, std::uint16_t port,
-             const std::string& address = "127.0.0.1");
+             const std::string& address = "127.0.0.1", boost::asio::ssl::context* tls = nullptr);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -62,6 +65,7 @@ class HttpServer {
   Simulator& simulator_;
   SimMetrics& metrics_;
   Logger logger_;
+  boost::asio::ssl::context* tls_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer ticker_;
   std::uint16_t port_ = 0;

@@ -3,6 +3,7 @@
 //                       [--faults JSON] [--api-base-url URL] [--log-level L] [--address IP]
 //                       [--oidc-issuer-url URL] [--oidc-issuer ISS] [--oidc-ca-file F]
 //                       [--access-token-ttl-seconds S] [--tunnel-domain-suffix D]
+//                       [--tls-cert-file F --tls-key-file F]
 //   perimeter-sim create-environment --url URL [--name N] [--key K]
 //   perimeter-sim enqueue --url URL --environment ENV --scenario FILE [--count N]
 //   perimeter-sim results --url URL (--session ID | --environment ENV)
@@ -13,6 +14,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -24,6 +26,7 @@
 #include "core/log.h"
 #include "core/random.h"
 #include "core/shutdown_signal.h"
+#include "pki/pki.h"
 #include "sim/http_server.h"
 #include "sim/oidc_verifier.h"
 #include "sim/pki_ca_inspector.h"
@@ -141,21 +144,56 @@ int serve(const Args& args) {
   } else if (!args.get("oidc-issuer").empty() || !args.get("oidc-ca-file").empty()) {
     return usage("--oidc-issuer and --oidc-ca-file need --oidc-issuer-url");
   }
+  // HTTPS instead of HTTP, with a certificate (chain) and key in PEM files: the API at a host
+  // name, as the egress gateway and clients that verify it need (docs/simulator.md, "TLS").
+  const std::string tls_cert_file = args.get("tls-cert-file");
+  const std::string tls_key_file = args.get("tls-key-file");
+  std::unique_ptr<boost::asio::ssl::context> tls;
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return usage("--tls-cert-file and --tls-key-file go together");
+  }
+  if (!tls_cert_file.empty()) {
+    try {
+      // Read with the shared certificate module first, so that a file that is not a
+      // certificate, or a key that is not the certificate's, is named before any client comes.
+      const auto certificate = perimeter::pki::read_certificate_file(tls_cert_file);
+      const auto key = perimeter::pki::read_private_key_file(tls_key_file);
+      if (!certificate.matches(key)) {
+        return usage("--tls-key-file is not the key of the certificate in --tls-cert-file");
+      }
+      tls = std::make_unique<boost::asio::ssl::context>(boost::asio::ssl::context::tls_server);
+      tls->set_options(boost::asio::ssl::context::default_workarounds |
+                       boost::asio::ssl::context::no_sslv2 | boost::asio::ssl::context::no_sslv3 |
+                       boost::asio::ssl::context::no_tlsv1 | boost::asio::ssl::context::no_tlsv1_1);
+      tls->use_certificate_chain_file(tls_cert_file);
+      tls->use_private_key_file(tls_key_file, boost::asio::ssl::context::pem);
+      logger.info("serving TLS",
+                  {{"certificate", certificate.subject()},
+                   {"names", nlohmann::json(certificate.dns_names())},
+                   {"not_after_unix", std::chrono::duration_cast<std::chrono::seconds>(
+                                          certificate.not_after().time_since_epoch())
+                                          .count()}});
+    } catch (const std::exception& e) {
+      return usage(std::string("--tls-cert-file/--tls-key-file: ") + e.what());
+    }
+  }
   perimeter::sim::SimMetrics metrics;
   perimeter::sim::ApiRouter router(simulator, faults, metrics, &tunnels);
   boost::asio::io_context io(1);
   std::unique_ptr<perimeter::sim::HttpServer> server;
   try {
-    server = std::make_unique<perimeter::sim::HttpServer>(
-        io, router, simulator, metrics, logger, static_cast<std::uint16_t>(port), address);
+    server = std::make_unique<perimeter::sim::HttpServer>(io, router, simulator, metrics, logger,
+                                                          static_cast<std::uint16_t>(port), address,
+                                                          tls.get());
   } catch (const std::exception& e) {
     logger.error("cannot listen", {{"address", address}, {"port", port}, {"error", e.what()}});
     return 1;
   }
   server->start();
   const bool v6 = address.find(':') != std::string::npos;
-  const std::string url =
-      "http://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(server->port());
+  const std::string url = std::string(tls ? "https://" : "http://") +
+                          (v6 ? "[" + address + "]" : address) + ":" +
+                          std::to_string(server->port());
   if (auto port_file = args.get("port-file"); !port_file.empty()) {
     // Written to a temporary name then renamed, so a reader never sees half a number.
     const std::string temporary = port_file + ".tmp";
