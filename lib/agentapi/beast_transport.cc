@@ -266,7 +266,10 @@ BeastTransportOptions through(ProxyEnvironment proxies) {
 
 BeastTransport::BeastTransport(ProxyEnvironment proxies)
     : BeastTransport(through(std::move(proxies))) {}
-BeastTransport::BeastTransport(BeastTransportOptions options) : options_(std::move(options)) {}
+BeastTransport::BeastTransport(BeastTransportOptions options) : options_(std::move(options)) {
+  // A CA file that does not load fails at construction (the runner's start), not the first call.
+  if (!options_.extra_ca_file.empty()) tls_context();
+}
 BeastTransport::~BeastTransport() = default;
 
 asio::ssl::context& BeastTransport::tls_context() {
@@ -285,6 +288,14 @@ asio::ssl::context& BeastTransport::tls_context() {
       context->use_private_key(
           asio::buffer(options_.client_key_pem.data(), options_.client_key_pem.size()),
           asio::ssl::context::pem);
+    }
+    if (!options_.extra_ca_file.empty()) {
+      beast::error_code ec;
+      context->load_verify_file(options_.extra_ca_file, ec);
+      if (ec) {
+        throw std::runtime_error("cannot load CA certificates from " + options_.extra_ca_file +
+                                 ": " + ec.message());
+      }
     }
     context->set_verify_mode(options_.verify_peer ? asio::ssl::verify_peer
                                                   : asio::ssl::verify_none);

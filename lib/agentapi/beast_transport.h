@@ -23,6 +23,10 @@ struct BeastTransportOptions {
   // PEM. Empty: the system's CA store (`SSL_CERT_FILE` overrides it). Set: these CAs alone, as
   // client-go trusts a cluster's CA, so no public CA can vouch for the peer.
   std::string ca_pem;
+  // A PEM file of CAs trusted in addition to those (the runner's PERIMETER_API_CA_FILE, from an
+  // AgentEnvironment's apiCAConfigMapRef); empty for none. A file that does not load makes the
+  // constructor throw std::runtime_error.
+  std::string extra_ca_file;
   // PEM, both or neither: a client certificate presented in every TLS handshake.
   std::string client_cert_pem;
   std::string client_key_pem;

@@ -80,6 +80,7 @@ int main() {
                                     {"workdir", config.workdir},
                                     {"audit_level", runner::to_string(config.audit_level)},
                                     {"https_proxy", https_proxy},
+                                    {"api_ca_file", config.api_ca_file},
                                     {"pid", static_cast<int>(getpid())}});
 
   agentapi::ClientConfig client_config;
@@ -87,9 +88,18 @@ int main() {
   client_config.environment_id = config.environment_id;
   client_config.credential = config.credential;
   agentapi::RealSleeper api_sleeper;
-  agentapi::AgentApiClient api(
-      client_config, std::make_unique<agentapi::BeastTransport>(config.proxies),
-      SystemRandom::instance(), api_sleeper, nullptr, logger.child("agentapi"));
+  std::unique_ptr<agentapi::BeastTransport> transport;
+  try {
+    agentapi::BeastTransportOptions transport_options;
+    transport_options.proxies = config.proxies;
+    transport_options.extra_ca_file = config.api_ca_file;
+    transport = std::make_unique<agentapi::BeastTransport>(std::move(transport_options));
+  } catch (const std::exception& error) {
+    logger.error("cannot start", {{"error", error.what()}});
+    return runner::kExitConfig;
+  }
+  agentapi::AgentApiClient api(client_config, std::move(transport), SystemRandom::instance(),
+                               api_sleeper, nullptr, logger.child("agentapi"));
 
   runner::RunnerMetrics metrics;
   runner::StopSource stop;

@@ -1,6 +1,7 @@
 #include "runner/runner_config.h"
 
 #include <cstdlib>
+#include <fstream>
 
 #include "agentapi/work_secret.h"
 
@@ -82,6 +83,12 @@ RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default
                         "'");
     }
     config.audit_level = *level;
+  }
+
+  // A CA file the pod was promised but cannot read stops the start, not the first call.
+  config.api_ca_file = read("PERIMETER_API_CA_FILE");
+  if (!config.api_ca_file.empty() && !std::ifstream(config.api_ca_file).good()) {
+    throw ConfigError("PERIMETER_API_CA_FILE: cannot read " + config.api_ca_file);
   }
 
   // A proxy URL that does not parse stops the start, not the first call.

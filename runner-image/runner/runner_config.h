@@ -35,15 +35,19 @@ struct RunnerConfig {
   // The API calls' proxies (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY). The variables stay in
   // the environment: the agent's tools (curl, git) go through the same proxy.
   ProxyEnvironment proxies;
+  // PERIMETER_API_CA_FILE: PEM certificates trusted for the API besides the system's CA store
+  // (the AgentEnvironment's apiCAConfigMapRef, mounted by the operator); empty for none.
+  std::string api_ca_file;
 };
 
 using EnvLookup = std::function<std::optional<std::string>(const char* name)>;
 
 // Reads ANTHROPIC_WORK_ID, ANTHROPIC_ENVIRONMENT_ID, ANTHROPIC_SESSION_ID, ANTHROPIC_WORK_SECRET,
 // ANTHROPIC_ENVIRONMENT_KEY, ANTHROPIC_BASE_URL, and PERIMETER_WORKDIR / PERIMETER_MAX_IDLE_MS /
-// PERIMETER_AUDIT_LEVEL, and the proxy variables (load_proxy_environment).
-// An empty value reads as absent. Throws ConfigError naming the first missing or bad value, and
-// when there is neither a sessions token nor an environment key. Messages never hold a secret.
+// PERIMETER_AUDIT_LEVEL / PERIMETER_API_CA_FILE (which must be readable), and the proxy variables
+// (load_proxy_environment). An empty value reads as absent. Throws ConfigError naming the first
+// missing or bad value, and when there is neither a sessions token nor an environment key. Messages
+// never hold a secret.
 RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default_workdir);
 
 // The process environment.

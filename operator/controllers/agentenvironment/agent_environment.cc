@@ -84,6 +84,20 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
   env.key_secret_name = required_string(key_ref, "name", "spec.environmentKeySecretRef");
   read_optional(key_ref, "key", "spec.environmentKeySecretRef", &env.key_secret_key);
   read_optional(spec, "apiBaseUrl", "spec", &env.api_base_url);
+  if (spec.contains("apiCAConfigMapRef")) {
+    const auto& ca_ref = child(spec, "apiCAConfigMapRef");
+    env.api_ca_config_map_name = required_string(ca_ref, "name", "spec.apiCAConfigMapRef");
+    read_optional(ca_ref, "key", "spec.apiCAConfigMapRef", &env.api_ca_config_map_key);
+    // The key becomes a file name in the runner pod: the schema says so; an object stored before
+    // it did must not be able to name a path.
+    const std::string& key = env.api_ca_config_map_key;
+    if (key.empty() || key == "." || key.rfind("..", 0) == 0 ||
+        key.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._") !=
+            std::string::npos) {
+      throw SpecError("spec.apiCAConfigMapRef.key '" + key + "' is not a file name");
+    }
+  }
   read_optional(spec, "maxConcurrentSessions", "spec", &env.max_concurrent_sessions);
   if (env.max_concurrent_sessions < 1) throw SpecError("spec.maxConcurrentSessions must be >= 1");
   read_optional(spec, "suspend", "spec", &env.suspend);
@@ -116,7 +130,8 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
       std::string name = required_string(var, "name", "spec.runner.env[]");
       std::string value;
       read_optional(var, "value", "spec.runner.env[" + name + "]", &value);
-      if (name.rfind("ANTHROPIC_", 0) == 0 || name == kAuditLevelVariable) {
+      if (name.rfind("ANTHROPIC_", 0) == 0 || name == kAuditLevelVariable ||
+          name == kApiCaFileVariable) {
         throw SpecError("spec.runner.env: " + name + " is reserved for the runner pod contract");
       }
       r.env.emplace_back(std::move(name), std::move(value));

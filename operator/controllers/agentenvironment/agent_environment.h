@@ -17,6 +17,8 @@ inline constexpr const char* kVersion = "v1alpha1";
 inline constexpr const char* kKind = "AgentEnvironment";
 // The runner pod's variable that carries spec.audit.level to perimeter-runner.
 inline constexpr const char* kAuditLevelVariable = "PERIMETER_AUDIT_LEVEL";
+// The runner pod's variable naming the file of spec.apiCAConfigMapRef's certificates.
+inline constexpr const char* kApiCaFileVariable = "PERIMETER_API_CA_FILE";
 
 // A spec the schema let through but the operator cannot act on; reported in a condition.
 using SpecError = runtime::SpecError;
@@ -55,6 +57,10 @@ struct AgentEnvironment {
   std::string key_secret_name;
   std::string key_secret_key = "environment-key";
   std::string api_base_url = "https://api.anthropic.com";
+  // spec.apiCAConfigMapRef: a ConfigMap key of PEM certificates runner pods trust for the API
+  // besides the image's CA store; no name when absent.
+  std::string api_ca_config_map_name;
+  std::string api_ca_config_map_key = "ca.crt";
   int max_concurrent_sessions = 10;
   bool suspend = false;
   int poll_block_ms = 999;

@@ -173,6 +173,14 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
       env_vars.push_back({{"name", var}, {"value", no_proxy}});
   }
 
+  // A private CA for the API: its ConfigMap key as a read-only file the runner adds to its trust
+  // (PERIMETER_API_CA_FILE), next to the image's CA store rather than instead of it.
+  const bool api_ca = !env.api_ca_config_map_name.empty();
+  if (api_ca) {
+    env_vars.push_back({{"name", kApiCaFileVariable},
+                        {"value", std::string(kApiCaMountPath) + "/" + kApiCaFileName}});
+  }
+
   // Limits are always set: a session must not be able to starve its node.
   nlohmann::json resources = env.runner.resources;
   if (!resources.contains("requests"))
@@ -216,6 +224,15 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
        {{{"name", "workspace"}, {"emptyDir", {{"sizeLimit", env.runner.workspace_size_limit}}}},
         {{"name", "tmp"}, {"emptyDir", {{"sizeLimit", "256Mi"}}}}}},
   };
+  if (api_ca) {
+    spec["containers"][0]["volumeMounts"].push_back(
+        {{"name", "api-ca"}, {"mountPath", kApiCaMountPath}, {"readOnly", true}});
+    const nlohmann::json item = {{"key", env.api_ca_config_map_key}, {"path", kApiCaFileName}};
+    const nlohmann::json config_map = {{"name", env.api_ca_config_map_name},
+                                       {"items", nlohmann::json::array({item})},
+                                       {"defaultMode", 0444}};
+    spec["volumes"].push_back({{"name", "api-ca"}, {"configMap", config_map}});
+  }
   if (env.runner.service_account_name)
     spec["serviceAccountName"] = *env.runner.service_account_name;
   if (env.runner.runtime_class_name) spec["runtimeClassName"] = *env.runner.runtime_class_name;

@@ -8,6 +8,12 @@
 
 namespace perimeter::agentenvironment {
 
+// spec.apiCAConfigMapRef in the runner pod: the ConfigMap's key is mounted read-only as
+// <kApiCaMountPath>/<kApiCaFileName>, and the runner reads the path from kApiCaFileVariable
+// (agent_environment.h).
+inline constexpr const char* kApiCaMountPath = "/etc/perimeter/api-ca";
+inline constexpr const char* kApiCaFileName = "ca.crt";
+
 // What the operator knows about a session it has polled: enough to build its Secret and Pod.
 struct ClaimedSession {
   std::string work_id;

@@ -561,6 +561,38 @@ TEST_F(BeastTransportTls, WithVerificationOffAnyCertificateIsAccepted) {
   EXPECT_EQ(transport.send(request("GET", server.url("127.0.0.1"))).body, "secure");
 }
 
+// The AgentEnvironment's apiCAConfigMapRef, as the runner gets it (PERIMETER_API_CA_FILE): a
+// certificate outside the system store is trusted through the extra file, and only through it.
+TEST_F(BeastTransportTls, ACertificateInTheExtraCaFileIsTrustedBesideTheSystemStore) {
+  const Certificate stranger = make_certificate(dir.path(), "private-ca", "IP:127.0.0.1");
+  {
+    TlsServer server(stranger);
+    BeastTransport without;
+    EXPECT_THROW(without.send(request("GET", server.url("127.0.0.1"))), TransportError)
+        << "the control: the system store (SSL_CERT_FILE here) does not hold it";
+  }
+  TlsServer server(stranger);
+  BeastTransportOptions options;
+  options.extra_ca_file = stranger.cert_path;
+  BeastTransport transport(options);
+  const auto response = transport.send(request("GET", server.url("127.0.0.1")));
+  EXPECT_EQ(response.status, 200);
+  EXPECT_EQ(response.body, "secure");
+  // The system store still counts.
+  TlsServer usual(right);
+  EXPECT_EQ(transport.send(request("GET", usual.url("127.0.0.1"))).status, 200);
+}
+
+TEST_F(BeastTransportTls, AnExtraCaFileThatDoesNotLoadFailsAtConstruction) {
+  const std::string not_pem = dir.path() + "/not-a-certificate.pem";
+  std::ofstream(not_pem) << "hello\n";
+  BeastTransportOptions options;
+  options.extra_ca_file = not_pem;
+  EXPECT_THROW(BeastTransport{options}, std::runtime_error);
+  options.extra_ca_file = dir.path() + "/missing.pem";
+  EXPECT_THROW(BeastTransport{options}, std::runtime_error);
+}
+
 // --- Through a proxy -------------------------------------------------------------------------
 
 int listen_loopback(int* port) {

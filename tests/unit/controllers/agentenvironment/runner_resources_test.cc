@@ -145,6 +145,39 @@ TEST(RunnerPodTest, CarriesTheAuditLevelWhichTheRunnerEnvCannotOverride) {
   EXPECT_THROW(parse_agent_environment(object), SpecError);
 }
 
+TEST(RunnerPodTest, MountsTheApiCaConfigMapReadOnlyAndNamesItsFile) {
+  auto object = minimal_object();
+  auto pod = build_runner_pod(parse_agent_environment(object), session());
+  EXPECT_EQ(find_env(pod["spec"]["containers"][0], "PERIMETER_API_CA_FILE"), nullptr);
+  EXPECT_EQ(pod["spec"]["volumes"].size(), 2u) << "workspace and tmp only";
+
+  object["spec"]["apiCAConfigMapRef"] = {{"name", "api-ca"}, {"key", "bundle.pem"}};
+  pod = build_runner_pod(parse_agent_environment(object), session());
+  const auto& container = pod["spec"]["containers"][0];
+  EXPECT_EQ(find_env(container, "PERIMETER_API_CA_FILE")->at("value"),
+            "/etc/perimeter/api-ca/ca.crt");
+  EXPECT_EQ(container["volumeMounts"].back(),
+            nlohmann::json(
+                {{"name", "api-ca"}, {"mountPath", "/etc/perimeter/api-ca"}, {"readOnly", true}}));
+  EXPECT_EQ(pod["spec"]["volumes"].back(),
+            nlohmann::json::parse(R"({"name": "api-ca", "configMap": {"name": "api-ca",
+              "items": [{"key": "bundle.pem", "path": "ca.crt"}], "defaultMode": 292}})"));
+
+  // The key defaults to ca.crt; one that is not a file name, or a template's own variable of
+  // that name, is refused.
+  object["spec"]["apiCAConfigMapRef"] = {{"name", "api-ca"}};
+  EXPECT_EQ(parse_agent_environment(object).api_ca_config_map_key, "ca.crt");
+  for (const char* bad : {"..", "../etc/passwd", "a/b", "."}) {
+    object["spec"]["apiCAConfigMapRef"] = {{"name", "api-ca"}, {"key", bad}};
+    EXPECT_THROW(parse_agent_environment(object), SpecError) << bad;
+  }
+  object["spec"]["apiCAConfigMapRef"] = {{"key", "ca.crt"}};
+  EXPECT_THROW(parse_agent_environment(object), SpecError) << "the name is required";
+  object = minimal_object();
+  object["spec"]["runner"]["env"] = {{{"name", "PERIMETER_API_CA_FILE"}, {"value", "/x"}}};
+  EXPECT_THROW(parse_agent_environment(object), SpecError);
+}
+
 TEST(RunnerPodTest, AppliesTheTemplateOverrides) {
   auto object = minimal_object();
   object["spec"]["runner"]["runtimeClassName"] = "gvisor";

@@ -85,6 +85,21 @@ TEST(RunnerConfig, ReadsTheWorkdirAndIdleOverrides) {
   EXPECT_THROW(load_runner_config(env_of(env), "/workspace"), ConfigError);
 }
 
+TEST(RunnerConfig, AnApiCaFileMustBeReadable) {
+  auto env = contract();
+  env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
+  EXPECT_EQ(load_runner_config(env_of(env), "/w").api_ca_file, "");
+  env["PERIMETER_API_CA_FILE"] = "/proc/self/status";  // any file the test can read
+  EXPECT_EQ(load_runner_config(env_of(env), "/w").api_ca_file, "/proc/self/status");
+  env["PERIMETER_API_CA_FILE"] = "/nonexistent/perimeter/ca.crt";
+  try {
+    load_runner_config(env_of(env), "/w");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& error) {
+    EXPECT_NE(std::string(error.what()).find("PERIMETER_API_CA_FILE"), std::string::npos);
+  }
+}
+
 TEST(RunnerConfig, TheAuditLevelIsMetadataUnlessFullIsAskedAndAnythingElseRefusesToStart) {
   auto env = contract();
   env["ANTHROPIC_WORK_SECRET"] = kSecretWithToken;
