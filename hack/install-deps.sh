@@ -9,6 +9,8 @@ packages=(
   libgtest-dev libgmock-dev libpcre2-dev
   # The real node of the local cluster (localcluster/real_node.h) and its images (hack/images).
   containerd runc containernetworking-plugins iptables umoci
+  # The runner image's proxy-aware HTTP client for the agent's bash (runner-image/build-image.sh).
+  curl
   # kube-router's firewall (the real node's NetworkPolicy enforcer) matches pods by ip sets.
   ipset
   clang-format clang-tidy

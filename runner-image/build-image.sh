@@ -31,6 +31,12 @@ for program in bash sh cat ls echo test mkdir rm cp mv touch sleep head tail wc 
   path=$(command -v "$program" || true)
   [[ -n $path && $path == /* ]] && copy_program "$path" "/bin/$program"
 done
+# A proxy-aware HTTP client for the agent's bash: curl honours HTTPS_PROXY/https_proxy and
+# NO_PROXY, which the operator sets in gateway egress mode (docs/egress.md), so the agent's own
+# commands reach allowed hosts through the egress gateway. Required: the real-node tests use it.
+curl=$(command -v curl || true)
+[[ -n $curl ]] || { echo "build-image: curl is not installed (hack/install-deps.sh installs it)" >&2; exit 1; }
+copy_program "$curl" /usr/bin/curl
 [[ -d /etc/ssl/certs ]] && mkdir -p "$rootfs/etc/ssl" && cp -rL /etc/ssl/certs "$rootfs/etc/ssl/" 2>/dev/null || true
 printf 'root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532:nonroot:/workspace:/bin/sh\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
