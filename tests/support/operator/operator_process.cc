@@ -19,6 +19,20 @@ OperatorProcess::OperatorProcess(const OperatorProcessOptions& options)
                "--health-probe-bind-address",
                "127.0.0.1:" + std::to_string(localcluster::pick_free_port())};
   spec.argv.insert(spec.argv.end(), options.extra_args.begin(), options.extra_args.end());
+  if (!options.hosts_file.empty()) {
+    // unshare execs the shell, which execs the operator: one process, so signals reach it.
+    std::vector<std::string> wrapped = {"unshare",
+                                        "--mount",
+                                        "--propagation",
+                                        "private",
+                                        "/bin/sh",
+                                        "-c",
+                                        "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+                                        options.hosts_file};
+    wrapped.insert(wrapped.end(), spec.argv.begin(), spec.argv.end());
+    spec.argv = std::move(wrapped);
+  }
+  spec.env = options.env;
   spec.log_path = options.log_path;
   process_ = process::Process::spawn(spec);
 }

@@ -13,6 +13,12 @@ struct OperatorProcessOptions {
   std::string kubeconfig;  // the cluster it manages
   std::string log_path;    // its stdout and stderr
   std::vector<std::string> extra_args;
+  // "NAME=value" entries laid over the test's environment (SSL_CERT_FILE for an API under a test
+  // CA, say).
+  std::vector<std::string> env{};
+  // When set, the operator runs in a mount namespace of its own where this file is /etc/hosts, so
+  // a stand-in API host name resolves for it alone (needs root).
+  std::string hosts_file{};
 };
 
 // perimeter-operator as a child process, without leader election, with its metrics and health
