@@ -53,18 +53,6 @@ constexpr const char* kAllowedHost = "files.perimeter.test";
 constexpr const char* kUnlistedHost = "unlisted.perimeter.test";
 constexpr const char* kGatewayName = "perimeter-egress-gateway";
 
-kube::ResourceType agent_environments() {
-  return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
-}
-
-std::string required_env(const char* name) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') {
-    throw std::runtime_error(std::string(name) + " is not set (run through ctest, or set it)");
-  }
-  return value;
-}
-
 std::string tail(const std::string& text, size_t size = 6000) {
   return text.size() > size ? text.substr(text.size() - size) : text;
 }

@@ -56,6 +56,18 @@ testing::LocalClusterOptions real_node_cluster_options() {
   return options;
 }
 
+std::string required_env(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') {
+    throw std::runtime_error(std::string(name) + " is not set (run through ctest, or set it)");
+  }
+  return value;
+}
+
+kube::ResourceType agent_environments() {
+  return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream in(path);
   std::stringstream text;

@@ -57,6 +57,13 @@ bool eventually(const std::function<bool()>& done, std::chrono::seconds limit,
 // A file's whole content ("" when it cannot be read).
 std::string read_file(const std::string& path);
 
+// An environment variable ctest sets (PERIMETER_SOURCE_DIR, PERIMETER_BIN_DIR); run by hand, the
+// binary needs it too. Throws std::runtime_error naming it when unset.
+std::string required_env(const char* name);
+
+// The AgentEnvironment resource, for a ResourceClient.
+kube::ResourceType agent_environments();
+
 // The host pids of every process of a running pod, found through its cgroup (the node's cgroupfs
 // layout ends .../pod<uid>/<container id>).
 std::vector<pid_t> pod_processes(const std::string& pod_uid);

@@ -47,18 +47,6 @@ using std::chrono::seconds;
 
 constexpr int kRunnerUid = 65532;
 
-kube::ResourceType agent_environments() {
-  return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
-}
-
-// ctest sets both; run by hand, the binary needs them too.
-std::string required_env(const char* name) {
-  const char* value = std::getenv(name);
-  if (value == nullptr || *value == '\0') {
-    throw std::runtime_error(std::string(name) + " is not set (run through ctest, or set it)");
-  }
-  return value;
-}
 std::string source_dir() {
   return required_env("PERIMETER_SOURCE_DIR");
 }
