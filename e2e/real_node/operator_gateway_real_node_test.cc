@@ -76,16 +76,8 @@ class OperatorGatewayRealNodeTest : public RealNodeTest {
     RealNodeTest::SetUp();
     if (HasFatalFailure()) return;
     kubeconfig_ = cluster_->kubeconfig_path();
-    const std::string kubectl =
-        localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") + " --kubeconfig " +
-        kubeconfig_;
-    // The CRDs of this worktree (apiCAConfigMapRef among them), applied again if another test
-    // applied them first: apply is idempotent.
-    const std::string command = kubectl + " apply -f " + required_env("PERIMETER_SOURCE_DIR") +
-                                "/crds/ >/dev/null && " + kubectl +
-                                " wait --for condition=established --timeout=60s" +
-                                " crd/agentenvironments.perimeter.dev >/dev/null";
-    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    apply_crds();
+    if (HasFatalFailure()) return;
     files_ = std::make_unique<testing::TempDir>();
   }
 

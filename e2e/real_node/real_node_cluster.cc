@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "localcluster/real_node.h"
+#include "localcluster/tools.h"
 #include "process/process.h"
 
 namespace perimeter::e2e {
@@ -96,6 +97,18 @@ bool eventually(const std::function<bool()>& done, std::chrono::seconds limit,
   }
   ADD_FAILURE() << "timed out waiting for " << what;
   return false;
+}
+
+void RealNodeTest::apply_crds() {
+  if (crds_applied_) return;
+  const std::string kubectl = localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") +
+                              " --kubeconfig " + cluster_->kubeconfig_path();
+  const std::string command = kubectl + " apply -f " + required_env("PERIMETER_SOURCE_DIR") +
+                              "/crds/ >/dev/null && " + kubectl +
+                              " wait --for condition=established --timeout=60s" +
+                              " crd/agentenvironments.perimeter.dev >/dev/null";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  crds_applied_ = true;
 }
 
 void RealNodeTest::SetUp() {

@@ -88,6 +88,9 @@ class RealNodeTest : public ::testing::Test {
   void add_dns_hosts(const std::vector<std::pair<std::string, std::string>>& address_and_name);
   // The items of `type` in the test's namespace.
   nlohmann::json list(const kube::ResourceType& type);
+  // Applies this tree's CRDs (crds/) and waits until AgentEnvironment is served; once per test
+  // binary, as apply is idempotent and every test shares the one cluster.
+  void apply_crds();
 
   testing::LocalCluster* cluster_ = nullptr;
   nlohmann::json node_;  // the real node's description (LocalCluster::real_node())
@@ -100,6 +103,7 @@ class RealNodeTest : public ::testing::Test {
  private:
   void write_dns_hosts(const std::vector<std::string>& drop, const std::vector<std::string>& add);
   std::vector<std::string> dns_host_lines_;
+  static inline bool crds_applied_ = false;
 };
 
 }  // namespace perimeter::e2e

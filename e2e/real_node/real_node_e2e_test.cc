@@ -84,16 +84,8 @@ class RealNodeE2eTest : public RealNodeTest {
     gateway_ = node_.at("gateway");
     node_dir_ = fs::path(node_.at("containerd_socket").get<std::string>()).parent_path();
     kubeconfig_ = cluster_->kubeconfig_path();
-    if (!crds_applied_) {
-      const std::string kubectl =
-          localcluster::require_tool(localcluster::tools_bin_dir(), "kubectl") + " --kubeconfig " +
-          kubeconfig_;
-      const std::string command = kubectl + " apply -f " + source_dir() + "/crds/ >/dev/null && " +
-                                  kubectl + " wait --for condition=established --timeout=60s" +
-                                  " crd/agentenvironments.perimeter.dev >/dev/null";
-      ASSERT_EQ(std::system(command.c_str()), 0) << command;
-      crds_applied_ = true;
-    }
+    apply_crds();
+    if (HasFatalFailure()) return;
     logs_ = std::make_unique<testing::TempDir>();
   }
 
@@ -233,7 +225,6 @@ steps:
            "/volumes/kubernetes.io~empty-dir/workspace";
   }
 
-  static inline bool crds_applied_ = false;
   std::string gateway_, node_dir_, kubeconfig_;
   std::unique_ptr<testing::TempDir> logs_;
   std::unique_ptr<testing::SimProcess> sim_;
