@@ -1,12 +1,10 @@
 #include "mcp/jsonrpc_message.h"
 
-#include <cerrno>
-#include <cmath>
-#include <cstdlib>
 #include <exception>
-#include <initializer_list>
 #include <limits>
 #include <utility>
+
+#include "core/json_reader.h"
 
 namespace perimeter::mcpguard {
 namespace {
@@ -250,6 +248,9 @@ std::string classify(const Json& object, RpcMessage* out) {
 // (the reader hands over only text without escapes, which is its value).
 class RpcScanner final {
  public:
+  // A string with escapes whose text is wanted goes to the DOM path (see FastJsonReader).
+  static constexpr bool kDecodesEscapes = false;
+
   // The pass's frames, messages and the open objects' keys live in `buffers`, reused from one
   // parse to the next on a thread (frames and keys are bounded by the depth limit and kMaxKeys;
   // the keys are views into the body, not copies).
@@ -556,273 +557,11 @@ class RpcScanner final {
   };
 };
 
-// The body's JSON read for RpcScanner without nlohmann's lexer, which copies every byte of every
-// token into a buffer one call at a time (the largest cost of a request when profiled). It checks
-// what the lexer and parser check (the grammar, control characters and escapes in strings,
-// well-formed UTF-8, numbers that overflow a double) and calls the scanner as sax_parse would.
-// Where the scanner would need the text of a string holding escapes, or the body starts with a
-// byte-order mark, it gives up: false sends the body to the DOM path, as any refusal does, so
-// only acceptance must match nlohmann's, and the fuzz target checks that it does.
-class FastJsonReader {
- public:
-  FastJsonReader(std::string_view text, RpcScanner& scanner, std::vector<char>& stack)
-      : p_(text.data()), end_(text.data() + text.size()), scanner_(scanner), stack_(stack) {
-    stack_.clear();
-  }
-
-  bool read() {
-    if (p_ != end_ && static_cast<unsigned char>(*p_) == 0xEF) return false;  // a BOM
-    for (;;) {
-      // A value.
-      skip_space();
-      if (p_ == end_) return false;
-      const char c = *p_;
-      if (c == '{') {
-        ++p_;
-        if (!scanner_.start_object()) return false;
-        skip_space();
-        if (p_ != end_ && *p_ == '}') {
-          ++p_;
-          if (!scanner_.end_object()) return false;
-        } else {
-          stack_.push_back('{');
-          if (!read_key()) return false;
-          continue;
-        }
-      } else if (c == '[') {
-        ++p_;
-        if (!scanner_.start_array()) return false;
-        skip_space();
-        if (p_ != end_ && *p_ == ']') {
-          ++p_;
-          if (!scanner_.end_array()) return false;
-        } else {
-          stack_.push_back('[');
-          continue;
-        }
-      } else if (c == '"') {
-        ++p_;
-        bool escaped = false;
-        const char* start = p_;
-        if (!skip_string(&escaped)) return false;
-        if (escaped && scanner_.wants_text()) return false;
-        if (!scanner_.string(std::string_view(start, p_ - 1 - start))) return false;
-      } else if (c == 't') {
-        if (!literal("true") || !scanner_.boolean(true)) return false;
-      } else if (c == 'f') {
-        if (!literal("false") || !scanner_.boolean(false)) return false;
-      } else if (c == 'n') {
-        if (!literal("null") || !scanner_.null()) return false;
-      } else if (c == '-' || (c >= '0' && c <= '9')) {
-        if (!number()) return false;
-      } else {
-        return false;
-      }
-      // After a value: the next member or element, or the end of containers.
-      for (;;) {
-        skip_space();
-        if (stack_.empty()) return p_ == end_;
-        if (p_ == end_) return false;
-        const char open = stack_.back();
-        if (*p_ == ',') {
-          ++p_;
-          if (open == '{' && !read_key()) return false;
-          break;
-        }
-        if (*p_ != (open == '{' ? '}' : ']')) return false;
-        ++p_;
-        stack_.pop_back();
-        if (!(open == '{' ? scanner_.end_object() : scanner_.end_array())) return false;
-      }
-    }
-  }
-
- private:
-  void skip_space() {
-    while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\r' || *p_ == '\t')) ++p_;
-  }
-
-  bool literal(std::string_view word) {
-    if (static_cast<std::size_t>(end_ - p_) < word.size() ||
-        std::string_view(p_, word.size()) != word) {
-      return false;
-    }
-    p_ += word.size();
-    return true;
-  }
-
-  // `"key":`, its text handed to the scanner (a key with escapes: the DOM path).
-  bool read_key() {
-    skip_space();
-    if (p_ == end_ || *p_ != '"') return false;
-    ++p_;
-    bool escaped = false;
-    const char* start = p_;
-    if (!skip_string(&escaped) || escaped) return false;
-    if (!scanner_.key(std::string_view(start, p_ - 1 - start))) return false;
-    skip_space();
-    if (p_ == end_ || *p_ != ':') return false;
-    ++p_;
-    return true;
-  }
-
-  static int hex(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  }
-
-  // After `\u`: four hex digits, or -1.
-  int codepoint() {
-    if (end_ - p_ < 4) return -1;
-    int value = 0;
-    for (int i = 0; i < 4; ++i) {
-      const int digit = hex(p_[i]);
-      if (digit < 0) return -1;
-      value = value * 16 + digit;
-    }
-    p_ += 4;
-    return value;
-  }
-
-  // `n` bytes in [low, high] pairs, as the lexer's next_byte_in_range.
-  bool bytes_in(std::initializer_list<unsigned char> ranges) {
-    for (const auto* range = ranges.begin(); range != ranges.end(); range += 2) {
-      if (p_ == end_) return false;
-      const auto byte = static_cast<unsigned char>(*p_);
-      if (byte < range[0] || byte > range[1]) return false;
-      ++p_;
-    }
-    return true;
-  }
-
-  // From after the opening quote to after the closing one; what the lexer's scan_string refuses
-  // is refused. `escaped`: the text holds an escape (its bytes are not its value).
-  bool skip_string(bool* escaped) {
-    for (;;) {
-      // Plain ASCII runs first: most of any body.
-      while (p_ != end_) {
-        const auto byte = static_cast<unsigned char>(*p_);
-        if (byte < 0x20 || byte == '"' || byte == '\\' || byte >= 0x80) break;
-        ++p_;
-      }
-      if (p_ == end_) return false;
-      const auto byte = static_cast<unsigned char>(*p_++);
-      if (byte == '"') return true;
-      if (byte < 0x20) return false;
-      if (byte == '\\') {
-        *escaped = true;
-        if (p_ == end_) return false;
-        switch (*p_++) {
-          case '"':
-          case '\\':
-          case '/':
-          case 'b':
-          case 'f':
-          case 'n':
-          case 'r':
-          case 't':
-            continue;
-          case 'u': {
-            const int first = codepoint();
-            if (first < 0) return false;
-            if (first >= 0xDC00 && first <= 0xDFFF) return false;  // a lone low surrogate
-            if (first >= 0xD800 && first <= 0xDBFF) {
-              if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') return false;
-              p_ += 2;
-              const int second = codepoint();
-              if (second < 0xDC00 || second > 0xDFFF) return false;
-            }
-            continue;
-          }
-          default:
-            return false;
-        }
-      }
-      // UTF-8, well-formed as RFC 3629 has it (the lexer's table).
-      bool ok = false;
-      if (byte >= 0xC2 && byte <= 0xDF) {
-        ok = bytes_in({0x80, 0xBF});
-      } else if (byte == 0xE0) {
-        ok = bytes_in({0xA0, 0xBF, 0x80, 0xBF});
-      } else if ((byte >= 0xE1 && byte <= 0xEC) || byte == 0xEE || byte == 0xEF) {
-        ok = bytes_in({0x80, 0xBF, 0x80, 0xBF});
-      } else if (byte == 0xED) {
-        ok = bytes_in({0x80, 0x9F, 0x80, 0xBF});
-      } else if (byte == 0xF0) {
-        ok = bytes_in({0x90, 0xBF, 0x80, 0xBF, 0x80, 0xBF});
-      } else if (byte >= 0xF1 && byte <= 0xF3) {
-        ok = bytes_in({0x80, 0xBF, 0x80, 0xBF, 0x80, 0xBF});
-      } else if (byte == 0xF4) {
-        ok = bytes_in({0x80, 0x8F, 0x80, 0xBF, 0x80, 0xBF});
-      }
-      if (!ok) return false;
-    }
-  }
-
-  static bool digit(char c) { return c >= '0' && c <= '9'; }
-
-  // A number as the lexer reads it, and its value as the lexer converts it: unsigned or signed
-  // when strtoull/strtoll take it whole, else a double, refused when not finite.
-  bool number() {
-    const char* start = p_;
-    const bool negative = *p_ == '-';
-    if (negative) ++p_;
-    if (p_ == end_ || !digit(*p_)) return false;
-    if (*p_ == '0') {
-      ++p_;
-    } else {
-      while (p_ != end_ && digit(*p_)) ++p_;
-    }
-    bool integer = true;
-    if (p_ != end_ && *p_ == '.') {
-      integer = false;
-      ++p_;
-      if (p_ == end_ || !digit(*p_)) return false;
-      while (p_ != end_ && digit(*p_)) ++p_;
-    }
-    if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
-      integer = false;
-      ++p_;
-      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
-      if (p_ == end_ || !digit(*p_)) return false;
-      while (p_ != end_ && digit(*p_)) ++p_;
-    }
-    const std::size_t length = static_cast<std::size_t>(p_ - start);
-    const std::size_t digits = length - (negative ? 1 : 0);
-    if (integer && digits <= 18) {
-      // No overflow is possible: the value directly.
-      std::uint64_t value = 0;
-      for (const char* d = negative ? start + 1 : start; d != p_; ++d) {
-        value = value * 10 + static_cast<std::uint64_t>(*d - '0');
-      }
-      if (negative) return scanner_.number_integer(-static_cast<std::int64_t>(value));
-      return scanner_.number_unsigned(value);
-    }
-    text_.assign(start, length);  // NUL-terminated for the C conversions
-    char* stop = nullptr;
-    if (integer) {
-      errno = 0;
-      if (negative) {
-        const long long value = std::strtoll(text_.c_str(), &stop, 10);
-        if (errno == 0) return scanner_.number_integer(value);
-      } else {
-        const unsigned long long value = std::strtoull(text_.c_str(), &stop, 10);
-        if (errno == 0) return scanner_.number_unsigned(value);
-      }
-    }
-    const double value = std::strtod(text_.c_str(), &stop);
-    if (!std::isfinite(value)) return false;
-    return scanner_.number_float(value);
-  }
-
-  const char* p_;
-  const char* end_;
-  RpcScanner& scanner_;
-  std::vector<char>& stack_;  // '{' or '[' per open container
-  std::string text_;          // a number for the C conversions
-};
+// The body's JSON for RpcScanner, read without nlohmann's lexer (core/json_reader.h). Where the
+// scanner would need the text of a string holding escapes, or the body starts with a byte-order
+// mark, it gives up: false sends the body to the DOM path, as any refusal does, so only acceptance
+// must match nlohmann's, and the fuzz target checks that it does.
+using FastJsonReader = JsonReader<RpcScanner>;
 
 // The strict DOM parse and classification: the reference, and what answers every refusal.
 RpcParseResult parse_rpc_dom(std::string_view body, std::size_t max_depth) {

@@ -1,5 +1,7 @@
 #include "kube/json_filter.h"
 
+#include "core/json_reader.h"
+
 namespace perimeter::kube {
 
 using nlohmann::json;
@@ -20,10 +22,14 @@ const JsonFilter* JsonFilter::member(std::string_view key) const {
 
 namespace {
 
-// nlohmann's SAX interface, building the kept values in place. A dropped object or array is
-// only counted through (skip_depth_), so nothing of it is allocated.
+// Builds the kept values in place, driven by core/json_reader.h (keys and strings as views into
+// the text, a dropped string never copied) or, for what that reader does not accept, by
+// nlohmann's SAX interface. A dropped object or array is only counted through (skip_depth_), so
+// nothing of it is allocated.
 class FilteringBuilder {
  public:
+  static constexpr bool kDecodesEscapes = true;
+
   explicit FilteringBuilder(const JsonFilter& filter) : root_filter_(filter) {}
 
   json take() { return std::move(root_); }
@@ -32,23 +38,31 @@ class FilteringBuilder {
   bool boolean(bool value) { return put(json(value)); }
   bool number_integer(json::number_integer_t value) { return put(json(value)); }
   bool number_unsigned(json::number_unsigned_t value) { return put(json(value)); }
+  bool number_float(json::number_float_t value) { return put(json(value)); }
   bool number_float(json::number_float_t value, const json::string_t& /*text*/) {
     return put(json(value));
   }
+  bool string(std::string_view value) {
+    if (!wants_text()) return true;
+    return put(json(std::string(value)));
+  }
   bool string(json::string_t& value) { return put(json(std::move(value))); }
   bool binary(json::binary_t& value) { return put(json::binary(std::move(value))); }
+  // Whether the next string is kept, so that its text is worth reading.
+  bool wants_text() const { return skip_depth_ == 0 && filter_here() != nullptr; }
 
-  bool start_object(std::size_t /*elements*/) { return open(json::object()); }
-  bool start_array(std::size_t /*elements*/) { return open(json::array()); }
+  bool start_object(std::size_t /*elements*/ = 0) { return open(json::object()); }
+  bool start_array(std::size_t /*elements*/ = 0) { return open(json::array()); }
   bool end_object() { return close(); }
   bool end_array() { return close(); }
 
-  bool key(json::string_t& name) {
+  bool key(std::string_view name) {
     if (skip_depth_ > 0) return true;
     next_filter_ = frames_.back().filter->member(name);
-    if (next_filter_ != nullptr) key_ = name;
+    if (next_filter_ != nullptr) key_.assign(name);
     return true;
   }
+  bool key(json::string_t& name) { return key(std::string_view(name)); }
 
   bool parse_error(std::size_t /*position*/, const std::string& /*token*/,
                    const nlohmann::detail::exception& /*error*/) {
@@ -124,6 +138,14 @@ class FilteringBuilder {
 }  // namespace
 
 json parse_filtered(std::string_view text, const JsonFilter& filter) {
+  {
+    thread_local std::vector<char> containers;
+    FilteringBuilder builder(filter);
+    if (JsonReader<FilteringBuilder>(text, builder, containers).read()) return builder.take();
+    if (containers.capacity() > 256) containers = {};
+  }
+  // Not accepted by the fast reader (not JSON, or a case it leaves to nlohmann): nlohmann's
+  // verdict, and its value.
   FilteringBuilder builder(filter);
   if (!json::sax_parse(text, &builder, json::input_format_t::json, /*strict=*/true))
     return json(json::value_t::discarded);

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "kube/api_error.h"
 #include "kube/resource_client.h"
 
@@ -96,6 +99,95 @@ TEST(JsonFilterTest, AWatchErrorKeepsItsWholeStatusWhateverTheObjectsFilter) {
   EXPECT_EQ(event.object["reason"], "Expired");
   const auto error = ApiError::from_response(500, event.object.dump(), "watch pods");
   EXPECT_EQ(error.kind(), ErrorKind::kGone);
+}
+
+// What the filter keeps of a document the full parser built: the reference the one-pass reader
+// (core/json_reader.h, escapes decoded, strings and keys read as views) must match.
+json reference(const json& value, const JsonFilter& filter) {
+  if (filter.keeps_everything()) return value;
+  if (value.is_array()) {
+    json out = json::array();
+    for (const auto& element : value) out.push_back(reference(element, filter));
+    return out;
+  }
+  if (!value.is_object()) return value;
+  json out = json::object();
+  for (const auto& [key, member] : value.items()) {
+    if (const JsonFilter* kept = filter.member(key)) out[key] = reference(member, *kept);
+  }
+  return out;
+}
+
+TEST(JsonFilterTest, KeptTextIsTheFullParsersWhateverItsEscapesNumbersAndUnicode) {
+  const JsonFilter filter =
+      JsonFilter::members()
+          .keep("kept")
+          .keep("metadata", JsonFilter::members().keep("annotations").keep("name"))
+          .keep("list", JsonFilter::members().keep("v"));
+  const std::vector<std::string> documents = {
+      R"({"kept": "plain", "dropped": "x"})",
+      R"({"kept": "a \"quoted\" \\ back\/slash \b\f\n\r\t end"})",
+      R"({"kept": "\u00e9\u4e2d\u0000\uD83D\uDE00 mixed \u002F"})",
+      "{\"kept\": \"caf\xc3\xa9 \xe4\xb8\xad \xf0\x9f\x98\x80\"}",
+      R"({"metadata": {"name": "n", "annotations": {"json": "{\"a\":[1,2]}", "x": "<\u003e&"}}})",
+      R"({"dropped": "\u00e9 \"q\"", "metadata": {"labels": {"a": "\\"}, "name": "\t"}})",
+      R"({"kept": [0, -0, 1, -1, 18446744073709551615, -9223372036854775808, 1e2, 1.5E-3,
+                   -2.25e+10, 123456789012345678901234567890, 0.1, 9007199254740993]})",
+      R"({"kept": [true, false, null, {}, [], [[]], {"a": {}}]})",
+      R"({"list": [{"v": 1, "w": 2}, {"w": "\"", "v": "\u0041"}, 3, "s"]})",
+      R"({"kept": 1, "kept": 2})",
+      " \t\r\n{ \"kept\" : [ 1 , 2 ] } \n",
+      R"("top-level \u00e9")",
+      R"(42)",
+  };
+  for (const auto& text : documents) {
+    SCOPED_TRACE(text);
+    const json filtered = parse_filtered(text, filter);
+    ASSERT_FALSE(filtered.is_discarded());
+    EXPECT_EQ(filtered, reference(json::parse(text), filter));
+    EXPECT_EQ(filtered.dump(), reference(json::parse(text), filter).dump());
+    EXPECT_EQ(parse_filtered(text, JsonFilter::everything()), json::parse(text));
+  }
+}
+
+TEST(JsonFilterTest, WhatTheFullParserRefusesIsRefusedWhereverItIs) {
+  const JsonFilter filter = JsonFilter::members().keep("kept");
+  const std::vector<std::string> refused = {
+      R"({"kept": "\x"})",
+      R"({"dropped": "\ud800"})",
+      R"({"kept": "\udc00"})",
+      R"({"dropped": "\ud800\u0041"})",
+      R"({"kept": "\u12"})",
+      "{\"kept\": \"a\x01\"}",
+      "{\"dropped\": \"\xc0\xaf\"}",
+      "{\"kept\": \"\xed\xa0\x80\"}",
+      "{\"kept\": \"\xff\"}",
+      R"({"kept": 01})",
+      R"({"dropped": 1.})",
+      R"({"kept": -})",
+      R"({"kept": 1e})",
+      R"({"dropped": 1e999})",
+      R"({"kept": nul})",
+      R"({"kept": [1,]})",
+      R"({"kept": 1,})",
+      R"({kept: 1})",
+      R"({"kept" 1})",
+      R"([1] [2])",
+      "",
+      "   ",
+      R"({"kept": "open)",
+      R"({"kept": [)",
+  };
+  for (const auto& text : refused) {
+    SCOPED_TRACE(text);
+    EXPECT_FALSE(json::accept(text)) << "the case itself is wrong";
+    EXPECT_TRUE(parse_filtered(text, filter).is_discarded());
+  }
+  // What the one-pass reader leaves to nlohmann (a byte-order mark, a key holding escapes) is
+  // still read, as nlohmann reads it.
+  const std::string bom = "\xef\xbb\xbf{\"kept\": 1}";
+  EXPECT_EQ(parse_filtered(bom, filter), json({{"kept", 1}}));
+  EXPECT_EQ(parse_filtered(R"({"ke\u0070t": "v", "x": 1})", filter), json({{"kept", "v"}}));
 }
 
 }  // namespace
