@@ -209,6 +209,7 @@ class StreamConnection final : public Connection,
           if (!decision_.wake_environment.empty()) server_.wake_poller(decision_.wake_environment);
           if (!decision_.wake_session.empty()) server_.wake_streams(decision_.wake_session);
         }
+        server_.wake_for_simulator();
         return write_reply(decision_.reply, decision_.route);
       case RouteDecision::Kind::kLongPoll:
         poll_deadline_ = std::chrono::steady_clock::now() + decision_.block;
@@ -434,8 +435,15 @@ void HttpServer::accept() {
   });
 }
 
+void HttpServer::wake_for_simulator() {
+  const Simulator::Wakes wakes = simulator_.take_wakes();
+  for (const auto& environment_id : wakes.environments) wake_poller(environment_id);
+  for (const auto& session_id : wakes.sessions) wake_streams(session_id);
+}
+
 void HttpServer::tick() {
   simulator_.tick();
+  wake_for_simulator();
   ticker_.expires_after(std::chrono::milliseconds(250));
   ticker_.async_wait([this](beast::error_code ec) {
     if (!ec && !stopping_) tick();

@@ -51,6 +51,9 @@ class HttpServer {
   void wake_poller(const std::string& environment_id);
   // Wakes every stream of `session_id` so it sends the new events now.
   void wake_streams(const std::string& session_id);
+  // Wakes what the simulator changed on its own (a turn sent on a timer, an item queued when
+  // another stopped).
+  void wake_for_simulator();
   std::list<std::weak_ptr<Connection>>::iterator register_connection(
       const std::shared_ptr<Connection>& connection);
   void unregister_connection(std::list<std::weak_ptr<Connection>>::iterator it);

@@ -6,7 +6,11 @@
 //                       [--tls-cert-file F --tls-key-file F]
 //   perimeter-sim create-environment --url URL [--name N] [--key K]
 //   perimeter-sim enqueue --url URL --environment ENV --scenario FILE [--count N]
+//   perimeter-sim enqueue-healthcheck --url URL --environment ENV [--count N]
 //   perimeter-sim results --url URL (--session ID | --environment ENV)
+//   perimeter-sim session --url URL --session ID
+//   perimeter-sim next-turn --url URL --session ID
+//   perimeter-sim terminate --url URL --session ID
 //   perimeter-sim stats --url URL --environment ENV --key KEY
 //   perimeter-sim faults --url URL [JSON]
 //   perimeter-sim follow --url URL --environment ENV [--sessions N] [--interval-ms MS] [--once]
@@ -40,10 +44,12 @@ namespace {
 using perimeter::sim::parse_int;
 
 int usage(const std::string& why) {
-  std::cerr << "perimeter-sim: " << why << "\n"
-            << "usage: perimeter-sim serve|create-environment|create-organization|"
-               "create-federation-rule|enqueue|results|stats|faults|follow "
-               "[--flag value...] (see docs/simulator.md)\n";
+  std::cerr
+      << "perimeter-sim: " << why << "\n"
+      << "usage: perimeter-sim serve|create-environment|create-organization|"
+         "create-federation-rule|enqueue|enqueue-healthcheck|results|session|next-turn|terminate|"
+         "stats|faults|follow "
+         "[--flag value...] (see docs/simulator.md)\n";
   return 2;
 }
 
@@ -321,6 +327,29 @@ int cli(const std::string& command, const Args& args) {
                nlohmann::json({{"scenario_yaml", text.str()}}).dump());
     }
     return status;
+  }
+  if (command == "enqueue-healthcheck") {
+    const std::string environment = args.get("environment");
+    if (environment.empty()) return usage("enqueue-healthcheck needs --environment");
+    std::int64_t count = 1;
+    if (!parse_int(args.get("count", "1"), &count) || count < 1)
+      return usage("--count must be >= 1");
+    int status = 0;
+    for (std::int64_t i = 0; i < count; ++i) {
+      status |= call(url, web::http::methods::POST,
+                     "/admin/environments/" + environment + "/healthchecks", "");
+    }
+    return status;
+  }
+  if (command == "session" || command == "next-turn" || command == "terminate") {
+    const std::string session = args.get("session");
+    if (session.empty()) return usage(command + " needs --session");
+    if (command == "session") {
+      return call(url, web::http::methods::GET, "/admin/sessions/" + session, "");
+    }
+    return call(
+        url, web::http::methods::POST,
+        "/admin/sessions/" + session + (command == "next-turn" ? "/next_turn" : "/terminate"), "");
   }
   if (command == "results") {
     if (auto session = args.get("session"); !session.empty()) {

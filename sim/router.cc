@@ -396,6 +396,15 @@ RouteDecision ApiRouter::route_admin(const ApiRequest& request,
   if (n == 4 && parts[1] == "sessions" && parts[3] == "results" && method == "GET") {
     return finish("admin.results", simulator_.session_results(parts[2]));
   }
+  if (n == 3 && parts[1] == "sessions" && method == "GET") {
+    return finish("admin.session", simulator_.session_admin_view(parts[2]));
+  }
+  if (n == 4 && parts[1] == "sessions" && parts[3] == "next_turn" && method == "POST") {
+    return finish("admin.next_turn", simulator_.send_next_turn(parts[2]));
+  }
+  if (n == 4 && parts[1] == "sessions" && parts[3] == "terminate" && method == "POST") {
+    return finish("admin.terminate", simulator_.terminate_session(parts[2]));
+  }
   if (n == 3 && parts[1] == "work" && method == "GET") {
     return finish("admin.work", simulator_.work_admin_view(parts[2]));
   }

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <initializer_list>
 #include <string_view>
@@ -79,6 +80,17 @@ bool optional_bool(const nlohmann::json& object, const char* key, bool fallback,
   return it->get<bool>();
 }
 
+std::optional<std::chrono::milliseconds> optional_millis(const nlohmann::json& object,
+                                                         const char* key,
+                                                         const std::string& where) {
+  auto it = object.find(key);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer() || it->get<std::int64_t>() < 0) {
+    throw ScenarioError(where + ": `" + key + "` must be a whole number of milliseconds, >= 0");
+  }
+  return std::chrono::milliseconds(it->get<std::int64_t>());
+}
+
 ExpectedResult parse_expectation(const nlohmann::json& step, const std::string& where) {
   ExpectedResult expect;
   auto it = step.find("expect");
@@ -98,6 +110,9 @@ ExpectedResult parse_expectation(const nlohmann::json& step, const std::string& 
     } else if (key == "no_result") {
       if (!value.is_boolean()) throw ScenarioError(at + ": `no_result` must be true or false");
       expect.no_result = value.get<bool>();
+    } else if (key == "interrupted") {
+      if (!value.is_boolean()) throw ScenarioError(at + ": `interrupted` must be true or false");
+      expect.interrupted = value.get<bool>();
     } else {
       throw ScenarioError(cat({at, ": unknown field `", key, "`"}));
     }
@@ -119,7 +134,115 @@ bool valid_relative_path(const std::string& path) {
   return path.find('\0') == std::string::npos;
 }
 
+ScenarioStep parse_step(const nlohmann::json& node, const std::string& where) {
+  if (!node.is_object()) throw ScenarioError(where + ": must be a mapping");
+  ScenarioStep step;
+  step.tool = require_string(node, "tool", where);
+  step.custom = optional_bool(node, "custom", false, where);
+  if (auto input = node.find("input"); input != node.end() && !input->is_null()) {
+    if (!input->is_object()) throw ScenarioError(where + ": `input` must be a mapping");
+    step.input = *input;
+  }
+  const std::string permission = optional_string(node, "permission", "allow", where);
+  if (permission == "allow") {
+    step.permission = Permission::kAllow;
+  } else if (permission == "ask") {
+    step.permission = Permission::kAsk;
+  } else if (permission == "deny") {
+    step.permission = Permission::kDeny;
+  } else {
+    throw ScenarioError(
+        cat({where, ": `permission` must be allow, ask or deny, not `", permission, "`"}));
+  }
+  const std::string confirm = optional_string(node, "confirm", "allow", where);
+  if (confirm != "allow" && confirm != "deny") {
+    throw ScenarioError(cat({where, ": `confirm` must be allow or deny, not `", confirm, "`"}));
+  }
+  step.confirm_allow = confirm == "allow";
+  step.stop_item = optional_bool(node, "stop_item", false, where);
+  step.expect = parse_expectation(node, where);
+  // A call that never runs can only expect silence.
+  if (step.permission == Permission::kDeny ||
+      (step.permission == Permission::kAsk && !step.confirm_allow)) {
+    step.expect.no_result = true;
+  }
+  if (step.expect.interrupted && step.expect.no_result) {
+    throw ScenarioError(where + ": a call that never runs cannot be interrupted");
+  }
+  return step;
+}
+
+// Appends a turn's steps to the scenario; `where` names the list in errors.
+void parse_steps(const nlohmann::json& steps, const std::string& where, Scenario* scenario) {
+  for (std::size_t i = 0; i < steps.size(); ++i) {
+    scenario->steps.push_back(parse_step(steps[i], where + " step " + std::to_string(i + 1)));
+  }
+}
+
+TurnTrigger parse_trigger(const nlohmann::json& turn, const std::string& where) {
+  const std::string after = optional_string(turn, "after", "end_turn", where);
+  if (after == "end_turn") return TurnTrigger::kEndTurn;
+  if (after == "released") return TurnTrigger::kReleased;
+  if (after == "admin") return TurnTrigger::kAdmin;
+  throw ScenarioError(
+      cat({where, ": `after` must be end_turn, released or admin, not `", after, "`"}));
+}
+
+void parse_turns(const nlohmann::json& turns, Scenario* scenario) {
+  const std::string scenario_where = "scenario " + scenario->name;
+  if (!turns.is_array() || turns.empty()) {
+    throw ScenarioError(scenario_where + ": `turns` must be a non-empty list");
+  }
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    const nlohmann::json& node = turns[i];
+    const std::string number = std::to_string(i + 1);
+    const std::string where = scenario_where + " turn " + number;
+    if (!node.is_object()) throw ScenarioError(where + ": must be a mapping");
+    for (const auto& [key, value] : node.items()) {
+      if (key != "prompt" && key != "final_message" && key != "steps" && key != "delay_ms" &&
+          key != "after") {
+        throw ScenarioError(cat({where, ": unknown field `", key, "`"}));
+      }
+    }
+    ScenarioTurn turn;
+    const bool last = i + 1 == turns.size();
+    turn.prompt = optional_string(node, "prompt",
+                                  i == 0 ? "Run the scripted scenario."
+                                         : "Continue the scripted scenario (turn " + number + ").",
+                                  where);
+    turn.final_message =
+        optional_string(node, "final_message",
+                        last ? "Scenario complete." : "Turn " + number + " complete.", where);
+    if (i == 0 && (node.contains("delay_ms") || node.contains("after"))) {
+      throw ScenarioError(where +
+                          ": the first turn starts when the session is enqueued; `delay_ms` and "
+                          "`after` belong to later turns");
+    }
+    turn.delay = optional_millis(node, "delay_ms", where).value_or(std::chrono::milliseconds(0));
+    turn.after = parse_trigger(node, where);
+    turn.first_step = scenario->steps.size();
+    if (auto steps = node.find("steps"); steps != node.end() && !steps->is_null()) {
+      if (!steps->is_array()) throw ScenarioError(where + ": `steps` must be a list");
+      parse_steps(*steps, where, scenario);
+    }
+    turn.step_count = scenario->steps.size() - turn.first_step;
+    scenario->turns.push_back(std::move(turn));
+  }
+}
+
 }  // namespace
+
+std::string_view to_string(TurnTrigger trigger) {
+  switch (trigger) {
+    case TurnTrigger::kEndTurn:
+      return "end_turn";
+    case TurnTrigger::kReleased:
+      return "released";
+    case TurnTrigger::kAdmin:
+      return "admin";
+  }
+  return "end_turn";
+}
 
 std::string_view to_string(Permission permission) {
   switch (permission) {
@@ -146,13 +269,20 @@ Scenario parse_scenario(std::string_view text) {
   if (!root.is_object()) throw ScenarioError("scenario: the document must be a mapping");
   Scenario scenario;
   scenario.name = optional_string(root, "name", "unnamed", "scenario");
-  scenario.prompt = optional_string(root, "prompt", scenario.prompt, "scenario");
-  scenario.final_message =
-      optional_string(root, "final_message", scenario.final_message, "scenario");
   scenario.terminate = optional_bool(root, "terminate", scenario.terminate, "scenario");
+  const std::string where = "scenario " + scenario.name;
+  scenario.interrupt_after_failure = optional_millis(root, "interrupt_after_failure_ms", where);
+  auto turns = root.find("turns");
+  const bool multi_turn = turns != root.end() && !turns->is_null();
   auto steps = root.find("steps");
-  if (steps == root.end() || !steps->is_array()) {
-    throw ScenarioError("scenario " + scenario.name + ": `steps` must be a list");
+  if (multi_turn) {
+    for (const char* key : {"steps", "prompt", "final_message"}) {
+      if (root.contains(key)) {
+        throw ScenarioError(cat({where, ": with `turns`, `", key, "` belongs to each turn"}));
+      }
+    }
+  } else if (steps == root.end() || !steps->is_array()) {
+    throw ScenarioError(where + ": `steps` must be a list");
   }
   if (auto skills = root.find("skills"); skills != root.end() && !skills->is_null()) {
     if (!skills->is_array())
@@ -185,40 +315,16 @@ Scenario parse_scenario(std::string_view text) {
       scenario.skills.push_back(std::move(skill));
     }
   }
-  for (std::size_t i = 0; i < steps->size(); ++i) {
-    const nlohmann::json& node = (*steps)[i];
-    const std::string where = "scenario " + scenario.name + " step " + std::to_string(i + 1);
-    if (!node.is_object()) throw ScenarioError(where + ": must be a mapping");
-    ScenarioStep step;
-    step.tool = require_string(node, "tool", where);
-    step.custom = optional_bool(node, "custom", false, where);
-    if (auto input = node.find("input"); input != node.end() && !input->is_null()) {
-      if (!input->is_object()) throw ScenarioError(where + ": `input` must be a mapping");
-      step.input = *input;
-    }
-    const std::string permission = optional_string(node, "permission", "allow", where);
-    if (permission == "allow") {
-      step.permission = Permission::kAllow;
-    } else if (permission == "ask") {
-      step.permission = Permission::kAsk;
-    } else if (permission == "deny") {
-      step.permission = Permission::kDeny;
-    } else {
-      throw ScenarioError(
-          cat({where, ": `permission` must be allow, ask or deny, not `", permission, "`"}));
-    }
-    const std::string confirm = optional_string(node, "confirm", "allow", where);
-    if (confirm != "allow" && confirm != "deny") {
-      throw ScenarioError(cat({where, ": `confirm` must be allow or deny, not `", confirm, "`"}));
-    }
-    step.confirm_allow = confirm == "allow";
-    step.expect = parse_expectation(node, where);
-    // A call that never runs can only expect silence.
-    if (step.permission == Permission::kDeny ||
-        (step.permission == Permission::kAsk && !step.confirm_allow)) {
-      step.expect.no_result = true;
-    }
-    scenario.steps.push_back(std::move(step));
+  if (multi_turn) {
+    parse_turns(*turns, &scenario);
+  } else {
+    // One turn: the scenario's own prompt, steps and closing message, as before turns existed.
+    ScenarioTurn turn;
+    turn.prompt = optional_string(root, "prompt", "Run the scripted scenario.", where);
+    turn.final_message = optional_string(root, "final_message", "Scenario complete.", where);
+    parse_steps(*steps, where, &scenario);
+    turn.step_count = scenario.steps.size();
+    scenario.turns.push_back(std::move(turn));
   }
   return scenario;
 }

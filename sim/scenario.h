@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -21,6 +22,8 @@ struct ExpectedResult {
   std::optional<std::string> text;      // the result's text blocks joined, exactly
   std::optional<std::string> contains;  // a substring of that text
   bool no_result = false;
+  // The call is left unanswered and a user.interrupt ends its turn (after its work item failed).
+  bool interrupted = false;
 };
 
 struct ScenarioStep {
@@ -29,7 +32,30 @@ struct ScenarioStep {
   nlohmann::json input = nlohmann::json::object();
   Permission permission = Permission::kAllow;
   bool confirm_allow = true;  // for `ask`: what the scripted user answers
+  // The platform stops the work item serving the session while this call is open (at that item's
+  // next heartbeat, which answers `stopping`): the item fails with the turn unfinished.
+  bool stop_item = false;
   ExpectedResult expect;
+};
+
+// When the scripted user sends a later turn's message, counted from the previous turn's end.
+enum class TurnTrigger {
+  kEndTurn,   // `delay` after the previous turn ended idle (end_turn or an interrupt)
+  kReleased,  // `delay` after that, once no work item holds the session (its worker let go)
+  kAdmin,     // only when asked: POST /admin/sessions/{id}/next_turn
+};
+std::string_view to_string(TurnTrigger trigger);
+
+// One exchange: the user's message, the agent's tool calls, its closing message and the idle
+// (end_turn) that hands the session back to the user.
+struct ScenarioTurn {
+  std::string prompt;
+  std::string final_message;
+  std::size_t first_step = 0;  // index into Scenario::steps
+  std::size_t step_count = 0;
+  // For every turn but the first (which starts when the session is enqueued).
+  std::chrono::milliseconds delay{0};
+  TurnTrigger after = TurnTrigger::kEndTurn;
 };
 
 // A skill the session's agent carries: the worker downloads it as an archive into its workdir.
@@ -43,16 +69,19 @@ struct ScenarioSkill {
   std::vector<File> files;
 };
 
-// A scripted agent: the tool calls one session makes, in order, and what each should get back.
+// A scripted agent and its user: the turns of one session, the tool calls each makes, in order,
+// and what each should get back. A scenario without `turns` is one turn.
 struct Scenario {
   std::string name;
-  std::string prompt = "Run the scripted scenario.";
-  std::string final_message = "Scenario complete.";
-  // Emit session.status_terminated after the final end_turn (the conformance runs need a clean
-  // end); false leaves the session idle, as a real session stays until archived.
+  // Emit session.status_terminated after the last turn's end_turn (the conformance runs need a
+  // clean end); false leaves the session idle, as a real session stays until archived.
   bool terminate = true;
-  std::vector<ScenarioStep> steps;
+  std::vector<ScenarioStep> steps;  // every turn's steps, turn after turn
+  std::vector<ScenarioTurn> turns;  // at least one
   std::vector<ScenarioSkill> skills;
+  // When a work item fails with a turn unfinished, the scripted user sends user.interrupt this
+  // long after (which ends the turn and queues the session's work again); unset: it never does.
+  std::optional<std::chrono::milliseconds> interrupt_after_failure;
 };
 
 class ScenarioError : public std::runtime_error {

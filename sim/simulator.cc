@@ -15,6 +15,7 @@ namespace {
 using nlohmann::json;
 
 constexpr std::string_view kNoHeartbeat = "NO_HEARTBEAT";
+constexpr std::string_view kInterruptedText = "interrupted by the user";
 
 json optional_time(const std::optional<std::chrono::system_clock::time_point>& t,
                    const std::function<std::string(std::chrono::system_clock::time_point)>& fmt) {
@@ -114,6 +115,62 @@ void Simulator::set_state(WorkItem& item, const std::string& state) {
   if (state == "stopped") item.stopped_at = now;
   if (state == "stopping") item.stop_requested_at = now;
   bump();
+  if (state == "stopped" && item.data_type == "session") on_item_stopped(item);
+}
+
+void Simulator::queue_session_item(Session& session, const std::string& because) {
+  WorkItem item;
+  item.id = new_id("work_");
+  item.environment_id = session.environment_id;
+  item.data_type = "session";
+  item.data_id = session.id;
+  item.sessions_token = new_id("sst_");
+  item.created_at = clock_.wall_now();
+  item.queued_because = because;
+  token_to_work_[item.sessions_token] = item.id;
+  environments_.at(session.environment_id).work_order.push_back(item.id);
+  session.work_ids.push_back(item.id);
+  WorkItem& stored = work_[item.id];
+  stored = std::move(item);
+  enter_queue(stored);
+  // The admin enqueue wakes a poller itself; items queued by the session's own course do not
+  // come from a request about that environment.
+  if (because != "session_created") wakes_.environments.insert(session.environment_id);
+  bump();
+}
+
+Simulator::WorkItem* Simulator::live_item(const Session& session) {
+  for (auto id = session.work_ids.rbegin(); id != session.work_ids.rend(); ++id) {
+    WorkItem& item = work_.at(*id);
+    if (item.state != "stopped") return &item;
+  }
+  return nullptr;
+}
+
+void Simulator::on_item_stopped(WorkItem& item) {
+  auto it = sessions_.find(item.data_id);
+  if (it == sessions_.end()) return;
+  Session& session = it->second;
+  if (live_item(session) != nullptr) {
+    item.ended = "released";  // another item holds the session already
+    return;
+  }
+  if (turn_open(session)) {
+    // Nobody is left to answer the turn's calls: the session waits for the user (an interrupt).
+    item.ended = "failed";
+    session.failed_at = clock_.now();
+  } else {
+    item.ended = "released";
+    if (session.phase == AgentPhase::kTurnEnded) session.released_at = clock_.now();
+  }
+  run_scripted_user(session);
+}
+
+Simulator::Wakes Simulator::take_wakes() {
+  std::lock_guard lock(mutex_);
+  Wakes out;
+  std::swap(out, wakes_);
+  return out;
 }
 
 // ---------------------------------------------------------------- admin
@@ -152,26 +209,25 @@ ApiReply Simulator::enqueue_session(const std::string& environment_id, Scenario 
     session.skill_ids.push_back(skill.id);
     skills_[skill.id] = std::move(skill);
   }
+  if (scenario.turns.empty()) {
+    // Built in code rather than parsed: one turn of every step.
+    ScenarioTurn turn;
+    turn.prompt = "Run the scripted scenario.";
+    turn.final_message = "Scenario complete.";
+    turn.step_count = scenario.steps.size();
+    scenario.turns.push_back(std::move(turn));
+  }
   session.scenario = std::move(scenario);
-  WorkItem item;
-  item.id = new_id("work_");
-  item.environment_id = environment_id;
-  item.data_type = "session";
-  item.data_id = session.id;
-  item.sessions_token = new_id("sst_");
-  item.created_at = now;
-  session.work_id = item.id;
+  const std::string session_id = session.id;
+  Session& stored = sessions_[session_id];
+  stored = std::move(session);
+  queue_session_item(stored, "session_created");
+  stored.work_id = stored.work_ids.front();
   // The user's prompt starts the session, as it does on the hosted side.
-  advance_agent(session);
-  token_to_work_[item.sessions_token] = item.id;
-  env->second.work_order.push_back(item.id);
-  json reply = {{"work_id", item.id}, {"session_id", session.id}};
-  WorkItem& stored = work_[item.id];
-  stored = std::move(item);
-  enter_queue(stored);
-  sessions_[session.id] = std::move(session);
+  advance_agent(stored);
+  run_scripted_user(stored);
   bump();
-  return json_reply(201, reply);
+  return json_reply(201, {{"work_id", stored.work_id}, {"session_id", session_id}});
 }
 
 ApiReply Simulator::enqueue_healthcheck(const std::string& environment_id) {
@@ -206,13 +262,20 @@ json Simulator::render_results(const Session& session) const {
     if (step.expect.text) expected["text"] = *step.expect.text;
     if (step.expect.contains) expected["contains"] = *step.expect.contains;
     if (step.expect.no_result) expected["no_result"] = true;
+    if (step.expect.interrupted) expected["interrupted"] = true;
     std::string mismatch;
     if (record.tool_use_id.empty()) {
       mismatch = "the agent has not reached this step";
+    } else if (step.expect.interrupted) {
+      if (record.result_received) {
+        mismatch = "the call was answered, not interrupted";
+      } else if (!record.interrupted) {
+        mismatch = "the call has not been interrupted";
+      }
     } else if (step.expect.no_result) {
       if (record.results_received > 0) mismatch = "a result arrived for a call that never runs";
     } else if (!record.result_received) {
-      mismatch = "no result received";
+      mismatch = record.interrupted ? "interrupted before a result arrived" : "no result received";
     } else if (record.results_received > 1) {
       mismatch = "the call was answered " + std::to_string(record.results_received) + " times";
     } else if (step.expect.is_error && *step.expect.is_error != record.is_error) {
@@ -229,7 +292,13 @@ json Simulator::render_results(const Session& session) const {
       received = {
           {"is_error", record.is_error}, {"text", record.text}, {"content", record.content}};
     }
+    std::size_t turn = 0;
+    while (turn + 1 < session.scenario.turns.size() &&
+           i >= session.scenario.turns[turn + 1].first_step) {
+      ++turn;
+    }
     steps.push_back({{"index", i},
+                     {"turn", turn + 1},
                      {"tool", step.tool},
                      {"custom", step.custom},
                      {"tool_use_id", record.tool_use_id},
@@ -239,6 +308,7 @@ json Simulator::render_results(const Session& session) const {
                                           : json(nullptr)},
                      {"expected", expected},
                      {"received", received},
+                     {"interrupted", record.interrupted},
                      {"matched", mismatch.empty()},
                      {"mismatch", mismatch}});
   }
@@ -246,8 +316,11 @@ json Simulator::render_results(const Session& session) const {
   return {{"type", "session_results"},
           {"session_id", session.id},
           {"work_id", session.work_id},
+          {"work_ids", session.work_ids},
           {"scenario", session.scenario.name},
           {"status", session.status},
+          {"turn", session.turn + 1},
+          {"turns", session.scenario.turns.size()},
           {"finished", finished},
           {"all_matched", finished && all_matched && session.unexpected.empty()},
           {"steps", steps},
@@ -291,6 +364,105 @@ ApiReply Simulator::work_admin_view(const std::string& work_id) const {
   view["transitions"] = item.transitions;
   view["ttl_seconds"] = item.ttl.count();
   return json_reply(200, view);
+}
+
+json Simulator::render_session_admin(const Session& session) const {
+  static constexpr const char* kPhases[] = {"not_started", "running", "awaiting_result",
+                                            "turn_ended", "finished"};
+  json items = json::array();
+  json holder = nullptr;
+  for (const auto& id : session.work_ids) {
+    const WorkItem& item = work_.at(id);
+    if (item.state != "stopped") holder = id;
+    items.push_back({{"work_id", id},
+                     {"state", item.state},
+                     {"queued_because", item.queued_because},
+                     {"ended", item.ended.empty() ? json(nullptr) : json(item.ended)},
+                     {"created_at", timestamp(item.created_at)}});
+  }
+  const auto now = clock_.now();
+  auto millis_until = [now](Clock::TimePoint at) {
+    return std::max<std::int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(at - now).count());
+  };
+  json next_turn = nullptr;
+  if (session.phase == AgentPhase::kTurnEnded) {
+    const ScenarioTurn& next = session.scenario.turns[session.turn + 1];
+    std::optional<Clock::TimePoint> from;
+    if (next.after == TurnTrigger::kEndTurn) from = session.turn_ended_at;
+    if (next.after == TurnTrigger::kReleased) from = session.released_at;
+    next_turn = {{"turn", session.turn + 2},
+                 {"after", to_string(next.after)},
+                 {"delay_ms", next.delay.count()},
+                 {"due_in_ms", from ? json(millis_until(*from + next.delay)) : json(nullptr)}};
+  }
+  json awaiting = nullptr;
+  if (const ScenarioStep* step = awaited_step(session)) {
+    awaiting = {{"index", session.step},
+                {"tool", step->tool},
+                {"tool_use_id", session.records[session.step].tool_use_id},
+                {"stop_item", step->stop_item}};
+  }
+  json interrupt = nullptr;
+  if (session.failed_at && session.scenario.interrupt_after_failure && turn_open(session)) {
+    interrupt = {{"due_in_ms",
+                  millis_until(*session.failed_at + *session.scenario.interrupt_after_failure)}};
+  }
+  return {{"type", "session_admin"},
+          {"session", render_session(session)},
+          {"scenario", session.scenario.name},
+          {"turn", session.turn + 1},
+          {"turns", session.scenario.turns.size()},
+          {"phase", kPhases[static_cast<int>(session.phase)]},
+          {"awaiting", awaiting},
+          {"holder", holder},
+          {"failed", session.failed_at.has_value() && turn_open(session)},
+          {"next_turn", next_turn},
+          {"scripted_interrupt", interrupt},
+          {"items", items}};
+}
+
+ApiReply Simulator::session_admin_view(const std::string& session_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return not_found("session", session_id);
+  return json_reply(200, render_session_admin(it->second));
+}
+
+ApiReply Simulator::send_next_turn(const std::string& session_id) {
+  std::lock_guard lock(mutex_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return not_found("session", session_id);
+  Session& session = it->second;
+  if (session.phase != AgentPhase::kTurnEnded) {
+    return error_reply(409, "conflict_error",
+                       "session `" + session_id + "` has no turn waiting for the user (" +
+                           (session.status == "terminated" ? "terminated"
+                            : turn_open(session)           ? "a turn is open"
+                                                           : "every turn is done") +
+                           ")");
+  }
+  start_next_turn(session);
+  run_scripted_user(session);
+  return json_reply(200, render_session_admin(session));
+}
+
+ApiReply Simulator::terminate_session(const std::string& session_id) {
+  std::lock_guard lock(mutex_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return not_found("session", session_id);
+  Session& session = it->second;
+  if (session.status == "terminated") {
+    return error_reply(409, "conflict_error", "session `" + session_id + "` is terminated");
+  }
+  if (session.phase == AgentPhase::kAwaitResult && !session.records[session.step].result_received) {
+    session.records[session.step].interrupted = true;
+  }
+  set_session_status(session, "terminated", nullptr);
+  session.phase = AgentPhase::kFinished;
+  run_scripted_user(session);  // forgets whatever the scripted user still had to do
+  wakes_.sessions.insert(session_id);
+  return json_reply(200, render_session(session));
 }
 
 // ---------------------------------------------------------------- auth
@@ -378,6 +550,15 @@ void Simulator::expire_leases_locked() {
 void Simulator::tick() {
   std::lock_guard lock(mutex_);
   expire_leases_locked();
+  const std::vector<std::string> pending(scripted_pending_.begin(), scripted_pending_.end());
+  for (const auto& id : pending) {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) {
+      scripted_pending_.erase(id);
+      continue;
+    }
+    run_scripted_user(it->second);
+  }
 }
 
 std::uint64_t Simulator::generation() const {
@@ -487,6 +668,17 @@ ApiReply Simulator::heartbeat(const std::string& environment_id, const std::stri
           412, "invalid_request_error",
           "expected_last_heartbeat does not match: another worker holds the lease",
           {{"error_code", "heartbeat_precondition_failed"}, {"current_state", lease_state(true)}});
+    }
+  }
+  if (item.data_type == "session" && (item.state == "starting" || item.state == "active")) {
+    // A scenario's stop_item: the platform stops the item serving the open call, and this beat
+    // is how its worker learns it.
+    auto session = sessions_.find(item.data_id);
+    const ScenarioStep* awaited =
+        session == sessions_.end() ? nullptr : awaited_step(session->second);
+    if (awaited != nullptr && awaited->stop_item) {
+      item.transitions.push_back("stopped_by_scenario");
+      set_state(item, "stopping");
     }
   }
   if (desired_ttl_seconds) {
@@ -781,8 +973,10 @@ ApiReply Simulator::send_events(const std::string& session_id, const std::string
       append_event(session, event);
     }
     sent.push_back(session.events.back());
+    if (type == "user.interrupt") apply_interrupt(session);
   }
   advance_agent(session);
+  run_scripted_user(session);
   return json_reply(200, {{"data", sent}});
 }
 
@@ -881,6 +1075,12 @@ ApiReply Simulator::accept_result(Session& session, const json& event, bool cust
       return error_reply(400, "invalid_request_error",
                          "tool call `" + id + "` was denied and must not be answered");
     }
+    if (record.interrupted) {
+      session.unexpected.push_back(
+          {{"reason", "result for an interrupted call"}, {"event", event}});
+      return error_reply(400, "invalid_request_error",
+                         "tool call `" + id + "` was interrupted and can no longer be answered");
+    }
     if (record.result_received) {
       session.unexpected.push_back({{"reason", "duplicate result"}, {"event", event}});
       return error_reply(400, "invalid_request_error",
@@ -905,21 +1105,21 @@ ApiReply Simulator::accept_result(Session& session, const json& event, bool cust
 
 void Simulator::advance_agent(Session& session) {
   if (session.phase == AgentPhase::kNotStarted) {
-    append_event(session, {{"type", "user.message"},
-                           {"content",
-                            json::array({{{"type", "text"}, {"text", session.scenario.prompt}}})}});
+    append_event(session,
+                 {{"type", "user.message"},
+                  {"content",
+                   json::array({{{"type", "text"}, {"text", session.scenario.turns[0].prompt}}})}});
     set_session_status(session, "running", nullptr);
     session.phase = AgentPhase::kNextStep;
   }
   while (session.phase == AgentPhase::kNextStep) {
-    if (session.step >= session.scenario.steps.size()) {
+    const ScenarioTurn& turn = session.scenario.turns[session.turn];
+    if (session.step >= turn.first_step + turn.step_count) {
       append_event(session,
                    {{"type", "agent.message"},
-                    {"content",
-                     json::array({{{"type", "text"}, {"text", session.scenario.final_message}}})}});
+                    {"content", json::array({{{"type", "text"}, {"text", turn.final_message}}})}});
       set_session_status(session, "idle", {{"type", "end_turn"}});
-      if (session.scenario.terminate) set_session_status(session, "terminated", nullptr);
-      session.phase = AgentPhase::kFinished;
+      end_turn(session);
       return;
     }
     const ScenarioStep& step = session.scenario.steps[session.step];
@@ -949,6 +1149,114 @@ void Simulator::advance_agent(Session& session) {
       }
     }
     session.phase = AgentPhase::kAwaitResult;
+  }
+}
+
+}  // namespace perimeter::sim
+
+namespace perimeter::sim {
+
+bool Simulator::turn_open(const Session& session) const {
+  return session.status != "terminated" &&
+         (session.phase == AgentPhase::kNextStep || session.phase == AgentPhase::kAwaitResult);
+}
+
+const ScenarioStep* Simulator::awaited_step(const Session& session) const {
+  if (session.phase != AgentPhase::kAwaitResult || session.status == "terminated") return nullptr;
+  if (session.records[session.step].result_received) return nullptr;
+  return &session.scenario.steps[session.step];
+}
+
+void Simulator::end_turn(Session& session) {
+  session.failed_at.reset();
+  if (session.turn + 1 >= session.scenario.turns.size()) {
+    if (session.scenario.terminate) set_session_status(session, "terminated", nullptr);
+    session.phase = AgentPhase::kFinished;
+    return;
+  }
+  session.phase = AgentPhase::kTurnEnded;
+  session.turn_ended_at = clock_.now();
+  session.released_at.reset();
+  if (live_item(session) == nullptr) session.released_at = session.turn_ended_at;
+}
+
+void Simulator::start_next_turn(Session& session) {
+  ++session.turn;
+  session.turn_ended_at.reset();
+  session.released_at.reset();
+  session.failed_at.reset();
+  const ScenarioTurn& turn = session.scenario.turns[session.turn];
+  session.step = turn.first_step;
+  append_event(session, {{"type", "user.message"},
+                         {"content", json::array({{{"type", "text"}, {"text", turn.prompt}}})}});
+  set_session_status(session, "running", nullptr);
+  session.phase = AgentPhase::kNextStep;
+  // A message to a session no worker holds queues its work again: a new item (new id, new
+  // sessions token) for the same session.
+  if (live_item(session) == nullptr) queue_session_item(session, "user_message");
+  advance_agent(session);
+  wakes_.sessions.insert(session.id);
+}
+
+void Simulator::apply_interrupt(Session& session) {
+  if (!turn_open(session)) return;  // nothing is running: the interrupt is only recorded
+  const ScenarioTurn& turn = session.scenario.turns[session.turn];
+  if (session.phase == AgentPhase::kAwaitResult && !session.records[session.step].result_received) {
+    StepRecord& record = session.records[session.step];
+    record.interrupted = true;
+    // The open call is closed in the log, so that a worker reconciling from the history (the
+    // official one lists it on every start) does not run it again on the session's next item.
+    const bool custom = session.scenario.steps[session.step].custom;
+    append_event(session,
+                 {{"type", custom ? "user.custom_tool_result" : "user.tool_result"},
+                  {custom ? "custom_tool_use_id" : "tool_use_id", record.tool_use_id},
+                  {"is_error", true},
+                  {"content", json::array({{{"type", "text"}, {"text", kInterruptedText}}})}});
+  }
+  session.step = turn.first_step + turn.step_count;
+  const bool ends_session =
+      session.turn + 1 >= session.scenario.turns.size() && session.scenario.terminate;
+  // After a failed item nobody holds the session: the interrupt queues its work again.
+  if (!ends_session && live_item(session) == nullptr) {
+    queue_session_item(session, "user_interrupt");
+  }
+  set_session_status(session, "idle", {{"type", "end_turn"}});
+  end_turn(session);
+  wakes_.sessions.insert(session.id);
+}
+
+void Simulator::run_scripted_user(Session& session) {
+  const auto now = clock_.now();
+  for (bool acted = true; acted;) {
+    acted = false;
+    if (session.status == "terminated") break;
+    const auto& interrupt_after = session.scenario.interrupt_after_failure;
+    if (session.failed_at && interrupt_after && turn_open(session) &&
+        live_item(session) == nullptr && now >= *session.failed_at + *interrupt_after) {
+      append_event(session, {{"type", "user.interrupt"}});
+      apply_interrupt(session);
+      acted = true;
+      continue;
+    }
+    if (session.phase == AgentPhase::kTurnEnded) {
+      const ScenarioTurn& next = session.scenario.turns[session.turn + 1];
+      std::optional<Clock::TimePoint> from;
+      if (next.after == TurnTrigger::kEndTurn) from = session.turn_ended_at;
+      if (next.after == TurnTrigger::kReleased) from = session.released_at;
+      if (from && now >= *from + next.delay) {
+        start_next_turn(session);
+        acted = true;
+      }
+    }
+  }
+  const bool waits =
+      session.status != "terminated" &&
+      (session.phase == AgentPhase::kTurnEnded ||
+       (session.failed_at && session.scenario.interrupt_after_failure && turn_open(session)));
+  if (waits) {
+    scripted_pending_.insert(session.id);
+  } else {
+    scripted_pending_.erase(session.id);
   }
 }
 

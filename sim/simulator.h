@@ -56,6 +56,14 @@ class Simulator {
   ApiReply session_results(const std::string& session_id) const;
   ApiReply environment_results(const std::string& environment_id) const;
   ApiReply work_admin_view(const std::string& work_id) const;
+  // A session as the simulator sees it: its turns, every work item it has had and why each was
+  // queued, which one holds it now, what the scripted user will do next.
+  ApiReply session_admin_view(const std::string& session_id) const;
+  // The scripted user sends the next turn's message now, whatever its trigger (409 while a turn
+  // is open or when none is left).
+  ApiReply send_next_turn(const std::string& session_id);
+  // The user ends the session: session.status_terminated, as archiving does (409 if it has).
+  ApiReply terminate_session(const std::string& session_id);
 
   // ---- the work API; `token` is the bearer credential from the Authorization header ----
   // Returns the item (with its one-time secret) or JSON null when nothing is claimable.
@@ -107,10 +115,19 @@ class Simulator {
   // Counts an event stream opened on the session; returns its ordinal (1 for the first).
   int note_stream_opened(const std::string& session_id);
 
-  // Time-driven transitions (lease expiry); cheap, called by the server's timer.
+  // Time-driven transitions (lease expiry, the scripted user's later messages and interrupts);
+  // cheap, called by the server's timer.
   void tick();
   // Grows on every change a waiting long-poll or stream could care about.
   std::uint64_t generation() const;
+  // Environments that got work and sessions that got events without a request of their own
+  // asking (a turn sent by the timer, an item queued when another stopped), since the last call:
+  // the server wakes their long-polls and streams.
+  struct Wakes {
+    std::set<std::string> environments;
+    std::set<std::string> sessions;
+  };
+  Wakes take_wakes();
 
   const SimulatorOptions& options() const { return options_; }
 
@@ -136,11 +153,18 @@ class Simulator {
     std::vector<LeaseRecord> lease_history;
     std::vector<std::string> transitions;
     std::uint64_t queue_position = 0;
+    // Session items: why the item was queued (session_created, user_message, user_interrupt) and,
+    // once stopped, how it left the session (released at a turn's end or after the last, or
+    // failed with a turn unfinished).
+    std::string queued_because;
+    std::string ended;
   };
-  enum class AgentPhase { kNotStarted, kNextStep, kAwaitResult, kFinished };
+  // kTurnEnded: idle at end_turn with more turns to come; kFinished: the last turn is over.
+  enum class AgentPhase { kNotStarted, kNextStep, kAwaitResult, kTurnEnded, kFinished };
   struct StepRecord {
     std::string tool_use_id;
     bool result_received = false;
+    bool interrupted = false;  // left unanswered when a user.interrupt ended its turn
     int results_received = 0;
     bool is_error = false;
     nlohmann::json content;
@@ -149,13 +173,18 @@ class Simulator {
   struct Session {
     std::string id;
     std::string environment_id;
-    std::string work_id;
+    std::string work_id;                // the first item's
+    std::vector<std::string> work_ids;  // every item, in the order they were queued
     std::string status = "idle";
     std::chrono::system_clock::time_point created_at, updated_at;
     Scenario scenario;
     std::vector<StepRecord> records;
     std::size_t step = 0;
+    std::size_t turn = 0;  // the current turn, or the last one that ended
     AgentPhase phase = AgentPhase::kNotStarted;
+    // Clock times for the scripted user: when the current turn ended, when the item holding the
+    // session let go after that, when an item failed with the turn open.
+    std::optional<Clock::TimePoint> turn_ended_at, released_at, failed_at;
     std::vector<nlohmann::json> events;
     std::map<std::string, std::size_t> event_index;  // event id -> position
     std::vector<nlohmann::json> unexpected;          // results the scenario did not ask for
@@ -204,12 +233,32 @@ class Simulator {
   void set_state(WorkItem& item, const std::string& state);
   void enter_queue(WorkItem& item);
   void bump() { ++generation_; }
+  // A new item for the session (new id and sessions token, same session), on the queue.
+  void queue_session_item(Session& session, const std::string& because);
+  // The session's item that is not stopped (queued, starting, active or stopping), if any.
+  WorkItem* live_item(const Session& session);
+  // A session item reached `stopped`: it released the session or failed it.
+  void on_item_stopped(WorkItem& item);
 
   // The scripted agent.
   void append_event(Session& session, nlohmann::json event);
   void set_session_status(Session& session, const std::string& status, nlohmann::json stop_reason);
   void advance_agent(Session& session);
   ApiReply accept_result(Session& session, const nlohmann::json& event, bool custom);
+  bool turn_open(const Session& session) const;
+  // After the idle that ends a turn: the next turn waits for the scripted user, or the session is
+  // finished (and terminated when the scenario says so).
+  void end_turn(Session& session);
+  nlohmann::json render_session_admin(const Session& session) const;
+  // The user's message for the session's next turn; queues an item if none holds the session.
+  void start_next_turn(Session& session);
+  // A user.interrupt was appended: an open turn ends (its open call unanswered), and the session's
+  // work is queued again when no item holds it.
+  void apply_interrupt(Session& session);
+  // What the scripted user does when its time comes: interrupt after a failure, send a turn.
+  void run_scripted_user(Session& session);
+  // The step the agent waits on, when it waits on one.
+  const ScenarioStep* awaited_step(const Session& session) const;
 
   SimulatorOptions options_;
   Clock& clock_;
@@ -223,6 +272,9 @@ class Simulator {
   std::map<std::string, Session> sessions_;
   std::map<std::string, std::string> token_to_work_;  // sessions token -> work id
   std::map<std::string, Skill> skills_;
+  // Sessions whose scripted user has something left to do on a timer.
+  std::set<std::string> scripted_pending_;
+  Wakes wakes_;
 };
 
 }  // namespace perimeter::sim

@@ -82,5 +82,77 @@ TEST(ScenarioTest, BadInputNamesTheStepAndField) {
               HasSubstr("one plain path component"));
 }
 
+TEST(ScenarioTest, AScenarioWithoutTurnsIsOneTurnOfItsOwnPromptStepsAndMessage) {
+  const Scenario scenario =
+      parse_scenario("prompt: go\nfinal_message: done\nsteps: [{tool: a}, {tool: b}]");
+  ASSERT_EQ(scenario.turns.size(), 1u);
+  EXPECT_EQ(scenario.turns[0].prompt, "go");
+  EXPECT_EQ(scenario.turns[0].final_message, "done");
+  EXPECT_EQ(scenario.turns[0].first_step, 0u);
+  EXPECT_EQ(scenario.turns[0].step_count, 2u);
+  EXPECT_FALSE(scenario.interrupt_after_failure.has_value());
+}
+
+TEST(ScenarioTest, TurnsCarryTheirStepsTriggersAndDelays) {
+  const Scenario scenario = parse_scenario(R"(
+name: multi
+interrupt_after_failure_ms: 250
+turns:
+  - prompt: one
+    steps:
+      - {tool: write, input: {file_path: a, content: b}}
+      - {tool: bash, stop_item: true, expect: {interrupted: true}}
+  - prompt: two
+    after: released
+    delay_ms: 1500
+    steps: [{tool: read}]
+  - after: admin
+  - final_message: bye
+)");
+  ASSERT_EQ(scenario.turns.size(), 4u);
+  ASSERT_EQ(scenario.steps.size(), 3u);
+  EXPECT_TRUE(scenario.steps[1].stop_item);
+  EXPECT_TRUE(scenario.steps[1].expect.interrupted);
+  EXPECT_EQ(*scenario.interrupt_after_failure, std::chrono::milliseconds(250));
+  EXPECT_EQ(scenario.turns[0].step_count, 2u);
+  EXPECT_EQ(scenario.turns[0].final_message, "Turn 1 complete.");
+  EXPECT_EQ(scenario.turns[1].first_step, 2u);
+  EXPECT_EQ(scenario.turns[1].step_count, 1u);
+  EXPECT_EQ(scenario.turns[1].after, TurnTrigger::kReleased);
+  EXPECT_EQ(scenario.turns[1].delay, std::chrono::milliseconds(1500));
+  EXPECT_EQ(scenario.turns[2].after, TurnTrigger::kAdmin);
+  EXPECT_EQ(scenario.turns[2].first_step, 3u);
+  EXPECT_EQ(scenario.turns[2].step_count, 0u);
+  EXPECT_EQ(scenario.turns[2].prompt, "Continue the scripted scenario (turn 3).");
+  EXPECT_EQ(scenario.turns[3].after, TurnTrigger::kEndTurn);
+  EXPECT_EQ(scenario.turns[3].delay, std::chrono::milliseconds(0));
+  EXPECT_EQ(scenario.turns[3].final_message, "bye");
+}
+
+TEST(ScenarioTest, BadTurnsAreRefusedWithTheReason) {
+  auto error_of = [](const char* text) {
+    try {
+      parse_scenario(text);
+    } catch (const ScenarioError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(error_of("turns: []"), HasSubstr("`turns` must be a non-empty list"));
+  EXPECT_THAT(error_of("steps: []\nturns: [{}]"), HasSubstr("`steps` belongs to each turn"));
+  EXPECT_THAT(error_of("prompt: x\nturns: [{}]"), HasSubstr("`prompt` belongs to each turn"));
+  EXPECT_THAT(error_of("turns: [{delay_ms: 5}]"), HasSubstr("the first turn starts"));
+  EXPECT_THAT(error_of("turns: [{}, {after: later}]"), HasSubstr("turn 2: `after`"));
+  EXPECT_THAT(error_of("turns: [{}, {delay_ms: -1}]"), HasSubstr("`delay_ms` must be"));
+  EXPECT_THAT(error_of("turns: [{}, {delay_ms: soon}]"), HasSubstr("`delay_ms` must be"));
+  EXPECT_THAT(error_of("turns: [{}, {wait: 1}]"), HasSubstr("turn 2: unknown field `wait`"));
+  EXPECT_THAT(error_of("turns: [{steps: [{input: {}}]}]"), HasSubstr("turn 1 step 1: `tool`"));
+  EXPECT_THAT(error_of("interrupt_after_failure_ms: -5\nsteps: []"),
+              HasSubstr("`interrupt_after_failure_ms` must be"));
+  EXPECT_THAT(error_of("steps: [{tool: a, permission: deny, expect: {interrupted: true}}]"),
+              HasSubstr("cannot be interrupted"));
+  EXPECT_THAT(error_of("steps: [{tool: a, stop_item: yes}]"), HasSubstr("`stop_item`"));
+}
+
 }  // namespace
 }  // namespace perimeter::sim
