@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "agentapi/sim_process.h"
@@ -94,15 +95,17 @@ void enqueue_scenarios(const SimProcess& sim, const std::string& key, Enqueued* 
 }
 
 // Runs the official worker until every enqueued item has stopped; returns its exit code.
+// `extra_env`: more VAR='value' assignments for the driver (session ids, the worker's max idle).
 int run_official_worker(const OfficialSdk& sdk, const SimProcess& sim, const std::string& key,
-                        const Enqueued& enqueued, const std::string& workdir, std::string* output) {
+                        const Enqueued& enqueued, const std::string& workdir, std::string* output,
+                        const std::string& extra_env = "") {
   std::string joined;
   for (const auto& id : enqueued.work_ids) joined += (joined.empty() ? "" : ",") + id;
-  const std::string command = "PERIMETER_SIM_URL='" + sim.url() + "' PERIMETER_ENVIRONMENT_ID='" +
-                              enqueued.environment_id + "' PERIMETER_ENVIRONMENT_KEY='" + key +
-                              "' PERIMETER_WORKDIR='" + workdir + "' PERIMETER_WORK_IDS='" +
-                              joined + "' PERIMETER_DEADLINE_MS=150000 '" + sdk.node + "' '" +
-                              source_dir() + "/tests/conformance/driver.mjs' '" + sdk.sdk + "'";
+  const std::string command =
+      extra_env + " PERIMETER_SIM_URL='" + sim.url() + "' PERIMETER_ENVIRONMENT_ID='" +
+      enqueued.environment_id + "' PERIMETER_ENVIRONMENT_KEY='" + key + "' PERIMETER_WORKDIR='" +
+      workdir + "' PERIMETER_WORK_IDS='" + joined + "' PERIMETER_DEADLINE_MS=150000 '" + sdk.node +
+      "' '" + source_dir() + "/tests/conformance/driver.mjs' '" + sdk.sdk + "'";
   return run(command, output);
 }
 
@@ -198,6 +201,113 @@ TEST(OfficialWorkerConformance, EveryScenarioCompletesUnderInjectedFaults) {
   EXPECT_NE(metrics.find("perimeter_sim_faults_injected_total{kind=\"sse_drop\"}"),
             std::string::npos)
       << "no stream was dropped, so the test proved nothing about reconnects";
+}
+
+std::string join(const std::vector<std::string>& ids) {
+  std::string joined;
+  for (const auto& id : ids) joined += (joined.empty() ? "" : ",") + id;
+  return joined;
+}
+
+// Sessions that span work items, in a mix with health-check items, served by the official worker
+// with a short idle countdown (1 s) so that a turn's item ends idle before the next turn comes:
+//  - two-turns: turn two is sent only once turn one's item has ended, so a second item (new id,
+//    new secret) serves it, and finds the files turn one left in the worker's workdir;
+//  - follow-up: turn two arrives while the worker still holds the session: one item serves both;
+//  - interrupt-after-failure: the item is stopped with its call open (the worker learns it from
+//    its heartbeat and winds down), the scripted user interrupts, the session's work is queued
+//    again and a new item serves the next turn;
+//  - health checks: acked, at most one heartbeat, force-stopped, no session.
+TEST(OfficialWorkerConformance, SessionsSpanWorkItemsAndHealthChecksAreAnsweredInTheMix) {
+  OfficialSdk sdk;
+  ASSERT_NO_FATAL_FAILURE(find_official_sdk(&sdk));
+  SimProcess sim({"--lease-ttl-seconds", "4"});
+  const std::string key = "conformance-environment-key";
+  HttpResult created = testing::http_call(sim.url(), "POST", "/admin/environments",
+                                          json({{"name", "sessions"}, {"key", key}}).dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  Enqueued enqueued;
+  enqueued.environment_id = created.json()["id"];
+  const std::string env_path = "/admin/environments/" + enqueued.environment_id;
+  std::vector<std::string> healthchecks;
+  auto enqueue_healthcheck = [&]() {
+    HttpResult item = testing::http_call(sim.url(), "POST", env_path + "/healthchecks", "");
+    ASSERT_EQ(item.status, 201) << item.body;
+    healthchecks.push_back(item.json()["work_id"]);
+    enqueued.work_ids.push_back(healthchecks.back());
+  };
+  const std::vector<std::string> scenarios = {"two-turns", "follow-up", "interrupt-after-failure"};
+  ASSERT_NO_FATAL_FAILURE(enqueue_healthcheck());
+  for (const auto& scenario : scenarios) {
+    const std::string yaml =
+        read_file(source_dir() + "/sim/scenarios/sessions/" + scenario + ".yaml");
+    ASSERT_FALSE(yaml.empty()) << "scenario " << scenario << " not found";
+    HttpResult item = testing::http_call(sim.url(), "POST", env_path + "/sessions",
+                                         json({{"scenario_yaml", yaml}}).dump());
+    ASSERT_EQ(item.status, 201) << item.body;
+    enqueued.work_ids.push_back(item.json()["work_id"]);
+    enqueued.session_ids.push_back(item.json()["session_id"]);
+    ASSERT_NO_FATAL_FAILURE(enqueue_healthcheck());
+  }
+
+  TempDir workdir;
+  std::string output;
+  ASSERT_EQ(run_official_worker(sdk, sim, key, enqueued, workdir.path(), &output,
+                                "PERIMETER_SESSION_IDS='" + join(enqueued.session_ids) +
+                                    "' PERIMETER_MAX_IDLE_MS=1000"),
+            0)
+      << "the official worker did not finish:\n"
+      << output << "\nsimulator log:\n"
+      << sim.log();
+
+  std::map<std::string, json> views;
+  for (std::size_t i = 0; i < scenarios.size(); ++i) {
+    SCOPED_TRACE(scenarios[i]);
+    const json record =
+        testing::http_call(sim.url(), "GET",
+                           "/admin/sessions/" + enqueued.session_ids[i] + "/results")
+            .json();
+    EXPECT_EQ(record["status"], "terminated");
+    EXPECT_TRUE(record["unexpected"].empty()) << record["unexpected"].dump(2);
+    for (const json& step : record["steps"]) {
+      EXPECT_TRUE(step["matched"].get<bool>())
+          << "turn " << step["turn"] << " step " << step["index"] << " (" << step["tool"]
+          << "): " << step["mismatch"] << "\nreceived " << step["received"].dump();
+    }
+    EXPECT_TRUE(record["all_matched"].get<bool>());
+    const json view =
+        testing::http_call(sim.url(), "GET", "/admin/sessions/" + enqueued.session_ids[i]).json();
+    views[scenarios[i]] = view;
+    for (const json& item : view["items"]) {
+      EXPECT_EQ(item["state"], "stopped");
+      // Every item has a lease of its own, started from NO_HEARTBEAT by the worker that took it.
+      const json work =
+          testing::http_call(sim.url(), "GET", "/admin/work/" + item["work_id"].get<std::string>())
+              .json();
+      ASSERT_FALSE(work["lease_history"].empty()) << item.dump();
+      EXPECT_EQ(work["lease_history"][0]["expected"], "NO_HEARTBEAT");
+    }
+  }
+  const json& two = views["two-turns"]["items"];
+  ASSERT_EQ(two.size(), 2u) << views["two-turns"].dump(2);
+  EXPECT_EQ(two[0]["ended"], "released");
+  EXPECT_EQ(two[1]["queued_because"], "user_message");
+  EXPECT_NE(two[0]["work_id"], two[1]["work_id"]);
+  EXPECT_EQ(views["follow-up"]["items"].size(), 1u) << views["follow-up"].dump(2);
+  const json& interrupted = views["interrupt-after-failure"]["items"];
+  ASSERT_EQ(interrupted.size(), 2u) << views["interrupt-after-failure"].dump(2);
+  EXPECT_EQ(interrupted[0]["ended"], "failed");
+  EXPECT_EQ(interrupted[1]["queued_because"], "user_interrupt");
+  EXPECT_EQ(read_file(workdir.path() + "/notes/plan.txt"), "1. write the plan\n");
+
+  for (const auto& id : healthchecks) {
+    SCOPED_TRACE(id);
+    const json item = testing::http_call(sim.url(), "GET", "/admin/work/" + id).json();
+    EXPECT_EQ(item["state"], "stopped");
+    EXPECT_EQ(item["data"]["type"], "healthcheck");
+    EXPECT_FALSE(item["acknowledged_at"].is_null()) << "the worker acks a health check";
+    EXPECT_LE(item["lease_history"].size(), 1u) << "at most one heartbeat";
+  }
 }
 
 }  // namespace

@@ -5,7 +5,10 @@
 //
 // usage: node driver.mjs <node_modules/@anthropic-ai/sdk dir>
 // env:   PERIMETER_SIM_URL, PERIMETER_ENVIRONMENT_ID, PERIMETER_ENVIRONMENT_KEY, PERIMETER_WORKDIR,
-//        PERIMETER_WORK_IDS (comma-separated), PERIMETER_DEADLINE_MS
+//        PERIMETER_WORK_IDS (comma-separated), PERIMETER_DEADLINE_MS; optional:
+//        PERIMETER_SESSION_IDS (comma-separated: sessions whose later items are queued as they
+//        go, done once terminated with every item stopped), PERIMETER_MAX_IDLE_MS (the worker's
+//        maxIdleMs, so that a turn's item ends idle soon enough for the next turn's)
 import { pathToFileURL } from 'node:url';
 import * as path from 'node:path';
 
@@ -23,6 +26,8 @@ const environmentId = need('PERIMETER_ENVIRONMENT_ID');
 const environmentKey = need('PERIMETER_ENVIRONMENT_KEY');
 const workdir = need('PERIMETER_WORKDIR');
 const workIds = need('PERIMETER_WORK_IDS').split(',');
+const sessionIds = (process.env.PERIMETER_SESSION_IDS ?? '').split(',').filter((id) => id !== '');
+const maxIdleMs = process.env.PERIMETER_MAX_IDLE_MS ? Number(process.env.PERIMETER_MAX_IDLE_MS) : undefined;
 const deadlineMs = Number(process.env.PERIMETER_DEADLINE_MS ?? '90000');
 
 const load = (rel) => import(pathToFileURL(path.join(sdkDir, rel)).href);
@@ -47,6 +52,7 @@ const worker = client.beta.environments.work.worker({
   workerId: 'official-sdk-conformance',
   tools: (ctx) => [...betaAgentToolset20260401(ctx), lookupTicket],
   memorySyncIntervalMs: null,
+  ...(maxIdleMs !== undefined ? { maxIdleMs } : {}),
 });
 
 // Watches the simulator's admin view of each item; the worker itself has no "queue drained" exit.
@@ -56,6 +62,13 @@ const allStopped = async () => {
     if (!response.ok) throw new Error(`admin/work/${id}: HTTP ${response.status}`);
     const item = await response.json();
     if (item.state !== 'stopped') return false;
+  }
+  for (const id of sessionIds) {
+    const response = await fetch(`${simUrl}/admin/sessions/${id}`);
+    if (!response.ok) throw new Error(`admin/sessions/${id}: HTTP ${response.status}`);
+    const view = await response.json();
+    if (view.session.status !== 'terminated') return false;
+    if (view.items.some((item) => item.state !== 'stopped')) return false;
   }
   return true;
 };
