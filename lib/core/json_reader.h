@@ -20,8 +20,8 @@ namespace perimeter {
 //
 // It is a fast path, not a second parser to trust: read() returning false means "not accepted
 // here", either because the text is not JSON or because the reader does not handle it (a
-// byte-order mark; a key holding escapes; a string holding escapes whose text the handler wants,
-// unless the handler decodes escapes). Its callers then read the text again with nlohmann, whose
+// byte-order mark; unless the handler decodes escapes, a key holding escapes or a string holding
+// escapes whose text the handler wants). Its callers then read the text again with nlohmann, whose
 // verdict and messages stand; only what the reader accepts must match nlohmann, and the tests
 // and the guard's fuzz target check that it does.
 //
@@ -29,8 +29,9 @@ namespace perimeter {
 // string(std::string_view), boolean(bool), null(), number_integer(std::int64_t),
 // number_unsigned(std::uint64_t), number_float(double); bool wants_text() const (whether the
 // next string's text is read, else only that a string came); and
-// `static constexpr bool kDecodesEscapes`: when true, a wanted string holding escapes is decoded
-// (into a buffer of the reader's, the view valid until the next call) instead of given up on.
+// `static constexpr bool kDecodesEscapes`: when true, a key or a wanted string holding escapes is
+// decoded (into a buffer of the reader's, the view valid until the next call) instead of given
+// up on.
 // Any handler call returning false stops the read with false.
 template <class Handler>
 class JsonReader {
@@ -132,15 +133,26 @@ class JsonReader {
     return true;
   }
 
-  // `"key":`, its text handed to the handler (a key with escapes: given up on).
+  // `"key":`, its text handed to the handler (a key with escapes: decoded for a handler that
+  // decodes escapes, given up on otherwise).
   bool read_key() {
     skip_space();
     if (p_ == end_ || *p_ != '"') return false;
     ++p_;
     bool escaped = false;
     const char* start = p_;
-    if (!skip_string(&escaped) || escaped) return false;
-    if (!handler_.key(std::string_view(start, p_ - 1 - start))) return false;
+    if (!skip_string(&escaped)) return false;
+    const std::string_view raw(start, p_ - 1 - start);
+    if (escaped) {
+      if constexpr (Handler::kDecodesEscapes) {
+        decode(raw);
+        if (!handler_.key(decoded_)) return false;
+      } else {
+        return false;
+      }
+    } else if (!handler_.key(raw)) {
+      return false;
+    }
     skip_space();
     if (p_ == end_ || *p_ != ':') return false;
     ++p_;

@@ -1,5 +1,7 @@
 #include "kube/json_filter.h"
 
+#include <atomic>
+
 #include "core/json_reader.h"
 
 namespace perimeter::kube {
@@ -21,6 +23,8 @@ const JsonFilter* JsonFilter::member(std::string_view key) const {
 }
 
 namespace {
+
+std::atomic<std::uint64_t> fallbacks{0};
 
 // Builds the kept values in place, driven by core/json_reader.h (keys and strings as views into
 // the text, a dropped string never copied) or, for what that reader does not accept, by
@@ -146,10 +150,15 @@ json parse_filtered(std::string_view text, const JsonFilter& filter) {
   }
   // Not accepted by the fast reader (not JSON, or a case it leaves to nlohmann): nlohmann's
   // verdict, and its value.
+  fallbacks.fetch_add(1, std::memory_order_relaxed);
   FilteringBuilder builder(filter);
   if (!json::sax_parse(text, &builder, json::input_format_t::json, /*strict=*/true))
     return json(json::value_t::discarded);
   return builder.take();
+}
+
+std::uint64_t filtered_parse_fallbacks() {
+  return fallbacks.load(std::memory_order_relaxed);
 }
 
 }  // namespace perimeter::kube

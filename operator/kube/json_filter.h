@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -40,5 +41,10 @@ class JsonFilter {
 // Parses `text`, building only what `filter` keeps. Returns a discarded value (is_discarded())
 // when `text` is not JSON; dropped parts are still read, so the verdict is the full parser's.
 nlohmann::json parse_filtered(std::string_view text, const JsonFilter& filter);
+
+// How many texts parse_filtered has read twice, in this process: the one-pass reader
+// (core/json_reader.h) gave up on them and nlohmann read them again. Text that is not JSON, or
+// starts with a byte-order mark; the apiserver's objects never should.
+std::uint64_t filtered_parse_fallbacks();
 
 }  // namespace perimeter::kube

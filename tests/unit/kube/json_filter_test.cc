@@ -183,11 +183,44 @@ TEST(JsonFilterTest, WhatTheFullParserRefusesIsRefusedWhereverItIs) {
     EXPECT_FALSE(json::accept(text)) << "the case itself is wrong";
     EXPECT_TRUE(parse_filtered(text, filter).is_discarded());
   }
-  // What the one-pass reader leaves to nlohmann (a byte-order mark, a key holding escapes) is
-  // still read, as nlohmann reads it.
+  // What the one-pass reader leaves to nlohmann (a byte-order mark) is still read, as nlohmann
+  // reads it.
+  const auto before = filtered_parse_fallbacks();
   const std::string bom = "\xef\xbb\xbf{\"kept\": 1}";
   EXPECT_EQ(parse_filtered(bom, filter), json({{"kept", 1}}));
-  EXPECT_EQ(parse_filtered(R"({"ke\u0070t": "v", "x": 1})", filter), json({{"kept", "v"}}));
+  EXPECT_EQ(filtered_parse_fallbacks(), before + 1);
+}
+
+// The apiserver's objects are read in one pass, keys holding escapes included: managedFields
+// names list items by keys such as `k:{"name":"runner"}`, in every pod.
+TEST(JsonFilterTest, AnApiserverPodIsReadInOnePass) {
+  const std::string event =
+      R"({"type":"MODIFIED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"run-1",)"
+      R"("namespace":"agents","uid":"u-1","resourceVersion":"81","labels":{"a":"1"},)"
+      R"("annotations":{"perimeter.dev/work-id":"work_1","note":"say \"hi\" \u003cb\u003e"},)"
+      R"("managedFields":[{"manager":"perimeter-operator","operation":"Update","fieldsType":)"
+      R"("FieldsV1","fieldsV1":{"f:spec":{"f:containers":{"k:{\"name\":\"runner\"}":{".":{},)"
+      R"("f:env":{"k:{\"name\":\"ANTHROPIC_BASE_URL\"}":{".":{},"f:value":{}}}}}}}}]},)"
+      R"("spec":{"containers":[{"name":"runner","image":"r:1"}]},"status":{"phase":"Running"}}})";
+  const JsonFilter objects =
+      JsonFilter::members()
+          .keep("metadata",
+                JsonFilter::members().keep("name").keep("annotations").keep("managedFields"))
+          .keep("status");
+  const JsonFilter event_filter = watch_event_filter(objects);
+  const auto before = filtered_parse_fallbacks();
+  const WatchEvent decoded = decode_watch_event(event, &event_filter);
+  EXPECT_EQ(filtered_parse_fallbacks(), before) << "the event was read twice";
+  const json whole = json::parse(event)["object"];
+  EXPECT_EQ(decoded.object, reference(whole, objects));
+  EXPECT_EQ(decoded.object["metadata"]["annotations"]["note"], "say \"hi\" <b>");
+  EXPECT_TRUE(
+      decoded.object["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:containers"].contains(
+          R"(k:{"name":"runner"})"));
+  // Dropped, the same keys are only read through.
+  EXPECT_EQ(parse_filtered(json::parse(event)["object"].dump(), JsonFilter::members().keep("kind")),
+            json({{"kind", "Pod"}}));
+  EXPECT_EQ(filtered_parse_fallbacks(), before);
 }
 
 }  // namespace
