@@ -206,9 +206,10 @@ json ResourceClient::remove(const std::string& ns, const std::string& name,
   return call("delete", "DELETE", type_.path(ns, name), body.dump(), "", request);
 }
 
-json ResourceClient::merge_patch(const std::string& ns, const std::string& name,
-                                 const json& patch) {
-  return call("patch", "PATCH", type_.path(ns, name), patch.dump(), "application/merge-patch+json");
+json ResourceClient::merge_patch(const std::string& ns, const std::string& name, const json& patch,
+                                 const RequestOptions& request) {
+  return call("patch", "PATCH", type_.path(ns, name), patch.dump(), "application/merge-patch+json",
+              request);
 }
 
 json ResourceClient::strategic_merge_patch(const std::string& ns, const std::string& name,

@@ -135,7 +135,7 @@ class ResourceClient {
   nlohmann::json remove(const std::string& ns, const std::string& name,
                         const DeleteOptions& options = {});
   nlohmann::json merge_patch(const std::string& ns, const std::string& name,
-                             const nlohmann::json& patch);
+                             const nlohmann::json& patch, const RequestOptions& request = {});
   nlohmann::json json_patch(const std::string& ns, const std::string& name,
                             const nlohmann::json& operations);
   // Built-in kinds only: lists merge by their patch keys, so one entry can be deleted with

@@ -27,10 +27,11 @@ bool refused_as_built(const kube::ApiError& e) {
 
 // Creates `object`; a refusal of the object as built becomes ObjectRefused, so the claim path
 // can tell it from a failure that may pass.
-void create_or_refuse(kube::ResourceClient& client, const std::string& ns,
-                      const nlohmann::json& object, const kube::RequestOptions& request = {}) {
+nlohmann::json create_or_refuse(kube::ResourceClient& client, const std::string& ns,
+                                const nlohmann::json& object,
+                                const kube::RequestOptions& request = {}) {
   try {
-    client.create(ns, object, request);
+    return client.create(ns, object, request);
   } catch (const kube::ApiError& e) {
     if (refused_as_built(e)) {
       throw ObjectRefused(e.status_message().empty() ? e.what() : e.status_message());
@@ -61,6 +62,25 @@ const kube::JsonFilter& secret_identity() {
       "metadata",
       kube::JsonFilter::members().keep("uid").keep("resourceVersion").keep("annotations"));
   return filter;
+}
+
+// The uid and resourceVersion of what a write left, and nothing else of the answer.
+const kube::JsonFilter& written_version() {
+  static const kube::JsonFilter filter = kube::JsonFilter::members().keep(
+      "metadata", kube::JsonFilter::members().keep("uid").keep("resourceVersion"));
+  return filter;
+}
+
+ObjectVersion version_of(const nlohmann::json& answer) {
+  const auto metadata = answer.find("metadata");
+  if (metadata == answer.end() || !metadata->is_object()) return {};
+  return {metadata->value("uid", ""), metadata->value("resourceVersion", "")};
+}
+
+kube::RequestOptions answer_filtered(const kube::JsonFilter& filter) {
+  kube::RequestOptions options;
+  options.answer = &filter;
+  return options;
 }
 
 const kube::JsonFilter& pod_uid() {
@@ -105,7 +125,7 @@ void remove_session_secret(kube::ResourceClient& secrets, const std::string& ns,
 
 }  // namespace
 
-bool KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
+std::optional<ObjectVersion> KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
   const std::string ns = secret["metadata"]["namespace"];
   const std::string name = secret["metadata"]["name"];
   const auto ours = claimed_at(secret);
@@ -115,8 +135,7 @@ bool KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
   // sweep's delete) in between sends us round again with what it left.
   for (int attempt = 0; attempt < 5; ++attempt) {
     try {
-      create_or_refuse(secrets_, ns, secret);
-      return true;
+      return version_of(create_or_refuse(secrets_, ns, secret, answer_filtered(written_version())));
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
     }
@@ -134,14 +153,15 @@ bool KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
                                work_id + "'");
     }
     // A claim that polled the item after us holds the secret the queue re-issued last.
-    if (const auto theirs = claimed_at(existing); theirs && ours && *theirs > *ours) return false;
+    if (const auto theirs = claimed_at(existing); theirs && ours && *theirs > *ours) {
+      return std::nullopt;
+    }
     existing["metadata"]["annotations"][std::string(kAnnotationClaimedAt)] =
         secret["metadata"]["annotations"][std::string(kAnnotationClaimedAt)];
     existing.erase("data");
     existing["stringData"] = secret["stringData"];
     try {
-      secrets_.update(ns, existing);
-      return true;
+      return version_of(secrets_.update(ns, existing, answer_filtered(written_version())));
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kConflict && e.kind() != kube::ErrorKind::kNotFound) throw;
     }
@@ -153,7 +173,7 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
   const std::string ns = pod["metadata"]["namespace"];
   const std::string name = pod["metadata"]["name"];
   try {
-    create_or_refuse(pods_, ns, pod);
+    create_or_refuse(pods_, ns, pod, answer_filtered(nothing_of_the_answer()));
     return true;
   } catch (const kube::ApiError& e) {
     if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
@@ -184,7 +204,7 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
     if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
   }
   try {
-    create_or_refuse(pods_, ns, pod);
+    create_or_refuse(pods_, ns, pod, answer_filtered(nothing_of_the_answer()));
     return true;
   } catch (const kube::ApiError& e) {
     if (e.kind() != kube::ErrorKind::kAlreadyExists) throw;
@@ -195,7 +215,7 @@ bool KubeSessionObjectWriter::ensure_pod(const nlohmann::json& pod) {
 }
 
 void KubeSessionObjectWriter::check_pod(const nlohmann::json& pod) {
-  kube::RequestOptions dry_run;
+  kube::RequestOptions dry_run = answer_filtered(nothing_of_the_answer());
   dry_run.dry_run = true;
   try {
     create_or_refuse(pods_, pod["metadata"]["namespace"], pod, dry_run);
@@ -219,14 +239,54 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
   const std::string ns = metadata.value("namespace", "");
   const std::string name = metadata.value("name", "");
   const std::string uid = metadata.value("uid", "");
-  const std::string work_id = metadata.value("annotations", nlohmann::json::object())
-                                  .value(std::string(kAnnotationWorkId), "");
+  const auto annotations = metadata.value("annotations", nlohmann::json::object());
+  const std::string work_id = annotations.value(std::string(kAnnotationWorkId), "");
+  kube::DeleteOptions pod_options;
+  pod_options.propagation_policy = "Background";
+  pod_options.precondition_uid = uid;
+  pod_options.answer = &nothing_of_the_answer();
+  const auto remove_pod = [&] {
+    try {
+      pods_.remove(ns, name, pod_options);
+    } catch (const kube::ApiError& e) {
+      if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
+    }
+  };
+
   // The Secret goes first. The pod has finished, so nothing reads the Secret any more; had the
   // pod gone first, a crash or a failed request before the Secret's delete would leave a Secret
   // whose pod no cache shows again, and only the orphan sweep, minutes later, would take it. In
   // this order what is left is the finished pod, and the next pass removes it.
-  // Only while the apiserver's pod of that name is the one cached: a pod made since (a new
-  // attempt at the item, after the cache saw this one) uses the Secret, and both stay.
+  // The claim that made the pod recorded the Secret as it wrote it: deleting by that uid and
+  // resourceVersion removes that Secret and nothing written since, without reading it. A later
+  // claim of the item rewrites the Secret (or makes it again) before its ack, and so before any
+  // pod of its own: its Secret differs, the delete is refused, and the read below decides. A
+  // pod made without rewriting the Secret (the claims sweep's, for an acknowledged claim) is
+  // made only once neither the cache nor the apiserver shows this one, and the sweep runs in
+  // the same reconcile as this retention, after it; docs/claiming.md has the argument.
+  const std::string recorded = annotations.value(std::string(kAnnotationSecretVersion), "");
+  if (const auto slash = recorded.find('/');
+      !work_id.empty() && slash != std::string::npos && slash > 0 && slash + 1 < recorded.size()) {
+    kube::DeleteOptions as_written;
+    as_written.precondition_uid = recorded.substr(0, slash);
+    as_written.precondition_resource_version = recorded.substr(slash + 1);
+    as_written.answer = &nothing_of_the_answer();
+    try {
+      secrets_.remove(ns, name, as_written);
+    } catch (const kube::ApiError& e) {
+      if (e.kind() == kube::ErrorKind::kConflict) {
+        // Written since: by a later claim (whose Secret stays) or by someone else.
+        remove_session_secret(secrets_, ns, name, work_id, claimed_at(pod));
+      } else if (e.kind() != kube::ErrorKind::kNotFound) {
+        throw;
+      }
+    }
+    remove_pod();
+    return;
+  }
+  // A pod without that record (made by the claims sweep, or by an earlier version): the Secret
+  // goes only while the apiserver's pod of that name is the one cached, since a pod made since
+  // (a new attempt at the item, after the cache saw this one) uses the Secret, and both stay.
   bool pod_exists = true;
   try {
     kube::RequestOptions uid_only;
@@ -237,16 +297,7 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
     pod_exists = false;
   }
   remove_session_secret(secrets_, ns, name, work_id, claimed_at(pod));
-  if (!pod_exists) return;
-  kube::DeleteOptions pod_options;
-  pod_options.propagation_policy = "Background";
-  pod_options.precondition_uid = uid;
-  pod_options.answer = &nothing_of_the_answer();
-  try {
-    pods_.remove(ns, name, pod_options);
-  } catch (const kube::ApiError& e) {
-    if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
-  }
+  if (pod_exists) remove_pod();
 }
 
 bool pod_finished(const nlohmann::json& pod) {

@@ -11,7 +11,7 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
  public:
   KubeSessionObjectWriter(kube::ResourceClient& secrets, kube::ResourceClient& pods)
       : secrets_(secrets), pods_(pods) {}
-  bool ensure_secret(const nlohmann::json& secret) override;
+  std::optional<ObjectVersion> ensure_secret(const nlohmann::json& secret) override;
   bool ensure_pod(const nlohmann::json& pod) override;
   void check_pod(const nlohmann::json& pod) override;
   void release_pod(const std::string& ns, const std::string& name) override;

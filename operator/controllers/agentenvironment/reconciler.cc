@@ -335,6 +335,9 @@ void AgentEnvironmentReconciler::mark_counted(const AgentEnvironment& env, const
   // its retention starts. It is written against the resourceVersion the count was decided from:
   // a cache that lags gets 409 and the next pass decides again.
   const std::string now = format_rfc3339(deps_.clock.wall_now());
+  static const kube::JsonFilter nothing_of_the_answer = kube::JsonFilter::members();
+  kube::RequestOptions unread_answer;  // the pod as patched is not read here: its watch event is
+  unread_answer.answer = &nothing_of_the_answer;
   for (const auto& pod : outcomes.unmarked) {
     if (written.pending_marks.count(pod.uid) == 0) continue;
     try {
@@ -344,7 +347,8 @@ void AgentEnvironmentReconciler::mark_counted(const AgentEnvironment& env, const
             {{"resourceVersion", pod.resource_version},
              {"annotations",
               {{std::string(kAnnotationOutcome), pod.succeeded ? "succeeded" : "failed"},
-               {std::string(kAnnotationRecordedAt), now}}}}}});
+               {std::string(kAnnotationRecordedAt), now}}}}}},
+          unread_answer);
     } catch (const kube::ApiError& e) {
       if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
     }

@@ -15,6 +15,9 @@ inline constexpr std::string_view kLabelComponent = "app.kubernetes.io/component
 inline constexpr std::string_view kLabelManagedBy = "app.kubernetes.io/managed-by";
 inline constexpr std::string_view kAnnotationWorkId = "perimeter.dev/work-id";
 inline constexpr std::string_view kAnnotationClaimedAt = "perimeter.dev/claimed-at";
+// On a runner pod: "<uid>/<resourceVersion>" of the Secret its claim wrote, so that retention
+// deletes exactly that Secret (preconditions) without reading it first (docs/claiming.md).
+inline constexpr std::string_view kAnnotationSecretVersion = "perimeter.dev/secret-version";
 // Written on a finished runner pod once its outcome is counted in the status (docs/claiming.md,
 // "Counting sessions exactly once").
 inline constexpr std::string_view kAnnotationOutcome = "perimeter.dev/outcome";

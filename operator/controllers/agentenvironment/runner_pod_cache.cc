@@ -88,7 +88,7 @@ void trim_runner_pod(json& pod) {
     if (json* source_annotations = member(*source, "annotations")) {
       move_keys(*source_annotations, annotations,
                 {kAnnotationWorkId.data(), kAnnotationClaimedAt.data(), kAnnotationOutcome.data(),
-                 kAnnotationRecordedAt.data()});
+                 kAnnotationRecordedAt.data(), kAnnotationSecretVersion.data()});
     }
     metadata["annotations"] = std::move(annotations);
     // The owner, as the controller's owner watch reads it.

@@ -243,6 +243,10 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
   annotations[std::string(kAnnotationWorkId)] = session.work_id;
   if (!session.claimed_at.empty())
     annotations[std::string(kAnnotationClaimedAt)] = session.claimed_at;
+  if (!session.secret.uid.empty() && !session.secret.resource_version.empty()) {
+    annotations[std::string(kAnnotationSecretVersion)] =
+        session.secret.uid + "/" + session.secret.resource_version;
+  }
 
   return {{"apiVersion", "v1"},
           {"kind", "Pod"},

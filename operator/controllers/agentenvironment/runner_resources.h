@@ -14,6 +14,13 @@ namespace perimeter::agentenvironment {
 inline constexpr const char* kApiCaMountPath = "/etc/perimeter/api-ca";
 inline constexpr const char* kApiCaFileName = "ca.crt";
 
+// The uid and resourceVersion a write left on an object: a delete that names them as its
+// preconditions removes exactly what was written, and nothing written since.
+struct ObjectVersion {
+  std::string uid;
+  std::string resource_version;
+};
+
 // What the operator knows about a session it has polled: enough to build its Secret and Pod.
 struct ClaimedSession {
   std::string work_id;
@@ -22,6 +29,8 @@ struct ClaimedSession {
   // When the poll that handed the item out returned: RFC 3339 with microseconds. Orders two
   // claims of one item, and dates the claim for the orphan sweep and the latency figures.
   std::string claimed_at;
+  // The Secret as this claim wrote it; unknown (empty) for a pod the claims sweep makes.
+  ObjectVersion secret{};
 };
 
 // The Secret that carries the work secret into the pod (never a literal in the pod spec), and in

@@ -425,16 +425,19 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
     return PollOutcome::kFailed;
   }
 
-  const ClaimedSession session{item.id, item.data_id, *item.secret,
-                               format_rfc3339_micros(polled_at.wall)};
+  ClaimedSession session{item.id, item.data_id, *item.secret,
+                         format_rfc3339_micros(polled_at.wall)};
   try {
-    if (!deps_.objects.ensure_secret(build_session_secret(env, session, deps_.egress))) {
+    const auto written =
+        deps_.objects.ensure_secret(build_session_secret(env, session, deps_.egress));
+    if (!written) {
       // This claim outlived the reclaim window and the item went out again: the later claim
       // holds the secret the queue re-issued, and finishes the item.
       deps_.logger.info("a later claim of this item has written its Secret; leaving it the item",
                         log_fields);
       return PollOutcome::kClaimed;
     }
+    session.secret = *written;  // the pod records it, for retention's delete
   } catch (const ObjectRefused& e) {
     return refuse_spec(item, env.generation, "secret", e.what());
   } catch (const std::exception& e) {

@@ -3,10 +3,12 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
 #include "agentapi/agent_api.h"
+#include "controllers/agentenvironment/runner_resources.h"
 
 namespace perimeter::agentenvironment {
 
@@ -37,9 +39,10 @@ class SessionObjectWriter {
   virtual ~SessionObjectWriter() = default;
   // Creates the session's Secret. When it exists already (a retried claim) its data is replaced,
   // unless the Secret there was written by a claim that polled the item later than this one
-  // (its perimeter.dev/claimed-at is newer): then nothing is written and false is returned, since
-  // the queue may have re-issued the secret to that later claim and only its copy is valid.
-  virtual bool ensure_secret(const nlohmann::json& secret) = 0;
+  // (its perimeter.dev/claimed-at is newer): then nothing is written and nullopt is returned,
+  // since the queue may have re-issued the secret to that later claim and only its copy is valid.
+  // Returns the uid and resourceVersion the write left (the runner pod records them).
+  virtual std::optional<ObjectVersion> ensure_secret(const nlohmann::json& secret) = 0;
   // Asks the apiserver to validate and admit `pod` without storing it (a dry run), so that a pod
   // the spec cannot make is found before its item is acknowledged. Throws ObjectRefused when the
   // apiserver refuses it as built; a pod of that name already there is no refusal.
@@ -54,7 +57,8 @@ class SessionObjectWriter {
   virtual void release_pod(const std::string& ns, const std::string& name) = 0;
   // Removes a finished session's pod (as cached) and its Secret once retention is over: exactly
   // those objects, never a replacement of the same name made for a new attempt at the item, and
-  // never a Secret a later claim of the item has rewritten. Already gone is fine.
+  // never a Secret a later claim of the item has rewritten. Already gone is fine. A pod that
+  // records its Secret's version costs two deletes; one that does not, two reads besides.
   virtual void remove_finished(const nlohmann::json& pod) = 0;
 };
 

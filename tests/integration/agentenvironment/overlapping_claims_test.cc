@@ -43,7 +43,7 @@ class InterleavingWriter final : public SessionObjectWriter {
  public:
   InterleavingWriter(SessionObjectWriter& target, std::function<void()> before_first_secret)
       : target_(target), before_first_secret_(std::move(before_first_secret)) {}
-  bool ensure_secret(const json& secret) override {
+  std::optional<ObjectVersion> ensure_secret(const json& secret) override {
     if (before_first_secret_) std::exchange(before_first_secret_, nullptr)();
     return target_.ensure_secret(secret);
   }

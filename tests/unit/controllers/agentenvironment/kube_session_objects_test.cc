@@ -233,6 +233,99 @@ TEST_F(KubeSessionObjectsTest, AFinishedPodIsReplacedOnlyForALaterClaim) {
   EXPECT_NE((*server_.object_at(path))["metadata"]["uid"], uid);
 }
 
+// The pod of a claim records its Secret as the claim wrote it (uid and resourceVersion), so
+// retention deletes exactly that Secret and the pod, and reads neither.
+class RecordedSecretRetentionTest : public KubeSessionObjectsTest {
+ protected:
+  // A claim: its Secret written, then its pod (carrying the record), finished and as cached.
+  json claim_and_finish(const ClaimedSession& claim) {
+    ClaimedSession recorded = claim;
+    const auto written = writer_.ensure_secret(build_session_secret(environment(), recorded));
+    EXPECT_TRUE(written.has_value());
+    if (written) recorded.secret = *written;
+    json pod = build_runner_pod(environment(), recorded);
+    pod["status"] = {{"phase", "Succeeded"}};
+    return server_.seed("/api/v1/namespaces/a/pods", pod);
+  }
+  std::optional<json> stored(const std::string& kind) {
+    return server_.object_at("/api/v1/namespaces/a/" + kind + "/" + runner_object_name("work_1"));
+  }
+  std::vector<std::string> requests_since(std::size_t first) {
+    const auto all = server_.requests();
+    return {all.begin() + static_cast<std::ptrdiff_t>(first), all.end()};
+  }
+
+  const ClaimedSession first_{"work_1", "sesn_1", "first-secret", "2026-11-30T08:00:00.000000Z"};
+  const ClaimedSession again_{"work_1", "sesn_1", "second-secret", "2026-11-30T09:00:00.000000Z"};
+};
+
+TEST_F(RecordedSecretRetentionTest, RemovesThePodAndItsSecretWithTwoDeletesAndNoRead) {
+  const json finished = claim_and_finish(first_);
+  const std::string recorded = finished["metadata"]["annotations"]["perimeter.dev/secret-version"];
+  EXPECT_EQ(recorded, (*stored("secrets"))["metadata"]["uid"].get<std::string>() + "/" +
+                          (*stored("secrets"))["metadata"]["resourceVersion"].get<std::string>());
+  const std::size_t before = server_.requests().size();
+  writer_.remove_finished(finished);
+  EXPECT_FALSE(stored("pods").has_value());
+  EXPECT_FALSE(stored("secrets").has_value());
+  const auto sent = requests_since(before);
+  ASSERT_EQ(sent.size(), 2u) << ::testing::PrintToString(sent);
+  EXPECT_EQ(sent[0].rfind("DELETE /api/v1/namespaces/a/secrets/", 0), 0u) << sent[0];
+  EXPECT_EQ(sent[1].rfind("DELETE /api/v1/namespaces/a/pods/", 0), 0u) << sent[1];
+}
+
+// The item came back after this pod finished; a later claim rewrote the Secret and has acked,
+// its pod not made yet. The delete by the record is refused, and the read finds the later claim.
+TEST_F(RecordedSecretRetentionTest, LeavesTheSecretALaterClaimOfTheItemRewrote) {
+  const json finished = claim_and_finish(first_);
+  ASSERT_TRUE(writer_.ensure_secret(build_session_secret(environment(), again_)).has_value());
+  writer_.remove_finished(finished);
+  EXPECT_FALSE(stored("pods").has_value());
+  ASSERT_TRUE(stored("secrets").has_value()) << "retention removed the Secret of the next pod";
+  EXPECT_EQ((*stored("secrets"))["stringData"]["work-secret"], "second-secret");
+}
+
+// The same, with the later claim's pod made already (it replaced the finished one): both stay.
+TEST_F(RecordedSecretRetentionTest, LeavesALaterClaimsSecretAndPod) {
+  const json finished = claim_and_finish(first_);
+  ClaimedSession later = again_;
+  later.secret = *writer_.ensure_secret(build_session_secret(environment(), later));
+  ASSERT_TRUE(writer_.ensure_pod(build_runner_pod(environment(), later)));
+  writer_.remove_finished(finished);
+  ASSERT_TRUE(stored("pods").has_value());
+  EXPECT_NE((*stored("pods"))["metadata"]["uid"], finished["metadata"]["uid"]);
+  ASSERT_TRUE(stored("secrets").has_value());
+  EXPECT_EQ((*stored("secrets"))["stringData"]["work-secret"], "second-secret");
+}
+
+// Something else edited the Secret since (a label of a policy engine, say): the record no longer
+// matches, and the read path still removes what is this claim's.
+TEST_F(RecordedSecretRetentionTest, StillRemovesASecretSomeoneElseEditedSince) {
+  const json finished = claim_and_finish(first_);
+  secrets_.merge_patch("a", runner_object_name("work_1"),
+                       {{"metadata", {{"labels", {{"backup.example.com/seen", "true"}}}}}});
+  writer_.remove_finished(finished);
+  EXPECT_FALSE(stored("pods").has_value());
+  EXPECT_FALSE(stored("secrets").has_value());
+}
+
+TEST_F(RecordedSecretRetentionTest, NoFailedStepLeavesTheSecretWithoutItsPod) {
+  for (const std::string method_and_kind : {"DELETE /secrets", "DELETE /pods"}) {
+    SCOPED_TRACE(method_and_kind + " fails");
+    if (stored("pods")) pods_.remove("a", runner_object_name("work_1"));
+    if (stored("secrets")) secrets_.remove("a", runner_object_name("work_1"));
+    const json finished = claim_and_finish(first_);
+    const auto space = method_and_kind.find(' ');
+    server_.fail_next(method_and_kind.substr(0, space), method_and_kind.substr(space + 1), 500,
+                      R"({"kind":"Status","code":500,"reason":"InternalError","message":"x"})");
+    EXPECT_ANY_THROW(writer_.remove_finished(finished));
+    EXPECT_FALSE(stored("secrets") && !stored("pods")) << "the Secret outlived its pod";
+    writer_.remove_finished(finished);  // the next pass, from the same cached pod
+    EXPECT_FALSE(stored("pods").has_value());
+    EXPECT_FALSE(stored("secrets").has_value());
+  }
+}
+
 TEST_F(KubeSessionObjectsTest, TheDryRunStoresNothingAndRefusesWhatTheApiserverRefuses) {
   const json pod = build_runner_pod(environment(), {"work_1", "sesn_1", "", ""});
   writer_.check_pod(pod);

@@ -35,9 +35,12 @@ using testing_support::FakeFactory;
 using testing_support::kSecret;
 using testing_support::session_item;
 
+// What the fake writer answers for a Secret it wrote.
+const ObjectVersion kSecretWritten{"uid-secret", "42"};
+
 class MockObjectWriter : public SessionObjectWriter {
  public:
-  MOCK_METHOD(bool, ensure_secret, (const nlohmann::json&), (override));
+  MOCK_METHOD(std::optional<ObjectVersion>, ensure_secret, (const nlohmann::json&), (override));
   MOCK_METHOD(bool, ensure_pod, (const nlohmann::json&), (override));
   MOCK_METHOD(void, check_pod, (const nlohmann::json&), (override));
   MOCK_METHOD(void, release_pod, (const std::string&, const std::string&), (override));
@@ -113,7 +116,7 @@ class SessionPollerTest : public ::testing::Test {
   void every_claim_succeeds() {
     EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{}));
     EXPECT_CALL(api_, ack(_)).WillRepeatedly(Return(agentapi::WorkItem{}));
-    EXPECT_CALL(writer_, ensure_secret(_)).WillRepeatedly(Return(true));
+    EXPECT_CALL(writer_, ensure_secret(_)).WillRepeatedly(Return(kSecretWritten));
     EXPECT_CALL(writer_, check_pod(_)).WillRepeatedly(Return());
     EXPECT_CALL(writer_, ensure_pod(_)).WillRepeatedly(Return(true));
   }
@@ -162,7 +165,7 @@ TEST_F(SessionPollerTest, ClaimsWithSecretThenAckThenAnUngatedPod) {
     });
     EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([&](const nlohmann::json& s) {
       secret = s;
-      return true;
+      return std::optional<ObjectVersion>(kSecretWritten);
     });
     // The first claim of a spec generation asks the apiserver (a dry run) whether it would take
     // the pod, while the item can still go back to the queue.
@@ -180,6 +183,8 @@ TEST_F(SessionPollerTest, ClaimsWithSecretThenAckThenAnUngatedPod) {
   EXPECT_FALSE(pod["spec"].contains("schedulingGates")) << pod["spec"].dump();
   EXPECT_EQ(pod["metadata"]["annotations"]["perimeter.dev/claimed-at"],
             secret["metadata"]["annotations"]["perimeter.dev/claimed-at"]);
+  // The Secret as this claim wrote it, for retention's delete by preconditions.
+  EXPECT_EQ(pod["metadata"]["annotations"]["perimeter.dev/secret-version"], "uid-secret/42");
   EXPECT_EQ(pod["metadata"]["labels"]["perimeter.dev/session-id"], "sesn_work_A");
   EXPECT_EQ(factory_.credentials, std::vector<std::string>{"envkey"});
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
@@ -194,7 +199,7 @@ TEST_F(SessionPollerTest, TheSecretCarriesWhenThePollReturned) {
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([&](const nlohmann::json& s) {
     secret = s;
-    return false;
+    return std::optional<ObjectVersion>();
   });
   poller->poll_once();
   EXPECT_EQ(secret["metadata"]["annotations"]["perimeter.dev/claimed-at"],
@@ -204,7 +209,7 @@ TEST_F(SessionPollerTest, TheSecretCarriesWhenThePollReturned) {
 TEST_F(SessionPollerTest, AClaimOvertakenByALaterClaimOfItsItemMakesNoPodAndNoAck) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(false));  // a later claim's Secret
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(std::nullopt));  // a later claim's Secret
   EXPECT_CALL(writer_, ensure_pod(_)).Times(0);
   EXPECT_CALL(api_, ack(_)).Times(0);
   poller->poll_once();
@@ -220,7 +225,7 @@ TEST_F(SessionPollerTest, AClaimSlowerThanTheReclaimWindowGivesTheItemUpBeforeIt
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([this](const nlohmann::json&) {
     clock_.advance(milliseconds(5000));  // an apiserver slow to answer
-    return true;
+    return std::optional<ObjectVersion>(kSecretWritten);
   });
   EXPECT_CALL(writer_, ensure_pod(_)).Times(0);
   EXPECT_CALL(api_, ack(_)).Times(0);
@@ -303,7 +308,7 @@ TEST_F(SessionPollerTest, TheApiClientIsKeptAcrossUpdatesThatChangeNoCredential)
 TEST_F(SessionPollerTest, ARetriedClaimWhosePodExistsMakesNoSecondPod) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(false));
@@ -317,7 +322,7 @@ TEST_F(SessionPollerTest, ARetriedClaimWhosePodExistsMakesNoSecondPod) {
 TEST_F(SessionPollerTest, APodThatFailsAfterTheAckIsMadeAtTheNextPass) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   nlohmann::json first, retried;
@@ -367,7 +372,7 @@ TEST_F(SessionPollerTest, AtTheLimitItDoesNotPoll) {
 TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
@@ -387,7 +392,7 @@ TEST_F(SessionPollerTest, PodsNotYetInTheCacheCountAgainstTheLimit) {
 TEST_F(SessionPollerTest, APodArrivingInTheCacheDuringTheCountStillCountsAgainstTheLimit) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
@@ -405,7 +410,7 @@ TEST_F(SessionPollerTest, APodArrivingInTheCacheDuringTheCountStillCountsAgainst
 TEST_F(SessionPollerTest, TwoThreadsCountingAtOnceNeverLoseAPodTheCacheJustDelivered) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
@@ -432,7 +437,7 @@ TEST_F(SessionPollerTest, TwoThreadsCountingAtOnceNeverLoseAPodTheCacheJustDeliv
 TEST_F(SessionPollerTest, APodCreateWithoutAnAnswerStillCountsAgainstTheLimit) {
   auto poller = make_poller(environment(1));
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, ensure_pod(_))
@@ -448,7 +453,7 @@ TEST_F(SessionPollerTest, AFailedAckMakesNoPodAndFreesTheSlot) {
   EXPECT_CALL(api_, poll(_))
       .WillOnce(Return(session_item("work_A")))
       .WillOnce(Return(std::nullopt));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_));
   EXPECT_CALL(api_, ack("work_A"))
       .WillOnce(Throw(agentapi::TransportError("connection reset by peer")));
@@ -469,7 +474,7 @@ TEST_F(SessionPollerTest, ThePodIsCheckedOncePerGenerationOfTheSpec) {
       .WillOnce(Return(session_item("work_A")))
       .WillOnce(Return(session_item("work_B")))
       .WillOnce(Return(session_item("work_C")));
-  EXPECT_CALL(writer_, ensure_secret(_)).Times(3).WillRepeatedly(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).Times(3).WillRepeatedly(Return(kSecretWritten));
   EXPECT_CALL(api_, ack(_)).Times(3).WillRepeatedly(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, ensure_pod(_)).Times(3).WillRepeatedly(Return(true));
   // An apiserver that cannot answer the dry run (a webhook with side effects) does not stop
@@ -487,7 +492,7 @@ TEST_F(SessionPollerTest, ThePodIsCheckedOncePerGenerationOfTheSpec) {
 TEST_F(SessionPollerTest, APodTheDryRunRefusesIsNeverAcknowledged) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
-  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(writer_, check_pod(_))
       .WillOnce(Throw(ObjectRefused("pods \"run-a\" is forbidden: violates PodSecurity")));
   // No ack, no pod (StrictMock): the item goes back to the queue, and claiming stops.
