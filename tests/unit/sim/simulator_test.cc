@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "agentapi/work_secret.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
 
@@ -51,27 +52,7 @@ class SimulatorTest : public ::testing::Test {
     return token_of(item["secret"]);
   }
   static std::string token_of(const std::string& secret) {
-    std::string padded = secret;
-    for (char& c : padded) {
-      if (c == '-') c = '+';
-      if (c == '_') c = '/';
-    }
-    while (padded.size() % 4 != 0) padded.push_back('=');
-    static const std::string kAlphabet =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string decoded;
-    unsigned buffer = 0;
-    int bits = 0;
-    for (char c : padded) {
-      if (c == '=') break;
-      buffer = (buffer << 6) | static_cast<unsigned>(kAlphabet.find(c));
-      bits += 6;
-      if (bits >= 8) {
-        bits -= 8;
-        decoded.push_back(static_cast<char>((buffer >> bits) & 0xFF));
-      }
-    }
-    return json::parse(decoded)["sessions_token"];
+    return agentapi::decode_work_secret(secret).sessions_token;
   }
 
   testing::FakeClock clock_;
