@@ -17,8 +17,8 @@
 // - the gateway's audit lines carry the session and the environment for each of these.
 //
 // The operator resolves the stand-in name through a private /etc/hosts (a mount namespace of its
-// own) and trusts the test CA through SSL_CERT_FILE: its own API client is not given the
-// environment's CA (docs/egress.md says so). Shares the real-node cluster of real_node_e2e_test.
+// own) and trusts the test CA only through the environment's apiCAConfigMapRef, as its runner
+// pods do (its own store does not hold it). Shares the real-node cluster of real_node_e2e_test.
 // Needs root.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -172,10 +172,8 @@ TEST_F(OperatorGatewayRealNodeTest, RunnerPodTheOperatorStartsServesASessionThro
   // server, so only the gateway's list tells them apart.
   ca_ = std::make_unique<testing::TestCa>();
   const auto identity = ca_->issue({kApiHost, kAllowedHost, kUnlistedHost});
-  const std::string ca_file = files_->path() + "/ca.crt";
   const std::string cert_file = files_->path() + "/sim.crt";
   const std::string key_file = files_->path() + "/sim.key";
-  write_text(ca_file, ca_->pem(), 0644);
   write_text(cert_file, identity.first, 0644);
   write_text(key_file, identity.second, 0600);
   // Spawned from a thread inside the namespace, so the simulator lives there.
@@ -233,7 +231,7 @@ TEST_F(OperatorGatewayRealNodeTest, RunnerPodTheOperatorStartsServesASessionThro
       files_->path() + "/operator.log",
       {"--allowed-api-hosts", api_url, "--runner-egress", "gateway", "--egress-gateway-namespace",
        ns_, "--egress-gateway-replicas", "1"},
-      {"SSL_CERT_FILE=" + ca_file},
+      {},
       hosts_file});
 
   // (4) The gateway's Deployment as the operator made it, with the real node's selector and

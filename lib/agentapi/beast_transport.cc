@@ -268,7 +268,7 @@ BeastTransport::BeastTransport(ProxyEnvironment proxies)
     : BeastTransport(through(std::move(proxies))) {}
 BeastTransport::BeastTransport(BeastTransportOptions options) : options_(std::move(options)) {
   // A CA file that does not load fails at construction (the runner's start), not the first call.
-  if (!options_.extra_ca_file.empty()) tls_context();
+  if (!options_.extra_ca_file.empty() || !options_.extra_ca_pem.empty()) tls_context();
 }
 BeastTransport::~BeastTransport() = default;
 
@@ -296,6 +296,12 @@ asio::ssl::context& BeastTransport::tls_context() {
         throw std::runtime_error("cannot load CA certificates from " + options_.extra_ca_file +
                                  ": " + ec.message());
       }
+    }
+    if (!options_.extra_ca_pem.empty()) {
+      beast::error_code ec;
+      context->add_certificate_authority(
+          asio::buffer(options_.extra_ca_pem.data(), options_.extra_ca_pem.size()), ec);
+      if (ec) throw std::runtime_error("cannot load the CA certificates given: " + ec.message());
     }
     context->set_verify_mode(options_.verify_peer ? asio::ssl::verify_peer
                                                   : asio::ssl::verify_none);

@@ -27,6 +27,10 @@ struct BeastTransportOptions {
   // AgentEnvironment's apiCAConfigMapRef); empty for none. A file that does not load makes the
   // constructor throw std::runtime_error.
   std::string extra_ca_file;
+  // PEM text of CAs trusted in addition, as extra_ca_file (the operator's client of an
+  // AgentEnvironment with apiCAConfigMapRef). Text that holds no certificate makes the
+  // constructor throw.
+  std::string extra_ca_pem;
   // PEM, both or neither: a client certificate presented in every TLS handshake.
   std::string client_cert_pem;
   std::string client_key_pem;

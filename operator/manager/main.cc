@@ -186,7 +186,7 @@ int run(const Options& options) {
   }
   manager.add(ae::agent_environment_controller(
       {clients.environments, clients.pods, clients.secrets, clients.network_policies,
-       cilium ? &clients.cilium_network_policies : nullptr},
+       cilium ? &clients.cilium_network_policies : nullptr, &clients.config_maps},
       settings, events, api_factory, metrics, runtime_metrics, logger.child("agentenvironment")));
 
   mt::PrometheusTunnelMetrics tunnel_metrics(*registry);

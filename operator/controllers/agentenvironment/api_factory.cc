@@ -47,18 +47,35 @@ void PrometheusApiMetrics::on_protocol_error(std::string_view operation) {
 AgentApiClientFactory::AgentApiClientFactory(agentapi::ApiMetrics& metrics, Logger logger)
     : metrics_(metrics),
       logger_(std::move(logger)),
-      transport_(std::make_shared<agentapi::BeastTransport>()) {}
+      system_trust_(std::make_shared<agentapi::BeastTransport>()) {}
 
 std::unique_ptr<agentapi::AgentApi> AgentApiClientFactory::make(const std::string& base_url,
                                                                 const std::string& environment_id,
-                                                                const std::string& credential) {
+                                                                const std::string& credential,
+                                                                const std::string& extra_ca_pem) {
+  // Environments that trust the same CAs share a transport, its TLS context and connections.
+  std::shared_ptr<agentapi::HttpTransport> transport = system_trust_;
+  if (!extra_ca_pem.empty()) {
+    std::lock_guard lock(mutex_);
+    for (auto it = with_extra_cas_.begin(); it != with_extra_cas_.end();) {
+      it = it->second.expired() ? with_extra_cas_.erase(it) : std::next(it);
+    }
+    auto& shared = with_extra_cas_[extra_ca_pem];
+    transport = shared.lock();
+    if (!transport) {
+      agentapi::BeastTransportOptions options;
+      options.extra_ca_pem = extra_ca_pem;
+      transport = std::make_shared<agentapi::BeastTransport>(std::move(options));
+      shared = transport;
+    }
+  }
   agentapi::ClientConfig config;
   config.base_url = base_url;
   config.environment_id = environment_id;
   config.credential = credential;
   return std::make_unique<agentapi::AgentApiClient>(
-      std::move(config), std::make_unique<agentapi::SharedHttpTransport>(transport_), SystemRandom::instance(),
-      sleeper_, &metrics_, logger_);
+      std::move(config), std::make_unique<agentapi::SharedHttpTransport>(std::move(transport)),
+      SystemRandom::instance(), sleeper_, &metrics_, logger_);
 }
 
 }  // namespace perimeter::agentenvironment

@@ -4,6 +4,9 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <map>
+#include <mutex>
+
 #include "agentapi/agent_api_client.h"
 #include "controllers/agentenvironment/session_ports.h"
 
@@ -33,15 +36,21 @@ class PrometheusApiMetrics final : public agentapi::ApiMetrics {
 class AgentApiClientFactory final : public AgentApiFactory {
  public:
   AgentApiClientFactory(agentapi::ApiMetrics& metrics, Logger logger);
+  // Throws std::runtime_error when `extra_ca_pem` holds no certificate.
   std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url,
                                            const std::string& environment_id,
-                                           const std::string& credential) override;
+                                           const std::string& credential,
+                                           const std::string& extra_ca_pem) override;
 
  private:
   agentapi::ApiMetrics& metrics_;
   Logger logger_;
   agentapi::RealSleeper sleeper_;
-  std::shared_ptr<agentapi::HttpTransport> transport_;
+  std::shared_ptr<agentapi::HttpTransport> system_trust_;
+  std::mutex mutex_;
+  // By the CAs trusted besides the system's store: held by the clients that use them, so a bundle
+  // no environment names any more goes with its last client.
+  std::map<std::string, std::weak_ptr<agentapi::HttpTransport>> with_extra_cas_;
 };
 
 }  // namespace perimeter::agentenvironment

@@ -71,15 +71,15 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     options.gate_sweep = settings_.gate_sweep;
     options.egress = settings_.egress;
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
-        ReconcilerDependencies{environments.store(), *pod_store_, *policy_store_,
-                               clients_.environments, clients_.secrets, clients_.pods,
-                               clients_.network_policies, events_, api_factory_, session_objects_,
-                               *census_, metrics_, SystemClock::instance(),
-                               SystemRandom::instance(), logger_.child("agentenvironment"),
-                               [this](const std::string& key) {
-                                 if (controller_) controller_->queue().add(key);
-                               },
-                               cilium_policy_store_.get(), clients_.cilium_network_policies},
+        ReconcilerDependencies{
+            environments.store(), *pod_store_, *policy_store_, clients_.environments,
+            clients_.secrets, clients_.pods, clients_.network_policies, events_, api_factory_,
+            session_objects_, *census_, metrics_, SystemClock::instance(), SystemRandom::instance(),
+            logger_.child("agentenvironment"),
+            [this](const std::string& key) {
+              if (controller_) controller_->queue().add(key);
+            },
+            cilium_policy_store_.get(), clients_.cilium_network_policies, clients_.config_maps},
         options);
     runtime::ControllerOptions controller_options;
     controller_options.workers = settings_.workers;

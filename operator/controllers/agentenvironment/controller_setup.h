@@ -25,6 +25,8 @@ struct ControllerClients {
   kube::ResourceClient& network_policies;
   // Cilium egress mode only; null otherwise.
   kube::ResourceClient* cilium_network_policies = nullptr;
+  // The ConfigMaps of spec.apiCAConfigMapRef.
+  kube::ResourceClient* config_maps = nullptr;
 };
 
 struct ControllerSettings {

@@ -8,6 +8,7 @@
 #include "core/base64.h"
 #include "core/time_format.h"
 #include "kube/api_error.h"
+#include "pki/pki.h"
 #include "runtime/conditions.h"
 #include "runtime/desired_state.h"
 
@@ -162,7 +163,59 @@ AgentEnvironmentReconciler::Credentials AgentEnvironmentReconciler::read_key(
   credentials.key = std::move(key);
   credentials.reason = "KeyFound";
   credentials.message = "the environment key is read from " + where;
+  if (!env.api_ca_config_map_name.empty()) read_api_ca(env, credentials);
   return credentials;
+}
+
+void AgentEnvironmentReconciler::read_api_ca(const AgentEnvironment& env,
+                                             Credentials& credentials) {
+  // The operator's own calls to the API (the poll, the ack, health checks) trust what the runner
+  // pods trust: one field, both sides.
+  const std::string where = "ConfigMap " + env.namespace_ + "/" + env.api_ca_config_map_name;
+  const auto refuse = [&](std::string reason, std::string message) {
+    credentials.ok = false;
+    credentials.key.clear();
+    credentials.reason = std::move(reason);
+    credentials.message = std::move(message) + " (spec.apiCAConfigMapRef)";
+  };
+  if (deps_.config_map_client == nullptr) {
+    return refuse("ApiCAConfigMapUnreadable", where + " cannot be read: no ConfigMap client");
+  }
+  json config_map;
+  try {
+    config_map = deps_.config_map_client->get(env.namespace_, env.api_ca_config_map_name);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() == kube::ErrorKind::kNotFound) {
+      return refuse("ApiCAConfigMapNotFound",
+                    where + " does not exist; create it with the API's CA certificates under '" +
+                        env.api_ca_config_map_key + "'");
+    }
+    return refuse("ApiCAConfigMapUnreadable", where + " could not be read: " + e.status_message());
+  } catch (const std::exception& e) {
+    return refuse("ApiCAConfigMapUnreadable", where + " could not be read: " + e.what());
+  }
+  const auto data = config_map.value("data", json::object());
+  const auto it = data.find(env.api_ca_config_map_key);
+  if (it == data.end() || !it->is_string() || it->get<std::string>().empty()) {
+    return refuse("ApiCAMissing", where + " has no non-empty key '" + env.api_ca_config_map_key +
+                                      "' of PEM certificates");
+  }
+  const std::string pem = it->get<std::string>();
+  std::size_t certificates = 0;
+  try {
+    certificates = pki::Certificate::all_from_pem(pem).size();
+  } catch (const std::exception& e) {
+    return refuse("ApiCAInvalid", where + " key '" + env.api_ca_config_map_key +
+                                      "' holds a certificate that does not parse: " + e.what());
+  }
+  if (certificates == 0) {
+    return refuse("ApiCAInvalid",
+                  where + " key '" + env.api_ca_config_map_key + "' holds no PEM certificate");
+  }
+  credentials.api_ca_pem = pem;
+  credentials.message += "; the API's certificates are also checked against the " +
+                         std::to_string(certificates) + " in " + where + " key '" +
+                         env.api_ca_config_map_key + "'";
 }
 
 namespace {
@@ -201,8 +254,9 @@ void AgentEnvironmentReconciler::apply_policy(kube::ResourceClient& client,
 
 SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
                                                          const AgentEnvironment& env,
-                                                         const std::string& environment_key) {
-  PollerSettings settings{env, environment_key, options_.worker_id + "/" + key};
+                                                         const Credentials& credentials) {
+  PollerSettings settings{env, credentials.key, options_.worker_id + "/" + key,
+                          credentials.api_ca_pem};
   std::lock_guard lock(mutex_);
   auto it = pollers_.find(key);
   if (it != pollers_.end()) {
@@ -713,7 +767,9 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     Credentials read = read_key(env);
     std::lock_guard lock(mutex_);
     const auto cached = key_cache_.find(key_text);
-    const bool keep_last_good = !read.ok && read.reason == "SecretUnreadable" && !spec_changed &&
+    const bool unreadable =
+        read.reason == "SecretUnreadable" || read.reason == "ApiCAConfigMapUnreadable";
+    const bool keep_last_good = !read.ok && unreadable && !spec_changed &&
                                 cached != key_cache_.end() && cached->second.second.ok &&
                                 now - cached->second.first < options_.key_grace;
     if (keep_last_good) {
@@ -753,7 +809,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     apply_policy(deps_.network_policy_client, env, policy, spec_changed);
     memo.policy_applied_at = now;
   }
-  auto& poller = ensure_poller(key_text, env, credentials.key);
+  auto& poller = ensure_poller(key_text, env, credentials);
   // On a new spec (a new leader's first pass included: claims its predecessor acknowledged get
   // their pods) and now and then.
   if (spec_changed || now - memo.orphans_swept_at >= options_.orphan_sweep) {

@@ -51,6 +51,9 @@ struct ReconcilerDependencies {
   // Cilium egress mode only: the environments' CiliumNetworkPolicy cache and client.
   runtime::Store* cilium_policies = nullptr;
   kube::ResourceClient* cilium_policy_client = nullptr;
+  // Reads the ConfigMap of an environment's spec.apiCAConfigMapRef; an environment naming one
+  // is refused (ApiCAConfigMapUnreadable) without it.
+  kube::ResourceClient* config_map_client = nullptr;
 };
 
 struct ReconcilerOptions {
@@ -113,6 +116,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   struct Credentials {
     bool ok = false;
     std::string key;
+    std::string api_ca_pem;  // spec.apiCAConfigMapRef's certificates; empty without one
     std::string reason;
     std::string message;
   };
@@ -144,6 +148,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   };
 
   Credentials read_key(const AgentEnvironment& env);
+  // After the key: the certificates of spec.apiCAConfigMapRef into `credentials`, or why not.
+  void read_api_ca(const AgentEnvironment& env, Credentials& credentials);
   // Whether the cached policy (a NetworkPolicy, or a CiliumNetworkPolicy in Cilium mode) is
   // missing or differs from `desired`.
   bool policy_drifted(const runtime::Store& cache, const AgentEnvironment& env,
@@ -153,7 +159,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   void apply_policy(kube::ResourceClient& client, const AgentEnvironment& env,
                     const nlohmann::json& desired, bool spec_changed);
   SessionPoller& ensure_poller(const std::string& key, const AgentEnvironment& env,
-                               const std::string& environment_key);
+                               const Credentials& credentials);
   void remove_poller(const std::string& key);
   // An environment the operator will not serve for a reason someone must fix (its namespace did
   // not opt in, another one serves its environment id): no poller, Ready false with the reason,

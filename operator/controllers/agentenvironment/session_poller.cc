@@ -107,9 +107,11 @@ void SessionPoller::update(PollerSettings settings) {
     const bool credentials_changed =
         settings.environment_key != settings_.environment_key ||
         settings.environment.api_base_url != settings_.environment.api_base_url ||
-        settings.environment.environment_id != settings_.environment.environment_id;
+        settings.environment.environment_id != settings_.environment.environment_id ||
+        settings.api_ca_pem != settings_.api_ca_pem;
     settings_ = std::move(settings);
-    // The client (and its connections) is rebuilt only for a new key, URL or environment id.
+    // The client (and its connections) is rebuilt only for a new key, URL, environment id or
+    // trusted CAs.
     if (credentials_changed) ++settings_generation_;
     if (credentials_changed && state_.health == PollerHealth::kRejected) {
       rejected_until_ = {};  // try the new key or URL at once
@@ -145,7 +147,8 @@ std::shared_ptr<agentapi::AgentApi> SessionPoller::api() {
   if (!api_ || api_generation_ != settings_generation_) {
     // Rebuilt on every settings change; threads still using the old client keep it alive.
     api_ = deps_.api_factory.make(settings_.environment.api_base_url,
-                                  settings_.environment.environment_id, settings_.environment_key);
+                                  settings_.environment.environment_id, settings_.environment_key,
+                                  settings_.api_ca_pem);
     api_generation_ = settings_generation_;
   }
   return api_;
@@ -646,7 +649,8 @@ void SessionPoller::answer_healthcheck(const agentapi::WorkItem& item) {
       }
     }
     auto scoped = deps_.api_factory.make(settings.environment.api_base_url,
-                                         settings.environment.environment_id, credential);
+                                         settings.environment.environment_id, credential,
+                                         settings.api_ca_pem);
     scoped->heartbeat(item.id, std::string(agentapi::kNoHeartbeat), std::nullopt,
                       milliseconds(10000));
     try {

@@ -31,6 +31,9 @@ struct PollerSettings {
   AgentEnvironment environment;
   std::string environment_key;  // never logged
   std::string worker_id;        // sent as Anthropic-Worker-ID
+  // PEM certificates trusted for the API besides the system's store: the ConfigMap key
+  // spec.apiCAConfigMapRef names (empty without one).
+  std::string api_ca_pem{};
 };
 
 enum class PollerHealth {

@@ -20,9 +20,12 @@ namespace perimeter::agentenvironment {
 class AgentApiFactory {
  public:
   virtual ~AgentApiFactory() = default;
+  // `extra_ca_pem`: PEM certificates trusted for the API besides the system's store (the
+  // environment's apiCAConfigMapRef); empty for none.
   virtual std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url,
                                                    const std::string& environment_id,
-                                                   const std::string& credential) = 0;
+                                                   const std::string& credential,
+                                                   const std::string& extra_ca_pem) = 0;
 };
 
 // The apiserver refused a session object as the spec builds it (validation or admission, 422 or

@@ -184,7 +184,7 @@ TEST_F(OverlappingClaimsTest, TheRunnerPodIsLeftWithTheSecretTheQueueIssuedLast)
       << secret.dump();
   const std::string token = agentapi::decode_work_secret(work_secret).sessions_token;
   try {
-    factory_.make(sim_.url(), environment_id_, token)
+    factory_.make(sim_.url(), environment_id_, token, "")
         ->heartbeat(work_id, std::string(agentapi::kNoHeartbeat), std::nullopt,
                     std::chrono::seconds(10));
   } catch (const std::exception& e) {

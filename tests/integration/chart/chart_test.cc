@@ -165,6 +165,13 @@ TEST_F(ChartTest, HelmInstallsALeastPrivilegeOperatorThatRestrictedAdmissionAdmi
   // The runner NetworkPolicy is watched, so one deleted or edited by hand is put back at once.
   EXPECT_EQ(can("watch networkpolicies.networking.k8s.io -n team-a"), "yes");
   EXPECT_EQ(can("delete networkpolicies.networking.k8s.io -n team-a"), "no");
+  // The ConfigMap of an apiCAConfigMapRef is read by name, in the namespaces that opted in only.
+  EXPECT_EQ(can("get configmaps -n team-a"), "yes");
+  for (const char* what :
+       {"list configmaps -n team-a", "watch configmaps -n team-a", "patch configmaps -n team-a",
+        "get configmaps -n team-b", "get configmaps -n kube-system"}) {
+    EXPECT_EQ(can(what), "no") << what;
+  }
   // Least privilege: nothing beyond what the controllers use.
   EXPECT_EQ(can("update agentenvironments.perimeter.dev -n team-a"), "no");
   EXPECT_EQ(can("create deployments.apps -n team-a"), "no");

@@ -593,6 +593,24 @@ TEST_F(BeastTransportTls, AnExtraCaFileThatDoesNotLoadFailsAtConstruction) {
   EXPECT_THROW(BeastTransport{options}, std::runtime_error);
 }
 
+// The operator's client of an AgentEnvironment with apiCAConfigMapRef: the ConfigMap's PEM text,
+// trusted beside the system store, and nothing that is not a certificate.
+TEST_F(BeastTransportTls, CertificatesGivenAsExtraPemAreTrustedBesideTheSystemStore) {
+  const Certificate stranger = make_certificate(dir.path(), "private-ca", "IP:127.0.0.1");
+  TlsServer server(stranger);
+  BeastTransportOptions options;
+  options.extra_ca_pem = pem_of(stranger.cert_path);
+  BeastTransport transport(options);
+  EXPECT_EQ(transport.send(request("GET", server.url("127.0.0.1"))).body, "secure");
+  TlsServer usual(right);
+  EXPECT_EQ(transport.send(request("GET", usual.url("127.0.0.1"))).status, 200);
+  TlsServer other(make_certificate(dir.path(), "another-ca", "IP:127.0.0.1"));
+  EXPECT_THROW(transport.send(request("GET", other.url("127.0.0.1"))), TransportError);
+
+  options.extra_ca_pem = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+  EXPECT_THROW(BeastTransport{options}, std::runtime_error);
+}
+
 // --- Through a proxy -------------------------------------------------------------------------
 
 int listen_loopback(int* port) {

@@ -85,13 +85,15 @@ class FakeFactory final : public AgentApiFactory {
  public:
   explicit FakeFactory(agentapi::AgentApi& api) : api_(api) {}
   std::unique_ptr<agentapi::AgentApi> make(const std::string& base_url, const std::string& env_id,
-                                           const std::string& credential) override {
+                                           const std::string& credential,
+                                           const std::string& extra_ca_pem) override {
     credentials.push_back(credential);
+    extra_ca_pems.push_back(extra_ca_pem);
     base_urls.push_back(base_url);
     environment_ids.push_back(env_id);
     return std::make_unique<ForwardingApi>(api_);
   }
-  std::vector<std::string> credentials, base_urls, environment_ids;
+  std::vector<std::string> credentials, base_urls, environment_ids, extra_ca_pems;
 
  private:
   agentapi::AgentApi& api_;

@@ -20,6 +20,7 @@
 #include "fake_agent_api.h"
 #include "kube/fake_api_server.h"
 #include "kube/metric_value.h"
+#include "pki/pki.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -91,7 +92,7 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
                                factory_, writer_, census_, metrics_, clock_, random_,
                                Logger("test", StderrSink::instance(), LogLevel::kError),
                                [this](const std::string& key) { enqueued_.push_back(key); },
-                               &cilium_policies_, &cilium_policy_client_},
+                               &cilium_policies_, &cilium_policy_client_, &config_map_client_},
         std::move(o));
   }
 
@@ -180,6 +181,7 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
   kube::ResourceClient network_policy_client_{server_, kube::resources::network_policies(),
                                               client_metrics_};
   kube::ResourceClient event_client_{server_, kube::resources::events(), client_metrics_};
+  kube::ResourceClient config_map_client_{server_, kube::resources::config_maps(), client_metrics_};
   kube::ResourceClient cilium_policy_client_{server_, kube::resources::cilium_network_policies(),
                                              client_metrics_};
   testing::FakeClock clock_;
@@ -489,6 +491,64 @@ std::string condition_of(const json& object, const std::string& type) {
       return c["status"].get<std::string>() + "/" + c["reason"].get<std::string>();
   }
   return "";
+}
+
+// A CA certificate in PEM, as a ConfigMap would hold it.
+std::string test_ca_pem(const std::string& name) {
+  const auto key = pki::PrivateKey::generate_ec_p256();
+  pki::CaRequest request;
+  request.common_name = name;
+  request.lifetime = std::chrono::hours(24);
+  return pki::issue_self_signed_ca(request, key, std::chrono::system_clock::now()).pem();
+}
+
+// spec.apiCAConfigMapRef is trusted by the operator's own client of the API as well as by the
+// runner pods: the poll carries the ConfigMap's certificates.
+TEST_F(AgentEnvironmentReconcilerTest, TheOperatorsOwnApiClientTrustsTheApiCaConfigMap) {
+  const std::string pem = test_ca_pem("corporate-proxy-ca");
+  server_.seed(std::string("/api/v1/namespaces/") + kNamespace + "/configmaps",
+               {{"apiVersion", "v1"},
+                {"kind", "ConfigMap"},
+                {"metadata", {{"name", "api-ca"}}},
+                {"data", {{"ca.crt", pem}}}});
+  given(environment_object({{"apiCAConfigMapRef", {{"name", "api-ca"}}}}));
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  ASSERT_EQ(reconciler->poller_count(), 1u);
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(std::nullopt));
+  reconciler->poller(kKey)->poll_once();
+  ASSERT_FALSE(factory_.extra_ca_pems.empty());
+  EXPECT_EQ(factory_.extra_ca_pems.back(), pem);
+  refresh_caches();
+  EXPECT_EQ(condition_of(stored_environment(), "CredentialsReady"), "True/KeyFound");
+}
+
+TEST_F(AgentEnvironmentReconcilerTest, AnApiCaThatCannotBeUsedStopsClaimingAndSaysWhy) {
+  given(environment_object({{"apiCAConfigMapRef", {{"name", "api-ca"}, {"key", "bundle.pem"}}}}));
+  auto reconciler = make_reconciler(options());
+  const std::string configmaps = std::string("/api/v1/namespaces/") + kNamespace + "/configmaps";
+  const std::vector<std::pair<json, std::string>> cases = {
+      {nullptr, "False/ApiCAConfigMapNotFound"},
+      {{{"ca.crt", test_ca_pem("wrong-key")}}, "False/ApiCAMissing"},
+      {{{"bundle.pem", "not a certificate"}}, "False/ApiCAInvalid"},
+      {{{"bundle.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}},
+       "False/ApiCAInvalid"},
+  };
+  for (const auto& [data, expected] : cases) {
+    SCOPED_TRACE(expected + " " + data.dump());
+    if (server_.object_at(configmaps + "/api-ca")) config_map_client_.remove(kNamespace, "api-ca");
+    if (!data.is_null()) {
+      server_.seed(configmaps, {{"apiVersion", "v1"},
+                                {"kind", "ConfigMap"},
+                                {"metadata", {{"name", "api-ca"}}},
+                                {"data", data}});
+    }
+    clock_.advance(std::chrono::minutes(5));  // the credentials are due to be read again
+    reconciler->reconcile({kNamespace, kName});
+    EXPECT_EQ(reconciler->poller_count(), 0u);
+    refresh_caches();
+    EXPECT_EQ(condition_of(stored_environment(), "CredentialsReady"), expected);
+  }
 }
 
 // Issue 15, item 11: a runner pod the apiserver refuses (admission, validation) cannot be made by

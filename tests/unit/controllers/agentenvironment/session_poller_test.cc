@@ -305,6 +305,19 @@ TEST_F(SessionPollerTest, TheApiClientIsKeptAcrossUpdatesThatChangeNoCredential)
   EXPECT_EQ(factory_.credentials, (std::vector<std::string>{"envkey", "rotated-key"}));
 }
 
+// The API's CAs of spec.apiCAConfigMapRef changed (a rotated corporate CA): a new client trusts
+// them; the same ones keep the client.
+TEST_F(SessionPollerTest, NewTrustedCasRebuildTheApiClientWithThem) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillRepeatedly(Return(std::nullopt));
+  poller->poll_once();
+  for (int pass = 0; pass < 2; ++pass) {
+    poller->update(PollerSettings{environment(), "envkey", "worker-1", "CA PEM"});
+    poller->poll_once();
+  }
+  EXPECT_EQ(factory_.extra_ca_pems, (std::vector<std::string>{"", "CA PEM"}));
+}
+
 TEST_F(SessionPollerTest, ARetriedClaimWhosePodExistsMakesNoSecondPod) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
