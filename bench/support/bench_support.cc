@@ -109,14 +109,39 @@ double total(const nlohmann::json& counts, bool writes_only) {
   return sum;
 }
 
-// The apiserver's own request counters, by "VERB resource[/subresource]" (every client).
-std::map<std::string, double> apiserver_requests(kube::Transport& transport) {
-  const auto response = transport.send({"GET", "/metrics", {}, "", std::chrono::seconds(10)});
+namespace {
+
+std::string apiserver_metrics(kube::Transport& transport) {
+  auto response = transport.send({"GET", "/metrics", {}, "", std::chrono::seconds(10)});
   if (response.status != 200) {
     throw std::runtime_error("GET /metrics answered " + std::to_string(response.status));
   }
-  return sums_by_labels(response.body, "apiserver_request_total",
+  return std::move(response.body);
+}
+
+}  // namespace
+
+// The apiserver's own request counters, by "VERB resource[/subresource]" (every client).
+std::map<std::string, double> apiserver_requests(kube::Transport& transport) {
+  return sums_by_labels(apiserver_metrics(transport), "apiserver_request_total",
                         {"verb", "resource", "subresource"});
+}
+
+ApiserverLatency apiserver_latency(kube::Transport& transport) {
+  const std::string exposition = apiserver_metrics(transport);
+  const std::vector<std::string> by = {"verb", "resource", "subresource"};
+  return {sums_by_labels(exposition, "apiserver_request_duration_seconds_sum", by),
+          sums_by_labels(exposition, "apiserver_request_duration_seconds_count", by)};
+}
+
+double mean_ms_between(const ApiserverLatency& before, const ApiserverLatency& after,
+                       const std::string& key) {
+  const auto at = [&key](const std::map<std::string, double>& values) {
+    const auto found = values.find(key);
+    return found == values.end() ? 0.0 : found->second;
+  };
+  const double count = at(after.count) - at(before.count);
+  return count > 0 ? 1000.0 * (at(after.seconds) - at(before.seconds)) / count : 0.0;
 }
 
 }  // namespace perimeter::bench

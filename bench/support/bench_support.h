@@ -46,4 +46,16 @@ double total(const nlohmann::json& counts, bool writes_only);
 // The apiserver's own request counters, by "VERB resource[/subresource]" (every client).
 std::map<std::string, double> apiserver_requests(kube::Transport& transport);
 
+// The apiserver's own time on requests (apiserver_request_duration_seconds), summed and counted by
+// "VERB resource[/subresource]" over every client: two snapshots give the mean of what came
+// between them, as the server saw it.
+struct ApiserverLatency {
+  std::map<std::string, double> seconds;
+  std::map<std::string, double> count;
+};
+ApiserverLatency apiserver_latency(kube::Transport& transport);
+// Milliseconds per `key` request between two snapshots; 0 when none came.
+double mean_ms_between(const ApiserverLatency& before, const ApiserverLatency& after,
+                       const std::string& key);
+
 }  // namespace perimeter::bench
