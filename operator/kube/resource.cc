@@ -63,12 +63,32 @@ ResourceType custom_resource_definitions() {
   return {"apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
           false};
 }
+ResourceType persistent_volume_claims() {
+  return {"", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true};
+}
+ResourceType persistent_volumes() {
+  return {"", "v1", "persistentvolumes", "PersistentVolume", false};
+}
+ResourceType storage_classes() {
+  return {"storage.k8s.io", "v1", "storageclasses", "StorageClass", false};
+}
 std::optional<ResourceType> by_plural(const std::string& plural) {
-  const std::array all = {pods(),        secrets(),          config_maps(),
-                          services(),    events(),           namespaces(),
-                          nodes(),       service_accounts(), leases(),
-                          deployments(), network_policies(), pod_disruption_budgets(),
-                          custom_resource_definitions()};
+  const std::array all = {pods(),
+                          secrets(),
+                          config_maps(),
+                          services(),
+                          events(),
+                          namespaces(),
+                          nodes(),
+                          service_accounts(),
+                          leases(),
+                          deployments(),
+                          network_policies(),
+                          pod_disruption_budgets(),
+                          custom_resource_definitions(),
+                          persistent_volume_claims(),
+                          persistent_volumes(),
+                          storage_classes()};
   for (const auto& type : all) {
     if (type.resource == plural) return type;
   }

@@ -39,6 +39,9 @@ ResourceType network_policies();
 ResourceType cilium_network_policies();
 ResourceType pod_disruption_budgets();
 ResourceType custom_resource_definitions();
+ResourceType persistent_volume_claims();
+ResourceType persistent_volumes();
+ResourceType storage_classes();
 // Looks a plural name up in the table above ("pods", "leases"...); nullopt when unknown.
 std::optional<ResourceType> by_plural(const std::string& plural);
 }  // namespace resources

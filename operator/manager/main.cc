@@ -100,10 +100,11 @@ struct Clients {
         config_maps(transport, kube::resources::config_maps(), metrics),
         deployments(transport, kube::resources::deployments(), metrics),
         disruption_budgets(transport, kube::resources::pod_disruption_budgets(), metrics),
-        service_accounts(transport, kube::resources::service_accounts(), metrics) {}
+        service_accounts(transport, kube::resources::service_accounts(), metrics),
+        persistent_volume_claims(transport, kube::resources::persistent_volume_claims(), metrics) {}
   kube::ResourceClient environments, pods, secrets, network_policies, cilium_network_policies,
       events, leases, tunnels, services, config_maps, deployments, disruption_budgets,
-      service_accounts;
+      service_accounts, persistent_volume_claims;
 };
 
 int run(const Options& options) {
@@ -186,7 +187,8 @@ int run(const Options& options) {
   }
   manager.add(ae::agent_environment_controller(
       {clients.environments, clients.pods, clients.secrets, clients.network_policies,
-       cilium ? &clients.cilium_network_policies : nullptr, &clients.config_maps},
+       cilium ? &clients.cilium_network_policies : nullptr, &clients.config_maps,
+       &clients.persistent_volume_claims},
       settings, events, api_factory, metrics, runtime_metrics, logger.child("agentenvironment")));
 
   mt::PrometheusTunnelMetrics tunnel_metrics(*registry);

@@ -146,6 +146,40 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
     else
       throw SpecError("spec.runner.workspaceSizeLimit has the wrong type: " + limit.dump());
   }
+  if (const auto& workspace = child(runner, "workspace");
+      workspace.contains("persistentVolumeClaim")) {
+    const std::string path = "spec.runner.workspace.persistentVolumeClaim";
+    const auto& claim = child(workspace, "persistentVolumeClaim");
+    WorkspaceClaimTemplate t;
+    read_optional(claim, "storageClassName", path, &t.storage_class_name);
+    if (claim.contains("size")) {
+      const auto& size = claim["size"];
+      if (size.is_string())
+        t.size = size.get<std::string>();
+      else if (size.is_number_integer())
+        t.size = std::to_string(size.get<long long>());
+      else
+        throw SpecError(path + ".size has the wrong type: " + size.dump());
+    }
+    read_optional(claim, "accessMode", path, &t.access_mode);
+    if (t.access_mode != "ReadWriteOnce" && t.access_mode != "ReadWriteOncePod" &&
+        t.access_mode != "ReadWriteMany") {
+      throw SpecError(path +
+                      ".accessMode must be ReadWriteOnce, ReadWriteOncePod or "
+                      "ReadWriteMany, not '" +
+                      t.access_mode + "'");
+    }
+    read_optional(claim, "idleRetentionSeconds", path, &t.idle_retention_seconds);
+    if (t.idle_retention_seconds < 0) throw SpecError(path + ".idleRetentionSeconds must be >= 0");
+    std::string when_deleted = "Delete";
+    read_optional(claim, "whenEnvironmentDeleted", path, &when_deleted);
+    if (when_deleted != "Delete" && when_deleted != "Retain") {
+      throw SpecError(path + ".whenEnvironmentDeleted must be Delete or Retain, not '" +
+                      when_deleted + "'");
+    }
+    t.delete_with_environment = when_deleted == "Delete";
+    r.workspace_claim = std::move(t);
+  }
   read_optional(runner, "activeDeadlineSeconds", "spec.runner", &r.active_deadline_seconds);
   std::string service_account;
   read_optional(runner, "serviceAccountName", "spec.runner", &service_account);

@@ -23,6 +23,19 @@ inline constexpr const char* kApiCaFileVariable = "PERIMETER_API_CA_FILE";
 // A spec the schema let through but the operator cannot act on; reported in a condition.
 using SpecError = runtime::SpecError;
 
+// spec.runner.workspace.persistentVolumeClaim: the session's workspace is a PersistentVolumeClaim
+// of its own, made with its first work item and mounted by every later one (docs/workspaces.md).
+struct WorkspaceClaimTemplate {
+  std::string storage_class_name;  // empty: the cluster's default StorageClass
+  std::string size = "1Gi";
+  std::string access_mode = "ReadWriteOnce";
+  // How long a workspace no pod uses is kept for the session's next message.
+  std::int64_t idle_retention_seconds = 604800;
+  // whenEnvironmentDeleted: Delete (the claim is owned by the AgentEnvironment and goes with it)
+  // or Retain (it is not owned, and stays).
+  bool delete_with_environment = true;
+};
+
 struct RunnerTemplate {
   std::string image;
   std::string image_pull_policy = "IfNotPresent";
@@ -34,6 +47,8 @@ struct RunnerTemplate {
   nlohmann::json tolerations = nlohmann::json::array();
   std::vector<std::pair<std::string, std::string>> env;
   std::string workspace_size_limit = "1Gi";
+  // Set: each session's /workspace is its own PersistentVolumeClaim; unset: an emptyDir per pod.
+  std::optional<WorkspaceClaimTemplate> workspace_claim;
   std::int64_t active_deadline_seconds = 3600;
   std::optional<std::string> service_account_name;
 };

@@ -3,6 +3,7 @@
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/reconciler.h"
 #include "controllers/agentenvironment/runner_pod_cache.h"
+#include "controllers/agentenvironment/session_workspace.h"
 #include "runtime/controller.h"
 
 namespace perimeter::agentenvironment {
@@ -21,7 +22,12 @@ class AgentEnvironmentController final : public runtime::ManagedController {
         metrics_(metrics),
         runtime_metrics_(runtime_metrics),
         logger_(std::move(logger)),
-        session_objects_(clients_.secrets, clients_.pods) {}
+        session_objects_(clients_.secrets, clients_.pods) {
+    if (clients_.persistent_volume_claims != nullptr) {
+      workspaces_ = std::make_unique<KubeSessionWorkspaces>(*clients_.persistent_volume_claims,
+                                                            clients_.pods);
+    }
+  }
 
   std::string name() const override { return "agentenvironment"; }
 
@@ -60,6 +66,19 @@ class AgentEnvironmentController final : public runtime::ManagedController {
       cilium_policy_store_ = cilium_policies.store;
     }
 
+    // Session workspaces, in the same namespaces: a claim that binds (or not) wakes its
+    // environment, found by the exact name it carries (it is owned only under
+    // whenEnvironmentDeleted: Delete).
+    runtime::SharedCache::MultiNamespace claims;
+    if (clients_.persistent_volume_claims != nullptr) {
+      runtime::InformerOptions claim_options;
+      claim_options.label_selector = "app.kubernetes.io/managed-by=perimeter," +
+                                     std::string(kLabelComponent) + "=" +
+                                     std::string(kWorkspaceComponent);
+      claims = cache.informers(*clients_.persistent_volume_claims, pod_namespaces, claim_options);
+      claim_store_ = claims.store;
+    }
+
     ReconcilerOptions options;
     options.worker_id = settings_.worker_id;
     options.poll_threads = settings_.poll_threads;
@@ -71,15 +90,29 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     options.gate_sweep = settings_.gate_sweep;
     options.egress = settings_.egress;
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
-        ReconcilerDependencies{
-            environments.store(), *pod_store_, *policy_store_, clients_.environments,
-            clients_.secrets, clients_.pods, clients_.network_policies, events_, api_factory_,
-            session_objects_, *census_, metrics_, SystemClock::instance(), SystemRandom::instance(),
-            logger_.child("agentenvironment"),
-            [this](const std::string& key) {
-              if (controller_) controller_->queue().add(key);
-            },
-            cilium_policy_store_.get(), clients_.cilium_network_policies, clients_.config_maps},
+        ReconcilerDependencies{environments.store(),
+                               *pod_store_,
+                               *policy_store_,
+                               clients_.environments,
+                               clients_.secrets,
+                               clients_.pods,
+                               clients_.network_policies,
+                               events_,
+                               api_factory_,
+                               session_objects_,
+                               *census_,
+                               metrics_,
+                               SystemClock::instance(),
+                               SystemRandom::instance(),
+                               logger_.child("agentenvironment"),
+                               [this](const std::string& key) {
+                                 if (controller_) controller_->queue().add(key);
+                               },
+                               cilium_policy_store_.get(),
+                               clients_.cilium_network_policies,
+                               clients_.config_maps,
+                               claim_store_.get(),
+                               workspaces_.get()},
         options);
     runtime::ControllerOptions controller_options;
     controller_options.workers = settings_.workers;
@@ -90,6 +123,15 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     for (auto* informer : pods.informers) controller_->watch_owned(*informer, kKind);
     for (auto* informer : policies.informers) controller_->watch_owned(*informer, kKind);
     for (auto* informer : cilium_policies.informers) controller_->watch_owned(*informer, kKind);
+    for (auto* informer : claims.informers) {
+      controller_->watch_mapped(*informer, [](const nlohmann::json& claim) {
+        const auto& metadata = claim["metadata"];
+        const std::string environment = metadata.value("annotations", nlohmann::json::object())
+                                            .value(std::string(kAnnotationEnvironmentName), "");
+        if (environment.empty()) return std::vector<std::string>{};
+        return std::vector<std::string>{metadata.value("namespace", "") + "/" + environment};
+      });
+    }
   }
 
   void start() override { controller_->start(); }
@@ -111,6 +153,8 @@ class AgentEnvironmentController final : public runtime::ManagedController {
   std::shared_ptr<runtime::Store> pod_store_;
   std::shared_ptr<runtime::Store> policy_store_;
   std::shared_ptr<runtime::Store> cilium_policy_store_;
+  std::shared_ptr<runtime::Store> claim_store_;
+  std::unique_ptr<KubeSessionWorkspaces> workspaces_;
   std::unique_ptr<StoreRunnerPodCensus> census_;
   std::unique_ptr<AgentEnvironmentReconciler> reconciler_;
   std::unique_ptr<runtime::Controller> controller_;

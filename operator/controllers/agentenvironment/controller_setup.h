@@ -27,6 +27,8 @@ struct ControllerClients {
   kube::ResourceClient* cilium_network_policies = nullptr;
   // The ConfigMaps of spec.apiCAConfigMapRef.
   kube::ResourceClient* config_maps = nullptr;
+  // Session workspaces (spec.runner.workspace.persistentVolumeClaim); null: not served.
+  kube::ResourceClient* persistent_volume_claims = nullptr;
 };
 
 struct ControllerSettings {

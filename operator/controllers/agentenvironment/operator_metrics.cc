@@ -61,11 +61,23 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
                 "Runner pods that have not finished, by phase (Pending, Running, Unknown)")),
       runner_pod_oldest_pending_timestamp_seconds(
           gauge(registry, "perimeter_runner_pod_oldest_pending_timestamp_seconds",
-                "Creation time of the environment's oldest runner pod still Pending")) {}
+                "Creation time of the environment's oldest runner pod still Pending")),
+      workspaces_created_total(counter(registry, "perimeter_workspaces_created_total",
+                                       "Session workspace claims created")),
+      workspaces_deleted_total(
+          counter(registry, "perimeter_workspaces_deleted_total",
+                  "Session workspace claims deleted, by reason (terminated, retention)")),
+      workspace_waits_total(counter(registry, "perimeter_workspace_waits_total",
+                                    "Work items whose pod waited for the session's previous pod "
+                                    "to end before mounting its workspace")),
+      session_workspaces(gauge(registry, "perimeter_session_workspaces",
+                               "Session workspace claims, by state (Pending, Bound, Idle, "
+                               "Lost)")) {}
 
 namespace {
 
 constexpr const char* kRunnerPodPhases[] = {"Pending", "Running", "Unknown"};
+constexpr const char* kWorkspaceStates[] = {"Pending", "Bound", "Idle", "Lost"};
 
 void remove_series(prometheus::Family<prometheus::Gauge>& family,
                    const prometheus::Labels& labels) {
@@ -100,7 +112,19 @@ void OperatorMetrics::set_runner_pods(const std::string& environment,
   }
 }
 
+void OperatorMetrics::set_session_workspaces(const std::string& environment,
+                                             const std::map<std::string, std::size_t>& by_state) {
+  for (const char* state : kWorkspaceStates) {
+    const auto it = by_state.find(state);
+    session_workspaces.Add({{"environment", environment}, {"state", state}})
+        .Set(it == by_state.end() ? 0.0 : static_cast<double>(it->second));
+  }
+}
+
 void OperatorMetrics::remove_runner_pods(const std::string& environment) {
+  for (const char* state : kWorkspaceStates) {
+    remove_series(session_workspaces, {{"environment", environment}, {"state", state}});
+  }
   for (const char* phase : kRunnerPodPhases) {
     remove_series(runner_pods, {{"environment", environment}, {"phase", phase}});
   }

@@ -7,6 +7,7 @@
 #include <prometheus/registry.h>
 
 #include <cstddef>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -49,12 +50,24 @@ class OperatorMetrics {
   prometheus::Family<prometheus::Gauge>&
       runner_pod_oldest_pending_timestamp_seconds;  // {environment}
 
+  // Session workspaces on PersistentVolumeClaims (docs/workspaces.md).
+  prometheus::Family<prometheus::Counter>& workspaces_created_total;  // {environment}
+  prometheus::Family<prometheus::Counter>& workspaces_deleted_total;  // {environment,reason}
+  // Items whose pod waited for the session's previous pod to end (once per item).
+  prometheus::Family<prometheus::Counter>& workspace_waits_total;  // {environment}
+  // The environment's workspace claims by state: Bound, Pending (not bound yet), Idle (bound, no
+  // live pod of the session), Lost.
+  prometheus::Family<prometheus::Gauge>& session_workspaces;  // {environment,state}
+
   void observe_claim_to_runner_started(const std::string& environment, double seconds);
   // Sets the runner-pod gauges of `environment` from one survey of the cache.
   void set_runner_pods(const std::string& environment, const RunnerPodFigures& figures);
   // Removes them: the environment is gone, or not served (its pods are not surveyed), and a
   // gauge left at its last value would keep an alert firing.
   void remove_runner_pods(const std::string& environment);
+  // Sets the workspace gauge of `environment` (state -> count; states absent are 0).
+  void set_session_workspaces(const std::string& environment,
+                              const std::map<std::string, std::size_t>& by_state);
   // Removes what a session poller sets (queue depth and pending, active sessions, the last
   // successful poll) once it has stopped: nothing polls, so nothing there is true any more, and
   // a stale queue depth would keep PerimeterClaimsStalled firing.

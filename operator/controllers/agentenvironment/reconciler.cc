@@ -55,6 +55,16 @@ AgentEnvironmentReconciler::AgentEnvironmentReconciler(ReconcilerDependencies de
       // A reconciler is made when leadership is won (Manager::lead): claims from now on are
       // this term's.
       start_latency_(deps_.metrics, deps_.clock.wall_now()) {
+  if ((deps_.workspace_claims == nullptr) != (deps_.workspaces == nullptr)) {
+    throw std::invalid_argument("session workspaces need both the claims' cache and their writer");
+  }
+  if (deps_.workspace_claims != nullptr) {
+    workspace_retention_ = std::make_unique<WorkspaceRetention>(
+        WorkspaceRetention::Dependencies{*deps_.workspace_claims, deps_.pods, *deps_.workspaces,
+                                         deps_.metrics, deps_.clock,
+                                         deps_.logger.child("workspaces")},
+        WorkspaceRetention::Options{});
+  }
   if (options_.egress.mode == EgressMode::kCiliumFqdn &&
       (deps_.cilium_policies == nullptr || deps_.cilium_policy_client == nullptr)) {
     throw std::invalid_argument(
@@ -280,6 +290,7 @@ SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
       [this, key] { deps_.enqueue(key); },
       thread_budget_,
       options_.egress,
+      deps_.workspaces,
   };
   auto poller = std::make_unique<SessionPoller>(std::move(settings), std::move(poller_deps),
                                                 options_.poll_threads);
@@ -593,6 +604,15 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
         {"claimed", succeeded + failed + static_cast<std::int64_t>(outcomes.active)}};
     if (!pending.empty()) status["sessions"]["pendingMarks"] = std::move(pending);
   }
+  if (outcomes.workspaces) {
+    const auto& w = *outcomes.workspaces;
+    status["workspaces"] = {{"claims", static_cast<std::int64_t>(w.total)},
+                            {"pending", static_cast<std::int64_t>(w.pending)},
+                            {"inUse", static_cast<std::int64_t>(w.in_use)},
+                            {"idle", static_cast<std::int64_t>(w.idle)}};
+  } else if (outcomes.workspaces_surveyed) {
+    status.erase("workspaces");
+  }
   if (poller != nullptr && poller->stats) {
     json queue = {{"depth", poller->stats->depth}, {"pending", poller->stats->pending}};
     if (poller->stats->workers_polling) queue["workersPolling"] = *poller->stats->workers_polling;
@@ -715,6 +735,16 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
         .next(runtime::ReconcileResult::done());
   }
 
+  if (env.runner.workspace_claim && !workspace_retention_) {
+    remove_poller(key_text);
+    const std::string message =
+        "spec.runner.workspace.persistentVolumeClaim: this operator was started without session "
+        "workspaces (no PersistentVolumeClaim access)";
+    deps_.events.record(involved, "Warning", "InvalidSpec", message);
+    return write_status(*object, nullptr, {}, nullptr, {}, message)
+        .next(runtime::ReconcileResult::done());
+  }
+
   if (options_.session_namespaces && options_.session_namespaces->count(env.namespace_) == 0) {
     // The operator has no rights here (RBAC follows the same list): say so once, and wait for
     // an administrator rather than failing on every attempt.
@@ -742,7 +772,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
         runtime::ReconcileResult::after(options_.resync));
   }
 
-  const Outcomes outcomes = survey_sessions(env);
+  Outcomes outcomes = survey_sessions(env);
   deps_.metrics.set_runner_pods(key_text, outcomes.runner_pods);
 
   // The key, the NetworkPolicy and the orphan sweep are redone when the spec changed, and
@@ -828,12 +858,28 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     std::lock_guard lock(mutex_);
     memos_[key_text].gates_swept_at = now;
   }
+  // After the claims sweep, so the items a predecessor acknowledged are among those owed a pod.
+  if (workspace_retention_) {
+    outcomes.workspaces = workspace_retention_->survey(
+        env, poller.sessions_owed_pods(),
+        [&poller](const std::string& session_id) { return poller.session_fate(session_id); },
+        [this, &involved](const std::string& type, const std::string& reason,
+                          const std::string& message) {
+          deps_.events.record(involved, type, reason, message);
+        });
+    outcomes.workspaces_surveyed = true;
+    if (outcomes.workspaces->total == 0 && !env.runner.workspace_claim) outcomes.workspaces.reset();
+  }
   const PollerState state = poller.state();
   const StatusWrite written = write_status(*object, &env, credentials, &state, outcomes, "");
   mark_counted(env, involved, outcomes, written);
 
   Clock::Duration next = options_.resync;
   if (outcomes.next_deletion && *outcomes.next_deletion < next) next = *outcomes.next_deletion;
+  if (outcomes.workspaces && outcomes.workspaces->next_check &&
+      *outcomes.workspaces->next_check < next) {
+    next = *outcomes.workspaces->next_check;
+  }
   return written.next(runtime::ReconcileResult::after(next));
 }
 

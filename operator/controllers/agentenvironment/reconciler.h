@@ -16,6 +16,7 @@
 #include "controllers/agentenvironment/runner_start_latency.h"
 #include "controllers/agentenvironment/session_poller.h"
 #include "controllers/agentenvironment/session_ports.h"
+#include "controllers/agentenvironment/workspace_retention.h"
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -54,6 +55,10 @@ struct ReconcilerDependencies {
   // Reads the ConfigMap of an environment's spec.apiCAConfigMapRef; an environment naming one
   // is refused (ApiCAConfigMapUnreadable) without it.
   kube::ResourceClient* config_map_client = nullptr;
+  // Session workspaces on PersistentVolumeClaims: the claims' cache and their writer. Both or
+  // neither; without them a spec that asks for claims is refused (InvalidSpec).
+  runtime::Store* workspace_claims = nullptr;
+  SessionWorkspaces* workspaces = nullptr;
 };
 
 struct ReconcilerOptions {
@@ -133,6 +138,9 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
     std::optional<Clock::Duration> next_deletion;
     size_t active = 0;
     RunnerPodFigures runner_pods;  // the active ones by phase
+    // The session workspaces (claims), when the environment has any or asks for them.
+    std::optional<WorkspaceFigures> workspaces;
+    bool workspaces_surveyed = false;  // false: status.workspaces is left as it is
   };
   struct StatusWrite {
     // `planned`, or sooner when a change was held back to coalesce writes.
@@ -203,6 +211,8 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   PollerRetirement retirement_;
   // Claim-to-start latency of the pods this reconciler's leadership term claimed.
   RunnerStartLatency start_latency_;
+  // Session workspaces' retention; null without the claims' cache.
+  std::unique_ptr<WorkspaceRetention> workspace_retention_;
 };
 
 }  // namespace perimeter::agentenvironment

@@ -7,6 +7,7 @@
 
 #include "controllers/agentenvironment/key_release.h"
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/session_workspace.h"
 #include "kube/pod_security.h"
 
 namespace perimeter::agentenvironment {
@@ -224,6 +225,12 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
        {{{"name", "workspace"}, {"emptyDir", {{"sizeLimit", env.runner.workspace_size_limit}}}},
         {{"name", "tmp"}, {"emptyDir", {{"sizeLimit", "256Mi"}}}}}},
   };
+  if (env.runner.workspace_claim) {
+    // The session's own claim: what an earlier item of the session left there, this one finds.
+    spec["volumes"][0] = {
+        {"name", "workspace"},
+        {"persistentVolumeClaim", {{"claimName", workspace_claim_name(session.session_id)}}}};
+  }
   if (api_ca) {
     spec["containers"][0]["volumeMounts"].push_back(
         {{"name", "api-ca"}, {"mountPath", kApiCaMountPath}, {"readOnly", true}});

@@ -501,9 +501,53 @@ PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedS
   ClaimedSession unstarted = session;
   unstarted.work_secret.clear();  // the Secret holds it; the poller keeps no copy
   bool created = false;
+  // A session whose workspace is its own claim: this start holds the session against the other
+  // poll threads (and the sweep) from its check to its pod.
+  bool holds_session = false;
+  const auto let_go = [&] {
+    if (!holds_session) return;
+    std::lock_guard lock(mutex_);
+    starting_sessions_.erase(session.session_id);
+    holds_session = false;
+  };
   try {
+    if (env.runner.workspace_claim) {
+      {
+        std::lock_guard lock(mutex_);
+        holds_session = starting_sessions_.insert(session.session_id).second;
+      }
+      std::optional<std::string> wait =
+          holds_session ? prepare_workspace(env, session)
+                        : std::optional<std::string>("another start of the session is under way");
+      if (wait) {
+        let_go();
+        // Acknowledged and owed a pod, which cannot start yet: kept like a pod that could not be
+        // made, tried again at every pass, counted against the limit (docs/claiming.md).
+        slot.count_pod(runner_object_name(session.work_id));
+        bool first = false;
+        {
+          std::lock_guard lock(mutex_);
+          unstarted_[session.work_id] = unstarted;
+          first = waiting_for_workspace_.insert(session.work_id).second;
+        }
+        if (first) {
+          deps_.metrics.workspace_waits_total.Add({{"environment", label()}}).Increment();
+          deps_.logger.info("the session's workspace is in use; the item waits",
+                            {{"environment", label()},
+                             {"work_id", session.work_id},
+                             {"session_id", session.session_id},
+                             {"reason", *wait}});
+          deps_.record_event("Normal", "WaitingForWorkspace",
+                             "session " + session.session_id + " (work " + session.work_id +
+                                 "): " + *wait + "; its pod starts when the workspace is free");
+        }
+        return PollOutcome::kClaimed;
+      }
+    }
     created = deps_.objects.ensure_pod(build_runner_pod(env, session, deps_.egress));
+    let_go();
   } catch (const std::exception& e) {
+    let_go();
     // The item is acknowledged: its pod is tried again at every pass until it exists (and by the
     // claims sweep should this process end first). A pod the spec cannot make waits for a spec
     // that can. Until the informer shows it, it counts against the limit: a create whose answer
@@ -533,6 +577,7 @@ PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedS
   {
     std::lock_guard lock(mutex_);
     unstarted_.erase(session.work_id);
+    waiting_for_workspace_.erase(session.work_id);
   }
   slot.count_pod(runner_object_name(session.work_id));
   if (!created) {
@@ -550,6 +595,53 @@ PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedS
   }
   deps_.logger.info("runner pod created", log_fields);
   return PollOutcome::kClaimed;
+}
+
+std::optional<std::string> SessionPoller::prepare_workspace(const AgentEnvironment& env,
+                                                            const ClaimedSession& session) {
+  if (deps_.workspaces == nullptr) {
+    throw std::logic_error("a workspace claim is asked for, and the poller has no workspaces");
+  }
+  // The apiserver, not the cache: a pod an earlier leader made a moment ago must count. A pod
+  // that has finished runs nothing, so the next one may mount the workspace.
+  const auto live =
+      deps_.workspaces->live_pods(env, session.session_id, runner_object_name(session.work_id));
+  if (!live.empty()) return "pod " + live.front() + " of the session has not ended yet";
+  try {
+    if (deps_.workspaces->ensure_claim(
+            build_workspace_claim(env, session.session_id, session.claimed_at))) {
+      deps_.metrics.workspaces_created_total.Add({{"environment", label()}}).Increment();
+      deps_.logger.info("created the session's workspace claim",
+                        {{"environment", label()},
+                         {"session_id", session.session_id},
+                         {"claim", workspace_claim_name(session.session_id)}});
+    }
+  } catch (const WorkspaceBusy& e) {
+    return e.what();
+  }
+  return std::nullopt;
+}
+
+std::set<std::string> SessionPoller::sessions_owed_pods() const {
+  std::lock_guard lock(mutex_);
+  std::set<std::string> sessions;
+  for (const auto& [work_id, session] : unstarted_) sessions.insert(session.session_id);
+  return sessions;
+}
+
+SessionFate SessionPoller::session_fate(const std::string& session_id) {
+  try {
+    return api()->retrieve_session(session_id).status == "terminated" ? SessionFate::kTerminated
+                                                                      : SessionFate::kLive;
+  } catch (const agentapi::ApiError& e) {
+    if (e.status() == 404) return SessionFate::kGone;
+    deps_.logger.warn("cannot tell whether a session with a workspace is terminated",
+                      {{"environment", label()}, {"session_id", session_id}, {"error", e.what()}});
+  } catch (const std::exception& e) {
+    deps_.logger.warn("cannot tell whether a session with a workspace is terminated",
+                      {{"environment", label()}, {"session_id", session_id}, {"error", e.what()}});
+  }
+  return SessionFate::kUnknown;
 }
 
 void SessionPoller::start_unstarted() {

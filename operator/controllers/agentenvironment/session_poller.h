@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -19,6 +20,8 @@
 #include "controllers/agentenvironment/poll_thread_budget.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_ports.h"
+#include "controllers/agentenvironment/session_workspace.h"
+#include "controllers/agentenvironment/workspace_retention.h"
 #include "core/backoff.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -80,6 +83,9 @@ struct PollerDependencies {
   std::shared_ptr<PollThreadBudget> thread_budget = nullptr;
   // The operator's egress mode: what the session's Secret and Pod say about the network.
   RunnerEgress egress = {};
+  // Session workspaces on PersistentVolumeClaims (spec.runner.workspace.persistentVolumeClaim);
+  // null: such a spec cannot be served (the reconciler always passes one).
+  SessionWorkspaces* workspaces = nullptr;
 };
 
 // What the claims sweep found of a claim whose Secret has no pod.
@@ -144,6 +150,11 @@ class SessionPoller {
   // Makes the pods of this process's acknowledged items whose pod creation failed. poll_once()
   // calls it first.
   void start_unstarted();
+  // The sessions of the acknowledged items this poller still owes a pod (waiting for their
+  // workspace, or whose pod could not be made yet): their workspace is about to be used.
+  std::set<std::string> sessions_owed_pods() const;
+  // What the API says of a session (retrieved with the environment key), for its workspace.
+  SessionFate session_fate(const std::string& session_id);
   // How long the loop waits after an outcome (exposed for tests).
   std::chrono::milliseconds delay_after(PollOutcome outcome);
 
@@ -182,6 +193,11 @@ class SessionPoller {
   // Makes the runner pod of an acknowledged item; on failure keeps it for start_unstarted().
   PollOutcome start_pod(const AgentEnvironment& env, const ClaimedSession& session,
                         std::optional<Clock::TimePoint> polled_at, SlotReservation& slot);
+  // Makes ready the session's workspace claim for its pod; a reason when the pod must wait
+  // (another live pod of the session mounts it, another start of the session is under way, the
+  // claim is being deleted). Throws what the apiserver throws.
+  std::optional<std::string> prepare_workspace(const AgentEnvironment& env,
+                                               const ClaimedSession& session);
   void answer_healthcheck(const agentapi::WorkItem& item);
   // The apiserver refused an object of the claim as `generation` of the spec builds it.
   PollOutcome refuse_spec(const agentapi::WorkItem& item, std::int64_t generation,
@@ -210,6 +226,10 @@ class SessionPoller {
   std::int64_t checked_generation_ = -1;  // the generation whose pod had its dry run
   // Acknowledged items whose pod could not be made yet, by work id (no secret kept).
   std::map<std::string, ClaimedSession> unstarted_;
+  // Of those, the ones waiting for their session's workspace (by work id), so the wait is told
+  // once; and the sessions whose pod some thread is starting now.
+  std::set<std::string> waiting_for_workspace_;
+  std::set<std::string> starting_sessions_;
   bool stopping_ = false;  // set once by stop(); an item polled after it is not claimed
   // The queue's figures changed (a claim, or an empty poll while they showed items): thread 0
   // fetches them again soon.

@@ -14,6 +14,7 @@
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "controllers/agentenvironment/session_workspace.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
 #include "core/time_format.h"
@@ -85,14 +86,30 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
     return o;
   }
 
-  std::unique_ptr<AgentEnvironmentReconciler> make_reconciler(ReconcilerOptions o) {
+  std::unique_ptr<AgentEnvironmentReconciler> make_reconciler(ReconcilerOptions o,
+                                                              bool with_workspaces = false) {
     return std::make_unique<AgentEnvironmentReconciler>(
-        ReconcilerDependencies{environments_, pods_, network_policies_, environment_client_,
-                               secret_client_, pod_client_, network_policy_client_, events_,
-                               factory_, writer_, census_, metrics_, clock_, random_,
+        ReconcilerDependencies{environments_,
+                               pods_,
+                               network_policies_,
+                               environment_client_,
+                               secret_client_,
+                               pod_client_,
+                               network_policy_client_,
+                               events_,
+                               factory_,
+                               writer_,
+                               census_,
+                               metrics_,
+                               clock_,
+                               random_,
                                Logger("test", StderrSink::instance(), LogLevel::kError),
                                [this](const std::string& key) { enqueued_.push_back(key); },
-                               &cilium_policies_, &cilium_policy_client_, &config_map_client_},
+                               &cilium_policies_,
+                               &cilium_policy_client_,
+                               &config_map_client_,
+                               with_workspaces ? &claims_ : nullptr,
+                               with_workspaces ? &workspaces_ : nullptr},
         std::move(o));
   }
 
@@ -195,6 +212,10 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
   NiceMock<testing::MockAgentApi> api_;
   FakeFactory factory_{api_};
   KubeSessionObjectWriter writer_{secret_client_, pod_client_};
+  kube::ResourceClient claim_client_{server_, kube::resources::persistent_volume_claims(),
+                                     client_metrics_};
+  KubeSessionWorkspaces workspaces_{claim_client_, pod_client_};
+  runtime::Store claims_;
   StoreRunnerPodCensus census_{pods_};
   OperatorMetrics metrics_{registry_};
   std::vector<std::string> enqueued_;
@@ -856,6 +877,36 @@ TEST_F(AgentEnvironmentReconcilerTest,
   restarted->reconcile({kNamespace, kName});
   restarted->reconcile({kNamespace, kName});
   EXPECT_EQ(latency(), std::make_pair(2.0, 9.0));
+}
+
+// Issue 18: an operator started without access to PersistentVolumeClaims cannot honour a spec
+// that asks for session workspaces on them; it says so rather than claim sessions it would start
+// with the wrong workspace.
+TEST_F(AgentEnvironmentReconcilerTest, AClaimWorkspaceWithoutClaimAccessIsAnInvalidSpec) {
+  given(environment_object(
+      {{"runner", {{"workspace", {{"persistentVolumeClaim", json::object()}}}}}}));
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(condition_of(stored_environment(), "Ready"), "False/InvalidSpec");
+  EXPECT_EQ(reconciler->poller_count(), 0u);
+}
+
+// Issue 18: status.workspaces counts the environment's session claims, from the claims' cache.
+TEST_F(AgentEnvironmentReconcilerTest, StatusCountsTheSessionWorkspaces) {
+  const AgentEnvironment env = given(environment_object(
+      {{"runner", {{"workspace", {{"persistentVolumeClaim", json::object()}}}}}}));
+  for (const std::string session : {"sesn_a", "sesn_b"}) {
+    const json stored = claim_client_.create(
+        kNamespace, build_workspace_claim(env, session, format_rfc3339_micros(clock_.wall_now())));
+    claims_.upsert(std::make_shared<const json>(stored));
+  }
+  auto reconciler = make_reconciler(options(), true);
+  reconciler->reconcile({kNamespace, kName});
+  const json workspaces = stored_environment()["status"]["workspaces"];
+  EXPECT_EQ(workspaces.value("claims", -1), 2);
+  EXPECT_EQ(workspaces.value("pending", -1), 2);
+  EXPECT_EQ(workspaces.value("inUse", -1), 2) << "just claimed: their pods may not be cached yet";
+  EXPECT_NE(condition_of(stored_environment(), "Ready"), "False/InvalidSpec");
 }
 
 }  // namespace
