@@ -56,22 +56,16 @@ bool node_is_ready(const nlohmann::json& node) {
 }  // namespace
 
 std::vector<std::string> controller_manager_controllers() {
-  return {"garbage-collector-controller",
-          "deployment-controller",
-          "replicaset-controller",
-          "namespace-controller",
-          "serviceaccount-controller",
-          "serviceaccount-token-controller",
-          "root-ca-certificate-publisher-controller",
-          "clusterrole-aggregation-controller",
-          "job-controller",
-          "cronjob-controller",
-          "statefulset-controller",
-          "ttl-after-finished-controller",
-          "pod-garbage-collector-controller",
-          "endpointslice-controller",
-          "disruption-controller",
-          "resourcequota-controller"};
+  return {"garbage-collector-controller", "deployment-controller", "replicaset-controller",
+          "namespace-controller", "serviceaccount-controller", "serviceaccount-token-controller",
+          "root-ca-certificate-publisher-controller", "clusterrole-aggregation-controller",
+          "job-controller", "cronjob-controller", "statefulset-controller",
+          "ttl-after-finished-controller", "pod-garbage-collector-controller",
+          "endpointslice-controller", "disruption-controller", "resourcequota-controller",
+          // PersistentVolumeClaims bind, and are kept while a pod uses them (the real node's
+          // storage, local_volumes.h).
+          "persistentvolume-binder-controller", "persistentvolume-protection-controller",
+          "persistentvolumeclaim-protection-controller"};
 }
 
 ControlPlane::ControlPlane(ControlPlaneOptions options, Logger logger)

@@ -559,6 +559,11 @@ void RealNode::start_all() {
   // which a bare node may run without.
   deploy_cluster_dns();
   phases_["cluster_dns_deployed_ms"] = millis_since(started);
+  // Storage for PersistentVolumeClaims (session workspaces): folders under the node's own
+  // directory, so they go with it.
+  volumes_ = std::make_unique<LocalVolumeRunner>(
+      std::make_unique<HttpVolumeApi>(options_.admin_client), options_.dir + "/volumes",
+      kRealNodeLabel, logger_.child("volumes"));
   logger_.info("real node ready", describe());
 }
 
@@ -1303,6 +1308,7 @@ std::vector<std::string> RealNode::exited_components() {
 void RealNode::stop() {
   if (stopped_) return;
   stopped_ = true;
+  volumes_.reset();  // nothing provisions or removes folders while the node goes
   // The kubelet first, so it does not restart containers while they are killed.
   if (kubelet_) kubelet_->terminate(std::chrono::seconds(10));
   kill_containers();

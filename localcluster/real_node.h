@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "localcluster/http_client.h"
+#include "localcluster/local_volumes.h"
 #include "localcluster/machine_lock.h"
 #include "process/process.h"
 
@@ -165,6 +166,8 @@ class RealNode {
   std::unique_ptr<process::Process> service_proxy_;
   std::string service_proxy_log_;
   std::string cluster_dns_ip_;
+  // The node's storage: host folders for PersistentVolumeClaims (local_volumes.h).
+  std::unique_ptr<LocalVolumeRunner> volumes_;
   std::vector<std::string> images_;
   // iptables chains that existed before the kubelet started ("table/chain"), per binary.
   std::vector<std::string> chains_before_;
