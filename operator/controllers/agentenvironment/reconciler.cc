@@ -714,6 +714,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     credential_retry_delay(key_text, false);
     deps_.metrics.remove_runner_pods(key_text);
     start_latency_.forget(key_text);
+    if (workspace_retention_) workspace_retention_->forget(key_text);
     std::lock_guard lock(mutex_);
     memos_.erase(key_text);
     key_cache_.erase(key_text);

@@ -62,6 +62,7 @@ WorkspaceFigures WorkspaceRetention::survey(
     owner["blockOwnerDeletion"] = false;
   }
   std::map<std::string, std::size_t> by_state;
+  std::set<std::string> seen;
   for (const auto& claim : claims) {
     const json& metadata = (*claim)["metadata"];
     if (metadata.value("namespace", "") != env.namespace_) continue;
@@ -73,6 +74,7 @@ WorkspaceFigures WorkspaceRetention::survey(
     const std::string uid = metadata.value("uid", "");
     if (session_id.empty() || metadata.contains("deletionTimestamp")) continue;
     ++figures.total;
+    seen.insert(uid);
 
     // whenEnvironmentDeleted may have changed since the claim was made: its owner follows.
     bool owned = false;
@@ -108,7 +110,7 @@ WorkspaceFigures WorkspaceRetention::survey(
           bool first = false;
           {
             std::lock_guard lock(mutex_);
-            first = warned_unbound_.insert(uid).second;
+            first = remembered_[environment_label].warned_unbound.insert(uid).second;
           }
           if (first) {
             const std::string storage_class =
@@ -156,10 +158,10 @@ WorkspaceFigures WorkspaceRetention::survey(
       bool ask = false;
       {
         std::lock_guard lock(mutex_);
-        const auto it = session_checked_.find(uid);
-        ask = session_fate &&
-              (it == session_checked_.end() || now - it->second >= options_.session_check);
-        if (ask) session_checked_[uid] = now;
+        auto& checked = remembered_[environment_label].session_checked;
+        const auto it = checked.find(uid);
+        ask = session_fate && (it == checked.end() || now - it->second >= options_.session_check);
+        if (ask) checked[uid] = now;
       }
       if (ask) {
         const SessionFate fate = session_fate(session_id);
@@ -178,11 +180,7 @@ WorkspaceFigures WorkspaceRetention::survey(
       continue;
     }
     if (!removed) continue;  // stamped by a new item since the cache saw it, or gone
-    {
-      std::lock_guard lock(mutex_);
-      session_checked_.erase(uid);
-      warned_unbound_.erase(uid);
-    }
+    seen.erase(uid);
     --figures.total;
     --figures.idle;
     if (phase == "Bound") --by_state["Idle"];
@@ -203,7 +201,20 @@ WorkspaceFigures WorkspaceRetention::survey(
                  "workspace claim " + name + " of session " + session_id + " deleted: " + why);
   }
   deps_.metrics.set_session_workspaces(environment_label, by_state);
+  {
+    // Claims deleted, by us or anyone, are forgotten.
+    std::lock_guard lock(mutex_);
+    auto& remembered = remembered_[environment_label];
+    std::erase_if(remembered.warned_unbound, [&](const auto& uid) { return !seen.count(uid); });
+    std::erase_if(remembered.session_checked,
+                  [&](const auto& entry) { return !seen.count(entry.first); });
+  }
   return figures;
+}
+
+void WorkspaceRetention::forget(const std::string& environment_key) {
+  std::lock_guard lock(mutex_);
+  remembered_.erase(environment_key);
 }
 
 }  // namespace perimeter::agentenvironment

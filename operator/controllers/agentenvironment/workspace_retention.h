@@ -69,6 +69,8 @@ class WorkspaceRetention {
   WorkspaceFigures survey(const AgentEnvironment& env, const std::set<std::string>& busy_sessions,
                           const std::function<SessionFate(const std::string&)>& session_fate,
                           const EventSink& record_event);
+  // The environment is gone (or no longer served): forget what was remembered of its claims.
+  void forget(const std::string& environment_key);
 
  private:
   struct SessionPods {
@@ -78,11 +80,17 @@ class WorkspaceRetention {
   SessionPods pods_of(const AgentEnvironment& env, const std::string& session_id,
                       const std::string& claimed_at) const;
 
+  // What is remembered of one environment's claims, by claim uid; only claims the last survey
+  // saw are kept.
+  struct Remembered {
+    std::set<std::string> warned_unbound;
+    std::map<std::string, Clock::TimePoint> session_checked;  // last API check
+  };
+
   Dependencies deps_;
   Options options_;
   std::mutex mutex_;
-  std::set<std::string> warned_unbound_;                     // claim uids
-  std::map<std::string, Clock::TimePoint> session_checked_;  // claim uid -> last API check
+  std::map<std::string, Remembered> remembered_;  // by "namespace/name" of the environment
 };
 
 }  // namespace perimeter::agentenvironment
