@@ -38,6 +38,7 @@
 #include "monitoring/prometheus_server.h"
 #include "operator/exposition.h"
 #include "operator/operator_process.h"
+#include "operator/pod_tracker.h"
 #include "process/process.h"
 #include "runtime/informer.h"
 
@@ -253,93 +254,6 @@ class OperatorE2eTest : public ::testing::Test {
   std::unique_ptr<testing::TempDir> logs_;
 };
 
-// Follows the namespace's runner pods through a watch and remembers what a test asserts on.
-class PodTracker {
- public:
-  PodTracker(kube::ResourceClient& pods, const std::string& ns, runtime::RuntimeMetrics& metrics)
-      : informer_(pods, options(ns), metrics,
-                  Logger("pod-tracker", StderrSink::instance(), LogLevel::kWarn)) {
-    runtime::EventHandlers handlers;
-    handlers.on_add = [this](const runtime::ObjectPtr& pod) { observe(*pod, true); };
-    handlers.on_update = [this](const runtime::ObjectPtr&, const runtime::ObjectPtr& pod) {
-      observe(*pod, false);
-    };
-    handlers.on_delete = [this](const runtime::ObjectPtr& pod) {
-      std::lock_guard lock(mutex_);
-      const std::string name = (*pod)["metadata"]["name"];
-      unfinished_.erase(name);
-      deleted_at_[name] = std::chrono::steady_clock::now();
-    };
-    informer_.add_handlers(std::move(handlers));
-    informer_.start();
-    informer_.wait_for_sync(std::chrono::seconds(30));
-  }
-  ~PodTracker() { informer_.stop(); }
-
-  size_t max_unfinished() const {
-    std::lock_guard lock(mutex_);
-    return max_unfinished_;
-  }
-  std::map<std::string, int> adds_per_work_id() const {
-    std::lock_guard lock(mutex_);
-    return adds_;
-  }
-  // Every pod ever seen per work id, by uid: a pod deleted by retention and a twin made after it
-  // under the same name are two.
-  std::map<std::string, std::set<std::string>> uids_per_work_id() const {
-    std::lock_guard lock(mutex_);
-    return uids_;
-  }
-  // The pods (by uid) seen in phase Succeeded.
-  std::set<std::string> succeeded_uids() const {
-    std::lock_guard lock(mutex_);
-    return succeeded_;
-  }
-  // When the watch last showed the pod of that name deleted; nullopt if it has not, or if a pod of
-  // that name exists again.
-  std::optional<std::chrono::steady_clock::time_point> deleted_at(const std::string& name) const {
-    std::lock_guard lock(mutex_);
-    const auto it = deleted_at_.find(name);
-    if (it == deleted_at_.end()) return std::nullopt;
-    return it->second;
-  }
-
- private:
-  static runtime::InformerOptions options(const std::string& ns) {
-    runtime::InformerOptions options;
-    options.ns = ns;
-    options.label_selector = "app.kubernetes.io/component=runner";
-    return options;
-  }
-
-  void observe(const json& pod, bool added) {
-    std::lock_guard lock(mutex_);
-    const std::string name = pod["metadata"]["name"];
-    const std::string work_id = pod["metadata"]["annotations"].value("perimeter.dev/work-id", "");
-    if (added) ++adds_[work_id];
-    const std::string uid = pod["metadata"].value("uid", "");
-    uids_[work_id].insert(uid);
-    deleted_at_.erase(name);
-    const std::string phase = pod.value("status", json::object()).value("phase", "");
-    if (phase == "Succeeded") succeeded_.insert(uid);
-    if (phase == "Succeeded" || phase == "Failed") {
-      unfinished_.erase(name);
-    } else {
-      unfinished_.insert(name);
-    }
-    max_unfinished_ = std::max(max_unfinished_, unfinished_.size());
-  }
-
-  runtime::Informer informer_;
-  mutable std::mutex mutex_;
-  std::set<std::string> unfinished_;
-  size_t max_unfinished_ = 0;
-  std::map<std::string, int> adds_;
-  std::map<std::string, std::set<std::string>> uids_;
-  std::set<std::string> succeeded_;
-  std::map<std::string, std::chrono::steady_clock::time_point> deleted_at_;
-};
-
 // A server of the attacker's own on loopback: it records every byte any client sends it and
 // answers 401, so a test can say exactly what reached it.
 class RecordingServer {
@@ -424,7 +338,7 @@ TEST_F(OperatorE2eTest, FiftySessionsGetFiftyPodsAndTheLimitHoldsExactly) {
   create_environment(kLimit, {{"podAnnotations", {{"perimeter.dev/kwok-complete-after", "1s"}}}});
   auto pods = client(kube::resources::pods());
   runtime::RuntimeMetrics runtime_metrics(registry_);
-  PodTracker tracker(*pods, ns_, runtime_metrics);
+  testing::PodTracker tracker(*pods, ns_, runtime_metrics);
   auto operator_process = start_operator();
   const auto work_ids = enqueue(kSessions);
 
@@ -548,7 +462,7 @@ TEST_F(OperatorE2eTest, KillingTheOperatorAtRandomForTwoHundredSessionsLosesAndD
         {{"succeededSeconds", kRetentionSeconds}, {"failedSeconds", kRetentionSeconds}}}});
   auto pods = client(kube::resources::pods());
   runtime::RuntimeMetrics runtime_metrics(registry_);
-  PodTracker tracker(*pods, ns_, runtime_metrics);
+  testing::PodTracker tracker(*pods, ns_, runtime_metrics);
   const std::vector<std::string> sweeps = {"--resync-seconds",
                                            std::to_string(kResyncSeconds),
                                            "--orphan-sweep-seconds",
