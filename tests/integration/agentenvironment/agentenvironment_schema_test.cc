@@ -10,6 +10,7 @@
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "controllers/agentenvironment/session_workspace.h"
 #include "install_crds.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
@@ -199,6 +200,21 @@ TEST_F(AgentEnvironmentSchemaTest, TheApiserverRejectsEachInvalidEnvironment) {
       {"negative retention",
        R"([{"op":"add","path":"/spec/retention","value":{"failedSeconds":-1}}])",
        "spec.retention.failedSeconds"},
+      {"session claim of size zero",
+       R"([{"op":"add","path":"/spec/runner/workspace","value":{"persistentVolumeClaim":{"size":"0"}}}])",
+       "size must be a positive quantity such as 1Gi or 500Mi"},
+      {"session claim with an unknown access mode",
+       R"([{"op":"add","path":"/spec/runner/workspace","value":{"persistentVolumeClaim":{"accessMode":"ReadOnlyMany"}}}])",
+       "spec.runner.workspace.persistentVolumeClaim.accessMode"},
+      {"session claim of a storage class that cannot exist",
+       R"([{"op":"add","path":"/spec/runner/workspace","value":{"persistentVolumeClaim":{"storageClassName":"Fast SSD"}}}])",
+       "storageClassName must be a StorageClass name"},
+      {"session claim with a negative retention",
+       R"([{"op":"add","path":"/spec/runner/workspace","value":{"persistentVolumeClaim":{"idleRetentionSeconds":-1}}}])",
+       "spec.runner.workspace.persistentVolumeClaim.idleRetentionSeconds"},
+      {"session claim with an unknown deletion policy",
+       R"([{"op":"add","path":"/spec/runner/workspace","value":{"persistentVolumeClaim":{"whenEnvironmentDeleted":"Orphan"}}}])",
+       "spec.runner.workspace.persistentVolumeClaim.whenEnvironmentDeleted"},
   };
   int index = 0;
   for (const auto& c : cases) {
@@ -214,6 +230,80 @@ TEST_F(AgentEnvironmentSchemaTest, TheApiserverRejectsEachInvalidEnvironment) {
           << "message was: " << e.status_message();
     }
   }
+}
+
+// Issue 18: a session workspace claim asked for with nothing else is stored with every default,
+// and the operator reads it as the schema wrote it.
+TEST_F(AgentEnvironmentSchemaTest, ASessionClaimWorkspaceIsStoredWithItsDefaults) {
+  auto object = valid_environment("claims");
+  object["spec"]["runner"]["workspace"] = {{"persistentVolumeClaim", json::object()}};
+  const auto stored = create_environment(object);
+  const json claim = stored["spec"]["runner"]["workspace"]["persistentVolumeClaim"];
+  EXPECT_EQ(claim["size"], "1Gi");
+  EXPECT_EQ(claim["accessMode"], "ReadWriteOnce");
+  EXPECT_EQ(claim["idleRetentionSeconds"], 604800);
+  EXPECT_EQ(claim["whenEnvironmentDeleted"], "Delete");
+  EXPECT_FALSE(claim.contains("storageClassName"));
+  const auto env = parse_agent_environment(stored);
+  ASSERT_TRUE(env.runner.workspace_claim.has_value());
+  EXPECT_EQ(env.runner.workspace_claim->idle_retention_seconds, 604800);
+  EXPECT_FALSE(parse_agent_environment(create_environment(valid_environment("plain")))
+                   .runner.workspace_claim.has_value());
+}
+
+// Issue 18: the workspace claim and its pod against the real apiserver: the pod that mounts it
+// is admitted under restricted, a later item's stamp clears the idle mark, retention's delete
+// loses to a stamp made after the copy it judged, and a claim being deleted (held by the real
+// pvc-protection finalizer, as no controller manager runs here) makes the next item wait.
+TEST_F(AgentEnvironmentSchemaTest, SessionClaimsAgainstTheRealApiserver) {
+  auto object = valid_environment("workspaces");
+  object["spec"]["runner"]["workspace"] = {{"persistentVolumeClaim", {{"size", "2Gi"}}}};
+  const auto env = parse_agent_environment(create_environment(object));
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  auto pods = client(kube::resources::pods());
+  auto claims = client(kube::resources::persistent_volume_claims());
+  KubeSessionWorkspaces workspaces(*claims, *pods);
+  const std::string session_id = "sesn_01WORKSPACE";
+  const std::string name = workspace_claim_name(session_id);
+
+  ASSERT_TRUE(workspaces.ensure_claim(
+      build_workspace_claim(env, session_id, "2026-12-01T10:00:00.000001Z")));
+  const ClaimedSession first{"work_01FIRST", session_id, "x", "2026-12-01T10:00:00.000001Z"};
+  const json pod = pods->create(ns_, build_runner_pod(env, first));
+  EXPECT_EQ(pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], name);
+  EXPECT_EQ(workspaces.live_pods(env, session_id, ""),
+            std::vector<std::string>{pod["metadata"]["name"].get<std::string>()});
+  EXPECT_TRUE(workspaces.live_pods(env, session_id, pod["metadata"]["name"]).empty());
+
+  const json claimed = claims->get(ns_, name);
+  EXPECT_EQ(claimed["spec"]["resources"]["requests"]["storage"], "2Gi");
+  EXPECT_EQ(claimed["metadata"]["ownerReferences"][0]["uid"], env.uid);
+  workspaces.mark_idle(claimed, "2026-12-01T11:00:00.000000Z");
+  const json idle = claims->get(ns_, name);
+  EXPECT_EQ(idle["metadata"]["annotations"]["perimeter.dev/workspace-idle-since"],
+            "2026-12-01T11:00:00.000000Z");
+  // The next turn stamps it (and bumps its resourceVersion): the idle mark goes.
+  EXPECT_FALSE(workspaces.ensure_claim(
+      build_workspace_claim(env, session_id, "2026-12-01T12:00:00.000000Z")));
+  const json stamped = claims->get(ns_, name);
+  EXPECT_FALSE(stamped["metadata"]["annotations"].contains("perimeter.dev/workspace-idle-since"));
+  EXPECT_EQ(stamped["metadata"]["annotations"]["perimeter.dev/workspace-claimed-at"],
+            "2026-12-01T12:00:00.000000Z");
+  EXPECT_FALSE(workspaces.remove_claim(idle)) << "a delete decided on an older copy won";
+  EXPECT_FALSE(claims->get(ns_, name)["metadata"].contains("deletionTimestamp"));
+
+  workspaces.set_owner(stamped, nullptr);  // whenEnvironmentDeleted: Retain
+  const json unowned = claims->get(ns_, name);
+  EXPECT_TRUE(unowned["metadata"].value("ownerReferences", json::array()).empty());
+
+  EXPECT_TRUE(workspaces.remove_claim(unowned));
+  EXPECT_THROW(workspaces.ensure_claim(
+                   build_workspace_claim(env, session_id, "2026-12-01T13:00:00.000000Z")),
+               WorkspaceBusy)
+      << "a pod was about to mount a claim being deleted";
 }
 
 TEST_F(AgentEnvironmentSchemaTest, TheEnvironmentIdCannotChange) {
