@@ -56,9 +56,10 @@ class WorkspaceRetention {
     // A claim not bound after this long gets one Warning Event.
     std::chrono::seconds unbound_warning{30};
     // A claim an item stamped this recently counts as in use until the cache shows that item's
-    // pod: the pod may not be in the cache yet (the poller's census gives a pod the cache has not
-    // shown as long).
-    std::chrono::seconds recent_claim{120};
+    // pod: the pod is made a moment after the stamp, and the cache shows it a moment later. Past
+    // this the claim is judged without it (a pod whose retention removed it at once is never
+    // shown again), so a terminated session's claim is not kept for long.
+    std::chrono::seconds recent_claim{30};
   };
 
   WorkspaceRetention(Dependencies deps, Options options);
