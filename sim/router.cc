@@ -35,6 +35,20 @@ std::optional<ApiReply> check_api_headers(const ApiRequest& request) {
   return std::nullopt;
 }
 
+constexpr std::string_view kAgentMemoryBeta = "agent-memory-2026-07-22";
+
+std::optional<ApiReply> check_memory_headers(const ApiRequest& request) {
+  const std::string* beta = request.header("anthropic-beta");
+  if (!beta || beta->find(kAgentMemoryBeta) == std::string::npos) {
+    return bad_request("this endpoint requires the anthropic-beta header `" +
+                       std::string(kAgentMemoryBeta) + "`");
+  }
+  if (!request.header("anthropic-version")) {
+    return bad_request("the anthropic-version header is required");
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiReply> parse_limit(const ApiRequest& request, int* limit) {
   *limit = 0;
   if (const std::string* text = request.query_param("limit")) {
@@ -139,6 +153,12 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
       n >= 5 && parts[1] == "skills" && parts[3] == "versions" && method == "GET";
   if (skill_path && n == 5) route = "skills.versions.retrieve";
   if (skill_path && n == 6 && parts[5] == "content") route = "skills.versions.content";
+  const bool memory_path = n >= 4 && parts[1] == "memory_stores" && parts[3] == "memories";
+  if (memory_path && n == 4 && method == "GET") route = "memories.list";
+  if (memory_path && n == 4 && method == "POST") route = "memories.create";
+  if (memory_path && n == 5 && method == "GET") route = "memories.retrieve";
+  if (memory_path && n == 5 && method == "POST") route = "memories.update";
+  if (memory_path && n == 5 && method == "DELETE") route = "memories.delete";
   const std::string tunnels_route = tunnels_ ? tunnels_route_name(method, parts) : "";
   if (!tunnels_route.empty()) route = tunnels_route;
   if (route == "unknown") {
@@ -176,8 +196,10 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
   }
 
   // The skills endpoints belong to the skills API, which the SDK calls without the managed-agents
-  // beta; they only need the version header.
-  if (skill_path) {
+  // beta; they only need the version header. The memory endpoints take their own beta.
+  if (memory_path) {
+    if (auto refused = check_memory_headers(request)) return finish(route, *refused);
+  } else if (skill_path) {
     if (!request.header("anthropic-version")) {
       return finish(route, bad_request("the anthropic-version header is required"));
     }
@@ -188,6 +210,7 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
   if (auto refused = bearer_token(request, &token,
                                   "this API takes its credential as Authorization: Bearer <token>"))
     return finish(route, *refused);
+  if (memory_path) return finish(route, route_memories(request, parts, route, token));
   if (route == "skills.versions.retrieve") {
     return finish(route, simulator_.retrieve_skill_version(parts[2], parts[4], token));
   }
@@ -323,6 +346,45 @@ RouteDecision ApiRouter::route_api(const ApiRequest& request,
   return decision;
 }
 
+ApiReply ApiRouter::route_memories(const ApiRequest& request, const std::vector<std::string>& parts,
+                                   const std::string& route, const std::string& token) {
+  const std::string& store_id = parts[2];
+  std::string view;
+  if (const std::string* text = request.query_param("view")) {
+    if (*text != "basic" && *text != "full") {
+      return bad_request("view must be basic or full, not `" + *text + "`");
+    }
+    view = *text;
+  }
+  if (route == "memories.list") {
+    if (request.query_param("depth")) {
+      return bad_request("the simulator does not model `depth` (memory_prefix rollups)");
+    }
+    int limit = 0;
+    if (auto refused = parse_limit(request, &limit)) return *refused;
+    const std::string* page = request.query_param("page");
+    const std::string* prefix = request.query_param("path_prefix");
+    return simulator_.list_memories(store_id, token, view.empty() ? "basic" : view, limit,
+                                    page ? *page : "", prefix ? *prefix : "");
+  }
+  if (route == "memories.retrieve") {
+    return simulator_.retrieve_memory(store_id, parts[4], token, view.empty() ? "full" : view);
+  }
+  if (route == "memories.delete") {
+    const std::string* expected = request.query_param("expected_content_sha256");
+    return simulator_.delete_memory(
+        store_id, parts[4], token, expected ? std::optional<std::string>(*expected) : std::nullopt);
+  }
+  ApiReply body_error;
+  std::optional<json> body = parse_json_body(request, &body_error);
+  if (!body) return body_error;
+  if (!body->is_object()) return bad_request("body must be a JSON object");
+  if (route == "memories.create") {
+    return simulator_.create_memory(store_id, token, *body, view.empty() ? "basic" : view);
+  }
+  return simulator_.update_memory(store_id, parts[4], token, *body, view.empty() ? "basic" : view);
+}
+
 RouteDecision ApiRouter::route_admin(const ApiRequest& request,
                                      const std::vector<std::string>& parts) {
   const std::string& method = request.method;
@@ -404,6 +466,9 @@ RouteDecision ApiRouter::route_admin(const ApiRequest& request,
   }
   if (n == 4 && parts[1] == "sessions" && parts[3] == "terminate" && method == "POST") {
     return finish("admin.terminate", simulator_.terminate_session(parts[2]));
+  }
+  if (n == 3 && parts[1] == "memory_stores" && method == "GET") {
+    return finish("admin.memory_store", simulator_.memory_store_admin_view(parts[2]));
   }
   if (n == 3 && parts[1] == "work" && method == "GET") {
     return finish("admin.work", simulator_.work_admin_view(parts[2]));

@@ -52,6 +52,9 @@ class ApiRouter {
  private:
   RouteDecision route_api(const ApiRequest& request, const std::vector<std::string>& parts);
   RouteDecision route_admin(const ApiRequest& request, const std::vector<std::string>& parts);
+  // /v1/memory_stores/{store}/memories[/{memory}], after the headers and the bearer token.
+  ApiReply route_memories(const ApiRequest& request, const std::vector<std::string>& parts,
+                          const std::string& route, const std::string& token);
 
   Simulator& simulator_;
   Faults& faults_;

@@ -160,6 +160,31 @@ ScenarioStep parse_step(const nlohmann::json& node, const std::string& where) {
   }
   step.confirm_allow = confirm == "allow";
   step.stop_item = optional_bool(node, "stop_item", false, where);
+  if (auto changes = node.find("remote_memory"); changes != node.end() && !changes->is_null()) {
+    if (!changes->is_array()) throw ScenarioError(where + ": `remote_memory` must be a list");
+    for (std::size_t i = 0; i < changes->size(); ++i) {
+      const nlohmann::json& change = (*changes)[i];
+      const std::string at = where + " remote_memory " + std::to_string(i + 1);
+      if (!change.is_object()) throw ScenarioError(at + ": must be a mapping");
+      for (const auto& [key, value] : change.items()) {
+        if (key != "store" && key != "path" && key != "content" && key != "delete") {
+          throw ScenarioError(cat({at, ": unknown field `", key, "`"}));
+        }
+      }
+      RemoteMemoryChange parsed;
+      parsed.store = require_string(change, "store", at);
+      parsed.path = require_string(change, "path", at);
+      if (!valid_memory_path(parsed.path)) {
+        throw ScenarioError(at + ": `path` must be absolute, without empty, `.` or `..` parts");
+      }
+      const bool remove = optional_bool(change, "delete", false, at);
+      if (remove == change.contains("content")) {
+        throw ScenarioError(at + ": give either `content` or `delete: true`");
+      }
+      if (!remove) parsed.content = optional_string(change, "content", "", at);
+      step.remote_memory.push_back(std::move(parsed));
+    }
+  }
   step.expect = parse_expectation(node, where);
   // A call that never runs can only expect silence.
   if (step.permission == Permission::kDeny ||
@@ -315,6 +340,56 @@ Scenario parse_scenario(std::string_view text) {
       scenario.skills.push_back(std::move(skill));
     }
   }
+  if (auto stores = root.find("memory_stores"); stores != root.end() && !stores->is_null()) {
+    if (!stores->is_array()) throw ScenarioError(where + ": `memory_stores` must be a list");
+    if (stores->size() > 8) throw ScenarioError(where + ": at most 8 memory stores per session");
+    for (std::size_t i = 0; i < stores->size(); ++i) {
+      const nlohmann::json& node = (*stores)[i];
+      const std::string at = where + " memory store " + std::to_string(i + 1);
+      if (!node.is_object()) throw ScenarioError(at + ": must be a mapping");
+      for (const auto& [key, value] : node.items()) {
+        if (key != "name" && key != "mount_path" && key != "access" && key != "description" &&
+            key != "instructions" && key != "memories") {
+          throw ScenarioError(cat({at, ": unknown field `", key, "`"}));
+        }
+      }
+      ScenarioMemoryStore store;
+      store.name = require_string(node, "name", at);
+      for (const ScenarioMemoryStore& other : scenario.memory_stores) {
+        if (other.name == store.name) throw ScenarioError(at + ": two stores named " + store.name);
+      }
+      if (auto mount = node.find("mount_path"); mount != node.end() && !mount->is_null()) {
+        if (!mount->is_string()) throw ScenarioError(at + ": `mount_path` must be a string");
+        store.mount_path = mount->get<std::string>();
+      }
+      const std::string access = optional_string(node, "access", "read_write", at);
+      if (access != "read_write" && access != "read_only") {
+        throw ScenarioError(
+            cat({at, ": `access` must be read_write or read_only, not `", access, "`"}));
+      }
+      store.read_only = access == "read_only";
+      store.description = optional_string(node, "description", "", at);
+      if (auto text = node.find("instructions"); text != node.end() && !text->is_null()) {
+        store.instructions = optional_string(node, "instructions", "", at);
+      }
+      if (auto memories = node.find("memories"); memories != node.end() && !memories->is_null()) {
+        if (!memories->is_object()) {
+          throw ScenarioError(at + ": `memories` must map paths to contents");
+        }
+        for (const auto& [path, content] : memories->items()) {
+          if (!valid_memory_path(path)) {
+            throw ScenarioError(cat({at, ": memory path `", path,
+                                     "` must be absolute, without empty, `.` or `..` parts"}));
+          }
+          if (!content.is_string()) {
+            throw ScenarioError(cat({at, ": memory `", path, "` must be text"}));
+          }
+          store.memories.push_back({path, content.get<std::string>()});
+        }
+      }
+      scenario.memory_stores.push_back(std::move(store));
+    }
+  }
   if (multi_turn) {
     parse_turns(*turns, &scenario);
   } else {
@@ -326,7 +401,24 @@ Scenario parse_scenario(std::string_view text) {
     turn.step_count = scenario.steps.size();
     scenario.turns.push_back(std::move(turn));
   }
+  for (std::size_t i = 0; i < scenario.steps.size(); ++i) {
+    for (const RemoteMemoryChange& change : scenario.steps[i].remote_memory) {
+      bool known = false;
+      for (const ScenarioMemoryStore& store : scenario.memory_stores)
+        known |= store.name == change.store;
+      if (!known) {
+        throw ScenarioError(cat({where, " step ", std::to_string(i + 1),
+                                 ": remote_memory names no memory store `", change.store, "`"}));
+      }
+    }
+  }
   return scenario;
+}
+
+bool valid_memory_path(const std::string& path) {
+  if (path.size() < 2 || path.size() > 1024 || path[0] != '/') return false;
+  if (path.find('\0') != std::string::npos) return false;
+  return valid_relative_path(path.substr(1));
 }
 
 }  // namespace perimeter::sim

@@ -26,6 +26,14 @@ struct ExpectedResult {
   bool interrupted = false;
 };
 
+// Another writer changes a memory store while the session runs (another session, the console):
+// applied when the step's call is emitted, before the worker sees the call.
+struct RemoteMemoryChange {
+  std::string store;                   // the scenario's store name
+  std::string path;                    // the memory's path, starting with `/`
+  std::optional<std::string> content;  // nullopt: the memory is deleted
+};
+
 struct ScenarioStep {
   std::string tool;
   bool custom = false;  // agent.custom_tool_use rather than a built-in agent.tool_use
@@ -36,6 +44,7 @@ struct ScenarioStep {
   // next heartbeat, which answers `stopping`): the item fails with the turn unfinished.
   bool stop_item = false;
   ExpectedResult expect;
+  std::vector<RemoteMemoryChange> remote_memory;
 };
 
 // When the scripted user sends a later turn's message, counted from the previous turn's end.
@@ -69,6 +78,21 @@ struct ScenarioSkill {
   std::vector<File> files;
 };
 
+// A memory store attached to the session (`resources` of type memory_store). Each enqueue of the
+// scenario creates the store afresh with these memories, so two runs never share one.
+struct ScenarioMemoryStore {
+  std::string name;
+  std::optional<std::string> mount_path;  // unset: null, the worker's `<workdir>/memory/<name>`
+  bool read_only = false;
+  std::string description;
+  std::optional<std::string> instructions;
+  struct Memory {
+    std::string path;
+    std::string content;
+  };
+  std::vector<Memory> memories;
+};
+
 // A scripted agent and its user: the turns of one session, the tool calls each makes, in order,
 // and what each should get back. A scenario without `turns` is one turn.
 struct Scenario {
@@ -79,6 +103,7 @@ struct Scenario {
   std::vector<ScenarioStep> steps;  // every turn's steps, turn after turn
   std::vector<ScenarioTurn> turns;  // at least one
   std::vector<ScenarioSkill> skills;
+  std::vector<ScenarioMemoryStore> memory_stores;
   // When a work item fails with a turn unfinished, the scripted user sends user.interrupt this
   // long after (which ends the turn and queues the session's work again); unset: it never does.
   std::optional<std::chrono::milliseconds> interrupt_after_failure;
@@ -92,6 +117,10 @@ class ScenarioError : public std::runtime_error {
 // Parses a scenario from YAML (or JSON, which YAML contains). Throws ScenarioError naming the
 // offending step and field.
 Scenario parse_scenario(std::string_view text);
+
+// A memory path as the memory API takes it: `/`, then components that are neither empty nor `.`
+// or `..`, no NUL, at most 1024 bytes.
+bool valid_memory_path(const std::string& path);
 
 // Converts a YAML node to JSON: quoted scalars stay strings; plain scalars become null, bool,
 // integer or number when they read as one.

@@ -45,7 +45,11 @@ ApiReply unauthorized(std::string_view why) {
 }  // namespace
 
 Simulator::Simulator(SimulatorOptions options, Clock& clock, RandomSource& random)
-    : options_(std::move(options)), clock_(clock), random_(random) {}
+    : options_(std::move(options)),
+      clock_(clock),
+      random_(random),
+      memory_stores_([this](const char* prefix) { return new_id(prefix); },
+                     [this] { return timestamp(clock_.wall_now()); }) {}
 
 std::string Simulator::new_id(const char* prefix) {
   // A counter keeps ids unique even under a fake random source; the random part keeps them
@@ -221,6 +225,13 @@ ApiReply Simulator::enqueue_session(const std::string& environment_id, Scenario 
   const std::string session_id = session.id;
   Session& stored = sessions_[session_id];
   stored = std::move(session);
+  // A fresh store per enqueue, so two runs of one scenario never share memories.
+  for (const ScenarioMemoryStore& declared : stored.scenario.memory_stores) {
+    std::vector<std::pair<std::string, std::string>> memories;
+    for (const auto& memory : declared.memories) memories.emplace_back(memory.path, memory.content);
+    stored.memory_stores.push_back(
+        {memory_stores_.create_store(declared.name, environment_id, memories), &declared});
+  }
   queue_session_item(stored, "session_created");
   stored.work_id = stored.work_ids.front();
   // The user's prompt starts the session, as it does on the hosted side.
@@ -403,6 +414,13 @@ json Simulator::render_session_admin(const Session& session) const {
                 {"tool_use_id", session.records[session.step].tool_use_id},
                 {"stop_item", step->stop_item}};
   }
+  // What each attached store holds now, and every change it saw.
+  json stores = json::array();
+  for (const auto& attached : session.memory_stores) {
+    json view = memory_stores_.admin_view(attached.store_id);
+    view["access"] = attached.declared->read_only ? "read_only" : "read_write";
+    stores.push_back(std::move(view));
+  }
   json interrupt = nullptr;
   if (session.failed_at && session.scenario.interrupt_after_failure && turn_open(session)) {
     interrupt = {{"due_in_ms",
@@ -419,7 +437,8 @@ json Simulator::render_session_admin(const Session& session) const {
           {"failed", session.failed_at.has_value() && turn_open(session)},
           {"next_turn", next_turn},
           {"scripted_interrupt", interrupt},
-          {"items", items}};
+          {"items", items},
+          {"memory_stores", stores}};
 }
 
 ApiReply Simulator::session_admin_view(const std::string& session_id) const {
@@ -837,6 +856,18 @@ json Simulator::render_session(const Session& session) const {
   for (const auto& id : session.skill_ids) {
     skills.push_back({{"type", "custom"}, {"skill_id", id}, {"version", "latest"}});
   }
+  json resources = json::array();
+  for (const auto& attached : session.memory_stores) {
+    const ScenarioMemoryStore& declared = *attached.declared;
+    resources.push_back(
+        {{"type", "memory_store"},
+         {"memory_store_id", attached.store_id},
+         {"name", declared.name},
+         {"description", declared.description},
+         {"instructions", declared.instructions ? json(*declared.instructions) : json(nullptr)},
+         {"mount_path", declared.mount_path ? json(*declared.mount_path) : json(nullptr)},
+         {"access", declared.read_only ? "read_only" : "read_write"}});
+  }
   return {{"type", "session"},
           {"id", session.id},
           {"status", session.status},
@@ -846,7 +877,7 @@ json Simulator::render_session(const Session& session) const {
           {"updated_at", timestamp(session.updated_at)},
           {"archived_at", nullptr},
           {"metadata", json::object()},
-          {"resources", json::array()},
+          {"resources", resources},
           {"vault_ids", json::array()},
           {"outcome_evaluations", json::array()},
           {"budget", nullptr},
@@ -1123,6 +1154,14 @@ void Simulator::advance_agent(Session& session) {
       return;
     }
     const ScenarioStep& step = session.scenario.steps[session.step];
+    // Another writer changes the session's stores before the worker sees this call.
+    for (const RemoteMemoryChange& change : step.remote_memory) {
+      for (const auto& attached : session.memory_stores) {
+        if (attached.declared->name == change.store) {
+          memory_stores_.apply_remote_change(attached.store_id, change.path, change.content);
+        }
+      }
+    }
     json call = {{"type", step.custom ? "agent.custom_tool_use" : "agent.tool_use"},
                  {"name", step.tool},
                  {"input", step.input}};

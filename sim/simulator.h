@@ -15,6 +15,7 @@
 #include "core/clock.h"
 #include "core/random.h"
 #include "sim/api_reply.h"
+#include "sim/memory_stores.h"
 #include "sim/scenario.h"
 
 namespace perimeter::sim {
@@ -129,6 +130,25 @@ class Simulator {
   };
   Wakes take_wakes();
 
+  // ---- memory stores: /v1/memory_stores/{store}/memories[/{memory}] ----
+  // Only a sessions token of a live item (not stopped) whose session has the store attached; the
+  // environment key is refused (401), writes to a store attached read-only too (403).
+  ApiReply list_memories(const std::string& store_id, const std::string& token,
+                         const std::string& view, int limit, const std::string& page,
+                         const std::string& path_prefix);
+  ApiReply retrieve_memory(const std::string& store_id, const std::string& memory_id,
+                           const std::string& token, const std::string& view);
+  ApiReply create_memory(const std::string& store_id, const std::string& token,
+                         const nlohmann::json& body, const std::string& view);
+  ApiReply update_memory(const std::string& store_id, const std::string& memory_id,
+                         const std::string& token, const nlohmann::json& body,
+                         const std::string& view);
+  ApiReply delete_memory(const std::string& store_id, const std::string& memory_id,
+                         const std::string& token,
+                         const std::optional<std::string>& expected_content_sha256);
+  // What a store holds now and every change it saw (admin).
+  ApiReply memory_store_admin_view(const std::string& store_id) const;
+
   const SimulatorOptions& options() const { return options_; }
 
  private:
@@ -189,6 +209,11 @@ class Simulator {
     std::map<std::string, std::size_t> event_index;  // event id -> position
     std::vector<nlohmann::json> unexpected;          // results the scenario did not ask for
     std::vector<std::string> skill_ids;
+    struct MemoryAttachment {
+      std::string store_id;
+      const ScenarioMemoryStore* declared = nullptr;  // into `scenario`
+    };
+    std::vector<MemoryAttachment> memory_stores;
     int streams_opened = 0;
   };
   struct Skill {
@@ -257,6 +282,10 @@ class Simulator {
   void apply_interrupt(Session& session);
   // What the scripted user does when its time comes: interrupt after a failure, send a turn.
   void run_scripted_user(Session& session);
+  // The caller may use the memory store (`write`: change it); sets `actor` to the item's id.
+  std::optional<ApiReply> authorize_memory_locked(const std::string& store_id,
+                                                  const std::string& token, bool write,
+                                                  std::string* actor) const;
   // The step the agent waits on, when it waits on one.
   const ScenarioStep* awaited_step(const Session& session) const;
 
@@ -275,6 +304,7 @@ class Simulator {
   // Sessions whose scripted user has something left to do on a timer.
   std::set<std::string> scripted_pending_;
   Wakes wakes_;
+  MemoryStores memory_stores_;
 };
 
 }  // namespace perimeter::sim
