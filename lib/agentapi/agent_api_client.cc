@@ -308,4 +308,87 @@ std::string AgentApiClient::download_skill_content(const std::string& skill_id,
   return executor_.send("skills.versions.content", request, policy).body;
 }
 
+namespace {
+
+Memory parse_memory(const json& body, std::string_view what) {
+  if (!body.is_object()) throw ProtocolError(std::string(what) + ": the memory is not an object");
+  Memory memory;
+  memory.type = optional_string(body, "type").value_or("memory");
+  memory.path = require_string(body, "path", what);
+  if (memory.type == "memory") {
+    memory.id = require_string(body, "id", what);
+    memory.content_sha256 = require_string(body, "content_sha256", what);
+    memory.content = optional_string(body, "content");
+  }
+  return memory;
+}
+
+}  // namespace
+
+HttpRequest AgentApiClient::memory_request(const std::string& method, const std::string& store_id,
+                                           const std::string& suffix) const {
+  HttpRequest request =
+      make_request(method, "/v1/memory_stores/" + url_encode(store_id) + "/memories" + suffix,
+                   config_.request_timeout);
+  for (auto& header : request.headers) {
+    if (header.first == "anthropic-beta") header.second = std::string(kAgentMemoryBeta);
+  }
+  return request;
+}
+
+MemoryPage AgentApiClient::list_memories(const std::string& store_id, const std::string& view,
+                                         int limit, const std::string& page) {
+  std::string query = "?view=" + url_encode(view) + "&limit=" + std::to_string(limit);
+  if (!page.empty()) query += "&page=" + url_encode(page);
+  const json body =
+      execute_json("memories.list", memory_request("GET", store_id, query), config_.max_retries);
+  if (!body.is_object() || !body.contains("data") || !body["data"].is_array()) {
+    throw ProtocolError("memories.list: field `data` is missing or not a list");
+  }
+  MemoryPage result;
+  for (const json& item : body["data"]) result.data.push_back(parse_memory(item, "memories.list"));
+  result.next_page = optional_string(body, "next_page");
+  return result;
+}
+
+Memory AgentApiClient::retrieve_memory(const std::string& store_id, const std::string& memory_id,
+                                       const std::string& view) {
+  return parse_memory(
+      execute_json("memories.retrieve",
+                   memory_request("GET", store_id, "/" + url_encode(memory_id) + "?view=" + view),
+                   config_.max_retries),
+      "memories.retrieve");
+}
+
+Memory AgentApiClient::create_memory(const std::string& store_id, const std::string& path,
+                                     const std::string& content) {
+  HttpRequest request = memory_request("POST", store_id, "");
+  request.headers.emplace_back("Content-Type", "application/json");
+  request.body = json({{"path", path}, {"content", content}}).dump();
+  return parse_memory(execute_json("memories.create", request, config_.max_retries),
+                      "memories.create");
+}
+
+Memory AgentApiClient::update_memory(const std::string& store_id, const std::string& memory_id,
+                                     const std::string& content,
+                                     const std::string& precondition_sha256) {
+  HttpRequest request = memory_request("POST", store_id, "/" + url_encode(memory_id));
+  request.headers.emplace_back("Content-Type", "application/json");
+  request.body = json({{"content", content},
+                       {"precondition",
+                        {{"type", "content_sha256"}, {"content_sha256", precondition_sha256}}}})
+                     .dump();
+  return parse_memory(execute_json("memories.update", request, config_.max_retries),
+                      "memories.update");
+}
+
+void AgentApiClient::delete_memory(const std::string& store_id, const std::string& memory_id,
+                                   const std::string& expected_content_sha256) {
+  execute_json("memories.delete",
+               memory_request("DELETE", store_id,
+                              "/" + url_encode(memory_id) + "?expected_content_sha256=" +
+                                  url_encode(expected_content_sha256)),
+               config_.max_retries);
+}
+
 }  // namespace perimeter::agentapi

@@ -7,6 +7,7 @@
 
 #include "agentapi/agent_api.h"
 #include "agentapi/http_transport.h"
+#include "agentapi/memory_api.h"
 #include "agentapi/request_executor.h"
 #include "core/backoff.h"
 #include "core/log.h"
@@ -15,6 +16,7 @@
 namespace perimeter::agentapi {
 
 inline constexpr std::string_view kManagedAgentsBeta = "managed-agents-2026-04-01";
+inline constexpr std::string_view kAgentMemoryBeta = "agent-memory-2026-07-22";
 inline constexpr std::string_view kAnthropicVersion = "2023-06-01";
 inline constexpr std::string_view kNoHeartbeat = "NO_HEARTBEAT";
 
@@ -37,7 +39,7 @@ struct ClientConfig {
 };
 
 // AgentApi over an HttpTransport, with the official SDK's headers, retries and error handling.
-class AgentApiClient final : public AgentApi {
+class AgentApiClient final : public AgentApi, public MemoryApi {
  public:
   AgentApiClient(ClientConfig config, std::unique_ptr<HttpTransport> transport,
                  RandomSource& random, Sleeper& sleeper, ApiMetrics* metrics = nullptr,
@@ -68,6 +70,17 @@ class AgentApiClient final : public AgentApi {
   std::string download_skill_content(const std::string& skill_id,
                                      const std::string& version) override;
 
+  MemoryPage list_memories(const std::string& store_id, const std::string& view, int limit,
+                           const std::string& page) override;
+  Memory retrieve_memory(const std::string& store_id, const std::string& memory_id,
+                         const std::string& view) override;
+  Memory create_memory(const std::string& store_id, const std::string& path,
+                       const std::string& content) override;
+  Memory update_memory(const std::string& store_id, const std::string& memory_id,
+                       const std::string& content, const std::string& precondition_sha256) override;
+  void delete_memory(const std::string& store_id, const std::string& memory_id,
+                     const std::string& expected_content_sha256) override;
+
   const ClientConfig& config() const { return config_; }
 
  private:
@@ -78,6 +91,9 @@ class AgentApiClient final : public AgentApi {
   nlohmann::json execute_json(std::string_view operation, const HttpRequest& request,
                               int max_retries, int answer_status = 0);
   std::string work_path(const std::string& work_id, std::string_view suffix = "") const;
+  // A memory store call: the memory beta instead of the managed-agents one, as the SDK sends.
+  HttpRequest memory_request(const std::string& method, const std::string& store_id,
+                             const std::string& suffix) const;
 
   ClientConfig config_;
   std::unique_ptr<HttpTransport> transport_;
