@@ -7,10 +7,12 @@
 #include <string>
 
 #include "agentapi/agent_api.h"
+#include "agentapi/memory_api.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/random.h"
 #include "runner/lease.h"
+#include "runner/memory_stores.h"
 #include "runner/runner_config.h"
 #include "runner/runner_metrics.h"
 #include "runner/session_runner.h"
@@ -34,9 +36,21 @@ struct ItemFlowOptions {
   HeartbeatTiming heartbeat;
   // How often the watchdog checks the idle countdown.
   std::chrono::milliseconds watchdog_tick{100};
+  // The memory store calls (the item's sessions token), or null: memory stores off, as the SDK
+  // worker with `memorySyncIntervalMs: null`. Not owned.
+  agentapi::MemoryApi* memory_api = nullptr;
+  std::chrono::milliseconds memory_sync_interval = kDefaultMemorySyncInterval;
+  // The bound on the final sync, and again on the flush, at teardown.
+  std::chrono::milliseconds memory_flush_timeout = kMemoryFlushTimeout;
 };
 
-using ToolsFactory = std::function<std::unique_ptr<tools::ToolExecutor>()>;
+// Directories outside the workdir the file tools may reach, and those write/edit refuse (the
+// session's memory stores, read-only ones).
+struct ToolRoots {
+  std::vector<std::string> allowed;
+  std::vector<std::string> read_only;
+};
+using ToolsFactory = std::function<std::unique_ptr<tools::ToolExecutor>(const ToolRoots&)>;
 
 // One claimed work item, served as the official worker's #handleItem: the heartbeat on its own
 // thread first, then the session fetch, then the session runner; on exit force-stop unless the
@@ -54,6 +68,9 @@ class ItemFlow {
   ExitCode serve(const Lease& lease);
   void force_stop();
   void set_runner(SessionRunner* runner);
+  // The SDK's memory teardown: the final sync after a clean end, the push-only flush, each bounded
+  // by memory_flush_timeout; then the folders are removed. Never throws.
+  void teardown_memory(SessionMemoryStores& stores, bool clean_end);
 
   const RunnerConfig& config_;
   agentapi::AgentApi& api_;

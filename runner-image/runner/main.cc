@@ -106,6 +106,10 @@ int main() {
   runner::RealStoppableSleeper sleeper;
   runner::ItemFlowOptions options;
   options.session.max_idle = config.max_idle;
+  if (config.memory_sync_interval) {
+    options.memory_api = &api;
+    options.memory_sync_interval = *config.memory_sync_interval;
+  }
   // The audit trail on stdout, apart from these logs on stderr (docs/audit.md).
   runner::StdoutAuditSink audit_sink;
   runner::AuditLog audit(audit_sink, config.audit_level,
@@ -131,9 +135,11 @@ int main() {
       workdir, runner::process_env("PATH").value_or("/usr/local/bin:/usr/bin:/bin"));
   runner::ItemFlow flow(
       config, api,
-      [&] {
+      [&](const runner::ToolRoots& roots) {
         tools::AgentToolsetOptions tool_options;
         tool_options.workdir = workdir;
+        tool_options.allowed_roots = roots.allowed;
+        tool_options.read_only_roots = roots.read_only;
         return std::make_unique<tools::AgentToolset>(tool_options, SystemClock::instance(),
                                                      logger.child("tools"), metrics.registry());
       },

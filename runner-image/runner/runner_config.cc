@@ -74,6 +74,26 @@ RunnerConfig load_runner_config(const EnvLookup& env, const std::string& default
     config.max_idle = std::chrono::milliseconds(value);
   }
 
+  const std::string memory_interval = read("PERIMETER_MEMORY_SYNC_INTERVAL_MS");
+  if (memory_interval == "off") {
+    config.memory_sync_interval.reset();
+  } else if (!memory_interval.empty()) {
+    char* end = nullptr;
+    const long long value = std::strtoll(memory_interval.c_str(), &end, 10);
+    if (end == memory_interval.c_str() || *end != '\0') {
+      throw ConfigError(
+          "PERIMETER_MEMORY_SYNC_INTERVAL_MS must be an integer number of milliseconds or 'off', "
+          "got '" +
+          memory_interval + "'");
+    }
+    // The SDK's checkMemorySyncInterval.
+    if (value < 5000) {
+      throw ConfigError("PERIMETER_MEMORY_SYNC_INTERVAL_MS must be at least 5000ms (got " +
+                        memory_interval + "); to run without memory sync, set it to 'off'");
+    }
+    config.memory_sync_interval = std::chrono::milliseconds(value);
+  }
+
   // A level nobody meant must not silently log less (or more) than asked: refuse it.
   const std::string audit_level = read("PERIMETER_AUDIT_LEVEL");
   if (!audit_level.empty()) {

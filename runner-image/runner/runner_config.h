@@ -31,6 +31,9 @@ struct RunnerConfig {
   bool secret_unusable = false;
   std::string workdir;
   std::chrono::milliseconds max_idle{60'000};
+  // PERIMETER_MEMORY_SYNC_INTERVAL_MS: the SDK's memorySyncIntervalMs (15 s, at least 5 s);
+  // nullopt (`off`) turns memory stores off, as `memorySyncIntervalMs: null`.
+  std::optional<std::chrono::milliseconds> memory_sync_interval{15'000};
   AuditLevel audit_level = AuditLevel::kMetadata;
   // The API calls' proxies (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY). The variables stay in
   // the environment: the agent's tools (curl, git) go through the same proxy.

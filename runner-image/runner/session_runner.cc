@@ -346,6 +346,7 @@ void SessionRunner::apply_verdict(const agentapi::SessionEvent& event, const std
   if (metrics_) metrics_->tool_call("denied");
   logger_.info("tool call denied; not executing",
                {{"session_id", session_id_}, {"tool", name}, {"tool_use_id", event.id}});
+  if (options_.after_call) options_.after_call();
 }
 
 void SessionRunner::execute(const agentapi::SessionEvent& event, bool confirmed) {
@@ -359,6 +360,7 @@ void SessionRunner::execute(const agentapi::SessionEvent& event, bool confirmed)
     if (confirmed) idle_.disarm();
     if (metrics_) metrics_->tool_call("unowned");
     audit_not_run(event, AuditDecision::kNotOwned);
+    if (options_.after_call) options_.after_call();
     return;
   }
   logger_.info("executing tool",
@@ -390,6 +392,7 @@ void SessionRunner::execute(const agentapi::SessionEvent& event, bool confirmed)
   }
   const bool posted = send_result(result, event.id);
   if (metrics_) metrics_->tool_call(!posted ? "unposted" : outcome.is_error ? "error" : "ok");
+  if (options_.after_call) options_.after_call();
 }
 
 void SessionRunner::audit_not_run(const agentapi::SessionEvent& event, AuditDecision decision,

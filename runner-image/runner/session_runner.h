@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -30,6 +31,9 @@ struct SessionRunnerOptions {
   int list_page_size = 1000;
   // One line per tool call, written before its result is sent; null writes none. Not owned.
   AuditLog* audit = nullptr;
+  // After each tool call is dealt with (run and posted, denied, or left to its owner): where the
+  // SDK's worker loop runs the memory stores' syncIfDue. Runs on the stream thread.
+  std::function<void()> after_call;
 };
 
 // How the session runner ended.

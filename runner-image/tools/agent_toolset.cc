@@ -24,7 +24,7 @@ ToolResult ToolResult::from_text(std::string text, bool is_error) {
 
 AgentToolset::AgentToolset(const AgentToolsetOptions& options, const Clock& clock, Logger logger,
                            std::shared_ptr<prometheus::Registry> registry)
-    : workspace_(options.workdir, options.allowed_roots),
+    : workspace_(options.workdir, options.allowed_roots, options.read_only_roots),
       clock_(clock),
       logger_(std::move(logger)),
       registry_(std::move(registry)) {

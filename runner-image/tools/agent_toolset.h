@@ -24,6 +24,8 @@ struct AgentToolsetOptions {
   std::string workdir;
   // Directories outside the workdir the file tools may also reach (the SDK's allowedRoots).
   std::vector<std::string> allowed_roots;
+  // Directories write and edit refuse to modify (the SDK's readOnlyRoots: read-only memory stores).
+  std::vector<std::string> read_only_roots;
   // The bash tool's environment; nullopt is the process environment without ANTHROPIC_*.
   std::optional<std::vector<std::string>> bash_env;
   // Cap for whole-file read and edit; nullopt disables it.

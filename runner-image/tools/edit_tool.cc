@@ -45,6 +45,9 @@ std::string EditTool::run(const nlohmann::json& input) {
   if (!js_truthy(old_value)) throw ToolError("edit: old_string is required");
   const std::string abs = workspace_.confine(*file_path_value);
   const std::string file_path = js_to_string(*file_path_value);
+  if (const std::string ro = workspace_.read_only_root_for(abs); !ro.empty()) {
+    throw ToolError("edit: " + file_path + " is inside read-only directory " + ro);
+  }
   std::string data;
   try {
     // Same guard as read: the cap bounds memory and a FIFO is never opened.

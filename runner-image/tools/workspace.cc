@@ -76,9 +76,24 @@ std::string canonicalize(const std::string& abs) {
   }
 }
 
-Workspace::Workspace(const std::string& workdir, std::vector<std::string> allowed_roots)
+Workspace::Workspace(const std::string& workdir, std::vector<std::string> allowed_roots,
+                     std::vector<std::string> read_only_roots)
     : workdir_(paths::resolve(current_directory(), workdir)),
-      allowed_roots_(std::move(allowed_roots)) {}
+      allowed_roots_(std::move(allowed_roots)),
+      read_only_roots_(std::move(read_only_roots)) {}
+
+std::string Workspace::read_only_root_for(const std::string& target) const {
+  for (const auto& root : read_only_roots_) {
+    try {
+      if (paths::is_within(canonicalize(paths::resolve(current_directory(), root)), target)) {
+        return root;
+      }
+    } catch (const FsError&) {
+      // A root that cannot be resolved holds nothing.
+    }
+  }
+  return "";
+}
 
 std::string Workspace::confine(const nlohmann::json& p) const {
   std::string real_root;

@@ -12,6 +12,9 @@ std::string WriteTool::run(const nlohmann::json& input) {
   if (!js_truthy(file_path_value)) throw ToolError("write: file_path is required");
   const std::string abs = workspace_.confine(*file_path_value);
   const std::string file_path = js_to_string(*file_path_value);
+  if (const std::string ro = workspace_.read_only_root_for(abs); !ro.empty()) {
+    throw ToolError("write: " + file_path + " is inside read-only directory " + ro);
+  }
   const nlohmann::json* content_value = field(input, "content");
   // `content ?? ''`: absent or null writes an empty file.
   const bool has_content = content_value != nullptr && !content_value->is_null();

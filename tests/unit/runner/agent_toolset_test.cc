@@ -176,3 +176,37 @@ TEST_F(AgentToolsetTest, BashReportsItsExitStatusAndTimeoutForTheAuditLineOutsid
 
 }  // namespace
 }  // namespace perimeter::tools
+
+namespace perimeter::tools {
+namespace {
+
+// A read-only memory store's folder: write and edit refuse it with the SDK's wording (the root as
+// configured), read still works, and the rest of the allowed roots stay writable.
+TEST_F(AgentToolsetTest, WriteAndEditRefuseReadOnlyRootsWithTheSdksWording) {
+  const fs::path store = dir_ / "memory" / "handbook";
+  const fs::path notes = dir_ / "memory" / "notes";
+  fs::create_directories(store);
+  fs::create_directories(notes);
+  { std::ofstream(store / "rules.md") << "be kind\n"; }
+  AgentToolsetOptions o = options();
+  o.allowed_roots = {store.string(), notes.string()};
+  o.read_only_roots = {store.string()};
+  AgentToolset toolset(o, clock_, Logger("tools", sink_));
+  EXPECT_EQ(
+      toolset.execute("write", {{"file_path", "memory/handbook/x.md"}, {"content", "x"}}),
+      ToolResult::from_text(
+          "write: memory/handbook/x.md is inside read-only directory " + store.string(), true));
+  EXPECT_EQ(toolset.execute("edit", {{"file_path", store.string() + "/rules.md"},
+                                     {"old_string", "kind"},
+                                     {"new_string", "cruel"}}),
+            ToolResult::from_text("edit: " + store.string() +
+                                      "/rules.md is inside read-only directory " + store.string(),
+                                  true));
+  EXPECT_FALSE(fs::exists(store / "x.md"));
+  EXPECT_EQ(toolset.execute("read", {{"file_path", "memory/handbook/rules.md"}}).is_error, false);
+  EXPECT_EQ(toolset.execute("write", {{"file_path", "memory/notes/n.md"}, {"content", "n"}}),
+            ToolResult::from_text("wrote 1 bytes to memory/notes/n.md", false));
+}
+
+}  // namespace
+}  // namespace perimeter::tools

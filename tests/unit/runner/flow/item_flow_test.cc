@@ -41,7 +41,7 @@ class ItemFlowTest : public ::testing::Test {
   ExitCode run_flow() {
     ItemFlow flow(
         config, api,
-        [this]() -> std::unique_ptr<tools::ToolExecutor> {
+        [this](const ToolRoots&) -> std::unique_ptr<tools::ToolExecutor> {
           ++tools_built;
           auto tools = std::make_unique<StrictMock<testing::MockToolExecutor>>();
           EXPECT_CALL(*tools, close());
