@@ -31,6 +31,7 @@ void Lease::finish(LeaseEnd reason) {
     if (end_ == LeaseEnd::kNone) end_ = reason;
   }
   stop_.request();
+  done_.request();
 }
 
 LeaseEnd Lease::end() const {
@@ -62,9 +63,11 @@ void HeartbeatLoop::run() {
   last_success_ = clock_.now();
   beat();
   first_beat_done_.store(true);
-  while (!lease_.stop().requested()) {
-    sleeper_.sleep_for(interval_, lease_.stop());
-    if (lease_.stop().requested()) break;
+  // Until the lease is finished, not merely until the item is stopped: the teardown after a stop
+  // (the final memory sync and flush, the skills' cleanup) runs under this lease.
+  while (!lease_.done().requested()) {
+    sleeper_.sleep_for(interval_, lease_.done());
+    if (lease_.done().requested()) break;
     beat();
   }
 }
@@ -95,7 +98,7 @@ void HeartbeatLoop::beat() {
     }
     return;
   } catch (const agentapi::ApiError& error) {
-    if (lease_.stop().requested()) return;
+    if (lease_.done().requested()) return;
     if (error.status() == 412) {
       const nlohmann::json server = error.lease_state();
       auto field = [&server](const char* name) {
@@ -129,7 +132,7 @@ void HeartbeatLoop::beat() {
                  {{"work_id", work_id_}, {"status", error.status()}, {"error", error.raw_body()}});
   } catch (const std::exception& error) {
     // No HTTP answer, or an answer that was not the API's: transient, bounded by the TTL.
-    if (lease_.stop().requested()) return;
+    if (lease_.done().requested()) return;
     count("transient");
     if (clock_.now() - last_success_ > ttl_) {
       logger_.error("lease assumed lost: no successful heartbeat in ttl",

@@ -28,7 +28,8 @@ const char* to_string(LeaseEnd end);
 
 // This runner's view of one work item's lease. The first recorded reason wins, so a run stopped
 // because the lease was lost still reads as lost during teardown. Finishing also fires `stop`,
-// which ends the session runner and the heartbeat loop.
+// which ends the session runner, and `done`, which ends the heartbeat loop. The item's stop alone
+// (the session ended, SIGTERM) does not end the heartbeat: the teardown still needs the lease.
 class Lease {
  public:
   explicit Lease(StopSource& stop) : stop_(stop) {}
@@ -37,9 +38,12 @@ class Lease {
   // The item belongs to the queue or another worker now: do not stop it.
   bool lost() const;
   StopSource& stop() { return stop_; }
+  // Fired by finish() only.
+  StopSource& done() { return done_; }
 
  private:
   StopSource& stop_;
+  StopSource done_;
   mutable std::mutex mutex_;
   LeaseEnd end_ = LeaseEnd::kNone;
 };

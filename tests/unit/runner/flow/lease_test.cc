@@ -53,6 +53,25 @@ class LeaseTest : public ::testing::Test {
       std::make_shared<perimeter::testing::CapturingLogSink>();
 };
 
+// The item's stop (the session ended, SIGTERM) ends the session runner, not the lease: the teardown
+// that follows (skills, the final memory sync and flush, up to a minute) still needs the lease, so
+// the heartbeat keeps beating until the lease is finished, as the SDK's does.
+TEST_F(LeaseTest, KeepsBeatingAfterTheItemIsStoppedUntilTheLeaseIsFinished) {
+  {
+    InSequence order;
+    EXPECT_CALL(api, heartbeat("work_1", "NO_HEARTBEAT", _, _)).WillOnce(Return(beat("hb-1", 60)));
+    EXPECT_CALL(api, heartbeat("work_1", "hb-1", _, _)).WillOnce(Return(beat("hb-2", 60)));
+    EXPECT_CALL(api, heartbeat("work_1", "hb-2", _, _)).WillOnce(Return(beat("hb-3", 60)));
+  }
+  sleeper.after_sleep = [this](StopSource&) {
+    if (sleeper.delays().size() == 1) stop.request();
+    if (sleeper.delays().size() == 3) lease.finish(LeaseEnd::kRunnerDone);
+  };
+  make_loop().run();
+  EXPECT_EQ(sleeper.delays().size(), 3u);
+  EXPECT_EQ(lease.end(), LeaseEnd::kRunnerDone);
+}
+
 TEST_F(LeaseTest, FirstBeatSendsNoHeartbeatThenEchoesTheServersValueAtHalfTheTtl) {
   {
     InSequence order;
