@@ -72,6 +72,13 @@ class Environment {
                            json({{"scenario_yaml", yaml}}).dump());
     EXPECT_EQ(enqueued.status, 201) << enqueued.body;
     const std::string work_id = enqueued.json().value("work_id", "");
+    const Claimed claimed = claim_next();
+    EXPECT_EQ(claimed.work_id, work_id) << "one item at a time is enqueued";
+    return claimed;
+  }
+
+  // Polls and acks the next claimable item (a later turn's, queued by the simulator itself).
+  Claimed claim_next() {
     Claimed claimed;
     // Injected faults hit these calls too: retry them as the operator's poller would.
     for (int attempt = 0; attempt < 50 && claimed.work_id.empty(); ++attempt) {
@@ -81,7 +88,6 @@ class Environment {
       if (polled.status != 200) continue;
       const json item = polled.json();
       if (!item.is_object()) continue;
-      EXPECT_EQ(item["id"], work_id) << "one item at a time is enqueued";
       const std::string ack_path =
           "/v1/environments/" + id_ + "/work/" + item["id"].get<std::string>() + "/ack";
       int acked = 0;
@@ -94,7 +100,7 @@ class Environment {
       claimed.session_id = item["data"]["id"];
       claimed.secret = item["secret"];
     }
-    EXPECT_FALSE(claimed.work_id.empty()) << "the enqueued item was never claimable";
+    EXPECT_FALSE(claimed.work_id.empty()) << "no item was claimable";
     return claimed;
   }
 
@@ -182,6 +188,11 @@ class RunnerProcess {
   std::chrono::steady_clock::time_point started() const { return started_; }
   // Peak resident set of the exited process (and its waited-for children), in KiB.
   long peak_rss_kib() const { return usage_.ru_maxrss; }
+  // User plus system CPU time of the exited process (and its waited-for children), in ms.
+  double cpu_ms() const {
+    return (usage_.ru_utime.tv_sec + usage_.ru_stime.tv_sec) * 1000.0 +
+           (usage_.ru_utime.tv_usec + usage_.ru_stime.tv_usec) / 1000.0;
+  }
   std::string log() const { return read_file(log_path_); }
   std::string stdout_text() const { return read_file(stdout_path_); }
 
