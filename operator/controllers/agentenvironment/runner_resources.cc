@@ -16,6 +16,8 @@ namespace {
 // The uid/gid the runner runs as when the image does not say: the conventional "nonroot" user of
 // distroless images, so restricted admission passes without the image declaring a USER.
 constexpr int kRunnerUid = 65532;
+// The final memory sync (30 s) plus the flush (30 s) plus the force-stop, after SIGTERM.
+constexpr int kRunnerTerminationGraceSeconds = 75;
 
 // Ranges that are never destinations of runner egress unless a CIDR explicitly allows them:
 // private networks (the organization's own), carrier-grade NAT, and link-local (cloud metadata).
@@ -204,7 +206,9 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
       {"securityContext", runner_security_context},
       {"volumeMounts",
        {{{"name", "workspace"}, {"mountPath", "/workspace"}},
-        {{"name", "tmp"}, {"mountPath", "/tmp"}}}},
+        {{"name", "tmp"}, {"mountPath", "/tmp"}},
+        // Memory stores land at their mount_path, /mnt/memory/<store> (docs/runner.md).
+        {{"name", "memory"}, {"mountPath", "/mnt/memory"}}}},
       {"terminationMessagePolicy", "FallbackToLogsOnError"},
   };
 
@@ -213,7 +217,9 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
       {"automountServiceAccountToken", false},
       {"enableServiceLinks", false},
       {"activeDeadlineSeconds", env.runner.active_deadline_seconds},
-      {"terminationGracePeriodSeconds", 30},
+      // SIGTERM during a clean end can meet the final memory sync (bounded at 30 s) and then the
+      // flush (30 s more) before the force-stop: 75 s lets both finish and the item be stopped.
+      {"terminationGracePeriodSeconds", kRunnerTerminationGraceSeconds},
       {"securityContext",
        {{"runAsNonRoot", true},
         {"runAsUser", kRunnerUid},
@@ -223,7 +229,8 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
       {"containers", {container}},
       {"volumes",
        {{{"name", "workspace"}, {"emptyDir", {{"sizeLimit", env.runner.workspace_size_limit}}}},
-        {{"name", "tmp"}, {"emptyDir", {{"sizeLimit", "256Mi"}}}}}},
+        {{"name", "tmp"}, {"emptyDir", {{"sizeLimit", "256Mi"}}}},
+        {{"name", "memory"}, {"emptyDir", {{"sizeLimit", "1Gi"}}}}}},
   };
   if (env.runner.workspace_claim) {
     // The session's own claim: what an earlier item of the session left there, this one finds.

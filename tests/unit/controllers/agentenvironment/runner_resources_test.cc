@@ -145,11 +145,29 @@ TEST(RunnerPodTest, CarriesTheAuditLevelWhichTheRunnerEnvCannotOverride) {
   EXPECT_THROW(parse_agent_environment(object), SpecError);
 }
 
+TEST(RunnerPodTest, GivesMemoryStoresAWritableMntMemoryAndTheFlushItsGracePeriod) {
+  const auto pod = build_runner_pod(parse_agent_environment(minimal_object()), session());
+  const auto& spec = pod["spec"];
+  auto named = [](const nlohmann::json& list, const std::string& name) {
+    for (const auto& entry : list) {
+      if (entry["name"] == name) return entry;
+    }
+    return nlohmann::json();
+  };
+  // A store's mount_path is /mnt/memory/<store>: the runner (uid 65532, fsGroup) creates it there.
+  EXPECT_EQ(named(spec["containers"][0]["volumeMounts"], "memory"),
+            nlohmann::json({{"name", "memory"}, {"mountPath", "/mnt/memory"}}));
+  EXPECT_EQ(named(spec["volumes"], "memory"),
+            nlohmann::json({{"name", "memory"}, {"emptyDir", {{"sizeLimit", "1Gi"}}}}));
+  // SIGTERM can meet the final sync (30 s) and then the flush (30 s); the force-stop follows.
+  EXPECT_EQ(spec["terminationGracePeriodSeconds"], 75);
+}
+
 TEST(RunnerPodTest, MountsTheApiCaConfigMapReadOnlyAndNamesItsFile) {
   auto object = minimal_object();
   auto pod = build_runner_pod(parse_agent_environment(object), session());
   EXPECT_EQ(find_env(pod["spec"]["containers"][0], "PERIMETER_API_CA_FILE"), nullptr);
-  EXPECT_EQ(pod["spec"]["volumes"].size(), 2u) << "workspace and tmp only";
+  EXPECT_EQ(pod["spec"]["volumes"].size(), 3u) << "workspace, tmp and memory only";
 
   object["spec"]["apiCAConfigMapRef"] = {{"name", "api-ca"}, {"key", "bundle.pem"}};
   pod = build_runner_pod(parse_agent_environment(object), session());
