@@ -3,6 +3,7 @@
 // pages, and what the admin view shows a store holds afterwards.
 #include <gtest/gtest.h>
 
+#include "agentapi/work_secret.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
 #include "sim/router.h"
@@ -13,27 +14,7 @@ namespace {
 using nlohmann::json;
 
 std::string token_of(const std::string& secret) {
-  std::string decoded;
-  std::string padded = secret;
-  while (padded.size() % 4 != 0) padded.push_back('=');
-  for (char& c : padded) {
-    if (c == '-') c = '+';
-    if (c == '_') c = '/';
-  }
-  static const std::string kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  unsigned buffer = 0;
-  int bits = 0;
-  for (char c : padded) {
-    if (c == '=') break;
-    buffer = (buffer << 6) | static_cast<unsigned>(kAlphabet.find(c));
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      decoded.push_back(static_cast<char>((buffer >> bits) & 0xFF));
-    }
-  }
-  return json::parse(decoded)["sessions_token"];
+  return agentapi::decode_work_secret(secret).sessions_token;
 }
 
 constexpr const char* kScenario = R"(
