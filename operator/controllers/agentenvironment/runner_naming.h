@@ -36,6 +36,12 @@ inline constexpr std::string_view kSecretKeyHttpsProxy = "https-proxy";
 // exact id keeps distinct ids distinct. At most 63 characters (it becomes the pod's hostname).
 std::string runner_object_name(std::string_view work_id);
 
+// `prefix` (a DNS label's start, such as "run-"), the readable part of `id` (lower-case, runs of
+// other characters as one '-'), and a hash of the exact id: one DNS label of at most 63
+// characters, distinct for distinct ids. runner_object_name and the session workspace's claim
+// name are made by it.
+std::string object_name_for(std::string_view prefix, std::string_view id);
+
 // `value` as a label value when it is one already (<= 63 chars, alphanumeric ends, [-_.A-Za-z0-9]);
 // otherwise a stable hash of it, so selectors still find the object.
 std::string label_value_for(std::string_view value);

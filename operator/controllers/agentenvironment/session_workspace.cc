@@ -9,25 +9,7 @@
 namespace perimeter::agentenvironment {
 
 std::string workspace_claim_name(std::string_view session_id) {
-  // As runner_object_name: a readable part and a hash of the exact id, one DNS label.
-  constexpr std::string_view kPrefix = "workspace-";
-  constexpr int kHashDigits = 10;
-  constexpr std::size_t kMaxLength = 63;
-  const std::size_t readable_budget = kMaxLength - kPrefix.size() - 1 - kHashDigits;
-  std::string readable;
-  for (char c : session_id) {
-    if (readable.size() == readable_budget) break;
-    const char lower = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (std::isalnum(static_cast<unsigned char>(lower)) != 0) {
-      readable.push_back(lower);
-    } else if (!readable.empty() && readable.back() != '-') {
-      readable.push_back('-');
-    }
-  }
-  while (!readable.empty() && readable.back() == '-') readable.pop_back();
-  std::string name(kPrefix);
-  if (!readable.empty()) name += readable + "-";
-  return name + short_hash(session_id, kHashDigits);
+  return object_name_for("workspace-", session_id);
 }
 
 std::string workspace_claim_selector(const AgentEnvironment& env) {

