@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "agentapi/sim_process.h"
 #include "localcluster/real_node.h"
 #include "localcluster/tools.h"
 #include "process/process.h"
@@ -217,6 +218,20 @@ std::unique_ptr<kube::ResourceClient> RealNodeTest::client(const kube::ResourceT
   // (another real node held the machine too long): an error it can catch, not a crash.
   if (!transport_) throw std::logic_error("the real-node cluster did not start for this test");
   return std::make_unique<kube::ResourceClient>(*transport_, type, metrics_);
+}
+
+std::string RealNodeTest::create_sim_environment_with_key(const std::string& sim_url) {
+  const auto created = testing::http_call(sim_url, "POST", "/admin/environments",
+                                          nlohmann::json{{"name", ns_}}.dump())
+                           .json();
+  client(kube::resources::secrets())
+      ->create(ns_,
+               {{"apiVersion", "v1"},
+                {"kind", "Secret"},
+                {"metadata",
+                 {{"name", "env-key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
+                {"stringData", {{"environment-key", created.at("key")}}}});
+  return created.at("id");
 }
 
 nlohmann::json RealNodeTest::list(const kube::ResourceType& type) {

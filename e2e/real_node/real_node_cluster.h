@@ -91,6 +91,9 @@ class RealNodeTest : public ::testing::Test {
   // Applies this tree's CRDs (crds/) and waits until AgentEnvironment is served; once per test
   // binary, as apply is idempotent and every test shares the one cluster.
   void apply_crds();
+  // An environment on the simulator at `sim_url`, and its key in the Secret `env-key` (marked as
+  // an environment key) of the test's namespace; returns the environment's id.
+  std::string create_sim_environment_with_key(const std::string& sim_url);
 
   testing::LocalCluster* cluster_ = nullptr;
   nlohmann::json node_;  // the real node's description (LocalCluster::real_node())

@@ -109,17 +109,7 @@ class RealNodeE2eTest : public RealNodeTest {
   void start_sim(int lease_ttl_seconds) {
     sim_ = std::make_unique<testing::SimProcess>(std::vector<std::string>{
         "--address", gateway_, "--lease-ttl-seconds", std::to_string(lease_ttl_seconds)});
-    const auto created =
-        testing::http_call(sim_->url(), "POST", "/admin/environments", json{{"name", ns_}}.dump())
-            .json();
-    environment_id_ = created.at("id");
-    client(kube::resources::secrets())
-        ->create(ns_,
-                 {{"apiVersion", "v1"},
-                  {"kind", "Secret"},
-                  {"metadata",
-                   {{"name", "env-key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
-                  {"stringData", {{"environment-key", created.at("key")}}}});
+    environment_id_ = create_sim_environment_with_key(sim_->url());
   }
 
   // An AgentEnvironment whose runner pods land on the real node and run the imported image.

@@ -46,17 +46,7 @@ class SessionWorkspaceRealNodeTest : public RealNodeTest {
     logs_ = std::make_unique<testing::TempDir>();
     sim_ = std::make_unique<testing::SimProcess>(std::vector<std::string>{
         "--address", node_.at("gateway").get<std::string>(), "--lease-ttl-seconds", "60"});
-    const auto created =
-        testing::http_call(sim_->url(), "POST", "/admin/environments", json{{"name", ns_}}.dump())
-            .json();
-    environment_id_ = created.at("id");
-    client(kube::resources::secrets())
-        ->create(ns_,
-                 {{"apiVersion", "v1"},
-                  {"kind", "Secret"},
-                  {"metadata",
-                   {{"name", "env-key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
-                  {"stringData", {{"environment-key", created.at("key")}}}});
+    environment_id_ = create_sim_environment_with_key(sim_->url());
     operator_ = std::make_unique<testing::OperatorProcess>(
         testing::OperatorProcessOptions{required_env("PERIMETER_BIN_DIR") + "/perimeter-operator",
                                         cluster_->kubeconfig_path(),
