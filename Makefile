@@ -3,6 +3,10 @@ SHELL := /bin/bash
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 CTEST_ARGS ?=
+# Tests run two at a time: most of their time is spent waiting on the control planes, nodes and
+# peers they start, and tests that need the one real node a machine can run are serialized by
+# ctest (RESOURCE_LOCK perimeter_real_node).
+TEST_JOBS ?= 2
 JOBS ?= $(shell nproc)
 
 .PHONY: all deps tools setup node-images build manifests test unit run lint format clean cluster-up cluster-down
@@ -37,7 +41,7 @@ node-images: deps
 # Every test (unit, integration against the real control plane, end to end) through ctest.
 test: deps tools setup build
 	@PERIMETER_TOOLS_BIN=$$(hack/tools/build-tools.sh all 2>/dev/null | tail -n 1) \
-	  ctest --test-dir $(BUILD_DIR) --output-on-failure --no-tests=error $(CTEST_ARGS)
+	  ctest --test-dir $(BUILD_DIR) --output-on-failure --no-tests=error --parallel $(TEST_JOBS) $(CTEST_ARGS)
 
 unit: deps build
 	@ctest --test-dir $(BUILD_DIR) --output-on-failure -L unit $(CTEST_ARGS)
