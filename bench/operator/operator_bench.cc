@@ -352,6 +352,7 @@ int main(int argc, char** argv) {
 
   // Counted from here: what the claims cost, not what start-up did.
   const auto before = process_usage(operator_process.pid());
+  const auto threads_before = bench::thread_cpu(operator_process.pid());
   const std::string exposition_before = operator_process.metrics();
   const auto apiserver_before = apiserver_requests(transport);
   const auto latency_before = bench::apiserver_latency(transport);
@@ -407,6 +408,7 @@ int main(int argc, char** argv) {
   }
   const bool perf_ok = perf.stop();
   const auto usage = process_usage(operator_process.pid());
+  const auto threads_after = bench::thread_cpu(operator_process.pid());
   const std::string exposition = operator_process.metrics();
   const auto apiserver_after = apiserver_requests(transport);
   const std::vector<std::string> verb_code = {"verb", "code"};
@@ -425,6 +427,17 @@ int main(int argc, char** argv) {
   const double writes_per_claim_at_release = total(claim_requests_at_release, true) / sessions;
   const double claim_cpu_seconds = usage.cpu_seconds - before.cpu_seconds;
   const double claim_phase_cpu_seconds = at_release.cpu_seconds - before.cpu_seconds;
+  // Where the CPU went, by thread role (the operator names its threads): ms per claim.
+  json cpu_ms_per_claim_by_thread = json::object();
+  double by_thread_sum = 0;
+  for (const auto& [role, seconds] : bench::cpu_by_role_between(threads_before, threads_after)) {
+    by_thread_sum += seconds;
+    if (seconds > 0) cpu_ms_per_claim_by_thread[role] = 1000.0 * seconds / sessions;
+  }
+  if (claim_cpu_seconds - by_thread_sum > 0) {
+    cpu_ms_per_claim_by_thread["(threads that ended)"] =
+        1000.0 * (claim_cpu_seconds - by_thread_sum) / sessions;
+  }
   // What the operator asked of the queue, and how often it reconciled, over the same span.
   const json agentapi_requests = difference(
       sums_by_labels(exposition_before, "perimeter_agentapi_requests_total", {"operation"}),
@@ -507,6 +520,7 @@ int main(int argc, char** argv) {
                         {"operator_cpu_seconds_claims", claim_cpu_seconds},
                         {"operator_cpu_seconds_to_release", claim_phase_cpu_seconds},
                         {"operator_cpu_ms_per_claim", 1000.0 * claim_cpu_seconds / sessions},
+                        {"operator_cpu_ms_per_claim_by_thread", cpu_ms_per_claim_by_thread},
                         {"operator_kube_requests", claim_requests},
                         {"operator_kube_requests_to_release", claim_requests_at_release},
                         {"operator_kube_request_codes", claim_answers},
@@ -534,13 +548,15 @@ int main(int argc, char** argv) {
       "  enqueue -> pod seen       p50 %.0f ms, p99 %.0f ms\n"
       "  enqueue -> pod released   p50 %.0f ms, p99 %.0f ms\n"
       "  operator                  peak RSS %.1f MiB, CPU %.2f s in all, %.2f s from the enqueue "
-      "(%.2f s of it to the last release) -> %.2f ms per claim\n",
+      "(%.2f s of it to the last release) -> %.2f ms per claim\n"
+      "    by thread, ms per claim %s\n",
       sessions, enqueue_s, poll_threads.c_str(), kKubeApiQps, kKubeApiBurst, raw.create_seconds,
       sessions, raw_per_second, all_pods_s, all_released_s, claims_per_second,
       claims_per_second / raw_per_second, percentile(to_pod_ms, 0.5), percentile(to_pod_ms, 0.99),
       percentile(to_release_ms, 0.5), percentile(to_release_ms, 0.99),
       static_cast<double>(usage.hwm_kib) / 1024.0, usage.cpu_seconds, claim_cpu_seconds,
-      claim_phase_cpu_seconds, 1000.0 * claim_cpu_seconds / sessions);
+      claim_phase_cpu_seconds, 1000.0 * claim_cpu_seconds / sessions,
+      cpu_ms_per_claim_by_thread.dump().c_str());
   std::printf(
       "  operator -> apiserver     %s\n"
       "    per claim               %.2f requests, %.2f writes (%.2f by the last release)\n"

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -23,6 +24,23 @@ std::string read_file(const std::string& path) {
   return text.str();
 }
 
+namespace {
+
+// utime + stime, in seconds, of a /proc/.../stat text; 0 when it cannot be read.
+double cpu_seconds_of_stat(const std::string& stat) {
+  const auto command_end = stat.rfind(')');
+  if (command_end == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(command_end + 2));
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stol(field);
+  }
+  return static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
 ProcessUsage process_usage(pid_t pid) {
   ProcessUsage usage;
   std::istringstream status(read_file("/proc/" + std::to_string(pid) + "/status"));
@@ -31,17 +49,39 @@ ProcessUsage process_usage(pid_t pid) {
     if (line.rfind("VmHWM:", 0) == 0) usage.hwm_kib = std::stol(line.substr(6));
     if (line.rfind("VmRSS:", 0) == 0) usage.rss_kib = std::stol(line.substr(6));
   }
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const auto command_end = stat.rfind(')');
-  if (command_end == std::string::npos) return usage;
-  std::istringstream fields(stat.substr(command_end + 2));
-  std::string field;
-  long ticks = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14 || i == 15) ticks += std::stol(field);
-  }
-  usage.cpu_seconds = static_cast<double>(ticks) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  usage.cpu_seconds = cpu_seconds_of_stat(read_file("/proc/" + std::to_string(pid) + "/stat"));
   return usage;
+}
+
+std::map<long, ThreadCpu> thread_cpu(pid_t pid) {
+  std::map<long, ThreadCpu> threads;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code error;
+  for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+    const std::string tid = task.path().filename().string();
+    std::string role = read_file(task.path().string() + "/comm");
+    while (!role.empty() && role.back() == '\n') role.pop_back();
+    // "poll/3" -> "poll": the threads of one role add up.
+    const auto slash = role.rfind('/');
+    if (slash != std::string::npos && slash + 1 < role.size() &&
+        role.find_first_not_of("0123456789", slash + 1) == std::string::npos) {
+      role.resize(slash);
+    }
+    threads[std::stol(tid)] = {role,
+                               cpu_seconds_of_stat(read_file(task.path().string() + "/stat"))};
+  }
+  return threads;
+}
+
+std::map<std::string, double> cpu_by_role_between(const std::map<long, ThreadCpu>& before,
+                                                  const std::map<long, ThreadCpu>& after) {
+  std::map<std::string, double> by_role;
+  for (const auto& [tid, thread] : after) {
+    const auto earlier = before.find(tid);
+    by_role[thread.role] +=
+        thread.cpu_seconds - (earlier == before.end() ? 0.0 : earlier->second.cpu_seconds);
+  }
+  return by_role;
 }
 
 double percentile(std::vector<double> values, double p) {

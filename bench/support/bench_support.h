@@ -27,6 +27,20 @@ struct ProcessUsage {
 };
 ProcessUsage process_usage(pid_t pid);
 
+// One live thread's CPU (utime+stime, seconds) and its role: its name as the process set it
+// (core/thread_name.h) without a trailing "/N", so that the poll threads of an environment add
+// up. Threads nobody named show the process's name.
+struct ThreadCpu {
+  std::string role;
+  double cpu_seconds = 0;
+};
+// By thread id.
+std::map<long, ThreadCpu> thread_cpu(pid_t pid);
+// CPU seconds by role spent between two snapshots. Threads that ended in between are not counted:
+// the process's own figure less the sum is theirs.
+std::map<std::string, double> cpu_by_role_between(const std::map<long, ThreadCpu>& before,
+                                                  const std::map<long, ThreadCpu>& after);
+
 // The value at fraction p (0..1) of the sorted values; 0 for none.
 double percentile(std::vector<double> values, double p);
 

@@ -21,6 +21,7 @@
 #include "controllers/mcptunnel/tunnel_metrics.h"
 #include "core/shutdown_signal.h"
 #include "core/strings.h"
+#include "core/thread_name.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
@@ -235,6 +236,7 @@ int run(const Options& options) {
                {"allowed_api_hosts", allowed_api_hosts.describe()}});
 
   std::jthread work([&manager, &logger](std::stop_token stop) {
+    name_this_thread("manager");
     if (!manager.run(stop)) {
       // Lost the lease, or the controllers could not start: exit so no leader-only work can
       // linger; the Deployment restarts us (controller-runtime does the same).

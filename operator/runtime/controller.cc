@@ -1,5 +1,6 @@
 #include "runtime/controller.h"
 
+#include "core/thread_name.h"
 #include "kube/api_error.h"
 
 namespace perimeter::runtime {
@@ -115,6 +116,7 @@ void Controller::stop() {
 }
 
 void Controller::worker_loop() {
+  name_this_thread("reconcile/" + name_);
   while (auto key = queue_.get()) {
     reconcile_key(*key);
     queue_.done(*key);

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 
+#include "core/thread_name.h"
 #include "kube/api_error.h"
 #include "runtime/leader_election.h"
 
@@ -50,6 +51,7 @@ void EventRecorder::flush() {
 }
 
 void EventRecorder::run() {
+  name_this_thread("events");
   std::unique_lock lock(mutex_);
   while (true) {
     changed_.wait(lock, [&] { return !queue_.empty() || stopping_; });

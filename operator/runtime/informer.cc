@@ -1,5 +1,6 @@
 #include "runtime/informer.h"
 
+#include "core/thread_name.h"
 #include "kube/api_error.h"
 
 namespace perimeter::runtime {
@@ -208,6 +209,7 @@ Informer::Next Informer::watch_once() {
 }
 
 void Informer::run() {
+  name_this_thread("watch/" + client_.type().resource);
   bool need_list = true;
   while (!stopping_) {
     std::string reason;

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <thread>
 
+#include "core/thread_name.h"
 #include "kube/api_error.h"
 
 namespace perimeter::runtime {
@@ -230,6 +231,7 @@ void LeaderElector::lead(Clock::TimePoint proven_at, std::stop_token stop) {
   logger_.info("started leading", {{"lease", config_.lease_name}, {"identity", config_.identity}});
   std::stop_source leader_work;
   std::thread work([&] {
+    name_this_thread("leader-work");
     if (callbacks_.on_started_leading) callbacks_.on_started_leading(leader_work.get_token());
   });
   // Renewals run on a thread of their own, so that a request that hangs cannot keep this one
@@ -237,7 +239,10 @@ void LeaderElector::lead(Clock::TimePoint proven_at, std::stop_token stop) {
   // renewer asks for it too when it sees another holder.
   std::stop_source term;
   std::atomic<bool> taken{false};
-  std::thread renewer([&] { renew_until_stopped(term, taken); });
+  std::thread renewer([&] {
+    name_this_thread("lease-renew");
+    renew_until_stopped(term, taken);
+  });
   bool deadline_passed = false;
   {
     std::stop_callback forward(stop, [&term] { term.request_stop(); });

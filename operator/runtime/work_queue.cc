@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/thread_name.h"
+
 namespace perimeter::runtime {
 
 namespace {
@@ -174,6 +176,7 @@ bool WorkQueue::shutting_down() {
 }
 
 void WorkQueue::timer_loop() {
+  name_this_thread("queue-timer");
   std::unique_lock lock(mutex_);
   while (!timer_stop_) {
     promote_due_locked();

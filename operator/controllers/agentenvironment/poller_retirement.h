@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "controllers/agentenvironment/session_poller.h"
+#include "core/thread_name.h"
 
 namespace perimeter::agentenvironment {
 
@@ -43,6 +44,7 @@ class PollerRetirement {
 
  private:
   void run(std::stop_token stop) {
+    name_this_thread("poller-retire");
     std::unique_lock lock(mutex_);
     while (true) {
       cv_.wait(lock, stop, [this] { return !queue_.empty(); });

@@ -9,6 +9,7 @@
 #include "agentapi/work_secret.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "core/thread_name.h"
 #include "core/time_format.h"
 
 namespace perimeter::agentenvironment {
@@ -828,6 +829,7 @@ bool SessionPoller::stats_due(Clock::TimePoint last_refresh) const {
 }
 
 void SessionPoller::run(std::stop_token stop, int index) {
+  name_this_thread("poll/" + std::to_string(index));
   std::optional<Clock::TimePoint> last_stats;
   while (!stop.stop_requested()) {
     PollOutcome outcome;
