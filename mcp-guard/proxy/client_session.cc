@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "mcp/tool_policy.h"
+#include "proxy/field_lookup.h"
 #include "proxy/hop_by_hop.h"
 
 namespace perimeter::mcpguard {
@@ -165,7 +166,7 @@ bool has_content_length(const http::fields& fields, std::size_t length) {
 template <typename Message>
 void keep_alive(Message& message, bool keep_alive) {
   if (keep_alive && message.version() == 11 &&
-      message.find(http::field::connection) == message.end()) {
+      find_field(message, http::field::connection) == nullptr) {
     return;
   }
   message.keep_alive(keep_alive);
@@ -368,9 +369,7 @@ void ClientSession::on_request_header(beast::error_code error) {
   // The policy in force when the request arrived, not when the connection began waiting.
   policy_ = route_->policy();
   const auto& head = request_parser_->get();
-  const auto expect = head.find(http::field::expect);
-  if (expect != head.end() &&
-      iequals(std::string_view(expect->value().data(), expect->value().size()), "100-continue") &&
+  if (iequals(field_value(head, http::field::expect), "100-continue") &&
       !request_parser_->is_done()) {
     set_deadline(DeadlineTarget::kClient, policy_->limits.header_timeout);
     asio::async_write(client_, asio::buffer(kContinue.data(), kContinue.size()),
@@ -421,7 +420,7 @@ void ClientSession::on_request_body(beast::error_code error) {
   }
   request_ = request_parser_->release();
   request_parser_.reset();
-  client_keep_alive_ = request_.keep_alive();
+  client_keep_alive_ = keeps_alive(request_, request_.version());
   bytes_in_ = request_.body().size();
   inspect_request();
 }
@@ -642,8 +641,9 @@ void ClientSession::forward() {
   request_.erase(http::field::expect);
   request_.version(11);
   if (policy_->route.host_header == HostHeaderMode::kUpstream) {
-    const auto host = request_.find(http::field::host);
-    if (host != request_.end()) request_.set("X-Forwarded-Host", host->value());
+    if (const auto* host = find_field(request_, http::field::host)) {
+      request_.set("X-Forwarded-Host", host->value());
+    }
     request_.set(http::field::host, policy_->route.upstream.authority);
   }
   keep_alive(request_, true);
@@ -718,7 +718,7 @@ void ClientSession::send_upstream() {
   auto on_sent = [self = shared_from_this()](beast::error_code error, std::size_t) {
     self->on_upstream_sent(error);
   };
-  if (request_.chunked()) {
+  if (is_chunked(request_)) {
     // Not after forward() (Transfer-Encoding is hop-by-hop, the body a string): Beast frames it.
     http::async_write(upstream_, request_, std::move(on_sent));
     return;
@@ -781,9 +781,8 @@ void ClientSession::on_upstream_header(beast::error_code error) {
   }
   const auto& head = response_parser_->get();
   upstream_status_ = static_cast<int>(head.result_int());
-  upstream_keep_alive_ = head.keep_alive();
-  const auto content_type = head[http::field::content_type];
-  const std::string_view type(content_type.data(), content_type.size());
+  upstream_keep_alive_ = keeps_alive(head, head.version());
+  const std::string_view type = field_value(head, http::field::content_type);
   if (response_parser_->is_done()) {
     mode_ = ReplyMode::kEmpty;
   } else if (istarts_with(type, "text/event-stream")) {
@@ -803,7 +802,7 @@ void ClientSession::on_upstream_header(beast::error_code error) {
       write_whole_reply(false);
       return;
     case ReplyMode::kJson:
-      if (head.has_content_length() &&
+      if (has_content_length_field(head) &&
           response_parser_->content_length().value_or(0) > policy_->limits.max_json_reply_bytes) {
         upstream_failed("bad_reply", "JSON reply larger than max_json_reply_bytes");
         return;
@@ -951,7 +950,7 @@ void ClientSession::send_json_reply() {
 void ClientSession::write_stream_head() {
   auto& head = response_parser_->get();
   // SSE events may be rewritten (tools/list), so their length is not the upstream's.
-  stream_chunked_ = mode_ == ReplyMode::kSse || !head.has_content_length();
+  stream_chunked_ = mode_ == ReplyMode::kSse || !has_content_length_field(head);
   stream_head_ = {};
   // Moved, not copied: the parser reads the body by its own state, not by the head's fields.
   stream_head_.base() = std::move(head.base());
@@ -1281,7 +1280,7 @@ void ClientSession::write_whole_reply(bool close_after) {
   whole_reply_.version(11);
   if (close_after || draining_) client_keep_alive_ = false;
   keep_alive(whole_reply_, client_keep_alive_);
-  if (mode_ != ReplyMode::kEmpty || !whole_reply_.has_content_length()) {
+  if (mode_ != ReplyMode::kEmpty || !has_content_length_field(whole_reply_)) {
     // A body with its length already right (a JSON reply passed on as it came) is left alone.
     if (whole_reply_.body().empty() ||
         !has_content_length(whole_reply_, whole_reply_.body().size())) {
@@ -1297,7 +1296,7 @@ void ClientSession::write_whole_reply(bool close_after) {
   auto on_written = [self = shared_from_this()](beast::error_code error, std::size_t) {
     self->on_whole_reply_written(error);
   };
-  if (whole_reply_.chunked()) {
+  if (is_chunked(whole_reply_)) {
     // Not after prepare_reply_fields (Transfer-Encoding is hop-by-hop): Beast frames it.
     http::async_write(client_, whole_reply_, std::move(on_written));
     return;

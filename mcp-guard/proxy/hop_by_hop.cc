@@ -1,10 +1,11 @@
 #include "proxy/hop_by_hop.h"
 
+#include "proxy/field_lookup.h"
+
 namespace perimeter::mcpguard {
 
 void strip_hop_by_hop(http::fields& fields) {
-  const auto connection = fields.find(http::field::connection);
-  if (connection != fields.end()) {
+  if (const auto* connection = find_field(fields, http::field::connection)) {
     for (const auto token : http::token_list(connection->value())) {
       fields.erase(token);
     }
