@@ -2,6 +2,7 @@
 
 #include <fnmatch.h>
 
+#include <array>
 #include <charconv>
 #include <cstdio>
 #include <limits>
@@ -11,6 +12,15 @@
 namespace perimeter::mcpguard {
 namespace {
 
+// The bytes a JSON string must escape: control characters, the quote and the backslash.
+constexpr std::array<bool, 256> kNeedsEscape = [] {
+  std::array<bool, 256> table{};
+  for (int c = 0; c < 0x20; ++c) table[c] = true;
+  table['"'] = true;
+  table['\\'] = true;
+  return table;
+}();
+
 // A JSON string literal; nlohmann's serializer is exact but needs a json value per field. Runs
 // of bytes that need no escape are appended whole.
 void append_string(std::string* out, std::string_view text) {
@@ -18,7 +28,7 @@ void append_string(std::string* out, std::string_view text) {
   std::size_t done = 0;  // bytes of `text` appended so far
   for (std::size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
-    if (static_cast<unsigned char>(c) >= 0x20 && c != '"' && c != '\\') continue;
+    if (!kNeedsEscape[static_cast<unsigned char>(c)]) continue;
     out->append(text.data() + done, i - done);
     done = i + 1;
     switch (c) {
@@ -122,16 +132,22 @@ nlohmann::json redact_by_key(const nlohmann::json& value,
 
 std::string render_audit_line(const AuditRecord& record, const AuditConfig& config) {
   std::string line;
+  render_audit_line(record, config, &line);
+  return line;
+}
+
+void render_audit_line(const AuditRecord& record, const AuditConfig& config, std::string* out) {
+  std::string& line = *out;
+  line.clear();
   line.reserve(512);
-  line.append("{\"type\":");
-  append_string(&line, kAuditType);
-  line.append(",\"time\":");
-  line += '"';
+  // The type and the level are ours and need no escape.
+  line.append("{\"type\":\"");
+  line.append(kAuditType);
+  line.append("\",\"time\":\"");
   append_time(&line, record.time);
-  line += '"';
-  line.append(",\"level\":");
-  append_string(&line, to_string(config.level));
-  line.append(",\"route\":");
+  line.append("\",\"level\":\"");
+  line.append(to_string(config.level));
+  line.append("\",\"route\":");
   append_string(&line, record.route);
   line.append(record.from_server ? ",\"direction\":\"server\"" : ",\"direction\":\"client\"");
   line.append(",\"session\":");
@@ -180,7 +196,6 @@ std::string render_audit_line(const AuditRecord& record, const AuditConfig& conf
     line.append(dump(redact_by_key(record.result, config.redact_keys)));
   }
   line.push_back('}');
-  return line;
 }
 
 }  // namespace perimeter::mcpguard

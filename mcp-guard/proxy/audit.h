@@ -44,6 +44,9 @@ struct AuditRecord {
 // out whatever they hold; at full they are written with every value under a key matching one of
 // `redact_keys` (fnmatch globs, case-insensitive) replaced by "[REDACTED]".
 std::string render_audit_line(const AuditRecord& record, const AuditConfig& config);
+// The same line in place of `*line`'s text: a caller that renders a line per request passes the
+// same string each time, so its capacity is reused rather than allocated per line.
+void render_audit_line(const AuditRecord& record, const AuditConfig& config, std::string* line);
 
 // `value` with every value under a key matching one of `redact_keys` replaced, at any depth.
 nlohmann::json redact_by_key(const nlohmann::json& value,

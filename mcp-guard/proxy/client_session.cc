@@ -57,11 +57,13 @@ bool is_malformed_http(const beast::error_code& error) {
          error != http::error::body_limit;
 }
 
-// A reply's head as the guard sends it: always HTTP/1.1 (a chunked reply needs it).
-std::string serialize_head(const http::response_header<>& head) {
+// A reply's head as the guard sends it: always HTTP/1.1 (a chunked reply needs it), in place of
+// `*out`'s text.
+void serialize_head(const http::response_header<>& head, std::string* out) {
   beast::string_view reason = head.reason();
   if (reason.empty()) reason = http::obsolete_reason(head.result());
-  std::string text;
+  std::string& text = *out;
+  text.clear();
   text.reserve(256);
   text.append("HTTP/1.1 "sv);
   char status[8];
@@ -78,7 +80,6 @@ std::string serialize_head(const http::response_header<>& head) {
     text.append("\r\n"sv);
   }
   text.append("\r\n"sv);
-  return text;
 }
 
 // A request's head as Beast's serializer writes it (the guard always sends HTTP/1.1), in one
@@ -99,6 +100,16 @@ void serialize_request_head(const http::request_header<>& head, std::string* tex
     text->append("\r\n"sv);
   }
   text->append("\r\n"sv);
+}
+
+// Emptied, and its memory released unless it is small enough to keep for the next exchange.
+void keep_small_buffer(std::string& buffer) {
+  constexpr std::size_t kKeptBytes = 1024;
+  if (buffer.capacity() > kKeptBytes) {
+    buffer = {};
+  } else {
+    buffer.clear();
+  }
 }
 
 bool istarts_with(std::string_view text, std::string_view prefix) {
@@ -969,7 +980,7 @@ void ClientSession::write_stream_head() {
   if (!chunk_) chunk_ = std::make_unique_for_overwrite<char[]>(kChunkBytes);
   // The head goes out with the first bytes when they came with it (one write instead of two),
   // else before the guard waits for the upstream's next bytes (read_stream).
-  stream_head_text_ = serialize_head(stream_head_);
+  serialize_head(stream_head_, &stream_head_text_);
   stream_head_unsent_ = true;
   stream_last_chunk_sent_ = false;
   stream_first_read_ = true;
@@ -1303,7 +1314,7 @@ void ClientSession::write_whole_reply(bool close_after) {
   }
   // The head and the body as they are, as Beast's serializer would write them, without a
   // serializer built per reply.
-  stream_head_text_ = serialize_head(whole_reply_);
+  serialize_head(whole_reply_, &stream_head_text_);
   asio::async_write(client_,
                     std::array<asio::const_buffer, 2>{asio::buffer(stream_head_text_),
                                                       asio::buffer(whole_reply_.body())},
@@ -1329,8 +1340,10 @@ void ClientSession::finish_exchange(std::string_view unanswered_outcome) {
   response_parser_.reset();
   splitter_.reset();
   chunk_.reset();
-  stream_head_text_ = {};
-  request_head_ = {};
+  // The heads' buffers serve the next exchange (a head is a few hundred bytes); one grown by an
+  // unusually large head is let go.
+  keep_small_buffer(stream_head_text_);
+  keep_small_buffer(request_head_);
   stream_out_ = {};
   events_ = {};
   whole_reply_ = {};
@@ -1398,7 +1411,10 @@ void ClientSession::write_audit(PendingRpc& pending, std::string_view outcome) {
   pending.record.upstream_status = upstream_status_;
   pending.record.duration_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
-  route_->audit_sink().write_line(render_audit_line(pending.record, policy_->audit));
+  // One buffer per thread: its capacity serves every line, and a session keeps none when idle.
+  thread_local std::string line;
+  render_audit_line(pending.record, policy_->audit, &line);
+  route_->audit_sink().write_line(line);
   route_->metrics().request_duration(route_->name(), pending.metric_method,
                                      std::chrono::duration<double>(elapsed).count());
 }
