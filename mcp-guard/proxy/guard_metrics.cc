@@ -6,10 +6,13 @@
 #include <prometheus/registry.h>
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 
 namespace perimeter::mcpguard {
@@ -86,9 +89,38 @@ std::string_view cache_key(char family, std::initializer_list<std::string_view> 
   return key;
 }
 
+// Per thread and per kind of metric, the metric of the label values used last: the requests of a
+// route mostly repeat the labels of the one before, and a hit compares those few bytes, with no
+// key built, no hash and no lock. `owner` is the cache's id (never reused, unlike an address).
+template <typename Metric, std::size_t N>
+struct LastUsed {
+  std::uint64_t owner = 0;
+  std::array<std::string, N> values;
+  Metric* metric = nullptr;
+
+  Metric* find(std::uint64_t cache_id, const std::array<std::string_view, N>& wanted) const {
+    if (owner != cache_id) return nullptr;
+    for (std::size_t i = 0; i < N; ++i) {
+      if (values[i] != wanted[i]) return nullptr;
+    }
+    return metric;
+  }
+  void remember(std::uint64_t cache_id, const std::array<std::string_view, N>& used, Metric* m) {
+    owner = cache_id;
+    for (std::size_t i = 0; i < N; ++i) values[i].assign(used[i].data(), used[i].size());
+    metric = m;
+  }
+};
+
+std::uint64_t next_cache_id() {
+  static std::atomic<std::uint64_t> last{0};
+  return ++last;
+}
+
 }  // namespace
 
 struct PrometheusGuardMetrics::Cache {
+  const std::uint64_t id = next_cache_id();
   // The metric of each label set seen, so a request costs a hash lookup rather than a
   // Family::Add (a std::map of label strings built and looked up under the family's lock).
   // Label sets are bounded (see guard_metrics.h), and so are these maps.
@@ -151,16 +183,22 @@ PrometheusGuardMetrics::~PrometheusGuardMetrics() = default;
 
 void PrometheusGuardMetrics::request(std::string_view route, std::string_view method,
                                      std::string_view tool, bool allowed) {
-  cache_
-      ->cached(cache_->counters,
-               cache_key('r', {route, method, tool, allowed ? "allowed" : "denied"}),
-               [&]() -> prometheus::Counter& {
-                 return families_->requests.Add({{"route", std::string(route)},
-                                                 {"method", std::string(method)},
-                                                 {"tool", std::string(tool)},
-                                                 {"decision", allowed ? "allowed" : "denied"}});
-               })
-      .Increment();
+  thread_local LastUsed<prometheus::Counter, 4> last;
+  const std::string_view decision = allowed ? "allowed" : "denied";
+  const std::array<std::string_view, 4> labels{route, method, tool, decision};
+  auto* counter = last.find(cache_->id, labels);
+  if (counter == nullptr) {
+    counter =
+        &cache_->cached(cache_->counters, cache_key('r', {route, method, tool, decision}),
+                        [&]() -> prometheus::Counter& {
+                          return families_->requests.Add({{"route", std::string(route)},
+                                                          {"method", std::string(method)},
+                                                          {"tool", std::string(tool)},
+                                                          {"decision", std::string(decision)}});
+                        });
+    last.remember(cache_->id, labels, counter);
+  }
+  counter->Increment();
 }
 
 void PrometheusGuardMetrics::denial(std::string_view route, std::string_view reason) {
@@ -177,13 +215,18 @@ void PrometheusGuardMetrics::request_duration(std::string_view route, std::strin
                                               double seconds) {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
       0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
-  cache_
-      ->cached(cache_->histograms, cache_key('d', {route, method}),
-               [&]() -> prometheus::Histogram& {
-                 return families_->durations.Add(
-                     {{"route", std::string(route)}, {"method", std::string(method)}}, kBuckets);
-               })
-      .Observe(seconds);
+  thread_local LastUsed<prometheus::Histogram, 2> last;
+  const std::array<std::string_view, 2> labels{route, method};
+  auto* histogram = last.find(cache_->id, labels);
+  if (histogram == nullptr) {
+    histogram = &cache_->cached(
+        cache_->histograms, cache_key('d', {route, method}), [&]() -> prometheus::Histogram& {
+          return families_->durations.Add(
+              {{"route", std::string(route)}, {"method", std::string(method)}}, kBuckets);
+        });
+    last.remember(cache_->id, labels, histogram);
+  }
+  histogram->Observe(seconds);
 }
 
 prometheus::Gauge& PrometheusGuardMetrics::open_streams(std::string_view route) {
@@ -201,16 +244,22 @@ void PrometheusGuardMetrics::stream_closed(std::string_view route) {
 }
 
 void PrometheusGuardMetrics::bytes(std::string_view route, std::uint64_t in, std::uint64_t out) {
-  for (const auto& [direction, count] :
-       {std::pair<std::string_view, std::uint64_t>{"in", in}, {"out", out}}) {
+  thread_local LastUsed<prometheus::Counter, 1> last_in;
+  thread_local LastUsed<prometheus::Counter, 1> last_out;
+  const std::array<std::string_view, 1> labels{route};
+  for (auto [direction, count, last] : {std::tuple{std::string_view("in"), in, &last_in},
+                                        std::tuple{std::string_view("out"), out, &last_out}}) {
     if (count == 0) continue;
-    cache_
-        ->cached(cache_->counters, cache_key('b', {route, direction}),
-                 [&]() -> prometheus::Counter& {
-                   return families_->bytes.Add(
-                       {{"route", std::string(route)}, {"direction", std::string(direction)}});
-                 })
-        .Increment(static_cast<double>(count));
+    auto* counter = last->find(cache_->id, labels);
+    if (counter == nullptr) {
+      counter = &cache_->cached(
+          cache_->counters, cache_key('b', {route, direction}), [&]() -> prometheus::Counter& {
+            return families_->bytes.Add(
+                {{"route", std::string(route)}, {"direction", std::string(direction)}});
+          });
+      last->remember(cache_->id, labels, counter);
+    }
+    counter->Increment(static_cast<double>(count));
   }
 }
 

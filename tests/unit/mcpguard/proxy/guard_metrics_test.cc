@@ -64,5 +64,36 @@ TEST(GuardMetrics, EachLabelSetCountsInItsOwnSeries) {
             }));
 }
 
+TEST(GuardMetrics, TwoInstancesOnOneThreadCountInTheirOwnRegistries) {
+  // The last metric used is remembered per thread: it must not be taken for another instance's.
+  prometheus::Registry first_registry;
+  prometheus::Registry second_registry;
+  PrometheusGuardMetrics first(first_registry);
+  PrometheusGuardMetrics second(second_registry);
+  for (int i = 0; i < 3; ++i) {
+    first.request("r", "tools/call", "echo", true);
+    second.request("r", "tools/call", "echo", true);
+    first.bytes("r", 2, 3);
+    second.bytes("r", 5, 0);
+    first.request_duration("r", "tools/call", 0.001);
+  }
+  second.request_duration("r", "tools/call", 0.001);
+  EXPECT_EQ(series(first_registry, "perimeter_mcp_guard_requests_total"),
+            (std::map<std::string, double>{
+                {"decision=allowed,method=tools/call,route=r,tool=echo,", 3}}));
+  EXPECT_EQ(series(second_registry, "perimeter_mcp_guard_requests_total"),
+            (std::map<std::string, double>{
+                {"decision=allowed,method=tools/call,route=r,tool=echo,", 3}}));
+  EXPECT_EQ(
+      series(first_registry, "perimeter_mcp_guard_bytes_total"),
+      (std::map<std::string, double>{{"direction=in,route=r,", 6}, {"direction=out,route=r,", 9}}));
+  EXPECT_EQ(series(second_registry, "perimeter_mcp_guard_bytes_total"),
+            (std::map<std::string, double>{{"direction=in,route=r,", 15}}));
+  EXPECT_EQ(series(first_registry, "perimeter_mcp_guard_request_duration_seconds"),
+            (std::map<std::string, double>{{"method=tools/call,route=r,", 3}}));
+  EXPECT_EQ(series(second_registry, "perimeter_mcp_guard_request_duration_seconds"),
+            (std::map<std::string, double>{{"method=tools/call,route=r,", 1}}));
+}
+
 }  // namespace
 }  // namespace perimeter::mcpguard
