@@ -4,7 +4,7 @@
 
 #include <array>
 #include <charconv>
-#include <cstdio>
+#include <cstring>
 #include <limits>
 
 #include "core/time_format.h"
@@ -21,49 +21,91 @@ constexpr std::array<bool, 256> kNeedsEscape = [] {
   return table;
 }();
 
-// A JSON string literal; nlohmann's serializer is exact but needs a json value per field. Runs
-// of bytes that need no escape are appended whole.
-void append_string(std::string* out, std::string_view text) {
-  out->push_back('"');
-  std::size_t done = 0;  // bytes of `text` appended so far
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (!kNeedsEscape[static_cast<unsigned char>(c)]) continue;
-    out->append(text.data() + done, i - done);
-    done = i + 1;
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default: {
-        char escaped[8];
-        std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
-        out->append(escaped);
+// Writes a line's bytes in place: the line is sized once for the most it can hold, then each
+// piece is copied at a cursor, without the capacity check and call of an append per piece (a
+// line is some thirty pieces).
+class LineWriter {
+ public:
+  LineWriter(std::string& line, std::size_t most) : line_(line) {
+    line_.resize(most);
+    p_ = line_.data();
+  }
+
+  template <std::size_t N>
+  void literal(const char (&text)[N]) {
+    std::memcpy(p_, text, N - 1);
+    p_ += N - 1;
+  }
+  void raw(std::string_view text) {
+    if (text.empty()) return;
+    std::memcpy(p_, text.data(), text.size());
+    p_ += text.size();
+  }
+  // A JSON string literal, at most 6 bytes per byte of `text` and 2 quotes; nlohmann's serializer
+  // is exact but needs a json value per field. Runs of bytes that need no escape are copied whole.
+  void string(std::string_view text) {
+    *p_++ = '"';
+    std::size_t done = 0;  // bytes of `text` written so far
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
+      if (!kNeedsEscape[static_cast<unsigned char>(c)]) continue;
+      raw(text.substr(done, i - done));
+      done = i + 1;
+      switch (c) {
+        case '"':
+          literal("\\\"");
+          break;
+        case '\\':
+          literal("\\\\");
+          break;
+        case '\n':
+          literal("\\n");
+          break;
+        case '\r':
+          literal("\\r");
+          break;
+        case '\t':
+          literal("\\t");
+          break;
+        default: {
+          constexpr std::string_view kHex = "0123456789abcdef";
+          const auto byte = static_cast<unsigned char>(c);  // below 0x20
+          literal("\\u00");
+          *p_++ = kHex[byte >> 4];
+          *p_++ = kHex[byte & 0xF];
+        }
       }
     }
+    raw(text.substr(done));
+    *p_++ = '"';
   }
-  out->append(text.data() + done, text.size() - done);
-  out->push_back('"');
-}
+  void optional_string(const std::optional<std::string>& text) {
+    if (text) {
+      string(*text);
+    } else {
+      literal("null");
+    }
+  }
+  template <typename Integer>
+  void integer(Integer value) {
+    p_ = std::to_chars(p_, p_ + kMostIntegerBytes, value).ptr;
+  }
+  // Cuts the line to what was written.
+  void finish() { line_.resize(static_cast<std::size_t>(p_ - line_.data())); }
 
-void append_optional_string(std::string* out, const std::optional<std::string>& text) {
-  if (text) {
-    append_string(out, *text);
-  } else {
-    out->append("null");
-  }
+  static constexpr std::size_t kMostIntegerBytes = 24;
+
+ private:
+  std::string& line_;
+  char* p_ = nullptr;
+};
+
+// The most bytes a string takes in the line, quoted and escaped.
+std::size_t most_bytes(std::string_view text) {
+  return 6 * text.size() + 2;
+}
+std::size_t most_optional_bytes(const std::optional<std::string>& text) {
+  return text ? most_bytes(*text) : 4;
 }
 
 // Invalid UTF-8 from a peer must not make the line unwritable.
@@ -71,18 +113,16 @@ std::string dump(const nlohmann::json& value) {
   return value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-template <typename Integer>
-void append_integer(std::string* out, Integer value) {
-  char digits[24];
-  const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
-  out->append(digits, end);
-}
-
-// format_rfc3339_millis(time), with the text up to the seconds made once a second per thread
-// (by format_rfc3339_millis itself) rather than by gmtime_r and snprintf on every line.
-void append_time(std::string* out, std::chrono::system_clock::time_point time) {
+// format_rfc3339_millis(time) as its text up to the seconds, made once a second per thread (by
+// format_rfc3339_millis itself) rather than by gmtime_r and snprintf on every line, and the
+// milliseconds with the Z.
+struct TimeText {
+  std::string_view up_to_seconds;  // "2026-11-23T06:00:00."
+  std::array<char, 4> millis;      // "123Z"
+};
+TimeText time_text(std::chrono::system_clock::time_point time) {
   thread_local std::int64_t cached_second = std::numeric_limits<std::int64_t>::min();
-  thread_local std::string cached_prefix;  // "2026-11-23T06:00:00."
+  thread_local std::string cached_prefix;
   const std::int64_t millis =
       std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
   // Floor division, as format_rfc3339_millis: a time before the epoch keeps a fraction in [0,
@@ -95,12 +135,10 @@ void append_time(std::string* out, std::chrono::system_clock::time_point time) {
     cached_prefix = std::move(whole);
     cached_second = second;
   }
-  out->append(cached_prefix);
   const auto fraction = static_cast<int>(millis - second * 1000);
-  out->push_back(static_cast<char>('0' + fraction / 100));
-  out->push_back(static_cast<char>('0' + fraction / 10 % 10));
-  out->push_back(static_cast<char>('0' + fraction % 10));
-  out->push_back('Z');
+  return {cached_prefix,
+          {static_cast<char>('0' + fraction / 100), static_cast<char>('0' + fraction / 10 % 10),
+           static_cast<char>('0' + fraction % 10), 'Z'}};
 }
 
 bool key_matches(const std::string& key, const std::vector<std::string>& redact_keys) {
@@ -137,65 +175,89 @@ std::string render_audit_line(const AuditRecord& record, const AuditConfig& conf
 }
 
 void render_audit_line(const AuditRecord& record, const AuditConfig& config, std::string* out) {
-  std::string& line = *out;
-  line.clear();
-  line.reserve(512);
-  // The type and the level are ours and need no escape.
-  line.append("{\"type\":\"");
-  line.append(kAuditType);
-  line.append("\",\"time\":\"");
-  append_time(&line, record.time);
-  line.append("\",\"level\":\"");
-  line.append(to_string(config.level));
-  line.append("\",\"route\":");
-  append_string(&line, record.route);
-  line.append(record.from_server ? ",\"direction\":\"server\"" : ",\"direction\":\"client\"");
-  line.append(",\"session\":");
-  append_optional_string(&line, record.session);
-  line.append(",\"protocol_version\":");
-  append_optional_string(&line, record.protocol_version);
-  line.append(",\"method\":");
-  append_string(&line, record.method);
-  line.append(",\"id\":");
+  const TimeText time = time_text(record.time);
+  const std::string_view level = to_string(config.level);
+  std::string id_text;  // an id that is not an integer, as JSON
+  if (!record.id.is_number_integer()) {
+    id_text = record.id.is_string() || record.id.is_number() ? dump(record.id) : "null";
+  }
+  constexpr std::size_t kLiteralBytes = 512;  // the keys and punctuation, with room to spare
+  const std::size_t most =
+      kLiteralBytes + kAuditType.size() + time.up_to_seconds.size() + time.millis.size() +
+      level.size() + most_bytes(record.route) + most_optional_bytes(record.session) +
+      most_optional_bytes(record.protocol_version) + most_bytes(record.method) + id_text.size() +
+      most_optional_bytes(record.name) + most_optional_bytes(record.reason) +
+      most_bytes(record.outcome) + 6 * LineWriter::kMostIntegerBytes;
+  LineWriter line(*out, most);
+  // The type, the time and the level are ours and need no escape.
+  line.literal("{\"type\":\"");
+  line.raw(kAuditType);
+  line.literal("\",\"time\":\"");
+  line.raw(time.up_to_seconds);
+  line.raw(std::string_view(time.millis.data(), time.millis.size()));
+  line.literal("\",\"level\":\"");
+  line.raw(level);
+  line.literal("\",\"route\":");
+  line.string(record.route);
+  if (record.from_server) {
+    line.literal(",\"direction\":\"server\"");
+  } else {
+    line.literal(",\"direction\":\"client\"");
+  }
+  line.literal(",\"session\":");
+  line.optional_string(record.session);
+  line.literal(",\"protocol_version\":");
+  line.optional_string(record.protocol_version);
+  line.literal(",\"method\":");
+  line.string(record.method);
+  line.literal(",\"id\":");
   if (record.id.is_number_unsigned()) {
-    append_integer(&line, record.id.get<std::uint64_t>());
+    line.integer(record.id.get<std::uint64_t>());
   } else if (record.id.is_number_integer()) {
-    append_integer(&line, record.id.get<std::int64_t>());
+    line.integer(record.id.get<std::int64_t>());
   } else {
-    line.append(record.id.is_string() || record.id.is_number() ? dump(record.id) : "null");
+    line.raw(id_text);
   }
-  line.append(",\"name\":");
-  append_optional_string(&line, record.name);
-  line.append(record.allowed ? ",\"decision\":\"allowed\"" : ",\"decision\":\"denied\"");
-  line.append(",\"reason\":");
-  append_optional_string(&line, record.reason);
-  line.append(",\"upstream_status\":");
+  line.literal(",\"name\":");
+  line.optional_string(record.name);
+  if (record.allowed) {
+    line.literal(",\"decision\":\"allowed\"");
+  } else {
+    line.literal(",\"decision\":\"denied\"");
+  }
+  line.literal(",\"reason\":");
+  line.optional_string(record.reason);
+  line.literal(",\"upstream_status\":");
   if (record.upstream_status) {
-    append_integer(&line, *record.upstream_status);
+    line.integer(*record.upstream_status);
   } else {
-    line.append("null");
+    line.literal("null");
   }
-  line.append(",\"outcome\":");
-  append_string(&line, record.outcome);
-  line.append(",\"rpc_error_code\":");
+  line.literal(",\"outcome\":");
+  line.string(record.outcome);
+  line.literal(",\"rpc_error_code\":");
   if (record.rpc_error_code) {
-    append_integer(&line, *record.rpc_error_code);
+    line.integer(*record.rpc_error_code);
   } else {
-    line.append("null");
+    line.literal("null");
   }
-  line.append(",\"duration_ms\":");
-  append_integer(&line, record.duration_ms);
-  line.append(",\"bytes_in\":");
-  append_integer(&line, record.bytes_in);
-  line.append(",\"bytes_out\":");
-  append_integer(&line, record.bytes_out);
-  if (config.level == AuditLevel::kFull) {
-    line.append(",\"arguments\":");
-    line.append(dump(redact_by_key(record.arguments, config.redact_keys)));
-    line.append(",\"result\":");
-    line.append(dump(redact_by_key(record.result, config.redact_keys)));
+  line.literal(",\"duration_ms\":");
+  line.integer(record.duration_ms);
+  line.literal(",\"bytes_in\":");
+  line.integer(record.bytes_in);
+  line.literal(",\"bytes_out\":");
+  line.integer(record.bytes_out);
+  if (config.level != AuditLevel::kFull) {
+    line.literal("}");
+    line.finish();
+    return;
   }
-  line.push_back('}');
+  line.finish();
+  out->append(",\"arguments\":");
+  out->append(dump(redact_by_key(record.arguments, config.redact_keys)));
+  out->append(",\"result\":");
+  out->append(dump(redact_by_key(record.result, config.redact_keys)));
+  out->push_back('}');
 }
 
 }  // namespace perimeter::mcpguard

@@ -58,6 +58,21 @@ TEST(AuditLine, MetadataLevelHasEveryFieldInOrderAndNoArgumentText) {
   EXPECT_FALSE(nlohmann::json::parse(line).contains("arguments"));
 }
 
+TEST(AuditLine, ABufferUsedAgainHoldsJustTheNewLine) {
+  // The guard renders every line into one buffer per thread: what a longer line (a full one,
+  // with escapes) left there must not show in the next.
+  AuditConfig full;
+  full.level = AuditLevel::kFull;
+  AuditRecord long_one = a_tools_call();
+  long_one.method = std::string(300, '\x01');  // the most an escape takes: 6 bytes a byte
+  std::string buffer;
+  render_audit_line(long_one, full, &buffer);
+  EXPECT_EQ(nlohmann::json::parse(buffer)["method"], long_one.method);
+  render_audit_line(a_tools_call(), AuditConfig{}, &buffer);
+  EXPECT_EQ(buffer, render_audit_line(a_tools_call(), AuditConfig{}));
+  EXPECT_EQ(nlohmann::json::parse(buffer)["method"], "tools/call");
+}
+
 TEST(AuditLine, FullLevelRedactsByKeyAtAnyDepth) {
   AuditConfig config;
   config.level = AuditLevel::kFull;
