@@ -18,8 +18,9 @@ namespace {
 
 using namespace std::string_view_literals;
 
-// One upstream read of a streamed reply; also the most a session holds of it at once. Allocated
-// when a stream starts (not zero-filled: only the bytes read are touched) and freed when it ends.
+// One upstream read of a streamed reply; also the most a session holds of it at once. Taken when
+// a stream starts (not zero-filled: only the bytes read are touched) and given back when it ends
+// (SpareChunks).
 constexpr std::size_t kChunkBytes = 16 * 1024;
 constexpr std::size_t kJsonReadBytes = 64 * 1024;
 constexpr std::uint32_t kHeaderLimitBytes = 64 * 1024;
@@ -101,6 +102,31 @@ void serialize_request_head(const http::request_header<>& head, std::string* tex
   }
   text->append("\r\n"sv);
 }
+
+// Read chunks of streams that ended, kept by each I/O thread for its next stream: glibc caches
+// no block this large per thread, so each stream's allocation and free of one cost more than the
+// rest of the stream's buffers together. A few spares a thread bound what is kept.
+class SpareChunks {
+ public:
+  static std::unique_ptr<char[]> take() {
+    auto& spares = of_this_thread();
+    if (spares.empty()) return std::make_unique_for_overwrite<char[]>(kChunkBytes);
+    auto chunk = std::move(spares.back());
+    spares.pop_back();
+    return chunk;
+  }
+  static void give_back(std::unique_ptr<char[]> chunk) {
+    constexpr std::size_t kMostSpares = 16;  // 256 KiB a thread at most
+    auto& spares = of_this_thread();
+    if (chunk && spares.size() < kMostSpares) spares.push_back(std::move(chunk));
+  }
+
+ private:
+  static std::vector<std::unique_ptr<char[]>>& of_this_thread() {
+    thread_local std::vector<std::unique_ptr<char[]>> spares;
+    return spares;
+  }
+};
 
 // Emptied, and its memory released unless it is small enough to keep for the next exchange.
 void keep_small_buffer(std::string& buffer) {
@@ -977,7 +1003,7 @@ void ClientSession::write_stream_head() {
       route_->metrics().stream_opened(route_->name());
     }
   }
-  if (!chunk_) chunk_ = std::make_unique_for_overwrite<char[]>(kChunkBytes);
+  if (!chunk_) chunk_ = SpareChunks::take();
   // The head goes out with the first bytes when they came with it (one write instead of two),
   // else before the guard waits for the upstream's next bytes (read_stream).
   serialize_head(stream_head_, &stream_head_text_);
@@ -1339,13 +1365,18 @@ void ClientSession::finish_exchange(std::string_view unanswered_outcome) {
   }
   response_parser_.reset();
   splitter_.reset();
-  chunk_.reset();
+  SpareChunks::give_back(std::move(chunk_));
   // The heads' buffers serve the next exchange (a head is a few hundred bytes); one grown by an
   // unusually large head is let go.
   keep_small_buffer(stream_head_text_);
   keep_small_buffer(request_head_);
-  stream_out_ = {};
-  events_ = {};
+  keep_small_buffer(stream_out_);
+  // A few events' room is kept too (their strings are freed).
+  if (events_.capacity() > 4) {
+    events_ = {};
+  } else {
+    events_.clear();
+  }
   whole_reply_ = {};
   if (!upstream_keep_alive_ && upstream_.is_open()) {
     beast::error_code ignored;
@@ -1450,7 +1481,7 @@ void ClientSession::close() {
     // The client may still be sending the body we refused; closing with it unread would reset
     // the connection and could discard our 413 before the client reads it.
     client_.shutdown(tcp::socket::shutdown_send, ignored);
-    if (!chunk_) chunk_ = std::make_unique_for_overwrite<char[]>(kChunkBytes);
+    if (!chunk_) chunk_ = SpareChunks::take();
     drain_client();
     return;
   }
