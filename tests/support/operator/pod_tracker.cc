@@ -65,7 +65,17 @@ std::map<std::string, std::set<std::string>> PodTracker::uids_per_work_id() cons
 
 std::set<std::string> PodTracker::succeeded_uids() const {
   std::lock_guard lock(mutex_);
-  return succeeded_;
+  std::set<std::string> uids;
+  for (const auto& [uid, seen] : succeeded_) uids.insert(uid);
+  return uids;
+}
+
+std::optional<std::chrono::system_clock::time_point> PodTracker::succeeded_seen_at(
+    const std::string& uid) const {
+  std::lock_guard lock(mutex_);
+  const auto it = succeeded_.find(uid);
+  if (it == succeeded_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::optional<std::chrono::steady_clock::time_point> PodTracker::deleted_at(
@@ -87,7 +97,7 @@ void PodTracker::observe(const json& pod, bool added) {
   session_of_[name] =
       pod["metadata"].value("labels", json::object()).value("perimeter.dev/session-id", "");
   const std::string phase = pod.value("status", json::object()).value("phase", "");
-  if (phase == "Succeeded") succeeded_.insert(uid);
+  if (phase == "Succeeded") succeeded_.emplace(uid, std::chrono::system_clock::now());
   if (phase == "Succeeded" || phase == "Failed") {
     unfinished_.erase(name);
   } else {

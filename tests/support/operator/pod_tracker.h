@@ -34,6 +34,10 @@ class PodTracker {
   std::map<std::string, std::set<std::string>> uids_per_work_id() const;
   // The pods (by uid) seen in phase Succeeded.
   std::set<std::string> succeeded_uids() const;
+  // When the watch first showed the pod of that uid Succeeded, on the wall clock (so benchmarks
+  // can set it against other components' timestamps); nullopt if it has not.
+  std::optional<std::chrono::system_clock::time_point> succeeded_seen_at(
+      const std::string& uid) const;
   // When the watch last showed the pod of that name deleted; nullopt if it has not, or if a pod of
   // that name exists again.
   std::optional<std::chrono::steady_clock::time_point> deleted_at(const std::string& name) const;
@@ -50,7 +54,7 @@ class PodTracker {
   size_t max_unfinished_of_one_session_ = 0;
   std::map<std::string, int> adds_;
   std::map<std::string, std::set<std::string>> uids_;
-  std::set<std::string> succeeded_;
+  std::map<std::string, std::chrono::system_clock::time_point> succeeded_;  // uid -> first seen
   std::map<std::string, std::chrono::steady_clock::time_point> deleted_at_;
 };
 
