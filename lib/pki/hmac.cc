@@ -37,6 +37,15 @@ std::string hmac_sha256_hex(std::string_view key, std::string_view message) {
   return to_hex(digest, length);
 }
 
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+    throw PkiError("SHA-256 failed");
+  }
+  return to_hex(digest, length);
+}
+
 std::string random_key_hex(size_t bytes) {
   std::vector<unsigned char> key(bytes);
   if (RAND_bytes(key.data(), static_cast<int>(key.size())) != 1) {
