@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <system_error>
@@ -16,6 +17,7 @@
 #include "runner/item_flow.h"
 #include "runner/process_hardening.h"
 #include "runner/runner_config.h"
+#include "runner/warm_assignment.h"
 #include "tools/agent_toolset.h"
 
 namespace {
@@ -49,24 +51,96 @@ int main() {
     return runner::kExitInternal;
   }
 
-  runner::RunnerConfig config;
   // Every form of the credential the audit lines must never hold, read before the scrub.
   std::vector<std::string> secrets;
+  std::map<std::string, std::string, std::less<>> credentials;
   for (const std::string& name : runner::credential_variables()) {
-    if (auto value = runner::process_env(name.c_str())) secrets.push_back(*value);
+    if (auto value = runner::process_env(name.c_str())) {
+      secrets.push_back(*value);
+      credentials[name] = *value;
+    }
   }
-  std::optional<std::string> config_error;
+  // The environment as it was before the scrub: the configuration is resolved after it, once a
+  // warm runner holds its assignment.
+  runner::EnvLookup env = [credentials = std::move(credentials)](const char* name) {
+    auto it = credentials.find(std::string_view(name));
+    if (it != credentials.end()) return std::optional<std::string>(it->second);
+    return runner::process_env(name);
+  };
+  std::optional<runner::WarmConfig> warm;
+  std::optional<std::string> warm_error;
   try {
-    std::error_code ignored;
-    config = runner::load_runner_config(runner::process_env,
-                                        std::filesystem::current_path(ignored).string());
+    warm = runner::load_warm_config(runner::process_env);
   } catch (const runner::ConfigError& error) {
-    config_error = error.what();
+    warm_error = error.what();
   }
   // Read once, then gone from the environment and from the block /proc/1/environ shows.
   runner::scrub_environment(runner::credential_variables());
-  if (config_error) {
-    logger.error("cannot start", {{"error", *config_error}});
+  if (warm_error) {
+    logger.error("cannot start", {{"error", *warm_error}});
+    return runner::kExitConfig;
+  }
+
+  runner::RunnerMetrics metrics;
+  runner::StopSource stop;
+  // SIGTERM (pod deletion) and SIGINT end the item gracefully: the same teardown as a normal end.
+  // Started before a warm runner's wait, which a deleted warm pod must cut short.
+  runner::StopSource signal_watch_done;
+  std::thread signal_watch([&] {
+    while (!signal_watch_done.requested()) {
+      const int signal = shutdown.wait_for(200);
+      if (signal != 0) {
+        logger.info("shutdown signal received; stopping gracefully", {{"signal", signal}});
+        stop.request();
+        return;
+      }
+    }
+  });
+  struct JoinOnExit {
+    runner::StopSource& done;
+    std::thread& thread;
+    ~JoinOnExit() {
+      done.request();
+      thread.join();
+    }
+  } join_signal_watch{signal_watch_done, signal_watch};
+
+  if (warm) {
+    secrets.push_back(warm->token);
+    logger.info("warm: waiting for an assignment",
+                {{"assignment_url", warm->assignment_url}, {"pid", static_cast<int>(getpid())}});
+    std::optional<runner::WarmAssignment> assignment;
+    try {
+      agentapi::BeastTransportOptions assignment_tls;
+      // The operator's CA alone: no public CA can vouch for the assignment service.
+      assignment_tls.ca_pem = warm->ca_pem;
+      agentapi::BeastTransport assignment_transport(std::move(assignment_tls));
+      runner::RealStoppableSleeper assignment_sleeper;
+      runner::WarmAssignmentClient client(*warm, assignment_transport, assignment_sleeper,
+                                          SystemRandom::instance(), logger.child("assignment"),
+                                          &metrics);
+      assignment = client.wait(stop);
+    } catch (const runner::AssignmentRefused& error) {
+      logger.error("cannot start: no assignment", {{"error", error.what()}});
+      return runner::kExitConfig;
+    } catch (const std::exception& error) {
+      logger.error("cannot start", {{"error", error.what()}});
+      return runner::kExitConfig;
+    }
+    if (!assignment) {
+      logger.info("stopped before an assignment arrived: no work item was served");
+      return runner::kExitServed;
+    }
+    secrets.push_back(assignment->work_secret);
+    env = runner::with_assignment(std::move(env), std::move(*assignment));
+  }
+
+  runner::RunnerConfig config;
+  try {
+    std::error_code ignored;
+    config = runner::load_runner_config(env, std::filesystem::current_path(ignored).string());
+  } catch (const runner::ConfigError& error) {
+    logger.error("cannot start", {{"error", error.what()}});
     return runner::kExitConfig;
   }
   secrets.push_back(config.credential);
@@ -101,8 +175,6 @@ int main() {
   agentapi::AgentApiClient api(client_config, std::move(transport), SystemRandom::instance(),
                                api_sleeper, nullptr, logger.child("agentapi"));
 
-  runner::RunnerMetrics metrics;
-  runner::StopSource stop;
   runner::RealStoppableSleeper sleeper;
   runner::ItemFlowOptions options;
   options.session.max_idle = config.max_idle;
@@ -116,19 +188,6 @@ int main() {
                          {config.session_id, config.work_id, config.environment_id},
                          std::move(secrets), SystemClock::instance());
   options.session.audit = &audit;
-
-  // SIGTERM (pod deletion) and SIGINT end the item gracefully: the same teardown as a normal end.
-  runner::StopSource signal_watch_done;
-  std::thread signal_watch([&] {
-    while (!signal_watch_done.requested()) {
-      const int signal = shutdown.wait_for(200);
-      if (signal != 0) {
-        logger.info("shutdown signal received; stopping gracefully", {{"signal", signal}});
-        stop.request();
-        return;
-      }
-    }
-  });
 
   const std::string workdir = config.workdir;
   runner::SpawnArchiveCommand archive(
@@ -146,8 +205,6 @@ int main() {
       archive, stop, SystemClock::instance(), sleeper, SystemRandom::instance(), logger, &metrics,
       options);
   const runner::ExitCode code = flow.run();
-  signal_watch_done.request();
-  signal_watch.join();
   logger.info("summary", {{"exit_code", static_cast<int>(code)},
                           {"heartbeats_ok", metrics.heartbeats("ok")},
                           {"heartbeats_transient", metrics.heartbeats("transient")},
@@ -155,6 +212,7 @@ int main() {
                           {"result_send_retries", metrics.result_send_retries()},
                           {"tool_calls_ok", metrics.tool_calls("ok")},
                           {"tool_calls_error", metrics.tool_calls("error")},
-                          {"tool_calls_denied", metrics.tool_calls("denied")}});
+                          {"tool_calls_denied", metrics.tool_calls("denied")},
+                          {"assignment_retries", metrics.assignment_retries()}});
   return code;
 }

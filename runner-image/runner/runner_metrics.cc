@@ -27,6 +27,11 @@ RunnerMetrics::RunnerMetrics(std::shared_ptr<prometheus::Registry> registry)
                      .Help("Session events the runner could not use (missing or mistyped fields)")
                      .Register(*registry_)
                      .Add({});
+  assignment_retries_ = &prometheus::BuildCounter()
+                             .Name("perimeter_runner_assignment_retries_total")
+                             .Help("A warm runner's assignment requests retried after a failure")
+                             .Register(*registry_)
+                             .Add({});
 }
 
 double RunnerMetrics::heartbeats(const std::string& outcome) const {

@@ -24,12 +24,14 @@ class RunnerMetrics {
     tool_calls_->Add({{"outcome", outcome}}).Increment();
   }
   void bad_event() { bad_events_->Increment(); }
+  void assignment_retry() { assignment_retries_->Increment(); }
 
   double heartbeats(const std::string& outcome) const;
   double stream_reconnects() const { return stream_reconnects_->Value(); }
   double result_send_retries() const { return send_retries_->Value(); }
   double tool_calls(const std::string& outcome) const;
   double bad_events() const { return bad_events_->Value(); }
+  double assignment_retries() const { return assignment_retries_->Value(); }
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
  private:
@@ -39,6 +41,7 @@ class RunnerMetrics {
   prometheus::Counter* send_retries_;
   prometheus::Family<prometheus::Counter>* tool_calls_;
   prometheus::Counter* bad_events_;
+  prometheus::Counter* assignment_retries_;
 };
 
 }  // namespace perimeter::runner
