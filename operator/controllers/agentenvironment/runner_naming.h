@@ -30,6 +30,23 @@ inline constexpr std::string_view kSecretKeyWorkSecret = "work-secret";
 // Gateway mode: the session's HTTPS_PROXY, which carries its gateway credential.
 inline constexpr std::string_view kSecretKeyHttpsProxy = "https-proxy";
 
+// Warm runner pods (docs/warm-pool.md). The label marks a pod started without a session ("true").
+inline constexpr std::string_view kLabelWarm = "perimeter.dev/warm";
+// The lowercase hex SHA-256 of the pod's token: enough to check a token, useless to present one.
+inline constexpr std::string_view kAnnotationWarmTokenSha256 = "perimeter.dev/warm-token-sha256";
+// The assignment, written by the claim under the pod's resourceVersion, so one claim wins a pod.
+inline constexpr std::string_view kAnnotationAssignedWorkId = "perimeter.dev/assigned-work-id";
+inline constexpr std::string_view kAnnotationAssignedSessionId =
+    "perimeter.dev/assigned-session-id";
+// The name of the session's Secret, which holds the work secret as a cold claim writes it.
+inline constexpr std::string_view kAnnotationAssignedSecret = "perimeter.dev/assigned-secret";
+// Set when the runner confirmed it holds its assignment: the token is refused from then on.
+inline constexpr std::string_view kAnnotationAssignmentConfirmedAt =
+    "perimeter.dev/assignment-confirmed-at";
+// A warm pod's own Secret: its token and the assignment service's CA.
+inline constexpr std::string_view kSecretKeyWarmToken = "token";
+inline constexpr std::string_view kSecretKeyWarmCa = "ca.crt";
+
 // The name of a session's runner Pod and of its Secret, derived from the work id alone so that a
 // retried claim meets AlreadyExists instead of creating a twin. Work ids are case-sensitive and
 // may hold characters a DNS label cannot, so the readable part is sanitized and a hash of the

@@ -138,26 +138,43 @@ nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSe
           {"stringData", string_data}};
 }
 
-nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session,
-                                const RunnerEgress& egress) {
-  const std::string name = runner_object_name(session.work_id);
+namespace {
+
+// What sets one runner pod apart from the environment's template: a cold pod's session, or a warm
+// pod's assignment channel.
+struct RunnerPodShape {
+  std::string name{};
+  // The variables that come before the template's own (a cold pod's session, a warm pod's
+  // assignment channel).
+  nlohmann::json head_env = nlohmann::json::array();
+  nlohmann::json labels = nlohmann::json::object();
+  nlohmann::json annotations = nlohmann::json::object();
+  // The session's own workspace claim; empty: an emptyDir.
+  std::string workspace_claim{};
+  nlohmann::json extra_mounts = nlohmann::json::array();
+  nlohmann::json extra_volumes = nlohmann::json::array();
+};
+
+// The environment's runner pod template: restricted security defaults, the env contract of the
+// design, an emptyDir workspace with a size limit, owned by the AgentEnvironment. In gateway mode
+// the proxy variables point at the egress gateway, read from the Secret named like the pod.
+nlohmann::json build_pod_from_template(const AgentEnvironment& env, const RunnerPodShape& shape,
+                                       const RunnerEgress& egress) {
+  const std::string& name = shape.name;
   // The template's labels and annotations first; the operator's own keys override them.
   nlohmann::json labels = env.runner.pod_labels;
   labels.update(environment_labels(env));
-  labels[std::string(kLabelWorkId)] = label_value_for(session.work_id);
-  labels[std::string(kLabelSessionId)] = label_value_for(session.session_id);
+  labels.update(shape.labels);
 
-  nlohmann::json env_vars = nlohmann::json::array({
-      {{"name", "ANTHROPIC_WORK_ID"}, {"value", session.work_id}},
-      {{"name", "ANTHROPIC_ENVIRONMENT_ID"}, {"value", env.environment_id}},
-      {{"name", "ANTHROPIC_SESSION_ID"}, {"value", session.session_id}},
-      {{"name", "ANTHROPIC_WORK_SECRET"},
-       {"valueFrom",
-        {{"secretKeyRef", {{"name", name}, {"key", std::string(kSecretKeyWorkSecret)}}}}}},
-      {{"name", "ANTHROPIC_BASE_URL"}, {"value", env.api_base_url}},
-      {{"name", "HOME"}, {"value", "/workspace"}},
-      {{"name", kAuditLevelVariable}, {"value", env.audit_level}},
-  });
+  nlohmann::json env_vars = shape.head_env;
+  for (nlohmann::json variable : nlohmann::json::array({
+           {{"name", "ANTHROPIC_ENVIRONMENT_ID"}, {"value", env.environment_id}},
+           {{"name", "ANTHROPIC_BASE_URL"}, {"value", env.api_base_url}},
+           {{"name", "HOME"}, {"value", "/workspace"}},
+           {{"name", kAuditLevelVariable}, {"value", env.audit_level}},
+       })) {
+    env_vars.push_back(std::move(variable));
+  }
   const bool through_gateway = egress.mode == EgressMode::kGateway;
   for (const auto& [var, value] : env.runner.env) {
     // In gateway mode the operator owns the proxy variables: a template's own would route around
@@ -232,12 +249,15 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
         {{"name", "tmp"}, {"emptyDir", {{"sizeLimit", "256Mi"}}}},
         {{"name", "memory"}, {"emptyDir", {{"sizeLimit", "1Gi"}}}}}},
   };
-  if (env.runner.workspace_claim) {
+  if (!shape.workspace_claim.empty()) {
     // The session's own claim: what an earlier item of the session left there, this one finds.
-    spec["volumes"][0] = {
-        {"name", "workspace"},
-        {"persistentVolumeClaim", {{"claimName", workspace_claim_name(session.session_id)}}}};
+    spec["volumes"][0] = {{"name", "workspace"},
+                          {"persistentVolumeClaim", {{"claimName", shape.workspace_claim}}}};
   }
+  for (const nlohmann::json& mount : shape.extra_mounts) {
+    spec["containers"][0]["volumeMounts"].push_back(mount);
+  }
+  for (const nlohmann::json& volume : shape.extra_volumes) spec["volumes"].push_back(volume);
   if (api_ca) {
     spec["containers"][0]["volumeMounts"].push_back(
         {{"name", "api-ca"}, {"mountPath", kApiCaMountPath}, {"readOnly", true}});
@@ -254,13 +274,7 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
   if (!env.runner.tolerations.empty()) spec["tolerations"] = env.runner.tolerations;
 
   nlohmann::json annotations = env.runner.pod_annotations;
-  annotations[std::string(kAnnotationWorkId)] = session.work_id;
-  if (!session.claimed_at.empty())
-    annotations[std::string(kAnnotationClaimedAt)] = session.claimed_at;
-  if (!session.secret.uid.empty() && !session.secret.resource_version.empty()) {
-    annotations[std::string(kAnnotationSecretVersion)] =
-        session.secret.uid + "/" + session.secret.resource_version;
-  }
+  annotations.update(shape.annotations);
 
   return {{"apiVersion", "v1"},
           {"kind", "Pod"},
@@ -271,6 +285,82 @@ nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSessio
             {"annotations", annotations},
             {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
           {"spec", spec}};
+}
+
+}  // namespace
+
+nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session,
+                                const RunnerEgress& egress) {
+  RunnerPodShape shape;
+  shape.name = runner_object_name(session.work_id);
+  shape.labels[std::string(kLabelWorkId)] = label_value_for(session.work_id);
+  shape.labels[std::string(kLabelSessionId)] = label_value_for(session.session_id);
+  shape.head_env = nlohmann::json::array({
+      {{"name", "ANTHROPIC_WORK_ID"}, {"value", session.work_id}},
+      {{"name", "ANTHROPIC_SESSION_ID"}, {"value", session.session_id}},
+      {{"name", "ANTHROPIC_WORK_SECRET"},
+       {"valueFrom",
+        {{"secretKeyRef", {{"name", shape.name}, {"key", std::string(kSecretKeyWorkSecret)}}}}}},
+  });
+  shape.annotations[std::string(kAnnotationWorkId)] = session.work_id;
+  if (!session.claimed_at.empty())
+    shape.annotations[std::string(kAnnotationClaimedAt)] = session.claimed_at;
+  if (!session.secret.uid.empty() && !session.secret.resource_version.empty()) {
+    shape.annotations[std::string(kAnnotationSecretVersion)] =
+        session.secret.uid + "/" + session.secret.resource_version;
+  }
+  if (env.runner.workspace_claim) shape.workspace_claim = workspace_claim_name(session.session_id);
+  return build_pod_from_template(env, shape, egress);
+}
+
+nlohmann::json build_warm_pod_secret(const AgentEnvironment& env, const std::string& name,
+                                     const std::string& token, const AssignmentEndpoint& endpoint) {
+  nlohmann::json labels = environment_labels(env);
+  labels[std::string(kLabelWarm)] = "true";
+  return {{"apiVersion", "v1"},
+          {"kind", "Secret"},
+          {"metadata",
+           {{"name", name},
+            {"namespace", env.namespace_},
+            {"labels", labels},
+            {"ownerReferences", nlohmann::json::array({owner_reference(env)})}}},
+          {"type", "Opaque"},
+          {"immutable", true},
+          {"stringData",
+           {{std::string(kSecretKeyWarmToken), token},
+            {std::string(kSecretKeyWarmCa), endpoint.ca_pem}}}};
+}
+
+nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::string& name,
+                                     const std::string& token_sha256,
+                                     const AssignmentEndpoint& endpoint,
+                                     const RunnerEgress& egress) {
+  if (egress.mode == EgressMode::kGateway) {
+    throw SpecError(
+        "warm runner pods are not offered with gateway egress: the proxy credential belongs to "
+        "the session, which a warm pod does not have when it starts");
+  }
+  if (env.runner.workspace_claim) {
+    throw SpecError(
+        "warm runner pods are not offered with spec.runner.workspace.persistentVolumeClaim: the "
+        "claim belongs to the session, which a warm pod does not have when it starts");
+  }
+  RunnerPodShape shape;
+  shape.name = name;
+  shape.labels[std::string(kLabelWarm)] = "true";
+  shape.annotations[std::string(kAnnotationWarmTokenSha256)] = token_sha256;
+  const std::string mount = kWarmCredentialMountPath;
+  shape.head_env = nlohmann::json::array({
+      {{"name", "PERIMETER_WARM_ASSIGNMENT_URL"}, {"value", endpoint.url}},
+      {{"name", "PERIMETER_WARM_TOKEN_FILE"},
+       {"value", mount + "/" + std::string(kSecretKeyWarmToken)}},
+      {{"name", "PERIMETER_WARM_CA_FILE"}, {"value", mount + "/" + std::string(kSecretKeyWarmCa)}},
+  });
+  shape.extra_mounts.push_back({{"name", "warm"}, {"mountPath", mount}, {"readOnly", true}});
+  // 0440: readable by the runner through the pod's fsGroup, by no other uid.
+  shape.extra_volumes.push_back(
+      {{"name", "warm"}, {"secret", {{"secretName", name}, {"defaultMode", 0440}}}});
+  return build_pod_from_template(env, shape, egress);
 }
 
 std::string network_policy_name(const AgentEnvironment& env) {

@@ -45,6 +45,32 @@ nlohmann::json build_session_secret(const AgentEnvironment& env, const ClaimedSe
 nlohmann::json build_runner_pod(const AgentEnvironment& env, const ClaimedSession& session,
                                 const RunnerEgress& egress = {});
 
+// Where a warm runner asks for its assignment (docs/warm-pool.md).
+struct AssignmentEndpoint {
+  // https://<service>.<namespace>.svc:<port>, no path.
+  std::string url{};
+  // PEM: the CA that signed the service's certificate, the only CA the warm runner trusts for it.
+  std::string ca_pem{};
+};
+// Where a warm pod's own Secret is mounted (read-only): <path>/token, <path>/ca.crt.
+inline constexpr const char* kWarmCredentialMountPath = "/etc/perimeter/warm";
+
+// A warm pod's own Secret, named like the pod: the token minted for it and the assignment
+// service's CA. It opens nothing but that pod's assignment (warm_assignment_service.h).
+nlohmann::json build_warm_pod_secret(const AgentEnvironment& env, const std::string& name,
+                                     const std::string& token, const AssignmentEndpoint& endpoint);
+
+// A warm runner pod: the same template as a session's pod (security context, limits, volumes,
+// owner, the environment's NetworkPolicy) without a session: no work id, session id or work
+// secret, labelled kLabelWarm, the token's hash in kAnnotationWarmTokenSha256, its own Secret
+// mounted at kWarmCredentialMountPath, and the runner told where to ask (PERIMETER_WARM_*).
+// Throws SpecError where a pod needs its session before it starts: gateway egress (the proxy
+// credential is the session's) and a per-session workspace claim.
+nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::string& name,
+                                     const std::string& token_sha256,
+                                     const AssignmentEndpoint& endpoint,
+                                     const RunnerEgress& egress = {});
+
 // One NetworkPolicy per environment for its runner pods: no ingress ever, never link-local
 // (cloud metadata); egress by mode (runner_egress.h): public addresses on the API's port, or the
 // gateway and the cluster's DNS, or nothing (Cilium mode: the CiliumNetworkPolicy allows); plus

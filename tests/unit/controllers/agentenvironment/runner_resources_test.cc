@@ -277,3 +277,92 @@ TEST(NetworkPolicyTest, ExceptsLinkLocalFromWideAllowedRanges) {
 
 }  // namespace
 }  // namespace perimeter::agentenvironment
+
+namespace perimeter::agentenvironment {
+namespace {
+
+AssignmentEndpoint assignment_endpoint() {
+  return {"https://perimeter-assignment.perimeter-system.svc:8443", "-----BEGIN CERTIFICATE-----"};
+}
+
+TEST(WarmRunnerPodTest, IsTheSessionTemplateWithoutASessionAndWithItsOwnCredential) {
+  auto object = minimal_object();
+  object["spec"]["runner"]["env"] = {{{"name", "TEAM"}, {"value", "payments"}}};
+  const auto env = parse_agent_environment(object);
+  const auto cold = build_runner_pod(env, session());
+  const auto warm = build_warm_runner_pod(env, "payments-warm-0a1b", "ab12", assignment_endpoint());
+
+  // The same security context, limits, deadlines and owner as a session's pod.
+  for (const char* field : {"securityContext", "automountServiceAccountToken", "restartPolicy",
+                            "activeDeadlineSeconds", "enableServiceLinks"}) {
+    EXPECT_EQ(warm["spec"][field], cold["spec"][field]) << field;
+  }
+  const auto& container = warm["spec"]["containers"][0];
+  EXPECT_EQ(container["securityContext"], cold["spec"]["containers"][0]["securityContext"]);
+  EXPECT_EQ(container["resources"], cold["spec"]["containers"][0]["resources"]);
+  EXPECT_EQ(warm["metadata"]["ownerReferences"], cold["metadata"]["ownerReferences"]);
+  // Selected by the environment's NetworkPolicy like every runner pod.
+  for (const auto& [label, value] : runner_pod_selector(env)["matchLabels"].items()) {
+    EXPECT_EQ(warm["metadata"]["labels"][label], value) << label;
+  }
+  EXPECT_EQ(warm["metadata"]["labels"][std::string(kLabelWarm)], "true");
+  EXPECT_EQ(warm["metadata"]["annotations"][std::string(kAnnotationWarmTokenSha256)], "ab12");
+
+  // No session, no secret: the three per-session variables come with the assignment.
+  for (const char* absent : {"ANTHROPIC_WORK_ID", "ANTHROPIC_SESSION_ID", "ANTHROPIC_WORK_SECRET",
+                             "ANTHROPIC_ENVIRONMENT_KEY"}) {
+    EXPECT_EQ(find_env(container, absent), nullptr) << absent;
+  }
+  EXPECT_FALSE(warm["metadata"]["labels"].contains(std::string(kLabelWorkId)));
+  EXPECT_EQ(find_env(container, "ANTHROPIC_ENVIRONMENT_ID")->at("value"), "env_42");
+  EXPECT_EQ(find_env(container, "TEAM")->at("value"), "payments");
+  EXPECT_EQ(find_env(container, "PERIMETER_WARM_ASSIGNMENT_URL")->at("value"),
+            "https://perimeter-assignment.perimeter-system.svc:8443");
+  EXPECT_EQ(find_env(container, "PERIMETER_WARM_TOKEN_FILE")->at("value"),
+            "/etc/perimeter/warm/token");
+  EXPECT_EQ(find_env(container, "PERIMETER_WARM_CA_FILE")->at("value"),
+            "/etc/perimeter/warm/ca.crt");
+
+  // Its own Secret, read-only, readable by the pod's group alone.
+  const nlohmann::json* volume = nullptr;
+  for (const auto& v : warm["spec"]["volumes"]) {
+    if (v["name"] == "warm") volume = &v;
+  }
+  ASSERT_NE(volume, nullptr);
+  EXPECT_EQ((*volume)["secret"]["secretName"], "payments-warm-0a1b");
+  EXPECT_EQ((*volume)["secret"]["defaultMode"], 0440);
+  bool mounted_read_only = false;
+  for (const auto& mount : container["volumeMounts"]) {
+    if (mount["name"] == "warm") mounted_read_only = mount["readOnly"] == true;
+  }
+  EXPECT_TRUE(mounted_read_only);
+}
+
+TEST(WarmRunnerPodTest, ItsSecretHoldsTheTokenAndTheCaAndNothingElse) {
+  const auto env = parse_agent_environment(minimal_object());
+  const auto secret =
+      build_warm_pod_secret(env, "payments-warm-0a1b", "tok", assignment_endpoint());
+  EXPECT_EQ(secret["metadata"]["name"], "payments-warm-0a1b");
+  EXPECT_EQ(secret["metadata"]["namespace"], "agents");
+  EXPECT_EQ(secret["immutable"], true);
+  EXPECT_EQ(secret["stringData"],
+            (nlohmann::json{{"token", "tok"}, {"ca.crt", "-----BEGIN CERTIFICATE-----"}}));
+  EXPECT_EQ(secret["metadata"]["ownerReferences"],
+            build_runner_pod(env, session())["metadata"]["ownerReferences"]);
+}
+
+TEST(WarmRunnerPodTest, IsRefusedWhereAPodNeedsItsSessionBeforeItStarts) {
+  const auto env = parse_agent_environment(minimal_object());
+  RunnerEgress gateway;
+  gateway.mode = EgressMode::kGateway;
+  EXPECT_THROW(build_warm_runner_pod(env, "w", "h", assignment_endpoint(), gateway), SpecError);
+
+  auto object = minimal_object();
+  object["spec"]["runner"]["workspace"] = {{"persistentVolumeClaim", nlohmann::json::object()}};
+  EXPECT_THROW(
+      build_warm_runner_pod(parse_agent_environment(object), "w", "h", assignment_endpoint()),
+      SpecError);
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
