@@ -1,0 +1,185 @@
+#include "controllers/agentenvironment/warm_assignment_service.h"
+
+#include <cctype>
+#include <utility>
+
+#include "controllers/agentenvironment/runner_pod_cache.h"
+#include "core/time_format.h"
+#include "pki/hmac.h"
+
+namespace perimeter::agentenvironment {
+
+namespace {
+
+// The token of "Bearer <token>" (the scheme in any case, RFC 7235), or empty.
+std::string_view bearer_token(std::string_view authorization) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() <= kScheme.size()) return {};
+  for (std::size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) != kScheme[i]) return {};
+  }
+  std::string_view token = authorization.substr(kScheme.size());
+  while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
+  while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
+  return token;
+}
+
+nlohmann::json error_body(std::string_view message) {
+  return nlohmann::json{{"error", std::string(message)}};
+}
+
+}  // namespace
+
+WarmPodToken mint_warm_pod_token() {
+  WarmPodToken minted;
+  minted.token = pki::random_key_hex(32);
+  minted.sha256 = pki::sha256_hex(minted.token);
+  return minted;
+}
+
+std::optional<WarmPod> read_warm_pod(const nlohmann::json& pod) {
+  static const std::string kMetadata = "metadata";
+  static const std::string kLabels = "labels";
+  static const std::string kAnnotations = "annotations";
+  static const std::string kStatus = "status";
+  if (!pod.is_object() || !pod.contains(kMetadata)) return std::nullopt;
+  const nlohmann::json& metadata = pod[kMetadata];
+  const nlohmann::json empty = nlohmann::json::object();
+  const nlohmann::json& labels = metadata.contains(kLabels) ? metadata[kLabels] : empty;
+  const nlohmann::json& annotations =
+      metadata.contains(kAnnotations) ? metadata[kAnnotations] : empty;
+  if (cached_string(labels, std::string(kLabelWarm)) != "true") return std::nullopt;
+  WarmPod warm;
+  warm.token_sha256 = cached_string(annotations, std::string(kAnnotationWarmTokenSha256));
+  if (warm.token_sha256.empty()) return std::nullopt;
+  warm.ns = cached_string(metadata, "namespace");
+  warm.name = cached_string(metadata, "name");
+  warm.uid = cached_string(metadata, "uid");
+  warm.resource_version = cached_string(metadata, "resourceVersion");
+  const std::string& phase =
+      pod.contains(kStatus) ? cached_string(pod[kStatus], "phase") : cached_string(empty, "phase");
+  warm.finished =
+      phase == "Succeeded" || phase == "Failed" ||
+      (metadata.contains("deletionTimestamp") && !metadata["deletionTimestamp"].is_null());
+  WarmPodAssignment assignment;
+  assignment.work_id = cached_string(annotations, std::string(kAnnotationAssignedWorkId));
+  assignment.session_id = cached_string(annotations, std::string(kAnnotationAssignedSessionId));
+  assignment.secret_name = cached_string(annotations, std::string(kAnnotationAssignedSecret));
+  if (!assignment.work_id.empty() && !assignment.session_id.empty() &&
+      !assignment.secret_name.empty()) {
+    warm.assignment = std::move(assignment);
+  }
+  warm.confirmed =
+      !cached_string(annotations, std::string(kAnnotationAssignmentConfirmedAt)).empty();
+  return warm;
+}
+
+WarmAssignmentService::WarmAssignmentService(WarmPodDirectory& pods, const Clock& clock,
+                                             OutcomeCounter count)
+    : pods_(pods), clock_(clock), count_(std::move(count)) {}
+
+AssignmentAnswer WarmAssignmentService::answer(std::string_view outcome, int status,
+                                               nlohmann::json body) {
+  if (count_) count_(outcome);
+  return AssignmentAnswer{status, std::move(body)};
+}
+
+std::optional<WarmPod> WarmAssignmentService::authenticate(std::string_view authorization,
+                                                           AssignmentAnswer* refusal) {
+  const std::string_view token = bearer_token(authorization);
+  // One answer for a missing token and a wrong one: the caller learns nothing about which pods
+  // exist.
+  if (token.empty()) {
+    *refusal = answer("unauthenticated", 401, error_body("a warm pod's bearer token is required"));
+    return std::nullopt;
+  }
+  // Looked up by the token's hash, so the lookup's timing says nothing about the token.
+  const std::string hash = pki::sha256_hex(token);
+  std::optional<WarmPod> pod = pods_.find_by_token_sha256(hash);
+  if (!pod || !pki::constant_time_equal(pod->token_sha256, hash)) {
+    *refusal = answer("unauthenticated", 401, error_body("a warm pod's bearer token is required"));
+    return std::nullopt;
+  }
+  if (pod->finished) {
+    *refusal = answer("gone", 410, error_body("this warm pod has finished"));
+    return std::nullopt;
+  }
+  return pod;
+}
+
+AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization) {
+  AssignmentAnswer refusal;
+  std::optional<WarmPod> pod = authenticate(authorization, &refusal);
+  if (!pod) return refusal;
+  // Once the runner holds its assignment the token opens nothing: the agent's own commands,
+  // which start later in the same pod, could read the token's file.
+  if (pod->confirmed) {
+    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+  }
+  if (!pod->assignment) return answer("waiting", 204, nullptr);
+  // The cache may not show a confirm made a moment ago: the apiserver decides before a secret
+  // leaves. One read per assignment handed out, none per held request.
+  std::optional<WarmPod> live;
+  try {
+    live = pods_.read_live(*pod);
+  } catch (const std::exception& error) {
+    return answer("unavailable", 503,
+                  error_body(std::string("the warm pod cannot be read: ") + error.what()));
+  }
+  if (!live || live->uid != pod->uid || live->finished) {
+    return answer("gone", 410, error_body("this warm pod has finished"));
+  }
+  if (live->confirmed) {
+    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+  }
+  // An assignment is never taken back, so the live pod holds the one the cache showed.
+  if (!live->assignment) return answer("waiting", 204, nullptr);
+  pod = std::move(live);
+  std::optional<std::string> work_secret;
+  try {
+    work_secret = pods_.read_work_secret(pod->ns, pod->assignment->secret_name);
+  } catch (const std::exception& error) {
+    return answer("unavailable", 503,
+                  error_body(std::string("the session's Secret cannot be read: ") + error.what()));
+  }
+  // The claim writes the Secret before it assigns the pod, so this is a Secret removed since:
+  // the claims sweep decides about it, and the runner asks again.
+  if (!work_secret || work_secret->empty()) {
+    return answer("unavailable", 503, error_body("the session's Secret is not there"));
+  }
+  return answer("assigned", 200,
+                nlohmann::json{{"work_id", pod->assignment->work_id},
+                               {"session_id", pod->assignment->session_id},
+                               {"work_secret", *work_secret}});
+}
+
+AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
+                                                std::string_view body) {
+  AssignmentAnswer refusal;
+  std::optional<WarmPod> pod = authenticate(authorization, &refusal);
+  if (!pod) return refusal;
+  std::string work_id;
+  try {
+    const nlohmann::json parsed = nlohmann::json::parse(body);
+    work_id = parsed.at("work_id").get<std::string>();
+  } catch (const nlohmann::json::exception&) {
+    return answer("bad_request", 400, error_body("the body must be {\"work_id\": string}"));
+  }
+  if (!pod->assignment || pod->assignment->work_id != work_id) {
+    return answer("mismatch", 409, error_body("this warm pod is not assigned that work item"));
+  }
+  if (pod->confirmed) return answer("confirmed", 204, nullptr);
+  bool marked = false;
+  try {
+    marked = pods_.mark_confirmed(*pod, format_rfc3339_micros(clock_.wall_now()));
+  } catch (const std::exception& error) {
+    return answer("unavailable", 503,
+                  error_body(std::string("the confirm cannot be recorded: ") + error.what()));
+  }
+  // The pod changed since the cache showed it: decided again on the runner's retry, from a
+  // cache that has caught up.
+  if (!marked) return answer("unavailable", 503, error_body("the pod changed; ask again"));
+  return answer("confirmed", 204, nullptr);
+}
+
+}  // namespace perimeter::agentenvironment

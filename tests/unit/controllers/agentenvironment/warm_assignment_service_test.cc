@@ -1,0 +1,273 @@
+#include "controllers/agentenvironment/warm_assignment_service.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <stdexcept>
+#include <vector>
+
+#include "core/fake_clock.h"
+#include "pki/hmac.h"
+
+namespace perimeter::agentenvironment {
+namespace {
+
+// The cluster as the assignment service sees it: warm pods as the informer caches them, session
+// Secrets, and the apiserver's resourceVersion precondition on the confirm's patch. `cache`
+// lags the apiserver on purpose when a test says so.
+class FakeWarmPodDirectory final : public WarmPodDirectory {
+ public:
+  std::optional<WarmPod> find_by_token_sha256(const std::string& token_sha256) override {
+    for (const auto& [name, pod] : cache) {
+      std::optional<WarmPod> warm = read_warm_pod(pod);
+      if (warm && warm->token_sha256 == token_sha256) return warm;
+    }
+    return std::nullopt;
+  }
+  std::optional<WarmPod> read_live(const WarmPod& pod) override {
+    ++live_reads;
+    auto it = server.find(pod.name);
+    if (it == server.end()) return std::nullopt;
+    return read_warm_pod(it->second);
+  }
+  std::optional<std::string> read_work_secret(const std::string& ns,
+                                              const std::string& name) override {
+    if (secret_read_fails) throw std::runtime_error("apiserver unreachable");
+    auto it = secrets.find(ns + "/" + name);
+    if (it == secrets.end()) return std::nullopt;
+    return it->second;
+  }
+  bool mark_confirmed(const WarmPod& pod, const std::string& confirmed_at) override {
+    nlohmann::json& live = server.at(pod.name);
+    if (live["metadata"]["resourceVersion"] != pod.resource_version) return false;
+    live["metadata"]["annotations"][std::string(kAnnotationAssignmentConfirmedAt)] = confirmed_at;
+    live["metadata"]["resourceVersion"] = std::to_string(++version_);
+    ++confirm_writes;
+    return true;
+  }
+
+  // A warm pod on the server and in the cache; returns its token.
+  std::string add_pod(const std::string& name) {
+    const WarmPodToken minted = mint_warm_pod_token();
+    nlohmann::json pod = {
+        {"metadata",
+         {{"namespace", "agents"},
+          {"name", name},
+          {"uid", "uid-" + name},
+          {"resourceVersion", std::to_string(++version_)},
+          {"labels", {{std::string(kLabelWarm), "true"}}},
+          {"annotations", {{std::string(kAnnotationWarmTokenSha256), minted.sha256}}}}},
+        {"status", {{"phase", "Running"}}}};
+    server[name] = pod;
+    cache[name] = pod;
+    return minted.token;
+  }
+  // What a claim does: the assignment onto the pod (a new resourceVersion), the Secret before.
+  void assign(const std::string& name, const std::string& work_id, const std::string& secret) {
+    const std::string secret_name = "run-" + work_id;
+    secrets["agents/" + secret_name] = secret;
+    nlohmann::json& annotations = server.at(name)["metadata"]["annotations"];
+    annotations[std::string(kAnnotationAssignedWorkId)] = work_id;
+    annotations[std::string(kAnnotationAssignedSessionId)] = "sesn-" + work_id;
+    annotations[std::string(kAnnotationAssignedSecret)] = secret_name;
+    server[name]["metadata"]["resourceVersion"] = std::to_string(++version_);
+  }
+  void sync() { cache = server; }
+
+  std::map<std::string, nlohmann::json> server;
+  std::map<std::string, nlohmann::json> cache;
+  std::map<std::string, std::string> secrets;
+  bool secret_read_fails = false;
+  int confirm_writes = 0;
+  int live_reads = 0;
+
+ private:
+  int version_ = 100;
+};
+
+class WarmAssignmentServiceTest : public ::testing::Test {
+ protected:
+  WarmAssignmentServiceTest()
+      : service_(pods_, clock_,
+                 [this](std::string_view outcome) { outcomes_.emplace_back(outcome); }) {}
+
+  static std::string bearer(const std::string& token) { return "Bearer " + token; }
+  static std::string confirm_body(const std::string& work_id) {
+    return nlohmann::json{{"work_id", work_id}}.dump();
+  }
+
+  perimeter::testing::FakeClock clock_;
+  FakeWarmPodDirectory pods_;
+  std::vector<std::string> outcomes_;
+  WarmAssignmentService service_;
+};
+
+TEST(MintWarmPodToken, EachTokenIsNewAndItsHashChecksIt) {
+  const WarmPodToken a = mint_warm_pod_token();
+  const WarmPodToken b = mint_warm_pod_token();
+  EXPECT_EQ(a.token.size(), 64u);
+  EXPECT_NE(a.token, b.token);
+  EXPECT_EQ(a.sha256, pki::sha256_hex(a.token));
+  EXPECT_NE(a.sha256, a.token);
+}
+
+TEST_F(WarmAssignmentServiceTest, AnAssignedPodGetsItsItemThenItsTokenOpensNothing) {
+  const std::string token = pods_.add_pod("warm-a");
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 204);
+
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.sync();
+  const AssignmentAnswer assigned = service_.fetch(bearer(token));
+  ASSERT_EQ(assigned.status, 200);
+  EXPECT_EQ(assigned.body["work_id"], "work_1");
+  EXPECT_EQ(assigned.body["session_id"], "sesn-work_1");
+  EXPECT_EQ(assigned.body["work_secret"], "c2VjcmV0");
+  // A lost answer is asked for again and given again, until the runner confirms.
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 200);
+
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
+  EXPECT_EQ(pods_.confirm_writes, 1);
+  EXPECT_FALSE(pods_.server["warm-a"]["metadata"]["annotations"]
+                   .value(std::string(kAnnotationAssignmentConfirmedAt), "")
+                   .empty());
+  pods_.sync();
+  // The replay: the agent of this session reads the token's file and asks for the secret.
+  const AssignmentAnswer replayed = service_.fetch(bearer(token));
+  EXPECT_EQ(replayed.status, 410);
+  EXPECT_FALSE(replayed.body.contains("work_secret"));
+  // A confirm whose answer was lost is answered again, without another write.
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
+  EXPECT_EQ(pods_.confirm_writes, 1);
+  EXPECT_EQ(outcomes_, (std::vector<std::string>{"waiting", "assigned", "assigned", "confirmed",
+                                                 "gone", "confirmed"}));
+}
+
+TEST_F(WarmAssignmentServiceTest, AReplayBeforeTheCacheShowsTheConfirmIsRefusedAllTheSame) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.sync();
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 200);
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
+  // The cache still shows the pod unconfirmed; the apiserver does not.
+  const AssignmentAnswer replayed = service_.fetch(bearer(token));
+  EXPECT_EQ(replayed.status, 410);
+  EXPECT_FALSE(replayed.body.contains("work_secret"));
+  // Held requests cost no read: only the answers that would hand out a secret do.
+  const std::string waiting_token = pods_.add_pod("warm-b");
+  const int reads = pods_.live_reads;
+  EXPECT_EQ(service_.fetch(bearer(waiting_token)).status, 204);
+  EXPECT_EQ(pods_.live_reads, reads);
+}
+
+TEST_F(WarmAssignmentServiceTest, APodDeletedOrReplacedSinceTheCacheSawItHandsOutNothing) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.sync();
+  pods_.server["warm-a"]["metadata"]["uid"] = "uid-of-a-new-pod";
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
+  pods_.server.erase("warm-a");
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
+}
+
+TEST_F(WarmAssignmentServiceTest, NoTokenOrAWrongOneIsRefusedAlike) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.sync();
+  for (const std::string& authorization :
+       {std::string(), std::string("Bearer "), std::string("Basic ") + token, token,
+        bearer(token + "0"), bearer(pki::sha256_hex(token)), bearer(mint_warm_pod_token().token)}) {
+    const AssignmentAnswer fetched = service_.fetch(authorization);
+    EXPECT_EQ(fetched.status, 401) << authorization;
+    EXPECT_FALSE(fetched.body.contains("work_secret"));
+    EXPECT_EQ(service_.confirm(authorization, confirm_body("work_1")).status, 401);
+  }
+  EXPECT_EQ(pods_.confirm_writes, 0);
+  // The scheme's case does not matter (RFC 7235); the token's does.
+  EXPECT_EQ(service_.fetch("bearer " + token).status, 200);
+}
+
+TEST_F(WarmAssignmentServiceTest, APodsTokenOpensThatPodAloneAndNeverAnothersItem) {
+  const std::string token_a = pods_.add_pod("warm-a");
+  const std::string token_b = pods_.add_pod("warm-b");
+  pods_.assign("warm-b", "work_b", "c2VjcmV0LWI=");
+  pods_.sync();
+
+  EXPECT_EQ(service_.fetch(bearer(token_a)).status, 204);
+  EXPECT_EQ(service_.confirm(bearer(token_a), confirm_body("work_b")).status, 409);
+  EXPECT_EQ(pods_.confirm_writes, 0);
+  EXPECT_EQ(service_.fetch(bearer(token_b)).body["work_id"], "work_b");
+}
+
+TEST_F(WarmAssignmentServiceTest, AFinishedOrDeletedPodsTokenIsGone) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.server["warm-a"]["status"]["phase"] = "Failed";
+  pods_.sync();
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 410);
+
+  pods_.server["warm-a"]["status"]["phase"] = "Running";
+  pods_.server["warm-a"]["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:00Z";
+  pods_.sync();
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
+}
+
+TEST_F(WarmAssignmentServiceTest, AConfirmFromALaggingCacheIsRefusedUntilTheCacheCatchesUp) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.sync();
+  // Something else changed the pod after the cache read it (a label of a policy engine).
+  pods_.server["warm-a"]["metadata"]["resourceVersion"] = "999";
+
+  const AssignmentAnswer refused = service_.confirm(bearer(token), confirm_body("work_1"));
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_EQ(pods_.confirm_writes, 0);
+  pods_.sync();
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
+  EXPECT_EQ(pods_.confirm_writes, 1);
+}
+
+TEST_F(WarmAssignmentServiceTest, ASecretThatCannotBeReadIsAnswerToRetryWithTheServersReason) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.sync();
+  pods_.secret_read_fails = true;
+  const AssignmentAnswer failed = service_.fetch(bearer(token));
+  EXPECT_EQ(failed.status, 503);
+  EXPECT_NE(failed.body["error"].get<std::string>().find("apiserver unreachable"),
+            std::string::npos);
+
+  pods_.secret_read_fails = false;
+  pods_.secrets.clear();
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 503);
+}
+
+TEST_F(WarmAssignmentServiceTest, AConfirmMustNameTheWorkItem) {
+  const std::string token = pods_.add_pod("warm-a");
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 409);
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  pods_.sync();
+  EXPECT_EQ(service_.confirm(bearer(token), "not json").status, 400);
+  EXPECT_EQ(service_.confirm(bearer(token), R"({"work_id": 7})").status, 400);
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_2")).status, 409);
+  EXPECT_EQ(pods_.confirm_writes, 0);
+}
+
+TEST(ReadWarmPod, OnlyAWarmPodWithItsTokensHashIsOne) {
+  nlohmann::json cold = {
+      {"metadata", {{"name", "run-x"}, {"labels", {{"perimeter.dev/work-id", "x"}}}}}};
+  EXPECT_FALSE(read_warm_pod(cold).has_value());
+  nlohmann::json unhashed = {
+      {"metadata", {{"name", "warm-x"}, {"labels", {{"perimeter.dev/warm", "true"}}}}}};
+  EXPECT_FALSE(read_warm_pod(unhashed).has_value());
+  nlohmann::json half_assigned = unhashed;
+  half_assigned["metadata"]["annotations"] = {{"perimeter.dev/warm-token-sha256", "ab"},
+                                              {"perimeter.dev/assigned-work-id", "work_1"}};
+  std::optional<WarmPod> warm = read_warm_pod(half_assigned);
+  ASSERT_TRUE(warm.has_value());
+  EXPECT_FALSE(warm->assignment.has_value());
+  EXPECT_FALSE(warm->finished);
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
