@@ -367,6 +367,27 @@ TEST_F(AgentEnvironmentSchemaTest, RunnerObjectsAreAdmittedUnderPodSecurityRestr
   }
 }
 
+// Issue 19: a warm runner pod (no session yet, its own Secret mounted) is admitted under
+// restricted like a session's pod, and mounts no ServiceAccount token.
+TEST_F(AgentEnvironmentSchemaTest, WarmRunnerObjectsAreAdmittedUnderPodSecurityRestricted) {
+  const auto env = parse_agent_environment(create_environment(valid_environment("warm")));
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  auto secrets = client(kube::resources::secrets());
+  auto pods = client(kube::resources::pods());
+  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
+                                    "-----BEGIN CERTIFICATE-----"};
+  secrets->create(ns_, build_warm_pod_secret(env, "warm-0a1b2c", "token", endpoint));
+  const auto pod = pods->create(ns_, build_warm_runner_pod(env, "warm-0a1b2c", "ab12", endpoint));
+  EXPECT_EQ(pod["metadata"]["labels"][std::string(kLabelWarm)], "true");
+  EXPECT_EQ(pod["spec"]["automountServiceAccountToken"], false);
+  for (const auto& volume : pod["spec"]["volumes"]) {
+    EXPECT_FALSE(volume.contains("projected")) << volume.dump();
+  }
+}
+
 TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinishedAttempt) {
   const auto env = parse_agent_environment(create_environment(valid_environment("gates")));
   const ClaimedSession session{"work_01GATE", "sesn_01GATE", "eyJzZXNzaW9uc190b2tlbiI6IngifQ",
