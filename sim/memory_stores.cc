@@ -1,8 +1,7 @@
 #include "sim/memory_stores.h"
 
-#include <openssl/evp.h>
-
 #include "core/base64.h"
+#include "pki/hmac.h"
 #include "sim/scenario.h"
 
 namespace perimeter::sim {
@@ -23,19 +22,6 @@ ApiReply precondition_failed(const std::string& message) {
 }
 
 }  // namespace
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out.push_back(hex[digest[i] >> 4]);
-    out.push_back(hex[digest[i] & 15]);
-  }
-  return out;
-}
 
 MemoryStores::MemoryStores(std::function<std::string(const char*)> new_id,
                            std::function<std::string()> now)
@@ -90,7 +76,7 @@ MemoryStores::Memory& MemoryStores::write(Store& store, const std::string& path,
   }
   Memory& memory = store.by_id[existing->second];
   memory.content = content;
-  memory.sha = sha256_hex(content);
+  memory.sha = pki::sha256_hex(content);
   memory.version_id = new_id_("memver_");
   memory.updated_at = now;
   return memory;

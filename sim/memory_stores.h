@@ -86,6 +86,4 @@ class MemoryStores {
   std::map<std::string, Store> stores_;
 };
 
-std::string sha256_hex(const std::string& data);
-
 }  // namespace perimeter::sim

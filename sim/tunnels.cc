@@ -1,13 +1,12 @@
 #include "sim/tunnels.h"
 
-#include <openssl/sha.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
 
 #include "core/base64.h"
 #include "core/time_format.h"
+#include "pki/hmac.h"
 
 namespace perimeter::sim {
 namespace {
@@ -25,18 +24,6 @@ ApiReply oauth_error(int status, std::string_view code, std::string_view descrip
 
 ApiReply bad_request(const std::string& message) {
   return error_reply(400, "invalid_request_error", message);
-}
-
-std::string sha256_hex(const std::string& bytes) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char byte : digest) {
-    out += kHex[byte >> 4];
-    out += kHex[byte & 15];
-  }
-  return out;
 }
 
 bool subject_matches(const std::vector<std::string>& patterns, const std::string& subject) {
@@ -326,7 +313,7 @@ ApiReply TunnelService::admin_tunnel(const std::string& tunnel_id) const {
     tokens.push_back(
         {{"version", version.version},
          {"id", version.id},
-         {"token_sha256", sha256_hex(version.secret)},
+         {"token_sha256", pki::sha256_hex(version.secret)},
          {"created_at", timestamp(version.created_at)},
          {"retired_at", version.retired_at ? json(timestamp(*version.retired_at)) : json(nullptr)},
          {"retired_because", version.retired_because},
@@ -559,7 +546,7 @@ void TunnelService::note_active_change_locked(Tunnel& tunnel, std::string event,
 TunnelService::TokenVersion TunnelService::new_token_version_locked(const Tunnel& tunnel,
                                                                     int version) {
   // Shaped like a cloudflared connector token: base64 of {"a": account, "t": tunnel, "s": secret}.
-  const json payload = {{"a", sha256_hex(tunnel.organization_id).substr(0, 32)},
+  const json payload = {{"a", pki::sha256_hex(tunnel.organization_id).substr(0, 32)},
                         {"t", tunnel.connector_id},
                         {"s", base64_encode(unique_hex(64))}};
   TokenVersion token;

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +12,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "pki/hmac.h"
 #include "tools/path_util.h"
 #include "tools/text.h"
 
@@ -90,19 +90,6 @@ void make_dir(const std::string& dir) {
 
 FileStoreError::FileStoreError(const std::string& reason, const std::string& rel_path)
     : std::runtime_error("path \"" + rel_path + "\" " + reason) {}
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned int i = 0; i < length; ++i) {
-    out.push_back(hex[digest[i] >> 4]);
-    out.push_back(hex[digest[i] & 15]);
-  }
-  return out;
-}
 
 MemoryFileStore::MemoryFileStore(const std::string& root) {
   char* cwd = ::getcwd(nullptr, 0);
@@ -221,7 +208,7 @@ std::optional<std::string> MemoryFileStore::hash_file(const std::string& rel) co
   if (!S_ISREG(st.st_mode)) throw FileStoreError(kNotAFile, rel);
   const int fd = open_regular(rel, dest);
   if (fd < 0) return std::nullopt;
-  return sha256_hex(read_all(fd, dest));
+  return pki::sha256_hex(read_all(fd, dest));
 }
 
 std::map<std::string, std::string> MemoryFileStore::hashtree() const {
@@ -253,7 +240,7 @@ std::map<std::string, std::string> MemoryFileStore::hashtree() const {
         const std::string rel = full.substr(root_.size() + (root_ == "/" ? 0 : 1));
         const int fd = ::open(full.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0) continue;  // vanished since the walk, or swapped for a link
-        out[rel] = sha256_hex(read_all(fd, full));
+        out[rel] = pki::sha256_hex(read_all(fd, full));
       }
     }
     ::closedir(handle);

@@ -20,8 +20,6 @@ class FileStoreIoError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::string sha256_hex(const std::string& data);
-
 // One memory store's folder on disk, as the SDK's LocalFileStore (`internal/file-store.ts`,
 // opened with utf8: true): files written through a temporary (`.fs-<hex>.tmp`, 0600, O_EXCL and
 // O_NOFOLLOW, then renamed), directories 0700, never a symlink followed, never a path out of the

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "agentapi/api_error.h"
+#include "pki/hmac.h"
 #include "tools/path_util.h"
 
 namespace perimeter::runner {
@@ -24,7 +25,7 @@ std::string marker_content(const std::string& store_id) {
   return "version 1\n" + store_id;
 }
 std::string marker_sha(const std::string& store_id) {
-  return sha256_hex(marker_content(store_id));
+  return pki::sha256_hex(marker_content(store_id));
 }
 
 bool is_status(const std::exception& error, int status) {
@@ -582,7 +583,7 @@ std::optional<std::string> SessionMemoryStores::upload(Store& store, const std::
     if (!data) return std::nullopt;
     const std::string content = decode_utf8(*data);
     // Hashed as sent: decoding may have dropped a byte-order mark.
-    store.sent_shas[rel] = sha256_hex(content);
+    store.sent_shas[rel] = pki::sha256_hex(content);
     const Memory item = existing != nullptr
                             ? api_.update_memory(store.memory_store_id, existing->id, content,
                                                  existing->content_sha256)

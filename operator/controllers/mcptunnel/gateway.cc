@@ -1,6 +1,5 @@
 #include "controllers/mcptunnel/gateway.h"
 
-#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <string_view>
 
 #include "kube/pod_security.h"
+#include "pki/hmac.h"
 
 namespace perimeter::mcptunnel {
 namespace {
@@ -63,22 +63,6 @@ std::vector<ResolvedRoute> sorted_routes(const std::vector<ResolvedRoute>& route
                   [](const ResolvedRoute& a, const ResolvedRoute& b) { return a.name == b.name; }),
       sorted.end());
   return sorted;
-}
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
-    throw std::runtime_error("SHA-256 failed");
-  }
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(static_cast<std::size_t>(length) * 2);
-  for (unsigned int i = 0; i < length; ++i) {
-    hex += kDigits[digest[i] >> 4];
-    hex += kDigits[digest[i] & 0x0f];
-  }
-  return hex;
 }
 
 // A NetworkPolicy port is an int or an IANA port name; a targetPort is sent to us as text.
@@ -418,7 +402,7 @@ std::string gateway_hash(const McpTunnel& tunnel, const GatewayInputs& inputs) {
   for (const std::string& part : parts) {
     material += std::to_string(part.size()) + ":" + part + ";";
   }
-  return sha256_hex(material);
+  return pki::sha256_hex(material);
 }
 
 json build_deployment(const McpTunnel& tunnel, const GatewayInputs& inputs) {

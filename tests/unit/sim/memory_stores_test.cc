@@ -6,6 +6,7 @@
 #include "agentapi/work_secret.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
+#include "pki/hmac.h"
 #include "sim/router.h"
 
 namespace perimeter::sim {
@@ -121,7 +122,7 @@ TEST_F(MemoryStoresTest, ListsByPathWithContentOnlyInTheFullViewAndPagesWithACur
   EXPECT_EQ(basic["data"][0]["path"], "/a.md");
   EXPECT_EQ(basic["data"][1]["path"], "/dir/b.md");
   EXPECT_FALSE(basic["data"][0].contains("content"));
-  EXPECT_EQ(basic["data"][0]["content_sha256"], sha256_hex("alpha\n"));
+  EXPECT_EQ(basic["data"][0]["content_sha256"], pki::sha256_hex("alpha\n"));
   EXPECT_EQ(basic["data"][0]["content_size_bytes"], 6);
   ASSERT_TRUE(basic["next_page"].is_string());
   const json rest = reply(call("GET", memories(notes_) + "?view=full&limit=2&page=" +
@@ -158,7 +159,7 @@ TEST_F(MemoryStoresTest, CreatesUpdatesAndDeletesUnderTheirShaPreconditions) {
       call("POST", memories(notes_), {{"path", "/new.md"}, {"content", "n\n"}});
   ASSERT_EQ(created.status, 200) << created.body;
   const json memory = reply(created);
-  EXPECT_EQ(memory["content_sha256"], sha256_hex("n\n"));
+  EXPECT_EQ(memory["content_sha256"], pki::sha256_hex("n\n"));
   const ApiReply twice = call("POST", memories(notes_), {{"path", "/new.md"}, {"content", "x"}});
   EXPECT_EQ(twice.status, 409);
   EXPECT_EQ(reply(twice)["error"]["type"], "memory_path_conflict_error");
@@ -176,20 +177,21 @@ TEST_F(MemoryStoresTest, CreatesUpdatesAndDeletesUnderTheirShaPreconditions) {
   EXPECT_EQ(reply(refused)["error"]["type"], "memory_precondition_failed_error");
   const json fresh = {
       {"content", "n2\n"},
-      {"precondition", {{"type", "content_sha256"}, {"content_sha256", sha256_hex("n\n")}}}};
+      {"precondition", {{"type", "content_sha256"}, {"content_sha256", pki::sha256_hex("n\n")}}}};
   const ApiReply updated = call("POST", memories(notes_) + "/" + id, fresh);
   ASSERT_EQ(updated.status, 200) << updated.body;
-  EXPECT_EQ(reply(updated)["content_sha256"], sha256_hex("n2\n"));
+  EXPECT_EQ(reply(updated)["content_sha256"], pki::sha256_hex("n2\n"));
   EXPECT_NE(reply(updated)["memory_version_id"], memory["memory_version_id"]);
   const ApiReply full = call("GET", memories(notes_) + "/" + id + "?view=full");
   EXPECT_EQ(reply(full)["content"], "n2\n");
 
-  EXPECT_EQ(
-      call("DELETE", memories(notes_) + "/" + id + "?expected_content_sha256=" + sha256_hex("n\n"))
-          .status,
-      409);
-  const ApiReply deleted = call(
-      "DELETE", memories(notes_) + "/" + id + "?expected_content_sha256=" + sha256_hex("n2\n"));
+  EXPECT_EQ(call("DELETE",
+                 memories(notes_) + "/" + id + "?expected_content_sha256=" + pki::sha256_hex("n\n"))
+                .status,
+            409);
+  const ApiReply deleted =
+      call("DELETE",
+           memories(notes_) + "/" + id + "?expected_content_sha256=" + pki::sha256_hex("n2\n"));
   ASSERT_EQ(deleted.status, 200);
   EXPECT_EQ(reply(deleted), json({{"type", "memory_deleted"}, {"id", id}}));
   EXPECT_EQ(call("GET", memories(notes_) + "/" + id).status, 404);

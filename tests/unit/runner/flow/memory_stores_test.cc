@@ -14,6 +14,7 @@
 #include "agentapi/api_error.h"
 #include "core/capturing_log_sink.h"
 #include "core/fake_clock.h"
+#include "pki/hmac.h"
 
 namespace perimeter::runner {
 namespace {
@@ -44,7 +45,7 @@ class FakeMemoryApi final : public agentapi::MemoryApi {
     m.type = "memory";
     m.id = s.id;
     m.path = path;
-    m.content_sha256 = sha256_hex(s.content);
+    m.content_sha256 = pki::sha256_hex(s.content);
     if (full) m.content = s.content;
     return m;
   }
@@ -85,7 +86,8 @@ class FakeMemoryApi final : public agentapi::MemoryApi {
     note("update " + path_of(id));
     for (auto& [path, s] : memories) {
       if (s.id != id) continue;
-      if (sha256_hex(s.content) != sha) throw agentapi::ApiError("memories.update", 409, "{}", "r");
+      if (pki::sha256_hex(s.content) != sha)
+        throw agentapi::ApiError("memories.update", 409, "{}", "r");
       s.content = content;
       return render(path, s, false);
     }
@@ -95,7 +97,7 @@ class FakeMemoryApi final : public agentapi::MemoryApi {
     note("delete " + path_of(id));
     for (auto it = memories.begin(); it != memories.end(); ++it) {
       if (it->second.id != id) continue;
-      if (sha256_hex(it->second.content) != sha) {
+      if (pki::sha256_hex(it->second.content) != sha) {
         throw agentapi::ApiError("memories.delete", 409, "{}", "r");
       }
       memories.erase(it);
