@@ -86,9 +86,13 @@ void trim_runner_pod(json& pod) {
     metadata["labels"] = std::move(labels);
     json annotations = json::object();
     if (json* source_annotations = member(*source, "annotations")) {
+      // A warm pod's token hash and assignment too: the assignment service reads them here.
       move_keys(*source_annotations, annotations,
                 {kAnnotationWorkId.data(), kAnnotationClaimedAt.data(), kAnnotationOutcome.data(),
-                 kAnnotationRecordedAt.data(), kAnnotationSecretVersion.data()});
+                 kAnnotationRecordedAt.data(), kAnnotationSecretVersion.data(),
+                 kAnnotationWarmTokenSha256.data(), kAnnotationAssignedWorkId.data(),
+                 kAnnotationAssignedSessionId.data(), kAnnotationAssignedSecret.data(),
+                 kAnnotationAssignmentConfirmedAt.data()});
     }
     metadata["annotations"] = std::move(annotations);
     // The owner, as the controller's owner watch reads it.

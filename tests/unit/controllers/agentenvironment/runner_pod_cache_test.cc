@@ -7,6 +7,7 @@
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "controllers/agentenvironment/warm_assignment_service.h"
 #include "runtime/store.h"
 
 namespace perimeter::agentenvironment {
@@ -118,6 +119,45 @@ TEST(RunnerPodCacheTest, DecodingThroughTheFilterThenTrimmingIsTrimmingTheWholeP
     trim_runner_pod(trimmed);
     EXPECT_EQ(filtered, trimmed) << pod.dump();
   }
+}
+
+// The assignment service finds a warm pod by its token's hash in the informer's cache, and reads
+// the assignment there: a cache that trimmed those annotations away would answer every warm
+// runner 401 and never hand out its item.
+TEST(RunnerPodCacheTest, AWarmPodKeepsItsTokenHashAndItsAssignment) {
+  AgentEnvironment env;
+  env.name = "payments";
+  env.namespace_ = "agents";
+  env.uid = "uid-env";
+  env.environment_id = "env_1";
+  env.runner.image = "perimeter-runner:1";
+  json pod =
+      build_warm_runner_pod(env, "warm-1", std::string(64, 'a'),
+                            {"https://perimeter-assignment.perimeter-system.svc:8443", "CA"});
+  pod["metadata"]["uid"] = "uid-warm";
+  pod["metadata"]["resourceVersion"] = "12";
+  pod["metadata"]["annotations"][std::string(kAnnotationAssignedWorkId)] = "work_1";
+  pod["metadata"]["annotations"][std::string(kAnnotationAssignedSessionId)] = "sesn_1";
+  pod["metadata"]["annotations"][std::string(kAnnotationAssignedSecret)] = "run-work-1";
+  pod["metadata"]["annotations"][std::string(kAnnotationAssignmentConfirmedAt)] =
+      "2026-12-01T20:00:00Z";
+  pod["status"] = {{"phase", "Running"}};
+
+  json trimmed = kube::parse_filtered(pod.dump(), *runner_pod_decode_filter());
+  trim_runner_pod(trimmed);
+  const std::optional<WarmPod> from_full = read_warm_pod(pod);
+  const std::optional<WarmPod> from_cache = read_warm_pod(trimmed);
+  ASSERT_TRUE(from_full.has_value());
+  ASSERT_TRUE(from_cache.has_value()) << trimmed.dump();
+  EXPECT_EQ(from_cache->token_sha256, std::string(64, 'a'));
+  EXPECT_EQ(from_cache->name, "warm-1");
+  EXPECT_EQ(from_cache->resource_version, "12");
+  ASSERT_TRUE(from_cache->assignment.has_value());
+  EXPECT_EQ(from_cache->assignment->work_id, "work_1");
+  EXPECT_EQ(from_cache->assignment->session_id, "sesn_1");
+  EXPECT_EQ(from_cache->assignment->secret_name, "run-work-1");
+  EXPECT_EQ(from_cache->confirmed, from_full->confirmed);
+  EXPECT_TRUE(from_cache->confirmed);
 }
 
 }  // namespace
