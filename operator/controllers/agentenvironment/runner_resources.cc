@@ -372,7 +372,8 @@ std::string network_policy_name(const AgentEnvironment& env) {
          suffix;
 }
 
-nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgress& egress) {
+nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgress& egress,
+                                    const std::optional<AssignmentPeer>& assignment) {
   nlohmann::json egress_rules = nlohmann::json::array();
   // The reconciler applies this only after check_api_host() accepted the URL.
   std::string why;
@@ -420,6 +421,10 @@ nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgr
     for (const auto& cidr : env.egress_allowed_cidrs)
       to.push_back({{"ipBlock", cidr_without_link_local(cidr)}});
     egress_rules.push_back({{"to", to}});
+  }
+  if (assignment) {
+    egress_rules.push_back({{"to", {pod_peer(assignment->operator_pods)}},
+                            {"ports", {{{"protocol", "TCP"}, {"port", assignment->port}}}}});
   }
 
   return {{"apiVersion", "networking.k8s.io/v1"},

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "controllers/agentenvironment/agent_environment.h"
@@ -71,11 +72,20 @@ nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::str
                                      const AssignmentEndpoint& endpoint,
                                      const RunnerEgress& egress = {});
 
+// The operator's pods that serve warm runners their assignments, and the port: the one egress an
+// environment with a warm pool adds to its runner pods (docs/warm-pool.md).
+struct AssignmentPeer {
+  PodSelection operator_pods{};
+  int port = 0;
+};
+
 // One NetworkPolicy per environment for its runner pods: no ingress ever, never link-local
 // (cloud metadata); egress by mode (runner_egress.h): public addresses on the API's port, or the
 // gateway and the cluster's DNS, or nothing (Cilium mode: the CiliumNetworkPolicy allows); plus
-// the allowed CIDRs in the first two.
-nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgress& egress = {});
+// the allowed CIDRs in the first two; plus, given `assignment`, the operator's pods on the
+// assignment port (in every mode: Cilium adds a NetworkPolicy's allows to its own).
+nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgress& egress = {},
+                                    const std::optional<AssignmentPeer>& assignment = std::nullopt);
 
 // The name of the environment's NetworkPolicy.
 std::string network_policy_name(const AgentEnvironment& env);

@@ -275,6 +275,40 @@ TEST(NetworkPolicyTest, ExceptsLinkLocalFromWideAllowedRanges) {
   EXPECT_EQ(to[3]["ipBlock"]["except"], nlohmann::json::array({"169.254.0.0/16"}));
 }
 
+// A warm pool's runner pods reach the operator's assignment Service, and nothing else changes:
+// without the peer the policy is what it was, with it exactly one rule is appended, in each mode.
+TEST(NetworkPolicyTest, TheAssignmentPeerAddsExactlyOneEgressToTheOperatorsPods) {
+  auto object = minimal_object();
+  object["spec"]["egress"]["allowedCIDRs"] = {"10.20.0.0/16"};
+  const auto env = parse_agent_environment(object);
+  AssignmentPeer peer;
+  peer.operator_pods = {"perimeter-system",
+                        {{"app.kubernetes.io/name", "perimeter"},
+                         {"app.kubernetes.io/instance", "perimeter"},
+                         {"app.kubernetes.io/component", "operator"}}};
+  peer.port = 8443;
+  const nlohmann::json rule = {
+      {"to",
+       {{{"namespaceSelector",
+          {{"matchLabels", {{"kubernetes.io/metadata.name", "perimeter-system"}}}}},
+         {"podSelector",
+          {{"matchLabels",
+            {{"app.kubernetes.io/name", "perimeter"},
+             {"app.kubernetes.io/instance", "perimeter"},
+             {"app.kubernetes.io/component", "operator"}}}}}}}},
+      {"ports", {{{"protocol", "TCP"}, {"port", 8443}}}}};
+
+  RunnerEgress cilium;
+  cilium.mode = EgressMode::kCiliumFqdn;
+  for (const RunnerEgress& egress : {RunnerEgress{}, cilium}) {
+    const auto without = build_network_policy(env, egress);
+    EXPECT_EQ(build_network_policy(env, egress, std::nullopt).dump(), without.dump());
+    auto expected = without;
+    expected["spec"]["egress"].push_back(rule);
+    EXPECT_EQ(build_network_policy(env, egress, peer).dump(), expected.dump());
+  }
+}
+
 }  // namespace
 }  // namespace perimeter::agentenvironment
 
