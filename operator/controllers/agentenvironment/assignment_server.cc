@@ -3,13 +3,13 @@
 #include <openssl/ssl.h>
 
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <future>
@@ -17,6 +17,9 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <vector>
+
+#include "core/thread_name.h"
 
 namespace perimeter::agentenvironment {
 
@@ -27,6 +30,8 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
+constexpr int kWorkerThreads = 2;
+
 // A request is a header and, for a confirm, {"work_id": "..."}: anything bigger is not ours.
 constexpr std::size_t kMaxBodyBytes = 4096;
 constexpr std::size_t kMaxHeaderBytes = 8192;
@@ -36,8 +41,22 @@ struct ConnectionContext {
   WarmAssignmentService& service;
   asio::ssl::context& tls;
   const AssignmentServerOptions& options;
-  asio::thread_pool& workers;
+  asio::io_context& workers;
 };
+
+// The server's TLS settings with this certificate and key; throws std::runtime_error (without
+// the key's text) when they do not load.
+void load_certificate(asio::ssl::context& tls, const std::string& chain_pem,
+                      const std::string& key_pem) {
+  try {
+    tls.use_certificate_chain(asio::buffer(chain_pem));
+    tls.use_private_key(asio::buffer(key_pem), asio::ssl::context::pem);
+  } catch (const std::exception& error) {
+    throw std::runtime_error(std::string("the assignment service's certificate or key does not "
+                                         "load: ") +
+                             error.what());
+  }
+}
 
 class Connection;
 
@@ -54,15 +73,7 @@ struct AssignmentServer::Impl {
     tls.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                     asio::ssl::context::no_tlsv1_1);
-    try {
-      tls.use_certificate_chain(asio::buffer(chain_pem));
-      tls.use_private_key(asio::buffer(key_pem), asio::ssl::context::pem);
-    } catch (const std::exception& error) {
-      // The key's text never goes into the message.
-      throw std::runtime_error(std::string("the assignment service's certificate or key does not "
-                                           "load: ") +
-                               error.what());
-    }
+    load_certificate(tls, chain_pem, key_pem);
   }
 
   void accept();
@@ -75,7 +86,9 @@ struct AssignmentServer::Impl {
   asio::io_context io;
   tcp::acceptor acceptor;
   // The service's decisions: apiserver reads and writes, off the I/O thread.
-  asio::thread_pool workers{2};
+  asio::io_context workers;
+  asio::executor_work_guard<asio::io_context::executor_type> workers_busy{workers.get_executor()};
+  std::vector<std::thread> worker_threads;
   std::thread io_thread;
   std::uint16_t port = 0;
   bool started = false;
@@ -279,7 +292,16 @@ void AssignmentServer::start() {
   impl_->port = impl_->acceptor.local_endpoint().port();
   impl_->started = true;
   impl_->accept();
-  impl_->io_thread = std::thread([this] { impl_->io.run(); });
+  for (int i = 0; i < kWorkerThreads; ++i) {
+    impl_->worker_threads.emplace_back([this, i] {
+      name_this_thread("assign/" + std::to_string(i));
+      impl_->workers.run();
+    });
+  }
+  impl_->io_thread = std::thread([this] {
+    name_this_thread("assign-io");
+    impl_->io.run();
+  });
 }
 
 void AssignmentServer::stop() {
@@ -297,13 +319,40 @@ void AssignmentServer::stop() {
   closed.get_future().wait();
   // Decisions in flight finish; their answers then meet closed connections, and a closed
   // connection asks for no more.
-  impl_->workers.join();
+  impl_->workers_busy.reset();
+  for (auto& worker : impl_->worker_threads) {
+    if (worker.joinable()) worker.join();
+  }
   impl_->io.stop();
   if (impl_->io_thread.joinable()) impl_->io_thread.join();
 }
 
 std::uint16_t AssignmentServer::port() const {
   return impl_->port;
+}
+
+void AssignmentServer::replace_certificate(const std::string& certificate_chain_pem,
+                                           const std::string& private_key_pem) {
+  // Loaded into a scratch context first, so a pair that does not load changes nothing.
+  asio::ssl::context check(asio::ssl::context::tls_server);
+  load_certificate(check, certificate_chain_pem, private_key_pem);
+  const auto swap = [this, &certificate_chain_pem, &private_key_pem] {
+    // An SSL object copies the context's certificate when it is made, so the connections open
+    // now keep the one they shook hands with.
+    load_certificate(impl_->tls, certificate_chain_pem, private_key_pem);
+  };
+  if (!impl_->started || impl_->stopped) return swap();
+  // On the I/O thread, where connections are made: none is made between the two halves.
+  std::promise<void> swapped;
+  asio::post(impl_->io, [&] {
+    try {
+      swap();
+      swapped.set_value();
+    } catch (...) {
+      swapped.set_exception(std::current_exception());
+    }
+  });
+  swapped.get_future().get();
 }
 
 void AssignmentServer::wake() {

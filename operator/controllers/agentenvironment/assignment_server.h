@@ -26,7 +26,7 @@ struct AssignmentServerOptions {
 // certificate and key given, HTTP/1.1 with keep-alive, GET /v1/assignment held as a long-poll (a
 // timer per held request on one I/O thread, not a thread each) and POST /v1/assignment/confirm.
 // The service's decisions, which may read the apiserver, run on two worker threads, so a slow
-// apiserver holds no connection's I/O.
+// apiserver holds no connection's I/O. The threads are named "assign-io" and "assign/N".
 class AssignmentServer {
  public:
   // PEM. Throws std::runtime_error when they do not load.
@@ -45,6 +45,11 @@ class AssignmentServer {
   std::uint16_t port() const;
   // A warm pod changed (the pod informer's handler calls this): held fetches ask again now.
   void wake();
+  // Serves this certificate and key to connections that start from now on; connections already
+  // open, and the requests they hold, keep theirs. Throws std::runtime_error, serving the old
+  // ones still, when they do not load.
+  void replace_certificate(const std::string& certificate_chain_pem,
+                           const std::string& private_key_pem);
 
  private:
   struct Impl;

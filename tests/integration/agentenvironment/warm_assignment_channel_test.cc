@@ -7,6 +7,7 @@
 
 #include <future>
 #include <memory>
+#include <thread>
 
 #include "agentapi/api_error.h"
 #include "agentapi/beast_transport.h"
@@ -195,6 +196,36 @@ TEST_F(WarmAssignmentChannelTest, ARunnerStoppedWhileHeldEndsWithoutAnAssignment
   stop.request();
   ASSERT_EQ(waiting.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   EXPECT_FALSE(waiting.get().has_value());
+}
+
+}  // namespace
+}  // namespace perimeter::agentenvironment
+
+namespace perimeter::agentenvironment {
+namespace {
+
+// The serving certificate renewed (ServingCertificateRenewal calls replace_certificate): a
+// request held across the swap is answered on its connection, and connections made after it
+// shake hands with the new certificate only.
+TEST_F(WarmAssignmentChannelTest, AReplacedCertificateServesNewConnectionsAndKeepsHeldOnes) {
+  const std::string token = start_warm_pod("payments-warm-1");
+  auto held = std::async(std::launch::async,
+                         [&] { return get_assignment(token, certificate_.ca_pem, url()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the request is held
+
+  const ServingCertificate renewed = issue_for_localhost("perimeter assignment renewed CA");
+  server_->replace_certificate(renewed.chain_pem, renewed.key_pem);
+  assign("payments-warm-1", "work_1");
+
+  const agentapi::HttpResponse answered = held.get();  // no TransportError: not dropped
+  EXPECT_TRUE(answered.status == 200 || answered.status == 204) << answered.status;
+  EXPECT_THROW(get_assignment("", certificate_.ca_pem, url()), agentapi::TransportError);
+  EXPECT_EQ(get_assignment("", renewed.ca_pem, url()).status, 401);
+
+  // A pair that does not load changes nothing.
+  EXPECT_THROW(server_->replace_certificate(renewed.chain_pem, certificate_.key_pem),
+               std::runtime_error);
+  EXPECT_EQ(get_assignment("", renewed.ca_pem, url()).status, 401);
 }
 
 }  // namespace
