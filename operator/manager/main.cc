@@ -15,6 +15,7 @@
 #include "controllers/agentenvironment/controller_setup.h"
 #include "controllers/agentenvironment/egress_gateway_controller.h"
 #include "controllers/agentenvironment/operator_metrics.h"
+#include "controllers/agentenvironment/warm_assignment_listener.h"
 #include "controllers/mcptunnel/controller_setup.h"
 #include "controllers/mcptunnel/credentials.h"
 #include "controllers/mcptunnel/mcp_tunnel.h"
@@ -186,6 +187,23 @@ int run(const Options& options) {
         gateway, settings.egress.credentials_key, scope, runtime_metrics,
         logger.child("egressgateway")));
   }
+  ae::WarmAssignmentMetrics warm_assignment_metrics(*registry);
+  if (options.warm_assignment_port != 0) {
+    ae::WarmAssignmentSettings warm;
+    warm.service.service_name = options.warm_assignment_service;
+    warm.service.namespace_ = operator_namespace();
+    warm.service.cluster_domain = options.cluster_domain;
+    warm.service.port = options.warm_assignment_port;
+    warm.listen_port = options.warm_assignment_port;
+    warm.operator_pods = {warm.service.namespace_, options.warm_assignment_pod_labels};
+    // On every replica, before leading: the CA is what warm pods trust, so all replicas and
+    // every term must serve certificates from the same one.
+    warm.ca = std::make_shared<const ae::AssignmentCa>(ae::load_or_create_assignment_ca(
+        clients.secrets, warm.service.namespace_, options.warm_assignment_ca_secret,
+        std::chrono::system_clock::now()));
+    warm.metrics = &warm_assignment_metrics;
+    settings.warm_assignment = std::move(warm);
+  }
   manager.add(ae::agent_environment_controller(
       {clients.environments, clients.pods, clients.secrets, clients.network_policies,
        cilium ? &clients.cilium_network_policies : nullptr, &clients.config_maps,
@@ -232,6 +250,7 @@ int run(const Options& options) {
                {"namespace", options.watch_namespace.empty() ? "(all)" : options.watch_namespace},
                {"session_namespaces", describe(options.session_namespaces)},
                {"runner_egress", options.runner_egress},
+               {"warm_assignment_port", options.warm_assignment_port},
                {"tunnel_namespaces", describe(options.tunnel_namespaces)},
                {"allowed_api_hosts", allowed_api_hosts.describe()}});
 

@@ -27,6 +27,30 @@ double parse_positive_number(const std::string& flag, const std::string& value) 
   throw std::invalid_argument(flag + " wants a positive number, got '" + value + "'");
 }
 
+// 0 (off) to 65535.
+int parse_port_or_zero(const std::string& flag, const std::string& value) {
+  try {
+    size_t used = 0;
+    const int parsed = std::stoi(value, &used);
+    if (used == value.size() && parsed >= 0 && parsed <= 65535) return parsed;
+  } catch (const std::exception&) {
+  }
+  throw std::invalid_argument(flag + " wants a port from 1 to 65535, or 0 for off, got '" + value +
+                              "'");
+}
+
+std::string parse_dns_label(const std::string& flag, const std::string& value) {
+  const bool valid =
+      !value.empty() && value.size() <= 63 &&
+      value.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-") == std::string::npos &&
+      value.front() != '-' && value.back() != '-';
+  if (!valid) {
+    throw std::invalid_argument(
+        flag + " wants a DNS label (lowercase letters, digits, '-'), got '" + value + "'");
+  }
+  return value;
+}
+
 std::set<std::string> parse_namespace_list(const std::string& value) {
   const auto items = split_commas(value);
   return {items.begin(), items.end()};
@@ -48,21 +72,28 @@ std::pair<std::string, std::string> split_namespace(const std::string& flag,
   return {value.substr(0, slash), value.substr(slash + 1)};
 }
 
-PodLabels parse_pod_labels(const std::string& flag, const std::string& value) {
-  const auto [ns, rest] = split_namespace(flag, value, "NAMESPACE/LABEL=VALUE[,LABEL=VALUE]");
-  PodLabels pods{ns, {}};
-  for (const auto& pair : split_commas(rest)) {
+// "LABEL=VALUE[,LABEL=VALUE]" (`shape` and `value` for the message), at least one.
+std::map<std::string, std::string> parse_labels(const std::string& flag, const std::string& labels,
+                                                const char* shape, const std::string& value,
+                                                const std::string& scope) {
+  std::map<std::string, std::string> parsed;
+  for (const auto& pair : split_commas(labels)) {
     const auto eq = pair.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw std::invalid_argument(flag + " wants NAMESPACE/LABEL=VALUE[,LABEL=VALUE], got '" +
-                                  value + "'");
+      throw std::invalid_argument(flag + " wants " + shape + ", got '" + value + "'");
     }
-    pods.labels[pair.substr(0, eq)] = pair.substr(eq + 1);
+    parsed[pair.substr(0, eq)] = pair.substr(eq + 1);
   }
-  if (pods.labels.empty()) {
-    throw std::invalid_argument(flag + " names no label: every pod of " + ns + " would match");
+  if (parsed.empty()) {
+    throw std::invalid_argument(flag + " names no label: every pod of " + scope + " would match");
   }
-  return pods;
+  return parsed;
+}
+
+PodLabels parse_pod_labels(const std::string& flag, const std::string& value) {
+  constexpr const char* kShape = "NAMESPACE/LABEL=VALUE[,LABEL=VALUE]";
+  const auto [ns, rest] = split_namespace(flag, value, kShape);
+  return {ns, parse_labels(flag, rest, kShape, value, ns)};
 }
 
 }  // namespace
@@ -108,6 +139,21 @@ flags (--flag=value or --flag value):
   --mcp-guard-image IMAGE            the perimeter-mcp-guard image for McpTunnels whose
                                      spec.guard.image is empty (default: the build's
                                      localhost/perimeter/perimeter-mcp-guard:<version>)
+  --warm-assignment-port N           serve warm runner pods their assignments on this port (the
+                                     leader does), which is also the port of the Service below;
+                                     0: off, and no warm pod can be made (default 0;
+                                     docs/warm-pool.md)
+  --warm-assignment-service NAME     the Service in $POD_NAMESPACE that selects the operator's pods
+                                     on that port; warm pods ask https://NAME.<ns>.svc:PORT
+                                     (default perimeter-assignment)
+  --warm-assignment-pod-labels LABELS  the operator's pods in $POD_NAMESPACE as that Service
+                                     selects them, LABEL=VALUE[,LABEL=VALUE]: a warm pool's runner
+                                     pods get one egress, to these on that port (default
+                                     app.kubernetes.io/name=perimeter,
+                                     app.kubernetes.io/component=operator)
+  --warm-assignment-ca-secret NAME   the Secret in $POD_NAMESPACE that keeps the assignment
+                                     service's CA, made at start if absent (default
+                                     perimeter-assignment-ca)
   --ca-rotation-overlap-seconds N    how long a replaced tunnel CA stays registered after the
                                      gateway got a certificate of the new one (default 120)
   --tunnel-archive-deadline-seconds N  how long deleting an McpTunnel with deletionPolicy Archive
@@ -201,6 +247,16 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       options.egress_gateway_namespace = take();
     else if (flag == "--mcp-guard-image")
       options.mcp_guard_image = take();
+    else if (flag == "--warm-assignment-port")
+      options.warm_assignment_port = parse_port_or_zero(flag, take());
+    else if (flag == "--warm-assignment-service")
+      options.warm_assignment_service = parse_dns_label(flag, take());
+    else if (flag == "--warm-assignment-pod-labels") {
+      const std::string labels = take();
+      options.warm_assignment_pod_labels =
+          parse_labels(flag, labels, "LABEL=VALUE[,LABEL=VALUE]", labels, "the namespace");
+    } else if (flag == "--warm-assignment-ca-secret")
+      options.warm_assignment_ca_secret = take();
     else if (flag == "--ca-rotation-overlap-seconds")
       options.ca_rotation_overlap_seconds = parse_positive(flag, take());
     else if (flag == "--tunnel-archive-deadline-seconds")

@@ -47,6 +47,18 @@ struct Options {
   // The perimeter-mcp-guard image for McpTunnels that name none; empty: the build's default,
   // which only the local real node has.
   std::string mcp_guard_image;
+  // Warm runner pods' assignment service (docs/warm-pool.md): the port the leader serves it on,
+  // which is also the port of the Service `warm_assignment_service` in $POD_NAMESPACE that warm
+  // pods are told to ask; 0: not served (the default: it needs that Service and the NetworkPolicy
+  // ingress the chart renders with it). Its CA is kept in the Secret
+  // `warm_assignment_ca_secret` there.
+  int warm_assignment_port = 0;
+  std::string warm_assignment_service = "perimeter-assignment";
+  std::string warm_assignment_ca_secret = "perimeter-assignment-ca";
+  // The operator's pods in $POD_NAMESPACE as that Service selects them: what a warm pool's
+  // runner pods may reach.
+  std::map<std::string, std::string> warm_assignment_pod_labels{
+      {"app.kubernetes.io/name", "perimeter"}, {"app.kubernetes.io/component", "operator"}};
   int ca_rotation_overlap_seconds = 120;
   int tunnel_archive_deadline_seconds = 300;
   // Origins the operator may send credentials to (environment keys, federation tokens),

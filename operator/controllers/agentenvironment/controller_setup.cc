@@ -48,6 +48,13 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     auto pods = cache.informers(clients_.pods, pod_namespaces, pod_options);
     pod_store_ = pods.store;
     census_ = std::make_unique<StoreRunnerPodCensus>(*pod_store_);
+    // Before the cache starts: the listener indexes the pod store by token hash and is woken by
+    // the pod informers' events.
+    if (settings_.warm_assignment) {
+      warm_listener_ = std::make_unique<WarmAssignmentListener>(
+          *settings_.warm_assignment, pods.informers, *pod_store_, clients_.secrets, clients_.pods,
+          logger_.child("assignment"));
+    }
     // The runner pods' NetworkPolicies, in the same namespaces: one deleted or edited by hand
     // wakes its environment's reconcile, which puts it back.
     runtime::InformerOptions policy_options;
@@ -134,9 +141,13 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     }
   }
 
-  void start() override { controller_->start(); }
+  void start() override {
+    controller_->start();  // returns once the pod cache has synced: tokens are checked against it
+    if (warm_listener_) warm_listener_->start();
+  }
 
   void stop() override {
+    if (warm_listener_) warm_listener_->stop();
     controller_->stop();
     reconciler_->stop_all();
   }
@@ -158,9 +169,20 @@ class AgentEnvironmentController final : public runtime::ManagedController {
   std::unique_ptr<StoreRunnerPodCensus> census_;
   std::unique_ptr<AgentEnvironmentReconciler> reconciler_;
   std::unique_ptr<runtime::Controller> controller_;
+  std::unique_ptr<WarmAssignmentListener> warm_listener_;
 };
 
 }  // namespace
+
+std::optional<AssignmentEndpoint> warm_assignment_endpoint(const ControllerSettings& settings) {
+  if (!settings.warm_assignment) return std::nullopt;
+  return warm_assignment_endpoint(*settings.warm_assignment);
+}
+
+std::optional<AssignmentPeer> warm_assignment_peer(const ControllerSettings& settings) {
+  if (!settings.warm_assignment) return std::nullopt;
+  return warm_assignment_peer(*settings.warm_assignment);
+}
 
 runtime::ControllerFactory agent_environment_controller(
     ControllerClients clients, ControllerSettings settings, runtime::EventRecorder& events,

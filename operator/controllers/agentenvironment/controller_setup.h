@@ -10,6 +10,7 @@
 #include "controllers/agentenvironment/operator_metrics.h"
 #include "controllers/agentenvironment/runner_egress.h"
 #include "controllers/agentenvironment/session_ports.h"
+#include "controllers/agentenvironment/warm_assignment_listener.h"
 #include "core/log.h"
 #include "kube/resource_client.h"
 #include "runtime/event_recorder.h"
@@ -47,7 +48,16 @@ struct ControllerSettings {
   std::chrono::seconds gate_sweep{15};
   // How runner pods reach the network (--runner-egress, --cluster-dns).
   RunnerEgress egress;
+  // The warm runners' assignment service (--warm-assignment-port), served by the leader;
+  // nullopt: not served, so no warm pod can be told where to ask.
+  std::optional<WarmAssignmentSettings> warm_assignment{};
 };
+
+// Where warm pods ask for their assignment and the CA they trust for it; nullopt when the
+// operator does not serve assignments. What the reconciler's options take (docs/warm-pool.md).
+std::optional<AssignmentEndpoint> warm_assignment_endpoint(const ControllerSettings& settings);
+// The runner pods' egress to it, for environments with a warm pool; nullopt when not served.
+std::optional<AssignmentPeer> warm_assignment_peer(const ControllerSettings& settings);
 
 // The AgentEnvironment controller as the Manager runs it: its informers (AgentEnvironments, and
 // runner pods per namespace that opted in) from the shared cache, the reconciler with its

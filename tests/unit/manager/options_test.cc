@@ -34,9 +34,33 @@ TEST(OptionsTest, EveryFlagTheUsageListsIsAccepted) {
     if (flag == "--tunnel-audiences") value = "https://api.anthropic.com";
     if (flag == "--runner-egress") value = "cilium";
     if (flag == "--cluster-dns") value = "kube-system/k8s-app=kube-dns";
+    if (flag == "--warm-assignment-pod-labels") value = "app.kubernetes.io/name=perimeter";
     EXPECT_NO_THROW(parse({flag, value})) << flag;
   }
   EXPECT_GE(flags, 20);
+}
+
+TEST(OptionsTest, TheWarmAssignmentServiceIsOffUnlessAPortIsGivenAndItsFlagsAreChecked) {
+  const Options defaults = parse({});
+  EXPECT_EQ(defaults.warm_assignment_port, 0);
+  EXPECT_EQ(defaults.warm_assignment_service, "perimeter-assignment");
+  EXPECT_EQ(defaults.warm_assignment_ca_secret, "perimeter-assignment-ca");
+  EXPECT_EQ(defaults.warm_assignment_pod_labels,
+            (std::map<std::string, std::string>{{"app.kubernetes.io/name", "perimeter"},
+                                                {"app.kubernetes.io/component", "operator"}}));
+
+  const Options set = parse({"--warm-assignment-port=9443", "--warm-assignment-service=edge-assign",
+                             "--warm-assignment-pod-labels=app=edge,tier=ops"});
+  EXPECT_EQ(set.warm_assignment_port, 9443);
+  EXPECT_EQ(set.warm_assignment_service, "edge-assign");
+  EXPECT_EQ(set.warm_assignment_pod_labels,
+            (std::map<std::string, std::string>{{"app", "edge"}, {"tier", "ops"}}));
+
+  EXPECT_THROW(parse({"--warm-assignment-port=65536"}), std::invalid_argument);
+  EXPECT_THROW(parse({"--warm-assignment-port=-1"}), std::invalid_argument);
+  EXPECT_THROW(parse({"--warm-assignment-service=Edge.Assign"}), std::invalid_argument);
+  EXPECT_THROW(parse({"--warm-assignment-pod-labels="}), std::invalid_argument);
+  EXPECT_THROW(parse({"--warm-assignment-pod-labels=app"}), std::invalid_argument);
 }
 
 TEST(OptionsTest, TheGuardImageIsTheBuildsUnlessAFlagNamesOne) {
