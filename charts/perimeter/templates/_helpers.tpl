@@ -12,10 +12,28 @@
 {{- end -}}
 {{- end -}}
 
+{{- /* The warm runners' assignment Service, and the Secret that keeps its CA. */ -}}
+{{- define "perimeter.assignmentService" -}}
+{{- printf "%s-assignment" (include "perimeter.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "perimeter.assignmentCaSecret" -}}
+{{- printf "%s-assignment-ca" (include "perimeter.fullname" .) -}}
+{{- end -}}
+
 {{- define "perimeter.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "perimeter.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- /* The selector labels as a flag's LABEL=VALUE[,LABEL=VALUE]. */ -}}
+{{- define "perimeter.selectorLabelList" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := include "perimeter.selectorLabels" . | fromYaml -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
 {{- end -}}
 
 {{- define "perimeter.labels" -}}

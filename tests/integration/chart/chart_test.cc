@@ -410,6 +410,93 @@ TEST_F(ChartTest, GatewayObjectsAreGrantedByNameOnlyInGatewayEgressMode) {
   }
 }
 
+// Warm assignment (docs/warm-pool.md) is off by default and then renders nothing. On, it renders
+// the ClusterIP Service on the operator's pods, the container port and the flags, exactly one more
+// ingress in the operator's NetworkPolicy (warm runner pods, any namespace, that port), and a Role
+// that reads the CA Secret by name and creates Secrets; the real apiserver accepts them all.
+TEST_F(ChartTest, WarmAssignmentRendersItsServiceIngressAndCaSecretRuleOnlyWhenEnabled) {
+  const std::string by_default = render("--skip-tests");
+  for (const char* absent : {"perimeter-assignment", "--warm-assignment", "name: assignment"}) {
+    EXPECT_EQ(by_default.find(absent), std::string::npos) << absent;
+  }
+
+  const std::string on =
+      render("--skip-tests --set warmAssignment.enabled=true --set warmAssignment.port=9443");
+  for (const char* flag :
+       {"- --warm-assignment-port=9443\n", "- --warm-assignment-service=perimeter-assignment\n",
+        "- --warm-assignment-ca-secret=perimeter-assignment-ca\n",
+        "- --warm-assignment-pod-labels=app.kubernetes.io/component=operator,"
+        "app.kubernetes.io/instance=perimeter,app.kubernetes.io/name=perimeter\n",
+        "- {name: assignment, containerPort: 9443, protocol: TCP}\n"}) {
+    EXPECT_NE(on.find(flag), std::string::npos) << flag;
+  }
+
+  const size_t service = on.find("kind: Service\nmetadata:\n  name: perimeter-assignment\n");
+  ASSERT_NE(service, std::string::npos) << on;
+  const std::string service_doc = on.substr(service, on.find("\n---", service) - service);
+  EXPECT_NE(service_doc.find("  type: ClusterIP\n  selector:\n"
+                             "    app.kubernetes.io/name: perimeter\n"
+                             "    app.kubernetes.io/instance: perimeter\n"
+                             "    app.kubernetes.io/component: operator\n"
+                             "  ports:\n"
+                             "    - {name: assignment, port: 9443, targetPort: assignment, "
+                             "protocol: TCP}"),
+            std::string::npos)
+      << service_doc;
+
+  // The operator's NetworkPolicy: the ingress is the default one plus exactly this rule.
+  const auto ingress_of = [](const std::string& rendered) {
+    const size_t policy = rendered.find("kind: NetworkPolicy\nmetadata:\n  name: perimeter\n");
+    const size_t from = rendered.find("  ingress:\n", policy);
+    return rendered.substr(from, rendered.find("  egress:\n", from) - from);
+  };
+  const std::string default_ingress = ingress_of(by_default);
+  const std::string warm_ingress = ingress_of(on);
+  ASSERT_EQ(warm_ingress.rfind(default_ingress, 0), 0u) << warm_ingress;
+  const std::string added = warm_ingress.substr(default_ingress.size());
+  const std::string expected_rule =
+      "    - from:\n"
+      "        - namespaceSelector: {}\n"
+      "          podSelector:\n"
+      "            matchLabels:\n"
+      "              app.kubernetes.io/managed-by: perimeter\n"
+      "              app.kubernetes.io/component: runner\n"
+      "              perimeter.dev/warm: \"true\"\n"
+      "      ports:\n"
+      "        - {port: 9443, protocol: TCP}\n";
+  // Comment lines aside, the addition is that one rule.
+  std::string rules;
+  std::istringstream lines(added);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find_first_not_of(' ') != std::string::npos &&
+        line[line.find_first_not_of(' ')] == '#')
+      continue;
+    rules += line + "\n";
+  }
+  EXPECT_EQ(rules, expected_rule);
+
+  const size_t role = on.find("  name: perimeter-warm-assignment\n  namespace: perimeter-system");
+  ASSERT_NE(role, std::string::npos) << on;
+  const std::string role_doc = on.substr(role, on.find("\n---", role) - role);
+  EXPECT_NE(role_doc.find("  - apiGroups: [\"\"]\n    resources: [secrets]\n"
+                          "    resourceNames: [\"perimeter-assignment-ca\"]\n    verbs: [get]\n"
+                          "  - apiGroups: [\"\"]\n    resources: [secrets]\n    verbs: [create]"),
+            std::string::npos)
+      << role_doc;
+  EXPECT_EQ(role_doc.find("update"), std::string::npos) << role_doc;
+  EXPECT_EQ(role_doc.find("list"), std::string::npos) << role_doc;
+
+  // The real apiserver takes every object as rendered.
+  run(kubectl_ + " create namespace perimeter-system");  // another test may have made it
+  const std::string file = ::testing::TempDir() + "/perimeter-warm-assignment.yaml";
+  std::ofstream(file) << on;
+  const auto dry_run = run(kubectl_ + " apply --dry-run=server -f " + file);
+  EXPECT_EQ(dry_run.exit_code, 0) << dry_run.output;
+  EXPECT_NE(dry_run.output.find("service/perimeter-assignment created (server dry run)"),
+            std::string::npos)
+      << dry_run.output;
+}
+
 // The tunnel rules follow the session rules' shapes: bound only in tunnelNamespaces by default,
 // in the cluster-wide ClusterRole with clusterWide, in the Role with watchNamespace; the operator
 // is told the same namespaces, and its own ServiceAccount, whose tokens alone it may request.
