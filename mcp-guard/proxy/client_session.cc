@@ -144,7 +144,9 @@ bool istarts_with(std::string_view text, std::string_view prefix) {
 
 // The MCP headers a request's audit lines and checks read, found in one pass over the fields (a
 // lookup by a name Beast does not know is a tree search comparing names case-insensitively at
-// each step). The first of a repeated header counts, as with a lookup.
+// each step). Beast knows none of them, so a field it knows (Host, Content-Type, ...) is passed
+// over by its enum, without comparing names. The first of a repeated header counts, as with a
+// lookup.
 struct McpHeaders {
   std::optional<std::string> session;
   std::optional<std::string> protocol_version;
@@ -155,6 +157,7 @@ struct McpHeaders {
 McpHeaders mcp_headers(const http::fields& fields) {
   McpHeaders found;
   for (const auto& field : fields) {
+    if (field.name() != http::field::unknown) continue;
     const auto name_text = field.name_string();
     const std::string_view name(name_text.data(), name_text.size());
     std::optional<std::string>* slot = nullptr;
