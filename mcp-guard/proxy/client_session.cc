@@ -60,7 +60,7 @@ bool is_malformed_http(const beast::error_code& error) {
 
 // A reply's head as the guard sends it: always HTTP/1.1 (a chunked reply needs it), in place of
 // `*out`'s text.
-void serialize_head(const http::response_header<>& head, std::string* out) {
+void serialize_head(const http::response_header<GuardFields>& head, std::string* out) {
   beast::string_view reason = head.reason();
   if (reason.empty()) reason = http::obsolete_reason(head.result());
   std::string& text = *out;
@@ -85,7 +85,7 @@ void serialize_head(const http::response_header<>& head, std::string* out) {
 
 // A request's head as Beast's serializer writes it (the guard always sends HTTP/1.1), in one
 // buffer: one iovec instead of one per field, and no serializer built per request.
-void serialize_request_head(const http::request_header<>& head, std::string* text) {
+void serialize_request_head(const http::request_header<GuardFields>& head, std::string* text) {
   const auto method = head.method_string();
   const auto target = head.target();
   text->assign(method.data(), method.size());
@@ -154,7 +154,7 @@ struct McpHeaders {
   std::optional<std::string> name;
 };
 
-McpHeaders mcp_headers(const http::fields& fields) {
+McpHeaders mcp_headers(const GuardFields& fields) {
   McpHeaders found;
   for (const auto& field : fields) {
     if (field.name() != http::field::unknown) continue;
@@ -175,7 +175,7 @@ McpHeaders mcp_headers(const http::fields& fields) {
   return found;
 }
 
-std::optional<std::string> header(const http::fields& fields, std::string_view name) {
+std::optional<std::string> header(const GuardFields& fields, std::string_view name) {
   const auto found = fields.find(beast::string_view(name.data(), name.size()));
   if (found == fields.end()) return std::nullopt;
   return std::string(found->value());
@@ -184,9 +184,9 @@ std::optional<std::string> header(const http::fields& fields, std::string_view n
 // Whether `fields` say exactly this Content-Length, with no Transfer-Encoding: prepare_payload()
 // would leave the message as it is, yet it erases and inserts the field again (an allocation and
 // two tree operations per message), and most messages carry the right length already.
-bool has_content_length(const http::fields& fields, std::size_t length) {
+bool has_content_length(const GuardFields& fields, std::size_t length) {
   // One pass over the few fields, comparing their enum: cheaper than two tree searches by name.
-  const http::fields::value_type* content_length = nullptr;
+  const GuardFields::value_type* content_length = nullptr;
   for (const auto& field : fields) {
     if (field.name() == http::field::transfer_encoding) return false;
     if (field.name() != http::field::content_length) continue;
@@ -1311,7 +1311,7 @@ void ClientSession::abort_exchange(std::string_view outcome) {
 
 // ---- ClientSession: replies written whole, and the end of an exchange ----
 
-void ClientSession::prepare_reply_fields(http::fields& fields) const {
+void ClientSession::prepare_reply_fields(GuardFields& fields) const {
   strip_hop_by_hop(fields);
   if (!client_keep_alive_ || draining_) fields.set(http::field::connection, "close");
 }

@@ -15,6 +15,7 @@
 #include "mcp/sse_event_splitter.h"
 #include "proxy/asio.h"
 #include "proxy/audit.h"
+#include "proxy/field_allocator.h"
 #include "proxy/route_context.h"
 #include "proxy/upstream_connector.h"
 #include "proxy/upstream_stream.h"
@@ -137,7 +138,7 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
 
   PendingRpc* find_pending(const nlohmann::json& id);
   void attribute_anonymous_error(const RpcPayload* payload);
-  void prepare_reply_fields(http::fields& fields) const;
+  void prepare_reply_fields(GuardFields& fields) const;
 
   std::shared_ptr<RouteContext> route_;
   SessionRegistry& registry_;
@@ -156,12 +157,12 @@ class ClientSession : public std::enable_shared_from_this<ClientSession> {
   beast::flat_buffer upstream_buffer_;
   std::unique_ptr<char[]> chunk_;  // one upstream read, forwarded before the next
 
-  std::optional<http::request_parser<http::string_body>> request_parser_;
-  http::request<http::string_body> request_;
+  std::optional<http::request_parser<http::string_body, FieldAllocator<char>>> request_parser_;
+  http::request<http::string_body, GuardFields> request_;
   std::string request_head_;  // request_'s head as sent upstream
-  std::optional<http::response_parser<http::buffer_body>> response_parser_;
-  http::response<http::string_body> whole_reply_;
-  http::response<http::empty_body> stream_head_;
+  std::optional<http::response_parser<http::buffer_body, FieldAllocator<char>>> response_parser_;
+  http::response<http::string_body, GuardFields> whole_reply_;
+  http::response<http::empty_body, GuardFields> stream_head_;
   std::string stream_head_text_;  // the head of a streamed reply, or of one written whole
   bool stream_head_unsent_ = false;
   bool stream_last_chunk_sent_ = false;  // with the last bytes, when the upstream had ended

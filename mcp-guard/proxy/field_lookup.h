@@ -2,7 +2,7 @@
 
 #include <string_view>
 
-#include "proxy/asio.h"
+#include "proxy/field_allocator.h"
 
 namespace perimeter::mcpguard {
 
@@ -13,18 +13,18 @@ namespace perimeter::mcpguard {
 // Beast call named beside it; where several fields share the name, the first one counts.
 
 // find(name): the first field so named, or nullptr.
-const http::fields::value_type* find_field(const http::fields& fields, http::field name);
+const GuardFields::value_type* find_field(const GuardFields& fields, http::field name);
 
 // operator[](name): its value, empty when absent.
-std::string_view field_value(const http::fields& fields, http::field name);
+std::string_view field_value(const GuardFields& fields, http::field name);
 
 // has_content_length()
-bool has_content_length_field(const http::fields& fields);
+bool has_content_length_field(const GuardFields& fields);
 
 // keep_alive() of a message of this HTTP version (10 or 11).
-bool keeps_alive(const http::fields& fields, unsigned version);
+bool keeps_alive(const GuardFields& fields, unsigned version);
 
 // chunked(): Transfer-Encoding's last coding is chunked.
-bool is_chunked(const http::fields& fields);
+bool is_chunked(const GuardFields& fields);
 
 }  // namespace perimeter::mcpguard

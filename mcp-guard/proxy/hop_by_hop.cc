@@ -4,7 +4,7 @@
 
 namespace perimeter::mcpguard {
 
-void strip_hop_by_hop(http::fields& fields) {
+void strip_hop_by_hop(GuardFields& fields) {
   if (const auto* connection = find_field(fields, http::field::connection)) {
     for (const auto token : http::token_list(connection->value())) {
       fields.erase(token);

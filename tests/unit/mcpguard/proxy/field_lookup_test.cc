@@ -11,8 +11,8 @@ namespace {
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
-http::fields make(const Fields& in) {
-  http::fields fields;
+GuardFields make(const Fields& in) {
+  GuardFields fields;
   for (const auto& [name, value] : in) fields.insert(name, value);
   return fields;
 }
@@ -21,7 +21,7 @@ http::fields make(const Fields& in) {
 void expect_as_beast(const Fields& in) {
   SCOPED_TRACE(::testing::PrintToString(in));
   for (const unsigned version : {10u, 11u}) {
-    http::request<http::empty_body> request;
+    http::request<http::empty_body, GuardFields> request;
     request.version(version);
     for (const auto& [name, value] : in) request.insert(name, value);
     EXPECT_EQ(keeps_alive(request, version), request.keep_alive()) << "HTTP/1." << version % 10;

@@ -12,7 +12,7 @@ namespace {
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
 Fields stripped(const Fields& in) {
-  http::fields fields;
+  GuardFields fields;
   for (const auto& [name, value] : in) fields.insert(name, value);
   strip_hop_by_hop(fields);
   Fields out;
