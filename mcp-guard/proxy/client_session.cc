@@ -6,6 +6,7 @@
 #include <array>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 #include <iterator>
 #include <limits>
 
@@ -61,29 +62,55 @@ bool is_malformed_http(const beast::error_code& error) {
          error != http::error::body_limit;
 }
 
+// A head's text is sized first and then copied piece by piece into place: an append per piece
+// (four a field) checked capacity and size each time, a few hundred instructions a head.
+char* put(char* at, beast::string_view piece) {
+  std::memcpy(at, piece.data(), piece.size());
+  return at + piece.size();
+}
+
+// The bytes of the fields' lines and of the empty line that ends the head.
+std::size_t fields_bytes(const GuardFields& fields) {
+  std::size_t bytes = 2;
+  for (const auto& field : fields) bytes += field.name_string().size() + field.value().size() + 4;
+  return bytes;
+}
+
+// The fields' lines and the empty line after them, from `at`, which has fields_bytes() of room.
+void put_fields(const GuardFields& fields, char* at) {
+  for (const auto& field : fields) {
+    at = put(at, field.name_string());
+    *at++ = ':';
+    *at++ = ' ';
+    at = put(at, field.value());
+    *at++ = '\r';
+    *at++ = '\n';
+  }
+  *at++ = '\r';
+  *at = '\n';
+}
+
 // A reply's head as the guard sends it: always HTTP/1.1 (a chunked reply needs it), in place of
 // `*out`'s text.
 void serialize_head(const http::response_header<GuardFields>& head, std::string* out) {
   beast::string_view reason = head.reason();
   if (reason.empty()) reason = http::obsolete_reason(head.result());
+  char status[8];
+  const beast::string_view code(
+      status, static_cast<std::size_t>(
+                  std::to_chars(status, status + sizeof status, head.result_int()).ptr - status));
+  constexpr beast::string_view kVersion = "HTTP/1.1 ";
+  const std::size_t line = kVersion.size() + code.size() + 1 + reason.size() + 2;
   std::string& text = *out;
   text.clear();
-  text.reserve(256);
-  text.append("HTTP/1.1 "sv);
-  char status[8];
-  text.append(status, std::to_chars(status, status + sizeof status, head.result_int()).ptr);
-  text.push_back(' ');
-  text.append(reason.data(), reason.size());
-  text.append("\r\n"sv);
-  for (const auto& field : head) {
-    const auto name = field.name_string();
-    const auto value = field.value();
-    text.append(name.data(), name.size());
-    text.append(": "sv);
-    text.append(value.data(), value.size());
-    text.append("\r\n"sv);
-  }
-  text.append("\r\n"sv);
+  text.resize(line + fields_bytes(head));
+  char* at = put(text.data(), kVersion);
+  at = put(at, code);
+  *at++ = ' ';
+  at = put(at, reason);
+  *at++ = '\r';
+  *at++ = '\n';
+  put_fields(head, at);
 }
 
 // A request's head as Beast's serializer writes it (the guard always sends HTTP/1.1), in one
@@ -91,19 +118,15 @@ void serialize_head(const http::response_header<GuardFields>& head, std::string*
 void serialize_request_head(const http::request_header<GuardFields>& head, std::string* text) {
   const auto method = head.method_string();
   const auto target = head.target();
-  text->assign(method.data(), method.size());
-  text->push_back(' ');
-  text->append(target.data(), target.size());
-  text->append(" HTTP/1.1\r\n"sv);
-  for (const auto& field : head) {
-    const auto name = field.name_string();
-    const auto value = field.value();
-    text->append(name.data(), name.size());
-    text->append(": "sv);
-    text->append(value.data(), value.size());
-    text->append("\r\n"sv);
-  }
-  text->append("\r\n"sv);
+  constexpr beast::string_view kVersion = " HTTP/1.1\r\n";
+  const std::size_t line = method.size() + 1 + target.size() + kVersion.size();
+  text->clear();
+  text->resize(line + fields_bytes(head));
+  char* at = put(text->data(), method);
+  *at++ = ' ';
+  at = put(at, target);
+  at = put(at, kVersion);
+  put_fields(head, at);
 }
 
 // Read chunks of streams that ended, kept by each I/O thread for its next stream: glibc caches
