@@ -207,6 +207,36 @@ std::optional<std::string> header(const GuardFields& fields, std::string_view na
   return std::string(found->value());
 }
 
+// Host becomes the upstream's authority and the client's Host goes to X-Forwarded-Host, as
+// set("X-Forwarded-Host", host) then set(field::host, authority) would leave them: every earlier
+// copy of either gone, the new ones last. Beast's set() finds the copies to erase by searching
+// its tree by the name's text (and, for a name it does not know, its table of names first),
+// several hundred instructions each; here the few fields are walked once per name.
+void point_host_at_upstream(GuardFields& fields, std::string_view authority) {
+  constexpr beast::string_view kForwardedHost = "X-Forwarded-Host";
+  if (const auto* host = find_field(fields, http::field::host)) {
+    for (auto it = fields.begin(); it != fields.end();) {
+      const auto name = it->name_string();
+      if (it->name() == http::field::unknown &&
+          iequals(std::string_view(name.data(), name.size()),
+                  std::string_view(kForwardedHost.data(), kForwardedHost.size()))) {
+        it = fields.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    fields.insert(http::field::unknown, kForwardedHost, host->value());
+  }
+  for (auto it = fields.begin(); it != fields.end();) {
+    if (it->name() == http::field::host) {
+      it = fields.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  fields.insert(http::field::host, "Host", beast::string_view(authority.data(), authority.size()));
+}
+
 // Whether `fields` say exactly this Content-Length, with no Transfer-Encoding: prepare_payload()
 // would leave the message as it is, yet it erases and inserts the field again (an allocation and
 // two tree operations per message), and most messages carry the right length already.
@@ -707,10 +737,7 @@ void ClientSession::forward() {
   request_.erase(http::field::expect);
   request_.version(11);
   if (policy_->route.host_header == HostHeaderMode::kUpstream) {
-    if (const auto* host = find_field(request_, http::field::host)) {
-      request_.set("X-Forwarded-Host", host->value());
-    }
-    request_.set(http::field::host, policy_->route.upstream.authority);
+    point_host_at_upstream(request_, policy_->route.upstream.authority);
   }
   keep_alive(request_, true);
   // A POST with a body (the JSON-RPC case) as prepare_payload() would leave it; anything else
