@@ -237,6 +237,11 @@ void point_host_at_upstream(GuardFields& fields, std::string_view authority) {
   fields.insert(http::field::host, "Host", beast::string_view(authority.data(), authority.size()));
 }
 
+// A record's name as a view (no copy), empty when it has none.
+std::string_view name_or_empty(const std::optional<std::string>& name) {
+  return name ? std::string_view(*name) : std::string_view();
+}
+
 // Whether `fields` say exactly this Content-Length, with no Transfer-Encoding: prepare_payload()
 // would leave the message as it is, yet it erases and inserts the field again (an allocation and
 // two tree operations per message), and most messages carry the right length already.
@@ -580,7 +585,7 @@ void ClientSession::inspect_request() {
       pending.record.arguments = audited_arguments(message_document(*payload_, i), message.method);
     }
     pending.metric_method = metric_method(message.method);
-    pending.tools_list = message.method == "tools/list";
+    pending.tools_list = message.method == "tools/list"sv;
     pending_.push_back(std::move(pending));
   }
 
@@ -617,18 +622,20 @@ void ClientSession::inspect_request() {
   }
 
   // Tool policy: a batch with any denied call is refused whole, so no part of it runs.
-  std::vector<std::string> denials(pending_.size());
+  // Sized at the first denial: most requests have none.
+  std::vector<std::string> denials;
   std::string first_denial;
   for (std::size_t i = 0; i < pending_.size(); ++i) {
     auto& pending = pending_[i];
-    if (pending.record.method != "tools/call") continue;
-    const std::string tool = pending.record.name.value_or("");
+    if (pending.record.method != "tools/call"sv) continue;
+    const std::string_view tool = name_or_empty(pending.record.name);
     const auto decision = decide_tool(policy_->route.tools, tool);
     if (decision.allowed) continue;
+    if (denials.empty()) denials.resize(pending_.size());
     pending.record.allowed = false;
     pending.record.reason = "policy: " + decision.reason;
-    denials[i] = "tool \"" + tool + "\" is denied by the policy of route \"" + route_->name() +
-                 "\" (" + decision.reason + ")";
+    denials[i] = "tool \"" + std::string(tool) + "\" is denied by the policy of route \"" +
+                 route_->name() + "\" (" + decision.reason + ")";
     if (first_denial.empty()) first_denial = denials[i];
   }
   if (!first_denial.empty()) {
@@ -664,8 +671,8 @@ void ClientSession::inspect_request() {
   }
   for (const auto& pending : pending_) {
     route_->metrics().request(route_->name(), pending.metric_method,
-                              pending.record.method == "tools/call"
-                                  ? route_->tool_label(pending.record.name.value_or(""))
+                              pending.record.method == "tools/call"sv
+                                  ? route_->tool_label(name_or_empty(pending.record.name))
                                   : std::string_view(),
                               true);
   }
@@ -703,8 +710,8 @@ void ClientSession::refuse(http::status status, std::string body, std::string_vi
     }
     pending.record.rpc_error_code = rpc_code;
     route_->metrics().request(route_->name(), pending.metric_method,
-                              pending.record.method == "tools/call"
-                                  ? route_->tool_label(pending.record.name.value_or(""))
+                              pending.record.method == "tools/call"sv
+                                  ? route_->tool_label(name_or_empty(pending.record.name))
                                   : std::string_view(),
                               false);
     if (pending.record.reason) {
