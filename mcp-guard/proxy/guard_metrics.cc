@@ -230,9 +230,16 @@ void PrometheusGuardMetrics::request_duration(std::string_view route, std::strin
 }
 
 prometheus::Gauge& PrometheusGuardMetrics::open_streams(std::string_view route) {
-  return cache_->cached(cache_->gauges, cache_key('s', {route}), [&]() -> prometheus::Gauge& {
-    return families_->open_streams.Add({{"route", std::string(route)}});
-  });
+  // Each stream opens and closes its route's gauge: the thread's last one takes no key or lock.
+  thread_local LastUsed<prometheus::Gauge, 1> last;
+  const std::array<std::string_view, 1> labels{route};
+  if (auto* gauge = last.find(cache_->id, labels)) return *gauge;
+  auto& gauge =
+      cache_->cached(cache_->gauges, cache_key('s', {route}), [&]() -> prometheus::Gauge& {
+        return families_->open_streams.Add({{"route", std::string(route)}});
+      });
+  last.remember(cache_->id, labels, &gauge);
+  return gauge;
 }
 
 void PrometheusGuardMetrics::stream_opened(std::string_view route) {
