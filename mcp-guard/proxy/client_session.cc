@@ -1056,8 +1056,17 @@ void ClientSession::write_stream_head() {
   stream_head_.base() = std::move(head.base());
   prepare_reply_fields(stream_head_);
   if (stream_chunked_) {
-    stream_head_.erase(http::field::content_length);
-    stream_head_.chunked(true);
+    // What erase(content_length) and chunked(true) would leave, without their four searches of
+    // the field tree by name: Transfer-Encoding is hop-by-hop, so prepare_reply_fields removed it
+    // and chunked(true) would only add it.
+    for (auto it = stream_head_.begin(); it != stream_head_.end();) {
+      if (it->name() == http::field::content_length) {
+        it = stream_head_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    stream_head_.insert(http::field::transfer_encoding, "Transfer-Encoding", "chunked");
   }
   if (mode_ == ReplyMode::kSse) {
     splitter_.emplace(policy_->limits.max_sse_event_bytes);
