@@ -194,6 +194,9 @@ int run(const Options& options) {
     warm.service.namespace_ = operator_namespace();
     warm.service.cluster_domain = options.cluster_domain;
     warm.service.port = options.warm_assignment_port;
+    warm.service.direct_address = options.warm_assignment_address;
+    if (!options.warm_assignment_address.empty())
+      warm.bind_address = options.warm_assignment_address;
     warm.listen_port = options.warm_assignment_port;
     warm.operator_pods = {warm.service.namespace_, options.warm_assignment_pod_labels};
     // On every replica, before leading: the CA is what warm pods trust, so all replicas and

@@ -1,5 +1,8 @@
 #include "manager/options.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <stdexcept>
 
 #include "core/strings.h"
@@ -37,6 +40,16 @@ int parse_port_or_zero(const std::string& flag, const std::string& value) {
   }
   throw std::invalid_argument(flag + " wants a port from 1 to 65535, or 0 for off, got '" + value +
                               "'");
+}
+
+// An IPv4 or IPv6 address literal, as the certificate's iPAddress name takes it.
+std::string parse_ip_address(const std::string& flag, const std::string& value) {
+  in6_addr parsed{};
+  if (inet_pton(AF_INET, value.c_str(), &parsed) != 1 &&
+      inet_pton(AF_INET6, value.c_str(), &parsed) != 1) {
+    throw std::invalid_argument(flag + " must be an IPv4 or IPv6 address, got '" + value + "'");
+  }
+  return value;
 }
 
 std::string parse_dns_label(const std::string& flag, const std::string& value) {
@@ -151,6 +164,10 @@ flags (--flag=value or --flag value):
                                      pods get one egress, to these on that port (default
                                      app.kubernetes.io/name=perimeter,
                                      app.kubernetes.io/component=operator)
+  --warm-assignment-address IP       an address of this host that warm pods reach directly, for
+                                     an operator run outside the cluster (make run, the real-node
+                                     tests): it listens there, warm pods ask https://IP:PORT, and
+                                     the certificate names IP (default: none, the Service)
   --warm-assignment-ca-secret NAME   the Secret in $POD_NAMESPACE that keeps the assignment
                                      service's CA, made at start if absent (default
                                      perimeter-assignment-ca)
@@ -255,7 +272,9 @@ Options parse_options(const std::vector<std::string>& args, bool* help) {
       const std::string labels = take();
       options.warm_assignment_pod_labels =
           parse_labels(flag, labels, "LABEL=VALUE[,LABEL=VALUE]", labels, "the namespace");
-    } else if (flag == "--warm-assignment-ca-secret")
+    } else if (flag == "--warm-assignment-address")
+      options.warm_assignment_address = parse_ip_address(flag, take());
+    else if (flag == "--warm-assignment-ca-secret")
       options.warm_assignment_ca_secret = take();
     else if (flag == "--ca-rotation-overlap-seconds")
       options.ca_rotation_overlap_seconds = parse_positive(flag, take());

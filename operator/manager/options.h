@@ -54,6 +54,9 @@ struct Options {
   // `warm_assignment_ca_secret` there.
   int warm_assignment_port = 0;
   std::string warm_assignment_service = "perimeter-assignment";
+  // An IP address of this host warm pods reach directly instead of the Service (an operator run
+  // outside the cluster): the listener binds it and the certificate names it. Empty: the Service.
+  std::string warm_assignment_address{};
   std::string warm_assignment_ca_secret = "perimeter-assignment-ca";
   // The operator's pods in $POD_NAMESPACE as that Service selects them: what a warm pool's
   // runner pods may reach.

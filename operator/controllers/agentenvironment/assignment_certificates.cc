@@ -92,8 +92,12 @@ std::vector<std::string> assignment_service_dns_names(const AssignmentServiceAdd
 }
 
 std::string assignment_service_url(const AssignmentServiceAddress& address) {
-  return "https://" + assignment_service_dns_names(address).front() + ":" +
-         std::to_string(address.port);
+  std::string host = assignment_service_dns_names(address).front();
+  if (!address.direct_address.empty()) {
+    const bool ipv6 = address.direct_address.find(':') != std::string::npos;
+    host = ipv6 ? "[" + address.direct_address + "]" : address.direct_address;
+  }
+  return "https://" + host + ":" + std::to_string(address.port);
 }
 
 AssignmentCa load_or_create_assignment_ca(kube::ResourceClient& secrets, const std::string& ns,
@@ -121,6 +125,7 @@ AssignmentServingCertificate issue_assignment_serving_certificate(
   pki::CertificateRequest request;
   request.dns_names = assignment_service_dns_names(address);
   request.common_name = request.dns_names.front();
+  if (!address.direct_address.empty()) request.ip_addresses = {address.direct_address};
   request.backdate = kBackdate;
   request.usage = pki::Usage::kServer;
   const auto until_ca_expiry =

@@ -30,11 +30,16 @@ struct AssignmentServiceAddress {
   std::string namespace_ = "perimeter-system";
   std::string cluster_domain = "cluster.local";
   int port = 8443;
+  // An IP address of the operator's host that warm pods reach directly (an operator run outside
+  // the cluster, as `make run` and the real-node tests run it): when set, warm pods ask
+  // https://<address>:<port> and the certificate names it besides the Service's names.
+  std::string direct_address{};
 };
 // <service>.<namespace>.svc and <service>.<namespace>.svc.<cluster domain>: the names the
 // serving certificate is for.
 std::vector<std::string> assignment_service_dns_names(const AssignmentServiceAddress& address);
-// https://<service>.<namespace>.svc:<port>: what a warm pod is told to ask.
+// https://<service>.<namespace>.svc:<port>, or https://<direct address>:<port> when there is one:
+// what a warm pod is told to ask.
 std::string assignment_service_url(const AssignmentServiceAddress& address);
 
 struct AssignmentCa {

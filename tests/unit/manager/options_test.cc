@@ -35,6 +35,7 @@ TEST(OptionsTest, EveryFlagTheUsageListsIsAccepted) {
     if (flag == "--runner-egress") value = "cilium";
     if (flag == "--cluster-dns") value = "kube-system/k8s-app=kube-dns";
     if (flag == "--warm-assignment-pod-labels") value = "app.kubernetes.io/name=perimeter";
+    if (flag == "--warm-assignment-address") value = "10.0.0.7";
     EXPECT_NO_THROW(parse({flag, value})) << flag;
   }
   EXPECT_GE(flags, 20);
@@ -61,6 +62,14 @@ TEST(OptionsTest, TheWarmAssignmentServiceIsOffUnlessAPortIsGivenAndItsFlagsAreC
   EXPECT_THROW(parse({"--warm-assignment-service=Edge.Assign"}), std::invalid_argument);
   EXPECT_THROW(parse({"--warm-assignment-pod-labels="}), std::invalid_argument);
   EXPECT_THROW(parse({"--warm-assignment-pod-labels=app"}), std::invalid_argument);
+
+  // An operator outside the cluster is reached at an address of its host, never a name: the
+  // certificate names exactly what the pods dial.
+  EXPECT_EQ(defaults.warm_assignment_address, "");
+  EXPECT_EQ(parse({"--warm-assignment-address=10.88.0.1"}).warm_assignment_address, "10.88.0.1");
+  EXPECT_EQ(parse({"--warm-assignment-address=fd00::1"}).warm_assignment_address, "fd00::1");
+  EXPECT_THROW(parse({"--warm-assignment-address=operator.example"}), std::invalid_argument);
+  EXPECT_THROW(parse({"--warm-assignment-address=10.88.0.1:8443"}), std::invalid_argument);
 }
 
 TEST(OptionsTest, TheGuardImageIsTheBuildsUnlessAFlagNamesOne) {

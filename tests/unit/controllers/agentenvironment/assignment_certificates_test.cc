@@ -1,6 +1,7 @@
 #include "controllers/agentenvironment/assignment_certificates.h"
 
 #include <gtest/gtest.h>
+#include <openssl/x509v3.h>
 #include <prometheus/registry.h>
 
 #include "core/base64.h"
@@ -131,6 +132,36 @@ TEST(AssignmentServingCertificateTest, IsForTheServicesNamesSignedByTheCaAndRene
   const auto late = kNow + 24h * 365 - 24h;
   EXPECT_EQ(issue_assignment_serving_certificate(ca, address(), late).not_after,
             ca.certificate.not_after());
+}
+
+// An operator run outside the cluster: warm pods dial an address of its host, and the certificate
+// must name that address (the runner checks the IP against the certificate's iPAddress names).
+TEST(AssignmentServingCertificateTest, ADirectAddressIsWhatPodsAskAndWhatTheCertificateNames) {
+  AssignmentServiceAddress direct = address();
+  direct.direct_address = "10.88.0.1";
+  EXPECT_EQ(assignment_service_url(direct), "https://10.88.0.1:8443");
+  direct.direct_address = "fd00::1";
+  EXPECT_EQ(assignment_service_url(direct), "https://[fd00::1]:8443");
+  direct.direct_address = "10.88.0.1";
+  const AssignmentCa ca = [] {
+    auto key = pki::PrivateKey::generate_ec_p256();
+    auto cert = pki::issue_self_signed_ca({"test CA", "", 24h * 365, 0s, 0}, key, kNow);
+    return AssignmentCa{std::move(cert), std::move(key)};
+  }();
+  const auto leaf =
+      pki::Certificate::from_pem(issue_assignment_serving_certificate(ca, direct, kNow).chain_pem);
+  EXPECT_EQ(leaf.ip_addresses(), std::vector<std::string>{"10.88.0.1"});
+  // What the runner's TLS client checks for an address (Asio's host_name_verification).
+  EXPECT_EQ(X509_check_ip_asc(leaf.native(), "10.88.0.1", 0), 1);
+  EXPECT_EQ(X509_check_ip_asc(leaf.native(), "10.88.0.2", 0), 0);
+  EXPECT_EQ(pki::verify_server_certificate(leaf, ca.certificate,
+                                           "perimeter-assignment.perimeter-system.svc", kNow),
+            std::nullopt);
+  // Without one, no address is named.
+  EXPECT_TRUE(pki::Certificate::from_pem(
+                  issue_assignment_serving_certificate(ca, address(), kNow).chain_pem)
+                  .ip_addresses()
+                  .empty());
 }
 
 class NullSink final : public LogSink {
