@@ -100,6 +100,21 @@ AgentEnvironment parse_agent_environment(const nlohmann::json& object) {
   }
   read_optional(spec, "maxConcurrentSessions", "spec", &env.max_concurrent_sessions);
   if (env.max_concurrent_sessions < 1) throw SpecError("spec.maxConcurrentSessions must be >= 1");
+  if (spec.contains("warmPool") && !spec["warmPool"].is_null()) {
+    // The schema bounds both and orders them; an object stored before it did is refused here.
+    const auto& pool = child(spec, "warmPool");
+    WarmPoolSpec parsed;
+    read_optional(pool, "minReady", "spec.warmPool", &parsed.min_ready);
+    read_optional(pool, "maxReady", "spec.warmPool", &parsed.max_ready);
+    if (parsed.min_ready < 0 || parsed.max_ready > kMaxWarmPoolPods ||
+        parsed.min_ready > parsed.max_ready) {
+      throw SpecError("spec.warmPool must have 0 <= minReady <= maxReady <= " +
+                      std::to_string(kMaxWarmPoolPods) + ", not minReady " +
+                      std::to_string(parsed.min_ready) + " and maxReady " +
+                      std::to_string(parsed.max_ready));
+    }
+    env.warm_pool = parsed;
+  }
   read_optional(spec, "suspend", "spec", &env.suspend);
 
   const auto& poll = child(spec, "poll");

@@ -19,6 +19,9 @@ inline constexpr const char* kKind = "AgentEnvironment";
 inline constexpr const char* kAuditLevelVariable = "PERIMETER_AUDIT_LEVEL";
 // The runner pod's variable naming the file of spec.apiCAConfigMapRef's certificates.
 inline constexpr const char* kApiCaFileVariable = "PERIMETER_API_CA_FILE";
+// spec.warmPool.maxReady's bound in the CRD: a pool is a burst's worth of pods, and one pass of
+// the reconciler creates at most this many.
+inline constexpr int kMaxWarmPoolPods = 1000;
 
 // A spec the schema let through but the operator cannot act on; reported in a condition.
 using SpecError = runtime::SpecError;
@@ -60,6 +63,13 @@ struct AllowedHost {
   std::vector<int> ports = {443};
 };
 
+// spec.warmPool: how many warm runner pods (started before any session, docs/warm-pool.md) the
+// operator keeps. The pool's rule is in warm_pool.h.
+struct WarmPoolSpec {
+  int min_ready = 0;
+  int max_ready = 0;
+};
+
 // The AgentEnvironment as the operator uses it: the spec with the schema's defaults applied,
 // so an object stored before a default existed behaves like a new one.
 struct AgentEnvironment {
@@ -77,6 +87,8 @@ struct AgentEnvironment {
   std::string api_ca_config_map_name;
   std::string api_ca_config_map_key = "ca.crt";
   int max_concurrent_sessions = 10;
+  // Absent: no warm pods.
+  std::optional<WarmPoolSpec> warm_pool;
   bool suspend = false;
   int poll_block_ms = 999;
   std::int64_t reclaim_older_than_ms = 5000;

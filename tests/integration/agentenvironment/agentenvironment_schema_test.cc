@@ -215,6 +215,18 @@ TEST_F(AgentEnvironmentSchemaTest, TheApiserverRejectsEachInvalidEnvironment) {
       {"session claim with an unknown deletion policy",
        R"([{"op":"add","path":"/spec/runner/workspace","value":{"persistentVolumeClaim":{"whenEnvironmentDeleted":"Orphan"}}}])",
        "spec.runner.workspace.persistentVolumeClaim.whenEnvironmentDeleted"},
+      {"warm pool whose minimum is over its maximum",
+       R"([{"op":"add","path":"/spec/warmPool","value":{"minReady":3,"maxReady":2}}])",
+       "warmPool.minReady must not be greater than warmPool.maxReady"},
+      {"warm pool without a maximum",
+       R"([{"op":"add","path":"/spec/warmPool","value":{"minReady":1}}])",
+       "spec.warmPool.maxReady: Required value"},
+      {"warm pool over its bound",
+       R"([{"op":"add","path":"/spec/warmPool","value":{"maxReady":1001}}])",
+       "spec.warmPool.maxReady"},
+      {"warm pool with a negative minimum",
+       R"([{"op":"add","path":"/spec/warmPool","value":{"minReady":-1,"maxReady":2}}])",
+       "spec.warmPool.minReady"},
   };
   int index = 0;
   for (const auto& c : cases) {
@@ -230,6 +242,25 @@ TEST_F(AgentEnvironmentSchemaTest, TheApiserverRejectsEachInvalidEnvironment) {
           << "message was: " << e.status_message();
     }
   }
+}
+
+// Issue 19: a warm pool is stored with minReady's default and read as the schema wrote it; an
+// environment without one has no pool.
+TEST_F(AgentEnvironmentSchemaTest, AWarmPoolIsStoredWithItsDefaultAndReadAsWritten) {
+  auto object = valid_environment("warm");
+  object["spec"]["warmPool"] = {{"maxReady", 5}};
+  const auto stored = create_environment(object);
+  EXPECT_EQ(stored["spec"]["warmPool"]["minReady"], 0);
+  const auto env = parse_agent_environment(stored);
+  ASSERT_TRUE(env.warm_pool.has_value());
+  EXPECT_EQ(env.warm_pool->min_ready, 0);
+  EXPECT_EQ(env.warm_pool->max_ready, 5);
+
+  object = valid_environment("warm-equal");
+  object["spec"]["warmPool"] = {{"minReady", 1000}, {"maxReady", 1000}};
+  EXPECT_EQ(parse_agent_environment(create_environment(object)).warm_pool->min_ready, 1000);
+  EXPECT_FALSE(
+      parse_agent_environment(create_environment(valid_environment("cold"))).warm_pool.has_value());
 }
 
 // Issue 18: a session workspace claim asked for with nothing else is stored with every default,
