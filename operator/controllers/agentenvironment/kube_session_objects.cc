@@ -9,13 +9,10 @@
 
 namespace perimeter::agentenvironment {
 
-namespace {
-
-// Whether the apiserver refused the object itself, as built, rather than this request at this
-// moment. Validation (422) and the admission answers that judge the object (PodSecurity, a
-// webhook's denial) are; every other 403 may pass without the spec changing (an exceeded quota
-// when sessions end, RBAC when an administrator grants it, the ServiceAccount admission while a
-// new namespace's default account is being created), so it is retried like any failure.
+// Validation (422) and the admission answers that judge the object (PodSecurity, a webhook's
+// denial) are refusals as built; every other 403 may pass without the spec changing (an exceeded
+// quota when sessions end, RBAC when an administrator grants it, the ServiceAccount admission
+// while a new namespace's default account is being created), so it is retried like any failure.
 bool refused_as_built(const kube::ApiError& e) {
   if (e.kind() == kube::ErrorKind::kInvalid) return true;
   if (e.kind() != kube::ErrorKind::kForbidden) return false;
@@ -24,6 +21,8 @@ bool refused_as_built(const kube::ApiError& e) {
          (message.find("admission webhook") != std::string::npos &&
           message.find("denied the request") != std::string::npos);
 }
+
+namespace {
 
 // Creates `object`; a refusal of the object as built becomes ObjectRefused, so the claim path
 // can tell it from a failure that may pass.

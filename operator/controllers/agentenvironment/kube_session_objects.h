@@ -1,6 +1,7 @@
 #pragma once
 
 #include "controllers/agentenvironment/session_ports.h"
+#include "kube/api_error.h"
 #include "kube/resource_client.h"
 #include "runtime/store.h"
 
@@ -36,6 +37,10 @@ class StoreRunnerPodCensus final : public RunnerPodCensus {
  private:
   runtime::Store& pods_;
 };
+
+// Whether the apiserver refused an object itself, as built, rather than this request at this
+// moment: trying again cannot help until the spec changes.
+bool refused_as_built(const kube::ApiError& e);
 
 // Whether a pod has finished (Succeeded or Failed).
 bool pod_finished(const nlohmann::json& pod);
