@@ -72,7 +72,15 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
                                     "to end before mounting its workspace")),
       session_workspaces(gauge(registry, "perimeter_session_workspaces",
                                "Session workspace claims, by state (Pending, Bound, Idle, "
-                               "Lost)")) {}
+                               "Lost)")),
+      warm_pool_pods(gauge(registry, "perimeter_warm_pool_pods",
+                           "Warm runner pods not assigned to a session, by state (ready, "
+                           "starting)")),
+      warm_pool_target(gauge(registry, "perimeter_warm_pool_target",
+                             "The number of unassigned warm runner pods the pool is kept at now")),
+      warm_pool_errors_total(counter(registry, "perimeter_warm_pool_errors_total",
+                                     "Warm pods the pool failed to create or remove, by step "
+                                     "(create, remove)")) {}
 
 namespace {
 
@@ -136,6 +144,22 @@ void OperatorMetrics::remove_poller_gauges(const std::string& environment) {
        {&queue_depth, &queue_pending, &active_sessions, &last_successful_poll_timestamp_seconds}) {
     remove_series(*family, {{"environment", environment}});
   }
+}
+
+void OperatorMetrics::set_warm_pool(const std::string& environment, std::size_t ready,
+                                    std::size_t starting, std::size_t target) {
+  warm_pool_pods.Add({{"environment", environment}, {"state", "ready"}})
+      .Set(static_cast<double>(ready));
+  warm_pool_pods.Add({{"environment", environment}, {"state", "starting"}})
+      .Set(static_cast<double>(starting));
+  warm_pool_target.Add({{"environment", environment}}).Set(static_cast<double>(target));
+}
+
+void OperatorMetrics::remove_warm_pool(const std::string& environment) {
+  for (const char* state : {"ready", "starting"}) {
+    remove_series(warm_pool_pods, {{"environment", environment}, {"state", state}});
+  }
+  remove_series(warm_pool_target, {{"environment", environment}});
 }
 
 }  // namespace perimeter::agentenvironment

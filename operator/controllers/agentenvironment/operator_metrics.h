@@ -59,6 +59,12 @@ class OperatorMetrics {
   // live pod of the session), Lost.
   prometheus::Family<prometheus::Gauge>& session_workspaces;  // {environment,state}
 
+  // The warm pool (spec.warmPool, docs/warm-pool.md): its unassigned warm pods by state (ready,
+  // starting), the number it is kept at now, and the creates and removals that failed.
+  prometheus::Family<prometheus::Gauge>& warm_pool_pods;            // {environment,state}
+  prometheus::Family<prometheus::Gauge>& warm_pool_target;          // {environment}
+  prometheus::Family<prometheus::Counter>& warm_pool_errors_total;  // {environment,step}
+
   void observe_claim_to_runner_started(const std::string& environment, double seconds);
   // Sets the runner-pod gauges of `environment` from one survey of the cache.
   void set_runner_pods(const std::string& environment, const RunnerPodFigures& figures);
@@ -72,6 +78,10 @@ class OperatorMetrics {
   // successful poll) once it has stopped: nothing polls, so nothing there is true any more, and
   // a stale queue depth would keep PerimeterClaimsStalled firing.
   void remove_poller_gauges(const std::string& environment);
+  // Sets the warm pool's gauges of `environment`; removes them (no pool, or not served).
+  void set_warm_pool(const std::string& environment, std::size_t ready, std::size_t starting,
+                     std::size_t target);
+  void remove_warm_pool(const std::string& environment);
 };
 
 }  // namespace perimeter::agentenvironment

@@ -1,10 +1,14 @@
 #include "controllers/agentenvironment/reconciler.h"
 
+#include <algorithm>
+
 #include "controllers/agentenvironment/duplicates.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/kube_warm_pool.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "controllers/agentenvironment/warm_assignment_service.h"
 #include "core/base64.h"
 #include "core/time_format.h"
 #include "kube/api_error.h"
@@ -55,6 +59,11 @@ AgentEnvironmentReconciler::AgentEnvironmentReconciler(ReconcilerDependencies de
       // A reconciler is made when leadership is won (Manager::lead): claims from now on are
       // this term's.
       start_latency_(deps_.metrics, deps_.clock.wall_now()) {
+  warm_pods_ = deps_.warm_pods;
+  if (warm_pods_ == nullptr) {
+    own_warm_pods_ = std::make_unique<KubeWarmPodWriter>(deps_.secret_client, deps_.pod_client);
+    warm_pods_ = own_warm_pods_.get();
+  }
   if ((deps_.workspace_claims == nullptr) != (deps_.workspaces == nullptr)) {
     throw std::invalid_argument("session workspaces need both the claims' cache and their writer");
   }
@@ -320,12 +329,36 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
   const auto pods = deps_.pods.by_index(runtime::Store::kLabelIndex, selector);
   std::vector<const json*> surveyed;
   surveyed.reserve(pods.size());
+  // The claims of the last window size the warm pool; read only for an environment with one.
+  const bool count_claims = env.warm_pool.has_value();
+  const auto claims_since = now - options_.warm_pool_claim_window;
+  static const std::string kClaimedAt{kAnnotationClaimedAt},
+      kConfirmedAt{kAnnotationAssignmentConfirmedAt};
   for (const auto& pod : pods) {
     const json& metadata = field(*pod, kMetadata);
     if (cached_string(metadata, kNamespace) != env.namespace_) continue;
-    surveyed.push_back(pod.get());
+    // A warm pod no claim has assigned is not a session: no outcome, no Event, not in
+    // activeSessions; the pool removes it with its own Secret when it finishes.
+    const bool warm = unassigned_warm_pod(*pod);
+    if (warm) {
+      outcomes.warm_pods.push_back({metadata.value("name", ""), metadata.value("uid", ""),
+                                    metadata.value("resourceVersion", ""),
+                                    cached_string(metadata, kCreationTimestamp),
+                                    warm_pod_state(*pod)});
+    } else {
+      surveyed.push_back(pod.get());
+      if (count_claims) {
+        // A cold pod's claim time; a warm pod assigned without one, the runner's confirm.
+        const json& annotations = field(metadata, kAnnotations);
+        const std::string& claimed = cached_string(annotations, kClaimedAt);
+        const auto at = parse_rfc3339_micros(
+            claimed.empty() ? cached_string(annotations, kConfirmedAt) : claimed);
+        if (at && *at >= claims_since) outcomes.claims_seen[metadata.value("uid", "")] = *at;
+      }
+    }
     if (!pod_finished(*pod)) {
-      ++outcomes.active;
+      ++outcomes.unfinished;
+      if (!warm) ++outcomes.active;
       // By phase, for the metrics: a pod the kubelet has not reported on yet is Pending.
       const std::string& phase = cached_string(field(*pod, kStatus), kPhase);
       if (phase == "Running") {
@@ -342,6 +375,7 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
       }
       continue;
     }
+    if (warm) continue;
     const json& annotations = field(metadata, kAnnotations);
     const std::string& outcome = cached_string(annotations, kOutcome);
     const auto recorded_at = parse_rfc3339(cached_string(annotations, kRecordedAt));
@@ -370,6 +404,184 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
   }
   start_latency_.survey(env.namespace_ + "/" + env.name, surveyed);
   return outcomes;
+}
+
+std::optional<Clock::Duration> AgentEnvironmentReconciler::reconcile_warm_pool(
+    const std::string& key, const AgentEnvironment& env, Outcomes& outcomes) {
+  outcomes.warm_pool_surveyed = true;
+  if (!env.warm_pool && outcomes.warm_pods.empty()) {
+    deps_.metrics.remove_warm_pool(key);
+    std::lock_guard lock(mutex_);
+    warm_pool_failures_.erase(key);
+    return std::nullopt;
+  }
+  const auto now = deps_.clock.now();
+  WarmPoolInputs inputs;
+  inputs.spec = env.warm_pool.value_or(WarmPoolSpec{});  // none: the pods left from one go
+  inputs.suspended = env.suspend;
+  inputs.max_concurrent_sessions = env.max_concurrent_sessions;
+  inputs.unfinished_runner_pods = outcomes.unfinished;
+  const auto wall_now = deps_.clock.wall_now();
+  inputs.recent_claims = recent_claims_.update(key, outcomes.claims_seen, wall_now);
+  inputs.pods = outcomes.warm_pods;
+  warm_expectations_.apply(
+      key, now,
+      [this, &env](const std::string& name) {
+        return deps_.pods.get(env.namespace_ + "/" + name) != nullptr;
+      },
+      inputs);
+
+  WarmPoolStatus pool;
+  // Why no warm pod may be made now, if one is not: then the pool keeps none.
+  std::string refusal_reason, refusal_message;
+  const auto endpoint = options_.assignment_endpoint;
+  if (!env.warm_pool) {
+    // Pods a spec with a pool made; the status says nothing of a pool the spec does not have.
+  } else if (!endpoint || endpoint->url.empty()) {
+    refusal_reason = "AssignmentNotServed";
+    refusal_message =
+        "spec.warmPool: this operator does not serve warm runners' assignments (its assignment "
+        "service is not enabled), so no warm pod is made and every claim starts its own pod";
+  } else {
+    try {
+      // The template decides whether a warm pod can exist for this spec (gateway egress and a
+      // per-session workspace claim need the session before the pod starts).
+      build_warm_runner_pod(env, "warm-pool-check", std::string(64, '0'), *endpoint,
+                            options_.egress);
+    } catch (const SpecError& e) {
+      refusal_reason = "NotOffered";
+      refusal_message = std::string("spec.warmPool: ") + e.what();
+    }
+  }
+  if (!refusal_reason.empty()) inputs.spec = {};  // nothing can assign the pods: none are kept
+  const bool pool_wanted = env.warm_pool && refusal_reason.empty();
+  WarmPoolPlan plan = plan_warm_pool(inputs);
+
+  const std::string environment_label = env.namespace_ + "/" + env.name;
+  const Logger log = deps_.logger.child("warm-pool");
+  for (const auto& pod : plan.remove) {
+    // A surplus pod only while it is the one cached (its resourceVersion): a claim that assigned
+    // it since wins. A finished one cannot be assigned; its uid is enough.
+    const std::string version =
+        pod.state == WarmPodState::kFinished ? std::string() : pod.resource_version;
+    try {
+      if (warm_pods_->remove(env.namespace_, pod.name, pod.uid, version)) {
+        warm_expectations_.removed(key, pod.uid, now);
+        log.info("removed a warm pod",
+                 {{"environment", environment_label},
+                  {"pod", pod.name},
+                  {"why", pod.state == WarmPodState::kFinished ? "finished unassigned"
+                                                               : "over the pool's target"}});
+      }
+    } catch (const std::exception& e) {
+      deps_.metrics.warm_pool_errors_total
+          .Add({{"environment", environment_label}, {"step", "remove"}})
+          .Increment();
+      log.warn("could not remove a warm pod",
+               {{"environment", environment_label}, {"pod", pod.name}, {"error", e.what()}});
+    }
+  }
+
+  // After a failed create, none is tried before its backoff ends, and the condition keeps
+  // saying why until one succeeds.
+  std::optional<Clock::Duration> retry_in;
+  std::string failure_reason, failure_message;
+  {
+    std::lock_guard lock(mutex_);
+    const auto failed = warm_pool_failures_.find(key);
+    if (failed != warm_pool_failures_.end()) {
+      failure_reason = failed->second.reason;
+      failure_message = failed->second.message;
+      if (now < failed->second.retry_at) retry_in = failed->second.retry_at - now;
+    }
+  }
+  std::size_t created = 0;
+  for (std::size_t i = 0; pool_wanted && !retry_in && i < plan.create; ++i) {
+    try {
+      const WarmPodToken token = mint_warm_pod_token();
+      // The token's hash (public: it is on the pod) makes the name new; the Secret has it too.
+      const std::string name =
+          object_name_for("warm-", env.name + "-" + token.sha256.substr(0, 16));
+      warm_pods_->create(
+          build_warm_pod_secret(env, name, token.token, *endpoint),
+          build_warm_runner_pod(env, name, token.sha256, *endpoint, options_.egress));
+      warm_expectations_.created(key, name, now);
+      ++created;
+    } catch (const std::exception& e) {
+      const bool refused = dynamic_cast<const ObjectRefused*>(&e) != nullptr;
+      failure_reason = refused ? "WarmPodRefused" : "CreateFailed";
+      failure_message = std::string(refused ? "the apiserver refused a warm pod as built: "
+                                            : "could not create a warm pod: ") +
+                        e.what();
+      deps_.metrics.warm_pool_errors_total
+          .Add({{"environment", environment_label}, {"step", "create"}})
+          .Increment();
+      std::lock_guard lock(mutex_);
+      auto it = warm_pool_failures_.find(key);
+      if (it == warm_pool_failures_.end()) {
+        it = warm_pool_failures_
+                 .emplace(key, WarmPoolFailure{Backoff(
+                                   {std::chrono::seconds(1), std::chrono::minutes(5), 2.0, 0.2},
+                                   deps_.random)})
+                 .first;
+      }
+      const auto delay = it->second.backoff.next();
+      it->second.retry_at = now + delay;
+      it->second.reason = failure_reason;
+      it->second.message = failure_message;
+      retry_in = delay;
+      log.warn("could not create a warm pod", {{"environment", environment_label},
+                                               {"error", e.what()},
+                                               {"retry_in_ms", delay.count()}});
+      break;
+    }
+  }
+  if (created == plan.create) {  // nothing more was wanted: a past failure is over
+    std::lock_guard lock(mutex_);
+    warm_pool_failures_.erase(key);
+    failure_reason.clear();
+  }
+
+  if (!env.warm_pool) {
+    deps_.metrics.remove_warm_pool(key);
+    return retry_in;
+  }
+  if (const auto expiry = recent_claims_.next_expiry(key, wall_now)) {
+    // The target falls when a claim leaves the window; look again then (a second after).
+    const auto at = std::chrono::duration_cast<Clock::Duration>(*expiry) + std::chrono::seconds(1);
+    if (!retry_in || at < *retry_in) retry_in = at;
+  }
+  pool.ready = plan.ready;
+  pool.starting = plan.starting + created;
+  pool.target = plan.target;
+  deps_.metrics.set_warm_pool(key, pool.ready, pool.starting, pool.target);
+  const std::string figures = std::to_string(pool.ready) + " of " + std::to_string(pool.target) +
+                              " warm pods ready, " + std::to_string(pool.starting) + " starting";
+  pool.condition_status = "False";
+  if (!refusal_reason.empty()) {
+    pool.reason = refusal_reason;
+    pool.message = refusal_message;
+  } else if (!failure_reason.empty()) {
+    pool.reason = failure_reason;
+    pool.message = failure_message;
+  } else if (env.suspend) {
+    pool.reason = "Suspended";
+    pool.message = "spec.suspend is set: no warm pod is kept";
+  } else if (pool.ready >= pool.target) {
+    pool.condition_status = "True";
+    pool.reason = "Ready";
+    pool.message = figures;
+  } else if (plan.held_by_session_limit) {
+    pool.reason = "AtSessionLimit";
+    pool.message = figures + "; maxConcurrentSessions (" +
+                   std::to_string(env.max_concurrent_sessions) +
+                   ") leaves no room for more: warm pods count against it";
+  } else {
+    pool.reason = "Starting";
+    pool.message = figures;
+  }
+  outcomes.warm_pool = std::move(pool);
+  return retry_in;
 }
 
 void AgentEnvironmentReconciler::mark_counted(const AgentEnvironment& env, const json& involved,
@@ -425,6 +637,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::refuse(
     const std::string& reason, const std::string& message, runtime::ReconcileResult after) {
   remove_poller(key);
   deps_.metrics.remove_runner_pods(key);  // not surveyed while refused
+  deps_.metrics.remove_warm_pool(key);
   Credentials refused;
   refused.reason = reason;
   refused.message = message;
@@ -571,6 +784,25 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
     set_condition(conditions, "QueueReachable", queue_status, queue_reason, queue_message,
                   generation, now);
   }
+  if (outcomes.warm_pool_surveyed) {
+    if (outcomes.warm_pool) {
+      const auto& pool = *outcomes.warm_pool;
+      set_condition(conditions, "WarmPoolReady", pool.condition_status, pool.reason, pool.message,
+                    generation, now);
+      status["warmPool"] = {{"ready", static_cast<std::int64_t>(pool.ready)},
+                            {"starting", static_cast<std::int64_t>(pool.starting)},
+                            {"target", static_cast<std::int64_t>(pool.target)}};
+    } else {
+      // No pool in the spec: neither its figures nor its condition.
+      if (conditions.is_array()) {
+        conditions.erase(
+            std::remove_if(conditions.begin(), conditions.end(),
+                           [](const json& c) { return c.value("type", "") == "WarmPoolReady"; }),
+            conditions.end());
+      }
+      status.erase("warmPool");
+    }
+  }
   status["conditions"] = conditions;
   status["observedGeneration"] = generation;
   if (outcomes.surveyed) {
@@ -713,6 +945,9 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     remove_poller(key_text);
     credential_retry_delay(key_text, false);
     deps_.metrics.remove_runner_pods(key_text);
+    deps_.metrics.remove_warm_pool(key_text);
+    warm_expectations_.forget(key_text);
+    recent_claims_.forget(key_text);
     start_latency_.forget(key_text);
     if (workspace_retention_) workspace_retention_->forget(key_text);
     std::lock_guard lock(mutex_);
@@ -730,6 +965,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
   } catch (const SpecError& e) {
     remove_poller(key_text);
     deps_.metrics.remove_runner_pods(key_text);
+    deps_.metrics.remove_warm_pool(key_text);
     deps_.events.record(involved, "Warning", "InvalidSpec", e.what());
     // A new generation triggers the next attempt.
     return write_status(*object, nullptr, {}, nullptr, {}, e.what())
@@ -871,11 +1107,14 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     outcomes.workspaces_surveyed = true;
     if (outcomes.workspaces->total == 0 && !env.runner.workspace_claim) outcomes.workspaces.reset();
   }
+  // After the NetworkPolicy: a warm pod is never up before the policy that holds it in.
+  const auto warm_pool_retry = reconcile_warm_pool(key_text, env, outcomes);
   const PollerState state = poller.state();
   const StatusWrite written = write_status(*object, &env, credentials, &state, outcomes, "");
   mark_counted(env, involved, outcomes, written);
 
   Clock::Duration next = options_.resync;
+  if (warm_pool_retry && *warm_pool_retry < next) next = *warm_pool_retry;
   if (outcomes.next_deletion && *outcomes.next_deletion < next) next = *outcomes.next_deletion;
   if (outcomes.workspaces && outcomes.workspaces->next_check &&
       *outcomes.workspaces->next_check < next) {

@@ -16,6 +16,7 @@
 #include "controllers/agentenvironment/runner_start_latency.h"
 #include "controllers/agentenvironment/session_poller.h"
 #include "controllers/agentenvironment/session_ports.h"
+#include "controllers/agentenvironment/warm_pool.h"
 #include "controllers/agentenvironment/workspace_retention.h"
 #include "core/backoff.h"
 #include "core/clock.h"
@@ -59,6 +60,8 @@ struct ReconcilerDependencies {
   // neither; without them a spec that asks for claims is refused (InvalidSpec).
   runtime::Store* workspace_claims = nullptr;
   SessionWorkspaces* workspaces = nullptr;
+  // Creates and removes warm pods (spec.warmPool); null: through secret_client and pod_client.
+  WarmPodWriter* warm_pods = nullptr;
 };
 
 struct ReconcilerOptions {
@@ -91,6 +94,12 @@ struct ReconcilerOptions {
   std::chrono::milliseconds status_write_interval{1000};
   // How runner pods reach the network (--runner-egress); status.egress.mode shows it.
   RunnerEgress egress;
+  // Where warm runners ask for their assignment (docs/warm-pool.md). Empty: this operator does
+  // not serve assignments, so an environment's spec.warmPool gets no warm pod, and its
+  // WarmPoolReady condition says why.
+  std::optional<AssignmentEndpoint> assignment_endpoint;
+  // The warm pool keeps spec.warmPool.minReady plus the sessions claimed within this window.
+  std::chrono::seconds warm_pool_claim_window{60};
 };
 
 // Converges one AgentEnvironment: reads its key, keeps its NetworkPolicy and its session poller
@@ -131,12 +140,25 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
     bool succeeded = false;
     std::string failure_reason;
   };
+  // What the pool is and says, for status.warmPool and the WarmPoolReady condition.
+  struct WarmPoolStatus {
+    std::size_t ready = 0, starting = 0, target = 0;
+    std::string condition_status{}, reason{}, message{};
+  };
   // What the cache says of the environment's sessions.
   struct Outcomes {
     bool surveyed = false;  // false: the status's session figures are left as they are
     std::vector<FinishedPod> unmarked;
     std::optional<Clock::Duration> next_deletion;
-    size_t active = 0;
+    size_t active = 0;      // sessions' pods not finished
+    size_t unfinished = 0;  // every runner pod not finished: sessions' and unassigned warm ones
+    // spec.warmPool (or warm pods left from one): the unassigned warm pods, and the sessions
+    // claimed within options.warm_pool_claim_window.
+    std::vector<UnassignedWarmPod> warm_pods;
+    std::map<std::string, RecentClaims::WallTime> claims_seen;  // pod uid -> claimed at
+    // Set when the environment has a pool; unset with warm_pool_surveyed: it has none.
+    std::optional<WarmPoolStatus> warm_pool;
+    bool warm_pool_surveyed = false;  // false: status.warmPool is left as it is
     RunnerPodFigures runner_pods;  // the active ones by phase
     // The session workspaces (claims), when the environment has any or asks for them.
     std::optional<WorkspaceFigures> workspaces;
@@ -181,6 +203,12 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   // Reads the environment's runner pods from the cache, and removes finished ones whose
   // retention is over. Writes nothing else.
   Outcomes survey_sessions(const AgentEnvironment& env);
+  // The warm pool: removes finished and surplus unassigned warm pods and creates what the pool
+  // lacks (warm_pool.h has the rule), then fills outcomes.warm_pool. Returns when to look again
+  // for the pool's sake: a failed create's backoff, or a claim leaving the window.
+  std::optional<Clock::Duration> reconcile_warm_pool(const std::string& key,
+                                                     const AgentEnvironment& env,
+                                                     Outcomes& outcomes);
   // Marks the pods the status has counted, and reports the newly counted ones.
   void mark_counted(const AgentEnvironment& env, const nlohmann::json& involved,
                     const Outcomes& outcomes, const StatusWrite& written);
@@ -213,6 +241,18 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   RunnerStartLatency start_latency_;
   // Session workspaces' retention; null without the claims' cache.
   std::unique_ptr<WorkspaceRetention> workspace_retention_;
+  // The warm pool's writer when none was given, what it asked the cache does not show yet, and
+  // per environment when a failed create may be tried again (guarded by mutex_).
+  std::unique_ptr<WarmPodWriter> own_warm_pods_;
+  WarmPodWriter* warm_pods_ = nullptr;
+  WarmPoolExpectations warm_expectations_;
+  RecentClaims recent_claims_{options_.warm_pool_claim_window};
+  struct WarmPoolFailure {
+    Backoff backoff;
+    Clock::TimePoint retry_at{};
+    std::string reason{}, message{};  // the condition says it until a create succeeds
+  };
+  std::map<std::string, WarmPoolFailure> warm_pool_failures_;
 };
 
 }  // namespace perimeter::agentenvironment

@@ -15,6 +15,7 @@
 #include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_workspace.h"
+#include "controllers/agentenvironment/warm_pool.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
 #include "core/time_format.h"
@@ -22,6 +23,7 @@
 #include "kube/fake_api_server.h"
 #include "kube/metric_value.h"
 #include "pki/pki.h"
+#include "runtime/conditions.h"
 
 namespace perimeter::agentenvironment {
 namespace {
@@ -907,6 +909,301 @@ TEST_F(AgentEnvironmentReconcilerTest, StatusCountsTheSessionWorkspaces) {
   EXPECT_EQ(workspaces.value("pending", -1), 2);
   EXPECT_EQ(workspaces.value("inUse", -1), 2) << "just claimed: their pods may not be cached yet";
   EXPECT_NE(condition_of(stored_environment(), "Ready"), "False/InvalidSpec");
+}
+
+// Issue 19: the warm pool against the in-memory apiserver. The pod cache is filled from the
+// apiserver by hand, as the informer would (a pass may run before it catches up).
+class WarmPoolReconcilerTest : public AgentEnvironmentReconcilerTest {
+ protected:
+  static json warm_pool(int min_ready, int max_ready) {
+    return {{"warmPool", {{"minReady", min_ready}, {"maxReady", max_ready}}}};
+  }
+  ReconcilerOptions warm_options() {
+    ReconcilerOptions o = options();
+    o.assignment_endpoint =
+        AssignmentEndpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
+                           "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"};
+    return o;
+  }
+  std::vector<json> stored(const std::string& resource) {
+    std::vector<json> out;
+    kube::ResourceClient& client = resource == "pods" ? pod_client_ : secret_client_;
+    for (const auto& item : client.list(kNamespace).value("items", json::array())) {
+      out.push_back(item);
+    }
+    return out;
+  }
+  // Unassigned warm pods in the apiserver, by name.
+  std::set<std::string> warm_pod_names() {
+    std::set<std::string> names;
+    for (const auto& pod : stored("pods")) {
+      if (unassigned_warm_pod(pod)) names.insert(pod["metadata"].value("name", ""));
+    }
+    return names;
+  }
+  std::set<std::string> warm_secret_names() {
+    std::set<std::string> names;
+    for (const auto& secret : stored("secrets")) {
+      if (secret["metadata"].value("labels", json::object()).value(std::string(kLabelWarm), "") ==
+          "true")
+        names.insert(secret["metadata"].value("name", ""));
+    }
+    return names;
+  }
+  // The pod informer shows every pod the apiserver has, and no other.
+  void sync_pods() {
+    std::set<std::string> seen;
+    for (const auto& pod : stored("pods")) {
+      seen.insert(std::string(kNamespace) + "/" + pod["metadata"].value("name", ""));
+      cache_pod(pod);
+    }
+    for (const auto& key : pods_.keys()) {
+      if (!seen.contains(key)) pods_.remove(key);
+    }
+    environments_.upsert(std::make_shared<const json>(stored_environment()));
+  }
+  void set_pod_status(const std::string& name, const json& status) {
+    json pod = pod_client_.get(kNamespace, name);
+    pod["status"] = status;
+    pod_client_.update_status(kNamespace, pod);
+  }
+  void make_ready(const std::set<std::string>& names) {
+    for (const auto& name : names) {
+      set_pod_status(name,
+                     {{"phase", "Running"},
+                      {"containerStatuses",
+                       {{{"name", "runner"},
+                         {"state", {{"running", {{"startedAt", "2026-12-01T10:00:00Z"}}}}}}}}});
+    }
+  }
+  // A pass after the status-write interval, with the caches caught up.
+  void pass(AgentEnvironmentReconciler& reconciler) {
+    clock_.advance(seconds(2));
+    sync_pods();
+    reconciler.reconcile({kNamespace, kName});
+  }
+  json warm_status() { return stored_environment()["status"].value("warmPool", json()); }
+  std::vector<std::string> event_reasons() {
+    std::vector<std::string> reasons;
+    for (const auto& event : event_client_.list(kNamespace).value("items", json::array())) {
+      reasons.push_back(event.value("reason", ""));
+    }
+    return reasons;
+  }
+};
+
+TEST_F(WarmPoolReconcilerTest, AnEmptyPoolIsFilledToMinReadyOnceEachPodWithItsOwnSecret) {
+  given(environment_object(warm_pool(2, 5)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  const auto pods = warm_pod_names();
+  EXPECT_EQ(pods.size(), 2u);
+  EXPECT_EQ(warm_secret_names(), pods) << "each warm pod has its own Secret, named like it";
+  for (const auto& name : pods) EXPECT_EQ(name.rfind("warm-payments-", 0), 0u) << name;
+
+  // The pod cache has not shown them yet: the next pass must not make them again.
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_EQ(warm_pod_names(), pods);
+  EXPECT_EQ(warm_status(), (json{{"ready", 0}, {"starting", 2}, {"target", 2}}));
+  EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "False/Starting");
+
+  make_ready(pods);
+  pass(*reconciler);
+  EXPECT_EQ(warm_pod_names(), pods);
+  EXPECT_EQ(warm_status(), (json{{"ready", 2}, {"starting", 0}, {"target", 2}}));
+  EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "True/Ready");
+  EXPECT_EQ(stored_environment()["status"].value("activeSessions", -1), 0)
+      << "a warm pod is not a session";
+  EXPECT_EQ(metrics_.warm_pool_pods.Add({{"environment", kKey}, {"state", "ready"}}).Value(), 2);
+}
+
+TEST_F(WarmPoolReconcilerTest, ThePoolGrowsWithClaimsButNeverPastMaxReadyOrTheSessionLimit) {
+  json spec = warm_pool(1, 3);
+  spec["maxConcurrentSessions"] = 4;
+  const AgentEnvironment env = given(environment_object(spec));
+  // Two sessions claimed a moment ago, still running.
+  given_runner_pod(env, "work_1", "Running");
+  given_runner_pod(env, "work_2", "Running");
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  // minReady 1 + 2 claims = 3, but 4 slots less 2 sessions leave room for 2.
+  EXPECT_EQ(warm_pod_names().size(), 2u);
+  EXPECT_EQ(warm_status().value("target", -1), 3);
+  EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "False/AtSessionLimit");
+  EXPECT_EQ(stored_environment()["status"].value("activeSessions", -1), 2);
+
+  // Both sessions end (retention removes their pods at once) and three more are claimed: the
+  // slots are free, the target is capped at maxReady.
+  set_pod_status(runner_object_name("work_1"), {{"phase", "Succeeded"}});
+  set_pod_status(runner_object_name("work_2"), {{"phase", "Succeeded"}});
+  for (const std::string work : {"work_3", "work_4", "work_5"}) {
+    given_runner_pod(env, work, "Succeeded");
+  }
+  pass(*reconciler);
+  pass(*reconciler);  // counted, marked, then removed by retention
+  pass(*reconciler);
+  EXPECT_FALSE(stored_pod("work_1").has_value()) << "retention 0 removes the finished pods";
+  EXPECT_EQ(warm_pod_names().size(), 3u);
+  EXPECT_EQ(warm_secret_names(), warm_pod_names());
+  EXPECT_EQ(warm_status().value("target", -1), 3) << "the claims outlive their pods' retention";
+  EXPECT_EQ(count("succeeded"), 5) << "only the sessions were counted";
+
+  // A minute later the claims are out of the window: back to minReady, the newest pods go first.
+  clock_.advance(seconds(61));
+  pass(*reconciler);
+  EXPECT_EQ(warm_pod_names().size(), 1u);
+  EXPECT_EQ(warm_secret_names(), warm_pod_names()) << "each removed pod's Secret goes with it";
+  pass(*reconciler);
+  EXPECT_EQ(warm_status(), (json{{"ready", 0}, {"starting", 1}, {"target", 1}}));
+}
+
+TEST_F(WarmPoolReconcilerTest, ALoweredSpecShrinksThePoolAndNeverTakesAnAssignedPod) {
+  given(environment_object(warm_pool(3, 3)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  const auto pods = warm_pod_names();
+  ASSERT_EQ(pods.size(), 3u);
+  make_ready(pods);
+  // A claim assigns one of them.
+  const std::string assigned = *pods.begin();
+  pod_client_.merge_patch(kNamespace, assigned,
+                          {{"metadata",
+                            {{"annotations",
+                              {{std::string(kAnnotationAssignedWorkId), "work_9"},
+                               {std::string(kAnnotationAssignedSessionId), "sesn_work_9"},
+                               {std::string(kAnnotationAssignedSecret), "run-work-9"}}}}}});
+  json object = stored_environment();
+  object["spec"]["warmPool"] = {{"minReady", 0}, {"maxReady", 0}};
+  object["metadata"]["generation"] = 2;
+  environment_client_.update(kNamespace, object);
+  pass(*reconciler);
+  EXPECT_TRUE(warm_pod_names().empty());
+  EXPECT_TRUE(pod_client_.get(kNamespace, assigned).is_object())
+      << "the assigned pod is a session's now";
+  EXPECT_EQ(warm_secret_names(), std::set<std::string>{assigned})
+      << "the removed pods' Secrets go with them; the assigned pod's stays for its session";
+  pass(*reconciler);
+  EXPECT_EQ(stored_environment()["status"].value("activeSessions", -1), 1);
+  EXPECT_EQ(warm_status(), (json{{"ready", 0}, {"starting", 0}, {"target", 0}}));
+}
+
+// The outcome-count misread (docs/warm-pool.md): a warm pod that ends unassigned, the pool
+// shrinking or the runner failing, is no session: not counted, no Event, no outcome mark. The
+// pool replaces it and removes it with its own Secret.
+TEST_F(WarmPoolReconcilerTest, AFinishedUnassignedWarmPodIsReplacedRemovedAndCountedAsNoSession) {
+  given(environment_object(warm_pool(1, 1)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  const auto first = warm_pod_names();
+  ASSERT_EQ(first.size(), 1u);
+  make_ready(first);
+  pass(*reconciler);
+  const json before = stored_environment()["status"]["sessions"];
+
+  set_pod_status(*first.begin(),
+                 {{"phase", "Succeeded"},
+                  {"containerStatuses",
+                   {{{"name", "runner"},
+                     {"state", {{"terminated", {{"exitCode", 0}, {"reason", "Completed"}}}}}}}}});
+  pass(*reconciler);
+  const auto now = warm_pod_names();
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(*now.begin(), *first.begin()) << "replaced";
+  EXPECT_EQ(warm_secret_names(), now) << "the finished pod went with its Secret";
+  pass(*reconciler);
+  EXPECT_EQ(stored_environment()["status"]["sessions"], before);
+  EXPECT_EQ(count("succeeded"), 0);
+  EXPECT_EQ(count("claimed"), 0);
+  EXPECT_EQ(succeeded_metric(), 0);
+  for (const auto& reason : event_reasons()) {
+    EXPECT_NE(reason, "SessionSucceeded");
+    EXPECT_NE(reason, "SessionFailed");
+  }
+}
+
+TEST_F(WarmPoolReconcilerTest, WithoutAnAssignmentEndpointNoWarmPodIsMadeAndTheConditionSaysWhy) {
+  given(environment_object(warm_pool(2, 4)));
+  auto reconciler = make_reconciler(options());
+  reconciler->reconcile({kNamespace, kName});
+  EXPECT_TRUE(warm_pod_names().empty());
+  EXPECT_TRUE(warm_secret_names().empty());
+  EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "False/AssignmentNotServed");
+  EXPECT_EQ(warm_status().value("target", -1), 0);
+  EXPECT_NE(condition_of(stored_environment(), "Ready"), "False/InvalidSpec")
+      << "cold claims go on";
+}
+
+TEST_F(WarmPoolReconcilerTest, GatewayEgressOrAClaimWorkspaceGetsTheReasonAndNoPod) {
+  {
+    SCOPED_TRACE("gateway egress");
+    given(environment_object(warm_pool(2, 4)));
+    ReconcilerOptions o = warm_options();
+    o.egress.mode = EgressMode::kGateway;
+    o.egress.gateway_host = "perimeter-egress-gateway.perimeter-system.svc";
+    o.egress.gateway_pods = {"perimeter-system",
+                             {{"app.kubernetes.io/name", "perimeter-egress-gateway"}}};
+    o.egress.credentials_key = std::string(32, 'k');
+    auto reconciler = make_reconciler(o);
+    reconciler->reconcile({kNamespace, kName});
+    EXPECT_TRUE(warm_pod_names().empty());
+    EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "False/NotOffered");
+    const json object = stored_environment();
+    const json* condition =
+        runtime::find_condition(object["status"]["conditions"], "WarmPoolReady");
+    ASSERT_NE(condition, nullptr);
+    EXPECT_NE((*condition)["message"].get<std::string>().find("gateway egress"), std::string::npos);
+    EXPECT_EQ(reconciler->poller_count(), 1u) << "cold claims go on";
+  }
+  {
+    SCOPED_TRACE("a claim workspace");
+    json spec = warm_pool(2, 4);
+    spec["runner"] = {{"image", "perimeter-runner:1"},
+                      {"workspace", {{"persistentVolumeClaim", json::object()}}}};
+    json object = environment_object(spec);
+    object["metadata"]["name"] = "payments-pvc";
+    object["spec"]["environmentId"] = "env_2";
+    const json stored = server_.seed(
+        std::string("/apis/perimeter.dev/v1alpha1/namespaces/") + kNamespace + "/agentenvironments",
+        object);
+    environments_.upsert(std::make_shared<const json>(stored));
+    auto reconciler = make_reconciler(warm_options(), true);
+    reconciler->reconcile({kNamespace, "payments-pvc"});
+    EXPECT_TRUE(warm_pod_names().empty());
+    const json status = *server_.object_at(std::string("/apis/perimeter.dev/v1alpha1/namespaces/") +
+                                           kNamespace + "/agentenvironments/payments-pvc");
+    EXPECT_EQ(condition_of(status, "WarmPoolReady"), "False/NotOffered");
+  }
+}
+
+TEST_F(WarmPoolReconcilerTest, AnIdleFullPoolMakesNoApiserverWrites) {
+  given(environment_object(warm_pool(2, 2)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  make_ready(warm_pod_names());
+  pass(*reconciler);
+  pass(*reconciler);
+  ASSERT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "True/Ready");
+  const size_t from = server_.requests().size();
+  for (int i = 0; i < 300; ++i) pass(*reconciler);  // ten minutes: past every periodic refresh
+  EXPECT_THAT(writes_since(from), ::testing::IsEmpty());
+}
+
+TEST_F(WarmPoolReconcilerTest, APoolRemovedFromTheSpecTakesItsPodsConditionAndFigures) {
+  given(environment_object(warm_pool(2, 2)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  ASSERT_EQ(warm_pod_names().size(), 2u);
+  json object = stored_environment();
+  object["spec"].erase("warmPool");
+  object["metadata"]["generation"] = 2;
+  environment_client_.update(kNamespace, object);
+  pass(*reconciler);
+  EXPECT_TRUE(warm_pod_names().empty());
+  EXPECT_TRUE(warm_secret_names().empty());
+  pass(*reconciler);
+  EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "");
+  EXPECT_FALSE(stored_environment()["status"].contains("warmPool"));
+  EXPECT_FALSE(metrics_.warm_pool_target.Has({{"environment", kKey}}));
 }
 
 }  // namespace
