@@ -8,9 +8,11 @@
 
 #include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/kube_warm_pool.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_workspace.h"
+#include "controllers/agentenvironment/warm_assignment_service.h"
 #include "install_crds.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
@@ -417,6 +419,46 @@ TEST_F(AgentEnvironmentSchemaTest, WarmRunnerObjectsAreAdmittedUnderPodSecurityR
   for (const auto& volume : pod["spec"]["volumes"]) {
     EXPECT_FALSE(volume.contains("projected")) << volume.dump();
   }
+}
+
+// Issue 19: the pool's writer against the real apiserver. It makes a warm pod and its own Secret
+// (admitted under restricted); a removal decided from a copy a claim has changed since (the
+// assignment) takes nothing, and an exact one takes the pod and then its Secret.
+TEST_F(AgentEnvironmentSchemaTest, ThePoolsWriterRemovesOnlyTheWarmPodAsCached) {
+  auto object = valid_environment("warm-writer");
+  object["spec"]["warmPool"] = {{"maxReady", 2}};
+  const auto env = parse_agent_environment(create_environment(object));
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  auto secrets = client(kube::resources::secrets());
+  auto pods = client(kube::resources::pods());
+  KubeWarmPodWriter writer(*secrets, *pods);
+  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
+                                    "-----BEGIN CERTIFICATE-----"};
+  const WarmPodToken token = mint_warm_pod_token();
+  const std::string name = object_name_for("warm-", env.name + "-" + token.sha256.substr(0, 16));
+  writer.create(build_warm_pod_secret(env, name, token.token, endpoint),
+                build_warm_runner_pod(env, name, token.sha256, endpoint));
+  const json cached = pods->get(ns_, name);
+  const std::string uid = cached["metadata"].value("uid", "");
+  EXPECT_NO_THROW(secrets->get(ns_, name));
+
+  pods->merge_patch(
+      ns_, name,
+      {{"metadata", {{"annotations", {{std::string(kAnnotationAssignedWorkId), "work_1"}}}}}});
+  EXPECT_FALSE(writer.remove(ns_, name, uid, cached["metadata"].value("resourceVersion", "")))
+      << "a removal decided before the assignment took the assigned pod";
+  EXPECT_NO_THROW(pods->get(ns_, name));
+  EXPECT_NO_THROW(secrets->get(ns_, name));
+
+  const json now = pods->get(ns_, name);
+  EXPECT_TRUE(writer.remove(ns_, name, uid, now["metadata"].value("resourceVersion", "")));
+  // Never scheduled (no node here), so deleted at once rather than after a grace period.
+  EXPECT_THROW(pods->get(ns_, name), kube::ApiError);
+  EXPECT_THROW(secrets->get(ns_, name), kube::ApiError);
+  EXPECT_TRUE(writer.remove(ns_, name, uid, "")) << "already gone is fine";
 }
 
 TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinishedAttempt) {

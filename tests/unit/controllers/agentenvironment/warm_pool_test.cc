@@ -198,6 +198,23 @@ TEST(WarmPoolExpectations, APodWhoseRemovalWasAskedIsNotRemovedTwiceOrCounted) {
   EXPECT_EQ(names(plan_warm_pool(in).remove), std::vector<std::string>{"a"});
 }
 
+TEST(RecentClaims, AClaimCountsForTheWindowAfterItsPodIsGone) {
+  RecentClaims claims(std::chrono::seconds(60));
+  const RecentClaims::WallTime t0{std::chrono::hours(1000)};
+  EXPECT_EQ(claims.update("a/env", {{"uid-1", t0}, {"uid-2", t0 + std::chrono::seconds(10)}},
+                          t0 + std::chrono::seconds(10)),
+            2u);
+  // Retention removed both pods: nothing is seen now, the claims still count.
+  EXPECT_EQ(claims.update("a/env", {}, t0 + std::chrono::seconds(30)), 2u);
+  EXPECT_EQ(claims.next_expiry("a/env", t0 + std::chrono::seconds(30)),
+            std::chrono::system_clock::duration(std::chrono::seconds(30)));
+  EXPECT_EQ(claims.update("a/env", {{"uid-1", t0}}, t0 + std::chrono::seconds(61)), 1u)
+      << "a claim older than the window no longer counts, even while its pod is cached";
+  EXPECT_EQ(claims.update("b/env", {}, t0), 0u) << "each environment its own";
+  EXPECT_EQ(claims.update("a/env", {}, t0 + std::chrono::seconds(71)), 0u);
+  EXPECT_FALSE(claims.next_expiry("a/env", t0 + std::chrono::seconds(71)).has_value());
+}
+
 json environment(const json& warm_pool) {
   json object = {{"metadata", {{"name", "payments"}, {"namespace", "a"}}},
                  {"spec",
