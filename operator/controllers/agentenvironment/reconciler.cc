@@ -341,10 +341,17 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
     // activeSessions; the pool removes it with its own Secret when it finishes.
     const bool warm = unassigned_warm_pod(*pod);
     if (warm) {
+      const WarmPodState state = warm_pod_state(*pod);
+      std::string failure;
+      if (state == WarmPodState::kFinished &&
+          cached_string(field(*pod, kStatus), kPhase) == "Failed") {
+        failure = failure_reason(*pod);
+        if (failure == "DeadlineExceeded") failure.clear();  // waited its whole deadline
+      }
       outcomes.warm_pods.push_back({metadata.value("name", ""), metadata.value("uid", ""),
                                     metadata.value("resourceVersion", ""),
-                                    cached_string(metadata, kCreationTimestamp),
-                                    warm_pod_state(*pod)});
+                                    cached_string(metadata, kCreationTimestamp), state,
+                                    std::move(failure)});
     } else {
       surveyed.push_back(pod.get());
       if (count_claims) {
@@ -495,6 +502,41 @@ std::optional<Clock::Duration> AgentEnvironmentReconciler::reconcile_warm_pool(
       if (now < failed->second.retry_at) retry_in = failed->second.retry_at - now;
     }
   }
+  // Holds creates back for the failure's backoff, and says why in the condition until it is over.
+  const auto hold_back = [&](std::string reason, std::string message, bool pod_failed) {
+    failure_reason = std::move(reason);
+    failure_message = std::move(message);
+    std::lock_guard lock(mutex_);
+    auto it = warm_pool_failures_.find(key);
+    if (it == warm_pool_failures_.end()) {
+      it = warm_pool_failures_
+               .emplace(key, WarmPoolFailure{Backoff(
+                                 {std::chrono::seconds(1), std::chrono::minutes(5), 2.0, 0.2},
+                                 deps_.random)})
+               .first;
+    }
+    const auto delay = it->second.backoff.next();
+    it->second.retry_at = now + delay;
+    it->second.reason = failure_reason;
+    it->second.message = failure_message;
+    it->second.pod_failed = pod_failed;
+    retry_in = delay;
+    return delay;
+  };
+  // A warm pod that failed on its own says the image or the runner is broken: making the next
+  // one at once would loop as fast as pods can fail.
+  bool pod_failed_now = false;
+  for (const auto& pod : plan.remove) {
+    if (pod.failure.empty()) continue;
+    pod_failed_now = true;
+    const auto delay = hold_back(
+        "WarmPodFailed", "warm pod " + pod.name + " failed unassigned: " + pod.failure, true);
+    log.warn("a warm pod failed before any assignment", {{"environment", environment_label},
+                                                         {"pod", pod.name},
+                                                         {"reason", pod.failure},
+                                                         {"retry_in_ms", delay.count()}});
+    break;
+  }
   std::size_t created = 0;
   for (std::size_t i = 0; pool_wanted && !retry_in && i < plan.create; ++i) {
     try {
@@ -516,30 +558,22 @@ std::optional<Clock::Duration> AgentEnvironmentReconciler::reconcile_warm_pool(
       deps_.metrics.warm_pool_errors_total
           .Add({{"environment", environment_label}, {"step", "create"}})
           .Increment();
-      std::lock_guard lock(mutex_);
-      auto it = warm_pool_failures_.find(key);
-      if (it == warm_pool_failures_.end()) {
-        it = warm_pool_failures_
-                 .emplace(key, WarmPoolFailure{Backoff(
-                                   {std::chrono::seconds(1), std::chrono::minutes(5), 2.0, 0.2},
-                                   deps_.random)})
-                 .first;
-      }
-      const auto delay = it->second.backoff.next();
-      it->second.retry_at = now + delay;
-      it->second.reason = failure_reason;
-      it->second.message = failure_message;
-      retry_in = delay;
+      const auto delay = hold_back(failure_reason, failure_message, false);
       log.warn("could not create a warm pod", {{"environment", environment_label},
                                                {"error", e.what()},
                                                {"retry_in_ms", delay.count()}});
       break;
     }
   }
-  if (created == plan.create) {  // nothing more was wanted: a past failure is over
+  {
+    // A failed create is over once nothing more is wanted; a failed pod once one is ready.
     std::lock_guard lock(mutex_);
-    warm_pool_failures_.erase(key);
-    failure_reason.clear();
+    const auto failed = warm_pool_failures_.find(key);
+    if (failed != warm_pool_failures_.end() && !pod_failed_now && created == plan.create &&
+        (!failed->second.pod_failed || plan.ready > 0)) {
+      warm_pool_failures_.erase(failed);
+      failure_reason.clear();
+    }
   }
 
   if (!env.warm_pool) {

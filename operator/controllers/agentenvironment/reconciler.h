@@ -251,6 +251,9 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
     Backoff backoff;
     Clock::TimePoint retry_at{};
     std::string reason{}, message{};  // the condition says it until a create succeeds
+    // A warm pod failed: over once a warm pod is ready, so a crash-looping runner backs off
+    // further with each pod rather than starting at the first delay again.
+    bool pod_failed = false;
   };
   std::map<std::string, WarmPoolFailure> warm_pool_failures_;
 };

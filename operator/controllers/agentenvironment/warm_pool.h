@@ -40,6 +40,8 @@ struct UnassignedWarmPod {
   std::string resource_version{};
   std::string created{};  // creationTimestamp, RFC 3339 (orders pods by age)
   WarmPodState state = WarmPodState::kStarting;
+  // Finished with a failure of its own (not the pool's SIGTERM, nor its deadline): why.
+  std::string failure{};
 };
 
 struct WarmPoolInputs {

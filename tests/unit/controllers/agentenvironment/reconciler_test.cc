@@ -1121,6 +1121,42 @@ TEST_F(WarmPoolReconcilerTest, AFinishedUnassignedWarmPodIsReplacedRemovedAndCou
   }
 }
 
+// A warm pod that fails on its own (a broken image or runner) is not replaced at once: the
+// pool backs off, further with each failed pod, instead of looping as fast as pods can fail.
+TEST_F(WarmPoolReconcilerTest, WarmPodsThatFailUnassignedAreReplacedWithGrowingBackoff) {
+  given(environment_object(warm_pool(1, 1)));
+  auto reconciler = make_reconciler(warm_options());
+  const auto step = [&](seconds by) {
+    clock_.advance(by);
+    sync_pods();
+    reconciler->reconcile({kNamespace, kName});
+  };
+  const auto fail = [&](const std::string& name) {
+    set_pod_status(name,
+                   {{"phase", "Failed"},
+                    {"containerStatuses",
+                     {{{"name", "runner"},
+                       {"state", {{"terminated", {{"exitCode", 1}, {"reason", "Error"}}}}}}}}});
+  };
+  reconciler->reconcile({kNamespace, kName});
+  ASSERT_EQ(warm_pod_names().size(), 1u);
+  fail(*warm_pod_names().begin());
+  step(seconds(1));
+  EXPECT_TRUE(warm_pod_names().empty()) << "the failed pod goes, and none is made at once";
+  EXPECT_TRUE(warm_secret_names().empty());
+  step(seconds(1));
+  ASSERT_EQ(warm_pod_names().size(), 1u) << "made again after the first delay (1 s)";
+
+  fail(*warm_pod_names().begin());
+  step(seconds(1));
+  step(seconds(1));
+  EXPECT_TRUE(warm_pod_names().empty()) << "the second failure holds the pool back longer";
+  EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "False/WarmPodFailed");
+  step(seconds(1));
+  EXPECT_EQ(warm_pod_names().size(), 1u);
+  EXPECT_EQ(count("failed"), 0) << "a warm pod that failed unassigned is no session";
+}
+
 TEST_F(WarmPoolReconcilerTest, WithoutAnAssignmentEndpointNoWarmPodIsMadeAndTheConditionSaysWhy) {
   given(environment_object(warm_pool(2, 4)));
   auto reconciler = make_reconciler(options());
