@@ -96,6 +96,8 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     options.orphan_sweep = settings_.orphan_sweep;
     options.gate_sweep = settings_.gate_sweep;
     options.egress = settings_.egress;
+    options.assignment_endpoint = warm_assignment_endpoint(settings_);
+    options.assignment_peer = warm_assignment_peer(settings_);
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
         ReconcilerDependencies{environments.store(),
                                *pod_store_,

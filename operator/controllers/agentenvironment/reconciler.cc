@@ -1099,7 +1099,8 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
 
   // The informer wakes this pass when the policy is deleted or edited; the periodic check stays
   // for a watch that missed it.
-  const json policy = build_network_policy(env, options_.egress);
+  const json policy = build_network_policy(env, options_.egress,
+                                           env.warm_pool ? options_.assignment_peer : std::nullopt);
   const bool cilium = options_.egress.mode == EgressMode::kCiliumFqdn;
   const json cilium_policy = cilium ? build_cilium_network_policy(env, options_.egress) : json();
   if (spec_changed || policy_drifted(deps_.network_policies, env, policy) ||

@@ -98,6 +98,9 @@ struct ReconcilerOptions {
   // not serve assignments, so an environment's spec.warmPool gets no warm pod, and its
   // WarmPoolReady condition says why.
   std::optional<AssignmentEndpoint> assignment_endpoint;
+  // The runner pods' one egress to that service, in the NetworkPolicy of environments with a
+  // warm pool (a cold runner never asks it).
+  std::optional<AssignmentPeer> assignment_peer;
   // The warm pool keeps spec.warmPool.minReady plus the sessions claimed within this window.
   std::chrono::seconds warm_pool_claim_window{60};
 };

@@ -1157,6 +1157,36 @@ TEST_F(WarmPoolReconcilerTest, WarmPodsThatFailUnassignedAreReplacedWithGrowingB
   EXPECT_EQ(count("failed"), 0) << "a warm pod that failed unassigned is no session";
 }
 
+// The runner pods' NetworkPolicy gains the egress to the assignment service only where a warm
+// pool can use it.
+TEST_F(WarmPoolReconcilerTest, OnlyAnEnvironmentWithAPoolGetsTheEgressToTheAssignmentService) {
+  ReconcilerOptions o = warm_options();
+  o.assignment_peer =
+      AssignmentPeer{{"perimeter-system", {{"app.kubernetes.io/name", "perimeter"}}}, 8443};
+  const AgentEnvironment env = given(environment_object(warm_pool(1, 1)));
+  auto reconciler = make_reconciler(o);
+  reconciler->reconcile({kNamespace, kName});
+  const std::string path = std::string("/apis/networking.k8s.io/v1/namespaces/") + kNamespace +
+                           "/networkpolicies/" + network_policy_name(env);
+  const auto egress_to_assignment = [&] {
+    const json policy = *server_.object_at(path);
+    for (const auto& rule : policy["spec"]["egress"]) {
+      for (const auto& port : rule.value("ports", json::array())) {
+        if (port.value("port", json()) == 8443) return true;
+      }
+    }
+    return false;
+  };
+  EXPECT_TRUE(egress_to_assignment());
+
+  json object = stored_environment();
+  object["spec"].erase("warmPool");
+  object["metadata"]["generation"] = 2;
+  environment_client_.update(kNamespace, object);
+  pass(*reconciler);
+  EXPECT_FALSE(egress_to_assignment()) << "a cold runner never asks the assignment service";
+}
+
 TEST_F(WarmPoolReconcilerTest, WithoutAnAssignmentEndpointNoWarmPodIsMadeAndTheConditionSaysWhy) {
   given(environment_object(warm_pool(2, 4)));
   auto reconciler = make_reconciler(options());
