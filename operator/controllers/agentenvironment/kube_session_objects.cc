@@ -299,6 +299,60 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
   if (pod_exists) remove_pod();
 }
 
+bool KubeSessionObjectWriter::assign_warm_pod(const std::string& ns, const WarmPodRef& pod,
+                                              const ClaimedSession& session,
+                                              const std::string& secret_name) {
+  // The contract's three annotations, and what a cold claim's pod records besides: when the
+  // item was polled and the Secret's version (retention deletes by them, docs/claiming.md), and
+  // the work and session labels (the session survey, and find_assigned_pod's selector).
+  nlohmann::json annotations = {
+      {std::string(kAnnotationAssignedWorkId), session.work_id},
+      {std::string(kAnnotationAssignedSessionId), session.session_id},
+      {std::string(kAnnotationAssignedSecret), secret_name},
+  };
+  if (!session.claimed_at.empty()) {
+    annotations[std::string(kAnnotationClaimedAt)] = session.claimed_at;
+  }
+  if (!session.secret.uid.empty() && !session.secret.resource_version.empty()) {
+    annotations[std::string(kAnnotationSecretVersion)] =
+        session.secret.uid + "/" + session.secret.resource_version;
+  }
+  const nlohmann::json patch = {
+      {"metadata",
+       {{"resourceVersion", pod.resource_version},
+        {"labels",
+         {{std::string(kLabelWorkId), label_value_for(session.work_id)},
+          {std::string(kLabelSessionId), label_value_for(session.session_id)}}},
+        {"annotations", std::move(annotations)}}}};
+  try {
+    pods_.merge_patch(ns, pod.name, patch, answer_filtered(nothing_of_the_answer()));
+  } catch (const kube::ApiError& e) {
+    if (e.kind() == kube::ErrorKind::kConflict || e.kind() == kube::ErrorKind::kNotFound) {
+      return false;
+    }
+    throw;
+  }
+  return true;
+}
+
+std::optional<std::string> KubeSessionObjectWriter::find_assigned_pod(
+    const std::string& ns, const std::string& environment_name, const std::string& work_id) {
+  kube::ListOptions options;
+  options.label_selector = std::string(kLabelEnvironment) + "=" +
+                           label_value_for(environment_name) + "," + std::string(kLabelWarm) +
+                           "=true," + std::string(kLabelWorkId) + "=" + label_value_for(work_id);
+  const auto pods = pods_.list(ns, options);
+  for (const auto& pod : pods.value("items", nlohmann::json::array())) {
+    const auto& metadata = pod["metadata"];
+    // The label may be a hash of a long id: the annotation holds the id itself.
+    if (metadata.value("annotations", nlohmann::json::object())
+            .value(std::string(kAnnotationAssignedWorkId), "") == work_id) {
+      return metadata.value("name", "");
+    }
+  }
+  return std::nullopt;
+}
+
 bool pod_finished(const nlohmann::json& pod) {
   const auto status = pod.find("status");
   if (status == pod.end()) return false;
@@ -314,6 +368,10 @@ namespace {
 // the operator's largest own cost per claim).
 constexpr const char* kUnfinishedIndex = "perimeter.dev/unfinished-runner";
 constexpr const char* kGatedIndex = "perimeter.dev/gated-runner";
+// "namespace/<environment label>" of each ready, unassigned warm pod, and "namespace/<work id>"
+// of each pod holding an assignment: a claim reads those pods only.
+constexpr const char* kReadyWarmIndex = "perimeter.dev/ready-warm-runner";
+constexpr const char* kAssignedIndex = "perimeter.dev/assigned-work";
 
 std::string environment_index_value(const nlohmann::json& pod) {
   const auto metadata = pod.find("metadata");
@@ -335,9 +393,53 @@ bool gated_by_perimeter(const nlohmann::json& pod) {
   });
 }
 
+const nlohmann::json& member_or_empty(const nlohmann::json& object, const std::string& key) {
+  static const nlohmann::json kEmpty = nlohmann::json::object();
+  if (!object.is_object()) return kEmpty;
+  const auto it = object.find(key);
+  return it == object.end() ? kEmpty : *it;
+}
+
+// The contract of docs/warm-pool.md: the warm label, no assignment, not being deleted, Running,
+// and its runner container running (so its runner is already holding the assignment request).
+bool ready_unassigned_warm(const nlohmann::json& pod) {
+  static const std::string kMetadata = "metadata", kLabels = "labels", kAnnotations = "annotations",
+                           kStatus = "status", kContainers = "containerStatuses", kState = "state",
+                           kRunning = "running", kWarm{kLabelWarm},
+                           kAssigned{kAnnotationAssignedWorkId};
+  const auto& metadata = member_or_empty(pod, kMetadata);
+  if (cached_string(member_or_empty(metadata, kLabels), kWarm) != "true") return false;
+  if (!cached_string(member_or_empty(metadata, kAnnotations), kAssigned).empty()) return false;
+  if (const auto deleting = metadata.find("deletionTimestamp");
+      deleting != metadata.end() && !deleting->is_null()) {
+    return false;
+  }
+  const auto& status = member_or_empty(pod, kStatus);
+  if (cached_string(status, "phase") != "Running") return false;
+  const auto containers = status.find(kContainers);
+  if (containers == status.end() || !containers->is_array()) return false;
+  return std::any_of(containers->begin(), containers->end(), [](const nlohmann::json& container) {
+    return cached_string(container, "name") == "runner" &&
+           member_or_empty(container, kState).contains(kRunning);
+  });
+}
+
 }  // namespace
 
 StoreRunnerPodCensus::StoreRunnerPodCensus(runtime::Store& pods) : pods_(pods) {
+  pods_.add_index(kReadyWarmIndex, [](const nlohmann::json& pod) -> std::vector<std::string> {
+    if (!ready_unassigned_warm(pod)) return {};
+    std::string value = environment_index_value(pod);
+    if (value.empty()) return {};
+    return {std::move(value)};
+  });
+  pods_.add_index(kAssignedIndex, [](const nlohmann::json& pod) -> std::vector<std::string> {
+    const auto& metadata = member_or_empty(pod, "metadata");
+    const std::string& work_id = cached_string(member_or_empty(metadata, "annotations"),
+                                               std::string(kAnnotationAssignedWorkId));
+    if (work_id.empty()) return {};
+    return {cached_string(metadata, "namespace") + "/" + work_id};
+  });
   pods_.add_index(kUnfinishedIndex, [](const nlohmann::json& pod) -> std::vector<std::string> {
     if (pod_finished(pod)) return {};
     std::string value = environment_index_value(pod);
@@ -373,6 +475,40 @@ std::map<std::string, std::string> StoreRunnerPodCensus::gated(
 
 bool StoreRunnerPodCensus::cached(const std::string& ns, const std::string& name) {
   return pods_.get(ns + "/" + name) != nullptr;
+}
+
+std::vector<WarmPodRef> StoreRunnerPodCensus::ready_warm_pods(const std::string& ns,
+                                                              const std::string& environment_name) {
+  auto pods = pods_.by_index(kReadyWarmIndex, ns + "/" + label_value_for(environment_name));
+  // Oldest first (creationTimestamp is RFC 3339 in UTC, so it sorts as text; then by name): the
+  // pod longest ready is the likeliest to have its request held already.
+  std::sort(pods.begin(), pods.end(), [](const auto& a, const auto& b) {
+    const auto& ma = (*a)["metadata"];
+    const auto& mb = (*b)["metadata"];
+    const auto& ca = cached_string(ma, "creationTimestamp");
+    const auto& cb = cached_string(mb, "creationTimestamp");
+    if (ca != cb) return ca < cb;
+    return cached_string(ma, "name") < cached_string(mb, "name");
+  });
+  std::vector<WarmPodRef> ready;
+  ready.reserve(pods.size());
+  for (const auto& pod : pods) {
+    const auto& metadata = (*pod)["metadata"];
+    ready.push_back({cached_string(metadata, "name"), cached_string(metadata, "uid"),
+                     cached_string(metadata, "resourceVersion")});
+  }
+  return ready;
+}
+
+std::optional<AssignedPod> StoreRunnerPodCensus::assigned_pod(const std::string& ns,
+                                                              const std::string& work_id) {
+  std::optional<AssignedPod> found;
+  for (const auto& pod : pods_.by_index(kAssignedIndex, ns + "/" + work_id)) {
+    AssignedPod candidate{cached_string((*pod)["metadata"], "name"), pod_finished(*pod)};
+    if (!candidate.finished) return candidate;
+    if (!found) found = std::move(candidate);
+  }
+  return found;
 }
 
 }  // namespace perimeter::agentenvironment

@@ -17,6 +17,11 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
   void check_pod(const nlohmann::json& pod) override;
   void release_pod(const std::string& ns, const std::string& name) override;
   void remove_finished(const nlohmann::json& pod) override;
+  bool assign_warm_pod(const std::string& ns, const WarmPodRef& pod, const ClaimedSession& session,
+                       const std::string& secret_name) override;
+  std::optional<std::string> find_assigned_pod(const std::string& ns,
+                                               const std::string& environment_name,
+                                               const std::string& work_id) override;
 
  private:
   kube::ResourceClient& secrets_;
@@ -24,8 +29,8 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
 };
 
 // Reads an environment's runner pods from the pod informer's store, through indexes it adds to
-// that store (construct it before the informer starts): a census reads the unfinished and gated
-// pods only, however many finished ones are kept for their retention.
+// that store (construct it before the informer starts): a census reads the unfinished, gated,
+// ready warm and assigned pods only, however many finished ones are kept for their retention.
 class StoreRunnerPodCensus final : public RunnerPodCensus {
  public:
   explicit StoreRunnerPodCensus(runtime::Store& pods);
@@ -33,6 +38,10 @@ class StoreRunnerPodCensus final : public RunnerPodCensus {
   std::map<std::string, std::string> gated(const std::string& ns,
                                            const std::string& environment_name) override;
   bool cached(const std::string& ns, const std::string& name) override;
+  std::vector<WarmPodRef> ready_warm_pods(const std::string& ns,
+                                          const std::string& environment_name) override;
+  std::optional<AssignedPod> assigned_pod(const std::string& ns,
+                                          const std::string& work_id) override;
 
  private:
   runtime::Store& pods_;

@@ -80,7 +80,20 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
                              "The number of unassigned warm runner pods the pool is kept at now")),
       warm_pool_errors_total(counter(registry, "perimeter_warm_pool_errors_total",
                                      "Warm pods the pool failed to create or remove, by step "
-                                     "(create, remove)")) {}
+                                     "(create, remove)")),
+      claims_total(counter(registry, "perimeter_claims_total",
+                           "Session claims that handed the item to a runner pod, by kind (warm: "
+                           "a ready warm pod was assigned it; cold: a pod was made for it)")),
+      claim_seconds(prometheus::BuildHistogram()
+                        .Name("perimeter_claim_seconds")
+                        .Help("From the poll that returned a session to its claim's last write "
+                              "(warm: the ack after the assignment; cold: the pod's create), by "
+                              "kind")
+                        .Register(registry)),
+      warm_assignment_conflicts_total(
+          counter(registry, "perimeter_warm_assignment_conflicts_total",
+                  "Assignments of a warm pod refused because another claim won it or it ended "
+                  "(409 or 404); the claim tries the next ready pod, then a cold pod")) {}
 
 namespace {
 
@@ -101,6 +114,16 @@ void OperatorMetrics::observe_claim_to_runner_started(const std::string& environ
   claim_to_runner_started_seconds
       .Add({{"environment", environment}},
            prometheus::Histogram::BucketBoundaries{0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600})
+      .Observe(seconds);
+}
+
+void OperatorMetrics::observe_claim(const std::string& environment, const std::string& kind,
+                                    double seconds) {
+  claims_total.Add({{"environment", environment}, {"kind", kind}}).Increment();
+  claim_seconds
+      .Add({{"environment", environment}, {"kind", kind}},
+           prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                   5, 10})
       .Observe(seconds);
 }
 

@@ -65,6 +65,15 @@ class OperatorMetrics {
   prometheus::Family<prometheus::Gauge>& warm_pool_target;          // {environment}
   prometheus::Family<prometheus::Counter>& warm_pool_errors_total;  // {environment,step}
 
+  // The claim with a warm pod (docs/warm-pool.md): claims by kind (warm: a ready warm pod was
+  // assigned the item; cold: a pod was made for it), and from the poll that returned the item to
+  // the claim's last write (warm: the ack after the assignment; cold: the pod's create).
+  prometheus::Family<prometheus::Counter>& claims_total;     // {environment,kind}
+  prometheus::Family<prometheus::Histogram>& claim_seconds;  // {environment,kind}
+  // Assignment patches that lost their warm pod to another claim or to the pod's end (409/404).
+  prometheus::Family<prometheus::Counter>& warm_assignment_conflicts_total;  // {environment}
+  void observe_claim(const std::string& environment, const std::string& kind, double seconds);
+
   void observe_claim_to_runner_started(const std::string& environment, double seconds);
   // Sets the runner-pod gauges of `environment` from one survey of the cache.
   void set_runner_pods(const std::string& environment, const RunnerPodFigures& figures);

@@ -156,13 +156,15 @@ std::shared_ptr<agentapi::AgentApi> SessionPoller::api() {
 }
 
 SessionPoller::SlotReservation::~SlotReservation() {
-  if (poller_ != nullptr) poller_->release_slot(created_pod_);
+  if (poller_ != nullptr) poller_->release_slot(created_pod_, warm_);
 }
 
 SessionPoller::SlotReservation::SlotReservation(SlotReservation&& other) noexcept
-    : poller_(std::exchange(other.poller_, nullptr)), created_pod_(std::move(other.created_pod_)) {}
+    : poller_(std::exchange(other.poller_, nullptr)),
+      warm_(other.warm_),
+      created_pod_(std::move(other.created_pod_)) {}
 
-std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
+std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot(bool cold_only) {
   // One count at a time: a count drops the pods its census shows from the recent ones, which is
   // only right for counts whose census was taken after it. Two interleaved, the one holding the
   // older census could count a pod the cache just delivered in neither list.
@@ -181,6 +183,10 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
     if (deps_.census.cached(ns, pod)) seen.insert(pod);
   }
   const std::size_t unfinished = deps_.census.unfinished(ns, name);
+  std::set<std::string> ready_warm;
+  if (!cold_only) {
+    for (auto& pod : deps_.census.ready_warm_pods(ns, name)) ready_warm.insert(std::move(pod.name));
+  }
   lock.lock();
   const auto now = deps_.clock.now();
   for (auto it = recently_created_.begin(); it != recently_created_.end();) {
@@ -188,10 +194,27 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot() {
              ? recently_created_.erase(it)
              : std::next(it);
   }
+  // A warm pod this poller assigned stays out of the count until the cache shows it assigned
+  // (no longer ready), so two passes do not count on one pod.
+  std::size_t available_warm = 0;
+  if (!cold_only) {
+    for (auto it = recently_assigned_.begin(); it != recently_assigned_.end();) {
+      it = (ready_warm.count(it->first) == 0 || now - it->second > kRecentPodHorizon)
+               ? recently_assigned_.erase(it)
+               : std::next(it);
+    }
+    for (const auto& pod : ready_warm) available_warm += recently_assigned_.count(pod) == 0;
+  }
   const auto in_use = static_cast<int>(unfinished + recently_created_.size()) + reserved_;
   const bool at_capacity = in_use >= settings_.environment.max_concurrent_sessions;
   deps_.metrics.active_sessions.Add({{"environment", label()}})
       .Set(static_cast<double>(unfinished + recently_created_.size()));
+  // A ready warm pod first: it serves the item sooner, and turns a pod already counted into the
+  // session's, so it is allowed at the limit too.
+  if (reserved_warm_ < available_warm) {
+    ++reserved_warm_;
+    return SlotReservation(this, /*warm=*/true);
+  }
   if (at_capacity) return std::nullopt;
   ++reserved_;
   return SlotReservation(this);
@@ -203,9 +226,13 @@ SessionPoller::SlotReservation SessionPoller::take_slot() {
   return SlotReservation(this);
 }
 
-void SessionPoller::release_slot(const std::string& created_pod) {
+void SessionPoller::release_slot(const std::string& created_pod, bool warm) {
   std::lock_guard lock(mutex_);
-  --reserved_;
+  if (warm) {
+    --reserved_warm_;
+  } else {
+    --reserved_;
+  }
   if (!created_pod.empty()) recently_created_[created_pod] = deps_.clock.now();
 }
 
@@ -388,24 +415,12 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   const nlohmann::json log_fields = {
       {"environment", label()}, {"work_id", item.id}, {"session_id", item.data_id}};
   deps_.metrics.sessions_claimed_total.Add({{"environment", label()}}).Increment();
-  const auto claim_error = [&](const std::string& step, const std::string& reason,
-                               const std::string& message) {
-    deps_.metrics.claim_errors_total
-        .Add({{"environment", label()}, {"step", step}, {"reason", reason}})
-        .Increment();
-    deps_.logger.warn(
-        "claim failed",
-        {{"environment", label()}, {"work_id", item.id}, {"step", step}, {"error", message}});
-    deps_.record_event(
-        "Warning", "ClaimFailed",
-        "session " + item.data_id + " (work " + item.id + "): " + step + ": " + message);
-  };
 
   // A secret the runner cannot use makes a pod that can only fail; Perimeter never hands the
   // environment key to a pod, so the item cannot be served here. Stop it so the queue does not
   // hand it out forever, and say so.
   if (!item.secret || item.secret->empty()) {
-    claim_error("decode", "missing_secret", "the poll response carried no secret");
+    claim_error(item, "decode", "missing_secret", "the poll response carried no secret");
     try {
       api()->ack(item.id);
       api()->stop(item.id, true);
@@ -418,7 +433,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   try {
     agentapi::decode_work_secret(*item.secret);
   } catch (const agentapi::SecretError& e) {
-    claim_error("decode", "undecodable_secret", e.what());
+    claim_error(item, "decode", "undecodable_secret", e.what());
     try {
       api()->ack(item.id);
       api()->stop(item.id, true);
@@ -445,7 +460,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   } catch (const ObjectRefused& e) {
     return refuse_spec(item, env.generation, "secret", e.what());
   } catch (const std::exception& e) {
-    claim_error("secret", "kubernetes", e.what());
+    claim_error(item, "secret", "kubernetes", e.what());
     return PollOutcome::kFailed;
   }
   // The claims sweep judges a Secret by when a claim last wrote it, and spares it for twice the
@@ -453,12 +468,115 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   // than acknowledge it. The queue hands the item out again.
   const auto elapsed = deps_.clock.now() - polled_at.steady;
   if (elapsed >= milliseconds(env.reclaim_older_than_ms)) {
-    claim_error("ack", "claim_too_slow",
+    claim_error(item, "ack", "claim_too_slow",
                 "the claim took " +
                     std::to_string(std::chrono::duration_cast<milliseconds>(elapsed).count()) +
                     " ms, longer than reclaimOlderThanMs; the queue hands the item out again");
     return PollOutcome::kFailed;
   }
+  // A retried claim of an item an earlier claim (perhaps of an earlier process) assigned to a warm
+  // pod that has not finished: that pod serves it, and only the ack may be missing. A pod that
+  // finished is a lost attempt: the item came back after its lease lapsed, and is claimed anew.
+  if (const auto assigned = deps_.census.assigned_pod(env.namespace_, item.id);
+      assigned && !assigned->finished) {
+    try {
+      api()->ack(item.id);
+    } catch (const std::exception& e) {
+      claim_error(item, "ack", "api", e.what());
+      return PollOutcome::kFailed;
+    }
+    stats_stale_ = true;
+    deps_.logger.info("the item is assigned to a warm pod already; acknowledged it",
+                      {{"environment", label()}, {"work_id", item.id}, {"pod", assigned->name}});
+    return PollOutcome::kClaimed;
+  }
+  if (slot.warm()) {
+    if (auto outcome = claim_warm(item, env, session, polled_at)) return *outcome;
+    // Every ready warm pod went to another claim: a cold pod, if the limit allows one.
+    auto cold = reserve_slot(/*cold_only=*/true);
+    if (!cold) {
+      // Not acknowledged: the queue hands the item out again after the reclaim window, and the
+      // retry meets its Secret.
+      deps_.logger.info(
+          "the warm pods went to other claims and the limit allows no cold pod; "
+          "leaving the item to the queue",
+          log_fields);
+      return PollOutcome::kAtCapacity;
+    }
+    return claim_cold(item, env, session, polled_at, *cold);
+  }
+  return claim_cold(item, env, session, polled_at, slot);
+}
+
+void SessionPoller::claim_error(const agentapi::WorkItem& item, const std::string& step,
+                                const std::string& reason, const std::string& message) {
+  deps_.metrics.claim_errors_total
+      .Add({{"environment", label()}, {"step", step}, {"reason", reason}})
+      .Increment();
+  deps_.logger.warn(
+      "claim failed",
+      {{"environment", label()}, {"work_id", item.id}, {"step", step}, {"error", message}});
+  deps_.record_event(
+      "Warning", "ClaimFailed",
+      "session " + item.data_id + " (work " + item.id + "): " + step + ": " + message);
+}
+
+std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& item,
+                                                     const AgentEnvironment& env,
+                                                     const ClaimedSession& session,
+                                                     PollTime polled_at) {
+  const std::string secret_name = runner_object_name(session.work_id);
+  for (const auto& pod : deps_.census.ready_warm_pods(env.namespace_, env.name)) {
+    {
+      std::lock_guard lock(mutex_);
+      if (recently_assigned_.count(pod.name) > 0 || !assigning_.insert(pod.name).second) continue;
+    }
+    bool won = false;
+    try {
+      won = deps_.objects.assign_warm_pod(env.namespace_, pod, session, secret_name);
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard lock(mutex_);
+        assigning_.erase(pod.name);
+      }
+      // Not acknowledged: the queue hands the item out again. A patch that landed although its
+      // answer did not is met by the retry (the item's assigned pod), which acks.
+      claim_error(item, "assign", "kubernetes", e.what());
+      return PollOutcome::kFailed;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      assigning_.erase(pod.name);
+      if (won) recently_assigned_[pod.name] = deps_.clock.now();
+    }
+    if (!won) {
+      deps_.metrics.warm_assignment_conflicts_total.Add({{"environment", label()}}).Increment();
+      continue;
+    }
+    try {
+      api()->ack(item.id);
+    } catch (const std::exception& e) {
+      // The pod keeps the assignment; the queue hands the item out again and the retry, meeting
+      // it, acks.
+      claim_error(item, "ack", "api", e.what());
+      return PollOutcome::kFailed;
+    }
+    stats_stale_ = true;  // the queue is one shorter
+    deps_.metrics.observe_claim(
+        label(), "warm",
+        std::chrono::duration<double>(deps_.clock.now() - polled_at.steady).count());
+    deps_.logger.info("assigned the session to a warm pod", {{"environment", label()},
+                                                             {"work_id", session.work_id},
+                                                             {"session_id", session.session_id},
+                                                             {"pod", pod.name}});
+    return PollOutcome::kClaimed;
+  }
+  return std::nullopt;
+}
+
+PollOutcome SessionPoller::claim_cold(const agentapi::WorkItem& item, const AgentEnvironment& env,
+                                      const ClaimedSession& session, PollTime polled_at,
+                                      SlotReservation& slot) {
   // Once per generation of the spec, a dry run: a pod the apiserver refuses as this spec builds
   // it is found while its item can still go back to the queue.
   bool checked = false;
@@ -486,7 +604,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   } catch (const std::exception& e) {
     // No pod: the queue hands the item out again and the retry, meeting its Secret, acks. An ack
     // that reached the queue although its answer did not is found by the claims sweep.
-    claim_error("ack", "api", e.what());
+    claim_error(item, "ack", "api", e.what());
     return PollOutcome::kFailed;
   }
   // Acknowledged: the lease has started, so the runner may start and heartbeat it at once.
@@ -588,6 +706,7 @@ PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedS
   deps_.metrics.sessions_started_total.Add({{"environment", label()}}).Increment();
   if (polled_at) {
     const double seconds = std::chrono::duration<double>(deps_.clock.now() - *polled_at).count();
+    deps_.metrics.observe_claim(label(), "cold", seconds);
     deps_.metrics.claim_to_pod_created_seconds
         .Add({{"environment", label()}},
              prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
@@ -663,6 +782,17 @@ void SessionPoller::start_unstarted() {
 
 PodlessClaim SessionPoller::start_if_acknowledged(const std::string& work_id,
                                                   const std::string& claimed_at) {
+  AgentEnvironment env;
+  {
+    std::lock_guard lock(mutex_);
+    env = settings_.environment;
+  }
+  // A warm claim's Secret is named after its item and its pod is not: the pod is found by its
+  // assignment. Finished or not, it holds the item; a finished one's item comes back to the
+  // queue after its lease lapses, and is claimed anew.
+  if (const auto assigned = deps_.census.assigned_pod(env.namespace_, work_id)) {
+    return PodlessClaim::kStarted;
+  }
   agentapi::WorkItem item;
   try {
     item = api()->retrieve_work(work_id);
@@ -681,13 +811,22 @@ PodlessClaim SessionPoller::start_if_acknowledged(const std::string& work_id,
   // Acknowledged (by a claim that ended before its pod, perhaps in an earlier process): the pod
   // is made now. Had another worker taken the item instead, the runner's first heartbeat meets
   // that worker's lease, gets 412, and runs nothing.
+  // A warm claim assigns its pod before its ack, so once the queue says acknowledged the
+  // apiserver shows the assignment, though the cache may not yet: asked there before a cold pod
+  // could double the item.
+  try {
+    if (const auto warm = deps_.objects.find_assigned_pod(env.namespace_, env.name, work_id)) {
+      deps_.logger.info("an acknowledged claim's item is assigned to a warm pod",
+                        {{"environment", label()}, {"work_id", work_id}, {"pod", *warm}});
+      return PodlessClaim::kStarted;
+    }
+  } catch (const std::exception& e) {
+    deps_.logger.warn("cannot tell whether an acknowledged claim's item went to a warm pod",
+                      {{"environment", label()}, {"work_id", work_id}, {"error", e.what()}});
+    return PodlessClaim::kUnknown;
+  }
   deps_.logger.info("starting the runner pod of an acknowledged claim",
                     {{"environment", label()}, {"work_id", work_id}, {"item_state", item.state}});
-  AgentEnvironment env;
-  {
-    std::lock_guard lock(mutex_);
-    env = settings_.environment;
-  }
   SlotReservation slot = take_slot();
   const ClaimedSession session{work_id, item.data_id, "", claimed_at};
   return start_pod(env, session, std::nullopt, slot) == PollOutcome::kClaimed

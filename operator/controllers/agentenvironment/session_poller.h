@@ -90,7 +90,9 @@ struct PollerDependencies {
 
 // What the claims sweep found of a claim whose Secret has no pod.
 enum class PodlessClaim {
-  kStarted,  // its item was acknowledged: the pod is made now
+  // Its item was acknowledged: the pod is made now. Or a warm pod holds the item's assignment
+  // (found before asking the queue, or after it said acknowledged): that pod serves it.
+  kStarted,
   kQueued,   // its item is queued (mid-claim, or left to the reclaim): a later claim makes the pod
   kOver,     // its item is stopped, or the queue no longer knows it: no pod will be made
   kUnknown,  // the queue or the apiserver did not answer: decided at a later sweep
@@ -98,7 +100,10 @@ enum class PodlessClaim {
 
 // Long-polls one environment's work queue and turns each session item into its runner pod.
 //
-// The claim order is poll -> Secret -> ack -> Pod: two apiserver writes per claim. The Secret
+// The claim order is poll -> Secret -> ack -> Pod: two apiserver writes per claim. With a ready
+// warm pod (docs/warm-pool.md) it is poll -> Secret -> the pod's assignment -> ack, and no pod is
+// made: the assignment is recorded on the pod before the ack, so a crash at any step leaves what
+// the next claim of the item or the claims sweep finds (docs/claiming.md). The Secret
 // is the claim's record in the cluster, written before the ack, so an operator that dies before
 // the ack leaves the item to the queue's reclaim (the retry meets the Secret by its name, derived
 // from the work id), and one that dies after the ack leaves a Secret whose item is no longer
@@ -107,7 +112,9 @@ enum class PodlessClaim {
 // nothing doubled. See docs/claiming.md for the full argument.
 //
 // The concurrency limit is exact: a slot is reserved before each poll, and pods created but not
-// yet seen by the informer count until they are.
+// yet seen by the informer count until they are. Warm pods count against it like any unfinished
+// pod, so a pass that will hand its item to a ready warm pod needs no slot of its own: it holds
+// one of the ready warm pods instead, and may poll at the limit.
 class SessionPoller {
  public:
   SessionPoller(PollerSettings settings, PollerDependencies deps, int threads = 4);
@@ -164,15 +171,19 @@ class SessionPoller {
   // pod then counts against the limit until the informer shows it.
   class SlotReservation {
    public:
-    explicit SlotReservation(SessionPoller* poller) : poller_(poller) {}
+    // `warm`: the pass holds one of the ready warm pods, not a slot under the limit.
+    explicit SlotReservation(SessionPoller* poller, bool warm = false)
+        : poller_(poller), warm_(warm) {}
     SlotReservation(SlotReservation&& other) noexcept;
     SlotReservation& operator=(SlotReservation&&) = delete;
     SlotReservation(const SlotReservation&) = delete;
     ~SlotReservation();
     void count_pod(const std::string& name) { created_pod_ = name; }
+    bool warm() const { return warm_; }
 
    private:
     SessionPoller* poller_;
+    bool warm_ = false;
     std::string created_pod_;
   };
 
@@ -180,16 +191,28 @@ class SessionPoller {
   // Starts every poll thread that is not running.
   void spread();
   std::shared_ptr<agentapi::AgentApi> api();
-  std::optional<SlotReservation> reserve_slot();
+  // A ready warm pod when one is not yet held by another pass (unless `cold_only`), else a slot
+  // under the limit; nullopt when neither is free.
+  std::optional<SlotReservation> reserve_slot(bool cold_only = false);
   // A slot regardless of the limit, for an item already acknowledged.
   SlotReservation take_slot();
-  void release_slot(const std::string& created_pod);
+  void release_slot(const std::string& created_pod, bool warm);
   // When a poll returned, on both clocks: steady for durations, wall for the Secret's marker.
   struct PollTime {
     Clock::TimePoint steady;
     std::chrono::system_clock::time_point wall;
   };
   PollOutcome claim(const agentapi::WorkItem& item, PollTime polled_at, SlotReservation& slot);
+  // The claim's steps after its Secret, for a cold pod: the dry run, the ack, the pod.
+  PollOutcome claim_cold(const agentapi::WorkItem& item, const AgentEnvironment& env,
+                         const ClaimedSession& session, PollTime polled_at, SlotReservation& slot);
+  // Assigns the item to one of the ready warm pods (the next on each 409), then acks. nullopt
+  // when every ready pod was lost to another claim (nothing acked: the caller goes cold).
+  std::optional<PollOutcome> claim_warm(const agentapi::WorkItem& item, const AgentEnvironment& env,
+                                        const ClaimedSession& session, PollTime polled_at);
+  // Counts, logs and reports a failed step of the claim of `item`.
+  void claim_error(const agentapi::WorkItem& item, const std::string& step,
+                   const std::string& reason, const std::string& message);
   // Makes the runner pod of an acknowledged item; on failure keeps it for start_unstarted().
   PollOutcome start_pod(const AgentEnvironment& env, const ClaimedSession& session,
                         std::optional<Clock::TimePoint> polled_at, SlotReservation& slot);
@@ -237,6 +260,11 @@ class SessionPoller {
   // The last pass polled and found nothing (not: claimed, or made no poll at the limit).
   std::atomic<bool> last_poll_empty_{false};
   int reserved_ = 0;
+  // Passes holding a ready warm pod (reserve_slot), the warm pods some pass is assigning now,
+  // and the ones this poller assigned that the census may still show ready (with when).
+  std::size_t reserved_warm_ = 0;
+  std::set<std::string> assigning_;
+  std::map<std::string, std::chrono::steady_clock::time_point> recently_assigned_;
   // Pods this poller created that the census has not shown yet, with when they were created.
   std::map<std::string, std::chrono::steady_clock::time_point> recently_created_;
   Backoff backoff_;

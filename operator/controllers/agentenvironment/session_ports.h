@@ -6,6 +6,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "agentapi/agent_api.h"
 #include "controllers/agentenvironment/runner_resources.h"
@@ -33,6 +34,20 @@ class AgentApiFactory {
 class ObjectRefused : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+// A warm runner pod (docs/warm-pool.md) as the census shows it ready and unassigned: what the
+// claim's assignment patch names, and the resourceVersion it is decided from.
+struct WarmPodRef {
+  std::string name{};
+  std::string uid{};
+  std::string resource_version{};
+};
+
+// A runner pod holding the assignment of a work item (a warm pod a claim assigned).
+struct AssignedPod {
+  std::string name{};
+  bool finished = false;  // Succeeded or Failed
 };
 
 // Writes a claimed session's objects into the cluster. Every method throws ObjectRefused for an
@@ -63,6 +78,19 @@ class SessionObjectWriter {
   // never a Secret a later claim of the item has rewritten. Already gone is fine. A pod that
   // records its Secret's version costs two deletes; one that does not, two reads besides.
   virtual void remove_finished(const nlohmann::json& pod) = 0;
+  // Hands the ready warm pod `pod` the claimed session, whose Secret `session.secret` records
+  // and is named `secret_name`: one merge patch of its assignment annotations carrying the
+  // resourceVersion the census showed, so that of two claims of one pod exactly one wins. False
+  // when the pod changed since (409: another claim won it, or it finished or is being deleted)
+  // or is gone (404); throws on failures that may pass.
+  virtual bool assign_warm_pod(const std::string& ns, const WarmPodRef& pod,
+                               const ClaimedSession& session, const std::string& secret_name) = 0;
+  // The name of a runner pod of the environment that holds the assignment of `work_id`, read
+  // from the apiserver, not the cache: the claims sweep asks it before it makes a cold pod for
+  // an acknowledged item. Throws on failures.
+  virtual std::optional<std::string> find_assigned_pod(const std::string& ns,
+                                                       const std::string& environment_name,
+                                                       const std::string& work_id) = 0;
 };
 
 // What the cluster says about an environment's runner pods (from the informer cache).
@@ -77,6 +105,14 @@ class RunnerPodCensus {
                                                    const std::string& environment_name) = 0;
   // Whether the cache shows the runner pod `name` (finished or not).
   virtual bool cached(const std::string& ns, const std::string& name) = 0;
+  // The environment's warm pods that are ready (Running, their runner container running, not
+  // being deleted) and unassigned, oldest first: those a claim may hand an item.
+  virtual std::vector<WarmPodRef> ready_warm_pods(const std::string& ns,
+                                                  const std::string& environment_name) = 0;
+  // A pod the cache shows holding the assignment of `work_id`: an unfinished one when there is
+  // one, else a finished one; nullopt when none.
+  virtual std::optional<AssignedPod> assigned_pod(const std::string& ns,
+                                                  const std::string& work_id) = 0;
 };
 
 }  // namespace perimeter::agentenvironment

@@ -53,6 +53,15 @@ class InterleavingWriter final : public SessionObjectWriter {
     target_.release_pod(ns, name);
   }
   void remove_finished(const json& pod) override { target_.remove_finished(pod); }
+  bool assign_warm_pod(const std::string& ns, const WarmPodRef& pod, const ClaimedSession& session,
+                       const std::string& secret_name) override {
+    return target_.assign_warm_pod(ns, pod, session, secret_name);
+  }
+  std::optional<std::string> find_assigned_pod(const std::string& ns,
+                                               const std::string& environment_name,
+                                               const std::string& work_id) override {
+    return target_.find_assigned_pod(ns, environment_name, work_id);
+  }
 
  private:
   SessionObjectWriter& target_;
@@ -66,6 +75,12 @@ class EmptyCensus final : public RunnerPodCensus {
     return {};
   }
   bool cached(const std::string&, const std::string&) override { return false; }
+  std::vector<WarmPodRef> ready_warm_pods(const std::string&, const std::string&) override {
+    return {};
+  }
+  std::optional<AssignedPod> assigned_pod(const std::string&, const std::string&) override {
+    return std::nullopt;
+  }
 };
 
 class OverlappingClaimsTest : public ::testing::Test {

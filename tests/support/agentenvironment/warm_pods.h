@@ -38,6 +38,22 @@ inline SeededWarmPod seed_warm_pod(perimeter::testing::FakeApiServer& server,
   return {server.seed("/api/v1/namespaces/a/pods", pod), minted.token};
 }
 
+// A warm pod ready for a claim: Running, its runner container running (docs/warm-pool.md).
+inline SeededWarmPod seed_ready_warm_pod(perimeter::testing::FakeApiServer& server,
+                                         const std::string& name,
+                                         const AssignmentEndpoint& endpoint) {
+  const WarmPodToken minted = mint_warm_pod_token();
+  nlohmann::json pod =
+      build_warm_runner_pod(warm_pool_environment(), name, minted.sha256, endpoint);
+  pod["status"] = {
+      {"phase", "Running"},
+      {"containerStatuses",
+       {{{"name", "runner"}, {"state", {{"running", {{"startedAt", "2026-12-01T00:00:00Z"}}}}}}}}};
+  server.seed("/api/v1/namespaces/a/secrets",
+              build_warm_pod_secret(warm_pool_environment(), name, minted.token, endpoint));
+  return {server.seed("/api/v1/namespaces/a/pods", pod), minted.token};
+}
+
 // The session's Secret "run-<work id>" as the apiserver stores it (data, base64) holding
 // "secret-of-<work id>", then the assignment on the pod. Returns the pod as it now is.
 inline nlohmann::json seed_assignment(perimeter::testing::FakeApiServer& server,

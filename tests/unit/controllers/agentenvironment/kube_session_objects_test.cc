@@ -12,7 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include "agentenvironment/warm_pods.h"
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "kube/fake_api_server.h"
 #include "runtime/store.h"
@@ -324,6 +326,68 @@ TEST_F(RecordedSecretRetentionTest, NoFailedStepLeavesTheSecretWithoutItsPod) {
     EXPECT_FALSE(stored("pods").has_value());
     EXPECT_FALSE(stored("secrets").has_value());
   }
+}
+
+// The census of warm pods: ready means the contract's READY (not deleting, Running, the runner
+// container running) and unassigned, in the environment's namespace, oldest first.
+TEST(StoreRunnerPodCensusTest, ReadyWarmPodsAreTheUnassignedRunningOnesOldestFirst) {
+  runtime::Store store;
+  StoreRunnerPodCensus census(store);
+  const json running_runner = {
+      {"phase", "Running"},
+      {"containerStatuses", {{{"name", "runner"}, {"state", {{"running", json::object()}}}}}}};
+  const auto add = [&](const std::string& ns, const std::string& name, const std::string& env,
+                       const std::string& created, const json& status, const json& annotations,
+                       bool warm = true, bool deleting = false) {
+    json pod = {{"metadata",
+                 {{"namespace", ns},
+                  {"name", name},
+                  {"uid", "uid-" + name},
+                  {"resourceVersion", "rv-" + name},
+                  {"creationTimestamp", created},
+                  {"labels", {{std::string(kLabelEnvironment), label_value_for(env)}}},
+                  {"annotations", annotations}}},
+                {"status", status}};
+    if (warm) pod["metadata"]["labels"][std::string(kLabelWarm)] = "true";
+    if (deleting) pod["metadata"]["deletionTimestamp"] = "2026-12-01T00:00:09Z";
+    store.upsert(std::make_shared<const json>(std::move(pod)));
+  };
+  const json none = json::object();
+  const json assigned = {{std::string(kAnnotationAssignedWorkId), "work_1"}};
+  add("a", "warm-new", "payments", "2026-12-01T00:00:05Z", running_runner, none);
+  add("a", "warm-old", "payments", "2026-12-01T00:00:01Z", running_runner, none);
+  add("a", "warm-assigned", "payments", "2026-12-01T00:00:00Z", running_runner, assigned);
+  add("a", "warm-pending", "payments", "2026-12-01T00:00:00Z", {{"phase", "Pending"}}, none);
+  add("a", "warm-starting", "payments", "2026-12-01T00:00:00Z",
+      {{"phase", "Running"},
+       {"containerStatuses", {{{"name", "runner"}, {"state", {{"waiting", json::object()}}}}}}},
+      none);
+  add("a", "warm-deleting", "payments", "2026-12-01T00:00:00Z", running_runner, none, true, true);
+  add("a", "warm-done", "payments", "2026-12-01T00:00:00Z", {{"phase", "Succeeded"}}, none);
+  add("a", "run-cold", "payments", "2026-12-01T00:00:00Z", running_runner, none, false);
+  add("a", "warm-search", "search", "2026-12-01T00:00:00Z", running_runner, none);
+  add("b", "warm-elsewhere", "payments", "2026-12-01T00:00:00Z", running_runner, none);
+
+  const auto ready = census.ready_warm_pods("a", "payments");
+  ASSERT_EQ(ready.size(), 2u);
+  EXPECT_EQ(ready[0].name, "warm-old");
+  EXPECT_EQ(ready[0].uid, "uid-warm-old");
+  EXPECT_EQ(ready[0].resource_version, "rv-warm-old");
+  EXPECT_EQ(ready[1].name, "warm-new");
+
+  // The assignment, found by its item: the unfinished pod before a finished one.
+  ASSERT_TRUE(census.assigned_pod("a", "work_1").has_value());
+  EXPECT_EQ(census.assigned_pod("a", "work_1")->name, "warm-assigned");
+  EXPECT_FALSE(census.assigned_pod("a", "work_1")->finished);
+  add("a", "warm-assigned", "payments", "2026-12-01T00:00:00Z", {{"phase", "Failed"}}, assigned);
+  ASSERT_TRUE(census.assigned_pod("a", "work_1").has_value());
+  EXPECT_TRUE(census.assigned_pod("a", "work_1")->finished);
+  add("a", "warm-new", "payments", "2026-12-01T00:00:05Z", running_runner, assigned);
+  EXPECT_EQ(census.assigned_pod("a", "work_1")->name, "warm-new");
+  EXPECT_FALSE(census.assigned_pod("a", "work_1")->finished);
+  EXPECT_FALSE(census.assigned_pod("b", "work_1").has_value());
+  EXPECT_FALSE(census.assigned_pod("a", "work_2").has_value());
+  EXPECT_EQ(census.ready_warm_pods("a", "payments").size(), 1u);
 }
 
 TEST_F(KubeSessionObjectsTest, TheDryRunStoresNothingAndRefusesWhatTheApiserverRefuses) {

@@ -45,6 +45,11 @@ class MockObjectWriter : public SessionObjectWriter {
   MOCK_METHOD(void, check_pod, (const nlohmann::json&), (override));
   MOCK_METHOD(void, release_pod, (const std::string&, const std::string&), (override));
   MOCK_METHOD(void, remove_finished, (const nlohmann::json&), (override));
+  MOCK_METHOD(bool, assign_warm_pod,
+              (const std::string&, const WarmPodRef&, const ClaimedSession&, const std::string&),
+              (override));
+  MOCK_METHOD(std::optional<std::string>, find_assigned_pod,
+              (const std::string&, const std::string&, const std::string&), (override));
 };
 
 class FakeCensus final : public RunnerPodCensus {
@@ -67,9 +72,19 @@ class FakeCensus final : public RunnerPodCensus {
   bool cached(const std::string&, const std::string& name) override {
     return in_cache.count(name) > 0;
   }
+  std::vector<WarmPodRef> ready_warm_pods(const std::string&, const std::string&) override {
+    return value.ready_warm;
+  }
+  std::optional<AssignedPod> assigned_pod(const std::string&, const std::string& work_id) override {
+    const auto it = value.assigned.find(work_id);
+    if (it == value.assigned.end()) return std::nullopt;
+    return it->second;
+  }
   struct {
     std::set<std::string> unfinished;          // names of pods not yet Succeeded or Failed
     std::map<std::string, std::string> gated;  // name -> work id
+    std::vector<WarmPodRef> ready_warm{};      // oldest first
+    std::map<std::string, AssignedPod> assigned{};  // work id -> the pod holding it
   } value;
   std::set<std::string> in_cache;  // every pod the cache shows, finished or not
   std::set<std::string> arrives_after_census;  // running pods that land between two reads
@@ -365,6 +380,178 @@ TEST_F(SessionPollerTest, APodThatFailsAfterTheAckIsMadeAtTheNextPass) {
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
 }
 
+// The claim with a warm pod (docs/warm-pool.md): the Secret as a cold claim writes it, then the
+// assignment of the oldest ready warm pod under its resourceVersion, then the ack; no pod is made
+// and no dry run asked.
+TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemBetweenItsSecretAndItsAck) {
+  auto poller = make_poller(environment());
+  census_.value.ready_warm = {{"warm-old", "uid-old", "7"}, {"warm-new", "uid-new", "9"}};
+  census_.value.unfinished = census_.in_cache = {"warm-old", "warm-new"};
+  nlohmann::json secret;
+  WarmPodRef assigned;
+  ClaimedSession session;
+  std::string secret_name;
+  {
+    InSequence order;
+    EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+    EXPECT_CALL(writer_, ensure_secret(_)).WillOnce([&](const nlohmann::json& s) {
+      secret = s;
+      return std::optional<ObjectVersion>(kSecretWritten);
+    });
+    EXPECT_CALL(writer_, assign_warm_pod("agents", _, _, _))
+        .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession& claimed,
+                      const std::string& name) {
+          assigned = pod;
+          session = claimed;
+          secret_name = name;
+          return true;
+        });
+    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  }
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no check_pod, no pod
+  EXPECT_EQ(assigned.name, "warm-old");
+  EXPECT_EQ(assigned.resource_version, "7");
+  EXPECT_EQ(secret_name, runner_object_name("work_A"));
+  EXPECT_EQ(secret["metadata"]["name"], secret_name);
+  EXPECT_EQ(session.work_id, "work_A");
+  EXPECT_EQ(session.session_id, "sesn_work_A");
+  EXPECT_EQ(session.claimed_at, secret["metadata"]["annotations"]["perimeter.dev/claimed-at"]);
+  EXPECT_EQ(session.secret.uid, "uid-secret");
+  EXPECT_EQ(session.secret.resource_version, "42");
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "warm"}}),
+            1);
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "cold"}}),
+            0);
+  EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 0);
+}
+
+// Warm pods count against maxConcurrentSessions, and a warm claim turns one of them into the
+// session's pod: at the limit it still polls while a ready warm pod is free, and only then.
+TEST_F(SessionPollerTest, AtTheLimitAReadyWarmPodStillTakesAnItemAndAColdClaimDoesNot) {
+  auto poller = make_poller(environment(2));
+  census_.value.unfinished = census_.in_cache = {"run-a", "warm-1"};
+  census_.value.ready_warm = {{"warm-1", "uid-1", "3"}};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _)).WillOnce(Return(true));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  // The cache still shows warm-1 ready: it is not counted on twice.
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // StrictMock: no poll
+  // The cache shows it assigned: no ready warm pod, at the limit.
+  census_.value.ready_warm.clear();
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
+}
+
+// Two claims of one warm pod: the patch carries the resourceVersion, the loser gets 409 (false)
+// and tries the next ready pod, then a cold pod.
+TEST_F(SessionPollerTest, AWarmPodLostToAnotherClaimSendsTheClaimToTheNextThenToACold) {
+  auto poller = make_poller(environment(5));
+  census_.value.ready_warm = {{"warm-1", "uid-1", "3"}, {"warm-2", "uid-2", "4"}};
+  census_.value.unfinished = census_.in_cache = {"warm-1", "warm-2"};
+  std::vector<std::string> tried;
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _))
+      .Times(2)
+      .WillRepeatedly([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
+                          const std::string&) {
+        tried.push_back(pod.name);
+        return false;
+      });
+  {
+    InSequence order;
+    EXPECT_CALL(writer_, check_pod(_));
+    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+    EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  }
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(tried, (std::vector<std::string>{"warm-1", "warm-2"}));
+  EXPECT_EQ(counter(metrics_.warm_assignment_conflicts_total, {{"environment", "agents/payments"}}),
+            2);
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "cold"}}),
+            1);
+}
+
+// At the limit, a claim that loses its only warm pod may not make a cold one: nothing is
+// acknowledged, and the queue hands the item out again after the reclaim window.
+TEST_F(SessionPollerTest, AtTheLimitAClaimThatLosesItsWarmPodLeavesTheItemToTheQueue) {
+  auto poller = make_poller(environment(1));
+  census_.value.ready_warm = {{"warm-1", "uid-1", "3"}};
+  census_.value.unfinished = census_.in_cache = {"warm-1"};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _)).WillOnce(Return(false));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // StrictMock: no ack, no pod
+}
+
+// A failed assignment request (not a 409) acknowledges nothing: the retry meets the Secret, and
+// the pod's assignment if the patch landed after all.
+TEST_F(SessionPollerTest, AnAssignmentThatFailsAcknowledgesNothing) {
+  auto poller = make_poller(environment());
+  census_.value.ready_warm = {{"warm-1", "uid-1", "3"}};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _))
+      .WillOnce(Throw(std::runtime_error("connection reset")));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);  // StrictMock: no ack, no pod
+  EXPECT_EQ(
+      counter(metrics_.claim_errors_total,
+              {{"environment", "agents/payments"}, {"step", "assign"}, {"reason", "kubernetes"}}),
+      1);
+}
+
+// A retried claim of an item an earlier claim assigned to a warm pod still running (the earlier
+// one ended before its ack): the ack only. No second warm pod, no cold pod.
+TEST_F(SessionPollerTest, ARetriedClaimOfAnItemAWarmPodHoldsOnlyAcknowledgesIt) {
+  auto poller = make_poller(environment());
+  census_.value.ready_warm = {{"warm-2", "uid-2", "4"}};
+  census_.value.assigned["work_A"] = {"warm-1", false};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no assignment, no pod
+}
+
+// The warm pod that held the item has finished (it died, and the item came back after its lease
+// lapsed): a new attempt, on another warm pod.
+TEST_F(SessionPollerTest, AnItemWhoseWarmPodFinishedIsClaimedAnew) {
+  auto poller = make_poller(environment());
+  census_.value.ready_warm = {{"warm-2", "uid-2", "4"}};
+  census_.value.assigned["work_A"] = {"warm-1", true};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(writer_, assign_warm_pod(_, ::testing::Field(&WarmPodRef::name, "warm-2"), _, _))
+      .WillOnce(Return(true));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+}
+
+// The claims sweep, for a Secret without a pod of its name: a warm pod holding the item is found
+// in the cache before the queue is asked, or, once the queue says acknowledged, in the apiserver
+// (the cache may lag; the assignment was written before the ack). No cold pod either way.
+TEST_F(SessionPollerTest, TheClaimsSweepFindsTheWarmPodOfAnAcknowledgedClaim) {
+  auto poller = make_poller(environment());
+  const std::string claimed_at = "2026-11-30T08:00:00.123456Z";
+  census_.value.assigned["work_A"] = {"warm-1", false};
+  EXPECT_EQ(poller->start_if_acknowledged("work_A", claimed_at), PodlessClaim::kStarted);
+
+  agentapi::WorkItem acknowledged = session_item("work_B");
+  acknowledged.state = "active";
+  EXPECT_CALL(api_, retrieve_work("work_B")).WillOnce(Return(acknowledged));
+  EXPECT_CALL(writer_, find_assigned_pod("agents", "payments", "work_B"))
+      .WillOnce(Return(std::optional<std::string>("warm-2")));
+  EXPECT_EQ(poller->start_if_acknowledged("work_B", claimed_at), PodlessClaim::kStarted);
+
+  // The apiserver cannot say: undecided, no pod.
+  acknowledged.id = "work_C";
+  EXPECT_CALL(api_, retrieve_work("work_C")).WillOnce(Return(acknowledged));
+  EXPECT_CALL(writer_, find_assigned_pod("agents", "payments", "work_C"))
+      .WillOnce(Throw(std::runtime_error("etcd timeout")));
+  EXPECT_EQ(poller->start_if_acknowledged("work_C", claimed_at), PodlessClaim::kUnknown);
+  // StrictMock: no ensure_pod.
+}
+
 TEST_F(SessionPollerTest, ASecretThatCannotBeWrittenMeansNoPodAndNoAck) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
@@ -527,6 +714,9 @@ TEST_F(SessionPollerTest, AClaimWithoutItsPodGetsItOnlyWhenItsItemWasAcknowledge
   const std::string claimed_at = "2026-11-30T08:00:00.123456Z";
   nlohmann::json pod;
   EXPECT_CALL(api_, retrieve_work("work_A")).WillOnce(Return(item("work_A", "starting")));
+  // No warm pod holds it (the apiserver says so, after the queue).
+  EXPECT_CALL(writer_, find_assigned_pod("agents", "payments", "work_A"))
+      .WillOnce(Return(std::nullopt));
   EXPECT_CALL(writer_, ensure_pod(_)).WillOnce([&](const nlohmann::json& p) {
     pod = p;
     return true;
