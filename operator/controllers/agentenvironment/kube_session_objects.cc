@@ -234,6 +234,12 @@ void KubeSessionObjectWriter::release_pod(const std::string& ns, const std::stri
 }
 
 void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
+  if (pod["metadata"].contains("annotations") &&
+      !cached_string(pod["metadata"]["annotations"], std::string(kAnnotationAssignedSecret))
+           .empty()) {
+    remove_assigned_warm_pod(pod);
+    return;
+  }
   const auto& metadata = pod["metadata"];
   const std::string ns = metadata.value("namespace", "");
   const std::string name = metadata.value("name", "");
@@ -297,6 +303,73 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
   }
   remove_session_secret(secrets_, ns, name, work_id, claimed_at(pod));
   if (pod_exists) remove_pod();
+}
+
+void KubeSessionObjectWriter::remove_assigned_warm_pod(const nlohmann::json& pod) {
+  const auto& metadata = pod["metadata"];
+  const std::string ns = metadata.value("namespace", "");
+  const std::string name = metadata.value("name", "");
+  const auto annotations = metadata.value("annotations", nlohmann::json::object());
+  const std::string work_id = annotations.value(std::string(kAnnotationAssignedWorkId), "");
+  const std::string session_secret = annotations.value(std::string(kAnnotationAssignedSecret), "");
+
+  // The session's Secret first, then the pod's own, then the pod, for the reason the cold path
+  // gives: a crash or a failed request in between leaves the finished pod, and the next pass
+  // removes what is left. The session Secret is named after the work item, not the pod, and
+  // outlives this pod when a later claim of the item rewrote it (the item came back after this
+  // pod failed): the recorded version, then the claimed-at read, keep that one.
+  const std::string recorded = annotations.value(std::string(kAnnotationSecretVersion), "");
+  bool decided = false;
+  if (const auto slash = recorded.find('/');
+      slash != std::string::npos && slash > 0 && slash + 1 < recorded.size()) {
+    kube::DeleteOptions as_written;
+    as_written.precondition_uid = recorded.substr(0, slash);
+    as_written.precondition_resource_version = recorded.substr(slash + 1);
+    as_written.answer = &nothing_of_the_answer();
+    try {
+      secrets_.remove(ns, session_secret, as_written);
+      decided = true;
+    } catch (const kube::ApiError& e) {
+      if (e.kind() == kube::ErrorKind::kNotFound) {
+        decided = true;
+      } else if (e.kind() != kube::ErrorKind::kConflict) {
+        throw;
+      }
+    }
+  }
+  if (!decided) remove_session_secret(secrets_, ns, session_secret, work_id, claimed_at(pod));
+
+  // The pod's own Secret (its token and the assignment service's CA): only a warm pod's Secret,
+  // by the uid and resourceVersion read here.
+  static const kube::JsonFilter own_secret_identity = kube::JsonFilter::members().keep(
+      "metadata", kube::JsonFilter::members().keep("uid").keep("resourceVersion").keep("labels"));
+  try {
+    kube::RequestOptions identity_only;
+    identity_only.answer = &own_secret_identity;
+    const auto own = secrets_.get(ns, name, identity_only);
+    const auto& own_metadata = own["metadata"];
+    if (own_metadata.value("labels", nlohmann::json::object()).value(std::string(kLabelWarm), "") ==
+        "true") {
+      kube::DeleteOptions listed;
+      listed.precondition_uid = own_metadata.value("uid", "");
+      listed.precondition_resource_version = own_metadata.value("resourceVersion", "");
+      listed.answer = &nothing_of_the_answer();
+      secrets_.remove(ns, name, listed);
+    }
+  } catch (const kube::ApiError& e) {
+    // Changed since the read: the claims sweep removes a runner Secret without its pod.
+    if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
+  }
+
+  kube::DeleteOptions pod_options;
+  pod_options.propagation_policy = "Background";
+  pod_options.precondition_uid = metadata.value("uid", "");
+  pod_options.answer = &nothing_of_the_answer();
+  try {
+    pods_.remove(ns, name, pod_options);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() != kube::ErrorKind::kNotFound && e.kind() != kube::ErrorKind::kConflict) throw;
+  }
 }
 
 bool KubeSessionObjectWriter::assign_warm_pod(const std::string& ns, const WarmPodRef& pod,

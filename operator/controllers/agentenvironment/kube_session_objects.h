@@ -24,6 +24,9 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
                                                const std::string& work_id) override;
 
  private:
+  // remove_finished of a warm pod that holds an assignment.
+  void remove_assigned_warm_pod(const nlohmann::json& pod);
+
   kube::ResourceClient& secrets_;
   kube::ResourceClient& pods_;
 };

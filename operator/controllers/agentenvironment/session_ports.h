@@ -77,6 +77,8 @@ class SessionObjectWriter {
   // those objects, never a replacement of the same name made for a new attempt at the item, and
   // never a Secret a later claim of the item has rewritten. Already gone is fine. A pod that
   // records its Secret's version costs two deletes; one that does not, two reads besides.
+  // A warm pod that holds an assignment is removed with the session Secret its
+  // perimeter.dev/assigned-secret names and with its own Secret (named like the pod).
   virtual void remove_finished(const nlohmann::json& pod) = 0;
   // Hands the ready warm pod `pod` the claimed session, whose Secret `session.secret` records
   // and is named `secret_name`: one merge patch of its assignment annotations carrying the

@@ -328,6 +328,99 @@ TEST_F(RecordedSecretRetentionTest, NoFailedStepLeavesTheSecretWithoutItsPod) {
   }
 }
 
+// Retention of a warm pod that held a session (docs/warm-pool.md): the session's Secret is named
+// after the work item, not the pod (perimeter.dev/assigned-secret names it), and the pod has its
+// own Secret (its token), named like the pod.
+class AssignedWarmPodRetentionTest : public RecordedSecretRetentionTest {
+ protected:
+  // A claim's Secret, then the assignment of a ready warm pod, which then finishes; as cached.
+  json assign_and_finish(const std::string& pod_name, const ClaimedSession& claim) {
+    warm_test::seed_ready_warm_pod(server_, pod_name, {"https://assign.example:8443", "CA PEM"});
+    ClaimedSession recorded = claim;
+    recorded.secret = *writer_.ensure_secret(build_session_secret(environment(), recorded));
+    json pod = *server_.object_at("/api/v1/namespaces/a/pods/" + pod_name);
+    const WarmPodRef ref{pod_name, pod["metadata"]["uid"].get<std::string>(),
+                         pod["metadata"]["resourceVersion"].get<std::string>()};
+    EXPECT_TRUE(writer_.assign_warm_pod("a", ref, recorded, runner_object_name(recorded.work_id)));
+    pod = *server_.object_at("/api/v1/namespaces/a/pods/" + pod_name);
+    pod["status"] = {{"phase", "Succeeded"}};
+    pod = pods_.update_status("a", pod);
+    trim_runner_pod(pod);
+    return pod;
+  }
+  bool exists(const std::string& kind, const std::string& name) {
+    return server_.object_at("/api/v1/namespaces/a/" + kind + "/" + name).has_value();
+  }
+};
+
+TEST_F(AssignedWarmPodRetentionTest, RemovesTheSessionSecretItNamesItsOwnSecretAndThePod) {
+  const json finished = assign_and_finish("warm-1", first_);
+  // Another warm pod, unassigned, keeps its own Secret.
+  warm_test::seed_ready_warm_pod(server_, "warm-2", {"https://assign.example:8443", "CA PEM"});
+  const std::size_t before = server_.requests().size();
+  writer_.remove_finished(finished);
+  EXPECT_FALSE(stored("secrets").has_value()) << "the session Secret outlived its pod";
+  EXPECT_FALSE(exists("secrets", "warm-1"));
+  EXPECT_FALSE(exists("pods", "warm-1"));
+  EXPECT_TRUE(exists("secrets", "warm-2"));
+  EXPECT_TRUE(exists("pods", "warm-2"));
+  // The session Secret by its recorded version, without a read; the pod's own Secret by what a
+  // read showed; the pod last.
+  const auto sent = requests_since(before);
+  ASSERT_EQ(sent.size(), 4u) << ::testing::PrintToString(sent);
+  const auto starts_with = [](const std::string& line, const std::string& prefix) {
+    return line.rfind(prefix, 0) == 0;
+  };
+  EXPECT_TRUE(
+      starts_with(sent[0], "DELETE /api/v1/namespaces/a/secrets/" + runner_object_name("work_1")))
+      << sent[0];
+  EXPECT_TRUE(starts_with(sent[1], "GET /api/v1/namespaces/a/secrets/warm-1")) << sent[1];
+  EXPECT_TRUE(starts_with(sent[2], "DELETE /api/v1/namespaces/a/secrets/warm-1")) << sent[2];
+  EXPECT_TRUE(starts_with(sent[3], "DELETE /api/v1/namespaces/a/pods/warm-1")) << sent[3];
+}
+
+// The warm pod failed and the item came back: a later claim rewrote the session Secret for its
+// own pod. That Secret stays; the dead pod and its own Secret go.
+TEST_F(AssignedWarmPodRetentionTest, LeavesTheSessionSecretALaterClaimOfTheItemRewrote) {
+  const json finished = assign_and_finish("warm-1", first_);
+  ASSERT_TRUE(writer_.ensure_secret(build_session_secret(environment(), again_)).has_value());
+  writer_.remove_finished(finished);
+  ASSERT_TRUE(stored("secrets").has_value()) << "retention removed the next attempt's Secret";
+  EXPECT_EQ((*stored("secrets"))["stringData"]["work-secret"], "second-secret");
+  EXPECT_FALSE(exists("secrets", "warm-1"));
+  EXPECT_FALSE(exists("pods", "warm-1"));
+}
+
+// A cold pod named like the session Secret is no business of the warm pod's retention, nor is a
+// Secret named like the pod that is not a warm pod's own.
+TEST_F(AssignedWarmPodRetentionTest, RemovesNoSecretOfTheSameNameThatIsNotTheWarmPodsOwn) {
+  const json finished = assign_and_finish("warm-1", first_);
+  secrets_.remove("a", "warm-1");
+  server_.seed("/api/v1/namespaces/a/secrets",
+               {{"metadata", {{"name", "warm-1"}, {"namespace", "a"}}}, {"data", json::object()}});
+  writer_.remove_finished(finished);
+  EXPECT_TRUE(exists("secrets", "warm-1"));
+  EXPECT_FALSE(exists("pods", "warm-1"));
+}
+
+TEST_F(AssignedWarmPodRetentionTest, NoFailedStepLeavesASecretWithoutItsPod) {
+  for (const std::string& method_and_path :
+       {"DELETE /secrets/" + runner_object_name("work_1"), std::string("GET /secrets/warm-1"),
+        std::string("DELETE /secrets/warm-1"), std::string("DELETE /pods/warm-1")}) {
+    SCOPED_TRACE(method_and_path + " fails");
+    const json finished = assign_and_finish("warm-1", first_);
+    const auto space = method_and_path.find(' ');
+    server_.fail_next(method_and_path.substr(0, space), method_and_path.substr(space + 1), 500,
+                      R"({"kind":"Status","code":500,"reason":"InternalError","message":"x"})");
+    EXPECT_ANY_THROW(writer_.remove_finished(finished));
+    EXPECT_TRUE(exists("pods", "warm-1")) << "the pod went before its Secrets";
+    writer_.remove_finished(finished);  // the next pass, from the same cached pod
+    EXPECT_FALSE(exists("pods", "warm-1"));
+    EXPECT_FALSE(exists("secrets", "warm-1"));
+    EXPECT_FALSE(stored("secrets").has_value());
+  }
+}
+
 // The census of warm pods: ready means the contract's READY (not deleting, Running, the runner
 // container running) and unassigned, in the environment's namespace, oldest first.
 TEST(StoreRunnerPodCensusTest, ReadyWarmPodsAreTheUnassignedRunningOnesOldestFirst) {

@@ -340,7 +340,8 @@ TEST_F(WarmClaimTest, KilledAfterTheAckTheSweepFindsTheWarmPodEvenBeforeTheCache
 
 // A warm pod that dies after its assignment and ack, before its runner confirmed (nothing
 // heartbeat the lease): the sweep makes no cold pod beside it; the item comes back from the
-// queue when its lease lapses and is claimed anew, on another warm pod.
+// queue when its lease lapses and is claimed anew, on another warm pod. Retention then removes
+// the dead pod and its own Secret, and leaves the session Secret the new claim rewrote.
 TEST_F(WarmClaimTest, AWarmPodThatDiesBeforeItsRunnerConfirmedLosesNothing) {
   warm_test::seed_ready_warm_pod(server_, "warm-1", kEndpoint);
   clock_.advance(seconds(1));
@@ -364,6 +365,13 @@ TEST_F(WarmClaimTest, AWarmPodThatDiesBeforeItsRunnerConfirmedLosesNothing) {
   EXPECT_EQ(live_pods_of("work_A"), std::vector<std::string>{"warm-2"});
   EXPECT_FALSE(cold_pod_of("work_A"));
   EXPECT_EQ(acks_, (std::vector<std::string>{"work_A", "work_A"}));
+
+  sync(*process);
+  writer_.remove_finished(*process->cache.get("a/warm-1"));
+  EXPECT_FALSE(server_.object_at("/api/v1/namespaces/a/pods/warm-1").has_value());
+  EXPECT_FALSE(server_.object_at("/api/v1/namespaces/a/secrets/warm-1").has_value());
+  EXPECT_TRUE(session_secret("work_A").has_value()) << "warm-2's session lost its Secret";
+  EXPECT_TRUE(server_.object_at("/api/v1/namespaces/a/secrets/warm-2").has_value());
 }
 
 // The same, with no warm pod left: a cold pod serves the returned item.
