@@ -122,6 +122,30 @@ void remove_session_secret(kube::ResourceClient& secrets, const std::string& ns,
   }
 }
 
+// Deletes the session Secret `name` as its claim wrote it, by the uid and resourceVersion
+// `recorded` ("<uid>/<resourceVersion>", a pod's perimeter.dev/secret-version), without reading
+// it. nullopt without a usable record; true when it is gone (deleted now, or before); false when
+// it was written since (409), by a later claim of the item or by someone else.
+std::optional<bool> remove_secret_as_recorded(kube::ResourceClient& secrets, const std::string& ns,
+                                              const std::string& name,
+                                              const std::string& recorded) {
+  const auto slash = recorded.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 >= recorded.size()) {
+    return std::nullopt;
+  }
+  kube::DeleteOptions as_written;
+  as_written.precondition_uid = recorded.substr(0, slash);
+  as_written.precondition_resource_version = recorded.substr(slash + 1);
+  as_written.answer = &nothing_of_the_answer();
+  try {
+    secrets.remove(ns, name, as_written);
+  } catch (const kube::ApiError& e) {
+    if (e.kind() == kube::ErrorKind::kConflict) return false;
+    if (e.kind() != kube::ErrorKind::kNotFound) throw;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::optional<ObjectVersion> KubeSessionObjectWriter::ensure_secret(const nlohmann::json& secret) {
@@ -270,22 +294,11 @@ void KubeSessionObjectWriter::remove_finished(const nlohmann::json& pod) {
   // made only once neither the cache nor the apiserver shows this one, and the sweep runs in
   // the same reconcile as this retention, after it; docs/claiming.md has the argument.
   const std::string recorded = annotations.value(std::string(kAnnotationSecretVersion), "");
-  if (const auto slash = recorded.find('/');
-      !work_id.empty() && slash != std::string::npos && slash > 0 && slash + 1 < recorded.size()) {
-    kube::DeleteOptions as_written;
-    as_written.precondition_uid = recorded.substr(0, slash);
-    as_written.precondition_resource_version = recorded.substr(slash + 1);
-    as_written.answer = &nothing_of_the_answer();
-    try {
-      secrets_.remove(ns, name, as_written);
-    } catch (const kube::ApiError& e) {
-      if (e.kind() == kube::ErrorKind::kConflict) {
-        // Written since: by a later claim (whose Secret stays) or by someone else.
-        remove_session_secret(secrets_, ns, name, work_id, claimed_at(pod));
-      } else if (e.kind() != kube::ErrorKind::kNotFound) {
-        throw;
-      }
-    }
+  if (const auto removed = work_id.empty()
+                               ? std::nullopt
+                               : remove_secret_as_recorded(secrets_, ns, name, recorded)) {
+    // Written since: by a later claim (whose Secret stays) or by someone else.
+    if (!*removed) remove_session_secret(secrets_, ns, name, work_id, claimed_at(pod));
     remove_pod();
     return;
   }
@@ -318,26 +331,11 @@ void KubeSessionObjectWriter::remove_assigned_warm_pod(const nlohmann::json& pod
   // removes what is left. The session Secret is named after the work item, not the pod, and
   // outlives this pod when a later claim of the item rewrote it (the item came back after this
   // pod failed): the recorded version, then the claimed-at read, keep that one.
-  const std::string recorded = annotations.value(std::string(kAnnotationSecretVersion), "");
-  bool decided = false;
-  if (const auto slash = recorded.find('/');
-      slash != std::string::npos && slash > 0 && slash + 1 < recorded.size()) {
-    kube::DeleteOptions as_written;
-    as_written.precondition_uid = recorded.substr(0, slash);
-    as_written.precondition_resource_version = recorded.substr(slash + 1);
-    as_written.answer = &nothing_of_the_answer();
-    try {
-      secrets_.remove(ns, session_secret, as_written);
-      decided = true;
-    } catch (const kube::ApiError& e) {
-      if (e.kind() == kube::ErrorKind::kNotFound) {
-        decided = true;
-      } else if (e.kind() != kube::ErrorKind::kConflict) {
-        throw;
-      }
-    }
+  const auto removed = remove_secret_as_recorded(
+      secrets_, ns, session_secret, annotations.value(std::string(kAnnotationSecretVersion), ""));
+  if (!removed || !*removed) {
+    remove_session_secret(secrets_, ns, session_secret, work_id, claimed_at(pod));
   }
-  if (!decided) remove_session_secret(secrets_, ns, session_secret, work_id, claimed_at(pod));
 
   // The pod's own Secret (its token and the assignment service's CA): only a warm pod's Secret,
   // by the uid and resourceVersion read here.

@@ -479,13 +479,7 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
   // finished is a lost attempt: the item came back after its lease lapsed, and is claimed anew.
   if (const auto assigned = deps_.census.assigned_pod(env.namespace_, item.id);
       assigned && !assigned->finished) {
-    try {
-      api()->ack(item.id);
-    } catch (const std::exception& e) {
-      claim_error(item, "ack", "api", e.what());
-      return PollOutcome::kFailed;
-    }
-    stats_stale_ = true;
+    if (!acknowledge(item)) return PollOutcome::kFailed;
     deps_.logger.info("the item is assigned to a warm pod already; acknowledged it",
                       {{"environment", label()}, {"work_id", item.id}, {"pod", assigned->name}});
     return PollOutcome::kClaimed;
@@ -506,6 +500,17 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
     return claim_cold(item, env, session, polled_at, *cold);
   }
   return claim_cold(item, env, session, polled_at, slot);
+}
+
+bool SessionPoller::acknowledge(const agentapi::WorkItem& item) {
+  try {
+    api()->ack(item.id);
+  } catch (const std::exception& e) {
+    claim_error(item, "ack", "api", e.what());
+    return false;
+  }
+  stats_stale_ = true;  // the queue is one shorter
+  return true;
 }
 
 void SessionPoller::claim_error(const agentapi::WorkItem& item, const std::string& step,
@@ -553,15 +558,9 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
       deps_.metrics.warm_assignment_conflicts_total.Add({{"environment", label()}}).Increment();
       continue;
     }
-    try {
-      api()->ack(item.id);
-    } catch (const std::exception& e) {
-      // The pod keeps the assignment; the queue hands the item out again and the retry, meeting
-      // it, acks.
-      claim_error(item, "ack", "api", e.what());
-      return PollOutcome::kFailed;
-    }
-    stats_stale_ = true;  // the queue is one shorter
+    // A failed ack leaves the pod its assignment; the queue hands the item out again and the
+    // retry, meeting it, acks.
+    if (!acknowledge(item)) return PollOutcome::kFailed;
     deps_.metrics.observe_claim(
         label(), "warm",
         std::chrono::duration<double>(deps_.clock.now() - polled_at.steady).count());
@@ -599,16 +598,11 @@ PollOutcome SessionPoller::claim_cold(const agentapi::WorkItem& item, const Agen
     std::lock_guard lock(mutex_);
     checked_generation_ = env.generation;
   }
-  try {
-    api()->ack(item.id);
-  } catch (const std::exception& e) {
-    // No pod: the queue hands the item out again and the retry, meeting its Secret, acks. An ack
-    // that reached the queue although its answer did not is found by the claims sweep.
-    claim_error(item, "ack", "api", e.what());
-    return PollOutcome::kFailed;
-  }
+  // A failed ack makes no pod: the queue hands the item out again and the retry, meeting its
+  // Secret, acks. An ack that reached the queue although its answer did not is found by the
+  // claims sweep.
+  if (!acknowledge(item)) return PollOutcome::kFailed;
   // Acknowledged: the lease has started, so the runner may start and heartbeat it at once.
-  stats_stale_ = true;  // the queue is one shorter
   return start_pod(env, session, polled_at.steady, slot);
 }
 

@@ -210,6 +210,8 @@ class SessionPoller {
   // when every ready pod was lost to another claim (nothing acked: the caller goes cold).
   std::optional<PollOutcome> claim_warm(const agentapi::WorkItem& item, const AgentEnvironment& env,
                                         const ClaimedSession& session, PollTime polled_at);
+  // Acks `item`; false (counted and reported as a failed claim) when the ack failed.
+  bool acknowledge(const agentapi::WorkItem& item);
   // Counts, logs and reports a failed step of the claim of `item`.
   void claim_error(const agentapi::WorkItem& item, const std::string& step,
                    const std::string& reason, const std::string& message);
