@@ -10,6 +10,7 @@
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/kube_warm_pool.h"
 #include "controllers/agentenvironment/runner_naming.h"
+#include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_workspace.h"
 #include "controllers/agentenvironment/warm_assignment_service.h"
@@ -501,6 +502,59 @@ TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinis
   EXPECT_NE(replacement["metadata"]["uid"], old_uid);
   EXPECT_FALSE(replacement["spec"].contains("schedulingGates"));
   EXPECT_EQ(replacement["status"].value("phase", ""), "Pending");
+}
+
+// The claim's writes to a warm pod against the real apiserver (docs/warm-pool.md): the
+// assignment patch under the pod's resourceVersion wins once, the claims sweep's read finds the
+// pod by the item's label, and retention removes the session Secret the pod names, the pod's own
+// Secret and the pod.
+TEST_F(AgentEnvironmentSchemaTest, AWarmPodIsAssignedOnceFoundByItsItemAndRemovedWithItsSecrets) {
+  const auto env = parse_agent_environment(create_environment(valid_environment("warmclaim")));
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  auto secrets = client(kube::resources::secrets());
+  auto pods = client(kube::resources::pods());
+  KubeSessionObjectWriter writer(*secrets, *pods);
+  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
+                                    "-----BEGIN CERTIFICATE-----"};
+  secrets->create(ns_, build_warm_pod_secret(env, "warm-0a1b2c", "token", endpoint));
+  const auto created =
+      pods->create(ns_, build_warm_runner_pod(env, "warm-0a1b2c", "ab12", endpoint));
+  const WarmPodRef cached{"warm-0a1b2c", created["metadata"]["uid"].get<std::string>(),
+                          created["metadata"]["resourceVersion"].get<std::string>()};
+
+  ClaimedSession first{"work_01WARM", "sesn_01WARM", "eyJzZXNzaW9uc190b2tlbiI6IngifQ",
+                       "2026-12-01T06:00:00.000000Z"};
+  first.secret = *writer.ensure_secret(build_session_secret(env, first));
+  const ClaimedSession second{"work_02WARM", "sesn_02WARM", "eyJzZXNzaW9uc190b2tlbiI6InkifQ",
+                              "2026-12-01T06:00:00.000001Z"};
+  ASSERT_TRUE(writer.assign_warm_pod(ns_, cached, first, runner_object_name(first.work_id)));
+  EXPECT_FALSE(writer.assign_warm_pod(ns_, cached, second, runner_object_name(second.work_id)))
+      << "a claim from the same cached resourceVersion won the pod again";
+  auto assigned = pods->get(ns_, "warm-0a1b2c");
+  EXPECT_EQ(assigned["metadata"]["annotations"][std::string(kAnnotationAssignedWorkId)],
+            "work_01WARM");
+  EXPECT_EQ(writer.find_assigned_pod(ns_, env.name, "work_01WARM"),
+            std::optional<std::string>("warm-0a1b2c"));
+  EXPECT_FALSE(writer.find_assigned_pod(ns_, env.name, "work_02WARM").has_value());
+
+  assigned["status"] = {{"phase", "Succeeded"}};
+  auto finished = pods->update_status(ns_, assigned);
+  trim_runner_pod(finished);
+  writer.remove_finished(finished);
+  const auto gone = [&](kube::ResourceClient& kind, const std::string& name) {
+    try {
+      kind.get(ns_, name);
+      return false;
+    } catch (const kube::ApiError& e) {
+      return e.kind() == kube::ErrorKind::kNotFound;
+    }
+  };
+  EXPECT_TRUE(gone(*secrets, runner_object_name("work_01WARM")));
+  EXPECT_TRUE(gone(*secrets, "warm-0a1b2c"));
+  EXPECT_TRUE(gone(*pods, "warm-0a1b2c"));
 }
 
 }  // namespace
