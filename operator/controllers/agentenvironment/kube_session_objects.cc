@@ -4,6 +4,7 @@
 
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_pod_cache.h"
+#include "controllers/agentenvironment/warm_pool.h"
 #include "core/time_format.h"
 #include "kube/api_error.h"
 
@@ -471,28 +472,10 @@ const nlohmann::json& member_or_empty(const nlohmann::json& object, const std::s
   return it == object.end() ? kEmpty : *it;
 }
 
-// The contract of docs/warm-pool.md: the warm label, no assignment, not being deleted, Running,
-// and its runner container running (so its runner is already holding the assignment request).
+// The contract of docs/warm-pool.md, as the pool reads it: the warm label, no assignment, not
+// being deleted, Running, its runner container running (its runner already asks for its item).
 bool ready_unassigned_warm(const nlohmann::json& pod) {
-  static const std::string kMetadata = "metadata", kLabels = "labels", kAnnotations = "annotations",
-                           kStatus = "status", kContainers = "containerStatuses", kState = "state",
-                           kRunning = "running", kWarm{kLabelWarm},
-                           kAssigned{kAnnotationAssignedWorkId};
-  const auto& metadata = member_or_empty(pod, kMetadata);
-  if (cached_string(member_or_empty(metadata, kLabels), kWarm) != "true") return false;
-  if (!cached_string(member_or_empty(metadata, kAnnotations), kAssigned).empty()) return false;
-  if (const auto deleting = metadata.find("deletionTimestamp");
-      deleting != metadata.end() && !deleting->is_null()) {
-    return false;
-  }
-  const auto& status = member_or_empty(pod, kStatus);
-  if (cached_string(status, "phase") != "Running") return false;
-  const auto containers = status.find(kContainers);
-  if (containers == status.end() || !containers->is_array()) return false;
-  return std::any_of(containers->begin(), containers->end(), [](const nlohmann::json& container) {
-    return cached_string(container, "name") == "runner" &&
-           member_or_empty(container, kState).contains(kRunning);
-  });
+  return unassigned_warm_pod(pod) && warm_pod_state(pod) == WarmPodState::kReady;
 }
 
 }  // namespace
