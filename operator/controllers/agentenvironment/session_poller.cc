@@ -485,19 +485,19 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
     return PollOutcome::kClaimed;
   }
   if (slot.warm()) {
+    // The ack before the assignment, as a cold claim acks before its pod: the assignment is what
+    // hands the item to the runner (the pod's event wakes its held request at once), and a runner
+    // that heartbeats an item not yet acknowledged gets 412 and ends. A failed ack assigns
+    // nothing: the queue hands the item out again and the retry, meeting its Secret, acks.
+    if (!acknowledge(item)) return PollOutcome::kFailed;
     if (auto outcome = claim_warm(item, env, session, polled_at)) return *outcome;
-    // Every ready warm pod went to another claim: a cold pod, if the limit allows one.
+    // Acknowledged, and every ready warm pod went elsewhere (the pool removed it, it ended): the
+    // item is owed a pod, a cold one, in a free slot or else in the one the lost pod held.
+    deps_.logger.info("the ready warm pods went elsewhere; starting a cold pod for the item",
+                      log_fields);
     auto cold = reserve_slot(/*cold_only=*/true);
-    if (!cold) {
-      // Not acknowledged: the queue hands the item out again after the reclaim window, and the
-      // retry meets its Secret.
-      deps_.logger.info(
-          "the warm pods went to other claims and the limit allows no cold pod; "
-          "leaving the item to the queue",
-          log_fields);
-      return PollOutcome::kAtCapacity;
-    }
-    return claim_cold(item, env, session, polled_at, *cold);
+    SlotReservation cold_slot = cold ? std::move(*cold) : take_slot();
+    return start_pod(env, session, polled_at.steady, cold_slot);
   }
   return claim_cold(item, env, session, polled_at, slot);
 }
@@ -544,8 +544,9 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
         std::lock_guard lock(mutex_);
         assigning_.erase(pod.name);
       }
-      // Not acknowledged: the queue hands the item out again. A patch that landed although its
-      // answer did not is met by the retry (the item's assigned pod), which acks.
+      // Acknowledged, and the patch may have landed although its answer did not: no cold pod now,
+      // which could double the item. The claims sweep asks the apiserver for the item's warm pod
+      // and makes a cold one only when there is none (docs/claiming.md).
       claim_error(item, "assign", "kubernetes", e.what());
       return PollOutcome::kFailed;
     }
@@ -558,9 +559,6 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
       deps_.metrics.warm_assignment_conflicts_total.Add({{"environment", label()}}).Increment();
       continue;
     }
-    // A failed ack leaves the pod its assignment; the queue hands the item out again and the
-    // retry, meeting it, acks.
-    if (!acknowledge(item)) return PollOutcome::kFailed;
     deps_.metrics.observe_claim(
         label(), "warm",
         std::chrono::duration<double>(deps_.clock.now() - polled_at.steady).count());
@@ -805,9 +803,9 @@ PodlessClaim SessionPoller::start_if_acknowledged(const std::string& work_id,
   // Acknowledged (by a claim that ended before its pod, perhaps in an earlier process): the pod
   // is made now. Had another worker taken the item instead, the runner's first heartbeat meets
   // that worker's lease, gets 412, and runs nothing.
-  // A warm claim assigns its pod before its ack, so once the queue says acknowledged the
-  // apiserver shows the assignment, though the cache may not yet: asked there before a cold pod
-  // could double the item.
+  // A warm claim assigns its pod right after its ack, so the apiserver may show an assignment
+  // the cache does not yet: asked there before a cold pod could double the item. (The sweep
+  // spares a Secret for twice the reclaim window, far longer than that step takes.)
   try {
     if (const auto warm = deps_.objects.find_assigned_pod(env.namespace_, env.name, work_id)) {
       deps_.logger.info("an acknowledged claim's item is assigned to a warm pod",

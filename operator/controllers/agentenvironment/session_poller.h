@@ -206,8 +206,8 @@ class SessionPoller {
   // The claim's steps after its Secret, for a cold pod: the dry run, the ack, the pod.
   PollOutcome claim_cold(const agentapi::WorkItem& item, const AgentEnvironment& env,
                          const ClaimedSession& session, PollTime polled_at, SlotReservation& slot);
-  // Assigns the item to one of the ready warm pods (the next on each 409), then acks. nullopt
-  // when every ready pod was lost to another claim (nothing acked: the caller goes cold).
+  // Assigns the acknowledged item to one of the ready warm pods (the next on each 409). nullopt
+  // when every ready pod was lost (the caller makes a cold pod: the item is owed one).
   std::optional<PollOutcome> claim_warm(const agentapi::WorkItem& item, const AgentEnvironment& env,
                                         const ClaimedSession& session, PollTime polled_at);
   // Acks `item`; false (counted and reported as a failed claim) when the ack failed.

@@ -381,9 +381,11 @@ TEST_F(SessionPollerTest, APodThatFailsAfterTheAckIsMadeAtTheNextPass) {
 }
 
 // The claim with a warm pod (docs/warm-pool.md): the Secret as a cold claim writes it, then the
-// assignment of the oldest ready warm pod under its resourceVersion, then the ack; no pod is made
-// and no dry run asked.
-TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemBetweenItsSecretAndItsAck) {
+// ack, then the assignment of the oldest ready warm pod under its resourceVersion; no pod is made
+// and no dry run asked. The assignment comes after the ack because it is what hands the item to
+// the runner: the pod informer's event wakes the runner's held request at once, and a runner that
+// heartbeats an item not yet acknowledged gets 412 and ends, its session failed.
+TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemOnlyOnceItIsAcknowledged) {
   auto poller = make_poller(environment());
   census_.value.ready_warm = {{"warm-old", "uid-old", "7"}, {"warm-new", "uid-new", "9"}};
   census_.value.unfinished = census_.in_cache = {"warm-old", "warm-new"};
@@ -398,6 +400,7 @@ TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemBetweenItsSecretAndItsAc
       secret = s;
       return std::optional<ObjectVersion>(kSecretWritten);
     });
+    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
     EXPECT_CALL(writer_, assign_warm_pod("agents", _, _, _))
         .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession& claimed,
                       const std::string& name) {
@@ -406,7 +409,6 @@ TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemBetweenItsSecretAndItsAc
           secret_name = name;
           return true;
         });
-    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   }
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no check_pod, no pod
   EXPECT_EQ(assigned.name, "warm-old");
@@ -459,12 +461,9 @@ TEST_F(SessionPollerTest, AWarmPodLostToAnotherClaimSendsTheClaimToTheNextThenTo
         tried.push_back(pod.name);
         return false;
       });
-  {
-    InSequence order;
-    EXPECT_CALL(writer_, check_pod(_));
-    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-    EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
-  }
+  // Acknowledged before the assignments: the item is owed a pod, made cold with no dry run.
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   EXPECT_EQ(tried, (std::vector<std::string>{"warm-1", "warm-2"}));
   EXPECT_EQ(counter(metrics_.warm_assignment_conflicts_total, {{"environment", "agents/payments"}}),
@@ -473,28 +472,37 @@ TEST_F(SessionPollerTest, AWarmPodLostToAnotherClaimSendsTheClaimToTheNextThenTo
             1);
 }
 
-// At the limit, a claim that loses its only warm pod may not make a cold one: nothing is
-// acknowledged, and the queue hands the item out again after the reclaim window.
-TEST_F(SessionPollerTest, AtTheLimitAClaimThatLosesItsWarmPodLeavesTheItemToTheQueue) {
+// At the limit, a claim that loses its only warm pod (the pool removed it, or it ended) has
+// acknowledged the item, which is owed a pod: a cold one, in the slot the lost pod held.
+TEST_F(SessionPollerTest, AtTheLimitAClaimThatLosesItsWarmPodStartsAColdPodInItsSlot) {
   auto poller = make_poller(environment(1));
   census_.value.ready_warm = {{"warm-1", "uid-1", "3"}};
   census_.value.unfinished = census_.in_cache = {"warm-1"};
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
-  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _)).WillOnce(Return(false));
-  EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);  // StrictMock: no ack, no pod
+  {
+    InSequence order;
+    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+    EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _)).WillOnce(Return(false));
+    EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  }
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "cold"}}),
+            1);
 }
 
-// A failed assignment request (not a 409) acknowledges nothing: the retry meets the Secret, and
-// the pod's assignment if the patch landed after all.
-TEST_F(SessionPollerTest, AnAssignmentThatFailsAcknowledgesNothing) {
+// A failed assignment request (not a 409) after the ack makes no cold pod, which could double
+// the item if the patch landed after all: the claims sweep asks the apiserver for the item's warm
+// pod before it makes one.
+TEST_F(SessionPollerTest, AnAssignmentThatFailsMakesNoColdPod) {
   auto poller = make_poller(environment());
   census_.value.ready_warm = {{"warm-1", "uid-1", "3"}};
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _))
       .WillOnce(Throw(std::runtime_error("connection reset")));
-  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);  // StrictMock: no ack, no pod
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);  // StrictMock: no pod
   EXPECT_EQ(
       counter(metrics_.claim_errors_total,
               {{"environment", "agents/payments"}, {"step", "assign"}, {"reason", "kubernetes"}}),

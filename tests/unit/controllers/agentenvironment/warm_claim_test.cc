@@ -33,6 +33,7 @@ using std::chrono::seconds;
 using ::testing::_;
 using ::testing::NiceMock;
 using ::testing::Return;
+using ::testing::Throw;
 using testing_support::FakeFactory;
 
 const AssignmentEndpoint kEndpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
@@ -249,17 +250,22 @@ TEST_F(WarmClaimTest, TwoClaimsOfOneWarmPodAssignItOnce) {
   EXPECT_FALSE(writer_.assign_warm_pod("a", gone, second, runner_object_name("work_B")));
 }
 
-// Killed after the Secret, before the assignment: nothing holds the item and it was not
-// acknowledged. The next leader's sweep leaves the Secret to the reclaim; the item comes back
-// and is claimed once.
-TEST_F(WarmClaimTest, KilledAfterTheSecretBeforeTheAssignmentTheItemIsClaimedOnceLater) {
+// Killed after the Secret, before the ack: nothing holds the item and it was not acknowledged.
+// The next leader's sweep leaves the Secret to the reclaim; the item comes back and is claimed
+// once, on the warm pod.
+TEST_F(WarmClaimTest, KilledAfterTheSecretBeforeTheAckTheItemIsClaimedOnceLater) {
   warm_test::seed_ready_warm_pod(server_, "warm-1", kEndpoint);
   {
-    KillableWriter dying(writer_);
-    dying.kill_before_assignment = true;
-    auto first = start(dying);
+    auto first = start(writer_);
     sync(*first);
     next_poll_returns("work_A");
+    // The process ends in its ack; later acks reach the queue.
+    EXPECT_CALL(api_, ack(_))
+        .WillOnce(Throw(Killed()))
+        .WillRepeatedly([this](const std::string& id) {
+          acks_.push_back(id);
+          return agentapi::WorkItem{};
+        });
     first->poller->poll_once();
   }
   ASSERT_TRUE(session_secret("work_A").has_value());
@@ -281,10 +287,36 @@ TEST_F(WarmClaimTest, KilledAfterTheSecretBeforeTheAssignmentTheItemIsClaimedOnc
   EXPECT_EQ(acks_, std::vector<std::string>{"work_A"});
 }
 
-// Killed after the assignment, before the ack: the pod holds the item, the queue hands it out
-// again after the reclaim window. The next leader's sweep finds the pod (no cold pod), and its
-// claim of the returned item only acknowledges it: no second warm pod, no cold one.
-TEST_F(WarmClaimTest, KilledAfterTheAssignmentBeforeTheAckTheSamePodServesTheItem) {
+// Killed after the ack, before the assignment: the item is acknowledged and no pod holds it, as
+// a cold claim killed before its pod. The next leader's sweep asks the apiserver for a warm pod
+// holding it, finds none, and makes the cold pod: served once, and the warm pod stays the pool's.
+TEST_F(WarmClaimTest, KilledAfterTheAckBeforeTheAssignmentTheSweepMakesOneColdPod) {
+  warm_test::seed_ready_warm_pod(server_, "warm-1", kEndpoint);
+  {
+    KillableWriter dying(writer_);
+    dying.kill_before_assignment = true;
+    auto first = start(dying);
+    sync(*first);
+    next_poll_returns("work_A");
+    first->poller->poll_once();
+  }
+  EXPECT_EQ(assignment_of("warm-1"), "");
+  EXPECT_EQ(acks_, std::vector<std::string>{"work_A"});
+
+  auto next = start(writer_);
+  sync(*next);
+  queue_says("work_A", "starting");
+  EXPECT_EQ(next->poller->start_if_acknowledged("work_A", claimed_at_of_secret("work_A")),
+            PodlessClaim::kStarted);
+  EXPECT_TRUE(cold_pod_of("work_A"));
+  EXPECT_EQ(live_pods_of("work_A").size(), 1u);
+  EXPECT_EQ(assignment_of("warm-1"), "");
+  EXPECT_EQ(acks_, std::vector<std::string>{"work_A"});
+}
+
+// Killed right after the assignment: the pod holds the acknowledged item. The next leader's
+// sweep finds it in its cache and makes no cold pod; no second warm pod is assigned.
+TEST_F(WarmClaimTest, KilledAfterTheAssignmentTheSamePodServesTheItem) {
   warm_test::seed_ready_warm_pod(server_, "warm-1", kEndpoint);
   clock_.advance(seconds(1));
   warm_test::seed_ready_warm_pod(server_, "warm-2", kEndpoint);
@@ -297,7 +329,7 @@ TEST_F(WarmClaimTest, KilledAfterTheAssignmentBeforeTheAckTheSamePodServesTheIte
     first->poller->poll_once();
   }
   EXPECT_EQ(assignment_of("warm-1"), "work_A");
-  EXPECT_TRUE(acks_.empty());
+  EXPECT_EQ(acks_, std::vector<std::string>{"work_A"});
 
   auto next = start(writer_);
   sync(*next);
@@ -305,18 +337,12 @@ TEST_F(WarmClaimTest, KilledAfterTheAssignmentBeforeTheAckTheSamePodServesTheIte
   EXPECT_EQ(next->poller->start_if_acknowledged("work_A", claimed_at_of_secret("work_A")),
             PodlessClaim::kStarted);
   EXPECT_FALSE(cold_pod_of("work_A"));
-
-  clock_.advance(seconds(6));
-  next_poll_returns("work_A");
-  EXPECT_EQ(next->poller->poll_once(), PollOutcome::kClaimed);
   EXPECT_EQ(live_pods_of("work_A"), std::vector<std::string>{"warm-1"});
   EXPECT_EQ(assignment_of("warm-2"), "");
-  EXPECT_FALSE(cold_pod_of("work_A"));
-  EXPECT_EQ(acks_, std::vector<std::string>{"work_A"});
 }
 
-// Killed after the ack: the item is the pod's. The next leader's sweep finds it even before its
-// cache shows the assignment (the apiserver does, since the assignment came before the ack).
+// Killed after the whole claim: the item is the pod's. The next leader's sweep finds it even
+// before its cache shows the assignment (it asks the apiserver before making a cold pod).
 TEST_F(WarmClaimTest, KilledAfterTheAckTheSweepFindsTheWarmPodEvenBeforeTheCacheDoes) {
   warm_test::seed_ready_warm_pod(server_, "warm-1", kEndpoint);
   {
