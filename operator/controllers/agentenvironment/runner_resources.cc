@@ -423,8 +423,14 @@ nlohmann::json build_network_policy(const AgentEnvironment& env, const RunnerEgr
     egress_rules.push_back({{"to", to}});
   }
   if (assignment) {
-    egress_rules.push_back({{"to", {pod_peer(assignment->operator_pods)}},
-                            {"ports", {{{"protocol", "TCP"}, {"port", assignment->port}}}}});
+    const bool ipv6 = assignment->direct_address.find(':') != std::string::npos;
+    const nlohmann::json peer =
+        assignment->direct_address.empty()
+            ? pod_peer(assignment->operator_pods)
+            : nlohmann::json{
+                  {"ipBlock", {{"cidr", assignment->direct_address + (ipv6 ? "/128" : "/32")}}}};
+    egress_rules.push_back(
+        {{"to", {peer}}, {"ports", {{{"protocol", "TCP"}, {"port", assignment->port}}}}});
   }
 
   return {{"apiVersion", "networking.k8s.io/v1"},

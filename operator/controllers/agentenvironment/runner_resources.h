@@ -77,6 +77,9 @@ nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::str
 struct AssignmentPeer {
   PodSelection operator_pods{};
   int port = 0;
+  // Set when the operator is reached at an address of its host (--warm-assignment-address, an
+  // operator outside the cluster): the egress is to that address alone, not to pods.
+  std::string direct_address{};
 };
 
 // One NetworkPolicy per environment for its runner pods: no ingress ever, never link-local

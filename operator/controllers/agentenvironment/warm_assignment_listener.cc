@@ -41,7 +41,7 @@ AssignmentEndpoint warm_assignment_endpoint(const WarmAssignmentSettings& settin
 }
 
 AssignmentPeer warm_assignment_peer(const WarmAssignmentSettings& settings) {
-  return {settings.operator_pods, settings.listen_port};
+  return {settings.operator_pods, settings.listen_port, settings.service.direct_address};
 }
 
 WarmAssignmentListener::WarmAssignmentListener(const WarmAssignmentSettings& settings,

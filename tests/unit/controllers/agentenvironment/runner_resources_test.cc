@@ -307,6 +307,13 @@ TEST(NetworkPolicyTest, TheAssignmentPeerAddsExactlyOneEgressToTheOperatorsPods)
     expected["spec"]["egress"].push_back(rule);
     EXPECT_EQ(build_network_policy(env, egress, peer).dump(), expected.dump());
   }
+
+  // An operator outside the cluster is no pod: the one egress is to its address on that port.
+  peer.direct_address = "10.178.52.1";
+  auto expected = build_network_policy(env);
+  expected["spec"]["egress"].push_back({{"to", {{{"ipBlock", {{"cidr", "10.178.52.1/32"}}}}}},
+                                        {"ports", {{{"protocol", "TCP"}, {"port", 8443}}}}});
+  EXPECT_EQ(build_network_policy(env, {}, peer).dump(), expected.dump());
 }
 
 }  // namespace
