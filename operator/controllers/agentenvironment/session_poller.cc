@@ -924,6 +924,14 @@ std::chrono::milliseconds SessionPoller::delay_after(PollOutcome outcome) {
     case PollOutcome::kClaimed:
       return milliseconds(0);
     case PollOutcome::kEmpty: {
+      // A warm pool is there to serve an item the moment it arrives, which needs the long-poll
+      // held when it does: the next one at once (one poll a second, block_ms being 999) rather
+      // than after the reference loop's 1-3 s, which would be most of the wait.
+      {
+        std::lock_guard lock(mutex_);
+        const auto& pool = settings_.environment.warm_pool;
+        if (pool && pool->max_ready > 0) return milliseconds(0);
+      }
       const double span = static_cast<double>((kEmptyPollMax - kEmptyPollMin).count());
       return kEmptyPollMin + milliseconds(static_cast<long long>(span * deps_.random.uniform01()));
     }

@@ -888,6 +888,21 @@ TEST_F(SessionPollerTest, WaitsOneToThreeSecondsAfterAnEmptyPoll) {
   EXPECT_EQ(poller->delay_after(PollOutcome::kClaimed), milliseconds(0));
 }
 
+// An environment with a warm pool holds the long-poll all the time: an item that arrives between
+// two polls would otherwise wait the 1-3 s, most of what the pool saves.
+TEST_F(SessionPollerTest, WithAWarmPoolPollsAgainAtOnceAfterAnEmptyPoll) {
+  auto env = environment();
+  env.warm_pool = WarmPoolSpec{1, 3};
+  auto poller = make_poller(env);
+  EXPECT_EQ(poller->delay_after(PollOutcome::kEmpty), milliseconds(0));
+  // Only empty polls: an error still backs off.
+  EXPECT_GE(poller->delay_after(PollOutcome::kFailed), milliseconds(500));
+  env.warm_pool = WarmPoolSpec{0, 0};
+  auto without = make_poller(env);
+  random_.push(0.0);
+  EXPECT_EQ(without->delay_after(PollOutcome::kEmpty), milliseconds(1000));
+}
+
 TEST_F(SessionPollerTest, BacksOffExponentiallyOnServerErrorsAndResetsOnSuccess) {
   auto poller = make_poller(environment());
   EXPECT_CALL(api_, poll(_))
