@@ -8,7 +8,13 @@
 //     (spec.runner.workspace.persistentVolumeClaim, bound by the node's host-folder provisioner):
 //     turn one makes the claim; turn two is sent as turn one's item stops, so its item waits for
 //     turn one's pod to end (a phase of its own, "waited for previous pod"); turn three is sent
-//     once turn two's pod has ended, as a user coming back later would.
+//     once turn two's pod has ended, as a user coming back later would;
+//   - with --warm [N] (default 20): N sessions on an environment with a warm pool (minReady 2)
+//     and N cold ones, in turns, each warm one sent once the pool has a ready pod; the operator
+//     serves warm runners their assignments at the node's gateway address
+//     (--warm-assignment-address). p50 and p99 over every session from enqueue and from the ack:
+//     the ack, the runner's confirm of its assignment (the pod's annotation), its first
+//     heartbeat, its first tool result.
 //
 // Timestamps come from where each step happens, all on this machine's clock: perimeter-sim
 // (created_at, acknowledged_at, started_at = first heartbeat, stopped_at, events' processed_at;
@@ -19,13 +25,16 @@
 //
 // Prints one JSON line per session and a summary line (medians, min and max over the runs), then a
 // human summary with the ratios of the workspace turns. Never asserts a timing.
-//   build/bin/real_node_session_bench [--runs N]      (root; `make build setup` first)
+//   build/bin/real_node_session_bench [--runs N] [--warm [N]]   (root; `make build setup` first)
 #include <algorithm>
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -252,8 +261,11 @@ turns:
 
 class SessionBench {
  public:
-  SessionBench(std::string source_dir, std::string bin_dir)
-      : source_dir_(std::move(source_dir)), bin_dir_(std::move(bin_dir)) {}
+  // `pool_sessions`: with --warm, how many sessions of each series (warm pool, cold) a run serves.
+  SessionBench(std::string source_dir, std::string bin_dir, int pool_sessions)
+      : source_dir_(std::move(source_dir)),
+        bin_dir_(std::move(bin_dir)),
+        pool_sessions_(pool_sessions) {}
 
   // One fresh cluster and every session of kKinds; appends one JSON object per session to
   // `sessions` and returns the cluster's start figures.
@@ -307,20 +319,38 @@ class SessionBench {
     const Environment with_claims = create_environment(
         sim, secrets, environments, ns, "workspace-agents",
         {{"persistentVolumeClaim", {{"storageClassName", localcluster::kLocalStorageClass}}}});
+    // With --warm, a third with a pool, filling while the sessions above are served.
+    std::optional<Environment> pooled;
+    if (pool_sessions_ > 0) {
+      pooled = create_environment(sim, secrets, environments, ns, kPooledName, nullptr,
+                                  {{"minReady", 2}, {"maxReady", 2}});
+    }
     // When each runner pod turned Succeeded, as a watch sees it.
     prometheus::Registry tracker_registry;
     runtime::RuntimeMetrics tracker_metrics(tracker_registry);
     testing::PodTracker tracker(pods, ns, tracker_metrics);
     const std::string operator_log = cluster->dir() + "/bench-operator.log";
+    std::vector<std::string> operator_flags = {"--allowed-api-hosts", sim.url()};
+    if (pooled) {
+      for (auto& flag : warm_assignment_flags(node.at("gateway").get<std::string>()))
+        operator_flags.push_back(std::move(flag));
+    }
+    // The assignment service's CA Secret is kept in the operator's namespace: the bench's.
     testing::OperatorProcess operator_process(
         testing::OperatorProcessOptions{bin_dir_ + "/perimeter-operator",
                                         kubeconfig,
                                         operator_log,
-                                        {"--allowed-api-hosts", sim.url()}});
-    // The operator is up and polling for both before the first session is enqueued, as in a
-    // cluster that has been running.
-    wait_for([&] { return count_of(read_file(operator_log), "started the session poller") >= 2; },
-             seconds(60), "the operator to start polling for both AgentEnvironments");
+                                        operator_flags,
+                                        {"POD_NAMESPACE=" + ns}});
+    // The operator is up and polling for every environment before the first session is enqueued,
+    // as in a cluster that has been running.
+    const size_t environment_count = pooled ? 3 : 2;
+    wait_for(
+        [&] {
+          return count_of(read_file(operator_log), "started the session poller") >=
+                 environment_count;
+        },
+        seconds(60), "the operator to start polling for every AgentEnvironment");
 
     const Served where{sim,
                        pods,
@@ -384,6 +414,7 @@ class SessionBench {
     if (!results.value("all_matched", false))
       throw std::runtime_error("the workspace session's results differ from its script: " +
                                results.dump());
+    if (pooled) serve_pool_series(where, *pooled, plain, scenario, record);
     return start;
   }
 
@@ -426,7 +457,8 @@ class SessionBench {
   // runner pods run on the real node with `workspace` (null: the default emptyDir).
   Environment create_environment(const testing::SimProcess& sim, kube::ResourceClient& secrets,
                                  kube::ResourceClient& environments, const std::string& ns,
-                                 const std::string& name, const json& workspace) const {
+                                 const std::string& name, const json& workspace,
+                                 const json& warm_pool = nullptr) const {
     const auto created =
         testing::http_call(sim.url(), "POST", "/admin/environments", json{{"name", name}}.dump())
             .json();
@@ -448,15 +480,16 @@ class SessionBench {
                       {"effect", "NoSchedule"}}}},
                    {"env", {{{"name", "PERIMETER_MAX_IDLE_MS"}, {"value", "3000"}}}}};
     if (!workspace.is_null()) runner["workspace"] = workspace;
+    json spec = {{"environmentId", environment.id},
+                 {"environmentKeySecretRef", {{"name", name + "-key"}}},
+                 {"apiBaseUrl", sim.url()},
+                 {"retention", {{"succeededSeconds", 3600}}},
+                 {"runner", runner}};
+    if (!warm_pool.is_null()) spec["warmPool"] = warm_pool;
     environments.create(ns, {{"apiVersion", "perimeter.dev/v1alpha1"},
                              {"kind", "AgentEnvironment"},
                              {"metadata", {{"name", name}}},
-                             {"spec",
-                              {{"environmentId", environment.id},
-                               {"environmentKeySecretRef", {{"name", name + "-key"}}},
-                               {"apiBaseUrl", sim.url()},
-                               {"retention", {{"succeededSeconds", 3600}}},
-                               {"runner", runner}}}});
+                             {"spec", spec}});
     return environment;
   }
 
@@ -483,8 +516,9 @@ class SessionBench {
           if (item.value("state", "") != "stopped") return false;
           for (const auto& candidate : where.pods.list(where.ns).value("items", json::array())) {
             const auto annotations = candidate["metadata"].value("annotations", json::object());
-            if (annotations.value("perimeter.dev/work-id", "") == work_id &&
-                candidate["status"].value("phase", "") == "Succeeded") {
+            const bool runs_it = annotations.value("perimeter.dev/work-id", "") == work_id ||
+                                 annotations.value("perimeter.dev/assigned-work-id", "") == work_id;
+            if (runs_it && candidate["status"].value("phase", "") == "Succeeded") {
               pod = candidate;
               return true;
             }
@@ -650,8 +684,98 @@ class SessionBench {
     return scheme == std::string::npos ? id : id.substr(scheme + 3);
   }
 
+  // The warm series: an environment with a pool, and the plain one, served in turns, so both
+  // series see the same machine. Each warm session is sent once the pool has a ready pod, as in a
+  // cluster whose pool keeps up; a session the pool could not serve is counted as cold.
+  void serve_pool_series(const Served& where, const Environment& pooled, const Environment& plain,
+                         const std::string& scenario,
+                         const std::function<void(const char*, json)>& record) const {
+    for (int i = 0; i < pool_sessions_; ++i) {
+      wait_for([&] { return ready_warm_pods(where, kPooledName) > 0; }, seconds(120),
+               "a ready warm pod");
+      const json warm_reply = enqueue(where.sim, pooled, scenario);
+      const std::string warm_work = warm_reply.at("work_id");
+      const json warm_pod = wait_until_served(where, warm_work);
+      record("warm_pool",
+             measure_pool_session(where, pooled, warm_work, warm_reply.at("session_id"), warm_pod));
+
+      const json cold_reply = enqueue(where.sim, plain, scenario);
+      const std::string cold_work = cold_reply.at("work_id");
+      const json cold_pod = wait_until_served(where, cold_work);
+      record("cold_series",
+             measure_pool_session(where, plain, cold_work, cold_reply.at("session_id"), cold_pod));
+    }
+  }
+
+  // Warm pods of `environment` the pool has ready: unassigned, Running, the runner started.
+  static int ready_warm_pods(const Served& where, const std::string& environment) {
+    int ready = 0;
+    kube::ListOptions options;
+    options.label_selector = "perimeter.dev/warm=true,perimeter.dev/environment=" + environment;
+    const json list = where.pods.list(where.ns, options);
+    for (const auto& pod : list.value("items", json::array())) {
+      const json& metadata = pod["metadata"];
+      if (metadata.contains("deletionTimestamp")) continue;
+      if (metadata.value("annotations", json::object()).contains("perimeter.dev/assigned-work-id"))
+        continue;
+      if (pod["status"].value("phase", "") != "Running") continue;
+      for (const auto& container : pod["status"].value("containerStatuses", json::array()))
+        if (container.value("state", json::object()).contains("running")) ++ready;
+    }
+    return ready;
+  }
+
+  // One session of a series: its milestones from the simulator and, for a warm pod, when its
+  // runner confirmed the assignment (the annotation the assignment service writes, microseconds).
+  static json measure_pool_session(const Served& where, const Environment& environment,
+                                   const std::string& work_id, const std::string& session_id,
+                                   const json& pod) {
+    const json stamps = timestamps(where, environment.key, work_id, session_id, pod, nullptr);
+    const json annotations = pod["metadata"].value("annotations", json::object());
+    const bool warm =
+        pod["metadata"].value("labels", json::object()).value("perimeter.dev/warm", "") == "true";
+    json line = {{"bench", "real_node_session"},
+                 {"work_id", work_id},
+                 {"pod", pod["metadata"]["name"]},
+                 {"warm_pod", warm}};
+    const double enqueued = stamps.value("enqueued", 0.0);
+    json milestones = stamps;
+    if (const auto confirmed =
+            parse_rfc3339_ms(annotations.value("perimeter.dev/assignment-confirmed-at", ""))) {
+      milestones["assignment_confirmed"] = *confirmed;
+    }
+    for (const char* milestone : {"acknowledged", "pod_created", "assignment_confirmed",
+                                  "first_heartbeat", "first_tool_result"}) {
+      if (!milestones.contains(milestone)) continue;
+      line["since_enqueue_ms"][milestone] = milestones[milestone].get<double>() - enqueued;
+      // From the ack: without where the enqueue fell in the poll cycle.
+      if (milestones.contains("acknowledged") && std::string_view(milestone) != "acknowledged") {
+        line["since_ack_ms"][milestone] =
+            milestones[milestone].get<double>() - milestones["acknowledged"].get<double>();
+      }
+    }
+    return line;
+  }
+
+  // The operator serves warm runners' assignments on the node's gateway address, which the
+  // pods reach as they reach the simulator, under a certificate for that address.
+  static std::vector<std::string> warm_assignment_flags(const std::string& gateway) {
+    return {"--warm-assignment-port", std::to_string(localcluster::pick_free_port()),
+            "--warm-assignment-address", gateway};
+  }
+
+  static constexpr const char* kPooledName = "warm-agents";
   std::string source_dir_, bin_dir_;
+  int pool_sessions_ = 0;
 };
+
+// The nearest-rank percentile (p in 0..100) of `values`; 0 for none.
+double percentile(std::vector<double> values, double p) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const auto rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(values.size())));
+  return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
+}
 
 struct Spread {
   double median = 0, min = 0, max = 0;
@@ -669,12 +793,17 @@ int main(int argc, char** argv) {
   using nlohmann::json;
   using perimeter::spread_of;
   int runs = 3;
+  int pool_sessions = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (arg == "--warm") {
+      pool_sessions = 20;
+      if (i + 1 < argc && std::isdigit(static_cast<unsigned char>(argv[i + 1][0])))
+        pool_sessions = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::cerr << "usage: real_node_session_bench [--runs N]\n";
+      std::cerr << "usage: real_node_session_bench [--runs N] [--warm [SESSIONS]]\n";
       return 2;
     }
   }
@@ -687,7 +816,10 @@ int main(int argc, char** argv) {
   // kind -> "segments_ms" / "details_ms" / "since_enqueue_ms" -> name -> one value per run.
   std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>> samples;
   std::map<std::string, int> waited_runs;
-  perimeter::SessionBench bench(source, bin);
+  // With --warm: series -> milestone -> every session's ms since enqueue.
+  std::map<std::string, std::map<std::string, std::vector<double>>> series;
+  int warm_served = 0, cold_served = 0;
+  perimeter::SessionBench bench(source, bin, pool_sessions);
   try {
     for (int run = 0; run < runs; ++run) {
       std::vector<json> sessions;
@@ -704,6 +836,14 @@ int main(int argc, char** argv) {
           for (const auto& [name, ms] : values.items()) samples[kind][group][name].push_back(ms);
         }
         if (session.value("waited_for_previous_pod", false)) ++waited_runs[kind];
+        if (kind == "warm_pool" || kind == "cold_series") {
+          const json since = session.value("since_enqueue_ms", json::object());
+          for (const auto& [milestone, ms] : since.items()) series[kind][milestone].push_back(ms);
+          const json since_ack = session.value("since_ack_ms", json::object());
+          for (const auto& [milestone, ms] : since_ack.items())
+            series[kind]["ack_to_" + milestone].push_back(ms);
+          if (kind == "warm_pool") ++(session.value("warm_pod", false) ? warm_served : cold_served);
+        }
       }
     }
   } catch (const std::exception& e) {
@@ -739,6 +879,18 @@ int main(int argc, char** argv) {
         {"workspace_turn_two_over_turn_one", ratio("workspace_turn_two", "workspace_turn_one")},
         {"workspace_turn_three_over_turn_one", ratio("workspace_turn_three", "workspace_turn_one")},
         {"workspace_turn_one_over_emptydir_second", ratio("workspace_turn_one", "second")}};
+  }
+  // The warm series: every session of every run, p50 and p99 (nearest rank) from enqueue.
+  if (pool_sessions > 0) {
+    for (const char* kind : {"warm_pool", "cold_series"}) {
+      for (const auto& [milestone, values] : series[kind]) {
+        summary["pool_series"][kind][milestone] = {{"p50", perimeter::percentile(values, 50)},
+                                                   {"p99", perimeter::percentile(values, 99)},
+                                                   {"sessions", values.size()}};
+      }
+    }
+    summary["pool_series"]["warm_pool"]["served_by_warm_pod"] = warm_served;
+    summary["pool_series"]["warm_pool"]["served_by_cold_pod"] = cold_served;
   }
   std::cout << summary.dump() << std::endl;
 
@@ -819,5 +971,39 @@ int main(int argc, char** argv) {
             << "  (the previous pod already gone)\n"
             << "    PVC turn one / emptyDir [2] " << both("workspace_turn_one_over_emptydir_second")
             << "\n";
+  if (pool_sessions > 0) {
+    const json& pool = summary["pool_series"];
+    std::cout << "\n  warm pool (minReady 2) vs cold, " << pool_sessions
+              << " sessions of each per run, "
+              << "served in turns; ms from enqueue (ack_to_: from the ack), p50 / p99 over every "
+              << "session:\n"
+              << "    warm pool sessions served by a warm pod: "
+              << pool["warm_pool"].value("served_by_warm_pod", 0)
+              << ", by a cold pod: " << pool["warm_pool"].value("served_by_cold_pod", 0) << "\n";
+    for (const char* milestone :
+         {"acknowledged", "assignment_confirmed", "pod_created", "first_heartbeat",
+          "first_tool_result", "ack_to_assignment_confirmed", "ack_to_pod_created",
+          "ack_to_first_heartbeat", "ack_to_first_tool_result"}) {
+      std::cout << "    " << std::left << std::setw(30) << milestone << std::right;
+      for (const char* kind : {"warm_pool", "cold_series"}) {
+        const json cell = pool[kind].value(milestone, json());
+        if (cell.is_null()) {
+          std::cout << "  " << std::setw(6) << kind << std::setw(16) << "-";
+          continue;
+        }
+        std::cout << "  " << kind << " " << std::setw(6) << cell.value("p50", 0.0) << " / "
+                  << std::setw(6) << cell.value("p99", 0.0);
+      }
+      std::cout << "\n";
+    }
+    const double warm =
+        pool["warm_pool"].value("first_tool_result", json::object()).value("p50", 0.0);
+    const double cold =
+        pool["cold_series"].value("first_tool_result", json::object()).value("p50", 0.0);
+    if (cold > 0) {
+      std::cout << std::setprecision(2) << "    first tool result p50, warm / cold: " << warm / cold
+                << "x\n";
+    }
+  }
   return 0;
 }
