@@ -146,6 +146,37 @@ class RealNodeE2eTest : public RealNodeTest {
                                         {"--allowed-api-hosts", sim_->url()}});
   }
 
+  // The operator serving warm runners their assignments at the bridge's gateway (it runs on the
+  // host, where no Service reaches it), its CA Secret kept in the test's namespace.
+  void start_operator_serving_warm_pods() {
+    operator_ = std::make_unique<testing::OperatorProcess>(testing::OperatorProcessOptions{
+        bin_dir() + "/perimeter-operator",
+        kubeconfig_,
+        logs_->path() + "/operator.log",
+        {"--allowed-api-hosts", sim_->url(), "--warm-assignment-port",
+         std::to_string(localcluster::pick_free_port()), "--warm-assignment-address", gateway_},
+        {"POD_NAMESPACE=" + ns_}});
+  }
+
+  // Warm pods of the environment no claim has assigned, Running with the runner started.
+  std::vector<json> ready_unassigned_warm_pods() {
+    std::vector<json> ready;
+    for (const auto& pod : list(kube::resources::pods())) {
+      const auto& metadata = pod["metadata"];
+      if (metadata.value("labels", json::object()).value("perimeter.dev/warm", "") != "true" ||
+          metadata.contains("deletionTimestamp") ||
+          metadata.value("annotations", json::object())
+              .contains("perimeter.dev/assigned-work-id") ||
+          phase_of(pod) != "Running") {
+        continue;
+      }
+      for (const auto& status : pod["status"].value("containerStatuses", json::array())) {
+        if (status.value("state", json::object()).contains("running")) ready.push_back(pod);
+      }
+    }
+    return ready;
+  }
+
   Enqueued enqueue(const std::string& scenario_yaml) {
     const auto reply = testing::http_call(sim_->url(), "POST",
                                           "/admin/environments/" + environment_id_ + "/sessions",
@@ -256,6 +287,49 @@ TEST_F(RealNodeE2eTest, SessionsUsingEveryToolCompleteThroughRealRunnerPods) {
     EXPECT_EQ(std::count(transitions.begin(), transitions.end(), json("queued->starting")), 1)
         << transitions.dump();
   }
+}
+
+// The warm path end to end (docs/warm-pool.md): the pool's pods admitted under `restricted` and
+// ready before any session; each session handed to one of them over the assignment channel,
+// served once, by a warm pod and no cold one; the pool refilled after the claims.
+TEST_F(RealNodeE2eTest, AWarmPoolServesEachSessionOnceOnAWarmPodAndRefills) {
+  start_sim(60);
+  create_environment(json::object(), {{"retention", {{"succeededSeconds", 3600}}},
+                                      {"warmPool", {{"minReady", 2}, {"maxReady", 2}}}});
+  start_operator_serving_warm_pods();
+  eventually([&] { return ready_unassigned_warm_pods().size() == 2; }, seconds(180),
+             "the pool's two warm pods to be ready");
+
+  std::map<std::string, Enqueued> sessions;
+  for (const char* name : {"builtin-tools", "permissions"}) {
+    sessions[name] = enqueue(conformance_scenario(name));
+  }
+  for (const auto& [name, session] : sessions) {
+    SCOPED_TRACE(name);
+    eventually([&] { return work_view(session.work_id).value("state", "") == "stopped"; },
+               seconds(300), name + " to be served and its work item stopped");
+    const auto recorded = results(session.session_id);
+    EXPECT_TRUE(recorded.value("all_matched", false)) << recorded.dump(2);
+    // Served by the warm pod it was assigned to, and by no pod the claim made.
+    std::vector<json> serving;
+    for (const auto& pod : list(kube::resources::pods())) {
+      const auto annotations = pod["metadata"].value("annotations", json::object());
+      if (annotations.value("perimeter.dev/assigned-work-id", "") == session.work_id ||
+          annotations.value("perimeter.dev/work-id", "") == session.work_id) {
+        serving.push_back(pod);
+      }
+    }
+    ASSERT_EQ(serving.size(), 1u) << "one pod per session";
+    EXPECT_EQ(serving[0]["metadata"]["labels"].value("perimeter.dev/warm", ""), "true");
+    EXPECT_TRUE(
+        serving[0]["metadata"]["annotations"].contains("perimeter.dev/assignment-confirmed-at"));
+    EXPECT_EQ(serving[0]["spec"].value("nodeName", ""), node_.at("name"));
+    const auto transitions = work_view(session.work_id)["transitions"];
+    EXPECT_EQ(std::count(transitions.begin(), transitions.end(), json("queued->starting")), 1)
+        << transitions.dump();
+  }
+  eventually([&] { return ready_unassigned_warm_pods().size() == 2; }, seconds(180),
+             "the pool to refill after its two claims");
 }
 
 TEST_F(RealNodeE2eTest, ContainerRunsAsNonRootOnAReadOnlyRootWithNoCapabilitiesAndSeccomp) {

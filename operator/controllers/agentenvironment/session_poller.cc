@@ -474,9 +474,10 @@ PollOutcome SessionPoller::claim(const agentapi::WorkItem& item, PollTime polled
                     " ms, longer than reclaimOlderThanMs; the queue hands the item out again");
     return PollOutcome::kFailed;
   }
-  // A retried claim of an item an earlier claim (perhaps of an earlier process) assigned to a warm
-  // pod that has not finished: that pod serves it, and only the ack may be missing. A pod that
-  // finished is a lost attempt: the item came back after its lease lapsed, and is claimed anew.
+  // An item the queue handed out again while a warm pod an earlier claim (perhaps of an earlier
+  // process) assigned it has not finished: that pod serves it, so the ack only, no second pod. A
+  // pod that finished is a lost attempt: the item came back after its lease lapsed, and is
+  // claimed anew.
   if (const auto assigned = deps_.census.assigned_pod(env.namespace_, item.id);
       assigned && !assigned->finished) {
     if (!acknowledge(item)) return PollOutcome::kFailed;
