@@ -183,10 +183,7 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot(bool c
     if (deps_.census.cached(ns, pod)) seen.insert(pod);
   }
   const std::size_t unfinished = deps_.census.unfinished(ns, name);
-  std::set<std::string> ready_warm;
-  if (!cold_only) {
-    for (auto& pod : deps_.census.ready_warm_pods(ns, name)) ready_warm.insert(std::move(pod.name));
-  }
+  const std::set<std::string> ready_warm = cold_only ? std::set<std::string>{} : ready_warm_names();
   lock.lock();
   const auto now = deps_.clock.now();
   for (auto it = recently_created_.begin(); it != recently_created_.end();) {
@@ -194,17 +191,7 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot(bool c
              ? recently_created_.erase(it)
              : std::next(it);
   }
-  // A warm pod this poller assigned stays out of the count until the cache shows it assigned
-  // (no longer ready), so two passes do not count on one pod.
-  std::size_t available_warm = 0;
-  if (!cold_only) {
-    for (auto it = recently_assigned_.begin(); it != recently_assigned_.end();) {
-      it = (ready_warm.count(it->first) == 0 || now - it->second > kRecentPodHorizon)
-               ? recently_assigned_.erase(it)
-               : std::next(it);
-    }
-    for (const auto& pod : ready_warm) available_warm += recently_assigned_.count(pod) == 0;
-  }
+  const std::size_t available_warm = cold_only ? 0 : available_warm_locked(ready_warm, now);
   const auto in_use = static_cast<int>(unfinished + recently_created_.size()) + reserved_;
   const bool at_capacity = in_use >= settings_.environment.max_concurrent_sessions;
   deps_.metrics.active_sessions.Add({{"environment", label()}})
@@ -218,6 +205,45 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot(bool c
   if (at_capacity) return std::nullopt;
   ++reserved_;
   return SlotReservation(this);
+}
+
+std::set<std::string> SessionPoller::ready_warm_names() {
+  std::string ns, name;
+  {
+    std::lock_guard lock(mutex_);
+    ns = settings_.environment.namespace_;
+    name = settings_.environment.name;
+  }
+  std::set<std::string> names;
+  for (auto& pod : deps_.census.ready_warm_pods(ns, name)) names.insert(std::move(pod.name));
+  return names;
+}
+
+std::size_t SessionPoller::available_warm_locked(const std::set<std::string>& ready_warm,
+                                                 Clock::TimePoint now) {
+  // A warm pod this poller assigned stays out of the count until the cache shows it assigned
+  // (no longer ready), so two passes do not count on one pod.
+  for (auto it = recently_assigned_.begin(); it != recently_assigned_.end();) {
+    it = (ready_warm.count(it->first) == 0 || now - it->second > kRecentPodHorizon)
+             ? recently_assigned_.erase(it)
+             : std::next(it);
+  }
+  std::size_t available = 0;
+  for (const auto& pod : ready_warm) available += recently_assigned_.count(pod) == 0;
+  return available;
+}
+
+void SessionPoller::prefer_warm(SlotReservation& slot) {
+  if (slot.warm()) return;
+  std::lock_guard counting(counting_mutex_);
+  const auto ready_warm = ready_warm_names();
+  if (ready_warm.empty()) return;
+  std::lock_guard lock(mutex_);
+  if (reserved_warm_ >= available_warm_locked(ready_warm, deps_.clock.now())) return;
+  // The slot under the limit goes back: the warm pod is counted already.
+  --reserved_;
+  ++reserved_warm_;
+  slot.warm_ = true;
 }
 
 SessionPoller::SlotReservation SessionPoller::take_slot() {
@@ -346,6 +372,7 @@ PollOutcome SessionPoller::poll_once() {
     answer_healthcheck(*item);
     return PollOutcome::kClaimed;
   }
+  prefer_warm(*slot);
   return claim(*item, polled_at, *slot);
 }
 

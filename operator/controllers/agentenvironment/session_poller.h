@@ -182,6 +182,7 @@ class SessionPoller {
     bool warm() const { return warm_; }
 
    private:
+    friend class SessionPoller;  // prefer_warm() turns a cold reservation warm
     SessionPoller* poller_;
     bool warm_ = false;
     std::string created_pod_;
@@ -194,6 +195,14 @@ class SessionPoller {
   // A ready warm pod when one is not yet held by another pass (unless `cold_only`), else a slot
   // under the limit; nullopt when neither is free.
   std::optional<SlotReservation> reserve_slot(bool cold_only = false);
+  // Turns a cold reservation, taken before a long-poll held for seconds, into a warm one when a
+  // warm pod became ready meanwhile and no other pass holds it.
+  void prefer_warm(SlotReservation& slot);
+  // The ready warm pods of the census that no pass holds or this poller assigned (pruning the
+  // assigned ones the census no longer shows ready). Called under mutex_ and counting_mutex_.
+  std::size_t available_warm_locked(const std::set<std::string>& ready_warm, Clock::TimePoint now);
+  // The census's ready warm pods, by name (reads the cache: not under mutex_).
+  std::set<std::string> ready_warm_names();
   // A slot regardless of the limit, for an item already acknowledged.
   SlotReservation take_slot();
   void release_slot(const std::string& created_pod, bool warm);

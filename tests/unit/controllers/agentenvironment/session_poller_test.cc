@@ -427,6 +427,26 @@ TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemOnlyOnceItIsAcknowledged
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 0);
 }
 
+// The long-poll is held for seconds: a pass that began before the pool's pods were ready must
+// still give its item to one that became ready while it waited, not start a cold pod (the
+// real-node test's first session went cold this way).
+TEST_F(SessionPollerTest, AWarmPodReadyWhileThePollWasHeldTakesTheItem) {
+  auto poller = make_poller(environment());
+  EXPECT_CALL(api_, poll(_)).WillOnce([&](const agentapi::PollOptions&) {
+    census_.value.ready_warm = {{"warm-1", "uid-1", "3"}};
+    census_.value.unfinished = census_.in_cache = {"warm-1"};
+    return std::optional<agentapi::WorkItem>(session_item("work_A"));
+  });
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_,
+              assign_warm_pod("agents", ::testing::Field(&WarmPodRef::name, "warm-1"), _, _))
+      .WillOnce(Return(true));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no dry run, no pod
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "warm"}}),
+            1);
+}
+
 // Warm pods count against maxConcurrentSessions, and a warm claim turns one of them into the
 // session's pod: at the limit it still polls while a ready warm pod is free, and only then.
 TEST_F(SessionPollerTest, AtTheLimitAReadyWarmPodStillTakesAnItemAndAColdClaimDoesNot) {
