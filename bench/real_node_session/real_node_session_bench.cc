@@ -48,6 +48,7 @@
 
 #include "agentapi/sim_process.h"
 #include "cluster/local_cluster.h"
+#include "controllers/agentenvironment/warm_pool.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
@@ -707,20 +708,15 @@ class SessionBench {
     }
   }
 
-  // Warm pods of `environment` the pool has ready: unassigned, Running, the runner started.
+  // Warm pods of `environment` the pool has ready, by the operator's own rules (warm_pool.h).
   static int ready_warm_pods(const Served& where, const std::string& environment) {
     int ready = 0;
     kube::ListOptions options;
     options.label_selector = "perimeter.dev/warm=true,perimeter.dev/environment=" + environment;
     const json list = where.pods.list(where.ns, options);
     for (const auto& pod : list.value("items", json::array())) {
-      const json& metadata = pod["metadata"];
-      if (metadata.contains("deletionTimestamp")) continue;
-      if (metadata.value("annotations", json::object()).contains("perimeter.dev/assigned-work-id"))
-        continue;
-      if (pod["status"].value("phase", "") != "Running") continue;
-      for (const auto& container : pod["status"].value("containerStatuses", json::array()))
-        if (container.value("state", json::object()).contains("running")) ++ready;
+      ready += agentenvironment::unassigned_warm_pod(pod) &&
+               agentenvironment::warm_pod_state(pod) == agentenvironment::WarmPodState::kReady;
     }
     return ready;
   }

@@ -25,6 +25,7 @@
 #include "agentapi/sim_process.h"
 #include "agentapi/work_secret.h"
 #include "cluster/local_cluster.h"
+#include "controllers/agentenvironment/warm_pool.h"
 #include "core/base64.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
@@ -158,23 +159,27 @@ class RealNodeE2eTest : public RealNodeTest {
         {"POD_NAMESPACE=" + ns_}});
   }
 
-  // Warm pods of the environment no claim has assigned, Running with the runner started.
+  // Warm pods of the environment no claim has assigned, Running with the runner started, by the
+  // operator's own rules (warm_pool.h).
   std::vector<json> ready_unassigned_warm_pods() {
     std::vector<json> ready;
     for (const auto& pod : list(kube::resources::pods())) {
-      const auto& metadata = pod["metadata"];
-      if (metadata.value("labels", json::object()).value("perimeter.dev/warm", "") != "true" ||
-          metadata.contains("deletionTimestamp") ||
-          metadata.value("annotations", json::object())
-              .contains("perimeter.dev/assigned-work-id") ||
-          phase_of(pod) != "Running") {
-        continue;
-      }
-      for (const auto& status : pod["status"].value("containerStatuses", json::array())) {
-        if (status.value("state", json::object()).contains("running")) ready.push_back(pod);
+      if (agentenvironment::unassigned_warm_pod(pod) &&
+          agentenvironment::warm_pod_state(pod) == agentenvironment::WarmPodState::kReady) {
+        ready.push_back(pod);
       }
     }
     return ready;
+  }
+
+  // The pool full as the apiserver shows it and as the operator's cache does (its status says so):
+  // an item that arrives then finds the warm pods the claim reads from that cache.
+  bool warm_pool_ready(std::size_t size) {
+    const auto status =
+        client(agent_environments())->get(ns_, "agents").value("status", json::object());
+    return ready_unassigned_warm_pods().size() == size &&
+           status.value("warmPool", json::object()).value("ready", std::int64_t{-1}) ==
+               static_cast<std::int64_t>(size);
   }
 
   Enqueued enqueue(const std::string& scenario_yaml) {
@@ -297,7 +302,7 @@ TEST_F(RealNodeE2eTest, AWarmPoolServesEachSessionOnceOnAWarmPodAndRefills) {
   create_environment(json::object(), {{"retention", {{"succeededSeconds", 3600}}},
                                       {"warmPool", {{"minReady", 2}, {"maxReady", 2}}}});
   start_operator_serving_warm_pods();
-  eventually([&] { return ready_unassigned_warm_pods().size() == 2; }, seconds(180),
+  eventually([&] { return warm_pool_ready(2); }, seconds(180),
              "the pool's two warm pods to be ready");
 
   std::map<std::string, Enqueued> sessions;
@@ -328,7 +333,7 @@ TEST_F(RealNodeE2eTest, AWarmPoolServesEachSessionOnceOnAWarmPodAndRefills) {
     EXPECT_EQ(std::count(transitions.begin(), transitions.end(), json("queued->starting")), 1)
         << transitions.dump();
   }
-  eventually([&] { return ready_unassigned_warm_pods().size() == 2; }, seconds(180),
+  eventually([&] { return warm_pool_ready(2); }, seconds(180),
              "the pool to refill after its two claims");
 }
 
