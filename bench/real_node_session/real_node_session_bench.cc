@@ -13,8 +13,9 @@
 //     and N cold ones, in turns, each warm one sent once the pool has a ready pod; the operator
 //     serves warm runners their assignments at the node's gateway address
 //     (--warm-assignment-address). p50 and p99 over every session from enqueue and from the ack:
-//     the ack, the runner's confirm of its assignment (the pod's annotation), its first
-//     heartbeat, its first tool result.
+//     the ack, the assignment (the operator's log), the runner receiving it (its log), its
+//     confirm (the pod's annotation), the runner serving its item (its log), its first heartbeat,
+//     its first tool result.
 //
 // Timestamps come from where each step happens, all on this machine's clock: perimeter-sim
 // (created_at, acknowledged_at, started_at = first heartbeat, stopped_at, events' processed_at;
@@ -740,8 +741,26 @@ class SessionBench {
             parse_rfc3339_ms(annotations.value("perimeter.dev/assignment-confirmed-at", ""))) {
       milestones["assignment_confirmed"] = *confirmed;
     }
-    for (const char* milestone : {"acknowledged", "pod_created", "assignment_confirmed",
-                                  "first_heartbeat", "first_tool_result"}) {
+    if (warm) {
+      // The claim's assignment patch answered (the operator's log), and the runner past its
+      // confirm with its configuration resolved (its "serving work item" line).
+      if (const auto assigned =
+              first_line_with(where.operator_log, {"assigned the session to a warm pod", work_id},
+                              operator_line_ms)) {
+        milestones["assigned"] = *assigned;
+      }
+      if (const auto received = first_line_with(container_log_of(where, pod),
+                                                {"warm: assigned; confirming"}, cri_log_line_ms)) {
+        milestones["runner_assigned"] = *received;
+      }
+      if (const auto serving = first_line_with(container_log_of(where, pod), {"serving work item"},
+                                               cri_log_line_ms)) {
+        milestones["runner_serving"] = *serving;
+      }
+    }
+    for (const char* milestone :
+         {"acknowledged", "assigned", "pod_created", "runner_assigned", "assignment_confirmed",
+          "runner_serving", "first_heartbeat", "first_tool_result"}) {
       if (!milestones.contains(milestone)) continue;
       line["since_enqueue_ms"][milestone] = milestones[milestone].get<double>() - enqueued;
       // From the ack: without where the enqueue fell in the poll cycle.
@@ -977,9 +996,10 @@ int main(int argc, char** argv) {
               << pool["warm_pool"].value("served_by_warm_pod", 0)
               << ", by a cold pod: " << pool["warm_pool"].value("served_by_cold_pod", 0) << "\n";
     for (const char* milestone :
-         {"acknowledged", "assignment_confirmed", "pod_created", "first_heartbeat",
-          "first_tool_result", "ack_to_assignment_confirmed", "ack_to_pod_created",
-          "ack_to_first_heartbeat", "ack_to_first_tool_result"}) {
+         {"acknowledged", "assigned", "runner_assigned", "assignment_confirmed", "runner_serving",
+          "pod_created", "first_heartbeat", "first_tool_result", "ack_to_assigned",
+          "ack_to_runner_assigned", "ack_to_assignment_confirmed", "ack_to_runner_serving",
+          "ack_to_pod_created", "ack_to_first_heartbeat", "ack_to_first_tool_result"}) {
       std::cout << "    " << std::left << std::setw(30) << milestone << std::right;
       for (const char* kind : {"warm_pool", "cold_series"}) {
         const json cell = pool[kind].value(milestone, json());

@@ -91,6 +91,9 @@ std::optional<WarmAssignment> WarmAssignmentClient::wait(StopSource& stop) {
     backoff.reset();
   }
   if (!assignment) return std::nullopt;
+  // When the item arrived, apart from when it was confirmed: the warm pod's log shows both.
+  logger_.info("warm: assigned; confirming",
+               {{"work_id", assignment->work_id}, {"session_id", assignment->session_id}});
   while (!stop.requested()) {
     if (confirm(stop, *assignment) == Outcome::kDone) return assignment;
     back_off(stop, backoff, "assignment confirm failed");
