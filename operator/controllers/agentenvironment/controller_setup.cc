@@ -98,6 +98,13 @@ class AgentEnvironmentController final : public runtime::ManagedController {
     options.egress = settings_.egress;
     options.assignment_endpoint = warm_assignment_endpoint(settings_);
     options.assignment_peer = warm_assignment_peer(settings_);
+    if (warm_listener_) {
+      // The listener outlives the pollers' claims: stop() stops it first, and neither goes
+      // before the controller is destroyed.
+      options.hand_over_warm_pod = [listener = warm_listener_.get()](WarmHandOver hand_over) {
+        listener->hand_over(std::move(hand_over));
+      };
+    }
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
         ReconcilerDependencies{environments.store(),
                                *pod_store_,

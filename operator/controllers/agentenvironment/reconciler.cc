@@ -300,6 +300,7 @@ SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
       thread_budget_,
       options_.egress,
       deps_.workspaces,
+      options_.hand_over_warm_pod,
   };
   auto poller = std::make_unique<SessionPoller>(std::move(settings), std::move(poller_deps),
                                                 options_.poll_threads);

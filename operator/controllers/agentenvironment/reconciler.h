@@ -101,6 +101,8 @@ struct ReconcilerOptions {
   // The runner pods' one egress to that service, in the NetworkPolicy of environments with a
   // warm pool (a cold runner never asks it).
   std::optional<AssignmentPeer> assignment_peer;
+  // Told each warm pod a claim assigned (PollerDependencies::hand_over_warm_pod).
+  std::function<void(WarmHandOver)> hand_over_warm_pod;
   // The warm pool keeps spec.warmPool.minReady plus the sessions claimed within this window.
   std::chrono::seconds warm_pool_claim_window{60};
 };

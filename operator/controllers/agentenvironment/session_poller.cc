@@ -587,6 +587,10 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
       deps_.metrics.warm_assignment_conflicts_total.Add({{"environment", label()}}).Increment();
       continue;
     }
+    if (deps_.hand_over_warm_pod) {
+      deps_.hand_over_warm_pod(WarmHandOver{
+          pod.uid, {session.work_id, session.session_id, secret_name}, session.work_secret});
+    }
     deps_.metrics.observe_claim(
         label(), "warm",
         std::chrono::duration<double>(deps_.clock.now() - polled_at.steady).count());

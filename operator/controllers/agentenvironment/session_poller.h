@@ -21,6 +21,7 @@
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_ports.h"
 #include "controllers/agentenvironment/session_workspace.h"
+#include "controllers/agentenvironment/warm_assignment_service.h"
 #include "controllers/agentenvironment/workspace_retention.h"
 #include "core/backoff.h"
 #include "core/clock.h"
@@ -86,6 +87,9 @@ struct PollerDependencies {
   // Session workspaces on PersistentVolumeClaims (spec.runner.workspace.persistentVolumeClaim);
   // null: such a spec cannot be served (the reconciler always passes one).
   SessionWorkspaces* workspaces = nullptr;
+  // Told each warm pod a claim assigned, as its patch is answered (the assignment service
+  // answers the pod's held request at once); empty: nobody listens here.
+  std::function<void(WarmHandOver)> hand_over_warm_pod = {};
 };
 
 // What the claims sweep found of a claim whose Secret has no pod.
@@ -101,9 +105,9 @@ enum class PodlessClaim {
 // Long-polls one environment's work queue and turns each session item into its runner pod.
 //
 // The claim order is poll -> Secret -> ack -> Pod: two apiserver writes per claim. With a ready
-// warm pod (docs/warm-pool.md) it is poll -> Secret -> the pod's assignment -> ack, and no pod is
-// made: the assignment is recorded on the pod before the ack, so a crash at any step leaves what
-// the next claim of the item or the claims sweep finds (docs/claiming.md). The Secret
+// warm pod (docs/warm-pool.md) it is poll -> Secret -> ack -> the pod's assignment, and no pod is
+// made: a crash at any step leaves what the next claim of the item or the claims sweep finds
+// (docs/claiming.md). The Secret
 // is the claim's record in the cluster, written before the ack, so an operator that dies before
 // the ack leaves the item to the queue's reclaim (the retry meets the Secret by its name, derived
 // from the work id), and one that dies after the ack leaves a Secret whose item is no longer

@@ -100,6 +100,11 @@ void WarmAssignmentListener::start() {
   logger_.info("assignment service: serving", {{"port", server_.port()}});
 }
 
+void WarmAssignmentListener::hand_over(WarmHandOver hand_over) {
+  service_.hand_over(std::move(hand_over));
+  server_.wake();
+}
+
 void WarmAssignmentListener::stop() {
   renewal_.stop();  // first: it installs into the server
   server_.stop();

@@ -74,6 +74,9 @@ class WarmAssignmentListener {
   // thread. Idempotent.
   void stop();
   std::uint16_t port() const { return server_.port(); }
+  // A claim of this process assigned a warm pod: its held request is decided now, from what the
+  // claim knows (WarmAssignmentService::hand_over), not at the pod informer's event.
+  void hand_over(WarmHandOver hand_over);
 
  private:
   Logger logger_;

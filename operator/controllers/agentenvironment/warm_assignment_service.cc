@@ -107,18 +107,50 @@ std::optional<WarmPod> WarmAssignmentService::authenticate(std::string_view auth
   return pod;
 }
 
+void WarmAssignmentService::hand_over(WarmHandOver hand_over) {
+  std::lock_guard lock(kept_mutex_);
+  forget_expired_locked();
+  const std::string uid = hand_over.pod_uid;
+  kept_[uid] = Kept{std::move(hand_over), clock_.now() + kHandOverKept, std::nullopt, false};
+}
+
+std::size_t WarmAssignmentService::handed_over_secrets() {
+  std::lock_guard lock(kept_mutex_);
+  forget_expired_locked();
+  std::size_t secrets = 0;
+  for (const auto& [uid, kept] : kept_) secrets += !kept.confirmed;
+  return secrets;
+}
+
+std::optional<WarmAssignmentService::Kept> WarmAssignmentService::kept_for(
+    const std::string& pod_uid) {
+  std::lock_guard lock(kept_mutex_);
+  forget_expired_locked();
+  const auto it = kept_.find(pod_uid);
+  if (it == kept_.end()) return std::nullopt;
+  return it->second;
+}
+
+void WarmAssignmentService::forget_expired_locked() {
+  const auto now = clock_.now();
+  std::erase_if(kept_, [now](const auto& entry) { return entry.second.kept_until <= now; });
+}
+
 AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization) {
   AssignmentAnswer refusal;
   std::optional<WarmPod> pod = authenticate(authorization, &refusal);
   if (!pod) return refusal;
   // Once the runner holds its assignment the token opens nothing: the agent's own commands,
   // which start later in the same pod, could read the token's file.
-  if (pod->confirmed) {
+  const std::optional<Kept> kept = kept_for(pod->uid);
+  if (pod->confirmed || (kept && kept->confirmed)) {
     return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
   }
-  if (!pod->assignment) return answer("waiting", 204, nullptr);
-  // The cache may not show a confirm made a moment ago: the apiserver decides before a secret
-  // leaves. One read per assignment handed out, none per held request.
+  // Neither the cache nor a claim of this process says the pod is assigned: held, at no cost.
+  if (!pod->assignment && !kept) return answer("waiting", 204, nullptr);
+  // The cache may not show a confirm made a moment ago, nor the claim's assignment yet: the
+  // apiserver decides before a secret leaves. One read per assignment handed out, none per held
+  // request.
   std::optional<WarmPod> live;
   try {
     live = pods_.read_live(*pod);
@@ -136,16 +168,26 @@ AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization) {
   if (!live->assignment) return answer("waiting", 204, nullptr);
   pod = std::move(live);
   std::optional<std::string> work_secret;
-  try {
-    work_secret = pods_.read_work_secret(pod->ns, pod->assignment->secret_name);
-  } catch (const std::exception& error) {
-    return answer("unavailable", 503,
-                  error_body(std::string("the session's Secret cannot be read: ") + error.what()));
+  if (kept && kept->hand_over.assignment.work_id == pod->assignment->work_id &&
+      kept->hand_over.assignment.secret_name == pod->assignment->secret_name) {
+    work_secret = kept->hand_over.work_secret;  // what the claim wrote into that Secret
+  } else {
+    try {
+      work_secret = pods_.read_work_secret(pod->ns, pod->assignment->secret_name);
+    } catch (const std::exception& error) {
+      return answer(
+          "unavailable", 503,
+          error_body(std::string("the session's Secret cannot be read: ") + error.what()));
+    }
   }
   // The claim writes the Secret before it assigns the pod, so this is a Secret removed since:
   // the claims sweep decides about it, and the runner asks again.
   if (!work_secret || work_secret->empty()) {
     return answer("unavailable", 503, error_body("the session's Secret is not there"));
+  }
+  if (kept) {
+    std::lock_guard lock(kept_mutex_);
+    if (const auto it = kept_.find(pod->uid); it != kept_.end()) it->second.handed_out = *pod;
   }
   return answer("assigned", 200,
                 nlohmann::json{{"work_id", pod->assignment->work_id},
@@ -165,6 +207,25 @@ AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
   } catch (const nlohmann::json::exception&) {
     return answer("bad_request", 400, error_body("the body must be {\"work_id\": string}"));
   }
+  // A runner answered from a hand-over confirms before the cache shows its assignment: the
+  // apiserver's pod decides then, as it was read to hand the assignment out (a change since is
+  // the patch's 409), or read now.
+  const std::optional<Kept> kept = pod->assignment ? std::nullopt : kept_for(pod->uid);
+  if (kept && kept->handed_out) {
+    pod = kept->handed_out;
+  } else if (kept) {
+    std::optional<WarmPod> live;
+    try {
+      live = pods_.read_live(*pod);
+    } catch (const std::exception& error) {
+      return answer("unavailable", 503,
+                    error_body(std::string("the warm pod cannot be read: ") + error.what()));
+    }
+    if (!live || live->uid != pod->uid || live->finished) {
+      return answer("gone", 410, error_body("this warm pod has finished"));
+    }
+    pod = std::move(live);
+  }
   if (!pod->assignment || pod->assignment->work_id != work_id) {
     return answer("mismatch", 409, error_body("this warm pod is not assigned that work item"));
   }
@@ -176,9 +237,21 @@ AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
     return answer("unavailable", 503,
                   error_body(std::string("the confirm cannot be recorded: ") + error.what()));
   }
-  // The pod changed since the cache showed it: decided again on the runner's retry, from a
-  // cache that has caught up.
-  if (!marked) return answer("unavailable", 503, error_body("the pod changed; ask again"));
+  // The pod changed since it was read: decided again on the runner's retry, from a cache that
+  // has caught up or a new read.
+  if (!marked) {
+    std::lock_guard lock(kept_mutex_);
+    if (const auto it = kept_.find(pod->uid); it != kept_.end()) it->second.handed_out.reset();
+    return answer("unavailable", 503, error_body("the pod changed; ask again"));
+  }
+  {
+    // The token opens nothing from now on, whatever the cache shows, and the secret goes.
+    std::lock_guard lock(kept_mutex_);
+    if (const auto it = kept_.find(pod->uid); it != kept_.end()) {
+      it->second.confirmed = true;
+      it->second.hand_over.work_secret.clear();
+    }
+  }
   return answer("confirmed", 204, nullptr);
 }
 

@@ -2,10 +2,13 @@
 
 // The operator's side of a warm runner's assignment (docs/warm-pool.md): who is asking, from the
 // token the operator minted for one warm pod, and what that pod has been assigned, from the pod
-// and its session's Secret alone. Nothing is kept in memory: any replica, or the operator after a
-// restart, answers the same from the cluster.
+// and its session's Secret. Any replica, or the operator after a restart, answers the same from
+// the cluster; what the claim that assigned a pod hands over only makes the answer sooner.
 
+#include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -29,6 +32,15 @@ struct WarmPodAssignment {
   std::string work_id{};
   std::string session_id{};
   std::string secret_name{};
+};
+
+// What the claim that assigned a warm pod knows the moment its patch is answered: the pod's
+// held request is then decided at once, before the pod informer's event, and the work secret is
+// not read back from the Secret the claim wrote. Holds the work secret: never log it.
+struct WarmHandOver {
+  std::string pod_uid{};
+  WarmPodAssignment assignment{};
+  std::string work_secret{};
 };
 
 // What the assignment service reads of a warm pod.
@@ -76,12 +88,15 @@ struct AssignmentAnswer {
 
 // The protocol of runner/warm_assignment.h, decided from the directory:
 //   fetch:   no or unknown token 401; pod finished, or assignment confirmed 410; no assignment
-//            yet 204 (the server holds the request and asks again); then the pod is read from the
-//            apiserver, and finished, replaced or confirmed there is 410; the pod or the Secret not
-//            readable 503; otherwise 200 {"work_id","session_id","work_secret"}.
+//            in the cache and none handed over, 204 (the server holds the request and asks
+//            again); then the pod is read from the apiserver, and finished, replaced or confirmed
+//            there is 410, not assigned there 204; the pod or the Secret not readable 503;
+//            otherwise 200 {"work_id","session_id","work_secret"}, the secret from the hand-over
+//            when it names the same item, else from the Secret.
 //   confirm: as fetch for the token; a body that is not {"work_id": string} 400; no assignment
-//            yet, or another work id than the pod's 409; confirmed already 204; the pod changed
-//            since the cache read it 503 (the runner retries); otherwise 204 once the mark holds.
+//            (in the cache, or in the apiserver when one was handed over), or another work id
+//            than the pod's 409; confirmed already 204; the pod changed since it was read 503
+//            (the runner retries); otherwise 204 once the mark holds.
 // `count` is told each answer's outcome, for a metric.
 class WarmAssignmentService {
  public:
@@ -91,14 +106,36 @@ class WarmAssignmentService {
   AssignmentAnswer fetch(std::string_view authorization);
   AssignmentAnswer confirm(std::string_view authorization, std::string_view body);
 
+  // A claim assigned a pod (its patch answered). Kept kHandOverKept: by then the cache shows the
+  // assignment, or the runner never asked. It decides nothing alone: the pod is still read from
+  // the apiserver before a secret leaves, and only the assignment found there is handed out.
+  void hand_over(WarmHandOver hand_over);
+  // Hand-overs whose work secret is still held (not confirmed, not expired); for tests.
+  std::size_t handed_over_secrets();
+
+  static constexpr std::chrono::seconds kHandOverKept{60};
+
  private:
+  struct Kept {
+    WarmHandOver hand_over{};
+    Clock::TimePoint kept_until{};
+    // The pod as the apiserver showed it when its assignment was handed out: the runner's
+    // confirm, which follows at once, is marked against it rather than read again.
+    std::optional<WarmPod> handed_out{};
+    bool confirmed = false;  // its secret dropped; the token opens nothing more
+  };
   // The pod the bearer token in `authorization` was minted for, or the refusal to send.
   std::optional<WarmPod> authenticate(std::string_view authorization, AssignmentAnswer* refusal);
   AssignmentAnswer answer(std::string_view outcome, int status, nlohmann::json body);
+  // The hand-over kept for `pod_uid`, if any (a copy: the lock is not held after).
+  std::optional<Kept> kept_for(const std::string& pod_uid);
+  void forget_expired_locked();
 
   WarmPodDirectory& pods_;
   const Clock& clock_;
   OutcomeCounter count_;
+  std::mutex kept_mutex_;
+  std::map<std::string, Kept> kept_;  // by pod uid
 };
 
 }  // namespace perimeter::agentenvironment

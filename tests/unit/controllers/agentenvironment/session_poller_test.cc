@@ -108,6 +108,9 @@ class SessionPollerTest : public ::testing::Test {
     return env;
   }
 
+  // What claims handed over to the assignment service, in order.
+  std::vector<WarmHandOver> handed_over_;
+
   std::unique_ptr<SessionPoller> make_poller(AgentEnvironment env, int threads = 1,
                                              std::shared_ptr<PollThreadBudget> budget = nullptr) {
     PollerDependencies deps{
@@ -123,6 +126,9 @@ class SessionPollerTest : public ::testing::Test {
         },
         [this] { ++state_changes_; },
         std::move(budget)};
+    deps.hand_over_warm_pod = [this](WarmHandOver hand_over) {
+      handed_over_.push_back(std::move(hand_over));
+    };
     return std::make_unique<SessionPoller>(PollerSettings{std::move(env), "envkey", "worker-1"},
                                            std::move(deps), threads);
   }
@@ -445,6 +451,32 @@ TEST_F(SessionPollerTest, AWarmPodReadyWhileThePollWasHeldTakesTheItem) {
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no dry run, no pod
   EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "warm"}}),
             1);
+}
+
+// The claim hands what it assigned to the assignment service as its patch is answered, so the
+// pod's held request is answered without waiting for the pod informer; a lost patch hands over
+// nothing.
+TEST_F(SessionPollerTest, AWonAssignmentIsHandedOverAndALostOneIsNot) {
+  auto poller = make_poller(environment());
+  census_.value.ready_warm = {{"warm-1", "uid-1", "3"}, {"warm-2", "uid-2", "4"}};
+  census_.value.unfinished = census_.in_cache = {"warm-1", "warm-2"};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _))
+      .WillOnce(
+          [&](const std::string&, const WarmPodRef&, const ClaimedSession&, const std::string&) {
+            EXPECT_TRUE(handed_over_.empty());  // not before the patch is answered
+            return false;
+          })
+      .WillOnce(Return(true));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  ASSERT_EQ(handed_over_.size(), 1u);
+  EXPECT_EQ(handed_over_[0].pod_uid, "uid-2");
+  EXPECT_EQ(handed_over_[0].assignment.work_id, "work_A");
+  EXPECT_EQ(handed_over_[0].assignment.session_id, "sesn_work_A");
+  EXPECT_EQ(handed_over_[0].assignment.secret_name, runner_object_name("work_A"));
+  EXPECT_EQ(handed_over_[0].work_secret, kSecret);
 }
 
 // Warm pods count against maxConcurrentSessions, and a warm claim turns one of them into the

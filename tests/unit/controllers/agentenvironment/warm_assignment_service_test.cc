@@ -32,6 +32,7 @@ class FakeWarmPodDirectory final : public WarmPodDirectory {
   }
   std::optional<std::string> read_work_secret(const std::string& ns,
                                               const std::string& name) override {
+    ++secret_reads;
     if (secret_read_fails) throw std::runtime_error("apiserver unreachable");
     auto it = secrets.find(ns + "/" + name);
     if (it == secrets.end()) return std::nullopt;
@@ -80,6 +81,7 @@ class FakeWarmPodDirectory final : public WarmPodDirectory {
   bool secret_read_fails = false;
   int confirm_writes = 0;
   int live_reads = 0;
+  int secret_reads = 0;
 
  private:
   int version_ = 100;
@@ -251,6 +253,87 @@ TEST_F(WarmAssignmentServiceTest, AConfirmMustNameTheWorkItem) {
   EXPECT_EQ(service_.confirm(bearer(token), R"({"work_id": 7})").status, 400);
   EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_2")).status, 409);
   EXPECT_EQ(pods_.confirm_writes, 0);
+}
+
+// The claim that assigned a pod hands its assignment over (docs/warm-pool.md): the held request
+// is answered before the pod informer's event arrives, and the work secret is not read back from
+// the Secret the claim wrote. The apiserver still decides before a secret leaves.
+TEST_F(WarmAssignmentServiceTest, AHandedOverAssignmentIsAnsweredBeforeTheCacheShowsIt) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");  // on the server; the cache lags
+  service_.hand_over({"uid-warm-a", {"work_1", "sesn-work_1", "run-work_1"}, "c2VjcmV0"});
+
+  const AssignmentAnswer assigned = service_.fetch(bearer(token));
+  ASSERT_EQ(assigned.status, 200);
+  EXPECT_EQ(assigned.body["work_id"], "work_1");
+  EXPECT_EQ(assigned.body["session_id"], "sesn-work_1");
+  EXPECT_EQ(assigned.body["work_secret"], "c2VjcmV0");
+  EXPECT_EQ(pods_.live_reads, 1);
+  EXPECT_EQ(pods_.secret_reads, 0);
+  // The confirm, with the cache still behind: decided from the apiserver's pod as the fetch read
+  // it, not read again.
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
+  EXPECT_EQ(pods_.confirm_writes, 1);
+  EXPECT_EQ(pods_.live_reads, 1);
+  // After it the token opens nothing, handed over or not.
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
+  EXPECT_EQ(outcomes_, (std::vector<std::string>{"assigned", "confirmed", "gone"}));
+}
+
+// A hand-over is what a claim said, not what the apiserver holds: it never answers alone.
+TEST_F(WarmAssignmentServiceTest, AHandOverTheApiserverDoesNotBackHandsOutNothing) {
+  const std::string token = pods_.add_pod("warm-a");
+  service_.hand_over({"uid-warm-a", {"work_1", "sesn-work_1", "run-work_1"}, "c2VjcmV0"});
+  // Not assigned on the server: held, and a confirm is refused.
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 204);
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 409);
+  // Assigned another item than the hand-over says: that item, with its Secret's secret.
+  pods_.assign("warm-a", "work_2", "b3RoZXI=");
+  const AssignmentAnswer assigned = service_.fetch(bearer(token));
+  ASSERT_EQ(assigned.status, 200);
+  EXPECT_EQ(assigned.body["work_id"], "work_2");
+  EXPECT_EQ(assigned.body["work_secret"], "b3RoZXI=");
+  // Confirmed by a runner the cache has not caught up with: a replay is refused all the same.
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_2")).status, 204);
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
+  // Another pod's hand-over opens nothing for this token.
+  const std::string other = pods_.add_pod("warm-b");
+  service_.hand_over({"uid-warm-a", {"work_3", "sesn-work_3", "run-work_3"}, "c2VjcmV0"});
+  EXPECT_EQ(service_.fetch(bearer(other)).status, 204);
+  EXPECT_EQ(pods_.confirm_writes, 1);
+}
+
+// The pod changed between the fetch that read it and the confirm: the confirm's patch is refused,
+// and the runner's retry reads the pod again rather than fail on the same old version.
+TEST_F(WarmAssignmentServiceTest, AConfirmAfterTheHandedOutPodChangedReadsItAgain) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  service_.hand_over({"uid-warm-a", {"work_1", "sesn-work_1", "run-work_1"}, "c2VjcmV0"});
+  ASSERT_EQ(service_.fetch(bearer(token)).status, 200);
+  pods_.server["warm-a"]["metadata"]["resourceVersion"] = "999";
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 503);
+  EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
+  EXPECT_EQ(pods_.confirm_writes, 1);
+  EXPECT_EQ(pods_.live_reads, 2);
+}
+
+// A hand-over is kept for a bounded time (by then the cache shows the assignment, or the runner
+// never asked), so the secrets held in memory stay few; once confirmed it holds no secret.
+TEST_F(WarmAssignmentServiceTest, HandOversAreForgottenAfterABoundAndDropTheirSecretOnConfirm) {
+  const std::string token = pods_.add_pod("warm-a");
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  service_.hand_over({"uid-warm-a", {"work_1", "sesn-work_1", "run-work_1"}, "c2VjcmV0"});
+  service_.hand_over({"uid-never-asks", {"work_9", "sesn-work_9", "run-work_9"}, "c2VjcmV0"});
+  EXPECT_EQ(service_.handed_over_secrets(), 2u);
+  ASSERT_EQ(service_.fetch(bearer(token)).status, 200);
+  ASSERT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
+  EXPECT_EQ(service_.handed_over_secrets(), 1u);
+  clock_.advance(std::chrono::minutes(2));
+  service_.hand_over({"uid-new", {"work_5", "sesn-work_5", "run-work_5"}, "c2VjcmV0"});
+  EXPECT_EQ(service_.handed_over_secrets(), 1u);
+  // Forgotten, the pod is answered from the cluster as before.
+  pods_.sync();
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
 }
 
 TEST(ReadWarmPod, OnlyAWarmPodWithItsTokensHashIsOne) {
