@@ -34,8 +34,8 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
       claim_to_runner_started_seconds(
           prometheus::BuildHistogram()
               .Name("perimeter_claim_to_runner_started_seconds")
-              .Help("From the poll that returned a session to its runner container starting "
-                    "(the pod's startedAt, whole seconds)")
+              .Help("From the poll that returned a session to its cold runner pod's container "
+                    "starting (the pod's startedAt, whole seconds); warm pods are not observed")
               .Register(registry)),
       polls_total(counter(registry, "perimeter_polls_total",
                           "Work-queue polls, by result (work, empty, error)")),
@@ -87,7 +87,7 @@ OperatorMetrics::OperatorMetrics(prometheus::Registry& registry)
       claim_seconds(prometheus::BuildHistogram()
                         .Name("perimeter_claim_seconds")
                         .Help("From the poll that returned a session to its claim's last write "
-                              "(warm: the ack after the assignment; cold: the pod's create), by "
+                              "(warm: the assignment after the ack; cold: the pod's create), by "
                               "kind")
                         .Register(registry)),
       warm_assignment_conflicts_total(

@@ -17,7 +17,8 @@ namespace perimeter::agentenvironment {
 // terminated startedAt, as the kubelet reports it: to the second), or nullopt while it has not.
 std::optional<std::chrono::system_clock::time_point> runner_started_at(const nlohmann::json& pod);
 
-// Observes perimeter_claim_to_runner_started_seconds once per runner pod: from its claim (the
+// Observes perimeter_claim_to_runner_started_seconds once per cold runner pod (a warm pod's runner
+// starts before its claim, and is left out): from its claim (the
 // perimeter.dev/claimed-at annotation the claim wrote, on the claiming process's clock) to its
 // runner container starting, read from the pod's status as the informer cache delivers it.
 //
