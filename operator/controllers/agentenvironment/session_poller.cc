@@ -736,6 +736,10 @@ PollOutcome SessionPoller::start_pod(const AgentEnvironment& env, const ClaimedS
              prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                                      2.5, 5, 10})
         .Observe(seconds);
+  } else {
+    // A pod made after its claim's pass (a create that failed then, or the claims sweep after a
+    // restart): the claim is counted now, without a latency.
+    deps_.metrics.claims_total.Add({{"environment", label()}, {"kind", "cold"}}).Increment();
   }
   deps_.logger.info("runner pod created", log_fields);
   return PollOutcome::kClaimed;

@@ -786,6 +786,9 @@ TEST_F(SessionPollerTest, AClaimWithoutItsPodGetsItOnlyWhenItsItemWasAcknowledge
   EXPECT_EQ(pod["metadata"]["labels"]["perimeter.dev/session-id"], "sesn_work_A");
   EXPECT_EQ(pod["metadata"]["annotations"]["perimeter.dev/claimed-at"], claimed_at);
   EXPECT_EQ(counter(metrics_.sessions_started_total, {{"environment", "agents/payments"}}), 1);
+  // A claim the sweep finished is a cold claim like any other (its latency is unknown here).
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "cold"}}),
+            1);
 
   // Queued: mid-claim or left to the reclaim. Stopped or unknown: over. No answer: undecided.
   EXPECT_CALL(api_, retrieve_work("work_B")).WillOnce(Return(item("work_B", "queued")));
