@@ -320,7 +320,7 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
                            kAnnotations = "annotations", kLabels = "labels", kStatus = "status",
                            kPhase = "phase", kCreationTimestamp = "creationTimestamp",
                            kOutcome{kAnnotationOutcome}, kRecordedAt{kAnnotationRecordedAt},
-                           kWorkId{kAnnotationWorkId}, kSessionId{kLabelSessionId};
+                           kSessionId{kLabelSessionId};
   static const json kEmpty = json::object();
   const auto field = [](const json& object, const std::string& key) -> const json& {
     const auto it = object.find(key);
@@ -367,6 +367,7 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
     if (!pod_finished(*pod)) {
       ++outcomes.unfinished;
       if (!warm) ++outcomes.active;
+      if (assigned_warm_pod(*pod)) ++outcomes.active_warm;
       // By phase, for the metrics: a pod the kubelet has not reported on yet is Pending.
       const std::string& phase = cached_string(field(*pod, kStatus), kPhase);
       if (phase == "Running") {
@@ -393,8 +394,9 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
       finished.name = metadata.value("name", "");
       finished.resource_version = metadata.value("resourceVersion", "");
       finished.session_id = cached_string(field(metadata, kLabels), kSessionId);
-      finished.work_id = cached_string(annotations, kWorkId);
+      finished.work_id = session_work_id(*pod);
       finished.succeeded = (*pod)["status"].value("phase", "") == "Succeeded";
+      finished.warm = assigned_warm_pod(*pod);
       if (!finished.succeeded) finished.failure_reason = failure_reason(*pod);
       outcomes.unmarked.push_back(std::move(finished));
       continue;
@@ -848,6 +850,8 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
     const json sessions = status.value("sessions", json::object());
     std::int64_t succeeded = sessions.value("succeeded", std::int64_t{0});
     std::int64_t failed = sessions.value("failed", std::int64_t{0});
+    // Of those, the sessions a warm pod served: counted with their outcome, by the same write.
+    std::int64_t finished_warm = sessions.value("finishedWarm", std::int64_t{0});
     std::set<std::string> listed;
     for (const auto& uid : sessions.value("pendingMarks", json::array())) {
       if (uid.is_string()) listed.insert(uid.get<std::string>());
@@ -859,16 +863,19 @@ json AgentEnvironmentReconciler::desired_status(const json& base, std::int64_t g
         if (newly == kMaxCountedPerWrite) continue;  // the rest in the next write
         ++newly;
         ++(pod.succeeded ? succeeded : failed);
+        if (pod.warm) ++finished_warm;
         if (counted != nullptr) counted->push_back(pod);
       }
       pending.push_back(pod.uid);
     }
     status["activeSessions"] = static_cast<std::int64_t>(outcomes.active);
-    // Every claimed session is running, or has been counted as succeeded or failed.
-    status["sessions"] = {
-        {"succeeded", succeeded},
-        {"failed", failed},
-        {"claimed", succeeded + failed + static_cast<std::int64_t>(outcomes.active)}};
+    // Every claimed session is running, or has been counted as succeeded or failed; and was
+    // served by a warm pod or by its own cold one.
+    const std::int64_t claimed = succeeded + failed + static_cast<std::int64_t>(outcomes.active);
+    const std::int64_t warm = finished_warm + static_cast<std::int64_t>(outcomes.active_warm);
+    status["sessions"] = {{"succeeded", succeeded}, {"failed", failed},
+                          {"claimed", claimed},     {"warm", warm},
+                          {"cold", claimed - warm}, {"finishedWarm", finished_warm}};
     if (!pending.empty()) status["sessions"]["pendingMarks"] = std::move(pending);
   }
   if (outcomes.workspaces) {

@@ -143,6 +143,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   struct FinishedPod {
     std::string uid, name, resource_version, session_id, work_id;
     bool succeeded = false;
+    bool warm = false;  // a warm pod a claim assigned served it
     std::string failure_reason;
   };
   // What the pool is and says, for status.warmPool and the WarmPoolReady condition.
@@ -156,6 +157,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
     std::vector<FinishedPod> unmarked;
     std::optional<Clock::Duration> next_deletion;
     size_t active = 0;      // sessions' pods not finished
+    size_t active_warm = 0;  // of those, warm pods a claim assigned
     size_t unfinished = 0;  // every runner pod not finished: sessions' and unassigned warm ones
     // spec.warmPool (or warm pods left from one): the unassigned warm pods, and the sessions
     // claimed within options.warm_pool_claim_window.

@@ -28,6 +28,22 @@ bool unassigned_warm_pod(const json& pod) {
          cached_string(member_or_empty(metadata, kAnnotations), kAssigned).empty();
 }
 
+bool assigned_warm_pod(const json& pod) {
+  static const std::string kMetadata = "metadata", kLabels = "labels", kAnnotations = "annotations",
+                           kWarm{kLabelWarm}, kAssigned{kAnnotationAssignedWorkId};
+  const json& metadata = member_or_empty(pod, kMetadata);
+  return cached_string(member_or_empty(metadata, kLabels), kWarm) == "true" &&
+         !cached_string(member_or_empty(metadata, kAnnotations), kAssigned).empty();
+}
+
+const std::string& session_work_id(const json& pod) {
+  static const std::string kMetadata = "metadata", kAnnotations = "annotations",
+                           kWorkId{kAnnotationWorkId}, kAssigned{kAnnotationAssignedWorkId};
+  const json& annotations = member_or_empty(member_or_empty(pod, kMetadata), kAnnotations);
+  const std::string& cold = cached_string(annotations, kWorkId);
+  return cold.empty() ? cached_string(annotations, kAssigned) : cold;
+}
+
 WarmPodState warm_pod_state(const json& pod) {
   const json& status = member_or_empty(pod, "status");
   const std::string& phase = cached_string(status, "phase");

@@ -31,6 +31,14 @@ enum class WarmPodState {
 // perimeter.dev/warm=true without perimeter.dev/assigned-work-id. Such a pod is not a session.
 bool unassigned_warm_pod(const nlohmann::json& pod);
 
+// Whether `pod` is a warm pod a claim has assigned: labelled perimeter.dev/warm=true with
+// perimeter.dev/assigned-work-id. Such a pod is a session's, served warm.
+bool assigned_warm_pod(const nlohmann::json& pod);
+
+// The work id of the session a runner pod serves: perimeter.dev/work-id on a cold pod,
+// perimeter.dev/assigned-work-id on an assigned warm pod; empty on an unassigned warm pod.
+const std::string& session_work_id(const nlohmann::json& pod);
+
 // The state of a warm pod as cached.
 WarmPodState warm_pod_state(const nlohmann::json& pod);
 

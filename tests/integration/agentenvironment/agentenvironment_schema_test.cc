@@ -266,6 +266,23 @@ TEST_F(AgentEnvironmentSchemaTest, AWarmPoolIsStoredWithItsDefaultAndReadAsWritt
       parse_agent_environment(create_environment(valid_environment("cold"))).warm_pool.has_value());
 }
 
+// Issue 19, item 3: the status keeps the claimed sessions split into warm and cold as the
+// operator writes them; a field the schema lacked would be pruned without an error.
+TEST_F(AgentEnvironmentSchemaTest, TheStatusKeepsClaimedSessionsWarmAndCold) {
+  auto object = create_environment(valid_environment("counted"));
+  const json sessions = {{"claimed", 5},
+                         {"succeeded", 2},
+                         {"failed", 1},
+                         {"warm", 3},
+                         {"cold", 2},
+                         {"finishedWarm", 2},
+                         {"pendingMarks", {"0b6d1c1e-3f4a-4c55-9b1e-2f1a2b3c4d5e"}}};
+  object["status"] = {{"sessions", sessions}};
+  const json stored = environments_->update_status(ns_, object);
+  EXPECT_EQ(stored["status"]["sessions"], sessions);
+  EXPECT_EQ(environments_->get(ns_, "counted")["status"]["sessions"], sessions);
+}
+
 // Issue 18: a session workspace claim asked for with nothing else is stored with every default,
 // and the operator reads it as the schema wrote it.
 TEST_F(AgentEnvironmentSchemaTest, ASessionClaimWorkspaceIsStoredWithItsDefaults) {

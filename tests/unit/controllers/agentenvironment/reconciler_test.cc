@@ -16,6 +16,7 @@
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_workspace.h"
 #include "controllers/agentenvironment/warm_pool.h"
+#include "core/capturing_log_sink.h"
 #include "core/fake_clock.h"
 #include "core/fake_random.h"
 #include "core/time_format.h"
@@ -105,7 +106,7 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
                                metrics_,
                                clock_,
                                random_,
-                               Logger("test", StderrSink::instance(), LogLevel::kError),
+                               Logger("test", log_sink_, log_level_),
                                [this](const std::string& key) { enqueued_.push_back(key); },
                                &cilium_policies_,
                                &cilium_policy_client_,
@@ -221,6 +222,9 @@ class AgentEnvironmentReconcilerTest : public ::testing::Test {
   StoreRunnerPodCensus census_{pods_};
   OperatorMetrics metrics_{registry_};
   std::vector<std::string> enqueued_;
+  // Where the reconciler's log goes: errors to stderr, unless a test reads the lines.
+  std::shared_ptr<LogSink> log_sink_ = StderrSink::instance();
+  LogLevel log_level_ = LogLevel::kError;
 };
 
 // Issue 15, item 1: a claim retried long after its first attempt only rewrites the Secret that
@@ -983,6 +987,13 @@ class WarmPoolReconcilerTest : public AgentEnvironmentReconcilerTest {
     reconciler.reconcile({kNamespace, kName});
   }
   json warm_status() { return stored_environment()["status"].value("warmPool", json()); }
+  // A claim's assignment of the warm pod `name`, as it stands in the apiserver, to `work_id`.
+  bool assign(const std::string& name, const std::string& work_id) {
+    const json metadata = pod_client_.get(kNamespace, name)["metadata"];
+    return writer_.assign_warm_pod(
+        kNamespace, {name, metadata.value("uid", ""), metadata.value("resourceVersion", "")},
+        session(work_id), runner_object_name(work_id));
+  }
   std::vector<std::string> event_reasons() {
     std::vector<std::string> reasons;
     for (const auto& event : event_client_.list(kNamespace).value("items", json::array())) {
@@ -1270,6 +1281,85 @@ TEST_F(WarmPoolReconcilerTest, APoolRemovedFromTheSpecTakesItsPodsConditionAndFi
   EXPECT_EQ(condition_of(stored_environment(), "WarmPoolReady"), "");
   EXPECT_FALSE(stored_environment()["status"].contains("warmPool"));
   EXPECT_FALSE(metrics_.warm_pool_target.Has({{"environment", kKey}}));
+}
+
+// Issue 19, item 3: status.sessions says how many claimed sessions a warm pod served and how
+// many a cold one, each counted once: a running session by its pod, a finished one when its
+// outcome is counted, and never again after its pod is marked, the operator restarted, or the
+// pod removed.
+TEST_F(WarmPoolReconcilerTest, StatusCountsClaimedSessionsWarmAndColdEachOnce) {
+  const AgentEnvironment env = given(environment_object(warm_pool(1, 1)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  const auto pods = warm_pod_names();
+  ASSERT_EQ(pods.size(), 1u);
+  make_ready(pods);
+  pass(*reconciler);
+  EXPECT_EQ(count("warm"), 0) << "a warm pod no claim has assigned is no session";
+  EXPECT_EQ(count("cold"), 0);
+
+  // One claim takes the warm pod, another makes a cold pod.
+  sync_pods();
+  ASSERT_TRUE(assign(*pods.begin(), "work_9"));
+  given_runner_pod(env, "work_1", "Running");
+  pass(*reconciler);
+  EXPECT_EQ(count("claimed"), 2);
+  EXPECT_EQ(count("warm"), 1);
+  EXPECT_EQ(count("cold"), 1);
+
+  // The warm session ends: counted once as it is marked, and still after a restart and after
+  // retention removed its pod.
+  set_pod_status(*pods.begin(), {{"phase", "Succeeded"}});
+  pass(*reconciler);
+  EXPECT_EQ(count("succeeded"), 1);
+  EXPECT_EQ(count("warm"), 1);
+  EXPECT_EQ(count("cold"), 1);
+  reconciler = make_reconciler(warm_options());
+  pass(*reconciler);
+  pass(*reconciler);
+  EXPECT_FALSE(
+      server_.object_at(std::string("/api/v1/namespaces/") + kNamespace + "/pods/" + *pods.begin())
+          .has_value())
+      << "retention 0 removed the finished warm pod";
+  EXPECT_EQ(count("claimed"), 2);
+  EXPECT_EQ(count("warm"), 1);
+  EXPECT_EQ(count("cold"), 1);
+
+  // The cold one ends too: the split stays.
+  set_pod_status(runner_object_name("work_1"), {{"phase", "Failed"}});
+  pass(*reconciler);
+  pass(*reconciler);
+  EXPECT_EQ(count("failed"), 1);
+  EXPECT_EQ(count("claimed"), 2);
+  EXPECT_EQ(count("warm"), 1);
+  EXPECT_EQ(count("cold"), 1);
+}
+
+// A warm pod's item is in perimeter.dev/assigned-work-id, not perimeter.dev/work-id: the
+// "session finished" line names it all the same.
+TEST_F(WarmPoolReconcilerTest, AFinishedWarmSessionIsLoggedWithItsWorkId) {
+  const auto sink = std::make_shared<testing::CapturingLogSink>();
+  log_sink_ = sink;
+  log_level_ = LogLevel::kInfo;
+  given(environment_object(warm_pool(1, 1)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  const auto pods = warm_pod_names();
+  ASSERT_EQ(pods.size(), 1u);
+  make_ready(pods);
+  pass(*reconciler);
+  ASSERT_TRUE(assign(*pods.begin(), "work_9"));
+  set_pod_status(*pods.begin(), {{"phase", "Succeeded"}});
+  pass(*reconciler);
+  std::vector<json> finished;
+  for (const auto& line : sink->lines()) {
+    const json entry = json::parse(line, nullptr, false);
+    if (entry.is_object() && entry.value("msg", "") == "session finished")
+      finished.push_back(entry);
+  }
+  ASSERT_EQ(finished.size(), 1u);
+  EXPECT_EQ(finished[0].value("work_id", ""), "work_9");
+  EXPECT_EQ(finished[0].value("pod", ""), *pods.begin());
 }
 
 }  // namespace
