@@ -373,7 +373,8 @@ void KubeSessionObjectWriter::remove_assigned_warm_pod(const nlohmann::json& pod
 
 bool KubeSessionObjectWriter::assign_warm_pod(const std::string& ns, const WarmPodRef& pod,
                                               const ClaimedSession& session,
-                                              const std::string& secret_name) {
+                                              const std::string& secret_name,
+                                              std::int64_t /*session_deadline_seconds*/) {
   // The contract's three annotations, and what a cold claim's pod records besides: when the
   // item was polled and the Secret's version (retention deletes by them, docs/claiming.md), and
   // the work and session labels (the session survey, and find_assigned_pod's selector).

@@ -1,24 +1,28 @@
 #pragma once
 
 #include "controllers/agentenvironment/session_ports.h"
+#include "core/clock.h"
 #include "kube/api_error.h"
 #include "kube/resource_client.h"
 #include "runtime/store.h"
 
 namespace perimeter::agentenvironment {
 
-// Writes a session's Secret and Pod through the Kubernetes API.
+// Writes a session's Secret and Pod through the Kubernetes API. `clock`'s wall time dates a warm
+// pod's assignment, for the session's deadline.
 class KubeSessionObjectWriter final : public SessionObjectWriter {
  public:
-  KubeSessionObjectWriter(kube::ResourceClient& secrets, kube::ResourceClient& pods)
-      : secrets_(secrets), pods_(pods) {}
+  KubeSessionObjectWriter(kube::ResourceClient& secrets, kube::ResourceClient& pods,
+                          const Clock& clock = SystemClock::instance())
+      : secrets_(secrets), pods_(pods), clock_(clock) {}
   std::optional<ObjectVersion> ensure_secret(const nlohmann::json& secret) override;
   bool ensure_pod(const nlohmann::json& pod) override;
   void check_pod(const nlohmann::json& pod) override;
   void release_pod(const std::string& ns, const std::string& name) override;
   void remove_finished(const nlohmann::json& pod) override;
   bool assign_warm_pod(const std::string& ns, const WarmPodRef& pod, const ClaimedSession& session,
-                       const std::string& secret_name) override;
+                       const std::string& secret_name,
+                       std::int64_t session_deadline_seconds) override;
   std::optional<std::string> find_assigned_pod(const std::string& ns,
                                                const std::string& environment_name,
                                                const std::string& work_id) override;
@@ -29,6 +33,7 @@ class KubeSessionObjectWriter final : public SessionObjectWriter {
 
   kube::ResourceClient& secrets_;
   kube::ResourceClient& pods_;
+  const Clock& clock_;
 };
 
 // Reads an environment's runner pods from the pod informer's store, through indexes it adds to

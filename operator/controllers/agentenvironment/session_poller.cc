@@ -566,7 +566,8 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
     }
     bool won = false;
     try {
-      won = deps_.objects.assign_warm_pod(env.namespace_, pod, session, secret_name);
+      won = deps_.objects.assign_warm_pod(env.namespace_, pod, session, secret_name,
+                                          env.runner.active_deadline_seconds);
     } catch (const std::exception& e) {
       {
         std::lock_guard lock(mutex_);

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -42,6 +44,12 @@ struct WarmPodRef {
   std::string name{};
   std::string uid{};
   std::string resource_version{};
+  // When the pod started (status.startTime, from which the kubelet counts activeDeadlineSeconds),
+  // or its creationTimestamp (earlier) when the cache shows no start: the assignment gives the
+  // session its deadline from now by adding the pod's age.
+  std::optional<std::chrono::system_clock::time_point> started_at{};
+  // Its spec.activeDeadlineSeconds: only a warm pod an earlier version made carries one.
+  std::optional<std::int64_t> active_deadline_seconds{};
 };
 
 // A runner pod holding the assignment of a work item (a warm pod a claim assigned).
@@ -81,12 +89,16 @@ class SessionObjectWriter {
   // perimeter.dev/assigned-secret names and with its own Secret (named like the pod).
   virtual void remove_finished(const nlohmann::json& pod) = 0;
   // Hands the ready warm pod `pod` the claimed session, whose Secret `session.secret` records
-  // and is named `secret_name`: one merge patch of its assignment annotations carrying the
-  // resourceVersion the census showed, so that of two claims of one pod exactly one wins. False
-  // when the pod changed since (409: another claim won it, or it finished or is being deleted)
-  // or is gone (404); throws on failures that may pass.
+  // and is named `secret_name`: one merge patch of its assignment annotations and of the
+  // session's deadline (spec.activeDeadlineSeconds: the pod's age plus
+  // `session_deadline_seconds`, the environment's spec.runner.activeDeadlineSeconds), carrying
+  // the resourceVersion the census showed, so that of two claims of one pod exactly one wins and
+  // the assignment never lands without its deadline. False when the pod changed since (409:
+  // another claim won it, or it finished or is being deleted) or is gone (404); throws on
+  // failures that may pass.
   virtual bool assign_warm_pod(const std::string& ns, const WarmPodRef& pod,
-                               const ClaimedSession& session, const std::string& secret_name) = 0;
+                               const ClaimedSession& session, const std::string& secret_name,
+                               std::int64_t session_deadline_seconds) = 0;
   // The name of a runner pod of the environment that holds the assignment of `work_id`, read
   // from the apiserver, not the cache: the claims sweep asks it before it makes a cold pod for
   // an acknowledged item. Throws on failures.

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <memory>
+#include <stdexcept>
 #include <thread>
 
 #include "cluster/local_cluster.h"
@@ -14,17 +16,60 @@
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/session_workspace.h"
 #include "controllers/agentenvironment/warm_assignment_service.h"
+#include "core/clock.h"
+#include "core/time_format.h"
 #include "install_crds.h"
 #include "kube/api_error.h"
 #include "kube/config.h"
 #include "kube/http_transport.h"
 #include "kube/resource_client.h"
 #include "localcluster/tools.h"
+#include "runtime/store.h"
 
 namespace perimeter::agentenvironment {
 namespace {
 
 using nlohmann::json;
+
+// A wall clock set by the test: the assignment dates the session's deadline by it.
+class SetWallClock final : public Clock {
+ public:
+  explicit SetWallClock(std::chrono::system_clock::time_point wall) : wall_(wall) {}
+  TimePoint now() const override { return std::chrono::steady_clock::now(); }
+  std::chrono::system_clock::time_point wall_now() const override { return wall_; }
+
+ private:
+  std::chrono::system_clock::time_point wall_;
+};
+
+// A warm pod as the pool made it, then Running with its runner started (no node runs it here:
+// the status is written as a kubelet would, started `started_after` its creation), and the
+// census's view of it from the cache as the operator trims it.
+WarmPodRef start_warm_pod(kube::ResourceClient& pods, const AgentEnvironment& env, json pod,
+                          std::chrono::seconds started_after) {
+  const std::string& ns = env.namespace_;
+  json created = pods.create(ns, pod);
+  const auto creation = parse_rfc3339(created["metadata"].value("creationTimestamp", ""));
+  if (!creation) throw std::runtime_error("no creationTimestamp: " + created.dump());
+  const std::string started = format_rfc3339(*creation + started_after);
+  created["status"] = {{"phase", "Running"},
+                       {"startTime", started},
+                       {"containerStatuses",
+                        {{{"name", "runner"},
+                          {"image", created["spec"]["containers"][0]["image"]},
+                          {"imageID", ""},
+                          {"ready", true},
+                          {"restartCount", 0},
+                          {"state", {{"running", {{"startedAt", started}}}}}}}}};
+  json running = pods.update_status(ns, created);
+  trim_runner_pod(running);
+  runtime::Store cache;
+  StoreRunnerPodCensus census(cache);
+  cache.upsert(std::make_shared<const json>(std::move(running)));
+  const auto ready = census.ready_warm_pods(ns, env.name);
+  if (ready.size() != 1) throw std::runtime_error("the census shows no ready warm pod");
+  return ready[0];
+}
 
 kube::ResourceType agent_environments() {
   return {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true};
@@ -537,22 +582,32 @@ TEST_F(AgentEnvironmentSchemaTest, AWarmPodIsAssignedOnceFoundByItsItemAndRemove
   const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
                                     "-----BEGIN CERTIFICATE-----"};
   secrets->create(ns_, build_warm_pod_secret(env, "warm-0a1b2c", "token", endpoint));
-  const auto created =
-      pods->create(ns_, build_warm_runner_pod(env, "warm-0a1b2c", "ab12", endpoint));
-  const WarmPodRef cached{"warm-0a1b2c", created["metadata"]["uid"].get<std::string>(),
-                          created["metadata"]["resourceVersion"].get<std::string>()};
+  const json warm_pod = build_warm_runner_pod(env, "warm-0a1b2c", "ab12", endpoint);
+  EXPECT_FALSE(warm_pod["spec"].contains("activeDeadlineSeconds"));
+  const WarmPodRef cached = start_warm_pod(*pods, env, warm_pod, std::chrono::seconds(2));
+  ASSERT_TRUE(cached.started_at.has_value());
 
   ClaimedSession first{"work_01WARM", "sesn_01WARM", "eyJzZXNzaW9uc190b2tlbiI6IngifQ",
                        "2026-12-01T06:00:00.000000Z"};
   first.secret = *writer.ensure_secret(build_session_secret(env, first));
   const ClaimedSession second{"work_02WARM", "sesn_02WARM", "eyJzZXNzaW9uc190b2tlbiI6InkifQ",
                               "2026-12-01T06:00:00.000001Z"};
-  ASSERT_TRUE(writer.assign_warm_pod(ns_, cached, first, runner_object_name(first.work_id)));
-  EXPECT_FALSE(writer.assign_warm_pod(ns_, cached, second, runner_object_name(second.work_id)))
+  // Assigned 50 minutes after its start: its session still gets the environment's whole hour.
+  // One merge patch carries the annotations, the labels and spec.activeDeadlineSeconds under
+  // the resourceVersion, and the apiserver takes it.
+  const SetWallClock assigned_at(*cached.started_at + std::chrono::minutes(50) +
+                                 std::chrono::milliseconds(500));
+  KubeSessionObjectWriter assigning(*secrets, *pods, assigned_at);
+  ASSERT_EQ(env.runner.active_deadline_seconds, 3600);
+  ASSERT_TRUE(assigning.assign_warm_pod(ns_, cached, first, runner_object_name(first.work_id),
+                                        env.runner.active_deadline_seconds));
+  EXPECT_FALSE(
+      assigning.assign_warm_pod(ns_, cached, second, runner_object_name(second.work_id), 60))
       << "a claim from the same cached resourceVersion won the pod again";
   auto assigned = pods->get(ns_, "warm-0a1b2c");
   EXPECT_EQ(assigned["metadata"]["annotations"][std::string(kAnnotationAssignedWorkId)],
             "work_01WARM");
+  EXPECT_EQ(assigned["spec"]["activeDeadlineSeconds"], 3001 + 3600) << assigned["spec"].dump();
   EXPECT_EQ(writer.find_assigned_pod(ns_, env.name, "work_01WARM"),
             std::optional<std::string>("warm-0a1b2c"));
   EXPECT_FALSE(writer.find_assigned_pod(ns_, env.name, "work_02WARM").has_value());
@@ -572,6 +627,51 @@ TEST_F(AgentEnvironmentSchemaTest, AWarmPodIsAssignedOnceFoundByItsItemAndRemove
   EXPECT_TRUE(gone(*secrets, runner_object_name("work_01WARM")));
   EXPECT_TRUE(gone(*secrets, "warm-0a1b2c"));
   EXPECT_TRUE(gone(*pods, "warm-0a1b2c"));
+}
+
+// The apiserver's rules for a running pod's deadline, which the assignment patch follows: it may
+// be added or lowered, never raised. A warm pod an earlier version made with the session's
+// deadline from its start keeps it (the patch leaves it out, and the assignment still lands);
+// one that ends later is lowered to the session's.
+TEST_F(AgentEnvironmentSchemaTest, TheAssignmentLowersAnEarlierWarmPodsDeadlineAndNeverRaisesIt) {
+  const auto env = parse_agent_environment(create_environment(valid_environment("warmdeadline")));
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  auto secrets = client(kube::resources::secrets());
+  auto pods = client(kube::resources::pods());
+  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
+                                    "-----BEGIN CERTIFICATE-----"};
+  const auto earlier_pod = [&](const std::string& name, std::int64_t deadline) {
+    json pod = build_warm_runner_pod(env, name, "hash-" + name, endpoint);
+    pod["spec"]["activeDeadlineSeconds"] = deadline;
+    return start_warm_pod(*pods, env, pod, std::chrono::seconds(0));
+  };
+  const WarmPodRef hour = earlier_pod("warm-hour", 3600);
+  const WarmPodRef day = earlier_pod("warm-day", 86400);
+  EXPECT_EQ(hour.active_deadline_seconds, std::optional<std::int64_t>(3600));
+
+  // Raising it is refused, whatever else the patch carries.
+  try {
+    pods->merge_patch(ns_, "warm-hour", {{"spec", {{"activeDeadlineSeconds", 4200}}}});
+    FAIL() << "the apiserver raised a running pod's deadline";
+  } catch (const kube::ApiError& e) {
+    EXPECT_EQ(e.kind(), kube::ErrorKind::kInvalid) << e.what();
+  }
+
+  const SetWallClock ten_minutes_on(*hour.started_at + std::chrono::minutes(10));
+  KubeSessionObjectWriter writer(*secrets, *pods, ten_minutes_on);
+  const ClaimedSession first{"work_01HOUR", "sesn_01HOUR", "", "2026-12-01T06:00:00.000000Z"};
+  const ClaimedSession second{"work_02DAY", "sesn_02DAY", "", "2026-12-01T06:00:00.000001Z"};
+  ASSERT_TRUE(writer.assign_warm_pod(ns_, hour, first, runner_object_name(first.work_id), 3600));
+  const json kept = pods->get(ns_, "warm-hour");
+  EXPECT_EQ(kept["spec"]["activeDeadlineSeconds"], 3600);
+  EXPECT_EQ(kept["metadata"]["annotations"][std::string(kAnnotationAssignedWorkId)], "work_01HOUR");
+  const auto day_age =
+      std::chrono::ceil<std::chrono::seconds>(ten_minutes_on.wall_now() - *day.started_at);
+  ASSERT_TRUE(writer.assign_warm_pod(ns_, day, second, runner_object_name(second.work_id), 3600));
+  EXPECT_EQ(pods->get(ns_, "warm-day")["spec"]["activeDeadlineSeconds"], day_age.count() + 3600);
 }
 
 }  // namespace

@@ -54,8 +54,8 @@ class InterleavingWriter final : public SessionObjectWriter {
   }
   void remove_finished(const json& pod) override { target_.remove_finished(pod); }
   bool assign_warm_pod(const std::string& ns, const WarmPodRef& pod, const ClaimedSession& session,
-                       const std::string& secret_name) override {
-    return target_.assign_warm_pod(ns, pod, session, secret_name);
+                       const std::string& secret_name, std::int64_t deadline_seconds) override {
+    return target_.assign_warm_pod(ns, pod, session, secret_name, deadline_seconds);
   }
   std::optional<std::string> find_assigned_pod(const std::string& ns,
                                                const std::string& environment_name,

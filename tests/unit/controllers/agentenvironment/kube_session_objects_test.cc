@@ -16,6 +16,8 @@
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_pod_cache.h"
 #include "controllers/agentenvironment/runner_resources.h"
+#include "core/fake_clock.h"
+#include "core/time_format.h"
 #include "kube/fake_api_server.h"
 #include "runtime/store.h"
 
@@ -341,7 +343,8 @@ class AssignedWarmPodRetentionTest : public RecordedSecretRetentionTest {
     json pod = *server_.object_at("/api/v1/namespaces/a/pods/" + pod_name);
     const WarmPodRef ref{pod_name, pod["metadata"]["uid"].get<std::string>(),
                          pod["metadata"]["resourceVersion"].get<std::string>()};
-    EXPECT_TRUE(writer_.assign_warm_pod("a", ref, recorded, runner_object_name(recorded.work_id)));
+    EXPECT_TRUE(
+        writer_.assign_warm_pod("a", ref, recorded, runner_object_name(recorded.work_id), 3600));
     pod = *server_.object_at("/api/v1/namespaces/a/pods/" + pod_name);
     pod["status"] = {{"phase", "Succeeded"}};
     pod = pods_.update_status("a", pod);
@@ -419,6 +422,115 @@ TEST_F(AssignedWarmPodRetentionTest, NoFailedStepLeavesASecretWithoutItsPod) {
     EXPECT_FALSE(exists("secrets", "warm-1"));
     EXPECT_FALSE(stored("secrets").has_value());
   }
+}
+
+// A warm pod's session gets its whole deadline from its assignment (docs/warm-pool.md "The
+// deadline"): the kubelet counts spec.activeDeadlineSeconds from the pod's start, so the
+// assignment's patch sets it to the pod's age as the census knows it, rounded up, plus the
+// session's deadline, in the one patch that carries the assignment and the resourceVersion.
+class WarmPodDeadlineTest : public KubeSessionObjectsTest {
+ protected:
+  WarmPodDeadlineTest() { server_.use_clock(&clock_); }
+
+  // A ready warm pod created now; `started_after` later the kubelet started it (no start time
+  // when nullopt). `deadline`: one an earlier version of the operator gave its warm pods.
+  void seed_warm_pod(const std::string& name, std::optional<std::chrono::seconds> started_after,
+                     std::optional<std::int64_t> deadline = std::nullopt) {
+    json pod = build_warm_runner_pod(environment(), name, "hash-" + name,
+                                     {"https://assign.example:8443", "CA PEM"});
+    pod["metadata"]["creationTimestamp"] = format_rfc3339(clock_.wall_now());
+    pod["status"] = {{"phase", "Running"},
+                     {"containerStatuses",
+                      {{{"name", "runner"}, {"state", {{"running", {{"startedAt", "x"}}}}}}}}};
+    if (started_after) {
+      pod["status"]["startTime"] = format_rfc3339(clock_.wall_now() + *started_after);
+    }
+    if (deadline) pod["spec"]["activeDeadlineSeconds"] = *deadline;
+    server_.seed("/api/v1/namespaces/a/pods", pod);
+  }
+  // The census's view of the pod, from the cache as the operator trims it.
+  WarmPodRef census_of(const std::string& name) {
+    json pod = *server_.object_at("/api/v1/namespaces/a/pods/" + name);
+    trim_runner_pod(pod);
+    cache_.upsert(std::make_shared<const json>(std::move(pod)));
+    for (const auto& ref : census_.ready_warm_pods("a", "payments")) {
+      if (ref.name == name) return ref;
+    }
+    ADD_FAILURE() << name << " is not a ready warm pod in the census";
+    return {};
+  }
+  json stored_pod(const std::string& name) {
+    return *server_.object_at("/api/v1/namespaces/a/pods/" + name);
+  }
+  bool assign(const WarmPodRef& ref, const std::string& work_id, std::int64_t deadline_seconds) {
+    return timed_writer_.assign_warm_pod("a", ref, {work_id, "sesn_" + work_id, "", ""},
+                                         runner_object_name(work_id), deadline_seconds);
+  }
+
+  testing::FakeClock clock_;
+  KubeSessionObjectWriter timed_writer_{secrets_, pods_, clock_};
+  runtime::Store cache_;
+  StoreRunnerPodCensus census_{cache_};
+};
+
+TEST_F(WarmPodDeadlineTest, APodAssignedAfterFiftyMinutesGivesItsSessionTheWholeDeadline) {
+  seed_warm_pod("warm-1", std::chrono::seconds(2));
+  clock_.advance(std::chrono::minutes(50) + std::chrono::milliseconds(500));
+  const WarmPodRef ref = census_of("warm-1");
+  const std::size_t before = server_.requests().size();
+  ASSERT_TRUE(assign(ref, "work_1", 3600));
+  // Started 2 s after its creation and assigned 3000.5 s after it: 2998.5 s old, rounded up.
+  const json pod = stored_pod("warm-1");
+  EXPECT_EQ(pod["spec"]["activeDeadlineSeconds"], 2999 + 3600) << pod["spec"].dump();
+  EXPECT_EQ(pod["metadata"]["annotations"][std::string(kAnnotationAssignedWorkId)], "work_1");
+  // One request: the deadline and the assignment land together, under the resourceVersion.
+  const auto sent = server_.requests();
+  ASSERT_EQ(sent.size(), before + 1) << ::testing::PrintToString(sent);
+  EXPECT_EQ(sent.back().rfind("PATCH /api/v1/namespaces/a/pods/warm-1", 0), 0u) << sent.back();
+}
+
+TEST_F(WarmPodDeadlineTest, WithoutAStartTimeThePodsAgeCountsFromItsCreation) {
+  seed_warm_pod("warm-1", std::nullopt);
+  clock_.advance(std::chrono::minutes(10));
+  ASSERT_TRUE(assign(census_of("warm-1"), "work_1", 3600));
+  EXPECT_EQ(stored_pod("warm-1")["spec"]["activeDeadlineSeconds"], 600 + 3600);
+}
+
+TEST_F(WarmPodDeadlineTest, TheDeadlineStaysWithinTheApiserversBound) {
+  seed_warm_pod("warm-1", std::chrono::seconds(0));
+  clock_.advance(std::chrono::minutes(10));
+  ASSERT_TRUE(assign(census_of("warm-1"), "work_1", 2147483000));
+  EXPECT_EQ(stored_pod("warm-1")["spec"]["activeDeadlineSeconds"], 2147483647);
+}
+
+// A claim that loses the pod (another claim assigned it since the census saw it) leaves its
+// deadline as it is: the deadline lands with the assignment or not at all.
+TEST_F(WarmPodDeadlineTest, ALostAssignmentSetsNoDeadline) {
+  seed_warm_pod("warm-1", std::chrono::seconds(1));
+  const WarmPodRef stale = census_of("warm-1");
+  clock_.advance(std::chrono::minutes(5));
+  ASSERT_TRUE(assign(census_of("warm-1"), "work_1", 3600));
+  const json won = stored_pod("warm-1");
+  clock_.advance(std::chrono::minutes(5));
+  EXPECT_FALSE(assign(stale, "work_2", 60));
+  const json after = stored_pod("warm-1");
+  EXPECT_EQ(after["spec"]["activeDeadlineSeconds"], won["spec"]["activeDeadlineSeconds"]);
+  EXPECT_EQ(after["metadata"]["annotations"][std::string(kAnnotationAssignedWorkId)], "work_1");
+}
+
+// A warm pod an earlier version made carries the session's deadline from its start. The apiserver
+// refuses to raise a deadline, so the patch leaves one that ends sooner as it is (the assignment
+// still lands), and lowers one that ends later.
+TEST_F(WarmPodDeadlineTest, APodAnEarlierVersionMadeKeepsAnEarlierDeadlineAndLowersALaterOne) {
+  seed_warm_pod("warm-old", std::chrono::seconds(0), 3600);
+  seed_warm_pod("warm-long", std::chrono::seconds(0), 86400);
+  clock_.advance(std::chrono::minutes(10));
+  ASSERT_TRUE(assign(census_of("warm-old"), "work_1", 3600));
+  ASSERT_TRUE(assign(census_of("warm-long"), "work_2", 3600));
+  const json old_pod = stored_pod("warm-old");
+  EXPECT_EQ(old_pod["spec"]["activeDeadlineSeconds"], 3600);
+  EXPECT_EQ(old_pod["metadata"]["annotations"][std::string(kAnnotationAssignedWorkId)], "work_1");
+  EXPECT_EQ(stored_pod("warm-long")["spec"]["activeDeadlineSeconds"], 600 + 3600);
 }
 
 // The census of warm pods: ready means the contract's READY (not deleting, Running, the runner

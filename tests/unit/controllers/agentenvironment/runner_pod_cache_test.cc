@@ -8,6 +8,7 @@
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
 #include "controllers/agentenvironment/warm_assignment_service.h"
+#include "core/time_format.h"
 #include "runtime/store.h"
 
 namespace perimeter::agentenvironment {
@@ -158,6 +159,54 @@ TEST(RunnerPodCacheTest, AWarmPodKeepsItsTokenHashAndItsAssignment) {
   EXPECT_EQ(from_cache->assignment->secret_name, "run-work-1");
   EXPECT_EQ(from_cache->confirmed, from_full->confirmed);
   EXPECT_TRUE(from_cache->confirmed);
+}
+
+// The claim's assignment gives a warm pod's session its deadline from the pod's age (docs/
+// warm-pool.md "The deadline"): the cache keeps when the pod started, and the deadline a warm pod
+// an earlier version made carries, and the census hands both to the claim.
+TEST(RunnerPodCacheTest, AWarmPodKeepsWhenItStartedAndItsDeadline) {
+  AgentEnvironment env;
+  env.name = "payments";
+  env.namespace_ = "agents";
+  env.uid = "uid-env";
+  env.environment_id = "env_1";
+  env.runner.image = "perimeter-runner:1";
+  json pod =
+      build_warm_runner_pod(env, "warm-1", std::string(64, 'a'),
+                            {"https://perimeter-assignment.perimeter-system.svc:8443", "CA"});
+  pod["metadata"]["uid"] = "uid-warm";
+  pod["metadata"]["resourceVersion"] = "12";
+  pod["metadata"]["creationTimestamp"] = "2026-12-01T20:00:00Z";
+  pod["spec"]["activeDeadlineSeconds"] = 3600;
+  pod["status"] = {
+      {"phase", "Running"},
+      {"startTime", "2026-12-01T20:00:03Z"},
+      {"containerStatuses",
+       json::array({{{"name", "runner"},
+                     {"state", {{"running", {{"startedAt", "2026-12-01T20:00:04Z"}}}}}}})}};
+
+  json trimmed = kube::parse_filtered(pod.dump(), *runner_pod_decode_filter());
+  trim_runner_pod(trimmed);
+  EXPECT_EQ(trimmed["status"]["startTime"], "2026-12-01T20:00:03Z") << trimmed.dump();
+  EXPECT_EQ(trimmed["spec"]["activeDeadlineSeconds"], 3600) << trimmed.dump();
+
+  runtime::Store store;
+  StoreRunnerPodCensus census(store);
+  store.upsert(std::make_shared<const json>(trimmed));
+  const auto ready = census.ready_warm_pods("agents", "payments");
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].started_at, parse_rfc3339("2026-12-01T20:00:03Z"));
+  EXPECT_EQ(ready[0].active_deadline_seconds, std::optional<std::int64_t>(3600));
+
+  // Before the kubelet reports a start, its creation is the start: never later than the real one.
+  json unstarted = trimmed;
+  unstarted["status"].erase("startTime");
+  unstarted["spec"].erase("activeDeadlineSeconds");
+  store.upsert(std::make_shared<const json>(unstarted));
+  const auto without = census.ready_warm_pods("agents", "payments");
+  ASSERT_EQ(without.size(), 1u);
+  EXPECT_EQ(without[0].started_at, parse_rfc3339("2026-12-01T20:00:00Z"));
+  EXPECT_FALSE(without[0].active_deadline_seconds.has_value());
 }
 
 }  // namespace

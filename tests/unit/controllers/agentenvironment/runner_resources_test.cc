@@ -333,11 +333,15 @@ TEST(WarmRunnerPodTest, IsTheSessionTemplateWithoutASessionAndWithItsOwnCredenti
   const auto cold = build_runner_pod(env, session());
   const auto warm = build_warm_runner_pod(env, "payments-warm-0a1b", "ab12", assignment_endpoint());
 
-  // The same security context, limits, deadlines and owner as a session's pod.
+  // The same security context, limits and owner as a session's pod.
   for (const char* field : {"securityContext", "automountServiceAccountToken", "restartPolicy",
-                            "activeDeadlineSeconds", "enableServiceLinks"}) {
+                            "terminationGracePeriodSeconds", "enableServiceLinks"}) {
     EXPECT_EQ(warm["spec"][field], cold["spec"][field]) << field;
   }
+  // But no deadline: the kubelet counts it from the pod's start, and a warm pod starts long before
+  // its session. The assignment sets it (docs/warm-pool.md "The deadline").
+  EXPECT_TRUE(cold["spec"].contains("activeDeadlineSeconds"));
+  EXPECT_FALSE(warm["spec"].contains("activeDeadlineSeconds")) << warm["spec"].dump();
   const auto& container = warm["spec"]["containers"][0];
   EXPECT_EQ(container["securityContext"], cold["spec"]["containers"][0]["securityContext"]);
   EXPECT_EQ(container["resources"], cold["spec"]["containers"][0]["resources"]);

@@ -46,7 +46,8 @@ class MockObjectWriter : public SessionObjectWriter {
   MOCK_METHOD(void, release_pod, (const std::string&, const std::string&), (override));
   MOCK_METHOD(void, remove_finished, (const nlohmann::json&), (override));
   MOCK_METHOD(bool, assign_warm_pod,
-              (const std::string&, const WarmPodRef&, const ClaimedSession&, const std::string&),
+              (const std::string&, const WarmPodRef&, const ClaimedSession&, const std::string&,
+               std::int64_t),
               (override));
   MOCK_METHOD(std::optional<std::string>, find_assigned_pod,
               (const std::string&, const std::string&, const std::string&), (override));
@@ -392,13 +393,16 @@ TEST_F(SessionPollerTest, APodThatFailsAfterTheAckIsMadeAtTheNextPass) {
 // the runner: the pod informer's event wakes the runner's held request at once, and a runner that
 // heartbeats an item not yet acknowledged gets 412 and ends, its session failed.
 TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemOnlyOnceItIsAcknowledged) {
-  auto poller = make_poller(environment());
+  auto env = environment();
+  env.runner.active_deadline_seconds = 5400;
+  auto poller = make_poller(env);
   census_.value.ready_warm = {{"warm-old", "uid-old", "7"}, {"warm-new", "uid-new", "9"}};
   census_.value.unfinished = census_.in_cache = {"warm-old", "warm-new"};
   nlohmann::json secret;
   WarmPodRef assigned;
   ClaimedSession session;
   std::string secret_name;
+  std::int64_t session_deadline = 0;
   {
     InSequence order;
     EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
@@ -407,17 +411,20 @@ TEST_F(SessionPollerTest, AReadyWarmPodIsAssignedTheItemOnlyOnceItIsAcknowledged
       return std::optional<ObjectVersion>(kSecretWritten);
     });
     EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-    EXPECT_CALL(writer_, assign_warm_pod("agents", _, _, _))
+    EXPECT_CALL(writer_, assign_warm_pod("agents", _, _, _, _))
         .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession& claimed,
-                      const std::string& name) {
+                      const std::string& name, std::int64_t deadline) {
           assigned = pod;
           session = claimed;
           secret_name = name;
+          session_deadline = deadline;
           return true;
         });
   }
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no check_pod, no pod
   EXPECT_EQ(assigned.name, "warm-old");
+  // The session's deadline is the environment's, as a cold pod's would be.
+  EXPECT_EQ(session_deadline, 5400);
   EXPECT_EQ(assigned.resource_version, "7");
   EXPECT_EQ(secret_name, runner_object_name("work_A"));
   EXPECT_EQ(secret["metadata"]["name"], secret_name);
@@ -446,7 +453,7 @@ TEST_F(SessionPollerTest, AWarmPodReadyWhileThePollWasHeldTakesTheItem) {
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_CALL(writer_,
-              assign_warm_pod("agents", ::testing::Field(&WarmPodRef::name, "warm-1"), _, _))
+              assign_warm_pod("agents", ::testing::Field(&WarmPodRef::name, "warm-1"), _, _, _))
       .WillOnce(Return(true));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no dry run, no pod
   EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "warm"}}),
@@ -463,12 +470,12 @@ TEST_F(SessionPollerTest, AWonAssignmentIsHandedOverAndALostOneIsNot) {
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _))
-      .WillOnce(
-          [&](const std::string&, const WarmPodRef&, const ClaimedSession&, const std::string&) {
-            EXPECT_TRUE(handed_over_.empty());  // not before the patch is answered
-            return false;
-          })
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
+      .WillOnce([&](const std::string&, const WarmPodRef&, const ClaimedSession&,
+                    const std::string&, std::int64_t) {
+        EXPECT_TRUE(handed_over_.empty());  // not before the patch is answered
+        return false;
+      })
       .WillOnce(Return(true));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   ASSERT_EQ(handed_over_.size(), 1u);
@@ -487,7 +494,7 @@ TEST_F(SessionPollerTest, AtTheLimitAReadyWarmPodStillTakesAnItemAndAColdClaimDo
   census_.value.ready_warm = {{"warm-1", "uid-1", "3"}};
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
-  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _)).WillOnce(Return(true));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _)).WillOnce(Return(true));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   // The cache still shows warm-1 ready: it is not counted on twice.
@@ -506,10 +513,10 @@ TEST_F(SessionPollerTest, AWarmPodLostToAnotherClaimSendsTheClaimToTheNextThenTo
   std::vector<std::string> tried;
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
-  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _))
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
       .Times(2)
       .WillRepeatedly([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
-                          const std::string&) {
+                          const std::string&, std::int64_t) {
         tried.push_back(pod.name);
         return false;
       });
@@ -535,7 +542,7 @@ TEST_F(SessionPollerTest, AtTheLimitAClaimThatLosesItsWarmPodStartsAColdPodInIts
   {
     InSequence order;
     EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-    EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _)).WillOnce(Return(false));
+    EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _)).WillOnce(Return(false));
     EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
   }
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
@@ -552,7 +559,7 @@ TEST_F(SessionPollerTest, AnAssignmentThatFailsMakesNoColdPod) {
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _))
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
       .WillOnce(Throw(std::runtime_error("connection reset")));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kFailed);  // StrictMock: no pod
   EXPECT_EQ(
@@ -581,7 +588,7 @@ TEST_F(SessionPollerTest, AnItemWhoseWarmPodFinishedIsClaimedAnew) {
   census_.value.assigned["work_A"] = {"warm-1", true};
   EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
-  EXPECT_CALL(writer_, assign_warm_pod(_, ::testing::Field(&WarmPodRef::name, "warm-2"), _, _))
+  EXPECT_CALL(writer_, assign_warm_pod(_, ::testing::Field(&WarmPodRef::name, "warm-2"), _, _, _))
       .WillOnce(Return(true));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);

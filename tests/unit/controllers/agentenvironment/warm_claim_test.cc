@@ -60,9 +60,9 @@ class KillableWriter final : public SessionObjectWriter {
   }
   void remove_finished(const json& pod) override { target_.remove_finished(pod); }
   bool assign_warm_pod(const std::string& ns, const WarmPodRef& pod, const ClaimedSession& session,
-                       const std::string& secret_name) override {
+                       const std::string& secret_name, std::int64_t deadline_seconds) override {
     if (kill_before_assignment) throw Killed();
-    const bool won = target_.assign_warm_pod(ns, pod, session, secret_name);
+    const bool won = target_.assign_warm_pod(ns, pod, session, secret_name, deadline_seconds);
     if (kill_after_assignment) throw Killed();
     return won;
   }
@@ -216,6 +216,9 @@ TEST_F(WarmClaimTest, AClaimAssignsTheOldestReadyWarmPodAsTheContractSays) {
             secret["metadata"]["uid"].get<std::string>() + "/" +
                 secret["metadata"]["resourceVersion"].get<std::string>());
   EXPECT_EQ(assigned["metadata"]["labels"][std::string(kLabelSessionId)], "sesn_work_A");
+  // The session's deadline with it (this pod shows no start, so it counts from now).
+  EXPECT_EQ(assigned["spec"]["activeDeadlineSeconds"],
+            environment().runner.active_deadline_seconds);
   // The work secret is where a cold claim puts it; the warm pod's own Secret is untouched.
   EXPECT_EQ(secret["stringData"][std::string(kSecretKeyWorkSecret)], testing_support::kSecret);
   EXPECT_EQ(assignment_of("warm-2"), "");
@@ -241,13 +244,13 @@ TEST_F(WarmClaimTest, TwoClaimsOfOneWarmPodAssignItOnce) {
   ASSERT_EQ(ready.size(), 1u);
   const ClaimedSession first{"work_A", "sesn_work_A", "", "2026-12-01T00:00:00.000001Z"};
   const ClaimedSession second{"work_B", "sesn_work_B", "", "2026-12-01T00:00:00.000002Z"};
-  EXPECT_TRUE(writer_.assign_warm_pod("a", ready[0], first, runner_object_name("work_A")));
-  EXPECT_FALSE(writer_.assign_warm_pod("a", ready[0], second, runner_object_name("work_B")));
+  EXPECT_TRUE(writer_.assign_warm_pod("a", ready[0], first, runner_object_name("work_A"), 3600));
+  EXPECT_FALSE(writer_.assign_warm_pod("a", ready[0], second, runner_object_name("work_B"), 3600));
   EXPECT_EQ(assignment_of("warm-1"), "work_A");
   // A pod that is gone is no pod to assign.
   WarmPodRef gone = ready[0];
   gone.name = "warm-gone";
-  EXPECT_FALSE(writer_.assign_warm_pod("a", gone, second, runner_object_name("work_B")));
+  EXPECT_FALSE(writer_.assign_warm_pod("a", gone, second, runner_object_name("work_B"), 3600));
 }
 
 // Killed after the Secret, before the ack: nothing holds the item and it was not acknowledged.
