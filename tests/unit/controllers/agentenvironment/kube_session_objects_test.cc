@@ -499,7 +499,7 @@ TEST_F(WarmPodDeadlineTest, WithoutAStartTimeThePodsAgeCountsFromItsCreation) {
 TEST_F(WarmPodDeadlineTest, TheDeadlineStaysWithinTheApiserversBound) {
   seed_warm_pod("warm-1", std::chrono::seconds(0));
   clock_.advance(std::chrono::minutes(10));
-  ASSERT_TRUE(assign(census_of("warm-1"), "work_1", 2147483000));
+  ASSERT_TRUE(assign(census_of("warm-1"), "work_1", 2147483400));
   EXPECT_EQ(stored_pod("warm-1")["spec"]["activeDeadlineSeconds"], 2147483647);
 }
 
