@@ -83,6 +83,26 @@ kube::RequestOptions answer_filtered(const kube::JsonFilter& filter) {
   return options;
 }
 
+// The spec.activeDeadlineSeconds of a warm pod assigned at `now`: the kubelet counts it from the
+// pod's start, so the pod's age plus the session's own deadline (docs/warm-pool.md "The
+// deadline"). nullopt when the pod carries a deadline no later already (a warm pod an earlier
+// version made): the apiserver refuses to raise one.
+std::optional<std::int64_t> assigned_warm_pod_deadline(const WarmPodRef& pod,
+                                                       std::int64_t session_deadline_seconds,
+                                                       std::chrono::system_clock::time_point now) {
+  // The apiserver's bound on activeDeadlineSeconds.
+  constexpr std::int64_t kMaxDeadline = 2147483647;
+  std::int64_t age = 0;
+  if (pod.started_at && now > *pod.started_at) {
+    // Rounded up: the session never gets less than its deadline.
+    age = std::chrono::ceil<std::chrono::seconds>(now - *pod.started_at).count();
+  }
+  const std::int64_t deadline =
+      age > kMaxDeadline - session_deadline_seconds ? kMaxDeadline : age + session_deadline_seconds;
+  if (pod.active_deadline_seconds && *pod.active_deadline_seconds <= deadline) return std::nullopt;
+  return deadline;
+}
+
 const kube::JsonFilter& pod_uid() {
   static const kube::JsonFilter filter =
       kube::JsonFilter::members().keep("metadata", kube::JsonFilter::members().keep("uid"));
@@ -374,7 +394,7 @@ void KubeSessionObjectWriter::remove_assigned_warm_pod(const nlohmann::json& pod
 bool KubeSessionObjectWriter::assign_warm_pod(const std::string& ns, const WarmPodRef& pod,
                                               const ClaimedSession& session,
                                               const std::string& secret_name,
-                                              std::int64_t /*session_deadline_seconds*/) {
+                                              std::int64_t session_deadline_seconds) {
   // The contract's three annotations, and what a cold claim's pod records besides: when the
   // item was polled and the Secret's version (retention deletes by them, docs/claiming.md), and
   // the work and session labels (the session survey, and find_assigned_pod's selector).
@@ -390,13 +410,18 @@ bool KubeSessionObjectWriter::assign_warm_pod(const std::string& ns, const WarmP
     annotations[std::string(kAnnotationSecretVersion)] =
         session.secret.uid + "/" + session.secret.resource_version;
   }
-  const nlohmann::json patch = {
-      {"metadata",
-       {{"resourceVersion", pod.resource_version},
-        {"labels",
-         {{std::string(kLabelWorkId), label_value_for(session.work_id)},
-          {std::string(kLabelSessionId), label_value_for(session.session_id)}}},
-        {"annotations", std::move(annotations)}}}};
+  nlohmann::json patch = {{"metadata",
+                           {{"resourceVersion", pod.resource_version},
+                            {"labels",
+                             {{std::string(kLabelWorkId), label_value_for(session.work_id)},
+                              {std::string(kLabelSessionId), label_value_for(session.session_id)}}},
+                            {"annotations", std::move(annotations)}}}};
+  // In the same patch, under the same resourceVersion: the session's deadline lands with its
+  // assignment or not at all. The apiserver lets a running pod's deadline be added or lowered.
+  if (const auto deadline =
+          assigned_warm_pod_deadline(pod, session_deadline_seconds, clock_.wall_now())) {
+    patch["spec"] = {{"activeDeadlineSeconds", *deadline}};
+  }
   try {
     pods_.merge_patch(ns, pod.name, patch, answer_filtered(nothing_of_the_answer()));
   } catch (const kube::ApiError& e) {
@@ -547,10 +572,23 @@ std::vector<WarmPodRef> StoreRunnerPodCensus::ready_warm_pods(const std::string&
   });
   std::vector<WarmPodRef> ready;
   ready.reserve(pods.size());
+  static const nlohmann::json kNone = nlohmann::json::object();
+  const auto member = [](const nlohmann::json& object, const char* key) -> const nlohmann::json& {
+    const auto it = object.find(key);
+    return it == object.end() ? kNone : *it;
+  };
   for (const auto& pod : pods) {
     const auto& metadata = (*pod)["metadata"];
-    ready.push_back({cached_string(metadata, "name"), cached_string(metadata, "uid"),
-                     cached_string(metadata, "resourceVersion")});
+    WarmPodRef ref{cached_string(metadata, "name"), cached_string(metadata, "uid"),
+                   cached_string(metadata, "resourceVersion")};
+    ref.started_at = parse_rfc3339(cached_string(member(*pod, "status"), "startTime"));
+    if (!ref.started_at)
+      ref.started_at = parse_rfc3339(cached_string(metadata, "creationTimestamp"));
+    if (const auto& deadline = member(member(*pod, "spec"), "activeDeadlineSeconds");
+        deadline.is_number_integer()) {
+      ref.active_deadline_seconds = deadline.get<std::int64_t>();
+    }
+    ready.push_back(std::move(ref));
   }
   return ready;
 }

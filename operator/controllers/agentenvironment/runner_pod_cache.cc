@@ -54,14 +54,18 @@ std::shared_ptr<const kube::JsonFilter> runner_pod_decode_filter() {
       "state", JsonFilter::members()
                    .keep("running", JsonFilter::members().keep("startedAt"))
                    .keep("terminated", std::move(termination)));
-  JsonFilter status = JsonFilter::members().keep("phase").keep("reason").keep("containerStatuses",
-                                                                              std::move(container));
-  JsonFilter pod = JsonFilter::members()
-                       .keep("apiVersion")
-                       .keep("kind")
-                       .keep("metadata", std::move(metadata))
-                       .keep("spec", JsonFilter::members().keep("schedulingGates"))
-                       .keep("status", std::move(status));
+  JsonFilter status = JsonFilter::members()
+                          .keep("phase")
+                          .keep("reason")
+                          .keep("startTime")
+                          .keep("containerStatuses", std::move(container));
+  JsonFilter pod =
+      JsonFilter::members()
+          .keep("apiVersion")
+          .keep("kind")
+          .keep("metadata", std::move(metadata))
+          .keep("spec", JsonFilter::members().keep("schedulingGates").keep("activeDeadlineSeconds"))
+          .keep("status", std::move(status));
   return std::make_shared<const JsonFilter>(std::move(pod));
 }
 
@@ -114,14 +118,16 @@ void trim_runner_pod(json& pod) {
   trimmed["metadata"] = std::move(metadata);
 
   if (json* spec = member(pod, "spec")) {
-    if (json* gates = member(*spec, "schedulingGates")) {
-      trimmed["spec"] = {{"schedulingGates", std::move(*gates)}};
-    }
+    // The deadline: a warm pod's assignment sets one, and lowers one an earlier version set.
+    json kept = json::object();
+    move_keys(*spec, kept, {"schedulingGates", "activeDeadlineSeconds"});
+    if (!kept.empty()) trimmed["spec"] = std::move(kept);
   }
 
   if (json* status = member(pod, "status")) {
     json kept = json::object();
-    move_keys(*status, kept, {"phase", "reason"});
+    // startTime: a warm pod's age at its assignment, which its session's deadline adds to.
+    move_keys(*status, kept, {"phase", "reason", "startTime"});
     if (json* containers = member(*status, "containerStatuses");
         containers && containers->is_array()) {
       json terminations = json::array();

@@ -10,8 +10,8 @@ namespace perimeter::agentenvironment {
 
 // Reduces a runner pod to what the AgentEnvironment controller reads of it, for its informer
 // cache (client-go's SetTransform): identity and versions, labels, annotations and owners;
-// the scheduling gate an earlier version set; the phase, reason, and each container's start and
-// termination.
+// the scheduling gate an earlier version set and activeDeadlineSeconds; the phase, reason, start
+// time, and each container's start and termination.
 // Everything else (the pod template the operator wrote itself, managedFields, conditions, IPs) is
 // dropped, so ten thousand cached sessions fit in a small operator (bench/runner_pod_cache has the
 // figures).

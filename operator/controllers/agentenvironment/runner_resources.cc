@@ -153,6 +153,9 @@ struct RunnerPodShape {
   std::string workspace_claim{};
   nlohmann::json extra_mounts = nlohmann::json::array();
   nlohmann::json extra_volumes = nlohmann::json::array();
+  // spec.runner.activeDeadlineSeconds, which the kubelet counts from the pod's start. A warm pod
+  // has none: it starts long before its session, and its assignment sets the session's.
+  bool session_deadline = true;
 };
 
 // The environment's runner pod template: restricted security defaults, the env contract of the
@@ -233,7 +236,6 @@ nlohmann::json build_pod_from_template(const AgentEnvironment& env, const Runner
       {"restartPolicy", "Never"},
       {"automountServiceAccountToken", false},
       {"enableServiceLinks", false},
-      {"activeDeadlineSeconds", env.runner.active_deadline_seconds},
       // SIGTERM during a clean end can meet the final memory sync (bounded at 30 s) and then the
       // flush (30 s more) before the force-stop: 75 s lets both finish and the item be stopped.
       {"terminationGracePeriodSeconds", kRunnerTerminationGraceSeconds},
@@ -249,6 +251,7 @@ nlohmann::json build_pod_from_template(const AgentEnvironment& env, const Runner
         {{"name", "tmp"}, {"emptyDir", {{"sizeLimit", "256Mi"}}}},
         {{"name", "memory"}, {"emptyDir", {{"sizeLimit", "1Gi"}}}}}},
   };
+  if (shape.session_deadline) spec["activeDeadlineSeconds"] = env.runner.active_deadline_seconds;
   if (!shape.workspace_claim.empty()) {
     // The session's own claim: what an earlier item of the session left there, this one finds.
     spec["volumes"][0] = {{"name", "workspace"},
@@ -347,6 +350,7 @@ nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::str
   }
   RunnerPodShape shape;
   shape.name = name;
+  shape.session_deadline = false;
   shape.labels[std::string(kLabelWarm)] = "true";
   shape.annotations[std::string(kAnnotationWarmTokenSha256)] = token_sha256;
   const std::string mount = kWarmCredentialMountPath;

@@ -64,7 +64,9 @@ nlohmann::json build_warm_pod_secret(const AgentEnvironment& env, const std::str
 // A warm runner pod: the same template as a session's pod (security context, limits, volumes,
 // owner, the environment's NetworkPolicy) without a session: no work id, session id or work
 // secret, labelled kLabelWarm, the token's hash in kAnnotationWarmTokenSha256, its own Secret
-// mounted at kWarmCredentialMountPath, and the runner told where to ask (PERIMETER_WARM_*).
+// mounted at kWarmCredentialMountPath, and the runner told where to ask (PERIMETER_WARM_*). No
+// activeDeadlineSeconds: the kubelet would count it from the pod's start, not the session's; the
+// claim's assignment sets it (SessionObjectWriter::assign_warm_pod).
 // Throws SpecError where a pod needs its session before it starts: gateway egress (the proxy
 // credential is the session's) and a per-session workspace claim.
 nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::string& name,
