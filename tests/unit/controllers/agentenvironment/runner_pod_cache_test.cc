@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "agentenvironment/warm_pods.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_resources.h"
@@ -165,14 +166,8 @@ TEST(RunnerPodCacheTest, AWarmPodKeepsItsTokenHashAndItsAssignment) {
 // warm-pool.md "The deadline"): the cache keeps when the pod started, and the deadline a warm pod
 // an earlier version made carries, and the census hands both to the claim.
 TEST(RunnerPodCacheTest, AWarmPodKeepsWhenItStartedAndItsDeadline) {
-  AgentEnvironment env;
-  env.name = "payments";
-  env.namespace_ = "agents";
-  env.uid = "uid-env";
-  env.environment_id = "env_1";
-  env.runner.image = "perimeter-runner:1";
   json pod =
-      build_warm_runner_pod(env, "warm-1", std::string(64, 'a'),
+      build_warm_runner_pod(warm_test::warm_pool_environment(), "warm-1", std::string(64, 'a'),
                             {"https://perimeter-assignment.perimeter-system.svc:8443", "CA"});
   pod["metadata"]["uid"] = "uid-warm";
   pod["metadata"]["resourceVersion"] = "12";
@@ -193,7 +188,7 @@ TEST(RunnerPodCacheTest, AWarmPodKeepsWhenItStartedAndItsDeadline) {
   runtime::Store store;
   StoreRunnerPodCensus census(store);
   store.upsert(std::make_shared<const json>(trimmed));
-  const auto ready = census.ready_warm_pods("agents", "payments");
+  const auto ready = census.ready_warm_pods("a", "payments");
   ASSERT_EQ(ready.size(), 1u);
   EXPECT_EQ(ready[0].started_at, parse_rfc3339("2026-12-01T20:00:03Z"));
   EXPECT_EQ(ready[0].active_deadline_seconds, std::optional<std::int64_t>(3600));
@@ -203,7 +198,7 @@ TEST(RunnerPodCacheTest, AWarmPodKeepsWhenItStartedAndItsDeadline) {
   unstarted["status"].erase("startTime");
   unstarted["spec"].erase("activeDeadlineSeconds");
   store.upsert(std::make_shared<const json>(unstarted));
-  const auto without = census.ready_warm_pods("agents", "payments");
+  const auto without = census.ready_warm_pods("a", "payments");
   ASSERT_EQ(without.size(), 1u);
   EXPECT_EQ(without[0].started_at, parse_rfc3339("2026-12-01T20:00:00Z"));
   EXPECT_FALSE(without[0].active_deadline_seconds.has_value());
