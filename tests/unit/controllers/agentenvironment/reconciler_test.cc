@@ -992,7 +992,7 @@ class WarmPoolReconcilerTest : public AgentEnvironmentReconcilerTest {
     const json metadata = pod_client_.get(kNamespace, name)["metadata"];
     return writer_.assign_warm_pod(
         kNamespace, {name, metadata.value("uid", ""), metadata.value("resourceVersion", "")},
-        session(work_id), runner_object_name(work_id));
+        session(work_id), runner_object_name(work_id), 3600);
   }
   std::vector<std::string> event_reasons() {
     std::vector<std::string> reasons;
