@@ -352,6 +352,10 @@ std::unique_ptr<BeastTransport::Connection> BeastTransport::connect(
   ec = connection->run(
       [&](auto handler) { connection->lowest().async_connect(endpoints, handler); });
   if (ec) throw TransportError("cannot connect to " + dialled + ": " + ec.message());
+  // Over TLS a request's head and body leave as two records: with Nagle's algorithm the body
+  // waits for the peer's delayed ACK of the head (up to 40 ms on Linux) before it is sent.
+  beast::error_code no_delay_error;
+  connection->lowest().socket().set_option(asio::ip::tcp::no_delay(true), no_delay_error);
   if (origin.proxy && origin.tls) open_tunnel(*connection, origin);
   if (origin.tls) {
     ec = connection->run([&](auto handler) {

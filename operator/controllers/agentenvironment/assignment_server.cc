@@ -257,6 +257,10 @@ void AssignmentServer::Impl::accept() {
       logger.warn("assignment service: accept failed", {{"error", ec.message()}});
       return accept();
     }
+    // An answer's head and body are two TLS records: without this the body waits for the
+    // runner's delayed ACK of the head.
+    beast::error_code no_delay_error;
+    socket.set_option(tcp::no_delay(true), no_delay_error);
     auto connection = std::make_shared<Connection>(std::move(socket), context);
     connections.remove_if([](const std::weak_ptr<Connection>& c) { return c.expired(); });
     connections.push_back(connection);
