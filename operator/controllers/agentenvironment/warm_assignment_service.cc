@@ -226,19 +226,29 @@ AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
     }
     pod = std::move(live);
   }
-  if (!pod->assignment || pod->assignment->work_id != work_id) {
-    return answer("mismatch", 409, error_body("this warm pod is not assigned that work item"));
-  }
-  if (pod->confirmed) return answer("confirmed", 204, nullptr);
+  // The pod changes under the confirm (the kubelet's status after the assignment's deadline, a
+  // policy engine's label): a refused mark is decided again from the apiserver's pod at once,
+  // a few times, rather than after the runner's backoff.
   bool marked = false;
-  try {
-    marked = pods_.mark_confirmed(*pod, format_rfc3339_micros(clock_.wall_now()));
-  } catch (const std::exception& error) {
-    return answer("unavailable", 503,
-                  error_body(std::string("the confirm cannot be recorded: ") + error.what()));
+  for (int attempt = 0;; ++attempt) {
+    if (!pod->assignment || pod->assignment->work_id != work_id) {
+      return answer("mismatch", 409, error_body("this warm pod is not assigned that work item"));
+    }
+    if (pod->confirmed) return answer("confirmed", 204, nullptr);
+    try {
+      marked = pods_.mark_confirmed(*pod, format_rfc3339_micros(clock_.wall_now()));
+      if (marked || attempt == kConfirmAttempts - 1) break;
+      std::optional<WarmPod> live = pods_.read_live(*pod);
+      if (!live || live->uid != pod->uid || live->finished) {
+        return answer("gone", 410, error_body("this warm pod has finished"));
+      }
+      pod = std::move(live);
+    } catch (const std::exception& error) {
+      return answer("unavailable", 503,
+                    error_body(std::string("the confirm cannot be recorded: ") + error.what()));
+    }
   }
-  // The pod changed since it was read: decided again on the runner's retry, from a cache that
-  // has caught up or a new read.
+  // Changed at every try: the runner asks again.
   if (!marked) {
     std::lock_guard lock(kept_mutex_);
     if (const auto it = kept_.find(pod->uid); it != kept_.end()) it->second.handed_out.reset();

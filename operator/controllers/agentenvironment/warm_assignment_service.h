@@ -95,8 +95,9 @@ struct AssignmentAnswer {
 //            when it names the same item, else from the Secret.
 //   confirm: as fetch for the token; a body that is not {"work_id": string} 400; no assignment
 //            (in the cache, or in the apiserver when one was handed over), or another work id
-//            than the pod's 409; confirmed already 204; the pod changed since it was read 503
-//            (the runner retries); otherwise 204 once the mark holds.
+//            than the pod's 409; confirmed already 204; the pod changed since it was read: read
+//            again and decided again, up to kConfirmAttempts marks, then 503 (the runner
+//            retries); otherwise 204 once the mark holds.
 // `count` is told each answer's outcome, for a metric.
 class WarmAssignmentService {
  public:
@@ -114,6 +115,8 @@ class WarmAssignmentService {
   std::size_t handed_over_secrets();
 
   static constexpr std::chrono::seconds kHandOverKept{60};
+  // Marks tried per confirm when the pod keeps changing under it (each after a read).
+  static constexpr int kConfirmAttempts = 3;
 
  private:
   struct Kept {
