@@ -483,44 +483,25 @@ std::unique_ptr<BeastTransport::Body> BeastTransport::open(const HttpRequest& re
                                                            const std::atomic<bool>& cancel) {
   const Origin origin = route(request.url);
   const http::request<http::string_body> message = build(request, origin);
-  enum class Began { kHead, kCancelled, kRepeat };
-  // The request, then the answer's head, on the body's connection.
-  const auto begin = [&](Body& body, bool reused) {
-    Connection& connection = *body.connection_;
-    connection.lowest().expires_after(request.timeout);
-    const beast::error_code write_error = connection.with_stream([&](auto& stream) {
-      return connection.run([&](auto handler) { http::async_write(stream, message, handler); },
-                            &cancel);
+  std::unique_ptr<Body> body(new Body(connect(origin, request.timeout), request));
+  Connection& connection = *body->connection_;
+  connection.lowest().expires_after(request.timeout);
+  beast::error_code ec = connection.with_stream([&](auto& stream) {
+    return connection.run([&](auto handler) { http::async_write(stream, message, handler); },
+                          &cancel);
+  });
+  if (!ec) {
+    ec = connection.with_stream([&](auto& stream) {
+      return connection.run(
+          [&](auto handler) {
+            http::async_read_header(stream, connection.buffer, body->parser_->parser, handler);
+          },
+          &cancel);
     });
-    beast::error_code ec = write_error;
-    if (!ec) {
-      ec = connection.with_stream([&](auto& stream) {
-        return connection.run(
-            [&](auto handler) {
-              http::async_read_header(stream, connection.buffer, body.parser_->parser, handler);
-            },
-            &cancel);
-      });
-    }
-    if (!ec) return Began::kHead;
-    if (cancel.load()) return Began::kCancelled;
-    // As in send(): a kept connection the server closed as this call began, and no answer came
-    // back, is given up for a fresh one when repeating is safe.
-    if (reused && !body.parser_->parser.got_some() && (write_error || request.method == "GET")) {
-      return Began::kRepeat;
-    }
-    throw TransportError(describe(request, ec));
-  };
-  std::unique_ptr<Body> body;
-  if (std::unique_ptr<Connection> idle = take_idle(origin)) {
-    body.reset(new Body(std::move(idle), request));
-    const Began began = begin(*body, /*reused=*/true);
-    if (began == Began::kCancelled) return nullptr;
-    if (began == Began::kRepeat) body.reset();
   }
-  if (!body) {
-    body.reset(new Body(connect(origin, request.timeout), request));
-    if (begin(*body, /*reused=*/false) == Began::kCancelled) return nullptr;
+  if (ec) {
+    if (cancel.load()) return nullptr;
+    throw TransportError(describe(request, ec));
   }
   copy_head(body->parser_->parser.get().base(), &body->head_);
   return body;
@@ -554,12 +535,6 @@ HttpResponse BeastTransport::stream(const HttpRequest& request,
       }
     }
     if (!more) break;
-  }
-  // Read to its end on a connection the server keeps open: the next call may use it, as after
-  // send().
-  const auto& parser = body->parser_->parser;
-  if (!out.truncated && !cancel.load() && parser.is_done() && parser.get().keep_alive()) {
-    keep_idle(std::move(body->connection_));
   }
   return out;
 }
