@@ -233,26 +233,13 @@ int main(int argc, char** argv) {
       testing::http_call(sim.url(), "POST", "/admin/environments", json{{"name", "bench"}}.dump())
           .json();
 
-  auto config = kube::Config::from_kubeconfig_file(cluster->kubeconfig_path());
-  config.qps = 0;
-  kube::HttpTransport transport(config);
-  prometheus::Registry registry;
-  kube::ClientMetrics client_metrics(registry);
-  runtime::RuntimeMetrics runtime_metrics(registry);
-  kube::ResourceClient namespaces(transport, kube::resources::namespaces(), client_metrics);
-  kube::ResourceClient secrets(transport, kube::resources::secrets(), client_metrics);
-  kube::ResourceClient pods(transport, kube::resources::pods(), client_metrics);
-  kube::ResourceClient environments(
-      transport, {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true},
-      client_metrics);
-  namespaces.create(
-      "", {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "bench"}}}});
-  secrets.create(
-      "bench",
-      {{"apiVersion", "v1"},
-       {"kind", "Secret"},
-       {"metadata", {{"name", "key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
-       {"stringData", {{"environment-key", environment["key"]}}}});
+  bench::BenchKube cluster_api(cluster->kubeconfig_path());
+  kube::HttpTransport& transport = cluster_api.transport;
+  kube::ClientMetrics& client_metrics = cluster_api.client_metrics;
+  runtime::RuntimeMetrics& runtime_metrics = cluster_api.runtime_metrics;
+  kube::ResourceClient& pods = cluster_api.pods;
+  kube::ResourceClient& environments = cluster_api.agent_environments;
+  bench::create_namespace_with_environment_key(cluster_api, "bench", environment["key"]);
   json runner = {{"image", "perimeter-runner:bench"}};
   if (!finish_after.empty()) {
     runner["podAnnotations"] = {{"perimeter.dev/kwok-complete-after", finish_after}};
@@ -271,7 +258,7 @@ int main(int argc, char** argv) {
   agentenvironment::AgentEnvironment raw_env =
       agentenvironment::parse_agent_environment(environment_object);
   raw_env.namespace_ = "bench-raw";
-  namespaces.create(
+  cluster_api.namespaces.create(
       "",
       {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", raw_env.namespace_}}}});
   {
@@ -340,7 +327,8 @@ int main(int argc, char** argv) {
   // client, against the same apiserver, at the same concurrency and rate limit.
   std::cerr << "raw peer: " << sessions << " Secrets and Pods...\n";
   const auto latency_before_raw = bench::apiserver_latency(transport);
-  const RawFigures raw = run_raw_peer(config, raw_env, sessions, std::stoi(poll_threads));
+  const RawFigures raw =
+      run_raw_peer(transport.config(), raw_env, sessions, std::stoi(poll_threads));
   const auto latency_after_raw = bench::apiserver_latency(transport);
   if (raw.failed > 0) {
     std::cerr << "raw peer: " << raw.failed << " of " << sessions

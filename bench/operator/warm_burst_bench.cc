@@ -202,26 +202,11 @@ int main(int argc, char** argv) {
           .json();
   const std::string environment_id = environment["id"];
 
-  auto config = kube::Config::from_kubeconfig_file(cluster->kubeconfig_path());
-  config.qps = 0;
-  kube::HttpTransport transport(config);
-  prometheus::Registry registry;
-  kube::ClientMetrics client_metrics(registry);
-  runtime::RuntimeMetrics runtime_metrics(registry);
-  kube::ResourceClient namespaces(transport, kube::resources::namespaces(), client_metrics);
-  kube::ResourceClient secrets(transport, kube::resources::secrets(), client_metrics);
-  kube::ResourceClient pods(transport, kube::resources::pods(), client_metrics);
-  kube::ResourceClient environments(
-      transport, {"perimeter.dev", "v1alpha1", "agentenvironments", "AgentEnvironment", true},
-      client_metrics);
-  namespaces.create(
-      "", {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", "bench"}}}});
-  secrets.create(
-      "bench",
-      {{"apiVersion", "v1"},
-       {"kind", "Secret"},
-       {"metadata", {{"name", "key"}, {"labels", {{"perimeter.dev/environment-key", "true"}}}}},
-       {"stringData", {{"environment-key", environment["key"]}}}});
+  bench::BenchKube cluster_api(cluster->kubeconfig_path());
+  runtime::RuntimeMetrics& runtime_metrics = cluster_api.runtime_metrics;
+  kube::ResourceClient& pods = cluster_api.pods;
+  kube::ResourceClient& environments = cluster_api.agent_environments;
+  bench::create_namespace_with_environment_key(cluster_api, "bench", environment["key"]);
   environments.create("bench", {{"apiVersion", "perimeter.dev/v1alpha1"},
                                 {"kind", "AgentEnvironment"},
                                 {"metadata", {{"name", "bench"}}},
