@@ -131,6 +131,29 @@ std::optional<WarmAssignmentService::Kept> WarmAssignmentService::kept_for(
   return it->second;
 }
 
+void WarmAssignmentService::update_kept(const std::string& pod_uid,
+                                        const std::function<void(Kept&)>& change) {
+  std::lock_guard lock(kept_mutex_);
+  if (const auto it = kept_.find(pod_uid); it != kept_.end()) change(it->second);
+}
+
+std::optional<WarmPod> WarmAssignmentService::read_live(const WarmPod& pod,
+                                                        AssignmentAnswer* refusal) {
+  std::optional<WarmPod> live;
+  try {
+    live = pods_.read_live(pod);
+  } catch (const std::exception& error) {
+    *refusal = answer("unavailable", 503,
+                      error_body(std::string("the warm pod cannot be read: ") + error.what()));
+    return std::nullopt;
+  }
+  if (!live || live->uid != pod.uid || live->finished) {
+    *refusal = answer("gone", 410, error_body("this warm pod has finished"));
+    return std::nullopt;
+  }
+  return live;
+}
+
 void WarmAssignmentService::forget_expired_locked() {
   const auto now = clock_.now();
   std::erase_if(kept_, [now](const auto& entry) { return entry.second.kept_until <= now; });
@@ -151,16 +174,8 @@ AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization) {
   // The cache may not show a confirm made a moment ago, nor the claim's assignment yet: the
   // apiserver decides before a secret leaves. One read per assignment handed out, none per held
   // request.
-  std::optional<WarmPod> live;
-  try {
-    live = pods_.read_live(*pod);
-  } catch (const std::exception& error) {
-    return answer("unavailable", 503,
-                  error_body(std::string("the warm pod cannot be read: ") + error.what()));
-  }
-  if (!live || live->uid != pod->uid || live->finished) {
-    return answer("gone", 410, error_body("this warm pod has finished"));
-  }
+  std::optional<WarmPod> live = read_live(*pod, &refusal);
+  if (!live) return refusal;
   if (live->confirmed) {
     return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
   }
@@ -185,10 +200,7 @@ AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization) {
   if (!work_secret || work_secret->empty()) {
     return answer("unavailable", 503, error_body("the session's Secret is not there"));
   }
-  if (kept) {
-    std::lock_guard lock(kept_mutex_);
-    if (const auto it = kept_.find(pod->uid); it != kept_.end()) it->second.handed_out = *pod;
-  }
+  if (kept) update_kept(pod->uid, [&](Kept& entry) { entry.handed_out = *pod; });
   return answer("assigned", 200,
                 nlohmann::json{{"work_id", pod->assignment->work_id},
                                {"session_id", pod->assignment->session_id},
@@ -214,17 +226,8 @@ AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
   if (kept && kept->handed_out) {
     pod = kept->handed_out;
   } else if (kept) {
-    std::optional<WarmPod> live;
-    try {
-      live = pods_.read_live(*pod);
-    } catch (const std::exception& error) {
-      return answer("unavailable", 503,
-                    error_body(std::string("the warm pod cannot be read: ") + error.what()));
-    }
-    if (!live || live->uid != pod->uid || live->finished) {
-      return answer("gone", 410, error_body("this warm pod has finished"));
-    }
-    pod = std::move(live);
+    pod = read_live(*pod, &refusal);
+    if (!pod) return refusal;
   }
   // The pod changes under the confirm (the kubelet's status after the assignment's deadline, a
   // policy engine's label): a refused mark is decided again from the apiserver's pod at once,
@@ -237,31 +240,24 @@ AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
     if (pod->confirmed) return answer("confirmed", 204, nullptr);
     try {
       marked = pods_.mark_confirmed(*pod, format_rfc3339_micros(clock_.wall_now()));
-      if (marked || attempt == kConfirmAttempts - 1) break;
-      std::optional<WarmPod> live = pods_.read_live(*pod);
-      if (!live || live->uid != pod->uid || live->finished) {
-        return answer("gone", 410, error_body("this warm pod has finished"));
-      }
-      pod = std::move(live);
     } catch (const std::exception& error) {
       return answer("unavailable", 503,
                     error_body(std::string("the confirm cannot be recorded: ") + error.what()));
     }
+    if (marked || attempt == kConfirmAttempts - 1) break;
+    pod = read_live(*pod, &refusal);
+    if (!pod) return refusal;
   }
   // Changed at every try: the runner asks again.
   if (!marked) {
-    std::lock_guard lock(kept_mutex_);
-    if (const auto it = kept_.find(pod->uid); it != kept_.end()) it->second.handed_out.reset();
+    update_kept(pod->uid, [](Kept& entry) { entry.handed_out.reset(); });
     return answer("unavailable", 503, error_body("the pod changed; ask again"));
   }
-  {
-    // The token opens nothing from now on, whatever the cache shows, and the secret goes.
-    std::lock_guard lock(kept_mutex_);
-    if (const auto it = kept_.find(pod->uid); it != kept_.end()) {
-      it->second.confirmed = true;
-      it->second.hand_over.work_secret.clear();
-    }
-  }
+  // The token opens nothing from now on, whatever the cache shows, and the secret goes.
+  update_kept(pod->uid, [](Kept& entry) {
+    entry.confirmed = true;
+    entry.hand_over.work_secret.clear();
+  });
   return answer("confirmed", 204, nullptr);
 }
 

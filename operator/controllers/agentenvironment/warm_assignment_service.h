@@ -132,6 +132,11 @@ class WarmAssignmentService {
   AssignmentAnswer answer(std::string_view outcome, int status, nlohmann::json body);
   // The hand-over kept for `pod_uid`, if any (a copy: the lock is not held after).
   std::optional<Kept> kept_for(const std::string& pod_uid);
+  // Applies `change` to the hand-over kept for `pod_uid`, if one is.
+  void update_kept(const std::string& pod_uid, const std::function<void(Kept&)>& change);
+  // `pod` as the apiserver holds it, or nullopt with the refusal to send: 503 when it cannot be
+  // read, 410 when it is gone, replaced (another uid) or finished.
+  std::optional<WarmPod> read_live(const WarmPod& pod, AssignmentAnswer* refusal);
   void forget_expired_locked();
 
   WarmPodDirectory& pods_;
