@@ -385,8 +385,11 @@ steps:
 // the API's latency, its ack, its assignment patch, or the runner's confirm), and three times,
 // while it is down, the runner of a random warm pod (assigned or not) is SIGKILLed in place.
 //
-// Disabled until it has passed more runs than this branch could give it (docs/warm-pool.md, "What
-// the next slices must settle"); run it with --gtest_also_run_disabled_tests.
+// Disabled because it fails intermittently on an open defect (1 of 3 runs on main, seed
+// 4140971832): an item assigned just before a kill let its lease lapse and was acknowledged a
+// second time, though its session was still served once; the cause is not found
+// (docs/warm-pool.md, "What the next slices must settle"). In `make test` it would make CI flaky
+// rather than guard anything. Run it with --gtest_also_run_disabled_tests.
 TEST_F(WarmPoolRealNodeTest,
        DISABLED_KillingTheOperatorDuringWarmAssignmentAndWarmPodsAtRandomServesEachSessionOnce) {
   constexpr int kSessions = 10;
