@@ -581,6 +581,8 @@ std::vector<WarmPodRef> StoreRunnerPodCensus::ready_warm_pods(const std::string&
     const auto& metadata = (*pod)["metadata"];
     WarmPodRef ref{cached_string(metadata, "name"), cached_string(metadata, "uid"),
                    cached_string(metadata, "resourceVersion")};
+    static const std::string kTemplate{kAnnotationWarmTemplate};
+    ref.template_hash = cached_string(member(metadata, "annotations"), kTemplate);
     ref.started_at = parse_rfc3339(cached_string(member(*pod, "status"), "startTime"));
     if (!ref.started_at)
       ref.started_at = parse_rfc3339(cached_string(metadata, "creationTimestamp"));

@@ -273,9 +273,10 @@ void AgentEnvironmentReconciler::apply_policy(kube::ResourceClient& client,
 
 SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
                                                          const AgentEnvironment& env,
-                                                         const Credentials& credentials) {
+                                                         const Credentials& credentials,
+                                                         const std::string& warm_template) {
   PollerSettings settings{env, credentials.key, options_.worker_id + "/" + key,
-                          credentials.api_ca_pem};
+                          credentials.api_ca_pem, warm_template};
   std::lock_guard lock(mutex_);
   auto it = pollers_.find(key);
   if (it != pollers_.end()) {
@@ -320,7 +321,7 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
                            kAnnotations = "annotations", kLabels = "labels", kStatus = "status",
                            kPhase = "phase", kCreationTimestamp = "creationTimestamp",
                            kOutcome{kAnnotationOutcome}, kRecordedAt{kAnnotationRecordedAt},
-                           kSessionId{kLabelSessionId};
+                           kWarmTemplate{kAnnotationWarmTemplate}, kSessionId{kLabelSessionId};
   static const json kEmpty = json::object();
   const auto field = [](const json& object, const std::string& key) -> const json& {
     const auto it = object.find(key);
@@ -349,10 +350,10 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
         failure = failure_reason(*pod);
         if (failure == "DeadlineExceeded") failure.clear();  // waited its whole deadline
       }
-      outcomes.warm_pods.push_back({metadata.value("name", ""), metadata.value("uid", ""),
-                                    metadata.value("resourceVersion", ""),
-                                    cached_string(metadata, kCreationTimestamp), state,
-                                    std::move(failure)});
+      outcomes.warm_pods.push_back(
+          {metadata.value("name", ""), metadata.value("uid", ""),
+           metadata.value("resourceVersion", ""), cached_string(metadata, kCreationTimestamp),
+           state, std::move(failure), cached_string(field(metadata, kAnnotations), kWarmTemplate)});
     } else {
       surveyed.push_back(pod.get());
       if (count_claims) {
@@ -416,8 +417,33 @@ AgentEnvironmentReconciler::Outcomes AgentEnvironmentReconciler::survey_sessions
   return outcomes;
 }
 
+AgentEnvironmentReconciler::WarmTemplate AgentEnvironmentReconciler::decide_warm_template(
+    const AgentEnvironment& env) const {
+  WarmTemplate decided;
+  const auto& endpoint = options_.assignment_endpoint;
+  if (!env.warm_pool) {
+    // No pool: pods a spec with one made go; the status says nothing of a pool.
+  } else if (!endpoint || endpoint->url.empty()) {
+    decided.refusal_reason = "AssignmentNotServed";
+    decided.refusal_message =
+        "spec.warmPool: this operator does not serve warm runners' assignments (its assignment "
+        "service is not enabled), so no warm pod is made and every claim starts its own pod";
+  } else {
+    try {
+      // The template decides whether a warm pod can exist for this spec (gateway egress and a
+      // per-session workspace claim need the session before the pod starts).
+      decided.hash = warm_runner_template_hash(env, *endpoint, options_.egress);
+    } catch (const SpecError& e) {
+      decided.refusal_reason = "NotOffered";
+      decided.refusal_message = std::string("spec.warmPool: ") + e.what();
+    }
+  }
+  return decided;
+}
+
 std::optional<Clock::Duration> AgentEnvironmentReconciler::reconcile_warm_pool(
-    const std::string& key, const AgentEnvironment& env, Outcomes& outcomes) {
+    const std::string& key, const AgentEnvironment& env, const WarmTemplate& warm_template,
+    Outcomes& outcomes) {
   outcomes.warm_pool_surveyed = true;
   if (!env.warm_pool && outcomes.warm_pods.empty()) {
     deps_.metrics.remove_warm_pool(key);
@@ -434,6 +460,7 @@ std::optional<Clock::Duration> AgentEnvironmentReconciler::reconcile_warm_pool(
   const auto wall_now = deps_.clock.wall_now();
   inputs.recent_claims = recent_claims_.update(key, outcomes.claims_seen, wall_now);
   inputs.pods = outcomes.warm_pods;
+  inputs.template_hash = warm_template.hash;
   warm_expectations_.apply(
       key, now,
       [this, &env](const std::string& name) {
@@ -443,26 +470,9 @@ std::optional<Clock::Duration> AgentEnvironmentReconciler::reconcile_warm_pool(
 
   WarmPoolStatus pool;
   // Why no warm pod may be made now, if one is not: then the pool keeps none.
-  std::string refusal_reason, refusal_message;
-  const auto endpoint = options_.assignment_endpoint;
-  if (!env.warm_pool) {
-    // Pods a spec with a pool made; the status says nothing of a pool the spec does not have.
-  } else if (!endpoint || endpoint->url.empty()) {
-    refusal_reason = "AssignmentNotServed";
-    refusal_message =
-        "spec.warmPool: this operator does not serve warm runners' assignments (its assignment "
-        "service is not enabled), so no warm pod is made and every claim starts its own pod";
-  } else {
-    try {
-      // The template decides whether a warm pod can exist for this spec (gateway egress and a
-      // per-session workspace claim need the session before the pod starts).
-      build_warm_runner_pod(env, "warm-pool-check", std::string(64, '0'), *endpoint,
-                            options_.egress);
-    } catch (const SpecError& e) {
-      refusal_reason = "NotOffered";
-      refusal_message = std::string("spec.warmPool: ") + e.what();
-    }
-  }
+  const std::string& refusal_reason = warm_template.refusal_reason;
+  const std::string& refusal_message = warm_template.refusal_message;
+  const auto& endpoint = options_.assignment_endpoint;
   if (!refusal_reason.empty()) inputs.spec = {};  // nothing can assign the pods: none are kept
   const bool pool_wanted = env.warm_pool && refusal_reason.empty();
   WarmPoolPlan plan = plan_warm_pool(inputs);
@@ -472,16 +482,16 @@ std::optional<Clock::Duration> AgentEnvironmentReconciler::reconcile_warm_pool(
   for (const auto& pod : plan.remove) {
     // A surplus pod only while it is the one cached (its resourceVersion): a claim that assigned
     // it since wins. A finished one cannot be assigned; its uid is enough.
-    const std::string version =
-        pod.state == WarmPodState::kFinished ? std::string() : pod.resource_version;
+    const bool finished = pod.state == WarmPodState::kFinished;
+    const std::string version = finished ? std::string() : pod.resource_version;
+    const char* why = finished                                    ? "finished unassigned"
+                      : pod.template_hash != inputs.template_hash ? "an earlier runner template"
+                                                                  : "over the pool's target";
     try {
       if (warm_pods_->remove(env.namespace_, pod.name, pod.uid, version)) {
         warm_expectations_.removed(key, pod.uid, now);
         log.info("removed a warm pod",
-                 {{"environment", environment_label},
-                  {"pod", pod.name},
-                  {"why", pod.state == WarmPodState::kFinished ? "finished unassigned"
-                                                               : "over the pool's target"}});
+                 {{"environment", environment_label}, {"pod", pod.name}, {"why", why}});
       }
     } catch (const std::exception& e) {
       deps_.metrics.warm_pool_errors_total
@@ -1119,7 +1129,10 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     apply_policy(deps_.network_policy_client, env, policy, spec_changed);
     memo.policy_applied_at = now;
   }
-  auto& poller = ensure_poller(key_text, env, credentials);
+  // The warm pods' template follows the spec: decided again only for a new generation.
+  const WarmTemplate warm_template =
+      spec_changed ? decide_warm_template(env) : std::move(memo.warm_template);
+  auto& poller = ensure_poller(key_text, env, credentials, warm_template.hash);
   // On a new spec (a new leader's first pass included: claims its predecessor acknowledged get
   // their pods) and now and then.
   if (spec_changed || now - memo.orphans_swept_at >= options_.orphan_sweep) {
@@ -1130,6 +1143,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     std::lock_guard lock(mutex_);
     auto& stored = memos_[key_text];
     stored.generation = env.generation;
+    stored.warm_template = warm_template;
     stored.policy_applied_at = memo.policy_applied_at;
     stored.orphans_swept_at = memo.orphans_swept_at;
   }
@@ -1151,7 +1165,7 @@ runtime::ReconcileResult AgentEnvironmentReconciler::reconcile(const kube::Objec
     if (outcomes.workspaces->total == 0 && !env.runner.workspace_claim) outcomes.workspaces.reset();
   }
   // After the NetworkPolicy: a warm pod is never up before the policy that holds it in.
-  const auto warm_pool_retry = reconcile_warm_pool(key_text, env, outcomes);
+  const auto warm_pool_retry = reconcile_warm_pool(key_text, env, warm_template, outcomes);
   const PollerState state = poller.state();
   const StatusWrite written = write_status(*object, &env, credentials, &state, outcomes, "");
   mark_counted(env, involved, outcomes, written);

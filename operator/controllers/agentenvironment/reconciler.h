@@ -127,8 +127,14 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   // What a reconcile does not need to redo each time: the key is re-read, the NetworkPolicy
   // re-applied and Secrets without pods swept when the spec changes, and otherwise at these
   // intervals.
+  // The runner template of the environment's warm pods, or why it has none.
+  struct WarmTemplate {
+    std::string hash{};  // warm_runner_template_hash; empty without a pool or when refused
+    std::string refusal_reason{}, refusal_message{};  // why no warm pod may be made, if so
+  };
   struct Memo {
     std::int64_t generation = -1;
+    WarmTemplate warm_template{};  // of `generation`
     Clock::TimePoint policy_applied_at{}, orphans_swept_at{}, gates_swept_at{};
     std::optional<Clock::TimePoint> status_written_at;
   };
@@ -196,7 +202,9 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   void apply_policy(kube::ResourceClient& client, const AgentEnvironment& env,
                     const nlohmann::json& desired, bool spec_changed);
   SessionPoller& ensure_poller(const std::string& key, const AgentEnvironment& env,
-                               const Credentials& credentials);
+                               const Credentials& credentials, const std::string& warm_template);
+  // Whether a warm pod can exist for this spec and from which template (docs/warm-pool.md).
+  WarmTemplate decide_warm_template(const AgentEnvironment& env) const;
   void remove_poller(const std::string& key);
   // An environment the operator will not serve for a reason someone must fix (its namespace did
   // not opt in, another one serves its environment id): no poller, Ready false with the reason,
@@ -215,6 +223,7 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   // for the pool's sake: a failed create's backoff, or a claim leaving the window.
   std::optional<Clock::Duration> reconcile_warm_pool(const std::string& key,
                                                      const AgentEnvironment& env,
+                                                     const WarmTemplate& warm_template,
                                                      Outcomes& outcomes);
   // Marks the pods the status has counted, and reports the newly counted ones.
   void mark_counted(const AgentEnvironment& env, const nlohmann::json& involved,

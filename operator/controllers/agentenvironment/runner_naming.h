@@ -34,6 +34,9 @@ inline constexpr std::string_view kSecretKeyHttpsProxy = "https-proxy";
 inline constexpr std::string_view kLabelWarm = "perimeter.dev/warm";
 // The lowercase hex SHA-256 of the pod's token: enough to check a token, useless to present one.
 inline constexpr std::string_view kAnnotationWarmTokenSha256 = "perimeter.dev/warm-token-sha256";
+// A digest of the runner template a warm pod was made from (warm_runner_template_hash): a pod
+// whose digest is not the spec's is of an earlier template, never assigned, and replaced.
+inline constexpr std::string_view kAnnotationWarmTemplate = "perimeter.dev/warm-template";
 // The assignment, written by the claim under the pod's resourceVersion, so one claim wins a pod.
 inline constexpr std::string_view kAnnotationAssignedWorkId = "perimeter.dev/assigned-work-id";
 inline constexpr std::string_view kAnnotationAssignedSessionId =

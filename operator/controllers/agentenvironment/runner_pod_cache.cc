@@ -94,9 +94,9 @@ void trim_runner_pod(json& pod) {
       move_keys(*source_annotations, annotations,
                 {kAnnotationWorkId.data(), kAnnotationClaimedAt.data(), kAnnotationOutcome.data(),
                  kAnnotationRecordedAt.data(), kAnnotationSecretVersion.data(),
-                 kAnnotationWarmTokenSha256.data(), kAnnotationAssignedWorkId.data(),
-                 kAnnotationAssignedSessionId.data(), kAnnotationAssignedSecret.data(),
-                 kAnnotationAssignmentConfirmedAt.data()});
+                 kAnnotationWarmTokenSha256.data(), kAnnotationWarmTemplate.data(),
+                 kAnnotationAssignedWorkId.data(), kAnnotationAssignedSessionId.data(),
+                 kAnnotationAssignedSecret.data(), kAnnotationAssignmentConfirmedAt.data()});
     }
     metadata["annotations"] = std::move(annotations);
     // The owner, as the controller's owner watch reads it.

@@ -334,10 +334,12 @@ nlohmann::json build_warm_pod_secret(const AgentEnvironment& env, const std::str
             {std::string(kSecretKeyWarmCa), endpoint.ca_pem}}}};
 }
 
-nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::string& name,
-                                     const std::string& token_sha256,
-                                     const AssignmentEndpoint& endpoint,
-                                     const RunnerEgress& egress) {
+namespace {
+
+nlohmann::json build_unstamped_warm_runner_pod(const AgentEnvironment& env, const std::string& name,
+                                               const std::string& token_sha256,
+                                               const AssignmentEndpoint& endpoint,
+                                               const RunnerEgress& egress) {
   if (egress.mode == EgressMode::kGateway) {
     throw SpecError(
         "warm runner pods are not offered with gateway egress: the proxy credential belongs to "
@@ -365,6 +367,28 @@ nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::str
   shape.extra_volumes.push_back(
       {{"name", "warm"}, {"secret", {{"secretName", name}, {"defaultMode", 0440}}}});
   return build_pod_from_template(env, shape, egress);
+}
+
+}  // namespace
+
+std::string warm_runner_template_hash(const AgentEnvironment& env,
+                                      const AssignmentEndpoint& endpoint,
+                                      const RunnerEgress& egress) {
+  // The same placeholders every time: what is left to differ is the template.
+  constexpr int kDigits = 16;
+  return short_hash(
+      build_unstamped_warm_runner_pod(env, "warm", std::string(64, '0'), endpoint, egress).dump(),
+      kDigits);
+}
+
+nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::string& name,
+                                     const std::string& token_sha256,
+                                     const AssignmentEndpoint& endpoint,
+                                     const RunnerEgress& egress) {
+  nlohmann::json pod = build_unstamped_warm_runner_pod(env, name, token_sha256, endpoint, egress);
+  pod["metadata"]["annotations"][std::string(kAnnotationWarmTemplate)] =
+      warm_runner_template_hash(env, endpoint, egress);
+  return pod;
 }
 
 std::string network_policy_name(const AgentEnvironment& env) {

@@ -64,15 +64,23 @@ nlohmann::json build_warm_pod_secret(const AgentEnvironment& env, const std::str
 // A warm runner pod: the same template as a session's pod (security context, limits, volumes,
 // owner, the environment's NetworkPolicy) without a session: no work id, session id or work
 // secret, labelled kLabelWarm, the token's hash in kAnnotationWarmTokenSha256, its own Secret
-// mounted at kWarmCredentialMountPath, and the runner told where to ask (PERIMETER_WARM_*). No
-// activeDeadlineSeconds: the kubelet would count it from the pod's start, not the session's; the
-// claim's assignment sets it (SessionObjectWriter::assign_warm_pod).
-// Throws SpecError where a pod needs its session before it starts: gateway egress (the proxy
-// credential is the session's) and a per-session workspace claim.
+// mounted at kWarmCredentialMountPath, the runner told where to ask (PERIMETER_WARM_*), and the
+// digest of its template in kAnnotationWarmTemplate. No activeDeadlineSeconds: the kubelet would
+// count it from the pod's start, not the session's; the claim's assignment sets it
+// (SessionObjectWriter::assign_warm_pod). Throws SpecError where a pod needs its session before it
+// starts: gateway egress (the proxy credential is the session's) and a per-session workspace claim.
 nlohmann::json build_warm_runner_pod(const AgentEnvironment& env, const std::string& name,
                                      const std::string& token_sha256,
                                      const AssignmentEndpoint& endpoint,
                                      const RunnerEgress& egress = {});
+
+// The digest of the template build_warm_runner_pod makes pods from: everything but the pod's name
+// and token. Two specs give the same digest exactly when their warm pods would be the same, so a
+// warm pod whose digest is not the current one is of an earlier template. Throws SpecError as
+// build_warm_runner_pod does.
+std::string warm_runner_template_hash(const AgentEnvironment& env,
+                                      const AssignmentEndpoint& endpoint,
+                                      const RunnerEgress& egress = {});
 
 // The operator's pods that serve warm runners their assignments, and the port: the one egress an
 // environment with a warm pool adds to its runner pods (docs/warm-pool.md).

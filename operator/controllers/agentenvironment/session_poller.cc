@@ -207,15 +207,23 @@ std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot(bool c
   return SlotReservation(this);
 }
 
-std::set<std::string> SessionPoller::ready_warm_names() {
-  std::string ns, name;
+std::vector<WarmPodRef> SessionPoller::assignable_warm_pods() {
+  std::string ns, name, template_hash;
   {
     std::lock_guard lock(mutex_);
     ns = settings_.environment.namespace_;
     name = settings_.environment.name;
+    template_hash = settings_.warm_template_hash;
   }
+  // A pod of an earlier runner template is not the spec's runner: the pool replaces it.
+  std::vector<WarmPodRef> pods = deps_.census.ready_warm_pods(ns, name);
+  std::erase_if(pods, [&](const WarmPodRef& pod) { return pod.template_hash != template_hash; });
+  return pods;
+}
+
+std::set<std::string> SessionPoller::ready_warm_names() {
   std::set<std::string> names;
-  for (auto& pod : deps_.census.ready_warm_pods(ns, name)) names.insert(std::move(pod.name));
+  for (auto& pod : assignable_warm_pods()) names.insert(std::move(pod.name));
   return names;
 }
 
@@ -559,7 +567,7 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
                                                      const ClaimedSession& session,
                                                      PollTime polled_at) {
   const std::string secret_name = runner_object_name(session.work_id);
-  for (const auto& pod : deps_.census.ready_warm_pods(env.namespace_, env.name)) {
+  for (const auto& pod : assignable_warm_pods()) {
     {
       std::lock_guard lock(mutex_);
       if (recently_assigned_.count(pod.name) > 0 || !assigning_.insert(pod.name).second) continue;

@@ -38,6 +38,9 @@ struct PollerSettings {
   // PEM certificates trusted for the API besides the system's store: the ConfigMap key
   // spec.apiCAConfigMapRef names (empty without one).
   std::string api_ca_pem{};
+  // The digest of the runner template warm pods are made from now (warm_runner_template_hash):
+  // a claim assigns only a warm pod that carries it. Empty when the spec offers no warm pool.
+  std::string warm_template_hash{};
 };
 
 enum class PollerHealth {
@@ -205,7 +208,10 @@ class SessionPoller {
   // The ready warm pods of the census that no pass holds or this poller assigned (pruning the
   // assigned ones the census no longer shows ready). Called under mutex_ and counting_mutex_.
   std::size_t available_warm_locked(const std::set<std::string>& ready_warm, Clock::TimePoint now);
-  // The census's ready warm pods, by name (reads the cache: not under mutex_).
+  // The census's ready warm pods of the current runner template, oldest first (reads the cache:
+  // not under mutex_).
+  std::vector<WarmPodRef> assignable_warm_pods();
+  // The same, by name.
   std::set<std::string> ready_warm_names();
   // A slot regardless of the limit, for an item already acknowledged.
   SlotReservation take_slot();

@@ -50,6 +50,8 @@ struct WarmPodRef {
   std::optional<std::chrono::system_clock::time_point> started_at{};
   // Its spec.activeDeadlineSeconds: only a warm pod an earlier version made carries one.
   std::optional<std::int64_t> active_deadline_seconds{};
+  // The digest of the runner template it was made from (perimeter.dev/warm-template).
+  std::string template_hash{};
 };
 
 // A runner pod holding the assignment of a work item (a warm pod a claim assigned).

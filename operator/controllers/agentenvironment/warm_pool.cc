@@ -67,6 +67,13 @@ WarmPoolPlan plan_warm_pool(const WarmPoolInputs& in) {
   WarmPoolPlan plan;
   std::vector<const UnassignedWarmPod*> starting, ready;
   for (const auto& pod : in.pods) {
+    // A pod not cached yet has no digest to read: this operator made it, of a recent template.
+    const bool alive = pod.state == WarmPodState::kStarting || pod.state == WarmPodState::kReady;
+    if (alive && !pod.uid.empty() && pod.template_hash != in.template_hash) {
+      plan.remove.push_back(pod);
+      ++plan.outdated;
+      continue;
+    }
     switch (pod.state) {
       case WarmPodState::kStarting:
         starting.push_back(&pod);

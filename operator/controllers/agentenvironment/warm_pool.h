@@ -50,6 +50,8 @@ struct UnassignedWarmPod {
   WarmPodState state = WarmPodState::kStarting;
   // Finished with a failure of its own (not the pool's SIGTERM, nor its deadline): why.
   std::string failure{};
+  // The digest of the runner template it was made from (kAnnotationWarmTemplate).
+  std::string template_hash{};
 };
 
 struct WarmPoolInputs {
@@ -61,6 +63,8 @@ struct WarmPoolInputs {
   // Sessions claimed in the last interval (warm or cold), from the pods' claim times.
   std::size_t recent_claims = 0;
   std::vector<UnassignedWarmPod> pods{};
+  // The digest of the runner template warm pods are made from now (warm_runner_template_hash).
+  std::string template_hash{};
 };
 
 struct WarmPoolPlan {
@@ -71,10 +75,13 @@ struct WarmPoolPlan {
   std::size_t create = 0;
   // True when maxConcurrentSessions leaves the pool less than its target.
   bool held_by_session_limit = false;
-  // Finished ones (always), then the surplus over the target: starting before ready, the newest
-  // first (the oldest ready pods are the likeliest to be claimed next; a pod still starting
-  // cost least). Never an assigned pod (they are not among the inputs).
+  // Finished ones and those of an earlier runner template (always: no claim assigns them), then
+  // the surplus over the target: starting before ready, the newest first (the oldest ready pods
+  // are the likeliest to be claimed next; a pod still starting cost least). Never an assigned pod
+  // (they are not among the inputs).
   std::vector<UnassignedWarmPod> remove{};
+  // How many of `remove` are of an earlier template.
+  std::size_t outdated = 0;
 };
 
 // The pool's rule, without I/O.

@@ -1265,6 +1265,48 @@ TEST_F(WarmPoolReconcilerTest, AnIdleFullPoolMakesNoApiserverWrites) {
   EXPECT_THAT(writes_since(from), ::testing::IsEmpty());
 }
 
+// A warm pod runs the template of the spec it was made for. After the runner template changes
+// (a new image: a fix the platform team rolls out), no session may start on an idle pod of the
+// old one: those are replaced, and a pod a claim assigned meanwhile stays its session's.
+TEST_F(WarmPoolReconcilerTest, ANewRunnerTemplateReplacesTheIdleWarmPodsOfTheOldOne) {
+  given(environment_object(warm_pool(2, 2)));
+  auto reconciler = make_reconciler(warm_options());
+  reconciler->reconcile({kNamespace, kName});
+  const auto old_pods = warm_pod_names();
+  ASSERT_EQ(old_pods.size(), 2u);
+  make_ready(old_pods);
+  pass(*reconciler);
+  const std::string assigned = *old_pods.begin();
+  ASSERT_TRUE(assign(assigned, "work_1"));
+
+  json object = stored_environment();
+  object["spec"]["runner"]["image"] = "perimeter-runner:2";
+  object["metadata"]["generation"] = 2;
+  environment_client_.update(kNamespace, object);
+  pass(*reconciler);
+  const auto new_pods = warm_pod_names();
+  EXPECT_EQ(new_pods.size(), 2u);
+  for (const auto& name : new_pods) {
+    EXPECT_FALSE(old_pods.contains(name)) << name << " is an idle pod of the old template";
+    EXPECT_EQ(pod_client_.get(kNamespace, name)["spec"]["containers"][0].value("image", ""),
+              "perimeter-runner:2");
+  }
+  EXPECT_TRUE(pod_client_.get(kNamespace, assigned).is_object())
+      << "the assigned pod is a session's: it keeps its template";
+  EXPECT_EQ(warm_secret_names(), [&] {
+    auto names = new_pods;
+    names.insert(assigned);
+    return names;
+  }()) << "the replaced pods' Secrets go with them";
+
+  // The new pods are the template's: passes that follow replace nothing.
+  make_ready(new_pods);
+  pass(*reconciler);
+  pass(*reconciler);
+  EXPECT_EQ(warm_pod_names(), new_pods);
+  EXPECT_EQ(warm_status(), (json{{"ready", 2}, {"starting", 0}, {"target", 2}}));
+}
+
 TEST_F(WarmPoolReconcilerTest, APoolRemovedFromTheSpecTakesItsPodsConditionAndFigures) {
   given(environment_object(warm_pool(2, 2)));
   auto reconciler = make_reconciler(warm_options());

@@ -160,6 +160,12 @@ TEST(RunnerPodCacheTest, AWarmPodKeepsItsTokenHashAndItsAssignment) {
   EXPECT_EQ(from_cache->assignment->secret_name, "run-work-1");
   EXPECT_EQ(from_cache->confirmed, from_full->confirmed);
   EXPECT_TRUE(from_cache->confirmed);
+  // The template's digest, which the pool and the claims compare with the spec's: a cache
+  // without it would replace every warm pod on every pass.
+  const std::string digest = pod["metadata"]["annotations"][std::string(kAnnotationWarmTemplate)];
+  EXPECT_FALSE(digest.empty());
+  EXPECT_EQ(trimmed["metadata"]["annotations"].value(std::string(kAnnotationWarmTemplate), ""),
+            digest);
 }
 
 // The claim's assignment gives a warm pod's session its deadline from the pod's age (docs/

@@ -504,6 +504,50 @@ TEST_F(SessionPollerTest, AtTheLimitAReadyWarmPodStillTakesAnItemAndAColdClaimDo
   EXPECT_EQ(poller->poll_once(), PollOutcome::kAtCapacity);
 }
 
+// A ready warm pod made from an earlier runner template (the spec changed since) is not the
+// spec's runner: a claim passes it by, for a pod of the current template or a cold one.
+TEST_F(SessionPollerTest, AWarmPodOfAnEarlierTemplateIsNeverAssigned) {
+  auto poller = make_poller(environment(5));
+  poller->update(PollerSettings{environment(5), "envkey", "worker-1", "", "template-2"});
+  WarmPodRef outdated{"warm-old", "uid-old", "3"};
+  outdated.template_hash = "template-1";
+  census_.value.ready_warm = {outdated};
+  census_.value.unfinished = census_.in_cache = {"warm-old"};
+  {
+    InSequence order;
+    EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+    EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+    EXPECT_CALL(writer_, check_pod(_)).WillOnce(Return());
+    EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+    EXPECT_CALL(writer_, ensure_pod(_)).WillOnce(Return(true));
+  }
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no assign_warm_pod
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "cold"}}),
+            1);
+
+  // A pod of the current template, older or not, is the one taken.
+  WarmPodRef current{"warm-new", "uid-new", "4"};
+  current.template_hash = "template-2";
+  census_.value.ready_warm = {outdated, current};
+  census_.value.unfinished =
+      census_.in_cache = {"warm-old", "warm-new", runner_object_name("work_A")};
+  std::string assigned;
+  {
+    InSequence order;
+    EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_B")));
+    EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+    EXPECT_CALL(api_, ack("work_B")).WillOnce(Return(agentapi::WorkItem{}));
+    EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
+        .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
+                      const std::string&, std::int64_t) {
+          assigned = pod.name;
+          return true;
+        });
+  }
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  EXPECT_EQ(assigned, "warm-new");
+}
+
 // Two claims of one warm pod: the patch carries the resourceVersion, the loser gets 409 (false)
 // and tries the next ready pod, then a cold pod.
 TEST_F(SessionPollerTest, AWarmPodLostToAnotherClaimSendsTheClaimToTheNextThenToACold) {

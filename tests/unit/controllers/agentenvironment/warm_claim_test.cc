@@ -114,8 +114,11 @@ class WarmClaimTest : public ::testing::Test {
                             Logger("test", StderrSink::instance(), LogLevel::kError),
                             [](const std::string&, const std::string&, const std::string&) {},
                             nullptr};
+    // The seeded warm pods' template is the current one: the claim may assign them.
     process->poller = std::make_unique<SessionPoller>(
-        PollerSettings{environment(), "envkey", "worker-1"}, std::move(deps), 1);
+        PollerSettings{environment(), "envkey", "worker-1", "",
+                       warm_runner_template_hash(warm_test::warm_pool_environment(), kEndpoint)},
+        std::move(deps), 1);
     return process;
   }
 

@@ -101,6 +101,28 @@ TEST(WarmPoolPlan, AFinishedPodIsAlwaysRemovedAndAPodBeingDeletedIsLeftAlone) {
   EXPECT_EQ(plan.create, 1u) << "the finished and the deleted pod are no longer the pool's";
 }
 
+// After the runner template changed, a pod of the earlier one is no warm pod of this spec: it is
+// removed (a claim assigns none of them) and not counted, so its replacement is made at once.
+TEST(WarmPoolPlan, PodsOfAnEarlierTemplateAreRemovedAndReplaced) {
+  auto in = pool(2, 2);
+  in.template_hash = "new";
+  auto old_ready = warm("old-ready", WarmPodState::kReady, "2026-12-01T10:00:00Z");
+  auto old_starting = warm("old-starting", WarmPodState::kStarting, "2026-12-01T10:00:01Z");
+  auto current = warm("current", WarmPodState::kReady, "2026-12-01T10:00:02Z");
+  old_ready.template_hash = old_starting.template_hash = "old";
+  current.template_hash = "new";
+  UnassignedWarmPod just_made;  // not cached yet: made by this operator, of a recent template
+  just_made.name = "just-made";
+  in.pods = {old_ready, old_starting, current, just_made};
+  in.unfinished_runner_pods = 4;
+  const auto plan = plan_warm_pool(in);
+  EXPECT_EQ(names(plan.remove), (std::vector<std::string>{"old-ready", "old-starting"}));
+  EXPECT_EQ(plan.outdated, 2u);
+  EXPECT_EQ(plan.ready, 1u);
+  EXPECT_EQ(plan.starting, 1u);
+  EXPECT_EQ(plan.create, 0u) << "the current pod and the one just made fill the target";
+}
+
 TEST(WarmPoolPlan, ASuspendedEnvironmentKeepsNoWarmPod) {
   auto in = pool(2, 4);
   in.suspended = true;
