@@ -156,12 +156,13 @@ std::shared_ptr<agentapi::AgentApi> SessionPoller::api() {
 }
 
 SessionPoller::SlotReservation::~SlotReservation() {
-  if (poller_ != nullptr) poller_->release_slot(created_pod_, warm_);
+  if (poller_ != nullptr) poller_->release_slot(created_pod_, warm_, holds_item_);
 }
 
 SessionPoller::SlotReservation::SlotReservation(SlotReservation&& other) noexcept
     : poller_(std::exchange(other.poller_, nullptr)),
       warm_(other.warm_),
+      holds_item_(other.holds_item_),
       created_pod_(std::move(other.created_pod_)) {}
 
 std::optional<SessionPoller::SlotReservation> SessionPoller::reserve_slot(bool cold_only) {
@@ -242,16 +243,34 @@ std::size_t SessionPoller::available_warm_locked(const std::set<std::string>& re
 }
 
 void SessionPoller::prefer_warm(SlotReservation& slot) {
-  if (slot.warm()) return;
   std::lock_guard counting(counting_mutex_);
   const auto ready_warm = ready_warm_names();
-  if (ready_warm.empty()) return;
   std::lock_guard lock(mutex_);
-  if (reserved_warm_ >= available_warm_locked(ready_warm, deps_.clock.now())) return;
-  // The slot under the limit goes back: the warm pod is counted already.
-  --reserved_;
-  ++reserved_warm_;
+  slot.holds_item_ = true;
+  if (slot.warm_) {
+    if (warm_given_up_ == 0) {
+      ++warm_with_item_;
+      return;
+    }
+    // Its pod went to a pass that had an item first; it holds that pass's slot (counted in
+    // reserved_ already), and may still find another ready pod below.
+    --warm_given_up_;
+    slot.warm_ = false;
+  }
+  const std::size_t available = available_warm_locked(ready_warm, deps_.clock.now());
+  // Every ready pod is some item's already.
+  if (warm_with_item_ >= available) return;
+  if (reserved_warm_ < available) {
+    // A pod no pass holds: the slot under the limit goes back, the warm pod is counted already.
+    --reserved_;
+    ++reserved_warm_;
+  } else {
+    // Passes still waiting hold every ready pod; one of them gives its pod up for this item,
+    // which is here now, and takes this slot instead: the counts stay as they are.
+    ++warm_given_up_;
+  }
   slot.warm_ = true;
+  ++warm_with_item_;
 }
 
 SessionPoller::SlotReservation SessionPoller::take_slot() {
@@ -260,10 +279,15 @@ SessionPoller::SlotReservation SessionPoller::take_slot() {
   return SlotReservation(this);
 }
 
-void SessionPoller::release_slot(const std::string& created_pod, bool warm) {
+void SessionPoller::release_slot(const std::string& created_pod, bool warm, bool holds_item) {
   std::lock_guard lock(mutex_);
-  if (warm) {
+  if (warm && !holds_item && warm_given_up_ > 0) {
+    // A pass still waiting ends with no item: it is the one that gave its pod up.
+    --warm_given_up_;
+    --reserved_;
+  } else if (warm) {
     --reserved_warm_;
+    if (holds_item) --warm_with_item_;
   } else {
     --reserved_;
   }

@@ -189,9 +189,10 @@ class SessionPoller {
     bool warm() const { return warm_; }
 
    private:
-    friend class SessionPoller;  // prefer_warm() turns a cold reservation warm
+    friend class SessionPoller;  // prefer_warm() decides warm or cold once the item is in hand
     SessionPoller* poller_;
     bool warm_ = false;
+    bool holds_item_ = false;  // its poll returned an item: decided by prefer_warm()
     std::string created_pod_;
   };
 
@@ -202,8 +203,11 @@ class SessionPoller {
   // A ready warm pod when one is not yet held by another pass (unless `cold_only`), else a slot
   // under the limit; nullopt when neither is free.
   std::optional<SlotReservation> reserve_slot(bool cold_only = false);
-  // Turns a cold reservation, taken before a long-poll held for seconds, into a warm one when a
-  // warm pod became ready meanwhile and no other pass holds it.
+  // Decides, once the pass's poll returned an item, whether it goes to a warm pod: a cold
+  // reservation, taken before a long-poll held for seconds, turns warm when a ready warm pod is
+  // not taken by another pass holding an item, even one a pass still waiting reserved (that pass
+  // takes over the slot under the limit this one gives up); a warm reservation whose pod went
+  // that way turns cold, in that slot.
   void prefer_warm(SlotReservation& slot);
   // The ready warm pods of the census that no pass holds or this poller assigned (pruning the
   // assigned ones the census no longer shows ready). Called under mutex_ and counting_mutex_.
@@ -215,7 +219,7 @@ class SessionPoller {
   std::set<std::string> ready_warm_names();
   // A slot regardless of the limit, for an item already acknowledged.
   SlotReservation take_slot();
-  void release_slot(const std::string& created_pod, bool warm);
+  void release_slot(const std::string& created_pod, bool warm, bool holds_item);
   // When a poll returned, on both clocks: steady for durations, wall for the Secret's marker.
   struct PollTime {
     Clock::TimePoint steady;
@@ -284,6 +288,11 @@ class SessionPoller {
   // Passes holding a ready warm pod (reserve_slot), the warm pods some pass is assigning now,
   // and the ones this poller assigned that the census may still show ready (with when).
   std::size_t reserved_warm_ = 0;
+  // Of those, the passes whose poll returned an item; and how many of the passes still waiting
+  // gave their warm pod to a pass with an item and hold its slot under the limit instead
+  // (counted in reserved_, not reserved_warm_): the next of them to end or get an item is cold.
+  std::size_t warm_with_item_ = 0;
+  std::size_t warm_given_up_ = 0;
   std::set<std::string> assigning_;
   std::map<std::string, std::chrono::steady_clock::time_point> recently_assigned_;
   // Pods this poller created that the census has not shown yet, with when they were created.

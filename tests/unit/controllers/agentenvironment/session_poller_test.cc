@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <functional>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -458,6 +459,60 @@ TEST_F(SessionPollerTest, AWarmPodReadyWhileThePollWasHeldTakesTheItem) {
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no dry run, no pod
   EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "warm"}}),
             1);
+}
+
+// Each poll thread reserves before its long-poll: with two warm pods ready, two threads hold
+// them and a third polls with a slot under the limit. The queue may hand the item to that third
+// one: it takes a ready pod all the same (the real-node test saw a session go cold this way), and
+// the thread still waiting for an item holds the slot it gave up, so the limit holds.
+TEST_F(SessionPollerTest, AnItemPolledWithASlotTakesAWarmPodThatAWaitingPollHeld) {
+  auto poller = make_poller(environment(3));
+  census_.value.ready_warm = {{"warm-1", "uid-1", "3"}, {"warm-2", "uid-2", "4"}};
+  census_.value.unfinished = census_.in_cache = {"warm-1", "warm-2"};
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> waiting{0};
+  const auto held_until_released = [&](const agentapi::PollOptions&) {
+    ++waiting;
+    released.wait();
+    return std::optional<agentapi::WorkItem>();
+  };
+  std::string assigned;
+  {
+    InSequence order;
+    EXPECT_CALL(api_, poll(_)).WillOnce(held_until_released).WillOnce(held_until_released);
+    EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  }
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
+      .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
+                    const std::string&, std::int64_t) {
+        assigned = pod.name;
+        return true;
+      });
+  // Two passes hold the two warm pods while their long-polls wait.
+  std::thread first([&] { EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty); });
+  ASSERT_TRUE(eventually([&] { return waiting == 1; }));
+  std::thread second([&] { EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty); });
+  ASSERT_TRUE(eventually([&] { return waiting == 2; }));
+  // The third reserves a slot under the limit (2 warm pods + 1 < 3) and gets the item.
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);  // StrictMock: no dry run, no pod
+  EXPECT_EQ(assigned, "warm-1");
+  EXPECT_EQ(counter(metrics_.claims_total, {{"environment", "agents/payments"}, {"kind", "warm"}}),
+            1);
+  release.set_value();
+  first.join();
+  second.join();
+
+  // Every reservation went back as it was counted: the next item takes the other warm pod.
+  census_.value.ready_warm = {{"warm-2", "uid-2", "4"}};
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_B")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_B")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, assign_warm_pod(_, ::testing::Field(&WarmPodRef::name, "warm-2"), _, _, _))
+      .WillOnce(Return(true));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
 }
 
 // The claim hands what it assigned to the assignment service as its patch is answered, so the
