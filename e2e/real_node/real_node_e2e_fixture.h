@@ -5,12 +5,14 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -214,6 +216,48 @@ steps:
         },
         seconds(180), "the first pod to start the slow step");
     return first;
+  }
+
+  // Everything the runner container of `pod` wrote, from the kubelet's CRI log files
+  // (<pod-logs>/<ns>_<name>_<uid>/runner/), to explain a failure.
+  std::string runner_log(const json& pod) const {
+    const std::string dir = node_dir_ + "/pod-logs/" +
+                            pod["metadata"]["namespace"].get<std::string>() + "_" +
+                            pod["metadata"]["name"].get<std::string>() + "_" +
+                            pod["metadata"]["uid"].get<std::string>() + "/runner";
+    std::vector<std::string> files;
+    std::error_code missing;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, missing)) {
+      files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+    std::string text;
+    for (const auto& file : files) text += read_file(file);
+    return text;
+  }
+
+  // The lines of `text` that mention `needle`.
+  static std::string lines_with(const std::string& text, const std::string& needle) {
+    std::istringstream lines(text);
+    std::string found;
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find(needle) != std::string::npos) found += line + "\n";
+    }
+    return found;
+  }
+
+  // What the operator (every run of it), the simulator and each runner pod holding it said about
+  // one work item.
+  void explain_item(const std::string& work_id, const std::vector<json>& holding) {
+    std::cerr << "---- " << work_id << ": operator log ----\n"
+              << lines_with(read_file(logs_->path() + "/operator.log"), work_id) << "---- "
+              << work_id << ": perimeter-sim log ----\n"
+              << lines_with(sim_->log(), work_id);
+    for (const auto& pod : holding) {
+      std::cerr << "---- " << work_id << ": runner log of " << pod["metadata"].value("name", "")
+                << " ----\n"
+                << runner_log(pod);
+    }
   }
 
   std::string workspace_on_node(const json& pod) const {

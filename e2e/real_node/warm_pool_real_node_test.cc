@@ -518,6 +518,7 @@ steps:
     EXPECT_LE(attempts, 1 + lost + lapsed) << view["transitions"].dump();
     // One pod per attempt (a killed pod stays, Failed, with its assignment).
     const auto holding = pods_holding(session.work_id);
+    if (attempts > 1 + lost + lapsed) explain_item(session.work_id, holding);
     EXPECT_EQ(static_cast<int>(holding.size()), attempts) << "pods per attempt";
     for (const auto& pod : holding) {
       const std::string name = pod["metadata"]["name"];
