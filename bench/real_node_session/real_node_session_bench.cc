@@ -14,8 +14,9 @@
 //     serves warm runners their assignments at the node's gateway address
 //     (--warm-assignment-address). p50 and p99 over every session from enqueue and from the ack:
 //     the ack, the assignment (the operator's log), the runner receiving it (its log), its
-//     confirm (the pod's annotation), the runner serving its item (its log), its first heartbeat,
-//     its first tool result.
+//     confirm (the pod's annotation, then the runner's log), the runner serving its item (its
+//     log), its first heartbeat, its session runner's start and first tool call (its log), its
+//     first tool result.
 //
 // Timestamps come from where each step happens, all on this machine's clock: perimeter-sim
 // (created_at, acknowledged_at, started_at = first heartbeat, stopped_at, events' processed_at;
@@ -757,10 +758,21 @@ class SessionBench {
                                                cri_log_line_ms)) {
         milestones["runner_serving"] = *serving;
       }
+      // The runner's own view of its confirm's answer, its session runner's start (session
+      // fetched, toolset built) and its first tool call's start.
+      for (const auto& [milestone, needle] :
+           {std::pair{"runner_confirmed", "warm: confirmed"},
+            std::pair{"runner_session_started", "session tool runner starting"},
+            std::pair{"runner_tool_started", "executing tool"}}) {
+        if (const auto at =
+                first_line_with(container_log_of(where, pod), {needle}, cri_log_line_ms))
+          milestones[milestone] = *at;
+      }
     }
     for (const char* milestone :
          {"acknowledged", "assigned", "pod_created", "runner_assigned", "assignment_confirmed",
-          "runner_serving", "first_heartbeat", "first_tool_result"}) {
+          "runner_confirmed", "runner_serving", "first_heartbeat", "runner_session_started",
+          "runner_tool_started", "first_tool_result"}) {
       if (!milestones.contains(milestone)) continue;
       line["since_enqueue_ms"][milestone] = milestones[milestone].get<double>() - enqueued;
       // From the ack: without where the enqueue fell in the poll cycle.
@@ -995,11 +1007,27 @@ int main(int argc, char** argv) {
               << "    warm pool sessions served by a warm pod: "
               << pool["warm_pool"].value("served_by_warm_pod", 0)
               << ", by a cold pod: " << pool["warm_pool"].value("served_by_cold_pod", 0) << "\n";
-    for (const char* milestone :
-         {"acknowledged", "assigned", "runner_assigned", "assignment_confirmed", "runner_serving",
-          "pod_created", "first_heartbeat", "first_tool_result", "ack_to_assigned",
-          "ack_to_runner_assigned", "ack_to_assignment_confirmed", "ack_to_runner_serving",
-          "ack_to_pod_created", "ack_to_first_heartbeat", "ack_to_first_tool_result"}) {
+    for (const char* milestone : {"acknowledged",
+                                  "assigned",
+                                  "runner_assigned",
+                                  "assignment_confirmed",
+                                  "runner_confirmed",
+                                  "runner_serving",
+                                  "pod_created",
+                                  "first_heartbeat",
+                                  "runner_session_started",
+                                  "runner_tool_started",
+                                  "first_tool_result",
+                                  "ack_to_assigned",
+                                  "ack_to_runner_assigned",
+                                  "ack_to_assignment_confirmed",
+                                  "ack_to_runner_confirmed",
+                                  "ack_to_runner_serving",
+                                  "ack_to_pod_created",
+                                  "ack_to_first_heartbeat",
+                                  "ack_to_runner_session_started",
+                                  "ack_to_runner_tool_started",
+                                  "ack_to_first_tool_result"}) {
       std::cout << "    " << std::left << std::setw(30) << milestone << std::right;
       for (const char* kind : {"warm_pool", "cold_series"}) {
         const json cell = pool[kind].value(milestone, json());

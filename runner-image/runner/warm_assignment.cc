@@ -171,7 +171,11 @@ WarmAssignmentClient::Outcome WarmAssignmentClient::confirm(StopSource& stop,
     return Outcome::kRetry;
   }
   if (stop.requested()) return Outcome::kDone;
-  if (response.status == 204 || response.status == 200) return Outcome::kDone;
+  if (response.status == 204 || response.status == 200) {
+    // The moment the token stops opening anything: the warm pod's log shows it.
+    logger_.info("warm: confirmed", {{"work_id", assignment.work_id}});
+    return Outcome::kDone;
+  }
   // 409: the pod's assignment is another work id than the one we were given; nothing we hold
   // can be trusted to be ours.
   if (is_refusal(response.status) || response.status == 409) {
