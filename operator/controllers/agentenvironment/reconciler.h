@@ -124,14 +124,14 @@ class AgentEnvironmentReconciler final : public runtime::Reconciler {
   SessionPoller* poller(const std::string& key);
 
  private:
-  // What a reconcile does not need to redo each time: the key is re-read, the NetworkPolicy
-  // re-applied and Secrets without pods swept when the spec changes, and otherwise at these
-  // intervals.
   // The runner template of the environment's warm pods, or why it has none.
   struct WarmTemplate {
     std::string hash{};  // warm_runner_template_hash; empty without a pool or when refused
     std::string refusal_reason{}, refusal_message{};  // why no warm pod may be made, if so
   };
+  // What a reconcile does not need to redo each time: the key is re-read, the NetworkPolicy
+  // re-applied and Secrets without pods swept when the spec changes, and otherwise at these
+  // intervals.
   struct Memo {
     std::int64_t generation = -1;
     WarmTemplate warm_template{};  // of `generation`

@@ -243,20 +243,24 @@ std::size_t SessionPoller::available_warm_locked(const std::set<std::string>& re
 }
 
 void SessionPoller::prefer_warm(SlotReservation& slot) {
+  {
+    std::lock_guard lock(mutex_);
+    slot.holds_item_ = true;
+    if (slot.warm_) {
+      if (warm_given_up_ == 0) {
+        ++warm_with_item_;
+        return;
+      }
+      // Its pod went to a pass that had an item first; it holds that pass's slot (counted in
+      // reserved_ already), and may still find another ready pod below.
+      --warm_given_up_;
+      slot.warm_ = false;
+    }
+  }
   std::lock_guard counting(counting_mutex_);
   const auto ready_warm = ready_warm_names();
+  if (ready_warm.empty()) return;
   std::lock_guard lock(mutex_);
-  slot.holds_item_ = true;
-  if (slot.warm_) {
-    if (warm_given_up_ == 0) {
-      ++warm_with_item_;
-      return;
-    }
-    // Its pod went to a pass that had an item first; it holds that pass's slot (counted in
-    // reserved_ already), and may still find another ready pod below.
-    --warm_given_up_;
-    slot.warm_ = false;
-  }
   const std::size_t available = available_warm_locked(ready_warm, deps_.clock.now());
   // Every ready pod is some item's already.
   if (warm_with_item_ >= available) return;
