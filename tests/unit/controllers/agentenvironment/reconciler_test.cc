@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/registry.h>
 
+#include <functional>
 #include <future>
 
 #include "agentapi/mock_agent_api.h"
@@ -987,6 +988,13 @@ class WarmPoolReconcilerTest : public AgentEnvironmentReconcilerTest {
     reconciler.reconcile({kNamespace, kName});
   }
   json warm_status() { return stored_environment()["status"].value("warmPool", json()); }
+  // A spec edit as a user's apply makes it: the next generation.
+  void change_spec(const std::function<void(json& spec)>& edit) {
+    json object = stored_environment();
+    edit(object["spec"]);
+    object["metadata"]["generation"] = object["metadata"].value("generation", 1) + 1;
+    environment_client_.update(kNamespace, object);
+  }
   // A claim's assignment of the warm pod `name`, as it stands in the apiserver, to `work_id`.
   bool assign(const std::string& name, const std::string& work_id) {
     const json metadata = pod_client_.get(kNamespace, name)["metadata"];
@@ -1083,10 +1091,7 @@ TEST_F(WarmPoolReconcilerTest, ALoweredSpecShrinksThePoolAndNeverTakesAnAssigned
                               {{std::string(kAnnotationAssignedWorkId), "work_9"},
                                {std::string(kAnnotationAssignedSessionId), "sesn_work_9"},
                                {std::string(kAnnotationAssignedSecret), "run-work-9"}}}}}});
-  json object = stored_environment();
-  object["spec"]["warmPool"] = {{"minReady", 0}, {"maxReady", 0}};
-  object["metadata"]["generation"] = 2;
-  environment_client_.update(kNamespace, object);
+  change_spec([](json& spec) { spec["warmPool"] = {{"minReady", 0}, {"maxReady", 0}}; });
   pass(*reconciler);
   EXPECT_TRUE(warm_pod_names().empty());
   EXPECT_TRUE(pod_client_.get(kNamespace, assigned).is_object())
@@ -1190,10 +1195,7 @@ TEST_F(WarmPoolReconcilerTest, OnlyAnEnvironmentWithAPoolGetsTheEgressToTheAssig
   };
   EXPECT_TRUE(egress_to_assignment());
 
-  json object = stored_environment();
-  object["spec"].erase("warmPool");
-  object["metadata"]["generation"] = 2;
-  environment_client_.update(kNamespace, object);
+  change_spec([](json& spec) { spec.erase("warmPool"); });
   pass(*reconciler);
   EXPECT_FALSE(egress_to_assignment()) << "a cold runner never asks the assignment service";
 }
@@ -1279,10 +1281,7 @@ TEST_F(WarmPoolReconcilerTest, ANewRunnerTemplateReplacesTheIdleWarmPodsOfTheOld
   const std::string assigned = *old_pods.begin();
   ASSERT_TRUE(assign(assigned, "work_1"));
 
-  json object = stored_environment();
-  object["spec"]["runner"]["image"] = "perimeter-runner:2";
-  object["metadata"]["generation"] = 2;
-  environment_client_.update(kNamespace, object);
+  change_spec([](json& spec) { spec["runner"]["image"] = "perimeter-runner:2"; });
   pass(*reconciler);
   const auto new_pods = warm_pod_names();
   EXPECT_EQ(new_pods.size(), 2u);
@@ -1312,10 +1311,7 @@ TEST_F(WarmPoolReconcilerTest, APoolRemovedFromTheSpecTakesItsPodsConditionAndFi
   auto reconciler = make_reconciler(warm_options());
   reconciler->reconcile({kNamespace, kName});
   ASSERT_EQ(warm_pod_names().size(), 2u);
-  json object = stored_environment();
-  object["spec"].erase("warmPool");
-  object["metadata"]["generation"] = 2;
-  environment_client_.update(kNamespace, object);
+  change_spec([](json& spec) { spec.erase("warmPool"); });
   pass(*reconciler);
   EXPECT_TRUE(warm_pod_names().empty());
   EXPECT_TRUE(warm_secret_names().empty());
