@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "agentapi/api_error.h"
+#include "pki/hmac.h"
 
 namespace perimeter::runner {
 
@@ -78,7 +79,8 @@ WarmAssignmentClient::WarmAssignmentClient(WarmConfig config, agentapi::HttpTran
       random_(random),
       logger_(std::move(logger)),
       metrics_(metrics),
-      timing_(timing) {}
+      timing_(timing),
+      nonce_(pki::random_key_hex(32)) {}
 
 std::optional<WarmAssignment> WarmAssignmentClient::wait(StopSource& stop) {
   Backoff backoff(timing_.retry, random_);
@@ -91,7 +93,14 @@ std::optional<WarmAssignment> WarmAssignmentClient::wait(StopSource& stop) {
     backoff.reset();
   }
   if (!assignment) return std::nullopt;
-  // When the item arrived, apart from when it was confirmed: the warm pod's log shows both.
+  if (delivered_) {
+    // The operator recorded the delivery before answering: the token opens nothing from now on.
+    logger_.info("warm: assigned",
+                 {{"work_id", assignment->work_id}, {"session_id", assignment->session_id}});
+    return assignment;
+  }
+  // An operator of an earlier version, which records the delivery on a confirm: when the item
+  // arrived, apart from when it was confirmed, the warm pod's log shows both.
   logger_.info("warm: assigned; confirming",
                {{"work_id", assignment->work_id}, {"session_id", assignment->session_id}});
   while (!stop.requested()) {
@@ -106,7 +115,8 @@ WarmAssignmentClient::Outcome WarmAssignmentClient::fetch(
   agentapi::HttpRequest request;
   request.method = "GET";
   request.url = config_.assignment_url + "/v1/assignment";
-  request.headers = {{"Authorization", "Bearer " + config_.token}};
+  request.headers = {{"Authorization", "Bearer " + config_.token},
+                     {std::string(kNonceHeader), nonce_}};
   request.timeout = timing_.request_timeout;
   std::string body;
   agentapi::HttpResponse response;
@@ -145,6 +155,7 @@ WarmAssignmentClient::Outcome WarmAssignmentClient::fetch(
       logger_.warn("assignment answer has an empty field");
       return Outcome::kRetry;
     }
+    delivered_ = parsed.value("delivered", false);
     *assignment = std::move(result);
   } catch (const nlohmann::json::exception& error) {
     logger_.warn("assignment answer does not parse", {{"error_id", error.id}});

@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "agentapi/http_transport.h"
 #include "core/backoff.h"
@@ -65,11 +66,17 @@ struct WarmAssignmentTiming {
 
 // The assignment protocol, client side:
 //   GET  {url}/v1/assignment           Authorization: Bearer <token>
-//        200 {"work_id","session_id","work_secret"} | 204 nothing yet, ask again | 401/403/410
+//                                      Perimeter-Assignment-Nonce: <this process's nonce>
+//        200 {"work_id","session_id","work_secret","delivered"} | 204 nothing yet, ask again |
+//        401/403/410
 //   POST {url}/v1/assignment/confirm   Authorization: Bearer <token>, {"work_id": "..."}
 //        204 confirmed (again, for the same work id) | 401/403/409/410
-// The confirm tells the operator to refuse the token from then on, before the session (and the
-// agent's commands, which could read the token's file) starts.
+// The token must open nothing once the runner holds its assignment, before the session (and the
+// agent's commands, which could read the token's file) starts. The operator records the delivery
+// on the pod before it answers ("delivered": true) and from then on answers only a request with
+// the same nonce (the same runner, after a lost answer), which lives in this process's memory
+// alone. An operator of an earlier version answers without "delivered" and records it on the
+// confirm, which the runner then sends.
 class WarmAssignmentClient {
  public:
   WarmAssignmentClient(WarmConfig config, agentapi::HttpTransport& transport,
@@ -80,6 +87,8 @@ class WarmAssignmentClient {
   // AssignmentRefused. Failed requests are retried with backoff and jitter, for as long as it
   // takes: the operator replaces a warm pod that waits too long, not the runner.
   std::optional<WarmAssignment> wait(StopSource& stop);
+
+  static constexpr std::string_view kNonceHeader = "Perimeter-Assignment-Nonce";
 
  private:
   enum class Outcome { kDone, kRetry };
@@ -94,6 +103,10 @@ class WarmAssignmentClient {
   Logger logger_;
   RunnerMetrics* metrics_;
   WarmAssignmentTiming timing_;
+  // 32 random bytes as hex, sent with every fetch; never logged.
+  std::string nonce_;
+  // The last assignment's answer said its delivery is recorded: no confirm to send.
+  bool delivered_ = false;
 };
 
 }  // namespace perimeter::runner

@@ -158,6 +158,9 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     keep_alive_ = message.keep_alive();
     const auto authorization = message[http::field::authorization];
     authorization_.assign(authorization.data(), authorization.size());
+    const auto nonce = message[beast::string_view(WarmAssignmentService::kNonceHeader.data(),
+                                                  WarmAssignmentService::kNonceHeader.size())];
+    nonce_.assign(nonce.data(), nonce.size());
     body_ = message.body();
     const std::string target(message.target());
     if (target == "/v1/assignment" && message.method() == http::verb::get) {
@@ -179,7 +182,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
       AssignmentAnswer answer;
       try {
         answer = self->route_ == Route::kFetch
-                     ? self->server_.service.fetch(self->authorization_)
+                     ? self->server_.service.fetch(self->authorization_, self->nonce_)
                      : self->server_.service.confirm(self->authorization_, self->body_);
       } catch (const std::exception& error) {
         answer = {500, nlohmann::json{{"error", error.what()}}};
@@ -240,6 +243,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   http::response<http::string_body> response_;
   Route route_ = Route::kFetch;
   std::string authorization_;
+  std::string nonce_;
   std::string body_;
   std::chrono::steady_clock::time_point held_until_;
   bool keep_alive_ = false;

@@ -55,15 +55,43 @@ std::optional<std::string> KubeWarmPodDirectory::read_work_secret(const std::str
   return work_secret;
 }
 
-bool KubeWarmPodDirectory::mark_confirmed(const WarmPod& pod, const std::string& confirmed_at) {
-  const nlohmann::json patch = {
-      {"metadata",
-       {{"resourceVersion", pod.resource_version},
-        {"annotations", {{std::string(kAnnotationAssignmentConfirmedAt), confirmed_at}}}}}};
+bool KubeWarmPodDirectory::mark_delivered(const WarmPod& pod, const WarmPodAssignment& assignment,
+                                          const std::string& nonce_sha256,
+                                          const std::string& delivered_at) {
+  // A JSON patch's tests hold against the pod the apiserver has at the write, so no other write
+  // to it (the kubelet's status right after the assignment's deadline, a label) fails this, as a
+  // resourceVersion would. The apiserver's JSON patch reads a missing member as null: "not
+  // delivered yet", "not being deleted".
+  const auto annotation = [](std::string_view key) {
+    return (nlohmann::json::json_pointer("/metadata/annotations") / std::string(key)).to_string();
+  };
+  nlohmann::json operations = nlohmann::json::array(
+      {{{"op", "test"}, {"path", "/metadata/uid"}, {"value", pod.uid}},
+       {{"op", "test"}, {"path", "/metadata/deletionTimestamp"}, {"value", nullptr}},
+       {{"op", "test"},
+        {"path", annotation(kAnnotationAssignedWorkId)},
+        {"value", assignment.work_id}},
+       {{"op", "test"},
+        {"path", annotation(kAnnotationAssignedSessionId)},
+        {"value", assignment.session_id}},
+       {{"op", "test"},
+        {"path", annotation(kAnnotationAssignedSecret)},
+        {"value", assignment.secret_name}},
+       {{"op", "test"}, {"path", annotation(kAnnotationAssignmentConfirmedAt)}, {"value", nullptr}},
+       {{"op", "add"},
+        {"path", annotation(kAnnotationAssignmentConfirmedAt)},
+        {"value", delivered_at}}});
+  if (!nonce_sha256.empty()) {
+    operations.push_back({{"op", "add"},
+                          {"path", annotation(kAnnotationAssignmentNonceSha256)},
+                          {"value", nonce_sha256}});
+  }
   try {
-    pods_.merge_patch(pod.ns, pod.name, patch);
-  } catch (const std::exception& error) {
-    if (kube::is_conflict(error)) return false;
+    pods_.json_patch(pod.ns, pod.name, operations);
+  } catch (const kube::ApiError& error) {
+    // 422: a test failed, the pod is not what this was decided from. 404: gone. Either way the
+    // caller reads it and decides again.
+    if (error.code() == 422 || error.kind() == kube::ErrorKind::kNotFound) return false;
     throw;
   }
   return true;

@@ -8,8 +8,8 @@ namespace perimeter::agentenvironment {
 
 // The assignment service's view of the cluster: warm pods from the pod informer's store, through
 // an index of their token hashes that this adds to it (construct it before the informer starts),
-// session Secrets read from the apiserver (the operator caches no Secret), and the confirm as a
-// merge patch under the pod's resourceVersion.
+// session Secrets read from the apiserver (the operator caches no Secret), and the delivery as a
+// JSON patch that tests what it was decided from.
 class KubeWarmPodDirectory final : public WarmPodDirectory {
  public:
   KubeWarmPodDirectory(runtime::Store& pod_cache, kube::ResourceClient& secrets,
@@ -18,7 +18,8 @@ class KubeWarmPodDirectory final : public WarmPodDirectory {
   std::optional<WarmPod> read_live(const WarmPod& pod) override;
   std::optional<std::string> read_work_secret(const std::string& ns,
                                               const std::string& name) override;
-  bool mark_confirmed(const WarmPod& pod, const std::string& confirmed_at) override;
+  bool mark_delivered(const WarmPod& pod, const WarmPodAssignment& assignment,
+                      const std::string& nonce_sha256, const std::string& delivered_at) override;
 
  private:
   runtime::Store& pod_cache_;

@@ -43,9 +43,15 @@ inline constexpr std::string_view kAnnotationAssignedSessionId =
     "perimeter.dev/assigned-session-id";
 // The name of the session's Secret, which holds the work secret as a cold claim writes it.
 inline constexpr std::string_view kAnnotationAssignedSecret = "perimeter.dev/assigned-secret";
-// Set when the runner confirmed it holds its assignment: the token is refused from then on.
+// Set when the assignment was delivered to the runner (recorded by the assignment service before
+// its answer leaves, or on the confirm of a runner that asks without a nonce): the token is
+// refused from then on.
 inline constexpr std::string_view kAnnotationAssignmentConfirmedAt =
     "perimeter.dev/assignment-confirmed-at";
+// The SHA-256 of the nonce the runner sent with the request its assignment was delivered to: the
+// same runner, asking again after a lost answer, is answered again; no one else is.
+inline constexpr std::string_view kAnnotationAssignmentNonceSha256 =
+    "perimeter.dev/assignment-nonce-sha256";
 // A warm pod's own Secret: its token and the assignment service's CA.
 inline constexpr std::string_view kSecretKeyWarmToken = "token";
 inline constexpr std::string_view kSecretKeyWarmCa = "ca.crt";

@@ -96,7 +96,8 @@ void trim_runner_pod(json& pod) {
                  kAnnotationRecordedAt.data(), kAnnotationSecretVersion.data(),
                  kAnnotationWarmTokenSha256.data(), kAnnotationWarmTemplate.data(),
                  kAnnotationAssignedWorkId.data(), kAnnotationAssignedSessionId.data(),
-                 kAnnotationAssignedSecret.data(), kAnnotationAssignmentConfirmedAt.data()});
+                 kAnnotationAssignedSecret.data(), kAnnotationAssignmentConfirmedAt.data(),
+                 kAnnotationAssignmentNonceSha256.data()});
     }
     metadata["annotations"] = std::move(annotations);
     // The owner, as the controller's owner watch reads it.

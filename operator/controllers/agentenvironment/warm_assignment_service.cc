@@ -71,6 +71,8 @@ std::optional<WarmPod> read_warm_pod(const nlohmann::json& pod) {
   }
   warm.confirmed =
       !cached_string(annotations, std::string(kAnnotationAssignmentConfirmedAt)).empty();
+  warm.delivery_nonce_sha256 =
+      cached_string(annotations, std::string(kAnnotationAssignmentNonceSha256));
   return warm;
 }
 
@@ -111,14 +113,14 @@ void WarmAssignmentService::hand_over(WarmHandOver hand_over) {
   std::lock_guard lock(kept_mutex_);
   forget_expired_locked();
   const std::string uid = hand_over.pod_uid;
-  kept_[uid] = Kept{std::move(hand_over), clock_.now() + kHandOverKept, std::nullopt, false};
+  kept_[uid] = Kept{std::move(hand_over), clock_.now() + kHandOverKept, false, {}};
 }
 
 std::size_t WarmAssignmentService::handed_over_secrets() {
   std::lock_guard lock(kept_mutex_);
   forget_expired_locked();
   std::size_t secrets = 0;
-  for (const auto& [uid, kept] : kept_) secrets += !kept.confirmed;
+  for (const auto& [uid, kept] : kept_) secrets += !kept.delivered;
   return secrets;
 }
 
@@ -159,52 +161,126 @@ void WarmAssignmentService::forget_expired_locked() {
   std::erase_if(kept_, [now](const auto& entry) { return entry.second.kept_until <= now; });
 }
 
-AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization) {
-  AssignmentAnswer refusal;
-  std::optional<WarmPod> pod = authenticate(authorization, &refusal);
-  if (!pod) return refusal;
-  // Once the runner holds its assignment the token opens nothing: the agent's own commands,
-  // which start later in the same pod, could read the token's file.
-  const std::optional<Kept> kept = kept_for(pod->uid);
-  if (pod->confirmed || (kept && kept->confirmed)) {
-    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+std::optional<std::string> WarmAssignmentService::work_secret_of(
+    const WarmPod& pod, const WarmPodAssignment& assignment, const std::optional<Kept>& kept,
+    AssignmentAnswer* refusal) {
+  if (kept && !kept->delivered && kept->hand_over.assignment.work_id == assignment.work_id &&
+      kept->hand_over.assignment.secret_name == assignment.secret_name) {
+    return kept->hand_over.work_secret;  // what the claim wrote into that Secret
   }
-  // Neither the cache nor a claim of this process says the pod is assigned: held, at no cost.
-  if (!pod->assignment && !kept) return answer("waiting", 204, nullptr);
-  // The cache may not show a confirm made a moment ago, nor the claim's assignment yet: the
-  // apiserver decides before a secret leaves. One read per assignment handed out, none per held
-  // request.
-  std::optional<WarmPod> live = read_live(*pod, &refusal);
-  if (!live) return refusal;
-  if (live->confirmed) {
-    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
-  }
-  // An assignment is never taken back, so the live pod holds the one the cache showed.
-  if (!live->assignment) return answer("waiting", 204, nullptr);
-  pod = std::move(live);
   std::optional<std::string> work_secret;
-  if (kept && kept->hand_over.assignment.work_id == pod->assignment->work_id &&
-      kept->hand_over.assignment.secret_name == pod->assignment->secret_name) {
-    work_secret = kept->hand_over.work_secret;  // what the claim wrote into that Secret
-  } else {
-    try {
-      work_secret = pods_.read_work_secret(pod->ns, pod->assignment->secret_name);
-    } catch (const std::exception& error) {
-      return answer(
-          "unavailable", 503,
-          error_body(std::string("the session's Secret cannot be read: ") + error.what()));
-    }
+  try {
+    work_secret = pods_.read_work_secret(pod.ns, assignment.secret_name);
+  } catch (const std::exception& error) {
+    *refusal =
+        answer("unavailable", 503,
+               error_body(std::string("the session's Secret cannot be read: ") + error.what()));
+    return std::nullopt;
   }
   // The claim writes the Secret before it assigns the pod, so this is a Secret removed since:
   // the claims sweep decides about it, and the runner asks again.
   if (!work_secret || work_secret->empty()) {
-    return answer("unavailable", 503, error_body("the session's Secret is not there"));
+    *refusal = answer("unavailable", 503, error_body("the session's Secret is not there"));
+    return std::nullopt;
   }
-  if (kept) update_kept(pod->uid, [&](Kept& entry) { entry.handed_out = *pod; });
-  return answer("assigned", 200,
-                nlohmann::json{{"work_id", pod->assignment->work_id},
-                               {"session_id", pod->assignment->session_id},
-                               {"work_secret", *work_secret}});
+  return work_secret;
+}
+
+AssignmentAnswer WarmAssignmentService::deliver(std::string_view outcome,
+                                                const WarmPodAssignment& assignment,
+                                                const std::string& work_secret) {
+  return answer(outcome, 200,
+                nlohmann::json{{"work_id", assignment.work_id},
+                               {"session_id", assignment.session_id},
+                               {"work_secret", work_secret},
+                               {"delivered", true}});
+}
+
+AssignmentAnswer WarmAssignmentService::delivered_already(const WarmPod& pod,
+                                                          const std::string& delivered_to,
+                                                          const std::string& nonce_sha256,
+                                                          const std::optional<Kept>& kept) {
+  // Once the runner holds its assignment the token opens nothing: the agent's own commands,
+  // which start later in the same pod, could read the token's file. The nonce never touches the
+  // pod's files: only the runner that asked holds it.
+  if (nonce_sha256.empty() || delivered_to.empty() ||
+      !pki::constant_time_equal(delivered_to, nonce_sha256)) {
+    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+  }
+  // Its answer was lost on the way: the same assignment, as the apiserver's pod holds it.
+  std::optional<WarmPod> live = pod.assignment ? std::optional<WarmPod>(pod) : std::nullopt;
+  if (!live) {
+    AssignmentAnswer refusal;
+    live = read_live(pod, &refusal);
+    if (!live) return refusal;
+  }
+  if (!live->assignment) {
+    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+  }
+  AssignmentAnswer refusal;
+  const std::optional<std::string> work_secret =
+      work_secret_of(*live, *live->assignment, kept, &refusal);
+  if (!work_secret) return refusal;
+  return deliver("redelivered", *live->assignment, *work_secret);
+}
+
+AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization,
+                                              std::string_view nonce) {
+  AssignmentAnswer refusal;
+  std::optional<WarmPod> pod = authenticate(authorization, &refusal);
+  if (!pod) return refusal;
+  if (nonce.size() > kMaxNonceBytes) {
+    return answer("bad_request", 400, error_body("the nonce is too long"));
+  }
+  const std::string nonce_sha256 = nonce.empty() ? std::string() : pki::sha256_hex(nonce);
+  const std::optional<Kept> kept = kept_for(pod->uid);
+  if (kept && kept->delivered) {
+    return delivered_already(*pod, kept->delivery_nonce_sha256, nonce_sha256, kept);
+  }
+  if (pod->confirmed) {
+    return delivered_already(*pod, pod->delivery_nonce_sha256, nonce_sha256, kept);
+  }
+  // Neither the cache nor a claim of this process says the pod is assigned: held, at no cost.
+  if (!pod->assignment && !kept) return answer("waiting", 204, nullptr);
+  // The cache may lag the claim's assignment (the hand-over has it) or a delivery made a moment
+  // ago: the delivery's write holds only on the pod it was decided from, and a pod that is not
+  // that is read and decided again.
+  WarmPodAssignment assignment = pod->assignment ? *pod->assignment : kept->hand_over.assignment;
+  for (int attempt = 0;; ++attempt) {
+    const std::optional<std::string> work_secret = work_secret_of(*pod, assignment, kept, &refusal);
+    if (!work_secret) return refusal;
+    bool marked = false;
+    try {
+      marked = pods_.mark_delivered(*pod, assignment, nonce_sha256,
+                                    format_rfc3339_micros(clock_.wall_now()));
+    } catch (const std::exception& error) {
+      return answer("unavailable", 503,
+                    error_body(std::string("the delivery cannot be recorded: ") + error.what()));
+    }
+    if (marked) {
+      // The token opens nothing from now on but for this nonce, whatever the cache shows, and
+      // the hand-over's secret goes.
+      update_kept(pod->uid, [&](Kept& entry) {
+        entry.delivered = true;
+        entry.delivery_nonce_sha256 = nonce_sha256;
+        entry.hand_over.work_secret.clear();
+      });
+      return deliver("assigned", assignment, *work_secret);
+    }
+    if (attempt == kDeliveryAttempts - 1) break;
+    std::optional<WarmPod> live = read_live(*pod, &refusal);
+    if (!live) return refusal;
+    if (live->confirmed) {
+      return delivered_already(*live, live->delivery_nonce_sha256, nonce_sha256, kept);
+    }
+    // A hand-over the apiserver does not back hands out nothing; an assignment is never taken
+    // back, so this is one the cache showed before the claim's write landed.
+    if (!live->assignment) return answer("waiting", 204, nullptr);
+    pod = std::move(live);
+    assignment = *pod->assignment;
+  }
+  // The pod changed under every try: the runner asks again.
+  return answer("unavailable", 503, error_body("the pod changed; ask again"));
 }
 
 AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
@@ -219,46 +295,33 @@ AssignmentAnswer WarmAssignmentService::confirm(std::string_view authorization,
   } catch (const nlohmann::json::exception&) {
     return answer("bad_request", 400, error_body("the body must be {\"work_id\": string}"));
   }
-  // A runner answered from a hand-over confirms before the cache shows its assignment: the
-  // apiserver's pod decides then, as it was read to hand the assignment out (a change since is
-  // the patch's 409), or read now.
-  const std::optional<Kept> kept = pod->assignment ? std::nullopt : kept_for(pod->uid);
-  if (kept && kept->handed_out) {
-    pod = kept->handed_out;
-  } else if (kept) {
+  // Every fetch this service answers records its delivery first, so a confirm usually finds it
+  // done; only an assignment an earlier version handed out is recorded here.
+  const std::optional<Kept> kept = kept_for(pod->uid);
+  if (kept && kept->delivered && kept->hand_over.assignment.work_id == work_id) {
+    return answer("confirmed", 204, nullptr);
+  }
+  if (pod->confirmed && pod->assignment && pod->assignment->work_id == work_id) {
+    return answer("confirmed", 204, nullptr);
+  }
+  for (int attempt = 0; attempt < kDeliveryAttempts; ++attempt) {
     pod = read_live(*pod, &refusal);
     if (!pod) return refusal;
-  }
-  // The pod changes under the confirm (the kubelet's status after the assignment's deadline, a
-  // policy engine's label): a refused mark is decided again from the apiserver's pod at once,
-  // a few times, rather than after the runner's backoff.
-  bool marked = false;
-  for (int attempt = 0;; ++attempt) {
     if (!pod->assignment || pod->assignment->work_id != work_id) {
       return answer("mismatch", 409, error_body("this warm pod is not assigned that work item"));
     }
     if (pod->confirmed) return answer("confirmed", 204, nullptr);
     try {
-      marked = pods_.mark_confirmed(*pod, format_rfc3339_micros(clock_.wall_now()));
+      if (pods_.mark_delivered(*pod, *pod->assignment, "",
+                               format_rfc3339_micros(clock_.wall_now()))) {
+        return answer("confirmed", 204, nullptr);
+      }
     } catch (const std::exception& error) {
       return answer("unavailable", 503,
                     error_body(std::string("the confirm cannot be recorded: ") + error.what()));
     }
-    if (marked || attempt == kConfirmAttempts - 1) break;
-    pod = read_live(*pod, &refusal);
-    if (!pod) return refusal;
   }
-  // Changed at every try: the runner asks again.
-  if (!marked) {
-    update_kept(pod->uid, [](Kept& entry) { entry.handed_out.reset(); });
-    return answer("unavailable", 503, error_body("the pod changed; ask again"));
-  }
-  // The token opens nothing from now on, whatever the cache shows, and the secret goes.
-  update_kept(pod->uid, [](Kept& entry) {
-    entry.confirmed = true;
-    entry.hand_over.work_secret.clear();
-  });
-  return answer("confirmed", 204, nullptr);
+  return answer("unavailable", 503, error_body("the pod changed; ask again"));
 }
 
 }  // namespace perimeter::agentenvironment

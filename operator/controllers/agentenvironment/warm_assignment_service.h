@@ -53,7 +53,10 @@ struct WarmPod {
   // Succeeded, Failed, or being deleted: its runner will serve nothing more.
   bool finished = false;
   std::optional<WarmPodAssignment> assignment{};
+  // The assignment was delivered (kAnnotationAssignmentConfirmedAt), to the runner that sent the
+  // nonce hashed here (empty for a runner that sent none).
   bool confirmed = false;
+  std::string delivery_nonce_sha256{};
 };
 
 // A warm pod as the informer cache holds it; nullopt for a pod without the warm label or the
@@ -66,17 +69,22 @@ class WarmPodDirectory {
   virtual ~WarmPodDirectory() = default;
   // The warm pod whose kAnnotationWarmTokenSha256 is `token_sha256`, from the cache.
   virtual std::optional<WarmPod> find_by_token_sha256(const std::string& token_sha256) = 0;
-  // `pod` as the apiserver holds it now, not as the cache does: read before a work secret is
-  // handed out, so a confirm the cache has not shown yet still closes the token. nullopt when
-  // the pod is gone. Throws on failures that may pass.
+  // `pod` as the apiserver holds it now, not as the cache does: read when a delivery cannot be
+  // recorded, to decide from what is there. nullopt when the pod is gone. Throws on failures
+  // that may pass.
   virtual std::optional<WarmPod> read_live(const WarmPod& pod) = 0;
   // The work secret in the session Secret `name`; nullopt when there is no such Secret. Throws
   // on failures that may pass.
   virtual std::optional<std::string> read_work_secret(const std::string& ns,
                                                       const std::string& name) = 0;
-  // Sets kAnnotationAssignmentConfirmedAt on `pod` with a merge patch that carries
-  // `pod.resource_version`: false when the pod changed since (409). Throws on other failures.
-  virtual bool mark_confirmed(const WarmPod& pod, const std::string& confirmed_at) = 0;
+  // Records on the apiserver's pod that `assignment` is delivered: kAnnotationAssignmentConfirmedAt
+  // `delivered_at` and, when not empty, kAnnotationAssignmentNonceSha256 `nonce_sha256`, in one
+  // write that holds only if the pod is still `pod.uid`, not being deleted, assigned exactly
+  // `assignment`, and not delivered yet, whatever else changed on it (the kubelet's status, a
+  // label). false when the pod is not that (or is gone): read it and decide again. Throws on
+  // other failures.
+  virtual bool mark_delivered(const WarmPod& pod, const WarmPodAssignment& assignment,
+                              const std::string& nonce_sha256, const std::string& delivered_at) = 0;
 };
 
 // An HTTP answer: the status and a JSON body (the assignment for 200, which holds the work
@@ -87,45 +95,53 @@ struct AssignmentAnswer {
 };
 
 // The protocol of runner/warm_assignment.h, decided from the directory:
-//   fetch:   no or unknown token 401; pod finished, or assignment confirmed 410; no assignment
-//            in the cache and none handed over, 204 (the server holds the request and asks
-//            again); then the pod is read from the apiserver, and finished, replaced or confirmed
-//            there is 410, not assigned there 204; the pod or the Secret not readable 503;
-//            otherwise 200 {"work_id","session_id","work_secret"}, the secret from the hand-over
-//            when it names the same item, else from the Secret.
-//   confirm: as fetch for the token; a body that is not {"work_id": string} 400; no assignment
-//            (in the cache, or in the apiserver when one was handed over), or another work id
-//            than the pod's 409; confirmed already 204; the pod changed since it was read: read
-//            again and decided again, up to kConfirmAttempts marks, then 503 (the runner
-//            retries); otherwise 204 once the mark holds.
+//   fetch:   no or unknown token 401; pod finished 410; delivered already: to the nonce this
+//            request carries, the same assignment again, otherwise 410; no assignment in the
+//            cache and none handed over, 204 (the server holds the request and asks again);
+//            otherwise the work secret (from the hand-over when it names the same item, else
+//            from the Secret: not readable 503) and the delivery recorded on the apiserver's pod
+//            (mark_delivered), and only then 200 {"work_id","session_id","work_secret",
+//            "delivered": true}. A pod that is not what the cache or the hand-over said is read
+//            and decided again, up to kDeliveryAttempts marks, then 503 (the runner retries):
+//            replaced, finished or gone there is 410, not assigned there 204.
+//   confirm: for runners that ask without a nonce and confirm after (an earlier version): as
+//            fetch for the token; a body that is not {"work_id": string} 400; not assigned that
+//            work id 409; otherwise 204, the delivery recorded if it is not yet.
 // `count` is told each answer's outcome, for a metric.
 class WarmAssignmentService {
  public:
   using OutcomeCounter = std::function<void(std::string_view outcome)>;
   WarmAssignmentService(WarmPodDirectory& pods, const Clock& clock, OutcomeCounter count);
 
-  AssignmentAnswer fetch(std::string_view authorization);
+  // `nonce` is the value the runner sends with every fetch of its life (kNonceHeader), empty
+  // when it sends none.
+  AssignmentAnswer fetch(std::string_view authorization, std::string_view nonce = {});
   AssignmentAnswer confirm(std::string_view authorization, std::string_view body);
 
   // A claim assigned a pod (its patch answered). Kept kHandOverKept: by then the cache shows the
-  // assignment, or the runner never asked. It decides nothing alone: the pod is still read from
-  // the apiserver before a secret leaves, and only the assignment found there is handed out.
+  // assignment, or the runner never asked. It decides nothing alone: a secret leaves only once
+  // the apiserver's pod took the delivery of that very assignment.
   void hand_over(WarmHandOver hand_over);
-  // Hand-overs whose work secret is still held (not confirmed, not expired); for tests.
+  // Hand-overs whose work secret is still held (not delivered, not expired); for tests.
   std::size_t handed_over_secrets();
 
   static constexpr std::chrono::seconds kHandOverKept{60};
-  // Marks tried per confirm when the pod keeps changing under it (each after a read).
-  static constexpr int kConfirmAttempts = 3;
+  // Marks tried per answer when the apiserver's pod is not what it was decided from (each after
+  // a read).
+  static constexpr int kDeliveryAttempts = 3;
+  // The request header that carries the runner's nonce.
+  static constexpr std::string_view kNonceHeader = "Perimeter-Assignment-Nonce";
+  // Longer nonces are refused (400): a runner sends 64 hex characters.
+  static constexpr std::size_t kMaxNonceBytes = 256;
 
  private:
   struct Kept {
     WarmHandOver hand_over{};
     Clock::TimePoint kept_until{};
-    // The pod as the apiserver showed it when its assignment was handed out: the runner's
-    // confirm, which follows at once, is marked against it rather than read again.
-    std::optional<WarmPod> handed_out{};
-    bool confirmed = false;  // its secret dropped; the token opens nothing more
+    // Delivered (its secret dropped): the token opens nothing more but for the nonce hashed in
+    // `delivery_nonce_sha256`, whatever the cache shows yet.
+    bool delivered = false;
+    std::string delivery_nonce_sha256{};
   };
   // The pod the bearer token in `authorization` was minted for, or the refusal to send.
   std::optional<WarmPod> authenticate(std::string_view authorization, AssignmentAnswer* refusal);
@@ -137,6 +153,19 @@ class WarmAssignmentService {
   // `pod` as the apiserver holds it, or nullopt with the refusal to send: 503 when it cannot be
   // read, 410 when it is gone, replaced (another uid) or finished.
   std::optional<WarmPod> read_live(const WarmPod& pod, AssignmentAnswer* refusal);
+  // The work secret of `assignment`: from `kept` when it hands over that very item, else from
+  // the Secret; nullopt with the refusal (503) when it cannot be had.
+  std::optional<std::string> work_secret_of(const WarmPod& pod, const WarmPodAssignment& assignment,
+                                            const std::optional<Kept>& kept,
+                                            AssignmentAnswer* refusal);
+  // The assignment's 200, counted as `outcome`.
+  AssignmentAnswer deliver(std::string_view outcome, const WarmPodAssignment& assignment,
+                           const std::string& work_secret);
+  // The answer to a fetch for an assignment delivered already: the same assignment again to the
+  // runner it was delivered to (its nonce), 410 to anyone else.
+  AssignmentAnswer delivered_already(const WarmPod& pod, const std::string& delivered_to,
+                                     const std::string& nonce_sha256,
+                                     const std::optional<Kept>& kept);
   void forget_expired_locked();
 
   WarmPodDirectory& pods_;

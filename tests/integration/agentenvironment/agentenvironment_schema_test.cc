@@ -10,6 +10,7 @@
 
 #include "cluster/local_cluster.h"
 #include "controllers/agentenvironment/kube_session_objects.h"
+#include "controllers/agentenvironment/kube_warm_pod_directory.h"
 #include "controllers/agentenvironment/kube_warm_pool.h"
 #include "controllers/agentenvironment/runner_naming.h"
 #include "controllers/agentenvironment/runner_pod_cache.h"
@@ -627,6 +628,79 @@ TEST_F(AgentEnvironmentSchemaTest, AWarmPodIsAssignedOnceFoundByItsItemAndRemove
   EXPECT_TRUE(gone(*secrets, runner_object_name("work_01WARM")));
   EXPECT_TRUE(gone(*secrets, "warm-0a1b2c"));
   EXPECT_TRUE(gone(*pods, "warm-0a1b2c"));
+}
+
+// The assignment's delivery is one JSON patch whose tests the real apiserver holds against the pod
+// it has (docs/warm-pool.md "The assignment channel"): a write made since (the kubelet's status
+// after the assignment's deadline) does not fail it, a missing annotation or deletionTimestamp
+// tests as null, and a second delivery, a replaced pod's, another item's, or a pod being deleted
+// is refused, leaving the first delivery as it was.
+TEST_F(AgentEnvironmentSchemaTest, AWarmPodsDeliveryIsRecordedOnceAndOnlyOnThePodItWasDecidedFrom) {
+  const auto env = parse_agent_environment(create_environment(valid_environment("delivery")));
+  client(kube::resources::service_accounts())
+      ->create(
+          ns_,
+          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  auto secrets = client(kube::resources::secrets());
+  auto pods = client(kube::resources::pods());
+  KubeSessionObjectWriter writer(*secrets, *pods);
+  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
+                                    "-----BEGIN CERTIFICATE-----"};
+  // Assigned as a claim assigns, and read as the cache had it before the kubelet's next write.
+  const auto assigned_pod = [&](const std::string& name, const std::string& work_id,
+                                const json& finalizers) {
+    secrets->create(ns_, build_warm_pod_secret(env, name, "token", endpoint));
+    json pod = build_warm_runner_pod(env, name, "ab12", endpoint);
+    if (!finalizers.is_null()) pod["metadata"]["finalizers"] = finalizers;
+    const WarmPodRef cached = start_warm_pod(*pods, env, pod, std::chrono::seconds(1));
+    ClaimedSession session{work_id, "sesn_" + work_id, "eyJzZXNzaW9uc190b2tlbiI6IngifQ",
+                           "2026-12-02T06:00:00.000000Z"};
+    session.secret = *writer.ensure_secret(build_session_secret(env, session));
+    if (!writer.assign_warm_pod(ns_, cached, session, runner_object_name(work_id), 3600)) {
+      throw std::runtime_error("the assignment of " + name + " was refused");
+    }
+    return *read_warm_pod(pods->get(ns_, name));
+  };
+  runtime::Store cache;
+  KubeWarmPodDirectory directory(cache, *secrets, *pods);
+
+  const WarmPod stale = assigned_pod("warm-deliver", "work_01DELIVER", nullptr);
+  ASSERT_TRUE(stale.assignment.has_value());
+  ASSERT_FALSE(stale.confirmed);
+  json live = pods->get(ns_, "warm-deliver");
+  live["status"]["conditions"] = json::array({{{"type", "Ready"}, {"status", "True"}}});
+  ASSERT_NE(pods->update_status(ns_, live)["metadata"]["resourceVersion"], stale.resource_version);
+
+  WarmPod replaced = stale;
+  replaced.uid = "00000000-0000-0000-0000-000000000000";
+  WarmPodAssignment another_item = *stale.assignment;
+  another_item.work_id = "work_02OTHER";
+  EXPECT_FALSE(directory.mark_delivered(replaced, *stale.assignment, "aa", "t0"));
+  EXPECT_FALSE(directory.mark_delivered(stale, another_item, "aa", "t0"));
+  EXPECT_TRUE(directory.mark_delivered(stale, *stale.assignment, "first-nonce-sha256",
+                                       "2026-12-02T06:00:01.000000Z"));
+  EXPECT_FALSE(directory.mark_delivered(stale, *stale.assignment, "second-nonce-sha256",
+                                        "2026-12-02T06:00:02.000000Z"));
+  EXPECT_FALSE(directory.mark_delivered(stale, *stale.assignment, "", "2026-12-02T06:00:03Z"));
+  const json annotations = pods->get(ns_, "warm-deliver")["metadata"]["annotations"];
+  EXPECT_EQ(annotations.value(std::string(kAnnotationAssignmentConfirmedAt), ""),
+            "2026-12-02T06:00:01.000000Z");
+  EXPECT_EQ(annotations.value(std::string(kAnnotationAssignmentNonceSha256), ""),
+            "first-nonce-sha256");
+  const std::optional<WarmPod> delivered = directory.read_live(stale);
+  ASSERT_TRUE(delivered.has_value());
+  EXPECT_TRUE(delivered->confirmed);
+  EXPECT_EQ(delivered->delivery_nonce_sha256, "first-nonce-sha256");
+
+  // Being deleted (a finalizer holds it in the apiserver): nothing is delivered.
+  const WarmPod deleting =
+      assigned_pod("warm-deleting", "work_03DELETING", json::array({"perimeter.dev/test-hold"}));
+  pods->remove(ns_, "warm-deleting");
+  EXPECT_FALSE(directory.mark_delivered(deleting, *deleting.assignment, "aa", "t0"));
+  pods->json_patch(ns_, "warm-deleting",
+                   json::array({{{"op", "remove"}, {"path", "/metadata/finalizers"}}}));
+  // Gone: refused as well, not an error.
+  EXPECT_FALSE(directory.mark_delivered(deleting, *deleting.assignment, "aa", "t0"));
 }
 
 // The apiserver's rules for a running pod's deadline, which the assignment patch follows: it may

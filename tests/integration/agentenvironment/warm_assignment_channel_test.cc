@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/random.h"
 #include "kube/fake_api_server.h"
+#include "pki/hmac.h"
 #include "pki/pki.h"
 #include "runner/warm_assignment.h"
 #include "runtime/store.h"
@@ -149,9 +150,14 @@ TEST_F(WarmAssignmentChannelTest, AWaitingRunnerGetsItsAssignmentAndItsTokenIsDe
   EXPECT_EQ(assignment->work_id, "work_1");
   EXPECT_EQ(assignment->session_id, "sesn-work_1");
   EXPECT_EQ(assignment->work_secret, "secret-of-work_1");
-  // The runner confirmed before returning: the pod records it, and the token opens nothing now.
-  EXPECT_TRUE(live("payments-warm-1")["metadata"]["annotations"].contains(
-      std::string(kAnnotationAssignmentConfirmedAt)));
+  // Delivered in one answer, recorded on the pod with the hash of the nonce the runner's
+  // requests carried over the wire, and no confirm: the token opens nothing now.
+  const nlohmann::json annotations = live("payments-warm-1")["metadata"]["annotations"];
+  EXPECT_TRUE(annotations.contains(std::string(kAnnotationAssignmentConfirmedAt)));
+  const std::string nonce_sha256 =
+      annotations.value(std::string(kAnnotationAssignmentNonceSha256), "");
+  EXPECT_EQ(nonce_sha256.size(), 64u);
+  EXPECT_NE(nonce_sha256, pki::sha256_hex(""));
   cache(live("payments-warm-1"));
   const agentapi::HttpResponse replayed = get_assignment(token, certificate_.ca_pem, url());
   EXPECT_EQ(replayed.status, 410);

@@ -19,6 +19,8 @@ namespace {
 
 using nlohmann::json;
 
+const std::string kNonce = "c0ffee";
+
 class KubeWarmPodDirectoryTest : public ::testing::Test {
  protected:
   // A warm pod in the apiserver and the cache; returns its token.
@@ -48,37 +50,51 @@ class KubeWarmPodDirectoryTest : public ::testing::Test {
   WarmAssignmentService service_{directory_, clock_, nullptr};
 };
 
-TEST_F(KubeWarmPodDirectoryTest, ServesTheAssignmentFromPodAndSecretAndRecordsTheConfirmOnThePod) {
+TEST_F(KubeWarmPodDirectoryTest, ServesTheAssignmentFromPodAndSecretAndRecordsTheDeliveryOnThePod) {
   const std::string token = start_warm_pod("payments-warm-1");
   start_warm_pod("payments-warm-2");
-  EXPECT_EQ(service_.fetch("Bearer " + token).status, 204);
+  EXPECT_EQ(service_.fetch("Bearer " + token, kNonce).status, 204);
 
   assign("payments-warm-1", "work_1");
-  const AssignmentAnswer assigned = service_.fetch("Bearer " + token);
+  const AssignmentAnswer assigned = service_.fetch("Bearer " + token, kNonce);
   ASSERT_EQ(assigned.status, 200);
   EXPECT_EQ(assigned.body["work_id"], "work_1");
   EXPECT_EQ(assigned.body["work_secret"], "secret-of-work_1");
-
-  EXPECT_EQ(service_.confirm("Bearer " + token, R"({"work_id":"work_1"})").status, 204);
-  EXPECT_TRUE(live("payments-warm-1")["metadata"]["annotations"].contains(
-      std::string(kAnnotationAssignmentConfirmedAt)));
+  EXPECT_EQ(assigned.body["delivered"], true);
+  const json annotations = live("payments-warm-1")["metadata"]["annotations"];
+  EXPECT_TRUE(annotations.contains(std::string(kAnnotationAssignmentConfirmedAt)));
+  EXPECT_EQ(annotations.value(std::string(kAnnotationAssignmentNonceSha256), ""),
+            pki::sha256_hex(kNonce));
+  // Before and after the cache shows it: the token alone opens nothing.
+  EXPECT_EQ(service_.fetch("Bearer " + token).status, 410);
   cache(live("payments-warm-1"));
   EXPECT_EQ(service_.fetch("Bearer " + token).status, 410);
+  EXPECT_EQ(service_.fetch("Bearer " + token, kNonce).body["work_secret"], "secret-of-work_1");
 }
 
-// The apiserver's 409 on the mark is met with a read of the pod and a mark against it, in the
-// same confirm.
-TEST_F(KubeWarmPodDirectoryTest, AConfirmFromAStaleCacheMeetsTheApiserversConflictAndReadsAgain) {
+// The delivery's JSON patch tests what it was decided from, not the resourceVersion: a pod that
+// changed since the cache saw it is delivered in one write, the other change kept; a second
+// service (another replica, or this one restarted) with the same stale cache delivers nothing.
+TEST_F(KubeWarmPodDirectoryTest, ADeliveryHoldsOnAChangedPodAndHappensOnce) {
   const std::string token = start_warm_pod("payments-warm-1");
   assign("payments-warm-1", "work_1");
   // Changed after the cache saw it.
   pods_.merge_patch("a", "payments-warm-1", {{"metadata", {{"labels", {{"team", "x"}}}}}});
 
-  EXPECT_EQ(service_.confirm("Bearer " + token, R"({"work_id":"work_1"})").status, 204);
+  EXPECT_EQ(service_.fetch("Bearer " + token, kNonce).status, 200);
   const json pod = live("payments-warm-1");
   EXPECT_TRUE(
       pod["metadata"]["annotations"].contains(std::string(kAnnotationAssignmentConfirmedAt)));
   EXPECT_EQ(pod["metadata"]["labels"].value("team", ""), "x");  // the other change is kept
+
+  WarmAssignmentService restarted{directory_, clock_, nullptr};
+  const AssignmentAnswer replayed = restarted.fetch("Bearer " + token, "another-nonce");
+  EXPECT_EQ(replayed.status, 410);
+  EXPECT_FALSE(replayed.body.contains("work_secret"));
+  EXPECT_EQ(restarted.fetch("Bearer " + token, kNonce).status, 200);
+  EXPECT_EQ(live("payments-warm-1")["metadata"]["annotations"].value(
+                std::string(kAnnotationAssignmentNonceSha256), ""),
+            pki::sha256_hex(kNonce));
 }
 
 TEST_F(KubeWarmPodDirectoryTest, AMissingSecretOrAFailedReadIsNoAssignmentYet) {
@@ -87,12 +103,12 @@ TEST_F(KubeWarmPodDirectoryTest, AMissingSecretOrAFailedReadIsNoAssignmentYet) {
   server_.fail_next(
       "GET", "/secrets/run-work_1", 500,
       R"({"kind":"Status","code":500,"reason":"InternalError","message":"etcd down"})");
-  const AssignmentAnswer failed = service_.fetch("Bearer " + token);
+  const AssignmentAnswer failed = service_.fetch("Bearer " + token, kNonce);
   EXPECT_EQ(failed.status, 503);
   EXPECT_NE(failed.body["error"].get<std::string>().find("etcd down"), std::string::npos);
 
   secrets_.remove("a", "run-work_1");
-  EXPECT_EQ(service_.fetch("Bearer " + token).status, 503);
+  EXPECT_EQ(service_.fetch("Bearer " + token, kNonce).status, 503);
 }
 
 TEST_F(KubeWarmPodDirectoryTest, OnlyWarmPodsAreIndexedAndAColdPodIsNoneOfThem) {

@@ -143,6 +143,8 @@ TEST(RunnerPodCacheTest, AWarmPodKeepsItsTokenHashAndItsAssignment) {
   pod["metadata"]["annotations"][std::string(kAnnotationAssignedSecret)] = "run-work-1";
   pod["metadata"]["annotations"][std::string(kAnnotationAssignmentConfirmedAt)] =
       "2026-12-01T20:00:00Z";
+  pod["metadata"]["annotations"][std::string(kAnnotationAssignmentNonceSha256)] =
+      std::string(64, 'b');
   pod["status"] = {{"phase", "Running"}};
 
   json trimmed = kube::parse_filtered(pod.dump(), *runner_pod_decode_filter());
@@ -160,6 +162,9 @@ TEST(RunnerPodCacheTest, AWarmPodKeepsItsTokenHashAndItsAssignment) {
   EXPECT_EQ(from_cache->assignment->secret_name, "run-work-1");
   EXPECT_EQ(from_cache->confirmed, from_full->confirmed);
   EXPECT_TRUE(from_cache->confirmed);
+  // Whom it was delivered to: a runner asking again after a lost answer is told apart from a
+  // replay by the cache alone.
+  EXPECT_EQ(from_cache->delivery_nonce_sha256, std::string(64, 'b'));
   // The template's digest, which the pool and the claims compare with the spec's: a cache
   // without it would replace every warm pod on every pass.
   const std::string digest = pod["metadata"]["annotations"][std::string(kAnnotationWarmTemplate)];

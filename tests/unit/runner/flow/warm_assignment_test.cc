@@ -64,7 +64,19 @@ class ScriptedAssignmentService final : public agentapi::HttpTransport {
   std::atomic<bool> never_{false};
 };
 
+// An operator of an earlier version: the runner confirms what it got.
 const char* kAssignment = R"({"work_id":"work_1","session_id":"sesn_1","work_secret":"c2VjcmV0"})";
+// This version's operator recorded the delivery before it answered.
+const char* kDeliveredAssignment =
+    R"({"work_id":"work_1","session_id":"sesn_1","work_secret":"c2VjcmV0","delivered":true})";
+
+// The value of `name` among `request`'s headers, or empty.
+std::string header(const agentapi::HttpRequest& request, std::string_view name) {
+  for (const auto& [key, value] : request.headers) {
+    if (key == name) return value;
+  }
+  return "";
+}
 
 class WarmAssignmentTest : public ::testing::Test {
  protected:
@@ -89,7 +101,38 @@ class WarmAssignmentTest : public ::testing::Test {
   StopSource stop_;
 };
 
-TEST_F(WarmAssignmentTest, AsksAgainAfterAnEmptyHoldThenConfirmsWhatItGot) {
+TEST_F(WarmAssignmentTest, ADeliveredAssignmentIsServedWithoutAConfirmAndEveryAskCarriesOneNonce) {
+  service_.answer(204);
+  service_.no_answer();  // an answer lost on the way: asked again with the same nonce
+  service_.answer(200, kDeliveredAssignment);
+  auto assignment = client().wait(stop_);
+
+  ASSERT_TRUE(assignment.has_value());
+  EXPECT_EQ(assignment->work_id, "work_1");
+  EXPECT_EQ(assignment->work_secret, "c2VjcmV0");
+  ASSERT_EQ(service_.requests.size(), 3u);
+  const std::string nonce = header(service_.requests[0], WarmAssignmentClient::kNonceHeader);
+  EXPECT_EQ(nonce.size(), 64u);
+  EXPECT_EQ(nonce.find_first_not_of("0123456789abcdef"), std::string::npos);
+  for (const auto& request : service_.requests) {
+    EXPECT_EQ(request.method, "GET");  // no confirm
+    EXPECT_EQ(header(request, "Authorization"), "Bearer pod-token");
+    EXPECT_EQ(header(request, WarmAssignmentClient::kNonceHeader), nonce);
+  }
+  // Each runner process has its own, and none is the token or appears in the log.
+  service_.answer(200, kDeliveredAssignment);
+  ASSERT_TRUE(client().wait(stop_).has_value());
+  EXPECT_NE(header(service_.requests.back(), WarmAssignmentClient::kNonceHeader), nonce);
+  bool assigned_logged = false;
+  for (const std::string& line : sink_->lines()) {
+    EXPECT_EQ(line.find(nonce), std::string::npos) << line;
+    EXPECT_EQ(line.find("confirming"), std::string::npos) << line;
+    assigned_logged |= line.find("warm: assigned") != std::string::npos;
+  }
+  EXPECT_TRUE(assigned_logged);
+}
+
+TEST_F(WarmAssignmentTest, AnEarlierOperatorsAssignmentIsConfirmedBeforeItIsServed) {
   service_.answer(204);
   service_.answer(204);
   service_.answer(200, kAssignment);
