@@ -723,8 +723,8 @@ class SessionBench {
     return ready;
   }
 
-  // One session of a series: its milestones from the simulator and, for a warm pod, when its
-  // runner confirmed the assignment (the annotation the assignment service writes, microseconds).
+  // One session of a series: its milestones from the simulator and, for a warm pod, when the
+  // assignment service recorded its delivery (the annotation it writes, microseconds).
   static json measure_pool_session(const Served& where, const Environment& environment,
                                    const std::string& work_id, const std::string& session_id,
                                    const json& pod) {
@@ -743,23 +743,24 @@ class SessionBench {
       milestones["assignment_confirmed"] = *confirmed;
     }
     if (warm) {
-      // The claim's assignment patch answered (the operator's log), and the runner past its
-      // confirm with its configuration resolved (its "serving work item" line).
+      // The claim's assignment patch answered (the operator's log), the runner holding its
+      // assignment, and the runner with its configuration resolved (its "serving work item").
       if (const auto assigned =
               first_line_with(where.operator_log, {"assigned the session to a warm pod", work_id},
                               operator_line_ms)) {
         milestones["assigned"] = *assigned;
       }
-      if (const auto received = first_line_with(container_log_of(where, pod),
-                                                {"warm: assigned; confirming"}, cri_log_line_ms)) {
+      if (const auto received =
+              first_line_with(container_log_of(where, pod), {"warm: assigned"}, cri_log_line_ms)) {
         milestones["runner_assigned"] = *received;
       }
       if (const auto serving = first_line_with(container_log_of(where, pod), {"serving work item"},
                                                cri_log_line_ms)) {
         milestones["runner_serving"] = *serving;
       }
-      // The runner's own view of its confirm's answer, its session runner's start (session
-      // fetched, toolset built) and its first tool call's start.
+      // The runner's own view of its confirm's answer (an operator of an earlier version only),
+      // its session runner's start (session fetched, toolset built) and its first tool call's
+      // start.
       for (const auto& [milestone, needle] :
            {std::pair{"runner_confirmed", "warm: confirmed"},
             std::pair{"runner_session_started", "session tool runner starting"},
