@@ -104,6 +104,9 @@ class AgentEnvironmentController final : public runtime::ManagedController {
       options.hand_over_warm_pod = [listener = warm_listener_.get()](WarmHandOver hand_over) {
         listener->hand_over(std::move(hand_over));
       };
+      options.warm_pod_waiting_nonce = [listener = warm_listener_.get()](const std::string& uid) {
+        return listener->waiting_nonce(uid);
+      };
     }
     reconciler_ = std::make_unique<AgentEnvironmentReconciler>(
         ReconcilerDependencies{environments.store(),

@@ -410,6 +410,14 @@ bool KubeSessionObjectWriter::assign_warm_pod(const std::string& ns, const WarmP
     annotations[std::string(kAnnotationSecretVersion)] =
         session.secret.uid + "/" + session.secret.resource_version;
   }
+  // Its runner is waiting with a known nonce: the delivery to it is recorded with the assignment,
+  // under the same resourceVersion (a pod delivered already has another), and the held request is
+  // answered without a write of its own.
+  if (!pod.waiting_nonce_sha256.empty()) {
+    annotations[std::string(kAnnotationAssignmentConfirmedAt)] =
+        format_rfc3339_micros(clock_.wall_now());
+    annotations[std::string(kAnnotationAssignmentNonceSha256)] = pod.waiting_nonce_sha256;
+  }
   nlohmann::json patch = {{"metadata",
                            {{"resourceVersion", pod.resource_version},
                             {"labels",

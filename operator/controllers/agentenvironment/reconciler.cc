@@ -302,6 +302,7 @@ SessionPoller& AgentEnvironmentReconciler::ensure_poller(const std::string& key,
       options_.egress,
       deps_.workspaces,
       options_.hand_over_warm_pod,
+      options_.warm_pod_waiting_nonce,
   };
   auto poller = std::make_unique<SessionPoller>(std::move(settings), std::move(poller_deps),
                                                 options_.poll_threads);

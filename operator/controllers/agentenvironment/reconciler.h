@@ -103,6 +103,8 @@ struct ReconcilerOptions {
   std::optional<AssignmentPeer> assignment_peer;
   // Told each warm pod a claim assigned (PollerDependencies::hand_over_warm_pod).
   std::function<void(WarmHandOver)> hand_over_warm_pod;
+  // Whose runner waits now, with which nonce (PollerDependencies::warm_pod_waiting_nonce).
+  std::function<std::optional<std::string>(const std::string& pod_uid)> warm_pod_waiting_nonce;
   // The warm pool keeps spec.warmPool.minReady plus the sessions claimed within this window.
   std::chrono::seconds warm_pool_claim_window{60};
 };

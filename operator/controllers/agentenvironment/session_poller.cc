@@ -595,7 +595,17 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
                                                      const ClaimedSession& session,
                                                      PollTime polled_at) {
   const std::string secret_name = runner_object_name(session.work_id);
-  for (const auto& pod : assignable_warm_pods()) {
+  // The pods whose runners are waiting right now first, in the census's order otherwise: a pod
+  // whose runner died looks ready until the kubelet reports it, and its item would wait out a
+  // lease. For those, the assignment records the delivery too.
+  std::vector<WarmPodRef> pods = assignable_warm_pods();
+  if (deps_.warm_pod_waiting_nonce) {
+    for (auto& pod : pods)
+      pod.waiting_nonce_sha256 = deps_.warm_pod_waiting_nonce(pod.uid).value_or("");
+    std::stable_partition(pods.begin(), pods.end(),
+                          [](const WarmPodRef& pod) { return !pod.waiting_nonce_sha256.empty(); });
+  }
+  for (const auto& pod : pods) {
     {
       std::lock_guard lock(mutex_);
       if (recently_assigned_.count(pod.name) > 0 || !assigning_.insert(pod.name).second) continue;
@@ -625,8 +635,10 @@ std::optional<PollOutcome> SessionPoller::claim_warm(const agentapi::WorkItem& i
       continue;
     }
     if (deps_.hand_over_warm_pod) {
-      deps_.hand_over_warm_pod(WarmHandOver{
-          pod.uid, {session.work_id, session.session_id, secret_name}, session.work_secret});
+      deps_.hand_over_warm_pod(WarmHandOver{pod.uid,
+                                            {session.work_id, session.session_id, secret_name},
+                                            session.work_secret,
+                                            pod.waiting_nonce_sha256});
     }
     deps_.metrics.observe_claim(
         label(), "warm",

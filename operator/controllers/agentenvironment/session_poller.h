@@ -93,6 +93,9 @@ struct PollerDependencies {
   // Told each warm pod a claim assigned, as its patch is answered (the assignment service
   // answers the pod's held request at once); empty: nobody listens here.
   std::function<void(WarmHandOver)> hand_over_warm_pod = {};
+  // The nonce hash a warm pod's runner is waiting with, by pod uid
+  // (WarmAssignmentService::waiting_nonce); empty: nobody knows.
+  std::function<std::optional<std::string>(const std::string& pod_uid)> warm_pod_waiting_nonce = {};
 };
 
 // What the claims sweep found of a claim whose Secret has no pod.

@@ -52,6 +52,10 @@ struct WarmPodRef {
   std::optional<std::int64_t> active_deadline_seconds{};
   // The digest of the runner template it was made from (perimeter.dev/warm-template).
   std::string template_hash{};
+  // The SHA-256 of the nonce its runner's held request carries, as the assignment service saw it
+  // a moment ago (WarmAssignmentService::waiting_nonce); empty when none is known. The claim's
+  // assignment then records the delivery to that runner in the same write (docs/warm-pool.md).
+  std::string waiting_nonce_sha256{};
 };
 
 // A runner pod holding the assignment of a work item (a warm pod a claim assigned).

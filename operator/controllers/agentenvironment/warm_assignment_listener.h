@@ -77,6 +77,10 @@ class WarmAssignmentListener {
   // A claim of this process assigned a warm pod: its held request is decided now, from what the
   // claim knows (WarmAssignmentService::hand_over), not at the pod informer's event.
   void hand_over(WarmHandOver hand_over);
+  // WarmAssignmentService::waiting_nonce.
+  std::optional<std::string> waiting_nonce(const std::string& pod_uid) {
+    return service_.waiting_nonce(pod_uid);
+  }
 
  private:
   Logger logger_;

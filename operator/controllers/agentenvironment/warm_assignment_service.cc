@@ -156,6 +156,22 @@ std::optional<WarmPod> WarmAssignmentService::read_live(const WarmPod& pod,
   return live;
 }
 
+std::optional<std::string> WarmAssignmentService::waiting_nonce(const std::string& pod_uid) {
+  std::lock_guard lock(waiting_mutex_);
+  const auto it = waiting_.find(pod_uid);
+  if (it == waiting_.end() || it->second.fresh_until <= clock_.now()) return std::nullopt;
+  return it->second.nonce_sha256;
+}
+
+void WarmAssignmentService::note_waiting(const std::string& pod_uid,
+                                         const std::string& nonce_sha256) {
+  std::lock_guard lock(waiting_mutex_);
+  const auto now = clock_.now();
+  // Pods that stopped asking (assigned, ended, deleted) leave with their freshness.
+  std::erase_if(waiting_, [now](const auto& entry) { return entry.second.fresh_until <= now; });
+  if (!nonce_sha256.empty()) waiting_[pod_uid] = Waiting{nonce_sha256, now + kWaitingNonceFresh};
+}
+
 void WarmAssignmentService::forget_expired_locked() {
   const auto now = clock_.now();
   std::erase_if(kept_, [now](const auto& entry) { return entry.second.kept_until <= now; });
@@ -234,6 +250,20 @@ AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization,
   }
   const std::string nonce_sha256 = nonce.empty() ? std::string() : pki::sha256_hex(nonce);
   const std::optional<Kept> kept = kept_for(pod->uid);
+  if (kept && !kept->delivered && !kept->hand_over.delivered_to.empty()) {
+    // The claim recorded the delivery to the runner that was waiting, with its assignment: that
+    // runner is answered from memory, at once, and anyone else not at all.
+    if (nonce_sha256.empty() ||
+        !pki::constant_time_equal(kept->hand_over.delivered_to, nonce_sha256)) {
+      return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+    }
+    update_kept(pod->uid, [&](Kept& entry) {
+      entry.delivered = true;
+      entry.delivery_nonce_sha256 = nonce_sha256;
+      entry.hand_over.work_secret.clear();
+    });
+    return deliver("assigned", kept->hand_over.assignment, kept->hand_over.work_secret);
+  }
   if (kept && kept->delivered) {
     return delivered_already(*pod, kept->delivery_nonce_sha256, nonce_sha256, kept);
   }
@@ -241,7 +271,10 @@ AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization,
     return delivered_already(*pod, pod->delivery_nonce_sha256, nonce_sha256, kept);
   }
   // Neither the cache nor a claim of this process says the pod is assigned: held, at no cost.
-  if (!pod->assignment && !kept) return answer("waiting", 204, nullptr);
+  if (!pod->assignment && !kept) {
+    note_waiting(pod->uid, nonce_sha256);
+    return answer("waiting", 204, nullptr);
+  }
   // The cache may lag the claim's assignment (the hand-over has it) or a delivery made a moment
   // ago: the delivery's write holds only on the pod it was decided from, and a pod that is not
   // that is read and decided again.

@@ -41,6 +41,9 @@ struct WarmHandOver {
   std::string pod_uid{};
   WarmPodAssignment assignment{};
   std::string work_secret{};
+  // The nonce hash the claim's assignment recorded the delivery to (WarmPodRef's
+  // waiting_nonce_sha256); empty when it recorded none and the answer records it.
+  std::string delivered_to{};
 };
 
 // What the assignment service reads of a warm pod.
@@ -119,13 +122,20 @@ class WarmAssignmentService {
   AssignmentAnswer confirm(std::string_view authorization, std::string_view body);
 
   // A claim assigned a pod (its patch answered). Kept kHandOverKept: by then the cache shows the
-  // assignment, or the runner never asked. It decides nothing alone: a secret leaves only once
-  // the apiserver's pod took the delivery of that very assignment.
+  // assignment, or the runner never asked. A secret leaves only once the apiserver's pod took the
+  // delivery of that very assignment: recorded by the claim's own patch to the nonce in
+  // `delivered_to`, so only a request with that nonce is answered, at once; or, with none
+  // recorded, by the answer's write.
   void hand_over(WarmHandOver hand_over);
+  // The nonce hash the held request of the pod `pod_uid` carried when last decided, within
+  // kWaitingNonceFresh (a held request is decided again at each recheck, every second): the
+  // runner of that pod is waiting now. The claim records the delivery to it with the assignment.
+  std::optional<std::string> waiting_nonce(const std::string& pod_uid);
   // Hand-overs whose work secret is still held (not delivered, not expired); for tests.
   std::size_t handed_over_secrets();
 
   static constexpr std::chrono::seconds kHandOverKept{60};
+  static constexpr std::chrono::seconds kWaitingNonceFresh{3};
   // Marks tried per answer when the apiserver's pod is not what it was decided from (each after
   // a read).
   static constexpr int kDeliveryAttempts = 3;
@@ -167,12 +177,19 @@ class WarmAssignmentService {
                                      const std::string& nonce_sha256,
                                      const std::optional<Kept>& kept);
   void forget_expired_locked();
+  void note_waiting(const std::string& pod_uid, const std::string& nonce_sha256);
 
   WarmPodDirectory& pods_;
   const Clock& clock_;
   OutcomeCounter count_;
   std::mutex kept_mutex_;
   std::map<std::string, Kept> kept_;  // by pod uid
+  struct Waiting {
+    std::string nonce_sha256{};
+    Clock::TimePoint fresh_until{};
+  };
+  std::mutex waiting_mutex_;
+  std::map<std::string, Waiting> waiting_;  // by pod uid
 };
 
 }  // namespace perimeter::agentenvironment

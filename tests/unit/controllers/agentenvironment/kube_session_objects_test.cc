@@ -489,6 +489,29 @@ TEST_F(WarmPodDeadlineTest, APodAssignedAfterFiftyMinutesGivesItsSessionTheWhole
   EXPECT_EQ(sent.back().rfind("PATCH /api/v1/namespaces/a/pods/warm-1", 0), 0u) << sent.back();
 }
 
+// A pod whose runner waits with a known nonce: the same one write records the delivery to it
+// (docs/warm-pool.md "The delivery"), dated by the operator's clock; a pod without one gets none.
+TEST_F(WarmPodDeadlineTest, TheAssignmentRecordsTheDeliveryToTheWaitingRunnerInTheSameWrite) {
+  seed_warm_pod("warm-1", std::chrono::seconds(1));
+  seed_warm_pod("warm-2", std::chrono::seconds(1));
+  WarmPodRef waiting = census_of("warm-1");
+  EXPECT_TRUE(waiting.waiting_nonce_sha256.empty());  // the census does not know it
+  waiting.waiting_nonce_sha256 = "nonce-sha";
+  const std::size_t before = server_.requests().size();
+  ASSERT_TRUE(assign(waiting, "work_1", 3600));
+  EXPECT_EQ(server_.requests().size(), before + 1);
+  const json annotations = stored_pod("warm-1")["metadata"]["annotations"];
+  EXPECT_EQ(annotations.value(std::string(kAnnotationAssignmentNonceSha256), ""), "nonce-sha");
+  EXPECT_EQ(annotations.value(std::string(kAnnotationAssignmentConfirmedAt), ""),
+            format_rfc3339_micros(clock_.wall_now()));
+  EXPECT_EQ(annotations.value(std::string(kAnnotationAssignedWorkId), ""), "work_1");
+
+  ASSERT_TRUE(assign(census_of("warm-2"), "work_2", 3600));
+  const json plain = stored_pod("warm-2")["metadata"]["annotations"];
+  EXPECT_FALSE(plain.contains(std::string(kAnnotationAssignmentConfirmedAt)));
+  EXPECT_FALSE(plain.contains(std::string(kAnnotationAssignmentNonceSha256)));
+}
+
 TEST_F(WarmPodDeadlineTest, WithoutAStartTimeThePodsAgeCountsFromItsCreation) {
   seed_warm_pod("warm-1", std::nullopt);
   clock_.advance(std::chrono::minutes(10));

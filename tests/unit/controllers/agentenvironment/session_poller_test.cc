@@ -112,6 +112,8 @@ class SessionPollerTest : public ::testing::Test {
 
   // What claims handed over to the assignment service, in order.
   std::vector<WarmHandOver> handed_over_;
+  // The assignment service's view of waiting runners: pod uid -> nonce hash.
+  std::map<std::string, std::string> waiting_nonces_;
 
   std::unique_ptr<SessionPoller> make_poller(AgentEnvironment env, int threads = 1,
                                              std::shared_ptr<PollThreadBudget> budget = nullptr) {
@@ -130,6 +132,11 @@ class SessionPollerTest : public ::testing::Test {
         std::move(budget)};
     deps.hand_over_warm_pod = [this](WarmHandOver hand_over) {
       handed_over_.push_back(std::move(hand_over));
+    };
+    deps.warm_pod_waiting_nonce = [this](const std::string& uid) -> std::optional<std::string> {
+      const auto it = waiting_nonces_.find(uid);
+      if (it == waiting_nonces_.end()) return std::nullopt;
+      return it->second;
     };
     return std::make_unique<SessionPoller>(PollerSettings{std::move(env), "envkey", "worker-1"},
                                            std::move(deps), threads);
@@ -539,6 +546,53 @@ TEST_F(SessionPollerTest, AWonAssignmentIsHandedOverAndALostOneIsNot) {
   EXPECT_EQ(handed_over_[0].assignment.session_id, "sesn_work_A");
   EXPECT_EQ(handed_over_[0].assignment.secret_name, runner_object_name("work_A"));
   EXPECT_EQ(handed_over_[0].work_secret, kSecret);
+}
+
+// A pod whose runner is waiting right now is assigned before one the census lists first (a runner
+// that died looks ready until the kubelet reports it), and its assignment records the delivery to
+// that runner's nonce, which the hand-over carries so the held request is answered without a
+// write of its own.
+TEST_F(SessionPollerTest, AClaimTakesAPodWhoseRunnerWaitsAndRecordsTheDeliveryToIt) {
+  auto poller = make_poller(environment());
+  census_.value.ready_warm = {{"warm-1", "uid-1", "3"}, {"warm-2", "uid-2", "4"}};
+  census_.value.unfinished = census_.in_cache = {"warm-1", "warm-2"};
+  waiting_nonces_["uid-2"] = "nonce-sha-2";
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_A")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
+      .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
+                    const std::string&, std::int64_t) {
+        EXPECT_EQ(pod.name, "warm-2");
+        EXPECT_EQ(pod.waiting_nonce_sha256, "nonce-sha-2");
+        return false;  // another claim won it
+      })
+      .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
+                    const std::string&, std::int64_t) {
+        // Nobody is known to wait on it: assigned without a delivery.
+        EXPECT_EQ(pod.name, "warm-1");
+        EXPECT_TRUE(pod.waiting_nonce_sha256.empty());
+        return true;
+      });
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  ASSERT_EQ(handed_over_.size(), 1u);
+  EXPECT_EQ(handed_over_[0].pod_uid, "uid-1");
+  EXPECT_TRUE(handed_over_[0].delivered_to.empty());
+
+  census_.value.ready_warm = {{"warm-3", "uid-3", "5"}};
+  census_.value.unfinished = census_.in_cache = {"warm-1", "warm-3"};
+  waiting_nonces_["uid-3"] = "nonce-sha-3";
+  EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_B")));
+  EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
+  EXPECT_CALL(api_, ack("work_B")).WillOnce(Return(agentapi::WorkItem{}));
+  EXPECT_CALL(writer_,
+              assign_warm_pod(_, ::testing::Field(&WarmPodRef::waiting_nonce_sha256, "nonce-sha-3"),
+                              _, _, _))
+      .WillOnce(Return(true));
+  EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
+  ASSERT_EQ(handed_over_.size(), 2u);
+  EXPECT_EQ(handed_over_[1].pod_uid, "uid-3");
+  EXPECT_EQ(handed_over_[1].delivered_to, "nonce-sha-3");
 }
 
 // Warm pods count against maxConcurrentSessions, and a warm claim turns one of them into the

@@ -361,6 +361,54 @@ TEST_F(WarmAssignmentServiceTest, AHandedOverAssignmentIsAnsweredBeforeTheCacheS
   EXPECT_EQ(outcomes_, (std::vector<std::string>{"assigned", "gone", "confirmed"}));
 }
 
+// A runner waiting with its nonce is known to the claims for a few seconds (each held request is
+// decided again every second), and a claim that recorded the delivery to it in the assignment's
+// own write hands that over: the runner is answered from memory, nothing written or read, and
+// anyone else, the agent replaying the token included, is refused.
+TEST_F(WarmAssignmentServiceTest, AWaitingRunnerTheClaimDeliveredToIsAnsweredWithoutAWrite) {
+  const std::string token = pods_.add_pod("warm-a");
+  const std::string earlier = pods_.add_pod("warm-b");
+  EXPECT_FALSE(service_.waiting_nonce("uid-warm-a").has_value());
+  EXPECT_EQ(service_.fetch(bearer(token), kNonce).status, 204);
+  EXPECT_EQ(service_.fetch(bearer(earlier)).status, 204);  // a runner that sends no nonce
+  EXPECT_EQ(service_.waiting_nonce("uid-warm-a"),
+            std::optional<std::string>(pki::sha256_hex(kNonce)));
+  EXPECT_FALSE(service_.waiting_nonce("uid-warm-b").has_value());
+  clock_.advance(WarmAssignmentService::kWaitingNonceFresh);
+  EXPECT_FALSE(service_.waiting_nonce("uid-warm-a").has_value());  // it stopped asking
+  EXPECT_EQ(service_.fetch(bearer(token), kNonce).status, 204);
+  ASSERT_TRUE(service_.waiting_nonce("uid-warm-a").has_value());
+
+  // The claim's assignment, with the delivery to that nonce, in one write.
+  pods_.assign("warm-a", "work_1", "c2VjcmV0");
+  auto& annotations = pods_.server["warm-a"]["metadata"]["annotations"];
+  annotations[std::string(kAnnotationAssignmentConfirmedAt)] = "2026-12-02T08:00:00.000000Z";
+  annotations[std::string(kAnnotationAssignmentNonceSha256)] = pki::sha256_hex(kNonce);
+  service_.hand_over({"uid-warm-a",
+                      {"work_1", "sesn-work_1", "run-work_1"},
+                      "c2VjcmV0",
+                      *service_.waiting_nonce("uid-warm-a")});
+  for (const std::string& nonce : {std::string(), std::string("the-agents-own-nonce")}) {
+    const AssignmentAnswer replayed = service_.fetch(bearer(token), nonce);
+    EXPECT_EQ(replayed.status, 410);
+    EXPECT_FALSE(replayed.body.contains("work_secret"));
+  }
+  const AssignmentAnswer assigned = service_.fetch(bearer(token), kNonce);
+  ASSERT_EQ(assigned.status, 200);
+  EXPECT_EQ(assigned.body["work_id"], "work_1");
+  EXPECT_EQ(assigned.body["work_secret"], "c2VjcmV0");
+  EXPECT_EQ(assigned.body["delivered"], true);
+  EXPECT_EQ(pods_.delivery_writes, 0);
+  EXPECT_EQ(pods_.live_reads, 0);
+  EXPECT_EQ(pods_.secret_reads, 0);
+  EXPECT_EQ(service_.handed_over_secrets(), 0u);
+  // Asked again after a lost answer: from the cluster, as the claim recorded it.
+  pods_.sync();
+  EXPECT_EQ(service_.fetch(bearer(token), kNonce).body["work_secret"], "c2VjcmV0");
+  EXPECT_EQ(service_.fetch(bearer(token)).status, 410);
+  EXPECT_EQ(pods_.delivery_writes, 0);
+}
+
 // A hand-over is what a claim said, not what the apiserver holds: it never answers alone.
 TEST_F(WarmAssignmentServiceTest, AHandOverTheApiserverDoesNotBackHandsOutNothing) {
   const std::string token = pods_.add_pod("warm-a");
