@@ -308,12 +308,16 @@ TEST_F(WarmAssignmentOperatorTest, AWarmRunnerReachesTheOperatorOverTlsAndGetsIt
   EXPECT_EQ(served.output, "work_warm_1 sesn-work_warm_1 secret-of-work_warm_1");
   EXPECT_GE(answers("waiting"), 1);
   EXPECT_GE(answers("assigned"), 1);
-  EXPECT_GE(answers("confirmed"), 1);
+  // Delivered in the answer: the runner sent no confirm.
+  EXPECT_EQ(answers("confirmed"), 0);
 
-  // The confirm is on the pod in the apiserver: the token opens nothing from now on.
+  // The delivery is on the pod in the apiserver, to the runner's nonce: the token opens nothing
+  // from now on.
   const json pod = pods_->get(team_ns_, "payments-warm-1");
-  EXPECT_TRUE(
-      pod["metadata"]["annotations"].contains(std::string(kAnnotationAssignmentConfirmedAt)))
+  const json annotations = pod["metadata"].value("annotations", json::object());
+  EXPECT_TRUE(annotations.contains(std::string(kAnnotationAssignmentConfirmedAt)))
+      << pod["metadata"].dump();
+  EXPECT_EQ(annotations.value(std::string(kAnnotationAssignmentNonceSha256), "").size(), 64u)
       << pod["metadata"].dump();
 
   // The channel's threads, by name, as top -H shows them.
