@@ -167,8 +167,12 @@ void WarmAssignmentService::note_waiting(const std::string& pod_uid,
                                          const std::string& nonce_sha256) {
   std::lock_guard lock(waiting_mutex_);
   const auto now = clock_.now();
-  // Pods that stopped asking (assigned, ended, deleted) leave with their freshness.
-  std::erase_if(waiting_, [now](const auto& entry) { return entry.second.fresh_until <= now; });
+  // Pods that stopped asking (assigned, ended, deleted) leave with their freshness, swept once per
+  // freshness period rather than at each of the pool's held requests.
+  if (now >= next_waiting_sweep_) {
+    std::erase_if(waiting_, [now](const auto& entry) { return entry.second.fresh_until <= now; });
+    next_waiting_sweep_ = now + kWaitingNonceFresh;
+  }
   if (!nonce_sha256.empty()) waiting_[pod_uid] = Waiting{nonce_sha256, now + kWaitingNonceFresh};
 }
 

@@ -190,6 +190,7 @@ class WarmAssignmentService {
   };
   std::mutex waiting_mutex_;
   std::map<std::string, Waiting> waiting_;  // by pod uid
+  Clock::TimePoint next_waiting_sweep_{};
 };
 
 }  // namespace perimeter::agentenvironment
