@@ -206,6 +206,21 @@ std::optional<std::string> WarmAssignmentService::work_secret_of(
   return work_secret;
 }
 
+AssignmentAnswer WarmAssignmentService::delivered_elsewhere() {
+  return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+}
+
+void WarmAssignmentService::remember_delivery(const std::string& pod_uid,
+                                              const std::string& nonce_sha256) {
+  // The token opens nothing from now on but for this nonce, whatever the cache shows, and the
+  // hand-over's secret goes.
+  update_kept(pod_uid, [&](Kept& entry) {
+    entry.delivered = true;
+    entry.delivery_nonce_sha256 = nonce_sha256;
+    entry.hand_over.work_secret.clear();
+  });
+}
+
 AssignmentAnswer WarmAssignmentService::deliver(std::string_view outcome,
                                                 const WarmPodAssignment& assignment,
                                                 const std::string& work_secret) {
@@ -225,7 +240,7 @@ AssignmentAnswer WarmAssignmentService::delivered_already(const WarmPod& pod,
   // pod's files: only the runner that asked holds it.
   if (nonce_sha256.empty() || delivered_to.empty() ||
       !pki::constant_time_equal(delivered_to, nonce_sha256)) {
-    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+    return delivered_elsewhere();
   }
   // Its answer was lost on the way: the same assignment, as the apiserver's pod holds it.
   std::optional<WarmPod> live = pod.assignment ? std::optional<WarmPod>(pod) : std::nullopt;
@@ -235,7 +250,7 @@ AssignmentAnswer WarmAssignmentService::delivered_already(const WarmPod& pod,
     if (!live) return refusal;
   }
   if (!live->assignment) {
-    return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+    return delivered_elsewhere();
   }
   AssignmentAnswer refusal;
   const std::optional<std::string> work_secret =
@@ -259,13 +274,9 @@ AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization,
     // runner is answered from memory, at once, and anyone else not at all.
     if (nonce_sha256.empty() ||
         !pki::constant_time_equal(kept->hand_over.delivered_to, nonce_sha256)) {
-      return answer("gone", 410, error_body("this warm pod's assignment was already delivered"));
+      return delivered_elsewhere();
     }
-    update_kept(pod->uid, [&](Kept& entry) {
-      entry.delivered = true;
-      entry.delivery_nonce_sha256 = nonce_sha256;
-      entry.hand_over.work_secret.clear();
-    });
+    remember_delivery(pod->uid, nonce_sha256);
     return deliver("assigned", kept->hand_over.assignment, kept->hand_over.work_secret);
   }
   if (kept && kept->delivered) {
@@ -295,13 +306,7 @@ AssignmentAnswer WarmAssignmentService::fetch(std::string_view authorization,
                     error_body(std::string("the delivery cannot be recorded: ") + error.what()));
     }
     if (marked) {
-      // The token opens nothing from now on but for this nonce, whatever the cache shows, and
-      // the hand-over's secret goes.
-      update_kept(pod->uid, [&](Kept& entry) {
-        entry.delivered = true;
-        entry.delivery_nonce_sha256 = nonce_sha256;
-        entry.hand_over.work_secret.clear();
-      });
+      remember_delivery(pod->uid, nonce_sha256);
       return deliver("assigned", assignment, *work_secret);
     }
     if (attempt == kDeliveryAttempts - 1) break;

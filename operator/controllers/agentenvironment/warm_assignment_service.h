@@ -168,6 +168,11 @@ class WarmAssignmentService {
   std::optional<std::string> work_secret_of(const WarmPod& pod, const WarmPodAssignment& assignment,
                                             const std::optional<Kept>& kept,
                                             AssignmentAnswer* refusal);
+  // 410 to a fetch for an assignment delivered to another runner (or to a nonce-less one).
+  AssignmentAnswer delivered_elsewhere();
+  // Marks the hand-over kept for `pod_uid`, if any, delivered to `nonce_sha256` and drops its
+  // secret.
+  void remember_delivery(const std::string& pod_uid, const std::string& nonce_sha256);
   // The assignment's 200, counted as `outcome`.
   AssignmentAnswer deliver(std::string_view outcome, const WarmPodAssignment& assignment,
                            const std::string& work_secret);

@@ -111,6 +111,21 @@ class AgentEnvironmentSchemaTest : public ::testing::Test {
               {"runner", {{"image", "perimeter-runner:dev"}}}}}};
   }
 
+  // The namespace's "default" ServiceAccount, which runner pods name (no controller-manager
+  // makes it here).
+  void create_default_service_account() {
+    client(kube::resources::service_accounts())
+        ->create(ns_, {{"apiVersion", "v1"},
+                       {"kind", "ServiceAccount"},
+                       {"metadata", {{"name", "default"}}}});
+  }
+
+  // Where warm pods are told to ask, as the chart's Service names it.
+  static AssignmentEndpoint assignment_endpoint() {
+    return {"https://perimeter-assignment.perimeter-system.svc:8443",
+            "-----BEGIN CERTIFICATE-----"};
+  }
+
   // The first create on a fresh CRD can race its OpenAPI publication; retry NotFound briefly.
   json create_environment(const json& object) {
     for (int attempt = 0;; ++attempt) {
@@ -356,10 +371,7 @@ TEST_F(AgentEnvironmentSchemaTest, SessionClaimsAgainstTheRealApiserver) {
   auto object = valid_environment("workspaces");
   object["spec"]["runner"]["workspace"] = {{"persistentVolumeClaim", {{"size", "2Gi"}}}};
   const auto env = parse_agent_environment(create_environment(object));
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
   auto pods = client(kube::resources::pods());
   auto claims = client(kube::resources::persistent_volume_claims());
   KubeSessionWorkspaces workspaces(*claims, *pods);
@@ -426,10 +438,7 @@ TEST_F(AgentEnvironmentSchemaTest, RunnerObjectsAreAdmittedUnderPodSecurityRestr
   auto policies = client(kube::resources::network_policies());
   // The ServiceAccount admission plugin wants the namespace's default ServiceAccount even though
   // the pod mounts no token; the controller manager is not running in this test.
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
 
   secrets->create(ns_, build_session_secret(env, session));
   const auto pod = pods->create(ns_, build_runner_pod(env, session));
@@ -468,14 +477,10 @@ TEST_F(AgentEnvironmentSchemaTest, RunnerObjectsAreAdmittedUnderPodSecurityRestr
 // restricted like a session's pod, and mounts no ServiceAccount token.
 TEST_F(AgentEnvironmentSchemaTest, WarmRunnerObjectsAreAdmittedUnderPodSecurityRestricted) {
   const auto env = parse_agent_environment(create_environment(valid_environment("warm")));
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
   auto secrets = client(kube::resources::secrets());
   auto pods = client(kube::resources::pods());
-  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
-                                    "-----BEGIN CERTIFICATE-----"};
+  const AssignmentEndpoint endpoint = assignment_endpoint();
   secrets->create(ns_, build_warm_pod_secret(env, "warm-0a1b2c", "token", endpoint));
   const auto pod = pods->create(ns_, build_warm_runner_pod(env, "warm-0a1b2c", "ab12", endpoint));
   EXPECT_EQ(pod["metadata"]["labels"][std::string(kLabelWarm)], "true");
@@ -492,15 +497,11 @@ TEST_F(AgentEnvironmentSchemaTest, ThePoolsWriterRemovesOnlyTheWarmPodAsCached) 
   auto object = valid_environment("warm-writer");
   object["spec"]["warmPool"] = {{"maxReady", 2}};
   const auto env = parse_agent_environment(create_environment(object));
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
   auto secrets = client(kube::resources::secrets());
   auto pods = client(kube::resources::pods());
   KubeWarmPodWriter writer(*secrets, *pods);
-  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
-                                    "-----BEGIN CERTIFICATE-----"};
+  const AssignmentEndpoint endpoint = assignment_endpoint();
   const WarmPodToken token = mint_warm_pod_token();
   const std::string name = object_name_for("warm-", env.name + "-" + token.sha256.substr(0, 16));
   writer.create(build_warm_pod_secret(env, name, token.token, endpoint),
@@ -531,10 +532,7 @@ TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinis
                                "2026-11-23T06:00:00Z"};
   auto secrets = client(kube::resources::secrets());
   auto pods = client(kube::resources::pods());
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
   KubeSessionObjectWriter writer(*secrets, *pods);
   auto pod = build_runner_pod(env, session);
   // A pod as an earlier version of the operator made it, held until its item's ack; another
@@ -573,15 +571,11 @@ TEST_F(AgentEnvironmentSchemaTest, TheWriterReleasesOnlyItsGateAndReplacesAFinis
 // Secret and the pod.
 TEST_F(AgentEnvironmentSchemaTest, AWarmPodIsAssignedOnceFoundByItsItemAndRemovedWithItsSecrets) {
   const auto env = parse_agent_environment(create_environment(valid_environment("warmclaim")));
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
   auto secrets = client(kube::resources::secrets());
   auto pods = client(kube::resources::pods());
   KubeSessionObjectWriter writer(*secrets, *pods);
-  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
-                                    "-----BEGIN CERTIFICATE-----"};
+  const AssignmentEndpoint endpoint = assignment_endpoint();
   secrets->create(ns_, build_warm_pod_secret(env, "warm-0a1b2c", "token", endpoint));
   const json warm_pod = build_warm_runner_pod(env, "warm-0a1b2c", "ab12", endpoint);
   EXPECT_FALSE(warm_pod["spec"].contains("activeDeadlineSeconds"));
@@ -637,15 +631,11 @@ TEST_F(AgentEnvironmentSchemaTest, AWarmPodIsAssignedOnceFoundByItsItemAndRemove
 // is refused, leaving the first delivery as it was.
 TEST_F(AgentEnvironmentSchemaTest, AWarmPodsDeliveryIsRecordedOnceAndOnlyOnThePodItWasDecidedFrom) {
   const auto env = parse_agent_environment(create_environment(valid_environment("delivery")));
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
   auto secrets = client(kube::resources::secrets());
   auto pods = client(kube::resources::pods());
   KubeSessionObjectWriter writer(*secrets, *pods);
-  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
-                                    "-----BEGIN CERTIFICATE-----"};
+  const AssignmentEndpoint endpoint = assignment_endpoint();
   // Assigned as a claim assigns, and read as the cache had it before the kubelet's next write.
   const auto assigned_pod = [&](const std::string& name, const std::string& work_id,
                                 const json& finalizers) {
@@ -709,14 +699,10 @@ TEST_F(AgentEnvironmentSchemaTest, AWarmPodsDeliveryIsRecordedOnceAndOnlyOnThePo
 // one that ends later is lowered to the session's.
 TEST_F(AgentEnvironmentSchemaTest, TheAssignmentLowersAnEarlierWarmPodsDeadlineAndNeverRaisesIt) {
   const auto env = parse_agent_environment(create_environment(valid_environment("warmdeadline")));
-  client(kube::resources::service_accounts())
-      ->create(
-          ns_,
-          {{"apiVersion", "v1"}, {"kind", "ServiceAccount"}, {"metadata", {{"name", "default"}}}});
+  create_default_service_account();
   auto secrets = client(kube::resources::secrets());
   auto pods = client(kube::resources::pods());
-  const AssignmentEndpoint endpoint{"https://perimeter-assignment.perimeter-system.svc:8443",
-                                    "-----BEGIN CERTIFICATE-----"};
+  const AssignmentEndpoint endpoint = assignment_endpoint();
   const auto earlier_pod = [&](const std::string& name, std::int64_t deadline) {
     json pod = build_warm_runner_pod(env, name, "hash-" + name, endpoint);
     pod["spec"]["activeDeadlineSeconds"] = deadline;

@@ -142,6 +142,15 @@ class SessionPollerTest : public ::testing::Test {
                                            std::move(deps), threads);
   }
 
+  // An assign_warm_pod that wins its pod and writes the pod's name to `assigned`.
+  static auto assigns_and_records(std::string* assigned) {
+    return [assigned](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
+                      const std::string&, std::int64_t) {
+      *assigned = pod.name;
+      return true;
+    };
+  }
+
   // For tests that run the poll threads: every call a claim makes succeeds, as often as made.
   void every_claim_succeeds() {
     EXPECT_CALL(api_, stats()).WillRepeatedly(Return(agentapi::WorkQueueStats{}));
@@ -492,12 +501,7 @@ TEST_F(SessionPollerTest, AnItemPolledWithASlotTakesAWarmPodThatAWaitingPollHeld
   }
   EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
   EXPECT_CALL(api_, ack("work_A")).WillOnce(Return(agentapi::WorkItem{}));
-  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
-      .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
-                    const std::string&, std::int64_t) {
-        assigned = pod.name;
-        return true;
-      });
+  EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _)).WillOnce(assigns_and_records(&assigned));
   // Two passes hold the two warm pods while their long-polls wait.
   std::thread first([&] { EXPECT_EQ(poller->poll_once(), PollOutcome::kEmpty); });
   ASSERT_TRUE(eventually([&] { return waiting == 1; }));
@@ -646,12 +650,7 @@ TEST_F(SessionPollerTest, AWarmPodOfAnEarlierTemplateIsNeverAssigned) {
     EXPECT_CALL(api_, poll(_)).WillOnce(Return(session_item("work_B")));
     EXPECT_CALL(writer_, ensure_secret(_)).WillOnce(Return(kSecretWritten));
     EXPECT_CALL(api_, ack("work_B")).WillOnce(Return(agentapi::WorkItem{}));
-    EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _))
-        .WillOnce([&](const std::string&, const WarmPodRef& pod, const ClaimedSession&,
-                      const std::string&, std::int64_t) {
-          assigned = pod.name;
-          return true;
-        });
+    EXPECT_CALL(writer_, assign_warm_pod(_, _, _, _, _)).WillOnce(assigns_and_records(&assigned));
   }
   EXPECT_EQ(poller->poll_once(), PollOutcome::kClaimed);
   EXPECT_EQ(assigned, "warm-new");

@@ -94,6 +94,14 @@ class FakeWarmPodDirectory final : public WarmPodDirectory {
     server[name]["metadata"]["resourceVersion"] = std::to_string(++version_);
   }
   void sync() { cache = server; }
+  // A warm pod assigned `work_id`, as both the apiserver and the cache show it; returns its token.
+  std::string add_assigned_pod(const std::string& name, const std::string& work_id,
+                               const std::string& secret) {
+    std::string token = add_pod(name);
+    assign(name, work_id, secret);
+    sync();
+    return token;
+  }
 
   std::map<std::string, nlohmann::json> server;
   std::map<std::string, nlohmann::json> cache;
@@ -179,9 +187,7 @@ TEST_F(WarmAssignmentServiceTest, AnAssignedPodGetsItsItemOnceAndThenOnlyItsRunn
 // The cache lags the delivery; the delivery's write, which holds only on a pod not delivered
 // yet, refuses the replay all the same.
 TEST_F(WarmAssignmentServiceTest, AReplayBeforeTheCacheShowsTheDeliveryIsRefusedAllTheSame) {
-  const std::string token = pods_.add_pod("warm-a");
-  pods_.assign("warm-a", "work_1", "c2VjcmV0");
-  pods_.sync();
+  const std::string token = pods_.add_assigned_pod("warm-a", "work_1", "c2VjcmV0");
   EXPECT_EQ(service_.fetch(bearer(token), kNonce).status, 200);
   // The cache still shows the pod undelivered; the apiserver does not.
   for (const std::string& nonce : {std::string(), std::string("another-runners-nonce")}) {
@@ -201,9 +207,7 @@ TEST_F(WarmAssignmentServiceTest, AReplayBeforeTheCacheShowsTheDeliveryIsRefused
 }
 
 TEST_F(WarmAssignmentServiceTest, APodDeletedOrReplacedSinceTheCacheSawItHandsOutNothing) {
-  const std::string token = pods_.add_pod("warm-a");
-  pods_.assign("warm-a", "work_1", "c2VjcmV0");
-  pods_.sync();
+  const std::string token = pods_.add_assigned_pod("warm-a", "work_1", "c2VjcmV0");
   pods_.server["warm-a"]["metadata"]["uid"] = "uid-of-a-new-pod";
   EXPECT_EQ(service_.fetch(bearer(token), kNonce).status, 410);
   pods_.server["warm-a"]["metadata"]["uid"] = "uid-warm-a";
@@ -215,9 +219,7 @@ TEST_F(WarmAssignmentServiceTest, APodDeletedOrReplacedSinceTheCacheSawItHandsOu
 }
 
 TEST_F(WarmAssignmentServiceTest, NoTokenOrAWrongOneIsRefusedAlike) {
-  const std::string token = pods_.add_pod("warm-a");
-  pods_.assign("warm-a", "work_1", "c2VjcmV0");
-  pods_.sync();
+  const std::string token = pods_.add_assigned_pod("warm-a", "work_1", "c2VjcmV0");
   for (const std::string& authorization :
        {std::string(), std::string("Bearer "), std::string("Basic ") + token, token,
         bearer(token + "0"), bearer(pki::sha256_hex(token)), bearer(mint_warm_pod_token().token)}) {
@@ -233,9 +235,7 @@ TEST_F(WarmAssignmentServiceTest, NoTokenOrAWrongOneIsRefusedAlike) {
 
 TEST_F(WarmAssignmentServiceTest, APodsTokenOpensThatPodAloneAndNeverAnothersItem) {
   const std::string token_a = pods_.add_pod("warm-a");
-  const std::string token_b = pods_.add_pod("warm-b");
-  pods_.assign("warm-b", "work_b", "c2VjcmV0LWI=");
-  pods_.sync();
+  const std::string token_b = pods_.add_assigned_pod("warm-b", "work_b", "c2VjcmV0LWI=");
 
   EXPECT_EQ(service_.fetch(bearer(token_a), kNonce).status, 204);
   EXPECT_EQ(service_.confirm(bearer(token_a), confirm_body("work_b")).status, 409);
@@ -262,18 +262,14 @@ TEST_F(WarmAssignmentServiceTest, AFinishedOrDeletedPodsTokenIsGone) {
 // not what it was decided from is read and decided again at once, not after the runner's backoff;
 // one that never is, is 503 and asked again.
 TEST_F(WarmAssignmentServiceTest, ADeliveryHoldsWhateverElseChangedAndIsDecidedAgainWhenItDoesNot) {
-  const std::string token = pods_.add_pod("warm-a");
-  pods_.assign("warm-a", "work_1", "c2VjcmV0");
-  pods_.sync();
+  const std::string token = pods_.add_assigned_pod("warm-a", "work_1", "c2VjcmV0");
   pods_.server["warm-a"]["metadata"]["resourceVersion"] = "999";
   pods_.server["warm-a"]["metadata"]["labels"]["team"] = "payments";
   EXPECT_EQ(service_.fetch(bearer(token), kNonce).status, 200);
   EXPECT_EQ(pods_.delivery_writes, 1);
   EXPECT_EQ(pods_.live_reads, 0);
 
-  const std::string busy = pods_.add_pod("warm-b");
-  pods_.assign("warm-b", "work_2", "c2VjcmV0");
-  pods_.sync();
+  const std::string busy = pods_.add_assigned_pod("warm-b", "work_2", "c2VjcmV0");
   pods_.refused_deliveries = WarmAssignmentService::kDeliveryAttempts;
   EXPECT_EQ(service_.fetch(bearer(busy), kNonce).status, 503);
   EXPECT_EQ(pods_.live_reads, WarmAssignmentService::kDeliveryAttempts - 1);
@@ -283,9 +279,7 @@ TEST_F(WarmAssignmentServiceTest, ADeliveryHoldsWhateverElseChangedAndIsDecidedA
 }
 
 TEST_F(WarmAssignmentServiceTest, ASecretThatCannotBeReadIsAnswerToRetryWithTheServersReason) {
-  const std::string token = pods_.add_pod("warm-a");
-  pods_.assign("warm-a", "work_1", "c2VjcmV0");
-  pods_.sync();
+  const std::string token = pods_.add_assigned_pod("warm-a", "work_1", "c2VjcmV0");
   pods_.secret_read_fails = true;
   const AssignmentAnswer failed = service_.fetch(bearer(token), kNonce);
   EXPECT_EQ(failed.status, 503);
@@ -316,9 +310,7 @@ TEST_F(WarmAssignmentServiceTest, AConfirmMustNameTheWorkItemAndANonceIsBounded)
 // an earlier version, and confirms to this one (an upgrade in between): the confirm records the
 // delivery, and from then on the token opens nothing.
 TEST_F(WarmAssignmentServiceTest, AnEarlierRunnersConfirmRecordsTheDeliveryWhenNoFetchDid) {
-  const std::string token = pods_.add_pod("warm-a");
-  pods_.assign("warm-a", "work_1", "c2VjcmV0");
-  pods_.sync();
+  const std::string token = pods_.add_assigned_pod("warm-a", "work_1", "c2VjcmV0");
   EXPECT_EQ(service_.confirm(bearer(token), confirm_body("work_1")).status, 204);
   EXPECT_EQ(pods_.delivery_writes, 1);
   EXPECT_EQ(pods_.server["warm-a"]["metadata"]["annotations"].value(
@@ -328,9 +320,7 @@ TEST_F(WarmAssignmentServiceTest, AnEarlierRunnersConfirmRecordsTheDeliveryWhenN
   EXPECT_EQ(service_.fetch(bearer(token), kNonce).status, 410);
   // And a runner of an earlier version against this operator: its fetch is delivered (with no
   // nonce, so a lost answer is not given again), its confirm answered.
-  const std::string earlier = pods_.add_pod("warm-b");
-  pods_.assign("warm-b", "work_2", "c2VjcmV0");
-  pods_.sync();
+  const std::string earlier = pods_.add_assigned_pod("warm-b", "work_2", "c2VjcmV0");
   EXPECT_EQ(service_.fetch(bearer(earlier)).status, 200);
   EXPECT_EQ(service_.fetch(bearer(earlier)).status, 410);
   EXPECT_EQ(service_.confirm(bearer(earlier), confirm_body("work_2")).status, 204);
